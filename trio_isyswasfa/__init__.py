@@ -1,0 +1,50 @@
+"""trio_isyswasfa: composable async for WebAssembly components on a trio host.
+
+Layering (a test checks the first rule): ``_protocol`` imports neither trio/anyio nor
+wasmtime; ``_engine`` is the only module that imports ``wasmtime``; ``wasi/*`` uses
+``_resources`` and ``_engine`` helpers; nothing imports ``_cli``.
+"""
+
+from ._engine import Err as Err
+from ._engine import Ok as Ok
+from ._errors import GuestProtocolError as GuestProtocolError
+from ._errors import GuestTrap as GuestTrap
+from ._errors import HostProtocolError as HostProtocolError
+from ._errors import InstanceDead as InstanceDead
+from ._errors import InternalError as InternalError
+from ._errors import IsyswasfaError as IsyswasfaError
+from ._errors import LinkError as LinkError
+from ._errors import LoadError as LoadError
+from ._errors import ToolError as ToolError
+from ._errors import WasiError as WasiError
+from ._host import Component as Component
+from ._host import Instance as Instance
+from ._host import InstanceStatistics as InstanceStatistics
+from ._host import load_component as load_component
+from ._host import open_instance as open_instance
+from .wasi import WasiConfig as WasiConfig
+from .wasi.cli import ComponentExit as ComponentExit
+
+__all__ = [
+    "Component",
+    "ComponentExit",
+    "Err",
+    "GuestProtocolError",
+    "GuestTrap",
+    "HostProtocolError",
+    "Instance",
+    "InstanceDead",
+    "InstanceStatistics",
+    "InternalError",
+    "IsyswasfaError",
+    "LinkError",
+    "LoadError",
+    "Ok",
+    "ToolError",
+    "WasiConfig",
+    "WasiError",
+    "load_component",
+    "open_instance",
+]
+
+__version__ = "0.1.0.dev0"

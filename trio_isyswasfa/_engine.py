@@ -1,0 +1,497 @@
+"""The one seam between trio_isyswasfa and wasmtime-py's component API.
+
+Everything that touches ``wasmtime.component`` lives here, so that the engine can be
+replaced (a canonical-ABI layer over wasmtime's core API is planned) without touching
+the scheduler or WASI code. What this module guarantees to the rest:
+
+* host functions never let a Python exception escape into wasmtime unannounced: a
+  :class:`~trio_isyswasfa.WasiError` becomes ``result::err`` when the WIT result allows
+  it; anything else is recorded as the instance's fault and traps the guest, and the
+  call into wasm that was running raises that fault;
+* handles cross as integers (reps) with a resource kind;
+* results cross as :class:`Ok` / :class:`Err` whatever wasmtime-py's tagging rules are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+
+from ._errors import (
+    GuestProtocolError,
+    GuestTrap,
+    InternalError,
+    IsyswasfaError,
+    LinkError,
+    LoadError,
+    WasiError,
+)
+from ._protocol import (
+    InCancel,
+    InCancelComplete,
+    InListening,
+    InReady,
+    OutCancel,
+    OutCancelComplete,
+    OutListen,
+    OutPending,
+    OutReady,
+    PollInput,
+    PollOutput,
+)
+
+ResourceHost = wc.ResourceHost
+ResourceAny = wc.ResourceAny
+Store = wasmtime.Store
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """The ``ok`` case of a WIT ``result`` returned by a host function."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Err:
+    """The ``err`` case of a WIT ``result`` returned by a host function."""
+
+    value: Any = None
+
+
+class ResourceKind:
+    """Host resource type ids (``ResourceType.host``); one per WIT resource we define."""
+
+    PENDING = 1
+    CANCEL = 2
+    READY = 3
+    POLLABLE = 10
+    ERROR = 11
+    INPUT_STREAM = 12
+    OUTPUT_STREAM = 13
+    TERMINAL_INPUT = 20
+    TERMINAL_OUTPUT = 21
+    DESCRIPTOR = 30
+    DIRECTORY_ENTRY_STREAM = 31
+    NETWORK = 40
+    TCP_SOCKET = 41
+    UDP_SOCKET = 42
+    INCOMING_DATAGRAM_STREAM = 43
+    OUTGOING_DATAGRAM_STREAM = 44
+    RESOLVE_ADDRESS_STREAM = 45
+
+
+def own(rep: int, kind: int) -> Any:
+    """An owned handle to pass to a guest."""
+    return ResourceHost.own(rep, kind)
+
+
+# -- engine and compile cache -----------------------------------------------------------
+
+_engine: wasmtime.Engine | None = None
+
+
+def engine() -> wasmtime.Engine:
+    """The process-wide engine (component model on)."""
+    global _engine
+    if _engine is None:
+        config = wasmtime.Config()
+        config.wasm_component_model = True
+        _engine = wasmtime.Engine(config)
+    return _engine
+
+
+def cache_dir() -> Path:
+    """Where compiled components are kept (``$TRIO_ISYSWASFA_CACHE`` overrides)."""
+    env = os.environ.get("TRIO_ISYSWASFA_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trio_isyswasfa" / "compiled"
+
+
+def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
+    """Compile a component, reusing an on-disk compiled copy keyed on the bytes."""
+    eng = engine()
+    key = hashlib.sha256(wasm).hexdigest()
+    version = getattr(wasmtime, "__version__", "unknown")
+    cached = cache_dir() / f"{key}-wasmtime-{version}.cwasm"
+    if use_cache and cached.exists():
+        try:
+            return wc.Component.deserialize_file(eng, str(cached))
+        except wasmtime.WasmtimeError:
+            cached.unlink(missing_ok=True)  # stale or corrupt: compile again
+    if not wasm.startswith(b"\0asm"):
+        raise LoadError("not a WebAssembly binary")
+    if wasm[4:8] == b"\x01\x00\x00\x00":
+        raise LoadError("a core WebAssembly module, not a component")
+    try:
+        component = wc.Component(eng, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise LoadError(f"cannot compile component: {_first_line(str(exc))}") from exc
+    if use_cache:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(bytes(component.serialize()))
+            tmp.replace(cached)
+        except OSError:
+            pass  # a read-only cache only costs time
+    return component
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+# -- component types --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportedItem:
+    """One function or resource a component imports from interface ``interface``."""
+
+    interface: str  # as imported, e.g. ``wasi:io/poll@0.2.9``
+    name: str  # e.g. ``[method]pollable.ready``
+    func_type: Any  # wc.FuncType, or None for a resource
+
+
+def component_imports(component: wc.Component) -> dict[str, list[ImportedItem]]:
+    """Imported interfaces and, for each, the functions and resources it uses."""
+    out: dict[str, list[ImportedItem]] = {}
+    eng = engine()
+    for name, ext in component.type.imports(eng).items():
+        ty = ext.ty
+        items: list[ImportedItem] = []
+        if isinstance(ty, wc.ComponentInstanceType):
+            for item_name, item in ty.exports(eng).items():
+                ity = item.ty
+                if isinstance(ity, wc.FuncType):
+                    items.append(ImportedItem(name, item_name, ity))
+                elif isinstance(ity, wc.ResourceType):
+                    items.append(ImportedItem(name, item_name, None))
+                # other items are type definitions: nothing to provide
+        elif isinstance(ty, wc.FuncType):
+            items.append(ImportedItem("", name, ty))
+        out[name] = items
+    return out
+
+
+def component_exports(component: wc.Component) -> dict[str, dict[str, Any]]:
+    """Exports: ``{"": {root funcs}, "iface": {funcs}}`` with their FuncTypes."""
+    eng = engine()
+    out: dict[str, dict[str, Any]] = {"": {}}
+    for name, ext in component.type.exports(eng).items():
+        ty = ext.ty
+        if isinstance(ty, wc.FuncType):
+            out[""][name] = ty
+        elif isinstance(ty, wc.ComponentInstanceType):
+            out[name] = {
+                n: i.ty for n, i in ty.exports(eng).items() if isinstance(i.ty, wc.FuncType)
+            }
+    return out
+
+
+def strip_version(interface: str) -> str:
+    """``wasi:io/poll@0.2.9`` -> ``wasi:io/poll``."""
+    return interface.split("@", 1)[0]
+
+
+# -- values -----------------------------------------------------------------------------
+
+
+def _result_lowerer(ty: Any) -> Callable[[Any], Any]:
+    """How to hand ``Ok``/``Err`` (possibly nested) to wasmtime-py for type ``ty``."""
+    if not isinstance(ty, wc.ResultType):
+        return lambda v: v
+    tagged = ty._tagged()
+    ok_low = _result_lowerer(ty.ok) if ty.ok is not None else (lambda v: v)
+    err_low = _result_lowerer(ty.err) if ty.err is not None else (lambda v: v)
+
+    def lower(value: Any) -> Any:
+        if isinstance(value, Err):
+            payload = err_low(value.value)
+            return wc.Variant("err", payload) if tagged else payload
+        if isinstance(value, Ok):
+            value = value.value
+        payload = ok_low(value)
+        return wc.Variant("ok", payload) if tagged else payload
+
+    return lower
+
+
+def _result_lifter(ty: Any) -> Callable[[Any], Any]:
+    """Turn wasmtime-py's value of type ``ty`` into ``Ok``/``Err`` for results."""
+    if not isinstance(ty, wc.ResultType):
+        return lambda v: v
+    tagged = ty._tagged()
+    ok_lift = _result_lifter(ty.ok) if ty.ok is not None else (lambda v: v)
+    err_lift = _result_lifter(ty.err) if ty.err is not None else (lambda v: v)
+    err_classes: set[type] = set()
+    if ty.err is not None:
+        ty.err.add_classes(err_classes)
+
+    def lift(value: Any) -> Any:
+        if tagged:
+            assert isinstance(value, wc.Variant)
+            if value.tag == "ok":
+                return Ok(ok_lift(value.payload))
+            return Err(err_lift(value.payload))
+        if ty.err is None:
+            return Ok(ok_lift(value)) if value is not None or ty.ok is not None else Ok(None)
+        if isinstance(value, tuple(err_classes)) and not (ty.err is None):
+            # untagged: the classes of the two cases are disjoint
+            return Err(err_lift(value))
+        return Ok(ok_lift(value))
+
+    return lift
+
+
+def _error_code_of(ty: Any) -> Callable[[WasiError], Any] | None:
+    """For a function whose result is ``result<_, error-code>``: WasiError -> value."""
+    if isinstance(ty, wc.ResultType) and ty.err is not None:
+        lower = _result_lowerer(ty)
+        return lambda exc: lower(Err(exc.code))
+    return None
+
+
+# -- linking ----------------------------------------------------------------------------
+
+
+HostFunc = Callable[..., Any]
+
+
+class FaultSink:
+    """Where host functions report a fault that must kill the instance."""
+
+    def __init__(self) -> None:
+        self.fault: BaseException | None = None
+
+    def record(self, exc: BaseException) -> None:
+        if self.fault is None:
+            self.fault = exc
+
+
+def _convert_arg(store: Any, value: Any) -> Any:
+    if isinstance(value, ResourceAny):
+        return value.to_host(store).rep
+    if isinstance(value, list) and value and isinstance(value[0], ResourceAny):
+        return [v.to_host(store).rep for v in value]
+    return value
+
+
+def wrap_host_func(fn: HostFunc, func_type: Any, faults: FaultSink, label: str) -> HostFunc:
+    """Adapt our host function ``fn(*args)`` to wasmtime-py's calling convention."""
+    lower = _result_lowerer(func_type.result)
+    to_error = _error_code_of(func_type.result)
+
+    def host_func(store: Any, *args: Any) -> Any:
+        if faults.fault is not None:
+            raise GuestTrap("instance is dead")
+        try:
+            result = fn(*[_convert_arg(store, a) for a in args])
+            return lower(result)
+        except WasiError as exc:
+            if to_error is not None:
+                return to_error(exc)
+            faults.record(InternalError(f"{label}: {exc} has no WIT error to carry it"))
+            raise
+        except IsyswasfaError as exc:
+            faults.record(exc)
+            raise
+        except Exception as exc:
+            faults.record(InternalError(f"host function {label} failed: {exc!r}"))
+            faults.fault.__cause__ = exc  # type: ignore[union-attr]
+            raise
+
+    return host_func
+
+
+@dataclass
+class ResourceDef:
+    """A host resource: its type id and what to do when the guest drops a handle."""
+
+    kind: int
+    on_drop: Callable[[int], None]
+
+
+def build_linker(
+    component: wc.Component,
+    resolve_item: Callable[[ImportedItem], HostFunc | ResourceDef | None],
+    faults: FaultSink,
+) -> wc.Linker:
+    """A linker that defines every import of ``component`` through ``resolve_item``.
+
+    ``resolve_item`` raises :class:`LinkError` for what the host does not provide.
+    """
+    linker = wc.Linker(engine())
+    imports = component_imports(component)
+    with linker.root() as root:
+        for iface, items in imports.items():
+            if iface and items and items[0].interface:
+                with root.add_instance(iface) as inst:
+                    _define(inst, items, resolve_item, faults)
+            else:
+                _define(root, items, resolve_item, faults)
+    return linker
+
+
+def _define(
+    inst: Any,
+    items: list[ImportedItem],
+    resolve_item: Callable[[ImportedItem], HostFunc | ResourceDef | None],
+    faults: FaultSink,
+) -> None:
+    for item in items:
+        impl = resolve_item(item)
+        if impl is None:
+            continue
+        if isinstance(impl, ResourceDef):
+            inst.add_resource(item.name, wc.ResourceType.host(impl.kind), _dtor(impl, faults))
+        else:
+            label = f"{item.interface}#{item.name}" if item.interface else item.name
+            inst.add_func(item.name, wrap_host_func(impl, item.func_type, faults, label))
+
+
+def _dtor(resource: ResourceDef, faults: FaultSink) -> Callable[[Any, int], None]:
+    def dtor(_store: Any, rep: int) -> None:
+        if faults.fault is not None:
+            return
+        try:
+            resource.on_drop(rep)
+        except IsyswasfaError as exc:
+            faults.record(exc)
+            raise
+        except Exception as exc:
+            faults.record(InternalError(f"dropping a handle failed: {exc!r}"))
+            raise
+
+    return dtor
+
+
+# -- instances and calls ----------------------------------------------------------------
+
+
+class EngineInstance:
+    """A store and an instantiated component, with calls that map failures."""
+
+    def __init__(self, component: wc.Component, linker: wc.Linker, faults: FaultSink) -> None:
+        self.store = wasmtime.Store(engine())
+        self.faults = faults
+        try:
+            self.instance = linker.instantiate(self.store, component)
+        except wasmtime.WasmtimeError as exc:
+            raise LinkError(_first_line(str(exc))) from exc
+        self._exports = component_exports(component)
+
+    def export_names(self) -> dict[str, dict[str, Any]]:
+        """Exported functions by interface (``""`` for the root)."""
+        return self._exports
+
+    def func(self, interface: str, name: str) -> ExportFunc:
+        """A callable export; raise :class:`LinkError` if there is none."""
+        funcs = self._exports.get(interface, {})
+        ty = funcs.get(name)
+        if ty is None:
+            where = f"interface {interface}" if interface else "the component's root"
+            raise LinkError(f"no export {name!r} in {where}")
+        if interface:
+            idx = self.instance.get_export_index(self.store, interface)
+            assert idx is not None
+            fidx = self.instance.get_export_index(self.store, name, idx)
+        else:
+            fidx = self.instance.get_export_index(self.store, name)
+        func = self.instance.get_func(self.store, fidx) if fidx is not None else None
+        if func is None:
+            raise LinkError(f"export {name!r} is not a function")
+        return ExportFunc(self, func, ty, f"{interface}#{name}" if interface else name)
+
+
+class ExportFunc:
+    """An exported function; calling it runs guest code synchronously."""
+
+    def __init__(self, owner: EngineInstance, func: Any, ty: Any, label: str) -> None:
+        self.owner = owner
+        self.func = func
+        self.label = label
+        self.lift = _result_lifter(ty.result)
+        self.params = [p for p, _ in ty.params]
+
+    def __call__(self, *args: Any) -> Any:
+        owner = self.owner
+        if owner.faults.fault is not None:
+            raise GuestTrap(f"instance is dead: {owner.faults.fault}")
+        try:
+            value = self.func(owner.store, *args)
+            self.func.post_return(owner.store)
+        except Exception as exc:
+            fault = owner.faults.fault
+            if fault is not None:
+                raise fault from exc if fault.__cause__ is None else fault.__cause__
+            owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {_first_line(str(exc))}"))
+            raise owner.faults.fault from exc  # type: ignore[misc]
+        return self.lift(value)
+
+    def raw(self, *args: Any) -> Any:
+        """Call without lifting results (for poll functions)."""
+        return self.__call__(*args)
+
+
+# -- poll events ------------------------------------------------------------------------
+
+
+def lower_inputs(events: list[PollInput]) -> list[Any]:
+    """Our poll inputs as wasmtime-py values, with fresh owned handles."""
+    out = []
+    for ev in events:
+        if isinstance(ev, InReady):
+            out.append(wc.Variant("ready", _record(state=ev.state, ready=own(ev.ready, ResourceKind.READY))))
+        elif isinstance(ev, InListening):
+            out.append(
+                wc.Variant("listening", _record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL)))
+            )
+        elif isinstance(ev, InCancel):
+            out.append(wc.Variant("cancel", _record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL))))
+        elif isinstance(ev, InCancelComplete):
+            out.append(wc.Variant("cancel-complete", ev.state))
+        else:
+            raise InternalError(f"unknown poll input {ev!r}")
+    return out
+
+
+def _record(**fields: Any) -> Any:
+    rec = wc.Record()
+    for name, value in fields.items():
+        setattr(rec, name, value)
+    return rec
+
+
+def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
+    """wasmtime-py poll outputs as our events (handles become reps, now host-held)."""
+    for value in values:
+        if not isinstance(value, wc.Variant):
+            raise GuestProtocolError(f"poll output is not a variant: {value!r}")
+        tag, payload = value.tag, value.payload
+        if tag == "ready":
+            yield OutReady(payload.state, _take(store, payload.ready))
+        elif tag == "listen":
+            yield OutListen(payload.state, _take(store, payload.pending))
+        elif tag == "pending":
+            yield OutPending(payload.state, _take(store, payload.cancel))
+        elif tag == "cancel":
+            yield OutCancel(_take(store, payload))
+        elif tag == "cancel-complete":
+            yield OutCancelComplete(_take(store, payload))
+        else:
+            raise GuestProtocolError(f"unknown poll output {tag!r}")
+
+
+def _take(store: Any, handle: Any) -> int:
+    return int(handle.to_host(store).rep)

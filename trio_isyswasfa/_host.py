@@ -1,0 +1,371 @@
+"""Loading components, linking them against our WASI and the isyswasfa host side,
+and the embedding API for trio (and asyncio) applications.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import _engine
+from ._engine import Err, ImportedItem, ResourceDef, ResourceKind, own, strip_version
+from ._errors import GuestProtocolError, HostProtocolError, LinkError, LoadError
+from ._scheduler import Scheduler
+from .wasi import WasiConfig
+from .wasi import filesystem as _filesystem
+from .wasi import sockets as _sockets
+from .wasi._context import WasiContext
+from .wasi.cli import WasiCli
+from .wasi.clocks import WasiClocks
+from .wasi.filesystem import WasiFilesystem
+from .wasi.io import Pollable, WasiIo
+from .wasi.random import WasiRandom
+from .wasi.sockets import WasiSockets
+
+ABI = "isyswasfa:isyswasfa/isyswasfa"
+IO_POLL = "isyswasfa:io/poll"
+START = "-isyswasfa-start"
+RESULT = "-isyswasfa-result"
+POLL_PREFIX = "isyswasfa-poll"
+
+# packages whose unreachable operations are answered with an error code
+_DENIED = {"wasi:filesystem": _filesystem.DENIED_CODE, "wasi:sockets": _sockets.DENIED_CODE}
+
+ImportImpl = Callable[..., Any]
+"""An import implementation: ``async def`` (runs as a host task) or a plain function."""
+
+
+class Component:
+    """A compiled component, ready to be instantiated any number of times.
+
+    Use :func:`load_component` to make one.
+    """
+
+    def __init__(self, raw: Any, name: str) -> None:
+        self._raw = raw
+        self.name = name
+        self._imports = _engine.component_imports(raw)
+        self._exports = _engine.component_exports(raw)
+        self.poll_exports = sorted(n for n in self._exports[""] if n.startswith(POLL_PREFIX))
+        if not self.poll_exports:
+            raise LinkError(f"{name} has no {POLL_PREFIX}-* export: it was not built for isyswasfa")
+
+    @property
+    def imports(self) -> list[str]:
+        """The interfaces (and root functions) the component imports."""
+        return sorted(self._imports)
+
+    def exports(self) -> dict[str, list[str]]:
+        """Exported functions by interface (``""`` for the root); async ones unsplit."""
+        out: dict[str, list[str]] = {}
+        for iface, funcs in self._exports.items():
+            names = []
+            for name in funcs:
+                if name.endswith(RESULT):
+                    continue
+                names.append(name.removesuffix(START))
+            out[iface] = sorted(names)
+        return out
+
+
+def load_component(source: str | Path | bytes, *, use_cache: bool = True) -> Component:
+    """Compile (or fetch from the on-disk cache) a component file or its bytes.
+
+    Raises:
+      LoadError: the file is missing or is not a component.
+      LinkError: it has no ``isyswasfa-poll-*`` export.
+    """
+    if isinstance(source, bytes):
+        data, name = source, "<bytes>"
+    else:
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LoadError(f"cannot read {path}: {exc.strerror}") from exc
+        name = str(path)
+    return Component(_engine.compile_component(data, use_cache=use_cache), name)
+
+
+@dataclass(frozen=True)
+class InstanceStatistics:
+    """What is alive inside one instance (see :meth:`Instance.statistics`)."""
+
+    tasks: int
+    host_tasks_running: int
+    guest_tasks: int
+    isyswasfa_handles: int
+    wasi_handles: dict[str, int]
+    calls_in_flight: int
+    poll_calls: int
+
+
+class Instance:
+    """A running component instance. Make one with :func:`open_instance`."""
+
+    def __init__(
+        self,
+        component: Component,
+        imports: Mapping[str, Mapping[str, ImportImpl]],
+        wasi: WasiConfig,
+    ) -> None:
+        self.component = component
+        self._user_imports = {strip_version(k): dict(v) for k, v in imports.items()}
+        self._wasi = WasiContext(wasi)
+        self._io = WasiIo(self._wasi)
+        WasiClocks(self._wasi, self._io)
+        WasiRandom(self._wasi)
+        WasiCli(self._wasi)
+        WasiFilesystem(self._wasi)
+        WasiSockets(self._wasi)
+        self._faults = _engine.FaultSink()
+        linker = _engine.build_linker(component._raw, self._resolve, self._faults)
+        self._engine = _engine.EngineInstance(component._raw, linker, self._faults)
+        self._sched = Scheduler(self._engine.store)
+        self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
+        self._funcs: dict[tuple[str, str], Any] = {}
+
+    # -- linking ------------------------------------------------------------------------
+    def _resolve(self, item: ImportedItem) -> _engine.HostFunc | ResourceDef | None:
+        iface = strip_version(item.interface)
+        key = (iface, item.name)
+        if iface == ABI:
+            return self._abi_item(item)
+        if iface == IO_POLL:
+            return self._io_poll_item(item)
+        if item.func_type is None:
+            # None: a resource `use`d from another interface, defined there
+            return self._wasi.resources.get(key)
+        fn = self._wasi.functions.get(key)
+        if fn is not None:
+            return fn
+        user = self._user_imports.get(iface, {}) if iface else self._user_imports.get("", {})
+        if item.name.endswith(START):
+            base = item.name.removesuffix(START)
+            impl = user.get(base)
+            if impl is not None:
+                return self._async_import(f"{item.interface}#{base}", impl)
+        elif item.name.endswith(RESULT):
+            base = item.name.removesuffix(RESULT)
+            if user.get(base) is not None:
+                return self._sched_take_value
+        elif item.name in user:
+            return user[item.name]
+        package = iface.split("/")[0]
+        if package in _DENIED:
+            return _denied(_DENIED[package], item)
+        where = item.interface or "the root"
+        raise LinkError(f"imports {item.name} from {where}, which this host does not provide")
+
+    def _abi_item(self, item: ImportedItem) -> _engine.HostFunc | ResourceDef | None:
+        kinds = {"pending": ResourceKind.PENDING, "cancel": ResourceKind.CANCEL, "ready": ResourceKind.READY}
+        if item.func_type is None:
+            return ResourceDef(kinds[item.name], self._handle_dropped) if item.name in kinds else None
+        if item.name == "make-task":
+            return self._make_task
+        if item.name == "[method]ready.state":
+            return self._ready_state
+        raise LinkError(f"unknown isyswasfa ABI item {item.name}")
+
+    def _io_poll_item(self, item: ImportedItem) -> _engine.HostFunc | None:
+        if item.func_type is None:
+            return None
+        if item.name == "block" + START:
+            return self._block_start
+        if item.name == "block" + RESULT:
+            return self._sched_take_value
+        raise LinkError(f"unknown item {item.name} of {IO_POLL}")
+
+    # -- isyswasfa host functions ---------------------------------------------------------
+    def _handle_dropped(self, rep: int) -> None:
+        self._sched.apply(self._sched.core.handle_dropped(rep))
+
+    def _make_task(self) -> Any:
+        rep = self._sched.core.make_task()
+        return (own(rep, ResourceKind.PENDING), own(rep, ResourceKind.CANCEL), own(rep, ResourceKind.READY))
+
+    def _ready_state(self, rep: int) -> int:
+        task = self._sched.core.task(rep)
+        if task.callee is None:
+            raise GuestProtocolError("ready.state on a handle that names no guest call")
+        return task.callee[1]
+
+    def _async_import(self, label: str, impl: ImportImpl) -> _engine.HostFunc:
+        if not inspect.iscoroutinefunction(impl):
+            return impl  # a plain function finishes at once: `ok(value)`
+
+        def start(*args: Any) -> Any:
+            rep = self._sched.start_host_task(label, lambda: impl(*args))
+            return Err(own(rep, ResourceKind.PENDING))
+
+        return start
+
+    def _sched_take_value(self, rep: int) -> Any:
+        return self._sched.core.take_host_value(rep)
+
+    def _block_start(self, rep: int) -> Any:
+        pollable = self._wasi.table.get(rep, Pollable)
+        if pollable.ready():
+            return None
+
+        async def wait() -> None:
+            while not pollable.ready():
+                await pollable.wait()
+
+        task = self._sched.start_host_task("pollable", wait)
+        return Err(own(task, ResourceKind.PENDING))
+
+    # -- calling exports ------------------------------------------------------------------
+    async def call(self, interface: str, name: str, *args: Any) -> Any:
+        """Call export ``name`` of ``interface`` (``""`` for a root function) and return its value.
+
+        An async export is called through its start/result pair, awaiting the guest's
+        task concurrently with everything else. If the caller's scope is cancelled,
+        the guest task is cancelled; we wait for the guest to confirm, then the
+        cancellation propagates. A WIT ``result`` comes back as :class:`Ok` or
+        :class:`Err` (exported from the package).
+
+        Raises:
+          GuestTrap: the guest trapped; the instance is dead afterwards.
+          GuestProtocolError: the guest broke the protocol; likewise.
+          InstanceDead: the instance had already failed.
+          LinkError: no such export.
+        """
+        self._sched.check_alive()
+        start, result = self._lookup(interface, name)
+        self._sched.calls_in_flight += 1
+        try:
+            if result is None:
+                value = start(*args)
+                self._sched.poke()
+                return _unwrap_plain(value)
+            outcome = start(*args)
+            self._sched.poke()
+            if isinstance(outcome, _engine.Ok):
+                return outcome.value
+            rep = outcome.value
+            if await self._sched.await_guest_call(rep):
+                self._sched.core.take_host_call_ready(rep)
+                value = result(own(rep, ResourceKind.READY))
+                self._sched.poke()
+                return value
+            raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+        finally:
+            self._sched.calls_in_flight -= 1
+
+    def _lookup(self, interface: str, name: str) -> tuple[Any, Any]:
+        key = (interface, name)
+        if key not in self._funcs:
+            iface = self._find_interface(interface)
+            exports = self._engine.export_names().get(iface, {})
+            if name + START in exports:
+                self._funcs[key] = (
+                    _PendingResult(self._engine.func(iface, name + START), self._engine.store),
+                    self._engine.func(iface, name + RESULT),
+                )
+            else:
+                self._funcs[key] = (self._engine.func(iface, name), None)
+        return self._funcs[key]  # type: ignore[no-any-return]
+
+    def _find_interface(self, interface: str) -> str:
+        names = self._engine.export_names()
+        if interface in names:
+            return interface
+        matches = [n for n in names if n and strip_version(n) == strip_version(interface)]
+        if len(matches) == 1:
+            return matches[0]
+        raise LinkError(f"the component exports no interface {interface!r}")
+
+    def statistics(self) -> InstanceStatistics:
+        """Live tasks, handles and host work, for tests that check nothing leaked."""
+        core = self._sched.core.statistics()
+        return InstanceStatistics(
+            tasks=core.tasks,
+            host_tasks_running=self._sched.host_scope_count(),
+            guest_tasks=core.guest_tasks,
+            isyswasfa_handles=core.handles,
+            wasi_handles=self._wasi.table.counts(),
+            calls_in_flight=self._sched.calls_in_flight,
+            poll_calls=self._sched.poll_calls,
+        )
+
+
+class _PendingResult:
+    """Wraps a ``-isyswasfa-start`` export: returns Ok(value) or Err(pending rep)."""
+
+    def __init__(self, func: _engine.ExportFunc, store: Any) -> None:
+        self._func = func
+        self._store = store
+
+    def __call__(self, *args: Any) -> Any:
+        outcome = self._func(*args)
+        if isinstance(outcome, _engine.Err):
+            handle = outcome.value
+            if not isinstance(handle, _engine.ResourceAny):
+                raise GuestProtocolError("start function's err is not a pending handle")
+            return _engine.Err(int(handle.to_host(self._store).rep))
+        return outcome
+
+
+def _unwrap_plain(value: Any) -> Any:
+    return value
+
+
+def _denied(code: str, item: ImportedItem) -> _engine.HostFunc:
+    from wasmtime.component import ResultType
+
+    if isinstance(item.func_type.result, ResultType):
+
+        def deny(*_args: Any) -> Any:
+            from ._errors import WasiError
+
+            raise WasiError(code, f"{item.interface}#{item.name} is not allowed")
+
+        return deny
+
+    def unreachable(*_args: Any) -> Any:
+        raise HostProtocolError(f"{item.interface}#{item.name} is not supported by this host")
+
+    return unreachable
+
+
+@asynccontextmanager
+async def open_instance(
+    component: Component | str | Path | bytes,
+    *,
+    imports: Mapping[str, Mapping[str, ImportImpl]] | None = None,
+    wasi: WasiConfig | None = None,
+) -> AsyncIterator[Instance]:
+    """Instantiate a component and drive it for the duration of the ``async with``.
+
+    Args:
+      component: a :class:`Component`, or a path or bytes to load.
+      imports: implementations of the component's non-WASI imports, by interface name
+        (version optional) and WIT function name, e.g.
+        ``{"example:round-trip/baz": {"foo": async_foo}}``. ``""`` names root imports.
+        An ``async def`` runs as a host task in this instance's task group, so it can
+        outlive the export call; its exceptions propagate out of the ``async with``.
+      wasi: what the component sees of the world (default: nothing but stdout/stderr).
+
+    On exit the instance's remaining work (guest tasks spawned by exports, host
+    tasks) is cancelled.
+    """
+    if not isinstance(component, Component):
+        component = load_component(component)
+    instance = Instance(component, imports or {}, wasi or WasiConfig())
+    async with anyio.create_task_group() as tg:
+        await tg.start(instance._sched.run)
+        try:
+            yield instance
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def call_soon_awaitable(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:  # pragma: no cover
+    return await fn(*args)

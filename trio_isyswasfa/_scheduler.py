@@ -1,0 +1,186 @@
+"""The event-loop side of the isyswasfa protocol, on anyio's trio-shaped API.
+
+One :class:`Scheduler` per component instance. It owns the protocol core, the
+per-poll-function input queues and a task group in which every host task (an async
+import the embedder implements, or a wait on a pollable) runs as its own task with
+its own cancel scope. A driver task delivers events to the guests' poll exports
+whenever something happened. All calls into wasm happen on the event-loop thread,
+between checkpoints, so they never overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._engine import ExportFunc, lift_outputs, lower_inputs
+from ._errors import InstanceDead, IsyswasfaError
+from ._protocol import (
+    Action,
+    CancelHostWork,
+    Deliver,
+    PollInput,
+    ProtocolCore,
+    TaskState,
+    WakeHostCaller,
+)
+
+
+class Scheduler:
+    """Routes isyswasfa events between host tasks and the guests' poll functions."""
+
+    def __init__(self, store: Any) -> None:
+        self.core = ProtocolCore()
+        self._store = store
+        self._polls: list[ExportFunc] = []
+        self._inputs: dict[int, list[PollInput]] = {}
+        self._dirty: list[bool] = []
+        self._wake = anyio.Event()
+        self._waiters: dict[int, anyio.Event] = {}
+        self._host_scopes: dict[int, anyio.CancelScope] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.failure: BaseException | None = None
+        self.calls_in_flight = 0
+        self.poll_calls = 0
+
+    def set_polls(self, polls: list[ExportFunc]) -> None:
+        """The poll export of every (sub)component, in a fixed order."""
+        self._polls = polls
+        self._dirty = [True] * len(polls)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Drive the guests until cancelled. Guest failures end the loop, not the group."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            try:
+                while self.failure is None:
+                    if not self._has_work():
+                        await self._wake.wait()
+                        self._wake = anyio.Event()
+                        continue
+                    self._round()
+                    await anyio.lowlevel.checkpoint()
+            finally:
+                tg.cancel_scope.cancel()
+
+    def _has_work(self) -> bool:
+        return bool(self._inputs) or any(self._dirty)
+
+    def poke(self) -> None:
+        """Something happened inside a guest (an export ran): poll every guest soon."""
+        self._dirty = [True] * len(self._polls)
+        self._wake.set()
+
+    def _round(self) -> None:
+        """Call each poll function that has input or may have buffered output, once."""
+        for idx, func in enumerate(self._polls):
+            inputs = self._inputs.pop(idx, None)
+            if not inputs and not self._dirty[idx]:
+                continue
+            self._dirty[idx] = False
+            try:
+                self.poll_calls += 1
+                outputs = func.raw(lower_inputs(inputs or []))
+                actions: list[Action] = []
+                for event in lift_outputs(self._store, outputs):
+                    actions.extend(self.core.handle_output(idx, event))
+            except IsyswasfaError as exc:
+                self.fail(exc)
+                return
+            self.apply(actions)
+            if inputs or outputs:
+                # guest code ran: in a composition it may have called another guest
+                for other in range(len(self._polls)):
+                    if other != idx:
+                        self._dirty[other] = True
+
+    def apply(self, actions: list[Action]) -> None:
+        """Carry out what the core decided."""
+        for action in actions:
+            if isinstance(action, Deliver):
+                self._inputs.setdefault(action.poll, []).append(action.event)
+                self._wake.set()
+            elif isinstance(action, CancelHostWork):
+                scope = self._host_scopes.get(action.rep)
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(action, WakeHostCaller):
+                waiter = self._waiters.get(action.rep)
+                if waiter is not None:
+                    waiter.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """The instance is dead: wake every host caller so it can raise."""
+        if self.failure is None:
+            self.failure = exc
+        for waiter in self._waiters.values():
+            waiter.set()
+        self._wake.set()
+
+    def check_alive(self) -> None:
+        """Raise if the instance has failed."""
+        if self.failure is not None:
+            raise InstanceDead(f"the component instance has failed: {self.failure}") from self.failure
+
+    # -- host tasks ---------------------------------------------------------------------
+    def start_host_task(self, label: str, fn: Callable[[], Awaitable[Any]]) -> int:
+        """Run ``fn`` as a host task; return the rep of its ``pending`` handle."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        rep = self.core.new_host_task(label)
+        scope = anyio.CancelScope()
+        self._host_scopes[rep] = scope
+        self._tg.start_soon(self._run_host_task, rep, scope, fn, name=f"isyswasfa host task {label}")
+        return rep
+
+    async def _run_host_task(self, rep: int, scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any]]) -> None:
+        value: Any = None
+        try:
+            with scope:
+                value = await fn()
+        finally:
+            del self._host_scopes[rep]
+        self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
+
+    def host_scope_count(self) -> int:
+        """Host tasks still running."""
+        return len(self._host_scopes)
+
+    # -- the host as caller -----------------------------------------------------------------
+    async def await_guest_call(self, rep: int) -> bool:
+        """Wait for the guest task ``rep`` the host called; True if ready, False if cancelled.
+
+        If the caller is cancelled, the guest is asked to cancel and we wait
+        (shielded) for its confirmation before ``Cancelled`` propagates.
+        """
+        self.core.host_calls(rep)
+        self._waiters[rep] = waiter = anyio.Event()
+        self.poke()
+        try:
+            try:
+                while self.core.host_call_outcome(rep) is TaskState.PENDING:
+                    self.check_alive()
+                    await waiter.wait()
+                    self._waiters[rep] = waiter = anyio.Event()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._cancel_guest_call(rep)
+                raise
+            self.check_alive()
+            return self.core.host_call_outcome(rep) is TaskState.READY
+        finally:
+            self._waiters.pop(rep, None)
+
+    async def _cancel_guest_call(self, rep: int) -> None:
+        self.apply(self.core.cancel_host_call(rep))
+        while self.failure is None:
+            task = self.core.get(rep)
+            if task is None or task.state is TaskState.DONE:
+                break
+            waiter = self._waiters[rep] = anyio.Event()
+            await waiter.wait()
+        self.core.finish_host_call(rep)

@@ -1,0 +1,63 @@
+"""Per-instance WASI state and the configuration embedders pass in."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._engine import ResourceDef
+from .._resources import HandleTable
+
+HostFunc = Callable[..., Any]
+
+
+@dataclass
+class WasiConfig:
+    """What a component sees of the world. Nothing from the host leaks in by default.
+
+    Attributes:
+      args: ``wasi:cli/environment.get-arguments`` (the program name first, if any).
+      env: environment variables; the host's are *not* inherited.
+      stdout, stderr: called with each chunk the guest writes; ``None`` discards it.
+        The defaults write to this process's stdout and stderr.
+      stdin: bytes the guest reads from standard input (then end of file).
+    """
+
+    args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdout: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stdout))
+    stderr: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stderr))
+    stdin: bytes = b""
+
+
+def _writer(stream: Any) -> Callable[[bytes], object]:
+    def write(data: bytes) -> None:
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            stream.write(data.decode("utf-8", "replace"))
+            stream.flush()
+
+    return write
+
+
+class WasiContext:
+    """Shared state of one instance's WASI: its handle table and configuration."""
+
+    def __init__(self, config: WasiConfig) -> None:
+        self.config = config
+        self.table = HandleTable()
+        self.functions: dict[tuple[str, str], HostFunc] = {}
+        self.resources: dict[tuple[str, str], ResourceDef] = {}
+
+    def define(self, interface: str, name: str, fn: HostFunc) -> None:
+        """Register ``fn`` for WIT function ``name`` of ``interface`` (no version)."""
+        self.functions[(interface, name)] = fn
+
+    def define_resource(self, interface: str, name: str, kind: int) -> None:
+        """Register resource ``name`` of ``interface``; drops remove it from the table."""
+        self.resources[(interface, name)] = ResourceDef(kind, self.table.remove)

@@ -1,0 +1,52 @@
+"""wasi:cli 0.2: arguments, environment, stdio, exit and terminals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._engine import Err, Ok, ResourceKind, own
+from .._errors import IsyswasfaError
+from ._context import WasiContext
+from .io import BytesInputStream, CallbackOutputStream
+
+ENV = "wasi:cli/environment"
+
+
+class ComponentExit(IsyswasfaError):
+    """The guest called ``wasi:cli/exit.exit``; ``code`` is its exit status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"component exited with status {code}")
+        self.code = code
+
+
+class WasiCli:
+    """wasi:cli for one instance."""
+
+    def __init__(self, ctx: WasiContext) -> None:
+        self.ctx = ctx
+        cfg = ctx.config
+        ctx.define(ENV, "get-environment", lambda: [(k, v) for k, v in cfg.env.items()])
+        ctx.define(ENV, "get-arguments", lambda: list(cfg.args))
+        ctx.define(ENV, "initial-cwd", lambda: None)
+        ctx.define("wasi:cli/exit", "exit", self.exit)
+        ctx.define("wasi:cli/exit", "exit-with-code", lambda code: self._exit(code))
+        ctx.define("wasi:cli/stdout", "get-stdout", self._stream(CallbackOutputStream(cfg.stdout)))
+        ctx.define("wasi:cli/stderr", "get-stderr", self._stream(CallbackOutputStream(cfg.stderr)))
+        stdin = BytesInputStream(cfg.stdin)
+        ctx.define("wasi:cli/stdin", "get-stdin", lambda: own(ctx.table.add(stdin), ResourceKind.INPUT_STREAM))
+        ctx.define_resource("wasi:cli/terminal-input", "terminal-input", ResourceKind.TERMINAL_INPUT)
+        ctx.define_resource("wasi:cli/terminal-output", "terminal-output", ResourceKind.TERMINAL_OUTPUT)
+        for name in ("stdin", "stdout", "stderr"):
+            ctx.define(f"wasi:cli/terminal-{name}", f"get-terminal-{name}", lambda: None)
+
+    def _stream(self, stream: CallbackOutputStream) -> Any:
+        # every get-stdout returns a new handle to the same stream
+        return lambda: own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
+
+    def exit(self, status: Any) -> None:
+        self._exit(0 if isinstance(status, Ok) else 1 if isinstance(status, Err) else 0)
+
+    @staticmethod
+    def _exit(code: int) -> None:
+        raise ComponentExit(code)
