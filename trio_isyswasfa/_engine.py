@@ -27,6 +27,8 @@ import wasmtime.component as wc
 from ._errors import (
     GuestProtocolError,
     GuestTrap,
+    HostProtocolError,
+    InstanceDead,
     InternalError,
     IsyswasfaError,
     LinkError,
@@ -145,6 +147,19 @@ def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
         except OSError:
             pass  # a read-only cache only costs time
     return component
+
+
+def trap_reason(text: str) -> str:
+    """The informative line of a wasmtime trap message (not the backtrace)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if "Caused by:" in lines:
+        rest = lines[lines.index("Caused by:") + 1 :]
+        if rest:
+            return rest[-1].lstrip("0123456789: ")
+    for line in reversed(lines):
+        if not line.startswith(("0:", "1:", "2:")) and "wasm backtrace" not in line and "!" not in line:
+            return line
+    return lines[-1] if lines else "unknown trap"
 
 
 def _first_line(text: str) -> str:
@@ -427,15 +442,20 @@ class ExportFunc:
     def __call__(self, *args: Any) -> Any:
         owner = self.owner
         if owner.faults.fault is not None:
-            raise GuestTrap(f"instance is dead: {owner.faults.fault}")
+            raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
         try:
             value = self.func(owner.store, *args)
             self.func.post_return(owner.store)
+        except (TypeError, ValueError) as exc:
+            if owner.faults.fault is None:
+                # wasmtime-py could not convert our arguments: nothing ran
+                raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
+            raise owner.faults.fault from exc
         except Exception as exc:
             fault = owner.faults.fault
             if fault is not None:
                 raise fault from exc if fault.__cause__ is None else fault.__cause__
-            owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {_first_line(str(exc))}"))
+            owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {trap_reason(str(exc))}"))
             raise owner.faults.fault from exc  # type: ignore[misc]
         return self.lift(value)
 

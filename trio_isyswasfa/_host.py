@@ -15,7 +15,7 @@ import anyio
 
 from . import _engine
 from ._engine import Err, ImportedItem, ResourceDef, ResourceKind, own, strip_version
-from ._errors import GuestProtocolError, HostProtocolError, LinkError, LoadError
+from ._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError, LoadError
 from ._scheduler import Scheduler
 from .wasi import WasiConfig
 from .wasi import filesystem as _filesystem
@@ -114,6 +114,7 @@ class Instance:
         component: Component,
         imports: Mapping[str, Mapping[str, ImportImpl]],
         wasi: WasiConfig,
+        cancel_grace: float = 10.0,
     ) -> None:
         self.component = component
         self._user_imports = {strip_version(k): dict(v) for k, v in imports.items()}
@@ -127,7 +128,7 @@ class Instance:
         self._faults = _engine.FaultSink()
         linker = _engine.build_linker(component._raw, self._resolve, self._faults)
         self._engine = _engine.EngineInstance(component._raw, linker, self._faults)
-        self._sched = Scheduler(self._engine.store)
+        self._sched = Scheduler(self._engine.store, cancel_grace=cancel_grace)
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._funcs: dict[tuple[str, str], Any] = {}
 
@@ -241,23 +242,31 @@ class Instance:
         start, result = self._lookup(interface, name)
         self._sched.calls_in_flight += 1
         try:
-            if result is None:
-                value = start(*args)
-                self._sched.poke()
-                return _unwrap_plain(value)
-            outcome = start(*args)
-            self._sched.poke()
-            if isinstance(outcome, _engine.Ok):
-                return outcome.value
-            rep = outcome.value
-            if await self._sched.await_guest_call(rep):
-                self._sched.core.take_host_call_ready(rep)
-                value = result(own(rep, ResourceKind.READY))
-                self._sched.poke()
-                return value
-            raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            return await self._call(start, result, args)
+        except (HostProtocolError, LinkError):
+            raise  # the embedder's mistake: the instance is fine
+        except IsyswasfaError as exc:
+            self._sched.fail(exc)
+            raise
         finally:
             self._sched.calls_in_flight -= 1
+
+    async def _call(self, start: Any, result: Any, args: tuple[Any, ...]) -> Any:
+        if result is None:
+            value = start(*args)
+            self._sched.poke()
+            return value
+        outcome = start(*args)
+        self._sched.poke()
+        if isinstance(outcome, _engine.Ok):
+            return outcome.value
+        rep = outcome.value
+        if await self._sched.await_guest_call(rep):
+            self._sched.core.take_host_call_ready(rep)
+            value = result(own(rep, ResourceKind.READY))
+            self._sched.poke()
+            return value
+        raise HostProtocolError("guest call ended without a result")  # pragma: no cover
 
     def _lookup(self, interface: str, name: str) -> tuple[Any, Any]:
         key = (interface, name)
@@ -313,10 +322,6 @@ class _PendingResult:
         return outcome
 
 
-def _unwrap_plain(value: Any) -> Any:
-    return value
-
-
 def _denied(code: str, item: ImportedItem) -> _engine.HostFunc:
     from wasmtime.component import ResultType
 
@@ -341,6 +346,7 @@ async def open_instance(
     *,
     imports: Mapping[str, Mapping[str, ImportImpl]] | None = None,
     wasi: WasiConfig | None = None,
+    cancel_grace: float = 10.0,
 ) -> AsyncIterator[Instance]:
     """Instantiate a component and drive it for the duration of the ``async with``.
 
@@ -352,13 +358,16 @@ async def open_instance(
         An ``async def`` runs as a host task in this instance's task group, so it can
         outlive the export call; its exceptions propagate out of the ``async with``.
       wasi: what the component sees of the world (default: nothing but stdout/stderr).
+      cancel_grace: seconds a guest gets to confirm the cancellation of a call; a guest
+        that takes longer is declared broken (:class:`GuestProtocolError`), so an
+        untrusted guest cannot hang its caller.
 
     On exit the instance's remaining work (guest tasks spawned by exports, host
     tasks) is cancelled.
     """
     if not isinstance(component, Component):
         component = load_component(component)
-    instance = Instance(component, imports or {}, wasi or WasiConfig())
+    instance = Instance(component, imports or {}, wasi or WasiConfig(), cancel_grace)
     async with anyio.create_task_group() as tg:
         await tg.start(instance._sched.run)
         try:

@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 
 from ._engine import ExportFunc, lift_outputs, lower_inputs
-from ._errors import InstanceDead, IsyswasfaError
+from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
 from ._protocol import (
     Action,
     CancelHostWork,
@@ -32,8 +32,9 @@ from ._protocol import (
 class Scheduler:
     """Routes isyswasfa events between host tasks and the guests' poll functions."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, cancel_grace: float = 10.0) -> None:
         self.core = ProtocolCore()
+        self.cancel_grace = cancel_grace
         self._store = store
         self._polls: list[ExportFunc] = []
         self._inputs: dict[int, list[PollInput]] = {}
@@ -49,7 +50,7 @@ class Scheduler:
     def set_polls(self, polls: list[ExportFunc]) -> None:
         """The poll export of every (sub)component, in a fixed order."""
         self._polls = polls
-        self._dirty = [True] * len(polls)
+        self._dirty = [False] * len(polls)  # nothing has run in a guest yet
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
@@ -163,24 +164,35 @@ class Scheduler:
         try:
             try:
                 while self.core.host_call_outcome(rep) is TaskState.PENDING:
-                    self.check_alive()
+                    if self.failure is not None:
+                        raise self.failure  # the call in flight reports what killed it
                     await waiter.wait()
                     self._waiters[rep] = waiter = anyio.Event()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self._cancel_guest_call(rep)
                 raise
-            self.check_alive()
+            if self.failure is not None:
+                raise self.failure
             return self.core.host_call_outcome(rep) is TaskState.READY
         finally:
             self._waiters.pop(rep, None)
 
     async def _cancel_guest_call(self, rep: int) -> None:
         self.apply(self.core.cancel_host_call(rep))
-        while self.failure is None:
-            task = self.core.get(rep)
-            if task is None or task.state is TaskState.DONE:
-                break
-            waiter = self._waiters[rep] = anyio.Event()
-            await waiter.wait()
+        with anyio.move_on_after(self.cancel_grace) as grace:
+            while self.failure is None:
+                task = self.core.get(rep)
+                if task is None or task.state is TaskState.DONE:
+                    break
+                waiter = self._waiters[rep] = anyio.Event()
+                await waiter.wait()
+        if grace.cancelled_caught:
+            # an untrusted guest must not hang its host: give up on it
+            self.fail(
+                GuestProtocolError(
+                    f"the guest did not confirm a cancellation within {self.cancel_grace} s"
+                )
+            )
+            return
         self.core.finish_host_call(rep)

@@ -399,10 +399,15 @@ def poll(inputs: list[Any]) -> list[Any]:
         elif isinstance(event, abi.PollInput_Cancel):
             fid, cancel = event.value.state, event.value.cancel
             record = _s.exports.get(fid)
-            if record is None or record.reported or record.cancel is not None:
-                raise RuntimeError(f"isyswasfa: cancel for unknown or finished call {fid}")
-            record.cancel = cancel
-            record.task.cancel()
+            if record is None or record.cancel is not None:
+                raise RuntimeError(f"isyswasfa: cancel for unknown call {fid}")
+            if record.reported:
+                # finished, but the caller gave up before fetching: discard the value
+                del _s.exports[fid]
+                _s.outputs.append(abi.PollOutput_CancelComplete(cancel))
+            else:
+                record.cancel = cancel
+                record.task.cancel()
         elif isinstance(event, abi.PollInput_CancelComplete):
             lid = event.value
             _settle(lid, _listen(lid))

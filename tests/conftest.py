@@ -1,0 +1,28 @@
+"""Shared fixtures: guest components built once per session (cached on their sources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import trio_isyswasfa
+from trio_isyswasfa.testing import build_python_guest
+
+ROOT = Path(__file__).resolve().parent.parent
+GUESTS = Path(__file__).resolve().parent / "guests"
+
+
+@pytest.fixture(scope="session")
+def cases_component() -> trio_isyswasfa.Component:
+    """The test-cases guest (tests/guests/cases), compiled."""
+    wasm = build_python_guest(GUESTS / "cases" / "wit", "cases-guest", "app", [GUESTS / "cases" / "src"])
+    return trio_isyswasfa.load_component(wasm)
+
+
+@pytest.fixture(scope="session")
+def round_trip_component() -> trio_isyswasfa.Component:
+    """The round-trip example guest, compiled."""
+    here = ROOT / "examples" / "round-trip"
+    wasm = build_python_guest(here / "wit", "round-trip", "app", [here / "guest"])
+    return trio_isyswasfa.load_component(wasm)

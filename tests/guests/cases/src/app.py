@@ -1,0 +1,77 @@
+"""A guest exercising the Python guest library; see tests/test_guest_python.py."""
+
+import asyncio
+
+from componentize_py_types import Err
+from isyswasfa_guest import spawn, wait_pollable
+from wit_world import exports
+from wit_world.imports import host, monotonic_clock
+
+
+async def sleep_ms(ms: int) -> None:
+    with monotonic_clock.subscribe_duration(ms * 1_000_000) as pollable:
+        await wait_pollable(pollable)
+
+
+class Cases(exports.Cases):
+    async def sleep_ms(self, ms: int) -> int:
+        await sleep_ms(ms)
+        return ms
+
+    async def spawn_then_note(self, ms: int) -> str:
+        async def later() -> None:
+            await sleep_ms(ms)
+            host.note("spawned task done")
+
+        spawn(later())
+        return "returned"
+
+    async def cancel_aware_sleep(self, ms: int) -> str:
+        try:
+            await sleep_ms(ms)
+        except asyncio.CancelledError:
+            host.note("guest saw CancelledError")
+            raise
+        return "finished"
+
+    async def import_with_timeout(self, ms: int) -> str:
+        try:
+            return await asyncio.wait_for(host.forever(), timeout=ms / 1000)
+        except TimeoutError:
+            return "timed out"
+
+    async def gather_sleeps(self, n: int, ms: int) -> int:
+        await asyncio.gather(*(asyncio.sleep(ms / 1000) for _ in range(n)))
+        return n
+
+    async def as_completed(self, ms: list[int]) -> list[int]:
+        async def one(m: int) -> int:
+            await sleep_ms(m)
+            return m
+
+        return [await fut for fut in asyncio.as_completed([one(m) for m in ms])]
+
+    async def echo_via_host(self, s: str, ms: int) -> str:
+        return await host.echo_later(s, ms)
+
+    async def call_fallible(self, ok: bool) -> str:
+        try:
+            return "ok: " + await host.fallible(ok)
+        except Err as err:
+            return f"err: {err.value}"
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def fail(self, msg: str) -> str:
+        await sleep_ms(1)
+        raise ValueError(msg)
+
+    async def try_result(self, ok: bool) -> str:
+        await sleep_ms(1)
+        if ok:
+            return "yes"
+        raise Err("no")
+
+    async def immediate(self, s: str) -> str:
+        return s.upper()

@@ -1,0 +1,219 @@
+"""End to end: the trio host and real Python guest components."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+import trio_isyswasfa
+from trio_isyswasfa import Err, Ok
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+CASES = "test:cases/cases"
+
+
+@dataclass
+class FakeHost:
+    """The test host's side of `test:cases/host`, recording what happened."""
+
+    notes: list[str] = field(default_factory=list)
+    noted: trio.Event = field(default_factory=trio.Event)
+    forever_cancelled: trio.Event = field(default_factory=trio.Event)
+
+    def note(self, s: str) -> None:
+        self.notes.append(s)
+        self.noted.set()
+
+    async def forever(self) -> str:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.forever_cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    async def echo_later(self, s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+    async def fallible(self, ok: bool) -> Ok | Err:
+        await trio.sleep(0.001)
+        return Ok("fine") if ok else Err("broken")
+
+    def imports(self) -> dict[str, dict[str, object]]:
+        return {
+            "test:cases/host": {
+                "note": self.note,
+                "forever": self.forever,
+                "echo-later": self.echo_later,
+                "fallible": self.fallible,
+            }
+        }
+
+
+@pytest.fixture
+def host() -> FakeHost:
+    return FakeHost()
+
+
+@pytest.fixture
+async def cases(
+    cases_component: trio_isyswasfa.Component, host: FakeHost
+) -> AsyncIterator[trio_isyswasfa.Instance]:
+    async with trio_isyswasfa.open_instance(cases_component, imports=host.imports()) as inst:
+        yield inst
+        assert_quiet(inst)
+
+
+def assert_quiet(inst: trio_isyswasfa.Instance) -> None:
+    """Nothing is left behind: no tasks, isyswasfa handles, host work or calls."""
+    stats = inst.statistics()
+    assert stats.tasks == 0, stats
+    assert stats.isyswasfa_handles == 0, stats
+    assert stats.host_tasks_running == 0, stats
+    assert stats.calls_in_flight == 0, stats
+
+
+async def test_round_trip(round_trip_component: trio_isyswasfa.Component) -> None:
+    async def foo(s: str) -> str:
+        await trio.sleep(0.01)
+        return f"{s} - entered host - exited host"
+
+    async with trio_isyswasfa.open_instance(
+        round_trip_component, imports={"example:round-trip/baz": {"foo": foo}}
+    ) as inst:
+        result = await inst.call("example:round-trip/baz", "foo", "hello, world!")
+        assert result == "hello, world! - entered guest - entered host - exited host - exited guest"
+        assert_quiet(inst)
+
+
+async def test_export_that_finishes_at_once_needs_no_poll(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "immediate", "abc") == "ABC"
+
+
+async def test_sync_export(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "add", 2, 3) == 5
+
+
+async def test_pending_export_returns_value(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "sleep-ms", 5) == 5
+
+
+async def test_concurrent_calls_are_concurrent(cases: trio_isyswasfa.Instance) -> None:
+    results: list[int] = []
+
+    async def one() -> None:
+        results.append(await cases.call(CASES, "sleep-ms", 100))
+
+    start = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for _ in range(100):
+            nursery.start_soon(one)
+    elapsed = time.monotonic() - start
+    assert results == [100] * 100
+    assert elapsed < 2.0, f"100 concurrent 100 ms sleeps took {elapsed:.2f} s"
+
+
+async def test_import_awaited_by_guest(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "echo-via-host", "hi", 5) == "host saw hi"
+
+
+async def test_import_result_ok_and_err(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "call-fallible", True) == "ok: fine"
+    assert await cases.call(CASES, "call-fallible", False) == "err: broken"
+
+
+async def test_export_result_ok_and_err(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "try-result", True) == Ok("yes")
+    assert await cases.call(CASES, "try-result", False) == Err("no")
+
+
+async def test_asyncio_gather_and_sleep_in_guest(cases: trio_isyswasfa.Instance) -> None:
+    start = time.monotonic()
+    assert await cases.call(CASES, "gather-sleeps", 20, 50) == 20
+    assert time.monotonic() - start < 1.0
+
+
+async def test_asyncio_as_completed_in_guest(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "as-completed", [60, 10, 30]) == [10, 30, 60]
+
+
+async def test_spawned_task_outlives_the_call(
+    cases: trio_isyswasfa.Instance, host: FakeHost
+) -> None:
+    assert await cases.call(CASES, "spawn-then-note", 20) == "returned"
+    assert host.notes == []  # the call returned before the spawned task finished
+    with trio.fail_after(5):
+        await host.noted.wait()
+    assert host.notes == ["spawned task done"]
+
+
+async def test_cancelling_the_caller_cancels_the_guest_task(
+    cases: trio_isyswasfa.Instance, host: FakeHost
+) -> None:
+    with trio.move_on_after(0.05) as scope:
+        await cases.call(CASES, "cancel-aware-sleep", 60_000)
+    assert scope.cancelled_caught
+    # the call returned only after the guest confirmed: it saw CancelledError already
+    assert host.notes == ["guest saw CancelledError"]
+    # and the instance still works
+    assert await cases.call(CASES, "sleep-ms", 1) == 1
+
+
+async def test_cancelled_call_raises_trio_cancelled(cases: trio_isyswasfa.Instance) -> None:
+    raised: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await cases.call(CASES, "cancel-aware-sleep", 60_000)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    assert len(raised) == 1 and isinstance(raised[0], trio.Cancelled)
+
+
+async def test_guest_cancelling_an_import_cancels_the_trio_task(
+    cases: trio_isyswasfa.Instance, host: FakeHost
+) -> None:
+    assert await cases.call(CASES, "import-with-timeout", 30) == "timed out"
+    assert host.forever_cancelled.is_set()
+
+
+async def test_guest_exception_is_a_trap(cases_component: trio_isyswasfa.Component) -> None:
+    async with trio_isyswasfa.open_instance(cases_component, imports=FakeHost().imports()) as inst:
+        with pytest.raises(trio_isyswasfa.GuestTrap):
+            await inst.call(CASES, "fail", "boom")
+        with pytest.raises(trio_isyswasfa.InstanceDead):
+            await inst.call(CASES, "add", 1, 2)
+
+
+async def test_cancellation_of_many_calls_leaves_nothing(cases: trio_isyswasfa.Instance) -> None:
+    with trio.move_on_after(0.05):
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(cases.call, CASES, "sleep-ms", 60_000)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_autojump_clock_drives_guest_time(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    start = time.monotonic()
+    async with trio_isyswasfa.open_instance(cases_component, imports=FakeHost().imports()) as inst:
+        assert await inst.call(CASES, "sleep-ms", 3_600_000) == 3_600_000
+    assert time.monotonic() - start < 1.0
+
+
+async def test_unknown_export_is_a_link_error(cases: trio_isyswasfa.Instance) -> None:
+    with pytest.raises(trio_isyswasfa.LinkError, match="nope"):
+        await cases.call(CASES, "nope")

@@ -1,0 +1,33 @@
+"""Build tiny components from WAT text, for precise (and hostile) host tests."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .._errors import ToolError
+from ..tools._paths import tool_command
+
+
+def build_wat_component(wit: Path | str, world: str, wat: str) -> bytes:
+    """A component whose core module is ``wat``, typed by ``world`` of ``wit``.
+
+    The module uses the canonical ABI's legacy names (``isyswasfa:isyswasfa/isyswasfa``
+    / ``make-task`` imports, ``isyswasfa-poll-x`` exports, ``cabi_realloc``, ``memory``).
+    """
+    wasm_tools = tool_command("wasm-tools")
+    with tempfile.TemporaryDirectory(prefix="isyswasfa-wat-") as tmp:
+        work = Path(tmp)
+        (work / "module.wat").write_text(wat)
+        steps = [
+            ["parse", str(work / "module.wat"), "-o", str(work / "core.wasm")],
+            ["component", "embed", str(wit), "-w", world, str(work / "core.wasm"),
+             "-o", str(work / "embedded.wasm")],
+            ["component", "new", str(work / "embedded.wasm"), "-o", str(work / "component.wasm")],
+        ]
+        for step in steps:
+            proc = subprocess.run([*wasm_tools, *step], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ToolError(f"wasm-tools {step[0]} failed: {proc.stderr.strip()}")
+        return (work / "component.wasm").read_bytes()
