@@ -16,7 +16,9 @@ GUESTS = Path(__file__).resolve().parent / "guests"
 @pytest.fixture(scope="session")
 def cases_component() -> trio_isyswasfa.Component:
     """The test-cases guest (tests/guests/cases), compiled."""
-    wasm = build_python_guest(GUESTS / "cases" / "wit", "cases-guest", "app", [GUESTS / "cases" / "src"])
+    wasm = build_python_guest(
+        GUESTS / "cases" / "wit", "cases-guest", "app", [GUESTS / "cases" / "src"]
+    )
     return trio_isyswasfa.load_component(wasm)
 
 

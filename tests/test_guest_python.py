@@ -179,7 +179,8 @@ async def test_cancelled_call_raises_trio_cancelled(cases: trio_isyswasfa.Instan
         nursery.start_soon(call)
         await trio.sleep(0.02)
         nursery.cancel_scope.cancel()
-    assert len(raised) == 1 and isinstance(raised[0], trio.Cancelled)
+    assert len(raised) == 1
+    assert isinstance(raised[0], trio.Cancelled)
 
 
 async def test_guest_cancelling_an_import_cancels_the_trio_task(

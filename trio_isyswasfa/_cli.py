@@ -48,8 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "componentize":
             from .tools.componentize import componentize
 
-            componentize(args.wit, args.world, args.app, args.output,
-                         python_path=args.python_path or [Path(".")], suffix=args.suffix)
+            componentize(
+                args.wit,
+                args.world,
+                args.app,
+                args.output,
+                python_path=args.python_path or [Path(".")],
+                suffix=args.suffix,
+            )
             print(f"wrote {args.output}")
         elif args.command == "inspect":
             from ._host import load_component

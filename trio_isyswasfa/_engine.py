@@ -157,7 +157,11 @@ def trap_reason(text: str) -> str:
         if rest:
             return rest[-1].lstrip("0123456789: ")
     for line in reversed(lines):
-        if not line.startswith(("0:", "1:", "2:")) and "wasm backtrace" not in line and "!" not in line:
+        if (
+            not line.startswith(("0:", "1:", "2:"))
+            and "wasm backtrace" not in line
+            and "!" not in line
+        ):
             return line
     return lines[-1] if lines else "unknown trap"
 
@@ -214,6 +218,11 @@ def component_exports(component: wc.Component) -> dict[str, dict[str, Any]]:
     return out
 
 
+def returns_result(item: ImportedItem) -> bool:
+    """Whether an imported function's WIT result is a ``result<…>``."""
+    return isinstance(item.func_type.result, wc.ResultType)
+
+
 def strip_version(interface: str) -> str:
     """``wasi:io/poll@0.2.9`` -> ``wasi:io/poll``."""
     return interface.split("@", 1)[0]
@@ -261,7 +270,7 @@ def _result_lifter(ty: Any) -> Callable[[Any], Any]:
             return Err(err_lift(value.payload))
         if ty.err is None:
             return Ok(ok_lift(value)) if value is not None or ty.ok is not None else Ok(None)
-        if isinstance(value, tuple(err_classes)) and not (ty.err is None):
+        if isinstance(value, tuple(err_classes)) and ty.err is not None:
             # untagged: the classes of the two cases are disjoint
             return Err(err_lift(value))
         return Ok(ok_lift(value))
@@ -322,8 +331,9 @@ def wrap_host_func(fn: HostFunc, func_type: Any, faults: FaultSink, label: str) 
             faults.record(exc)
             raise
         except Exception as exc:
-            faults.record(InternalError(f"host function {label} failed: {exc!r}"))
-            faults.fault.__cause__ = exc  # type: ignore[union-attr]
+            fault = InternalError(f"host function {label} failed: {exc!r}")
+            fault.__cause__ = exc
+            faults.record(fault)
             raise
 
     return host_func
@@ -455,7 +465,9 @@ class ExportFunc:
             fault = owner.faults.fault
             if fault is not None:
                 raise fault from exc if fault.__cause__ is None else fault.__cause__
-            owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {trap_reason(str(exc))}"))
+            owner.faults.record(
+                GuestTrap(f"guest trapped in {self.label}: {trap_reason(str(exc))}")
+            )
             raise owner.faults.fault from exc  # type: ignore[misc]
         return self.lift(value)
 
@@ -472,13 +484,21 @@ def lower_inputs(events: list[PollInput]) -> list[Any]:
     out = []
     for ev in events:
         if isinstance(ev, InReady):
-            out.append(wc.Variant("ready", _record(state=ev.state, ready=own(ev.ready, ResourceKind.READY))))
+            out.append(
+                wc.Variant("ready", record(state=ev.state, ready=own(ev.ready, ResourceKind.READY)))
+            )
         elif isinstance(ev, InListening):
             out.append(
-                wc.Variant("listening", _record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL)))
+                wc.Variant(
+                    "listening", record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL))
+                )
             )
         elif isinstance(ev, InCancel):
-            out.append(wc.Variant("cancel", _record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL))))
+            out.append(
+                wc.Variant(
+                    "cancel", record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL))
+                )
+            )
         elif isinstance(ev, InCancelComplete):
             out.append(wc.Variant("cancel-complete", ev.state))
         else:
@@ -486,7 +506,8 @@ def lower_inputs(events: list[PollInput]) -> list[Any]:
     return out
 
 
-def _record(**fields: Any) -> Any:
+def record(**fields: Any) -> Any:
+    """A WIT record value (fields by their kebab-case names)."""
     rec = wc.Record()
     for name, value in fields.items():
         setattr(rec, name, value)
@@ -499,6 +520,8 @@ def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
         if not isinstance(value, wc.Variant):
             raise GuestProtocolError(f"poll output is not a variant: {value!r}")
         tag, payload = value.tag, value.payload
+        if payload is None:
+            raise GuestProtocolError(f"poll output {tag!r} without a payload")
         if tag == "ready":
             yield OutReady(payload.state, _take(store, payload.ready))
         elif tag == "listen":

@@ -5,7 +5,7 @@ and the embedding API for trio (and asyncio) applications.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,14 @@ import anyio
 
 from . import _engine
 from ._engine import Err, ImportedItem, ResourceDef, ResourceKind, own, strip_version
-from ._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError, LoadError
+from ._errors import (
+    GuestProtocolError,
+    HostProtocolError,
+    IsyswasfaError,
+    LinkError,
+    LoadError,
+    WasiError,
+)
 from ._scheduler import Scheduler
 from .wasi import WasiConfig
 from .wasi import filesystem as _filesystem
@@ -165,9 +172,15 @@ class Instance:
         raise LinkError(f"imports {item.name} from {where}, which this host does not provide")
 
     def _abi_item(self, item: ImportedItem) -> _engine.HostFunc | ResourceDef | None:
-        kinds = {"pending": ResourceKind.PENDING, "cancel": ResourceKind.CANCEL, "ready": ResourceKind.READY}
+        kinds = {
+            "pending": ResourceKind.PENDING,
+            "cancel": ResourceKind.CANCEL,
+            "ready": ResourceKind.READY,
+        }
         if item.func_type is None:
-            return ResourceDef(kinds[item.name], self._handle_dropped) if item.name in kinds else None
+            return (
+                ResourceDef(kinds[item.name], self._handle_dropped) if item.name in kinds else None
+            )
         if item.name == "make-task":
             return self._make_task
         if item.name == "[method]ready.state":
@@ -189,7 +202,11 @@ class Instance:
 
     def _make_task(self) -> Any:
         rep = self._sched.core.make_task()
-        return (own(rep, ResourceKind.PENDING), own(rep, ResourceKind.CANCEL), own(rep, ResourceKind.READY))
+        return (
+            own(rep, ResourceKind.PENDING),
+            own(rep, ResourceKind.CANCEL),
+            own(rep, ResourceKind.READY),
+        )
 
     def _ready_state(self, rep: int) -> int:
         task = self._sched.core.task(rep)
@@ -323,13 +340,9 @@ class _PendingResult:
 
 
 def _denied(code: str, item: ImportedItem) -> _engine.HostFunc:
-    from wasmtime.component import ResultType
-
-    if isinstance(item.func_type.result, ResultType):
+    if _engine.returns_result(item):
 
         def deny(*_args: Any) -> Any:
-            from ._errors import WasiError
-
             raise WasiError(code, f"{item.interface}#{item.name} is not allowed")
 
         return deny
@@ -374,7 +387,3 @@ async def open_instance(
             yield instance
         finally:
             tg.cancel_scope.cancel()
-
-
-async def call_soon_awaitable(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:  # pragma: no cover
-    return await fn(*args)

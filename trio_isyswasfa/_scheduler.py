@@ -52,7 +52,9 @@ class Scheduler:
         self._polls = polls
         self._dirty = [False] * len(polls)  # nothing has run in a guest yet
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
@@ -125,7 +127,9 @@ class Scheduler:
     def check_alive(self) -> None:
         """Raise if the instance has failed."""
         if self.failure is not None:
-            raise InstanceDead(f"the component instance has failed: {self.failure}") from self.failure
+            raise InstanceDead(
+                f"the component instance has failed: {self.failure}"
+            ) from self.failure
 
     # -- host tasks ---------------------------------------------------------------------
     def start_host_task(self, label: str, fn: Callable[[], Awaitable[Any]]) -> int:
@@ -135,10 +139,14 @@ class Scheduler:
         rep = self.core.new_host_task(label)
         scope = anyio.CancelScope()
         self._host_scopes[rep] = scope
-        self._tg.start_soon(self._run_host_task, rep, scope, fn, name=f"isyswasfa host task {label}")
+        self._tg.start_soon(
+            self._run_host_task, rep, scope, fn, name=f"isyswasfa host task {label}"
+        )
         return rep
 
-    async def _run_host_task(self, rep: int, scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any]]) -> None:
+    async def _run_host_task(
+        self, rep: int, scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any]]
+    ) -> None:
         value: Any = None
         try:
             with scope:

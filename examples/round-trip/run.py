@@ -1,6 +1,6 @@
 """Build (cached) and run the round-trip example: host -> guest -> host -> guest -> host.
 
-    python examples/round-trip/run.py [MESSAGE]
+python examples/round-trip/run.py [MESSAGE]
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .._errors import GuestProtocolError, HostProtocolError, InternalError
 from ._events import (
@@ -74,7 +74,7 @@ class WakeHostCaller:
     rep: int
 
 
-Action = Union[Deliver, CancelHostWork, WakeHostCaller]
+Action = Deliver | CancelHostWork | WakeHostCaller
 
 
 @dataclass(slots=True)
@@ -206,7 +206,9 @@ class ProtocolCore:
         """
         task = self.task(rep)
         if task.kind is not TaskKind.HOST or task.state is not TaskState.READY:
-            raise GuestProtocolError(f"ready handle for a task that has no result ({task.state.value})")
+            raise GuestProtocolError(
+                f"ready handle for a task that has no result ({task.state.value})"
+            )
         value, task.value = task.value, None
         task.state = TaskState.DONE
         self._release(task)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +36,7 @@ class InCancelComplete:
     state: int
 
 
-PollInput = Union[InListening, InReady, InCancel, InCancelComplete]
+PollInput = InListening | InReady | InCancel | InCancelComplete
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +77,4 @@ class OutCancelComplete:
     cancel: int
 
 
-PollOutput = Union[OutReady, OutListen, OutPending, OutCancel, OutCancelComplete]
+PollOutput = OutReady | OutListen | OutPending | OutCancel | OutCancelComplete

@@ -22,8 +22,16 @@ def build_wat_component(wit: Path | str, world: str, wat: str) -> bytes:
         (work / "module.wat").write_text(wat)
         steps = [
             ["parse", str(work / "module.wat"), "-o", str(work / "core.wasm")],
-            ["component", "embed", str(wit), "-w", world, str(work / "core.wasm"),
-             "-o", str(work / "embedded.wasm")],
+            [
+                "component",
+                "embed",
+                str(wit),
+                "-w",
+                world,
+                str(work / "core.wasm"),
+                "-o",
+                str(work / "embedded.wasm"),
+            ],
             ["component", "new", str(work / "embedded.wasm"), "-o", str(work / "component.wasm")],
         ]
         for step in steps:

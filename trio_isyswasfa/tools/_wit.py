@@ -18,10 +18,50 @@ from .._errors import ToolError
 from ._paths import tool_command
 
 _KEYWORDS = frozenset(
-    "as async bool borrow char constructor enum export f32 f64 flags from func future "
-    "import include interface list option own package record resource result s16 s32 "
-    "s64 s8 static stream string tuple type u16 u32 u64 u8 use variant with world "
-    "error-context".split()
+    [
+        "as",
+        "async",
+        "bool",
+        "borrow",
+        "char",
+        "constructor",
+        "enum",
+        "export",
+        "f32",
+        "f64",
+        "flags",
+        "from",
+        "func",
+        "future",
+        "import",
+        "include",
+        "interface",
+        "list",
+        "option",
+        "own",
+        "package",
+        "record",
+        "resource",
+        "result",
+        "s16",
+        "s32",
+        "s64",
+        "s8",
+        "static",
+        "stream",
+        "string",
+        "tuple",
+        "type",
+        "u16",
+        "u32",
+        "u64",
+        "u8",
+        "use",
+        "variant",
+        "with",
+        "world",
+        "error-context",
+    ]
 )
 
 
@@ -164,7 +204,9 @@ class Printer:
             raise ToolError(f"{tag}<…> types are not supported by the isyswasfa lowering yet")
         raise ToolError(f"cannot print anonymous type {tag!r}")
 
-    def type_def(self, name: str, tid: int, owner_iface: int | None) -> list[str]:
+    def type_def(
+        self, name: str, tid: int, owner_iface: int | None, from_package: int | None = None
+    ) -> list[str]:
         """Lines defining named type ``tid`` (or a ``use`` when it aliases another interface)."""
         t = self.r.types[tid]
         kind = t["kind"]
@@ -175,8 +217,13 @@ class Printer:
         if tag == "type" and isinstance(body, int):
             target = self.r.types[body]
             towner = target["owner"] or {}
-            if target["name"] is not None and "interface" in towner and towner["interface"] != owner_iface:
-                src = self.r.interface_path(towner["interface"], self._pkg_of(owner_iface))
+            if (
+                target["name"] is not None
+                and "interface" in towner
+                and towner["interface"] != owner_iface
+            ):
+                here = self._pkg_of(owner_iface) if owner_iface is not None else from_package
+                src = self.r.interface_path(towner["interface"], here)
                 alias = ident(target["name"])
                 spec = alias if target["name"] == name else f"{alias} as {n}"
                 return [f"use {src}.{{{spec}}};"]

@@ -70,8 +70,17 @@ def componentize(
         work = Path(tmp)
         lowered = lower_world(wit, world, work / "wit", suffix=suffix)
         names = _interface_name_args(lowered)
-        base = [*tool_command("componentize-py"), "-q", "-d", str(lowered.wit_dir), "-w",
-                lowered.world, "--world-module", LOWERED_MODULE, *names]
+        base = [
+            *tool_command("componentize-py"),
+            "-q",
+            "-d",
+            str(lowered.wit_dir),
+            "-w",
+            lowered.world,
+            "--world-module",
+            LOWERED_MODULE,
+            *names,
+        ]
         _run([*base, "bindings", str(work / "bindings")], "componentize-py bindings")
         build = work / "build"
         build.mkdir()
@@ -91,7 +100,9 @@ def _run(cmd: list[str], what: str) -> None:
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         # componentize-py prints a Python traceback, then a Rust backtrace; keep the former
-        cut = next((i for i, ln in enumerate(lines) if ln.startswith("Stack backtrace")), len(lines))
+        cut = next(
+            (i for i, ln in enumerate(lines) if ln.startswith("Stack backtrace")), len(lines)
+        )
         detail = "\n".join(lines[:cut][-15:])
         raise ToolError(f"{what} failed:\n{detail}")
 
@@ -102,7 +113,9 @@ def _interface_name_args(lowered: LoweredWorld) -> list[str]:
         "isyswasfa:io/poll": "isyswasfa_io_poll",
         "isyswasfa:isyswasfa/isyswasfa": "isyswasfa",
         f"wasi:io/poll@{io}" if io else "wasi:io/poll": "poll",
-        f"wasi:clocks/monotonic-clock@{clocks}" if clocks else "wasi:clocks/monotonic-clock": "monotonic_clock",
+        f"wasi:clocks/monotonic-clock@{clocks}"
+        if clocks
+        else "wasi:clocks/monotonic-clock": "monotonic_clock",
     }
     args = []
     for key, module in pins.items():
@@ -172,7 +185,7 @@ def _import_wrappers(module: str, iface: LoweredInterface) -> str:
         lines += [
             "",
             f"async def {fname}({params}):",
-            f"    return await _isyswasfa_guest.call_import(",
+            "    return await _isyswasfa_guest.call_import(",
             f"        _lowered.{fname}_isyswasfa_start,",
             f"        _lowered.{fname}_isyswasfa_result,",
             f"        ({call_args}),",
@@ -189,7 +202,11 @@ def _protocol(cls: str, ifaces: list[LoweredInterface]) -> str:
     lines = ["", "", f"class {cls}:", f'    """The async form of export {cls}."""']
     for func in funcs:
         params = "".join(f", {snake(p)}" for p in func.params)
-        lines += ["", f"    async def {snake(func.name)}(self{params}):", "        raise NotImplementedError"]
+        lines += [
+            "",
+            f"    async def {snake(func.name)}(self{params}):",
+            "        raise NotImplementedError",
+        ]
     for name in sync:
         lines += ["", f"    def {snake(name)}(self, *args):", "        raise NotImplementedError"]
     return "\n".join(lines) + "\n"
@@ -220,8 +237,13 @@ def glue_source(lowered: LoweredWorld, app: str) -> str:
         cls = pascal(_module_of(iface))
         lines += _export_class(cls, f"_low_exports.{cls}", f"_user.{cls}", [iface])
     world_ifaces = [i for i in lowered.exports if not i.key]
-    lines += _export_class(LOWERED_CLASS, f"_low.{LOWERED_CLASS}", "_user.WitWorld", world_ifaces,
-                           poll=lowered.poll_export)
+    lines += _export_class(
+        LOWERED_CLASS,
+        f"_low.{LOWERED_CLASS}",
+        "_user.WitWorld",
+        world_ifaces,
+        poll=lowered.poll_export,
+    )
     lines.insert(2, f"import {LOWERED_MODULE} as _low")
     return "\n".join(lines) + "\n"
 

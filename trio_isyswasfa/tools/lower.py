@@ -308,7 +308,7 @@ class _Lowering:
             return out, bool(funcs)
         if "type" in item:
             tid = item["type"]
-            return self.p.type_def(self.r.types[tid]["name"], tid, None), False
+            return self.p.type_def(self.r.types[tid]["name"], tid, None, self.pkg_id), False
         raise ToolError(f"unsupported world item {key!r}")
 
     # -- output ------------------------------------------------------------------

@@ -34,9 +34,17 @@ class WasiCli:
         ctx.define("wasi:cli/stdout", "get-stdout", self._stream(CallbackOutputStream(cfg.stdout)))
         ctx.define("wasi:cli/stderr", "get-stderr", self._stream(CallbackOutputStream(cfg.stderr)))
         stdin = BytesInputStream(cfg.stdin)
-        ctx.define("wasi:cli/stdin", "get-stdin", lambda: own(ctx.table.add(stdin), ResourceKind.INPUT_STREAM))
-        ctx.define_resource("wasi:cli/terminal-input", "terminal-input", ResourceKind.TERMINAL_INPUT)
-        ctx.define_resource("wasi:cli/terminal-output", "terminal-output", ResourceKind.TERMINAL_OUTPUT)
+        ctx.define(
+            "wasi:cli/stdin",
+            "get-stdin",
+            lambda: own(ctx.table.add(stdin), ResourceKind.INPUT_STREAM),
+        )
+        ctx.define_resource(
+            "wasi:cli/terminal-input", "terminal-input", ResourceKind.TERMINAL_INPUT
+        )
+        ctx.define_resource(
+            "wasi:cli/terminal-output", "terminal-output", ResourceKind.TERMINAL_OUTPUT
+        )
         for name in ("stdin", "stdout", "stderr"):
             ctx.define(f"wasi:cli/terminal-{name}", f"get-terminal-{name}", lambda: None)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 
+from .._engine import record
 from ._context import WasiContext
 from .io import DeadlinePollable, WasiIo
 
@@ -20,12 +21,7 @@ NS = 1_000_000_000
 
 
 def _datetime(seconds: int, nanoseconds: int) -> Any:
-    from wasmtime.component import Record
-
-    rec = Record()
-    rec.seconds = seconds
-    rec.nanoseconds = nanoseconds
-    return rec
+    return record(seconds=seconds, nanoseconds=nanoseconds)
 
 
 class WasiClocks:

@@ -19,5 +19,5 @@ class WasiFilesystem:
     def __init__(self, ctx: WasiContext) -> None:
         ctx.define_resource(TYPES, "descriptor", ResourceKind.DESCRIPTOR)
         ctx.define_resource(TYPES, "directory-entry-stream", ResourceKind.DIRECTORY_ENTRY_STREAM)
-        ctx.define("wasi:filesystem/preopens", "get-directories", lambda: [])
+        ctx.define("wasi:filesystem/preopens", "get-directories", list)
         ctx.define(TYPES, "filesystem-error-code", lambda _err: None)

@@ -28,7 +28,9 @@ class WasiSockets:
             "wasi:sockets/udp", "outgoing-datagram-stream", ResourceKind.OUTGOING_DATAGRAM_STREAM
         )
         ctx.define_resource(
-            "wasi:sockets/ip-name-lookup", "resolve-address-stream", ResourceKind.RESOLVE_ADDRESS_STREAM
+            "wasi:sockets/ip-name-lookup",
+            "resolve-address-stream",
+            ResourceKind.RESOLVE_ADDRESS_STREAM,
         )
         network = object()
         ctx.define(
