@@ -368,9 +368,8 @@ class ProtocolCore:
                 task.state = TaskState.CANCELLING
                 task.held_cancel = True
                 return [CancelHostWork(task.rep)]
-            # already finished: nothing to stop
-            task.state = TaskState.DONE
-            task.value = None
+            # already finished: nothing to stop. A `ready` handle may be in flight to
+            # the caller, which will still fetch (and discard) the value through it.
             actions = self._release(task)
             return [*actions, Deliver(lpoll, InCancelComplete(lstate))]
         # a guest task: the callee tears it down and confirms

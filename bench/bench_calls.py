@@ -1,0 +1,89 @@
+"""Call latency and timer fan-out of the trio host with a Python guest.
+
+    python bench/bench_calls.py
+
+Prints each figure with its goal, and as a ratio to a baseline measured in the same
+run: a plain synchronous export call (the engine's own floor for one call into the
+guest). Not run in CI.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+import trio_isyswasfa
+from trio_isyswasfa.testing import build_python_guest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "guests" / "cases"
+IFACE = "test:cases/cases"
+
+
+async def echo_later(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return s
+
+
+IMPORTS = {
+    "test:cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": echo_later,
+        "fallible": echo_later,
+    }
+}
+
+
+async def per_call(fn: Callable[[], Awaitable[object]], n: int) -> float:
+    """Median of 5 runs of ``n`` sequential calls, in microseconds per call."""
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        runs.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(runs)
+
+
+async def main() -> None:
+    wasm = build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
+    component = trio_isyswasfa.load_component(wasm)
+    async with trio_isyswasfa.open_instance(component, imports=IMPORTS) as inst:
+        for _ in range(200):  # warm up
+            await inst.call(IFACE, "immediate", "x")
+            await inst.call(IFACE, "echo-via-host", "x", 0)
+        base = await per_call(lambda: inst.call(IFACE, "add", 1, 2), 2000)
+        immediate = await per_call(lambda: inst.call(IFACE, "immediate", "x"), 2000)
+        pending = await per_call(lambda: inst.call(IFACE, "echo-via-host", "x", 0), 1000)
+
+    async with trio_isyswasfa.open_instance(component, imports=IMPORTS) as inst:
+        n = 10_000
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(inst.call, IFACE, "sleep-ms", 100)
+        fanout = time.perf_counter() - start
+        stats = inst.statistics()
+
+    print(f"baseline: sync export call           {base:8.1f} µs")
+    print(
+        f"async export, completes at once      {immediate:8.1f} µs  "
+        f"({immediate / base:.2f}x baseline; goal ≤ 50 µs)"
+    )
+    print(
+        f"async export, one pending round trip {pending:8.1f} µs  "
+        f"({pending / base:.2f}x baseline; goal ≤ 150 µs)"
+    )
+    print(
+        f"{n} concurrent 100 ms guest timers   {fanout:8.3f} s   "
+        f"({fanout / 0.1:.1f}x the timer itself; goal ≤ 0.5 s; {stats.poll_calls} poll calls)"
+    )
+
+
+if __name__ == "__main__":
+    trio.run(main)
