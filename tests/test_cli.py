@@ -67,3 +67,35 @@ def test_lower_bad_world(tmp_path: Path) -> None:
     proc = run("lower", str(GOLDEN / "input.wit"), "-w", "nope", "-o", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no world named 'nope'")
+
+
+@pytest.mark.guest
+def test_check_names_an_import_the_host_lacks(cases_component: object) -> None:
+    from trio_isyswasfa.testing import build_python_guest
+
+    cases = Path(__file__).parent / "guests" / "cases"
+    wasm = build_python_guest(cases / "wit", "cases-guest", "app", [cases / "src"])
+    proc = run("check", str(wasm))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: imports note from test:cases/host")
+    assert "which this host does not provide" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.guest
+def test_check_accepts_a_component_with_only_wasi_imports(tmp_path: Path) -> None:
+    from trio_isyswasfa.testing import build_wat_component
+    from trio_isyswasfa.tools.lower import lower_world
+
+    src = tmp_path / "w.wit"
+    src.write_text("package a:b;\nworld w { export f: async func(); }\n")
+    lower_world(src, "w", tmp_path / "lowered")
+    wat = """(module (memory (export "memory") 1)
+      (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)
+      (func (export "f-isyswasfa-start") (result i32) i32.const 16)
+      (func (export "f-isyswasfa-result") (param i32))
+      (func (export "isyswasfa-poll-w") (param i32 i32) (result i32) i32.const 16))"""
+    path = tmp_path / "ok.wasm"
+    path.write_bytes(build_wat_component(tmp_path / "lowered", "w", wat))
+    proc = run("check", str(path))
+    assert proc.returncode == 0, proc.stderr

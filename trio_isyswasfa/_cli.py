@@ -1,4 +1,4 @@
-"""The command line: ``python -m trio_isyswasfa {lower,componentize,call}``.
+"""The command line: ``python -m trio_isyswasfa {lower,componentize,inspect,check}``.
 
 A thin layer: parse arguments, call the library, print one line per error (exit 2).
 """
@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="load a component and list its imports and exports")
     inspect.add_argument("component", type=Path)
+
+    check = sub.add_parser(
+        "check", help="check that a component links against this host (WASI and isyswasfa)"
+    )
+    check.add_argument("component", type=Path)
     return p
 
 
@@ -68,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for iface, funcs in component.exports().items():
                 for f in funcs:
                     print(f"  {iface + '#' if iface else ''}{f}")
+        elif args.command == "check":
+            from ._host import check_links, load_component
+
+            check_links(load_component(args.component))
+            print(f"{args.component}: links against this host")
     except IsyswasfaError as exc:
         message = str(exc).strip().splitlines()
         print(f"error: {message[0] if message else type(exc).__name__}", file=sys.stderr)

@@ -353,6 +353,17 @@ def _denied(code: str, item: ImportedItem) -> _engine.HostFunc:
     return unreachable
 
 
+def check_links(
+    component: Component, imports: Mapping[str, Mapping[str, ImportImpl]] | None = None
+) -> None:
+    """Instantiate ``component`` once (outside any event loop) to check its imports.
+
+    Raises:
+      LinkError: naming the first import neither WASI, isyswasfa nor ``imports`` provides.
+    """
+    Instance(component, imports or {}, WasiConfig(stdout=None, stderr=None))
+
+
 @asynccontextmanager
 async def open_instance(
     component: Component | str | Path | bytes,
