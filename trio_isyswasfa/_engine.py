@@ -24,6 +24,7 @@ from typing import Any
 import wasmtime
 import wasmtime.component as wc
 
+from . import _fastcall
 from ._errors import (
     GuestProtocolError,
     GuestTrap,
@@ -382,7 +383,8 @@ def _define(
             inst.add_resource(item.name, wc.ResourceType.host(impl.kind), _dtor(impl, faults))
         else:
             label = f"{item.interface}#{item.name}" if item.interface else item.name
-            inst.add_func(item.name, wrap_host_func(impl, item.func_type, faults, label))
+            wrapped = wrap_host_func(impl, item.func_type, faults, label)
+            _fastcall.add_host_func(inst, item.name, wrapped, item.func_type)
 
 
 def _dtor(resource: ResourceDef, faults: FaultSink) -> Callable[[Any, int], None]:
@@ -448,13 +450,14 @@ class ExportFunc:
         self.label = label
         self.lift = _result_lifter(ty.result)
         self.params = [p for p, _ in ty.params]
+        self.fty = _fastcall.CachedFuncType(func.type(owner.store))
 
     def __call__(self, *args: Any) -> Any:
         owner = self.owner
         if owner.faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
         try:
-            value = self.func(owner.store, *args)
+            value = _fastcall.call_func(self.func, owner.store, self.fty, args)
             self.func.post_return(owner.store)
         except (TypeError, ValueError) as exc:
             if owner.faults.fault is None:

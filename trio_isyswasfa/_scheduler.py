@@ -22,6 +22,7 @@ from ._protocol import (
     Action,
     CancelHostWork,
     Deliver,
+    InListening,
     PollInput,
     ProtocolCore,
     TaskState,
@@ -38,6 +39,7 @@ class Scheduler:
         self._store = store
         self._polls: list[ExportFunc] = []
         self._inputs: dict[int, list[PollInput]] = {}
+        self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
         self._dirty: list[bool] = []
         self._wake = anyio.Event()
         self._waiters: dict[int, anyio.Event] = {}
@@ -71,7 +73,7 @@ class Scheduler:
                 tg.cancel_scope.cancel()
 
     def _has_work(self) -> bool:
-        return bool(self._inputs) or any(self._dirty)
+        return bool(self._urgent) or any(self._dirty)
 
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
@@ -81,9 +83,10 @@ class Scheduler:
     def _round(self) -> None:
         """Call each poll function that has input or may have buffered output, once."""
         for idx, func in enumerate(self._polls):
-            inputs = self._inputs.pop(idx, None)
-            if not inputs and not self._dirty[idx]:
+            if idx not in self._urgent and not self._dirty[idx]:
                 continue
+            inputs = self._inputs.pop(idx, None)
+            self._urgent.discard(idx)
             self._dirty[idx] = False
             try:
                 self.poll_calls += 1
@@ -106,7 +109,12 @@ class Scheduler:
         for action in actions:
             if isinstance(action, Deliver):
                 self._inputs.setdefault(action.poll, []).append(action.event)
-                self._wake.set()
+                # `listening` only hands over a cancel handle: it rides along with the
+                # guest's next poll. The guest can only want that handle after its own
+                # code ran, and guest code running always makes us poll it again.
+                if not isinstance(action.event, InListening):
+                    self._urgent.add(action.poll)
+                    self._wake.set()
             elif isinstance(action, CancelHostWork):
                 scope = self._host_scopes.get(action.rep)
                 if scope is not None:

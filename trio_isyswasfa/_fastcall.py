@@ -1,0 +1,240 @@
+"""Calls through wasmtime-py's component API without per-call type introspection.
+
+wasmtime-py rebuilds a function's type on every call and re-reads composite types
+(record fields, variant cases, list elements, whether a variant is "tagged") through
+ctypes on every value it converts. Here we take each type tree once, re-class its
+nodes into subclasses whose structure is cached, and call functions with those
+cached types; host functions are registered through our own callback for the same
+reason. Only :mod:`trio_isyswasfa._engine` uses this module.
+
+This leans on wasmtime-py 50's internals (its ``_ffi`` and value converters); the
+planned canonical-ABI layer over the core API will replace it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from ctypes import CFUNCTYPE, byref, c_void_p, create_string_buffer, pointer
+from functools import cached_property
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+from wasmtime.component import _types as wt
+from wasmtime.component._enter import catch_exceptions, enter_wasm
+
+# -- cached type nodes ----------------------------------------------------------------
+
+
+class _CachedList(wt.ListType):
+    element = cached_property(wt.ListType.element.fget)  # type: ignore[attr-defined]
+
+
+class _CachedRecord(wt.RecordType):
+    fields = cached_property(wt.RecordType.fields.fget)  # type: ignore[attr-defined]
+
+
+class _CachedTuple(wt.TupleType):
+    elements = cached_property(wt.TupleType.elements.fget)  # type: ignore[attr-defined]
+
+
+class _VariantLikeCache:
+    """Caches for the variant-like types: cases, taggedness, per-case Python classes."""
+
+    __slots__ = ()  # a mixin must not change the layout of the classes it extends
+
+    def _wasmtime_type(self) -> Any:
+        return type(self).__mro__[1]  # the class _with_cache extended
+
+    def _cases(self) -> list[tuple[str, Any]]:
+        cached: list[tuple[str, Any]] | None = self.__dict__.get("_cached_cases")
+        if cached is None:
+            cached = [(n, cache_types(t)) for n, t in self._wasmtime_type()._cases(self)]
+            self.__dict__["_cached_cases"] = cached
+        return cached
+
+    def _tagged(self) -> bool:
+        tagged: bool | None = self.__dict__.get("_cached_tagged")
+        if tagged is None:
+            tagged = bool(self._wasmtime_type()._tagged(self))
+            self.__dict__["_cached_tagged"] = tagged
+        return tagged
+
+    def _case_classes(self) -> list[tuple[str, Any, tuple[type, ...]]]:
+        cached = self.__dict__.get("_cached_classes")
+        if cached is None:
+            cached = []
+            for name, ty in self._cases():
+                classes: set[type] = set()
+                if ty is not None:
+                    ty.add_classes(classes)
+                cached.append((name, ty, tuple(classes)))
+            self.__dict__["_cached_classes"] = cached
+        return cached
+
+    def _lower(self, store: Any, val: Any) -> tuple[str, Any]:
+        tagged = self._tagged()
+        if tagged and not isinstance(val, wc.Variant):
+            raise TypeError("expected Variant type")
+        for name, ty, classes in self._case_classes():
+            if tagged:
+                if name != val.tag:
+                    continue
+            elif ty is None:
+                if val is not None:
+                    continue
+            elif not isinstance(val, classes):
+                continue
+            if ty is None:
+                return (name, None)
+            raw = ffi.wasmtime_component_val_t()
+            ty.convert_to_c(store, val.payload if tagged else val, pointer(raw))
+            return (name, ffi.wasmtime_component_val_new(byref(raw)))
+        raise ValueError("value not valid for this variant")
+
+
+def _with_cache(base: type) -> type:
+    """``base`` with the mixin's methods (the mixin cannot come first: CPython refuses a
+    ``__class__`` change when the mixin precedes the wasmtime type in the bases)."""
+    ns = {
+        "__slots__": (),
+        "_cases": _VariantLikeCache._cases,
+        "_tagged": _VariantLikeCache._tagged,
+        "_case_classes": _VariantLikeCache._case_classes,
+        "_lower": _VariantLikeCache._lower,
+    }
+    return type(f"_Cached{base.__name__}", (base, _VariantLikeCache), ns)
+
+
+_CachedVariant = _with_cache(wt.VariantType)
+
+
+_CachedOption = _with_cache(wt.OptionType)
+
+
+_CachedResult = _with_cache(wt.ResultType)
+
+
+_RECLASS: dict[type, type] = {
+    wt.ListType: _CachedList,
+    wt.RecordType: _CachedRecord,
+    wt.TupleType: _CachedTuple,
+    wt.VariantType: _CachedVariant,
+    wt.OptionType: _CachedOption,
+    wt.ResultType: _CachedResult,
+}
+
+
+def cache_types(ty: Any) -> Any:
+    """Re-class ``ty`` (and everything under it) to cache its structure; returns it."""
+    if ty is None:
+        return None
+    cls = _RECLASS.get(type(ty))
+    if cls is None:
+        return ty
+    ty.__class__ = cls
+    if isinstance(ty, _CachedList):
+        cache_types(ty.element)
+    elif isinstance(ty, _CachedRecord):
+        for _, field in ty.fields:
+            cache_types(field)
+    elif isinstance(ty, _CachedTuple):
+        for element in ty.elements:
+            cache_types(element)
+    elif isinstance(ty, _VariantLikeCache):
+        ty._case_classes()
+        ty._tagged()
+    return ty
+
+
+class CachedFuncType:
+    """A function type's parameters and result, read once."""
+
+    def __init__(self, fty: Any) -> None:
+        self.params = [cache_types(t) for _, t in fty.params]
+        self.result = cache_types(fty.result)
+        self._owner = fty  # keeps the type objects' memory alive
+
+
+# -- calling exports --------------------------------------------------------------------
+
+
+def call_func(func: Any, store: Any, fty: CachedFuncType, params: tuple[Any, ...]) -> Any:
+    """``func(store, *params)`` with the cached types (wasmtime-py's ``Func.__call__``)."""
+    if len(params) != len(fty.params):
+        raise TypeError(
+            f"wrong number of parameters: given {len(params)}, expected {len(fty.params)}"
+        )
+    param_capi = (ffi.wasmtime_component_val_t * len(params))()
+    n = 0
+    try:
+        for ty, val in zip(fty.params, params, strict=True):
+            ty.convert_to_c(store, val, pointer(param_capi[n]))
+            n += 1
+        result_space = ffi.wasmtime_component_val_t() if fty.result is not None else None
+        result_capi = byref(result_space) if result_space is not None else None
+
+        def run() -> Any:
+            return ffi.wasmtime_component_func_call(
+                byref(func._func),
+                store._context(),
+                param_capi,
+                n,
+                result_capi,
+                1 if result_space is not None else 0,
+            )
+
+        enter_wasm(run)
+        if result_space is None:
+            return None
+        return fty.result.convert_from_c(result_space)
+    finally:
+        for i in range(n):
+            ffi.wasmtime_component_val_delete(byref(param_capi[i]))
+
+
+# -- host functions ---------------------------------------------------------------------
+
+_HOST_FUNCS: dict[int, tuple[Callable[..., Any], CachedFuncType]] = {}
+_next_id = 1
+
+
+@ffi.wasmtime_component_func_callback_t
+def _host_callback(idx, context, _ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+    def run(store: Any) -> None:
+        fn, fty = _HOST_FUNCS[idx or 0]
+        pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(fty.params)]
+        result = fn(store, *pyargs)
+        if fty.result is not None:
+            fty.result.convert_to_c(store, result, results)
+
+    return catch_exceptions(context, run)
+
+
+@CFUNCTYPE(None, c_void_p)
+def _host_finalize(idx):  # type: ignore[no-untyped-def]
+    _HOST_FUNCS.pop(idx or 0, None)
+
+
+def add_host_func(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
+    """Define ``name`` in a linker instance, converting values with cached types."""
+    global _next_id
+    idx = _next_id
+    _next_id += 1
+    _HOST_FUNCS[idx] = (fn, CachedFuncType(func_type))
+    name_bytes = name.encode("utf-8")
+    err = ffi.wasmtime_component_linker_instance_add_func(
+        inst.ptr(),
+        create_string_buffer(name_bytes),
+        len(name_bytes),
+        _host_callback,
+        idx,
+        _host_finalize,
+    )
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)
+
+
+__all__ = ["CachedFuncType", "add_host_func", "cache_types", "call_func", "ctypes"]
