@@ -218,3 +218,13 @@ async def test_autojump_clock_drives_guest_time(
 async def test_unknown_export_is_a_link_error(cases: trio_isyswasfa.Instance) -> None:
     with pytest.raises(trio_isyswasfa.LinkError, match="nope"):
         await cases.call(CASES, "nope")
+
+
+async def test_pipe_streams_wait_for_data_and_space(cases: trio_isyswasfa.Instance) -> None:
+    # 200 kB through a 64 KiB pipe: the writer waits for space, the reader for data
+    assert await cases.call(CASES, "pipe-through", 200_000) == 200_000
+    assert cases.statistics().wasi_handles == {}
+
+
+async def test_pipe_writer_sees_closed_when_reader_is_gone(cases: trio_isyswasfa.Instance) -> None:
+    assert await cases.call(CASES, "write-after-reader-gone") == "StreamError_Closed"

@@ -345,7 +345,7 @@ class ResourceDef:
     """A host resource: its type id and what to do when the guest drops a handle."""
 
     kind: int
-    on_drop: Callable[[int], None]
+    on_drop: Callable[[int], object]
 
 
 def build_linker(

@@ -58,6 +58,9 @@ class WasiContext:
         """Register ``fn`` for WIT function ``name`` of ``interface`` (no version)."""
         self.functions[(interface, name)] = fn
 
-    def define_resource(self, interface: str, name: str, kind: int) -> None:
-        """Register resource ``name`` of ``interface``; drops remove it from the table."""
-        self.resources[(interface, name)] = ResourceDef(kind, self.table.remove)
+    def define_resource(
+        self, interface: str, name: str, kind: int, on_drop: Callable[[int], object] | None = None
+    ) -> None:
+        """Register resource ``name`` of ``interface``; a drop calls ``on_drop`` (default:
+        forget the object)."""
+        self.resources[(interface, name)] = ResourceDef(kind, on_drop or self.table.remove)

@@ -14,6 +14,7 @@ from ._context import WasiContext
 POLL = "wasi:io/poll"
 ERROR = "wasi:io/error"
 STREAMS = "wasi:io/streams"
+PIPE = "isyswasfa:io/pipe"
 
 CHUNK = 64 * 1024
 
@@ -134,6 +135,104 @@ class CallbackOutputStream(OutputStream):
             self._sink(data)
 
 
+class _Signal:
+    """An anyio Event replaced on every state change (level-triggered pollables)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def changed(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class Pipe:
+    """An in-memory byte pipe with a bounded buffer (``isyswasfa:io/pipe``).
+
+    The writer's pollable is ready when there is space (or the reader is gone); the
+    reader's when there is data (or the writer is gone). Dropping the writer ends
+    the stream once the buffer drains.
+    """
+
+    def __init__(self, capacity: int = CHUNK) -> None:
+        self.capacity = capacity
+        self.buffer = bytearray()
+        self.writer_open = True
+        self.reader_open = True
+        self.signal = _Signal()
+
+
+class _PipePollable(Pollable):
+    def __init__(self, pipe: Pipe, want_data: bool) -> None:
+        self._pipe = pipe
+        self._want_data = want_data
+
+    def ready(self) -> bool:
+        p = self._pipe
+        if self._want_data:
+            return bool(p.buffer) or not p.writer_open
+        return len(p.buffer) < p.capacity or not p.reader_open
+
+    async def wait(self) -> None:
+        if not self.ready():
+            await self._pipe.signal.wait()
+
+
+class PipeReader(InputStream):
+    """The reading end of a :class:`Pipe`."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+
+    def read(self, n: int) -> bytes:
+        p = self.pipe
+        if not p.buffer:
+            if not p.writer_open:
+                raise StreamClosed
+            return b""
+        chunk = bytes(p.buffer[:n])
+        del p.buffer[:n]
+        p.signal.changed()
+        return chunk
+
+    def subscribe(self) -> Pollable:
+        return _PipePollable(self.pipe, want_data=True)
+
+    def close(self) -> None:
+        self.pipe.reader_open = False
+        self.pipe.buffer.clear()
+        self.pipe.signal.changed()
+
+
+class PipeWriter(OutputStream):
+    """The writing end of a :class:`Pipe`."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+
+    def check_write(self) -> int:
+        p = self.pipe
+        if not p.reader_open:
+            raise StreamClosed
+        return p.capacity - len(p.buffer)
+
+    def write(self, data: bytes) -> None:
+        if len(data) > self.check_write():
+            raise GuestProtocolError("write larger than check-write allowed")
+        self.pipe.buffer += data
+        self.pipe.signal.changed()
+
+    def subscribe(self) -> Pollable:
+        return _PipePollable(self.pipe, want_data=False)
+
+    def close(self) -> None:
+        self.pipe.writer_open = False
+        self.pipe.signal.changed()
+
+
 class ErrorObject:
     """A ``wasi:io/error.error``: a debug string."""
 
@@ -152,8 +251,9 @@ class WasiIo:
         t = ctx.table
         ctx.define_resource(POLL, "pollable", ResourceKind.POLLABLE)
         ctx.define_resource(ERROR, "error", ResourceKind.ERROR)
-        ctx.define_resource(STREAMS, "input-stream", ResourceKind.INPUT_STREAM)
-        ctx.define_resource(STREAMS, "output-stream", ResourceKind.OUTPUT_STREAM)
+        ctx.define_resource(STREAMS, "input-stream", ResourceKind.INPUT_STREAM, self._closing)
+        ctx.define_resource(STREAMS, "output-stream", ResourceKind.OUTPUT_STREAM, self._closing)
+        ctx.define(PIPE, "make-pipe", self.make_pipe)
         ctx.define(POLL, "[method]pollable.ready", lambda p: t.get(p, Pollable).ready())
         ctx.define(POLL, "[method]pollable.block", lambda p: t.get(p, Pollable).block())
         ctx.define(POLL, "poll", self.poll)
@@ -175,6 +275,18 @@ class WasiIo:
         )
         ctx.define(STREAMS, "[method]output-stream.splice", self.splice)
         ctx.define(STREAMS, "[method]output-stream.blocking-splice", self.splice)
+
+    def _closing(self, rep: int) -> None:
+        stream = self.ctx.table.remove(rep)
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+    def make_pipe(self) -> Any:
+        pipe = Pipe()
+        writer = own(self.ctx.table.add(PipeWriter(pipe)), ResourceKind.OUTPUT_STREAM)
+        reader = own(self.ctx.table.add(PipeReader(pipe)), ResourceKind.INPUT_STREAM)
+        return (writer, reader)
 
     def new_pollable(self, pollable: Pollable) -> Any:
         """An owned pollable handle for the guest."""
@@ -210,17 +322,26 @@ class WasiIo:
 
     # output streams
     def check_write(self, rep: int) -> Any:
-        return self.ctx.table.get(rep, OutputStream).check_write()
+        try:
+            return self.ctx.table.get(rep, OutputStream).check_write()
+        except StreamClosed:
+            return _CLOSED
 
     def write(self, rep: int, data: bytes) -> Any:
-        self.ctx.table.get(rep, OutputStream).write(bytes(data))
+        try:
+            self.ctx.table.get(rep, OutputStream).write(bytes(data))
+        except StreamClosed:
+            return _CLOSED
         return None
 
     def write_and_flush(self, rep: int, data: bytes) -> Any:
         stream = self.ctx.table.get(rep, OutputStream)
         view = memoryview(bytes(data))
         while view:
-            n = stream.check_write()
+            try:
+                n = stream.check_write()
+            except StreamClosed:
+                return _CLOSED
             if n == 0:
                 raise HostProtocolError("blocking write to a stream that is full")
             stream.write(bytes(view[:n]))
@@ -229,7 +350,12 @@ class WasiIo:
         return None
 
     def flush(self, rep: int) -> Any:
-        self.ctx.table.get(rep, OutputStream).flush()
+        stream = self.ctx.table.get(rep, OutputStream)
+        try:
+            stream.check_write()  # a flush on a stream whose reader is gone reports it
+        except StreamClosed:
+            return _CLOSED
+        stream.flush()
         return None
 
     def write_zeroes(self, rep: int, n: int) -> Any:
@@ -241,9 +367,8 @@ class WasiIo:
     def splice(self, out_rep: int, in_rep: int, n: int) -> Any:
         src = self.ctx.table.get(in_rep, InputStream)
         dst = self.ctx.table.get(out_rep, OutputStream)
-        budget = min(n, dst.check_write())
         try:
-            data = src.read(budget)
+            data = src.read(min(n, dst.check_write()))
         except StreamClosed:
             return _CLOSED
         if data:

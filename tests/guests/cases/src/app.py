@@ -4,8 +4,9 @@ import asyncio
 
 from componentize_py_types import Err
 from isyswasfa_guest import spawn, wait_pollable
+from isyswasfa_guest.streams import read_all, write_all
 from wit_world import exports
-from wit_world.imports import host, monotonic_clock
+from wit_world.imports import host, monotonic_clock, pipe
 
 
 async def sleep_ms(ms: int) -> None:
@@ -75,3 +76,27 @@ class Cases(exports.Cases):
 
     async def immediate(self, s: str) -> str:
         return s.upper()
+
+    async def pipe_through(self, n: int) -> int:
+        """A spawned writer and this reader share a small pipe: both must wait."""
+        data = bytes(i % 251 for i in range(n))
+        tx, rx = pipe.make_pipe()
+
+        async def writer() -> None:
+            with tx:
+                await write_all(tx, data)
+
+        spawn(writer())
+        with rx:
+            received = await read_all(rx)
+        return len(received) if received == data else 0
+
+    async def write_after_reader_gone(self) -> str:
+        tx, rx = pipe.make_pipe()
+        rx.__exit__(None, None, None)
+        with tx:
+            try:
+                await write_all(tx, b"x")
+            except Err as err:
+                return type(err.value).__name__
+        return "wrote"
