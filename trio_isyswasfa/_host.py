@@ -102,15 +102,33 @@ def load_component(source: str | Path | bytes, *, use_cache: bool = True) -> Com
 
 @dataclass(frozen=True)
 class InstanceStatistics:
-    """What is alive inside one instance (see :meth:`Instance.statistics`)."""
+    """What is alive inside one instance (see :meth:`Instance.statistics`).
+
+    Attributes:
+      tasks: live isyswasfa tasks (async operations with handles still naming them).
+      host_tasks_running: host imports and pollable waits still running.
+      pollables_waiting: of those, waits on pollables.
+      guest_tasks: pending export calls of guests (callee side).
+      isyswasfa_handles: live ``pending``/``cancel``/``ready`` handles.
+      wasi_handles: live WASI resources by kind (pollables, streams, …).
+      calls_in_flight: :meth:`Instance.call` calls not yet returned.
+      poll_calls: calls of poll exports so far.
+      listens: awaits of pending operations guests announced so far (suspension points).
+      cancels_sent: cancellation requests delivered to guests so far.
+      cancels_confirmed: cancellations guests confirmed so far.
+    """
 
     tasks: int
     host_tasks_running: int
+    pollables_waiting: int
     guest_tasks: int
     isyswasfa_handles: int
     wasi_handles: dict[str, int]
     calls_in_flight: int
     poll_calls: int
+    listens: int
+    cancels_sent: int
+    cancels_confirmed: int
 
 
 class Instance:
@@ -314,11 +332,15 @@ class Instance:
         return InstanceStatistics(
             tasks=core.tasks,
             host_tasks_running=self._sched.host_scope_count(),
+            pollables_waiting=self._sched.host_scope_count("pollable"),
             guest_tasks=core.guest_tasks,
             isyswasfa_handles=core.handles,
             wasi_handles=self._wasi.table.counts(),
             calls_in_flight=self._sched.calls_in_flight,
             poll_calls=self._sched.poll_calls,
+            listens=self._sched.counts["listen"],
+            cancels_sent=self._sched.counts["cancel-sent"],
+            cancels_confirmed=self._sched.counts["cancel-complete"],
         )
 
 

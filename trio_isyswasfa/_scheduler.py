@@ -22,7 +22,10 @@ from ._protocol import (
     Action,
     CancelHostWork,
     Deliver,
+    InCancel,
     InListening,
+    OutCancelComplete,
+    OutListen,
     PollInput,
     ProtocolCore,
     TaskState,
@@ -48,6 +51,9 @@ class Scheduler:
         self.failure: BaseException | None = None
         self.calls_in_flight = 0
         self.poll_calls = 0
+        self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
+        self.observer: Callable[[str], object] | None = None
+        self._host_labels: dict[int, str] = {}
 
     def set_polls(self, polls: list[ExportFunc]) -> None:
         """The poll export of every (sub)component, in a fixed order."""
@@ -94,6 +100,10 @@ class Scheduler:
                 actions: list[Action] = []
                 for event in lift_outputs(self._store, outputs):
                     actions.extend(self.core.handle_output(idx, event))
+                    if isinstance(event, OutListen):
+                        self._observe("listen")
+                    elif isinstance(event, OutCancelComplete):
+                        self._observe("cancel-complete")
             except IsyswasfaError as exc:
                 self.fail(exc)
                 return
@@ -103,6 +113,11 @@ class Scheduler:
                 for other in range(len(self._polls)):
                     if other != idx:
                         self._dirty[other] = True
+
+    def _observe(self, kind: str) -> None:
+        self.counts[kind] += 1
+        if self.observer is not None:
+            self.observer(kind)
 
     def apply(self, actions: list[Action]) -> None:
         """Carry out what the core decided."""
@@ -115,6 +130,8 @@ class Scheduler:
                 if not isinstance(action.event, InListening):
                     self._urgent.add(action.poll)
                     self._wake.set()
+                if isinstance(action.event, InCancel):
+                    self._observe("cancel-sent")
             elif isinstance(action, CancelHostWork):
                 scope = self._host_scopes.get(action.rep)
                 if scope is not None:
@@ -147,6 +164,7 @@ class Scheduler:
         rep = self.core.new_host_task(label)
         scope = anyio.CancelScope()
         self._host_scopes[rep] = scope
+        self._host_labels[rep] = label
         self._tg.start_soon(
             self._run_host_task, rep, scope, fn, name=f"isyswasfa host task {label}"
         )
@@ -161,11 +179,14 @@ class Scheduler:
                 value = await fn()
         finally:
             del self._host_scopes[rep]
+            del self._host_labels[rep]
         self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
 
-    def host_scope_count(self) -> int:
-        """Host tasks still running."""
-        return len(self._host_scopes)
+    def host_scope_count(self, label: str | None = None) -> int:
+        """Host tasks still running (only those labelled ``label``, if given)."""
+        if label is None:
+            return len(self._host_scopes)
+        return sum(1 for lb in self._host_labels.values() if lb == label)
 
     # -- the host as caller -----------------------------------------------------------------
     async def await_guest_call(self, rep: int) -> bool:

@@ -1,7 +1,33 @@
-"""Helpers for testing components: cached guest builds and WAT micro-components."""
+"""Helpers for testing components and their cancellation and concurrency.
+
+* :func:`check_cancellation` cancels a call at each of its suspension points and
+  reports which point went wrong, and how.
+* :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
+* :func:`build_python_guest` builds a guest once, cached on its sources;
+  :func:`build_wat_component` makes tiny components from WAT text.
+* The pytest plugin (``trio_isyswasfa.testing.pytest_plugin``, installed as an entry
+  point) provides fixtures built on these.
+
+Guest time follows the event loop's clock, so ``trio.testing.MockClock`` and
+pytest-trio's ``autojump_clock`` fixture drive guests too.
+"""
 
 from ._build import build_python_guest as build_python_guest
 from ._build import guest_cache_dir as guest_cache_dir
+from ._cancellation import CancellationReport as CancellationReport
+from ._cancellation import CheckpointResult as CheckpointResult
+from ._cancellation import assert_quiet as assert_quiet
+from ._cancellation import check_cancellation as check_cancellation
+from ._cancellation import leaks as leaks
 from ._wat import build_wat_component as build_wat_component
 
-__all__ = ["build_python_guest", "build_wat_component", "guest_cache_dir"]
+__all__ = [
+    "CancellationReport",
+    "CheckpointResult",
+    "assert_quiet",
+    "build_python_guest",
+    "build_wat_component",
+    "check_cancellation",
+    "guest_cache_dir",
+    "leaks",
+]

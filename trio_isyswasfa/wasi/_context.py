@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,9 @@ class WasiConfig:
       stdout, stderr: called with each chunk the guest writes; ``None`` discards it.
         The defaults write to this process's stdout and stderr.
       stdin: bytes the guest reads from standard input (then end of file).
+      wall_clock: returns ``wasi:clocks/wall-clock`` time in nanoseconds since the
+        epoch; tests may freeze or offset it. The monotonic clock always follows the
+        event loop's clock (``trio.current_time()``, so ``MockClock`` drives it).
     """
 
     args: Sequence[str] = ()
@@ -30,6 +34,7 @@ class WasiConfig:
     stdout: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stdout))
     stderr: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stderr))
     stdin: bytes = b""
+    wall_clock: Callable[[], int] = time.time_ns
 
 
 def _writer(stream: Any) -> Callable[[bytes], object]:

@@ -6,7 +6,6 @@ Under trio that is ``trio.current_time()``, so ``trio.testing.MockClock`` (and
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
@@ -29,6 +28,7 @@ class WasiClocks:
 
     def __init__(self, ctx: WasiContext, io: WasiIo) -> None:
         self.io = io
+        self.wall_clock = ctx.config.wall_clock
         ctx.define(MONOTONIC, "now", self.now)
         ctx.define(MONOTONIC, "resolution", lambda: 1)
         ctx.define(MONOTONIC, "subscribe-instant", self.subscribe_instant)
@@ -46,7 +46,6 @@ class WasiClocks:
     def subscribe_duration(self, duration: int) -> Any:
         return self.io.new_pollable(DeadlinePollable(anyio.current_time() + duration / NS))
 
-    @staticmethod
-    def wall_now() -> Any:
-        ns = time.time_ns()
+    def wall_now(self) -> Any:
+        ns = self.wall_clock()
         return _datetime(ns // NS, ns % NS)

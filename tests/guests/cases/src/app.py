@@ -1,12 +1,15 @@
 """A guest exercising the Python guest library; see tests/test_guest_python.py."""
 
 import asyncio
+import time
 
 from componentize_py_types import Err
 from isyswasfa_guest import spawn, wait_pollable
 from isyswasfa_guest.streams import read_all, write_all
 from wit_world import exports
 from wit_world.imports import host, monotonic_clock, pipe
+
+LEAKED: list[object] = []
 
 
 async def sleep_ms(ms: int) -> None:
@@ -100,3 +103,28 @@ class Cases(exports.Cases):
             except Err as err:
                 return type(err.value).__name__
         return "wrote"
+
+    async def two_steps(self, ms: int) -> str:
+        """Suspends twice (a timer, then an import), and cleans up when cancelled."""
+        await sleep_ms(ms)
+        return await host.echo_later("two", ms)
+
+    async def ignores_cancel(self, ms: int) -> str:
+        """Deliberately broken: swallows CancelledError and carries on for an hour."""
+        try:
+            await sleep_ms(ms)
+        except asyncio.CancelledError:
+            await sleep_ms(3_600_000)
+        return "done anyway"
+
+    async def leaks_on_cancel(self, ms: int) -> str:
+        """Deliberately broken: on cancellation it keeps a pollable handle forever."""
+        try:
+            await sleep_ms(ms)
+        except asyncio.CancelledError:
+            LEAKED.append(monotonic_clock.subscribe_duration(1))
+            raise
+        return "done"
+
+    def wall_seconds(self) -> int:
+        return int(time.time())

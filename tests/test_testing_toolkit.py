@@ -1,0 +1,151 @@
+"""trio_isyswasfa.testing: cancellation at every checkpoint, leak checks, guest time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+import trio.testing
+
+import trio_isyswasfa
+from trio_isyswasfa.testing import assert_quiet, check_cancellation
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+CASES = "test:cases/cases"
+
+
+def fresh_imports() -> dict[str, dict[str, object]]:
+    async def echo_later(s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return s
+
+    return {
+        "test:cases/host": {
+            "note": lambda s: None,
+            "forever": trio.sleep_forever,
+            "echo-later": echo_later,
+            "fallible": echo_later,
+        }
+    }
+
+
+async def test_correct_guest_passes_at_every_point(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    report = await check_cancellation(
+        cases_component, CASES, "two-steps", 50, imports=fresh_imports
+    )
+    assert report.checkpoints == 2  # a timer, then an import
+    assert [r.ok for r in report.results] == [True, True]
+    report.assert_ok()
+
+
+async def test_round_trip_passes(
+    round_trip_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def foo(s: str) -> str:
+        await trio.sleep(0.01)
+        return s
+
+    report = await check_cancellation(
+        round_trip_component,
+        "example:round-trip/baz",
+        "foo",
+        "x",
+        imports={"example:round-trip/baz": {"foo": foo}},
+    )
+    assert report.checkpoints == 2
+    report.assert_ok()
+
+
+async def test_finds_a_guest_that_ignores_cancellation(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    report = await check_cancellation(
+        cases_component, CASES, "ignores-cancel", 10, imports=fresh_imports
+    )
+    assert report.checkpoints == 1
+    (failure,) = report.failures
+    assert failure.point == 1
+    assert any("did not confirm a cancellation within 1.0 s" in p for p in failure.problems)
+    with pytest.raises(AssertionError, match=r"point 1: .*did not confirm"):
+        report.assert_ok()
+
+
+async def test_finds_a_guest_that_leaks_a_handle_when_cancelled(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    report = await check_cancellation(
+        cases_component, CASES, "leaks-on-cancel", 10, imports=fresh_imports
+    )
+    (failure,) = report.failures
+    assert failure.problems == ("WASI handles left: 1 DeadlinePollable",)
+
+
+async def test_a_call_that_never_suspends_has_nothing_to_cancel(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    report = await check_cancellation(
+        cases_component, CASES, "immediate", "x", imports=fresh_imports
+    )
+    assert report.checkpoints == 0
+    with pytest.raises(AssertionError, match="never suspended"):
+        report.assert_ok()
+
+
+async def test_an_hour_of_guest_sleep_takes_no_real_time(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    start = time.monotonic()
+    async with trio_isyswasfa.open_instance(cases_component, imports=fresh_imports()) as inst:
+        assert await inst.call(CASES, "sleep-ms", 3_600_000) == 3_600_000
+        assert_quiet(inst)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_mock_clock_jump_moves_guest_time(cases_component: trio_isyswasfa.Component) -> None:
+    clock = trio.testing.MockClock()  # rate 0: time only moves when we say so
+    result: list[int] = []
+
+    async def main() -> None:
+        async with (
+            trio_isyswasfa.open_instance(cases_component, imports=fresh_imports()) as inst,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def call() -> None:
+                result.append(await inst.call(CASES, "sleep-ms", 10_000))
+
+            nursery.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            assert result == []
+            clock.jump(9.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert result == []
+            clock.jump(0.2)
+        assert result == [10_000]
+
+    await trio.to_thread.run_sync(lambda: trio.run(main, clock=clock))
+
+
+async def test_wall_clock_can_be_frozen(cases_component: trio_isyswasfa.Component) -> None:
+    frozen = trio_isyswasfa.WasiConfig(wall_clock=lambda: 1_000_000_000 * 10**9)
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=fresh_imports(), wasi=frozen
+    ) as inst:
+        assert await inst.call(CASES, "wall-seconds") == 1_000_000_000
+
+
+async def test_statistics_count_suspensions_and_cancels(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    async with trio_isyswasfa.open_instance(cases_component, imports=fresh_imports()) as inst:
+        await inst.call(CASES, "two-steps", 1)
+        assert inst.statistics().listens == 2
+        with trio.move_on_after(0.05):
+            await inst.call(CASES, "sleep-ms", 60_000)
+        stats = inst.statistics()
+        assert (stats.cancels_sent, stats.cancels_confirmed) == (1, 1)
+        assert_quiet(inst)
