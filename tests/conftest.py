@@ -28,3 +28,12 @@ def round_trip_component() -> trio_isyswasfa.Component:
     here = ROOT / "examples" / "round-trip"
     wasm = build_python_guest(here / "wit", "round-trip", "app", [here / "guest"])
     return trio_isyswasfa.load_component(wasm)
+
+
+@pytest.fixture(scope="session")
+def wasi_component() -> trio_isyswasfa.Component:
+    """A guest that runs Python snippets against our WASI (tests/guests/wasi), compiled."""
+    wasm = build_python_guest(
+        GUESTS / "wasi" / "wit", "wasi-guest", "app", [GUESTS / "wasi" / "src"]
+    )
+    return trio_isyswasfa.load_component(wasm)

@@ -24,6 +24,7 @@ from ._host import load_component as load_component
 from ._host import open_instance as open_instance
 from .wasi import WasiConfig as WasiConfig
 from .wasi.cli import ComponentExit as ComponentExit
+from .wasi.filesystem import Preopen as Preopen
 
 __all__ = [
     "Component",
@@ -40,6 +41,7 @@ __all__ = [
     "LinkError",
     "LoadError",
     "Ok",
+    "Preopen",
     "ToolError",
     "WasiConfig",
     "WasiError",

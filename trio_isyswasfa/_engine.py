@@ -150,8 +150,22 @@ def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
     return component
 
 
+# wasmtime-py 50's C API traps ("BUG: …") when lifting the arguments of a host function
+# that takes two or more borrowed handles, before our function runs: say what happened.
+_ENGINE_BUGS = {
+    "deferred host scope has no call context": (
+        "the guest called a host function with two or more borrowed handles (such as "
+        "wasi:io/poll.poll on several pollables, or descriptor.rename-at), which "
+        "wasmtime-py 50 cannot pass to a host"
+    ),
+}
+
+
 def trap_reason(text: str) -> str:
     """The informative line of a wasmtime trap message (not the backtrace)."""
+    for marker, explanation in _ENGINE_BUGS.items():
+        if marker in text:
+            return explanation
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if "Caused by:" in lines:
         rest = lines[lines.index("Caused by:") + 1 :]

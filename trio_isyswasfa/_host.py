@@ -25,7 +25,6 @@ from ._errors import (
 )
 from ._scheduler import Scheduler
 from .wasi import WasiConfig
-from .wasi import filesystem as _filesystem
 from .wasi import sockets as _sockets
 from .wasi._context import WasiContext
 from .wasi.cli import WasiCli
@@ -42,7 +41,7 @@ RESULT = "-isyswasfa-result"
 POLL_PREFIX = "isyswasfa-poll"
 
 # packages whose unreachable operations are answered with an error code
-_DENIED = {"wasi:filesystem": _filesystem.DENIED_CODE, "wasi:sockets": _sockets.DENIED_CODE}
+_DENIED = {"wasi:sockets": _sockets.DENIED_CODE}
 
 ImportImpl = Callable[..., Any]
 """An import implementation: ``async def`` (runs as a host task) or a plain function."""
@@ -148,7 +147,7 @@ class Instance:
         WasiClocks(self._wasi, self._io)
         WasiRandom(self._wasi)
         WasiCli(self._wasi)
-        WasiFilesystem(self._wasi)
+        WasiFilesystem(self._wasi, self._io)
         WasiSockets(self._wasi)
         self._faults = _engine.FaultSink()
         linker = _engine.build_linker(component._raw, self._resolve, self._faults)
@@ -414,9 +413,12 @@ async def open_instance(
     if not isinstance(component, Component):
         component = load_component(component)
     instance = Instance(component, imports or {}, wasi or WasiConfig(), cancel_grace)
-    async with anyio.create_task_group() as tg:
-        await tg.start(instance._sched.run)
-        try:
-            yield instance
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(instance._sched.run)
+            try:
+                yield instance
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        instance._wasi.close()  # files and streams the guest left open

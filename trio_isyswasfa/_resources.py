@@ -34,6 +34,12 @@ class HandleTable:
         """Forget ``rep`` (its guest handle was dropped); return what it held."""
         return self._items.pop(rep, None)
 
+    def clear(self) -> list[Any]:
+        """Forget every rep; return what they held."""
+        items = list(self._items.values())
+        self._items.clear()
+        return items
+
     def __len__(self) -> int:
         return len(self._items)
 

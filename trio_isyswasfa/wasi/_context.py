@@ -6,10 +6,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._engine import ResourceDef
 from .._resources import HandleTable
+
+if TYPE_CHECKING:
+    from .filesystem import Preopen
 
 HostFunc = Callable[..., Any]
 
@@ -27,6 +30,8 @@ class WasiConfig:
       wall_clock: returns ``wasi:clocks/wall-clock`` time in nanoseconds since the
         epoch; tests may freeze or offset it. The monotonic clock always follows the
         event loop's clock (``trio.current_time()``, so ``MockClock`` drives it).
+      preopens: host directories the guest may use
+        (:class:`~trio_isyswasfa.wasi.filesystem.Preopen`); none by default.
     """
 
     args: Sequence[str] = ()
@@ -35,6 +40,7 @@ class WasiConfig:
     stderr: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stderr))
     stdin: bytes = b""
     wall_clock: Callable[[], int] = time.time_ns
+    preopens: Sequence[Preopen] = ()
 
 
 def _writer(stream: Any) -> Callable[[bytes], object]:
@@ -69,3 +75,10 @@ class WasiContext:
         """Register resource ``name`` of ``interface``; a drop calls ``on_drop`` (default:
         forget the object)."""
         self.resources[(interface, name)] = ResourceDef(kind, on_drop or self.table.remove)
+
+    def close(self) -> None:
+        """Release what the guest left open (streams, descriptors) when the instance ends."""
+        for obj in self.table.clear():
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()

@@ -1,23 +1,593 @@
-"""wasi:filesystem 0.2: no preopened directories yet, so no descriptor ever exists.
+"""wasi:filesystem 0.2: preopened host directories, sandboxed.
 
-Every operation that could be reached answers ``error-code::access`` through the
-generic denial in the linker (see :data:`DENIED_CODE`).
+The embedder chooses the directories (:class:`Preopen`); a guest reaches nothing
+else. Each descriptor holds its own host file descriptor, and every path is resolved
+beneath the descriptor it is relative to (see :mod:`._sandbox`): no ``..`` above it,
+no absolute paths, no symbolic link leading out. A read-only preopen, and everything
+opened through it, refuses every change with ``error-code::read-only``.
+
+Reads and writes through streams move data in a worker thread while the guest awaits
+the stream's pollable, so a guest streaming a huge file leaves the event loop free;
+the direct calls (``read``, ``write``, ``stat``, ``open-at``…) run on the loop's
+thread, bounded to one chunk each, because a WASI 0.2 host function cannot suspend.
 """
 
 from __future__ import annotations
 
-from .._engine import ResourceKind
+import hashlib
+import os
+import stat as stat_mod
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .._engine import ResourceKind, own, record
+from .._errors import HostProtocolError, WasiError
 from ._context import WasiContext
+from ._sandbox import beneath, error_from_os
+from .io import (
+    CHUNK,
+    ErrorObject,
+    OutputStream,
+    Pollable,
+    StreamFailed,
+    ThreadedInputStream,
+    WasiIo,
+    _Signal,
+)
 
 TYPES = "wasi:filesystem/types"
-DENIED_CODE = "access"
+PREOPENS = "wasi:filesystem/preopens"
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_WRITE_FLAGS = frozenset({"write"})
+_MUTATING_OPEN = frozenset({"create", "truncate"})
+
+
+@dataclass(frozen=True)
+class Preopen:
+    """A host directory the guest sees as ``guest_path``.
+
+    Attributes:
+      host_path: an existing directory on the host.
+      guest_path: the name the guest sees (default: ``host_path`` as given).
+      read_only: refuse every change to files and directories beneath it.
+
+    Raises:
+      HostProtocolError: ``host_path`` is not an existing directory.
+    """
+
+    host_path: str | os.PathLike[str]
+    guest_path: str = ""
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        path = Path(self.host_path)
+        if not path.is_dir():
+            what = "does not exist" if not path.exists() else "is not a directory"
+            raise HostProtocolError(f"preopen {str(path)!r} {what}")
+        if not self.guest_path:
+            object.__setattr__(self, "guest_path", os.fspath(self.host_path))
+
+    @classmethod
+    def parse(cls, spec: str, *, read_only: bool = False) -> Preopen:
+        """``HOST_PATH[::GUEST_PATH]``, as the CLI's ``--dir`` takes it."""
+        host, sep, guest = spec.partition("::")
+        if not host or (sep and not guest):
+            raise HostProtocolError(f"bad directory {spec!r}: expected HOST_PATH[::GUEST_PATH]")
+        return cls(host, guest, read_only)
+
+
+# -- descriptors ------------------------------------------------------------------------
+
+
+class Descriptor:
+    """An open file or directory the guest holds a handle to."""
+
+    def __init__(self, fd: int, flags: frozenset[str], read_only: bool) -> None:
+        self.fd = fd
+        self.flags = flags
+        self.read_only = read_only
+        st = os.fstat(fd)
+        self.is_dir = stat_mod.S_ISDIR(st.st_mode)
+        self.mode = st.st_mode
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def directory(self) -> int:
+        """The fd, if this is a directory (``not-directory`` otherwise)."""
+        if not self.is_dir:
+            raise WasiError("not-directory")
+        return self.fd
+
+    def mutable_directory(self) -> int:
+        """The fd of a directory whose contents the guest may change."""
+        fd = self.directory()
+        if self.read_only or "mutate-directory" not in self.flags:
+            raise WasiError("read-only")
+        return fd
+
+    def file(self, *, write: bool = False) -> int:
+        """The fd of a regular file opened for reading (or writing)."""
+        if self.is_dir:
+            raise WasiError("is-directory")
+        need = "write" if write else "read"
+        if need not in self.flags:
+            raise WasiError("bad-descriptor", f"not opened for {need}ing")
+        return self.fd
+
+
+def _descriptor_type(mode: int) -> str:
+    for test, name in (
+        (stat_mod.S_ISREG, "regular-file"),
+        (stat_mod.S_ISDIR, "directory"),
+        (stat_mod.S_ISLNK, "symbolic-link"),
+        (stat_mod.S_ISCHR, "character-device"),
+        (stat_mod.S_ISBLK, "block-device"),
+        (stat_mod.S_ISFIFO, "fifo"),
+        (stat_mod.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "unknown"
+
+
+def _datetime(ns: int) -> Any:
+    return record(seconds=ns // 1_000_000_000, nanoseconds=ns % 1_000_000_000)
+
+
+def _stat(st: os.stat_result) -> Any:
+    return record(
+        **{
+            "type": _descriptor_type(st.st_mode),
+            "link-count": st.st_nlink,
+            "size": st.st_size,
+            "data-access-timestamp": _datetime(st.st_atime_ns),
+            "data-modification-timestamp": _datetime(st.st_mtime_ns),
+            "status-change-timestamp": _datetime(st.st_ctime_ns),
+        }
+    )
+
+
+# -- streams over files -----------------------------------------------------------------
+
+
+class FileInputStream(ThreadedInputStream):
+    """``read-via-stream``: reads a file from an offset, in a worker thread."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        super().__init__(self._read_at)
+        self._fd = os.dup(fd)
+        self._offset = offset
+
+    def _read_at(self, n: int) -> bytes:
+        data = os.pread(self._fd, n, self._offset)
+        self._offset += len(data)
+        return data
+
+    def failure_from(self, exc: OSError) -> StreamFailed:
+        return StreamFailed(str(exc), error_from_os(exc).code)
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+class FileOutputStream(OutputStream):
+    """``write-via-stream`` / ``append-via-stream``.
+
+    Writes are buffered up to one chunk; the chunk is written in a worker thread when
+    the guest awaits the stream's pollable, or on the loop's thread by the
+    ``blocking-*`` calls and when the guest drops the stream.
+    """
+
+    def __init__(self, fd: int, offset: int | None) -> None:
+        self._fd = os.dup(fd)
+        self._offset = offset  # None: append
+        self._pending = b""
+        self._failure: StreamFailed | None = None
+        self._busy = False
+        self._closed = False
+        self._signal = _Signal()
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def check_write(self) -> int:
+        self._check()
+        return 0 if self._busy else CHUNK - len(self._pending)
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+
+    def _write_now(self, data: bytes) -> None:
+        if self._offset is None:
+            os.lseek(self._fd, 0, os.SEEK_END)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        else:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, self._offset)
+                self._offset += written
+                view = view[written:]
+
+    def blocking_flush(self) -> None:
+        self._check()
+        if self._busy:
+            raise HostProtocolError("a guest blocked on a stream whose write is in a worker thread")
+        data, self._pending = self._pending, b""
+        try:
+            self._write_now(data)
+        except OSError as exc:
+            raise StreamFailed(str(exc), error_from_os(exc).code) from exc
+
+    def flush_for_block(self) -> None:
+        """``pollable.block``: write now; a failure waits for the next stream call."""
+        try:
+            self.blocking_flush()
+        except StreamFailed as exc:
+            self._failure = exc
+
+    def subscribe(self) -> Pollable:
+        return _FileOutputPollable(self)
+
+    async def drain(self) -> None:
+        """Write the pending chunk in a worker thread."""
+        if self._busy:
+            await self._signal.wait()
+            return
+        data, self._pending = self._pending, b""
+        self._busy = True
+        try:
+            await anyio.to_thread.run_sync(self._write_now, data)
+        except OSError as exc:
+            self._failure = StreamFailed(str(exc), error_from_os(exc).code)
+        finally:
+            self._busy = False
+            if self._closed:
+                os.close(self._fd)
+            self._signal.changed()
+
+    def has_room(self) -> bool:
+        return not self._busy and (not self._pending or self._failure is not None)
+
+    def close(self) -> None:
+        self._closed = True
+        if not self._busy:
+            try:
+                if self._pending:
+                    self._write_now(self._pending)
+            except OSError:
+                pass  # the guest dropped the stream: nobody is left to tell
+            finally:
+                os.close(self._fd)
+
+
+class _FileOutputPollable(Pollable):
+    def __init__(self, stream: FileOutputStream) -> None:
+        self._stream = stream
+
+    def ready(self) -> bool:
+        return self._stream.has_room()
+
+    async def wait(self) -> None:
+        if not self.ready():
+            await self._stream.drain()
+
+    def block(self) -> None:
+        if not self.ready():
+            self._stream.flush_for_block()
+
+
+class DirectoryEntries:
+    """``directory-entry-stream``: a directory's entries, read once when opened."""
+
+    def __init__(self, fd: int) -> None:
+        dup = os.dup(fd)
+        try:
+            with os.scandir(dup) as it:
+                self.entries = [(e.name, _entry_type(e)) for e in it]
+        finally:
+            os.close(dup)
+        self.entries.reverse()
+
+
+def _entry_type(entry: os.DirEntry[str]) -> str:
+    try:
+        return _descriptor_type(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return "unknown"
+
+
+# -- the interface ----------------------------------------------------------------------
+
+
+def _follow(path_flags: set[str]) -> bool:
+    return "symlink-follow" in path_flags
+
+
+def _timestamp(value: Any, current_ns: int) -> int | None:
+    """A ``new-timestamp`` as nanoseconds (``None``: leave it unchanged)."""
+    tag = getattr(value, "tag", None)
+    if tag == "no-change":
+        return None
+    if tag == "now":
+        return current_ns
+    if tag == "timestamp":
+        dt = value.payload
+        return int(dt.seconds) * 1_000_000_000 + int(dt.nanoseconds)
+    raise WasiError("invalid", f"unknown timestamp {value!r}")
 
 
 class WasiFilesystem:
-    """wasi:filesystem for one instance: an empty set of preopens."""
+    """wasi:filesystem for one instance: its preopens and the descriptors beneath them."""
 
-    def __init__(self, ctx: WasiContext) -> None:
-        ctx.define_resource(TYPES, "descriptor", ResourceKind.DESCRIPTOR)
+    def __init__(self, ctx: WasiContext, io: WasiIo) -> None:
+        self.ctx = ctx
+        self.io = io
+        self._hash_key = os.urandom(16)
+        t = ctx.table
+        ctx.define_resource(TYPES, "descriptor", ResourceKind.DESCRIPTOR, self._drop)
         ctx.define_resource(TYPES, "directory-entry-stream", ResourceKind.DIRECTORY_ENTRY_STREAM)
-        ctx.define("wasi:filesystem/preopens", "get-directories", list)
-        ctx.define(TYPES, "filesystem-error-code", lambda _err: None)
+        ctx.define(PREOPENS, "get-directories", self.get_directories)
+        ctx.define(TYPES, "filesystem-error-code", self.filesystem_error_code)
+        ctx.define(
+            TYPES,
+            "[method]directory-entry-stream.read-directory-entry",
+            lambda rep: self._next_entry(t.get(rep, DirectoryEntries)),
+        )
+        methods: dict[str, Callable[..., Any]] = {
+            "read-via-stream": self.read_via_stream,
+            "write-via-stream": self.write_via_stream,
+            "append-via-stream": self.append_via_stream,
+            "advise": self.advise,
+            "sync-data": self.sync_data,
+            "get-flags": lambda d: set(d.flags),
+            "get-type": lambda d: _descriptor_type(d.mode),
+            "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
+            "set-times": self.set_times,
+            "read": self.read,
+            "write": self.write,
+            "read-directory": self.read_directory,
+            "sync": lambda d: os.fsync(d.fd),
+            "create-directory-at": self.create_directory_at,
+            "stat": lambda d: _stat(os.fstat(d.fd)),
+            "stat-at": self.stat_at,
+            "set-times-at": self.set_times_at,
+            "link-at": self.link_at,
+            "open-at": self.open_at,
+            "readlink-at": self.readlink_at,
+            "remove-directory-at": self.remove_directory_at,
+            "rename-at": self.rename_at,
+            "symlink-at": self.symlink_at,
+            "unlink-file-at": self.unlink_file_at,
+            "is-same-object": self.is_same_object,
+            "metadata-hash": lambda d: self._hash(os.fstat(d.fd)),
+            "metadata-hash-at": self.metadata_hash_at,
+        }
+        for name, fn in methods.items():
+            ctx.define(TYPES, f"[method]descriptor.{name}", self._method(fn))
+
+    def _method(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Look the descriptor up and turn ``OSError`` into the WASI error code."""
+        table = self.ctx.table
+
+        def method(rep: int, *args: Any) -> Any:
+            try:
+                return fn(table.get(rep, Descriptor), *args)
+            except OSError as exc:
+                raise error_from_os(exc) from exc
+
+        return method
+
+    def _drop(self, rep: int) -> None:
+        descriptor = self.ctx.table.remove(rep)
+        if isinstance(descriptor, Descriptor):
+            descriptor.close()
+
+    def _new(self, fd: int, flags: frozenset[str], read_only: bool) -> Any:
+        try:
+            descriptor = Descriptor(fd, flags, read_only)
+        except OSError:
+            os.close(fd)
+            raise
+        return own(self.ctx.table.add(descriptor), ResourceKind.DESCRIPTOR)
+
+    def get_directories(self) -> list[tuple[Any, str]]:
+        out = []
+        for preopen in self.ctx.config.preopens:
+            fd = os.open(preopen.host_path, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+            flags = frozenset({"read"} if preopen.read_only else {"read", "mutate-directory"})
+            out.append((self._new(fd, flags, preopen.read_only), preopen.guest_path))
+        return out
+
+    def filesystem_error_code(self, rep: int) -> str | None:
+        error = self.ctx.table.get(rep, ErrorObject)
+        return error.code
+
+    # streams and direct I/O
+    def _writable(self, d: Descriptor) -> int:
+        fd = d.file(write=True)
+        if d.read_only:
+            raise WasiError("read-only")
+        return fd
+
+    def read_via_stream(self, d: Descriptor, offset: int) -> Any:
+        stream = FileInputStream(d.file(), offset)
+        return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
+
+    def write_via_stream(self, d: Descriptor, offset: int) -> Any:
+        stream = FileOutputStream(self._writable(d), offset)
+        return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
+
+    def append_via_stream(self, d: Descriptor) -> Any:
+        stream = FileOutputStream(self._writable(d), None)
+        return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
+
+    def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
+        want = min(length, CHUNK)
+        data = os.pread(d.file(), want, offset)
+        return data, len(data) < want or (want == 0 and offset >= os.fstat(d.fd).st_size)
+
+    def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
+        return os.pwrite(self._writable(d), buffer, offset)
+
+    def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
+        d.file()
+        code = getattr(os, f"POSIX_FADV_{advice.replace('-', '').upper()}", None)
+        if code is not None and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(d.fd, offset, length, code)
+
+    def sync_data(self, d: Descriptor) -> None:
+        (getattr(os, "fdatasync", None) or os.fsync)(d.fd)
+
+    def read_directory(self, d: Descriptor) -> Any:
+        entries = DirectoryEntries(d.directory())
+        return own(self.ctx.table.add(entries), ResourceKind.DIRECTORY_ENTRY_STREAM)
+
+    @staticmethod
+    def _next_entry(entries: DirectoryEntries) -> Any:
+        if not entries.entries:
+            return None
+        name, kind = entries.entries.pop()
+        return record(type=kind, name=name)
+
+    # times
+    def _times(self, st: os.stat_result, atime: Any, mtime: Any) -> tuple[int, int]:
+        now = time.time_ns()  # files live on the host: `now` is the host's time
+        a = _timestamp(atime, now)
+        m = _timestamp(mtime, now)
+        return (st.st_atime_ns if a is None else a, st.st_mtime_ns if m is None else m)
+
+    def set_times(self, d: Descriptor, atime: Any, mtime: Any) -> None:
+        if d.read_only:
+            raise WasiError("read-only")
+        os.utime(d.fd, ns=self._times(os.fstat(d.fd), atime, mtime))
+
+    def set_times_at(
+        self, d: Descriptor, path_flags: set[str], path: str, atime: Any, mtime: Any
+    ) -> None:
+        dir_fd = d.mutable_directory()
+        follow = _follow(path_flags)
+        with beneath(dir_fd, path, follow=follow) as (at, name):
+            st = os.stat(name, dir_fd=at, follow_symlinks=False)
+            os.utime(name, ns=self._times(st, atime, mtime), dir_fd=at, follow_symlinks=False)
+
+    # paths
+    def stat_at(self, d: Descriptor, path_flags: set[str], path: str) -> Any:
+        with beneath(d.directory(), path, follow=_follow(path_flags)) as (at, name):
+            return _stat(os.stat(name, dir_fd=at, follow_symlinks=False))
+
+    def metadata_hash_at(self, d: Descriptor, path_flags: set[str], path: str) -> Any:
+        with beneath(d.directory(), path, follow=_follow(path_flags)) as (at, name):
+            return self._hash(os.stat(name, dir_fd=at, follow_symlinks=False))
+
+    def _hash(self, st: os.stat_result) -> Any:
+        # keyed, so guests learn object identity but not host inode numbers
+        digest = hashlib.blake2b(
+            f"{st.st_dev}:{st.st_ino}".encode(), key=self._hash_key, digest_size=16
+        ).digest()
+        return record(
+            lower=int.from_bytes(digest[:8], "little"), upper=int.from_bytes(digest[8:], "little")
+        )
+
+    def is_same_object(self, d: Descriptor, other_rep: int) -> bool:
+        other = self.ctx.table.get(other_rep, Descriptor)
+        a, b = os.fstat(d.fd), os.fstat(other.fd)
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    def open_at(
+        self,
+        d: Descriptor,
+        path_flags: set[str],
+        path: str,
+        open_flags: set[str],
+        flags: set[str],
+    ) -> Any:
+        dir_fd = d.directory()
+        flags = set(flags)
+        if d.read_only and (
+            flags & (_WRITE_FLAGS | {"mutate-directory"}) or open_flags & _MUTATING_OPEN
+        ):
+            raise WasiError("read-only")
+        if "mutate-directory" in flags and "mutate-directory" not in d.flags:
+            raise WasiError("read-only")
+        want_dir = "directory" in open_flags
+        if want_dir and ("write" in flags or open_flags & _MUTATING_OPEN):
+            raise WasiError("invalid")
+        mode = (
+            os.O_RDWR
+            if {"read", "write"} <= flags
+            else os.O_WRONLY
+            if "write" in flags
+            else os.O_RDONLY
+        )
+        os_flags = mode | os.O_NOFOLLOW | _CLOEXEC
+        if "create" in open_flags:
+            os_flags |= os.O_CREAT
+        if "exclusive" in open_flags:
+            os_flags |= os.O_EXCL
+        if "truncate" in open_flags:
+            os_flags |= os.O_TRUNC
+        if want_dir:
+            os_flags |= os.O_DIRECTORY
+        if "data-integrity-sync" in flags:
+            os_flags |= getattr(os, "O_DSYNC", 0)
+        if "file-integrity-sync" in flags or "requested-write-sync" in flags:
+            os_flags |= getattr(os, "O_SYNC", 0)
+        follow = _follow(path_flags)
+        with beneath(dir_fd, path, follow=follow) as (at, name):
+            fd = os.open(name, os_flags, 0o666, dir_fd=at)
+        if not stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+            flags.discard("mutate-directory")
+        return self._new(fd, frozenset(flags), d.read_only)
+
+    def readlink_at(self, d: Descriptor, path: str) -> str:
+        with beneath(d.directory(), path, follow=False) as (at, name):
+            return os.readlink(name, dir_fd=at)
+
+    def create_directory_at(self, d: Descriptor, path: str) -> None:
+        with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+            os.mkdir(name, dir_fd=at)
+
+    def remove_directory_at(self, d: Descriptor, path: str) -> None:
+        with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+            os.rmdir(name, dir_fd=at)
+
+    def unlink_file_at(self, d: Descriptor, path: str) -> None:
+        with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+            if stat_mod.S_ISDIR(os.stat(name, dir_fd=at, follow_symlinks=False).st_mode):
+                raise WasiError("is-directory")
+            os.unlink(name, dir_fd=at)
+
+    def symlink_at(self, d: Descriptor, old_path: str, new_path: str) -> None:
+        if old_path.startswith("/"):
+            raise WasiError("not-permitted", "a symbolic link may not point to an absolute path")
+        with beneath(d.mutable_directory(), new_path, follow=False) as (at, name):
+            os.symlink(old_path, name, dir_fd=at)
+
+    def link_at(
+        self, d: Descriptor, old_flags: set[str], old_path: str, new_rep: int, new_path: str
+    ) -> None:
+        new = self.ctx.table.get(new_rep, Descriptor)
+        with (
+            beneath(d.mutable_directory(), old_path, follow=_follow(old_flags)) as (old_at, old),
+            beneath(new.mutable_directory(), new_path, follow=False) as (new_at, new_name),
+        ):
+            os.link(old, new_name, src_dir_fd=old_at, dst_dir_fd=new_at, follow_symlinks=False)
+
+    def rename_at(self, d: Descriptor, old_path: str, new_rep: int, new_path: str) -> None:
+        new = self.ctx.table.get(new_rep, Descriptor)
+        with (
+            beneath(d.mutable_directory(), old_path, follow=False) as (old_at, old),
+            beneath(new.mutable_directory(), new_path, follow=False) as (new_at, new_name),
+        ):
+            os.rename(old, new_name, src_dir_fd=old_at, dst_dir_fd=new_at)

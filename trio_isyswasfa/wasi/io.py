@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -77,12 +78,36 @@ class StreamClosed(Exception):
     """The stream has ended (WIT ``stream-error::closed``)."""
 
 
+class StreamFailed(Exception):
+    """The last operation failed (WIT ``stream-error::last-operation-failed``).
+
+    ``code`` is the ``wasi:filesystem`` (or sockets) error code the guest can recover
+    from the error resource, if there is one.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class InputStream:
     """A byte source for ``wasi:io/streams.input-stream``."""
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes without waiting (may be empty); raise StreamClosed at the end."""
         raise NotImplementedError
+
+    def blocking_read(self, n: int) -> bytes:
+        """At least one byte, or StreamClosed: ``blocking-read``.
+
+        A guest calling it holds the event loop; streams that can only become ready
+        through the loop refuse (see :meth:`Pollable.block`).
+        """
+        data = self.read(n)
+        while not data:
+            self.subscribe().block()
+            data = self.read(n)
+        return data
 
     def subscribe(self) -> Pollable:
         return ReadyPollable()
@@ -113,10 +138,124 @@ class OutputStream:
         raise NotImplementedError
 
     def flush(self) -> None:
-        pass
+        """Start flushing what was written (``flush``); done when ``subscribe`` is ready."""
+
+    def blocking_flush(self) -> None:
+        """Flush and return once done (``blocking-flush``); by default writes are done."""
+        self.flush()
 
     def subscribe(self) -> Pollable:
         return ReadyPollable()
+
+
+class ThreadedInputStream(InputStream):
+    """Reads a blocking source (a file, the process's stdin) in a worker thread.
+
+    ``read`` only hands out what is buffered; waiting on the stream's pollable reads
+    the next chunk in a thread, so a guest that reads a huge file through a stream
+    (awaiting readiness) leaves the event loop free between chunks. ``blocking-read``
+    reads on the loop's thread, as the guest asked.
+    """
+
+    def __init__(self, read_chunk: Callable[[int], bytes], *, abandon: bool = False) -> None:
+        self._read_chunk = read_chunk  # returns b"" at the end; may raise OSError
+        self._abandon = abandon  # a read that may never return (a terminal) is abandoned
+        self._buffer = b""
+        self._eof = False
+        self._failure: StreamFailed | None = None
+        self._busy = False
+        self._signal = _Signal()
+        self.closed = False
+
+    def _take(self, n: int) -> bytes:
+        chunk, self._buffer = self._buffer[:n], self._buffer[n:]
+        return chunk
+
+    def _settle(self, data: bytes | None, exc: OSError | None) -> None:
+        if exc is not None:
+            self._failure = self.failure_from(exc)
+        elif data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    def failure_from(self, exc: OSError) -> StreamFailed:
+        """How a read error reaches the guest (subclasses attach an error code)."""
+        return StreamFailed(exc.strerror or str(exc))
+
+    def read(self, n: int) -> bytes:
+        if self._buffer:
+            return self._take(n)
+        if self._failure is not None:
+            raise self._failure
+        if self._eof:
+            raise StreamClosed
+        return b""
+
+    def fill_now(self, n: int = CHUNK) -> None:
+        """Read the next chunk on this thread (the guest blocks, and so does the loop)."""
+        if self.ready():
+            return
+        if self._busy:
+            raise HostProtocolError("a guest blocked on a stream whose read is in a worker thread")
+        try:
+            self._settle(self._read_chunk(max(n, 1)), None)
+        except OSError as exc:
+            self._settle(None, exc)
+
+    def blocking_read(self, n: int) -> bytes:
+        self.fill_now(n)
+        return self.read(n)
+
+    def ready(self) -> bool:
+        return bool(self._buffer) or self._eof or self._failure is not None
+
+    async def fill(self) -> None:
+        """Read the next chunk in a worker thread (or wait for the read under way)."""
+        if self._busy:
+            await self._signal.wait()
+            return
+        self._busy = True
+        data: bytes | None = None
+        error: OSError | None = None
+        try:
+            data = await anyio.to_thread.run_sync(
+                self._read_chunk, CHUNK, abandon_on_cancel=self._abandon
+            )
+        except OSError as exc:
+            error = exc
+        finally:
+            self._busy = False
+            if self.closed:
+                self.release()
+            self._signal.changed()
+        self._settle(data, error)
+
+    def subscribe(self) -> Pollable:
+        return _ThreadedPollable(self)
+
+    def close(self) -> None:
+        self.closed = True
+        if not self._busy:
+            self.release()
+
+    def release(self) -> None:
+        """Free what the source holds (once no read is under way)."""
+
+
+class _ThreadedPollable(Pollable):
+    def __init__(self, stream: ThreadedInputStream) -> None:
+        self._stream = stream
+
+    def ready(self) -> bool:
+        return self._stream.ready()
+
+    async def wait(self) -> None:
+        if not self.ready():
+            await self._stream.fill()
+
+    def block(self) -> None:
+        self._stream.fill_now()
 
 
 class CallbackOutputStream(OutputStream):
@@ -129,8 +268,6 @@ class CallbackOutputStream(OutputStream):
         return CHUNK
 
     def write(self, data: bytes) -> None:
-        if len(data) > CHUNK:
-            raise GuestProtocolError("write larger than check-write allowed")
         if self._sink is not None:
             self._sink(data)
 
@@ -220,8 +357,6 @@ class PipeWriter(OutputStream):
         return p.capacity - len(p.buffer)
 
     def write(self, data: bytes) -> None:
-        if len(data) > self.check_write():
-            raise GuestProtocolError("write larger than check-write allowed")
         self.pipe.buffer += data
         self.pipe.signal.changed()
 
@@ -234,10 +369,11 @@ class PipeWriter(OutputStream):
 
 
 class ErrorObject:
-    """A ``wasi:io/error.error``: a debug string."""
+    """A ``wasi:io/error.error``: a debug string, and the error code it stands for."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str | None = None) -> None:
         self.message = message
+        self.code = code
 
 
 _CLOSED = Err(None)
@@ -258,23 +394,25 @@ class WasiIo:
         ctx.define(POLL, "[method]pollable.block", lambda p: t.get(p, Pollable).block())
         ctx.define(POLL, "poll", self.poll)
         ctx.define(ERROR, "[method]error.to-debug-string", lambda e: t.get(e, ErrorObject).message)
-        for name in ("read", "blocking-read"):
-            ctx.define(STREAMS, f"[method]input-stream.{name}", self.read)
-        for name in ("skip", "blocking-skip"):
-            ctx.define(STREAMS, f"[method]input-stream.{name}", self.skip)
+        ctx.define(STREAMS, "[method]input-stream.read", self.read)
+        ctx.define(STREAMS, "[method]input-stream.blocking-read", self.blocking_read)
+        ctx.define(STREAMS, "[method]input-stream.skip", self.skip)
+        ctx.define(STREAMS, "[method]input-stream.blocking-skip", self.blocking_skip)
         ctx.define(STREAMS, "[method]input-stream.subscribe", self.subscribe_input)
         ctx.define(STREAMS, "[method]output-stream.check-write", self.check_write)
         ctx.define(STREAMS, "[method]output-stream.write", self.write)
         ctx.define(STREAMS, "[method]output-stream.blocking-write-and-flush", self.write_and_flush)
         ctx.define(STREAMS, "[method]output-stream.flush", self.flush)
-        ctx.define(STREAMS, "[method]output-stream.blocking-flush", self.flush)
+        ctx.define(STREAMS, "[method]output-stream.blocking-flush", self.blocking_flush)
         ctx.define(STREAMS, "[method]output-stream.subscribe", self.subscribe_output)
         ctx.define(STREAMS, "[method]output-stream.write-zeroes", self.write_zeroes)
         ctx.define(
-            STREAMS, "[method]output-stream.blocking-write-zeroes-and-flush", self.write_zeroes
+            STREAMS,
+            "[method]output-stream.blocking-write-zeroes-and-flush",
+            self.write_zeroes_and_flush,
         )
         ctx.define(STREAMS, "[method]output-stream.splice", self.splice)
-        ctx.define(STREAMS, "[method]output-stream.blocking-splice", self.splice)
+        ctx.define(STREAMS, "[method]output-stream.blocking-splice", self.blocking_splice)
 
     def _closing(self, rep: int) -> None:
         stream = self.ctx.table.remove(rep)
@@ -305,72 +443,136 @@ class WasiIo:
         min(deadlines, key=lambda p: p.deadline).block()
         return [i for i, p in enumerate(pollables) if p.ready()]
 
-    # input streams
-    def read(self, rep: int, n: int) -> Any:
-        stream = self.ctx.table.get(rep, InputStream)
+    def failed(self, exc: StreamFailed) -> Any:
+        """``err(last-operation-failed(error))`` for a stream operation that failed."""
+        error = ErrorObject(str(exc), exc.code)
+        return Err(own(self.ctx.table.add(error), ResourceKind.ERROR))
+
+    def _stream_op(self, op: Callable[[], Any]) -> Any:
+        """Run a stream operation, mapping the end and failures to ``stream-error``."""
         try:
-            return stream.read(min(n, CHUNK))
+            return op()
         except StreamClosed:
             return _CLOSED
+        except StreamFailed as exc:
+            return self.failed(exc)
+
+    # input streams
+    def _input(self, rep: int) -> InputStream:
+        return self.ctx.table.get(rep, InputStream)
+
+    def read(self, rep: int, n: int) -> Any:
+        stream = self._input(rep)
+        return self._stream_op(lambda: stream.read(min(n, CHUNK)))
+
+    def blocking_read(self, rep: int, n: int) -> Any:
+        stream = self._input(rep)
+        return self._stream_op(lambda: stream.blocking_read(min(n, CHUNK)) if n else b"")
 
     def skip(self, rep: int, n: int) -> Any:
         result = self.read(rep, n)
         return result if isinstance(result, Err) else len(result)
 
+    def blocking_skip(self, rep: int, n: int) -> Any:
+        result = self.blocking_read(rep, n)
+        return result if isinstance(result, Err) else len(result)
+
     def subscribe_input(self, rep: int) -> Any:
-        return self.new_pollable(self.ctx.table.get(rep, InputStream).subscribe())
+        return self.new_pollable(self._input(rep).subscribe())
 
     # output streams
+    def _output(self, rep: int) -> OutputStream:
+        return self.ctx.table.get(rep, OutputStream)
+
     def check_write(self, rep: int) -> Any:
-        try:
-            return self.ctx.table.get(rep, OutputStream).check_write()
-        except StreamClosed:
-            return _CLOSED
+        stream = self._output(rep)
+        return self._stream_op(stream.check_write)
 
     def write(self, rep: int, data: bytes) -> Any:
-        try:
-            self.ctx.table.get(rep, OutputStream).write(bytes(data))
-        except StreamClosed:
-            return _CLOSED
-        return None
+        stream = self._output(rep)
+
+        def op() -> None:
+            if len(data) > stream.check_write():
+                raise GuestProtocolError("write larger than check-write allowed")
+            stream.write(bytes(data))
+
+        return self._stream_op(op)
 
     def write_and_flush(self, rep: int, data: bytes) -> Any:
-        stream = self.ctx.table.get(rep, OutputStream)
-        view = memoryview(bytes(data))
-        while view:
-            try:
+        stream = self._output(rep)
+
+        def op() -> None:
+            view = memoryview(bytes(data))
+            while view:
                 n = stream.check_write()
-            except StreamClosed:
-                return _CLOSED
-            if n == 0:
-                raise HostProtocolError("blocking write to a stream that is full")
-            stream.write(bytes(view[:n]))
-            view = view[n:]
-        stream.flush()
-        return None
+                if n == 0:
+                    stream.blocking_flush()
+                    n = stream.check_write()
+                if n == 0:
+                    stream.subscribe().block()  # refuses if only the loop can make room
+                    continue
+                stream.write(bytes(view[:n]))
+                view = view[n:]
+            stream.blocking_flush()
+
+        return self._stream_op(op)
 
     def flush(self, rep: int) -> Any:
-        stream = self.ctx.table.get(rep, OutputStream)
-        try:
+        stream = self._output(rep)
+
+        def op() -> None:
             stream.check_write()  # a flush on a stream whose reader is gone reports it
-        except StreamClosed:
-            return _CLOSED
-        stream.flush()
-        return None
+            stream.flush()
+
+        return self._stream_op(op)
+
+    def blocking_flush(self, rep: int) -> Any:
+        stream = self._output(rep)
+
+        def op() -> None:
+            stream.check_write()
+            stream.blocking_flush()
+
+        return self._stream_op(op)
 
     def write_zeroes(self, rep: int, n: int) -> Any:
+        stream = self._output(rep)
+
+        def op() -> None:
+            if n > stream.check_write():
+                raise GuestProtocolError("write-zeroes larger than check-write allowed")
+            stream.write(bytes(n))
+
+        return self._stream_op(op)
+
+    def write_zeroes_and_flush(self, rep: int, n: int) -> Any:
         return self.write_and_flush(rep, bytes(n))
 
     def subscribe_output(self, rep: int) -> Any:
-        return self.new_pollable(self.ctx.table.get(rep, OutputStream).subscribe())
+        return self.new_pollable(self._output(rep).subscribe())
+
+    def _splice(self, out_rep: int, in_rep: int, n: int, blocking: bool) -> Any:
+        src = self._input(in_rep)
+        dst = self._output(out_rep)
+
+        def op() -> int:
+            room = min(n, dst.check_write(), CHUNK)
+            if blocking and room == 0 and n:
+                dst.blocking_flush()
+                room = min(n, dst.check_write(), CHUNK)
+            if room == 0:
+                return 0
+            data = src.blocking_read(room) if blocking else src.read(room)
+            if data:
+                dst.write(data)
+                if blocking:
+                    dst.blocking_flush()
+            return len(data)
+
+        return self._stream_op(op)
 
     def splice(self, out_rep: int, in_rep: int, n: int) -> Any:
-        src = self.ctx.table.get(in_rep, InputStream)
-        dst = self.ctx.table.get(out_rep, OutputStream)
-        try:
-            data = src.read(min(n, dst.check_write()))
-        except StreamClosed:
-            return _CLOSED
-        if data:
-            dst.write(data)
-        return len(data)
+        return self._splice(out_rep, in_rep, n, blocking=False)
+
+    def blocking_splice(self, out_rep: int, in_rep: int, n: int) -> Any:
+        return self._splice(out_rep, in_rep, n, blocking=True)

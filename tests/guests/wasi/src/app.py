@@ -1,0 +1,76 @@
+"""A guest that runs Python snippets, for tests of the host's WASI from inside a guest.
+
+Each snippet sees ``os``, the WIT bindings (``types``, ``preopens``, ``streams``, …),
+``Err`` and the guest library's stream helpers.
+"""
+
+import os
+import traceback
+from typing import Any
+
+from componentize_py_types import Err
+from isyswasfa_guest import wait_pollable
+from isyswasfa_guest.streams import read, read_all, write_all
+from wit_world import exports
+from wit_world.imports import (
+    environment,
+    error,
+    insecure,
+    insecure_seed,
+    monotonic_clock,
+    preopens,
+    random,
+    stdin,
+    stdout,
+    streams,
+    types,
+    wall_clock,
+)
+
+NAMES: dict[str, Any] = {
+    "os": os,
+    "Err": Err,
+    "environment": environment,
+    "error": error,
+    "insecure": insecure,
+    "insecure_seed": insecure_seed,
+    "monotonic_clock": monotonic_clock,
+    "preopens": preopens,
+    "random": random,
+    "stdin": stdin,
+    "stdout": stdout,
+    "streams": streams,
+    "types": types,
+    "wall_clock": wall_clock,
+    "wait_pollable": wait_pollable,
+    "read": read,
+    "read_all": read_all,
+    "write_all": write_all,
+}
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, Err):
+        return f"Err: {exc.value!r}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return "".join(traceback.format_exception_only(exc)).strip()
+
+
+class Probe(exports.Probe):
+    def exec(self, code: str) -> str:
+        names = dict(NAMES)
+        try:
+            exec(code, names)
+        except Exception as exc:
+            raise Err(describe(exc)) from exc
+        return repr(names.get("result"))
+
+    async def exec_async(self, code: str) -> str:
+        names = dict(NAMES)
+        try:
+            exec(code, names)
+            value = await names["main"]()
+        except Exception as exc:
+            raise Err(describe(exc)) from exc
+        return repr(value)

@@ -1,0 +1,369 @@
+"""wasi:filesystem from inside a Python guest: preopens, real files, and the sandbox.
+
+The guest's ``open()`` / ``os.*`` go through CPython's WASI libc and the preview-1
+adapter to our wasi:filesystem, as they would on any WASI 0.2 host; the snippets that
+use ``types`` call our interface directly.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.lowlevel
+
+import trio_isyswasfa
+from trio_isyswasfa import Preopen
+from trio_isyswasfa.testing import assert_quiet
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+PROBE = "test:wasi/probe"
+
+
+async def run(inst: trio_isyswasfa.Instance, code: str) -> str:
+    """The repr of the snippet's ``result``; a failure raises AssertionError with its text."""
+    outcome = await inst.call(PROBE, "exec", code)
+    if isinstance(outcome, trio_isyswasfa.Err):
+        raise GuestFailed(outcome.value)
+    return outcome.value  # type: ignore[no-any-return]
+
+
+async def run_async(inst: trio_isyswasfa.Instance, code: str) -> str:
+    outcome = await inst.call(PROBE, "exec-async", code)
+    if isinstance(outcome, trio_isyswasfa.Err):
+        raise GuestFailed(outcome.value)
+    return outcome.value  # type: ignore[no-any-return]
+
+
+class GuestFailed(Exception):
+    pass
+
+
+# Implemented, but wasmtime-py 50 cannot call a host function that takes two borrowed
+# handles (see test_two_borrows_in_one_call_fail_with_a_clear_trap); these start
+# passing when the engine seam moves to our canonical-ABI layer.
+TWO_BORROWS = pytest.mark.xfail(strict=True, reason="wasmtime-py 50: two borrows in one call")
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "hello.txt").write_text("hello from the host")
+    (root / "sub").mkdir()
+    (root / "sub" / "inner.txt").write_text("inner")
+    (tmp_path / "secret.txt").write_text("outside the sandbox")
+    return root
+
+
+@pytest.fixture
+async def inst(
+    wasi_component: trio_isyswasfa.Component, data: Path
+) -> AsyncIterator[trio_isyswasfa.Instance]:
+    config = trio_isyswasfa.WasiConfig(preopens=[Preopen(data, "/data")])
+    async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as instance:
+        yield instance
+
+
+@pytest.fixture
+async def ro_inst(
+    wasi_component: trio_isyswasfa.Component, data: Path
+) -> AsyncIterator[trio_isyswasfa.Instance]:
+    config = trio_isyswasfa.WasiConfig(preopens=[Preopen(data, "/data", read_only=True)])
+    async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as instance:
+        yield instance
+
+
+class TestFiles:
+    async def test_reads_a_host_file(self, inst: trio_isyswasfa.Instance) -> None:
+        assert await run(inst, "result = open('/data/hello.txt').read()") == repr(
+            "hello from the host"
+        )
+
+    async def test_writes_reach_the_host(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
+        await run(inst, "with open('/data/new.txt', 'w') as f: f.write('x' * 100_000)")
+        assert (data / "new.txt").read_text() == "x" * 100_000
+        await run(inst, "with open('/data/new.txt', 'a') as f: f.write('tail')")
+        assert (data / "new.txt").read_text().endswith("xtail")
+
+    async def test_lists_directories_with_types(self, inst: trio_isyswasfa.Instance) -> None:
+        listing = await run(
+            inst, "result = sorted((e.name, e.is_dir()) for e in os.scandir('/data'))"
+        )
+        assert listing == repr([("hello.txt", False), ("sub", True)])
+
+    async def test_stat_sizes_and_times(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
+        os.utime(data / "hello.txt", (1_000_000, 2_000_000))
+        stat = await run(
+            inst, "s = os.stat('/data/hello.txt'); result = (s.st_size, s.st_atime, s.st_mtime)"
+        )
+        assert stat == repr((len("hello from the host"), 1_000_000.0, 2_000_000.0))
+
+    async def test_make_and_remove_directories(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        await run(
+            inst,
+            "os.mkdir('/data/made'); os.remove('/data/sub/inner.txt'); os.rmdir('/data/sub')",
+        )
+        assert (data / "made").is_dir()
+        assert not (data / "sub").exists()
+
+    @TWO_BORROWS
+    async def test_rename(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
+        await run(inst, "os.mkdir('/data/made'); os.rename('/data/hello.txt', '/data/made/moved')")
+        assert (data / "made" / "moved").read_text() == "hello from the host"
+
+    async def test_errors_carry_their_codes(self, inst: trio_isyswasfa.Instance) -> None:
+        with pytest.raises(GuestFailed, match="FileNotFoundError"):
+            await run(inst, "open('/data/missing.txt')")
+        with pytest.raises(GuestFailed, match="FileExistsError"):
+            await run(inst, "os.mkdir('/data/sub')")
+        with pytest.raises(GuestFailed, match="OSError: Directory not empty"):
+            await run(inst, "os.rmdir('/data/sub')")
+        with pytest.raises(GuestFailed, match="NotADirectoryError"):
+            await run(inst, "os.listdir('/data/hello.txt')")
+
+    async def test_symlinks_inside_the_preopen_work(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        await run(inst, "os.symlink('sub/inner.txt', '/data/link')")
+        assert os.readlink(data / "link") == "sub/inner.txt"
+        assert await run(
+            inst, "result = (os.readlink('/data/link'), open('/data/link').read())"
+        ) == (repr(("sub/inner.txt", "inner")))
+        (data / "sub" / "up").symlink_to("../hello.txt")
+        assert await run(inst, "result = open('/data/sub/up').read()") == repr(
+            "hello from the host"
+        )
+
+    async def test_truncate(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
+        await run(inst, "os.truncate('/data/hello.txt', 5)")
+        assert (data / "hello.txt").read_text() == "hello"
+
+    @TWO_BORROWS
+    async def test_hard_links(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
+        await run(inst, "os.link('/data/hello.txt', '/data/again.txt')")
+        assert (data / "again.txt").stat().st_ino == (data / "hello.txt").stat().st_ino
+
+    async def test_two_borrows_in_one_call_fail_with_a_clear_trap(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        # wasmtime-py 50 traps while lifting such a call, before our host function runs
+        with pytest.raises(trio_isyswasfa.GuestTrap, match="two or more borrowed handles"):
+            await run(inst, "os.rename('/data/hello.txt', '/data/moved.txt')")
+
+
+class TestSandbox:
+    async def test_dot_dot_cannot_leave_the_preopen(self, inst: trio_isyswasfa.Instance) -> None:
+        with pytest.raises(GuestFailed, match="PermissionError"):
+            await run(inst, "open('/data/../secret.txt').read()")
+        with pytest.raises(GuestFailed, match="PermissionError"):
+            await run(inst, "open('/data/sub/../../secret.txt').read()")
+
+    async def test_absolute_paths_outside_preopens_do_not_exist(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        secret = data.parent / "secret.txt"
+        with pytest.raises(GuestFailed, match="FileNotFoundError"):
+            await run(inst, f"open({str(secret)!r}).read()")
+
+    async def test_absolute_path_through_the_interface_is_refused(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        secret = data.parent / "secret.txt"
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            f"root.open_at(types.PathFlags(0), {str(secret)!r}, types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)"
+        )
+        with pytest.raises(GuestFailed, match="NOT_PERMITTED"):
+            await run(inst, code)
+
+    async def test_symlink_pointing_out_is_refused(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        (data / "escape").symlink_to(data.parent / "secret.txt")
+        (data / "escape-dir").symlink_to(data.parent)
+        (data / "sneaky").symlink_to("../secret.txt")
+        for path in ("/data/escape", "/data/escape-dir/secret.txt", "/data/sneaky"):
+            with pytest.raises(GuestFailed, match="PermissionError"):
+                await run(inst, f"open({path!r}).read()")
+
+    async def test_guest_cannot_plant_an_absolute_symlink(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        with pytest.raises(GuestFailed, match="PermissionError"):
+            await run(inst, "os.symlink('/etc/passwd', '/data/planted')")
+        assert not (data / "planted").exists()
+
+    async def test_read_only_preopen_refuses_every_change(
+        self, ro_inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        assert await run(ro_inst, "result = open('/data/hello.txt').read()") == repr(
+            "hello from the host"
+        )
+        attempts = [
+            "open('/data/hello.txt', 'w')",
+            "open('/data/hello.txt', 'a')",
+            "open('/data/new.txt', 'x')",
+            "os.mkdir('/data/dir')",
+            "os.remove('/data/hello.txt')",
+            "os.symlink('hello.txt', '/data/link')",
+            "os.rmdir('/data/sub')",
+            "os.truncate('/data/hello.txt', 0)",
+            "os.utime('/data/hello.txt', (1, 1))",
+        ]
+        for code in attempts:
+            with pytest.raises(GuestFailed, match="Read-only file system"):
+                await run(ro_inst, code)
+        assert sorted(os.listdir(data)) == ["hello.txt", "sub"]
+        assert (data / "hello.txt").read_text() == "hello from the host"
+
+    def test_missing_preopen_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(trio_isyswasfa.HostProtocolError, match="does not exist"):
+            Preopen(tmp_path / "nope")
+        (tmp_path / "file").write_text("")
+        with pytest.raises(trio_isyswasfa.HostProtocolError, match="is not a directory"):
+            Preopen(tmp_path / "file")
+
+    @pytest.mark.parametrize("spec", ["", "::guest", "host::"])
+    def test_malformed_dir_spec(self, spec: str) -> None:
+        with pytest.raises(trio_isyswasfa.HostProtocolError, match="HOST_PATH"):
+            Preopen.parse(spec)
+
+
+class TestInterface:
+    async def test_types_flags_and_identity(self, inst: trio_isyswasfa.Instance) -> None:
+        code = (
+            "(root, name), = preopens.get_directories()\n"
+            "f = root.open_at(types.PathFlags(0), 'sub/../hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+            "g = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+            "result = (name, root.get_type().name, f.get_type().name,"
+            " f.metadata_hash() == g.metadata_hash(), f.metadata_hash() != root.metadata_hash(),"
+            " root.metadata_hash_at(types.PathFlags(0), 'hello.txt') == f.metadata_hash(),"
+            " sorted(x.name for x in types.DescriptorFlags if x in f.get_flags()))"
+        )
+        assert await run(inst, code) == repr(
+            ("/data", "DIRECTORY", "REGULAR_FILE", True, True, True, ["READ"])
+        )
+
+    @TWO_BORROWS
+    async def test_is_same_object(self, inst: trio_isyswasfa.Instance) -> None:
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            "(again, _), = preopens.get_directories()\n"
+            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+            "result = (root.is_same_object(again), root.is_same_object(f))"
+        )
+        assert await run(inst, code) == repr((True, False))
+
+    async def test_direct_read_and_write(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            "rw = types.DescriptorFlags.READ | types.DescriptorFlags.WRITE\n"
+            "f = root.open_at(types.PathFlags(0), 'direct.bin', types.OpenFlags.CREATE, rw)\n"
+            "n = f.write(b'0123456789', 0)\n"
+            "result = (n, f.read(4, 3), f.read(100, 8), f.stat().size)"
+        )
+        assert await run(inst, code) == repr((10, (b"3456", False), (b"89", True), 10))
+        assert (data / "direct.bin").read_bytes() == b"0123456789"
+
+    async def test_writing_through_a_read_descriptor_is_refused(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+            "f.write(b'x', 0)"
+        )
+        with pytest.raises(GuestFailed, match="BAD_DESCRIPTOR"):
+            await run(inst, code)
+
+    async def test_directory_entries(self, inst: trio_isyswasfa.Instance) -> None:
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            "entries = root.read_directory()\n"
+            "out = []\n"
+            "while (e := entries.read_directory_entry()) is not None:\n"
+            "    out.append((e.name, e.type.name))\n"
+            "result = sorted(out)"
+        )
+        assert await run(inst, code) == repr([("hello.txt", "REGULAR_FILE"), ("sub", "DIRECTORY")])
+
+    async def test_file_error_codes_through_a_file_descriptor(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+            "f.open_at(types.PathFlags(0), 'x', types.OpenFlags(0), types.DescriptorFlags.READ)"
+        )
+        with pytest.raises(GuestFailed, match="NOT_DIRECTORY"):
+            await run(inst, code)
+
+
+class TestStreams:
+    async def test_huge_file_streams_without_starving_the_loop(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        blob = os.urandom(4 << 20)
+        (data / "big.bin").write_bytes(blob)
+        code = """
+import zlib
+async def main():
+    (root, _), = preopens.get_directories()
+    crc = n = 0
+    with root, root.open_at(
+        types.PathFlags(0), 'big.bin', types.OpenFlags(0), types.DescriptorFlags.READ
+    ) as f, f.read_via_stream(0) as stream:
+        while (chunk := await read(stream)) is not None:
+            crc = zlib.crc32(chunk, crc)
+            n += 1
+    return (crc, n)
+"""
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            crc, chunks = eval(await run_async(inst, code))
+            nursery.cancel_scope.cancel()
+        assert crc == zlib.crc32(blob)
+        assert chunks == 64  # 4 MiB in 64 KiB reads
+        # each chunk was read in a worker thread while the loop ran other tasks
+        assert ticks >= chunks
+        assert_quiet(inst)
+
+    async def test_write_via_stream_waits_for_the_disk(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        code = """
+async def main():
+    (root, _), = preopens.get_directories()
+    flags = types.DescriptorFlags.READ | types.DescriptorFlags.WRITE
+    with root, root.open_at(types.PathFlags(0), 'out.bin', types.OpenFlags.CREATE, flags) as f:
+        with f.write_via_stream(0) as stream:
+            await write_all(stream, bytes(range(256)) * 1000)
+        with f.append_via_stream() as stream:
+            await write_all(stream, b'end')
+        return f.stat().size
+"""
+        assert await run_async(inst, code) == repr(256_003)
+        assert (data / "out.bin").read_bytes() == bytes(range(256)) * 1000 + b"end"
+        assert_quiet(inst)
