@@ -156,3 +156,10 @@ async def test_guest_that_ignores_cancellation_cannot_hang_the_host(hostile_wit:
         assert scope.cancelled_caught
         with pytest.raises(trio_isyswasfa.InstanceDead, match="did not confirm a cancellation"):
             await inst.call("", "go")
+
+
+async def test_a_trap_leaves_open_instance_as_itself(hostile_wit: Path) -> None:
+    # the instance's task group is ours: callers see the GuestTrap, not an exception group
+    with pytest.raises(trio_isyswasfa.GuestTrap, match="unreachable"):
+        async with trio_isyswasfa.open_instance(build(hostile_wit, poll="unreachable")) as inst:
+            await inst.call("", "go")

@@ -22,6 +22,7 @@ from ._host import Instance as Instance
 from ._host import InstanceStatistics as InstanceStatistics
 from ._host import load_component as load_component
 from ._host import open_instance as open_instance
+from ._host import run_command as run_command
 from .wasi import WasiConfig as WasiConfig
 from .wasi.cli import ComponentExit as ComponentExit
 from .wasi.filesystem import Preopen as Preopen
@@ -47,6 +48,7 @@ __all__ = [
     "WasiError",
     "load_component",
     "open_instance",
+    "run_command",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -1,4 +1,4 @@
-"""The command line: ``python -m trio_isyswasfa {lower,componentize,inspect,check}``.
+"""The command line: ``python -m trio_isyswasfa {lower,componentize,inspect,check,run}``.
 
 A thin layer: parse arguments, call the library, print one line per error (exit 2).
 """
@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._errors import IsyswasfaError
+
+TRAP_STATUS = 134
+"""``run``'s exit status when the component traps (128 + SIGABRT, as ``wasmtime run``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,11 +37,64 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="load a component and list its imports and exports")
     inspect.add_argument("component", type=Path)
 
+    run = sub.add_parser(
+        "run", help="run a wasi:cli/command component; exit with its status (like wasmtime run)"
+    )
+    run.add_argument("component", type=Path)
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the component's arguments")
+    run.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        metavar="HOST_PATH[::GUEST_PATH]",
+        help="give the component a host directory (repeatable)",
+    )
+    run.add_argument(
+        "--dir-ro",
+        action="append",
+        default=[],
+        metavar="HOST_PATH[::GUEST_PATH]",
+        help="give the component a host directory it may only read (repeatable)",
+    )
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="set an environment variable; NAME alone passes on the host's value",
+    )
+
     check = sub.add_parser(
         "check", help="check that a component links against this host (WASI and isyswasfa)"
     )
     check.add_argument("component", type=Path)
     return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    import trio
+
+    from ._errors import GuestTrap, HostProtocolError
+    from ._host import run_command
+    from .wasi import WasiConfig
+    from .wasi.filesystem import Preopen
+
+    preopens = [Preopen.parse(d) for d in args.dir]
+    preopens += [Preopen.parse(d, read_only=True) for d in args.dir_ro]
+    env: dict[str, str] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not name:
+            raise HostProtocolError(f"bad --env {item!r}: expected NAME[=VALUE]")
+        env[name] = value if sep else os.environ.get(name, "")
+    config = WasiConfig(env=env, preopens=preopens, stdin=0)
+    try:
+        return trio.run(lambda: run_command(args.component, args.args, wasi=config))
+    except GuestTrap as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return TRAP_STATUS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for iface, funcs in component.exports().items():
                 for f in funcs:
                     print(f"  {iface + '#' if iface else ''}{f}")
+        elif args.command == "run":
+            return _run(args)
         elif args.command == "check":
             from ._host import check_links, load_component
 

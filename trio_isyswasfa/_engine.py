@@ -330,12 +330,15 @@ def wrap_host_func(fn: HostFunc, func_type: Any, faults: FaultSink, label: str) 
     """Adapt our host function ``fn(*args)`` to wasmtime-py's calling convention."""
     lower = _result_lowerer(func_type.result)
     to_error = _error_code_of(func_type.result)
+    lifts = [_result_lifter(ty) for _, ty in func_type.params]
 
     def host_func(store: Any, *args: Any) -> Any:
         if faults.fault is not None:
             raise GuestTrap("instance is dead")
         try:
-            result = fn(*[_convert_arg(store, a) for a in args])
+            result = fn(
+                *[lift(_convert_arg(store, a)) for lift, a in zip(lifts, args, strict=True)]
+            )
             return lower(result)
         except WasiError as exc:
             if to_error is not None:

@@ -4,8 +4,9 @@ and the embedding API for trio (and asyncio) applications.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ._scheduler import Scheduler
 from .wasi import WasiConfig
 from .wasi import sockets as _sockets
 from .wasi._context import WasiContext
-from .wasi.cli import WasiCli
+from .wasi.cli import ComponentExit, WasiCli
 from .wasi.clocks import WasiClocks
 from .wasi.filesystem import WasiFilesystem
 from .wasi.io import Pollable, WasiIo
@@ -39,6 +40,7 @@ IO_POLL = "isyswasfa:io/poll"
 START = "-isyswasfa-start"
 RESULT = "-isyswasfa-result"
 POLL_PREFIX = "isyswasfa-poll"
+RUN = "wasi:cli/run"
 
 # packages whose unreachable operations are answered with an error code
 _DENIED = {"wasi:sockets": _sockets.DENIED_CODE}
@@ -59,8 +61,13 @@ class Component:
         self._imports = _engine.component_imports(raw)
         self._exports = _engine.component_exports(raw)
         self.poll_exports = sorted(n for n in self._exports[""] if n.startswith(POLL_PREFIX))
-        if not self.poll_exports:
+        if not self.poll_exports and not self.is_command:
             raise LinkError(f"{name} has no {POLL_PREFIX}-* export: it was not built for isyswasfa")
+
+    @property
+    def is_command(self) -> bool:
+        """Whether it exports ``wasi:cli/run`` (so :func:`run_command` can run it)."""
+        return any(strip_version(i) == RUN for i, funcs in self._exports.items() if "run" in funcs)
 
     @property
     def imports(self) -> list[str]:
@@ -85,7 +92,7 @@ def load_component(source: str | Path | bytes, *, use_cache: bool = True) -> Com
 
     Raises:
       LoadError: the file is missing or is not a component.
-      LinkError: it has no ``isyswasfa-poll-*`` export.
+      LinkError: it has no ``isyswasfa-poll-*`` export (and is no ``wasi:cli`` command).
     """
     if isinstance(source, bytes):
         data, name = source, "<bytes>"
@@ -408,7 +415,8 @@ async def open_instance(
         untrusted guest cannot hang its caller.
 
     On exit the instance's remaining work (guest tasks spawned by exports, host
-    tasks) is cancelled.
+    tasks) is cancelled. An exception from the body comes out as itself, not
+    wrapped in an exception group.
     """
     if not isinstance(component, Component):
         component = load_component(component)
@@ -420,5 +428,51 @@ async def open_instance(
                 yield instance
             finally:
                 tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our task group is an implementation detail: what the body (or one host task)
+        # raised comes out as itself, as from any context manager.
+        if len(group.exceptions) != 1:
+            raise
+        only = group.exceptions[0]
+        only.__context__ = None  # the group that held it is no part of its story
+        raise only from only.__cause__
     finally:
         instance._wasi.close()  # files and streams the guest left open
+
+
+async def run_command(
+    component: Component | str | Path | bytes,
+    args: Sequence[str] = (),
+    *,
+    wasi: WasiConfig | None = None,
+    imports: Mapping[str, Mapping[str, ImportImpl]] | None = None,
+) -> int:
+    """Run a ``wasi:cli/command`` component to completion, as ``wasmtime run`` does.
+
+    Args:
+      component: a component exporting ``wasi:cli/run`` (with or without isyswasfa).
+      args: its arguments after the program name, which is the component's file name.
+      wasi: everything else it sees; ``args`` replaces ``wasi.args``.
+      imports: implementations of its non-WASI imports, as for :func:`open_instance`.
+
+    Returns:
+      The exit status: 0 if ``run`` returned ``ok``, 1 for ``err``, or the status it
+      passed to ``wasi:cli/exit``.
+
+    Raises:
+      LinkError: the component is not a command.
+      GuestTrap: it trapped.
+    """
+    if not isinstance(component, Component):
+        component = load_component(component)
+    if not component.is_command:
+        raise LinkError(f"{component.name} does not export {RUN}: it is not a command")
+    program = Path(component.name).name if component.name != "<bytes>" else "component"
+    config = dataclasses.replace(wasi or WasiConfig(), args=[program, *args])
+    iface = next(i for i in component.exports() if strip_version(i) == RUN)
+    async with open_instance(component, imports=imports, wasi=config) as instance:
+        try:
+            outcome = await instance.call(iface, "run")
+        except ComponentExit as exc:
+            return exc.code
+    return 0 if isinstance(outcome, _engine.Ok) else 1

@@ -26,7 +26,8 @@ class WasiConfig:
       env: environment variables; the host's are *not* inherited.
       stdout, stderr: called with each chunk the guest writes; ``None`` discards it.
         The defaults write to this process's stdout and stderr.
-      stdin: bytes the guest reads from standard input (then end of file).
+      stdin: bytes the guest reads from standard input (then end of file), or a host
+        file descriptor to read it from (in a worker thread; the CLI passes 0).
       wall_clock: returns ``wasi:clocks/wall-clock`` time in nanoseconds since the
         epoch; tests may freeze or offset it. The monotonic clock always follows the
         event loop's clock (``trio.current_time()``, so ``MockClock`` drives it).
@@ -38,7 +39,7 @@ class WasiConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     stdout: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stdout))
     stderr: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stderr))
-    stdin: bytes = b""
+    stdin: bytes | int = b""
     wall_clock: Callable[[], int] = time.time_ns
     preopens: Sequence[Preopen] = ()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .._engine import Err, Ok, ResourceKind, own
 from .._errors import IsyswasfaError
 from ._context import WasiContext
-from .io import BytesInputStream, CallbackOutputStream
+from .io import BytesInputStream, CallbackOutputStream, InputStream, ThreadedInputStream
 
 ENV = "wasi:cli/environment"
 
@@ -18,6 +19,13 @@ class ComponentExit(IsyswasfaError):
     def __init__(self, code: int) -> None:
         super().__init__(f"component exited with status {code}")
         self.code = code
+
+
+def _stdin(source: bytes | int) -> InputStream:
+    if isinstance(source, int):
+        # a terminal may never answer: a read still waiting when the guest is gone is abandoned
+        return ThreadedInputStream(lambda n: os.read(source, n), abandon=True)
+    return BytesInputStream(source)
 
 
 class WasiCli:
@@ -33,7 +41,7 @@ class WasiCli:
         ctx.define("wasi:cli/exit", "exit-with-code", lambda code: self._exit(code))
         ctx.define("wasi:cli/stdout", "get-stdout", self._stream(CallbackOutputStream(cfg.stdout)))
         ctx.define("wasi:cli/stderr", "get-stderr", self._stream(CallbackOutputStream(cfg.stderr)))
-        stdin = BytesInputStream(cfg.stdin)
+        stdin = _stdin(cfg.stdin)
         ctx.define(
             "wasi:cli/stdin",
             "get-stdin",
