@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
+from engine_limits import TWO_BORROWS
 
 import trio_isyswasfa
 from trio_isyswasfa import Preopen
@@ -42,12 +43,6 @@ async def run_async(inst: trio_isyswasfa.Instance, code: str) -> str:
 
 class GuestFailed(Exception):
     pass
-
-
-# Implemented, but wasmtime-py 50 cannot call a host function that takes two borrowed
-# handles (see test_two_borrows_in_one_call_fail_with_a_clear_trap); these start
-# passing when the engine seam moves to our canonical-ABI layer.
-TWO_BORROWS = pytest.mark.xfail(strict=True, reason="wasmtime-py 50: two borrows in one call")
 
 
 @pytest.fixture

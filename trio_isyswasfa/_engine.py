@@ -155,7 +155,8 @@ def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
 _ENGINE_BUGS = {
     "deferred host scope has no call context": (
         "the guest called a host function with two or more borrowed handles (such as "
-        "wasi:io/poll.poll on several pollables, or descriptor.rename-at), which "
+        "wasi:io/poll.poll on several pollables, output-stream.splice or "
+        "descriptor.rename-at), which "
         "wasmtime-py 50 cannot pass to a host"
     ),
 }

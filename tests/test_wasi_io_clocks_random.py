@@ -1,0 +1,172 @@
+"""wasi:io streams, wasi:clocks, wasi:random and stdio, called from inside a guest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from engine_limits import TWO_BORROWS
+
+import trio_isyswasfa
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+PROBE = "test:wasi/probe"
+
+
+async def run(inst: trio_isyswasfa.Instance, code: str, *, is_async: bool = False) -> object:
+    outcome = await inst.call(PROBE, "exec-async" if is_async else "exec", code)
+    assert isinstance(outcome, trio_isyswasfa.Ok), outcome
+    return eval(outcome.value)
+
+
+@pytest.fixture
+def written() -> list[bytes]:
+    return []
+
+
+@pytest.fixture
+async def inst(
+    wasi_component: trio_isyswasfa.Component, written: list[bytes]
+) -> AsyncIterator[trio_isyswasfa.Instance]:
+    config = trio_isyswasfa.WasiConfig(
+        stdin=b"line one\nline two\n", stdout=written.append, env={"A": "1"}, args=["prog", "x"]
+    )
+    async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as instance:
+        yield instance
+
+
+class TestRandom:
+    async def test_secure_bytes(self, inst: trio_isyswasfa.Instance) -> None:
+        a, b, n = await run(
+            inst,
+            "result = (random.get_random_bytes(32), random.get_random_bytes(32),"
+            " random.get_random_u64())",
+        )  # type: ignore[misc]
+        assert len(a) == len(b) == 32
+        assert a != b
+        assert 0 <= n < 2**64
+
+    async def test_insecure_and_seed(self, inst: trio_isyswasfa.Instance) -> None:
+        data, seed1, seed2 = await run(
+            inst,
+            "result = (insecure.get_insecure_random_bytes(1000),"
+            " insecure_seed.insecure_seed(), insecure_seed.insecure_seed())",
+        )  # type: ignore[misc]
+        assert len(data) == 1000
+        assert len(set(data)) > 100  # not a constant
+        assert seed1 == seed2  # the seed is fixed for the instance's life
+
+
+class TestClocks:
+    async def test_monotonic_clock_is_the_loops_clock(self, inst: trio_isyswasfa.Instance) -> None:
+        before = trio.current_time()
+        now, resolution = await run(
+            inst, "result = (monotonic_clock.now(), monotonic_clock.resolution())"
+        )  # type: ignore[misc]
+        assert before * 1e9 <= now <= trio.current_time() * 1e9
+        assert resolution == 1
+
+    async def test_past_instant_is_ready_at_once(self, inst: trio_isyswasfa.Instance) -> None:
+        assert await run(
+            inst,
+            "with monotonic_clock.subscribe_instant(0) as p: result = p.ready()",
+        )
+
+    async def test_wall_clock(self, inst: trio_isyswasfa.Instance) -> None:
+        import time
+
+        seconds, resolution = await run(
+            inst,
+            "t = wall_clock.now(); r = wall_clock.resolution();"
+            " result = (t.seconds, (r.seconds, r.nanoseconds))",
+        )  # type: ignore[misc]
+        assert abs(seconds - time.time()) < 60
+        assert resolution == (0, 1)
+
+
+class TestStdio:
+    async def test_stdin_bytes_then_closed(self, inst: trio_isyswasfa.Instance) -> None:
+        code = (
+            "s = stdin.get_stdin()\n"
+            "out = [s.blocking_read(5), s.read(100)]\n"
+            "try:\n"
+            "    s.read(1)\n"
+            "except Err as e:\n"
+            "    out.append(type(e.value).__name__)\n"
+            "result = out"
+        )
+        assert await run(inst, code) == [b"line ", b"one\nline two\n", "StreamError_Closed"]
+
+    async def test_stdout_reaches_the_callback(
+        self, inst: trio_isyswasfa.Instance, written: list[bytes]
+    ) -> None:
+        await run(inst, "stdout.get_stdout().blocking_write_and_flush(b'hello stdout')")
+        assert b"".join(written) == b"hello stdout"
+
+    async def test_environment_and_arguments(self, inst: trio_isyswasfa.Instance) -> None:
+        assert await run(
+            inst, "result = (environment.get_environment(), environment.get_arguments())"
+        ) == ([("A", "1")], ["prog", "x"])
+
+
+class TestStreams:
+    async def test_pipe_read_does_not_wait(self, inst: trio_isyswasfa.Instance) -> None:
+        code = """
+async def main():
+    tx, rx = pipe.make_pipe()
+    first = rx.read(10)              # nothing yet: empty, not an error
+    tx.write(b'abc')
+    second = rx.read(10)
+    tx.__exit__(None, None, None)    # the writer goes away: the reader sees `closed`
+    try:
+        rx.read(10)
+        third = 'data'
+    except Err as e:
+        third = type(e.value).__name__
+    rx.__exit__(None, None, None)
+    return (first, second, third)
+"""
+        assert await run(inst, code, is_async=True) == (b"", b"abc", "StreamError_Closed")
+
+    @TWO_BORROWS
+    async def test_splice_moves_bytes_between_streams(self, inst: trio_isyswasfa.Instance) -> None:
+        code = """
+async def main():
+    a_tx, a_rx = pipe.make_pipe()
+    b_tx, b_rx = pipe.make_pipe()
+    with a_tx, a_rx, b_tx, b_rx:
+        a_tx.write(b'spliced bytes')
+        n = b_tx.splice(a_rx, 100)
+        return (n, b_rx.read(100), a_tx.check_write())
+"""
+        assert await run(inst, code, is_async=True) == (13, b"spliced bytes", 65536)
+
+    async def test_poll_on_one_pollable(self, inst: trio_isyswasfa.Instance) -> None:
+        code = "with monotonic_clock.subscribe_duration(0) as p:\n    result = poll.poll([p])"
+        assert await run(inst, code) == [0]
+
+    @TWO_BORROWS
+    async def test_poll_on_several_pollables(self, inst: trio_isyswasfa.Instance) -> None:
+        code = (
+            "with monotonic_clock.subscribe_duration(10**12) as late,"
+            " monotonic_clock.subscribe_duration(0) as now:\n"
+            "    result = poll.poll([late, now])"
+        )
+        assert await run(inst, code) == [1]
+
+    async def test_blocking_read_on_an_empty_pipe_is_refused(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        # only the event loop can fill a pipe, and a blocked guest holds the loop
+        code = "tx, rx = pipe.make_pipe()\nrx.blocking_read(1)"
+        with pytest.raises(trio_isyswasfa.HostProtocolError, match="blocked synchronously"):
+            await inst.call(PROBE, "exec", code)
+
+    async def test_write_beyond_check_write_is_a_protocol_error(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        code = "tx, rx = pipe.make_pipe()\ntx.write(bytes(70000))"
+        with pytest.raises(trio_isyswasfa.GuestProtocolError, match="check-write"):
+            await inst.call(PROBE, "exec", code)
