@@ -1,4 +1,4 @@
-"""The command line: ``python -m trio_isyswasfa {lower,componentize,inspect,check,run}``.
+"""The command line: ``python -m trio_isyswasfa {lower,componentize,inspect,check,run,serve}``.
 
 A thin layer: parse arguments, call the library, print one line per error (exit 2).
 """
@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._errors import IsyswasfaError
 
@@ -64,6 +65,26 @@ def _parser() -> argparse.ArgumentParser:
         help="set an environment variable; NAME alone passes on the host's value",
     )
 
+    serve = sub.add_parser("serve", help="serve a component's wasi:http handler over HTTP")
+    serve.add_argument("component", type=Path)
+    serve.add_argument(
+        "--addr",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="address to listen on (repeatable; default 127.0.0.1:8080)",
+    )
+    serve.add_argument(
+        "--backend",
+        choices=["trio", "asyncio"],
+        default="trio",
+        help="event loop and hypercorn worker (default trio)",
+    )
+    serve.add_argument("--dir", action="append", default=[], metavar="HOST_PATH[::GUEST_PATH]")
+    serve.add_argument("--dir-ro", action="append", default=[], metavar="HOST_PATH[::GUEST_PATH]")
+    serve.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]")
+    serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+
     check = sub.add_parser(
         "check", help="check that a component links against this host (WASI and isyswasfa)"
     )
@@ -71,13 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace) -> int:
+def _wasi_config(args: argparse.Namespace, **extra: Any) -> Any:
+    """The WasiConfig that ``--dir``, ``--dir-ro`` and ``--env`` describe."""
     import os
 
-    import trio
-
-    from ._errors import GuestTrap, HostProtocolError
-    from ._host import run_command
+    from ._errors import HostProtocolError
     from .wasi import WasiConfig
     from .wasi.filesystem import Preopen
 
@@ -89,7 +108,78 @@ def _run(args: argparse.Namespace) -> int:
         if not name:
             raise HostProtocolError(f"bad --env {item!r}: expected NAME[=VALUE]")
         env[name] = value if sep else os.environ.get(name, "")
-    config = WasiConfig(env=env, preopens=preopens, stdin=0)
+    return WasiConfig(env=env, preopens=preopens, **extra)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+
+    import anyio
+
+    from ._errors import HostProtocolError
+    from ._host import load_component
+    from .http._asgi import ComponentApp
+    from .http._serve import parse_addr, serve
+
+    addrs = args.addr or ["127.0.0.1:8080"]
+    for addr in addrs:
+        try:
+            parse_addr(addr)
+        except ValueError as exc:
+            raise HostProtocolError(str(exc)) from None
+    config = _wasi_config(args)
+    app = ComponentApp(load_component(args.component), wasi=config)
+
+    async def main() -> None:
+        stop = anyio.Event()
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    print(
+                        f"{signal.Signals(signum).name}: finishing requests in flight",
+                        file=sys.stderr,
+                    )
+                    stop.set()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_signals)
+            urls = await tg.start(
+                lambda task_status: serve(
+                    app,
+                    bind=addrs,
+                    access_log=not args.no_access_log,
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+            )
+            print(
+                f"Serving {args.component} on {', '.join(urls)} "
+                f"({args.backend}, one instance per request); Ctrl-C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+            # serve() returns after a signal, once the requests in flight are done
+
+    failure: OSError | None = None
+    try:
+        anyio.run(main, backend=args.backend)
+    except* OSError as group:
+        failure = group.exceptions[0]  # type: ignore[assignment]
+    if failure is not None:
+        print(f"error: cannot listen: {failure.strerror or failure}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._errors import GuestTrap
+    from ._host import run_command
+
+    config = _wasi_config(args, stdin=0)
     try:
         return trio.run(lambda: run_command(args.component, args.args, wasi=config))
     except GuestTrap as exc:
@@ -131,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"  {iface + '#' if iface else ''}{f}")
         elif args.command == "run":
             return _run(args)
+        elif args.command == "serve":
+            return _serve(args)
         elif args.command == "check":
             from ._host import check_links, load_component
 

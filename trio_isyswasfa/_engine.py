@@ -89,6 +89,13 @@ class ResourceKind:
     INCOMING_DATAGRAM_STREAM = 43
     OUTGOING_DATAGRAM_STREAM = 44
     RESOLVE_ADDRESS_STREAM = 45
+    FIELDS = 50
+    BODY = 51
+    REQUEST = 52
+    RESPONSE = 53
+    REQUEST_OPTIONS = 54
+    TRAILERS_SENDER = 55
+    TRAILERS_RECEIVER = 56
 
 
 def own(rep: int, kind: int) -> Any:
@@ -527,6 +534,19 @@ def lower_inputs(events: list[PollInput]) -> list[Any]:
     return out
 
 
+def variant(tag: str, payload: Any = None) -> Any:
+    """A tagged WIT variant value (for variants whose cases wasmtime-py cannot tell apart
+    by Python class, such as two cases without payload)."""
+    return wc.Variant(tag, payload)
+
+
+def variant_case(value: Any) -> tuple[str, Any]:
+    """``(tag, payload)`` of a tagged variant value a guest passed."""
+    if not isinstance(value, wc.Variant):
+        raise GuestProtocolError(f"expected a variant value, got {value!r}")
+    return value.tag, value.payload
+
+
 def record(**fields: Any) -> Any:
     """A WIT record value (fields by their kebab-case names)."""
     rec = wc.Record()
@@ -557,5 +577,9 @@ def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
             raise GuestProtocolError(f"unknown poll output {tag!r}")
 
 
-def _take(store: Any, handle: Any) -> int:
+def handle_rep(store: Any, handle: Any) -> int:
+    """The rep of a host resource handle a guest passed or returned (consumes an owned one)."""
     return int(handle.to_host(store).rep)
+
+
+_take = handle_rep

@@ -156,6 +156,9 @@ class Instance:
         WasiCli(self._wasi)
         WasiFilesystem(self._wasi, self._io)
         WasiSockets(self._wasi)
+        from .http.types import WasiHttp  # the http package builds on this module
+
+        WasiHttp(self._wasi, wasi.http_outgoing)
         self._faults = _engine.FaultSink()
         linker = _engine.build_linker(component._raw, self._resolve, self._faults)
         self._engine = _engine.EngineInstance(component._raw, linker, self._faults)
@@ -177,6 +180,14 @@ class Instance:
         fn = self._wasi.functions.get(key)
         if fn is not None:
             return fn
+        for suffix in (START, RESULT):
+            if item.name.endswith(suffix):
+                builtin = self._wasi.async_functions.get((iface, item.name.removesuffix(suffix)))
+                if builtin is not None:
+                    work, finish = builtin
+                    if suffix == START:
+                        return self._async_import(f"{item.interface}#{item.name}", _Eager(work))
+                    return lambda rep: finish(self._sched.core.take_host_value(rep))
         user = self._user_imports.get(iface, {}) if iface else self._user_imports.get("", {})
         if item.name.endswith(START):
             base = item.name.removesuffix(START)
@@ -239,11 +250,15 @@ class Instance:
         return task.callee[1]
 
     def _async_import(self, label: str, impl: ImportImpl) -> _engine.HostFunc:
-        if not inspect.iscoroutinefunction(impl):
+        if not inspect.iscoroutinefunction(impl) and not isinstance(impl, _Eager):
             return impl  # a plain function finishes at once: `ok(value)`
 
         def start(*args: Any) -> Any:
-            rep = self._sched.start_host_task(label, lambda: impl(*args))
+            # calling it now runs a built-in's synchronous part (taking the handles the
+            # guest passed) during the guest's call; a coroutine function only makes
+            # its coroutine here
+            work = impl(*args)
+            rep = self._sched.start_host_task(label, lambda: work)
             return Err(own(rep, ResourceKind.PENDING))
 
         return start
@@ -332,6 +347,10 @@ class Instance:
             return matches[0]
         raise LinkError(f"the component exports no interface {interface!r}")
 
+    def _handle_rep(self, handle: Any) -> int:
+        """The rep behind a host resource handle the guest returned (it is ours now)."""
+        return _engine.handle_rep(self._engine.store, handle)
+
     def statistics(self) -> InstanceStatistics:
         """Live tasks, handles and host work, for tests that check nothing leaked."""
         core = self._sched.core.statistics()
@@ -348,6 +367,16 @@ class Instance:
             cancels_sent=self._sched.counts["cancel-sent"],
             cancels_confirmed=self._sched.counts["cancel-complete"],
         )
+
+
+class _Eager:
+    """A built-in async function: a plain function that returns an awaitable."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
 
 
 class _PendingResult:

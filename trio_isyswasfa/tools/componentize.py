@@ -177,22 +177,36 @@ def _import_wrappers(module: str, iface: LoweredInterface) -> str:
         "",
     ]
     for func in iface.functions:
-        if func.kind != "freestanding":
-            continue  # async methods on imported resources: not supported by the glue yet
-        fname = snake(func.name)
-        params = ", ".join(snake(p) for p in func.params)
-        call_args = "".join(f"{snake(p)}, " for p in func.params)
+        params = [snake(p) for p in func.params]
+        if func.kind == "freestanding":
+            name, owner, start = snake(func.name), "_lowered", f"_lowered.{snake(func.name)}"
+            args = params
+        else:
+            # `[method]body.read` / `[static]body.finish` become attributes of the class
+            resource, _, method = func.name.partition("]")[2].partition(".")
+            owner = f"_lowered.{pascal(resource)}"
+            name = f"_{func.kind}_{pascal(resource)}_{snake(method)}"
+            if func.kind == "method":
+                params = ["self", *params[1:]]  # the WIT `self` parameter
+                start, args = f"self.{snake(method)}", params[1:]
+            else:
+                start, args = f"{owner}.{snake(method)}", params
+        result = f"{owner}.{(snake(func.name) if func.kind == 'freestanding' else snake(method))}"
         lines += [
             "",
-            f"async def {fname}({params}):",
+            f"async def {name}({', '.join(params)}):",
             "    return await _isyswasfa_guest.call_import(",
-            f"        _lowered.{fname}_isyswasfa_start,",
-            f"        _lowered.{fname}_isyswasfa_result,",
-            f"        ({call_args}),",
+            f"        {start}_isyswasfa_start,",
+            f"        {result}_isyswasfa_result,",
+            f"        ({''.join(f'{a}, ' for a in args)}),",
             "        _Pending,",
             f"        {func.returns_result},",
             "    )",
         ]
+        if func.kind == "method":
+            lines.append(f"{owner}.{snake(method)} = {name}")
+        elif func.kind == "static":
+            lines.append(f"{owner}.{snake(method)} = staticmethod({name})")
     return "\n".join(lines) + "\n"
 
 

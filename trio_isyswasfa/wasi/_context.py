@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from .._engine import ResourceDef
 from .._resources import HandleTable
 
 if TYPE_CHECKING:
+    from ..http.types import OutgoingHandler
     from .filesystem import Preopen
 
 HostFunc = Callable[..., Any]
@@ -33,6 +34,9 @@ class WasiConfig:
         event loop's clock (``trio.current_time()``, so ``MockClock`` drives it).
       preopens: host directories the guest may use
         (:class:`~trio_isyswasfa.wasi.filesystem.Preopen`); none by default.
+      http_outgoing: sends the requests the guest passes to its imported
+        ``wasi:http/handler`` (see :mod:`trio_isyswasfa.http`); ``None`` refuses them
+        with ``error-code::HTTP-request-denied``.
     """
 
     args: Sequence[str] = ()
@@ -42,6 +46,7 @@ class WasiConfig:
     stdin: bytes | int = b""
     wall_clock: Callable[[], int] = time.time_ns
     preopens: Sequence[Preopen] = ()
+    http_outgoing: OutgoingHandler | None = None
 
 
 def _writer(stream: Any) -> Callable[[bytes], object]:
@@ -65,10 +70,28 @@ class WasiContext:
         self.table = HandleTable()
         self.functions: dict[tuple[str, str], HostFunc] = {}
         self.resources: dict[tuple[str, str], ResourceDef] = {}
+        self.async_functions: dict[
+            tuple[str, str], tuple[Callable[..., Awaitable[Any]], Callable[[Any], Any]]
+        ] = {}
 
     def define(self, interface: str, name: str, fn: HostFunc) -> None:
         """Register ``fn`` for WIT function ``name`` of ``interface`` (no version)."""
         self.functions[(interface, name)] = fn
+
+    def define_async(
+        self,
+        interface: str,
+        name: str,
+        fn: Callable[..., Awaitable[Any]],
+        finish: Callable[[Any], Any] = lambda value: value,
+    ) -> None:
+        """Register async WIT function ``name`` (lowered to ``-isyswasfa-start``/``-result``).
+
+        ``fn`` runs as a host task; ``finish`` turns its value into what ``-result``
+        returns, on the loop's thread when the guest takes it (so a value that is never
+        taken, because the guest cancelled, never becomes a handle).
+        """
+        self.async_functions[(interface, name)] = (fn, finish)
 
     def define_resource(
         self, interface: str, name: str, kind: int, on_drop: Callable[[int], object] | None = None

@@ -576,3 +576,44 @@ class WasiIo:
 
     def blocking_splice(self, out_rep: int, in_rep: int, n: int) -> Any:
         return self._splice(out_rep, in_rep, n, blocking=True)
+
+
+# -- host-side helpers ----------------------------------------------------------------
+
+
+async def wait_ready(pollable: Pollable) -> None:
+    """Wait until ``pollable`` is ready (level-triggered: re-check after every wake)."""
+    while not pollable.ready():
+        await pollable.wait()
+
+
+async def read_chunk(stream: InputStream, n: int = CHUNK) -> bytes | None:
+    """The host reads the next chunk of a stream, waiting for data; ``None`` at its end.
+
+    Raises:
+      StreamFailed: the stream's last operation failed.
+    """
+    while True:
+        try:
+            data = stream.read(n)
+        except StreamClosed:
+            return None
+        if data:
+            return data
+        await wait_ready(stream.subscribe())
+
+
+async def write_all(stream: OutputStream, data: bytes) -> None:
+    """The host writes all of ``data``, waiting for room (backpressure).
+
+    Raises:
+      StreamClosed: the reader went away.
+    """
+    view = memoryview(data)
+    while view:
+        room = stream.check_write()
+        if room == 0:
+            await wait_ready(stream.subscribe())
+            continue
+        stream.write(bytes(view[:room]))
+        view = view[room:]

@@ -1,0 +1,322 @@
+"""Serving components over HTTP: real clients (httpx, curl) on loopback, hypercorn inside."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h11
+import httpx
+import pytest
+import trio
+import trio.testing
+
+import trio_isyswasfa
+import trio_isyswasfa.http
+from trio_isyswasfa.http import ComponentApp, serve
+from trio_isyswasfa.testing import build_python_guest
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+GUESTS = Path(__file__).resolve().parent / "guests"
+
+
+@pytest.fixture(scope="session")
+def service_component() -> trio_isyswasfa.Component:
+    here = ROOT / "examples" / "service"
+    return trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", "service", "app", [here / "guest"])
+    )
+
+
+@pytest.fixture(scope="session")
+def http_guest_component() -> trio_isyswasfa.Component:
+    here = GUESTS / "http"
+    return trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
+    )
+
+
+async def start(nursery: trio.Nursery, app: ComponentApp) -> str:
+    urls: list[str] = await nursery.start(
+        lambda task_status: serve(
+            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
+        )
+    )
+    return urls[0]
+
+
+@pytest.fixture
+async def service(
+    nursery: trio.Nursery, service_component: trio_isyswasfa.Component
+) -> tuple[str, ComponentApp]:
+    app = ComponentApp(service_component)
+    return await start(nursery, app), app
+
+
+@pytest.fixture
+async def misbehaving(
+    nursery: trio.Nursery, http_guest_component: trio_isyswasfa.Component
+) -> tuple[str, ComponentApp]:
+    app = ComponentApp(http_guest_component, cancel_grace=2.0)
+    return await start(nursery, app), app
+
+
+async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
+    """The app's statistics once no request is in flight (the client may be done first)."""
+    with trio.fail_after(5):
+        await app.wait_idle()
+    return app.statistics()
+
+
+class RawClient:
+    """HTTP/1.1 over a trio socket with h11, sending and receiving at the same time (httpx
+    sends the whole body before it reads, which an echo of a large body would deadlock)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        host, port = url.removeprefix("http://").split(":")
+        return cls(await trio.open_tcp_stream(host, int(port)))
+
+    async def send(self, *events: h11.Event) -> None:
+        for event in events:
+            data = self.conn.send(event)
+            if data:
+                await self.stream.send_all(data)
+
+    async def next_event(self) -> h11.Event:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.conn.receive_data(await self.stream.receive_some(65536))
+
+    async def response(self) -> tuple[h11.Response, bytes]:
+        head = await self.next_event()
+        assert isinstance(head, h11.Response)
+        body = bytearray()
+        while not isinstance(event := await self.next_event(), h11.EndOfMessage):
+            if isinstance(event, h11.Data):
+                body += event.data
+        return head, bytes(body)
+
+
+def pattern(n: int) -> bytes:
+    """Byte i (from 1) is 251·i mod 256, as the original echo tests sent."""
+    return bytes((251 * i) % 256 for i in range(1, n + 1))
+
+
+class TestService:
+    async def test_echoes_headers_and_body(self, service: tuple[str, ComponentApp]) -> None:
+        url, app = service
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{url}/service?x=1", headers={"foo": "bar"}, content=b"And the mome raths outgrabe"
+            )
+        assert response.status_code == 200
+        assert response.headers["foo"] == "bar"
+        assert response.headers["x-method"] == "POST"
+        assert response.headers["x-path"] == "/service?x=1"
+        assert response.content == b"And the mome raths outgrabe"
+        stats = await settled(app)
+        assert (stats.completed, stats.failed) == (1, 0)
+
+    async def test_streams_a_large_body_both_ways(self, service: tuple[str, ComponentApp]) -> None:
+        url, _ = service
+        data = pattern(1 << 20)
+        client = await RawClient.connect(url)
+        first_byte_back_before_sending_all = False
+        result: list[tuple[h11.Response, bytes]] = []
+
+        async def receive() -> None:
+            result.append(await client.response())
+
+        async with client.stream, trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await client.send(
+                h11.Request(
+                    method="POST",
+                    target="/echo",
+                    headers=[
+                        ("host", "localhost"),
+                        ("content-type", "application/octet-stream"),
+                        ("transfer-encoding", "chunked"),
+                    ],
+                )
+            )
+            for i in range(0, len(data), 16 * 1024):
+                await client.send(h11.Data(data=data[i : i + 16 * 1024]))
+                if i == len(data) // 2:
+                    await trio.testing.wait_all_tasks_blocked()
+                    first_byte_back_before_sending_all = client.conn.their_state is h11.SEND_BODY
+            await client.send(h11.EndOfMessage())
+        (head, body) = result[0]
+        assert head.status_code == 200
+        assert (b"content-type", b"application/octet-stream") in head.headers
+        assert body == data
+        # the response was on its way while half the request was still unsent
+        assert first_byte_back_before_sending_all
+
+    async def test_concurrent_requests(self, service: tuple[str, ComponentApp]) -> None:
+        url, app = service
+        results: dict[int, bytes] = {}
+
+        async def one(client: httpx.AsyncClient, i: int) -> None:
+            response = await client.post(f"{url}/{i}", content=f"request {i}".encode())
+            results[i] = response.content
+
+        async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, client, i)
+        assert results == {i: f"request {i}".encode() for i in range(20)}
+        assert (await settled(app)).completed == 20
+
+    @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+    async def test_curl(self, service: tuple[str, ComponentApp]) -> None:
+        url, _ = service
+        proc = await trio.run_process(
+            ["curl", "-s", "-i", "-H", "foo: bar", "--data-binary", "hello curl", f"{url}/c"],
+            capture_stdout=True,
+        )
+        head, _, body = proc.stdout.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"\r\nfoo: bar" in head
+        assert body == b"hello curl"
+
+
+class TestMisbehavingGuests:
+    async def test_a_trap_is_a_500_and_the_server_keeps_serving(
+        self, misbehaving: tuple[str, ComponentApp]
+    ) -> None:
+        url, app = misbehaving
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{url}/trap")
+            assert response.status_code == 500
+            again = await client.get(f"{url}/stream?n=2")
+        assert again.status_code == 200
+        assert again.text == "line 0\nline 1\n"
+        stats = await settled(app)
+        assert (stats.failed, stats.completed) == (1, 1)
+
+    async def test_an_error_code_is_a_500_naming_it(
+        self, misbehaving: tuple[str, ComponentApp]
+    ) -> None:
+        url, _ = misbehaving
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{url}/error")
+        assert response.status_code == 500
+        assert "internal-error: on purpose" in response.text
+
+    async def test_a_spawned_task_streams_after_handle_returned(
+        self, misbehaving: tuple[str, ComponentApp]
+    ) -> None:
+        url, _ = misbehaving
+        lines = []
+        async with httpx.AsyncClient() as client, client.stream("GET", f"{url}/stream?n=5") as r:
+            async for line in r.aiter_lines():
+                lines.append(line)
+        assert lines == [f"line {i}" for i in range(5)]
+
+    async def test_a_client_leaving_mid_stream_cancels_the_guest(
+        self, misbehaving: tuple[str, ComponentApp]
+    ) -> None:
+        url, app = misbehaving
+        client = await RawClient.connect(url)
+        async with client.stream:
+            await client.send(
+                h11.Request(method="GET", target="/forever", headers=[("host", "x")]),
+                h11.EndOfMessage(),
+            )
+            head = await client.next_event()
+            assert isinstance(head, h11.Response)
+            assert head.status_code == 200
+            data = await client.next_event()
+            assert isinstance(data, h11.Data)
+            assert data.data.startswith(b"first line")
+        # we left while the guest still waits (for an hour): it is cancelled, and confirms
+        stats = await settled(app)
+        assert (stats.cancelled, stats.failed, stats.completed) == (1, 0, 0)
+
+    async def test_request_headers_reach_the_guest(
+        self, misbehaving: tuple[str, ComponentApp]
+    ) -> None:
+        url, _ = misbehaving
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{url}/headers", headers={"X-Custom": "value"})
+        assert "X-Custom: value" in response.text or "x-custom: value" in response.text
+        assert "connection:" not in response.text.lower()  # hop-by-hop headers stay out
+
+
+class TestCli:
+    def test_serve_on_the_asyncio_backend(
+        self, service_component: trio_isyswasfa.Component
+    ) -> None:
+        with subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trio_isyswasfa",
+                "serve",
+                service_component.name,
+                "--addr",
+                "127.0.0.1:0",
+                "--backend",
+                "asyncio",
+                "--no-access-log",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                assert proc.stderr is not None
+                line = proc.stderr.readline()
+                assert line.startswith(f"Serving {service_component.name} on http://127.0.0.1:")
+                assert "(asyncio, one instance per request)" in line
+                url = line.split(" on ")[1].split(" ")[0]
+                response = httpx.post(f"{url}/x", content=b"over asyncio", timeout=10)
+                assert response.content == b"over asyncio"
+            finally:
+                proc.send_signal(2)  # SIGINT: a graceful stop
+                assert proc.wait(timeout=10) == 0
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--addr", "nonsense"], "bad address 'nonsense': expected HOST:PORT"),
+            (["--addr", "127.0.0.1:99999"], "bad address"),
+        ],
+    )
+    def test_bad_addresses(
+        self, service_component: trio_isyswasfa.Component, args: list[str], message: str
+    ) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "trio_isyswasfa", "serve", service_component.name, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert message in lines[0]
+
+    def test_a_component_that_serves_no_http(
+        self, cases_component: trio_isyswasfa.Component
+    ) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "trio_isyswasfa", "serve", cases_component.name],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert proc.returncode == 2
+        assert "does not export wasi:http/handler" in proc.stderr

@@ -1,0 +1,27 @@
+"""``wasi:http@0.3.0-draft`` on the trio host: types, the ASGI bridge and ``serve``."""
+
+from ._asgi import ComponentApp as ComponentApp
+from ._asgi import ServerStatistics as ServerStatistics
+from ._serve import serve as serve
+from .types import Body as Body
+from .types import ErrorCode as ErrorCode
+from .types import Fields as Fields
+from .types import OutgoingHandler as OutgoingHandler
+from .types import Request as Request
+from .types import RequestOptions as RequestOptions
+from .types import Response as Response
+from .types import make_trailers as make_trailers
+
+__all__ = [
+    "Body",
+    "ComponentApp",
+    "ErrorCode",
+    "Fields",
+    "OutgoingHandler",
+    "Request",
+    "RequestOptions",
+    "Response",
+    "ServerStatistics",
+    "make_trailers",
+    "serve",
+]

@@ -1,0 +1,265 @@
+"""An ASGI application that serves a component's exported ``wasi:http/handler``.
+
+Each request gets a fresh instance (isolation, as ``wasmtime serve`` does; the
+compiled component is shared). The request body is fed into an in-memory pipe with
+backpressure while the guest handles the request; the response body is read from the
+stream the guest returned, and sent as it arrives, for as long as the instance runs
+(so a guest's spawned task can keep writing it after ``handle`` returned). A client
+that goes away cancels the guest's task, which must confirm, like any cancellation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from .._engine import Err, ResourceKind, own
+from .._errors import IsyswasfaError, LinkError
+from .._host import Component, Instance, open_instance
+from ..wasi import WasiConfig
+from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
+from .types import FORBIDDEN, Body, ErrorCode, Fields, Request, Response, make_trailers
+
+log = logging.getLogger("trio_isyswasfa.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+HANDLER_INTERFACE = "wasi:http/handler"
+
+
+@dataclass
+class ServerStatistics:
+    """What a :class:`ComponentApp` has done so far.
+
+    Attributes:
+      in_flight: requests being handled (until their response body is sent).
+      completed: requests whose response was sent in full.
+      failed: requests that failed in the component (trap, error code, protocol error).
+      cancelled: requests cancelled because the client went away.
+    """
+
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class ComponentApp:
+    """ASGI 3 application: every HTTP request is handled by a fresh instance.
+
+    Args:
+      component: a compiled component exporting ``wasi:http/handler``.
+      wasi: what each instance sees (preopens, environment, outgoing HTTP…).
+      cancel_grace: seconds a guest gets to confirm a cancellation (a client that left).
+    """
+
+    def __init__(
+        self, component: Component, *, wasi: WasiConfig | None = None, cancel_grace: float = 5.0
+    ) -> None:
+        self.component = component
+        self.wasi = wasi or WasiConfig()
+        self.cancel_grace = cancel_grace
+        exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
+        if not exports:
+            raise LinkError(f"{component.name} does not export {HANDLER_INTERFACE}")
+        self.interface = exports[0]
+        self._stats = ServerStatistics()
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def statistics(self) -> ServerStatistics:
+        """Counts of requests in flight, completed, failed and cancelled."""
+        return dataclasses.replace(self._stats)
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in flight (a client can finish reading first)."""
+        await self._idle.wait()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        # other scopes (websocket) are not served: returning closes them
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self._stats
+        if not stats.in_flight:
+            self._idle = anyio.Event()
+        stats.in_flight += 1
+        outcome = "cancelled"
+        try:
+            outcome = await self._serve_one(scope, receive, send)
+        finally:
+            if outcome == "completed":
+                stats.completed += 1
+            elif outcome == "failed":
+                stats.failed += 1
+            else:
+                stats.cancelled += 1
+            stats.in_flight -= 1
+            if not stats.in_flight:
+                self._idle.set()
+
+    async def _serve_one(self, scope: Scope, receive: Receive, send: Send) -> str:
+        pipe = Pipe()
+        trailers_tx, trailers_rx = make_trailers()
+        request = _request_from_scope(scope, Body(PipeReader(pipe), trailers_rx))
+        outcome = "cancelled"
+        sent = anyio.Event()  # the response went out in full: a disconnect is no news
+        async with anyio.create_task_group() as tg:
+
+            async def client_left() -> None:
+                if not sent.is_set():
+                    log.info("client went away: cancelling the guest's request")
+                    tg.cancel_scope.cancel()
+
+            async def pump_request_body() -> None:
+                writer = PipeWriter(pipe)
+                try:
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            await client_left()
+                            return
+                        data = message.get("body", b"")
+                        if data:
+                            await write_all(writer, data)
+                        if not message.get("more_body", False):
+                            break
+                except StreamClosed:
+                    pass  # the guest dropped the body unread
+                finally:
+                    writer.close()
+                    trailers_tx.close()
+                # keep listening, so that a client leaving mid-response cancels the guest
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                await client_left()
+
+            tg.start_soon(pump_request_body)
+            started = False
+            try:
+                async with open_instance(
+                    self.component, wasi=self.wasi, cancel_grace=self.cancel_grace
+                ) as instance:
+                    response = await _handle(instance, self.interface, request)
+                    if isinstance(response, ErrorCode):
+                        log.warning("component answered error-code %s", response)
+                        await _send_error(send, 500, f"the component failed: {response}")
+                        outcome = "failed"
+                    else:
+                        started = True
+                        await _send_response(scope, send, response, sent)
+                        outcome = "completed"
+            except IsyswasfaError as exc:
+                log.error("component failed: %s", exc)
+                outcome = "failed"
+                if not started:
+                    await _send_error(send, 500, "the component failed")
+            tg.cancel_scope.cancel()
+        return outcome
+
+
+async def _handle(instance: Instance, interface: str, request: Request) -> Response | ErrorCode:
+    table = instance._wasi.table
+    handle = own(table.add(request), ResourceKind.REQUEST)
+    outcome = await instance.call(interface, "handle", handle)
+    if isinstance(outcome, Err):
+        return ErrorCode(*_error_case(outcome.value))
+    rep = instance._handle_rep(outcome.value)
+    response = table.get(rep, Response)
+    table.remove(rep)
+    return response
+
+
+def _error_case(value: Any) -> tuple[str, Any]:
+    tag = getattr(value, "tag", None)
+    return (str(tag), getattr(value, "payload", None)) if tag is not None else (str(value), None)
+
+
+def _request_from_scope(scope: Scope, body: Body) -> Request:
+    headers = Fields()
+    authority = None
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1")
+        if name.lower() in FORBIDDEN:
+            continue
+        if name.lower() == "host":
+            authority = raw_value.decode("latin-1")
+        headers._entries.append((name, bytes(raw_value)))
+    if authority is None and scope.get("server"):
+        host, port = scope["server"][:2]
+        authority = f"{host}:{port}" if port else str(host)
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    target = path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+    return Request(
+        headers,
+        body,
+        method=scope["method"],
+        scheme=scope.get("scheme", "http"),
+        path_with_query=target,
+        authority=authority,
+    )
+
+
+async def _send_response(scope: Scope, send: Send, response: Response, sent: anyio.Event) -> None:
+    trailers_ok = "http.response.trailers" in scope.get("extensions", {})
+    has_trailers = trailers_ok and response.body.trailers is not None
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [(n.lower().encode("latin-1"), v) for n, v in response.headers.entries()],
+            "trailers": has_trailers,
+        }
+    )
+    stream = response.body.stream
+    while (chunk := await read_chunk(stream)) is not None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if not has_trailers:
+        sent.set()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    trailers = await response.body.finish()
+    if has_trailers:
+        entries = [] if trailers is None else trailers.entries()
+        sent.set()
+        await send(
+            {
+                "type": "http.response.trailers",
+                "headers": [(n.lower().encode("latin-1"), v) for n, v in entries],
+                "more_trailers": False,
+            }
+        )
+
+
+async def _send_error(send: Send, status: int, text: str) -> None:
+    body = text.encode() + b"\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # hypercorn's trio worker fails at start-up if the app ignores lifespan
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

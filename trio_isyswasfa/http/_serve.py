@@ -1,0 +1,94 @@
+"""Serving a component over HTTP on hypercorn, under trio or asyncio."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import sniffio
+from hypercorn.config import Config
+
+from .._host import Component
+from ..wasi import WasiConfig
+from ._asgi import ComponentApp
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a ``(host, port)`` pair.
+
+    Raises:
+      ValueError: the address is malformed.
+    """
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad address {addr!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _listen(addr: str) -> socket.socket:
+    host, port = parse_addr(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(
+    component: Component | ComponentApp,
+    *,
+    bind: Sequence[str] = ("127.0.0.1:8080",),
+    wasi: WasiConfig | None = None,
+    access_log: bool = True,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``component``'s exported ``wasi:http/handler`` until ``shutdown_trigger`` returns.
+
+    ``component`` may also be a :class:`ComponentApp` (to read its statistics); then
+    ``wasi`` is ignored.
+
+    Runs hypercorn's worker for the event loop it is called from (trio or asyncio).
+    ``task_status.started`` receives the bound URLs (bind port 0 to get a free one).
+    On shutdown, requests in flight finish (hypercorn's graceful timeout) first.
+
+    Raises:
+      OSError: an address cannot be bound.
+    """
+    sockets = [_listen(addr) for addr in bind]
+    try:
+        urls = []
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            urls.append(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+        config = Config()
+        # hypercorn takes the listening sockets over by file descriptor (and closes them)
+        config.bind = [f"fd://{sock.detach()}" for sock in sockets]
+        config.accesslog = "-" if access_log else None
+        config.errorlog = "-"
+        config.graceful_timeout = 5.0
+        app = (
+            component if isinstance(component, ComponentApp) else ComponentApp(component, wasi=wasi)
+        )
+        trigger = shutdown_trigger or anyio.sleep_forever
+        task_status.started(urls)
+        if sniffio.current_async_library() == "trio":
+            import hypercorn.trio
+
+            await hypercorn.trio.serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+        else:
+            import hypercorn.asyncio
+
+            await hypercorn.asyncio.serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+    finally:
+        for sock in sockets:
+            sock.close()
