@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dir", action="append", default=[], metavar="HOST_PATH[::GUEST_PATH]")
     serve.add_argument("--dir-ro", action="append", default=[], metavar="HOST_PATH[::GUEST_PATH]")
     serve.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]")
+    serve.add_argument(
+        "--allow-outgoing",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="let the component send HTTP requests there (fnmatch pattern, repeatable; "
+        "'*' for anywhere); by default it may send none",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
     check = sub.add_parser(
@@ -119,6 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ._errors import HostProtocolError
     from ._host import load_component
     from .http._asgi import ComponentApp
+    from .http._client import HttpClient
     from .http._serve import parse_addr, serve
 
     addrs = args.addr or ["127.0.0.1:8080"]
@@ -127,7 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
             parse_addr(addr)
         except ValueError as exc:
             raise HostProtocolError(str(exc)) from None
-    config = _wasi_config(args)
+    client = HttpClient(allow=args.allow_outgoing)
+    config = _wasi_config(args, http_outgoing=client.send if args.allow_outgoing else None)
     app = ComponentApp(load_component(args.component), wasi=config)
 
     async def main() -> None:
@@ -143,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
                     stop.set()
                     return
 
-        async with anyio.create_task_group() as tg:
+        async with client, anyio.create_task_group() as tg:
             tg.start_soon(on_signals)
             urls = await tg.start(
                 lambda task_status: serve(

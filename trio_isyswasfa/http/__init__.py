@@ -2,6 +2,7 @@
 
 from ._asgi import ComponentApp as ComponentApp
 from ._asgi import ServerStatistics as ServerStatistics
+from ._client import HttpClient as HttpClient
 from ._serve import serve as serve
 from .types import Body as Body
 from .types import ErrorCode as ErrorCode
@@ -17,6 +18,7 @@ __all__ = [
     "ComponentApp",
     "ErrorCode",
     "Fields",
+    "HttpClient",
     "OutgoingHandler",
     "Request",
     "RequestOptions",

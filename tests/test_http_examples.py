@@ -1,0 +1,268 @@
+"""The HTTP examples end to end: echo, double-echo and hash-all against a local upstream."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import hypercorn.trio
+import pytest
+import trio
+from hypercorn.config import Config
+
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient, serve
+from trio_isyswasfa.testing import build_python_guest
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+JABBERWOCKY = {
+    "/a": b"\xe2\x80\x99Twas brillig, and the slithy toves",
+    "/b": b"Did gyre and gimble in the wabe:",
+    "/c": b"All mimsy were the borogoves,",
+    "/d": b"And the mome raths outgrabe.",
+}
+
+
+def example(name: str) -> trio_isyswasfa.Component:
+    here = EXAMPLES / name
+    return trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", name, "app", [here / "guest"])
+    )
+
+
+@pytest.fixture(scope="session")
+def echo_component() -> trio_isyswasfa.Component:
+    return example("echo")
+
+
+@pytest.fixture(scope="session")
+def hash_all_component() -> trio_isyswasfa.Component:
+    return example("hash-all")
+
+
+class Upstream:
+    """A local HTTP server: Jabberwocky lines at /a…/d, an echo at POST /echo, and
+    /held, which answers only when the test releases it."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.respond(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def respond(self, scope: Any, receive: Any, send: Any) -> None:
+        path, method = scope["path"], scope["method"]
+        if method == "POST" and path == "/echo":
+            ctype = [(n, v) for n, v in scope["headers"] if n == b"content-type"]
+            await send({"type": "http.response.start", "status": 200, "headers": ctype})
+            while True:
+                message = await receive()
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": message.get("body", b""),
+                        "more_body": True,
+                    }
+                )
+                if not message.get("more_body"):
+                    break
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if path == "/held":
+            await self.release.wait()
+            body = b"held until released"
+        elif method == "GET" and path in JABBERWOCKY:
+            body = JABBERWOCKY[path]
+        else:
+            await send({"type": "http.response.start", "status": 405, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def upstream(nursery: trio.Nursery) -> tuple[str, Upstream]:
+    app = Upstream()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    urls = await nursery.start(hypercorn.trio.serve, app, config)
+    return urls[0], app
+
+
+@pytest.fixture
+async def client(nursery: trio.Nursery) -> AsyncIterator[HttpClient]:
+    async with HttpClient(allow=["127.0.0.1:*"]) as http_client:
+        yield http_client
+
+
+async def start(nursery: trio.Nursery, component: Any, client: HttpClient | None) -> str:
+    wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send if client else None)
+    app = ComponentApp(component, wasi=wasi)
+    urls: list[str] = await nursery.start(
+        lambda task_status: serve(
+            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
+        )
+    )
+    return urls[0]
+
+
+def pattern(n: int) -> bytes:
+    return bytes((251 * i) % 256 for i in range(1, n + 1))
+
+
+class TestEcho:
+    async def test_echo(
+        self, nursery: trio.Nursery, echo_component: trio_isyswasfa.Component
+    ) -> None:
+        url = await start(nursery, echo_component, None)
+        data = pattern(100_000)
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{url}/echo",
+                content=data,
+                headers={"content-type": "application/octet-stream", "x-dropped": "yes"},
+            )
+            wrong = await http.get(f"{url}/echo")
+        assert response.status_code == 200
+        assert response.content == data
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert "x-dropped" not in response.headers
+        assert wrong.status_code == 405
+
+    async def test_double_echo_goes_through_the_host(
+        self,
+        nursery: trio.Nursery,
+        echo_component: trio_isyswasfa.Component,
+        upstream: tuple[str, Upstream],
+        client: HttpClient,
+    ) -> None:
+        up_url, _ = upstream
+        url = await start(nursery, echo_component, client)
+        data = pattern(200_000)
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{url}/double-echo",
+                content=data,
+                headers={"content-type": "application/octet-stream", "url": f"{up_url}/echo"},
+            )
+            no_url = await http.post(f"{url}/double-echo", content=b"x")
+        assert response.status_code == 200
+        assert response.content == data
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert no_url.status_code == 400
+
+    async def test_outgoing_requests_are_refused_by_default(
+        self,
+        nursery: trio.Nursery,
+        echo_component: trio_isyswasfa.Component,
+        upstream: tuple[str, Upstream],
+    ) -> None:
+        up_url, up = upstream
+        url = await start(nursery, echo_component, None)
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{url}/double-echo", content=b"x", headers={"url": f"{up_url}/echo"}
+            )
+        assert response.status_code == 500
+        assert "HTTP-request-denied" in response.text
+        assert up.most_in_flight == 0
+
+    async def test_the_allow_list_is_checked(self, nursery: trio.Nursery) -> None:
+        async with HttpClient(allow=["127.0.0.1:8080", "*.example.com:443"]) as http_client:
+            assert http_client.allowed("127.0.0.1:8080", "http")
+            assert not http_client.allowed("127.0.0.1:8081", "http")
+            assert http_client.allowed("api.example.com", "https")
+            assert not http_client.allowed("api.example.com", "http")  # port 80
+            assert not http_client.allowed("example.com.evil:443", "https")
+
+
+class TestHashAll:
+    async def test_hashes_every_url(
+        self,
+        nursery: trio.Nursery,
+        hash_all_component: trio_isyswasfa.Component,
+        upstream: tuple[str, Upstream],
+        client: HttpClient,
+    ) -> None:
+        up_url, _ = upstream
+        url = await start(nursery, hash_all_component, client)
+        urls = [f"{up_url}{path}" for path in JABBERWOCKY]
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"{url}/hash-all", headers=[("url", u) for u in urls])
+        assert response.status_code == 200
+        lines = response.text.splitlines()
+        assert len(lines) == 4
+        expected = {
+            f"{up_url}{path}: {hashlib.sha256(body).hexdigest()}"
+            for path, body in JABBERWOCKY.items()
+        }
+        assert set(lines) == expected
+
+    async def test_failures_are_lines_too(
+        self,
+        nursery: trio.Nursery,
+        hash_all_component: trio_isyswasfa.Component,
+        upstream: tuple[str, Upstream],
+        client: HttpClient,
+    ) -> None:
+        up_url, _ = upstream
+        url = await start(nursery, hash_all_component, client)
+        async with httpx.AsyncClient() as http:
+            response = await http.get(
+                f"{url}/hash-all",
+                headers=[("url", f"{up_url}/missing"), ("url", "http://denied.invalid/x")],
+            )
+        assert sorted(response.text.splitlines()) == sorted(
+            [
+                "http://denied.invalid/x: ErrorCode_HttpRequestDenied()",
+                f"{up_url}/missing: ValueError('status 405')",
+            ]
+        )
+
+    async def test_concurrent_and_streaming(
+        self,
+        nursery: trio.Nursery,
+        hash_all_component: trio_isyswasfa.Component,
+        upstream: tuple[str, Upstream],
+        client: HttpClient,
+    ) -> None:
+        # /held answers only after we have read the first line of the response: the
+        # other lines were streamed while it was outstanding, and all five upstream
+        # requests were in flight at once
+        up_url, up = upstream
+        url = await start(nursery, hash_all_component, client)
+        urls = [f"{up_url}{path}" for path in [*JABBERWOCKY, "/held"]]
+        lines: list[str] = []
+        async with (
+            httpx.AsyncClient() as http,
+            http.stream("GET", f"{url}/hash-all", headers=[("url", u) for u in urls]) as response,
+        ):
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if len(lines) == 4:
+                    assert not up.release.is_set()
+                    assert not any("/held" in seen for seen in lines)
+                    up.release.set()
+        assert len(lines) == 5
+        assert lines[-1].startswith(f"{up_url}/held: ")
+        assert up.most_in_flight == 5
