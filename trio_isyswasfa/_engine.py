@@ -14,6 +14,7 @@ the scheduler or WASI code. What this module guarantees to the rest:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -334,35 +335,38 @@ def _convert_arg(store: Any, value: Any) -> Any:
     return value
 
 
-def wrap_host_func(fn: HostFunc, func_type: Any, faults: FaultSink, label: str) -> HostFunc:
-    """Adapt our host function ``fn(*args)`` to wasmtime-py's calling convention."""
-    lower = _result_lowerer(func_type.result)
-    to_error = _error_code_of(func_type.result)
-    lifts = [_result_lifter(ty) for _, ty in func_type.params]
+class _Signature:
+    """What one imported function's types say about calling it, worked out once."""
 
-    def host_func(store: Any, *args: Any) -> Any:
-        if faults.fault is not None:
-            raise GuestTrap("instance is dead")
-        try:
-            result = fn(
-                *[lift(_convert_arg(store, a)) for lift, a in zip(lifts, args, strict=True)]
-            )
-            return lower(result)
-        except WasiError as exc:
-            if to_error is not None:
-                return to_error(exc)
-            faults.record(InternalError(f"{label}: {exc} has no WIT error to carry it"))
-            raise
-        except IsyswasfaError as exc:
-            faults.record(exc)
-            raise
-        except Exception as exc:
-            fault = InternalError(f"host function {label} failed: {exc!r}")
-            fault.__cause__ = exc
-            faults.record(fault)
-            raise
+    def __init__(self, item: ImportedItem) -> None:
+        ty = item.func_type
+        self.label = f"{item.interface}#{item.name}" if item.interface else item.name
+        self.lower = _result_lowerer(ty.result)
+        self.to_error = _error_code_of(ty.result)
+        self.lifts = [_result_lifter(t) for _, t in ty.params]
 
-    return host_func
+
+def _call_host(fn: HostFunc, sig: _Signature, faults: FaultSink, store: Any, args: Any) -> Any:
+    """Run our host function ``fn`` for a guest; never let an error escape unannounced."""
+    if faults.fault is not None:
+        raise GuestTrap("instance is dead")
+    try:
+        lifts = sig.lifts
+        result = fn(*[lift(_convert_arg(store, a)) for lift, a in zip(lifts, args, strict=True)])
+        return sig.lower(result)
+    except WasiError as exc:
+        if sig.to_error is not None:
+            return sig.to_error(exc)
+        faults.record(InternalError(f"{sig.label}: {exc} has no WIT error to carry it"))
+        raise
+    except IsyswasfaError as exc:
+        faults.record(exc)
+        raise
+    except Exception as exc:
+        fault = InternalError(f"host function {sig.label} failed: {exc!r}")
+        fault.__cause__ = exc
+        faults.record(fault)
+        raise
 
 
 @dataclass
@@ -373,56 +377,122 @@ class ResourceDef:
     on_drop: Callable[[int], object]
 
 
-def build_linker(
-    component: wc.Component,
-    resolve_item: Callable[[ImportedItem], HostFunc | ResourceDef | None],
-    faults: FaultSink,
-) -> wc.Linker:
-    """A linker that defines every import of ``component`` through ``resolve_item``.
+Resolved = HostFunc | ResourceDef | None
 
-    ``resolve_item`` raises :class:`LinkError` for what the host does not provide.
+
+class _Bound:
+    """One instance's implementations of its component's imports, by item index."""
+
+    def __init__(self, impls: list[Resolved], faults: FaultSink) -> None:
+        self.impls = impls
+        self.faults = faults
+
+
+# the instance behind each live store, keyed by the address of its wasmtime context
+_BOUND: dict[int, _Bound] = {}
+
+
+def _store_key(store: Any) -> int:
+    return int(ctypes.cast(store._context(), ctypes.c_void_p).value or 0)
+
+
+@dataclass(frozen=True)
+class ExportSignature:
+    """An export's cached parameter/result types and how to lift its result."""
+
+    fty: Any
+    lift: Callable[[Any], Any]
+
+
+class LinkPlan:
+    """A component's imports and one linker for all its instances.
+
+    Building a linker converts every imported function's type through ctypes (tens
+    of milliseconds for a Python guest), so it is done once per component: its host
+    functions dispatch on the calling store to the implementations of the instance
+    that owns it.
     """
-    linker = wc.Linker(engine())
-    imports = component_imports(component)
-    with linker.root() as root:
-        for iface, items in imports.items():
-            if iface and items and items[0].interface:
-                with root.add_instance(iface) as inst:
-                    _define(inst, items, resolve_item, faults)
+
+    def __init__(self, component: wc.Component) -> None:
+        self.component = component
+        imports = component_imports(component)
+        self.interfaces = sorted(imports)  # every imported name, for listing
+        self.items = [i for items in imports.values() for i in items]
+        self._linker: wc.Linker | None = None
+        self._shape: list[int | None] = []  # per item: a resource kind, -1 a function, or None
+        self._exports: dict[str, ExportSignature] = {}
+
+    def export_signature(self, label: str, ty: Any) -> ExportSignature:
+        """How to call export ``label`` of type ``ty`` (worked out once per component)."""
+        sig = self._exports.get(label)
+        if sig is None:
+            sig = self._exports[label] = ExportSignature(
+                _fastcall.CachedFuncType(ty), _result_lifter(ty.result)
+            )
+        return sig
+
+    @staticmethod
+    def _shape_of(impls: list[Resolved]) -> list[int | None]:
+        return [None if i is None else i.kind if isinstance(i, ResourceDef) else -1 for i in impls]
+
+    def linker(self, impls: list[Resolved]) -> wc.Linker:
+        """The linker, for an instance whose implementations are ``impls`` (by item)."""
+        shape = self._shape_of(impls)
+        if self._linker is None:
+            self._linker = self._build(shape)
+            self._shape = shape
+        elif shape != self._shape:
+            raise InternalError("an instance resolved its imports differently from the first")
+        return self._linker
+
+    def _build(self, shape: list[int | None]) -> wc.Linker:
+        linker = wc.Linker(engine())
+        by_interface: dict[str, list[int]] = {}
+        for idx, item in enumerate(self.items):
+            by_interface.setdefault(item.interface, []).append(idx)
+        with linker.root() as root:
+            for iface, indexes in by_interface.items():
+                if iface:
+                    with root.add_instance(iface) as inst:
+                        self._define(inst, indexes, shape)
+                else:
+                    self._define(root, indexes, shape)
+        return linker
+
+    def _define(self, inst: Any, indexes: list[int], shape: list[int | None]) -> None:
+        for idx in indexes:
+            item, kind = self.items[idx], shape[idx]
+            if kind is None:
+                continue
+            if kind >= 0:
+                inst.add_resource(item.name, wc.ResourceType.host(kind), _dispatch_drop(idx))
             else:
-                _define(root, items, resolve_item, faults)
-    return linker
+                sig = _Signature(item)
+                _fastcall.add_host_func(inst, item.name, _dispatch(idx, sig), item.func_type)
 
 
-def _define(
-    inst: Any,
-    items: list[ImportedItem],
-    resolve_item: Callable[[ImportedItem], HostFunc | ResourceDef | None],
-    faults: FaultSink,
-) -> None:
-    for item in items:
-        impl = resolve_item(item)
-        if impl is None:
-            continue
-        if isinstance(impl, ResourceDef):
-            inst.add_resource(item.name, wc.ResourceType.host(impl.kind), _dtor(impl, faults))
-        else:
-            label = f"{item.interface}#{item.name}" if item.interface else item.name
-            wrapped = wrap_host_func(impl, item.func_type, faults, label)
-            _fastcall.add_host_func(inst, item.name, wrapped, item.func_type)
+def _dispatch(idx: int, sig: _Signature) -> HostFunc:
+    def host_func(store: Any, *args: Any) -> Any:
+        bound = _BOUND[_store_key(store)]
+        return _call_host(bound.impls[idx], sig, bound.faults, store, args)  # type: ignore[arg-type]
+
+    return host_func
 
 
-def _dtor(resource: ResourceDef, faults: FaultSink) -> Callable[[Any, int], None]:
-    def dtor(_store: Any, rep: int) -> None:
-        if faults.fault is not None:
-            return
+def _dispatch_drop(idx: int) -> Callable[[Any, int], None]:
+    def dtor(store: Any, rep: int) -> None:
+        bound = _BOUND.get(_store_key(store))
+        if bound is None or bound.faults.fault is not None:
+            return  # the instance is gone or dead: nothing to tidy
+        resource = bound.impls[idx]
+        assert isinstance(resource, ResourceDef)
         try:
             resource.on_drop(rep)
         except IsyswasfaError as exc:
-            faults.record(exc)
+            bound.faults.record(exc)
             raise
         except Exception as exc:
-            faults.record(InternalError(f"dropping a handle failed: {exc!r}"))
+            bound.faults.record(InternalError(f"dropping a handle failed: {exc!r}"))
             raise
 
     return dtor
@@ -434,14 +504,33 @@ def _dtor(resource: ResourceDef, faults: FaultSink) -> Callable[[Any, int], None
 class EngineInstance:
     """A store and an instantiated component, with calls that map failures."""
 
-    def __init__(self, component: wc.Component, linker: wc.Linker, faults: FaultSink) -> None:
+    def __init__(
+        self,
+        plan: LinkPlan,
+        exports: dict[str, dict[str, Any]],
+        resolve_item: Callable[[ImportedItem], Resolved],
+    ) -> None:
+        """Resolve every import of ``plan``'s component and instantiate it.
+
+        ``resolve_item`` raises :class:`LinkError` for what the host does not provide.
+        """
+        self.faults = FaultSink()
+        self.plan = plan
+        impls = [resolve_item(item) for item in plan.items]
+        linker = plan.linker(impls)
         self.store = wasmtime.Store(engine())
-        self.faults = faults
+        self._key = _store_key(self.store)
+        _BOUND[self._key] = _Bound(impls, self.faults)
         try:
-            self.instance = linker.instantiate(self.store, component)
+            self.instance = linker.instantiate(self.store, plan.component)
         except wasmtime.WasmtimeError as exc:
+            self.close()
             raise LinkError(_first_line(str(exc))) from exc
-        self._exports = component_exports(component)
+        self._exports = exports
+
+    def close(self) -> None:
+        """Forget this instance's implementations (its store is done)."""
+        _BOUND.pop(self._key, None)
 
     def export_names(self) -> dict[str, dict[str, Any]]:
         """Exported functions by interface (``""`` for the root)."""
@@ -463,19 +552,19 @@ class EngineInstance:
         func = self.instance.get_func(self.store, fidx) if fidx is not None else None
         if func is None:
             raise LinkError(f"export {name!r} is not a function")
-        return ExportFunc(self, func, ty, f"{interface}#{name}" if interface else name)
+        label = f"{interface}#{name}" if interface else name
+        return ExportFunc(self, func, self.plan.export_signature(label, ty), label)
 
 
 class ExportFunc:
     """An exported function; calling it runs guest code synchronously."""
 
-    def __init__(self, owner: EngineInstance, func: Any, ty: Any, label: str) -> None:
+    def __init__(self, owner: EngineInstance, func: Any, sig: ExportSignature, label: str) -> None:
         self.owner = owner
         self.func = func
         self.label = label
-        self.lift = _result_lifter(ty.result)
-        self.params = [p for p, _ in ty.params]
-        self.fty = _fastcall.CachedFuncType(func.type(owner.store))
+        self.lift = sig.lift
+        self.fty = sig.fty
 
     def __call__(self, *args: Any) -> Any:
         owner = self.owner

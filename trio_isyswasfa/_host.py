@@ -58,7 +58,7 @@ class Component:
     def __init__(self, raw: Any, name: str) -> None:
         self._raw = raw
         self.name = name
-        self._imports = _engine.component_imports(raw)
+        self._plan = _engine.LinkPlan(raw)
         self._exports = _engine.component_exports(raw)
         self.poll_exports = sorted(n for n in self._exports[""] if n.startswith(POLL_PREFIX))
         if not self.poll_exports and not self.is_command:
@@ -72,7 +72,7 @@ class Component:
     @property
     def imports(self) -> list[str]:
         """The interfaces (and root functions) the component imports."""
-        return sorted(self._imports)
+        return self._plan.interfaces
 
     def exports(self) -> dict[str, list[str]]:
         """Exported functions by interface (``""`` for the root); async ones unsplit."""
@@ -159,9 +159,7 @@ class Instance:
         from .http.types import WasiHttp  # the http package builds on this module
 
         WasiHttp(self._wasi, wasi.http_outgoing)
-        self._faults = _engine.FaultSink()
-        linker = _engine.build_linker(component._raw, self._resolve, self._faults)
-        self._engine = _engine.EngineInstance(component._raw, linker, self._faults)
+        self._engine = _engine.EngineInstance(component._plan, component._exports, self._resolve)
         self._sched = Scheduler(self._engine.store, cancel_grace=cancel_grace)
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._funcs: dict[tuple[str, str], Any] = {}
@@ -418,7 +416,8 @@ def check_links(
     Raises:
       LinkError: naming the first import neither WASI, isyswasfa nor ``imports`` provides.
     """
-    Instance(component, imports or {}, WasiConfig(stdout=None, stderr=None))
+    instance = Instance(component, imports or {}, WasiConfig(stdout=None, stderr=None))
+    instance._engine.close()
 
 
 @asynccontextmanager
@@ -467,6 +466,7 @@ async def open_instance(
         raise only from only.__cause__
     finally:
         instance._wasi.close()  # files and streams the guest left open
+        instance._engine.close()
 
 
 async def run_command(
