@@ -191,6 +191,29 @@ class TestService:
         assert body == b"hello curl"
 
 
+class TestInstancePolicies:
+    async def test_pooled_instances_are_reused(self, service: tuple[str, ComponentApp]) -> None:
+        url, app = service
+        async with httpx.AsyncClient() as client:
+            for i in range(5):
+                assert (await client.post(f"{url}/", content=str(i))).text == str(i)
+        assert (await settled(app)).instances_opened == 1
+
+    async def test_per_request_instances(
+        self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(service_component, instances="per-request")
+        url = await start(nursery, app)
+        async with httpx.AsyncClient() as client:
+            for i in range(3):
+                assert (await client.post(f"{url}/", content=str(i))).text == str(i)
+        assert (await settled(app)).instances_opened == 3
+
+    def test_unknown_policy(self, service_component: trio_isyswasfa.Component) -> None:
+        with pytest.raises(ValueError, match="'pooled' or 'per-request'"):
+            ComponentApp(service_component, instances="shared")  # type: ignore[arg-type]
+
+
 class TestMisbehavingGuests:
     async def test_a_trap_is_a_500_and_the_server_keeps_serving(
         self, misbehaving: tuple[str, ComponentApp]
@@ -204,6 +227,7 @@ class TestMisbehavingGuests:
         assert again.text == "line 0\nline 1\n"
         stats = await settled(app)
         assert (stats.failed, stats.completed) == (1, 1)
+        assert stats.instances_opened == 2  # the instance that trapped was not lent again
 
     async def test_an_error_code_is_a_500_naming_it(
         self, misbehaving: tuple[str, ComponentApp]
@@ -278,7 +302,7 @@ class TestCli:
                 assert proc.stderr is not None
                 line = proc.stderr.readline()
                 assert line.startswith(f"Serving {service_component.name} on http://127.0.0.1:")
-                assert "(asyncio, one instance per request)" in line
+                assert "(asyncio, pooled instances)" in line
                 url = line.split(" on ")[1].split(" ")[0]
                 response = httpx.post(f"{url}/x", content=b"over asyncio", timeout=10)
                 assert response.content == b"over asyncio"

@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         help="let the component send HTTP requests there (fnmatch pattern, repeatable; "
         "'*' for anywhere); by default it may send none",
     )
+    serve.add_argument(
+        "--instances",
+        choices=["pooled", "per-request"],
+        default="pooled",
+        help="keep instances open between requests (default), or a fresh one per request",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
     check = sub.add_parser(
@@ -138,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise HostProtocolError(str(exc)) from None
     client = HttpClient(allow=args.allow_outgoing)
     config = _wasi_config(args, http_outgoing=client.send if args.allow_outgoing else None)
-    app = ComponentApp(load_component(args.component), wasi=config)
+    app = ComponentApp(load_component(args.component), wasi=config, instances=args.instances)
 
     async def main() -> None:
         stop = anyio.Event()
@@ -166,7 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
             print(
                 f"Serving {args.component} on {', '.join(urls)} "
-                f"({args.backend}, one instance per request); Ctrl-C stops",
+                f"({args.backend}, {args.instances} instances); Ctrl-C stops",
                 file=sys.stderr,
                 flush=True,
             )

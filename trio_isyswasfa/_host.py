@@ -345,6 +345,10 @@ class Instance:
             return matches[0]
         raise LinkError(f"the component exports no interface {interface!r}")
 
+    def _reusable(self) -> bool:
+        """Sound, and no call in flight: it may serve another request."""
+        return self._sched.failure is None and self._sched.calls_in_flight == 0
+
     def _handle_rep(self, handle: Any) -> int:
         """The rep behind a host resource handle the guest returned (it is ours now)."""
         return _engine.handle_rep(self._engine.store, handle)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -49,13 +49,15 @@ async def serve(
     bind: Sequence[str] = ("127.0.0.1:8080",),
     wasi: WasiConfig | None = None,
     access_log: bool = True,
+    instances: Literal["pooled", "per-request"] = "pooled",
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``component``'s exported ``wasi:http/handler`` until ``shutdown_trigger`` returns.
 
     ``component`` may also be a :class:`ComponentApp` (to read its statistics); then
-    ``wasi`` is ignored.
+    ``wasi`` and ``instances`` are ignored. ``instances`` is the instance policy (see
+    :class:`ComponentApp`).
 
     Runs hypercorn's worker for the event loop it is called from (trio or asyncio).
     ``task_status.started`` receives the bound URLs (bind port 0 to get a free one).

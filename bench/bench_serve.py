@@ -1,0 +1,220 @@
+"""``serve`` throughput and latency against bare hypercorn, and hash-all fan-out.
+
+    apt-get install wrk        # the load generator (not a Python dependency)
+    python bench/bench_serve.py [--seconds 5] [--connections 64]
+
+For each backend (trio, asyncio) it runs, one after the other on loopback:
+
+* the baseline: bare hypercorn with the same worker class serving a hello ASGI app;
+* ``python -m trio_isyswasfa serve`` with the service example (a Python guest), for
+  each instance policy;
+
+and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
+least 0.5x). Then hash-all fans out to 100 URLs of a local upstream that answers in
+50 ms, and prints the total time as a ratio to one upstream latency (goal: at most
+1.5x). Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient, serve
+from trio_isyswasfa.testing import build_python_guest
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+"""
+
+
+def example(name: str) -> Path:
+    here = ROOT / "examples" / name
+    return build_python_guest(here / "wit", name, "app", [here / "guest"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 latency in ms."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        assert m is not None, out
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+        return float(m.group(1)) * scale
+
+    return rps, pct("50"), pct("99")
+
+
+def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[float, ...]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+    try:
+        wait_listening(port)
+        wrk(f"http://127.0.0.1:{port}/", 1, connections)  # warm up
+        return wrk(f"http://127.0.0.1:{port}/", seconds, connections)
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def throughput(seconds: int, connections: int) -> None:
+    service = example("service")
+    hello = Path("/tmp/trio_isyswasfa_bench_hello.py")
+    hello.write_text(HELLO_APP)
+    print(f"wrk -t1 -c{connections} -d{seconds}s, GET with an empty body, loopback")
+    print(f"{'server':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}")
+    for backend in ("trio", "asyncio"):
+        port = free_port()
+        base = measure(
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "--worker-class",
+                backend,
+                "--bind",
+                f"127.0.0.1:{port}",
+                "trio_isyswasfa_bench_hello:app",
+            ],
+            port,
+            seconds,
+            connections,
+        )
+        print(
+            f"{'bare hypercorn, hello app (' + backend + ')':44} "
+            f"{base[0]:8.0f} {base[1]:8.2f} {base[2]:8.2f} {'1.00x':>7}"
+        )
+        for policy in ("pooled", "per-request"):
+            port = free_port()
+            ours = measure(
+                [
+                    sys.executable,
+                    "-m",
+                    "trio_isyswasfa",
+                    "serve",
+                    str(service),
+                    "--addr",
+                    f"127.0.0.1:{port}",
+                    "--backend",
+                    backend,
+                    "--no-access-log",
+                    "--instances",
+                    policy,
+                ],
+                port,
+                seconds,
+                connections,
+            )
+            label = f"serve service.wasm ({backend}, {policy})"
+            print(
+                f"{label:44} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
+            )
+    print("goal: serve >= 0.50x the bare server's requests/s")
+
+
+async def fan_out(n: int = 100, delay: float = 0.05) -> None:
+    async def upstream(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await trio.sleep(delay)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 1024})
+
+    component = trio_isyswasfa.load_component(example("hash-all"))
+    async with trio.open_nursery() as nursery, HttpClient(allow=["127.0.0.1:*"]) as client:
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.backlog = 1024
+        (up,) = await nursery.start(hypercorn.trio.serve, upstream, config)
+        app = ComponentApp(component, wasi=trio_isyswasfa.WasiConfig(http_outgoing=client.send))
+        (url,) = await nursery.start(
+            lambda task_status: serve(
+                app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
+            )
+        )
+        headers = [("url", f"{up}/{i}") for i in range(n)]
+        async with httpx.AsyncClient(timeout=60) as http:
+            await http.get(f"{url}/", headers=headers[:5])  # warm up
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                response = await http.get(f"{url}/", headers=headers)
+                runs.append(time.perf_counter() - start)
+                assert len(response.text.splitlines()) == n
+        best = min(runs)
+        print(
+            f"hash-all over {n} URLs answering in {delay * 1000:.0f} ms: "
+            f"{best * 1000:.0f} ms = {best / delay:.2f}x one upstream latency (goal <= 1.5x)"
+        )
+        nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_throughput:
+        if shutil.which("wrk") is None:
+            sys.exit("wrk is not installed: apt-get install wrk")
+        sys.path.insert(0, "/tmp")
+        throughput(args.seconds, args.connections)
+    trio.run(fan_out)
+
+
+if __name__ == "__main__":
+    main()

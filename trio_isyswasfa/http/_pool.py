@@ -1,0 +1,100 @@
+"""Instances kept warm between requests.
+
+A fresh instance of a Python guest costs about 2.5 ms to open and its first call
+several more (CPython finishes initialising inside it), while a call into a warm one
+costs well under a millisecond: see ``bench/bench_serve.py``. A pool keeps instances
+open in its own task group and lends each to one request at a time; an instance that
+failed (a trap, a protocol error, an unconfirmed cancellation) is closed, never lent
+again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from .._host import Component, Instance, open_instance
+from ..wasi import WasiConfig
+
+
+class _Slot:
+    def __init__(self, instance: Instance, closed: anyio.Event) -> None:
+        self.instance = instance
+        self.close = closed  # set to close the instance
+
+
+class InstancePool:
+    """Open instances of one component, each lent to one request at a time.
+
+    Args:
+      component, wasi, cancel_grace: as for :func:`~trio_isyswasfa.open_instance`.
+      max_idle: instances kept open while no request uses them.
+      on_open: called each time the pool opens an instance.
+    """
+
+    def __init__(
+        self,
+        component: Component,
+        *,
+        wasi: WasiConfig,
+        cancel_grace: float,
+        max_idle: int = 32,
+        on_open: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.component = component
+        self.wasi = wasi
+        self.cancel_grace = cancel_grace
+        self.max_idle = max_idle
+        self._idle: list[_Slot] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._on_open = on_open
+
+    async def __aenter__(self) -> InstancePool:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        self._idle.clear()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    async def _keep_open(
+        self, *, task_status: anyio.abc.TaskStatus[_Slot] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with open_instance(
+            self.component, wasi=self.wasi, cancel_grace=self.cancel_grace
+        ) as instance:
+            closed = anyio.Event()
+            task_status.started(_Slot(instance, closed))
+            await closed.wait()
+
+    @asynccontextmanager
+    async def lend(self) -> AsyncIterator[Instance]:
+        """An instance for one request; it goes back to the pool if it is still sound."""
+        if self._tg is None:
+            raise RuntimeError("use InstancePool in an `async with` block")
+        if self._idle:
+            slot = self._idle.pop()
+        else:
+            slot = await self._tg.start(self._keep_open)
+            self._on_open()
+        sound = False
+        try:
+            yield slot.instance
+            sound = True
+        finally:
+            if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:
+                self._idle.append(slot)
+            else:
+                slot.close.set()
