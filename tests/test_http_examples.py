@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,66 @@ class TestHashAll:
         assert len(lines) == 5
         assert lines[-1].startswith(f"{up_url}/held: ")
         assert up.most_in_flight == 5
+
+
+@pytest.fixture(scope="session")
+def middleware_component() -> trio_isyswasfa.Component:
+    return example("middleware")
+
+
+@pytest.fixture(scope="session")
+def service_component() -> trio_isyswasfa.Component:
+    return example("service")
+
+
+class TestMiddleware:
+    """The middleware in front of the service, here through the host (a reverse proxy:
+    the request's authority names the service's server)."""
+
+    async def test_deflate_both_ways(
+        self,
+        nursery: trio.Nursery,
+        middleware_component: trio_isyswasfa.Component,
+        service_component: trio_isyswasfa.Component,
+        client: HttpClient,
+    ) -> None:
+        service_url = await start(nursery, service_component, None)
+        url = await start(nursery, middleware_component, client)
+        text = b"And the mome raths outgrabe. " * 1000
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{url}/middleware",
+                content=zlib.compress(text),
+                headers={
+                    "host": service_url.removeprefix("http://"),
+                    "foo": "bar",
+                    "content-encoding": "deflate",
+                    "accept-encoding": "gzip, deflate",
+                },
+            )
+        assert response.status_code == 200
+        assert response.headers["foo"] == "bar"
+        assert response.headers["content-encoding"] == "deflate"
+        assert response.content == text  # httpx inflated it
+
+    async def test_plain_when_the_client_does_not_accept_deflate(
+        self,
+        nursery: trio.Nursery,
+        middleware_component: trio_isyswasfa.Component,
+        service_component: trio_isyswasfa.Component,
+        client: HttpClient,
+    ) -> None:
+        service_url = await start(nursery, service_component, None)
+        url = await start(nursery, middleware_component, client)
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{url}/plain",
+                content=b"plain text",
+                headers={
+                    "host": service_url.removeprefix("http://"),
+                    "accept-encoding": "identity",
+                },
+            )
+        assert response.status_code == 200
+        assert "content-encoding" not in response.headers
+        assert response.content == b"plain text"
