@@ -149,6 +149,11 @@ class ProtocolCore:
             return [CancelHostWork(task.rep)]
         return []
 
+    def has_tasks(self) -> bool:
+        """Whether any task is alive. Every poll output carries a handle of a live task,
+        so with none alive, no guest has anything to report."""
+        return bool(self._tasks)
+
     def handle_dropped(self, rep: int) -> list[Action]:
         """A guest dropped a ``pending``, ``cancel`` or ``ready`` handle of task ``rep``."""
         task = self._tasks.get(rep)
