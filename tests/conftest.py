@@ -37,3 +37,31 @@ def wasi_component() -> trio_isyswasfa.Component:
         GUESTS / "wasi" / "wit", "wasi-guest", "app", [GUESTS / "wasi" / "src"]
     )
     return trio_isyswasfa.load_component(wasm)
+
+
+def example_component(name: str) -> trio_isyswasfa.Component:
+    """The guest of ``examples/<name>`` (world ``<name>``, app ``app`` in ``guest/``), compiled."""
+    here = ROOT / "examples" / name
+    return trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", name, "app", [here / "guest"])
+    )
+
+
+@pytest.fixture(scope="session")
+def service_component() -> trio_isyswasfa.Component:
+    return example_component("service")
+
+
+@pytest.fixture(scope="session")
+def echo_component() -> trio_isyswasfa.Component:
+    return example_component("echo")
+
+
+@pytest.fixture(scope="session")
+def hash_all_component() -> trio_isyswasfa.Component:
+    return example_component("hash-all")
+
+
+@pytest.fixture(scope="session")
+def middleware_component() -> trio_isyswasfa.Component:
+    return example_component("middleware")

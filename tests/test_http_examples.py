@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,11 +15,9 @@ from hypercorn.config import Config
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
-from trio_isyswasfa.testing import build_python_guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 JABBERWOCKY = {
     "/a": b"\xe2\x80\x99Twas brillig, and the slithy toves",
@@ -28,23 +25,6 @@ JABBERWOCKY = {
     "/c": b"All mimsy were the borogoves,",
     "/d": b"And the mome raths outgrabe.",
 }
-
-
-def example(name: str) -> trio_isyswasfa.Component:
-    here = EXAMPLES / name
-    return trio_isyswasfa.load_component(
-        build_python_guest(here / "wit", name, "app", [here / "guest"])
-    )
-
-
-@pytest.fixture(scope="session")
-def echo_component() -> trio_isyswasfa.Component:
-    return example("echo")
-
-
-@pytest.fixture(scope="session")
-def hash_all_component() -> trio_isyswasfa.Component:
-    return example("hash-all")
 
 
 class Upstream:
@@ -267,16 +247,6 @@ class TestHashAll:
         assert len(lines) == 5
         assert lines[-1].startswith(f"{up_url}/held: ")
         assert up.most_in_flight == 5
-
-
-@pytest.fixture(scope="session")
-def middleware_component() -> trio_isyswasfa.Component:
-    return example("middleware")
-
-
-@pytest.fixture(scope="session")
-def service_component() -> trio_isyswasfa.Component:
-    return example("service")
 
 
 class TestMiddleware:

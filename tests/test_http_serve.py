@@ -20,16 +20,7 @@ from trio_isyswasfa.testing import build_python_guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
 GUESTS = Path(__file__).resolve().parent / "guests"
-
-
-@pytest.fixture(scope="session")
-def service_component() -> trio_isyswasfa.Component:
-    here = ROOT / "examples" / "service"
-    return trio_isyswasfa.load_component(
-        build_python_guest(here / "wit", "service", "app", [here / "guest"])
-    )
 
 
 @pytest.fixture(scope="session")

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 
 import anyio
-import anyio.abc
 import httpx
 
 from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
+from ._background import BackgroundTasks
 from .types import FORBIDDEN, Body, ErrorCode, Fields, Request, Response
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class HttpClient:
+class HttpClient(BackgroundTasks):
     """An outgoing handler for guests: ``WasiConfig(http_outgoing=client.send)``.
 
     Use it as an async context manager; response bodies still streaming when it
@@ -41,27 +40,16 @@ class HttpClient:
         self.allow = list(allow)
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> HttpClient:
         self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        await super().__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tg is not None
-        assert self._client is not None
-        self._tg.cancel_scope.cancel()
-        try:
-            await self._tg.__aexit__(exc_type, exc, tb)
-        finally:
+    async def _closed(self) -> None:
+        if self._client is not None:
             await self._client.aclose()
+            self._client = None
 
     def allowed(self, authority: str, scheme: str) -> bool:
         """Whether ``authority`` (``host[:port]``) matches the allow-list."""
@@ -78,7 +66,7 @@ class HttpClient:
           ErrorCode: the request was refused or failed (``HTTP-request-denied``,
             ``connection-refused``, ``connection-timeout``, ``HTTP-request-URI-invalid``…).
         """
-        if self._client is None or self._tg is None:
+        if self._client is None:
             raise RuntimeError("use HttpClient in an `async with` block")
         scheme = request.scheme or "http"
         if scheme not in ("http", "https"):
@@ -108,7 +96,7 @@ class HttpClient:
             request.close()
             raise _error_code(exc) from exc
         pipe = Pipe()
-        self._tg.start_soon(_pump, response, PipeWriter(pipe))
+        self._tasks.start_soon(_pump, response, PipeWriter(pipe))
         headers = Fields(
             (n.decode("latin-1"), v)
             for n, v in response.headers.raw

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from types import TracebackType
 
 import anyio
 import anyio.abc
 
 from .._host import Component, Instance, open_instance
 from ..wasi import WasiConfig
+from ._background import BackgroundTasks
 
 
 class _Slot:
@@ -27,7 +27,7 @@ class _Slot:
         self.close = closed  # set to close the instance
 
 
-class InstancePool:
+class InstancePool(BackgroundTasks):
     """Open instances of one component, each lent to one request at a time.
 
     Args:
@@ -50,24 +50,14 @@ class InstancePool:
         self.cancel_grace = cancel_grace
         self.max_idle = max_idle
         self._idle: list[_Slot] = []
-        self._tg: anyio.abc.TaskGroup | None = None
         self._on_open = on_open
 
     async def __aenter__(self) -> InstancePool:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        await super().__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
+    async def _closed(self) -> None:
         self._idle.clear()
-        return await self._tg.__aexit__(exc_type, exc, tb)
 
     async def _keep_open(
         self, *, task_status: anyio.abc.TaskStatus[_Slot] = anyio.TASK_STATUS_IGNORED
@@ -82,12 +72,10 @@ class InstancePool:
     @asynccontextmanager
     async def lend(self) -> AsyncIterator[Instance]:
         """An instance for one request; it goes back to the pool if it is still sound."""
-        if self._tg is None:
-            raise RuntimeError("use InstancePool in an `async with` block")
         if self._idle:
             slot = self._idle.pop()
         else:
-            slot = await self._tg.start(self._keep_open)
+            slot = await self._tasks.start(self._keep_open)
             self._on_open()
         sound = False
         try:
