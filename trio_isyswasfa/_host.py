@@ -256,7 +256,12 @@ class Instance:
             # guest passed) during the guest's call; a coroutine function only makes
             # its coroutine here
             work = impl(*args)
-            rep = self._sched.start_host_task(label, lambda: work)
+            try:
+                rep = self._sched.start_host_task(label, lambda: work)
+            except BaseException:
+                if inspect.iscoroutine(work):
+                    work.close()  # it never ran: no "never awaited" warning
+                raise
             return Err(own(rep, ResourceKind.PENDING))
 
         return start
