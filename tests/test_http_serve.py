@@ -182,6 +182,46 @@ class TestService:
         assert body == b"hello curl"
 
 
+class TestProtocol:
+    async def test_http2_with_prior_knowledge(self, service: tuple[str, ComponentApp]) -> None:
+        url, _ = service
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            response = await client.post(f"{url}/h2", content=b"over HTTP/2", headers={"a": "b"})
+        assert response.http_version == "HTTP/2"
+        assert response.content == b"over HTTP/2"
+        assert response.headers["a"] == "b"
+
+    async def raw_exchange(self, url: str, request: bytes) -> bytes:
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(request)
+            data = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+                    if b"\r\n\r\n" in data:
+                        break
+        return data
+
+    async def test_malformed_request_is_answered_by_the_server(
+        self, service: tuple[str, ComponentApp]
+    ) -> None:
+        url, app = service
+        reply = await self.raw_exchange(url, b"NOT AN HTTP REQUEST\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400")
+        async with httpx.AsyncClient() as client:  # and it keeps serving
+            assert (await client.post(f"{url}/", content=b"fine")).content == b"fine"
+        assert app.statistics().failed == 0  # the component never saw it
+
+    async def test_oversized_headers_are_refused(self, service: tuple[str, ComponentApp]) -> None:
+        url, _ = service
+        big = b"x-big: " + b"a" * 100_000 + b"\r\n"
+        reply = await self.raw_exchange(url, b"GET / HTTP/1.1\r\nhost: x\r\n" + big + b"\r\n")
+        assert reply.split(b" ")[1] in (b"400", b"431")
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(f"{url}/", content=b"still")).content == b"still"
+
+
 class TestInstancePolicies:
     async def test_pooled_instances_are_reused(self, service: tuple[str, ComponentApp]) -> None:
         url, app = service
