@@ -8,86 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import hypercorn.trio
 import pytest
 import trio
-from hypercorn.config import Config
+from conftest import JABBERWOCKY, Upstream
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
-
-
-JABBERWOCKY = {
-    "/a": b"\xe2\x80\x99Twas brillig, and the slithy toves",
-    "/b": b"Did gyre and gimble in the wabe:",
-    "/c": b"All mimsy were the borogoves,",
-    "/d": b"And the mome raths outgrabe.",
-}
-
-
-class Upstream:
-    """A local HTTP server: Jabberwocky lines at /a…/d, an echo at POST /echo, and
-    /held, which answers only when the test releases it."""
-
-    def __init__(self) -> None:
-        self.release = trio.Event()
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            await self.respond(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-    async def respond(self, scope: Any, receive: Any, send: Any) -> None:
-        path, method = scope["path"], scope["method"]
-        if method == "POST" and path == "/echo":
-            ctype = [(n, v) for n, v in scope["headers"] if n == b"content-type"]
-            await send({"type": "http.response.start", "status": 200, "headers": ctype})
-            while True:
-                message = await receive()
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": message.get("body", b""),
-                        "more_body": True,
-                    }
-                )
-                if not message.get("more_body"):
-                    break
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if path == "/held":
-            await self.release.wait()
-            body = b"held until released"
-        elif method == "GET" and path in JABBERWOCKY:
-            body = JABBERWOCKY[path]
-        else:
-            await send({"type": "http.response.start", "status": 405, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": body})
-
-
-@pytest.fixture
-async def upstream(nursery: trio.Nursery) -> tuple[str, Upstream]:
-    app = Upstream()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    urls = await nursery.start(hypercorn.trio.serve, app, config)
-    return urls[0], app
 
 
 @pytest.fixture

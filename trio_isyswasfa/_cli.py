@@ -1,4 +1,4 @@
-"""The command line: ``python -m trio_isyswasfa {lower,componentize,inspect,check,run,serve}``.
+"""The command line: ``python -m trio_isyswasfa {lower,componentize,compose,inspect,check,run,serve}``.
 
 A thin layer: parse arguments, call the library, print one line per error (exit 2).
 """
@@ -34,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("-p", "--python-path", type=Path, action="append", default=[])
     comp.add_argument("-o", "--output", type=Path, required=True)
     comp.add_argument("--suffix")
+
+    compose = sub.add_parser(
+        "compose",
+        help="compose components into one, wiring imports to exports of the same name; "
+        "every component's poll export stays reachable",
+    )
+    compose.add_argument("root", type=Path, help="the component whose exports the result has")
+    compose.add_argument(
+        "-d", "--dep", type=Path, action="append", required=True, help="a dependency (repeatable)"
+    )
+    compose.add_argument("-o", "--output", type=Path, required=True)
 
     inspect = sub.add_parser("inspect", help="load a component and list its imports and exports")
     inspect.add_argument("component", type=Path)
@@ -224,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 suffix=args.suffix,
             )
             print(f"wrote {args.output}")
+        elif args.command == "compose":
+            from .tools.compose import compose
+
+            polls = compose(args.root, args.dep, args.output)
+            print(f"wrote {args.output} (poll exports: {', '.join(polls)})")
         elif args.command == "inspect":
             from ._host import load_component
 

@@ -1,0 +1,132 @@
+"""Composition: several guests in one component, each one's tasks still driven by the host."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from conftest import JABBERWOCKY, Upstream
+
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient, serve
+from trio_isyswasfa.tools.compose import compose
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+
+def composed(
+    tmp: pytest.TempPathFactory, root: trio_isyswasfa.Component, *deps: trio_isyswasfa.Component
+) -> trio_isyswasfa.Component:
+    out = tmp.mktemp("composed") / "composed.wasm"
+    polls = compose(root.name, [d.name for d in deps], out)
+    component = trio_isyswasfa.load_component(out)  # compiled once, then from the cache
+    assert component.poll_exports == polls
+    return component
+
+
+@pytest.fixture(scope="session")
+def middleware_service(
+    tmp_path_factory: pytest.TempPathFactory,
+    middleware_component: trio_isyswasfa.Component,
+    service_component: trio_isyswasfa.Component,
+) -> trio_isyswasfa.Component:
+    return composed(tmp_path_factory, middleware_component, service_component)
+
+
+@pytest.fixture(scope="session")
+def middleware_hash_all(
+    tmp_path_factory: pytest.TempPathFactory,
+    middleware_component: trio_isyswasfa.Component,
+    hash_all_component: trio_isyswasfa.Component,
+) -> trio_isyswasfa.Component:
+    return composed(tmp_path_factory, middleware_component, hash_all_component)
+
+
+async def start(
+    nursery: trio.Nursery, component: trio_isyswasfa.Component, client: HttpClient | None = None
+) -> str:
+    wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send if client else None)
+    app = ComponentApp(component, wasi=wasi)
+    urls: list[str] = await nursery.start(
+        lambda task_status: serve(
+            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
+        )
+    )
+    return urls[0]
+
+
+async def test_middleware_composed_with_service(
+    nursery: trio.Nursery, middleware_service: trio_isyswasfa.Component
+) -> None:
+    component = middleware_service
+    assert component.poll_exports == ["isyswasfa-poll-middleware", "isyswasfa-poll-service"]
+    url = await start(nursery, component)
+    text = b"And the mome raths outgrabe. " * 2000
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{url}/middleware",
+            content=zlib.compress(text),
+            headers={"foo": "bar", "content-encoding": "deflate", "accept-encoding": "deflate"},
+        )
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "deflate"
+    assert response.headers["foo"] == "bar"
+    assert response.headers["x-path"] == "/middleware"  # the service answered, inside
+    assert response.content == text
+
+
+async def test_middleware_composed_with_hash_all(
+    nursery: trio.Nursery,
+    middleware_hash_all: trio_isyswasfa.Component,
+    upstream: tuple[str, Upstream],
+) -> None:
+    up_url, _ = upstream
+    component = middleware_hash_all
+    async with HttpClient(allow=["127.0.0.1:*"]) as client:
+        url = await start(nursery, component, client)
+        async with httpx.AsyncClient() as http:
+            response = await http.get(
+                f"{url}/hash-all",
+                headers=[
+                    ("accept-encoding", "deflate"),
+                    *(("url", f"{up_url}{p}") for p in JABBERWOCKY),
+                ],
+            )
+    assert response.headers["content-encoding"] == "deflate"
+    assert sorted(response.text.splitlines()) == sorted(
+        f"{up_url}{path}: {hashlib.sha256(body).hexdigest()}" for path, body in JABBERWOCKY.items()
+    )
+
+
+def test_two_components_with_one_suffix_are_refused(
+    tmp_path: Path, service_component: trio_isyswasfa.Component
+) -> None:
+    with pytest.raises(trio_isyswasfa.ToolError, match="unique poll suffix"):
+        compose(service_component.name, [service_component.name], tmp_path / "x.wasm")
+
+
+def test_cli(
+    tmp_path: Path,
+    middleware_component: trio_isyswasfa.Component,
+    service_component: trio_isyswasfa.Component,
+) -> None:
+    out = tmp_path / "out.wasm"
+    cmd = [sys.executable, "-m", "trio_isyswasfa", "compose", middleware_component.name]
+    proc = subprocess.run(
+        [*cmd, "-d", service_component.name, "-o", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        f"wrote {out} (poll exports: isyswasfa-poll-middleware, isyswasfa-poll-service)"
+    )
+    proc = subprocess.run(
+        [*cmd, "-d", "missing.wasm", "-o", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: no such component: missing.wasm"

@@ -1,0 +1,172 @@
+"""Compose several isyswasfa components into one whose every poll export is reachable.
+
+``wasm-tools compose`` (unpatched) instantiates the root and its dependencies and
+wires each import to the export of the same name, but the composed component
+exports only the root's exports: the dependencies' ``isyswasfa-poll-*`` functions,
+through which the host drives their tasks, would be unreachable. (The 2024 project
+patched wasm-compose for this; ``wac`` 0.12 panics on components whose imports
+carry resources, as every isyswasfa component's do.)
+
+So we compose with the unpatched tool, read the outer component's structure from
+``wasm-tools print --skeleton`` (function bodies elided), and append two sections
+to the binary: an alias of each dependency instance's poll function, and an export
+of it. Component sections may come in any order, so the nested components stay
+byte for byte as they were. ``wasm-tools validate`` checks the result.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._errors import ToolError
+from ._paths import tool_command
+
+POLL_PREFIX = "isyswasfa-poll-"
+
+_SORT_FUNC = 0x01
+_ALIAS_SECTION = 6
+_EXPORT_SECTION = 11
+
+# lines of `wasm-tools print --skeleton`; items may carry `$name (@name "…")` before `(;N;)`
+_NAMED = r'(?:\$(?:"[^"]*"|\S+) (?:\(@name "[^"]*"\) )?)?'
+_COMPONENT = re.compile(r"^  \(component " + _NAMED + r"\(;(\d+);\)")
+_COMPONENT_NAME = re.compile(r"^  \(component (\$(?:\"[^\"]*\"|\S+))")
+_INSTANCE = re.compile(r"^  \(instance " + _NAMED + r"\(;(\d+);\) \(instantiate (\S+)")
+_INNER_EXPORT = re.compile(r"^    \(export " + _NAMED + r'\(;\d+;\) "([^"]+)" \(func ')
+_OUTER_EXPORT = re.compile(r"^  \(export " + _NAMED + r'\(;\d+;\) "([^"]+)"')
+_OUTER_FUNC = re.compile(
+    r"^  \(func \(;(\d+);\)"  # canon lift
+    r"|^  \(.*\(func \(;(\d+);\)"  # an import or an alias
+    r"|^  \(export " + _NAMED + r'\(;(\d+);\) "[^"]+" \(func '  # an export: a new index too
+)
+
+
+@dataclass(frozen=True)
+class ComposedPoll:
+    """A dependency's poll function the composition re-exports."""
+
+    name: str
+    instance: int
+
+
+def _leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _name(text: str) -> bytes:
+    raw = text.encode()
+    return _leb(len(raw)) + raw
+
+
+def _section(section_id: int, entries: list[bytes]) -> bytes:
+    body = _leb(len(entries)) + b"".join(entries)
+    return bytes([section_id]) + _leb(len(body)) + body
+
+
+def _run(args: list[str], what: str) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "wac" not in ln]
+        detail = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise ToolError(f"{what} failed: {detail.removeprefix('error: ')}")
+    return proc.stdout
+
+
+def missing_polls(skeleton: str) -> list[ComposedPoll]:
+    """Poll functions of instances inside a composed component that it does not export.
+
+    Raises:
+      ToolError: two instances have poll functions of the same name (their suffixes
+        must be unique among composed components).
+    """
+    polls_of: dict[str, list[str]] = {}  # component (by index and by name) -> poll exports
+    instances: list[tuple[int, str]] = []
+    exported: set[str] = set()
+    current: list[str] | None = None
+    for line in skeleton.splitlines():
+        if m := _COMPONENT.match(line):
+            current = polls_of[m.group(1)] = []
+            if n := _COMPONENT_NAME.match(line):
+                polls_of[n.group(1)] = current
+        elif m := _INNER_EXPORT.match(line):
+            if current is not None and m.group(1).startswith(POLL_PREFIX):
+                current.append(m.group(1))
+        elif line.startswith("  ("):
+            current = None
+            if m := _INSTANCE.match(line):
+                instances.append((int(m.group(1)), m.group(2)))
+            elif m := _OUTER_EXPORT.match(line):
+                exported.add(m.group(1))
+    seen: dict[str, int] = {}
+    out = []
+    for instance, component in instances:
+        for name in polls_of.get(component, []):
+            if name in seen:
+                raise ToolError(
+                    f"two composed components export {name}: give each a unique poll suffix"
+                )
+            seen[name] = instance
+            if name not in exported:
+                out.append(ComposedPoll(name, instance))
+    return out
+
+
+def next_func_index(skeleton: str) -> int:
+    """The next free index in the outer component's function index space."""
+    indexes = [
+        int(next(g for g in m.groups() if g is not None))
+        for line in skeleton.splitlines()
+        if (m := _OUTER_FUNC.match(line))
+    ]
+    return max(indexes, default=-1) + 1
+
+
+def export_polls(wasm: bytes, polls: list[ComposedPoll], first_func: int) -> bytes:
+    """``wasm`` with an alias and an export appended for each of ``polls``."""
+    if not polls:
+        return wasm
+    aliases = [bytes([_SORT_FUNC, 0x00]) + _leb(p.instance) + _name(p.name) for p in polls]
+    exports = [
+        bytes([0x00]) + _name(p.name) + bytes([_SORT_FUNC]) + _leb(first_func + i) + bytes([0x00])
+        for i, p in enumerate(polls)
+    ]
+    return wasm + _section(_ALIAS_SECTION, aliases) + _section(_EXPORT_SECTION, exports)
+
+
+def compose(root: Path | str, deps: list[Path | str], out: Path | str) -> list[str]:
+    """Compose ``root`` with ``deps`` (imports wired by name) into ``out``.
+
+    Every dependency's poll function is exported beside the root's, so the host
+    drives all of them. Returns the names of the composed component's poll exports.
+
+    Raises:
+      ToolError: a file is missing, wasm-tools refused the composition, or two
+        components share a poll suffix.
+    """
+    wasm_tools = tool_command("wasm-tools")
+    for path in [root, *deps]:
+        if not Path(path).is_file():
+            raise ToolError(f"no such component: {path}")
+    with tempfile.TemporaryDirectory(prefix="isyswasfa-compose-") as tmp:
+        composed = Path(tmp) / "composed.wasm"
+        args = [*wasm_tools, "compose", "-q", str(root), "-o", str(composed)]
+        for dep in deps:
+            args += ["-d", str(dep)]
+        _run(args, "wasm-tools compose")
+        skeleton = _run([*wasm_tools, "print", "--skeleton", str(composed)], "wasm-tools print")
+        polls = missing_polls(skeleton)
+        result = Path(tmp) / "result.wasm"
+        result.write_bytes(export_polls(composed.read_bytes(), polls, next_func_index(skeleton)))
+        _run([*wasm_tools, "validate", str(result)], "validating the composition")
+        Path(out).write_bytes(result.read_bytes())
+        outer = {m.group(1) for line in skeleton.splitlines() if (m := _OUTER_EXPORT.match(line))}
+    return sorted({p.name for p in polls} | {n for n in outer if n.startswith(POLL_PREFIX)})
