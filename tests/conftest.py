@@ -140,3 +140,8 @@ async def upstream(nursery: trio.Nursery) -> tuple[str, Upstream]:
     config.accesslog = None
     urls = await nursery.start(hypercorn.trio.serve, app, config)
     return urls[0], app
+
+
+@pytest.fixture(scope="session")
+def router_component() -> trio_isyswasfa.Component:
+    return example_component("router")

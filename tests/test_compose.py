@@ -15,7 +15,7 @@ from conftest import JABBERWOCKY, Upstream
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
-from trio_isyswasfa.tools.compose import compose
+from trio_isyswasfa.tools.compose import Wire, compose
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -130,3 +130,85 @@ def test_cli(
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: no such component: missing.wasm"
+
+
+HANDLER = "wasi:http/handler@0.3.0-draft"
+
+
+@pytest.fixture(scope="session")
+def router_composed(
+    tmp_path_factory: pytest.TempPathFactory,
+    router_component: trio_isyswasfa.Component,
+    echo_component: trio_isyswasfa.Component,
+    hash_all_component: trio_isyswasfa.Component,
+    service_component: trio_isyswasfa.Component,
+    middleware_component: trio_isyswasfa.Component,
+) -> trio_isyswasfa.Component:
+    out = tmp_path_factory.mktemp("router") / "router.wasm"
+    deps = {
+        "echo": echo_component,
+        "hash-all": hash_all_component,
+        "service": service_component,
+        "middleware": middleware_component,
+    }
+    wires = [Wire(None, f"example:router/{name}", name, HANDLER) for name in deps]
+    wires.append(Wire("middleware", HANDLER, "service"))  # the middleware fronts the service
+    compose(router_component.name, [f"{n}={c.name}" for n, c in deps.items()], out, wires=wires)
+    return trio_isyswasfa.load_component(out)
+
+
+async def test_router_reaches_every_component_and_the_host(
+    nursery: trio.Nursery,
+    router_composed: trio_isyswasfa.Component,
+    upstream: tuple[str, Upstream],
+) -> None:
+    up_url, _ = upstream
+    assert len(router_composed.poll_exports) == 5
+    text = b"And the mome raths outgrabe. " * 100
+    async with HttpClient(allow=["127.0.0.1:*"]) as client:
+        url = await start(nursery, router_composed, client)
+        async with httpx.AsyncClient() as http:
+            echo = await http.post(f"{url}/echo", content=text)
+            double = await http.post(
+                f"{url}/double-echo", content=text, headers={"url": f"{up_url}/echo"}
+            )
+            proxied = await http.post(
+                f"{url}/proxy", content=text, headers={"url": f"{up_url}/echo"}
+            )
+            hashes = await http.get(
+                f"{url}/hash-all", headers=[("url", f"{up_url}{p}") for p in JABBERWOCKY]
+            )
+            service = await http.post(f"{url}/service", content=text, headers={"foo": "bar"})
+            middleware = await http.post(
+                f"{url}/middleware",
+                content=zlib.compress(text),
+                headers={"content-encoding": "deflate", "accept-encoding": "deflate"},
+            )
+            nowhere = await http.get(f"{url}/nowhere")
+    assert echo.content == double.content == proxied.content == text
+    assert len(hashes.text.splitlines()) == 4
+    assert (service.content, service.headers["foo"]) == (text, "bar")
+    assert middleware.headers["content-encoding"] == "deflate"
+    assert middleware.headers["x-path"] == "/middleware"  # router, middleware, then service
+    assert middleware.content == text
+    assert nowhere.status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("spec", "wire"),
+    [
+        ("a:b/c=dep", Wire(None, "a:b/c", "dep")),
+        (
+            "mw::wasi:http/handler@0.3.0-draft=svc",
+            Wire("mw", "wasi:http/handler@0.3.0-draft", "svc"),
+        ),
+        ("x=dep::wasi:http/handler", Wire(None, "x", "dep", "wasi:http/handler")),
+    ],
+)
+def test_wire_specs(spec: str, wire: Wire) -> None:
+    assert Wire.parse(spec) == wire
+
+
+def test_bad_wire_specs() -> None:
+    with pytest.raises(trio_isyswasfa.ToolError, match="expected"):
+        Wire.parse("no-equals-sign")

@@ -110,3 +110,19 @@ def test_interface_defining_pending_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ToolError, match="defines pending"):
         lower_world(src, "w", tmp_path / "out")
+
+
+def test_inline_interfaces_with_the_same_body_are_each_printed_whole(tmp_path: Path) -> None:
+    src = tmp_path / "w.wit"
+    src.write_text(
+        "package a:b;\nworld w {\n"
+        "  import one: interface { f: async func(x: u32) -> u32; }\n"
+        "  import two: interface { f: async func(x: u32) -> u32; }\n"
+        "}\n"
+    )
+    lower_world(src, "w", tmp_path / "out")
+    text = (tmp_path / "out" / "a-b.wit").read_text()
+    for name in ("one", "two"):
+        block = text.split(f"import {name}: interface {{")[1].split("\n  }")[0]
+        assert "f-isyswasfa-start: func(x: u32) -> result<u32, pending>;" in block
+        assert "f-isyswasfa-result: func(ready: ready) -> u32;" in block

@@ -42,7 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     compose.add_argument("root", type=Path, help="the component whose exports the result has")
     compose.add_argument(
-        "-d", "--dep", type=Path, action="append", required=True, help="a dependency (repeatable)"
+        "-d",
+        "--dep",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="a dependency, named by its file stem unless NAME is given (repeatable)",
+    )
+    compose.add_argument(
+        "-w",
+        "--wire",
+        action="append",
+        default=[],
+        metavar="[COMPONENT::]IMPORT=DEP[::EXPORT]",
+        help="wire IMPORT of the root (or of dependency COMPONENT) to DEP's export EXPORT "
+        "(default: the same name); with wires, nothing else is wired (repeatable)",
     )
     compose.add_argument("-o", "--output", type=Path, required=True)
 
@@ -236,9 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"wrote {args.output}")
         elif args.command == "compose":
-            from .tools.compose import compose
+            from .tools.compose import Wire, compose
 
-            polls = compose(args.root, args.dep, args.output)
+            wires = [Wire.parse(w) for w in args.wire]
+            polls = compose(args.root, args.dep, args.output, wires=wires)
             print(f"wrote {args.output} (poll exports: {', '.join(polls)})")
         elif args.command == "inspect":
             from ._host import load_component

@@ -16,9 +16,11 @@ byte for byte as they were. ``wasm-tools validate`` checks the result.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,25 +144,95 @@ def export_polls(wasm: bytes, polls: list[ComposedPoll], first_func: int) -> byt
     return wasm + _section(_ALIAS_SECTION, aliases) + _section(_EXPORT_SECTION, exports)
 
 
-def compose(root: Path | str, deps: list[Path | str], out: Path | str) -> list[str]:
-    """Compose ``root`` with ``deps`` (imports wired by name) into ``out``.
+@dataclass(frozen=True)
+class Wire:
+    """One import of the root (``importer`` ``None``) or of a named dependency, fed
+    from export ``export`` (default: the import's own name) of dependency ``dep``."""
+
+    importer: str | None
+    name: str
+    dep: str
+    export: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Wire:
+        """``[COMPONENT::]IMPORT=DEP[::EXPORT]``, as the CLI's ``--wire`` takes it."""
+        left, sep, right = spec.partition("=")
+        importer, _, name = left.rpartition("::")
+        dep, _, export = right.partition("::")
+        if not sep or not name or not dep:
+            raise ToolError(f"bad wire {spec!r}: expected [COMPONENT::]IMPORT=DEP[::EXPORT]")
+        return cls(importer or None, name, dep, export or None)
+
+
+def _dep_name(spec: str | Path) -> tuple[str, Path]:
+    text = str(spec)
+    name, sep, path = text.partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(path)
+    return Path(text).stem, Path(text)
+
+
+def _config(deps: dict[str, Path], wires: Sequence[Wire]) -> str:
+    def argument(wire: Wire) -> dict[str, str]:
+        return {"instance": wire.dep, "export": wire.export or wire.name}
+
+    instantiations: dict[str, dict[str, object]] = {"root": {"arguments": {}}}
+    for name in deps:
+        instantiations[name] = {"dependency": name, "arguments": {}}
+    for wire in wires:
+        target = wire.importer or "root"
+        if target not in instantiations or wire.dep not in deps:
+            unknown = target if target not in instantiations else wire.dep
+            raise ToolError(f"wire {wire.name}: no dependency named {unknown!r}")
+        args = instantiations[target]["arguments"]
+        assert isinstance(args, dict)
+        args[wire.name] = argument(wire)
+    # YAML is a superset of JSON: wasm-tools reads this as its configuration
+    return json.dumps(
+        {
+            "dependencies": {n: str(p.resolve()) for n, p in deps.items()},
+            "instantiations": instantiations,
+        }
+    )
+
+
+def compose(
+    root: Path | str,
+    deps: Sequence[Path | str],
+    out: Path | str,
+    *,
+    wires: Sequence[Wire] = (),
+) -> list[str]:
+    """Compose ``root`` with ``deps`` into ``out``.
+
+    Without ``wires``, each import is wired to a dependency's export of the same name
+    (wasm-tools' own matching). With ``wires``, exactly those imports are wired
+    (dependencies named ``NAME=PATH``, or by file stem) and every other import of
+    every component stays an import of the result, for the host to serve.
 
     Every dependency's poll function is exported beside the root's, so the host
     drives all of them. Returns the names of the composed component's poll exports.
 
     Raises:
-      ToolError: a file is missing, wasm-tools refused the composition, or two
-        components share a poll suffix.
+      ToolError: a file is missing, a wire names an unknown dependency, wasm-tools
+        refused the composition, or two components share a poll suffix.
     """
     wasm_tools = tool_command("wasm-tools")
-    for path in [root, *deps]:
-        if not Path(path).is_file():
+    named = dict(_dep_name(d) for d in deps)
+    for path in [Path(root), *named.values()]:
+        if not path.is_file():
             raise ToolError(f"no such component: {path}")
     with tempfile.TemporaryDirectory(prefix="isyswasfa-compose-") as tmp:
         composed = Path(tmp) / "composed.wasm"
         args = [*wasm_tools, "compose", "-q", str(root), "-o", str(composed)]
-        for dep in deps:
-            args += ["-d", str(dep)]
+        if wires:
+            config = Path(tmp) / "config.yaml"
+            config.write_text(_config(named, wires))
+            args += ["-c", str(config)]
+        else:
+            for path in named.values():
+                args += ["-d", str(path)]
         _run(args, "wasm-tools compose")
         skeleton = _run([*wasm_tools, "print", "--skeleton", str(composed)], "wasm-tools print")
         polls = missing_polls(skeleton)

@@ -271,6 +271,9 @@ class _Lowering:
             for key, item in world[direction + "s"].items():
                 new, uses_abi = self._world_item(direction, key, item)
                 needs_abi_types |= uses_abi
+                if len(new) > 1 and new[-1] == "}":
+                    lines.extend(new)  # an inline interface: its lines belong together
+                    continue
                 lines.extend(line for line in new if line not in seen)
                 seen.update(new)
         uses = ["pending, ready"] if needs_abi_types else []
