@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import zlib
@@ -212,3 +213,17 @@ def test_wire_specs(spec: str, wire: Wire) -> None:
 def test_bad_wire_specs() -> None:
     with pytest.raises(trio_isyswasfa.ToolError, match="expected"):
         Wire.parse("no-equals-sign")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_compressed_through_composed_middleware(
+    nursery: trio.Nursery, middleware_service: trio_isyswasfa.Component
+) -> None:
+    url = await start(nursery, middleware_service)
+    proc = await trio.run_process(
+        ["curl", "-s", "--compressed", "-D", "-", "--data-binary", "hello, deflate", f"{url}/c"],
+        capture_stdout=True,
+    )
+    head, _, body = proc.stdout.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-encoding: deflate" in head.lower()
+    assert body == b"hello, deflate"  # curl inflated it

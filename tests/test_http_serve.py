@@ -375,3 +375,48 @@ class TestCli:
         )
         assert proc.returncode == 2
         assert "does not export wasi:http/handler" in proc.stderr
+
+
+async def test_trailers_pass_through_the_guest(
+    service_component: trio_isyswasfa.Component,
+) -> None:
+    """The original service test, at the API level (ASGI has no request trailers): body
+    and trailers of the request come back as the response's."""
+    from trio_isyswasfa._engine import ResourceKind, own
+    from trio_isyswasfa.http.types import Body, Fields, Request, Response, make_trailers
+    from trio_isyswasfa.wasi.io import Pipe, PipeReader, PipeWriter, read_chunk, write_all
+
+    pipe = Pipe()
+    sender, receiver = make_trailers()
+    request = Request(
+        Fields([("foo", b"bar")]),
+        Body(PipeReader(pipe), receiver),
+        method="POST",
+        path_with_query="/service",
+    )
+    async with (
+        trio_isyswasfa.open_instance(service_component) as inst,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def feed() -> None:
+            writer = PipeWriter(pipe)
+            await write_all(writer, b"And the mome raths outgrabe")
+            writer.close()
+            sender.send(Fields([("fizz", b"buzz")]))
+
+        nursery.start_soon(feed)
+        rep = inst._wasi.table.add(request)
+        outcome = await inst.call("wasi:http/handler", "handle", own(rep, ResourceKind.REQUEST))
+        response_rep = inst._handle_rep(outcome.value)
+        response = inst._wasi.table.get(response_rep, Response)
+        inst._wasi.table.remove(response_rep)
+        body = b""
+        while (chunk := await read_chunk(response.body.stream)) is not None:
+            body += chunk
+        trailers = await response.body.finish()
+    assert response.status == 200
+    assert response.headers.get("foo") == [b"bar"]
+    assert body == b"And the mome raths outgrabe"
+    assert trailers is not None
+    assert trailers.get("fizz") == [b"buzz"]
