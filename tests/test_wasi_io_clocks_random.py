@@ -170,3 +170,38 @@ async def main():
         code = "tx, rx = pipe.make_pipe()\ntx.write(bytes(70000))"
         with pytest.raises(trio_isyswasfa.GuestProtocolError, match="check-write"):
             await inst.call(PROBE, "exec", code)
+
+
+async def test_stdout_to_a_host_fd_is_written_in_a_thread(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    import os
+
+    read_fd, write_fd = os.pipe()
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_fd, 65536):
+            received.extend(chunk)
+
+    code = """
+async def main():
+    with stdout.get_stdout() as out:
+        await write_all(out, bytes(range(256)) * 1000)
+        out.blocking_flush()
+    return 'done'
+"""
+    config = trio_isyswasfa.WasiConfig(stdout=write_fd)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, drain)
+            async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst:
+                # far more than a pipe holds: the guest waits on the stream's pollable
+                assert await run(inst, code, is_async=True) == "done"
+            os.close(write_fd)
+            write_fd = -1
+    finally:
+        if write_fd >= 0:
+            os.close(write_fd)
+        os.close(read_fd)
+    assert bytes(received) == bytes(range(256)) * 1000

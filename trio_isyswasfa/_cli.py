@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
     from ._errors import GuestTrap
     from ._host import run_command
 
-    config = _wasi_config(args, stdin=0)
+    config = _wasi_config(args, stdin=0, stdout=1, stderr=2)
     try:
         return trio.run(lambda: run_command(args.component, args.args, wasi=config))
     except GuestTrap as exc:

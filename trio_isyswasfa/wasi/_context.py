@@ -25,8 +25,10 @@ class WasiConfig:
     Attributes:
       args: ``wasi:cli/environment.get-arguments`` (the program name first, if any).
       env: environment variables; the host's are *not* inherited.
-      stdout, stderr: called with each chunk the guest writes; ``None`` discards it.
-        The defaults write to this process's stdout and stderr.
+      stdout, stderr: called with each chunk the guest writes, or a host file
+        descriptor to write to (in a worker thread while the guest awaits; the CLI
+        passes 1 and 2); ``None`` discards it. The defaults write to this process's
+        stdout and stderr.
       stdin: bytes the guest reads from standard input (then end of file), or a host
         file descriptor to read it from (in a worker thread; the CLI passes 0).
       wall_clock: returns ``wasi:clocks/wall-clock`` time in nanoseconds since the
@@ -41,8 +43,12 @@ class WasiConfig:
 
     args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    stdout: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stdout))
-    stderr: Callable[[bytes], object] | None = field(default_factory=lambda: _writer(sys.stderr))
+    stdout: Callable[[bytes], object] | int | None = field(
+        default_factory=lambda: _writer(sys.stdout)
+    )
+    stderr: Callable[[bytes], object] | int | None = field(
+        default_factory=lambda: _writer(sys.stderr)
+    )
     stdin: bytes | int = b""
     wall_clock: Callable[[], int] = time.time_ns
     preopens: Sequence[Preopen] = ()

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .._engine import Err, Ok, ResourceKind, own
 from .._errors import IsyswasfaError
 from ._context import WasiContext
-from .io import BytesInputStream, CallbackOutputStream, InputStream, ThreadedInputStream
+from .io import (
+    BytesInputStream,
+    CallbackOutputStream,
+    FdOutputStream,
+    InputStream,
+    OutputStream,
+    ThreadedInputStream,
+)
 
 ENV = "wasi:cli/environment"
 
@@ -19,6 +27,12 @@ class ComponentExit(IsyswasfaError):
     def __init__(self, code: int) -> None:
         super().__init__(f"component exited with status {code}")
         self.code = code
+
+
+def _output(sink: Callable[[bytes], object] | int | None) -> OutputStream:
+    if isinstance(sink, int):
+        return FdOutputStream(sink)
+    return CallbackOutputStream(sink)
 
 
 def _stdin(source: bytes | int) -> InputStream:
@@ -39,8 +53,8 @@ class WasiCli:
         ctx.define(ENV, "initial-cwd", lambda: None)
         ctx.define("wasi:cli/exit", "exit", self.exit)
         ctx.define("wasi:cli/exit", "exit-with-code", lambda code: self._exit(code))
-        ctx.define("wasi:cli/stdout", "get-stdout", self._stream(CallbackOutputStream(cfg.stdout)))
-        ctx.define("wasi:cli/stderr", "get-stderr", self._stream(CallbackOutputStream(cfg.stderr)))
+        ctx.define("wasi:cli/stdout", "get-stdout", self._stream(_output(cfg.stdout)))
+        ctx.define("wasi:cli/stderr", "get-stderr", self._stream(_output(cfg.stderr)))
         stdin = _stdin(cfg.stdin)
         ctx.define(
             "wasi:cli/stdin",
@@ -56,7 +70,7 @@ class WasiCli:
         for name in ("stdin", "stdout", "stderr"):
             ctx.define(f"wasi:cli/terminal-{name}", f"get-terminal-{name}", lambda: None)
 
-    def _stream(self, stream: CallbackOutputStream) -> Any:
+    def _stream(self, stream: OutputStream) -> Any:
         # every get-stdout returns a new handle to the same stream
         return lambda: own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 

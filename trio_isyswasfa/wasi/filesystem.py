@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from .._engine import ResourceKind, own, record
 from .._errors import HostProtocolError, WasiError
 from ._context import WasiContext
@@ -32,12 +30,10 @@ from ._sandbox import beneath, error_from_os
 from .io import (
     CHUNK,
     ErrorObject,
-    OutputStream,
-    Pollable,
     StreamFailed,
     ThreadedInputStream,
+    ThreadedOutputStream,
     WasiIo,
-    _Signal,
 )
 
 TYPES = "wasi:filesystem/types"
@@ -177,114 +173,31 @@ class FileInputStream(ThreadedInputStream):
         os.close(self._fd)
 
 
-class FileOutputStream(OutputStream):
-    """``write-via-stream`` / ``append-via-stream``.
-
-    Writes are buffered up to one chunk; the chunk is written in a worker thread when
-    the guest awaits the stream's pollable, or on the loop's thread by the
-    ``blocking-*`` calls and when the guest drops the stream.
-    """
+class FileOutputStream(ThreadedOutputStream):
+    """``write-via-stream`` / ``append-via-stream``: writes in a worker thread."""
 
     def __init__(self, fd: int, offset: int | None) -> None:
+        super().__init__()
         self._fd = os.dup(fd)
         self._offset = offset  # None: append
-        self._pending = b""
-        self._failure: StreamFailed | None = None
-        self._busy = False
-        self._closed = False
-        self._signal = _Signal()
 
-    def _check(self) -> None:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
-
-    def check_write(self) -> int:
-        self._check()
-        return 0 if self._busy else CHUNK - len(self._pending)
-
-    def write(self, data: bytes) -> None:
-        self._pending += data
-
-    def _write_now(self, data: bytes) -> None:
+    def write_now(self, data: bytes) -> None:
+        view = memoryview(data)
         if self._offset is None:
             os.lseek(self._fd, 0, os.SEEK_END)
-            view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
         else:
-            view = memoryview(data)
             while view:
                 written = os.pwrite(self._fd, view, self._offset)
                 self._offset += written
                 view = view[written:]
 
-    def blocking_flush(self) -> None:
-        self._check()
-        if self._busy:
-            raise HostProtocolError("a guest blocked on a stream whose write is in a worker thread")
-        data, self._pending = self._pending, b""
-        try:
-            self._write_now(data)
-        except OSError as exc:
-            raise StreamFailed(str(exc), error_from_os(exc).code) from exc
+    def failure_from(self, exc: OSError) -> StreamFailed:
+        return StreamFailed(str(exc), error_from_os(exc).code)
 
-    def flush_for_block(self) -> None:
-        """``pollable.block``: write now; a failure waits for the next stream call."""
-        try:
-            self.blocking_flush()
-        except StreamFailed as exc:
-            self._failure = exc
-
-    def subscribe(self) -> Pollable:
-        return _FileOutputPollable(self)
-
-    async def drain(self) -> None:
-        """Write the pending chunk in a worker thread."""
-        if self._busy:
-            await self._signal.wait()
-            return
-        data, self._pending = self._pending, b""
-        self._busy = True
-        try:
-            await anyio.to_thread.run_sync(self._write_now, data)
-        except OSError as exc:
-            self._failure = StreamFailed(str(exc), error_from_os(exc).code)
-        finally:
-            self._busy = False
-            if self._closed:
-                os.close(self._fd)
-            self._signal.changed()
-
-    def has_room(self) -> bool:
-        return not self._busy and (not self._pending or self._failure is not None)
-
-    def close(self) -> None:
-        self._closed = True
-        if not self._busy:
-            try:
-                if self._pending:
-                    self._write_now(self._pending)
-            except OSError:
-                pass  # the guest dropped the stream: nobody is left to tell
-            finally:
-                os.close(self._fd)
-
-
-class _FileOutputPollable(Pollable):
-    def __init__(self, stream: FileOutputStream) -> None:
-        self._stream = stream
-
-    def ready(self) -> bool:
-        return self._stream.has_room()
-
-    async def wait(self) -> None:
-        if not self.ready():
-            await self._stream.drain()
-
-    def block(self) -> None:
-        if not self.ready():
-            self._stream.flush_for_block()
+    def release(self) -> None:
+        os.close(self._fd)
 
 
 class DirectoryEntries:

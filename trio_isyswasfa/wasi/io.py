@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -256,6 +257,126 @@ class _ThreadedPollable(Pollable):
 
     def block(self) -> None:
         self._stream.fill_now()
+
+
+class ThreadedOutputStream(OutputStream):
+    """Writes to a blocking sink (a file, the process's stdout) in a worker thread.
+
+    Writes are buffered up to one chunk; the chunk is written in a worker thread when
+    the guest awaits the stream's pollable, or on the loop's thread by the
+    ``blocking-*`` calls and when the guest drops the stream. Subclasses define
+    :meth:`write_now`.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._failure: StreamFailed | None = None
+        self._busy = False
+        self._closed = False
+        self._signal = _Signal()
+
+    def write_now(self, data: bytes) -> None:
+        """Write all of ``data`` (blocking; may raise OSError)."""
+        raise NotImplementedError
+
+    def failure_from(self, exc: OSError) -> StreamFailed:
+        """How a write error reaches the guest (subclasses attach an error code)."""
+        return StreamFailed(exc.strerror or str(exc))
+
+    def release(self) -> None:
+        """Free what the sink holds (once no write is under way)."""
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def check_write(self) -> int:
+        self._check()
+        return 0 if self._busy else CHUNK - len(self._pending)
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+
+    def blocking_flush(self) -> None:
+        self._check()
+        if self._busy:
+            raise HostProtocolError("a guest blocked on a stream whose write is in a worker thread")
+        data, self._pending = self._pending, b""
+        try:
+            self.write_now(data)
+        except OSError as exc:
+            raise self.failure_from(exc) from exc
+
+    def flush_for_block(self) -> None:
+        """``pollable.block``: write now; a failure waits for the next stream call."""
+        try:
+            self.blocking_flush()
+        except StreamFailed as exc:
+            self._failure = exc
+
+    def subscribe(self) -> Pollable:
+        return _ThreadedOutputPollable(self)
+
+    async def drain(self) -> None:
+        """Write the pending chunk in a worker thread."""
+        if self._busy:
+            await self._signal.wait()
+            return
+        data, self._pending = self._pending, b""
+        self._busy = True
+        try:
+            await anyio.to_thread.run_sync(self.write_now, data)
+        except OSError as exc:
+            self._failure = self.failure_from(exc)
+        finally:
+            self._busy = False
+            if self._closed:
+                self.release()
+            self._signal.changed()
+
+    def has_room(self) -> bool:
+        return not self._busy and (not self._pending or self._failure is not None)
+
+    def close(self) -> None:
+        self._closed = True
+        if not self._busy:
+            try:
+                if self._pending:
+                    self.write_now(self._pending)
+            except OSError:
+                pass  # the guest dropped the stream: nobody is left to tell
+            finally:
+                self.release()
+
+
+class _ThreadedOutputPollable(Pollable):
+    def __init__(self, stream: ThreadedOutputStream) -> None:
+        self._stream = stream
+
+    def ready(self) -> bool:
+        return self._stream.has_room()
+
+    async def wait(self) -> None:
+        if not self.ready():
+            await self._stream.drain()
+
+    def block(self) -> None:
+        if not self.ready():
+            self._stream.flush_for_block()
+
+
+class FdOutputStream(ThreadedOutputStream):
+    """Writes to a host file descriptor it does not own (the process's stdout)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def write_now(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
 
 class CallbackOutputStream(OutputStream):
