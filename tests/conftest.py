@@ -11,6 +11,7 @@ import trio
 from hypercorn.config import Config
 
 import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import build_python_guest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,3 +146,23 @@ async def upstream(nursery: trio.Nursery) -> tuple[str, Upstream]:
 @pytest.fixture(scope="session")
 def router_component() -> trio_isyswasfa.Component:
     return example_component("router")
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    target: trio_isyswasfa.Component | ComponentApp,
+    client: HttpClient | None = None,
+) -> str:
+    """Serve ``target`` on a free loopback port in ``nursery``; its URL. A component
+    gets outgoing HTTP through ``client`` (none: refused)."""
+    if isinstance(target, ComponentApp):
+        app = target
+    else:
+        wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send if client else None)
+        app = ComponentApp(target, wasi=wasi)
+    urls: list[str] = await nursery.start(
+        lambda task_status: serve(
+            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
+        )
+    )
+    return urls[0]

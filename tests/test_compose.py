@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from conftest import JABBERWOCKY, Upstream
+from conftest import JABBERWOCKY, Upstream, start_server
 
 import trio_isyswasfa
-from trio_isyswasfa.http import ComponentApp, HttpClient, serve
+from trio_isyswasfa.http import HttpClient
 from trio_isyswasfa.tools.compose import Wire, compose
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
@@ -49,25 +49,12 @@ def middleware_hash_all(
     return composed(tmp_path_factory, middleware_component, hash_all_component)
 
 
-async def start(
-    nursery: trio.Nursery, component: trio_isyswasfa.Component, client: HttpClient | None = None
-) -> str:
-    wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send if client else None)
-    app = ComponentApp(component, wasi=wasi)
-    urls: list[str] = await nursery.start(
-        lambda task_status: serve(
-            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
-        )
-    )
-    return urls[0]
-
-
 async def test_middleware_composed_with_service(
     nursery: trio.Nursery, middleware_service: trio_isyswasfa.Component
 ) -> None:
     component = middleware_service
     assert component.poll_exports == ["isyswasfa-poll-middleware", "isyswasfa-poll-service"]
-    url = await start(nursery, component)
+    url = await start_server(nursery, component)
     text = b"And the mome raths outgrabe. " * 2000
     async with httpx.AsyncClient() as http:
         response = await http.post(
@@ -90,7 +77,7 @@ async def test_middleware_composed_with_hash_all(
     up_url, _ = upstream
     component = middleware_hash_all
     async with HttpClient(allow=["127.0.0.1:*"]) as client:
-        url = await start(nursery, component, client)
+        url = await start_server(nursery, component, client)
         async with httpx.AsyncClient() as http:
             response = await http.get(
                 f"{url}/hash-all",
@@ -167,7 +154,7 @@ async def test_router_reaches_every_component_and_the_host(
     assert len(router_composed.poll_exports) == 5
     text = b"And the mome raths outgrabe. " * 100
     async with HttpClient(allow=["127.0.0.1:*"]) as client:
-        url = await start(nursery, router_composed, client)
+        url = await start_server(nursery, router_composed, client)
         async with httpx.AsyncClient() as http:
             echo = await http.post(f"{url}/echo", content=text)
             double = await http.post(
@@ -219,7 +206,7 @@ def test_bad_wire_specs() -> None:
 async def test_curl_compressed_through_composed_middleware(
     nursery: trio.Nursery, middleware_service: trio_isyswasfa.Component
 ) -> None:
-    url = await start(nursery, middleware_service)
+    url = await start_server(nursery, middleware_service)
     proc = await trio.run_process(
         ["curl", "-s", "--compressed", "-D", "-", "--data-binary", "hello, deflate", f"{url}/c"],
         capture_stdout=True,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 import trio
-from conftest import JABBERWOCKY, Upstream
+from conftest import JABBERWOCKY, Upstream, start_server
 
 import trio_isyswasfa
-from trio_isyswasfa.http import ComponentApp, HttpClient, serve
+from trio_isyswasfa.http import HttpClient
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -24,17 +23,6 @@ async def client(nursery: trio.Nursery) -> AsyncIterator[HttpClient]:
         yield http_client
 
 
-async def start(nursery: trio.Nursery, component: Any, client: HttpClient | None) -> str:
-    wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send if client else None)
-    app = ComponentApp(component, wasi=wasi)
-    urls: list[str] = await nursery.start(
-        lambda task_status: serve(
-            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
-        )
-    )
-    return urls[0]
-
-
 def pattern(n: int) -> bytes:
     return bytes((251 * i) % 256 for i in range(1, n + 1))
 
@@ -43,7 +31,7 @@ class TestEcho:
     async def test_echo(
         self, nursery: trio.Nursery, echo_component: trio_isyswasfa.Component
     ) -> None:
-        url = await start(nursery, echo_component, None)
+        url = await start_server(nursery, echo_component)
         data = pattern(100_000)
         async with httpx.AsyncClient() as http:
             response = await http.post(
@@ -66,7 +54,7 @@ class TestEcho:
         client: HttpClient,
     ) -> None:
         up_url, _ = upstream
-        url = await start(nursery, echo_component, client)
+        url = await start_server(nursery, echo_component, client)
         data = pattern(200_000)
         async with httpx.AsyncClient() as http:
             response = await http.post(
@@ -87,7 +75,7 @@ class TestEcho:
         upstream: tuple[str, Upstream],
     ) -> None:
         up_url, up = upstream
-        url = await start(nursery, echo_component, None)
+        url = await start_server(nursery, echo_component)
         async with httpx.AsyncClient() as http:
             response = await http.post(
                 f"{url}/double-echo", content=b"x", headers={"url": f"{up_url}/echo"}
@@ -114,7 +102,7 @@ class TestHashAll:
         client: HttpClient,
     ) -> None:
         up_url, _ = upstream
-        url = await start(nursery, hash_all_component, client)
+        url = await start_server(nursery, hash_all_component, client)
         urls = [f"{up_url}{path}" for path in JABBERWOCKY]
         async with httpx.AsyncClient() as http:
             response = await http.get(f"{url}/hash-all", headers=[("url", u) for u in urls])
@@ -135,7 +123,7 @@ class TestHashAll:
         client: HttpClient,
     ) -> None:
         up_url, _ = upstream
-        url = await start(nursery, hash_all_component, client)
+        url = await start_server(nursery, hash_all_component, client)
         async with httpx.AsyncClient() as http:
             response = await http.get(
                 f"{url}/hash-all",
@@ -159,7 +147,7 @@ class TestHashAll:
         # other lines were streamed while it was outstanding, and all five upstream
         # requests were in flight at once
         up_url, up = upstream
-        url = await start(nursery, hash_all_component, client)
+        url = await start_server(nursery, hash_all_component, client)
         urls = [f"{up_url}{path}" for path in [*JABBERWOCKY, "/held"]]
         lines: list[str] = []
         async with (
@@ -188,8 +176,8 @@ class TestMiddleware:
         service_component: trio_isyswasfa.Component,
         client: HttpClient,
     ) -> None:
-        service_url = await start(nursery, service_component, None)
-        url = await start(nursery, middleware_component, client)
+        service_url = await start_server(nursery, service_component)
+        url = await start_server(nursery, middleware_component, client)
         text = b"And the mome raths outgrabe. " * 1000
         async with httpx.AsyncClient() as http:
             response = await http.post(
@@ -214,8 +202,8 @@ class TestMiddleware:
         service_component: trio_isyswasfa.Component,
         client: HttpClient,
     ) -> None:
-        service_url = await start(nursery, service_component, None)
-        url = await start(nursery, middleware_component, client)
+        service_url = await start_server(nursery, service_component)
+        url = await start_server(nursery, middleware_component, client)
         async with httpx.AsyncClient() as http:
             response = await http.post(
                 f"{url}/plain",

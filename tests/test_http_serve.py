@@ -12,10 +12,11 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from conftest import start_server
 
 import trio_isyswasfa
 import trio_isyswasfa.http
-from trio_isyswasfa.http import ComponentApp, serve
+from trio_isyswasfa.http import ComponentApp
 from trio_isyswasfa.testing import build_python_guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
@@ -31,21 +32,12 @@ def http_guest_component() -> trio_isyswasfa.Component:
     )
 
 
-async def start(nursery: trio.Nursery, app: ComponentApp) -> str:
-    urls: list[str] = await nursery.start(
-        lambda task_status: serve(
-            app, bind=["127.0.0.1:0"], access_log=False, task_status=task_status
-        )
-    )
-    return urls[0]
-
-
 @pytest.fixture
 async def service(
     nursery: trio.Nursery, service_component: trio_isyswasfa.Component
 ) -> tuple[str, ComponentApp]:
     app = ComponentApp(service_component)
-    return await start(nursery, app), app
+    return await start_server(nursery, app), app
 
 
 @pytest.fixture
@@ -53,7 +45,7 @@ async def misbehaving(
     nursery: trio.Nursery, http_guest_component: trio_isyswasfa.Component
 ) -> tuple[str, ComponentApp]:
     app = ComponentApp(http_guest_component, cancel_grace=2.0)
-    return await start(nursery, app), app
+    return await start_server(nursery, app), app
 
 
 async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
@@ -234,7 +226,7 @@ class TestInstancePolicies:
         self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
     ) -> None:
         app = ComponentApp(service_component, instances="per-request")
-        url = await start(nursery, app)
+        url = await start_server(nursery, app)
         async with httpx.AsyncClient() as client:
             for i in range(3):
                 assert (await client.post(f"{url}/", content=str(i))).text == str(i)
