@@ -205,3 +205,19 @@ async def main():
             os.close(write_fd)
         os.close(read_fd)
     assert bytes(received) == bytes(range(256)) * 1000
+
+
+async def test_a_terminal_is_reported_as_one(wasi_component: trio_isyswasfa.Component) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        on_tty = trio_isyswasfa.WasiConfig(stdout=follower)
+        async with trio_isyswasfa.open_instance(wasi_component, wasi=on_tty) as inst:
+            assert await run(inst, "result = os.isatty(1), os.isatty(2)") == (True, False)
+        async with trio_isyswasfa.open_instance(wasi_component) as inst:
+            assert await run(inst, "result = os.isatty(1)") is False
+    finally:
+        os.close(leader)
+        os.close(follower)

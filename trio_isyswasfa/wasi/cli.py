@@ -42,6 +42,10 @@ def _stdin(source: bytes | int) -> InputStream:
     return BytesInputStream(source)
 
 
+class Terminal:
+    """A ``terminal-input`` / ``terminal-output``: the stream is a terminal (no methods)."""
+
+
 class WasiCli:
     """wasi:cli for one instance."""
 
@@ -67,8 +71,20 @@ class WasiCli:
         ctx.define_resource(
             "wasi:cli/terminal-output", "terminal-output", ResourceKind.TERMINAL_OUTPUT
         )
-        for name in ("stdin", "stdout", "stderr"):
-            ctx.define(f"wasi:cli/terminal-{name}", f"get-terminal-{name}", lambda: None)
+        for name, source, kind in (
+            ("stdin", cfg.stdin, ResourceKind.TERMINAL_INPUT),
+            ("stdout", cfg.stdout, ResourceKind.TERMINAL_OUTPUT),
+            ("stderr", cfg.stderr, ResourceKind.TERMINAL_OUTPUT),
+        ):
+            ctx.define(
+                f"wasi:cli/terminal-{name}", f"get-terminal-{name}", self._terminal(source, kind)
+            )
+
+    def _terminal(self, source: object, kind: int) -> Any:
+        """``get-terminal-*``: a terminal handle if that stream is a host terminal."""
+        is_tty = isinstance(source, int) and os.isatty(source)
+        table = self.ctx.table
+        return lambda: own(table.add(Terminal()), kind) if is_tty else None
 
     def _stream(self, stream: OutputStream) -> Any:
         # every get-stdout returns a new handle to the same stream
