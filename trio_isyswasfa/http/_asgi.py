@@ -1,7 +1,7 @@
 """An ASGI application that serves a component's exported ``wasi:http/handler``.
 
-Each request gets a fresh instance (isolation, as ``wasmtime serve`` does; the
-compiled component is shared). The request body is fed into an in-memory pipe with
+Each request is handled by a warm instance from a pool, or by a fresh one (see
+:class:`ComponentApp`; the compiled component is shared). The request body is fed into an in-memory pipe with
 backpressure while the guest handles the request; the response body is read from the
 stream the guest returned, and sent as it arrives, for as long as the instance runs
 (so a guest's spawned task can keep writing it after ``handle`` returned). A client
