@@ -412,3 +412,35 @@ async def test_trailers_pass_through_the_guest(
     assert body == b"And the mome raths outgrabe"
     assert trailers is not None
     assert trailers.get("fizz") == [b"buzz"]
+
+
+def test_several_hypercorn_workers(service_component: trio_isyswasfa.Component) -> None:
+    """The documented way to use more than one process: hypercorn's own workers."""
+    import os
+    import re
+
+    env = {**os.environ, "TRIO_ISYSWASFA_COMPONENT": service_component.name}
+    cmd = [sys.executable, "-m", "hypercorn", "--workers", "2", "--bind", "127.0.0.1:0"]
+    with subprocess.Popen(
+        [*cmd, "trio_isyswasfa.http:app_from_environment()"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            match = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+            assert match, line
+            for i in range(4):
+                reply = httpx.post(f"{match.group(1)}/w", content=f"worker {i}", timeout=30)
+                assert reply.content == f"worker {i}".encode()
+        finally:
+            proc.send_signal(2)
+            proc.wait(timeout=30)
+
+
+def test_app_from_environment_needs_a_component(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIO_ISYSWASFA_COMPONENT", raising=False)
+    with pytest.raises(trio_isyswasfa.HostProtocolError, match="TRIO_ISYSWASFA_COMPONENT"):
+        trio_isyswasfa.http.app_from_environment()

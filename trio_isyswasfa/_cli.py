@@ -167,9 +167,12 @@ def _serve(args: argparse.Namespace) -> int:
             parse_addr(addr)
         except ValueError as exc:
             raise HostProtocolError(str(exc)) from None
-    client = HttpClient(allow=args.allow_outgoing)
-    config = _wasi_config(args, http_outgoing=client.send if args.allow_outgoing else None)
-    app = ComponentApp(load_component(args.component), wasi=config, instances=args.instances)
+    app = ComponentApp(
+        load_component(args.component),
+        wasi=_wasi_config(args),
+        instances=args.instances,
+        http_client=HttpClient(allow=args.allow_outgoing) if args.allow_outgoing else None,
+    )
 
     async def main() -> None:
         stop = anyio.Event()
@@ -184,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
                     stop.set()
                     return
 
-        async with client, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals)
             urls = await tg.start(
                 lambda task_status: serve(

@@ -2,6 +2,7 @@
 
 from ._asgi import ComponentApp as ComponentApp
 from ._asgi import ServerStatistics as ServerStatistics
+from ._asgi import app_from_environment as app_from_environment
 from ._client import HttpClient as HttpClient
 from ._serve import serve as serve
 from .types import Body as Body
@@ -24,6 +25,7 @@ __all__ = [
     "RequestOptions",
     "Response",
     "ServerStatistics",
+    "app_from_environment",
     "make_trailers",
     "serve",
 ]

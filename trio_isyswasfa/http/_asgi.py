@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 
 from .._engine import Err, ResourceKind, own
-from .._errors import IsyswasfaError, LinkError
-from .._host import Component, Instance, open_instance
+from .._errors import HostProtocolError, IsyswasfaError, LinkError
+from .._host import Component, Instance, load_component, open_instance
 from ..wasi import WasiConfig
 from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
+from ._client import HttpClient
 from ._pool import InstancePool
 from .types import FORBIDDEN, Body, ErrorCode, Fields, Request, Response, make_trailers
 
@@ -63,6 +65,9 @@ class ComponentApp:
       component: a compiled component exporting ``wasi:http/handler``.
       wasi: what each instance sees (preopens, environment, outgoing HTTP…).
       cancel_grace: seconds a guest gets to confirm a cancellation (a client that left).
+      http_client: sends the guests' outgoing requests; the app opens and closes it
+        with the ASGI lifespan (else outgoing requests are refused, unless ``wasi``
+        says otherwise).
       instances: ``"pooled"`` (the default): instances stay open between requests and
         each serves one request at a time, so a guest's state may outlive a request;
         ``"per-request"``: a fresh instance for every request, as ``wasmtime serve``
@@ -78,11 +83,15 @@ class ComponentApp:
         wasi: WasiConfig | None = None,
         cancel_grace: float = 5.0,
         instances: Literal["pooled", "per-request"] = "pooled",
+        http_client: HttpClient | None = None,
     ) -> None:
         if instances not in ("pooled", "per-request"):
             raise ValueError(f"instances must be 'pooled' or 'per-request', not {instances!r}")
         self.component = component
         self.wasi = wasi or WasiConfig()
+        self.http_client = http_client
+        if http_client is not None:
+            self.wasi = dataclasses.replace(self.wasi, http_outgoing=http_client.send)
         self.cancel_grace = cancel_grace
         self.instances = instances
         self._pool: InstancePool | None = None
@@ -199,23 +208,48 @@ class ComponentApp:
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
-        if self.instances == "per-request":
+        async with AsyncExitStack() as stack:
+            if self.http_client is not None:
+                await stack.enter_async_context(self.http_client)
+            if self.instances == "pooled":
+                self._pool = await stack.enter_async_context(
+                    InstancePool(
+                        self.component,
+                        wasi=self.wasi,
+                        cancel_grace=self.cancel_grace,
+                        on_open=self._count_open,
+                    )
+                )
             await send({"type": "lifespan.startup.complete"})
-            await _until_shutdown(receive)
-        else:
-            async with InstancePool(
-                self.component,
-                wasi=self.wasi,
-                cancel_grace=self.cancel_grace,
-                on_open=self._count_open,
-            ) as pool:
-                self._pool = pool
-                await send({"type": "lifespan.startup.complete"})
-                try:
-                    await _until_shutdown(receive)
-                finally:
-                    self._pool = None
+            try:
+                await _until_shutdown(receive)
+            finally:
+                self._pool = None
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def app_from_environment() -> ComponentApp:
+    """The app an ASGI server's command line can name, to run several worker processes.
+
+    ``hypercorn --workers 4 'trio_isyswasfa.http:app_from_environment()'`` serves the
+    component at ``$TRIO_ISYSWASFA_COMPONENT`` in each worker (the compile cache makes
+    the second load fast). ``$TRIO_ISYSWASFA_ALLOW_OUTGOING`` (comma-separated
+    ``HOST:PORT`` patterns) lets guests send requests there; ``$TRIO_ISYSWASFA_INSTANCES``
+    is ``pooled`` (default) or ``per-request``.
+
+    Raises:
+      HostProtocolError: ``$TRIO_ISYSWASFA_COMPONENT`` is not set.
+    """
+    path = os.environ.get("TRIO_ISYSWASFA_COMPONENT")
+    if not path:
+        raise HostProtocolError("set TRIO_ISYSWASFA_COMPONENT to the component to serve")
+    allow = [p.strip() for p in os.environ.get("TRIO_ISYSWASFA_ALLOW_OUTGOING", "").split(",")]
+    instances = os.environ.get("TRIO_ISYSWASFA_INSTANCES", "pooled")
+    return ComponentApp(
+        load_component(path),
+        http_client=HttpClient(allow=[p for p in allow if p]),
+        instances=instances,  # type: ignore[arg-type]
+    )
 
 
 async def _until_shutdown(receive: Receive) -> None:
