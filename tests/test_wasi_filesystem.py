@@ -307,6 +307,25 @@ class TestInterface:
         with pytest.raises(GuestFailed, match="NOT_DIRECTORY"):
             await run(inst, code)
 
+    async def test_a_descriptor_of_the_wrong_kind_is_an_error_code(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        opened = (
+            "(root, _), = preopens.get_directories()\n"
+            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+        )
+        with pytest.raises(GuestFailed, match="IS_DIRECTORY"):
+            await run(inst, opened + "root.read_via_stream(0)")
+        with pytest.raises(GuestFailed, match="NOT_DIRECTORY"):
+            await run(inst, opened + "f.read_directory()")
+        with pytest.raises(GuestFailed, match="NOT_DIRECTORY"):
+            await run(inst, opened + "f.create_directory_at('x')")
+        # the instance is fine afterwards
+        assert await run(inst, "result = open('/data/hello.txt').read()") == repr(
+            "hello from the host"
+        )
+
 
 class TestStreams:
     async def test_huge_file_streams_without_starving_the_loop(
