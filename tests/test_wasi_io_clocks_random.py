@@ -221,3 +221,40 @@ async def test_a_terminal_is_reported_as_one(wasi_component: trio_isyswasfa.Comp
     finally:
         os.close(leader)
         os.close(follower)
+
+
+async def test_stdin_data_is_not_lost_when_a_wait_is_cancelled(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    # a read of stdin abandoned by a cancelled wait still hands its data to the next one
+    import os
+
+    read_fd, write_fd = os.pipe()
+    code = """
+import asyncio
+async def main():
+    s = stdin.get_stdin()
+    try:
+        await asyncio.wait_for(read(s), 0.05)
+        first = 'data too early'
+    except TimeoutError:
+        first = 'timed out'
+    return (first, await read(s))
+"""
+    try:
+        config = trio_isyswasfa.WasiConfig(stdin=read_fd)
+        async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    result: list[object] = []
+
+                    async def call() -> None:
+                        result.append(await run(inst, code, is_async=True))
+
+                    nursery.start_soon(call)
+                    await trio.sleep(0.3)  # the guest's wait timed out; its read is still blocked
+                    os.write(write_fd, b"late data")
+            assert result == [("timed out", b"late data")]
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -212,25 +213,33 @@ class ThreadedInputStream(InputStream):
         return bool(self._buffer) or self._eof or self._failure is not None
 
     async def fill(self) -> None:
-        """Read the next chunk in a worker thread (or wait for the read under way)."""
+        """Read the next chunk in a worker thread (or wait for the read under way).
+
+        The read hands its outcome to the loop itself (:meth:`_land`), so a read
+        abandoned by a cancelled wait (a terminal may never answer) still delivers
+        what it read to the next wait instead of losing it.
+        """
         if self._busy:
             await self._signal.wait()
             return
         self._busy = True
-        data: bytes | None = None
-        error: OSError | None = None
+        await anyio.to_thread.run_sync(self._read_in_thread, abandon_on_cancel=self._abandon)
+
+    def _read_in_thread(self) -> None:
         try:
-            data = await anyio.to_thread.run_sync(
-                self._read_chunk, CHUNK, abandon_on_cancel=self._abandon
-            )
+            landed: tuple[bytes | None, OSError | None] = (self._read_chunk(CHUNK), None)
         except OSError as exc:
-            error = exc
-        finally:
-            self._busy = False
-            if self.closed:
-                self.release()
-            self._signal.changed()
+            landed = (None, exc)
+        # RuntimeError: the event loop has ended (RunFinishedError): nobody is left to read
+        with contextlib.suppress(RuntimeError):
+            anyio.from_thread.run_sync(self._land, *landed)
+
+    def _land(self, data: bytes | None, error: OSError | None) -> None:
+        self._busy = False
         self._settle(data, error)
+        if self.closed:
+            self.release()
+        self._signal.changed()
 
     def subscribe(self) -> Pollable:
         return _ThreadedPollable(self)
