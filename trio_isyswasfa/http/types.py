@@ -315,12 +315,12 @@ class WasiHttp:
         self.outgoing = outgoing
         t = ctx.table
         ctx.define_resource(TYPES, "fields", ResourceKind.FIELDS)
-        ctx.define_resource(TYPES, "body", ResourceKind.BODY, self._drop_closing)
-        ctx.define_resource(TYPES, "request", ResourceKind.REQUEST, self._drop_closing)
-        ctx.define_resource(TYPES, "response", ResourceKind.RESPONSE, self._drop_closing)
+        ctx.define_resource(TYPES, "body", ResourceKind.BODY, ctx.close_handle)
+        ctx.define_resource(TYPES, "request", ResourceKind.REQUEST, ctx.close_handle)
+        ctx.define_resource(TYPES, "response", ResourceKind.RESPONSE, ctx.close_handle)
         ctx.define_resource(TYPES, "request-options", ResourceKind.REQUEST_OPTIONS)
         ctx.define_resource(
-            TYPES, "trailers-sender", ResourceKind.TRAILERS_SENDER, self._drop_closing
+            TYPES, "trailers-sender", ResourceKind.TRAILERS_SENDER, ctx.close_handle
         )
         ctx.define_resource(TYPES, "trailers-receiver", ResourceKind.TRAILERS_RECEIVER)
 
@@ -419,12 +419,6 @@ class WasiHttp:
         obj = self.ctx.table.get(rep, cls)
         self.ctx.table.remove(rep)
         return obj
-
-    def _drop_closing(self, rep: int) -> None:
-        obj = self.ctx.table.remove(rep)
-        close = getattr(obj, "close", None)
-        if close is not None:
-            close()
 
     # -- functions --------------------------------------------------------------------
     def _fields_from_list(self, entries: list[tuple[str, bytes]]) -> Any:

@@ -106,6 +106,12 @@ class WasiContext:
         forget the object)."""
         self.resources[(interface, name)] = ResourceDef(kind, on_drop or self.table.remove)
 
+    def close_handle(self, rep: int) -> None:
+        """A guest dropped a handle to something that holds a resource: close it."""
+        close = getattr(self.table.remove(rep), "close", None)
+        if close is not None:
+            close()
+
     def close(self) -> None:
         """Release what the guest left open (streams, descriptors) when the instance ends."""
         for obj in self.table.clear():

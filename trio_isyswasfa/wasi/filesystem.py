@@ -248,7 +248,7 @@ class WasiFilesystem:
         self.io = io
         self._hash_key = os.urandom(16)
         t = ctx.table
-        ctx.define_resource(TYPES, "descriptor", ResourceKind.DESCRIPTOR, self._drop)
+        ctx.define_resource(TYPES, "descriptor", ResourceKind.DESCRIPTOR, ctx.close_handle)
         ctx.define_resource(TYPES, "directory-entry-stream", ResourceKind.DIRECTORY_ENTRY_STREAM)
         ctx.define(PREOPENS, "get-directories", self.get_directories)
         ctx.define(TYPES, "filesystem-error-code", self.filesystem_error_code)
@@ -300,11 +300,6 @@ class WasiFilesystem:
                 raise error_from_os(exc) from exc
 
         return method
-
-    def _drop(self, rep: int) -> None:
-        descriptor = self.ctx.table.remove(rep)
-        if isinstance(descriptor, Descriptor):
-            descriptor.close()
 
     def _new(self, fd: int, flags: frozenset[str], read_only: bool) -> Any:
         try:

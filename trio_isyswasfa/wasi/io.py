@@ -517,8 +517,8 @@ class WasiIo:
         t = ctx.table
         ctx.define_resource(POLL, "pollable", ResourceKind.POLLABLE)
         ctx.define_resource(ERROR, "error", ResourceKind.ERROR)
-        ctx.define_resource(STREAMS, "input-stream", ResourceKind.INPUT_STREAM, self._closing)
-        ctx.define_resource(STREAMS, "output-stream", ResourceKind.OUTPUT_STREAM, self._closing)
+        ctx.define_resource(STREAMS, "input-stream", ResourceKind.INPUT_STREAM, ctx.close_handle)
+        ctx.define_resource(STREAMS, "output-stream", ResourceKind.OUTPUT_STREAM, ctx.close_handle)
         ctx.define(PIPE, "make-pipe", self.make_pipe)
         ctx.define(POLL, "[method]pollable.ready", lambda p: t.get(p, Pollable).ready())
         ctx.define(POLL, "[method]pollable.block", lambda p: t.get(p, Pollable).block())
@@ -543,12 +543,6 @@ class WasiIo:
         )
         ctx.define(STREAMS, "[method]output-stream.splice", self.splice)
         ctx.define(STREAMS, "[method]output-stream.blocking-splice", self.blocking_splice)
-
-    def _closing(self, rep: int) -> None:
-        stream = self.ctx.table.remove(rep)
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
 
     def make_pipe(self) -> Any:
         pipe = Pipe()
