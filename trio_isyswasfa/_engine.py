@@ -653,15 +653,15 @@ def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
         if payload is None:
             raise GuestProtocolError(f"poll output {tag!r} without a payload")
         if tag == "ready":
-            yield OutReady(payload.state, _take(store, payload.ready))
+            yield OutReady(payload.state, handle_rep(store, payload.ready))
         elif tag == "listen":
-            yield OutListen(payload.state, _take(store, payload.pending))
+            yield OutListen(payload.state, handle_rep(store, payload.pending))
         elif tag == "pending":
-            yield OutPending(payload.state, _take(store, payload.cancel))
+            yield OutPending(payload.state, handle_rep(store, payload.cancel))
         elif tag == "cancel":
-            yield OutCancel(_take(store, payload))
+            yield OutCancel(handle_rep(store, payload))
         elif tag == "cancel-complete":
-            yield OutCancelComplete(_take(store, payload))
+            yield OutCancelComplete(handle_rep(store, payload))
         else:
             raise GuestProtocolError(f"unknown poll output {tag!r}")
 
@@ -669,6 +669,3 @@ def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
 def handle_rep(store: Any, handle: Any) -> int:
     """The rep of a host resource handle a guest passed or returned (consumes an owned one)."""
     return int(handle.to_host(store).rep)
-
-
-_take = handle_rep

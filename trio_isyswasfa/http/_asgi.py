@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import anyio
 
-from .._engine import Err, ResourceKind, own
+from .._engine import Err, ResourceKind, own, variant_case
 from .._errors import HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, load_component, open_instance
 from ..wasi import WasiConfig
@@ -262,16 +262,11 @@ async def _handle(instance: Instance, interface: str, request: Request) -> Respo
     handle = own(table.add(request), ResourceKind.REQUEST)
     outcome = await instance.call(interface, "handle", handle)
     if isinstance(outcome, Err):
-        return ErrorCode(*_error_case(outcome.value))
+        return ErrorCode(*variant_case(outcome.value))
     rep = instance._handle_rep(outcome.value)
     response = table.get(rep, Response)
     table.remove(rep)
     return response
-
-
-def _error_case(value: Any) -> tuple[str, Any]:
-    tag = getattr(value, "tag", None)
-    return (str(tag), getattr(value, "payload", None)) if tag is not None else (str(value), None)
 
 
 def _request_from_scope(scope: Scope, body: Body) -> Request:
