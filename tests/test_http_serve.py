@@ -374,7 +374,7 @@ async def test_trailers_pass_through_the_guest(
 ) -> None:
     """The original service test, at the API level (ASGI has no request trailers): body
     and trailers of the request come back as the response's."""
-    from trio_isyswasfa._engine import ResourceKind, own
+    from trio_isyswasfa.http._asgi import _handle
     from trio_isyswasfa.http.types import Body, Fields, Request, Response, make_trailers
     from trio_isyswasfa.wasi.io import Pipe, PipeReader, PipeWriter, read_chunk, write_all
 
@@ -398,11 +398,8 @@ async def test_trailers_pass_through_the_guest(
             sender.send(Fields([("fizz", b"buzz")]))
 
         nursery.start_soon(feed)
-        rep = inst._wasi.table.add(request)
-        outcome = await inst.call("wasi:http/handler", "handle", own(rep, ResourceKind.REQUEST))
-        response_rep = inst._handle_rep(outcome.value)
-        response = inst._wasi.table.get(response_rep, Response)
-        inst._wasi.table.remove(response_rep)
+        response = await _handle(inst, "wasi:http/handler", request)
+        assert isinstance(response, Response)
         body = b""
         while (chunk := await read_chunk(response.body.stream)) is not None:
             body += chunk

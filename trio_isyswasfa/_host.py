@@ -158,7 +158,7 @@ class Instance:
         WasiSockets(self._wasi)
         from .http.types import WasiHttp  # the http package builds on this module
 
-        WasiHttp(self._wasi, wasi.http_outgoing)
+        self._http = WasiHttp(self._wasi, wasi.http_outgoing)
         self._engine = _engine.EngineInstance(component._plan, component._exports, self._resolve)
         self._sched = Scheduler(self._engine.store, cancel_grace=cancel_grace)
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])

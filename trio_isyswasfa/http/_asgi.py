@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import anyio
 
-from .._engine import Err, ResourceKind, own, variant_case
+from .._engine import Err, variant_case
 from .._errors import HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, load_component, open_instance
 from ..wasi import WasiConfig
@@ -258,15 +258,11 @@ async def _until_shutdown(receive: Receive) -> None:
 
 
 async def _handle(instance: Instance, interface: str, request: Request) -> Response | ErrorCode:
-    table = instance._wasi.table
-    handle = own(table.add(request), ResourceKind.REQUEST)
-    outcome = await instance.call(interface, "handle", handle)
+    http = instance._http
+    outcome = await instance.call(interface, "handle", http.give(request))
     if isinstance(outcome, Err):
         return ErrorCode(*variant_case(outcome.value))
-    rep = instance._handle_rep(outcome.value)
-    response = table.get(rep, Response)
-    table.remove(rep)
-    return response
+    return http.take(instance._handle_rep(outcome.value), Response)
 
 
 def _request_from_scope(scope: Scope, body: Body) -> Request:
