@@ -49,10 +49,11 @@ _OUTER_FUNC = re.compile(
 
 @dataclass(frozen=True)
 class ComposedPoll:
-    """A dependency's poll function the composition re-exports."""
+    """The poll function of one instance inside a composed component."""
 
     name: str
     instance: int
+    exported: bool  # already an export of the composed component (the root's)
 
 
 def _leb(n: int) -> bytes:
@@ -83,8 +84,8 @@ def _run(args: list[str], what: str) -> str:
     return proc.stdout
 
 
-def missing_polls(skeleton: str) -> list[ComposedPoll]:
-    """Poll functions of instances inside a composed component that it does not export.
+def composed_polls(skeleton: str) -> list[ComposedPoll]:
+    """The poll functions of the instances inside a composed component.
 
     Raises:
       ToolError: two instances have poll functions of the same name (their suffixes
@@ -117,8 +118,7 @@ def missing_polls(skeleton: str) -> list[ComposedPoll]:
                     f"two composed components export {name}: give each a unique poll suffix"
                 )
             seen[name] = instance
-            if name not in exported:
-                out.append(ComposedPoll(name, instance))
+            out.append(ComposedPoll(name, instance, exported=name in exported))
     return out
 
 
@@ -235,10 +235,10 @@ def compose(
                 args += ["-d", str(path)]
         _run(args, "wasm-tools compose")
         skeleton = _run([*wasm_tools, "print", "--skeleton", str(composed)], "wasm-tools print")
-        polls = missing_polls(skeleton)
+        polls = composed_polls(skeleton)
+        missing = [p for p in polls if not p.exported]
         result = Path(tmp) / "result.wasm"
-        result.write_bytes(export_polls(composed.read_bytes(), polls, next_func_index(skeleton)))
+        result.write_bytes(export_polls(composed.read_bytes(), missing, next_func_index(skeleton)))
         _run([*wasm_tools, "validate", str(result)], "validating the composition")
         Path(out).write_bytes(result.read_bytes())
-        outer = {m.group(1) for line in skeleton.splitlines() if (m := _OUTER_EXPORT.match(line))}
-    return sorted({p.name for p in polls} | {n for n in outer if n.startswith(POLL_PREFIX)})
+    return sorted(p.name for p in polls)
