@@ -291,6 +291,10 @@ def _request_from_scope(scope: Scope, body: Body) -> Request:
     )
 
 
+def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value) for name, value in fields.entries()]
+
+
 async def _send_response(scope: Scope, send: Send, response: Response, sent: anyio.Event) -> None:
     trailers_ok = "http.response.trailers" in scope.get("extensions", {})
     has_trailers = trailers_ok and response.body.trailers is not None
@@ -298,7 +302,7 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": [(n.lower().encode("latin-1"), v) for n, v in response.headers.entries()],
+            "headers": _asgi_headers(response.headers),
             "trailers": has_trailers,
         }
     )
@@ -310,12 +314,11 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     trailers = await response.body.finish()
     if has_trailers:
-        entries = [] if trailers is None else trailers.entries()
         sent.set()
         await send(
             {
                 "type": "http.response.trailers",
-                "headers": [(n.lower().encode("latin-1"), v) for n, v in entries],
+                "headers": [] if trailers is None else _asgi_headers(trailers),
                 "more_trailers": False,
             }
         )
