@@ -184,7 +184,8 @@ class Instance:
                 if builtin is not None:
                     work, finish = builtin
                     if suffix == START:
-                        return self._async_import(f"{item.interface}#{item.name}", _Eager(work))
+                        label = f"{item.interface}#{item.name}"
+                        return self._async_import(label, work, builtin=True)
                     return lambda rep: finish(self._sched.core.take_host_value(rep))
         user = self._user_imports.get(iface, {}) if iface else self._user_imports.get("", {})
         if item.name.endswith(START):
@@ -247,8 +248,12 @@ class Instance:
             raise GuestProtocolError("ready.state on a handle that names no guest call")
         return task.callee[1]
 
-    def _async_import(self, label: str, impl: ImportImpl) -> _engine.HostFunc:
-        if not inspect.iscoroutinefunction(impl) and not isinstance(impl, _Eager):
+    def _async_import(
+        self, label: str, impl: ImportImpl, *, builtin: bool = False
+    ) -> _engine.HostFunc:
+        """``-isyswasfa-start`` for ``impl``: an ``async def`` of the embedder's, or a
+        built-in (``builtin``: a plain function returning an awaitable)."""
+        if not builtin and not inspect.iscoroutinefunction(impl):
             return impl  # a plain function finishes at once: `ok(value)`
 
         def start(*args: Any) -> Any:
@@ -380,16 +385,6 @@ class Instance:
             cancels_sent=self._sched.counts["cancel-sent"],
             cancels_confirmed=self._sched.counts["cancel-complete"],
         )
-
-
-class _Eager:
-    """A built-in async function: a plain function that returns an awaitable."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-
-    def __call__(self, *args: Any) -> Any:
-        return self.fn(*args)
 
 
 class _PendingResult:
