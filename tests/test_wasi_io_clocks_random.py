@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from engine_limits import TWO_BORROWS
 
 import trio_isyswasfa
 
@@ -130,7 +129,6 @@ async def main():
 """
         assert await run(inst, code, is_async=True) == (b"", b"abc", "StreamError_Closed")
 
-    @TWO_BORROWS
     async def test_splice_moves_bytes_between_streams(self, inst: trio_isyswasfa.Instance) -> None:
         code = """
 async def main():
@@ -147,7 +145,6 @@ async def main():
         code = "with monotonic_clock.subscribe_duration(0) as p:\n    result = poll.poll([p])"
         assert await run(inst, code) == [0]
 
-    @TWO_BORROWS
     async def test_poll_on_several_pollables(self, inst: trio_isyswasfa.Instance) -> None:
         code = (
             "with monotonic_clock.subscribe_duration(10**12) as late,"

@@ -109,12 +109,22 @@ def own(rep: int, kind: int) -> Any:
 _engine: wasmtime.Engine | None = None
 
 
+# Settings of the engine that change what a compiled component is; part of the
+# compile-cache key. Concurrency support (the component model's own async, WASI 0.3)
+# is off: isyswasfa polyfills it, and with it on wasmtime 50 traps ("deferred host
+# scope has no call context") lifting any host call with two or more borrowed handles,
+# such as ``poll`` on several pollables, ``splice``, ``rename-at`` or sockets'
+# ``start-bind``. wasmtime-py has no property for it, so the C API is called directly.
+_ENGINE_SETTINGS = "cm-sync-only"
+
+
 def engine() -> wasmtime.Engine:
-    """The process-wide engine (component model on)."""
+    """The process-wide engine (component model on, its native concurrency off)."""
     global _engine
     if _engine is None:
         config = wasmtime.Config()
         config.wasm_component_model = True
+        wasmtime._bindings.wasmtime_config_concurrency_support_set(config.ptr(), False)
         _engine = wasmtime.Engine(config)
     return _engine
 
@@ -133,7 +143,7 @@ def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
     eng = engine()
     key = hashlib.sha256(wasm).hexdigest()
     version = getattr(wasmtime, "__version__", "unknown")
-    cached = cache_dir() / f"{key}-wasmtime-{version}.cwasm"
+    cached = cache_dir() / f"{key}-wasmtime-{version}-{_ENGINE_SETTINGS}.cwasm"
     if use_cache and cached.exists():
         try:
             return wc.Component.deserialize_file(eng, str(cached))
@@ -158,23 +168,8 @@ def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
     return component
 
 
-# wasmtime-py 50's C API traps ("BUG: …") when lifting the arguments of a host function
-# that takes two or more borrowed handles, before our function runs: say what happened.
-_ENGINE_BUGS = {
-    "deferred host scope has no call context": (
-        "the guest called a host function with two or more borrowed handles (such as "
-        "wasi:io/poll.poll on several pollables, output-stream.splice or "
-        "descriptor.rename-at), which "
-        "wasmtime-py 50 cannot pass to a host"
-    ),
-}
-
-
 def trap_reason(text: str) -> str:
     """The informative line of a wasmtime trap message (not the backtrace)."""
-    for marker, explanation in _ENGINE_BUGS.items():
-        if marker in text:
-            return explanation
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if "Caused by:" in lines:
         rest = lines[lines.index("Caused by:") + 1 :]
