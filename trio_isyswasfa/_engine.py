@@ -55,6 +55,31 @@ ResourceHost = wc.ResourceHost
 ResourceAny = wc.ResourceAny
 Store = wasmtime.Store
 
+_untagged_unless_clashing = wc.ResultType._tagged
+
+
+def _payload_classes(ty: Any) -> set[type] | None:
+    if ty is None:
+        return None
+    classes: set[type] = set()
+    ty.add_classes(classes)
+    return classes
+
+
+def _result_tagged(self: Any) -> bool:
+    """wasmtime-py tells the two cases of a ``result`` apart by the Python classes of
+    their values unless they share one; but an option's ``none`` counts as ``object``,
+    which shares nothing by that test, and every ``err`` of a ``result<option<T>, E>``
+    then lowers as ``ok`` ("value not valid for this variant"). Such results are
+    tagged (``Variant("ok" | "err", …)``) instead."""
+    if _untagged_unless_clashing(self):
+        return True
+    ok, err = _payload_classes(self.ok), _payload_classes(self.err)
+    return ok is not None and err is not None and (object in ok or object in err)
+
+
+wc.ResultType._tagged = _result_tagged  # type: ignore[method-assign]
+
 
 @dataclass(frozen=True, slots=True)
 class Ok:
