@@ -26,6 +26,7 @@ from ._host import run_command as run_command
 from .wasi import WasiConfig as WasiConfig
 from .wasi.cli import ComponentExit as ComponentExit
 from .wasi.filesystem import Preopen as Preopen
+from .wasi.sockets import NetPattern as NetPattern
 
 __all__ = [
     "Component",
@@ -41,6 +42,7 @@ __all__ = [
     "IsyswasfaError",
     "LinkError",
     "LoadError",
+    "NetPattern",
     "Ok",
     "Preopen",
     "ToolError",

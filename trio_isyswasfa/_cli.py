@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME[=VALUE]",
         help="set an environment variable; NAME alone passes on the host's value",
     )
+    run.add_argument(
+        "--allow-net", action="append", default=[], metavar="HOST:PORT", help=ALLOW_NET_HELP
+    )
 
     serve = sub.add_parser("serve", help="serve a component's wasi:http handler over HTTP")
     serve.add_argument("component", type=Path)
@@ -108,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dir", action="append", default=[], metavar="HOST_PATH[::GUEST_PATH]")
     serve.add_argument("--dir-ro", action="append", default=[], metavar="HOST_PATH[::GUEST_PATH]")
     serve.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]")
+    serve.add_argument(
+        "--allow-net", action="append", default=[], metavar="HOST:PORT", help=ALLOW_NET_HELP
+    )
     serve.add_argument(
         "--allow-outgoing",
         action="append",
@@ -131,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+ALLOW_NET_HELP = (
+    "let the component's sockets bind, connect or send there (repeatable): HOST is *, an "
+    "IP address ([::1] for IPv6), a CIDR network or localhost; PORT is *, N or LOW-HIGH. "
+    "By default it has no network"
+)
+
+
 def _wasi_config(args: argparse.Namespace, **extra: Any) -> Any:
     """The WasiConfig that ``--dir``, ``--dir-ro`` and ``--env`` describe."""
     import os
@@ -147,7 +160,7 @@ def _wasi_config(args: argparse.Namespace, **extra: Any) -> Any:
         if not name:
             raise HostProtocolError(f"bad --env {item!r}: expected NAME[=VALUE]")
         env[name] = value if sep else os.environ.get(name, "")
-    return WasiConfig(env=env, preopens=preopens, **extra)
+    return WasiConfig(env=env, preopens=preopens, allow_net=args.allow_net, **extra)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -26,14 +26,13 @@ from ._errors import (
 )
 from ._scheduler import Scheduler
 from .wasi import WasiConfig
-from .wasi import sockets as _sockets
 from .wasi._context import WasiContext
 from .wasi.cli import ComponentExit, WasiCli
 from .wasi.clocks import WasiClocks
 from .wasi.filesystem import WasiFilesystem
 from .wasi.io import Pollable, WasiIo
 from .wasi.random import WasiRandom
-from .wasi.sockets import WasiSockets
+from .wasi.sockets import WasiSockets, parse_allow_net
 
 ABI = "isyswasfa:isyswasfa/isyswasfa"
 IO_POLL = "isyswasfa:io/poll"
@@ -42,8 +41,8 @@ RESULT = "-isyswasfa-result"
 POLL_PREFIX = "isyswasfa-poll"
 RUN = "wasi:cli/run"
 
-# packages whose unreachable operations are answered with an error code
-_DENIED = {"wasi:sockets": _sockets.DENIED_CODE}
+# packages whose functions we do not know (a later 0.2.x may add some) answer this code
+_DENIED = {"wasi:sockets": "not-supported"}
 
 ImportImpl = Callable[..., Any]
 """An import implementation: ``async def`` (runs as a host task) or a plain function."""
@@ -155,7 +154,7 @@ class Instance:
         WasiRandom(self._wasi)
         WasiCli(self._wasi)
         WasiFilesystem(self._wasi, self._io)
-        WasiSockets(self._wasi)
+        WasiSockets(self._wasi, parse_allow_net(wasi.allow_net))
         from .http.types import WasiHttp  # the http package builds on this module
 
         self._http = WasiHttp(self._wasi, wasi.http_outgoing)

@@ -14,6 +14,7 @@ from .._resources import HandleTable
 if TYPE_CHECKING:
     from ..http.types import OutgoingHandler
     from .filesystem import Preopen
+    from .sockets import NetPattern
 
 HostFunc = Callable[..., Any]
 
@@ -36,6 +37,11 @@ class WasiConfig:
         event loop's clock (``trio.current_time()``, so ``MockClock`` drives it).
       preopens: host directories the guest may use
         (:class:`~trio_isyswasfa.wasi.filesystem.Preopen`); none by default.
+      allow_net: addresses the guest may bind, connect or send to with wasi:sockets,
+        as ``HOST:PORT`` patterns (``"127.0.0.1:*"``, ``"[::1]:8080"``,
+        ``"10.0.0.0/8:443"``, ``"localhost:8000-8999"``, ``"*:*"``) or
+        :class:`~trio_isyswasfa.wasi.sockets.NetPattern`; empty (the default) denies
+        all networking, name lookups included (``access-denied``).
       http_outgoing: sends the requests the guest passes to its imported
         ``wasi:http/handler`` (see :mod:`trio_isyswasfa.http`); ``None`` refuses them
         with ``error-code::HTTP-request-denied``.
@@ -52,7 +58,13 @@ class WasiConfig:
     stdin: bytes | int = b""
     wall_clock: Callable[[], int] = time.time_ns
     preopens: Sequence[Preopen] = ()
+    allow_net: Sequence[str | NetPattern] = ()
     http_outgoing: OutgoingHandler | None = None
+
+    def __post_init__(self) -> None:
+        from .sockets import parse_allow_net
+
+        self.allow_net = parse_allow_net(self.allow_net)  # a bad pattern fails here
 
 
 def _writer(stream: Any) -> Callable[[bytes], object]:

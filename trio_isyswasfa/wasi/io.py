@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,11 @@ class Pollable:
     async def wait(self) -> None:
         """Return once ``ready()`` may be true (callers re-check)."""
         raise NotImplementedError
+
+    def selectable(self) -> tuple[Any, bool] | None:
+        """``(file object, for writing)`` if readiness is that of a host file
+        descriptor, so a blocking ``poll`` can wait on several at once."""
+        return None
 
     def block(self) -> None:
         """Wait without the event loop (``pollable.block``); most pollables cannot."""
@@ -558,14 +564,25 @@ class WasiIo:
         if not reps:
             raise GuestProtocolError("wasi:io/poll.poll called with an empty list")
         pollables = [self.ctx.table.get(r, Pollable) for r in reps]
-        ready = [i for i, p in enumerate(pollables) if p.ready()]
-        if ready:
-            return ready
-        deadlines = [p for p in pollables if isinstance(p, DeadlinePollable)]
-        if not deadlines:
-            pollables[0].block()  # raises: nothing here can wait without the loop
-        min(deadlines, key=lambda p: p.deadline).block()
-        return [i for i, p in enumerate(pollables) if p.ready()]
+        while True:
+            ready = [i for i, p in enumerate(pollables) if p.ready()]
+            if ready:
+                return ready
+            # wait without the loop (this holds it, as a native host's thread is held):
+            # possible for deadlines and host file descriptors only
+            deadlines = [p.deadline for p in pollables if isinstance(p, DeadlinePollable)]
+            reads: list[Any] = []
+            writes: list[Any] = []
+            for p in pollables:
+                if isinstance(p, DeadlinePollable):
+                    continue
+                target = p.selectable()
+                if target is None:
+                    p.block()  # raises: only the event loop can make it ready
+                    continue
+                (writes if target[1] else reads).append(target[0])
+            timeout = max(0.0, min(deadlines) - anyio.current_time()) if deadlines else None
+            select.select(reads, writes, [], timeout)
 
     def failed(self, exc: StreamFailed) -> Any:
         """``err(last-operation-failed(error))`` for a stream operation that failed."""

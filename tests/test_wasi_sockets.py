@@ -1,0 +1,447 @@
+"""wasi:sockets from inside a Python guest: TCP and UDP on loopback, name lookup, and the
+allow-list that denies everything by default."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from functools import partial
+
+import pytest
+import trio
+
+import trio_isyswasfa
+from trio_isyswasfa import NetPattern, WasiConfig
+
+PROBE = "test:wasi/probe"
+
+# Helpers the snippets share: addresses, and the start/finish dance awaited on pollables.
+PRELUDE = """
+NET = instance_network.instance_network()
+V4 = network.IpAddressFamily.IPV4
+WOULD_BLOCK = network.ErrorCode.WOULD_BLOCK
+
+def v4(port, address=(127, 0, 0, 1)):
+    return network.IpSocketAddress_Ipv4(network.Ipv4SocketAddress(port=port, address=address))
+
+def code(e):
+    return e.value.name.lower().replace('_', '-')
+
+async def finish(sock, op):
+    while True:
+        try:
+            return op()
+        except Err as e:
+            if e.value != WOULD_BLOCK:
+                raise
+            with sock.subscribe() as p:
+                await wait_pollable(p)
+
+async def connect(port):
+    s = tcp_create_socket.create_tcp_socket(V4)
+    s.start_connect(NET, v4(port))
+    rx, tx = await finish(s, s.finish_connect)
+    return s, rx, tx
+
+async def listen(port=0):
+    s = tcp_create_socket.create_tcp_socket(V4)
+    s.start_bind(NET, v4(port))
+    s.finish_bind()
+    s.start_listen()
+    s.finish_listen()
+    return s
+"""
+
+
+async def run(inst: trio_isyswasfa.Instance, code: str) -> object:
+    outcome = await inst.call(PROBE, "exec-async", PRELUDE + code)
+    assert isinstance(outcome, trio_isyswasfa.Ok), outcome
+    return eval(outcome.value)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def probe(component: trio_isyswasfa.Component, *allow: str):  # type: ignore[no-untyped-def]
+    return trio_isyswasfa.open_instance(component, wasi=WasiConfig(allow_net=list(allow)))
+
+
+class TestDeniedByDefault:
+    async def test_every_way_in_is_access_denied(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        code = """
+async def main():
+    out = []
+    for make in (lambda: tcp_create_socket.create_tcp_socket(V4),
+                 lambda: udp_create_socket.create_udp_socket(V4),
+                 lambda: ip_name_lookup.resolve_addresses(NET, 'localhost')):
+        try:
+            make()
+            out.append('allowed')
+        except Err as e:
+            out.append(code(e))
+    return out
+"""
+        async with probe(wasi_component) as inst:
+            assert await run(inst, code) == ["access-denied"] * 3
+
+    async def test_addresses_outside_the_allow_list_are_denied(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        allowed, other = free_port(), free_port()
+        code = f"""
+async def main():
+    out = []
+    s = tcp_create_socket.create_tcp_socket(V4)
+    for what, op in (('connect other port', lambda: s.start_connect(NET, v4({other}))),
+                     ('connect other host', lambda: s.start_connect(NET, v4({allowed}, (10, 0, 0, 1)))),
+                     ('bind any port', lambda: s.start_bind(NET, v4(0)))):
+        try:
+            op()
+            out.append((what, 'allowed'))
+        except Err as e:
+            out.append((what, code(e)))
+    return out
+"""
+        async with probe(wasi_component, f"127.0.0.1:{allowed}") as inst:
+            assert await run(inst, code) == [
+                ("connect other port", "access-denied"),
+                ("connect other host", "access-denied"),
+                ("bind any port", "access-denied"),
+            ]
+
+
+class TestTcp:
+    async def test_guest_connects_to_a_host_server(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        async def shout(stream: trio.SocketStream) -> None:
+            data = await stream.receive_some()
+            await stream.send_all(data.upper())
+            await stream.aclose()
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, shout, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            code = f"""
+async def main():
+    s, rx, tx = await connect({port})
+    with s, rx, tx:
+        await write_all(tx, b'hello over tcp')
+        reply = await read_all(rx)
+        return (reply, s.remote_address().value.port, s.is_listening())
+"""
+            async with probe(wasi_component, "127.0.0.1:*") as inst:
+                assert await run(inst, code) == (b"HELLO OVER TCP", port, False)
+            nursery.cancel_scope.cancel()
+
+    async def test_host_connects_to_a_guest_listener(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        port = free_port()
+        code = f"""
+async def main():
+    with await listen({port}) as server:
+        conn, rx, tx = await finish(server, server.accept)
+        with conn, rx, tx:
+            request = await read(rx)
+            await write_all(tx, b'you said ' + request)
+            peer = conn.remote_address().value.address
+        return (request, peer, server.is_listening())
+"""
+        async with probe(wasi_component, f"127.0.0.1:{port}") as inst, trio.open_nursery() as n:
+            result: list[object] = []
+
+            async def guest() -> None:
+                result.append(await run(inst, code))
+
+            n.start_soon(guest)
+            for _ in range(200):
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                    break
+                except OSError:
+                    await trio.sleep(0.01)
+            async with stream:
+                await stream.send_all(b"ping")
+                reply = b""
+                while chunk := await stream.receive_some():
+                    reply += chunk
+        assert reply == b"you said ping"
+        assert result == [(b"ping", (127, 0, 0, 1), True)]
+
+    async def test_listen_accept_and_connect_inside_one_guest(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        code = """
+import asyncio
+async def main():
+    with await listen(0) as server:
+        port = server.local_address().value.port
+        async def serve():
+            conn, rx, tx = await finish(server, server.accept)
+            with conn, rx, tx:
+                await write_all(tx, (await read_all(rx))[::-1])
+        async def client():
+            s, rx, tx = await connect(port)
+            with s, rx:
+                with tx:
+                    await write_all(tx, b'stressed')
+                    s.shutdown(tcp.ShutdownType.SEND)
+                return await read_all(rx)
+        _, reply = await asyncio.gather(serve(), client())
+        return reply
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == b"desserts"
+
+    async def test_a_megabyte_each_way_with_backpressure(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        async def echo(stream: trio.SocketStream) -> None:
+            async for chunk in stream:
+                await stream.send_all(chunk)
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            code = f"""
+import asyncio
+async def main():
+    s, rx, tx = await connect({port})
+    data = bytes(range(256)) * 4096
+    async def send():
+        with tx:
+            await write_all(tx, data)
+            s.shutdown(tcp.ShutdownType.SEND)
+    async def receive():
+        got = bytearray()
+        while len(got) < len(data) and (chunk := await read(rx)) is not None:
+            got += chunk
+        return len(got), got == data
+    with s, rx:
+        _, got = await asyncio.gather(send(), receive())
+    return got
+"""
+            async with probe(wasi_component, "127.0.0.1:*") as inst:
+                assert await run(inst, code) == (1024 * 1024, True)
+            nursery.cancel_scope.cancel()
+
+    async def test_refused_connection_and_state_errors(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        port = free_port()  # nobody listens there
+        code = f"""
+async def main():
+    out = []
+    s = tcp_create_socket.create_tcp_socket(V4)
+    s.start_connect(NET, v4({port}))
+    try:
+        await finish(s, s.finish_connect)
+    except Err as e:
+        out.append(code(e))
+    t = tcp_create_socket.create_tcp_socket(V4)
+    for op in (t.finish_bind, t.start_listen, t.accept, t.local_address, t.remote_address,
+               lambda: t.start_connect(NET, v4(0))):
+        try:
+            op()
+            out.append('ok')
+        except Err as e:
+            out.append(code(e))
+    return out
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == [
+                "connection-refused",
+                "not-in-progress",
+                "invalid-state",
+                "invalid-state",
+                "invalid-state",
+                "invalid-state",
+                "invalid-argument",
+            ]
+
+    async def test_options_read_back(self, wasi_component: trio_isyswasfa.Component) -> None:
+        code = """
+async def main():
+    s = tcp_create_socket.create_tcp_socket(V4)
+    s.set_keep_alive_enabled(True)
+    s.set_keep_alive_idle_time(30 * 10**9)
+    s.set_keep_alive_count(4)
+    s.set_hop_limit(42)
+    try:
+        s.set_hop_limit(0)
+        zero = 'ok'
+    except Err as e:
+        zero = code(e)
+    return (s.keep_alive_enabled(), s.keep_alive_idle_time(), s.keep_alive_count(),
+            s.hop_limit(), zero, s.address_family().name, s.receive_buffer_size() > 0)
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == (
+                True,
+                30 * 10**9,
+                4,
+                42,
+                "invalid-argument",
+                "IPV4",
+                True,
+            )
+
+
+class TestUdp:
+    async def test_datagrams_both_ways_with_a_host_socket(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        host = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await host.bind(("127.0.0.1", 0))
+        host_port = host.getsockname()[1]
+        code = f"""
+async def main():
+    u = udp_create_socket.create_udp_socket(V4)
+    u.start_bind(NET, v4(0))
+    u.finish_bind()
+    rx, tx = u.stream(None)
+    with u, rx, tx:
+        tx.check_send()
+        sent = tx.send([udp.OutgoingDatagram(data=b'ping', remote_address=v4({host_port}))])
+        while True:
+            got = rx.receive(10)
+            if got:
+                break
+            with rx.subscribe() as p:
+                await wait_pollable(p)
+        return sent, [(d.data, d.remote_address.value.port) for d in got]
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst, trio.open_nursery() as n:
+            result: list[object] = []
+
+            async def guest() -> None:
+                result.append(await run(inst, code))
+
+            n.start_soon(guest)
+            with host:
+                data, sender = await host.recvfrom(100)
+                await host.sendto(b"pong:" + data, sender)
+        assert result == [(1, [(b"pong:ping", host_port)])]
+
+    async def test_sending_outside_the_allow_list_is_denied(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        code = """
+async def main():
+    u = udp_create_socket.create_udp_socket(V4)
+    u.start_bind(NET, v4(0))
+    u.finish_bind()
+    rx, tx = u.stream(None)
+    tx.check_send()
+    try:
+        tx.send([udp.OutgoingDatagram(data=b'x', remote_address=v4(53, (10, 1, 2, 3)))])
+        return 'sent'
+    except Err as e:
+        return code(e)
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == "access-denied"
+
+
+class TestNameLookup:
+    async def test_localhost_and_literals_resolve(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        code = """
+async def main():
+    out = {}
+    for name in ('localhost', '127.0.0.1', '[::1]'):
+        stream = ip_name_lookup.resolve_addresses(NET, name)
+        found = []
+        while True:
+            try:
+                a = stream.resolve_next_address()
+            except Err as e:
+                if e.value != WOULD_BLOCK:
+                    raise
+                with stream.subscribe() as p:
+                    await wait_pollable(p)
+                continue
+            if a is None:
+                break
+            found.append(a.value)
+        out[name] = found
+    try:
+        ip_name_lookup.resolve_addresses(NET, 'not a name')
+        bad = 'ok'
+    except Err as e:
+        bad = code(e)
+    return out, bad
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            found, bad = await run(inst, code)  # type: ignore[misc]
+        assert (127, 0, 0, 1) in found["localhost"]
+        assert found["127.0.0.1"] == [(127, 0, 0, 1)]
+        assert found["[::1]"] == [(0, 0, 0, 0, 0, 0, 0, 1)]
+        assert bad == "invalid-argument"
+
+
+class TestPatterns:
+    @pytest.mark.parametrize(
+        ("spec", "address", "port", "expected"),
+        [
+            ("127.0.0.1:*", "127.0.0.1", 80, True),
+            ("127.0.0.1:*", "127.0.0.2", 80, False),
+            ("localhost:8000-8999", "127.0.0.5", 8080, True),
+            ("localhost:8000-8999", "::1", 9000, False),
+            ("10.0.0.0/8:443", "10.9.8.7", 443, True),
+            ("[::1]:80", "::1", 80, True),
+            ("[::1]:80", "::ffff:127.0.0.1", 80, False),
+            ("127.0.0.1:80", "::ffff:127.0.0.1", 80, True),
+            ("*:*", "203.0.113.9", 1, True),
+        ],
+    )
+    def test_matching(self, spec: str, address: str, port: int, expected: bool) -> None:
+        import ipaddress
+
+        assert NetPattern.parse(spec).matches(ipaddress.ip_address(address), port) is expected
+
+    @pytest.mark.parametrize(
+        "spec", ["", "127.0.0.1", "example.com:80", "::1:80", "[::1:80", "1.2.3.4:x", "*:70000"]
+    )
+    def test_malformed_patterns_are_refused(self, spec: str) -> None:
+        with pytest.raises(trio_isyswasfa.HostProtocolError, match="bad network pattern"):
+            WasiConfig(allow_net=[spec])
+
+    def test_cli_names_a_bad_pattern_in_one_line(self, tmp_path: object) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "trio_isyswasfa", "run", "--allow-net", "nowhere", "x.wasm"],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0
+        assert "bad network pattern 'nowhere'" in proc.stderr
+
+
+class TestBlockingPoll:
+    async def test_poll_waits_on_several_sockets_and_a_deadline(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        # wasi:io/poll.poll blocks (holding the loop, as a native host's thread) until
+        # one of the sockets or the deadline is ready
+        code = """
+async def main():
+    idle, server = await listen(0), await listen(0)
+    client = tcp_create_socket.create_tcp_socket(V4)
+    client.start_connect(NET, v4(server.local_address().value.port))
+    with idle.subscribe() as a, client.subscribe() as b:
+        first = poll.poll([a, b])
+    with idle.subscribe() as a, monotonic_clock.subscribe_duration(10**7) as later:
+        second = poll.poll([a, later])
+    return first, second
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == ([1], [1])
