@@ -294,6 +294,45 @@ async def main():
             )
 
 
+    async def test_ipv6_loopback(self, wasi_component: trio_isyswasfa.Component) -> None:
+        code = """
+import asyncio
+def v6(port):
+    return network.IpSocketAddress_Ipv6(network.Ipv6SocketAddress(
+        port=port, flow_info=0, address=(0, 0, 0, 0, 0, 0, 0, 1), scope_id=0))
+async def main():
+    server = tcp_create_socket.create_tcp_socket(network.IpAddressFamily.IPV6)
+    server.start_bind(NET, v6(0))
+    server.finish_bind()
+    server.start_listen()
+    server.finish_listen()
+    port = server.local_address().value.port
+    async def accept():
+        conn, rx, tx = await finish(server, server.accept)
+        with conn, rx, tx:
+            return await read_all(rx), conn.remote_address().value.address
+    async def send():
+        s = tcp_create_socket.create_tcp_socket(network.IpAddressFamily.IPV6)
+        try:
+            s.start_connect(NET, v4(port))
+        except Err as e:
+            mixed = code(e)
+        s.start_connect(NET, v6(port))
+        rx, tx = await finish(s, s.finish_connect)
+        with s, rx:
+            with tx:
+                await write_all(tx, b'over ipv6')
+        return mixed
+    received, mixed = await asyncio.gather(accept(), send())
+    return received, mixed
+"""
+        async with probe(wasi_component, "[::1]:*") as inst:
+            assert await run(inst, code) == (
+                (b"over ipv6", (0, 0, 0, 0, 0, 0, 0, 1)),
+                "invalid-argument",
+            )
+
+
 class TestUdp:
     async def test_datagrams_both_ways_with_a_host_socket(
         self, wasi_component: trio_isyswasfa.Component
@@ -329,6 +368,41 @@ async def main():
                 data, sender = await host.recvfrom(100)
                 await host.sendto(b"pong:" + data, sender)
         assert result == [(1, [(b"pong:ping", host_port)])]
+
+    async def test_a_connected_stream_talks_to_its_peer_only(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        code = """
+def bound():
+    u = udp_create_socket.create_udp_socket(V4)
+    u.start_bind(NET, v4(0))
+    u.finish_bind()
+    return u
+async def receive(rx):
+    while not (got := rx.receive(10)):
+        with rx.subscribe() as p:
+            await wait_pollable(p)
+    return [d.data for d in got]
+async def main():
+    a, b, stranger = bound(), bound(), bound()
+    pa, pb = a.local_address().value.port, b.local_address().value.port
+    a_rx, a_tx = a.stream(v4(pb))
+    b_rx, b_tx = b.stream(v4(pa))
+    s_rx, s_tx = stranger.stream(None)
+    s_tx.check_send()
+    s_tx.send([udp.OutgoingDatagram(data=b'not for you', remote_address=v4(pa))])
+    b_tx.check_send()
+    b_tx.send([udp.OutgoingDatagram(data=b'hello a', remote_address=None)])
+    a_tx.check_send()
+    try:
+        a_tx.send([udp.OutgoingDatagram(data=b'x', remote_address=v4(pa))])
+        wrong = 'sent'
+    except Err as e:
+        wrong = code(e)
+    return (await receive(a_rx), a.remote_address().value.port == pb, wrong)
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == ([b"hello a"], True, "invalid-argument")
 
     async def test_sending_outside_the_allow_list_is_denied(
         self, wasi_component: trio_isyswasfa.Component
