@@ -139,6 +139,17 @@ async def test_asyncio_gather_and_sleep_in_guest(cases: trio_isyswasfa.Instance)
     assert time.monotonic() - start < 1.0
 
 
+async def test_guest_tasks_each_awaiting_a_pollable_wait_together(
+    cases: trio_isyswasfa.Instance,
+) -> None:
+    # 200 guest tasks, each with a 200 ms monotonic-clock pollable of its own: 40 s
+    # one after another, one timer's length together
+    start = time.monotonic()
+    assert await cases.call(CASES, "gather-pollable-sleeps", 200, 200) == 200
+    assert time.monotonic() - start < 2.0
+    assert cases.statistics().poll_calls < 20  # ready events arrive batched
+
+
 async def test_asyncio_as_completed_in_guest(cases: trio_isyswasfa.Instance) -> None:
     assert await cases.call(CASES, "as-completed", [60, 10, 30]) == [10, 30, 60]
 

@@ -293,7 +293,6 @@ async def main():
                 True,
             )
 
-
     async def test_ipv6_loopback(self, wasi_component: trio_isyswasfa.Component) -> None:
         code = """
 import asyncio

@@ -299,12 +299,15 @@ def _result_lifter(ty: Any) -> Callable[[Any], Any]:
     """Turn wasmtime-py's value of type ``ty`` into ``Ok``/``Err`` for results."""
     if not isinstance(ty, wc.ResultType):
         return lambda v: v
+    # read the type once: each ``ty.ok`` / ``ty.err`` builds new type objects via ctypes
+    ok_ty, err_ty = ty.ok, ty.err
     tagged = ty._tagged()
-    ok_lift = _result_lifter(ty.ok) if ty.ok is not None else (lambda v: v)
-    err_lift = _result_lifter(ty.err) if ty.err is not None else (lambda v: v)
-    err_classes: set[type] = set()
-    if ty.err is not None:
-        ty.err.add_classes(err_classes)
+    ok_lift = _result_lifter(ok_ty) if ok_ty is not None else (lambda v: v)
+    err_lift = _result_lifter(err_ty) if err_ty is not None else (lambda v: v)
+    classes: set[type] = set()
+    if err_ty is not None:
+        err_ty.add_classes(classes)
+    err_classes = tuple(classes)
 
     def lift(value: Any) -> Any:
         if tagged:
@@ -312,9 +315,9 @@ def _result_lifter(ty: Any) -> Callable[[Any], Any]:
             if value.tag == "ok":
                 return Ok(ok_lift(value.payload))
             return Err(err_lift(value.payload))
-        if ty.err is None:
-            return Ok(ok_lift(value)) if value is not None or ty.ok is not None else Ok(None)
-        if isinstance(value, tuple(err_classes)) and ty.err is not None:
+        if err_ty is None:
+            return Ok(ok_lift(value))
+        if isinstance(value, err_classes):
             # untagged: the classes of the two cases are disjoint
             return Err(err_lift(value))
         return Ok(ok_lift(value))

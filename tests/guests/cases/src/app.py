@@ -48,6 +48,10 @@ class Cases(exports.Cases):
         await asyncio.gather(*(asyncio.sleep(ms / 1000) for _ in range(n)))
         return n
 
+    async def gather_pollable_sleeps(self, n: int, ms: int) -> int:
+        await asyncio.gather(*(sleep_ms(ms) for _ in range(n)))
+        return n
+
     async def as_completed(self, ms: list[int]) -> list[int]:
         async def one(m: int) -> int:
             await sleep_ms(m)
