@@ -190,14 +190,18 @@ async def fan_out(n: int = 100, delay: float = 0.05) -> None:
             await http.get(f"{url}/", headers=headers[:5])  # warm up
             runs = []
             for _ in range(3):
+                guest_before = app.statistics().guest_seconds
                 start = time.perf_counter()
                 response = await http.get(f"{url}/", headers=headers)
-                runs.append(time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                await app.wait_idle()  # the server counts a request once it has finished
+                runs.append((elapsed, app.statistics().guest_seconds - guest_before))
                 assert len(response.text.splitlines()) == n
-        best = min(runs)
+        best, guest = min(runs)
         print(
             f"hash-all over {n} URLs answering in {delay * 1000:.0f} ms: "
-            f"{best * 1000:.0f} ms = {best / delay:.2f}x one upstream latency (goal <= 1.5x)"
+            f"{best * 1000:.0f} ms = {best / delay:.2f}x one upstream latency (goal <= 1.5x); "
+            f"{guest * 1000:.0f} ms of it running guest code"
         )
         nursery.cancel_scope.cancel()
 

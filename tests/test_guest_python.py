@@ -239,3 +239,24 @@ async def test_pipe_streams_wait_for_data_and_space(cases: trio_isyswasfa.Instan
 
 async def test_pipe_writer_sees_closed_when_reader_is_gone(cases: trio_isyswasfa.Instance) -> None:
     assert await cases.call(CASES, "write-after-reader-gone") == "StreamError_Closed"
+
+
+async def test_guest_seconds_count_guest_code_not_host_functions(
+    cases_component: trio_isyswasfa.Component, host: FakeHost
+) -> None:
+    imports = host.imports()
+
+    def slow_note(s: str) -> None:
+        time.sleep(0.2)  # a host function the guest waits for: not guest time
+        host.note(s)
+
+    imports["test:cases/host"]["note"] = slow_note
+    async with trio_isyswasfa.open_instance(cases_component, imports=imports) as inst:
+        assert await inst.call(CASES, "add", 1, 2) == 3
+        after_add = inst.statistics().guest_seconds
+        assert after_add > 0
+        await inst.call(CASES, "spawn-then-note", 0)
+        await host.noted.wait()
+        spent = inst.statistics().guest_seconds - after_add
+    assert host.notes == ["spawned task done"]
+    assert 0 < spent < 0.1

@@ -539,6 +539,7 @@ class EngineInstance:
         """
         self.faults = FaultSink()
         self.plan = plan
+        self.guest_seconds = 0.0  # in export calls, less the host functions they called
         impls = [resolve_item(item) for item in plan.items]
         linker = plan.linker(impls)
         self.store = wasmtime.Store(engine())
@@ -593,6 +594,7 @@ class ExportFunc:
         owner = self.owner
         if owner.faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
+        before = _fastcall.clock.guest
         try:
             value = _fastcall.call_func(self.func, owner.store, self.fty, args)
             self.func.post_return(owner.store)
@@ -609,6 +611,8 @@ class ExportFunc:
                 GuestTrap(f"guest trapped in {self.label}: {trap_reason(str(exc))}")
             )
             raise owner.faults.fault from exc  # type: ignore[misc]
+        finally:
+            owner.guest_seconds += _fastcall.clock.guest - before
         return self.lift(value)
 
     def raw(self, *args: Any) -> Any:

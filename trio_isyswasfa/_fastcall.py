@@ -17,6 +17,7 @@ import ctypes
 from collections.abc import Callable
 from ctypes import CFUNCTYPE, byref, c_void_p, create_string_buffer, pointer
 from functools import cached_property
+from time import perf_counter
 from typing import Any
 
 import wasmtime
@@ -216,6 +217,20 @@ class CachedFuncType:
 # -- calling exports --------------------------------------------------------------------
 
 
+class _Clock:
+    """Seconds spent in guest code, and in host functions called from it (the process's
+    totals; callers take differences)."""
+
+    __slots__ = ("guest", "host")
+
+    def __init__(self) -> None:
+        self.guest = 0.0
+        self.host = 0.0
+
+
+clock = _Clock()
+
+
 def call_func(func: Any, store: Any, fty: CachedFuncType, params: tuple[Any, ...]) -> Any:
     """``func(store, *params)`` with the cached types (wasmtime-py's ``Func.__call__``)."""
     if len(params) != len(fty.params):
@@ -241,7 +256,12 @@ def call_func(func: Any, store: Any, fty: CachedFuncType, params: tuple[Any, ...
                 1 if result_space is not None else 0,
             )
 
-        enter_wasm(run)
+        host_before = clock.host
+        start = perf_counter()
+        try:
+            enter_wasm(run)
+        finally:
+            clock.guest += perf_counter() - start - (clock.host - host_before)
         if result_space is None:
             return None
         return fty.result.convert_from_c(result_space)
@@ -265,7 +285,11 @@ def _host_callback(idx, context, _ty_raw, args, nargs, results, nresults):  # ty
         if fty.result is not None:
             fty.result.convert_to_c(store, result, results)
 
-    return catch_exceptions(context, run)
+    start = perf_counter()
+    try:
+        return catch_exceptions(context, run)
+    finally:
+        clock.host += perf_counter() - start
 
 
 @CFUNCTYPE(None, c_void_p)
@@ -292,4 +316,4 @@ def add_host_func(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) 
         raise wasmtime.WasmtimeError._from_ptr(err)
 
 
-__all__ = ["CachedFuncType", "add_host_func", "cache_types", "call_func", "ctypes"]
+__all__ = ["CachedFuncType", "add_host_func", "cache_types", "call_func", "clock", "ctypes"]

@@ -121,6 +121,9 @@ class InstanceStatistics:
       listens: awaits of pending operations guests announced so far (suspension points).
       cancels_sent: cancellation requests delivered to guests so far.
       cancels_confirmed: cancellations guests confirmed so far.
+      guest_seconds: time spent running guest code so far (in export and poll calls,
+        less the host functions the guest called): the part of a workload no host can
+        make faster.
     """
 
     tasks: int
@@ -134,6 +137,7 @@ class InstanceStatistics:
     listens: int
     cancels_sent: int
     cancels_confirmed: int
+    guest_seconds: float
 
 
 class Instance:
@@ -383,6 +387,7 @@ class Instance:
             listens=self._sched.counts["listen"],
             cancels_sent=self._sched.counts["cancel-sent"],
             cancels_confirmed=self._sched.counts["cancel-complete"],
+            guest_seconds=self._engine.guest_seconds,
         )
 
 

@@ -49,6 +49,8 @@ class ServerStatistics:
       failed: requests that failed in the component (trap, error code, protocol error).
       cancelled: requests cancelled because the client went away.
       instances_opened: instances opened so far (one per request unless pooled).
+      guest_seconds: time spent running guest code for requests so far (see
+        :attr:`~trio_isyswasfa.InstanceStatistics.guest_seconds`).
     """
 
     in_flight: int = 0
@@ -56,6 +58,7 @@ class ServerStatistics:
     failed: int = 0
     cancelled: int = 0
     instances_opened: int = 0
+    guest_seconds: float = 0.0
 
 
 class ComponentApp:
@@ -177,15 +180,20 @@ class ComponentApp:
             started = False
             try:
                 async with self._instance() as instance:
-                    response = await _handle(instance, self.interface, request)
-                    if isinstance(response, ErrorCode):
-                        log.warning("component answered error-code %s", response)
-                        await _send_error(send, 500, f"the component failed: {response}")
-                        outcome = "failed"
-                    else:
-                        started = True
-                        await _send_response(scope, send, response, sent)
-                        outcome = "completed"
+                    engine = instance._engine  # an instance serves one request at a time
+                    guest_before = engine.guest_seconds
+                    try:
+                        response = await _handle(instance, self.interface, request)
+                        if isinstance(response, ErrorCode):
+                            log.warning("component answered error-code %s", response)
+                            await _send_error(send, 500, f"the component failed: {response}")
+                            outcome = "failed"
+                        else:
+                            started = True
+                            await _send_response(scope, send, response, sent)
+                            outcome = "completed"
+                    finally:
+                        self._stats.guest_seconds += engine.guest_seconds - guest_before
             except IsyswasfaError as exc:
                 log.error("component failed: %s", exc)
                 outcome = "failed"
