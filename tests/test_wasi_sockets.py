@@ -518,3 +518,31 @@ async def main():
 """
         async with probe(wasi_component, "127.0.0.1:*") as inst:
             assert await run(inst, code) == ([1], [1])
+
+
+class TestDropWhileWaited:
+    async def test_a_socket_dropped_while_a_task_awaits_it_frees_its_number(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        # a spawned guest task keeps awaiting a listener's pollable while the guest drops
+        # the listener; the next socket likely gets the same file descriptor number and
+        # must be awaitable (the host's wait on the old one is woken and ends)
+        code = """
+import asyncio
+async def main():
+    server = await listen(0)
+    p = server.subscribe()
+    waiter = asyncio.ensure_future(wait_pollable(p))
+    await asyncio.sleep(0.02)
+    server.__exit__(None, None, None)
+    await waiter
+    p.__exit__(None, None, None)
+    again = await listen(0)
+    s, rx, tx = await connect(again.local_address().value.port)
+    conn, crx, ctx = await finish(again, again.accept)
+    with s, rx, tx, conn, crx, ctx, again:
+        await write_all(tx, b'still works')
+        return await read(crx)
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == b"still works"

@@ -14,6 +14,7 @@ pollable (``anyio.getaddrinfo``, a worker thread).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import select
@@ -250,10 +251,13 @@ class _SocketPollable(Pollable):
     async def wait(self) -> None:
         if self._sock.fileno() < 0:
             return
-        if self._write:
-            await anyio.wait_writable(self._sock)
-        else:
-            await anyio.wait_readable(self._sock)
+        try:
+            if self._write:
+                await anyio.wait_writable(self._sock)
+            else:
+                await anyio.wait_readable(self._sock)
+        except anyio.ClosedResourceError:
+            pass  # closed while we waited: ready (the next operation says so)
 
     def selectable(self) -> tuple[Any, bool] | None:
         return (self._sock, self._write) if self._sock.fileno() >= 0 else None
@@ -286,6 +290,10 @@ class _Shared:
             self.users -= 1
             last = self.users == 0
         if last:
+            # wake any wait still registered for this file descriptor (a guest may drop
+            # a socket a spawned task still awaits), so the number can be reused
+            with contextlib.suppress(RuntimeError):  # not on the loop's thread: none
+                anyio.notify_closing(self.sock)
             self.sock.close()
 
 
@@ -412,8 +420,11 @@ class _OutputPollable(Pollable):
         return self._stream.has_room()
 
     async def wait(self) -> None:
-        while not self._stream.has_room():
-            await anyio.wait_writable(self._stream._shared.sock)
+        try:
+            while not self._stream.has_room():
+                await anyio.wait_writable(self._stream._shared.sock)
+        except anyio.ClosedResourceError:
+            pass
 
     def block(self) -> None:
         while not self._stream.has_room():
