@@ -23,6 +23,7 @@ from ._host import InstanceStatistics as InstanceStatistics
 from ._host import load_component as load_component
 from ._host import open_instance as open_instance
 from ._host import run_command as run_command
+from ._limits import Limits as Limits
 from .wasi import WasiConfig as WasiConfig
 from .wasi.cli import ComponentExit as ComponentExit
 from .wasi.filesystem import Preopen as Preopen
@@ -40,6 +41,7 @@ __all__ = [
     "InstanceStatistics",
     "InternalError",
     "IsyswasfaError",
+    "Limits",
     "LinkError",
     "LoadError",
     "NetPattern",

@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-net", action="append", default=[], metavar="HOST:PORT", help=ALLOW_NET_HELP
     )
 
+    _limit_arguments(run)
+
     serve = sub.add_parser("serve", help="serve a component's wasi:http handler over HTTP")
     serve.add_argument("component", type=Path)
     serve.add_argument(
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         help="keep instances open between requests (default), or a fresh one per request",
     )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    _limit_arguments(serve)
 
     check = sub.add_parser(
         "check", help="check that a component links against this host (WASI and isyswasfa)"
@@ -142,6 +145,30 @@ ALLOW_NET_HELP = (
     "IP address ([::1] for IPv6), a CIDR network or localhost; PORT is *, N or LOW-HIGH. "
     "By default it has no network"
 )
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="largest size each of the guest's linear memories may grow to (e.g. 256M)",
+    )
+    parser.add_argument(
+        "--max-run-seconds",
+        type=float,
+        metavar="S",
+        help="stop the guest (a trap) when one call into it runs longer than S seconds",
+    )
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    """The Limits that ``--max-memory`` and ``--max-run-seconds`` describe."""
+    from ._limits import Limits, parse_size
+
+    return Limits(
+        max_memory=parse_size(args.max_memory) if args.max_memory is not None else None,
+        max_run_seconds=args.max_run_seconds,
+    )
 
 
 def _wasi_config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -184,6 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
         load_component(args.component),
         wasi=_wasi_config(args),
         instances=args.instances,
+        limits=_limits(args),
         http_client=HttpClient(allow=args.allow_outgoing) if args.allow_outgoing else None,
     )
 
@@ -237,8 +265,9 @@ def _run(args: argparse.Namespace) -> int:
     from ._host import run_command
 
     config = _wasi_config(args, stdin=0, stdout=1, stderr=2)
+    limits = _limits(args)
     try:
-        return trio.run(lambda: run_command(args.component, args.args, wasi=config))
+        return trio.run(lambda: run_command(args.component, args.args, wasi=config, limits=limits))
     except GuestTrap as exc:
         print(f"error: {exc}", file=sys.stderr)
         return TRAP_STATUS

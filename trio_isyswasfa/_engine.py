@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from ._errors import (
     LoadError,
     WasiError,
 )
+from ._limits import Limits
 from ._protocol import (
     InCancel,
     InCancelComplete,
@@ -140,7 +144,13 @@ _engine: wasmtime.Engine | None = None
 # scope has no call context") lifting any host call with two or more borrowed handles,
 # such as ``poll`` on several pollables, ``splice``, ``rename-at`` or sockets'
 # ``start-bind``. wasmtime-py has no property for it, so the C API is called directly.
-_ENGINE_SETTINGS = "cm-sync-only"
+# Epoch interruption is on, so a guest can be stopped after ``Limits.max_run_seconds``.
+_ENGINE_SETTINGS = "cm-sync-only-epoch"
+
+# epoch ticks: one every EPOCH_TICK seconds, from a daemon thread started on demand
+EPOCH_TICK = 0.01
+_NO_DEADLINE = 1 << 62
+_ticker: threading.Thread | None = None
 
 
 def engine() -> wasmtime.Engine:
@@ -149,9 +159,26 @@ def engine() -> wasmtime.Engine:
     if _engine is None:
         config = wasmtime.Config()
         config.wasm_component_model = True
+        config.epoch_interruption = True
         wasmtime._bindings.wasmtime_config_concurrency_support_set(config.ptr(), False)
         _engine = wasmtime.Engine(config)
     return _engine
+
+
+def _start_ticker() -> None:
+    """Advance the engine's epoch every EPOCH_TICK seconds (once a run limit is used)."""
+    global _ticker
+    if _ticker is not None:
+        return
+    eng = engine()
+
+    def tick() -> None:
+        while True:
+            time.sleep(EPOCH_TICK)
+            eng.increment_epoch()
+
+    _ticker = threading.Thread(target=tick, name="trio_isyswasfa epoch", daemon=True)
+    _ticker.start()
 
 
 def cache_dir() -> Path:
@@ -532,6 +559,7 @@ class EngineInstance:
         plan: LinkPlan,
         exports: dict[str, dict[str, Any]],
         resolve_item: Callable[[ImportedItem], Resolved],
+        limits: Limits | None = None,
     ) -> None:
         """Resolve every import of ``plan``'s component and instantiate it.
 
@@ -540,9 +568,17 @@ class EngineInstance:
         self.faults = FaultSink()
         self.plan = plan
         self.guest_seconds = 0.0  # in export calls, less the host functions they called
+        self.limits = limits or Limits()
         impls = [resolve_item(item) for item in plan.items]
         linker = plan.linker(impls)
         self.store = wasmtime.Store(engine())
+        self.run_ticks = 0  # epoch ticks an entry may run; 0: no limit
+        if self.limits.max_run_seconds is not None:
+            _start_ticker()
+            self.run_ticks = max(1, math.ceil(self.limits.max_run_seconds / EPOCH_TICK))
+        self.store.set_epoch_deadline(self.run_ticks or _NO_DEADLINE)
+        if self.limits.max_memory is not None:
+            self.store.set_limits(memory_size=self.limits.max_memory)
         self._key = _store_key(self.store)
         _BOUND[self._key] = _Bound(impls, self.faults)
         try:
@@ -595,6 +631,8 @@ class ExportFunc:
         if owner.faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
         before = _fastcall.clock.guest
+        if owner.run_ticks:
+            owner.store.set_epoch_deadline(owner.run_ticks)
         try:
             value = _fastcall.call_func(self.func, owner.store, self.fty, args)
             self.func.post_return(owner.store)
@@ -607,9 +645,13 @@ class ExportFunc:
             fault = owner.faults.fault
             if fault is not None:
                 raise fault from exc if fault.__cause__ is None else fault.__cause__
-            owner.faults.record(
-                GuestTrap(f"guest trapped in {self.label}: {trap_reason(str(exc))}")
-            )
+            reason = trap_reason(str(exc))
+            if owner.run_ticks and reason.endswith("interrupt"):
+                reason = (
+                    f"it ran longer than max_run_seconds ({owner.limits.max_run_seconds} s) "
+                    "without returning to the host"
+                )
+            owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {reason}"))
             raise owner.faults.fault from exc  # type: ignore[misc]
         finally:
             owner.guest_seconds += _fastcall.clock.guest - before

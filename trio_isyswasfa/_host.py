@@ -24,6 +24,7 @@ from ._errors import (
     LoadError,
     WasiError,
 )
+from ._limits import Limits
 from ._scheduler import Scheduler
 from .wasi import WasiConfig
 from .wasi._context import WasiContext
@@ -149,6 +150,7 @@ class Instance:
         imports: Mapping[str, Mapping[str, ImportImpl]],
         wasi: WasiConfig,
         cancel_grace: float = 10.0,
+        limits: Limits | None = None,
     ) -> None:
         self.component = component
         self._user_imports = {strip_version(k): dict(v) for k, v in imports.items()}
@@ -162,7 +164,9 @@ class Instance:
         from .http.types import WasiHttp  # the http package builds on this module
 
         self._http = WasiHttp(self._wasi, wasi.http_outgoing)
-        self._engine = _engine.EngineInstance(component._plan, component._exports, self._resolve)
+        self._engine = _engine.EngineInstance(
+            component._plan, component._exports, self._resolve, limits
+        )
         self._sched = Scheduler(self._engine.store, cancel_grace=cancel_grace)
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._funcs: dict[tuple[str, str], Any] = {}
@@ -441,6 +445,7 @@ async def open_instance(
     imports: Mapping[str, Mapping[str, ImportImpl]] | None = None,
     wasi: WasiConfig | None = None,
     cancel_grace: float = 10.0,
+    limits: Limits | None = None,
 ) -> AsyncIterator[Instance]:
     """Instantiate a component and drive it for the duration of the ``async with``.
 
@@ -455,6 +460,8 @@ async def open_instance(
       cancel_grace: seconds a guest gets to confirm the cancellation of a call; a guest
         that takes longer is declared broken (:class:`GuestProtocolError`), so an
         untrusted guest cannot hang its caller.
+      limits: memory and run-time bounds for the guest (:class:`Limits`); none by
+        default.
 
     On exit the instance's remaining work (guest tasks spawned by exports, host
     tasks) is cancelled. An exception from the body comes out as itself, not
@@ -462,7 +469,7 @@ async def open_instance(
     """
     if not isinstance(component, Component):
         component = load_component(component)
-    instance = Instance(component, imports or {}, wasi or WasiConfig(), cancel_grace)
+    instance = Instance(component, imports or {}, wasi or WasiConfig(), cancel_grace, limits)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(instance._sched.run)
@@ -489,6 +496,7 @@ async def run_command(
     *,
     wasi: WasiConfig | None = None,
     imports: Mapping[str, Mapping[str, ImportImpl]] | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """Run a ``wasi:cli/command`` component to completion, as ``wasmtime run`` does.
 
@@ -497,6 +505,7 @@ async def run_command(
       args: its arguments after the program name, which is the component's file name.
       wasi: everything else it sees; ``args`` replaces ``wasi.args``.
       imports: implementations of its non-WASI imports, as for :func:`open_instance`.
+      limits: memory and run-time bounds (:class:`Limits`).
 
     Returns:
       The exit status: 0 if ``run`` returned ``ok``, 1 for ``err``, or the status it
@@ -513,7 +522,7 @@ async def run_command(
     program = Path(component.name).name if component.name != "<bytes>" else "component"
     config = dataclasses.replace(wasi or WasiConfig(), args=[program, *args])
     iface = next(i for i in component.exports() if strip_version(i) == RUN)
-    async with open_instance(component, imports=imports, wasi=config) as instance:
+    async with open_instance(component, imports=imports, wasi=config, limits=limits) as instance:
         try:
             outcome = await instance.call(iface, "run")
         except ComponentExit as exc:

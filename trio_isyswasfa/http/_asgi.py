@@ -23,6 +23,7 @@ import anyio
 from .._engine import Err, variant_case
 from .._errors import HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, load_component, open_instance
+from .._limits import Limits
 from ..wasi import WasiConfig
 from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
 from ._client import HttpClient
@@ -68,6 +69,8 @@ class ComponentApp:
       component: a compiled component exporting ``wasi:http/handler``.
       wasi: what each instance sees (preopens, environment, outgoing HTTP…).
       cancel_grace: seconds a guest gets to confirm a cancellation (a client that left).
+      limits: memory and run-time bounds for each instance
+        (:class:`~trio_isyswasfa.Limits`); none by default.
       http_client: sends the guests' outgoing requests; the app opens and closes it
         with the ASGI lifespan (else outgoing requests are refused, unless ``wasi``
         says otherwise).
@@ -87,6 +90,7 @@ class ComponentApp:
         cancel_grace: float = 5.0,
         instances: Literal["pooled", "per-request"] = "pooled",
         http_client: HttpClient | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if instances not in ("pooled", "per-request"):
             raise ValueError(f"instances must be 'pooled' or 'per-request', not {instances!r}")
@@ -96,6 +100,7 @@ class ComponentApp:
         if http_client is not None:
             self.wasi = dataclasses.replace(self.wasi, http_outgoing=http_client.send)
         self.cancel_grace = cancel_grace
+        self.limits = limits
         self.instances = instances
         self._pool: InstancePool | None = None
         exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
@@ -209,7 +214,9 @@ class ComponentApp:
         if self._pool is not None:
             return self._pool.lend()
         self._stats.instances_opened += 1
-        return open_instance(self.component, wasi=self.wasi, cancel_grace=self.cancel_grace)
+        return open_instance(
+            self.component, wasi=self.wasi, cancel_grace=self.cancel_grace, limits=self.limits
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         # hypercorn's trio worker fails at start-up if the app ignores lifespan
@@ -225,6 +232,7 @@ class ComponentApp:
                         self.component,
                         wasi=self.wasi,
                         cancel_grace=self.cancel_grace,
+                        limits=self.limits,
                         on_open=self._count_open,
                     )
                 )

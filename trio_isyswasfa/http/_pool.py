@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 
 from .._host import Component, Instance, open_instance
+from .._limits import Limits
 from ..wasi import WasiConfig
 from ._background import BackgroundTasks
 
@@ -31,7 +32,7 @@ class InstancePool(BackgroundTasks):
     """Open instances of one component, each lent to one request at a time.
 
     Args:
-      component, wasi, cancel_grace: as for :func:`~trio_isyswasfa.open_instance`.
+      component, wasi, cancel_grace, limits: as for :func:`~trio_isyswasfa.open_instance`.
       max_idle: instances kept open while no request uses them.
       on_open: called each time the pool opens an instance.
     """
@@ -42,12 +43,14 @@ class InstancePool(BackgroundTasks):
         *,
         wasi: WasiConfig,
         cancel_grace: float,
+        limits: Limits | None = None,
         max_idle: int = 32,
         on_open: Callable[[], object] = lambda: None,
     ) -> None:
         self.component = component
         self.wasi = wasi
         self.cancel_grace = cancel_grace
+        self.limits = limits
         self.max_idle = max_idle
         self._idle: list[_Slot] = []
         self._on_open = on_open
@@ -63,7 +66,7 @@ class InstancePool(BackgroundTasks):
         self, *, task_status: anyio.abc.TaskStatus[_Slot] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         async with open_instance(
-            self.component, wasi=self.wasi, cancel_grace=self.cancel_grace
+            self.component, wasi=self.wasi, cancel_grace=self.cancel_grace, limits=self.limits
         ) as instance:
             closed = anyio.Event()
             task_status.started(_Slot(instance, closed))

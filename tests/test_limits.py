@@ -1,0 +1,138 @@
+"""Limits on a guest: its memory, and how long one call into it may run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_isyswasfa
+from trio_isyswasfa import Limits
+from trio_isyswasfa.testing import build_wat_component
+from trio_isyswasfa.tools.lower import lower_world
+
+WORLD = """
+package test:limits;
+world limits {
+  export spin: func();
+  export grow: func(pages: u32) -> s32;
+  export nothing: async func() -> u32;
+}
+"""
+
+# one 64 KiB page of memory; spin never returns; grow returns memory.grow's answer
+MODULE = """
+(module
+  (memory (export "memory") 1)
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)
+  (func (export "spin") (loop $again br $again))
+  (func (export "grow") (param i32) (result i32) local.get 0 memory.grow)
+  (func (export "nothing-isyswasfa-start") (result i32)
+    i32.const 16 i32.const 0 i32.store8
+    i32.const 20 i32.const 7 i32.store
+    i32.const 16)
+  (func (export "nothing-isyswasfa-result") (param i32) (result i32) i32.const 7)
+  (func (export "isyswasfa-poll-limits") (param i32 i32) (result i32)
+    i32.const 32 i32.const 0 i32.store
+    i32.const 36 i32.const 0 i32.store
+    i32.const 32))
+"""
+
+PAGE = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    src = tmp_path_factory.mktemp("limits-src") / "world.wit"
+    src.write_text(WORLD)
+    out = tmp_path_factory.mktemp("limits-wit")
+    lower_world(src, "limits", out)
+    return build_wat_component(out, "limits", MODULE)
+
+
+async def test_a_guest_that_never_returns_is_stopped(wasm: bytes) -> None:
+    limits = Limits(max_run_seconds=0.2)
+    start = time.monotonic()
+    async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst:
+        with pytest.raises(
+            trio_isyswasfa.GuestTrap, match=r"longer than max_run_seconds \(0.2 s\)"
+        ):
+            await inst.call("", "spin")
+        with pytest.raises(trio_isyswasfa.InstanceDead):
+            await inst.call("", "grow", 0)
+    assert time.monotonic() - start < 5
+
+
+async def test_the_run_limit_is_per_call_not_per_instance(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    imports = {
+        "test:cases/host": {
+            "note": lambda s: None,
+            "forever": trio.sleep_forever,
+            "echo-later": trio.sleep_forever,
+            "fallible": trio.sleep_forever,
+        }
+    }
+    limits = Limits(max_run_seconds=0.3)
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=imports, limits=limits
+    ) as inst:
+        start = time.monotonic()
+        for _ in range(5):  # 0.5 s in all, each call into the guest short
+            assert await inst.call("test:cases/cases", "sleep-ms", 100) == 100
+        assert time.monotonic() - start >= 0.5
+        await trio.sleep(0.4)  # idle time is not run time either
+        assert await inst.call("test:cases/cases", "add", 2, 3) == 5
+
+
+async def test_memory_grows_up_to_the_limit_and_no_further(wasm: bytes) -> None:
+    async with trio_isyswasfa.open_instance(wasm) as inst:
+        assert await inst.call("", "grow", 100) == 1  # unlimited: from 1 page to 101
+    async with trio_isyswasfa.open_instance(wasm, limits=Limits(max_memory=4 * PAGE)) as inst:
+        assert await inst.call("", "grow", 2) == 1
+        assert await inst.call("", "grow", 2) == -1  # 5 pages > 4
+        assert await inst.call("", "grow", 1) == 3
+
+
+async def test_a_component_that_needs_more_memory_than_allowed_does_not_open(
+    wasm: bytes,
+) -> None:
+    with pytest.raises(trio_isyswasfa.LinkError):
+        async with trio_isyswasfa.open_instance(wasm, limits=Limits(max_memory=1000)):
+            pass
+
+
+async def test_a_python_guest_out_of_memory_raises_memory_error_inside(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    limits = Limits(max_memory=256 * 1024 * 1024)
+    async with trio_isyswasfa.open_instance(wasi_component, limits=limits) as inst:
+        outcome = await inst.call(
+            "test:wasi/probe", "exec", "result = len(bytearray(1024 * 1024 * 1024))"
+        )
+        assert outcome == trio_isyswasfa.Err("MemoryError")
+        again = await inst.call("test:wasi/probe", "exec", "result = len(bytearray(1000))")
+        assert again == trio_isyswasfa.Ok("1000")
+
+
+def test_bad_limits_are_refused() -> None:
+    with pytest.raises(trio_isyswasfa.HostProtocolError, match="max_run_seconds"):
+        Limits(max_run_seconds=0)
+    with pytest.raises(trio_isyswasfa.HostProtocolError, match="max_memory"):
+        Limits(max_memory=-1)
+
+
+def test_cli_names_a_bad_size_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trio_isyswasfa", "run", "--max-memory", "lots", "x.wasm"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "bad size 'lots'" in proc.stderr

@@ -1,0 +1,43 @@
+"""How much of the machine one instance may take: memory, and time in one guest entry."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import HostProtocolError
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds for an untrusted guest. ``None`` leaves a bound off (the default).
+
+    Attributes:
+      max_memory: bytes each of the guest's linear memories may grow to; beyond it
+        ``memory.grow`` fails, as it does when a native host runs out (a Python guest
+        raises ``MemoryError``), and an instance whose component needs more at start
+        does not open (:class:`~trio_isyswasfa.LinkError`).
+      max_run_seconds: how long one entry into the guest (an export call or a poll,
+        host functions it calls included) may run before the guest is stopped with
+        :class:`~trio_isyswasfa.GuestTrap`. A guest that computes without returning
+        holds the event loop; this bounds how long. Checked every 10 ms.
+    """
+
+    max_memory: int | None = None
+    max_run_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise HostProtocolError(f"max_memory must be positive, not {self.max_memory}")
+        if self.max_run_seconds is not None and not self.max_run_seconds > 0:
+            raise HostProtocolError(f"max_run_seconds must be positive, not {self.max_run_seconds}")
+
+
+def parse_size(text: str) -> int:
+    """``"512K"``, ``"256M"``, ``"2G"`` or a number of bytes (the CLI's ``--max-memory``)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if match is None or int(match.group(1)) == 0:
+        raise HostProtocolError(f"bad size {text!r}: expected a positive number, with K, M or G")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
