@@ -13,9 +13,19 @@ from hypercorn.config import Config
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.tools.lower import lower_world
 
 ROOT = Path(__file__).resolve().parent.parent
 GUESTS = Path(__file__).resolve().parent / "guests"
+
+
+def lowered_wit(tmp_path_factory: pytest.TempPathFactory, world: str, wit: str) -> Path:
+    """A folder with the lowered form of ``world`` declared in ``wit`` (WAT guests' types)."""
+    src = tmp_path_factory.mktemp(f"{world}-src") / "world.wit"
+    src.write_text(wit)
+    out = tmp_path_factory.mktemp(f"{world}-wit")
+    lower_world(src, world, out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,23 @@ def test_inspect_bad_files(tmp_path: Path, content: bytes | None, message: str) 
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--allow-net", "nowhere"], "bad network pattern 'nowhere'"),
+        (["--allow-net", "example.com:80"], "names are not allowed"),
+        (["--max-memory", "lots"], "bad size 'lots'"),
+        (["--dir", "::guest"], "bad directory"),
+    ],
+)
+def test_run_names_a_bad_option_in_one_line(options: list[str], message: str) -> None:
+    proc = run("run", *options, "x.wasm")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert message in lines[0]
+
+
 def test_component_without_poll_export(tmp_path: Path) -> None:
     from trio_isyswasfa.testing import build_wat_component
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import lowered_wit
 
 import trio_isyswasfa
 from trio_isyswasfa.testing import build_wat_component
-from trio_isyswasfa.tools.lower import lower_world
 
 WORLD = """
 package test:hostile;
@@ -107,11 +107,7 @@ DROP_TWICE = """
 
 @pytest.fixture(scope="module")
 def hostile_wit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("hostile-src") / "world.wit"
-    src.write_text(WORLD)
-    out = tmp_path_factory.mktemp("hostile-wit")
-    lower_world(src, "hostile", out)
-    return out
+    return lowered_wit(tmp_path_factory, "hostile", WORLD)
 
 
 def build(wit: Path, *, poll: str = EMPTY_POLL, start_extra: str = "") -> bytes:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import trio
+from conftest import lowered_wit
 
 import trio_isyswasfa
 from trio_isyswasfa import Limits
 from trio_isyswasfa.testing import build_wat_component
-from trio_isyswasfa.tools.lower import lower_world
 
 WORLD = """
 package test:limits;
@@ -47,11 +44,7 @@ PAGE = 64 * 1024
 
 @pytest.fixture(scope="module")
 def wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    src = tmp_path_factory.mktemp("limits-src") / "world.wit"
-    src.write_text(WORLD)
-    out = tmp_path_factory.mktemp("limits-wit")
-    lower_world(src, "limits", out)
-    return build_wat_component(out, "limits", MODULE)
+    return build_wat_component(lowered_wit(tmp_path_factory, "limits", WORLD), "limits", MODULE)
 
 
 async def test_a_guest_that_never_returns_is_stopped(wasm: bytes) -> None:
@@ -125,14 +118,3 @@ def test_bad_limits_are_refused() -> None:
         Limits(max_run_seconds=0)
     with pytest.raises(trio_isyswasfa.HostProtocolError, match="max_memory"):
         Limits(max_memory=-1)
-
-
-def test_cli_names_a_bad_size_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "trio_isyswasfa", "run", "--max-memory", "lots", "x.wasm"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0
-    assert "bad size 'lots'" in proc.stderr

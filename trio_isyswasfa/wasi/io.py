@@ -331,7 +331,10 @@ class ThreadedOutputStream(OutputStream):
             self._failure = exc
 
     def subscribe(self) -> Pollable:
-        return _ThreadedOutputPollable(self)
+        return RoomPollable(self)
+
+    def room_fd(self) -> Any:
+        return None  # room comes from a worker thread
 
     async def drain(self) -> None:
         """Write the pending chunk in a worker thread."""
@@ -365,12 +368,19 @@ class ThreadedOutputStream(OutputStream):
                 self.release()
 
 
-class _ThreadedOutputPollable(Pollable):
-    def __init__(self, stream: ThreadedOutputStream) -> None:
+class RoomPollable(Pollable):
+    """Ready when an output stream has room for more writes; waiting drains it.
+
+    The stream provides ``has_room()``, ``async drain()`` (make room),
+    ``flush_for_block()`` (make room without the event loop) and ``room_fd()`` (a
+    host file object whose writability means room, or ``None``).
+    """
+
+    def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def ready(self) -> bool:
-        return self._stream.has_room()
+        return bool(self._stream.has_room())
 
     async def wait(self) -> None:
         if not self.ready():
@@ -379,6 +389,10 @@ class _ThreadedOutputPollable(Pollable):
     def block(self) -> None:
         if not self.ready():
             self._stream.flush_for_block()
+
+    def selectable(self) -> tuple[Any, bool] | None:
+        fd = self._stream.room_fd()
+        return None if fd is None else (fd, True)
 
 
 class FdOutputStream(ThreadedOutputStream):

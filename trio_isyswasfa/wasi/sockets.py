@@ -35,6 +35,7 @@ from .io import (
     OutputStream,
     Pollable,
     ReadyPollable,
+    RoomPollable,
     StreamClosed,
     StreamFailed,
 )
@@ -378,11 +379,25 @@ class TcpOutputStream(OutputStream):
         self._drain()
         if not self._buffer or self._failed is not None or self.shut:
             return ReadyPollable()
-        return _OutputPollable(self)
+        return RoomPollable(self)
 
     def has_room(self) -> bool:
         self._drain()
         return len(self._buffer) < self._capacity or self._failed is not None
+
+    async def drain(self) -> None:
+        try:
+            while not self.has_room():
+                await anyio.wait_writable(self._shared.sock)
+        except anyio.ClosedResourceError:
+            pass
+
+    def flush_for_block(self) -> None:
+        while not self.has_room():
+            select.select([], [self._shared.sock], [])
+
+    def room_fd(self) -> Any:
+        return self._shared.sock
 
     def close(self) -> None:
         if self._buffer and self._failed is None:
@@ -410,28 +425,6 @@ def _send_rest(shared: _Shared, data: bytes, timeout: float = 30.0) -> None:
         pass
     finally:
         shared.release()
-
-
-class _OutputPollable(Pollable):
-    def __init__(self, stream: TcpOutputStream) -> None:
-        self._stream = stream
-
-    def ready(self) -> bool:
-        return self._stream.has_room()
-
-    async def wait(self) -> None:
-        try:
-            while not self._stream.has_room():
-                await anyio.wait_writable(self._stream._shared.sock)
-        except anyio.ClosedResourceError:
-            pass
-
-    def block(self) -> None:
-        while not self._stream.has_room():
-            select.select([], [self._stream._shared.sock], [])
-
-    def selectable(self) -> tuple[Any, bool] | None:
-        return (self._stream._shared.sock, True)
 
 
 class TcpSocket:
@@ -487,6 +480,9 @@ class _DatagramStream:
         self.udp = udp
         self.generation = udp.generation
         udp.shared.retain()
+
+    def pollable(self) -> Pollable:
+        return _SocketPollable(self.udp.sock, write=isinstance(self, OutgoingDatagrams))
 
     def check_current(self) -> None:
         if self.generation != self.udp.generation:
@@ -598,17 +594,15 @@ class WasiSockets:
             lambda r: self._pollable(_ResolvePollable(t.get(r, ResolveStream))),
         )
         tcp_methods: dict[str, Callable[..., Any]] = {
-            "start-bind": self.tcp_start_bind,
-            "finish-bind": self.tcp_finish_bind,
+            "start-bind": lambda r, n, a: self._start_bind(self._tcp(r), n, a),
+            "finish-bind": lambda r: self._finish_bind(self._tcp(r)),
             "start-connect": self.tcp_start_connect,
             "finish-connect": self.tcp_finish_connect,
             "start-listen": self.tcp_start_listen,
             "finish-listen": self.tcp_finish_listen,
             "accept": self.tcp_accept,
-            "local-address": lambda r: self._local_address(self._tcp(r)),
             "remote-address": self.tcp_remote_address,
             "is-listening": lambda r: self._tcp(r).state == "listening",
-            "address-family": lambda r: _family_name(self._tcp(r).family),
             "set-listen-backlog-size": self.tcp_set_backlog,
             "keep-alive-enabled": lambda r: bool(
                 self._getopt(self._tcp(r), socket.SOL_SOCKET, socket.SO_KEEPALIVE)
@@ -626,69 +620,50 @@ class WasiSockets:
             "set-keep-alive-count": lambda r, v: self._set_positive(
                 self._tcp(r), socket.IPPROTO_TCP, socket.TCP_KEEPCNT, v
             ),
-            "hop-limit": lambda r: self._get_hop_limit(self._tcp(r)),
-            "set-hop-limit": lambda r, v: self._set_hop_limit(self._tcp(r), v),
-            "receive-buffer-size": lambda r: self._getopt(
-                self._tcp(r), socket.SOL_SOCKET, socket.SO_RCVBUF
-            ),
-            "set-receive-buffer-size": lambda r, v: self._set_buffer(
-                self._tcp(r), socket.SO_RCVBUF, v
-            ),
-            "send-buffer-size": lambda r: self._getopt(
-                self._tcp(r), socket.SOL_SOCKET, socket.SO_SNDBUF
-            ),
-            "set-send-buffer-size": lambda r, v: self._set_buffer(
-                self._tcp(r), socket.SO_SNDBUF, v
-            ),
+            **self._common_methods(self._tcp, "hop-limit"),
             "subscribe": self.tcp_subscribe,
             "shutdown": self.tcp_shutdown,
         }
         for name, fn in tcp_methods.items():
             ctx.define(TCP, f"[method]tcp-socket.{name}", fn)
         udp_methods: dict[str, Callable[..., Any]] = {
-            "start-bind": self.udp_start_bind,
-            "finish-bind": self.udp_finish_bind,
+            "start-bind": lambda r, n, a: self._start_bind(self._udp(r), n, a),
+            "finish-bind": lambda r: self._finish_bind(self._udp(r)),
             "stream": self.udp_stream,
-            "local-address": lambda r: self._local_address(self._udp(r)),
             "remote-address": self.udp_remote_address,
-            "address-family": lambda r: _family_name(self._udp(r).family),
-            "unicast-hop-limit": lambda r: self._get_hop_limit(self._udp(r)),
-            "set-unicast-hop-limit": lambda r, v: self._set_hop_limit(self._udp(r), v),
-            "receive-buffer-size": lambda r: self._getopt(
-                self._udp(r), socket.SOL_SOCKET, socket.SO_RCVBUF
-            ),
-            "set-receive-buffer-size": lambda r, v: self._set_buffer(
-                self._udp(r), socket.SO_RCVBUF, v
-            ),
-            "send-buffer-size": lambda r: self._getopt(
-                self._udp(r), socket.SOL_SOCKET, socket.SO_SNDBUF
-            ),
-            "set-send-buffer-size": lambda r, v: self._set_buffer(
-                self._udp(r), socket.SO_SNDBUF, v
-            ),
+            **self._common_methods(self._udp, "unicast-hop-limit"),
             "subscribe": lambda r: self._pollable(ReadyPollable()),
         }
         for name, fn in udp_methods.items():
             ctx.define(UDP, f"[method]udp-socket.{name}", fn)
         ctx.define(UDP, "[method]incoming-datagram-stream.receive", self.udp_receive)
-        ctx.define(
-            UDP,
-            "[method]incoming-datagram-stream.subscribe",
-            lambda r: self._pollable(
-                _SocketPollable(t.get(r, IncomingDatagrams).udp.sock, write=False)
-            ),
-        )
         ctx.define(UDP, "[method]outgoing-datagram-stream.check-send", self.udp_check_send)
         ctx.define(UDP, "[method]outgoing-datagram-stream.send", self.udp_send)
-        ctx.define(
-            UDP,
-            "[method]outgoing-datagram-stream.subscribe",
-            lambda r: self._pollable(
-                _SocketPollable(t.get(r, OutgoingDatagrams).udp.sock, write=True)
-            ),
-        )
+        for stream in ("incoming", "outgoing"):
+            ctx.define(
+                UDP,
+                f"[method]{stream}-datagram-stream.subscribe",
+                lambda r: self._pollable(t.get(r, _DatagramStream).pollable()),
+            )
 
     # helpers
+    def _common_methods(
+        self, get: Callable[[int], TcpSocket | UdpSocket], hop_limit: str
+    ) -> dict[str, Callable[..., Any]]:
+        """The methods TCP and UDP sockets share (``hop_limit``: that method's name)."""
+        return {
+            "local-address": lambda r: self._local_address(get(r)),
+            "address-family": lambda r: _family_name(get(r).family),
+            hop_limit: lambda r: self._get_hop_limit(get(r)),
+            f"set-{hop_limit}": lambda r, v: self._set_hop_limit(get(r), v),
+            "receive-buffer-size": lambda r: self._getopt(
+                get(r), socket.SOL_SOCKET, socket.SO_RCVBUF
+            ),
+            "set-receive-buffer-size": lambda r, v: self._set_buffer(get(r), socket.SO_RCVBUF, v),
+            "send-buffer-size": lambda r: self._getopt(get(r), socket.SOL_SOCKET, socket.SO_SNDBUF),
+            "set-send-buffer-size": lambda r, v: self._set_buffer(get(r), socket.SO_SNDBUF, v),
+        }
+
     def _pollable(self, pollable: Pollable) -> Any:
         return own(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
 
@@ -794,21 +769,20 @@ class WasiSockets:
         tcp = TcpSocket(shared, shared.sock.family)
         return own(self.ctx.table.add(tcp), ResourceKind.TCP_SOCKET)
 
-    def tcp_start_bind(self, rep: int, network: int, address: Any) -> None:
-        tcp = self._tcp(rep)
+    def _start_bind(self, s: TcpSocket | UdpSocket, network: int, address: Any) -> None:
         self._check_network(network)
-        if tcp.state != "unbound":
+        if s.state != "unbound":
             raise WasiError("invalid-state", "the socket is already bound")
-        # let a listener rebind a port in TIME_WAIT, as wasmtime does
-        tcp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._bind(tcp.sock, tcp.family, address)
-        tcp.state = "bind-started"
+        if isinstance(s, TcpSocket):
+            # let a listener rebind a port in TIME_WAIT, as wasmtime does
+            s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._bind(s.sock, s.family, address)
+        s.state = "bind-started"
 
-    def tcp_finish_bind(self, rep: int) -> None:
-        tcp = self._tcp(rep)
-        if tcp.state != "bind-started":
+    def _finish_bind(self, s: TcpSocket | UdpSocket) -> None:
+        if s.state != "bind-started":
             raise WasiError("not-in-progress")
-        tcp.state = "bound"
+        s.state = "bound"
 
     def tcp_start_connect(self, rep: int, network: int, address_value: Any) -> None:
         tcp = self._tcp(rep)
@@ -929,20 +903,6 @@ class WasiSockets:
         shared = self._new_socket(family, socket.SOCK_DGRAM)
         udp = UdpSocket(shared, shared.sock.family)
         return own(self.ctx.table.add(udp), ResourceKind.UDP_SOCKET)
-
-    def udp_start_bind(self, rep: int, network: int, address: Any) -> None:
-        udp = self._udp(rep)
-        self._check_network(network)
-        if udp.state != "unbound":
-            raise WasiError("invalid-state", "the socket is already bound")
-        self._bind(udp.sock, udp.family, address)
-        udp.state = "bind-started"
-
-    def udp_finish_bind(self, rep: int) -> None:
-        udp = self._udp(rep)
-        if udp.state != "bind-started":
-            raise WasiError("not-in-progress")
-        udp.state = "bound"
 
     def udp_stream(self, rep: int, remote_value: Any) -> Any:
         udp = self._udp(rep)
