@@ -1,0 +1,230 @@
+"""HttpClient, the host's sender of guests' outgoing requests, against raw TCP servers
+that count connections and misbehave on purpose."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
+
+import pytest
+import trio
+import trio.lowlevel
+
+from trio_isyswasfa.http import HttpClient
+from trio_isyswasfa.http.types import Body, ErrorCode, Fields, Request, RequestOptions, Response
+from trio_isyswasfa.wasi.io import BytesInputStream, Pipe, PipeReader, PipeWriter, read_chunk
+
+Handler = Callable[[trio.SocketStream, "Server"], Awaitable[None]]
+
+
+@dataclass
+class Server:
+    port: int = 0
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[Server]:
+    state = Server()
+
+    async def serve(stream: trio.SocketStream) -> None:
+        state.connections += 1
+        with suppress(trio.BrokenResourceError):
+            await handler(stream, state)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        state.port = listeners[0].socket.getsockname()[1]
+        yield state
+        nursery.cancel_scope.cancel()
+
+
+async def read_request(stream: trio.SocketStream, buf: bytearray) -> bytes | None:
+    """One request's head and body (content-length or chunked), or None at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = await stream.receive_some()
+        if not data:
+            return None
+        buf += data
+    end = buf.index(b"\r\n\r\n") + 4
+    head = bytes(buf[:end])
+    del buf[:end]
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        while not buf.endswith(b"0\r\n\r\n"):
+            buf += await stream.receive_some()
+        body = bytes(buf)
+        buf.clear()
+        return head + body
+    if b"content-length:" in lower:
+        n = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(buf) < n:
+            buf += await stream.receive_some()
+        body = bytes(buf[:n])
+        del buf[:n]
+        return head + body
+    return head
+
+
+def ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def keep_alive_server(stream: trio.SocketStream, state: Server) -> None:
+    buf = bytearray()
+    while (request := await read_request(stream, buf)) is not None:
+        state.requests.append(request)
+        await stream.send_all(ok(b"hello"))
+
+
+def get(port: int, path: str = "/", **options: int) -> Request:
+    return Request(
+        Fields(),
+        Body(BytesInputStream(b"")),
+        method="GET",
+        scheme="http",
+        authority=f"127.0.0.1:{port}",
+        path_with_query=path,
+        options=RequestOptions(**options) if options else None,
+    )
+
+
+async def body_of(response: Response) -> bytes:
+    out = b""
+    while (chunk := await read_chunk(response.body.stream)) is not None:
+        out += chunk
+    return out
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpClient]:
+    async with HttpClient(allow=["127.0.0.1:*"]) as c:
+        yield c
+
+
+async def test_connections_are_kept_alive_and_reused(client: HttpClient) -> None:
+    async with server(keep_alive_server) as up:
+        for i in range(5):
+            response = await client.send(get(up.port, f"/{i}"))
+            assert response.status == 200
+            assert await body_of(response) == b"hello"
+            await trio.lowlevel.checkpoint()  # the pump hands the connection back
+        assert up.connections == 1
+        assert [r.split(b" ")[1] for r in up.requests] == [f"/{i}".encode() for i in range(5)]
+        assert all(b"host: 127.0.0.1:" in r.lower() for r in up.requests)
+
+
+async def test_concurrent_requests_open_connections_side_by_side(client: HttpClient) -> None:
+    async def slow(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        while (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            await trio.sleep(0.2)
+            await stream.send_all(ok(b"late"))
+
+    async with server(slow) as up:
+        start = trio.current_time()
+        bodies: list[bytes] = []
+
+        async def one(i: int) -> None:
+            bodies.append(await body_of(await client.send(get(up.port, f"/{i}"))))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+        assert bodies == [b"late"] * 20
+        assert trio.current_time() - start < 2.0  # one after another: 20 x 0.2 s
+        assert up.connections == 20
+
+
+async def test_a_streamed_request_body_goes_out_chunked(client: HttpClient) -> None:
+    async with server(keep_alive_server) as up:
+        pipe = Pipe()
+        writer = PipeWriter(pipe)
+        writer.write(b"first part, ")
+        writer.write(b"second part")
+        writer.close()
+        request = get(up.port, "/upload")
+        request.method = "POST"
+        request.body = Body(PipeReader(pipe))
+        response = await client.send(request)
+        assert await body_of(response) == b"hello"
+        (sent,) = up.requests
+        assert b"transfer-encoding: chunked" in sent.lower()
+        assert b"first part, " in sent
+        assert b"second part" in sent
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced(client: HttpClient) -> None:
+    async def one_per_connection(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        if (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            await stream.send_all(ok(b"once"))  # says keep-alive, then closes
+
+    async with server(one_per_connection) as up:
+        assert await body_of(await client.send(get(up.port))) == b"once"
+        await trio.sleep(0.05)
+        assert await body_of(await client.send(get(up.port))) == b"once"
+        assert up.connections == 2
+
+
+async def test_a_body_the_guest_dropped_closes_its_connection(client: HttpClient) -> None:
+    async def big(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        while (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            await stream.send_all(ok(b"x" * 1_000_000))
+
+    async with server(big) as up:
+        response = await client.send(get(up.port))
+        assert await read_chunk(response.body.stream)
+        response.body.close()  # not read to its end
+        await trio.sleep(0.05)
+        assert len(await body_of(await client.send(get(up.port)))) == 1_000_000
+        assert up.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("handler_reply", "options", "case"),
+    [
+        (b"this is not http\r\n\r\n", {}, "HTTP-protocol-error"),
+        (None, {"first_byte_timeout": 100_000_000}, "connection-read-timeout"),
+        (b"", {}, "HTTP-response-incomplete"),
+    ],
+)
+async def test_failures_become_error_codes(
+    client: HttpClient, handler_reply: bytes | None, options: dict[str, int], case: str
+) -> None:
+    async def misbehave(stream: trio.SocketStream, state: Server) -> None:
+        await read_request(stream, bytearray())
+        if handler_reply is None:
+            await trio.sleep_forever()
+        await stream.send_all(handler_reply)
+        await stream.aclose()
+
+    async with server(misbehave) as up:
+        with trio.fail_after(5), pytest.raises(ErrorCode) as info:
+            await client.send(get(up.port, **options))
+        assert info.value.case == case
+
+
+async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
+    with trio.socket.socket() as s:
+        await s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with pytest.raises(ErrorCode) as info:
+        await client.send(get(closed_port))
+    assert info.value.case == "connection-refused"
+    denied = get(80)
+    denied.authority = "example.com"
+    with pytest.raises(ErrorCode) as info:
+        await client.send(denied)
+    assert info.value.case == "HTTP-request-denied"
+    for bad in ("no-slash", "/with space"):
+        with pytest.raises(ErrorCode) as info:
+            await client.send(get(closed_port, bad))
+        assert info.value.case == "HTTP-request-URI-invalid"
