@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import h11
@@ -53,6 +54,15 @@ async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
     with trio.fail_after(5):
         await app.wait_idle()
     return app.statistics()
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds (checked every 10 ms for up to 5 s)."""
+    for _ in range(500):
+        if condition():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the condition never held")
 
 
 class RawClient:
@@ -231,6 +241,35 @@ class TestInstancePolicies:
             for i in range(3):
                 assert (await client.post(f"{url}/", content=str(i))).text == str(i)
         assert (await settled(app)).instances_opened == 3
+
+    async def test_requests_wait_for_one_of_max_instances(
+        self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(service_component, max_instances=1)
+        url = await start_server(nursery, app)
+        release = trio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield b"first "
+            await release.wait()
+            yield b"second"
+
+        replies: dict[str, str] = {}
+
+        async def post(name: str, content: bytes | AsyncIterator[bytes]) -> None:
+            async with httpx.AsyncClient() as client:
+                replies[name] = (await client.post(f"{url}/", content=content)).text
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(post, "slow", slow_body())
+            await eventually(lambda: app.statistics().in_flight == 1)
+            requests.start_soon(post, "quick", b"quick")
+            await eventually(lambda: app.statistics().waiting == 1)
+            assert "quick" not in replies  # it waits for the one instance
+            release.set()
+        assert replies == {"slow": "first second", "quick": "quick"}
+        stats = await settled(app)
+        assert (stats.instances_opened, stats.waiting, stats.completed) == (1, 0, 2)
 
     def test_unknown_policy(self, service_component: trio_isyswasfa.Component) -> None:
         with pytest.raises(ValueError, match="'pooled' or 'per-request'"):

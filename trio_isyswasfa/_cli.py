@@ -130,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
         default="pooled",
         help="keep instances open between requests (default), or a fresh one per request",
     )
+    serve.add_argument(
+        "--max-instances",
+        type=int,
+        default=32,
+        metavar="N",
+        help="instances at once (default 32); further requests wait. A guest that mostly "
+        "computes serves best with a few per CPU core",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     _limit_arguments(serve)
 
@@ -201,6 +209,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .http._client import HttpClient
     from .http._serve import parse_addr, serve
 
+    if args.max_instances < 1:
+        raise HostProtocolError(f"--max-instances must be at least 1, not {args.max_instances}")
     addrs = args.addr or ["127.0.0.1:8080"]
     for addr in addrs:
         try:
@@ -211,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
         load_component(args.component),
         wasi=_wasi_config(args),
         instances=args.instances,
+        max_instances=args.max_instances,
         limits=_limits(args),
         http_client=HttpClient(allow=args.allow_outgoing) if args.allow_outgoing else None,
     )

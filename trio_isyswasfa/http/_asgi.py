@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,6 +50,7 @@ class ServerStatistics:
       failed: requests that failed in the component (trap, error code, protocol error).
       cancelled: requests cancelled because the client went away.
       instances_opened: instances opened so far (one per request unless pooled).
+      waiting: requests waiting for an instance (all ``max_instances`` are busy).
       guest_seconds: time spent running guest code for requests so far (see
         :attr:`~trio_isyswasfa.InstanceStatistics.guest_seconds`).
     """
@@ -59,6 +60,7 @@ class ServerStatistics:
     failed: int = 0
     cancelled: int = 0
     instances_opened: int = 0
+    waiting: int = 0
     guest_seconds: float = 0.0
 
 
@@ -71,6 +73,10 @@ class ComponentApp:
       cancel_grace: seconds a guest gets to confirm a cancellation (a client that left).
       limits: memory and run-time bounds for each instance
         (:class:`~trio_isyswasfa.Limits`); none by default.
+      max_instances: instances that may exist at once (each serves one request at a
+        time; further requests wait for one). It bounds memory (a Python guest's
+        instance holds ~12 MiB). A guest that mostly computes serves best with a few
+        per CPU core; one that waits on I/O needs one per concurrent request.
       http_client: sends the guests' outgoing requests; the app opens and closes it
         with the ASGI lifespan (else outgoing requests are refused, unless ``wasi``
         says otherwise).
@@ -91,7 +97,10 @@ class ComponentApp:
         instances: Literal["pooled", "per-request"] = "pooled",
         http_client: HttpClient | None = None,
         limits: Limits | None = None,
+        max_instances: int = 32,
     ) -> None:
+        if max_instances < 1:
+            raise ValueError(f"max_instances must be at least 1, not {max_instances}")
         if instances not in ("pooled", "per-request"):
             raise ValueError(f"instances must be 'pooled' or 'per-request', not {instances!r}")
         self.component = component
@@ -101,6 +110,8 @@ class ComponentApp:
             self.wasi = dataclasses.replace(self.wasi, http_outgoing=http_client.send)
         self.cancel_grace = cancel_grace
         self.limits = limits
+        self.max_instances = max_instances
+        self._slots: anyio.CapacityLimiter | None = None  # made in the event loop
         self.instances = instances
         self._pool: InstancePool | None = None
         exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
@@ -184,7 +195,7 @@ class ComponentApp:
             tg.start_soon(pump_request_body)
             started = False
             try:
-                async with self._instance() as instance:
+                async with self._slot(), self._instance() as instance:
                     engine = instance._engine  # an instance serves one request at a time
                     guest_before = engine.guest_seconds
                     try:
@@ -206,6 +217,22 @@ class ComponentApp:
                     await _send_error(send, 500, "the component failed")
             tg.cancel_scope.cancel()
         return outcome
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the ``max_instances`` slots, waiting for one if all are taken."""
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self.max_instances)
+        stats = self._stats
+        stats.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            stats.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _count_open(self) -> None:
         self._stats.instances_opened += 1
