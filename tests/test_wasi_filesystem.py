@@ -250,6 +250,29 @@ class TestInterface:
         )
         assert await run(inst, code) == repr((True, False))
 
+    async def test_a_descriptor_of_the_wrong_kind_gets_an_error_code(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        code = (
+            "(root, _), = preopens.get_directories()\n"
+            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)\n"
+            "def outcome(op):\n"
+            "    try:\n"
+            "        op()\n"
+            "        return 'ok'\n"
+            "    except Err as e:\n"
+            "        return e.value.name\n"
+            "result = [outcome(lambda: f.open_at(types.PathFlags(0), 'x', types.OpenFlags(0),"
+            " types.DescriptorFlags.READ)),\n"
+            "          outcome(lambda: f.read_directory()),\n"
+            "          outcome(lambda: root.read(10, 0)),\n"
+            "          outcome(lambda: f.write(b'no', 0))]"
+        )
+        assert await run(inst, code) == repr(
+            ["NOT_DIRECTORY", "NOT_DIRECTORY", "IS_DIRECTORY", "BAD_DESCRIPTOR"]
+        )
+
     async def test_direct_read_and_write(self, inst: trio_isyswasfa.Instance, data: Path) -> None:
         code = (
             "(root, _), = preopens.get_directories()\n"
