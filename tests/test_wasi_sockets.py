@@ -4,6 +4,7 @@ allow-list that denies everything by default."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -527,3 +528,41 @@ async def main():
 """
         async with probe(wasi_component, "127.0.0.1:*") as inst:
             assert await run(inst, code) == b"still works"
+
+
+class TestCPythonSocketModule:
+    """Unmodified CPython socket code in a guest: wasi-libc's blocking calls wait in the
+    host (holding the event loop, as a native host's thread is held), so the peer here
+    is a plain thread."""
+
+    async def test_create_connection_send_and_receive(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def shout() -> None:
+            with server, server.accept()[0] as conn:
+                conn.sendall(conn.recv(100).upper())
+
+        thread = threading.Thread(target=shout, daemon=True)
+        thread.start()
+        code = (
+            f"with socket.create_connection(('localhost', {port})) as s:\n"
+            "    s.sendall(b'plain python sockets')\n"
+            "    result = (s.recv(100), s.getpeername())"
+        )
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            outcome = await inst.call(PROBE, "exec", code)
+        thread.join(5)
+        assert outcome == trio_isyswasfa.Ok(repr((b"PLAIN PYTHON SOCKETS", ("127.0.0.1", port))))
+
+    async def test_without_the_allow_list_python_sees_permission_errors(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        async with probe(wasi_component) as inst:
+            outcome = await inst.call(PROBE, "exec", "socket.create_connection(('127.0.0.1', 9))")
+        assert isinstance(outcome, trio_isyswasfa.Err)
+        assert "PermissionError" in outcome.value

@@ -520,28 +520,48 @@ class ResolveStream:
         return self.addresses is not None or self.error is not None
 
     async def resolve(self) -> None:
+        """Resolve in a worker thread (``anyio.getaddrinfo``) while the loop runs on."""
         async with self._lock:
             if self.done():
                 return
             try:
                 infos = await anyio.getaddrinfo(self.name, None, type=socket.SOCK_STREAM)
-            except socket.gaierror as exc:
-                if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
-                    self.error = WasiError("name-unresolvable", str(exc))
-                elif exc.errno == socket.EAI_AGAIN:
-                    self.error = WasiError("temporary-resolver-failure", str(exc))
-                else:
-                    self.error = WasiError("permanent-resolver-failure", str(exc))
-                return
             except (OSError, UnicodeError) as exc:
-                self.error = WasiError("permanent-resolver-failure", str(exc))
-                return
-            seen: list[IPAddress] = []
-            for info in infos:
-                address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-                if address not in seen:
-                    seen.append(address)
-            self.addresses = seen
+                self._failed(exc)
+            else:
+                self._resolved(infos)
+
+    def resolve_now(self) -> None:
+        """Resolve on this thread: a guest blocking on the pollable holds the loop, as
+        it would hold a native host's thread."""
+        if self.done():
+            return
+        try:
+            infos = socket.getaddrinfo(self.name, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            self._failed(exc)
+        else:
+            self._resolved(infos)
+
+    def _failed(self, exc: BaseException) -> None:
+        errno_ = getattr(exc, "errno", None)
+        if isinstance(exc, socket.gaierror) and errno_ in (
+            socket.EAI_NONAME,
+            getattr(socket, "EAI_NODATA", None),
+        ):
+            self.error = WasiError("name-unresolvable", str(exc))
+        elif isinstance(exc, socket.gaierror) and errno_ == socket.EAI_AGAIN:
+            self.error = WasiError("temporary-resolver-failure", str(exc))
+        else:
+            self.error = WasiError("permanent-resolver-failure", str(exc))
+
+    def _resolved(self, infos: Sequence[Any]) -> None:
+        seen: list[IPAddress] = []
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if address not in seen:
+                seen.append(address)
+        self.addresses = seen
 
 
 class _ResolvePollable(Pollable):
@@ -553,6 +573,9 @@ class _ResolvePollable(Pollable):
 
     async def wait(self) -> None:
         await self._stream.resolve()
+
+    def block(self) -> None:
+        self._stream.resolve_now()
 
 
 # -- the interfaces ---------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """A guest that runs Python snippets, for tests of the host's WASI from inside a guest.
 
-Each snippet sees ``os``, the WIT bindings (``types``, ``preopens``, ``streams``, …),
+Each snippet sees ``os``, ``socket``, the WIT bindings (``types``, ``preopens``, ``streams``, …),
 ``Err`` and the guest library's stream helpers.
 """
 
+import encodings.idna  # noqa: F401  (socket looks host names up through it)
 import os
+import socket
 import traceback
 from typing import Any
 
@@ -38,6 +40,7 @@ from wit_world.imports import (
 
 NAMES: dict[str, Any] = {
     "os": os,
+    "socket": socket,
     "Err": Err,
     "environment": environment,
     "error": error,
