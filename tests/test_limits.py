@@ -118,3 +118,16 @@ def test_bad_limits_are_refused() -> None:
         Limits(max_run_seconds=0)
     with pytest.raises(trio_isyswasfa.HostProtocolError, match="max_memory"):
         Limits(max_memory=-1)
+
+
+async def test_a_blocking_sleep_in_a_host_call_is_bounded_too(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    code = "with monotonic_clock.subscribe_duration(10 * 10**9) as p:\n    p.block()"
+    start = time.monotonic()
+    async with trio_isyswasfa.open_instance(
+        wasi_component, limits=Limits(max_run_seconds=0.3)
+    ) as inst:
+        with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
+            await inst.call("test:wasi/probe", "exec", code)
+    assert time.monotonic() - start < 3

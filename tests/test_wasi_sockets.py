@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -566,3 +567,21 @@ class TestCPythonSocketModule:
             outcome = await inst.call(PROBE, "exec", "socket.create_connection(('127.0.0.1', 9))")
         assert isinstance(outcome, trio_isyswasfa.Err)
         assert "PermissionError" in outcome.value
+
+    async def test_a_blocking_read_is_bounded_by_max_run_seconds(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code = f"s = socket.create_connection(('127.0.0.1', {port}))\nresult = s.recv(100)"
+        limits = trio_isyswasfa.Limits(max_run_seconds=0.5)
+        start = time.monotonic()
+        with server:  # accepts (the kernel does), never answers
+            async with trio_isyswasfa.open_instance(
+                wasi_component, wasi=WasiConfig(allow_net=["127.0.0.1:*"]), limits=limits
+            ) as inst:
+                with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
+                    await inst.call(PROBE, "exec", code)
+        assert time.monotonic() - start < 3

@@ -165,6 +165,25 @@ def engine() -> wasmtime.Engine:
     return _engine
 
 
+# When the guest call running now must end (time.monotonic()), if it has a run limit:
+# host functions that block (a guest's blocking socket read, a sleep) wait no longer.
+_entry_deadline: float | None = None
+
+
+def blocking_budget() -> float | None:
+    """Seconds a blocking host function may still wait for the guest call running now
+    (``Limits.max_run_seconds``); ``None`` if unlimited. Raises :class:`GuestTrap` once
+    the time is up, which stops the guest."""
+    if _entry_deadline is None:
+        return None
+    left = _entry_deadline - time.monotonic()
+    if left <= 0:
+        raise GuestTrap(
+            "it ran longer than max_run_seconds, blocked in a host call, without returning"
+        )
+    return left
+
+
 def _start_ticker() -> None:
     """Advance the engine's epoch every EPOCH_TICK seconds (once a run limit is used)."""
     global _ticker
@@ -630,9 +649,14 @@ class ExportFunc:
         owner = self.owner
         if owner.faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
+        global _entry_deadline
         before = _fastcall.clock.guest
+        outer_deadline = _entry_deadline
         if owner.run_ticks:
             owner.store.set_epoch_deadline(owner.run_ticks)
+            _entry_deadline = time.monotonic() + (owner.limits.max_run_seconds or 0.0)
+        else:
+            _entry_deadline = None
         try:
             value = _fastcall.call_func(self.func, owner.store, self.fty, args)
             self.func.post_return(owner.store)
@@ -655,6 +679,7 @@ class ExportFunc:
             raise owner.faults.fault from exc  # type: ignore[misc]
         finally:
             owner.guest_seconds += _fastcall.clock.guest - before
+            _entry_deadline = outer_deadline
         return self.lift(value)
 
     def raw(self, *args: Any) -> Any:

@@ -21,8 +21,11 @@ class Limits:
         does not open (:class:`~trio_isyswasfa.LinkError`).
       max_run_seconds: how long one entry into the guest (an export call or a poll,
         host functions it calls included) may run before the guest is stopped with
-        :class:`~trio_isyswasfa.GuestTrap`. A guest that computes without returning
-        holds the event loop; this bounds how long. Checked every 10 ms.
+        :class:`~trio_isyswasfa.GuestTrap`. A guest that computes without returning,
+        or blocks in a host call (a blocking socket read, ``pollable.block``), holds
+        the event loop; this bounds how long. Computing is checked every 10 ms;
+        blocking waits end at the limit. (A blocking name lookup or stdin read is
+        not cut short.)
     """
 
     max_memory: int | None = None

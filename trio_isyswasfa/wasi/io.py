@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-from .._engine import Err, ResourceKind, own
+from .._engine import Err, ResourceKind, blocking_budget, own
 from .._errors import GuestProtocolError, HostProtocolError
 from ._context import WasiContext
 
@@ -50,6 +49,22 @@ class Pollable:
             )
 
 
+def wait_without_loop(reads: list[Any], writes: list[Any], timeout: float | None = None) -> bool:
+    """Block this thread until a file object is ready or ``timeout`` passes (``select``),
+    for a guest's blocking call: it holds the event loop, as it would hold a native
+    host's thread. Bounded by the running guest call's ``max_run_seconds``, past which
+    the guest is stopped (:class:`~trio_isyswasfa.GuestTrap`). True if something is ready.
+    """
+    while True:
+        budget = blocking_budget()
+        wait = timeout if budget is None else budget if timeout is None else min(timeout, budget)
+        ready = select.select(reads, writes, [], wait)
+        if ready[0] or ready[1]:
+            return True
+        if budget is None or (timeout is not None and timeout <= budget):
+            return False  # the caller's own timeout passed
+
+
 class ReadyPollable(Pollable):
     """Always ready (streams that never make the guest wait)."""
 
@@ -76,7 +91,7 @@ class DeadlinePollable(Pollable):
         # only a real-time sleep is possible without the loop; it stalls other tasks
         remaining = self.deadline - anyio.current_time()
         if remaining > 0:
-            time.sleep(remaining)
+            wait_without_loop([], [], remaining)
 
 
 # -- streams --------------------------------------------------------------------------
@@ -596,7 +611,7 @@ class WasiIo:
                     continue
                 (writes if target[1] else reads).append(target[0])
             timeout = max(0.0, min(deadlines) - anyio.current_time()) if deadlines else None
-            select.select(reads, writes, [], timeout)
+            wait_without_loop(reads, writes, timeout)
 
     def failed(self, exc: StreamFailed) -> Any:
         """``err(last-operation-failed(error))`` for a stream operation that failed."""

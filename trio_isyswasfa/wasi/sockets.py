@@ -38,6 +38,7 @@ from .io import (
     RoomPollable,
     StreamClosed,
     StreamFailed,
+    wait_without_loop,
 )
 
 NETWORK = "wasi:sockets/network"
@@ -267,9 +268,9 @@ class _SocketPollable(Pollable):
         # a blocking call holds the event loop, as it holds a native host's thread
         if self._sock.fileno() >= 0:
             if self._write:
-                select.select([], [self._sock], [])
+                wait_without_loop([], [self._sock])
             else:
-                select.select([self._sock], [], [])
+                wait_without_loop([self._sock], [])
 
 
 class _Shared:
@@ -370,7 +371,7 @@ class TcpOutputStream(OutputStream):
     def blocking_flush(self) -> None:
         self._drain()
         while self._buffer and self._failed is None:
-            select.select([], [self._shared.sock], [])
+            wait_without_loop([], [self._shared.sock])
             self._drain()
         if self._failed is not None:
             raise self._failed
@@ -394,7 +395,7 @@ class TcpOutputStream(OutputStream):
 
     def flush_for_block(self) -> None:
         while not self.has_room():
-            select.select([], [self._shared.sock], [])
+            wait_without_loop([], [self._shared.sock])
 
     def room_fd(self) -> Any:
         return self._shared.sock
