@@ -13,7 +13,15 @@ import trio
 import trio.lowlevel
 
 from trio_isyswasfa.http import HttpClient
-from trio_isyswasfa.http.types import Body, ErrorCode, Fields, Request, RequestOptions, Response
+from trio_isyswasfa.http.types import (
+    Body,
+    ErrorCode,
+    Fields,
+    Request,
+    RequestOptions,
+    Response,
+    make_trailers,
+)
 from trio_isyswasfa.wasi.io import BytesInputStream, Pipe, PipeReader, PipeWriter, read_chunk
 
 Handler = Callable[[trio.SocketStream, "Server"], Awaitable[None]]
@@ -54,7 +62,7 @@ async def read_request(stream: trio.SocketStream, buf: bytearray) -> bytes | Non
     del buf[:end]
     lower = head.lower()
     if b"transfer-encoding: chunked" in lower:
-        while not buf.endswith(b"0\r\n\r\n"):
+        while not (b"\r\n0\r\n" in buf and buf.endswith(b"\r\n\r\n")):  # last chunk, trailers
             buf += await stream.receive_some()
         body = bytes(buf)
         buf.clear()
@@ -228,3 +236,32 @@ async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
         with pytest.raises(ErrorCode) as info:
             await client.send(get(closed_port, bad))
         assert info.value.case == "HTTP-request-URI-invalid"
+
+
+async def test_trailers_go_out_after_a_chunked_body_and_come_back(client: HttpClient) -> None:
+    async def with_trailers(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        while (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"
+            )
+
+    async with server(with_trailers) as up:
+        pipe = Pipe()
+        writer = PipeWriter(pipe)
+        writer.write(b"signed body")
+        writer.close()
+        sender, receiver = make_trailers()
+        sender.send(Fields([("x-signature", b"s1")]))
+        request = get(up.port, "/upload")
+        request.method = "POST"
+        request.body = Body(PipeReader(pipe), receiver)
+        response = await client.send(request)
+        assert await body_of(response) == b"hello"
+        trailers = await response.body.finish()
+        assert trailers is not None
+        assert trailers.entries() == [("x-checksum", b"abc")]
+        (sent,) = up.requests
+        assert sent.endswith(b"0\r\nx-signature: s1\r\n\r\n")

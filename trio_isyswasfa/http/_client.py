@@ -30,7 +30,16 @@ from h11._events import Event
 
 from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
 from ._background import BackgroundTasks
-from .types import FORBIDDEN, Body, ErrorCode, Fields, Request, Response
+from .types import (
+    FORBIDDEN,
+    Body,
+    ErrorCode,
+    Fields,
+    Request,
+    Response,
+    TrailersSender,
+    make_trailers,
+)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _READ = 64 * 1024
@@ -164,7 +173,8 @@ class HttpClient(BackgroundTasks):
         if not any(n.lower() == b"host" for n, _ in headers):
             headers.insert(0, (b"host", request.authority.encode("latin-1")))
         first = await read_chunk(request.body.stream)
-        if first is not None and not any(n.lower() == b"content-length" for n, _ in headers):
+        chunked = first is not None and not any(n.lower() == b"content-length" for n, _ in headers)
+        if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
         head = h11.Request(method=request.method, target=target, headers=headers)
         origin: Origin = (scheme, host, port)
@@ -175,7 +185,9 @@ class HttpClient(BackgroundTasks):
             if conn is None:
                 conn = await self._connect(origin, timeouts.connect)
             try:
-                response = await self._exchange(conn, head, first, request.body, timeouts, fresh)
+                response = await self._exchange(
+                    conn, head, first, request.body, timeouts, fresh, chunked
+                )
                 break
             except _Stale:
                 await conn.aclose()  # the server closed it while idle: once more, anew
@@ -184,13 +196,10 @@ class HttpClient(BackgroundTasks):
                 await conn.aclose()
                 raise
         pipe = Pipe()
-        self._tasks.start_soon(self._pump, origin, conn, PipeWriter(pipe), timeouts)
-        fields = Fields(
-            (n.decode("latin-1"), v)
-            for n, v in response.headers
-            if n.decode("latin-1").lower() not in FORBIDDEN
-        )
-        return Response(fields, Body(PipeReader(pipe)), status=response.status_code)
+        trailers_tx, trailers_rx = make_trailers()
+        self._tasks.start_soon(self._pump, origin, conn, PipeWriter(pipe), trailers_tx, timeouts)
+        fields = _fields(response.headers)
+        return Response(fields, Body(PipeReader(pipe), trailers_rx), status=response.status_code)
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -226,8 +235,10 @@ class HttpClient(BackgroundTasks):
         body: Body,
         timeouts: _Timeouts,
         fresh: bool,
+        chunked: bool,
     ) -> h11.Response:
-        """Send the request (its body as it streams) and read the response's head."""
+        """Send the request (its body as it streams, then its trailers if it is sent
+        chunked: HTTP/1.1 has nowhere else for them) and read the response's head."""
 
         def stale() -> bool:
             # a reused connection the server had closed: nothing came back, and the
@@ -243,7 +254,15 @@ class HttpClient(BackgroundTasks):
                 await conn.send(h11.Data(data=first))
                 while (chunk := await read_chunk(body.stream)) is not None:
                     await conn.send(h11.Data(data=chunk))
-            await conn.send(h11.EndOfMessage())
+            trailers = await body.finish()
+            if chunked and trailers is not None and trailers.entries():
+                await conn.send(
+                    h11.EndOfMessage(
+                        headers=[(n.encode("latin-1"), v) for n, v in trailers.entries()]
+                    )
+                )
+            else:
+                await conn.send(h11.EndOfMessage())
             while True:
                 event = await conn.next_event(timeouts.first_byte)
                 if isinstance(event, h11.Response):
@@ -273,21 +292,32 @@ class HttpClient(BackgroundTasks):
             body.close()
 
     async def _pump(
-        self, origin: Origin, conn: _Connection, writer: PipeWriter, timeouts: _Timeouts
+        self,
+        origin: Origin,
+        conn: _Connection,
+        writer: PipeWriter,
+        trailers: TrailersSender,
+        timeouts: _Timeouts,
     ) -> None:
-        """Move the response body into the guest's pipe; keep the connection if it can."""
+        """Move the response body into the guest's pipe, then its trailers; keep the
+        connection if it can."""
         keep = False
         try:
             while True:
                 event = await conn.next_event(timeouts.between_bytes)
                 if isinstance(event, h11.Data):
                     await write_all(writer, bytes(event.data))
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                elif isinstance(event, h11.EndOfMessage):
+                    if event.headers:
+                        trailers.send(_fields(event.headers))
                     keep = conn.reusable()
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
                     break
         except (StreamClosed, TimeoutError, anyio.BrokenResourceError, OSError, h11.ProtocolError):
             pass  # the guest dropped the body, or the connection broke: the body ends early
         finally:
+            trailers.close()  # none, unless they were sent above
             writer.close()
             idle = self._idle.setdefault(origin, [])
             if keep and self._open and len(idle) < self._max_idle:
@@ -299,6 +329,15 @@ class HttpClient(BackgroundTasks):
 
 # Headers the client manages itself (the guest's copies are dropped).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "te"})
+
+
+def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
+    """Received header or trailer fields for a guest (forbidden ones left out)."""
+    return Fields(
+        (n.decode("latin-1"), bytes(v))
+        for n, v in headers
+        if n.decode("latin-1").lower() not in FORBIDDEN
+    )
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
