@@ -40,6 +40,14 @@ async def run_async(inst: trio_isyswasfa.Instance, code: str) -> str:
     return outcome.value  # type: ignore[no-any-return]
 
 
+# a snippet's first lines: the preopen `root`, and `f`, hello.txt opened for reading
+OPEN_HELLO_READ = (
+    "(root, _), = preopens.get_directories()\n"
+    "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
+    " types.DescriptorFlags.READ)\n"
+)
+
+
 class GuestFailed(Exception):
     pass
 
@@ -254,10 +262,7 @@ class TestInterface:
         self, inst: trio_isyswasfa.Instance
     ) -> None:
         code = (
-            "(root, _), = preopens.get_directories()\n"
-            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
-            " types.DescriptorFlags.READ)\n"
-            "def outcome(op):\n"
+            OPEN_HELLO_READ + "def outcome(op):\n"
             "    try:\n"
             "        op()\n"
             "        return 'ok'\n"
@@ -287,12 +292,7 @@ class TestInterface:
     async def test_writing_through_a_read_descriptor_is_refused(
         self, inst: trio_isyswasfa.Instance
     ) -> None:
-        code = (
-            "(root, _), = preopens.get_directories()\n"
-            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
-            " types.DescriptorFlags.READ)\n"
-            "f.write(b'x', 0)"
-        )
+        code = OPEN_HELLO_READ + "f.write(b'x', 0)"
         with pytest.raises(GuestFailed, match="BAD_DESCRIPTOR"):
             await run(inst, code)
 
@@ -311,10 +311,8 @@ class TestInterface:
         self, inst: trio_isyswasfa.Instance
     ) -> None:
         code = (
-            "(root, _), = preopens.get_directories()\n"
-            "f = root.open_at(types.PathFlags(0), 'hello.txt', types.OpenFlags(0),"
-            " types.DescriptorFlags.READ)\n"
-            "f.open_at(types.PathFlags(0), 'x', types.OpenFlags(0), types.DescriptorFlags.READ)"
+            OPEN_HELLO_READ
+            + "f.open_at(types.PathFlags(0), 'x', types.OpenFlags(0), types.DescriptorFlags.READ)"
         )
         with pytest.raises(GuestFailed, match="NOT_DIRECTORY"):
             await run(inst, code)

@@ -83,6 +83,14 @@ async def tcp_server(
         nursery.cancel_scope.cancel()
 
 
+def listening() -> tuple[socket.socket, int]:
+    """A plain listening socket on loopback (for peers that run in threads) and its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    return server, server.getsockname()[1]
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -539,10 +547,7 @@ class TestCPythonSocketModule:
     async def test_create_connection_send_and_receive(
         self, wasi_component: trio_isyswasfa.Component
     ) -> None:
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
+        server, port = listening()
 
         def shout() -> None:
             with server, server.accept()[0] as conn:
@@ -571,10 +576,7 @@ class TestCPythonSocketModule:
     async def test_a_blocking_read_is_bounded_by_max_run_seconds(
         self, wasi_component: trio_isyswasfa.Component
     ) -> None:
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
+        server, port = listening()
         code = f"s = socket.create_connection(('127.0.0.1', {port}))\nresult = s.recv(100)"
         limits = trio_isyswasfa.Limits(max_run_seconds=0.5)
         start = time.monotonic()
