@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import anyio
+import anyio.abc
 import pytest
 
 import trio_isyswasfa
@@ -49,3 +50,61 @@ def test_round_trip_and_cancellation_under_asyncio(
     assert cancelled
     assert notes == ["guest saw CancelledError"]
     assert elapsed < 2.0
+
+
+def test_sockets_and_the_http_client_under_asyncio(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    from trio_isyswasfa.http import HttpClient
+    from trio_isyswasfa.http.types import Body, Fields, Request
+    from trio_isyswasfa.wasi.io import BytesInputStream, read_chunk
+
+    async def main() -> tuple[object, bytes]:
+        async def shout(stream: anyio.abc.SocketStream) -> None:
+            async with stream:
+                data = await stream.receive()
+                if data.startswith(b"GET"):
+                    await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                else:
+                    await stream.send(data.upper())
+
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, shout)
+            code = f"""
+async def main():
+    net = instance_network.instance_network()
+    s = tcp_create_socket.create_tcp_socket(network.IpAddressFamily.IPV4)
+    s.start_connect(net, network.IpSocketAddress_Ipv4(
+        network.Ipv4SocketAddress(port={port}, address=(127, 0, 0, 1))))
+    while True:
+        try:
+            rx, tx = s.finish_connect()
+            break
+        except Err:
+            with s.subscribe() as p:
+                await wait_pollable(p)
+    with s, rx, tx:
+        await write_all(tx, b'async sockets')
+        return await read(rx)
+"""
+            wasi = trio_isyswasfa.WasiConfig(allow_net=["127.0.0.1:*"])
+            async with trio_isyswasfa.open_instance(wasi_component, wasi=wasi) as inst:
+                echoed = await inst.call("test:wasi/probe", "exec-async", code)
+            async with HttpClient(allow=["127.0.0.1:*"]) as client:
+                request = Request(
+                    Fields(),
+                    Body(BytesInputStream(b"")),
+                    scheme="http",
+                    authority=f"127.0.0.1:{port}",
+                    path_with_query="/",
+                )
+                response = await client.send(request)
+                body = await read_chunk(response.body.stream) or b""
+            tg.cancel_scope.cancel()
+        return echoed, body
+
+    echoed, body = anyio.run(main, backend="asyncio")
+    assert echoed == trio_isyswasfa.Ok(repr(b"ASYNC SOCKETS"))
+    assert body == b"ok"
