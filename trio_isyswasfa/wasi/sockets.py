@@ -281,6 +281,7 @@ class _Shared:
         self.sock = sock
         self.users = 1
         self._lock = threading.Lock()  # a closed output stream may finish in a thread
+        self.sending: threading.Thread | None = None  # that thread, while it sends
 
     def retain(self) -> _Shared:
         with self._lock:
@@ -377,10 +378,8 @@ class TcpOutputStream(OutputStream):
             raise self._failed
 
     def subscribe(self) -> Pollable:
-        self._drain()
-        if not self._buffer or self._failed is not None or self.shut:
-            return ReadyPollable()
-        return RoomPollable(self)
+        # level-triggered: ready whenever there is room, however the buffer changes later
+        return ReadyPollable() if self.shut else RoomPollable(self)
 
     def has_room(self) -> bool:
         self._drain()
@@ -404,9 +403,11 @@ class TcpOutputStream(OutputStream):
         if self._buffer and self._failed is None:
             # the guest wrote and let go: the rest still goes out, as from a kernel
             # socket buffer, from a worker thread that holds the socket until then
-            threading.Thread(
+            rest = threading.Thread(
                 target=_send_rest, args=(self._shared, bytes(self._buffer)), daemon=True
-            ).start()
+            )
+            self._shared.sending = rest
+            rest.start()
             self._buffer.clear()
             return
         self._shared.release()
@@ -911,8 +912,12 @@ class WasiSockets:
             raise WasiError("invalid-state", "the socket is not connected")
         how = _enum_name(how_value)
         flag = {"receive": socket.SHUT_RD, "send": socket.SHUT_WR, "both": socket.SHUT_RDWR}[how]
-        if how in ("send", "both") and tcp.output is not None:
-            tcp.output.blocking_flush()
+        if how in ("send", "both"):
+            if tcp.output is not None:
+                tcp.output.blocking_flush()
+            rest = tcp.shared.sending
+            if rest is not None:  # a dropped output stream's last bytes go before the FIN
+                rest.join(30)
         try:
             tcp.sock.shutdown(flag)
         except OSError as exc:
