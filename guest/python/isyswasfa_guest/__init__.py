@@ -269,7 +269,7 @@ def first_poll(coro: Coroutine[Any, Any, Any], *, wraps_result: bool = False) ->
     plain value is wrapped in ``Ok``.
     """
     _enter()
-    task = _loop.create_task(coro)
+    task = _start_task(coro)
     _loop.run_ready()
     if task.done():
         return _wrapped_result(task) if wraps_result else task.result()
@@ -279,6 +279,19 @@ def first_poll(coro: Coroutine[Any, Any, Any], *, wraps_result: bool = False) ->
     task.add_done_callback(lambda _t: _export_done(fid))
     _s.outputs.append(_b.abi.PollOutput_Pending(_b.abi.PollOutputPending(fid, cancel)))
     raise _b.err(pending)
+
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task whose first step runs now (an export that completes at once then
+        costs no trip through the loop)."""
+        return asyncio.Task(coro, loop=_loop, eager_start=True)
+
+else:  # pragma: no cover - guests run CPython 3.12+; the library's own tests may not
+
+    def _start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return _loop.create_task(coro)
 
 
 def _wrapped_result(task: asyncio.Task[Any]) -> Any:
