@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -131,3 +132,21 @@ async def test_a_blocking_sleep_in_a_host_call_is_bounded_too(
         with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
             await inst.call("test:wasi/probe", "exec", code)
     assert time.monotonic() - start < 3
+
+
+async def test_a_blocking_stdin_read_is_bounded_too(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    read_fd, write_fd = os.pipe()  # nothing is ever written
+    try:
+        wasi = trio_isyswasfa.WasiConfig(stdin=read_fd)
+        async with trio_isyswasfa.open_instance(
+            wasi_component, wasi=wasi, limits=Limits(max_run_seconds=0.3)
+        ) as inst:
+            with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
+                await inst.call(
+                    "test:wasi/probe", "exec", "result = stdin.get_stdin().blocking_read(10)"
+                )
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

@@ -24,8 +24,8 @@ class Limits:
         :class:`~trio_isyswasfa.GuestTrap`. A guest that computes without returning,
         or blocks in a host call (a blocking socket read, ``pollable.block``), holds
         the event loop; this bounds how long. Computing is checked every 10 ms;
-        blocking waits end at the limit. (A blocking name lookup or stdin read is
-        not cut short.)
+        blocking waits (sockets, sleeps, stdin) end at the limit. (A blocking name
+        lookup is not cut short.)
     """
 
     max_memory: int | None = None

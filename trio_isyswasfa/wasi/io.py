@@ -180,9 +180,16 @@ class ThreadedInputStream(InputStream):
     reads on the loop's thread, as the guest asked.
     """
 
-    def __init__(self, read_chunk: Callable[[int], bytes], *, abandon: bool = False) -> None:
+    def __init__(
+        self,
+        read_chunk: Callable[[int], bytes],
+        *,
+        abandon: bool = False,
+        fd: int | None = None,
+    ) -> None:
         self._read_chunk = read_chunk  # returns b"" at the end; may raise OSError
         self._abandon = abandon  # a read that may never return (a terminal) is abandoned
+        self._wait_fd = fd  # waited on (bounded by the run limit) before a blocking read
         self._buffer = b""
         self._eof = False
         self._failure: StreamFailed | None = None
@@ -221,6 +228,8 @@ class ThreadedInputStream(InputStream):
             return
         if self._busy:
             raise HostProtocolError("a guest blocked on a stream whose read is in a worker thread")
+        if self._wait_fd is not None:
+            wait_without_loop([self._wait_fd], [])
         try:
             self._settle(self._read_chunk(max(n, 1)), None)
         except OSError as exc:
