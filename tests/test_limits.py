@@ -150,3 +150,15 @@ async def test_a_blocking_stdin_read_is_bounded_too(
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+async def test_a_guest_holding_too_many_handles_is_stopped(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    code = "result = len([monotonic_clock.subscribe_duration(10**9) for _ in range(100)])"
+    async with trio_isyswasfa.open_instance(wasi_component, limits=Limits(max_handles=50)) as inst:
+        assert await inst.call("test:wasi/probe", "exec", "result = 1") == trio_isyswasfa.Ok("1")
+        with pytest.raises(trio_isyswasfa.GuestTrap, match="50 WASI handles"):
+            await inst.call("test:wasi/probe", "exec", code)
+    async with trio_isyswasfa.open_instance(wasi_component, limits=Limits(max_handles=500)) as inst:
+        assert await inst.call("test:wasi/probe", "exec", code) == trio_isyswasfa.Ok("100")

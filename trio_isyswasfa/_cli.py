@@ -167,6 +167,12 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="stop the guest (a trap) when one call into it runs longer than S seconds",
     )
+    parser.add_argument(
+        "--max-handles",
+        type=int,
+        metavar="N",
+        help="stop the guest (a trap) when it holds more than N WASI handles at once",
+    )
 
 
 def _limits(args: argparse.Namespace) -> Any:
@@ -176,6 +182,7 @@ def _limits(args: argparse.Namespace) -> Any:
     return Limits(
         max_memory=parse_size(args.max_memory) if args.max_memory is not None else None,
         max_run_seconds=args.max_run_seconds,
+        max_handles=args.max_handles,
     )
 
 

@@ -154,7 +154,7 @@ class Instance:
     ) -> None:
         self.component = component
         self._user_imports = {strip_version(k): dict(v) for k, v in imports.items()}
-        self._wasi = WasiContext(wasi)
+        self._wasi = WasiContext(wasi, max_handles=limits.max_handles if limits else None)
         self._io = WasiIo(self._wasi)
         WasiClocks(self._wasi, self._io)
         WasiRandom(self._wasi)

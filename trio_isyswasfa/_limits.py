@@ -26,12 +26,18 @@ class Limits:
         the event loop; this bounds how long. Computing is checked every 10 ms;
         blocking waits (sockets, sleeps, stdin) end at the limit. (A blocking name
         lookup is not cut short.)
+      max_handles: WASI handles (streams, pollables, files, sockets, HTTP objects…)
+        the guest may hold at once; one more stops it (:class:`GuestTrap`). Files
+        and sockets hold host file descriptors, which the whole process shares.
     """
 
     max_memory: int | None = None
     max_run_seconds: float | None = None
+    max_handles: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_handles is not None and self.max_handles <= 0:
+            raise HostProtocolError(f"max_handles must be positive, not {self.max_handles}")
         if self.max_memory is not None and self.max_memory <= 0:
             raise HostProtocolError(f"max_memory must be positive, not {self.max_memory}")
         if self.max_run_seconds is not None and not self.max_run_seconds > 0:

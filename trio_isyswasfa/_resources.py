@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ._errors import GuestProtocolError
+from ._errors import GuestProtocolError, GuestTrap
 
 T = TypeVar("T")
 
@@ -12,12 +12,20 @@ T = TypeVar("T")
 class HandleTable:
     """Objects behind host resources, keyed by rep (shared by every resource type)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._items: dict[int, Any] = {}
         self._next = 1
+        self._limit = limit
 
     def add(self, obj: Any) -> int:
-        """Store ``obj`` and return its new rep."""
+        """Store ``obj`` and return its new rep (:class:`GuestTrap` beyond the limit)."""
+        if self._limit is not None and len(self._items) >= self._limit:
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()  # it will never reach the guest
+            raise GuestTrap(
+                f"the guest holds {self._limit} WASI handles at once (Limits.max_handles)"
+            )
         rep = self._next
         self._next += 1
         self._items[rep] = obj

@@ -83,9 +83,9 @@ def _writer(stream: Any) -> Callable[[bytes], object]:
 class WasiContext:
     """Shared state of one instance's WASI: its handle table and configuration."""
 
-    def __init__(self, config: WasiConfig) -> None:
+    def __init__(self, config: WasiConfig, *, max_handles: int | None = None) -> None:
         self.config = config
-        self.table = HandleTable()
+        self.table = HandleTable(max_handles)
         self.functions: dict[tuple[str, str], HostFunc] = {}
         self.resources: dict[tuple[str, str], ResourceDef] = {}
         self.async_functions: dict[
