@@ -94,15 +94,20 @@ class TestEcho:
 
 
 class TestHashAll:
-    async def test_hashes_every_url(
+    @pytest.fixture
+    async def hash_all(
         self,
         nursery: trio.Nursery,
         hash_all_component: trio_isyswasfa.Component,
         upstream: tuple[str, Upstream],
         client: HttpClient,
-    ) -> None:
-        up_url, _ = upstream
+    ) -> tuple[str, str, Upstream]:
+        """The hash-all server's URL, and the upstream's URL and state."""
         url = await start_server(nursery, hash_all_component, client)
+        return url, *upstream
+
+    async def test_hashes_every_url(self, hash_all: tuple[str, str, Upstream]) -> None:
+        url, up_url, _ = hash_all
         urls = [f"{up_url}{path}" for path in JABBERWOCKY]
         async with httpx.AsyncClient() as http:
             response = await http.get(f"{url}/hash-all", headers=[("url", u) for u in urls])
@@ -115,15 +120,8 @@ class TestHashAll:
         }
         assert set(lines) == expected
 
-    async def test_failures_are_lines_too(
-        self,
-        nursery: trio.Nursery,
-        hash_all_component: trio_isyswasfa.Component,
-        upstream: tuple[str, Upstream],
-        client: HttpClient,
-    ) -> None:
-        up_url, _ = upstream
-        url = await start_server(nursery, hash_all_component, client)
+    async def test_failures_are_lines_too(self, hash_all: tuple[str, str, Upstream]) -> None:
+        url, up_url, _ = hash_all
         async with httpx.AsyncClient() as http:
             response = await http.get(
                 f"{url}/hash-all",
@@ -136,18 +134,11 @@ class TestHashAll:
             ]
         )
 
-    async def test_concurrent_and_streaming(
-        self,
-        nursery: trio.Nursery,
-        hash_all_component: trio_isyswasfa.Component,
-        upstream: tuple[str, Upstream],
-        client: HttpClient,
-    ) -> None:
+    async def test_concurrent_and_streaming(self, hash_all: tuple[str, str, Upstream]) -> None:
         # /held answers only after we have read the first line of the response: the
         # other lines were streamed while it was outstanding, and all five upstream
         # requests were in flight at once
-        up_url, up = upstream
-        url = await start_server(nursery, hash_all_component, client)
+        url, up_url, up = hash_all
         urls = [f"{up_url}{path}" for path in [*JABBERWOCKY, "/held"]]
         lines: list[str] = []
         async with (

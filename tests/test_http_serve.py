@@ -224,12 +224,17 @@ class TestProtocol:
             assert (await client.post(f"{url}/", content=b"still")).content == b"still"
 
 
+async def post_numbers(url: str, n: int) -> None:
+    """POST 0, 1, … n-1 one after another to the service, which echoes each body."""
+    async with httpx.AsyncClient() as client:
+        for i in range(n):
+            assert (await client.post(f"{url}/", content=str(i))).text == str(i)
+
+
 class TestInstancePolicies:
     async def test_pooled_instances_are_reused(self, service: tuple[str, ComponentApp]) -> None:
         url, app = service
-        async with httpx.AsyncClient() as client:
-            for i in range(5):
-                assert (await client.post(f"{url}/", content=str(i))).text == str(i)
+        await post_numbers(url, 5)
         assert (await settled(app)).instances_opened == 1
 
     async def test_per_request_instances(
@@ -237,9 +242,7 @@ class TestInstancePolicies:
     ) -> None:
         app = ComponentApp(service_component, instances="per-request")
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
-            for i in range(3):
-                assert (await client.post(f"{url}/", content=str(i))).text == str(i)
+        await post_numbers(url, 3)
         assert (await settled(app)).instances_opened == 3
 
     async def test_requests_wait_for_one_of_max_instances(

@@ -288,8 +288,6 @@ class HttpClient(BackgroundTasks):
             raise ErrorCode("HTTP-protocol-error") from exc
         except h11.LocalProtocolError as exc:
             raise ErrorCode("HTTP-request-URI-invalid") from exc
-        finally:
-            body.close()
 
     async def _pump(
         self,
