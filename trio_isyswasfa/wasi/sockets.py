@@ -15,7 +15,9 @@ pollable (``anyio.getaddrinfo``, a worker thread).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import ipaddress
 import select
 import socket
@@ -1058,14 +1060,16 @@ class WasiSockets:
         return lower_ip_address(stream.addresses.pop(0))
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library this process already runs on (its own symbols, no search)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _disconnect(sock: socket.socket) -> None:
     """Undo ``connect`` on a datagram socket (connect to AF_UNSPEC)."""
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     unspec = (ctypes.c_ubyte * 16)()  # sockaddr with sa_family = AF_UNSPEC (0)
-    if libc.connect(sock.fileno(), unspec, 16) != 0:
+    if _libc().connect(sock.fileno(), unspec, 16) != 0:
         err = ctypes.get_errno()
         if err != errno.EAFNOSUPPORT:  # Linux answers this, yet disconnects
             raise OSError(err, errno.errorcode.get(err, "error"))
