@@ -160,15 +160,20 @@ class TestMiddleware:
     """The middleware in front of the service, here through the host (a reverse proxy:
     the request's authority names the service's server)."""
 
-    async def test_deflate_both_ways(
+    @pytest.fixture
+    async def middleware(
         self,
         nursery: trio.Nursery,
         middleware_component: trio_isyswasfa.Component,
         service_component: trio_isyswasfa.Component,
         client: HttpClient,
-    ) -> None:
+    ) -> tuple[str, str]:
+        """The middleware server's URL and the service server's."""
         service_url = await start_server(nursery, service_component)
-        url = await start_server(nursery, middleware_component, client)
+        return await start_server(nursery, middleware_component, client), service_url
+
+    async def test_deflate_both_ways(self, middleware: tuple[str, str]) -> None:
+        url, service_url = middleware
         text = b"And the mome raths outgrabe. " * 1000
         async with httpx.AsyncClient() as http:
             response = await http.post(
@@ -187,14 +192,9 @@ class TestMiddleware:
         assert response.content == text  # httpx inflated it
 
     async def test_plain_when_the_client_does_not_accept_deflate(
-        self,
-        nursery: trio.Nursery,
-        middleware_component: trio_isyswasfa.Component,
-        service_component: trio_isyswasfa.Component,
-        client: HttpClient,
+        self, middleware: tuple[str, str]
     ) -> None:
-        service_url = await start_server(nursery, service_component)
-        url = await start_server(nursery, middleware_component, client)
+        url, service_url = middleware
         async with httpx.AsyncClient() as http:
             response = await http.post(
                 f"{url}/plain",
