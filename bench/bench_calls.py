@@ -114,7 +114,7 @@ async def main() -> None:
     )
     own, own_g = timers["gather-pollable-sleeps"]
     report(
-        f"{n} guest tasks, each awaiting its own 100 ms pollable",
+        f"{n} guest tasks, own pollables due in 100 ms",
         f"{own:.3f} s",
         f"{own_g:.3f} s",
         f"{own / 0.1:.1f}x the timer; goal ≤ 0.5 s",

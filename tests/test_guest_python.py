@@ -134,20 +134,23 @@ async def test_export_result_ok_and_err(cases: trio_isyswasfa.Instance) -> None:
 
 
 async def test_asyncio_gather_and_sleep_in_guest(cases: trio_isyswasfa.Instance) -> None:
+    # 100 sleeps of 50 ms: 5 s one after another
     start = time.monotonic()
-    assert await cases.call(CASES, "gather-sleeps", 20, 50) == 20
-    assert time.monotonic() - start < 1.0
+    assert await cases.call(CASES, "gather-sleeps", 100, 50) == 100
+    assert time.monotonic() - start < 2.5
 
 
 async def test_guest_tasks_each_awaiting_a_pollable_wait_together(
     cases: trio_isyswasfa.Instance,
 ) -> None:
-    # 200 guest tasks, each with a 200 ms monotonic-clock pollable of its own: 40 s
-    # one after another, one timer's length together
+    # 200 guest tasks, each with a monotonic-clock pollable of its own due 200 ms after
+    # the call: 40 s one after another, one timer's length together
     start = time.monotonic()
     assert await cases.call(CASES, "gather-pollable-sleeps", 200, 200) == 200
     assert time.monotonic() - start < 2.0
-    assert cases.statistics().poll_calls < 20  # ready events arrive batched
+    # the 200 timers fire together, so their ready events reach the guest in one poll
+    # call, not one call each (the rest start the call and take the listens)
+    assert cases.statistics().poll_calls < 10
 
 
 async def test_asyncio_as_completed_in_guest(cases: trio_isyswasfa.Instance) -> None:
@@ -223,7 +226,7 @@ async def test_autojump_clock_drives_guest_time(
     start = time.monotonic()
     async with trio_isyswasfa.open_instance(cases_component, imports=FakeHost().imports()) as inst:
         assert await inst.call(CASES, "sleep-ms", 3_600_000) == 3_600_000
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10  # not the hour
 
 
 async def test_unknown_export_is_a_link_error(cases: trio_isyswasfa.Instance) -> None:

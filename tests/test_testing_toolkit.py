@@ -102,7 +102,7 @@ async def test_an_hour_of_guest_sleep_takes_no_real_time(
     async with trio_isyswasfa.open_instance(cases_component, imports=fresh_imports()) as inst:
         assert await inst.call(CASES, "sleep-ms", 3_600_000) == 3_600_000
         assert_quiet(inst)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10  # not the hour
 
 
 async def test_mock_clock_jump_moves_guest_time(cases_component: trio_isyswasfa.Component) -> None:

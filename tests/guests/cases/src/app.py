@@ -49,7 +49,14 @@ class Cases(exports.Cases):
         return n
 
     async def gather_pollable_sleeps(self, n: int, ms: int) -> int:
-        await asyncio.gather(*(sleep_ms(ms) for _ in range(n)))
+        # one deadline for all: the timers are due together however long creating them takes
+        deadline = monotonic_clock.now() + ms * 1_000_000
+
+        async def until_deadline() -> None:
+            with monotonic_clock.subscribe_instant(deadline) as pollable:
+                await wait_pollable(pollable)
+
+        await asyncio.gather(*(until_deadline() for _ in range(n)))
         return n
 
     async def as_completed(self, ms: list[int]) -> list[int]:
