@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,42 @@ def wat_command(tmp_path: Path, run_body: str) -> bytes:
       (memory (export "memory") 1)
       (func (export "wasi:cli/run@0.2.0#run") (result i32) {run_body}))"""
     return build_wat_component(wit, "cmd", wat)
+
+
+def wat_random_importer(tmp_path: Path, version: str) -> bytes:
+    """A command importing ``wasi:random/random@version`` as 0.2 declares it."""
+    wit = tmp_path / "wit"
+    for package, text in {
+        "random": f"package wasi:random@{version};\n"
+        "interface random { get-random-u64: func() -> u64; }\n",
+        "cli": "package wasi:cli@0.2.0;\ninterface run { run: func() -> result; }\n",
+    }.items():
+        (wit / "deps" / package).mkdir(parents=True)
+        (wit / "deps" / package / f"{package}.wit").write_text(text)
+    (wit / "world.wit").write_text(
+        "package test:rnd;\nworld rnd {\n"
+        f"  import wasi:random/random@{version};\n  export wasi:cli/run@0.2.0;\n}}\n"
+    )
+    wat = f"""(module
+      (import "wasi:random/random@{version}" "get-random-u64" (func $u64 (result i64)))
+      (memory (export "memory") 1)
+      (func (export "wasi:cli/run@0.2.0#run") (result i32)
+        call $u64 drop i32.const 0))"""
+    return build_wat_component(wit, "rnd", wat)
+
+
+@pytest.mark.parametrize("version", ["0.2.0", "0.2.9", "0.2.12"])
+async def test_every_wasi_0_2_release_links(tmp_path: Path, version: str) -> None:
+    assert await trio_isyswasfa.run_command(wat_random_importer(tmp_path, version)) == 0
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.3.0", "0.2.0-rc-2023-11-10", "1.0.0"])
+async def test_other_wasi_versions_are_refused_by_name(tmp_path: Path, version: str) -> None:
+    # the function's name and type match 0.2's: only the version tells them apart
+    wasm = wat_random_importer(tmp_path, version)
+    message = f"imports wasi:random/random@{version}, but this host implements WASI 0.2.x"
+    with pytest.raises(trio_isyswasfa.LinkError, match=re.escape(message)):
+        await trio_isyswasfa.run_command(wasm)
 
 
 class TestTinyCommands:

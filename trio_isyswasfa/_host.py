@@ -45,6 +45,32 @@ RUN = "wasi:cli/run"
 # packages whose functions we do not know (a later 0.2.x may add some) answer this code
 _DENIED = {"wasi:sockets": "not-supported"}
 
+# the WASI versions we implement: every 0.2.x release, and isyswasfa's wasi:http draft
+_WASI_HTTP_DRAFT = "0.3.0-draft"
+
+
+def check_wasi_version(interface: str) -> None:
+    """Refuse a ``wasi:`` import of a version this host does not implement.
+
+    Names and types of a 0.1, 0.3 or pre-release interface can match ours by chance;
+    linking it would misbehave instead of failing here, clearly.
+    """
+    name, _, version = interface.partition("@")
+    if not name.startswith("wasi:") or not version:
+        return
+    if name.startswith("wasi:http/"):
+        if version == _WASI_HTTP_DRAFT:
+            return
+        wanted = f"wasi:http@{_WASI_HTTP_DRAFT} (isyswasfa's draft)"
+    else:
+        major, _, rest = version.partition(".")
+        minor, _, patch = rest.partition(".")
+        if (major, minor) == ("0", "2") and patch.isdigit():
+            return
+        wanted = "WASI 0.2.x"
+    raise LinkError(f"imports {interface}, but this host implements {wanted}")
+
+
 ImportImpl = Callable[..., Any]
 """An import implementation: ``async def`` (runs as a host task) or a plain function."""
 
@@ -173,6 +199,7 @@ class Instance:
 
     # -- linking ------------------------------------------------------------------------
     def _resolve(self, item: ImportedItem) -> _engine.HostFunc | ResourceDef | None:
+        check_wasi_version(item.interface)
         iface = strip_version(item.interface)
         key = (iface, item.name)
         if iface == ABI:
