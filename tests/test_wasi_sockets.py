@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -572,6 +573,31 @@ class TestCPythonSocketModule:
             outcome = await inst.call(PROBE, "exec", "socket.create_connection(('127.0.0.1', 9))")
         assert isinstance(outcome, trio_isyswasfa.Err)
         assert "PermissionError" in outcome.value
+
+    async def test_a_blocking_name_lookup_is_bounded_by_max_run_seconds(
+        self, wasi_component: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # a resolver that hangs (as one whose server does not answer) for one name
+        release = threading.Event()
+        real = socket.getaddrinfo
+
+        def hanging(host: Any, *args: Any, **kwargs: Any) -> Any:
+            if host == "hangs.example":
+                release.wait(30)
+            return real(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", hanging)
+        limits = trio_isyswasfa.Limits(max_run_seconds=0.5)
+        start = time.monotonic()
+        try:
+            async with trio_isyswasfa.open_instance(
+                wasi_component, wasi=WasiConfig(allow_net=["127.0.0.1:*"]), limits=limits
+            ) as inst:
+                with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
+                    await inst.call(PROBE, "exec", "socket.getaddrinfo('hangs.example', 80)")
+            assert time.monotonic() - start < 3
+        finally:
+            release.set()
 
     async def test_a_blocking_read_is_bounded_by_max_run_seconds(
         self, wasi_component: trio_isyswasfa.Component

@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from .._engine import ResourceKind, own, record, variant, variant_case
+from .._engine import ResourceKind, blocking_budget, own, record, variant, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, WasiError
 from ._context import WasiContext
 from .io import (
@@ -536,12 +536,12 @@ class ResolveStream:
                 self._resolved(infos)
 
     def resolve_now(self) -> None:
-        """Resolve on this thread: a guest blocking on the pollable holds the loop, as
-        it would hold a native host's thread."""
+        """Resolve while the guest blocks on the pollable, holding the loop as it would
+        hold a native host's thread; bounded by ``max_run_seconds``."""
         if self.done():
             return
         try:
-            infos = socket.getaddrinfo(self.name, None, type=socket.SOCK_STREAM)
+            infos = _getaddrinfo_bounded(self.name)
         except (OSError, UnicodeError) as exc:
             self._failed(exc)
         else:
@@ -566,6 +566,32 @@ class ResolveStream:
             if address not in seen:
                 seen.append(address)
         self.addresses = seen
+
+
+def _getaddrinfo_bounded(name: str) -> list[Any]:
+    """``getaddrinfo`` for a blocking guest call, given up (:class:`GuestTrap`) when the
+    call's ``max_run_seconds`` ends. The C call cannot be interrupted, so with a limit it
+    runs in a daemon thread that is left to finish on its own if the guest is stopped."""
+    budget = blocking_budget()
+    if budget is None:
+        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    outcome: list[Any] = []
+    finished = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting guest call
+            outcome.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=lookup, name=f"wasi name lookup {name}", daemon=True).start()
+    while not finished.wait(budget):
+        budget = blocking_budget()  # raises once the time is up
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return list(outcome[0])
 
 
 class _ResolvePollable(Pollable):
