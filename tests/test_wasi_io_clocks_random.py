@@ -168,6 +168,23 @@ async def main():
         with pytest.raises(trio_isyswasfa.GuestProtocolError, match="check-write"):
             await inst.call(PROBE, "exec", code)
 
+    @pytest.mark.parametrize(
+        ("call", "name"),
+        [
+            ("blocking_write_and_flush(bytes({n}))", "blocking-write-and-flush"),
+            ("blocking_write_zeroes_and_flush({n})", "blocking-write-zeroes-and-flush"),
+        ],
+    )
+    async def test_blocking_writes_are_4096_bytes_at_most(
+        self, wasi_component: trio_isyswasfa.Component, call: str, name: str
+    ) -> None:
+        # as wasmtime: 4096 bytes pass, one more is a guest error that stops the instance
+        code = "tx, rx = pipe.make_pipe()\ntx." + call + "\nresult = rx.read(5000)"
+        async with trio_isyswasfa.open_instance(wasi_component) as inst:
+            assert await run(inst, code.format(n=4096)) == bytes(4096)
+            with pytest.raises(trio_isyswasfa.GuestProtocolError, match=f"{name} of 4097 bytes"):
+                await inst.call(PROBE, "exec", code.format(n=4097))
+
 
 async def test_stdout_to_a_host_fd_is_written_in_a_thread(
     wasi_component: trio_isyswasfa.Component,

@@ -20,6 +20,7 @@ STREAMS = "wasi:io/streams"
 PIPE = "isyswasfa:io/pipe"
 
 CHUNK = 64 * 1024
+BLOCKING_WRITE_MAX = 4096  # blocking-write-and-flush: "a write of up to 4096 bytes"
 
 
 # -- pollables ------------------------------------------------------------------------
@@ -677,7 +678,17 @@ class WasiIo:
 
         return self._stream_op(op)
 
+    @staticmethod
+    def _check_blocking_size(n: int, what: str) -> None:
+        # as wasmtime: a larger one is the guest's mistake, not a reason to block longer
+        if n > BLOCKING_WRITE_MAX:
+            raise GuestProtocolError(f"{what} of {n} bytes (at most {BLOCKING_WRITE_MAX})")
+
     def write_and_flush(self, rep: int, data: bytes) -> Any:
+        self._check_blocking_size(len(data), "blocking-write-and-flush")
+        return self._write_and_flush(rep, data)
+
+    def _write_and_flush(self, rep: int, data: bytes) -> Any:
         stream = self._output(rep)
 
         def op() -> None:
@@ -725,7 +736,8 @@ class WasiIo:
         return self._stream_op(op)
 
     def write_zeroes_and_flush(self, rep: int, n: int) -> Any:
-        return self.write_and_flush(rep, bytes(n))
+        self._check_blocking_size(n, "blocking-write-zeroes-and-flush")
+        return self._write_and_flush(rep, bytes(n))
 
     def subscribe_output(self, rep: int) -> Any:
         return self.new_pollable(self._output(rep).subscribe())
