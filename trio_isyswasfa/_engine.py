@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import wasmtime
 import wasmtime.component as wc
 
@@ -422,7 +423,7 @@ def _call_host(fn: HostFunc, sig: _Signature, faults: FaultSink, store: Any, arg
     try:
         lifts = sig.lifts
         result = fn(*[lift(_convert_arg(store, a)) for lift, a in zip(lifts, args, strict=True)])
-        return sig.lower(result)
+        return result if type(result) is _Waiting else sig.lower(result)
     except WasiError as exc:
         if sig.to_error is not None:
             return sig.to_error(exc)
@@ -438,6 +439,67 @@ def _call_host(fn: HostFunc, sig: _Signature, faults: FaultSink, store: Any, arg
         raise
 
 
+class Blocking:
+    """A host function that may wait (``blocking-read``, ``poll``…): ``fn`` is a generator
+    function that yields ``wait`` coroutine functions and returns its result.
+
+    While it waits, the guest's call is suspended on wasmtime's fiber and the event loop
+    runs on; the call's driver (:meth:`ExportFunc.call`) awaits each wait, then resumes
+    the generator.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        """Run to completion where nothing can wait (tests, direct use)."""
+        gen = self.fn(*args)
+        try:
+            wait = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        gen.close()
+        raise HostProtocolError(f"a blocking call had to wait outside a guest call ({wait})")
+
+
+class _HostWait(_fastcall.Suspended):
+    """A blocking host function's generator, suspended while its driver awaits ``wait``."""
+
+    def __init__(self, gen: Any, sig: _Signature, bound: _Bound, wait: Any) -> None:
+        self.gen = gen
+        self.sig = sig
+        self.bound = bound
+        self.wait = wait
+        self.waited = False
+        bound.suspended = self
+
+    def poll(self) -> bool:
+        if not self.waited:
+            return False
+        self.waited = False
+        try:
+            self.wait = self.gen.send(None)
+            return False
+        except StopIteration as stop:
+            self.value = self.sig.lower(stop.value)
+        except WasiError as exc:
+            if self.sig.to_error is None:
+                self.fail(InternalError(f"{self.sig.label}: {exc} has no WIT error to carry it"))
+                return False
+            self.value = self.sig.to_error(exc)
+        except IsyswasfaError as exc:
+            self.fail(exc)
+            return False
+        except Exception as exc:
+            self.fail(InternalError(f"host function {self.sig.label} failed: {exc!r}"))
+            return False
+        self.bound.suspended = None
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        self.bound.faults.record(exc)
+
+
 @dataclass
 class ResourceDef:
     """A host resource: its type id and what to do when the guest drops a handle."""
@@ -446,7 +508,7 @@ class ResourceDef:
     on_drop: Callable[[int], object]
 
 
-Resolved = HostFunc | ResourceDef | None
+Resolved = HostFunc | Blocking | ResourceDef | None
 
 
 class _Bound:
@@ -455,6 +517,7 @@ class _Bound:
     def __init__(self, impls: list[Resolved], faults: FaultSink) -> None:
         self.impls = impls
         self.faults = faults
+        self.suspended: _HostWait | None = None  # the blocking host call the guest is in
 
 
 # the instance behind each live store, keyed by the address of its wasmtime context
@@ -502,7 +565,15 @@ class LinkPlan:
 
     @staticmethod
     def _shape_of(impls: list[Resolved]) -> list[int | None]:
-        return [None if i is None else i.kind if isinstance(i, ResourceDef) else -1 for i in impls]
+        # per item: None (defined elsewhere), a resource kind, -1 a function, -2 a blocking one
+        def shape(impl: Resolved) -> int | None:
+            if impl is None:
+                return None
+            if isinstance(impl, ResourceDef):
+                return impl.kind
+            return -2 if isinstance(impl, Blocking) else -1
+
+        return [shape(i) for i in impls]
 
     def linker(self, impls: list[Resolved]) -> wc.Linker:
         """The linker, for an instance whose implementations are ``impls`` (by item)."""
@@ -535,6 +606,10 @@ class LinkPlan:
                 continue
             if kind >= 0:
                 inst.add_resource(item.name, wc.ResourceType.host(kind), _dispatch_drop(idx))
+            elif kind == -2:
+                sig = _Signature(item)
+                host = _dispatch_blocking(idx, sig)
+                _fastcall.add_host_func_async(inst, item.name, host, item.func_type)
             else:
                 sig = _Signature(item)
                 _fastcall.add_host_func(inst, item.name, _dispatch(idx, sig), item.func_type)
@@ -546,6 +621,35 @@ def _dispatch(idx: int, sig: _Signature) -> HostFunc:
         return _call_host(bound.impls[idx], sig, bound.faults, store, args)  # type: ignore[arg-type]
 
     return host_func
+
+
+def _dispatch_blocking(idx: int, sig: _Signature) -> HostFunc:
+    def host_func(store: Any, *args: Any) -> Any:
+        bound = _BOUND[_store_key(store)]
+        impl = bound.impls[idx]
+        assert isinstance(impl, Blocking)
+        gens: list[Any] = []
+
+        def start(*lifted: Any) -> Any:
+            gen = impl.fn(*lifted)
+            gens.append(gen)
+            try:
+                wait = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            return _Waiting(wait)
+
+        value = _call_host(start, sig, bound.faults, store, args)
+        if isinstance(value, _Waiting):
+            return _HostWait(gens[0], sig, bound, value.wait)
+        return value
+
+    return host_func
+
+
+@dataclass
+class _Waiting:
+    wait: Any
 
 
 def _dispatch_drop(idx: int) -> Callable[[Any, int], None]:
@@ -599,9 +703,11 @@ class EngineInstance:
         if self.limits.max_memory is not None:
             self.store.set_limits(memory_size=self.limits.max_memory)
         self._key = _store_key(self.store)
-        _BOUND[self._key] = _Bound(impls, self.faults)
+        self.bound = _BOUND[self._key] = _Bound(impls, self.faults)
+        self.busy = False  # a call is running or suspended: the store admits no other
+        self._idle: Any = None  # an anyio.Event while callers wait for the store
         try:
-            self.instance = linker.instantiate(self.store, plan.component)
+            self.instance = _fastcall.instantiate(linker, self.store, plan.component)
         except wasmtime.WasmtimeError as exc:
             self.close()
             raise LinkError(_first_line(str(exc))) from exc
@@ -636,7 +742,8 @@ class EngineInstance:
 
 
 class ExportFunc:
-    """An exported function; calling it runs guest code synchronously."""
+    """An exported function. :meth:`call` runs it, suspending while the guest waits in a
+    blocking host function; calling it directly runs it where nothing may wait."""
 
     def __init__(self, owner: EngineInstance, func: Any, sig: ExportSignature, label: str) -> None:
         self.owner = owner
@@ -645,42 +752,130 @@ class ExportFunc:
         self.lift = sig.lift
         self.fty = sig.fty
 
-    def __call__(self, *args: Any) -> Any:
+    def _start(self, args: tuple[Any, ...]) -> _fastcall.CallFuture:
         owner = self.owner
         if owner.faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
-        global _entry_deadline
-        before = _fastcall.clock.guest
-        outer_deadline = _entry_deadline
-        if owner.run_ticks:
-            owner.store.set_epoch_deadline(owner.run_ticks)
-            _entry_deadline = time.monotonic() + (owner.limits.max_run_seconds or 0.0)
-        else:
-            _entry_deadline = None
         try:
-            value = _fastcall.call_func(self.func, owner.store, self.fty, args)
-            self.func.post_return(owner.store)
+            return _fastcall.CallFuture(self.func, owner.store, self.fty, args)
         except (TypeError, ValueError) as exc:
-            if owner.faults.fault is None:
-                # wasmtime-py could not convert our arguments: nothing ran
-                raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
-            raise owner.faults.fault from exc
-        except Exception as exc:
-            fault = owner.faults.fault
-            if fault is not None:
-                raise fault from exc if fault.__cause__ is None else fault.__cause__
-            reason = trap_reason(str(exc))
-            if owner.run_ticks and reason.endswith("interrupt"):
-                reason = (
-                    f"it ran longer than max_run_seconds ({owner.limits.max_run_seconds} s) "
-                    "without returning to the host"
-                )
-            owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {reason}"))
-            raise owner.faults.fault from exc  # type: ignore[misc]
+            # wasmtime-py could not convert our arguments: nothing ran
+            raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
+
+    def _poll(self, call: _fastcall.CallFuture, deadline: float | None) -> bool:
+        """Run the guest until it returns or waits, bounded by its run limit."""
+        global _entry_deadline
+        owner = self.owner
+        outer = _entry_deadline
+        _entry_deadline = deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            owner.store.set_epoch_deadline(max(1, math.ceil(left / EPOCH_TICK)))
+        before = _fastcall.clock.guest
+        try:
+            return call.poll()
         finally:
             owner.guest_seconds += _fastcall.clock.guest - before
-            _entry_deadline = outer_deadline
+            _entry_deadline = outer
+
+    def _deadline(self) -> float | None:
+        limit = self.owner.limits.max_run_seconds
+        return None if limit is None else time.monotonic() + limit
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """What a failed call raises: the instance's recorded fault, or the trap."""
+        owner = self.owner
+        fault = owner.faults.fault
+        if fault is not None:
+            return fault
+        reason = trap_reason(str(exc))
+        if owner.run_ticks and reason.endswith("interrupt"):
+            reason = (
+                f"it ran longer than max_run_seconds ({owner.limits.max_run_seconds} s) "
+                "without returning to the host"
+            )
+        owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {reason}"))
+        return owner.faults.fault  # type: ignore[return-value]
+
+    def _finish(self, call: _fastcall.CallFuture) -> Any:
+        try:
+            value = call.result()
+        except Exception as exc:
+            fault = self._failed(exc)
+            raise fault from exc if fault.__cause__ is None else fault.__cause__
         return self.lift(value)
+
+    def __call__(self, *args: Any) -> Any:
+        owner = self.owner
+        if owner.busy:
+            raise HostProtocolError(f"{self.label} called while the guest is in another call")
+        call = self._start(args)
+        owner.busy = True
+        try:
+            if not self._poll(call, self._deadline()):
+                call.close()
+                fault = owner.faults.fault
+                if fault is None:
+                    fault = HostProtocolError(f"{self.label} waited where nothing can wait")
+                    owner.faults.record(fault)
+                raise fault
+            return self._finish(call)
+        finally:
+            owner.busy = False
+
+    async def call(self, *args: Any) -> Any:
+        """Run the export; while the guest waits in a blocking host function, the event
+        loop runs other tasks. Calls into one instance take turns."""
+        owner = self.owner
+        while owner.busy:
+            if owner._idle is None:
+                owner._idle = anyio.Event()
+            await owner._idle.wait()
+        call = self._start(args)
+        owner.busy = True
+        try:
+            deadline = self._deadline()
+            while not self._poll(call, deadline):
+                await self._wait(call, deadline)
+            return self._finish(call)
+        finally:
+            owner.busy = False
+            if owner._idle is not None:
+                owner._idle.set()
+                owner._idle = None
+
+    async def _wait(self, call: _fastcall.CallFuture, deadline: float | None) -> None:
+        """The guest waits in a blocking host function: await what it waits for."""
+        owner = self.owner
+        waiting = owner.bound.suspended
+        if owner.faults.fault is not None or waiting is None:
+            call.close()
+            if owner.faults.fault is None:
+                owner.faults.record(InternalError(f"{self.label} was suspended for no wait"))
+            raise owner.faults.fault  # type: ignore[misc]
+        try:
+            with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
+                await waiting.wait()
+        except TimeoutError:
+            owner.faults.record(
+                GuestTrap(
+                    f"guest trapped in {self.label}: it ran longer than max_run_seconds "
+                    f"({owner.limits.max_run_seconds} s), blocked in a host call, "
+                    "without returning"
+                )
+            )
+            call.close()
+            raise owner.faults.fault from None  # type: ignore[misc]
+        except BaseException as exc:
+            # cancelled (or the wait failed) while the guest is blocked: a synchronous
+            # guest cannot be interrupted, so the instance is abandoned
+            if owner.faults.fault is None:
+                owner.faults.record(
+                    InstanceDead(f"{self.label} was abandoned while blocked in a host call: {exc!r}")
+                )
+            call.close()
+            raise
+        waiting.waited = True
 
     def raw(self, *args: Any) -> Any:
         """Call without lifting results (for poll functions)."""

@@ -24,7 +24,7 @@ import wasmtime
 import wasmtime.component as wc
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types as wt
-from wasmtime.component._enter import catch_exceptions, enter_wasm
+from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
 
 # -- cached type nodes ----------------------------------------------------------------
 
@@ -231,43 +231,94 @@ class _Clock:
 clock = _Clock()
 
 
-def call_func(func: Any, store: Any, fty: CachedFuncType, params: tuple[Any, ...]) -> Any:
-    """``func(store, *params)`` with the cached types (wasmtime-py's ``Func.__call__``)."""
-    if len(params) != len(fty.params):
-        raise TypeError(
-            f"wrong number of parameters: given {len(params)}, expected {len(fty.params)}"
-        )
-    param_capi = (ffi.wasmtime_component_val_t * len(params))()
-    n = 0
-    try:
-        for ty, val in zip(fty.params, params, strict=True):
-            ty.convert_to_c(store, val, pointer(param_capi[n]))
-            n += 1
-        result_space = ffi.wasmtime_component_val_t() if fty.result is not None else None
-        result_capi = byref(result_space) if result_space is not None else None
+class CallFuture:
+    """One call of a component function, run on wasmtime's fiber: :meth:`poll` runs the
+    guest until it returns or an async host function suspends it.
 
-        def run() -> Any:
-            return ffi.wasmtime_component_func_call(
-                byref(func._func),
-                store._context(),
-                param_capi,
-                n,
-                result_capi,
-                1 if result_space is not None else 0,
+    A guest that never calls an async host function finishes in its first poll.
+    """
+
+    def __init__(self, func: Any, store: Any, fty: CachedFuncType, params: tuple[Any, ...]) -> None:
+        if len(params) != len(fty.params):
+            raise TypeError(
+                f"wrong number of parameters: given {len(params)}, expected {len(fty.params)}"
             )
+        self._fty = fty
+        self._params = (ffi.wasmtime_component_val_t * len(params))()
+        self._n = 0
+        try:
+            for ty, val in zip(fty.params, params, strict=True):
+                ty.convert_to_c(store, val, pointer(self._params[self._n]))
+                self._n += 1
+        except BaseException:
+            self._free_params()
+            raise
+        self._result = ffi.wasmtime_component_val_t() if fty.result is not None else None
+        self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
+        self._future: Any = ffi.wasmtime_component_func_call_async(
+            byref(func._func),
+            store._context(),
+            self._params,
+            self._n,
+            byref(self._result) if self._result is not None else None,
+            1 if self._result is not None else 0,
+            byref(self._error),
+        )
 
+    def poll(self) -> bool:
+        """Run the guest until it finishes (True) or is suspended (False)."""
         host_before = clock.host
         start = perf_counter()
         try:
-            enter_wasm(run)
+            done = bool(ffi.wasmtime_call_future_poll(self._future))
         finally:
             clock.guest += perf_counter() - start - (clock.host - host_before)
-        if result_space is None:
-            return None
-        return fty.result.convert_from_c(result_space)
+        return done
+
+    def result(self) -> Any:
+        """The finished call's result; raises what made it fail."""
+        try:
+            if self._error:
+                error = wasmtime.WasmtimeError._from_ptr(self._error)
+                maybe_raise_last_exn()
+                raise error
+            if self._result is None:
+                return None
+            return self._fty.result.convert_from_c(self._result)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the call (a suspended guest is abandoned: its instance must not be used)."""
+        if self._future is not None:
+            ffi.wasmtime_call_future_delete(self._future)
+            self._future = None
+            self._free_params()
+
+    def _free_params(self) -> None:
+        for i in range(self._n):
+            ffi.wasmtime_component_val_delete(byref(self._params[i]))
+        self._n = 0
+
+
+def instantiate(linker: Any, store: Any, component: Any) -> Any:
+    """Instantiate on wasmtime's async path (every call into a store with async host
+    functions must be); instantiation itself never suspends."""
+    instance = ffi.wasmtime_component_instance_t()
+    error = ctypes.POINTER(ffi.wasmtime_error_t)()
+    future = ffi.wasmtime_component_linker_instantiate_async(
+        linker.ptr(), store._context(), component.ptr(), byref(instance), byref(error)
+    )
+    try:
+        if not ffi.wasmtime_call_future_poll(future):
+            raise wasmtime.WasmtimeError("instantiation was suspended")
     finally:
-        for i in range(n):
-            ffi.wasmtime_component_val_delete(byref(param_capi[i]))
+        ffi.wasmtime_call_future_delete(future)
+    if error:
+        exc = wasmtime.WasmtimeError._from_ptr(error)
+        maybe_raise_last_exn()
+        raise exc
+    return wc.Instance._from_raw(instance)
 
 
 # -- host functions ---------------------------------------------------------------------
@@ -297,6 +348,115 @@ def _host_finalize(idx):  # type: ignore[no-untyped-def]
     _HOST_FUNCS.pop(idx or 0, None)
 
 
+class Suspended:
+    """Returned by an async host function that must wait: the guest's call is suspended,
+    and wasmtime asks :meth:`poll` again each time the call is polled. Once ``poll``
+    returns True, ``value`` is the function's result. ``poll`` must not raise."""
+
+    value: Any = None
+
+    def poll(self) -> bool:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
+        """The result could not be handed to the guest."""
+        raise NotImplementedError
+
+
+_ASYNC_HOST_FUNCS: dict[int, tuple[Callable[..., Any], CachedFuncType]] = {}
+# suspended host calls by id: what they wait for, their result slot and store context
+_SUSPENDED: dict[int, tuple[Suspended, CachedFuncType, Any, Any]] = {}
+_next_suspended = 1
+
+
+@CFUNCTYPE(ctypes.c_bool, c_void_p)
+def _finished(_env):  # type: ignore[no-untyped-def]
+    return True
+
+
+@CFUNCTYPE(ctypes.c_bool, c_void_p)
+def _resume(env):  # type: ignore[no-untyped-def]
+    suspended, fty, results, context = _SUSPENDED[env or 0]
+    start = perf_counter()
+    try:
+        if not suspended.poll():
+            return False
+        if fty.result is not None:
+            store = wasmtime.StoreContext(context)
+            try:
+                fty.result.convert_to_c(store, suspended.value, results)
+            except Exception as exc:
+                suspended.fail(exc)
+                return False
+            finally:
+                store._invalidate()
+        return True
+    finally:
+        clock.host += perf_counter() - start
+
+
+@CFUNCTYPE(None, c_void_p)
+def _forget_suspended(env):  # type: ignore[no-untyped-def]
+    _SUSPENDED.pop(env or 0, None)
+
+
+@ffi.wasmtime_component_func_async_callback_t
+def _async_host_callback(idx, context, _ty, args, nargs, results, nresults, error_ret, cont):  # type: ignore[no-untyped-def]
+    global _next_suspended
+    outcome: list[Any] = []
+
+    def run(store: Any) -> None:
+        fn, fty = _ASYNC_HOST_FUNCS[idx or 0]
+        value = fn(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(fty.params)])
+        if isinstance(value, Suspended):
+            outcome.append(value)
+        elif fty.result is not None:
+            fty.result.convert_to_c(store, value, results)
+
+    start = perf_counter()
+    try:
+        error = catch_exceptions(context, run)
+    finally:
+        clock.host += perf_counter() - start
+    cont.contents.callback = _finished
+    if error:
+        error_ret[0] = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+    elif outcome:
+        key = _next_suspended
+        _next_suspended += 1
+        fty = _ASYNC_HOST_FUNCS[idx or 0][1]
+        saved_results = ctypes.cast(results, ctypes.POINTER(ffi.wasmtime_component_val_t))
+        _SUSPENDED[key] = (outcome[0], fty, saved_results, context)
+        cont.contents.callback = _resume
+        cont.contents.env = key
+        cont.contents.finalizer = _forget_suspended
+
+
+def add_host_func_async(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
+    """Define ``name`` as a host function that may suspend its caller: ``fn`` returns
+    its result, or a :class:`Suspended` to be polled until it has one."""
+    global _next_id
+    idx = _next_id
+    _next_id += 1
+    _ASYNC_HOST_FUNCS[idx] = (fn, CachedFuncType(func_type))
+    name_bytes = name.encode("utf-8")
+    err = ffi.wasmtime_component_linker_instance_add_func_async(
+        inst.ptr(),
+        create_string_buffer(name_bytes),
+        len(name_bytes),
+        _async_host_callback,
+        idx,
+        _async_host_finalize,
+    )
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)
+
+
+@CFUNCTYPE(None, c_void_p)
+def _async_host_finalize(idx):  # type: ignore[no-untyped-def]
+    _ASYNC_HOST_FUNCS.pop(idx or 0, None)
+
+
 def add_host_func(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
     """Define ``name`` in a linker instance, converting values with cached types."""
     global _next_id
@@ -316,4 +476,13 @@ def add_host_func(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) 
         raise wasmtime.WasmtimeError._from_ptr(err)
 
 
-__all__ = ["CachedFuncType", "add_host_func", "cache_types", "call_func", "clock", "ctypes"]
+__all__ = [
+    "CachedFuncType",
+    "CallFuture",
+    "Suspended",
+    "add_host_func",
+    "add_host_func_async",
+    "cache_types",
+    "clock",
+    "instantiate",
+]
