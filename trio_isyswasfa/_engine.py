@@ -742,8 +742,7 @@ class EngineInstance:
 
 
 class ExportFunc:
-    """An exported function. :meth:`call` runs it, suspending while the guest waits in a
-    blocking host function; calling it directly runs it where nothing may wait."""
+    """An exported function; :meth:`call` runs it."""
 
     def __init__(self, owner: EngineInstance, func: Any, sig: ExportSignature, label: str) -> None:
         self.owner = owner
@@ -805,24 +804,6 @@ class ExportFunc:
             raise fault from exc if fault.__cause__ is None else fault.__cause__
         return self.lift(value)
 
-    def __call__(self, *args: Any) -> Any:
-        owner = self.owner
-        if owner.busy:
-            raise HostProtocolError(f"{self.label} called while the guest is in another call")
-        call = self._start(args)
-        owner.busy = True
-        try:
-            if not self._poll(call, self._deadline()):
-                call.close()
-                fault = owner.faults.fault
-                if fault is None:
-                    fault = HostProtocolError(f"{self.label} waited where nothing can wait")
-                    owner.faults.record(fault)
-                raise fault
-            return self._finish(call)
-        finally:
-            owner.busy = False
-
     async def call(self, *args: Any) -> Any:
         """Run the export; while the guest waits in a blocking host function, the event
         loop runs other tasks. Calls into one instance take turns."""
@@ -876,10 +857,6 @@ class ExportFunc:
             call.close()
             raise
         waiting.waited = True
-
-    def raw(self, *args: Any) -> Any:
-        """Call without lifting results (for poll functions)."""
-        return self.__call__(*args)
 
 
 # -- poll events ------------------------------------------------------------------------

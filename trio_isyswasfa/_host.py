@@ -357,17 +357,17 @@ class Instance:
 
     async def _call(self, start: Any, result: Any, args: tuple[Any, ...]) -> Any:
         if result is None:
-            value = start(*args)
+            value = await start.call(*args)
             self._after_guest_ran()
             return value
-        outcome = start(*args)
+        outcome = await start.call(*args)
         self._after_guest_ran()
         if isinstance(outcome, _engine.Ok):
             return outcome.value
         rep = outcome.value
         if await self._sched.await_guest_call(rep):
             self._sched.core.take_host_call_ready(rep)
-            value = result(own(rep, ResourceKind.READY))
+            value = await result.call(own(rep, ResourceKind.READY))
             self._after_guest_ran()
             return value
         raise HostProtocolError("guest call ended without a result")  # pragma: no cover
@@ -429,8 +429,8 @@ class _PendingResult:
         self._func = func
         self._store = store
 
-    def __call__(self, *args: Any) -> Any:
-        outcome = self._func(*args)
+    async def call(self, *args: Any) -> Any:
+        outcome = await self._func.call(*args)
         if isinstance(outcome, _engine.Err):
             handle = outcome.value
             if not isinstance(handle, _engine.ResourceAny):

@@ -73,7 +73,7 @@ class Scheduler:
                         await self._wake.wait()
                         self._wake = anyio.Event()
                         continue
-                    self._round()
+                    await self._round()
                     await anyio.lowlevel.checkpoint()
             finally:
                 tg.cancel_scope.cancel()
@@ -86,7 +86,7 @@ class Scheduler:
         self._dirty = [True] * len(self._polls)
         self._wake.set()
 
-    def _round(self) -> None:
+    async def _round(self) -> None:
         """Call each poll function that has input or may have buffered output, once."""
         for idx, func in enumerate(self._polls):
             if idx not in self._urgent and not self._dirty[idx]:
@@ -96,7 +96,7 @@ class Scheduler:
             self._dirty[idx] = False
             try:
                 self.poll_calls += 1
-                outputs = func.raw(lower_inputs(inputs or []))
+                outputs = await func.call(lower_inputs(inputs or []))
                 actions: list[Action] = []
                 for event in lift_outputs(self._store, outputs):
                     actions.extend(self.core.handle_output(idx, event))
