@@ -153,13 +153,15 @@ async def main():
         )
         assert await run(inst, code) == [1]
 
-    async def test_blocking_read_on_an_empty_pipe_is_refused(
-        self, inst: trio_isyswasfa.Instance
+    async def test_blocking_read_on_an_empty_pipe_waits_until_the_run_limit(
+        self, wasi_component: trio_isyswasfa.Component
     ) -> None:
-        # only the event loop can fill a pipe, and a blocked guest holds the loop
+        # the guest holds the only writer: it waits forever, as a native thread would
+        limits = trio_isyswasfa.Limits(max_run_seconds=0.3)
         code = "tx, rx = pipe.make_pipe()\nrx.blocking_read(1)"
-        with pytest.raises(trio_isyswasfa.HostProtocolError, match="blocked synchronously"):
-            await inst.call(PROBE, "exec", code)
+        async with trio_isyswasfa.open_instance(wasi_component, limits=limits) as inst:
+            with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
+                await inst.call(PROBE, "exec", code)
 
     async def test_write_beyond_check_write_is_a_protocol_error(
         self, inst: trio_isyswasfa.Instance
@@ -235,6 +237,45 @@ async def test_a_terminal_is_reported_as_one(wasi_component: trio_isyswasfa.Comp
     finally:
         os.close(leader)
         os.close(follower)
+
+
+async def test_a_guest_blocked_in_a_read_leaves_the_event_loop_free(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    # plain CPython code: sys.stdin.buffer.read blocks in blocking-read; meanwhile
+    # another trio task keeps running and is the one that sends the data
+    import os
+
+    read_fd, write_fd = os.pipe()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    try:
+        config = trio_isyswasfa.WasiConfig(stdin=read_fd)
+
+        async def feed() -> None:
+            await trio.sleep(0.3)
+            os.write(write_fd, b"late data")
+
+        async with (
+            trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(ticker)
+            nursery.start_soon(feed)
+            with trio.fail_after(5):
+                outcome = await run(inst, "import sys\nresult = sys.stdin.buffer.read(9)")
+            nursery.cancel_scope.cancel()
+        assert outcome == b"late data"
+        assert ticks >= 10  # the loop ran on while the guest waited
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 async def test_stdin_data_is_not_lost_when_a_wait_is_cancelled(

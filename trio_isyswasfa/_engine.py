@@ -852,7 +852,9 @@ class ExportFunc:
             # guest cannot be interrupted, so the instance is abandoned
             if owner.faults.fault is None:
                 owner.faults.record(
-                    InstanceDead(f"{self.label} was abandoned while blocked in a host call: {exc!r}")
+                    InstanceDead(
+                        f"{self.label} was abandoned while blocked in a host call: {exc!r}"
+                    )
                 )
             call.close()
             raise

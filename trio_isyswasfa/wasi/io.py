@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
 
-from .._engine import Err, ResourceKind, blocking_budget, own
+from .._engine import Blocking, Err, ResourceKind, blocking_budget, own
 from .._errors import GuestProtocolError, HostProtocolError
 from ._context import WasiContext
 
@@ -566,28 +567,32 @@ class WasiIo:
         ctx.define_resource(STREAMS, "output-stream", ResourceKind.OUTPUT_STREAM, ctx.close_handle)
         ctx.define(PIPE, "make-pipe", self.make_pipe)
         ctx.define(POLL, "[method]pollable.ready", lambda p: t.get(p, Pollable).ready())
-        ctx.define(POLL, "[method]pollable.block", lambda p: t.get(p, Pollable).block())
-        ctx.define(POLL, "poll", self.poll)
+        ctx.define(POLL, "[method]pollable.block", Blocking(self.block))
+        ctx.define(POLL, "poll", Blocking(self.poll))
         ctx.define(ERROR, "[method]error.to-debug-string", lambda e: t.get(e, ErrorObject).message)
         ctx.define(STREAMS, "[method]input-stream.read", self.read)
-        ctx.define(STREAMS, "[method]input-stream.blocking-read", self.blocking_read)
+        ctx.define(STREAMS, "[method]input-stream.blocking-read", Blocking(self.blocking_read))
         ctx.define(STREAMS, "[method]input-stream.skip", self.skip)
-        ctx.define(STREAMS, "[method]input-stream.blocking-skip", self.blocking_skip)
+        ctx.define(STREAMS, "[method]input-stream.blocking-skip", Blocking(self.blocking_skip))
         ctx.define(STREAMS, "[method]input-stream.subscribe", self.subscribe_input)
         ctx.define(STREAMS, "[method]output-stream.check-write", self.check_write)
         ctx.define(STREAMS, "[method]output-stream.write", self.write)
-        ctx.define(STREAMS, "[method]output-stream.blocking-write-and-flush", self.write_and_flush)
+        ctx.define(
+            STREAMS,
+            "[method]output-stream.blocking-write-and-flush",
+            Blocking(self.write_and_flush),
+        )
         ctx.define(STREAMS, "[method]output-stream.flush", self.flush)
-        ctx.define(STREAMS, "[method]output-stream.blocking-flush", self.blocking_flush)
+        ctx.define(STREAMS, "[method]output-stream.blocking-flush", Blocking(self.blocking_flush))
         ctx.define(STREAMS, "[method]output-stream.subscribe", self.subscribe_output)
         ctx.define(STREAMS, "[method]output-stream.write-zeroes", self.write_zeroes)
         ctx.define(
             STREAMS,
             "[method]output-stream.blocking-write-zeroes-and-flush",
-            self.write_zeroes_and_flush,
+            Blocking(self.write_zeroes_and_flush),
         )
         ctx.define(STREAMS, "[method]output-stream.splice", self.splice)
-        ctx.define(STREAMS, "[method]output-stream.blocking-splice", self.blocking_splice)
+        ctx.define(STREAMS, "[method]output-stream.blocking-splice", Blocking(self.blocking_splice))
 
     def make_pipe(self) -> Any:
         pipe = Pipe()
@@ -599,7 +604,7 @@ class WasiIo:
         """An owned pollable handle for the guest."""
         return own(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
 
-    def poll(self, reps: list[int]) -> list[int]:
+    def poll(self, reps: list[int]) -> HostWaits:
         if not reps:
             raise GuestProtocolError("wasi:io/poll.poll called with an empty list")
         pollables = [self.ctx.table.get(r, Pollable) for r in reps]
@@ -607,21 +612,12 @@ class WasiIo:
             ready = [i for i, p in enumerate(pollables) if p.ready()]
             if ready:
                 return ready
-            # wait without the loop (this holds it, as a native host's thread is held):
-            # possible for deadlines and host file descriptors only
-            deadlines = [p.deadline for p in pollables if isinstance(p, DeadlinePollable)]
-            reads: list[Any] = []
-            writes: list[Any] = []
-            for p in pollables:
-                if isinstance(p, DeadlinePollable):
-                    continue
-                target = p.selectable()
-                if target is None:
-                    p.block()  # raises: only the event loop can make it ready
-                    continue
-                (writes if target[1] else reads).append(target[0])
-            timeout = max(0.0, min(deadlines) - anyio.current_time()) if deadlines else None
-            wait_without_loop(reads, writes, timeout)
+            yield functools.partial(wait_any, pollables)
+
+    def block(self, rep: int) -> HostWaits:
+        pollable = self.ctx.table.get(rep, Pollable)
+        if not pollable.ready():
+            yield functools.partial(wait_ready, pollable)
 
     def failed(self, exc: StreamFailed) -> Any:
         """``err(last-operation-failed(error))`` for a stream operation that failed."""
@@ -645,16 +641,16 @@ class WasiIo:
         stream = self._input(rep)
         return self._stream_op(lambda: stream.read(min(n, CHUNK)))
 
-    def blocking_read(self, rep: int, n: int) -> Any:
+    def blocking_read(self, rep: int, n: int) -> HostWaits:
         stream = self._input(rep)
-        return self._stream_op(lambda: stream.blocking_read(min(n, CHUNK)) if n else b"")
+        return self._blocking_stream_op(lambda: _read_some(stream, min(n, CHUNK)))
 
     def skip(self, rep: int, n: int) -> Any:
         result = self.read(rep, n)
         return result if isinstance(result, Err) else len(result)
 
-    def blocking_skip(self, rep: int, n: int) -> Any:
-        result = self.blocking_read(rep, n)
+    def blocking_skip(self, rep: int, n: int) -> HostWaits:
+        result = yield from self.blocking_read(rep, n)
         return result if isinstance(result, Err) else len(result)
 
     def subscribe_input(self, rep: int) -> Any:
@@ -684,28 +680,25 @@ class WasiIo:
         if n > BLOCKING_WRITE_MAX:
             raise GuestProtocolError(f"{what} of {n} bytes (at most {BLOCKING_WRITE_MAX})")
 
-    def write_and_flush(self, rep: int, data: bytes) -> Any:
+    def write_and_flush(self, rep: int, data: bytes) -> HostWaits:
         self._check_blocking_size(len(data), "blocking-write-and-flush")
         return self._write_and_flush(rep, data)
 
-    def _write_and_flush(self, rep: int, data: bytes) -> Any:
+    def _write_and_flush(self, rep: int, data: bytes) -> HostWaits:
         stream = self._output(rep)
 
-        def op() -> None:
+        def op() -> HostWaits:
             view = memoryview(bytes(data))
             while view:
                 n = stream.check_write()
                 if n == 0:
-                    stream.blocking_flush()
-                    n = stream.check_write()
-                if n == 0:
-                    stream.subscribe().block()  # refuses if only the loop can make room
+                    yield functools.partial(wait_ready, stream.subscribe())
                     continue
                 stream.write(bytes(view[:n]))
                 view = view[n:]
-            stream.blocking_flush()
+            yield from _flushed(stream)
 
-        return self._stream_op(op)
+        return self._blocking_stream_op(op)
 
     def flush(self, rep: int) -> Any:
         stream = self._output(rep)
@@ -716,14 +709,14 @@ class WasiIo:
 
         return self._stream_op(op)
 
-    def blocking_flush(self, rep: int) -> Any:
+    def blocking_flush(self, rep: int) -> HostWaits:
         stream = self._output(rep)
 
-        def op() -> None:
-            stream.check_write()
-            stream.blocking_flush()
+        def op() -> HostWaits:
+            stream.check_write()  # a flush on a stream whose reader is gone reports it
+            yield from _flushed(stream)
 
-        return self._stream_op(op)
+        return self._blocking_stream_op(op)
 
     def write_zeroes(self, rep: int, n: int) -> Any:
         stream = self._output(rep)
@@ -735,38 +728,86 @@ class WasiIo:
 
         return self._stream_op(op)
 
-    def write_zeroes_and_flush(self, rep: int, n: int) -> Any:
+    def write_zeroes_and_flush(self, rep: int, n: int) -> HostWaits:
         self._check_blocking_size(n, "blocking-write-zeroes-and-flush")
         return self._write_and_flush(rep, bytes(n))
 
     def subscribe_output(self, rep: int) -> Any:
         return self.new_pollable(self._output(rep).subscribe())
 
-    def _splice(self, out_rep: int, in_rep: int, n: int, blocking: bool) -> Any:
+    def splice(self, out_rep: int, in_rep: int, n: int) -> Any:
         src = self._input(in_rep)
         dst = self._output(out_rep)
 
         def op() -> int:
             room = min(n, dst.check_write(), CHUNK)
-            if blocking and room == 0 and n:
-                dst.blocking_flush()
-                room = min(n, dst.check_write(), CHUNK)
-            if room == 0:
-                return 0
-            data = src.blocking_read(room) if blocking else src.read(room)
+            data = src.read(room) if room else b""
             if data:
                 dst.write(data)
-                if blocking:
-                    dst.blocking_flush()
             return len(data)
 
         return self._stream_op(op)
 
-    def splice(self, out_rep: int, in_rep: int, n: int) -> Any:
-        return self._splice(out_rep, in_rep, n, blocking=False)
+    def blocking_splice(self, out_rep: int, in_rep: int, n: int) -> HostWaits:
+        src = self._input(in_rep)
+        dst = self._output(out_rep)
 
-    def blocking_splice(self, out_rep: int, in_rep: int, n: int) -> Any:
-        return self._splice(out_rep, in_rep, n, blocking=True)
+        def op() -> HostWaits:
+            if n == 0:
+                return 0
+            while (room := min(n, dst.check_write(), CHUNK)) == 0:
+                yield functools.partial(wait_ready, dst.subscribe())
+            data = yield from _read_some(src, room)
+            dst.write(data)
+            yield from _flushed(dst)
+            return len(data)
+
+        return self._blocking_stream_op(op)
+
+    def _blocking_stream_op(self, op: Callable[[], HostWaits]) -> HostWaits:
+        """A blocking stream operation, mapping the end and failures to ``stream-error``."""
+        try:
+            return (yield from op())
+        except StreamClosed:
+            return _CLOSED
+        except StreamFailed as exc:
+            return self.failed(exc)
+
+
+HostWaits = Generator[Callable[[], Awaitable[None]], None, Any]
+"""A blocking host function: yields what to await, returns its result."""
+
+
+def _read_some(stream: InputStream, n: int) -> HostWaits:
+    """At least one byte (up to ``n``), waiting for it; StreamClosed at the end."""
+    while not (data := stream.read(n)):
+        yield functools.partial(wait_ready, stream.subscribe())
+    return data
+
+
+def _flushed(stream: OutputStream) -> HostWaits:
+    """Flush, and wait until done: the stream takes writes again (as wasmtime's
+    ``blocking-flush``); a failure surfaces through ``check-write``."""
+    stream.flush()
+    room = stream.subscribe()
+    while not room.ready():
+        yield functools.partial(wait_ready, room)
+    stream.check_write()
+
+
+async def wait_any(pollables: list[Pollable]) -> None:
+    """Wait until one of ``pollables`` is ready."""
+    if len(pollables) == 1:
+        await wait_ready(pollables[0])
+        return
+    async with anyio.create_task_group() as tg:
+
+        async def one(pollable: Pollable) -> None:
+            await wait_ready(pollable)
+            tg.cancel_scope.cancel()
+
+        for pollable in pollables:
+            tg.start_soon(one, pollable)
 
 
 # -- host-side helpers ----------------------------------------------------------------
