@@ -166,25 +166,6 @@ def engine() -> wasmtime.Engine:
     return _engine
 
 
-# When the guest call running now must end (time.monotonic()), if it has a run limit:
-# host functions that block (a guest's blocking socket read, a sleep) wait no longer.
-_entry_deadline: float | None = None
-
-
-def blocking_budget() -> float | None:
-    """Seconds a blocking host function may still wait for the guest call running now
-    (``Limits.max_run_seconds``); ``None`` if unlimited. Raises :class:`GuestTrap` once
-    the time is up, which stops the guest."""
-    if _entry_deadline is None:
-        return None
-    left = _entry_deadline - time.monotonic()
-    if left <= 0:
-        raise GuestTrap(
-            "it ran longer than max_run_seconds, blocked in a host call, without returning"
-        )
-    return left
-
-
 def _start_ticker() -> None:
     """Advance the engine's epoch every EPOCH_TICK seconds (once a run limit is used)."""
     global _ticker
@@ -763,10 +744,7 @@ class ExportFunc:
 
     def _poll(self, call: _fastcall.CallFuture, deadline: float | None) -> bool:
         """Run the guest until it returns or waits, bounded by its run limit."""
-        global _entry_deadline
         owner = self.owner
-        outer = _entry_deadline
-        _entry_deadline = deadline
         if deadline is not None:
             left = deadline - time.monotonic()
             owner.store.set_epoch_deadline(max(1, math.ceil(left / EPOCH_TICK)))
@@ -775,7 +753,6 @@ class ExportFunc:
             return call.poll()
         finally:
             owner.guest_seconds += _fastcall.clock.guest - before
-            _entry_deadline = outer
 
     def _deadline(self) -> float | None:
         limit = self.owner.limits.max_run_seconds

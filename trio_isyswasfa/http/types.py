@@ -187,9 +187,6 @@ class _StreamView(InputStream):
     def read(self, n: int) -> bytes:
         return self._stream.read(n)
 
-    def blocking_read(self, n: int) -> bytes:
-        return self._stream.blocking_read(n)
-
     def subscribe(self) -> Pollable:
         return self._stream.subscribe()
 

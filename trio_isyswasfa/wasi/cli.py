@@ -38,7 +38,7 @@ def _output(sink: Callable[[bytes], object] | int | None) -> OutputStream:
 def _stdin(source: bytes | int) -> InputStream:
     if isinstance(source, int):
         # a terminal may never answer: a read still waiting when the guest is gone is abandoned
-        return ThreadedInputStream(lambda n: os.read(source, n), abandon=True, fd=source)
+        return ThreadedInputStream(lambda n: os.read(source, n), abandon=True)
     return BytesInputStream(source)
 
 

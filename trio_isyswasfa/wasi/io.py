@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import select
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
 
-from .._engine import Blocking, Err, ResourceKind, blocking_budget, own
-from .._errors import GuestProtocolError, HostProtocolError
+from .._engine import Blocking, Err, ResourceKind, own
+from .._errors import GuestProtocolError
 from ._context import WasiContext
 
 POLL = "wasi:io/poll"
@@ -37,35 +36,6 @@ class Pollable:
         """Return once ``ready()`` may be true (callers re-check)."""
         raise NotImplementedError
 
-    def selectable(self) -> tuple[Any, bool] | None:
-        """``(file object, for writing)`` if readiness is that of a host file
-        descriptor, so a blocking ``poll`` can wait on several at once."""
-        return None
-
-    def block(self) -> None:
-        """Wait without the event loop (``pollable.block``); most pollables cannot."""
-        if not self.ready():
-            raise HostProtocolError(
-                f"the guest blocked synchronously on a {type(self).__name__}, which would "
-                "stall the event loop; await it through isyswasfa:io/poll instead"
-            )
-
-
-def wait_without_loop(reads: list[Any], writes: list[Any], timeout: float | None = None) -> bool:
-    """Block this thread until a file object is ready or ``timeout`` passes (``select``),
-    for a guest's blocking call: it holds the event loop, as it would hold a native
-    host's thread. Bounded by the running guest call's ``max_run_seconds``, past which
-    the guest is stopped (:class:`~trio_isyswasfa.GuestTrap`). True if something is ready.
-    """
-    while True:
-        budget = blocking_budget()
-        wait = timeout if budget is None else budget if timeout is None else min(timeout, budget)
-        ready = select.select(reads, writes, [], wait)
-        if ready[0] or ready[1]:
-            return True
-        if budget is None or (timeout is not None and timeout <= budget):
-            return False  # the caller's own timeout passed
-
 
 class ReadyPollable(Pollable):
     """Always ready (streams that never make the guest wait)."""
@@ -88,13 +58,6 @@ class DeadlinePollable(Pollable):
 
     async def wait(self) -> None:
         await anyio.sleep_until(self.deadline)
-
-    def block(self) -> None:
-        # only a real-time sleep is possible without the loop; it stalls other tasks
-        remaining = self.deadline - anyio.current_time()
-        if remaining > 0:
-            wait_without_loop([], [], remaining)
-
 
 # -- streams --------------------------------------------------------------------------
 
@@ -121,18 +84,6 @@ class InputStream:
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes without waiting (may be empty); raise StreamClosed at the end."""
         raise NotImplementedError
-
-    def blocking_read(self, n: int) -> bytes:
-        """At least one byte, or StreamClosed: ``blocking-read``.
-
-        A guest calling it holds the event loop; streams that can only become ready
-        through the loop refuse (see :meth:`Pollable.block`).
-        """
-        data = self.read(n)
-        while not data:
-            self.subscribe().block()
-            data = self.read(n)
-        return data
 
     def subscribe(self) -> Pollable:
         return ReadyPollable()
@@ -165,10 +116,6 @@ class OutputStream:
     def flush(self) -> None:
         """Start flushing what was written (``flush``); done when ``subscribe`` is ready."""
 
-    def blocking_flush(self) -> None:
-        """Flush and return once done (``blocking-flush``); by default writes are done."""
-        self.flush()
-
     def subscribe(self) -> Pollable:
         return ReadyPollable()
 
@@ -176,10 +123,9 @@ class OutputStream:
 class ThreadedInputStream(InputStream):
     """Reads a blocking source (a file, the process's stdin) in a worker thread.
 
-    ``read`` only hands out what is buffered; waiting on the stream's pollable reads
-    the next chunk in a thread, so a guest that reads a huge file through a stream
-    (awaiting readiness) leaves the event loop free between chunks. ``blocking-read``
-    reads on the loop's thread, as the guest asked.
+    ``read`` only hands out what is buffered; waiting on the stream's pollable (as
+    ``blocking-read`` does) reads the next chunk in a thread, so a guest reading a
+    huge file leaves the event loop free.
     """
 
     def __init__(
@@ -187,11 +133,9 @@ class ThreadedInputStream(InputStream):
         read_chunk: Callable[[int], bytes],
         *,
         abandon: bool = False,
-        fd: int | None = None,
     ) -> None:
         self._read_chunk = read_chunk  # returns b"" at the end; may raise OSError
         self._abandon = abandon  # a read that may never return (a terminal) is abandoned
-        self._wait_fd = fd  # waited on (bounded by the run limit) before a blocking read
         self._buffer = b""
         self._eof = False
         self._failure: StreamFailed | None = None
@@ -223,23 +167,6 @@ class ThreadedInputStream(InputStream):
         if self._eof:
             raise StreamClosed
         return b""
-
-    def fill_now(self, n: int = CHUNK) -> None:
-        """Read the next chunk on this thread (the guest blocks, and so does the loop)."""
-        if self.ready():
-            return
-        if self._busy:
-            raise HostProtocolError("a guest blocked on a stream whose read is in a worker thread")
-        if self._wait_fd is not None:
-            wait_without_loop([self._wait_fd], [])
-        try:
-            self._settle(self._read_chunk(max(n, 1)), None)
-        except OSError as exc:
-            self._settle(None, exc)
-
-    def blocking_read(self, n: int) -> bytes:
-        self.fill_now(n)
-        return self.read(n)
 
     def ready(self) -> bool:
         return bool(self._buffer) or self._eof or self._failure is not None
@@ -296,8 +223,6 @@ class _ThreadedPollable(Pollable):
         if not self.ready():
             await self._stream.fill()
 
-    def block(self) -> None:
-        self._stream.fill_now()
 
 
 class ThreadedOutputStream(OutputStream):
@@ -339,28 +264,8 @@ class ThreadedOutputStream(OutputStream):
     def write(self, data: bytes) -> None:
         self._pending += data
 
-    def blocking_flush(self) -> None:
-        self._check()
-        if self._busy:
-            raise HostProtocolError("a guest blocked on a stream whose write is in a worker thread")
-        data, self._pending = self._pending, b""
-        try:
-            self.write_now(data)
-        except OSError as exc:
-            raise self.failure_from(exc) from exc
-
-    def flush_for_block(self) -> None:
-        """``pollable.block``: write now; a failure waits for the next stream call."""
-        try:
-            self.blocking_flush()
-        except StreamFailed as exc:
-            self._failure = exc
-
     def subscribe(self) -> Pollable:
         return RoomPollable(self)
-
-    def room_fd(self) -> Any:
-        return None  # room comes from a worker thread
 
     async def drain(self) -> None:
         """Write the pending chunk in a worker thread."""
@@ -397,9 +302,7 @@ class ThreadedOutputStream(OutputStream):
 class RoomPollable(Pollable):
     """Ready when an output stream has room for more writes; waiting drains it.
 
-    The stream provides ``has_room()``, ``async drain()`` (make room),
-    ``flush_for_block()`` (make room without the event loop) and ``room_fd()`` (a
-    host file object whose writability means room, or ``None``).
+    The stream provides ``has_room()`` and ``async drain()`` (make room).
     """
 
     def __init__(self, stream: Any) -> None:
@@ -412,13 +315,6 @@ class RoomPollable(Pollable):
         if not self.ready():
             await self._stream.drain()
 
-    def block(self) -> None:
-        if not self.ready():
-            self._stream.flush_for_block()
-
-    def selectable(self) -> tuple[Any, bool] | None:
-        fd = self._stream.room_fd()
-        return None if fd is None else (fd, True)
 
 
 class FdOutputStream(ThreadedOutputStream):
@@ -696,7 +592,7 @@ class WasiIo:
                     continue
                 stream.write(bytes(view[:n]))
                 view = view[n:]
-            yield from _flushed(stream)
+            yield from flushed(stream)
 
         return self._blocking_stream_op(op)
 
@@ -714,7 +610,7 @@ class WasiIo:
 
         def op() -> HostWaits:
             stream.check_write()  # a flush on a stream whose reader is gone reports it
-            yield from _flushed(stream)
+            yield from flushed(stream)
 
         return self._blocking_stream_op(op)
 
@@ -759,7 +655,7 @@ class WasiIo:
                 yield functools.partial(wait_ready, dst.subscribe())
             data = yield from _read_some(src, room)
             dst.write(data)
-            yield from _flushed(dst)
+            yield from flushed(dst)
             return len(data)
 
         return self._blocking_stream_op(op)
@@ -785,7 +681,7 @@ def _read_some(stream: InputStream, n: int) -> HostWaits:
     return data
 
 
-def _flushed(stream: OutputStream) -> HostWaits:
+def flushed(stream: OutputStream) -> HostWaits:
     """Flush, and wait until done: the stream takes writes again (as wasmtime's
     ``blocking-flush``); a failure surfaces through ``check-write``."""
     stream.flush()

@@ -28,11 +28,12 @@ from typing import Any
 
 import anyio
 
-from .._engine import ResourceKind, blocking_budget, own, record, variant, variant_case
+from .._engine import Blocking, ResourceKind, own, record, variant, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, WasiError
 from ._context import WasiContext
 from .io import (
     CHUNK,
+    HostWaits,
     InputStream,
     OutputStream,
     Pollable,
@@ -40,7 +41,7 @@ from .io import (
     RoomPollable,
     StreamClosed,
     StreamFailed,
-    wait_without_loop,
+    flushed,
 )
 
 NETWORK = "wasi:sockets/network"
@@ -263,16 +264,6 @@ class _SocketPollable(Pollable):
         except anyio.ClosedResourceError:
             pass  # closed while we waited: ready (the next operation says so)
 
-    def selectable(self) -> tuple[Any, bool] | None:
-        return (self._sock, self._write) if self._sock.fileno() >= 0 else None
-
-    def block(self) -> None:
-        # a blocking call holds the event loop, as it holds a native host's thread
-        if self._sock.fileno() >= 0:
-            if self._write:
-                wait_without_loop([], [self._sock])
-            else:
-                wait_without_loop([self._sock], [])
 
 
 class _Shared:
@@ -371,14 +362,6 @@ class TcpOutputStream(OutputStream):
     def flush(self) -> None:
         self._drain()
 
-    def blocking_flush(self) -> None:
-        self._drain()
-        while self._buffer and self._failed is None:
-            wait_without_loop([], [self._shared.sock])
-            self._drain()
-        if self._failed is not None:
-            raise self._failed
-
     def subscribe(self) -> Pollable:
         # level-triggered: ready whenever there is room, however the buffer changes later
         return ReadyPollable() if self.shut else RoomPollable(self)
@@ -393,13 +376,6 @@ class TcpOutputStream(OutputStream):
                 await anyio.wait_writable(self._shared.sock)
         except anyio.ClosedResourceError:
             pass
-
-    def flush_for_block(self) -> None:
-        while not self.has_room():
-            wait_without_loop([], [self._shared.sock])
-
-    def room_fd(self) -> Any:
-        return self._shared.sock
 
     def close(self) -> None:
         if self._buffer and self._failed is None:
@@ -535,18 +511,6 @@ class ResolveStream:
             else:
                 self._resolved(infos)
 
-    def resolve_now(self) -> None:
-        """Resolve while the guest blocks on the pollable, holding the loop as it would
-        hold a native host's thread; bounded by ``max_run_seconds``."""
-        if self.done():
-            return
-        try:
-            infos = _getaddrinfo_bounded(self.name)
-        except (OSError, UnicodeError) as exc:
-            self._failed(exc)
-        else:
-            self._resolved(infos)
-
     def _failed(self, exc: BaseException) -> None:
         errno_ = getattr(exc, "errno", None)
         if isinstance(exc, socket.gaierror) and errno_ in (
@@ -568,32 +532,6 @@ class ResolveStream:
         self.addresses = seen
 
 
-def _getaddrinfo_bounded(name: str) -> list[Any]:
-    """``getaddrinfo`` for a blocking guest call, given up (:class:`GuestTrap`) when the
-    call's ``max_run_seconds`` ends. The C call cannot be interrupted, so with a limit it
-    runs in a daemon thread that is left to finish on its own if the guest is stopped."""
-    budget = blocking_budget()
-    if budget is None:
-        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    outcome: list[Any] = []
-    finished = threading.Event()
-
-    def lookup() -> None:
-        try:
-            outcome.append(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
-        except BaseException as exc:  # handed to the waiting guest call
-            outcome.append(exc)
-        finally:
-            finished.set()
-
-    threading.Thread(target=lookup, name=f"wasi name lookup {name}", daemon=True).start()
-    while not finished.wait(budget):
-        budget = blocking_budget()  # raises once the time is up
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return list(outcome[0])
-
-
 class _ResolvePollable(Pollable):
     def __init__(self, stream: ResolveStream) -> None:
         self._stream = stream
@@ -604,8 +542,6 @@ class _ResolvePollable(Pollable):
     async def wait(self) -> None:
         await self._stream.resolve()
 
-    def block(self) -> None:
-        self._stream.resolve_now()
 
 
 # -- the interfaces ---------------------------------------------------------------------
@@ -675,7 +611,7 @@ class WasiSockets:
             ),
             **self._common_methods(self._tcp, "hop-limit"),
             "subscribe": self.tcp_subscribe,
-            "shutdown": self.tcp_shutdown,
+            "shutdown": Blocking(self.tcp_shutdown),
         }
         for name, fn in tcp_methods.items():
             ctx.define(TCP, f"[method]tcp-socket.{name}", fn)
@@ -934,7 +870,7 @@ class WasiSockets:
             return self._pollable(_SocketPollable(tcp.sock, write=tcp.state == "connecting"))
         return self._pollable(ReadyPollable())
 
-    def tcp_shutdown(self, rep: int, how_value: Any) -> None:
+    def tcp_shutdown(self, rep: int, how_value: Any) -> HostWaits:
         tcp = self._tcp(rep)
         if tcp.state != "connected":
             raise WasiError("invalid-state", "the socket is not connected")
@@ -942,10 +878,12 @@ class WasiSockets:
         flag = {"receive": socket.SHUT_RD, "send": socket.SHUT_WR, "both": socket.SHUT_RDWR}[how]
         if how in ("send", "both"):
             if tcp.output is not None:
-                tcp.output.blocking_flush()
+                # what the guest wrote goes out before the FIN (a failure shows on the stream)
+                with contextlib.suppress(StreamClosed, StreamFailed):
+                    yield from flushed(tcp.output)
             rest = tcp.shared.sending
             if rest is not None:  # a dropped output stream's last bytes go before the FIN
-                rest.join(30)
+                yield functools.partial(anyio.to_thread.run_sync, rest.join, 30)
         try:
             tcp.sock.shutdown(flag)
         except OSError as exc:
