@@ -61,6 +61,37 @@ async def test_a_guest_that_never_returns_is_stopped(wasm: bytes) -> None:
     assert time.monotonic() - start < 5
 
 
+async def test_a_computing_guest_leaves_the_event_loop_free(wasm: bytes) -> None:
+    # it yields every epoch tick (10 ms): other tasks run between its time slices,
+    # and the call still ends only when the guest does (here: its run limit)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    limits = Limits(max_run_seconds=0.5)
+    async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst, trio.open_nursery() as n:
+        n.start_soon(ticker)
+        with pytest.raises(trio_isyswasfa.GuestTrap, match="longer than max_run_seconds"):
+            await inst.call("", "spin")
+        n.cancel_scope.cancel()
+    assert ticks >= 20
+
+
+async def test_a_cancelled_caller_waits_for_a_computing_guest(wasm: bytes) -> None:
+    # a guest computing cannot be interrupted mid-slice; the cancellation takes effect
+    # once the call ends (here at its run limit), as it would had the guest held the loop
+    limits = Limits(max_run_seconds=0.3)
+    async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst:
+        start = time.monotonic()
+        with trio.move_on_after(0.05), pytest.raises(trio_isyswasfa.GuestTrap):
+            await inst.call("", "spin")
+        assert time.monotonic() - start >= 0.25
+
+
 async def test_the_run_limit_is_per_call_not_per_instance(
     cases_component: trio_isyswasfa.Component,
 ) -> None:

@@ -163,6 +163,18 @@ async def main():
             with pytest.raises(trio_isyswasfa.GuestTrap, match="blocked in a host call"):
                 await inst.call(PROBE, "exec", code)
 
+    async def test_cancelling_a_caller_whose_guest_is_blocked_gives_the_instance_up(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        # synchronous guest code cannot be interrupted where it stands: the call ends
+        # at once and the instance, stopped in the middle of guest code, is dead
+        code = "tx, rx = pipe.make_pipe()\nrx.blocking_read(1)"
+        with trio.move_on_after(0.1) as scope:
+            await inst.call(PROBE, "exec", code)
+        assert scope.cancelled_caught
+        with pytest.raises(trio_isyswasfa.InstanceDead, match="abandoned"):
+            await inst.call(PROBE, "exec", "result = 1")
+
     async def test_write_beyond_check_write_is_a_protocol_error(
         self, inst: trio_isyswasfa.Instance
     ) -> None:

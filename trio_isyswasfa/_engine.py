@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
 import os
 import threading
 import time
@@ -166,8 +165,27 @@ def engine() -> wasmtime.Engine:
     return _engine
 
 
+def _yield_at_epoch_deadlines(store: wasmtime.Store) -> None:
+    """Make ``store``'s guest yield to its caller at each epoch deadline (then move the
+    deadline one tick on) instead of trapping.
+
+    wasmtime-py 50 declares the C function as returning an error pointer, but it
+    returns nothing: it is called through our own prototype.
+    """
+    global _yield_and_update
+    if _yield_and_update is None:
+        native = wasmtime._bindings._wasmtime_context_epoch_deadline_async_yield_and_update
+        address = ctypes.cast(native, ctypes.c_void_p).value or 0
+        prototype = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)
+        _yield_and_update = prototype(address)
+    _yield_and_update(ctypes.cast(store._context(), ctypes.c_void_p), 1)
+
+
+_yield_and_update: Any = None
+
+
 def _start_ticker() -> None:
-    """Advance the engine's epoch every EPOCH_TICK seconds (once a run limit is used)."""
+    """Advance the engine's epoch every EPOCH_TICK seconds: a computing guest yields then."""
     global _ticker
     if _ticker is not None:
         return
@@ -676,11 +694,7 @@ class EngineInstance:
         impls = [resolve_item(item) for item in plan.items]
         linker = plan.linker(impls)
         self.store = wasmtime.Store(engine())
-        self.run_ticks = 0  # epoch ticks an entry may run; 0: no limit
-        if self.limits.max_run_seconds is not None:
-            _start_ticker()
-            self.run_ticks = max(1, math.ceil(self.limits.max_run_seconds / EPOCH_TICK))
-        self.store.set_epoch_deadline(self.run_ticks or _NO_DEADLINE)
+        self.store.set_epoch_deadline(_NO_DEADLINE)  # instantiation runs uninterrupted
         if self.limits.max_memory is not None:
             self.store.set_limits(memory_size=self.limits.max_memory)
         self._key = _store_key(self.store)
@@ -692,6 +706,10 @@ class EngineInstance:
         except wasmtime.WasmtimeError as exc:
             self.close()
             raise LinkError(_first_line(str(exc))) from exc
+        # from now on a guest computing yields to the event loop every epoch tick
+        _start_ticker()
+        _yield_at_epoch_deadlines(self.store)
+        self.store.set_epoch_deadline(1)
         self._exports = exports
 
     def close(self) -> None:
@@ -742,12 +760,9 @@ class ExportFunc:
             # wasmtime-py could not convert our arguments: nothing ran
             raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
 
-    def _poll(self, call: _fastcall.CallFuture, deadline: float | None) -> bool:
-        """Run the guest until it returns or waits, bounded by its run limit."""
+    def _poll(self, call: _fastcall.CallFuture) -> bool:
+        """Run the guest until it returns, waits, or its time slice ends."""
         owner = self.owner
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            owner.store.set_epoch_deadline(max(1, math.ceil(left / EPOCH_TICK)))
         before = _fastcall.clock.guest
         try:
             return call.poll()
@@ -765,11 +780,6 @@ class ExportFunc:
         if fault is not None:
             return fault
         reason = trap_reason(str(exc))
-        if owner.run_ticks and reason.endswith("interrupt"):
-            reason = (
-                f"it ran longer than max_run_seconds ({owner.limits.max_run_seconds} s) "
-                "without returning to the host"
-            )
         owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {reason}"))
         return owner.faults.fault  # type: ignore[return-value]
 
@@ -793,7 +803,7 @@ class ExportFunc:
         owner.busy = True
         try:
             deadline = self._deadline()
-            while not self._poll(call, deadline):
+            while not self._poll(call):
                 await self._wait(call, deadline)
             return self._finish(call)
         finally:
@@ -806,11 +816,24 @@ class ExportFunc:
         """The guest waits in a blocking host function: await what it waits for."""
         owner = self.owner
         waiting = owner.bound.suspended
-        if owner.faults.fault is not None or waiting is None:
+        if owner.faults.fault is not None:
             call.close()
-            if owner.faults.fault is None:
-                owner.faults.record(InternalError(f"{self.label} was suspended for no wait"))
-            raise owner.faults.fault  # type: ignore[misc]
+            raise owner.faults.fault
+        if waiting is None:  # its time slice ended
+            if deadline is not None and time.monotonic() >= deadline:
+                owner.faults.record(
+                    GuestTrap(
+                        f"guest trapped in {self.label}: it ran longer than max_run_seconds "
+                        f"({owner.limits.max_run_seconds} s) without returning to the host"
+                    )
+                )
+                call.close()
+                raise owner.faults.fault  # type: ignore[misc]
+            # other tasks run; a cancellation waits for the guest to return, as it
+            # would have had the guest held the loop
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()
+            return
         try:
             with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
                 await waiting.wait()
@@ -825,17 +848,19 @@ class ExportFunc:
             call.close()
             raise owner.faults.fault from None  # type: ignore[misc]
         except BaseException as exc:
-            # cancelled (or the wait failed) while the guest is blocked: a synchronous
-            # guest cannot be interrupted, so the instance is abandoned
-            if owner.faults.fault is None:
-                owner.faults.record(
-                    InstanceDead(
-                        f"{self.label} was abandoned while blocked in a host call: {exc!r}"
-                    )
-                )
-            call.close()
+            self._abandon(call, exc)
             raise
         waiting.waited = True
+
+    def _abandon(self, call: _fastcall.CallFuture, exc: BaseException) -> None:
+        # cancelled (or the wait failed) in the middle of a call: synchronous guest code
+        # cannot be interrupted where it stands, so the instance is given up
+        owner = self.owner
+        if owner.faults.fault is None:
+            owner.faults.record(
+                InstanceDead(f"{self.label} was abandoned in the middle of guest code: {exc!r}")
+            )
+        call.close()
 
 
 # -- poll events ------------------------------------------------------------------------

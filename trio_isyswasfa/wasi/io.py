@@ -59,6 +59,7 @@ class DeadlinePollable(Pollable):
     async def wait(self) -> None:
         await anyio.sleep_until(self.deadline)
 
+
 # -- streams --------------------------------------------------------------------------
 
 
@@ -224,7 +225,6 @@ class _ThreadedPollable(Pollable):
             await self._stream.fill()
 
 
-
 class ThreadedOutputStream(OutputStream):
     """Writes to a blocking sink (a file, the process's stdout) in a worker thread.
 
@@ -314,7 +314,6 @@ class RoomPollable(Pollable):
     async def wait(self) -> None:
         if not self.ready():
             await self._stream.drain()
-
 
 
 class FdOutputStream(ThreadedOutputStream):

@@ -265,7 +265,6 @@ class _SocketPollable(Pollable):
             pass  # closed while we waited: ready (the next operation says so)
 
 
-
 class _Shared:
     """An OS socket shared by a socket resource and its streams; closed with the last."""
 
@@ -541,7 +540,6 @@ class _ResolvePollable(Pollable):
 
     async def wait(self) -> None:
         await self._stream.resolve()
-
 
 
 # -- the interfaces ---------------------------------------------------------------------
