@@ -19,6 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 GUESTS = Path(__file__).resolve().parent / "guests"
 
 
+class LoopTicks:
+    """Counts how often another trio task got to run while a test awaited a guest:
+    ``nursery.start_soon(ticks.run)``, then check ``ticks.count``."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.count = 0
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            self.count += 1
+
+
 def lowered_wit(tmp_path_factory: pytest.TempPathFactory, world: str, wit: str) -> Path:
     """A folder with the lowered form of ``world`` declared in ``wit`` (WAT guests' types)."""
     src = tmp_path_factory.mktemp(f"{world}-src") / "world.wit"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import trio
-from conftest import lowered_wit
+from conftest import LoopTicks, lowered_wit
 
 import trio_isyswasfa
 from trio_isyswasfa import Limits
@@ -64,21 +64,14 @@ async def test_a_guest_that_never_returns_is_stopped(wasm: bytes) -> None:
 async def test_a_computing_guest_leaves_the_event_loop_free(wasm: bytes) -> None:
     # it yields every epoch tick (10 ms): other tasks run between its time slices,
     # and the call still ends only when the guest does (here: its run limit)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await trio.sleep(0.01)
-            ticks += 1
-
+    ticks = LoopTicks()
     limits = Limits(max_run_seconds=0.5)
     async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst, trio.open_nursery() as n:
-        n.start_soon(ticker)
+        n.start_soon(ticks.run)
         with pytest.raises(trio_isyswasfa.GuestTrap, match="longer than max_run_seconds"):
             await inst.call("", "spin")
         n.cancel_scope.cancel()
-    assert ticks >= 20
+    assert ticks.count >= 20
 
 
 async def test_a_cancelled_caller_waits_for_a_computing_guest(wasm: bytes) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+from conftest import LoopTicks
 
 import trio_isyswasfa
 
@@ -259,14 +260,7 @@ async def test_a_guest_blocked_in_a_read_leaves_the_event_loop_free(
     import os
 
     read_fd, write_fd = os.pipe()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await trio.sleep(0.01)
-            ticks += 1
-
+    ticks = LoopTicks()
     try:
         config = trio_isyswasfa.WasiConfig(stdin=read_fd)
 
@@ -278,13 +272,13 @@ async def test_a_guest_blocked_in_a_read_leaves_the_event_loop_free(
             trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(ticker)
+            nursery.start_soon(ticks.run)
             nursery.start_soon(feed)
             with trio.fail_after(5):
                 outcome = await run(inst, "import sys\nresult = sys.stdin.buffer.read(9)")
             nursery.cancel_scope.cancel()
         assert outcome == b"late data"
-        assert ticks >= 10  # the loop ran on while the guest waited
+        assert ticks.count >= 10  # the loop ran on while the guest waited
     finally:
         os.close(read_fd)
         os.close(write_fd)

@@ -432,26 +432,6 @@ def _async_host_callback(idx, context, _ty, args, nargs, results, nresults, erro
         cont.contents.finalizer = _forget_suspended
 
 
-def add_host_func_async(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
-    """Define ``name`` as a host function that may suspend its caller: ``fn`` returns
-    its result, or a :class:`Suspended` to be polled until it has one."""
-    global _next_id
-    idx = _next_id
-    _next_id += 1
-    _ASYNC_HOST_FUNCS[idx] = (fn, CachedFuncType(func_type))
-    name_bytes = name.encode("utf-8")
-    err = ffi.wasmtime_component_linker_instance_add_func_async(
-        inst.ptr(),
-        create_string_buffer(name_bytes),
-        len(name_bytes),
-        _async_host_callback,
-        idx,
-        _async_host_finalize,
-    )
-    if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
-
-
 @CFUNCTYPE(None, c_void_p)
 def _async_host_finalize(idx):  # type: ignore[no-untyped-def]
     _ASYNC_HOST_FUNCS.pop(idx or 0, None)
@@ -459,18 +439,36 @@ def _async_host_finalize(idx):  # type: ignore[no-untyped-def]
 
 def add_host_func(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
     """Define ``name`` in a linker instance, converting values with cached types."""
+    _register(inst, name, fn, func_type, blocking=False)
+
+
+def add_host_func_async(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
+    """Define ``name`` as a host function that may suspend its caller: ``fn`` returns
+    its result, or a :class:`Suspended` to be polled until it has one."""
+    _register(inst, name, fn, func_type, blocking=True)
+
+
+def _register(
+    inst: Any, name: str, fn: Callable[..., Any], func_type: Any, *, blocking: bool
+) -> None:
     global _next_id
     idx = _next_id
     _next_id += 1
-    _HOST_FUNCS[idx] = (fn, CachedFuncType(func_type))
+    table = _ASYNC_HOST_FUNCS if blocking else _HOST_FUNCS
+    table[idx] = (fn, CachedFuncType(func_type))
     name_bytes = name.encode("utf-8")
-    err = ffi.wasmtime_component_linker_instance_add_func(
+    define = (
+        ffi.wasmtime_component_linker_instance_add_func_async
+        if blocking
+        else ffi.wasmtime_component_linker_instance_add_func
+    )
+    err = define(
         inst.ptr(),
         create_string_buffer(name_bytes),
         len(name_bytes),
-        _host_callback,
+        _async_host_callback if blocking else _host_callback,
         idx,
-        _host_finalize,
+        _async_host_finalize if blocking else _host_finalize,
     )
     if err:
         raise wasmtime.WasmtimeError._from_ptr(err)
