@@ -173,6 +173,7 @@ async def main():
         with trio.move_on_after(0.1) as scope:
             await inst.call(PROBE, "exec", code)
         assert scope.cancelled_caught
+        assert not inst._reusable()  # a pool under `serve` lends it no more
         with pytest.raises(trio_isyswasfa.InstanceDead, match="abandoned"):
             await inst.call(PROBE, "exec", "result = 1")
 

@@ -348,6 +348,9 @@ class Instance:
             raise
         finally:
             self._sched.calls_in_flight -= 1
+            fault = self._engine.faults.fault
+            if fault is not None and self._sched.failure is None:
+                self._sched.fail(fault)  # e.g. abandoned while blocked, then cancelled
 
     def _after_guest_ran(self) -> None:
         # guest code ran: poll the guests, unless no task is alive (then none has
