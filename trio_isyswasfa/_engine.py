@@ -450,16 +450,6 @@ class Blocking:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
 
-    def __call__(self, *args: Any) -> Any:
-        """Run to completion where nothing can wait (tests, direct use)."""
-        gen = self.fn(*args)
-        try:
-            wait = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        gen.close()
-        raise HostProtocolError(f"a blocking call had to wait outside a guest call ({wait})")
-
 
 class _HostWait(_fastcall.Suspended):
     """A blocking host function's generator, suspended while its driver awaits ``wait``."""

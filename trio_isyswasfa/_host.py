@@ -198,7 +198,7 @@ class Instance:
         self._funcs: dict[tuple[str, str], Any] = {}
 
     # -- linking ------------------------------------------------------------------------
-    def _resolve(self, item: ImportedItem) -> _engine.HostFunc | ResourceDef | None:
+    def _resolve(self, item: ImportedItem) -> _engine.Resolved:
         check_wasi_version(item.interface)
         iface = strip_version(item.interface)
         key = (iface, item.name)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._engine import ResourceDef
+from .._engine import Blocking, ResourceDef
 from .._resources import HandleTable
 
 if TYPE_CHECKING:
@@ -86,14 +86,15 @@ class WasiContext:
     def __init__(self, config: WasiConfig, *, max_handles: int | None = None) -> None:
         self.config = config
         self.table = HandleTable(max_handles)
-        self.functions: dict[tuple[str, str], HostFunc] = {}
+        self.functions: dict[tuple[str, str], HostFunc | Blocking] = {}
         self.resources: dict[tuple[str, str], ResourceDef] = {}
         self.async_functions: dict[
             tuple[str, str], tuple[Callable[..., Awaitable[Any]], Callable[[Any], Any]]
         ] = {}
 
-    def define(self, interface: str, name: str, fn: HostFunc) -> None:
-        """Register ``fn`` for WIT function ``name`` of ``interface`` (no version)."""
+    def define(self, interface: str, name: str, fn: HostFunc | Blocking) -> None:
+        """Register ``fn`` for WIT function ``name`` of ``interface`` (no version);
+        a :class:`Blocking` one suspends the guest while it waits."""
         self.functions[(interface, name)] = fn
 
     def define_async(

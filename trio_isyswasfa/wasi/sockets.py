@@ -580,7 +580,7 @@ class WasiSockets:
             "[method]resolve-address-stream.subscribe",
             lambda r: self._pollable(_ResolvePollable(t.get(r, ResolveStream))),
         )
-        tcp_methods: dict[str, Callable[..., Any]] = {
+        tcp_methods: dict[str, Callable[..., Any] | Blocking] = {
             "start-bind": lambda r, n, a: self._start_bind(self._tcp(r), n, a),
             "finish-bind": lambda r: self._finish_bind(self._tcp(r)),
             "start-connect": self.tcp_start_connect,
