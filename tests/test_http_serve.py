@@ -294,6 +294,23 @@ class TestMisbehavingGuests:
         assert (stats.failed, stats.completed) == (1, 1)
         assert stats.instances_opened == 2  # the instance that trapped was not lent again
 
+    async def test_guests_blocked_in_a_sleep_do_not_hold_up_each_other(
+        self, misbehaving: tuple[str, ComponentApp]
+    ) -> None:
+        # 8 requests whose guests each call time.sleep(0.3): 2.4 s one after another
+        url, _ = misbehaving
+        bodies: list[str] = []
+        start = trio.current_time()
+        async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+            for _ in range(8):
+
+                async def one() -> None:
+                    bodies.append((await client.get(f"{url}/sleep")).text)
+
+                nursery.start_soon(one)
+        assert bodies == ["slept"] * 8
+        assert trio.current_time() - start < 1.5
+
     async def test_an_error_code_is_a_500_naming_it(
         self, misbehaving: tuple[str, ComponentApp]
     ) -> None:
