@@ -9,7 +9,10 @@ the scheduler or WASI code. What this module guarantees to the rest:
   it; anything else is recorded as the instance's fault and traps the guest, and the
   call into wasm that was running raises that fault;
 * handles cross as integers (reps) with a resource kind;
-* results cross as :class:`Ok` / :class:`Err` whatever wasmtime-py's tagging rules are.
+* results cross as :class:`Ok` / :class:`Err` whatever wasmtime-py's tagging rules are;
+* a call into a guest (:meth:`ExportFunc.call`) runs on wasmtime's fiber and never
+  holds the event loop for long: the guest yields at every epoch tick, and a
+  :class:`Blocking` host function suspends it while the event loop awaits its wait.
 """
 
 from __future__ import annotations
