@@ -8,6 +8,7 @@ use ``types`` call our interface directly.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -385,6 +386,32 @@ async def main():
         # each chunk was read in a worker thread while the loop ran other tasks
         assert ticks.count >= chunks
         assert_quiet(inst)
+
+    async def test_direct_reads_and_writes_run_in_a_worker_thread(
+        self, inst: trio_isyswasfa.Instance, data: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # a disk slow to write (as a network file system can be): the guest's pwrite
+        # waits in a worker thread, and the event loop runs on meanwhile
+        real = os.pwrite
+
+        def slow_pwrite(fd: int, buffer: bytes, offset: int) -> int:
+            time.sleep(0.3)
+            return real(fd, buffer, offset)
+
+        monkeypatch.setattr(os, "pwrite", slow_pwrite)
+        code = (
+            "fd = os.open('/data/direct.bin', os.O_RDWR | os.O_CREAT)\n"
+            "os.pwrite(fd, b'written directly', 0)\n"
+            "result = os.pread(fd, 100, 0)\n"
+            "os.close(fd)"
+        )
+        ticks = LoopTicks()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticks.run)
+            assert await run(inst, code) == repr(b"written directly")
+            nursery.cancel_scope.cancel()
+        assert (data / "direct.bin").read_bytes() == b"written directly"
+        assert ticks.count >= 10
 
     async def test_write_via_stream_waits_for_the_disk(
         self, inst: trio_isyswasfa.Instance, data: Path

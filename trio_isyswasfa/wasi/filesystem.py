@@ -23,13 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._engine import ResourceKind, own, record
+import anyio
+
+from .._engine import Blocking, ResourceKind, own, record
 from .._errors import HostProtocolError, WasiError
 from ._context import WasiContext
 from ._sandbox import beneath, error_from_os
 from .io import (
     CHUNK,
     ErrorObject,
+    HostWaits,
     StreamFailed,
     ThreadedInputStream,
     ThreadedOutputStream,
@@ -257,20 +260,25 @@ class WasiFilesystem:
             "[method]directory-entry-stream.read-directory-entry",
             lambda rep: self._next_entry(t.get(rep, DirectoryEntries)),
         )
+        # data and durability calls run in a worker thread while the guest is suspended
+        threaded: dict[str, Callable[..., Any]] = {
+            "read": self.read,
+            "write": self.write,
+            "sync": lambda d: os.fsync(d.fd),
+            "sync-data": self.sync_data,
+            "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
+        }
+        for name, fn in threaded.items():
+            ctx.define(TYPES, f"[method]descriptor.{name}", self._threaded_method(fn))
         methods: dict[str, Callable[..., Any]] = {
             "read-via-stream": self.read_via_stream,
             "write-via-stream": self.write_via_stream,
             "append-via-stream": self.append_via_stream,
             "advise": self.advise,
-            "sync-data": self.sync_data,
             "get-flags": lambda d: set(d.flags),
             "get-type": lambda d: _descriptor_type(d.mode),
-            "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
             "set-times": self.set_times,
-            "read": self.read,
-            "write": self.write,
             "read-directory": self.read_directory,
-            "sync": lambda d: os.fsync(d.fd),
             "create-directory-at": self.create_directory_at,
             "stat": lambda d: _stat(os.fstat(d.fd)),
             "stat-at": self.stat_at,
@@ -288,6 +296,29 @@ class WasiFilesystem:
         }
         for name, fn in methods.items():
             ctx.define(TYPES, f"[method]descriptor.{name}", self._method(fn))
+
+    def _threaded_method(self, fn: Callable[..., Any]) -> Blocking:
+        """As :meth:`_method`, with ``fn`` run in a worker thread (the guest waits)."""
+        table = self.ctx.table
+
+        def method(rep: int, *args: Any) -> HostWaits:
+            d = table.get(rep, Descriptor)
+            outcome: list[Any] = []
+
+            async def work() -> None:
+                try:
+                    outcome.append(await anyio.to_thread.run_sync(fn, d, *args))
+                except Exception as exc:  # handed back to the guest's call below
+                    outcome.append(exc)
+
+            yield work
+            if isinstance(outcome[0], OSError):
+                raise error_from_os(outcome[0]) from outcome[0]
+            if isinstance(outcome[0], Exception):
+                raise outcome[0]
+            return outcome[0]
+
+        return Blocking(method)
 
     def _method(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Look the descriptor up and turn ``OSError`` into the WASI error code."""
