@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -20,6 +21,7 @@ STREAMS = "wasi:io/streams"
 PIPE = "isyswasfa:io/pipe"
 
 CHUNK = 64 * 1024
+QUICK_WRITE = 4096  # PIPE_BUF on Linux: written whole, at once, to a writable pipe
 BLOCKING_WRITE_MAX = 4096  # blocking-write-and-flush: "a write of up to 4096 bytes"
 
 
@@ -264,6 +266,23 @@ class ThreadedOutputStream(OutputStream):
     def write(self, data: bytes) -> None:
         self._pending += data
 
+    def flush(self) -> None:
+        # a small write that cannot block (a print, a log line) goes out at once on this
+        # thread: a worker thread's round trip costs far more than the write
+        if self._busy or not self._pending or len(self._pending) > QUICK_WRITE:
+            return
+        if not self.can_write_now():
+            return
+        data, self._pending = self._pending, b""
+        try:
+            self.write_now(data)
+        except OSError as exc:
+            self._failure = self.failure_from(exc)
+
+    def can_write_now(self) -> bool:
+        """Whether a write of up to QUICK_WRITE bytes would not block."""
+        return False
+
     def subscribe(self) -> Pollable:
         return RoomPollable(self)
 
@@ -327,6 +346,13 @@ class FdOutputStream(ThreadedOutputStream):
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
+
+    def can_write_now(self) -> bool:
+        # writable: a regular file always; a pipe or socket with room for PIPE_BUF
+        # (QUICK_WRITE) bytes, which a write of that size takes whole
+        poller = select.poll()
+        poller.register(self._fd, select.POLLOUT)
+        return any(event & select.POLLOUT for _, event in poller.poll(0))
 
 
 class CallbackOutputStream(OutputStream):
