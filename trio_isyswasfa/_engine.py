@@ -806,7 +806,8 @@ class ExportFunc:
                 owner._idle = None
 
     async def _wait(self, call: _fastcall.CallFuture, deadline: float | None) -> None:
-        """The guest waits in a blocking host function: await what it waits for."""
+        """The guest is suspended: it waits in a blocking host function (await what it
+        waits for), or its time slice ended (let other tasks run)."""
         owner = self.owner
         waiting = owner.bound.suspended
         if owner.faults.fault is not None:
@@ -814,14 +815,7 @@ class ExportFunc:
             raise owner.faults.fault
         if waiting is None:  # its time slice ended
             if deadline is not None and time.monotonic() >= deadline:
-                owner.faults.record(
-                    GuestTrap(
-                        f"guest trapped in {self.label}: it ran longer than max_run_seconds "
-                        f"({owner.limits.max_run_seconds} s) without returning to the host"
-                    )
-                )
-                call.close()
-                raise owner.faults.fault  # type: ignore[misc]
+                raise self._over_time(call, "without returning to the host")
             # other tasks run; a cancellation waits for the guest to return, as it
             # would have had the guest held the loop
             with anyio.CancelScope(shield=True):
@@ -831,19 +825,21 @@ class ExportFunc:
             with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
                 await waiting.wait()
         except TimeoutError:
-            owner.faults.record(
-                GuestTrap(
-                    f"guest trapped in {self.label}: it ran longer than max_run_seconds "
-                    f"({owner.limits.max_run_seconds} s), blocked in a host call, "
-                    "without returning"
-                )
-            )
-            call.close()
-            raise owner.faults.fault from None  # type: ignore[misc]
+            raise self._over_time(call, "blocked in a host call, without returning") from None
         except BaseException as exc:
             self._abandon(call, exc)
             raise
         waiting.waited = True
+
+    def _over_time(self, call: _fastcall.CallFuture, how: str) -> BaseException:
+        """Stop a call that ran past ``max_run_seconds``; the fault to raise."""
+        limit = self.owner.limits.max_run_seconds
+        trap = GuestTrap(
+            f"guest trapped in {self.label}: it ran longer than max_run_seconds ({limit} s), {how}"
+        )
+        self.owner.faults.record(trap)
+        call.close()
+        return self.owner.faults.fault or trap
 
     def _abandon(self, call: _fastcall.CallFuture, exc: BaseException) -> None:
         # cancelled (or the wait failed) in the middle of a call: synchronous guest code
