@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 import trio
+import trio.testing
 from conftest import LoopTicks
 
 import trio_isyswasfa
@@ -109,6 +111,70 @@ class TestStdio:
         assert await run(
             inst, "result = (environment.get_environment(), environment.get_arguments())"
         ) == ([("A", "1")], ["prog", "x"])
+
+
+class TestStdioStreams:
+    """stdin, stdout and stderr as trio and anyio streams."""
+
+    async def test_plain_python_reads_stdin_from_a_trio_stream(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        send, receive = trio.testing.memory_stream_one_way_pair()
+
+        async def feed() -> None:
+            for chunk in (b"first ", b"second ", b"third"):
+                await trio.sleep(0.05)  # the guest is waiting in sys.stdin.read()
+                await send.send_all(chunk)
+            await send.aclose()
+
+        config = trio_isyswasfa.WasiConfig(stdin=receive)
+        async with (
+            trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(feed)
+            code = "import sys\nresult = sys.stdin.buffer.read()"
+            assert await run(inst, code) == b"first second third"
+
+    async def test_print_goes_to_a_trio_stream(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        send, receive = trio.testing.memory_stream_one_way_pair()
+        config = trio_isyswasfa.WasiConfig(stdout=send)
+        received = bytearray()
+
+        async def collect() -> None:
+            while data := await receive.receive_some():
+                received.extend(data)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst:
+                await run(inst, "for i in range(3): print('line', i)")
+                # written, never flushed: it still goes out when the instance ends
+                await run(inst, "stdout.get_stdout().write(b'unflushed')")
+            await send.aclose()
+        assert bytes(received) == b"line 0\nline 1\nline 2\nunflushed"
+
+    async def test_anyio_streams_work_too(self, wasi_component: trio_isyswasfa.Component) -> None:
+        # object streams of bytes, as anyio code often passes bytes around
+        to_guest, from_host = anyio.create_memory_object_stream[bytes](10)
+        to_host, from_guest = anyio.create_memory_object_stream[bytes](10)
+        with to_guest, from_host, to_host, from_guest:
+            await to_guest.send(b"ping")
+            to_guest.close()
+            config = trio_isyswasfa.WasiConfig(stdin=from_host, stderr=to_host)
+            async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst:
+                code = "import sys\nsys.stderr.buffer.write(sys.stdin.buffer.read() + b' pong')"
+                await run(inst, code + "\nsys.stderr.flush()")
+            to_host.close()
+            assert b"".join([chunk async for chunk in from_guest]) == b"ping pong"
+
+    def test_stdio_of_no_known_kind_is_refused(self) -> None:
+        with pytest.raises(TypeError, match="stdin must be bytes"):
+            trio_isyswasfa.WasiConfig(stdin="text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="stdout must be a callable"):
+            trio_isyswasfa.WasiConfig(stdout=object())  # type: ignore[arg-type]
 
 
 class TestStreams:

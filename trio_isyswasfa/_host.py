@@ -516,8 +516,11 @@ async def open_instance(
         only.__context__ = None  # the group that held it is no part of its story
         raise only from only.__cause__
     finally:
-        instance._wasi.close()  # files and streams the guest left open
-        instance._engine.close()
+        try:
+            await instance._wasi.aclose()  # output the guest did not flush
+        finally:
+            instance._wasi.close()  # files and streams the guest left open
+            instance._engine.close()
 
 
 async def run_command(

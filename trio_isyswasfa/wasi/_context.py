@@ -6,17 +6,27 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import anyio
 
 from .._engine import Blocking, ResourceDef
 from .._resources import HandleTable
 
 if TYPE_CHECKING:
+    import trio
+
     from ..http.types import OutgoingHandler
     from .filesystem import Preopen
     from .sockets import NetPattern
 
 HostFunc = Callable[..., Any]
+
+
+StdoutSink: TypeAlias = (
+    "Callable[[bytes], object] | int | trio.abc.SendStream | anyio.abc.ByteSendStream | None"
+)
+StdinSource: TypeAlias = "bytes | int | trio.abc.ReceiveStream | anyio.abc.ByteReceiveStream"
 
 
 @dataclass
@@ -26,12 +36,15 @@ class WasiConfig:
     Attributes:
       args: ``wasi:cli/environment.get-arguments`` (the program name first, if any).
       env: environment variables; the host's are *not* inherited.
-      stdout, stderr: called with each chunk the guest writes, or a host file
-        descriptor to write to (in a worker thread while the guest awaits; the CLI
-        passes 1 and 2); ``None`` discards it. The defaults write to this process's
-        stdout and stderr.
-      stdin: bytes the guest reads from standard input (then end of file), or a host
-        file descriptor to read it from (in a worker thread; the CLI passes 0).
+      stdout, stderr: called with each chunk the guest writes; a host file
+        descriptor to write to (the CLI passes 1 and 2); or a trio ``SendStream`` /
+        anyio ``ByteSendStream``, sent to while the guest waits on its flushes (what
+        it leaves unflushed is sent when the instance ends). ``None`` discards it.
+        The defaults write to this process's stdout and stderr.
+      stdin: bytes the guest reads from standard input (then end of file); a host
+        file descriptor to read it from (in a worker thread; the CLI passes 0); or a
+        trio ``ReceiveStream`` / anyio ``ByteReceiveStream``, received from while the
+        guest waits to read.
       wall_clock: returns ``wasi:clocks/wall-clock`` time in nanoseconds since the
         epoch; tests may freeze or offset it. The monotonic clock always follows the
         event loop's clock (``trio.current_time()``, so ``MockClock`` drives it).
@@ -49,22 +62,20 @@ class WasiConfig:
 
     args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    stdout: Callable[[bytes], object] | int | None = field(
-        default_factory=lambda: _writer(sys.stdout)
-    )
-    stderr: Callable[[bytes], object] | int | None = field(
-        default_factory=lambda: _writer(sys.stderr)
-    )
-    stdin: bytes | int = b""
+    stdout: StdoutSink = field(default_factory=lambda: _writer(sys.stdout))
+    stderr: StdoutSink = field(default_factory=lambda: _writer(sys.stderr))
+    stdin: StdinSource = b""
     wall_clock: Callable[[], int] = time.time_ns
     preopens: Sequence[Preopen] = ()
     allow_net: Sequence[str | NetPattern] = ()
     http_outgoing: OutgoingHandler | None = None
 
     def __post_init__(self) -> None:
+        from .cli import check_stdio
         from .sockets import parse_allow_net
 
         self.allow_net = parse_allow_net(self.allow_net)  # a bad pattern fails here
+        check_stdio(self.stdin, self.stdout, self.stderr)
 
 
 def _writer(stream: Any) -> Callable[[bytes], object]:
@@ -80,6 +91,9 @@ def _writer(stream: Any) -> Callable[[bytes], object]:
     return write
 
 
+CLOSE_GRACE = 5.0  # seconds an ending instance's unflushed output may take to go out
+
+
 class WasiContext:
     """Shared state of one instance's WASI: its handle table and configuration."""
 
@@ -91,6 +105,7 @@ class WasiContext:
         self.async_functions: dict[
             tuple[str, str], tuple[Callable[..., Awaitable[Any]], Callable[[Any], Any]]
         ] = {}
+        self._on_close: list[Callable[[], Awaitable[object]]] = []
 
     def define(self, interface: str, name: str, fn: HostFunc | Blocking) -> None:
         """Register ``fn`` for WIT function ``name`` of ``interface`` (no version);
@@ -124,6 +139,18 @@ class WasiContext:
         close = getattr(self.table.remove(rep), "close", None)
         if close is not None:
             close()
+
+    def on_close(self, fn: Callable[[], Awaitable[object]]) -> None:
+        """Await ``fn`` when the instance ends, before :meth:`close`."""
+        self._on_close.append(fn)
+
+    async def aclose(self) -> None:
+        """Finish what must be awaited when the instance ends (output the guest wrote
+        to a stream and did not flush), for CLOSE_GRACE seconds at most, even when the
+        instance ends by cancellation."""
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_GRACE):
+            for fn in self._on_close:
+                await fn()
 
     def close(self) -> None:
         """Release what the guest left open (streams, descriptors) when the instance ends."""

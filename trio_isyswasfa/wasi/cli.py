@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from .._engine import Err, Ok, ResourceKind, own
@@ -15,6 +14,8 @@ from .io import (
     FdOutputStream,
     InputStream,
     OutputStream,
+    ReceiveStreamInput,
+    SendStreamOutput,
     ThreadedInputStream,
 )
 
@@ -29,17 +30,40 @@ class ComponentExit(IsyswasfaError):
         self.code = code
 
 
-def _output(sink: Callable[[bytes], object] | int | None) -> OutputStream:
+def check_stdio(stdin: object, stdout: object, stderr: object) -> None:
+    """Raise TypeError for a stdio setting of no kind :class:`WasiConfig` takes."""
+    if not isinstance(stdin, int | bytes | bytearray | memoryview) and not (
+        hasattr(stdin, "receive_some") or hasattr(stdin, "receive")
+    ):
+        raise TypeError(f"stdin must be bytes, a file descriptor or a stream: {stdin!r}")
+    for name, sink in (("stdout", stdout), ("stderr", stderr)):
+        if not (
+            sink is None
+            or isinstance(sink, int)
+            or callable(sink)
+            or hasattr(sink, "send_all")
+            or hasattr(sink, "send")
+        ):
+            raise TypeError(
+                f"{name} must be a callable, a file descriptor, a stream or None: {sink!r}"
+            )
+
+
+def _output(sink: Any) -> OutputStream:
     if isinstance(sink, int):
         return FdOutputStream(sink)
-    return CallbackOutputStream(sink)
+    if sink is None or callable(sink):
+        return CallbackOutputStream(sink)
+    return SendStreamOutput(sink)  # check_stdio let only streams through
 
 
-def _stdin(source: bytes | int) -> InputStream:
+def _stdin(source: Any) -> InputStream:
     if isinstance(source, int):
         # a terminal may never answer: a read still waiting when the guest is gone is abandoned
         return ThreadedInputStream(lambda n: os.read(source, n), abandon=True)
-    return BytesInputStream(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return BytesInputStream(bytes(source))
+    return ReceiveStreamInput(source)  # check_stdio let only streams through
 
 
 class Terminal:
@@ -57,8 +81,11 @@ class WasiCli:
         ctx.define(ENV, "initial-cwd", lambda: None)
         ctx.define("wasi:cli/exit", "exit", self.exit)
         ctx.define("wasi:cli/exit", "exit-with-code", lambda code: self._exit(code))
-        ctx.define("wasi:cli/stdout", "get-stdout", self._stream(_output(cfg.stdout)))
-        ctx.define("wasi:cli/stderr", "get-stderr", self._stream(_output(cfg.stderr)))
+        for name, sink in (("stdout", cfg.stdout), ("stderr", cfg.stderr)):
+            out = _output(sink)
+            if isinstance(out, SendStreamOutput):
+                ctx.on_close(out.aclose)  # what the guest did not flush still goes out
+            ctx.define(f"wasi:cli/{name}", f"get-{name}", self._stream(out))
         stdin = _stdin(cfg.stdin)
         ctx.define(
             "wasi:cli/stdin",

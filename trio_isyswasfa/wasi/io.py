@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from .._engine import Blocking, Err, ResourceKind, own
 from .._errors import GuestProtocolError
@@ -367,6 +368,120 @@ class CallbackOutputStream(OutputStream):
     def write(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink(data)
+
+
+class ReceiveStreamInput(InputStream):
+    """Reads a trio ``ReceiveStream`` (``receive_some``), an anyio byte stream or an
+    anyio object stream of ``bytes`` (``receive``): waiting on the pollable, as
+    ``blocking-read`` does, receives the next chunk. The receive calls are
+    cancel-safe, so a cancelled wait loses nothing.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._buffer = b""
+        self._eof = False
+        self._failure: StreamFailed | None = None
+        self._lock = anyio.Lock()
+
+    def read(self, n: int) -> bytes:
+        if self._buffer:
+            chunk, self._buffer = self._buffer[:n], self._buffer[n:]
+            return chunk
+        if self._failure is not None:
+            raise self._failure
+        if self._eof:
+            raise StreamClosed
+        return b""
+
+    def ready(self) -> bool:
+        return bool(self._buffer) or self._eof or self._failure is not None
+
+    async def fill(self) -> None:
+        async with self._lock:
+            if self.ready():
+                return
+            try:
+                receive_some = getattr(self._source, "receive_some", None)
+                if receive_some is not None:  # trio
+                    data = await receive_some(CHUNK)
+                else:  # anyio: a byte stream, or an object stream of bytes
+                    byte_stream = isinstance(self._source, anyio.abc.ByteReceiveStream)
+                    try:
+                        data = await (
+                            self._source.receive(CHUNK) if byte_stream else self._source.receive()
+                        )
+                    except anyio.EndOfStream:
+                        data = b""
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                self._failure = StreamFailed(str(exc) or type(exc).__name__)
+                return
+            if data:
+                self._buffer += data
+            else:
+                self._eof = True
+
+    def subscribe(self) -> Pollable:
+        return _FillPollable(self)
+
+
+class _FillPollable(Pollable):
+    def __init__(self, stream: ReceiveStreamInput) -> None:
+        self._stream = stream
+
+    def ready(self) -> bool:
+        return self._stream.ready()
+
+    async def wait(self) -> None:
+        await self._stream.fill()
+
+
+class SendStreamOutput(OutputStream):
+    """Writes to a trio ``SendStream`` (``send_all``) or an anyio byte stream
+    (``send``). Writes are buffered up to one chunk and sent while the guest waits on
+    the stream (a flush, ``blocking-write-and-flush``, its pollable); what is left when
+    the instance ends is sent then (:meth:`aclose`)."""
+
+    def __init__(self, sink: Any) -> None:
+        send_all = getattr(sink, "send_all", None)
+        self._send = send_all if send_all is not None else sink.send
+        self._pending = b""
+        self._busy = False
+        self._failure: StreamFailed | None = None
+        self._signal = _Signal()
+
+    def check_write(self) -> int:
+        if self._failure is not None:
+            raise self._failure
+        return 0 if self._busy else CHUNK - len(self._pending)
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+
+    def subscribe(self) -> Pollable:
+        return RoomPollable(self)
+
+    def has_room(self) -> bool:
+        return not self._busy and (not self._pending or self._failure is not None)
+
+    async def drain(self) -> None:
+        if self._busy:
+            await self._signal.wait()
+            return
+        data, self._pending = self._pending, b""
+        self._busy = True
+        try:
+            await self._send(data)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            self._failure = StreamFailed(str(exc) or type(exc).__name__)
+        finally:
+            self._busy = False
+            self._signal.changed()
+
+    async def aclose(self) -> None:
+        """Send what the guest wrote and did not flush (the instance is ending)."""
+        while self._pending and self._failure is None:
+            await self.drain()
 
 
 class _Signal:
