@@ -124,7 +124,49 @@ class OutputStream:
         return ReadyPollable()
 
 
-class ThreadedInputStream(InputStream):
+class BufferedInputStream(InputStream):
+    """Hands out what :meth:`fill` (awaited through the stream's pollable, as
+    ``blocking-read`` does) put in its buffer, then its end or failure."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._eof = False
+        self._failure: StreamFailed | None = None
+
+    def read(self, n: int) -> bytes:
+        if self._buffer:
+            chunk, self._buffer = self._buffer[:n], self._buffer[n:]
+            return chunk
+        if self._failure is not None:
+            raise self._failure
+        if self._eof:
+            raise StreamClosed
+        return b""
+
+    def ready(self) -> bool:
+        return bool(self._buffer) or self._eof or self._failure is not None
+
+    async def fill(self) -> None:
+        """Get the next chunk, the end, or a failure."""
+        raise NotImplementedError
+
+    def subscribe(self) -> Pollable:
+        return _FillPollable(self)
+
+
+class _FillPollable(Pollable):
+    def __init__(self, stream: BufferedInputStream) -> None:
+        self._stream = stream
+
+    def ready(self) -> bool:
+        return self._stream.ready()
+
+    async def wait(self) -> None:
+        if not self.ready():
+            await self._stream.fill()
+
+
+class ThreadedInputStream(BufferedInputStream):
     """Reads a blocking source (a file, the process's stdin) in a worker thread.
 
     ``read`` only hands out what is buffered; waiting on the stream's pollable (as
@@ -138,18 +180,12 @@ class ThreadedInputStream(InputStream):
         *,
         abandon: bool = False,
     ) -> None:
+        super().__init__()
         self._read_chunk = read_chunk  # returns b"" at the end; may raise OSError
         self._abandon = abandon  # a read that may never return (a terminal) is abandoned
-        self._buffer = b""
-        self._eof = False
-        self._failure: StreamFailed | None = None
         self._busy = False
         self._signal = _Signal()
         self.closed = False
-
-    def _take(self, n: int) -> bytes:
-        chunk, self._buffer = self._buffer[:n], self._buffer[n:]
-        return chunk
 
     def _settle(self, data: bytes | None, exc: OSError | None) -> None:
         if exc is not None:
@@ -162,18 +198,6 @@ class ThreadedInputStream(InputStream):
     def failure_from(self, exc: OSError) -> StreamFailed:
         """How a read error reaches the guest (subclasses attach an error code)."""
         return StreamFailed(exc.strerror or str(exc))
-
-    def read(self, n: int) -> bytes:
-        if self._buffer:
-            return self._take(n)
-        if self._failure is not None:
-            raise self._failure
-        if self._eof:
-            raise StreamClosed
-        return b""
-
-    def ready(self) -> bool:
-        return bool(self._buffer) or self._eof or self._failure is not None
 
     async def fill(self) -> None:
         """Read the next chunk in a worker thread (or wait for the read under way).
@@ -204,9 +228,6 @@ class ThreadedInputStream(InputStream):
             self.release()
         self._signal.changed()
 
-    def subscribe(self) -> Pollable:
-        return _ThreadedPollable(self)
-
     def close(self) -> None:
         self.closed = True
         if not self._busy:
@@ -214,18 +235,6 @@ class ThreadedInputStream(InputStream):
 
     def release(self) -> None:
         """Free what the source holds (once no read is under way)."""
-
-
-class _ThreadedPollable(Pollable):
-    def __init__(self, stream: ThreadedInputStream) -> None:
-        self._stream = stream
-
-    def ready(self) -> bool:
-        return self._stream.ready()
-
-    async def wait(self) -> None:
-        if not self.ready():
-            await self._stream.fill()
 
 
 class ThreadedOutputStream(OutputStream):
@@ -370,7 +379,7 @@ class CallbackOutputStream(OutputStream):
             self._sink(data)
 
 
-class ReceiveStreamInput(InputStream):
+class ReceiveStreamInput(BufferedInputStream):
     """Reads a trio ``ReceiveStream`` (``receive_some``), an anyio byte stream or an
     anyio object stream of ``bytes`` (``receive``): waiting on the pollable, as
     ``blocking-read`` does, receives the next chunk. The receive calls are
@@ -378,24 +387,9 @@ class ReceiveStreamInput(InputStream):
     """
 
     def __init__(self, source: Any) -> None:
+        super().__init__()
         self._source = source
-        self._buffer = b""
-        self._eof = False
-        self._failure: StreamFailed | None = None
         self._lock = anyio.Lock()
-
-    def read(self, n: int) -> bytes:
-        if self._buffer:
-            chunk, self._buffer = self._buffer[:n], self._buffer[n:]
-            return chunk
-        if self._failure is not None:
-            raise self._failure
-        if self._eof:
-            raise StreamClosed
-        return b""
-
-    def ready(self) -> bool:
-        return bool(self._buffer) or self._eof or self._failure is not None
 
     async def fill(self) -> None:
         async with self._lock:
@@ -420,20 +414,6 @@ class ReceiveStreamInput(InputStream):
                 self._buffer += data
             else:
                 self._eof = True
-
-    def subscribe(self) -> Pollable:
-        return _FillPollable(self)
-
-
-class _FillPollable(Pollable):
-    def __init__(self, stream: ReceiveStreamInput) -> None:
-        self._stream = stream
-
-    def ready(self) -> bool:
-        return self._stream.ready()
-
-    async def wait(self) -> None:
-        await self._stream.fill()
 
 
 class SendStreamOutput(OutputStream):
