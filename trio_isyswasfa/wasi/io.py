@@ -237,32 +237,20 @@ class ThreadedInputStream(BufferedInputStream):
         """Free what the source holds (once no read is under way)."""
 
 
-class ThreadedOutputStream(OutputStream):
-    """Writes to a blocking sink (a file, the process's stdout) in a worker thread.
-
-    Writes are buffered up to one chunk; the chunk is written in a worker thread when
-    the guest awaits the stream's pollable, or on the loop's thread by the
-    ``blocking-*`` calls and when the guest drops the stream. Subclasses define
-    :meth:`write_now`.
-    """
+class BufferedOutputStream(OutputStream):
+    """Buffers writes up to one chunk and sends them (:meth:`send`) while the guest
+    waits on the stream's pollable (as a blocking flush does). A failed send is
+    reported by the next ``check-write``."""
 
     def __init__(self) -> None:
         self._pending = b""
         self._failure: StreamFailed | None = None
         self._busy = False
-        self._closed = False
         self._signal = _Signal()
 
-    def write_now(self, data: bytes) -> None:
-        """Write all of ``data`` (blocking; may raise OSError)."""
+    async def send(self, data: bytes) -> None:
+        """Send all of ``data``; a failure becomes :attr:`_failure`."""
         raise NotImplementedError
-
-    def failure_from(self, exc: OSError) -> StreamFailed:
-        """How a write error reaches the guest (subclasses attach an error code)."""
-        return StreamFailed(exc.strerror or str(exc))
-
-    def release(self) -> None:
-        """Free what the sink holds (once no write is under way)."""
 
     def _check(self) -> None:
         if self._failure is not None:
@@ -275,6 +263,64 @@ class ThreadedOutputStream(OutputStream):
 
     def write(self, data: bytes) -> None:
         self._pending += data
+
+    def subscribe(self) -> Pollable:
+        return RoomPollable(self)
+
+    def has_room(self) -> bool:
+        return not self._busy and (not self._pending or self._failure is not None)
+
+    async def drain(self) -> None:
+        """Send the pending chunk (or wait for the send under way)."""
+        if self._busy:
+            await self._signal.wait()
+            return
+        data, self._pending = self._pending, b""
+        self._busy = True
+        try:
+            await self.send(data)
+        finally:
+            self._busy = False
+            self._drained()
+            self._signal.changed()
+
+    def _drained(self) -> None:
+        """A send ended (subclasses release what a closed stream holds)."""
+
+
+class ThreadedOutputStream(BufferedOutputStream):
+    """Writes to a blocking sink (a file, the process's stdout) in a worker thread.
+
+    A small write that cannot block goes out on the loop's thread at once (a flush
+    of a print); otherwise the chunk is written in a worker thread when the guest
+    waits, and on the loop's thread when the guest drops the stream. Subclasses
+    define :meth:`write_now`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed = False
+
+    def write_now(self, data: bytes) -> None:
+        """Write all of ``data`` (blocking; may raise OSError)."""
+        raise NotImplementedError
+
+    def failure_from(self, exc: OSError) -> StreamFailed:
+        """How a write error reaches the guest (subclasses attach an error code)."""
+        return StreamFailed(exc.strerror or str(exc))
+
+    def release(self) -> None:
+        """Free what the sink holds (once no write is under way)."""
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await anyio.to_thread.run_sync(self.write_now, data)
+        except OSError as exc:
+            self._failure = self.failure_from(exc)
+
+    def _drained(self) -> None:
+        if self._closed:
+            self.release()
 
     def flush(self) -> None:
         # a small write that cannot block (a print, a log line) goes out at once on this
@@ -292,29 +338,6 @@ class ThreadedOutputStream(OutputStream):
     def can_write_now(self) -> bool:
         """Whether a write of up to QUICK_WRITE bytes would not block."""
         return False
-
-    def subscribe(self) -> Pollable:
-        return RoomPollable(self)
-
-    async def drain(self) -> None:
-        """Write the pending chunk in a worker thread."""
-        if self._busy:
-            await self._signal.wait()
-            return
-        data, self._pending = self._pending, b""
-        self._busy = True
-        try:
-            await anyio.to_thread.run_sync(self.write_now, data)
-        except OSError as exc:
-            self._failure = self.failure_from(exc)
-        finally:
-            self._busy = False
-            if self._closed:
-                self.release()
-            self._signal.changed()
-
-    def has_room(self) -> bool:
-        return not self._busy and (not self._pending or self._failure is not None)
 
     def close(self) -> None:
         self._closed = True
@@ -416,47 +439,22 @@ class ReceiveStreamInput(BufferedInputStream):
                 self._eof = True
 
 
-class SendStreamOutput(OutputStream):
+class SendStreamOutput(BufferedOutputStream):
     """Writes to a trio ``SendStream`` (``send_all``) or an anyio byte stream
     (``send``). Writes are buffered up to one chunk and sent while the guest waits on
     the stream (a flush, ``blocking-write-and-flush``, its pollable); what is left when
     the instance ends is sent then (:meth:`aclose`)."""
 
     def __init__(self, sink: Any) -> None:
+        super().__init__()
         send_all = getattr(sink, "send_all", None)
         self._send = send_all if send_all is not None else sink.send
-        self._pending = b""
-        self._busy = False
-        self._failure: StreamFailed | None = None
-        self._signal = _Signal()
 
-    def check_write(self) -> int:
-        if self._failure is not None:
-            raise self._failure
-        return 0 if self._busy else CHUNK - len(self._pending)
-
-    def write(self, data: bytes) -> None:
-        self._pending += data
-
-    def subscribe(self) -> Pollable:
-        return RoomPollable(self)
-
-    def has_room(self) -> bool:
-        return not self._busy and (not self._pending or self._failure is not None)
-
-    async def drain(self) -> None:
-        if self._busy:
-            await self._signal.wait()
-            return
-        data, self._pending = self._pending, b""
-        self._busy = True
+    async def send(self, data: bytes) -> None:
         try:
             await self._send(data)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self._failure = StreamFailed(str(exc) or type(exc).__name__)
-        finally:
-            self._busy = False
-            self._signal.changed()
 
     async def aclose(self) -> None:
         """Send what the guest wrote and did not flush (the instance is ending)."""
