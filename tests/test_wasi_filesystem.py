@@ -12,6 +12,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -412,6 +413,34 @@ async def main():
             nursery.cancel_scope.cancel()
         assert (data / "direct.bin").read_bytes() == b"written directly"
         assert ticks.count >= 10
+
+    async def test_a_file_opened_for_a_cancelled_call_is_not_leaked(
+        self,
+        wasi_component: trio_isyswasfa.Component,
+        data: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # the caller gives up while open-at runs in its thread: the thread finishes, the
+        # guest is abandoned at its next wait, and the file it opened is closed with
+        # the instance, not leaked
+        (data / "slow.txt").write_text("x")
+        real = os.open
+
+        def slow_open(path: Any, *args: Any, **kwargs: Any) -> int:
+            if path == "slow.txt":
+                time.sleep(0.3)
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", slow_open)
+        config = trio_isyswasfa.WasiConfig(preopens=[Preopen(data, "/data")])
+        open_fds = len(os.listdir("/proc/self/fd"))
+        async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst:
+            await run(inst, "result = 1")  # the preopen is open
+            with trio.move_on_after(0.1):
+                await run(inst, "f = open('/data/slow.txt')")
+            with pytest.raises(trio_isyswasfa.InstanceDead):
+                await run(inst, "result = 1")
+        assert len(os.listdir("/proc/self/fd")) == open_fds
 
     async def test_write_via_stream_waits_for_the_disk(
         self, inst: trio_isyswasfa.Instance, data: Path

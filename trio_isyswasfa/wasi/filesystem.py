@@ -263,16 +263,44 @@ class WasiFilesystem:
             "[method]directory-entry-stream.read-directory-entry",
             lambda rep: self._next_entry(t.get(rep, DirectoryEntries)),
         )
-        # data and durability calls run in a worker thread while the guest is suspended
+        # calls that touch the file system run in a worker thread while the guest is
+        # suspended; what they open becomes a handle back on the loop's thread
         threaded: dict[str, Callable[..., Any]] = {
             "read": self.read,
             "write": self.write,
             "sync": lambda d: os.fsync(d.fd),
             "sync-data": self.sync_data,
             "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
+            "set-times": self.set_times,
+            "create-directory-at": self.create_directory_at,
+            "stat": lambda d: _stat(os.fstat(d.fd)),
+            "stat-at": self.stat_at,
+            "set-times-at": self.set_times_at,
+            "readlink-at": self.readlink_at,
+            "remove-directory-at": self.remove_directory_at,
+            "symlink-at": self.symlink_at,
+            "unlink-file-at": self.unlink_file_at,
+            "metadata-hash": lambda d: self._hash(os.fstat(d.fd)),
+            "metadata-hash-at": self.metadata_hash_at,
         }
         for name, fn in threaded.items():
             ctx.define(TYPES, f"[method]descriptor.{name}", self._threaded_method(fn))
+        ctx.define(
+            TYPES,
+            "[method]descriptor.open-at",
+            self._threaded_method(self.open_at, finish=lambda opened: self._new(*opened)),
+        )
+        ctx.define(
+            TYPES,
+            "[method]descriptor.read-directory",
+            self._threaded_method(
+                lambda d: DirectoryEntries(d.directory()),
+                finish=lambda entries: own(
+                    self.ctx.table.add(entries), ResourceKind.DIRECTORY_ENTRY_STREAM
+                ),
+            ),
+        )
+        # these look up a second descriptor in the handle table, which is the loop's
         methods: dict[str, Callable[..., Any]] = {
             "read-via-stream": self.read_via_stream,
             "write-via-stream": self.write_via_stream,
@@ -280,28 +308,20 @@ class WasiFilesystem:
             "advise": self.advise,
             "get-flags": lambda d: set(d.flags),
             "get-type": lambda d: _descriptor_type(d.mode),
-            "set-times": self.set_times,
-            "read-directory": self.read_directory,
-            "create-directory-at": self.create_directory_at,
-            "stat": lambda d: _stat(os.fstat(d.fd)),
-            "stat-at": self.stat_at,
-            "set-times-at": self.set_times_at,
             "link-at": self.link_at,
-            "open-at": self.open_at,
-            "readlink-at": self.readlink_at,
-            "remove-directory-at": self.remove_directory_at,
             "rename-at": self.rename_at,
-            "symlink-at": self.symlink_at,
-            "unlink-file-at": self.unlink_file_at,
             "is-same-object": self.is_same_object,
-            "metadata-hash": lambda d: self._hash(os.fstat(d.fd)),
-            "metadata-hash-at": self.metadata_hash_at,
         }
         for name, fn in methods.items():
             ctx.define(TYPES, f"[method]descriptor.{name}", self._method(fn))
 
-    def _threaded_method(self, fn: Callable[..., Any]) -> Blocking:
-        """As :meth:`_method`, with ``fn`` run in a worker thread (the guest waits)."""
+    def _threaded_method(
+        self, fn: Callable[..., Any], *, finish: Callable[[Any], Any] | None = None
+    ) -> Blocking:
+        """As :meth:`_method`, with ``fn`` run in a worker thread (the guest waits);
+        ``finish`` turns its value into the result on the loop's thread. The thread is
+        not abandoned when the wait is cancelled, so what it opens always reaches
+        ``finish``: the cancellation takes effect at the guest's next wait."""
         table = self.ctx.table
 
         def method(rep: int, *args: Any) -> HostWaits:
@@ -315,11 +335,12 @@ class WasiFilesystem:
                     outcome.append(exc)
 
             yield work
-            if isinstance(outcome[0], OSError):
-                raise error_from_os(outcome[0]) from outcome[0]
-            if isinstance(outcome[0], Exception):
-                raise outcome[0]
-            return outcome[0]
+            value = outcome[0]
+            if isinstance(value, OSError):
+                raise error_from_os(value) from value
+            if isinstance(value, Exception):
+                raise value
+            return value if finish is None else finish(value)
 
         return Blocking(method)
 
@@ -391,10 +412,6 @@ class WasiFilesystem:
     def sync_data(self, d: Descriptor) -> None:
         (getattr(os, "fdatasync", None) or os.fsync)(d.fd)
 
-    def read_directory(self, d: Descriptor) -> Any:
-        entries = DirectoryEntries(d.directory())
-        return own(self.ctx.table.add(entries), ResourceKind.DIRECTORY_ENTRY_STREAM)
-
     @staticmethod
     def _next_entry(entries: DirectoryEntries) -> Any:
         if not entries.entries:
@@ -453,7 +470,7 @@ class WasiFilesystem:
         path: str,
         open_flags: set[str],
         flags: set[str],
-    ) -> Any:
+    ) -> tuple[int, frozenset[str], bool]:
         dir_fd = d.directory()
         flags = set(flags)
         if d.read_only and (
@@ -488,9 +505,13 @@ class WasiFilesystem:
         follow = _follow(path_flags)
         with beneath(dir_fd, path, follow=follow) as (at, name):
             fd = os.open(name, os_flags, 0o666, dir_fd=at)
-        if not stat_mod.S_ISDIR(os.fstat(fd).st_mode):
-            flags.discard("mutate-directory")
-        return self._new(fd, frozenset(flags), d.read_only)
+        try:
+            if not stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+                flags.discard("mutate-directory")
+        except OSError:
+            os.close(fd)
+            raise
+        return fd, frozenset(flags), d.read_only  # a handle once back on the loop's thread
 
     def readlink_at(self, d: Descriptor, path: str) -> str:
         with beneath(d.directory(), path, follow=False) as (at, name):
