@@ -108,3 +108,36 @@ async def main():
     echoed, body = anyio.run(main, backend="asyncio")
     assert echoed == trio_isyswasfa.Ok(repr(b"ASYNC SOCKETS"))
     assert body == b"ok"
+
+
+def test_guests_blocked_or_computing_leave_asyncio_free(
+    wasi_component: trio_isyswasfa.Component,
+) -> None:
+    # a plain time.sleep (a blocking poll) and a busy loop (epoch yields), under asyncio
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> list[object]:
+        outcomes = []
+        async with (
+            trio_isyswasfa.open_instance(wasi_component) as inst,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(ticker)
+            for code in (
+                "import time\ntime.sleep(0.3)\nresult = 'slept'",
+                "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.3: pass\n"
+                "result = 'computed'",
+            ):
+                outcomes.append(await inst.call("test:wasi/probe", "exec", code))
+            tg.cancel_scope.cancel()
+        return outcomes
+
+    outcomes = anyio.run(main, backend="asyncio")
+    assert outcomes == [trio_isyswasfa.Ok("'slept'"), trio_isyswasfa.Ok("'computed'")]
+    assert ticks >= 20
