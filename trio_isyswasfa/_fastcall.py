@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ctypes import CFUNCTYPE, byref, c_void_p, create_string_buffer, pointer
 from functools import cached_property
 from time import perf_counter
-from typing import Any
+from typing import Any, NoReturn
 
 import wasmtime
 import wasmtime.component as wc
@@ -279,9 +279,7 @@ class CallFuture:
         """The finished call's result; raises what made it fail."""
         try:
             if self._error:
-                error = wasmtime.WasmtimeError._from_ptr(self._error)
-                maybe_raise_last_exn()
-                raise error
+                _raise(self._error)
             if self._result is None:
                 return None
             return self._fty.result.convert_from_c(self._result)
@@ -315,16 +313,32 @@ def instantiate(linker: Any, store: Any, component: Any) -> Any:
     finally:
         ffi.wasmtime_call_future_delete(future)
     if error:
-        exc = wasmtime.WasmtimeError._from_ptr(error)
-        maybe_raise_last_exn()
-        raise exc
+        _raise(error)
     return wc.Instance._from_raw(instance)
+
+
+def _raise(error: Any) -> NoReturn:
+    """Raise what a wasmtime error stands for: the Python exception a host function
+    raised, if one did (wasmtime-py keeps it aside), else the error itself."""
+    exc = wasmtime.WasmtimeError._from_ptr(error)
+    maybe_raise_last_exn()
+    raise exc
 
 
 # -- host functions ---------------------------------------------------------------------
 
 _HOST_FUNCS: dict[int, tuple[Callable[..., Any], CachedFuncType]] = {}
 _next_id = 1
+
+
+def _run_host(context: Any, run: Callable[[Any], None]) -> Any:
+    """Run a host function's body for wasmtime (exceptions become its error pointer),
+    timed as host time."""
+    start = perf_counter()
+    try:
+        return catch_exceptions(context, run)
+    finally:
+        clock.host += perf_counter() - start
 
 
 @ffi.wasmtime_component_func_callback_t
@@ -336,11 +350,7 @@ def _host_callback(idx, context, _ty_raw, args, nargs, results, nresults):  # ty
         if fty.result is not None:
             fty.result.convert_to_c(store, result, results)
 
-    start = perf_counter()
-    try:
-        return catch_exceptions(context, run)
-    finally:
-        clock.host += perf_counter() - start
+    return _run_host(context, run)
 
 
 @CFUNCTYPE(None, c_void_p)
@@ -363,7 +373,6 @@ class Suspended:
         raise NotImplementedError
 
 
-_ASYNC_HOST_FUNCS: dict[int, tuple[Callable[..., Any], CachedFuncType]] = {}
 # suspended host calls by id: what they wait for, their result slot and store context
 _SUSPENDED: dict[int, tuple[Suspended, CachedFuncType, Any, Any]] = {}
 _next_suspended = 1
@@ -403,38 +412,28 @@ def _forget_suspended(env):  # type: ignore[no-untyped-def]
 @ffi.wasmtime_component_func_async_callback_t
 def _async_host_callback(idx, context, _ty, args, nargs, results, nresults, error_ret, cont):  # type: ignore[no-untyped-def]
     global _next_suspended
+    fn, fty = _HOST_FUNCS[idx or 0]
     outcome: list[Any] = []
 
     def run(store: Any) -> None:
-        fn, fty = _ASYNC_HOST_FUNCS[idx or 0]
         value = fn(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(fty.params)])
         if isinstance(value, Suspended):
             outcome.append(value)
         elif fty.result is not None:
             fty.result.convert_to_c(store, value, results)
 
-    start = perf_counter()
-    try:
-        error = catch_exceptions(context, run)
-    finally:
-        clock.host += perf_counter() - start
+    error = _run_host(context, run)
     cont.contents.callback = _finished
     if error:
         error_ret[0] = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
     elif outcome:
         key = _next_suspended
         _next_suspended += 1
-        fty = _ASYNC_HOST_FUNCS[idx or 0][1]
         saved_results = ctypes.cast(results, ctypes.POINTER(ffi.wasmtime_component_val_t))
         _SUSPENDED[key] = (outcome[0], fty, saved_results, context)
         cont.contents.callback = _resume
         cont.contents.env = key
         cont.contents.finalizer = _forget_suspended
-
-
-@CFUNCTYPE(None, c_void_p)
-def _async_host_finalize(idx):  # type: ignore[no-untyped-def]
-    _ASYNC_HOST_FUNCS.pop(idx or 0, None)
 
 
 def add_host_func(inst: Any, name: str, fn: Callable[..., Any], func_type: Any) -> None:
@@ -454,8 +453,7 @@ def _register(
     global _next_id
     idx = _next_id
     _next_id += 1
-    table = _ASYNC_HOST_FUNCS if blocking else _HOST_FUNCS
-    table[idx] = (fn, CachedFuncType(func_type))
+    _HOST_FUNCS[idx] = (fn, CachedFuncType(func_type))
     name_bytes = name.encode("utf-8")
     define = (
         ffi.wasmtime_component_linker_instance_add_func_async
@@ -468,7 +466,7 @@ def _register(
         len(name_bytes),
         _async_host_callback if blocking else _host_callback,
         idx,
-        _async_host_finalize if blocking else _host_finalize,
+        _host_finalize,
     )
     if err:
         raise wasmtime.WasmtimeError._from_ptr(err)
