@@ -147,10 +147,11 @@ _engine: wasmtime.Engine | None = None
 # scope has no call context") lifting any host call with two or more borrowed handles,
 # such as ``poll`` on several pollables, ``splice``, ``rename-at`` or sockets'
 # ``start-bind``. wasmtime-py has no property for it, so the C API is called directly.
-# Epoch interruption is on, so a guest can be stopped after ``Limits.max_run_seconds``.
+# Epoch interruption is on: a computing guest yields at every tick (and is stopped
+# after ``Limits.max_run_seconds``).
 _ENGINE_SETTINGS = "cm-sync-only-epoch"
 
-# epoch ticks: one every EPOCH_TICK seconds, from a daemon thread started on demand
+# epoch ticks: one every EPOCH_TICK seconds, from a daemon thread the first instance starts
 EPOCH_TICK = 0.01
 _NO_DEADLINE = 1 << 62
 _ticker: threading.Thread | None = None
@@ -422,9 +423,20 @@ def _call_host(fn: HostFunc, sig: _Signature, faults: FaultSink, store: Any, arg
     """Run our host function ``fn`` for a guest; never let an error escape unannounced."""
     if faults.fault is not None:
         raise GuestTrap("instance is dead")
+    lifts = sig.lifts
+    return _host_outcome(
+        sig,
+        faults,
+        lambda: fn(*[lift(_convert_arg(store, a)) for lift, a in zip(lifts, args, strict=True)]),
+    )
+
+
+def _host_outcome(sig: _Signature, faults: FaultSink, run: Callable[[], Any]) -> Any:
+    """``run()``'s result lowered for the guest (a blocking function's :class:`_Waiting`
+    as it is); a :class:`WasiError` becomes the WIT error where the result has one;
+    anything else is recorded as the instance's fault and raised."""
     try:
-        lifts = sig.lifts
-        result = fn(*[lift(_convert_arg(store, a)) for lift, a in zip(lifts, args, strict=True)])
+        result = run()
         return result if type(result) is _Waiting else sig.lower(result)
     except WasiError as exc:
         if sig.to_error is not None:
@@ -457,11 +469,11 @@ class Blocking:
 class _HostWait(_fastcall.Suspended):
     """A blocking host function's generator, suspended while its driver awaits ``wait``."""
 
-    def __init__(self, gen: Any, sig: _Signature, bound: _Bound, wait: Any) -> None:
-        self.gen = gen
+    def __init__(self, waiting: _Waiting, sig: _Signature, bound: _Bound) -> None:
+        self.gen = waiting.gen
         self.sig = sig
         self.bound = bound
-        self.wait = wait
+        self.wait = waiting.wait
         self.waited = False
         bound.suspended = self
 
@@ -470,21 +482,13 @@ class _HostWait(_fastcall.Suspended):
             return False
         self.waited = False
         try:
-            self.wait = self.gen.send(None)
+            value = _host_outcome(self.sig, self.bound.faults, lambda: _step(self.gen))
+        except Exception:
+            return False  # the instance's fault now: its driver drops the call
+        if type(value) is _Waiting:
+            self.wait = value.wait
             return False
-        except StopIteration as stop:
-            self.value = self.sig.lower(stop.value)
-        except WasiError as exc:
-            if self.sig.to_error is None:
-                self.fail(InternalError(f"{self.sig.label}: {exc} has no WIT error to carry it"))
-                return False
-            self.value = self.sig.to_error(exc)
-        except IsyswasfaError as exc:
-            self.fail(exc)
-            return False
-        except Exception as exc:
-            self.fail(InternalError(f"host function {self.sig.label} failed: {exc!r}"))
-            return False
+        self.value = value
         self.bound.suspended = None
         return True
 
@@ -620,28 +624,26 @@ def _dispatch_blocking(idx: int, sig: _Signature) -> HostFunc:
         bound = _BOUND[_store_key(store)]
         impl = bound.impls[idx]
         assert isinstance(impl, Blocking)
-        gens: list[Any] = []
-
-        def start(*lifted: Any) -> Any:
-            gen = impl.fn(*lifted)
-            gens.append(gen)
-            try:
-                wait = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            return _Waiting(wait)
-
-        value = _call_host(start, sig, bound.faults, store, args)
-        if isinstance(value, _Waiting):
-            return _HostWait(gens[0], sig, bound, value.wait)
-        return value
+        value = _call_host(lambda *lifted: _step(impl.fn(*lifted)), sig, bound.faults, store, args)
+        return _HostWait(value, sig, bound) if type(value) is _Waiting else value
 
     return host_func
 
 
 @dataclass
 class _Waiting:
+    """A blocking host function's generator and what it waits for now."""
+
     wait: Any
+    gen: Any
+
+
+def _step(gen: Any) -> Any:
+    """Run a blocking host function's generator to its next wait, or its result."""
+    try:
+        return _Waiting(gen.send(None), gen)
+    except StopIteration as stop:
+        return stop.value
 
 
 def _dispatch_drop(idx: int) -> Callable[[Any, int], None]:
@@ -692,7 +694,7 @@ class EngineInstance:
             self.store.set_limits(memory_size=self.limits.max_memory)
         self._key = _store_key(self.store)
         self.bound = _BOUND[self._key] = _Bound(impls, self.faults)
-        self.busy = False  # a call is running or suspended: the store admits no other
+        self._busy = False  # a call is running or suspended: the store admits no other
         self._idle: Any = None  # an anyio.Event while callers wait for the store
         try:
             self.instance = _fastcall.instantiate(linker, self.store, plan.component)
@@ -704,6 +706,22 @@ class EngineInstance:
         _yield_at_epoch_deadlines(self.store)
         self.store.set_epoch_deadline(1)
         self._exports = exports
+
+    async def enter(self) -> None:
+        """Take the store for one call; wait while another call has it (suspended).
+        Costs no checkpoint when the store is free, as most of the time."""
+        while self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+        self._busy = True
+
+    def leave(self) -> None:
+        """Hand the store to the next waiting call."""
+        self._busy = False
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     def close(self) -> None:
         """Forget this instance's implementations (its store is done)."""
@@ -788,22 +806,15 @@ class ExportFunc:
         """Run the export; while the guest waits in a blocking host function, the event
         loop runs other tasks. Calls into one instance take turns."""
         owner = self.owner
-        while owner.busy:
-            if owner._idle is None:
-                owner._idle = anyio.Event()
-            await owner._idle.wait()
-        call = self._start(args)
-        owner.busy = True
+        await owner.enter()
         try:
+            call = self._start(args)
             deadline = self._deadline()
             while not self._poll(call):
                 await self._wait(call, deadline)
             return self._finish(call)
         finally:
-            owner.busy = False
-            if owner._idle is not None:
-                owner._idle.set()
-                owner._idle = None
+            owner.leave()
 
     async def _wait(self, call: _fastcall.CallFuture, deadline: float | None) -> None:
         """The guest is suspended: it waits in a blocking host function (await what it
