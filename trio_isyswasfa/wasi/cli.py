@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .._engine import Err, Ok, ResourceKind, own
@@ -30,40 +31,50 @@ class ComponentExit(IsyswasfaError):
         self.code = code
 
 
+def _output_kind(sink: object) -> Callable[[Any], OutputStream] | None:
+    """How a stdout/stderr setting becomes a stream; None for no kind we take."""
+    if isinstance(sink, int):
+        return FdOutputStream
+    if sink is None or callable(sink):
+        return CallbackOutputStream
+    if hasattr(sink, "send_all") or hasattr(sink, "send"):
+        return SendStreamOutput
+    return None
+
+
+def _input_kind(source: object) -> Callable[[Any], InputStream] | None:
+    """How a stdin setting becomes a stream; None for no kind we take."""
+    if isinstance(source, int):
+        # a terminal may never answer: a read still waiting when the guest is gone is abandoned
+        return lambda fd: ThreadedInputStream(lambda n: os.read(fd, n), abandon=True)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return lambda data: BytesInputStream(bytes(data))
+    if hasattr(source, "receive_some") or hasattr(source, "receive"):
+        return ReceiveStreamInput
+    return None
+
+
 def check_stdio(stdin: object, stdout: object, stderr: object) -> None:
     """Raise TypeError for a stdio setting of no kind :class:`WasiConfig` takes."""
-    if not isinstance(stdin, int | bytes | bytearray | memoryview) and not (
-        hasattr(stdin, "receive_some") or hasattr(stdin, "receive")
-    ):
+    if _input_kind(stdin) is None:
         raise TypeError(f"stdin must be bytes, a file descriptor or a stream: {stdin!r}")
     for name, sink in (("stdout", stdout), ("stderr", stderr)):
-        if not (
-            sink is None
-            or isinstance(sink, int)
-            or callable(sink)
-            or hasattr(sink, "send_all")
-            or hasattr(sink, "send")
-        ):
+        if _output_kind(sink) is None:
             raise TypeError(
                 f"{name} must be a callable, a file descriptor, a stream or None: {sink!r}"
             )
 
 
 def _output(sink: Any) -> OutputStream:
-    if isinstance(sink, int):
-        return FdOutputStream(sink)
-    if sink is None or callable(sink):
-        return CallbackOutputStream(sink)
-    return SendStreamOutput(sink)  # check_stdio let only streams through
+    make = _output_kind(sink)
+    assert make is not None  # WasiConfig checked it
+    return make(sink)
 
 
 def _stdin(source: Any) -> InputStream:
-    if isinstance(source, int):
-        # a terminal may never answer: a read still waiting when the guest is gone is abandoned
-        return ThreadedInputStream(lambda n: os.read(source, n), abandon=True)
-    if isinstance(source, bytes | bytearray | memoryview):
-        return BytesInputStream(bytes(source))
-    return ReceiveStreamInput(source)  # check_stdio let only streams through
+    make = _input_kind(source)
+    assert make is not None  # WasiConfig checked it
+    return make(source)
 
 
 class Terminal:

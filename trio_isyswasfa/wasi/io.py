@@ -7,7 +7,7 @@ import functools
 import os
 import select
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -151,19 +151,29 @@ class BufferedInputStream(InputStream):
         raise NotImplementedError
 
     def subscribe(self) -> Pollable:
-        return _FillPollable(self)
+        return FillPollable(self)
 
 
-class _FillPollable(Pollable):
-    def __init__(self, stream: BufferedInputStream) -> None:
-        self._stream = stream
+class Fillable(Protocol):
+    """Something made ready by awaiting ``fill`` (a stream's next chunk, a name lookup)."""
+
+    def ready(self) -> bool: ...
+
+    async def fill(self) -> None: ...
+
+
+class FillPollable(Pollable):
+    """Ready when its source is; waiting fills the source."""
+
+    def __init__(self, source: Fillable) -> None:
+        self._source = source
 
     def ready(self) -> bool:
-        return self._stream.ready()
+        return self._source.ready()
 
     async def wait(self) -> None:
         if not self.ready():
-            await self._stream.fill()
+            await self._source.fill()
 
 
 class ThreadedInputStream(BufferedInputStream):
@@ -629,9 +639,7 @@ class WasiIo:
             yield functools.partial(wait_any, pollables)
 
     def block(self, rep: int) -> HostWaits:
-        pollable = self.ctx.table.get(rep, Pollable)
-        if not pollable.ready():
-            yield functools.partial(wait_ready, pollable)
+        return until_ready(self.ctx.table.get(rep, Pollable))
 
     def failed(self, exc: StreamFailed) -> Any:
         """``err(last-operation-failed(error))`` for a stream operation that failed."""
@@ -706,7 +714,7 @@ class WasiIo:
             while view:
                 n = stream.check_write()
                 if n == 0:
-                    yield functools.partial(wait_ready, stream.subscribe())
+                    yield from until_ready(stream.subscribe())
                     continue
                 stream.write(bytes(view[:n]))
                 view = view[n:]
@@ -770,7 +778,7 @@ class WasiIo:
             if n == 0:
                 return 0
             while (room := min(n, dst.check_write(), CHUNK)) == 0:
-                yield functools.partial(wait_ready, dst.subscribe())
+                yield from until_ready(dst.subscribe())
             data = yield from _read_some(src, room)
             dst.write(data)
             yield from flushed(dst)
@@ -792,10 +800,16 @@ HostWaits = Generator[Callable[[], Awaitable[None]], None, Any]
 """A blocking host function: yields what to await, returns its result."""
 
 
+def until_ready(pollable: Pollable) -> HostWaits:
+    """A blocking host function's wait for ``pollable``."""
+    if not pollable.ready():
+        yield functools.partial(wait_ready, pollable)
+
+
 def _read_some(stream: InputStream, n: int) -> HostWaits:
     """At least one byte (up to ``n``), waiting for it; StreamClosed at the end."""
     while not (data := stream.read(n)):
-        yield functools.partial(wait_ready, stream.subscribe())
+        yield from until_ready(stream.subscribe())
     return data
 
 
@@ -803,9 +817,7 @@ def flushed(stream: OutputStream) -> HostWaits:
     """Flush, and wait until done: the stream takes writes again (as wasmtime's
     ``blocking-flush``); a failure surfaces through ``check-write``."""
     stream.flush()
-    room = stream.subscribe()
-    while not room.ready():
-        yield functools.partial(wait_ready, room)
+    yield from until_ready(stream.subscribe())
     stream.check_write()
 
 

@@ -33,6 +33,7 @@ from .._errors import GuestProtocolError, HostProtocolError, WasiError
 from ._context import WasiContext
 from .io import (
     CHUNK,
+    FillPollable,
     HostWaits,
     InputStream,
     OutputStream,
@@ -495,13 +496,13 @@ class ResolveStream:
         self.error: WasiError | None = None
         self._lock = anyio.Lock()
 
-    def done(self) -> bool:
+    def ready(self) -> bool:
         return self.addresses is not None or self.error is not None
 
-    async def resolve(self) -> None:
+    async def fill(self) -> None:
         """Resolve in a worker thread (``anyio.getaddrinfo``) while the loop runs on."""
         async with self._lock:
-            if self.done():
+            if self.ready():
                 return
             try:
                 infos = await anyio.getaddrinfo(self.name, None, type=socket.SOCK_STREAM)
@@ -529,17 +530,6 @@ class ResolveStream:
             if address not in seen:
                 seen.append(address)
         self.addresses = seen
-
-
-class _ResolvePollable(Pollable):
-    def __init__(self, stream: ResolveStream) -> None:
-        self._stream = stream
-
-    def ready(self) -> bool:
-        return self._stream.done()
-
-    async def wait(self) -> None:
-        await self._stream.resolve()
 
 
 # -- the interfaces ---------------------------------------------------------------------
@@ -578,7 +568,7 @@ class WasiSockets:
         ctx.define(
             LOOKUP,
             "[method]resolve-address-stream.subscribe",
-            lambda r: self._pollable(_ResolvePollable(t.get(r, ResolveStream))),
+            lambda r: self._pollable(FillPollable(t.get(r, ResolveStream))),
         )
         tcp_methods: dict[str, Callable[..., Any] | Blocking] = {
             "start-bind": lambda r, n, a: self._start_bind(self._tcp(r), n, a),
