@@ -49,26 +49,26 @@ _DENIED = {"wasi:sockets": "not-supported"}
 _WASI_HTTP_DRAFT = "0.3.0-draft"
 
 
-def check_wasi_version(interface: str) -> None:
-    """Refuse a ``wasi:`` import of a version this host does not implement.
+def wasi_version_problem(interface: str) -> str | None:
+    """Why a ``wasi:`` import of this version cannot be linked, or None if it can.
 
     Names and types of a 0.1, 0.3 or pre-release interface can match ours by chance;
-    linking it would misbehave instead of failing here, clearly.
+    linking it would misbehave instead of failing clearly.
     """
     name, _, version = interface.partition("@")
     if not name.startswith("wasi:") or not version:
-        return
+        return None
     if name.startswith("wasi:http/"):
         if version == _WASI_HTTP_DRAFT:
-            return
+            return None
         wanted = f"wasi:http@{_WASI_HTTP_DRAFT} (isyswasfa's draft)"
     else:
         major, _, rest = version.partition(".")
         minor, _, patch = rest.partition(".")
         if (major, minor) == ("0", "2") and patch.isdigit():
-            return
+            return None
         wanted = "WASI 0.2.x"
-    raise LinkError(f"imports {interface}, but this host implements {wanted}")
+    return f"imports {interface}, but this host implements {wanted}"
 
 
 ImportImpl = Callable[..., Any]
@@ -85,6 +85,10 @@ class Component:
         self._raw = raw
         self.name = name
         self._plan = _engine.LinkPlan(raw)
+        # worked out once: every instance would refuse to link for the same reason
+        self._version_problem = next(
+            filter(None, map(wasi_version_problem, self._plan.interfaces)), None
+        )
         self._exports = _engine.component_exports(raw)
         self.poll_exports = sorted(n for n in self._exports[""] if n.startswith(POLL_PREFIX))
         if not self.poll_exports and not self.is_command:
@@ -178,6 +182,8 @@ class Instance:
         cancel_grace: float = 10.0,
         limits: Limits | None = None,
     ) -> None:
+        if component._version_problem is not None:
+            raise LinkError(component._version_problem)
         self.component = component
         self._user_imports = {strip_version(k): dict(v) for k, v in imports.items()}
         self._wasi = WasiContext(wasi, max_handles=limits.max_handles if limits else None)
@@ -199,7 +205,6 @@ class Instance:
 
     # -- linking ------------------------------------------------------------------------
     def _resolve(self, item: ImportedItem) -> _engine.Resolved:
-        check_wasi_version(item.interface)
         iface = strip_version(item.interface)
         key = (iface, item.name)
         if iface == ABI:
