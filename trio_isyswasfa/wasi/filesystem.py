@@ -246,6 +246,18 @@ def _timestamp(value: Any, current_ns: int) -> int | None:
     raise WasiError("invalid", f"unknown timestamp {value!r}")
 
 
+def _with_error_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with ``OSError`` turned into the WASI error code."""
+
+    def run(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except OSError as exc:
+            raise error_from_os(exc) from exc
+
+    return run
+
+
 class WasiFilesystem:
     """wasi:filesystem for one instance: its preopens and the descriptors beneath them."""
 
@@ -325,6 +337,7 @@ class WasiFilesystem:
         not abandoned when the wait is cancelled, so what it opens always reaches
         ``finish``: the cancellation takes effect at the guest's next wait."""
         table = self.ctx.table
+        run = _with_error_codes(fn)
 
         def method(rep: int, *args: Any) -> HostWaits:
             d = table.get(rep, Descriptor)
@@ -332,31 +345,22 @@ class WasiFilesystem:
 
             async def work() -> None:
                 try:
-                    outcome.append(await anyio.to_thread.run_sync(fn, d, *args))
+                    outcome.append(await anyio.to_thread.run_sync(run, d, *args))
                 except Exception as exc:  # handed back to the guest's call below
                     outcome.append(exc)
 
             yield work
-            value = outcome[0]
-            if isinstance(value, OSError):
-                raise error_from_os(value) from value
-            if isinstance(value, Exception):
-                raise value
-            return value if finish is None else finish(value)
+            if isinstance(outcome[0], Exception):
+                raise outcome[0]
+            return outcome[0] if finish is None else finish(outcome[0])
 
         return Blocking(method)
 
     def _method(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Look the descriptor up and turn ``OSError`` into the WASI error code."""
         table = self.ctx.table
-
-        def method(rep: int, *args: Any) -> Any:
-            try:
-                return fn(table.get(rep, Descriptor), *args)
-            except OSError as exc:
-                raise error_from_os(exc) from exc
-
-        return method
+        run = _with_error_codes(fn)
+        return lambda rep, *args: run(table.get(rep, Descriptor), *args)
 
     def _new(self, fd: int, flags: frozenset[str], read_only: bool) -> Any:
         try:
