@@ -1,0 +1,7 @@
+"""Our own component runtime (issue 12): components read and run over wasmtime's core API.
+
+It lands in stages behind the seam in ``trio_isyswasfa/_engine.py``; until it passes the
+whole suite, the stock component API stays the engine every instance runs on. Layout, after
+wasmtime's own crate: ``_types`` (value and function types), ``_reader`` (the binary
+format), ``_abi`` (canonical ABI: layout, flattening, lifting and lowering).
+"""
