@@ -57,6 +57,8 @@ from ._protocol import (
     PollInput,
     PollOutput,
 )
+from .engine._values import Err as Err
+from .engine._values import Ok as Ok
 
 ResourceHost = wc.ResourceHost
 ResourceAny = wc.ResourceAny
@@ -86,20 +88,6 @@ def _result_tagged(self: Any) -> bool:
 
 
 wc.ResultType._tagged = _result_tagged  # type: ignore[method-assign]
-
-
-@dataclass(frozen=True, slots=True)
-class Ok:
-    """The ``ok`` case of a WIT ``result`` returned by a host function."""
-
-    value: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class Err:
-    """The ``err`` case of a WIT ``result`` returned by a host function."""
-
-    value: Any = None
 
 
 class ResourceKind:
