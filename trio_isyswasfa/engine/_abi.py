@@ -832,6 +832,7 @@ def _variant_abi(t: ValType, encoding: str) -> TypeAbi:
     off = payload_offset(t)
     joined = lay.flat[1:]
     n_slots = len(joined)
+    zeros = [0 if f[0] == "i" else 0.0 for f in joined]
     abis = [type_abi(ty, encoding) if ty is not None else None for _, ty in cases]
 
     is_result = isinstance(t, ResultType)
@@ -948,14 +949,14 @@ def _variant_abi(t: ValType, encoding: str) -> TypeAbi:
         out.append(i)
         entry = lowers_out[i]
         if entry is None:
-            out.extend([0] * n_slots)
+            out.extend(zeros)
             return
         lw, coerce = entry
         mine: list[Any] = []
         lw(cx, payload, mine)
         for c, x in zip(coerce, mine, strict=True):
             out.append(c(x) if c is not None else x)
-        out.extend([0] * (n_slots - len(mine)))
+        out.extend(zeros[len(mine) :])
 
     return TypeAbi(t, lay, load, store, lift_flat, lower_flat, classes, tagged=tagged)
 
