@@ -276,10 +276,13 @@ def test_function_round_trip_spills_to_memory(
 def test_many_flat_params_go_through_memory() -> None:
     ft = FuncType(tuple((f"p{i}", U32) for i in range(17)), STRING)
     abi = FuncAbi(ft)
-    assert abi.core_params == ("i32",) and abi.params_in_memory
-    assert abi.core_results == ("i32",) and abi.import_core_params == ("i32", "i32")
+    assert abi.core_params == ("i32",)
+    assert abi.params_in_memory
+    assert abi.core_results == ("i32",)
+    assert abi.import_core_params == ("i32", "i32")
     small = FuncAbi(FuncType(tuple((f"p{i}", U32) for i in range(16)), U32))
-    assert not small.params_in_memory and small.core_params == ("i32",) * 16
+    assert not small.params_in_memory
+    assert small.core_params == ("i32",) * 16
 
 
 def test_memory_is_viewed_anew_after_it_grows() -> None:
@@ -487,7 +490,8 @@ class TestHandleTable:
     def test_own_moves_in_and_out(self) -> None:
         table = HandleTable()
         i = table.lower_own(RES, 7)
-        assert i == 1 and len(table) == 1
+        assert i == 1
+        assert len(table) == 1
         assert table.lift_own(RES, i) == 7
         assert len(table) == 0
         with pytest.raises(GuestTrap, match="does not exist"):
@@ -557,7 +561,8 @@ class TestHandleTable:
         table.defines.add(RES)
         scope = CallScope()
         assert table.lower_borrow(RES, 1234, scope) == 1234
-        assert len(table) == 0 and scope.borrows == 0
+        assert len(table) == 0
+        assert scope.borrows == 0
 
     def test_destructor_runs_when_an_own_is_dropped(self) -> None:
         table = HandleTable()
