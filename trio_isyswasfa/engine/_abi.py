@@ -36,6 +36,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from .._errors import GuestTrap, HostProtocolError, IsyswasfaError
+from ._codegen import Generator
 from ._handles import AsyncEnd, CallScope, HandleTable
 from ._layout import (
     MAX_FLAT_PARAMS,
@@ -674,7 +675,7 @@ def _fixed_list_abi(t: ListType, encoding: str) -> TypeAbi:
 # -- records and tuples -----------------------------------------------------------------
 
 
-def _record_abi(t: RecordType | TupleType, encoding: str) -> TypeAbi:
+def _record_abi(t: RecordType | TupleType, encoding: str, generated: bool) -> TypeAbi:
     types = record_fields(t)
     fields = [type_abi(ty, encoding) for ty in types]
     offsets = field_offsets(types)
@@ -727,6 +728,8 @@ def _record_abi(t: RecordType | TupleType, encoding: str) -> TypeAbi:
         for lw, x in zip(lowers, parts(v), strict=True):
             lw(cx, x, out)
 
+    if generated:
+        return TypeAbi(t, layout(t), *_generate(t, encoding, None), classes)
     return TypeAbi(t, layout(t), load, store, lift_flat, lower_flat, classes)
 
 
@@ -821,7 +824,7 @@ def _identity(payload: Any) -> Any:
     return payload
 
 
-def _variant_abi(t: ValType, encoding: str) -> TypeAbi:
+def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
     cases = variant_cases(t)
     assert cases is not None
     lay = layout(t)
@@ -958,6 +961,10 @@ def _variant_abi(t: ValType, encoding: str) -> TypeAbi:
             out.append(c(x) if c is not None else x)
         out.extend(zeros[len(mine) :])
 
+    if generated:
+        shape = (tagged, case_classes, [a is not None and a.handle for a in abis])
+        fns = _generate(t, encoding, shape)
+        return TypeAbi(t, lay, *fns, classes, tagged=tagged)
     return TypeAbi(t, lay, load, store, lift_flat, lower_flat, classes, tagged=tagged)
 
 
@@ -1039,9 +1046,69 @@ def _end_abi(t: StreamType | FutureType) -> TypeAbi:
 # -- specialisation ---------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
 def type_abi(t: ValType, encoding: str = "utf8") -> TypeAbi:
-    """``t``'s lifting and lowering with strings in ``encoding`` (cached per type)."""
+    """``t``'s lifting and lowering with strings in ``encoding`` (cached per type, and
+    shared by all encodings when ``t`` holds no string).
+
+    Records, tuples and variant-likes get generated code (:mod:`._codegen`); the rest
+    closures.
+    """
+    if encoding not in STRING_ENCODINGS:
+        raise ValueError(f"unknown string encoding {encoding!r}")
+    if encoding != "utf8" and not _has_string(t):
+        encoding = "utf8"
+    return _generated_abi(t, encoding)
+
+
+@lru_cache(maxsize=4096)
+def _generated_abi(t: ValType, encoding: str) -> TypeAbi:
+    return _build_abi(t, encoding, True)
+
+
+@lru_cache(maxsize=4096)
+def _has_string(t: ValType) -> bool:
+    if isinstance(t, PrimType):
+        return t.kind is Primitive.STRING
+    if isinstance(t, ListType):
+        return _has_string(t.element)
+    if isinstance(t, (RecordType, TupleType)):
+        return any(map(_has_string, record_fields(t)))
+    if isinstance(t, (StreamType, FutureType, OwnType, BorrowType)):
+        return False
+    cases = variant_cases(t)
+    return cases is not None and any(_has_string(ty) for _, ty in cases if ty is not None)
+
+
+@lru_cache(maxsize=1024)
+def reference_type_abi(t: ValType, encoding: str = "utf8") -> TypeAbi:
+    """``t``'s lifting and lowering as closures only (for checking generated code)."""
+    return _build_abi(t, encoding, False)
+
+
+def _shape_of(t: ValType) -> tuple[bool, list[frozenset[type]], list[bool]]:
+    cases = variant_cases(t)
+    assert cases is not None
+    abis = [type_abi(ty, "utf8") if ty is not None else None for _, ty in cases]
+    return (
+        type_abi(t, "utf8").tagged,
+        [a.classes if a is not None else _NONE_CLASSES for a in abis],
+        [a is not None and a.handle for a in abis],
+    )
+
+
+def _generate(
+    t: ValType, encoding: str, shape: tuple[bool, list[frozenset[type]], list[bool]] | None
+) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    def shape_of(u: ValType) -> tuple[bool, list[frozenset[type]], list[bool]]:
+        if u is t and shape is not None:
+            return shape
+        return _shape_of(u)
+
+    gen = Generator(lambda u: type_abi(u, encoding), _GENERATED_HELPERS, shape_of)
+    return gen.functions(t)
+
+
+def _build_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
     if encoding not in STRING_ENCODINGS:
         raise ValueError(f"unknown string encoding {encoding!r}")
     if isinstance(t, PrimType):
@@ -1060,16 +1127,33 @@ def type_abi(t: ValType, encoding: str = "utf8") -> TypeAbi:
     if isinstance(t, ListType):
         return _list_abi(t, encoding)
     if isinstance(t, (RecordType, TupleType)):
-        return _record_abi(t, encoding)
+        return _record_abi(t, encoding, generated)
     if isinstance(t, FlagsType):
         return _flags_abi(t)
     if isinstance(t, (VariantType, EnumType, OptionType, ResultType)):
-        return _variant_abi(t, encoding)
+        return _variant_abi(t, encoding, generated)
     if isinstance(t, (OwnType, BorrowType)):
         return _handle_abi(t)
     if isinstance(t, (StreamType, FutureType)):
         return _end_abi(t)
     raise TypeError(f"not a value type: {t!r}")
+
+
+# what a host value that does not fit its type raises from the lowering code
+_HOST_VALUE_ERRORS = (TypeError, ValueError, OverflowError, AttributeError, KeyError, struct.error)
+
+_GENERATED_HELPERS: dict[str, Any] = {
+    "_bad": _bad_value,
+    "_char_of": _char_of,
+    "_ord_of": _ord_of,
+    "_canon32": _canon32,
+    "_as_float": _as_float,
+    "_rep_of": _rep_of,
+    "_u32": _U32.unpack_from,
+    "_p32": _U32.pack_into,
+    "_pf32": _F32.pack_into,
+    "_pf64": _F64.pack_into,
+}
 
 
 def _host_errors(t: ValType, v: Any, exc: Exception) -> HostProtocolError:
@@ -1098,7 +1182,7 @@ def store_value(cx: AbiContext, t: ValType, v: Any, encoding: str = "utf8") -> i
         abi.store(cx, ptr, v)
     except IsyswasfaError:
         raise
-    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+    except _HOST_VALUE_ERRORS as exc:
         raise _host_errors(t, v, exc) from exc
     return ptr
 
@@ -1120,7 +1204,7 @@ def lower_flat_value(cx: AbiContext, t: ValType, v: Any, encoding: str = "utf8")
         type_abi(t, encoding).lower_flat(cx, v, out)
     except IsyswasfaError:
         raise
-    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+    except _HOST_VALUE_ERRORS as exc:
         raise _host_errors(t, v, exc) from exc
     return out
 
@@ -1140,8 +1224,11 @@ class FuncAbi:
     """
 
     __slots__ = (
+        "_arity",
         "_params",
+        "_params_touch_memory",
         "_result",
+        "_result_touches_memory",
         "core_params",
         "core_results",
         "func",
@@ -1160,6 +1247,11 @@ class FuncAbi:
         flat_result = flatten((func.result,)) if func.result is not None else ()
         self.params_in_memory = len(flat_params) > MAX_FLAT_PARAMS
         self.result_in_memory = len(flat_result) > MAX_FLAT_RESULTS
+        self._arity = len(param_types)
+        self._params_touch_memory = self.params_in_memory or any(map(_touches_memory, param_types))
+        self._result_touches_memory = self.result_in_memory or (
+            func.result is not None and _touches_memory(func.result)
+        )
         params: tuple[FlatType, ...] = ("i32",) if self.params_in_memory else flat_params
         self.core_params = params
         self.core_results: tuple[FlatType, ...] = ("i32",) if self.result_in_memory else flat_result
@@ -1179,8 +1271,8 @@ class FuncAbi:
             if args:
                 raise HostProtocolError(f"expected no arguments, got {len(args)}")
             return []
-        values = tuple(args)
-        if len(values) != len(self.func.params):
+        values = args if args.__class__ is tuple else tuple(args)
+        if len(values) != self._arity:
             raise HostProtocolError(
                 f"expected {len(self.func.params)} arguments, got {len(values)}"
             )
@@ -1194,7 +1286,7 @@ class FuncAbi:
             return out
         except IsyswasfaError:
             raise
-        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        except _HOST_VALUE_ERRORS as exc:
             raise _host_errors(abi.ty, values, exc) from exc
 
     def lift_result(self, cx: AbiContext, results: list[Any]) -> Any:
@@ -1202,7 +1294,7 @@ class FuncAbi:
         abi = self._result
         if abi is None:
             return None
-        buf = cx.refresh()
+        buf = cx.refresh() if self._result_touches_memory else cx.buf
         if self.result_in_memory:
             ptr = results[0] & _M32
             check_range(buf, ptr, abi.layout.size, abi.layout.align)
@@ -1216,7 +1308,7 @@ class FuncAbi:
         abi = self._params
         if abi is None:
             return ()
-        buf = cx.refresh()
+        buf = cx.refresh() if self._params_touch_memory else cx.buf
         if self.params_in_memory:
             ptr = args[0] & _M32
             check_range(buf, ptr, abi.layout.size, abi.layout.align)
@@ -1240,8 +1332,23 @@ class FuncAbi:
             return out
         except IsyswasfaError:
             raise
-        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        except _HOST_VALUE_ERRORS as exc:
             raise _host_errors(abi.ty, value, exc) from exc
+
+
+@lru_cache(maxsize=4096)
+def _touches_memory(t: ValType) -> bool:
+    """Whether lifting or lowering ``t`` from flat values reads or writes memory."""
+    if isinstance(t, PrimType):
+        return t.kind is Primitive.STRING
+    if isinstance(t, ListType):
+        return t.length is None or _touches_memory(t.element)
+    if isinstance(t, (RecordType, TupleType)):
+        return any(map(_touches_memory, record_fields(t)))
+    cases = variant_cases(t)
+    if cases is not None:
+        return any(_touches_memory(ty) for _, ty in cases if ty is not None)
+    return False
 
 
 @lru_cache(maxsize=1024)

@@ -1,0 +1,184 @@
+"""Our own engine's parts, measured alone (issue 12).
+
+    python -m bench.bench_engine
+
+The canonical-ABI rows lift and lower values over a ctypes-backed memory (as wasmtime's
+``Memory.data_ptr`` gives one) with a bump ``realloc``: ``list<u8>`` at 64 KiB and
+1 MiB each way (GB/s, against a bare slice copy of the same bytes in the same run), and
+a small call's values (µs, against building the same Python value by hand). Each figure
+is measured at N and at 16N repetitions. Goals: bytes ≥ 1 GB/s each way; a small call's
+lift + lower ≲ 2 µs. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import statistics
+import time
+from collections.abc import Callable
+
+from trio_isyswasfa.engine._abi import AbiContext, FuncAbi, type_abi
+from trio_isyswasfa.engine._handles import CallScope
+from trio_isyswasfa.engine._types import (
+    FuncType,
+    ListType,
+    OptionType,
+    OwnType,
+    Primitive,
+    PrimType,
+    RecordType,
+    ResourceType,
+    VariantType,
+)
+from trio_isyswasfa.engine._values import Record, Variant
+
+U8, U32, U64 = PrimType(Primitive.U8), PrimType(Primitive.U32), PrimType(Primitive.U64)
+
+
+class CtypesMemory:
+    """A linear memory the way the engine sees wasmtime's: a ctypes array, viewed."""
+
+    def __init__(self, size: int) -> None:
+        self.raw = (ctypes.c_ubyte * size)()
+        self.next = 16
+
+    def view(self) -> memoryview:
+        return memoryview(self.raw).cast("B")
+
+    def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:
+        ptr = (self.next + align - 1) & -align
+        if ptr + new_size > len(self.raw):
+            ptr = 16  # wrap around: the benchmark reuses the memory
+        self.next = ptr + new_size
+        return ptr
+
+
+def timed(fn: Callable[[], object], n: int) -> float:
+    """Median seconds per call of ``fn`` over 5 runs of ``n`` calls."""
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - start) / n)
+    return statistics.median(runs)
+
+
+def row(label: str, ours: float, base: float, unit: str, goal: str) -> None:
+    print(f"{label:46} {ours:9.2f} {unit:5} baseline {base:8.2f}  ratio {ours / base:5.2f}  {goal}")
+
+
+def bytes_rows(n: int) -> None:
+    """``list<u8>`` guest→host (lift) and host→guest (lower), in GB/s."""
+    memory = CtypesMemory(8 << 20)
+    cx = AbiContext(memory)
+    for size in (64 << 10, 1 << 20):
+        _bytes_rows(cx, memory, size, max(1, n * (64 << 10) // size))
+
+
+def _bytes_rows(cx: AbiContext, memory: CtypesMemory, size: int, reps: int) -> None:
+    lift = type_abi(ListType(U8)).lift_flat
+    lower = type_abi(ListType(U8)).lower_flat
+    data = bytes(range(256)) * (size // 256)
+    view = memory.view()
+    ptr = 1 << 20
+    view[ptr : ptr + size] = data
+    flat = [ptr, size]
+
+    def lift_once() -> object:
+        return lift(cx, cx.buf, iter(flat))
+
+    def copy_out() -> object:
+        return bytes(view[ptr : ptr + size])
+
+    def lower_once() -> object:
+        out: list[int] = []
+        lower(cx, data, out)
+        return out
+
+    def copy_in() -> None:
+        view[ptr : ptr + size] = data
+
+    for label, ours_fn, base_fn in (("lift", lift_once, copy_out), ("lower", lower_once, copy_in)):
+        ours = size / timed(ours_fn, reps) / 1e9
+        base = size / timed(base_fn, reps) / 1e9
+        row(f"list<u8> {label} {size >> 10} KiB  (x{reps})", ours, base, "GB/s", "goal ≥ 1")
+
+
+def small_rows(n: int) -> None:
+    """One small call's values: the arguments lowered and the result lifted, in µs."""
+    res = ResourceType("ready", host_kind=3)
+    state = RecordType((("state", U32), ("ready", OwnType(res))))
+    poll_input = VariantType((("ready", state), ("cancel", U32), ("cancel-complete", U32)))
+    stat = RecordType(
+        (
+            ("type", PrimType(Primitive.U8)),
+            ("size", U64),
+            ("mtime", OptionType(RecordType((("seconds", U64), ("nanoseconds", U32))))),
+        )
+    )
+    func = FuncAbi(FuncType((("input", poll_input), ("n", U32)), stat))
+    cx = AbiContext(CtypesMemory(1 << 16))
+    rec = Record()
+    rec.state = 7
+    rec.ready = 42
+    arg = Variant("ready", rec)
+    when = Record()
+    when.seconds = 1_700_000_000
+    when.nanoseconds = 5
+    result = Record()
+    result.type = 3
+    result.size = 4096
+    result.mtime = when
+
+    def call_once() -> object:
+        core = func.lower_args(cx, (arg, 1))
+        cx.table.lift_own(res, core[2])  # the guest takes its handle back
+        out = func.lower_result(cx, result, [*core, 64])
+        value = func.lift_result(cx, [64])
+        cx.scope = CallScope()
+        return out, value
+
+    def by_hand() -> object:
+        # what any host does per call anyway: build the values it passes and receives
+        r = Record()
+        r.state = 7
+        r.ready = 42
+        v = Variant("ready", r)
+        w = Record()
+        w.seconds = 1_700_000_000
+        w.nanoseconds = 5
+        s = Record()
+        s.type = 3
+        s.size = 4096
+        s.mtime = w
+        return v, s
+
+    ours = timed(call_once, n) * 1e6
+    base = timed(by_hand, n) * 1e6
+    row(f"variant+record args, record result  (x{n})", ours, base, "µs", "goal ≲ 2")
+
+    add = FuncAbi(FuncType((("a", U32), ("b", U32)), U32))
+
+    def add_once() -> object:
+        return add.lift_result(cx, add.lower_args(cx, (1, 2)))
+
+    ours = timed(add_once, n) * 1e6
+    base = timed(lambda: (1, 2), n) * 1e6
+    row(f"add(u32, u32) -> u32 args and result  (x{n})", ours, base, "µs", "goal ≲ 2")
+
+
+def abi_rows(n: int = 200) -> None:
+    """The canonical-ABI rows, at N and 16N."""
+    for reps in (n, 16 * n):
+        print(f"-- canonical ABI, N = {reps}")
+        bytes_rows(max(1, reps // 50))
+        small_rows(reps * 10)
+
+
+def main() -> None:
+    abi_rows()
+
+
+if __name__ == "__main__":
+    main()

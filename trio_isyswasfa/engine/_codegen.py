@@ -1,0 +1,562 @@
+"""Generated lifting and lowering for records, tuples and variants.
+
+:mod:`._abi` builds every type's four functions as closures; for the composite types
+that most calls carry (records, tuples, variants, enums, options, results) this module
+writes one straight-line Python function per operation instead, with scalars, handles
+and nested composites inlined (no call per field, flat values at fixed positions) and
+compiles it once. Strings, lists, flags and anything nested too deeply are called
+through their own (closure or generated) functions.
+
+Generated code reads exactly like the closures in :mod:`._abi` and raises the same
+errors; the test suite runs both against each other.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import GuestTrap, HostProtocolError
+from ._layout import (
+    discriminant_size,
+    field_offsets,
+    layout,
+    payload_offset,
+    record_fields,
+    variant_cases,
+)
+from ._types import (
+    BorrowType,
+    EnumType,
+    OwnType,
+    Primitive,
+    PrimType,
+    RecordType,
+    ResultType,
+    TupleType,
+    ValType,
+)
+from ._values import Err, Ok, Record, Variant
+
+_MAX_INLINE_DEPTH = 6  # nested variants inlined before calling a child's functions
+
+_INTS = {
+    Primitive.U8: ("B", 0, 0xFF),
+    Primitive.S8: ("b", -0x80, 0x7F),
+    Primitive.U16: ("H", 0, 0xFFFF),
+    Primitive.S16: ("h", -0x8000, 0x7FFF),
+    Primitive.U32: ("I", 0, 0xFFFFFFFF),
+    Primitive.S32: ("i", -0x80000000, 0x7FFFFFFF),
+    Primitive.U64: ("Q", 0, 0xFFFFFFFFFFFFFFFF),
+    Primitive.S64: ("q", -(1 << 63), (1 << 63) - 1),
+}
+
+_F32 = struct.Struct("<f")
+_F64 = struct.Struct("<d")
+_I32 = struct.Struct("<I")
+_I64 = struct.Struct("<Q")
+
+
+def _i2f32(x: int) -> float:
+    v: float = _F32.unpack(_I32.pack(x & 0xFFFFFFFF))[0]
+    return v
+
+
+def _i2f64(x: int) -> float:
+    v: float = _F64.unpack(_I64.pack(x & 0xFFFFFFFFFFFFFFFF))[0]
+    return v
+
+
+def _f2i32(x: float) -> int:
+    v: int = _I32.unpack(_F32.pack(x))[0]
+    return v
+
+
+def _f2i64(x: float) -> int:
+    v: int = _I64.unpack(_F64.pack(x))[0]
+    return v
+
+
+def _trap_disc(d: int, n: int) -> GuestTrap:
+    return GuestTrap(f"canonical ABI: variant discriminant {d} is out of range ({n} cases)")
+
+
+def _isint(v: Any) -> bool:
+    return isinstance(v, int)
+
+
+class _Gen:
+    """One generated function: its lines and the constants it names."""
+
+    def __init__(self, helpers: dict[str, Any]) -> None:
+        self.ns: dict[str, Any] = dict(helpers)
+        self.lines: list[str] = []
+        self.count = 0
+        self.consts: dict[int, str] = {}
+
+    def var(self, prefix: str = "v") -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def const(self, obj: Any, prefix: str = "k") -> str:
+        key = id(obj)
+        name = self.consts.get(key)
+        if name is None:
+            self.count += 1
+            name = f"c{self.count}_{prefix}"  # helpers start with "_": no clash
+            self.ns[name] = obj
+            self.consts[key] = name
+        return name
+
+    def emit(self, ind: int, line: str) -> None:
+        self.lines.append("    " * ind + line)
+
+    def compile(self, header: str, name: str) -> Callable[..., Any]:
+        source = "\n".join([header, *self.lines]) + "\n"
+        code = compile(source, f"<canonical ABI: {name}>", "exec")
+        exec(code, self.ns)
+        fn: Callable[..., Any] = self.ns[name]
+        return fn
+
+
+def _at(base: str, off: int) -> str:
+    return f"{base} + {off}" if off else base
+
+
+class Generator:
+    """Writes the four functions of one composite type.
+
+    ``child(t)`` gives a type's :class:`~._abi.TypeAbi` (for what is not inlined);
+    ``helpers`` are the shared names generated code calls (``_bad``, ``_char_of``…);
+    ``shape(t)`` gives a variant-like type's Python shape: ``(tagged, case_classes,
+    handle_flags)``.
+    """
+
+    def __init__(
+        self,
+        child: Callable[[ValType], Any],
+        helpers: dict[str, Any],
+        shape: Callable[[ValType], tuple[bool, list[frozenset[type]], list[bool]]],
+    ) -> None:
+        self.child = child
+        self.helpers = {
+            **helpers,
+            "_i2f32": _i2f32,
+            "_i2f64": _i2f64,
+            "_f2i32": _f2i32,
+            "_f2i64": _f2i64,
+            "_trap_disc": _trap_disc,
+            "_isint": _isint,
+            "_new": object.__new__,
+            "_Record": Record,
+            "_Variant": Variant,
+            "_Ok": Ok,
+            "_Err": Err,
+            "_NAN": math.nan,
+            "_getattr": getattr,
+            "HostProtocolError": HostProtocolError,
+        }
+        self.shape = shape
+
+    @staticmethod
+    def inlines(t: ValType) -> bool:
+        """Whether generated code handles ``t`` itself (else it calls ``t``'s functions)."""
+        if isinstance(t, PrimType):
+            return t.kind is not Primitive.STRING and t.kind is not Primitive.ERROR_CONTEXT
+        if isinstance(t, (RecordType, TupleType, OwnType, BorrowType)):
+            return True
+        return variant_cases(t) is not None
+
+    def functions(
+        self, t: ValType
+    ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+        """``(load, store, lift_flat, lower_flat)`` for ``t``."""
+        return (self._load_fn(t), self._store_fn(t), self._lift_fn(t), self._lower_fn(t))
+
+    # -- lift_flat ----------------------------------------------------------------------
+
+    def _lift_fn(self, t: ValType) -> Callable[..., Any]:
+        g = _Gen(self.helpers)
+        n = len(layout(t).flat)
+        names = [f"f{i}" for i in range(n)]
+        for name in names:
+            g.emit(1, f"{name} = next(it)")
+        result = self._lift(g, t, names, 1, 0)
+        g.emit(1, f"return {result}")
+        return g.compile("def lift_flat(cx, buf, it):", "lift_flat")
+
+    def _lift(self, g: _Gen, t: ValType, src: list[str], ind: int, depth: int) -> str:
+        if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
+            fn = g.const(self.child(t).lift_flat, "lf")
+            return f"{fn}(cx, buf, iter(({', '.join(src)},)))"
+        if isinstance(t, PrimType):
+            return self._lift_prim(g, t, src[0], ind)
+        if isinstance(t, (RecordType, TupleType)):
+            values = []
+            pos = 0
+            for ty in record_fields(t):
+                width = len(layout(ty).flat)
+                values.append(self._lift(g, ty, src[pos : pos + width], ind, depth))
+                pos += width
+            return self._build(g, t, values, ind)
+        if isinstance(t, OwnType):
+            return f"cx.table.lift_own({g.const(t.resource, 'rt')}, {src[0]} & 0xFFFFFFFF)"
+        if isinstance(t, BorrowType):
+            rt = g.const(t.resource, "rt")
+            return f"cx.table.lift_borrow({rt}, {src[0]} & 0xFFFFFFFF, cx.scope)"
+        return self._lift_variant(g, t, src, ind, depth)
+
+    def _lift_prim(self, g: _Gen, t: PrimType, e: str, ind: int) -> str:
+        k = t.kind
+        if k in _INTS:
+            _, lo, hi = _INTS[k]
+            if lo == 0:
+                return f"({e} & {hi})"
+            mask, sign = hi * 2 + 1, hi + 1
+            return f"((({e} & {mask}) ^ {sign}) - {sign})"
+        if k is Primitive.BOOL:
+            return f"(({e} & 0xFFFFFFFF) != 0)"
+        if k is Primitive.CHAR:
+            return f"_char_of({e} & 0xFFFFFFFF)"
+        x = g.var("x")
+        g.emit(ind, f"{x} = float({e})")
+        g.emit(ind, f"if {x} != {x}: {x} = _NAN")
+        return x
+
+    def _build(self, g: _Gen, t: RecordType | TupleType, values: list[str], ind: int) -> str:
+        if isinstance(t, TupleType):
+            return f"({', '.join(values)},)"
+        r = g.var("r")
+        g.emit(ind, f"{r} = _new(_Record)")
+        d = g.var("d")
+        g.emit(ind, f"{d} = {r}.__dict__")
+        for (name, _), value in zip(t.fields, values, strict=True):
+            g.emit(ind, f"{d}[{name!r}] = {value}")
+        return r
+
+    def _wrap(self, t: ValType, tagged: bool, index: int, name: str, payload: str) -> str:
+        if isinstance(t, ResultType):
+            return f"_Ok({payload})" if index == 0 else f"_Err({payload})"
+        if isinstance(t, EnumType):
+            return repr(name)
+        if tagged:
+            return f"_Variant({name!r}, {payload})"
+        return payload
+
+    def _lift_variant(self, g: _Gen, t: ValType, src: list[str], ind: int, depth: int) -> str:
+        cases = variant_cases(t)
+        assert cases is not None
+        tagged = self.shape(t)[0]
+        joined = layout(t).flat[1:]
+        d, r = g.var("d"), g.var("r")
+        g.emit(ind, f"{d} = {src[0]} & 0xFFFFFFFF")
+        for i, (name, ty) in enumerate(cases):
+            g.emit(ind, f"{'if' if i == 0 else 'elif'} {d} == {i}:")
+            if ty is None:
+                payload = "None"
+            else:
+                own = layout(ty).flat
+                coerced = [
+                    _coerce_in(have, want, e)
+                    for have, want, e in zip(joined, own, src[1:], strict=False)
+                ]
+                payload = self._lift(g, ty, coerced, ind + 1, depth + 1)
+            g.emit(ind + 1, f"{r} = {self._wrap(t, tagged, i, name, payload)}")
+        g.emit(ind, "else:")
+        g.emit(ind + 1, f"raise _trap_disc({d}, {len(cases)})")
+        return r
+
+    # -- lower_flat ---------------------------------------------------------------------
+
+    def _lower_fn(self, t: ValType) -> Callable[..., Any]:
+        g = _Gen(self.helpers)
+        n = len(layout(t).flat)
+        outs = [f"o{i}" for i in range(n)]
+        self._lower(g, t, "v", outs, 1, 0)
+        if n == 1:
+            g.emit(1, "out.append(o0)")
+        else:
+            g.emit(1, f"out.extend(({', '.join(outs)},))")
+        return g.compile("def lower_flat(cx, v, out):", "lower_flat")
+
+    def _lower(self, g: _Gen, t: ValType, v: str, outs: list[str], ind: int, depth: int) -> None:
+        tc = g.const(t, "t")
+        if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
+            fn = g.const(self.child(t).lower_flat, "lw")
+            tmp = g.var("tmp")
+            g.emit(ind, f"{tmp} = []")
+            g.emit(ind, f"{fn}(cx, {v}, {tmp})")
+            g.emit(ind, f"{', '.join(outs)}, = {tmp}")
+            return
+        if isinstance(t, PrimType):
+            k = t.kind
+            o = outs[0]
+            if k in _INTS:
+                _, lo, hi = _INTS[k]
+                g.emit(
+                    ind,
+                    f"if {v}.__class__ is not int and not _isint({v}) or not {lo} <= {v} <= {hi}:",
+                )
+                g.emit(ind + 1, f"raise _bad({tc}, {v}, 'out of range or not an integer')")
+                g.emit(ind, f"{o} = {v} & {hi * 2 + 1}" if lo < 0 else f"{o} = {v}")
+            elif k is Primitive.BOOL:
+                g.emit(ind, f"if {v}.__class__ is not bool: raise _bad({tc}, {v})")
+                g.emit(ind, f"{o} = 1 if {v} else 0")
+            elif k is Primitive.CHAR:
+                g.emit(ind, f"{o} = _ord_of({tc}, {v})")
+            elif k is Primitive.F32:
+                g.emit(ind, f"{o} = _canon32({v}, {tc})")
+            else:
+                g.emit(ind, f"{o} = _as_float({v}, {tc})")
+                g.emit(ind, f"if {o} != {o}: {o} = _NAN")
+            return
+        if isinstance(t, (RecordType, TupleType)):
+            types = record_fields(t)
+            parts = [g.var("p") for _ in types]
+            if isinstance(t, TupleType):
+                g.emit(ind, f"if {v}.__class__ is not tuple or len({v}) != {len(types)}:")
+                g.emit(ind + 1, f"raise _bad({tc}, {v}, 'not a tuple of {len(types)}')")
+                g.emit(ind, f"{', '.join(parts)}, = {v}")
+            else:
+                for p, (name, _) in zip(parts, t.fields, strict=True):
+                    g.emit(ind, f"{p} = _getattr({v}, {name!r})")
+            pos = 0
+            for p, ty in zip(parts, types, strict=True):
+                width = len(layout(ty).flat)
+                self._lower(g, ty, p, outs[pos : pos + width], ind, depth)
+                pos += width
+            return
+        if isinstance(t, (OwnType, BorrowType)):
+            rt = g.const(t.resource, "rt")
+            rep = f"({v} if {v}.__class__ is int else _rep_of({tc}, {v}))"
+            if isinstance(t, OwnType):
+                g.emit(ind, f"{outs[0]} = cx.table.lower_own({rt}, {rep})")
+            else:
+                g.emit(ind, f"{outs[0]} = cx.table.lower_borrow({rt}, {rep}, cx.scope)")
+            return
+        self._lower_variant(g, t, v, outs, ind, depth)
+
+    def _cases_of(self, g: _Gen, t: ValType, v: str, ind: int) -> list[tuple[str, str | None]]:
+        """Per case, the condition that selects it and the payload expression; the last
+        condition may be ``"else"``."""
+        cases = variant_cases(t)
+        assert cases is not None
+        tc = g.const(t, "t")
+        if isinstance(t, ResultType):
+            return [(f"{v}.__class__ is not _Err", None), ("else", f"{v}.value")]
+        if isinstance(t, EnumType):
+            idx = g.const({name: i for i, (name, _) in enumerate(cases)}, "idx")
+            i = g.var("i")
+            g.emit(ind, f"{i} = {idx}.get({v}) if {v}.__class__ is str else None")
+            g.emit(ind, f"if {i} is None: raise _bad({tc}, {v}, 'not a case name')")
+            return [(f"{i} == {n}", None) for n in range(len(cases))]
+        tagged, classes, handles = self.shape(t)
+        if tagged:
+            tag = g.var("tag")
+            g.emit(ind, f"{tag} = {v}.tag")
+            return [(f"{tag} == {name!r}", f"{v}.payload") for name, _ in cases]
+        c = g.var("c")
+        g.emit(ind, f"{c} = {v}.__class__")
+        conds: list[tuple[str, str | None]] = []
+        for cls, handle in zip(classes, handles, strict=True):
+            cond = f"{c} in {g.const(cls, 'cls')}"
+            if handle:
+                cond = f"({cond} or hasattr({v}, 'rep'))"
+            conds.append((cond, v))
+        return conds
+
+    def _lower_variant(
+        self, g: _Gen, t: ValType, v: str, outs: list[str], ind: int, depth: int
+    ) -> None:
+        cases = variant_cases(t)
+        assert cases is not None
+        tc = g.const(t, "t")
+        joined = layout(t).flat[1:]
+        conds = self._cases_of(g, t, v, ind)
+        result_ok = isinstance(t, ResultType)
+        for i, ((cond, payload), (_, ty)) in enumerate(zip(conds, cases, strict=True)):
+            if cond == "else":
+                g.emit(ind, "else:")
+            else:
+                g.emit(ind, f"{'if' if i == 0 else 'elif'} {cond}:")
+            g.emit(ind + 1, f"{outs[0]} = {i}")
+            if result_ok and i == 0:
+                payload = g.var("pl")
+                g.emit(ind + 1, f"{payload} = {v}.value if {v}.__class__ is _Ok else {v}")
+            own = layout(ty).flat if ty is not None else ()
+            if ty is not None:
+                assert payload is not None
+                pv = g.var("pv")
+                g.emit(ind + 1, f"{pv} = {payload}")
+                mine = [g.var("q") for _ in own]
+                self._lower(g, ty, pv, mine, ind + 1, depth + 1)
+                for out, have, want, q in zip(outs[1:], own, joined, mine, strict=False):
+                    g.emit(ind + 1, f"{out} = {_coerce_out(have, want, q)}")
+            for out, want in zip(outs[1 + len(own) :], joined[len(own) :], strict=True):
+                g.emit(ind + 1, f"{out} = {'0' if want[0] == 'i' else '0.0'}")
+        if conds[-1][0] != "else":
+            g.emit(ind, "else:")
+            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'matches no case')")
+
+    # -- load ---------------------------------------------------------------------------
+
+    def _load_fn(self, t: ValType) -> Callable[..., Any]:
+        g = _Gen(self.helpers)
+        result = self._load(g, t, "ptr", 0, 1, 0)
+        g.emit(1, f"return {result}")
+        return g.compile("def load(cx, buf, ptr):", "load")
+
+    def _load(self, g: _Gen, t: ValType, base: str, off: int, ind: int, depth: int) -> str:
+        p = _at(base, off)
+        if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
+            return f"{g.const(self.child(t).load, 'ld')}(cx, buf, {p})"
+        if isinstance(t, PrimType):
+            k = t.kind
+            if k is Primitive.BOOL:
+                return f"(buf[{p}] != 0)"
+            if k in _INTS:
+                unpack = g.const(struct.Struct("<" + _INTS[k][0]).unpack_from, "u")
+                return f"{unpack}(buf, {p})[0]"
+            if k is Primitive.CHAR:
+                return f"_char_of(_u32(buf, {p})[0])"
+            unpack = g.const((_F32 if k is Primitive.F32 else _F64).unpack_from, "u")
+            x = g.var("x")
+            g.emit(ind, f"{x} = {unpack}(buf, {p})[0]")
+            g.emit(ind, f"if {x} != {x}: {x} = _NAN")
+            return x
+        if isinstance(t, (RecordType, TupleType)):
+            types = record_fields(t)
+            values = [
+                self._load(g, ty, base, off + o, ind, depth)
+                for ty, o in zip(types, field_offsets(types), strict=True)
+            ]
+            if isinstance(t, TupleType):
+                return f"({', '.join(values)},)"
+            # the record's fields must be read before it is built: bind them first
+            bound = []
+            for value in values:
+                name = g.var("y")
+                g.emit(ind, f"{name} = {value}")
+                bound.append(name)
+            return self._build(g, t, bound, ind)
+        if isinstance(t, OwnType):
+            return f"cx.table.lift_own({g.const(t.resource, 'rt')}, _u32(buf, {p})[0])"
+        if isinstance(t, BorrowType):
+            rt = g.const(t.resource, "rt")
+            return f"cx.table.lift_borrow({rt}, _u32(buf, {p})[0], cx.scope)"
+        cases = variant_cases(t)
+        assert cases is not None
+        tagged = self.shape(t)[0]
+        disc = discriminant_size(len(cases))
+        unpack = g.const(struct.Struct("<" + {1: "B", 2: "H", 4: "I"}[disc]).unpack_from, "u")
+        d, r = g.var("d"), g.var("r")
+        g.emit(ind, f"{d} = {unpack}(buf, {p})[0]")
+        poff = off + payload_offset(t)
+        for i, (name, ty) in enumerate(cases):
+            g.emit(ind, f"{'if' if i == 0 else 'elif'} {d} == {i}:")
+            payload = "None" if ty is None else self._load(g, ty, base, poff, ind + 1, depth + 1)
+            g.emit(ind + 1, f"{r} = {self._wrap(t, tagged, i, name, payload)}")
+        g.emit(ind, "else:")
+        g.emit(ind + 1, f"raise _trap_disc({d}, {len(cases)})")
+        return r
+
+    # -- store --------------------------------------------------------------------------
+
+    def _store_fn(self, t: ValType) -> Callable[..., Any]:
+        g = _Gen(self.helpers)
+        self._store(g, t, "v", "ptr", 0, 1, 0)
+        g.emit(1, "return None")
+        return g.compile("def store(cx, ptr, v):", "store")
+
+    def _store(
+        self, g: _Gen, t: ValType, v: str, base: str, off: int, ind: int, depth: int
+    ) -> None:
+        p = _at(base, off)
+        tc = g.const(t, "t")
+        if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
+            g.emit(ind, f"{g.const(self.child(t).store, 'st')}(cx, {p}, {v})")
+            return
+        if isinstance(t, PrimType):
+            k = t.kind
+            if k is Primitive.BOOL:
+                g.emit(ind, f"if {v}.__class__ is not bool: raise _bad({tc}, {v})")
+                g.emit(ind, f"cx.buf[{p}] = {v}")
+            elif k in _INTS:
+                pack = g.const(struct.Struct("<" + _INTS[k][0]).pack_into, "pk")
+                g.emit(ind, f"{pack}(cx.buf, {p}, {v})")
+            elif k is Primitive.CHAR:
+                g.emit(ind, f"_p32(cx.buf, {p}, _ord_of({tc}, {v}))")
+            elif k is Primitive.F32:
+                g.emit(ind, f"_pf32(cx.buf, {p}, _canon32({v}, {tc}))")
+            else:
+                x = g.var("x")
+                g.emit(ind, f"{x} = _as_float({v}, {tc})")
+                g.emit(ind, f"_pf64(cx.buf, {p}, {x} if {x} == {x} else _NAN)")
+            return
+        if isinstance(t, (RecordType, TupleType)):
+            types = record_fields(t)
+            parts = [g.var("p") for _ in types]
+            if isinstance(t, TupleType):
+                g.emit(ind, f"if {v}.__class__ is not tuple or len({v}) != {len(types)}:")
+                g.emit(ind + 1, f"raise _bad({tc}, {v}, 'not a tuple of {len(types)}')")
+                g.emit(ind, f"{', '.join(parts)}, = {v}")
+            else:
+                for part, (name, _) in zip(parts, t.fields, strict=True):
+                    g.emit(ind, f"{part} = _getattr({v}, {name!r})")
+            for part, ty, o in zip(parts, types, field_offsets(types), strict=True):
+                self._store(g, ty, part, base, off + o, ind, depth)
+            return
+        if isinstance(t, (OwnType, BorrowType)):
+            rt = g.const(t.resource, "rt")
+            rep = f"({v} if {v}.__class__ is int else _rep_of({tc}, {v}))"
+            if isinstance(t, OwnType):
+                g.emit(ind, f"_p32(cx.buf, {p}, cx.table.lower_own({rt}, {rep}))")
+            else:
+                g.emit(ind, f"_p32(cx.buf, {p}, cx.table.lower_borrow({rt}, {rep}, cx.scope))")
+            return
+        cases = variant_cases(t)
+        assert cases is not None
+        disc = discriminant_size(len(cases))
+        pack = g.const(struct.Struct("<" + {1: "B", 2: "H", 4: "I"}[disc]).pack_into, "pk")
+        conds = self._cases_of(g, t, v, ind)
+        poff = off + payload_offset(t)
+        for i, ((cond, payload), (_, case_ty)) in enumerate(zip(conds, cases, strict=True)):
+            if cond == "else":
+                g.emit(ind, "else:")
+            else:
+                g.emit(ind, f"{'if' if i == 0 else 'elif'} {cond}:")
+            g.emit(ind + 1, f"{pack}(cx.buf, {p}, {i})")
+            if isinstance(t, ResultType) and i == 0:
+                payload = f"({v}.value if {v}.__class__ is _Ok else {v})"
+            if case_ty is not None:
+                assert payload is not None
+                pv = g.var("pv")
+                g.emit(ind + 1, f"{pv} = {payload}")
+                self._store(g, case_ty, pv, base, poff, ind + 1, depth + 1)
+        if conds[-1][0] != "else":
+            g.emit(ind, "else:")
+            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'matches no case')")
+
+
+def _coerce_in(have: str, want: str, e: str) -> str:
+    """Expression turning joined slot ``e`` (``have``) into the case's type (``want``)."""
+    if have == want:
+        return e
+    if want == "f32":
+        return f"_i2f32({e})"
+    if want == "f64":
+        return f"_i2f64({e})"
+    return f"({e} & 0xFFFFFFFF)"
+
+
+def _coerce_out(have: str, want: str, q: str) -> str:
+    """Expression turning a case's flat value ``q`` (``have``) into its slot (``want``)."""
+    if have == want:
+        return q
+    if have == "f32":
+        return f"_f2i32({q})"
+    if have == "f64":
+        return f"_f2i64({q})"
+    return q
