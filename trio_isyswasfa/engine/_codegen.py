@@ -229,7 +229,7 @@ class Generator:
         if isinstance(t, TupleType):
             return f"({', '.join(values)},)"
         r = g.var("r")
-        g.emit(ind, f"{r} = _new(_Record)")
+        g.emit(ind, f"{r} = _Record()")
         d = g.var("d")
         g.emit(ind, f"{d} = {r}.__dict__")
         for (name, _), value in zip(t.fields, values, strict=True):
@@ -428,10 +428,19 @@ class Generator:
             return x
         if isinstance(t, (RecordType, TupleType)):
             types = record_fields(t)
-            values = [
-                self._load(g, ty, base, off + o, ind, depth)
-                for ty, o in zip(types, field_offsets(types), strict=True)
-            ]
+            offsets = field_offsets(types)
+            values = [""] * len(types)
+            for run in _runs(types):
+                first = _at(base, off + offsets[run[0]])
+                if len(run) == 1:
+                    i = run[0]
+                    values[i] = self._load(g, types[i], base, off + offsets[i], ind, depth)
+                    continue
+                unpack = g.const(_run_struct(types, offsets, run).unpack_from, "u")
+                tv = g.var("t")
+                g.emit(ind, f"{tv} = {unpack}(buf, {first})")
+                for j, i in enumerate(run):
+                    values[i] = self._loaded(g, types[i], f"{tv}[{j}]", ind)
             if isinstance(t, TupleType):
                 return f"({', '.join(values)},)"
             # the record's fields must be read before it is built: bind them first
@@ -461,6 +470,37 @@ class Generator:
         g.emit(ind, "else:")
         g.emit(ind + 1, f"raise _trap_disc({d}, {len(cases)})")
         return r
+
+    def _loaded(self, g: _Gen, t: ValType, e: str, ind: int) -> str:
+        """A packable scalar's value from its raw unpacked number ``e``."""
+        assert isinstance(t, PrimType)
+        if t.kind is Primitive.BOOL:
+            return f"({e} != 0)"
+        if t.kind is Primitive.CHAR:
+            return f"_char_of({e})"
+        if t.kind in (Primitive.F32, Primitive.F64):
+            x = g.var("x")
+            g.emit(ind, f"{x} = {e}")
+            g.emit(ind, f"if {x} != {x}: {x} = _NAN")
+            return x
+        return e
+
+    def _packable(self, g: _Gen, t: ValType, v: str, ind: int) -> str:
+        """The raw number to pack for scalar value ``v`` (checked where struct cannot)."""
+        assert isinstance(t, PrimType)
+        tc = g.const(t, "t")
+        if t.kind is Primitive.BOOL:
+            g.emit(ind, f"if {v}.__class__ is not bool: raise _bad({tc}, {v})")
+            return v
+        if t.kind is Primitive.CHAR:
+            return f"_ord_of({tc}, {v})"
+        if t.kind is Primitive.F32:
+            return f"_canon32({v}, {tc})"
+        if t.kind is Primitive.F64:
+            x = g.var("x")
+            g.emit(ind, f"{x} = _as_float({v}, {tc})")
+            return f"({x} if {x} == {x} else _NAN)"
+        return v
 
     # -- store --------------------------------------------------------------------------
 
@@ -505,8 +545,16 @@ class Generator:
             else:
                 for part, (name, _) in zip(parts, t.fields, strict=True):
                     g.emit(ind, f"{part} = _getattr({v}, {name!r})")
-            for part, ty, o in zip(parts, types, field_offsets(types), strict=True):
-                self._store(g, ty, part, base, off + o, ind, depth)
+            offsets = field_offsets(types)
+            for run in _runs(types):
+                if len(run) == 1:
+                    i = run[0]
+                    self._store(g, types[i], parts[i], base, off + offsets[i], ind, depth)
+                    continue
+                pack = g.const(_run_struct(types, offsets, run).pack_into, "pk")
+                args = [self._packable(g, types[i], parts[i], ind) for i in run]
+                first = _at(base, off + offsets[run[0]])
+                g.emit(ind, f"{pack}(cx.buf, {first}, {', '.join(args)})")
             return
         if isinstance(t, (OwnType, BorrowType)):
             rt = g.const(t.resource, "rt")
@@ -538,6 +586,47 @@ class Generator:
         if conds[-1][0] != "else":
             g.emit(ind, "else:")
             g.emit(ind + 1, f"raise _bad({tc}, {v}, 'matches no case')")
+
+
+_CODES = {
+    **{k: code for k, (code, _, _) in _INTS.items()},
+    Primitive.BOOL: "B",
+    Primitive.CHAR: "I",
+    Primitive.F32: "f",
+    Primitive.F64: "d",
+}
+
+
+def _runs(types: tuple[ValType, ...]) -> list[list[int]]:
+    """Field indices grouped: each run of consecutive scalars (one ``struct`` call), and
+    every other field alone."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    for i, ty in enumerate(types):
+        if isinstance(ty, PrimType) and ty.kind in _CODES:
+            current.append(i)
+            continue
+        if current:
+            runs.append(current)
+            current = []
+        runs.append([i])
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _run_struct(
+    types: tuple[ValType, ...], offsets: tuple[int, ...], run: list[int]
+) -> struct.Struct:
+    """The ``struct`` layout of a run of scalar fields, padding included."""
+    fmt = ["<"]
+    at = offsets[run[0]]
+    for i in run:
+        ty = types[i]
+        assert isinstance(ty, PrimType)
+        fmt.append("x" * (offsets[i] - at) + _CODES[ty.kind])
+        at = offsets[i] + layout(ty).size
+    return struct.Struct("".join(fmt))
 
 
 def _coerce_in(have: str, want: str, e: str) -> str:
