@@ -446,6 +446,16 @@ class TestGuestTraps:
         with pytest.raises(GuestTrap, match="char"):
             load_value(cx, CHAR, 0)
 
+    @pytest.mark.parametrize("make", [type_abi, reference_type_abi])
+    def test_bad_discriminants_trap_in_both_implementations(self, make: Any) -> None:
+        cx = _memory_with([5])
+        for t in (OptionType(U8), ResultType(U8, None), EnumType(("a", "b"))):
+            abi = make(t)
+            with pytest.raises(GuestTrap, match="discriminant"):
+                abi.load(cx, cx.buf, 0)
+            with pytest.raises(GuestTrap, match="discriminant"):
+                abi.lift_flat(cx, cx.buf, iter([5, 0]))
+
     def test_result_pointer_out_of_bounds_traps(self) -> None:
         abi = FuncAbi(FuncType((), STRING))
         cx = _memory_with([])
@@ -513,6 +523,23 @@ def test_bad_host_values_are_host_errors(t: ValType, value: Any) -> None:
             lower(_context(), t, value)
 
 
+def test_host_values_over_the_size_limits_are_host_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_isyswasfa.engine import _abi
+
+    monkeypatch.setattr(_abi, "MAX_STRING_BYTE_LENGTH", 4)
+    monkeypatch.setattr(_abi, "MAX_LIST_BYTE_LENGTH", 8)
+    for t, value in ((STRING, "hello"), (ListType(U8), b"123456789"), (ListType(U32), [1, 2, 3])):
+        with pytest.raises(HostProtocolError, match="too long"):
+            lower_flat_value(_context(), t, value)
+    cx = _memory_with([])
+    with pytest.raises(GuestTrap, match="too long"):
+        lift_flat_value(cx, STRING, [0, 5])
+    with pytest.raises(GuestTrap, match="too long"):
+        lift_flat_value(cx, ListType(U8), [0, 9])
+
+
 def test_handle_values_may_be_objects_with_a_rep() -> None:
     class Host:
         rep = 42
@@ -536,6 +563,14 @@ class TestHandleTable:
         with pytest.raises(GuestTrap, match="does not exist"):
             table.lift_own(RES, i)
         assert table.lower_own(RES, 8) == i  # indices are reused
+
+    def test_a_full_table_traps(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(HandleTable, "MAX_LENGTH", 3)
+        table = HandleTable()
+        for rep in range(3):
+            table.lower_own(RES, rep)
+        with pytest.raises(GuestTrap, match="full"):
+            table.lower_own(RES, 3)
 
     def test_index_zero_and_unknown_indices_trap(self) -> None:
         table = HandleTable()
