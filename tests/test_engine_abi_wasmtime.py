@@ -25,6 +25,7 @@ import wasmtime.component as wc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_engine_abi import types, values
+from wasmtime.component import Record, Variant
 
 import trio_isyswasfa._engine  # noqa: F401  (its result-tagging fix is part of the seam)
 from trio_isyswasfa.engine._abi import (
@@ -48,7 +49,7 @@ from trio_isyswasfa.engine._types import (
     ValType,
     VariantType,
 )
-from trio_isyswasfa.engine._values import Err, Record, Variant
+from trio_isyswasfa.engine._values import Err
 from trio_isyswasfa.tools._paths import tool_command
 
 U8, U64 = PrimType(Primitive.U8), PrimType(Primitive.U64)

@@ -30,6 +30,7 @@ from ._layout import (
 from ._types import (
     BorrowType,
     EnumType,
+    OptionType,
     OwnType,
     Primitive,
     PrimType,
@@ -37,10 +38,11 @@ from ._types import (
     ResultType,
     TupleType,
     ValType,
+    VariantType,
 )
 from ._values import Err, Ok, Record, Variant
 
-_MAX_INLINE_DEPTH = 6  # nested variants inlined before calling a child's functions
+_MAX_INLINE_DEPTH = 4  # nested variants inlined before calling a child's functions
 
 _INTS = {
     Primitive.U8: ("B", 0, 0xFF),
@@ -252,8 +254,12 @@ class Generator:
         joined = layout(t).flat[1:]
         d, r = g.var("d"), g.var("r")
         g.emit(ind, f"{d} = {src[0]} & 0xFFFFFFFF")
-        for i, (name, ty) in enumerate(cases):
-            g.emit(ind, f"{'if' if i == 0 else 'elif'} {d} == {i}:")
+        g.emit(ind, f"if {d} >= {len(cases)}: raise _trap_disc({d}, {len(cases)})")
+        if isinstance(t, EnumType):
+            return f"{g.const(t.names, 'names')}[{d}]"
+
+        def case(i: int, at: int) -> None:
+            name, ty = cases[i]
             if ty is None:
                 payload = "None"
             else:
@@ -262,10 +268,10 @@ class Generator:
                     _coerce_in(have, want, e)
                     for have, want, e in zip(joined, own, src[1:], strict=False)
                 ]
-                payload = self._lift(g, ty, coerced, ind + 1, depth + 1)
-            g.emit(ind + 1, f"{r} = {self._wrap(t, tagged, i, name, payload)}")
-        g.emit(ind, "else:")
-        g.emit(ind + 1, f"raise _trap_disc({d}, {len(cases)})")
+                payload = self._lift(g, ty, coerced, at, depth + 1)
+            g.emit(at, f"{r} = {self._wrap(t, tagged, i, name, payload)}")
+
+        _tree(g, ind, d, 0, len(cases), case)
         return r
 
     # -- lower_flat ---------------------------------------------------------------------
@@ -338,25 +344,48 @@ class Generator:
             return
         self._lower_variant(g, t, v, outs, ind, depth)
 
-    def _cases_of(self, g: _Gen, t: ValType, v: str, ind: int) -> list[tuple[str, str | None]]:
-        """Per case, the condition that selects it and the payload expression; the last
-        condition may be ``"else"``."""
+    def _select(
+        self, g: _Gen, t: ValType, v: str, ind: int, body: Callable[[int, int, str | None], None]
+    ) -> None:
+        """Emit the branch for each case of value ``v``: ``body(case, indent, payload)``
+        (payload ``None`` for an enum, where the case index is the whole value)."""
         cases = variant_cases(t)
         assert cases is not None
         tc = g.const(t, "t")
-        if isinstance(t, ResultType):
-            return [(f"{v}.__class__ is not _Err", None), ("else", f"{v}.value")]
-        if isinstance(t, EnumType):
+        if isinstance(t, (EnumType, VariantType, OptionType)) and (
+            isinstance(t, EnumType) or self.shape(t)[0]
+        ):
             idx = g.const({name: i for i, (name, _) in enumerate(cases)}, "idx")
             i = g.var("i")
-            g.emit(ind, f"{i} = {idx}.get({v}) if {v}.__class__ is str else None")
-            g.emit(ind, f"if {i} is None: raise _bad({tc}, {v}, 'not a case name')")
-            return [(f"{i} == {n}", None) for n in range(len(cases))]
-        tagged, classes, handles = self.shape(t)
-        if tagged:
-            tag = g.var("tag")
-            g.emit(ind, f"{tag} = {v}.tag")
-            return [(f"{tag} == {name!r}", f"{v}.payload") for name, _ in cases]
+            if isinstance(t, EnumType):
+                g.emit(ind, f"{i} = {idx}.get({v}) if {v}.__class__ is str else None")
+                g.emit(ind, f"if {i} is None: raise _bad({tc}, {v}, 'not a case name')")
+                body(-1, ind, i)
+                return
+            g.emit(ind, f"{i} = {idx}.get({v}.tag)")
+            g.emit(ind, f"if {i} is None: raise _bad({tc}, {v}, 'not a Variant of this type')")
+            _tree(g, ind, i, 0, len(cases), lambda k, at: body(k, at, f"{v}.payload"))
+            return
+        conds = self._cases_of(g, t, v, ind)
+        for k, (cond, payload) in enumerate(conds):
+            if cond == "else":
+                g.emit(ind, "else:")
+            else:
+                g.emit(ind, f"{'if' if k == 0 else 'elif'} {cond}:")
+            body(k, ind + 1, payload)
+        if conds[-1][0] != "else":
+            g.emit(ind, "else:")
+            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'matches no case')")
+
+    def _cases_of(self, g: _Gen, t: ValType, v: str, ind: int) -> list[tuple[str, str | None]]:
+        """Per case of an untagged variant or result, the condition that selects it and
+        the payload expression; the last condition may be ``"else"``."""
+        if isinstance(t, ResultType):
+            return [
+                (f"{v}.__class__ is not _Err", f"({v}.value if {v}.__class__ is _Ok else {v})"),
+                ("else", f"{v}.value"),
+            ]
+        _, classes, handles = self.shape(t)
         c = g.var("c")
         g.emit(ind, f"{c} = {v}.__class__")
         conds: list[tuple[str, str | None]] = []
@@ -372,33 +401,27 @@ class Generator:
     ) -> None:
         cases = variant_cases(t)
         assert cases is not None
-        tc = g.const(t, "t")
         joined = layout(t).flat[1:]
-        conds = self._cases_of(g, t, v, ind)
-        result_ok = isinstance(t, ResultType)
-        for i, ((cond, payload), (_, ty)) in enumerate(zip(conds, cases, strict=True)):
-            if cond == "else":
-                g.emit(ind, "else:")
-            else:
-                g.emit(ind, f"{'if' if i == 0 else 'elif'} {cond}:")
-            g.emit(ind + 1, f"{outs[0]} = {i}")
-            if result_ok and i == 0:
-                payload = g.var("pl")
-                g.emit(ind + 1, f"{payload} = {v}.value if {v}.__class__ is _Ok else {v}")
+
+        def case(i: int, at: int, payload: str | None) -> None:
+            if i < 0:  # an enum: the index is the value
+                g.emit(at, f"{outs[0]} = {payload}")
+                return
+            ty = cases[i][1]
+            g.emit(at, f"{outs[0]} = {i}")
             own = layout(ty).flat if ty is not None else ()
             if ty is not None:
                 assert payload is not None
                 pv = g.var("pv")
-                g.emit(ind + 1, f"{pv} = {payload}")
+                g.emit(at, f"{pv} = {payload}")
                 mine = [g.var("q") for _ in own]
-                self._lower(g, ty, pv, mine, ind + 1, depth + 1)
+                self._lower(g, ty, pv, mine, at, depth + 1)
                 for out, have, want, q in zip(outs[1:], own, joined, mine, strict=False):
-                    g.emit(ind + 1, f"{out} = {_coerce_out(have, want, q)}")
+                    g.emit(at, f"{out} = {_coerce_out(have, want, q)}")
             for out, want in zip(outs[1 + len(own) :], joined[len(own) :], strict=True):
-                g.emit(ind + 1, f"{out} = {'0' if want[0] == 'i' else '0.0'}")
-        if conds[-1][0] != "else":
-            g.emit(ind, "else:")
-            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'matches no case')")
+                g.emit(at, f"{out} = {'0' if want[0] == 'i' else '0.0'}")
+
+        self._select(g, t, v, ind, case)
 
     # -- load ---------------------------------------------------------------------------
 
@@ -462,13 +485,17 @@ class Generator:
         unpack = g.const(struct.Struct("<" + {1: "B", 2: "H", 4: "I"}[disc]).unpack_from, "u")
         d, r = g.var("d"), g.var("r")
         g.emit(ind, f"{d} = {unpack}(buf, {p})[0]")
+        g.emit(ind, f"if {d} >= {len(cases)}: raise _trap_disc({d}, {len(cases)})")
+        if isinstance(t, EnumType):
+            return f"{g.const(t.names, 'names')}[{d}]"
         poff = off + payload_offset(t)
-        for i, (name, ty) in enumerate(cases):
-            g.emit(ind, f"{'if' if i == 0 else 'elif'} {d} == {i}:")
-            payload = "None" if ty is None else self._load(g, ty, base, poff, ind + 1, depth + 1)
-            g.emit(ind + 1, f"{r} = {self._wrap(t, tagged, i, name, payload)}")
-        g.emit(ind, "else:")
-        g.emit(ind + 1, f"raise _trap_disc({d}, {len(cases)})")
+
+        def case(i: int, at: int) -> None:
+            name, ty = cases[i]
+            payload = "None" if ty is None else self._load(g, ty, base, poff, at, depth + 1)
+            g.emit(at, f"{r} = {self._wrap(t, tagged, i, name, payload)}")
+
+        _tree(g, ind, d, 0, len(cases), case)
         return r
 
     def _loaded(self, g: _Gen, t: ValType, e: str, ind: int) -> str:
@@ -568,24 +595,21 @@ class Generator:
         assert cases is not None
         disc = discriminant_size(len(cases))
         pack = g.const(struct.Struct("<" + {1: "B", 2: "H", 4: "I"}[disc]).pack_into, "pk")
-        conds = self._cases_of(g, t, v, ind)
         poff = off + payload_offset(t)
-        for i, ((cond, payload), (_, case_ty)) in enumerate(zip(conds, cases, strict=True)):
-            if cond == "else":
-                g.emit(ind, "else:")
-            else:
-                g.emit(ind, f"{'if' if i == 0 else 'elif'} {cond}:")
-            g.emit(ind + 1, f"{pack}(cx.buf, {p}, {i})")
-            if isinstance(t, ResultType) and i == 0:
-                payload = f"({v}.value if {v}.__class__ is _Ok else {v})"
+
+        def case(i: int, at: int, payload: str | None) -> None:
+            if i < 0:  # an enum: the index is the value
+                g.emit(at, f"{pack}(cx.buf, {p}, {payload})")
+                return
+            g.emit(at, f"{pack}(cx.buf, {p}, {i})")
+            case_ty = cases[i][1]
             if case_ty is not None:
                 assert payload is not None
                 pv = g.var("pv")
-                g.emit(ind + 1, f"{pv} = {payload}")
-                self._store(g, case_ty, pv, base, poff, ind + 1, depth + 1)
-        if conds[-1][0] != "else":
-            g.emit(ind, "else:")
-            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'matches no case')")
+                g.emit(at, f"{pv} = {payload}")
+                self._store(g, case_ty, pv, base, poff, at, depth + 1)
+
+        self._select(g, t, v, ind, case)
 
 
 _CODES = {
@@ -627,6 +651,27 @@ def _run_struct(
         fmt.append("x" * (offsets[i] - at) + _CODES[ty.kind])
         at = offsets[i] + layout(ty).size
     return struct.Struct("".join(fmt))
+
+
+def _tree(g: _Gen, ind: int, d: str, lo: int, hi: int, body: Callable[[int, int], None]) -> None:
+    """Branch on ``d`` (known to be in ``[lo, hi)``): a binary search down to chains of
+    at most four comparisons, so that wide variants dispatch in a few tests."""
+    if hi - lo == 1:
+        body(lo, ind)
+        return
+    if hi - lo <= 4:
+        for k in range(lo, hi):
+            if k == hi - 1:
+                g.emit(ind, "else:")
+            else:
+                g.emit(ind, f"{'if' if k == lo else 'elif'} {d} == {k}:")
+            body(k, ind + 1)
+        return
+    mid = (lo + hi) // 2
+    g.emit(ind, f"if {d} < {mid}:")
+    _tree(g, ind + 1, d, lo, mid, body)
+    g.emit(ind, "else:")
+    _tree(g, ind + 1, d, mid, hi, body)
 
 
 def _coerce_in(have: str, want: str, e: str) -> str:
