@@ -540,6 +540,23 @@ def test_host_values_over_the_size_limits_are_host_errors(
         lift_flat_value(cx, ListType(U8), [0, 9])
 
 
+def test_values_built_for_the_stock_engine_lower_too() -> None:
+    import wasmtime.component as wc
+
+    import trio_isyswasfa._engine as seam
+
+    inner = RecordType((("a", U8),))
+    t = TupleType((OptionType(inner), OptionType(VariantType((("p", None), ("q", None))))))
+    value = (seam.record(a=1), seam.variant("q"))
+    assert type(value[0]) is wc.Record
+    for make in (type_abi, reference_type_abi):
+        abi = make(t)
+        cx = _context()
+        out: list[Any] = []
+        abi.lower_flat(cx, value, out)
+        assert abi.lift_flat(cx, cx.buf, iter(out)) == (record(a=1), Variant("q"))
+
+
 def test_handle_values_may_be_objects_with_a_rep() -> None:
     class Host:
         rep = 42

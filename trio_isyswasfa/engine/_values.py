@@ -61,3 +61,13 @@ class Err:
     """The ``err`` case of a WIT ``result``."""
 
     value: Any = None
+
+
+ALIASES: dict[type, type] = {}
+"""Foreign classes lowered as ours (the seam registers wasmtime-py's ``Record`` and
+``Variant``), for telling untagged variant cases apart by class."""
+
+
+def register_alias(foreign: type, ours: type) -> None:
+    """Lower values of class ``foreign`` as if they were of class ``ours``."""
+    ALIASES[foreign] = ours
