@@ -14,6 +14,7 @@ Each example builds a WAT component for a random type ``T`` (no handles; flags o
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import tempfile
 from pathlib import Path
@@ -344,3 +345,58 @@ class _Frozen:
 
     def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:
         raise AssertionError("lifting never allocates")
+
+
+class _CoreMemory:
+    """A :class:`GuestMemory` over a wasmtime core instance: a ctypes view of its
+    memory (taken anew each time, as it may have grown) and its ``cabi_realloc``."""
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        exports = instance.exports(store)
+        self.store = store
+        self.memory = exports["memory"]
+        self.func = exports["cabi_realloc"]
+        assert isinstance(self.memory, wasmtime.Memory)
+        assert isinstance(self.func, wasmtime.Func)
+
+    def view(self) -> memoryview:
+        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        raw = (ctypes.c_ubyte * self.memory.data_len(self.store)).from_address(base)
+        return memoryview(raw).cast("B")
+
+    def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:
+        ptr: int = self.func(self.store, old_ptr, old_size, align, new_size)
+        return ptr
+
+
+_GROWING_REALLOC = """(module
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 16))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
+    (block $fits
+      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+      (drop (memory.grow (i32.add (i32.const 1)
+        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+                   (i32.const 16))))))
+    (local.get $p)))
+"""
+
+
+def test_lowering_into_a_wasmtime_memory_that_grows() -> None:
+    """Lowering through a guest ``realloc`` that grows its memory: every allocation takes
+    a new view, so nothing is written through a stale one."""
+    store = wasmtime.Store(_ENGINE)
+    module = wasmtime.Module(_ENGINE, _GROWING_REALLOC)
+    memory = _CoreMemory(store, wasmtime.Instance(store, module, []))
+    cx = AbiContext(memory)
+    t = ListType(PrimType(Primitive.STRING))
+    value = [f"{i:04}" * 512 for i in range(64)]  # 128 KiB of text: two more pages
+    ptr = store_value(cx, t, value)
+    assert memory.memory.data_len(store) >= 3 * 65536  # it grew while we lowered
+    assert load_value(AbiContext(memory), t, ptr) == value
+    data = bytes(range(256)) * 1024
+    ptr = store_value(cx, ListType(U8), data)
+    assert load_value(AbiContext(memory), ListType(U8), ptr) == data
