@@ -675,6 +675,24 @@ class TestHandleTable:
         cx.scope.finish()
         cx.table.resource_drop(RES, i)
 
+    def test_stream_and_future_values_cross_as_table_indices(self) -> None:
+        from trio_isyswasfa.engine._types import FutureType
+
+        for t in (StreamType(U8), FutureType(None), RecordType((("s", StreamType(STRING)),))):
+            cx = _context()
+            inner = t.fields[0][1] if isinstance(t, RecordType) else t
+            end = AsyncEnd(inner, True)
+            value = record(s=end) if isinstance(t, RecordType) else end
+            flat = lower_flat_value(cx, t, value)
+            assert flat == [1]
+            assert lift_flat_value(cx, t, flat) == value
+            assert len(cx.table) == 0  # lifting moved it out again
+            assert load_value(cx, t, store_value(cx, t, value)) == value
+        with pytest.raises(HostProtocolError):
+            lower_flat_value(_context(), StreamType(U8), AsyncEnd(StreamType(U8), False))
+        with pytest.raises(HostProtocolError):
+            lower_flat_value(_context(), StreamType(U8), 3)
+
     def test_stream_ends_move_between_tables(self) -> None:
         t = StreamType(U8)
         a, b = HandleTable(), HandleTable()
