@@ -57,10 +57,8 @@ from ._protocol import (
     PollInput,
     PollOutput,
 )
-from .engine import _values as engine_values
 from .engine._values import Err as Err
 from .engine._values import Ok as Ok
-from .engine._values import register_alias
 
 ResourceHost = wc.ResourceHost
 ResourceAny = wc.ResourceAny
@@ -90,10 +88,6 @@ def _result_tagged(self: Any) -> bool:
 
 
 wc.ResultType._tagged = _result_tagged  # type: ignore[method-assign]
-
-# values built for this engine (``record()``, ``variant()``) lower through ours too
-register_alias(wc.Record, engine_values.Record)
-register_alias(wc.Variant, engine_values.Variant)
 
 
 class ResourceKind:

@@ -73,7 +73,7 @@ from ._types import (
     ValType,
     VariantType,
 )
-from ._values import ALIASES, Err, Ok, Record, Variant
+from ._values import Err, Ok, Record, Variant
 
 STRING_ENCODINGS = ("utf8", "utf16", "latin1+utf16")
 
@@ -876,7 +876,6 @@ def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
 
     def untagged_case(v: Any) -> int:
         cls = type(v)
-        cls = ALIASES.get(cls, cls)
         for i, (c, a) in enumerate(zip(case_classes, abis, strict=True)):
             if cls in c or (a is not None and a.handle and hasattr(v, "rep")):
                 return i

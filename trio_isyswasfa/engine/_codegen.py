@@ -40,7 +40,7 @@ from ._types import (
     ValType,
     VariantType,
 )
-from ._values import ALIASES, Err, Ok, Record, Variant
+from ._values import Err, Ok, Record, Variant
 
 _MAX_INLINE_DEPTH = 4  # nested variants inlined before calling a child's functions
 
@@ -156,7 +156,6 @@ class Generator:
             "_Variant": Variant,
             "_Ok": Ok,
             "_Err": Err,
-            "_ALIASES": ALIASES,
             "_NAN": math.nan,
             "_getattr": getattr,
             "HostProtocolError": HostProtocolError,
@@ -389,7 +388,6 @@ class Generator:
         _, classes, handles = self.shape(t)
         c = g.var("c")
         g.emit(ind, f"{c} = {v}.__class__")
-        g.emit(ind, f"{c} = _ALIASES.get({c}, {c})")
         conds: list[tuple[str, str | None]] = []
         for cls, handle in zip(classes, handles, strict=True):
             cond = f"{c} in {g.const(cls, 'cls')}"
