@@ -163,9 +163,11 @@ class CanonOptions:
 
 
 # -- definitions ------------------------------------------------------------------------
+# Plain (not frozen) dataclasses: a componentize-py guest has thousands of definitions
+# and a frozen dataclass takes four times as long to make. Treat them as read-only.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CoreModule:
     """A core module (section 1): ``data`` is a view into the input, not a copy."""
 
@@ -173,7 +175,7 @@ class CoreModule:
     data: memoryview
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CoreInstantiate:
     """``(core instance (instantiate module (with name (instance i))…))``."""
 
@@ -182,7 +184,7 @@ class CoreInstantiate:
     args: tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CoreInlineInstance:
     """A core instance made of exports ``(name, sort, index)``."""
 
@@ -190,7 +192,7 @@ class CoreInlineInstance:
     exports: tuple[tuple[str, Sort, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Instantiate:
     """``(instance (instantiate component (with name (sort i))…))``; ``type`` is the
     instance's type (the component's exports with the arguments' types put in)."""
@@ -201,7 +203,7 @@ class Instantiate:
     type: InstanceType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InlineInstance:
     """An instance made of exports ``(name, sort, index)``."""
 
@@ -210,7 +212,7 @@ class InlineInstance:
     type: InstanceType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AliasExport:
     """``(alias export instance name (sort))``, of a component or (``core``) a core instance."""
 
@@ -221,7 +223,7 @@ class AliasExport:
     core: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AliasOuter:
     """``(alias outer count index (sort))``; ``target`` is the enclosing definition."""
 
@@ -232,7 +234,7 @@ class AliasOuter:
     target: Definition | DefType | CoreType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TypeDef:
     """An entry of the type section (resolved)."""
 
@@ -240,7 +242,7 @@ class TypeDef:
     type: DefType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CoreTypeDef:
     """An entry of the core type section."""
 
@@ -248,7 +250,7 @@ class CoreTypeDef:
     type: CoreType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResourceDef:
     """A resource type this component defines: ``(resource (rep i32) (dtor f)?)``."""
 
@@ -258,7 +260,7 @@ class ResourceDef:
     dtor: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CanonLift:
     """``(canon lift (core func f) opts (type t))``: a component function."""
 
@@ -269,7 +271,7 @@ class CanonLift:
     type: FuncType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CanonLower:
     """``(canon lower (func f) opts)``: a core function calling component function ``f``."""
 
@@ -279,7 +281,7 @@ class CanonLower:
     type: FuncType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CanonResource:
     """``(canon resource.new|drop|rep t)``; ``op`` is ``new``, ``drop`` or ``rep``."""
 
@@ -289,7 +291,7 @@ class CanonResource:
     resource: ResourceType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CanonBuiltin:
     """One of the component model's async (and threading) built-ins, by its canonical
     name (``task.return``, ``waitable-set.wait``, ``stream.read``…).
@@ -309,7 +311,7 @@ class CanonBuiltin:
     immediates: tuple[int | str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Import:
     """``(import name desc)``."""
 
@@ -319,7 +321,7 @@ class Import:
     item: Item
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Export:
     """``(export name (sort index) desc?)``; ``item`` is the ascribed type if given,
     else the exported definition's own."""
@@ -331,7 +333,7 @@ class Export:
     item: Item
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Start:
     """``(start f (value arg)* (result (value))*)`` (🪙)."""
 
@@ -341,7 +343,7 @@ class Start:
     results: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Value:
     """A value definition (🪙): its type and encoded bytes (a view into the input)."""
 
@@ -350,7 +352,7 @@ class Value:
     data: memoryview
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CustomSection:
     """A custom section: its name and payload (a view into the input)."""
 

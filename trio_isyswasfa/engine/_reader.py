@@ -266,8 +266,9 @@ class _Scope:
         self.counts = dict.fromkeys(Sort, 0)
 
     def define(self, sort: Sort, definition: Definition | None, typed: Any = None) -> None:
-        if sort in self.typed:
-            self.typed[sort].append(typed)
+        entries = self.typed.get(sort)
+        if entries is not None:
+            entries.append(typed)
         self.counts[sort] += 1
         if self.component is not None and definition is not None:
             self.component.spaces.setdefault(sort, []).append(definition)
@@ -295,7 +296,7 @@ def _typed_entry(item: Item) -> Any:
 
 
 class _Reader:
-    __slots__ = ("buf", "data", "end", "pos", "sizes")
+    __slots__ = ("buf", "data", "end", "export_maps", "pos", "sizes")
 
     def __init__(self, data: memoryview, buf: bytes | memoryview) -> None:
         self.data = data
@@ -304,6 +305,7 @@ class _Reader:
         self.end = len(data)
         # id(value type) -> (tree size, depth), for the types this reader built
         self.sizes: dict[int, tuple[int, int]] = {}
+        self.export_maps: dict[int, tuple[InstanceType, dict[str, Item]]] = {}
 
     # -- primitives ---------------------------------------------------------------------
 
@@ -378,7 +380,11 @@ class _Reader:
 
     def name(self) -> str:
         at = self.pos
-        n = self.u32()
+        if at < self.end and self.data[at] < 0x80:  # the common one-byte length, inline
+            n = self.data[at]
+            self.pos = at + 1
+        else:
+            n = self.u32()
         pos = self.pos
         if n > self.end - pos:
             _fail(f"name of {n} bytes runs past the end", at)
@@ -537,7 +543,11 @@ class _Reader:
 
     def index(self, scope: _Scope, sort: Sort) -> int:
         at = self.pos
-        idx = self.u32()
+        if at < self.end and self.data[at] < 0x80:  # the common one-byte case, inline
+            idx = self.data[at]
+            self.pos = at + 1
+        else:
+            idx = self.u32()
         if idx >= scope.counts[sort]:
             _fail(f"{sort.value} index {idx} out of range ({scope.counts[sort]} defined)", at)
         return idx
@@ -995,7 +1005,13 @@ class _Reader:
         if tag == 0x00:
             inst_idx, inst = self.typed(scope, Sort.INSTANCE, InstanceType, "an instance")
             name = self.name()
-            item = inst.export(name)
+            # WASI instances export dozens of items, each aliased in turn: look them up
+            # in a dict made once per instance type rather than scanning the tuple
+            by_name = self.export_maps.get(id(inst))
+            if by_name is None or by_name[0] is not inst:
+                by_name = (inst, dict(inst.exports))
+                self.export_maps[id(inst)] = by_name
+            item = by_name[1].get(name)
             if item is None:
                 _fail(f"instance {inst_idx} has no export {name!r}", off)
             if _item_sort(item) != sort:

@@ -1,0 +1,58 @@
+"""Our own engine against the stock one (issue 12), row by row.
+
+    python -m bench.bench_engine
+
+Each row measures at N and 16N and prints the per-item time, so that growth that is
+not linear shows, and a ratio to a baseline measured in the same run. Not run in CI.
+
+Rows so far:
+
+* read component: our reader on a componentize-py guest (about 20 MB), one read and
+  sixteen; the baseline is what loading costs today with a warm cache (wasmtime
+  deserialising the compiled component), which reading must stay far below.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from trio_isyswasfa import _engine
+from trio_isyswasfa.engine._reader import read_component
+from trio_isyswasfa.testing import build_python_guest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "guests" / "cases"
+
+
+def per_item(fn: Callable[[], object], n: int, runs: int = 5) -> float:
+    """Median over ``runs`` of the time per call of ``n`` calls of ``fn``, in ms."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        times.append((time.perf_counter() - start) / n * 1e3)
+    return statistics.median(times)
+
+
+def report(label: str, ms: float, baseline: float, note: str = "") -> None:
+    print(f"{label:44} {ms:9.2f} ms  {ms / baseline:6.3f}x baseline  {note}")
+
+
+def main() -> None:
+    wasm = build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
+    data = wasm.read_bytes()
+    _engine.compile_component(data)  # warm the compile cache for the baseline
+    baseline = per_item(lambda: _engine.compile_component(data), 1)
+    print(f"guest: {len(data) / 1e6:.1f} MB; baseline (stock load, warm cache): {baseline:.1f} ms")
+    for n in (1, 16):
+        report(
+            f"read component x{n} (per read)", per_item(lambda: read_component(data), n), baseline
+        )
+
+
+if __name__ == "__main__":
+    main()
