@@ -13,5 +13,5 @@ def test_all_names_exist_and_are_documented() -> None:
 
 def test_no_private_module_leaks_a_public_name() -> None:
     public = {n for n in vars(trio_isyswasfa) if not n.startswith("_")}
-    modules = {"http", "testing", "tools", "wasi"}  # subpackages, imported on demand
+    modules = {"engine", "http", "testing", "tools", "wasi"}  # subpackages, imported on demand
     assert public - modules - {"annotations"} == set(trio_isyswasfa.__all__)
