@@ -585,6 +585,15 @@ def test_limits_on_nesting_and_type_size() -> None:
     data = preamble() + bytes([0x07]) + _leb(len(body)) + body
     with pytest.raises(LoadError, match="type too large"):
         read_component(data)
+    # a function of 60 parameters of a 2^11-node type each: each type is fine, the
+    # function's sum is not
+    types = bytes([0x6F, 0x02, 0x7D, 0x7D]) + b"".join(bytes([0x6F, 0x02, i, i]) for i in range(10))
+    params = b"".join(bytes([0x01, 0x61 + i % 26]) + bytes([10]) for i in range(60))
+    func = bytes([0x40, 60]) + params + bytes([0x01, 0x00])
+    body = bytes([12]) + types + func
+    data = preamble() + bytes([0x07]) + _leb(len(body)) + body
+    with pytest.raises(LoadError, match="function type too large"):
+        read_component(data)
     # components nested 40 deep
     inner = preamble()
     for _ in range(40):
@@ -669,3 +678,32 @@ def test_items_are_typed_consistently(everything: bytes) -> None:
     items: list[Item] = [*read.imports.values(), *read.exports.values()]
     assert all(isinstance(i, item_classes) for i in items)
     assert any(isinstance(d, ResourceDef) for d in read.definitions)
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_fuzz_mutations_of_a_python_guest(cases_component: trio_isyswasfa.Component) -> None:
+    """Byte mutations and truncations of a real 20 MB guest, outside its core modules
+    (whose bytes the reader does not parse), are read or refused with a LoadError."""
+    data = Path(cases_component.name).read_bytes()
+    modules = sorted(
+        (m.offset, m.offset + len(m.data)) for c in read_component(data).walk() for m in c.modules
+    )
+    spans, start = [], 0
+    for begin, end in modules:
+        if begin > start:
+            spans.append((start, begin))
+        start = end
+    spans.append((start, len(data)))
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.data())
+    def mutate(draw: st.DataObject) -> None:
+        blob = bytearray(data)
+        for _ in range(draw.draw(st.integers(1, 3))):
+            begin, end = draw.draw(st.sampled_from(spans))
+            blob[draw.draw(st.integers(begin, end - 1))] = draw.draw(st.integers(0, 255))
+        cut = draw.draw(st.one_of(st.just(len(blob)), st.integers(0, len(blob))))
+        _only_load_errors(bytes(blob[:cut]))
+
+    mutate()

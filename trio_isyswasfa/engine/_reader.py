@@ -878,6 +878,12 @@ class _Reader:
             result = None
         else:
             _fail(f"bad function result list {kind:#04x}", at)
+        # a function's lifting walks all its parameter and result types: bound their sum
+        size = sum(self.sizes.get(id(p), (1, 1))[0] for _, p in params)
+        if result is not None:
+            size += self.sizes.get(id(result), (1, 1))[0]
+        if size > MAX_TYPE_SIZE:
+            _fail(f"function type too large (over {MAX_TYPE_SIZE} nodes)", at)
         return FuncType(tuple(params), result, is_async)
 
     def deftype(self, scope: _Scope, depth: int, in_decl: str | None) -> DefType:
