@@ -17,12 +17,15 @@ Nested component instances (``instantiate`` of a component) are not made yet.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._extern import wrap_extern
 
 from .. import _engine  # for now the stock seam owns the wasmtime engine and the cache folder
 from .._errors import GuestTrap, LinkError, LoadError
@@ -82,14 +85,56 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
+class _Exports(Mapping[str, Any]):
+    """A core instance's exports, fetched by name when asked for.
+
+    wasmtime-py's ``Instance.exports`` wraps every export up front, one
+    ``wasmtime_instance_export_nth`` call each, and that call gets slower with the
+    export's position: componentize-py's interpreter module has thousands of exports,
+    of which a component uses a few dozen.
+    """
+
+    __slots__ = ("_cache", "_instance", "_module", "_store")
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, module: wasmtime.Module):
+        self._store = store
+        self._instance = instance
+        self._module = module
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        hit = self._cache.get(name)
+        if hit is None:
+            raw = name.encode()
+            item = ffi.wasmtime_extern_t()
+            found = ffi.wasmtime_instance_export_get(
+                self._store._context(),
+                ctypes.byref(self._instance._instance),
+                raw,
+                len(raw),
+                ctypes.byref(item),
+            )
+            if not found:
+                raise KeyError(name)
+            hit = self._cache[name] = wrap_extern(item)
+        return hit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([e.name for e in self._module.exports])
+
+    def __len__(self) -> int:
+        return len(self._module.exports)
+
+
 class _Pending:
     """A canon-defined core function not made yet: it is made when a module imports it,
     once the type the module expects is known."""
 
-    __slots__ = ("definition",)
+    __slots__ = ("definition", "made")
 
     def __init__(self, definition: CanonLower | CanonResource | CanonBuiltin) -> None:
         self.definition = definition
+        self.made: wasmtime.Func | None = None
 
 
 class CoreInstances:
@@ -175,7 +220,7 @@ class CoreInstances:
                 )
             value = given[name]
             if isinstance(value, _Pending):
-                value = self._make(value, imp.type, f"{imp.module}.{name}")
+                value = value.made or self._make(value, imp.type, f"{imp.module}.{name}")
             if value is None:
                 raise LinkError(f"{imp.module}.{name} comes from a nested component instance")
             imports.append(value)
@@ -187,7 +232,7 @@ class CoreInstances:
             raise LinkError(
                 f"cannot instantiate core module {d.module}: {_first_line(str(exc))}"
             ) from exc
-        return instance.exports(self.store)
+        return _Exports(self.store, instance, module)
 
     def _make(self, pending: _Pending, ty: Any, where: str) -> wasmtime.Func:
         if not isinstance(ty, wasmtime.FuncType):
@@ -197,15 +242,7 @@ class CoreInstances:
             what = d.name if isinstance(d, CanonBuiltin) else type(d).__name__
             raise LinkError(f"{where} needs {what}, and no trampoline was given")
         func = self._trampoline(pending.definition, ty)
-        # the same canon function imported twice is one function
-        for space_index, value in enumerate(self.funcs):
-            if value is pending:
-                self.funcs[space_index] = func
-        for exports in self.instances:
-            if isinstance(exports, dict):
-                for key, value in exports.items():
-                    if value is pending:
-                        exports[key] = func
+        pending.made = func  # the same canon function imported twice is one function
         return func
 
     # -- what the canonical ABI needs next ------------------------------------------------
