@@ -14,7 +14,7 @@ import trio_isyswasfa
 from trio_isyswasfa import LinkError
 from trio_isyswasfa import _engine as stock
 from trio_isyswasfa.engine import _types as t
-from trio_isyswasfa.engine._instance import CoreInstances
+from trio_isyswasfa.engine._instance import CoreInstances, ImportedFunc, LiftedFunc
 from trio_isyswasfa.engine._model import (
     CanonLower,
     CanonResource,
@@ -84,8 +84,9 @@ def test_calls_the_core_functions_behind_lifts(tmp_path: Path) -> None:
     store = new_store()
     asked: list[tuple[Any, list[str], list[str]]] = []
 
-    def trampoline(d: Any, ty: wasmtime.FuncType) -> wasmtime.Func:
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
         asked.append((d, [str(p) for p in ty.params], [str(r) for r in ty.results]))
+        assert callee == ImportedFunc(("double",), d.type)
         return wasmtime.Func(store, ty, lambda x: 2 * x)
 
     instances = CoreInstances(component, store, trampoline=trampoline, use_cache=False)
@@ -95,37 +96,37 @@ def test_calls_the_core_functions_behind_lifts(tmp_path: Path) -> None:
     assert lowered.type.params == (("x", t.PrimType(t.Primitive.U32)),)
     assert (params, results) == (["i32"], ["i32"])
 
-    lift, add = instances.lifted("add")
+    add_func = instances.lifted("add")
+    lift, add = add_func.lift, add_func.core
     assert lift.type.params == (
         ("a", t.PrimType(t.Primitive.U32)),
         ("b", t.PrimType(t.Primitive.U32)),
     )
     assert add(store, 5, 7) == 17  # the core add calls the host's double through the lowering
     assert add(store, 1, 1) == 3
-    _, calls = instances.lifted("calls")
+    calls = instances.lifted("calls").core
     assert calls(store) == 2  # state lives in the one core instance both exports reach
 
     # the second module sees the first one's memory
     instances.memory(0).write(store, b"\x2a", 100)
-    peek_lift, peek = instances.lifted("peek")
-    assert peek(store, 100) == 42
-    assert peek_lift.options.memory == 0
-    _, peek_again = instances.lifted("peek-again")  # an export of an export
-    assert peek_again(store, 100) == 42
+    peek = instances.lifted("peek")
+    assert peek.core(store, 100) == 42
+    assert peek.lift.options.memory == 0
+    assert instances.lifted("peek-again") == peek  # an export of an export
 
 
 def test_each_instantiation_is_its_own(tmp_path: Path) -> None:
     component = wat_component(tmp_path, ADDER)
     store = new_store()
 
-    def trampoline(d: Any, ty: wasmtime.FuncType) -> wasmtime.Func:
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
         return wasmtime.Func(store, ty, lambda x: x)
 
     first = CoreInstances(component, store, trampoline=trampoline)
     second = CoreInstances(component, store, trampoline=trampoline)
-    first.lifted("add")[1](store, 1, 2)
-    assert first.lifted("calls")[1](store) == 1
-    assert second.lifted("calls")[1](store) == 0
+    first.lifted("add").core(store, 1, 2)
+    assert first.lifted("calls").core(store) == 1
+    assert second.lifted("calls").core(store) == 0
 
 
 def test_a_lowered_import_needs_a_trampoline(tmp_path: Path) -> None:
@@ -157,10 +158,115 @@ def test_missing_imports_and_exports_are_link_errors(tmp_path: Path) -> None:
     adder = CoreInstances(
         wat_component(tmp_path, ADDER),
         store,
-        trampoline=lambda d, ty: wasmtime.Func(store, ty, lambda x: x),
+        trampoline=lambda d, ty, callee: wasmtime.Func(store, ty, lambda x: x),
     )
     with pytest.raises(LinkError, match="exports no function 'nope'"):
         adder.lifted("nope")
+
+
+NESTED = """
+(component
+  (import "log" (func $log (param "n" u32)))
+  (component $inner
+    (import "log" (func $log (param "n" u32)))
+    (core module $m
+      (import "" "log" (func $log (param i32)))
+      (func (export "square") (param i32) (result i32)
+        (call $log (local.get 0))
+        (i32.mul (local.get 0) (local.get 0))))
+    (core func $log (canon lower (func $log)))
+    (core instance $host (export "log" (func $log)))
+    (core instance $i (instantiate $m (with "" (instance $host))))
+    (func $square (param "x" u32) (result u32) (canon lift (core func $i "square")))
+    (instance $api (export "square" (func $square)))
+    (export "api" (instance $api)))
+  (instance $a (instantiate $inner (with "log" (func $log))))
+  (instance $b (instantiate $inner (with "log" (func $log))))
+  (alias export $a "api" (instance $a-api))
+  (alias export $a-api "square" (func $square))
+
+  ;; the outer component calls the inner one's function through a lowering
+  (core func $square-lowered (canon lower (func $square)))
+  (core instance $imports (export "square" (func $square-lowered)))
+  (core module $outer
+    (import "inner" "square" (func $square (param i32) (result i32)))
+    (func (export "fourth") (param i32) (result i32)
+      (call $square (call $square (local.get 0)))))
+  (core instance $o (instantiate $outer (with "inner" (instance $imports))))
+  (func $fourth (param "x" u32) (result u32) (canon lift (core func $o "fourth")))
+  (export "fourth" (func $fourth))
+  (export "a" (instance $a))
+  (export "b" (instance $b))
+)
+"""
+
+
+def test_nested_components_and_calls_between_them(tmp_path: Path) -> None:
+    component = wat_component(tmp_path, NESTED)
+    store = new_store()
+    logged: list[int] = []
+    callees: list[Any] = []
+
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
+        callees.append(callee)
+        if isinstance(callee, LiftedFunc):
+            # u32 to u32: the canonical ABI passes it through; a real adapter would
+            # lower and lift here
+            return wasmtime.Func(store, ty, lambda x: callee.core(store, x))
+        assert callee == ImportedFunc(
+            ("log",), t.FuncType((("n", t.PrimType(t.Primitive.U32)),), None)
+        )
+        return wasmtime.Func(store, ty, logged.append)
+
+    instances = CoreInstances(component, store, trampoline=trampoline, use_cache=False)
+    # two instances of the inner component, each with its own core instance
+    a, b = instances.nested
+    assert a.component is b.component
+    assert a.lifted("api", "square").core is not b.lifted("api", "square").core
+    assert instances.lifted("a", "api", "square").owner is a
+    assert instances.lifted("b", "api", "square").core(store, 5) == 25
+    assert logged == [5]
+    # the outer core module calls a's lifted square twice through the lowering
+    assert instances.lifted("fourth").core(store, 3) == 81
+    assert logged == [5, 3, 9]
+    # the inner log is lowered once per inner instance, the square once
+    assert sorted(type(c).__name__ for c in callees) == [
+        "ImportedFunc",
+        "ImportedFunc",
+        "LiftedFunc",
+    ]
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_instantiates_a_composed_component(
+    tmp_path: Path,
+    middleware_component: trio_isyswasfa.Component,
+    service_component: trio_isyswasfa.Component,
+) -> None:
+    from trio_isyswasfa.tools.compose import compose
+
+    out = tmp_path / "composed.wasm"
+    compose(middleware_component.name, [service_component.name], out)
+    component = read_component(out.read_bytes())
+    store = new_store()
+    callees: list[Any] = []
+
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
+        callees.append(callee)
+
+        def trap(*args: Any) -> Any:
+            raise RuntimeError("not wired yet")
+
+        return wasmtime.Func(store, ty, trap)
+
+    instances = CoreInstances(component, store, trampoline=trampoline)
+    modules = [m for c in instances.walk() for m in c.modules]
+    assert len(modules) == sum(len(c.modules) for c in component.walk()) >= 20
+    # the middleware calls the service's handler: a lowering of a function another
+    # component instance lifted
+    assert any(isinstance(c, LiftedFunc) for c in callees)
+    assert any(isinstance(c, ImportedFunc) for c in callees)
 
 
 @pytest.mark.guest
@@ -172,7 +278,7 @@ def test_instantiates_every_core_module_of_a_python_guest(
     store = new_store()
     made: list[Any] = []
 
-    def trampoline(d: Any, ty: wasmtime.FuncType) -> wasmtime.Func:
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
         made.append(d)
 
         def trap(*args: Any) -> Any:
@@ -187,7 +293,12 @@ def test_instantiates_every_core_module_of_a_python_guest(
     assert len(instances.instances) == len(component.space(Sort.CORE_INSTANCE))
     assert any(isinstance(d, CanonLower) for d in made)
     assert any(isinstance(d, CanonResource) for d in made)
-    lift, core = instances.lifted("isyswasfa-poll-cases-guest")
-    assert lift.options.memory is not None
-    assert lift.options.realloc is not None
-    assert isinstance(core.type(store), wasmtime.FuncType)
+    poll = instances.lifted("isyswasfa-poll-cases-guest")
+    assert poll.lift.options.memory is not None
+    assert poll.lift.options.realloc is not None
+    assert isinstance(poll.core.type(store), wasmtime.FuncType)
+    # the interface's functions come out of a nested shim component, lifted by the
+    # outer one: the same core instances
+    run = instances.lifted("test:cases/cases", "sleep-ms-isyswasfa-start")
+    assert run.owner is instances
+    assert len(instances.walk()) == 3

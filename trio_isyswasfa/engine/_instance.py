@@ -4,15 +4,21 @@
 order and makes every core instance the component defines: core modules compiled
 (and cached on disk, like :func:`trio_isyswasfa._engine.compile_component`), their
 imports taken from earlier core instances, inline core instances and aliases of core
-exports, as the index spaces say. What only the canonical ABI can make (the core
-functions of ``canon lower``, ``resource.*`` and the async built-ins) comes from a
-``trampoline`` callback, given the definition and the core function type the importing
-module expects; without one, instantiating a module that needs such a function is a
+exports, as the index spaces say. Nested components are instantiated the same way,
+recursively, with their arguments (functions, instances, core modules, components)
+taken from the enclosing component's index spaces, so composed components and
+componentize-py's shim components come out whole.
+
+What only the canonical ABI can make (the core functions of ``canon lower``,
+``resource.*`` and the async built-ins) comes from a ``trampoline`` callback, given
+the definition, the core function type the importing module expects and, for a
+``canon lower``, the component function it lowers (a :class:`LiftedFunc` of another
+component instance, or an :class:`ImportedFunc` the host provides); without one,
+instantiating a module that needs such a function is a
 :class:`~trio_isyswasfa.LinkError`.
 
-:meth:`CoreInstances.lifted` finds the ``canon lift`` behind a component export and the
-core function it lifts: lifting and lowering its values is the canonical ABI's work.
-Nested component instances (``instantiate`` of a component) are not made yet.
+:meth:`CoreInstances.lifted` finds the ``canon lift`` behind an export and the core
+function it lifts: lifting and lowering its values is the canonical ABI's work.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ctypes
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
@@ -40,16 +47,31 @@ from ._model import (
     CoreInlineInstance,
     CoreInstantiate,
     CoreModule,
+    CoreTypeDef,
     Definition,
     Export,
+    Import,
+    InlineInstance,
+    InstanceType,
+    Instantiate,
+    Item,
+    ResourceDef,
     Sort,
+    Start,
+    TypeDef,
+    Value,
 )
+from ._types import FuncType
 
 CoreExtern = wasmtime.Func | wasmtime.Table | wasmtime.Memory | wasmtime.Global
 """A core export: what a core instance index space entry holds by name."""
 
-Trampoline = Callable[[CanonLower | CanonResource | CanonBuiltin, wasmtime.FuncType], wasmtime.Func]
-"""Makes the core function of a canon definition, of the core type a module imports it as."""
+Trampoline = Callable[
+    [CanonLower | CanonResource | CanonBuiltin, wasmtime.FuncType, "ComponentFunc | None"],
+    wasmtime.Func,
+]
+"""Makes the core function of a canon definition, of the core type a module imports it
+as; the third argument is the component function a ``canon lower`` lowers."""
 
 _MODULE_SETTINGS = "core-epoch"
 
@@ -126,19 +148,74 @@ class _Exports(Mapping[str, Any]):
         return len(self._module.exports)
 
 
+@dataclass(frozen=True, slots=True)
+class LiftedFunc:
+    """A component function made by a ``canon lift`` in some component instance."""
+
+    lift: CanonLift
+    core: wasmtime.Func
+    owner: CoreInstances
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedFunc:
+    """A function the outermost component imports: ``path`` is the import name and,
+    for a function of an imported instance, the export name in it."""
+
+    path: tuple[str, ...]
+    type: FuncType
+
+
+ComponentFunc = LiftedFunc | ImportedFunc
+
+
+class _ImportedInstance(Mapping[str, Any]):
+    """An instance the outermost component imports: each function in it is an
+    :class:`ImportedFunc` (types and resources are the host's, and carry no value)."""
+
+    __slots__ = ("_path", "_type")
+
+    def __init__(self, path: tuple[str, ...], ty: InstanceType) -> None:
+        self._path = path
+        self._type = ty
+
+    def __getitem__(self, name: str) -> Any:
+        return _imported((*self._path, name), self._type.export(name), name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n, _ in self._type.exports])
+
+    def __len__(self) -> int:
+        return len(self._type.exports)
+
+
+def _imported(path: tuple[str, ...], item: Item | None, name: str) -> Any:
+    if item is None:
+        raise KeyError(name)
+    if isinstance(item, FuncType):
+        return ImportedFunc(path, item)
+    if isinstance(item, InstanceType):
+        return _ImportedInstance(path, item)
+    return item  # a type, a value, a component or core module type: nothing to run
+
+
 class _Pending:
     """A canon-defined core function not made yet: it is made when a module imports it,
     once the type the module expects is known."""
 
-    __slots__ = ("definition", "made")
+    __slots__ = ("callee", "definition", "made")
 
-    def __init__(self, definition: CanonLower | CanonResource | CanonBuiltin) -> None:
+    def __init__(
+        self, definition: CanonLower | CanonResource | CanonBuiltin, callee: ComponentFunc | None
+    ) -> None:
         self.definition = definition
+        self.callee = callee
         self.made: wasmtime.Func | None = None
 
 
 class CoreInstances:
-    """Every core instance of one component, made in a wasmtime store.
+    """One instance of a component: every core instance it and its nested components
+    define, made in a wasmtime store.
 
     Args:
       component: the component, as read.
@@ -146,6 +223,8 @@ class CoreInstances:
       trampoline: makes the core functions of canon definitions when a module imports
         one; ``None`` refuses any such import.
       use_cache: whether compiled modules are cached on disk.
+      args: for a nested component, its instantiation arguments by import name (the
+        outermost component's imports become :class:`ImportedFunc` and the like).
 
     Raises:
       LoadError: a core module does not compile.
@@ -161,17 +240,25 @@ class CoreInstances:
         *,
         trampoline: Trampoline | None = None,
         use_cache: bool = True,
+        args: Mapping[str, Any] | None = None,
     ) -> None:
         self.component = component
         self.store = store
         self._trampoline = trampoline
         self._use_cache = use_cache
+        self._args = args
         self.modules: list[wasmtime.Module | None] = []
         self.instances: list[Mapping[str, Any]] = []
         self.funcs: list[wasmtime.Func | _Pending | None] = []
         self.memories: list[wasmtime.Memory | None] = []
         self.tables: list[wasmtime.Table | None] = []
         self.globals: list[wasmtime.Global | None] = []
+        # the component-level index spaces that carry something at run time
+        self.component_funcs: list[ComponentFunc] = []
+        self.component_instances: list[Mapping[str, Any]] = []
+        self.components: list[ComponentDef] = []
+        self.exports: dict[str, Any] = {}
+        self.nested: list[CoreInstances] = []
         self._spaces: dict[Sort, list[Any]] = {
             Sort.CORE_MODULE: self.modules,
             Sort.CORE_INSTANCE: self.instances,
@@ -179,6 +266,12 @@ class CoreInstances:
             Sort.CORE_MEMORY: self.memories,
             Sort.CORE_TABLE: self.tables,
             Sort.CORE_GLOBAL: self.globals,
+            Sort.FUNC: self.component_funcs,
+            Sort.INSTANCE: self.component_instances,
+            Sort.COMPONENT: self.components,
+            Sort.TYPE: [],
+            Sort.VALUE: [],
+            Sort.CORE_TYPE: [],
         }
         for definition in component.definitions:
             self._define(definition)
@@ -186,23 +279,77 @@ class CoreInstances:
     # -- the walk -------------------------------------------------------------------------
 
     def _define(self, d: Definition) -> None:
+        spaces = self._spaces
         if isinstance(d, CoreModule):
             self.modules.append(compile_module(d.data, use_cache=self._use_cache))
         elif isinstance(d, CoreInstantiate):
             self.instances.append(self._instantiate(d))
         elif isinstance(d, CoreInlineInstance):
-            self.instances.append({name: self._spaces[sort][idx] for name, sort, idx in d.exports})
-        elif isinstance(d, AliasExport) and d.core:
-            exports = self.instances[d.instance]
-            if d.name not in exports:
-                raise LinkError(f"core instance {d.instance} has no export {d.name!r}")
-            self._spaces[d.sort].append(exports[d.name])
-        elif isinstance(d, CanonLower | CanonResource | CanonBuiltin):
-            self.funcs.append(_Pending(d))
-        elif isinstance(d, AliasOuter | AliasExport) and d.sort in self._spaces:
-            # an outer alias of a core module, or a core export of a component instance:
-            # the space gets a placeholder so later indices stay right
-            self._spaces[d.sort].append(None)
+            self.instances.append({name: spaces[sort][idx] for name, sort, idx in d.exports})
+        elif isinstance(d, AliasExport):
+            source = (self.instances if d.core else self.component_instances)[d.instance]
+            if d.name not in source:
+                raise LinkError(f"instance {d.instance} has no export {d.name!r}")
+            spaces[d.sort].append(source[d.name])
+        elif isinstance(d, CanonLower):
+            self.funcs.append(_Pending(d, self.component_funcs[d.func]))
+        elif isinstance(d, CanonResource | CanonBuiltin):
+            self.funcs.append(_Pending(d, None))
+        elif isinstance(d, CanonLift):
+            core = self.funcs[d.core_func]
+            if not isinstance(core, wasmtime.Func):
+                raise LinkError(f"the lift at byte offset {d.offset:#x} lifts no core export")
+            self.component_funcs.append(LiftedFunc(d, core, self))
+        elif isinstance(d, Import):
+            spaces[d.sort].append(self._import(d))
+        elif isinstance(d, Export):
+            value = spaces[d.sort][d.index]
+            self.exports[d.name] = value
+            spaces[d.sort].append(value)
+        elif isinstance(d, Instantiate):
+            self.component_instances.append(self._instantiate_component(d))
+        elif isinstance(d, InlineInstance):
+            self.component_instances.append(
+                {name: spaces[sort][idx] for name, sort, idx in d.exports}
+            )
+        elif isinstance(d, ComponentDef):
+            self.components.append(d)
+        elif isinstance(d, AliasOuter):
+            spaces[d.sort].append(self._outer(d))
+        elif isinstance(d, TypeDef | ResourceDef):
+            spaces[Sort.TYPE].append(d)
+        elif isinstance(d, CoreTypeDef):
+            spaces[Sort.CORE_TYPE].append(d)
+        elif isinstance(d, Value):
+            spaces[Sort.VALUE].append(d)
+        elif isinstance(d, Start):
+            raise LinkError("component start functions (🪙) are not supported")
+
+    def _import(self, d: Import) -> Any:
+        if self._args is None:
+            return _imported((d.name,), d.item, d.name)
+        if d.name not in self._args:
+            raise LinkError(f"nested component instantiated without its import {d.name!r}")
+        return self._args[d.name]
+
+    def _outer(self, d: AliasOuter) -> Any:
+        target = d.target
+        if isinstance(target, CoreModule):
+            return compile_module(target.data, use_cache=self._use_cache)
+        return target  # a component definition or a type
+
+    def _instantiate_component(self, d: Instantiate) -> Mapping[str, Any]:
+        spaces = self._spaces
+        args = {name: spaces[sort][idx] for name, sort, idx in d.args}
+        nested = CoreInstances(
+            self.components[d.component],
+            self.store,
+            trampoline=self._trampoline,
+            use_cache=self._use_cache,
+            args=args,
+        )
+        self.nested.append(nested)
+        return nested.exports
 
     def _instantiate(self, d: CoreInstantiate) -> Mapping[str, Any]:
         module = self.modules[d.module]
@@ -222,7 +369,7 @@ class CoreInstances:
             if isinstance(value, _Pending):
                 value = value.made or self._make(value, imp.type, f"{imp.module}.{name}")
             if value is None:
-                raise LinkError(f"{imp.module}.{name} comes from a nested component instance")
+                raise LinkError(f"{imp.module}.{name} has no value")
             imports.append(value)
         try:
             instance = wasmtime.Instance(self.store, module, imports)
@@ -241,44 +388,39 @@ class CoreInstances:
             d = pending.definition
             what = d.name if isinstance(d, CanonBuiltin) else type(d).__name__
             raise LinkError(f"{where} needs {what}, and no trampoline was given")
-        func = self._trampoline(pending.definition, ty)
+        func = self._trampoline(pending.definition, ty, pending.callee)
         pending.made = func  # the same canon function imported twice is one function
         return func
 
     # -- what the canonical ABI needs next ------------------------------------------------
 
-    def lifted(self, name: str) -> tuple[CanonLift, wasmtime.Func]:
-        """The ``canon lift`` behind the component's export ``name`` (a function) and
-        the core function it lifts.
+    def lifted(self, *path: str) -> LiftedFunc:
+        """The lifted function exported as ``path`` (a name, or an instance export's
+        name and the function's name in it).
 
         Raises:
-          LinkError: there is no such exported function, or it is not a lift of this
-            component's own core function (nested instances are not made yet).
+          LinkError: there is no such export, or it is not a function this component
+            or a component nested in it lifts (an import passed through, say).
         """
-        export = next(
-            (
-                d
-                for d in self.component.space(Sort.FUNC)
-                if isinstance(d, Export) and d.name == name
-            ),
-            None,
-        )
-        if export is None:
-            raise LinkError(f"the component exports no function {name!r}")
-        d: Definition = export
-        funcs = self.component.space(Sort.FUNC)
-        while isinstance(d, Export):
-            d = funcs[d.index]
-        if not isinstance(d, CanonLift):
-            raise LinkError(f"export {name!r} is not a canon lift of this component's own")
-        core = self.funcs[d.core_func]
-        if not isinstance(core, wasmtime.Func):
-            raise LinkError(f"export {name!r} lifts a function that is no core export")
-        return d, core
+        value: Any = self.exports
+        for name in path:
+            if not isinstance(value, Mapping) or name not in value:
+                raise LinkError(f"the component exports no function {'/'.join(path)!r}")
+            value = value[name]
+        if not isinstance(value, LiftedFunc):
+            raise LinkError(f"export {'/'.join(path)!r} is not a lifted function")
+        return value
 
     def memory(self, index: int) -> wasmtime.Memory:
         """Core memory ``index`` (a canonical option's ``memory``)."""
         memory = self.memories[index]
         if memory is None:
-            raise LinkError(f"core memory {index} comes from a nested component instance")
+            raise LinkError(f"core memory {index} has no value")
         return memory
+
+    def walk(self) -> list[CoreInstances]:
+        """This instance and every nested component instance, depth first."""
+        out = [self]
+        for nested in self.nested:
+            out.extend(nested.walk())
+        return out
