@@ -14,7 +14,7 @@ import trio_isyswasfa
 from trio_isyswasfa import LinkError
 from trio_isyswasfa import _engine as stock
 from trio_isyswasfa.engine import _types as t
-from trio_isyswasfa.engine._instance import CoreInstances, ImportedFunc, LiftedFunc
+from trio_isyswasfa.engine._instance import CoreInstances, ImportedFunc, LiftedFunc, compile_modules
 from trio_isyswasfa.engine._model import (
     CanonLower,
     CanonResource,
@@ -286,7 +286,9 @@ def test_instantiates_every_core_module_of_a_python_guest(
 
         return wasmtime.Func(store, ty, trap)
 
-    instances = CoreInstances(component, store, trampoline=trampoline)
+    compiled = compile_modules(component)
+    instances = CoreInstances(component, store, trampoline=trampoline, compiled=compiled)
+    assert all(any(m is c for c in compiled.values()) for m in instances.modules)
     # componentize-py: 14 core modules (the interpreter, libc, shims and adapters)
     assert len(instances.modules) == len(component.modules) >= 10
     assert all(isinstance(m, wasmtime.Module) for m in instances.modules)

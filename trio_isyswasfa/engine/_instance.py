@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,34 @@ def compile_module(data: bytes | memoryview, *, use_cache: bool = True) -> wasmt
         except OSError:
             pass  # a read-only cache only costs time
     return module
+
+
+def compile_modules(
+    component: ComponentDef, *, use_cache: bool = True
+) -> dict[int, wasmtime.Module]:
+    """Every core module of ``component`` and its nested components, compiled, by the
+    module's byte offset (unique in one binary): give it to :class:`CoreInstances` to
+    instantiate many times without compiling or deserialising again."""
+    return {
+        m.offset: compile_module(m.data, use_cache=use_cache)
+        for c in component.walk()
+        for m in c.modules
+    }
+
+
+_IMPORTS: weakref.WeakKeyDictionary[wasmtime.Module, list[tuple[str, str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _imports_of(module: wasmtime.Module) -> list[tuple[str, str, Any]]:
+    """A module's imports as ``(module, name, type)``, worked out once per module
+    (wasmtime-py rebuilds them through ctypes on every ``Module.imports``)."""
+    found = _IMPORTS.get(module)
+    if found is None:
+        found = [(imp.module, imp.name or "", imp.type) for imp in module.imports]
+        _IMPORTS[module] = found
+    return found
 
 
 def _first_line(text: str) -> str:
@@ -223,6 +252,8 @@ class CoreInstances:
       trampoline: makes the core functions of canon definitions when a module imports
         one; ``None`` refuses any such import.
       use_cache: whether compiled modules are cached on disk.
+      compiled: the component's modules compiled by :func:`compile_modules` (else each
+        instantiation compiles them, or loads them from the disk cache).
       args: for a nested component, its instantiation arguments by import name (the
         outermost component's imports become :class:`ImportedFunc` and the like).
 
@@ -240,12 +271,14 @@ class CoreInstances:
         *,
         trampoline: Trampoline | None = None,
         use_cache: bool = True,
+        compiled: Mapping[int, wasmtime.Module] | None = None,
         args: Mapping[str, Any] | None = None,
     ) -> None:
         self.component = component
         self.store = store
         self._trampoline = trampoline
         self._use_cache = use_cache
+        self._compiled = compiled or {}
         self._args = args
         self.modules: list[wasmtime.Module | None] = []
         self.instances: list[Mapping[str, Any]] = []
@@ -281,7 +314,7 @@ class CoreInstances:
     def _define(self, d: Definition) -> None:
         spaces = self._spaces
         if isinstance(d, CoreModule):
-            self.modules.append(compile_module(d.data, use_cache=self._use_cache))
+            self.modules.append(self._module(d))
         elif isinstance(d, CoreInstantiate):
             self.instances.append(self._instantiate(d))
         elif isinstance(d, CoreInlineInstance):
@@ -335,8 +368,14 @@ class CoreInstances:
     def _outer(self, d: AliasOuter) -> Any:
         target = d.target
         if isinstance(target, CoreModule):
-            return compile_module(target.data, use_cache=self._use_cache)
+            return self._module(target)
         return target  # a component definition or a type
+
+    def _module(self, d: CoreModule) -> wasmtime.Module:
+        module = self._compiled.get(d.offset)
+        if module is None:
+            module = compile_module(d.data, use_cache=self._use_cache)
+        return module
 
     def _instantiate_component(self, d: Instantiate) -> Mapping[str, Any]:
         spaces = self._spaces
@@ -346,6 +385,7 @@ class CoreInstances:
             self.store,
             trampoline=self._trampoline,
             use_cache=self._use_cache,
+            compiled=self._compiled,
             args=args,
         )
         self.nested.append(nested)
@@ -357,19 +397,16 @@ class CoreInstances:
             raise LinkError(f"core module {d.module} is not defined by this component")
         args = {name: self.instances[idx] for name, idx in d.args}
         imports: list[Any] = []
-        for imp in module.imports:
-            given = args.get(imp.module)
-            name = imp.name or ""
-            if given is None or name not in given:
+        for module_name, name, ty in _imports_of(module):
+            given = args.get(module_name)
+            value = None if given is None else given.get(name)
+            if value is None:
                 raise LinkError(
-                    f"core module {d.module} imports {imp.module}.{name}, which its "
+                    f"core module {d.module} imports {module_name}.{name}, which its "
                     f"instantiation (at byte offset {d.offset:#x}) does not provide"
                 )
-            value = given[name]
             if isinstance(value, _Pending):
-                value = value.made or self._make(value, imp.type, f"{imp.module}.{name}")
-            if value is None:
-                raise LinkError(f"{imp.module}.{name} has no value")
+                value = value.made or self._make(value, ty, f"{module_name}.{name}")
             imports.append(value)
         try:
             instance = wasmtime.Instance(self.store, module, imports)
