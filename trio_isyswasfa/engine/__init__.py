@@ -3,5 +3,6 @@
 It lands in stages behind the seam in ``trio_isyswasfa/_engine.py``; until it passes the
 whole suite, the stock component API stays the engine every instance runs on. Layout, after
 wasmtime's own crate: ``_types`` (value and function types), ``_reader`` (the binary
-format), ``_abi`` (canonical ABI: layout, flattening, lifting and lowering).
+format) and ``_model`` (what it reads into), ``_instance`` (core instances on wasmtime's
+core API), ``_abi`` (canonical ABI: layout, flattening, lifting and lowering).
 """
