@@ -4,6 +4,7 @@ is a LoadError with an offset."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -707,3 +708,53 @@ def test_fuzz_mutations_of_a_python_guest(cases_component: trio_isyswasfa.Compon
         _only_load_errors(bytes(blob[:cut]))
 
     mutate()
+
+
+def test_reading_spawns_no_process(everything: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the reader spawned a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    read_component(everything)
+
+
+def test_each_instantiation_defines_its_own_resources(tmp_path: Path) -> None:
+    wat = """
+    (component
+      (component $maker
+        (core module $m (func (export "dtor") (param i32)))
+        (core instance $i (instantiate $m))
+        (type $r (resource (rep i32) (dtor (core func $i "dtor"))))
+        (core func $new (canon resource.new $r))
+        (core module $n (import "" "new" (func (param i32) (result i32)))
+          (func (export "make") (param i32) (result i32) (call 0 (local.get 0))))
+        (core instance $j (instantiate $n (with "" (instance (export "new" (func $new))))))
+        (export $rt "thing" (type $r))
+        (func (export "make") (param "rep" u32) (result (own $rt))
+          (canon lift (core func $j "make"))))
+      (instance $a (instantiate $maker))
+      (instance $b (instantiate $maker))
+      (export "a" (instance $a))
+      (export "b" (instance $b))
+    )
+    """
+    data = parse_wat(tmp_path, wat)
+    read = read_component(data)
+    cross_check(read, stock.compile_component(data, use_cache=False), stock.engine())
+    a, b = read.exports["a"], read.exports["b"]
+    assert isinstance(a, InstanceType)
+    assert isinstance(b, InstanceType)
+    thing_a, thing_b = a.export("thing"), b.export("thing")
+    assert isinstance(thing_a, TypeItem)
+    assert isinstance(thing_b, TypeItem)
+    assert thing_a.type is not thing_b.type
+    assert a.export("make") == t.FuncType(
+        (("rep", t.PrimType(t.Primitive.U32)),),
+        t.OwnType(thing_a.type),  # type: ignore[arg-type]
+    )
+    (maker,) = read.components
+    (res,) = maker.resources
+    assert res.resource.name == "thing"
+    assert res.dtor == 0
