@@ -1,6 +1,6 @@
-"""Our own engine against the stock one (issue 12), row by row.
+"""Loading with our own engine against the stock one (issue 12): reading and instantiating.
 
-    python -m bench.bench_engine
+    python -m bench.bench_engine_load
 
 Each row measures at N and 16N and prints the per-item time, so that growth that is
 not linear shows, and a ratio to a baseline measured in the same run. Not run in CI.
