@@ -4,6 +4,7 @@ is a LoadError with an offset."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -163,6 +164,10 @@ def describe_ours(x: Any, res: Resources) -> Any:
         return ("option", d(x.inner, res))
     if isinstance(x, t.ResultType):
         return ("result", d(x.ok, res), d(x.err, res))
+    if isinstance(x, t.StreamType):
+        return ("stream", d(x.element, res))
+    if isinstance(x, t.FutureType):
+        return ("future", d(x.value, res))
     if isinstance(x, t.OwnType):
         return ("own", res.number(x.resource))
     if isinstance(x, t.BorrowType):
@@ -259,6 +264,87 @@ def cross_check(read: ComponentDef, compiled: wc.Component, engine: wasmtime.Eng
     assert mine_exports == wasmtime_exports
     assert len(ours.seen) == len(theirs.seen)
     return str((mine_imports, mine_exports)).count("'func'")
+
+
+def describe_wit(ty: Any, types: list[dict[str, Any]]) -> Any:
+    """The same structure for a type of ``wasm-tools component wit --json``, resources
+    as number 0 (WIT has one type where the component imports and exports it)."""
+
+    def d(x: Any) -> Any:
+        return describe_wit(x, types)
+
+    if ty is None or isinstance(ty, str):
+        return ty
+    kind = types[ty]["kind"]
+    if kind == "resource":
+        raise AssertionError("a resource used as a value type")
+    (key, body), *_ = kind.items()
+    if key == "type":
+        return d(body)
+    if key == "record":
+        return ("record", tuple((f["name"], d(f["type"])) for f in body["fields"]))
+    if key == "variant":
+        return ("variant", tuple((c["name"], d(c.get("type"))) for c in body["cases"]))
+    if key == "enum":
+        return ("enum", tuple(c["name"] for c in body["cases"]))
+    if key == "flags":
+        return ("flags", tuple(f["name"] for f in body["flags"]))
+    if key == "tuple":
+        return ("tuple", tuple(d(e) for e in body["types"]))
+    if key in ("list", "option", "stream", "future"):
+        return (key, d(body))
+    if key == "result":
+        return ("result", d(body.get("ok")), d(body.get("err")))
+    if key == "handle":
+        ((handle, _),) = body.items()
+        return (handle, 0)
+    raise AssertionError(f"unexpected WIT type {kind!r}")
+
+
+def wit_functions(data: bytes, tmp: Path) -> dict[tuple[str, str, str], Any]:
+    """``(import|export, interface or "", function) -> (description, is_async)`` for
+    every function of a component's world, from ``wasm-tools component wit --json``."""
+    (tmp / "w.wasm").write_bytes(data)
+    proc = subprocess.run(
+        [*tool_command("wasm-tools"), "component", "wit", "--json", str(tmp / "w.wasm")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    resolve = json.loads(proc.stdout)
+    types = resolve["types"]
+
+    def describe(f: dict[str, Any]) -> Any:
+        params = tuple((p["name"], describe_wit(p["type"], types)) for p in f["params"])
+        kind = f["kind"] if isinstance(f["kind"], str) else next(iter(f["kind"]))
+        return (("func", params, describe_wit(f.get("result"), types)), kind.startswith("async"))
+
+    (world,) = [w for w in resolve["worlds"] if w["name"] == "root"]
+    out = {}
+    for direction in ("imports", "exports"):
+        for key, item in world[direction].items():
+            if "function" in item:
+                out[(direction, "", key)] = describe(item["function"])
+            elif "interface" in item:
+                iface = resolve["interfaces"][item["interface"]["id"]]
+                package = resolve["packages"][iface["package"]]["name"]
+                for name, f in iface["functions"].items():
+                    out[(direction, f"{package}/{iface['name']}", name)] = describe(f)
+    return out
+
+
+def our_functions(read: ComponentDef) -> dict[tuple[str, str, str], Any]:
+    """The same from our reading: resources as number 0, and each ``async`` flag."""
+    flat = Resources(lambda a, b: True)
+    out = {}
+    for direction, items in (("imports", read.imports), ("exports", read.exports)):
+        for name, item in items.items():
+            funcs = [("", name, item)] if isinstance(item, t.FuncType) else []
+            if isinstance(item, InstanceType):
+                funcs = [(name, n, f) for n, f in item.exports if isinstance(f, t.FuncType)]
+            for iface, fname, f in funcs:
+                out[(direction, iface, fname)] = (describe_ours(f, flat), f.is_async)
+    return out
 
 
 # -- componentize-py guests and a composition -----------------------------------------
@@ -449,6 +535,10 @@ def test_recognises_the_async_builtins(tmp_path: Path) -> None:
       (core func (canon waitable-set.wait (memory $mem)))
       (core func (canon waitable.join))
       (core func (canon backpressure.inc))
+      (core func (canon stream.forward $s))
+      (core type $start (func (param i32)))
+      (core func (canon thread.spawn-ref $start))
+      (core func (canon thread.available_parallelism))
       (import "f" (func $f async (param "x" u32) (result string)))
       (core func (canon lower (func $f) async (memory $mem) (realloc $realloc)))
       (func (export "run") async (param "x" u32) (result string)
@@ -471,6 +561,9 @@ def test_recognises_the_async_builtins(tmp_path: Path) -> None:
         "waitable-set.wait",
         "waitable.join",
         "backpressure.inc",
+        "stream.forward",
+        "thread.spawn-ref",
+        "thread.available_parallelism",
     }
     by_name = {d.name: d for d in read.definitions if isinstance(d, CanonBuiltin)}
     assert by_name["task.return"].result == t.PrimType(t.Primitive.U32)
@@ -480,6 +573,7 @@ def test_recognises_the_async_builtins(tmp_path: Path) -> None:
     assert by_name["stream.read"].type_index == 0
     assert by_name["future.read"].options.realloc is not None
     assert by_name["waitable-set.wait"].immediates == (0,)
+    assert by_name["thread.spawn-ref"].type_index == 0  # the core function type
     types = [d.type for d in read.definitions if hasattr(d, "type") and not isinstance(d, Export)]
     assert t.StreamType(t.PrimType(t.Primitive.U8)) in types
     assert t.FutureType(t.PrimType(t.Primitive.STRING)) in types
@@ -491,6 +585,48 @@ def test_recognises_the_async_builtins(tmp_path: Path) -> None:
     assert lift.options.is_async
     assert lift.options.callback is not None
     assert read.exports["run"] == f
+
+
+ASYNC_WIT = """
+package test:asyncy;
+
+interface api {
+  resource conn {
+    constructor();
+    send: async func(data: stream<u8>) -> future<result<u64, string>>;
+  }
+  fetch: async func(url: string) -> result<list<u8>, string>;
+}
+
+world service {
+  import api;
+  export api;
+  export run: async func(x: u32) -> u32;
+}
+"""
+
+
+def test_reads_a_wasi_03_style_component_as_wit_sees_it(tmp_path: Path) -> None:
+    # wit-component's own async output (async lowering and callback lifting), which
+    # wasmtime 50 cannot load (`stream.forward`): `component wit --json` is the check
+    (tmp_path / "world.wit").write_text(ASYNC_WIT)
+    core, comp = tmp_path / "core.wasm", tmp_path / "comp.wasm"
+    wasm_tools(
+        "component", "embed", "--dummy-names", "legacy", "--async-callback",
+        str(tmp_path), "-w", "service", "-o", str(core),
+    )  # fmt: skip
+    wasm_tools("component", "new", str(core), "-o", str(comp))
+    data = comp.read_bytes()
+    read = read_component(data)
+    ours = our_functions(read)
+    assert ours == wit_functions(data, tmp_path)
+    assert len(ours) == 7
+    assert read.uses_async
+    assert {"task.return", "stream.forward", "future.forward", "waitable-set.wait"} <= read.builtins
+    lifts = [d for d in read.definitions if isinstance(d, CanonLift)]
+    async_lifts = [d for d in lifts if d.type.is_async]
+    assert len(async_lifts) == 3  # send, fetch and run; the constructor is sync
+    assert all(d.options.is_async and d.options.callback is not None for d in async_lifts)
 
 
 def test_values_types_and_custom_sections(tmp_path: Path) -> None:

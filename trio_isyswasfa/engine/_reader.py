@@ -150,8 +150,8 @@ _CORE_REFTYPES = {
 # The async (🔀) and threading (🧵) built-ins: opcode -> (name, immediates). Shapes:
 # "" nothing; "t" a type index; "t+o" a type index and options; "t+f" a type index and
 # an async flag; "o" options; "f" a flag; "f+m" a flag and a core memory; "r+o" a
-# result type and options; "ctx" a core value type and a slot; "ct+tab" a core type
-# and a core table; "sh…" a `shared` flag first.
+# result type and options; "ctx" a core value type and a slot; "ct" a core type and
+# "ct+tab" a core table too. Names and encodings as wasm-tools 1.262 writes them.
 _BUILTINS: dict[int, tuple[str, str]] = {
     0x05: ("task.cancel", ""),
     0x06: ("subtask.cancel", "f"),
@@ -193,9 +193,11 @@ _BUILTINS: dict[int, tuple[str, str]] = {
     0x2B: ("thread.yield-then-resume", "f"),
     0x2C: ("thread.suspend-then-promote", "f"),
     0x2D: ("thread.yield-then-promote", "f"),
-    0x40: ("thread.spawn-ref", "sh+ct"),
-    0x41: ("thread.spawn-indirect", "sh+ct+tab"),
-    0x42: ("thread.available-parallelism", "sh"),
+    0x2E: ("stream.forward", "t"),
+    0x2F: ("future.forward", "t"),
+    0x40: ("thread.spawn-ref", "ct"),
+    0x41: ("thread.spawn-indirect", "ct+tab"),
+    0x42: ("thread.available_parallelism", ""),
 }
 
 _SECTION_NAMES = {
@@ -1127,9 +1129,6 @@ class _Reader:
         flag = False
         result: ValType | None = None
         immediates: tuple[int | str, ...] = ()
-        if shape.startswith("sh"):
-            flag = self.flag("shared")
-            shape = shape.removeprefix("sh").removeprefix("+")
         if shape.startswith("t"):
             want: Any = StreamType if name.startswith("stream") else FutureType
             type_index, _ = self.typed(scope, Sort.TYPE, want, f"a {name.split('.')[0]} type")
