@@ -16,6 +16,7 @@ from trio_isyswasfa import _engine as stock
 from trio_isyswasfa.engine import _types as t
 from trio_isyswasfa.engine._instance import CoreInstances, ImportedFunc, LiftedFunc, compile_modules
 from trio_isyswasfa.engine._model import (
+    CanonBuiltin,
     CanonLower,
     CanonResource,
     ComponentDef,
@@ -235,6 +236,42 @@ def test_nested_components_and_calls_between_them(tmp_path: Path) -> None:
         "ImportedFunc",
         "LiftedFunc",
     ]
+
+
+def test_async_builtins_are_made_by_the_trampoline(tmp_path: Path) -> None:
+    from test_engine_reader import ASYNC_WIT
+
+    (tmp_path / "world.wit").write_text(ASYNC_WIT)
+    core, comp = tmp_path / "core.wasm", tmp_path / "comp.wasm"
+    embed = ["component", "embed", "--dummy-names", "legacy", "--async-callback"]
+    for args in (
+        [*embed, str(tmp_path), "-w", "service", "-o", str(core)],
+        ["component", "new", str(core), "-o", str(comp)],
+    ):
+        subprocess.run([*tool_command("wasm-tools"), *args], check=True, capture_output=True)
+    component = read_component(comp.read_bytes())
+    store = new_store()
+    made: dict[str, int] = {}
+
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
+        name = d.name if isinstance(d, CanonBuiltin) else type(d).__name__
+        made[name] = made.get(name, 0) + 1
+
+        def trap(*args: Any) -> Any:
+            raise RuntimeError("not wired yet")
+
+        return wasmtime.Func(store, ty, trap)
+
+    instances = CoreInstances(component, store, trampoline=trampoline, use_cache=False)
+    assert {"task.return", "waitable-set.wait", "stream.read", "future.write"} <= set(made)
+    run = instances.lifted("run")
+    assert run.lift.type.is_async
+    assert run.lift.options.callback is not None
+    # async lifting with a callback: the core function takes the flat parameter and
+    # returns a status code
+    ty = run.core.type(store)
+    assert [str(p) for p in ty.params] == ["i32"]
+    assert [str(r) for r in ty.results] == ["i32"]
 
 
 @pytest.mark.guest
