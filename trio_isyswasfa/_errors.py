@@ -38,7 +38,12 @@ class LinkError(IsyswasfaError):
 
 
 class LoadError(IsyswasfaError):
-    """A file is not a WebAssembly component wasmtime can compile."""
+    """A file is not a WebAssembly component wasmtime can compile (or our reader can read).
+
+    ``offset`` is the byte offset of the problem when the component reader found it.
+    """
+
+    offset: int | None = None
 
 
 class ToolError(IsyswasfaError):
