@@ -28,15 +28,18 @@ from hypothesis import strategies as st
 from test_engine_abi import types, values
 from wasmtime.component import Record, Variant
 
-import trio_isyswasfa._engine  # noqa: F401  (its result-tagging fix is part of the seam)
+import trio_isyswasfa._engine
 from trio_isyswasfa.engine._abi import (
     AbiContext,
     BytearrayMemory,
+    FuncAbi,
     load_value,
     store_value,
     type_abi,
 )
+from trio_isyswasfa.engine._instance import CoreInstances
 from trio_isyswasfa.engine._layout import align_to, variant_cases
+from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.engine._types import (
     EnumType,
     FlagsType,
@@ -325,6 +328,8 @@ def _check(t: ValType, samples: list[Any], encoding: str) -> None:
         get.post_return(store)
         assert lifted == (to_wasmtime(t, v), i)
 
+    _check_on_our_engine(wasm, samples, encoding)
+
     spilled = TupleType((t, *([U64] * 16)))
     for v in samples:
         ptr = put(store, to_wasmtime(t, v), *_PADDING)
@@ -332,6 +337,33 @@ def _check(t: ValType, samples: list[Any], encoding: str) -> None:
         image = dump(store)
         dump.post_return(store)
         assert load_value(AbiContext(_Frozen(image)), spilled, ptr, encoding) == (v, *_PADDING)
+
+
+def _check_on_our_engine(wasm: bytes, samples: list[Any], encoding: str) -> None:
+    """The same component on our own engine: our reader, core instances on wasmtime's
+    core API, and our canonical ABI calling its lifted exports (no component API)."""
+    store = wasmtime.Store(trio_isyswasfa._engine.engine())  # the engine stage 2 compiles with
+    store.set_epoch_deadline(1 << 40)  # it interrupts at epochs; nothing ticks here
+    instances = CoreInstances(read_component(wasm), store, use_cache=False)
+    get, put = instances.lifted("get"), instances.lifted("put")
+    options = put.lift.options  # get needs no realloc (wit-component gives it none)
+    assert get.lift.options.realloc is None
+    encoding = options.string_encoding.value  # (utf8 when no string is involved)
+    assert options.memory is not None
+    assert options.realloc is not None
+    realloc = get.owner.funcs[options.realloc]
+    cx = AbiContext(_CoreMemory(store, get.owner.memory(options.memory), realloc))
+    get_abi = FuncAbi(get.lift.type, encoding)
+    put_abi = FuncAbi(put.lift.type, encoding)
+    assert put_abi.params_in_memory
+    for i, v in enumerate(samples):
+        core = get_abi.lower_args(cx, (i,))
+        assert get_abi.lift_result(cx, [get.core(store, *core)]) == (v, i)
+        core = put_abi.lower_args(cx, (v, *_PADDING))  # through the guest's realloc
+        ptr = put_abi.lift_result(cx, [put.core(store, *core)])
+        assert ptr == core[0]
+        spilled = TupleType(tuple(ty for _, ty in put.lift.type.params))
+        assert load_value(AbiContext(cx.memory), spilled, ptr, encoding) == (v, *_PADDING)
 
 
 class _Frozen:
@@ -351,13 +383,12 @@ class _CoreMemory:
     """A :class:`GuestMemory` over a wasmtime core instance: a ctypes view of its
     memory (taken anew each time, as it may have grown) and its ``cabi_realloc``."""
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
-        exports = instance.exports(store)
+    def __init__(self, store: wasmtime.Store, memory: Any, realloc: Any) -> None:
+        assert isinstance(memory, wasmtime.Memory)
+        assert isinstance(realloc, wasmtime.Func)
         self.store = store
-        self.memory = exports["memory"]
-        self.func = exports["cabi_realloc"]
-        assert isinstance(self.memory, wasmtime.Memory)
-        assert isinstance(self.func, wasmtime.Func)
+        self.memory = memory
+        self.func = realloc
 
     def view(self) -> memoryview:
         base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
@@ -390,7 +421,8 @@ def test_lowering_into_a_wasmtime_memory_that_grows() -> None:
     a new view, so nothing is written through a stale one."""
     store = wasmtime.Store(_ENGINE)
     module = wasmtime.Module(_ENGINE, _GROWING_REALLOC)
-    memory = _CoreMemory(store, wasmtime.Instance(store, module, []))
+    exports = wasmtime.Instance(store, module, []).exports(store)
+    memory = _CoreMemory(store, exports["memory"], exports["cabi_realloc"])
     cx = AbiContext(memory)
     t = ListType(PrimType(Primitive.STRING))
     value = [f"{i:04}" * 512 for i in range(64)]  # 128 KiB of text: two more pages
