@@ -13,6 +13,9 @@
 
 static int checks, failures;
 
+/* Line-buffered stdout, so what a program printed before a trap is not lost. */
+__attribute__((constructor)) static void line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
 HELPER const char *errname(int e) {
     switch (e) {
     case 0: return "ok";
