@@ -521,7 +521,10 @@ class WasiFilesystem:
 
     def readlink_at(self, d: Descriptor, path: str) -> str:
         with beneath(d.directory(), path, follow=False) as (at, name):
-            return os.readlink(name, dir_fd=at)
+            target = os.readlink(name, dir_fd=at)
+        if target.startswith("/"):  # as wasmtime: a host path is none of the guest's business
+            raise WasiError("not-permitted", "the link points to an absolute path")
+        return target
 
     def create_directory_at(self, d: Descriptor, path: str) -> None:
         with beneath(d.mutable_directory(), path, follow=False) as (at, name):
