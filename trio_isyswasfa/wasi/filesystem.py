@@ -283,7 +283,7 @@ class WasiFilesystem:
             "write": self.write,
             "sync": lambda d: os.fsync(d.fd),
             "sync-data": self.sync_data,
-            "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
+            "set-size": self.set_size,
         }
         for name, fn in threaded.items():
             ctx.define(TYPES, f"[method]descriptor.{name}", self._threaded_method(fn))
@@ -408,6 +408,12 @@ class WasiFilesystem:
 
     def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
         return os.pwrite(self._writable(d), buffer, offset)
+
+    def set_size(self, d: Descriptor, size: int) -> None:
+        if not d.is_dir and "write" not in d.flags:
+            # as wasmtime (and Linux's ftruncate on a read-only fd): not a bad descriptor
+            raise WasiError("invalid", "the file is not open for writing")
+        os.ftruncate(self._writable(d), size)
 
     def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
         d.file()
