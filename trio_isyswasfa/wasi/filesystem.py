@@ -537,6 +537,9 @@ class WasiFilesystem:
             os.mkdir(name, dir_fd=at)
 
     def remove_directory_at(self, d: Descriptor, path: str) -> None:
+        if path.rstrip("/").rpartition("/")[2] == ".":
+            # the resolver drops "." components; "dir/." must not remove dir (wasmtime: invalid)
+            raise WasiError("invalid", "cannot remove a directory through '.'")
         with beneath(d.mutable_directory(), path, follow=False) as (at, name):
             os.rmdir(name, dir_fd=at)
 
