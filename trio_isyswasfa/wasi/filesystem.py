@@ -393,12 +393,20 @@ class WasiFilesystem:
         stream = FileInputStream(d.file(), offset)
         return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
+    def _output_fd(self, d: Descriptor) -> int:
+        """The fd an output stream writes to. As on wasmtime, a file not open for
+        writing still gets a stream (the preview1 adapter asks for one to poll it), whose
+        writes fail: its host fd is read-only."""
+        if d.is_dir or "write" in d.flags:
+            return self._writable(d)
+        return d.fd
+
     def write_via_stream(self, d: Descriptor, offset: int) -> Any:
-        stream = FileOutputStream(self._writable(d), offset)
+        stream = FileOutputStream(self._output_fd(d), offset)
         return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
     def append_via_stream(self, d: Descriptor) -> Any:
-        stream = FileOutputStream(self._writable(d), None)
+        stream = FileOutputStream(self._output_fd(d), None)
         return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
     def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
