@@ -40,6 +40,8 @@ int main(void) {
     expect("fstatat made/..", fstatat(made, "..", &st, 0), EPERM);
     expect("fstatat made/../.. (out)", fstatat(made, "../..", &st, 0), EPERM);
     expect_open("openat made/../../secret/secret.txt", "made/../../secret/secret.txt", O_RDONLY, EPERM);
+    expect("mkdirat made ../../made (out)", mkdirat(made, "../../made", 0755), EPERM);
+    expect("unlinkat made ../../secret/secret.txt (out)", unlinkat(made, "../../secret/secret.txt", 0), EPERM);
     close(deeper);
     close(made);
     close(dot);
