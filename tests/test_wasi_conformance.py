@@ -213,3 +213,18 @@ def test_missing_toolchain_says_how_to_install(
     assert "command adapter" in reason
     assert "bash .ci/install-toolchains" in reason
     assert "\n" not in reason
+
+
+def test_figures_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m trio_isyswasfa.testing.conformance`` prints the score and the times."""
+    reason = missing_toolchain("c")
+    if reason:
+        pytest.skip(reason)
+    from trio_isyswasfa.testing.conformance import main
+
+    assert main([str(CORPUS), "-k", "c/cli_env", "--hosts", "ours", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 programs behave as on wasmtime (wasmtime-py)" in out
+    assert "differs" not in out
+    assert "  ours " in out
+    assert "  wasmtime-py " in out
