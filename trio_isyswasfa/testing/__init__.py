@@ -5,6 +5,9 @@
 * :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
 * :func:`build_python_guest` builds a guest once, cached on its sources;
   :func:`build_wat_component` makes tiny components from WAT text.
+* :mod:`trio_isyswasfa.testing.conformance` runs a WASI command component on our host
+  and on wasmtime's and says how the results differ (the differential conformance
+  harness; ``python -m trio_isyswasfa.testing.conformance`` prints the score).
 * The pytest plugin (``trio_isyswasfa.testing.pytest_plugin``, installed as an entry
   point) provides fixtures built on these.
 

@@ -283,7 +283,7 @@ class WasiFilesystem:
             "write": self.write,
             "sync": lambda d: os.fsync(d.fd),
             "sync-data": self.sync_data,
-            "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
+            "set-size": self.set_size,
         }
         for name, fn in threaded.items():
             ctx.define(TYPES, f"[method]descriptor.{name}", self._threaded_method(fn))
@@ -393,12 +393,20 @@ class WasiFilesystem:
         stream = FileInputStream(d.file(), offset)
         return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
+    def _output_fd(self, d: Descriptor) -> int:
+        """The fd an output stream writes to. As on wasmtime, a file not open for
+        writing still gets a stream (the preview1 adapter asks for one to poll it), whose
+        writes fail: its host fd is read-only."""
+        if d.is_dir or "write" in d.flags:
+            return self._writable(d)
+        return d.fd
+
     def write_via_stream(self, d: Descriptor, offset: int) -> Any:
-        stream = FileOutputStream(self._writable(d), offset)
+        stream = FileOutputStream(self._output_fd(d), offset)
         return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
     def append_via_stream(self, d: Descriptor) -> Any:
-        stream = FileOutputStream(self._writable(d), None)
+        stream = FileOutputStream(self._output_fd(d), None)
         return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
     def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
@@ -408,6 +416,12 @@ class WasiFilesystem:
 
     def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
         return os.pwrite(self._writable(d), buffer, offset)
+
+    def set_size(self, d: Descriptor, size: int) -> None:
+        if not d.is_dir and "write" not in d.flags:
+            # as wasmtime (and Linux's ftruncate on a read-only fd): not a bad descriptor
+            raise WasiError("invalid", "the file is not open for writing")
+        os.ftruncate(self._writable(d), size)
 
     def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
         d.file()
@@ -521,13 +535,19 @@ class WasiFilesystem:
 
     def readlink_at(self, d: Descriptor, path: str) -> str:
         with beneath(d.directory(), path, follow=False) as (at, name):
-            return os.readlink(name, dir_fd=at)
+            target = os.readlink(name, dir_fd=at)
+        if target.startswith("/"):  # as wasmtime: a host path is none of the guest's business
+            raise WasiError("not-permitted", "the link points to an absolute path")
+        return target
 
     def create_directory_at(self, d: Descriptor, path: str) -> None:
         with beneath(d.mutable_directory(), path, follow=False) as (at, name):
             os.mkdir(name, dir_fd=at)
 
     def remove_directory_at(self, d: Descriptor, path: str) -> None:
+        if path.rstrip("/").rpartition("/")[2] == ".":
+            # the resolver drops "." components; "dir/." must not remove dir (wasmtime: invalid)
+            raise WasiError("invalid", "cannot remove a directory through '.'")
         with beneath(d.mutable_directory(), path, follow=False) as (at, name):
             os.rmdir(name, dir_fd=at)
 
