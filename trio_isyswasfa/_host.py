@@ -155,6 +155,12 @@ class InstanceStatistics:
       guest_seconds: time spent running guest code so far (in export and poll calls,
         less the host functions the guest called): the part of a workload no host can
         make faster.
+      store_waits: export and poll calls so far that had to wait in line for the
+        instance's store (another call held it, suspended in a blocking host call or
+        at the end of its time slice).
+      store_wakeups: times such a waiting call was woken so far: one per wait (the
+        store goes to the first in line), however long the line.
+      host_tasks_started: host tasks started so far (async imports, pollable waits).
     """
 
     tasks: int
@@ -169,6 +175,9 @@ class InstanceStatistics:
     cancels_sent: int
     cancels_confirmed: int
     guest_seconds: float
+    store_waits: int
+    store_wakeups: int
+    host_tasks_started: int
 
 
 class Instance:
@@ -414,6 +423,7 @@ class Instance:
     def statistics(self) -> InstanceStatistics:
         """Live tasks, handles and host work, for tests that check nothing leaked."""
         core = self._sched.core.statistics()
+        turns = self._engine.turns.statistics()
         return InstanceStatistics(
             tasks=core.tasks,
             host_tasks_running=self._sched.host_scope_count(),
@@ -427,6 +437,9 @@ class Instance:
             cancels_sent=self._sched.counts["cancel-sent"],
             cancels_confirmed=self._sched.counts["cancel-complete"],
             guest_seconds=self._engine.guest_seconds,
+            store_waits=turns.waits,
+            store_wakeups=turns.wakeups,
+            host_tasks_started=self._sched.host_tasks_started,
         )
 
 

@@ -51,6 +51,7 @@ class Scheduler:
         self.failure: BaseException | None = None
         self.calls_in_flight = 0
         self.poll_calls = 0
+        self.host_tasks_started = 0
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
@@ -162,6 +163,7 @@ class Scheduler:
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task(label)
+        self.host_tasks_started += 1
         scope = anyio.CancelScope()
         self._host_scopes[rep] = scope
         self._host_labels[rep] = label

@@ -473,16 +473,21 @@ class SendStreamOutput(BufferedOutputStream):
 
 
 class _Signal:
-    """An anyio Event replaced on every state change (level-triggered pollables)."""
+    """Wakes whoever waits for the next state change (level-triggered pollables: the
+    waiters re-check). The event is made only when someone waits, so a change that
+    nobody waits for (most writes) costs nothing."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None
 
     def changed(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
+        if self._event is not None:
+            self._event.set()
+            self._event = None
 
     async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
         await self._event.wait()
 
 
@@ -491,7 +496,8 @@ class Pipe:
 
     The writer's pollable is ready when there is space (or the reader is gone); the
     reader's when there is data (or the writer is gone). Dropping the writer ends
-    the stream once the buffer drains.
+    the stream once the buffer drains. Each side waits on its own signal, so a write
+    wakes only readers and a read only writers.
     """
 
     def __init__(self, capacity: int = CHUNK) -> None:
@@ -499,7 +505,8 @@ class Pipe:
         self.buffer = bytearray()
         self.writer_open = True
         self.reader_open = True
-        self.signal = _Signal()
+        self.readable = _Signal()  # data arrived, or the writer went away
+        self.writable = _Signal()  # room was made, or the reader went away
 
 
 class _PipePollable(Pollable):
@@ -515,7 +522,8 @@ class _PipePollable(Pollable):
 
     async def wait(self) -> None:
         if not self.ready():
-            await self._pipe.signal.wait()
+            pipe = self._pipe
+            await (pipe.readable if self._want_data else pipe.writable).wait()
 
 
 class PipeReader(InputStream):
@@ -532,7 +540,7 @@ class PipeReader(InputStream):
             return b""
         chunk = bytes(p.buffer[:n])
         del p.buffer[:n]
-        p.signal.changed()
+        p.writable.changed()
         return chunk
 
     def subscribe(self) -> Pollable:
@@ -541,7 +549,7 @@ class PipeReader(InputStream):
     def close(self) -> None:
         self.pipe.reader_open = False
         self.pipe.buffer.clear()
-        self.pipe.signal.changed()
+        self.pipe.writable.changed()
 
 
 class PipeWriter(OutputStream):
@@ -558,14 +566,14 @@ class PipeWriter(OutputStream):
 
     def write(self, data: bytes) -> None:
         self.pipe.buffer += data
-        self.pipe.signal.changed()
+        self.pipe.readable.changed()
 
     def subscribe(self) -> Pollable:
         return _PipePollable(self.pipe, want_data=False)
 
     def close(self) -> None:
         self.pipe.writer_open = False
-        self.pipe.signal.changed()
+        self.pipe.readable.changed()
 
 
 class ErrorObject:
