@@ -46,3 +46,104 @@ async def test_calls_waiting_for_the_store_are_woken_once_each(
     assert small.store_wakeups == small.store_waits
     assert large.store_wakeups == large.store_waits
     assert large.store_wakeups <= 4.5 * small.store_wakeups
+
+
+async def _echo_later(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return s
+
+
+CASES_IMPORTS = {
+    "test:cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": _echo_later,
+        "fallible": _echo_later,
+    }
+}
+
+
+async def _cases_stats(
+    component: trio_isyswasfa.Component, export: str, *args: int
+) -> trio_isyswasfa.InstanceStatistics:
+    async with trio_isyswasfa.open_instance(component, imports=CASES_IMPORTS) as inst:
+        await inst.call(CASES, "immediate", "x")  # the guest's first call initialises it
+        await inst.call(CASES, export, *args)
+        stats = inst.statistics()
+        assert stats.host_tasks_running == 0
+        return stats
+
+
+@pytest.mark.parametrize("export", ["gather-pollable-sleeps", "gather-sleeps"])
+async def test_guest_tasks_sleeping_together_share_one_host_timer(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, export: str
+) -> None:
+    # n guest tasks, each with a clock pollable of its own due at one time (or asyncio
+    # sleeps, which the guest's loop folds into one pollable): no host task, one timer
+    for n in (50, 200):
+        stats = await _cases_stats(cases_component, export, n, 100)
+        assert stats.host_tasks_started == 0
+        assert stats.timer_wakeups <= 2
+        assert stats.poll_calls <= 6
+
+
+async def test_concurrent_calls_each_awaiting_a_pollable_cost_the_host_linearly(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def run(n: int) -> trio_isyswasfa.InstanceStatistics:
+        async with trio_isyswasfa.open_instance(cases_component, imports=CASES_IMPORTS) as inst:
+            await inst.call(CASES, "immediate", "x")
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(inst.call, CASES, "sleep-ms", 100)
+            return inst.statistics()
+
+    small, large = await run(25), await run(100)
+    assert small.host_tasks_started == large.host_tasks_started == 0
+    assert large.timer_wakeups <= 2
+    for n, stats in ((25, small), (100, large)):
+        # each call waits at most twice for the store (its start and its result), and
+        # is woken once per wait (the last may be handed the store and not have run yet)
+        assert stats.store_wakeups <= stats.store_waits <= 2 * n + stats.poll_calls
+    assert large.poll_calls <= 4.5 * small.poll_calls
+
+
+async def test_guest_tasks_awaiting_host_imports_cost_one_host_task_each(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    small = await _cases_stats(cases_component, "gather-host-calls", 50, 100)
+    large = await _cases_stats(cases_component, "gather-host-calls", 200, 100)
+    assert (small.host_tasks_started, large.host_tasks_started) == (50, 200)
+    assert large.poll_calls <= 4.5 * small.poll_calls
+
+
+async def test_cancelled_sleeps_do_not_pile_up_in_the_timer(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio_isyswasfa.open_instance(cases_component, imports=CASES_IMPORTS) as inst:
+        for _ in range(300):  # each starts an hour's sleep that is then cancelled
+            with trio.move_on_after(0.01):
+                await inst.call(CASES, "cancel-aware-sleep", 3_600_000)
+        stats = inst.statistics()
+        assert stats.pollables_waiting == 0
+        assert stats.cancels_confirmed == 300
+        assert len(inst._sched._timers) <= 128
+
+
+@pytest.mark.parametrize("with_pipe", [False, True])
+async def test_poll_on_several_clocks_waits_for_the_soonest(
+    wasi_component: trio_isyswasfa.Component,
+    autojump_clock: trio.testing.MockClock,
+    with_pipe: bool,
+) -> None:
+    # clock pollables cost one deadline together; a pipe's pollable still waits beside them
+    code = (
+        "tx, rx = pipe.make_pipe()\n"
+        "clocks = [monotonic_clock.subscribe_duration(s * 10**9) for s in (3600, 2, 60)]\n"
+        f"pollables = clocks + ([rx.subscribe()] if {with_pipe} else [])\n"
+        "result = poll.poll(pollables)\n"
+    )
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        start = trio.current_time()
+        assert await inst.call(PROBE, "exec", code) == trio_isyswasfa.Ok("[1]")
+        assert 2 <= trio.current_time() - start < 60

@@ -160,7 +160,10 @@ class InstanceStatistics:
         at the end of its time slice).
       store_wakeups: times such a waiting call was woken so far: one per wait (the
         store goes to the first in line), however long the line.
-      host_tasks_started: host tasks started so far (async imports, pollable waits).
+      host_tasks_started: host tasks started so far (async imports, and waits on
+        pollables other than clocks: a clock pollable's wait shares one timer).
+      timer_wakeups: times the timer shared by clock pollable waits woke so far (once
+        for any number of waits due together).
     """
 
     tasks: int
@@ -178,6 +181,7 @@ class InstanceStatistics:
     store_waits: int
     store_wakeups: int
     host_tasks_started: int
+    timer_wakeups: int
 
 
 class Instance:
@@ -326,6 +330,9 @@ class Instance:
         pollable = self._wasi.table.get(rep, Pollable)
         if pollable.ready():
             return None
+        deadline = pollable.deadline()
+        if deadline is not None:  # only time makes it ready: it shares the one timer
+            return Err(own(self._sched.start_timed_wait(deadline), ResourceKind.PENDING))
 
         async def wait() -> None:
             while not pollable.ready():
@@ -440,6 +447,7 @@ class Instance:
             store_waits=turns.waits,
             store_wakeups=turns.wakeups,
             host_tasks_started=self._sched.host_tasks_started,
+            timer_wakeups=self._sched.timer_wakeups,
         )
 
 

@@ -3,13 +3,18 @@
 One :class:`Scheduler` per component instance. It owns the protocol core, the
 per-poll-function input queues and a task group in which every host task (an async
 import the embedder implements, or a wait on a pollable) runs as its own task with
-its own cancel scope. A driver task delivers events to the guests' poll exports
-whenever something happened. All calls into wasm happen on the event-loop thread,
-between checkpoints, so they never overlap.
+its own cancel scope. Waits that end at a known time (a clock pollable) start no
+task: they share one timer, set to the earliest of them, so 10,000 guest tasks
+sleeping cost one trio deadline and a heap entry each. A driver task delivers events
+to the guests' poll exports whenever something happened. All calls into wasm happen
+on the event-loop thread, between checkpoints, so they never overlap.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +57,13 @@ class Scheduler:
         self.calls_in_flight = 0
         self.poll_calls = 0
         self.host_tasks_started = 0
+        self.timer_wakeups = 0
+        # waits that end at a known time: a heap of (deadline, seq, rep); `_timed` maps
+        # the live ones to their seq (a cancelled one stays in the heap until it is due)
+        self._timers: list[tuple[float, int, int]] = []
+        self._timed: dict[int, int] = {}
+        self._timer_seq = itertools.count()
+        self._timer_scope: anyio.CancelScope | None = None
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
@@ -67,6 +79,7 @@ class Scheduler:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._run_timers)
             task_status.started()
             try:
                 while self.failure is None:
@@ -137,6 +150,9 @@ class Scheduler:
                 scope = self._host_scopes.get(action.rep)
                 if scope is not None:
                     scope.cancel()
+                elif self._timed.pop(action.rep, None) is not None:
+                    self._forget_cancelled_timers()
+                    self.apply(self.core.host_work_finished(action.rep, None, cancelled=True))
             elif isinstance(action, WakeHostCaller):
                 waiter = self._waiters.get(action.rep)
                 if waiter is not None:
@@ -185,10 +201,56 @@ class Scheduler:
         self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
 
     def host_scope_count(self, label: str | None = None) -> int:
-        """Host tasks still running (only those labelled ``label``, if given)."""
+        """Host work still running: tasks, and timed waits, which count as ``"pollable"``
+        (only work labelled ``label``, if given)."""
         if label is None:
-            return len(self._host_scopes)
-        return sum(1 for lb in self._host_labels.values() if lb == label)
+            return len(self._host_scopes) + len(self._timed)
+        timed = len(self._timed) if label == "pollable" else 0
+        return timed + sum(1 for lb in self._host_labels.values() if lb == label)
+
+    # -- timed waits ------------------------------------------------------------------
+    def start_timed_wait(self, deadline: float) -> int:
+        """A pollable wait that ends when the event loop's clock reaches ``deadline``;
+        the rep of its ``pending`` handle. It shares the one timer (no task of its own)."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        rep = self.core.new_host_task("pollable")
+        seq = next(self._timer_seq)
+        self._timed[rep] = seq
+        heapq.heappush(self._timers, (deadline, seq, rep))
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline  # the sleeper wakes earlier
+        return rep
+
+    async def _run_timers(self) -> None:
+        """Sleep until the earliest timed wait is due; finish every wait that is."""
+        while True:
+            now = anyio.current_time()
+            timers = self._timers
+            due: list[int] = []
+            while timers and timers[0][0] <= now:
+                _, seq, rep = heapq.heappop(timers)
+                if self._timed.get(rep) == seq:
+                    del self._timed[rep]
+                    due.append(rep)
+            for rep in due:
+                self.apply(self.core.host_work_finished(rep, None))
+            with anyio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
+                self._timer_scope = scope
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._timer_scope = None
+            self.timer_wakeups += 1
+
+    def _forget_cancelled_timers(self) -> None:
+        """Drop cancelled waits from the heap once they are most of it (bounded memory
+        for a guest that starts and cancels long sleeps)."""
+        if len(self._timers) > 64 and len(self._timers) > 2 * len(self._timed):
+            live = self._timed
+            self._timers = [t for t in self._timers if live.get(t[2]) == t[1]]
+            heapq.heapify(self._timers)
 
     # -- the host as caller -----------------------------------------------------------------
     async def await_guest_call(self, rep: int) -> bool:

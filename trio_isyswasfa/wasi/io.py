@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import select
 from collections.abc import Awaitable, Callable, Generator
@@ -39,6 +40,11 @@ class Pollable:
         """Return once ``ready()`` may be true (callers re-check)."""
         raise NotImplementedError
 
+    def deadline(self) -> float | None:
+        """The event loop's time at which it becomes ready, if only time makes it
+        ready: waits for such pollables share one timer instead of a task each."""
+        return None
+
 
 class ReadyPollable(Pollable):
     """Always ready (streams that never make the guest wait)."""
@@ -53,14 +59,17 @@ class ReadyPollable(Pollable):
 class DeadlinePollable(Pollable):
     """Ready once the event loop's clock reaches ``deadline`` (seconds)."""
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, when: float) -> None:
+        self.when = when
 
     def ready(self) -> bool:
-        return anyio.current_time() >= self.deadline
+        return anyio.current_time() >= self.when
 
     async def wait(self) -> None:
-        await anyio.sleep_until(self.deadline)
+        await anyio.sleep_until(self.when)
+
+    def deadline(self) -> float:
+        return self.when
 
 
 # -- streams --------------------------------------------------------------------------
@@ -830,18 +839,31 @@ def flushed(stream: OutputStream) -> HostWaits:
 
 
 async def wait_any(pollables: list[Pollable]) -> None:
-    """Wait until one of ``pollables`` is ready."""
+    """Wait until one of ``pollables`` is ready. Clock pollables cost one deadline
+    together (the soonest), not a task each."""
     if len(pollables) == 1:
         await wait_ready(pollables[0])
         return
-    async with anyio.create_task_group() as tg:
+    soonest = math.inf
+    others: list[Pollable] = []
+    for pollable in pollables:
+        deadline = pollable.deadline()
+        if deadline is None:
+            others.append(pollable)
+        else:
+            soonest = min(soonest, deadline)
+    if not others:
+        await anyio.sleep_until(soonest)
+        return
+    with anyio.CancelScope(deadline=soonest):
+        async with anyio.create_task_group() as tg:
 
-        async def one(pollable: Pollable) -> None:
-            await wait_ready(pollable)
-            tg.cancel_scope.cancel()
+            async def one(pollable: Pollable) -> None:
+                await wait_ready(pollable)
+                tg.cancel_scope.cancel()
 
-        for pollable in pollables:
-            tg.start_soon(one, pollable)
+            for pollable in others:
+                tg.start_soon(one, pollable)
 
 
 # -- host-side helpers ----------------------------------------------------------------
