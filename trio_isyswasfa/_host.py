@@ -212,7 +212,11 @@ class Instance:
         self._engine = _engine.EngineInstance(
             component._plan, component._exports, self._resolve, limits
         )
-        self._sched = Scheduler(self._engine.store, cancel_grace=cancel_grace)
+        self._sched = Scheduler(
+            self._engine.store,
+            cancel_grace=cancel_grace,
+            max_tasks=limits.max_handles if limits else None,
+        )
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._funcs: dict[tuple[str, str], Any] = {}
 

@@ -41,8 +41,10 @@ from ._protocol import (
 class Scheduler:
     """Routes isyswasfa events between host tasks and the guests' poll functions."""
 
-    def __init__(self, store: Any, *, cancel_grace: float = 10.0) -> None:
-        self.core = ProtocolCore()
+    def __init__(
+        self, store: Any, *, cancel_grace: float = 10.0, max_tasks: int | None = None
+    ) -> None:
+        self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
         self._store = store
         self._polls: list[ExportFunc] = []
