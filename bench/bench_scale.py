@@ -9,8 +9,10 @@ Each row runs N things at once in one instance of the test-cases Python guest, a
 waiting 100 ms; each (row, N) runs in a fresh process so that its peak RSS is its own.
 Columns: wall time; time in guest code (``Instance.statistics().guest_seconds``: no
 host can make that part faster); host µs per item, ``(wall - 100 ms - guest) / N``;
-peak RSS growth per item; and, last, the ratio of each N's host cost per item to the
-smallest N's, measured in the same run (flat is 1.0; the goal is at most 1.5).
+CPU µs per item (the process's CPU time, host and guest, over N: on a shared machine
+wall times swell with other processes' load, CPU time does not); peak RSS growth per
+item (host and guest memory); and the ratios of each N's host µs and CPU µs per item
+to the smallest N's, measured in the same run (flat is 1.0; the goal is at most 1.5).
 Not run in CI.
 """
 
@@ -84,12 +86,15 @@ async def measure(row: str, n: int) -> dict[str, float]:
         guest_before = inst.statistics().guest_seconds
         rounds_before = inst.statistics().poll_calls
         rss_before = _peak_kib()
+        cpu_before = time.process_time()
         start = time.perf_counter()
         await run(inst, n)
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_before
         stats = inst.statistics()
     return {
         "wall": wall,
+        "cpu": cpu,
         "guest": stats.guest_seconds - guest_before,
         "rss_kib": max(0, _peak_kib() - rss_before),
         "poll_calls": stats.poll_calls - rounds_before,
@@ -111,6 +116,10 @@ def _run_child(row: str, n: int) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _ratio(value: float, base: float) -> float:
+    return value / base if base else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,4000,16000", help="comma-separated N")
@@ -124,19 +133,22 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     _guest()  # build (or find cached) once, before the children need it
     print(f"each item waits {WAIT_MS} ms; host = (wall - {WAIT_MS} ms - guest) / N")
-    header = f"{'':52} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'KiB':>6} {'ratio':>6}"
-    print(header)
+    print(
+        f"{'':52} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'CPU µs':>8}"
+        f" {'KiB':>6} {'host x':>6} {'CPU x':>6}"
+    )
     for row in args.rows.split(","):
         label = ROWS[row][0]
-        first: float | None = None
+        first: tuple[float, float] | None = None
         for n in sizes:
             fig = _run_child(row, n)
             host_us = max(0.0, fig["wall"] - WAIT_MS / 1000 - fig["guest"]) / n * 1e6
-            first = host_us if first is None else first
-            ratio = host_us / first if first else float("nan")
+            cpu_us = fig["cpu"] / n * 1e6
+            first = first or (host_us, cpu_us)
             print(
                 f"{label:52} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f} {host_us:>8.1f}"
-                f" {fig['rss_kib'] / n:>6.2f} {ratio:>6.2f}",
+                f" {cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f} {_ratio(host_us, first[0]):>6.2f}"
+                f" {_ratio(cpu_us, first[1]):>6.2f}",
                 flush=True,
             )
             label = ""

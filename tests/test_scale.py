@@ -147,3 +147,59 @@ async def test_poll_on_several_clocks_waits_for_the_soonest(
         start = trio.current_time()
         assert await inst.call(PROBE, "exec", code) == trio_isyswasfa.Ok("[1]")
         assert 2 <= trio.current_time() - start < 60
+
+
+@pytest.mark.parametrize("n", [20, 80])
+async def test_guest_tasks_waiting_on_one_stream_share_one_host_wait(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, n: int
+) -> None:
+    # n guest tasks, each with its own subscription to one pipe's reader, then a write
+    code = f"""
+import asyncio
+async def main():
+    tx, rx = pipe.make_pipe()
+    async def reader():
+        with rx.subscribe() as p:
+            await wait_pollable(p)
+    async def writer():
+        with monotonic_clock.subscribe_duration(10**9) as p:
+            await wait_pollable(p)
+        tx.write(b"x")
+    await asyncio.gather(writer(), *(reader() for _ in range({n})))
+    return rx.read(10)
+"""
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        assert await inst.call(PROBE, "exec-async", code) == trio_isyswasfa.Ok("b'x'")
+        stats = inst.statistics()
+        assert stats.host_tasks_started == 1
+        assert stats.host_tasks_running == 0
+
+
+async def test_a_cancelled_wait_on_a_shared_stream_leaves_the_others_waiting(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # one of three readers gives up after 1 s; the other two still see the write at 2 s
+    code = """
+import asyncio
+async def main():
+    tx, rx = pipe.make_pipe()
+    async def reader(timeout):
+        with rx.subscribe() as p:
+            try:
+                await asyncio.wait_for(wait_pollable(p), timeout)
+                return "woke"
+            except TimeoutError:
+                return "gave up"
+    async def writer():
+        with monotonic_clock.subscribe_duration(2 * 10**9) as p:
+            await wait_pollable(p)
+        tx.write(b"x")
+    *woken, _ = await asyncio.gather(reader(1), reader(60), reader(60), writer())
+    return woken
+"""
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        outcome = await inst.call(PROBE, "exec-async", code)
+        assert outcome == trio_isyswasfa.Ok(repr(["gave up", "woke", "woke"]))
+        stats = inst.statistics()
+        assert stats.host_tasks_started == 1
+        assert (stats.cancels_sent, stats.host_tasks_running) == (0, 0)

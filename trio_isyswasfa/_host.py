@@ -342,7 +342,8 @@ class Instance:
             while not pollable.ready():
                 await pollable.wait()
 
-        task = self._sched.start_host_task("pollable", wait)
+        # guest tasks waiting on one stream share a host task
+        task = self._sched.start_shared_wait(pollable.source(), wait)
         return Err(own(task, ResourceKind.PENDING))
 
     # -- calling exports ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import anyio
@@ -36,6 +36,14 @@ from ._protocol import (
     TaskState,
     WakeHostCaller,
 )
+
+
+class _SharedWait:
+    """One host task waiting on a source for every guest wait on it."""
+
+    def __init__(self) -> None:
+        self.reps: set[int] = set()
+        self.scope = anyio.CancelScope()
 
 
 class Scheduler:
@@ -66,6 +74,9 @@ class Scheduler:
         self._timed: dict[int, int] = {}
         self._timer_seq = itertools.count()
         self._timer_scope: anyio.CancelScope | None = None
+        # waits on one source (a stream, a pipe's side) share one host task
+        self._shared: dict[Hashable, _SharedWait] = {}
+        self._shared_of: dict[int, _SharedWait] = {}
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
@@ -152,6 +163,8 @@ class Scheduler:
                 scope = self._host_scopes.get(action.rep)
                 if scope is not None:
                     scope.cancel()
+                elif action.rep in self._shared_of:
+                    self._leave_shared_wait(action.rep)
                 elif self._timed.pop(action.rep, None) is not None:
                     self._forget_cancelled_timers()
                     self.apply(self.core.host_work_finished(action.rep, None, cancelled=True))
@@ -206,9 +219,45 @@ class Scheduler:
         """Host work still running: tasks, and timed waits, which count as ``"pollable"``
         (only work labelled ``label``, if given)."""
         if label is None:
-            return len(self._host_scopes) + len(self._timed)
-        timed = len(self._timed) if label == "pollable" else 0
+            return len(self._host_scopes) + len(self._timed) + len(self._shared_of)
+        timed = len(self._timed) + len(self._shared_of) if label == "pollable" else 0
         return timed + sum(1 for lb in self._host_labels.values() if lb == label)
+
+    # -- shared waits -----------------------------------------------------------------
+    def start_shared_wait(self, key: Hashable, wait: Callable[[], Awaitable[None]]) -> int:
+        """A pollable wait; the rep of its ``pending`` handle. Waits with the same ``key``
+        (the same stream, say) share one host task running ``wait`` of the first of
+        them, and all end when it does (the guests re-check their pollables)."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        rep = self.core.new_host_task("pollable")
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = _SharedWait()
+            self.host_tasks_started += 1
+            self._tg.start_soon(self._run_shared_wait, key, shared, wait, name="isyswasfa wait")
+        shared.reps.add(rep)
+        self._shared_of[rep] = shared
+        return rep
+
+    async def _run_shared_wait(
+        self, key: Hashable, shared: _SharedWait, wait: Callable[[], Awaitable[None]]
+    ) -> None:
+        try:
+            with shared.scope:
+                await wait()
+        finally:
+            del self._shared[key]
+        for rep in shared.reps:  # none if every waiter was cancelled
+            del self._shared_of[rep]
+            self.apply(self.core.host_work_finished(rep, None))
+
+    def _leave_shared_wait(self, rep: int) -> None:
+        shared = self._shared_of.pop(rep)
+        shared.reps.discard(rep)
+        if not shared.reps:
+            shared.scope.cancel()  # nobody waits for it any more
+        self.apply(self.core.host_work_finished(rep, None, cancelled=True))
 
     # -- timed waits ------------------------------------------------------------------
     def start_timed_wait(self, deadline: float) -> int:

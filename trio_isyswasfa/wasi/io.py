@@ -7,8 +7,8 @@ import functools
 import math
 import os
 import select
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Generator, Hashable
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -44,6 +44,12 @@ class Pollable:
         """The event loop's time at which it becomes ready, if only time makes it
         ready: waits for such pollables share one timer instead of a task each."""
         return None
+
+    def source(self) -> Hashable:
+        """What makes it ready: pollables with the same source are ready together,
+        so guest waits on them share one host wait (several subscriptions to one
+        stream, say). By default each pollable is its own source."""
+        return self
 
 
 class ReadyPollable(Pollable):
@@ -183,6 +189,9 @@ class FillPollable(Pollable):
     async def wait(self) -> None:
         if not self.ready():
             await self._source.fill()
+
+    def source(self) -> Hashable:
+        return cast(Hashable, self._source)  # our sources compare by identity
 
 
 class ThreadedInputStream(BufferedInputStream):
@@ -386,6 +395,10 @@ class RoomPollable(Pollable):
         if not self.ready():
             await self._stream.drain()
 
+    def source(self) -> Hashable:
+        stream: Hashable = self._stream
+        return stream
+
 
 class FdOutputStream(ThreadedOutputStream):
     """Writes to a host file descriptor it does not own (the process's stdout)."""
@@ -533,6 +546,9 @@ class _PipePollable(Pollable):
         if not self.ready():
             pipe = self._pipe
             await (pipe.readable if self._want_data else pipe.writable).wait()
+
+    def source(self) -> Hashable:
+        return (self._pipe, self._want_data)
 
 
 class PipeReader(InputStream):
