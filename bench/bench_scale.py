@@ -105,10 +105,10 @@ def _guest() -> bytes:
     return build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
 
 
-def _run_child(row: str, n: int) -> dict[str, float]:
+def _run_child(row: str, n: int, tree: Path = ROOT) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_scale", "--one", row, str(n)],
-        cwd=ROOT,
+        cwd=tree,
         check=True,
         capture_output=True,
         text=True,
@@ -124,6 +124,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,4000,16000", help="comma-separated N")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"some of {','.join(ROWS)}")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="also run each row in another checkout (one with this bench in it), e.g. "
+        "the commit before a change, and print its rows first, marked 'before'",
+    )
     parser.add_argument("--one", nargs=2, metavar=("ROW", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -134,19 +141,20 @@ def main() -> None:
     _guest()  # build (or find cached) once, before the children need it
     print(f"each item waits {WAIT_MS} ms; host = (wall - {WAIT_MS} ms - guest) / N")
     print(
-        f"{'':52} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'CPU µs':>8}"
+        f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'CPU µs':>8}"
         f" {'KiB':>6} {'host x':>6} {'CPU x':>6}"
     )
-    for row in args.rows.split(","):
-        label = ROWS[row][0]
+    trees = [(args.compare, "before: "), (ROOT, "")] if args.compare else [(ROOT, "")]
+    for row, (tree, mark) in ((r, t) for r in args.rows.split(",") for t in trees):
+        label = mark + ROWS[row][0]
         first: tuple[float, float] | None = None
         for n in sizes:
-            fig = _run_child(row, n)
+            fig = _run_child(row, n, tree)
             host_us = max(0.0, fig["wall"] - WAIT_MS / 1000 - fig["guest"]) / n * 1e6
             cpu_us = fig["cpu"] / n * 1e6
             first = first or (host_us, cpu_us)
             print(
-                f"{label:52} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f} {host_us:>8.1f}"
+                f"{label:60} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f} {host_us:>8.1f}"
                 f" {cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f} {_ratio(host_us, first[0]):>6.2f}"
                 f" {_ratio(cpu_us, first[1]):>6.2f}",
                 flush=True,
