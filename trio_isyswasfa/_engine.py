@@ -717,6 +717,12 @@ class EngineInstance:
         """Hand the store to the next call in line (waking it alone)."""
         self.turns.give_back()
 
+    @property
+    def blocked(self) -> bool:
+        """Whether a guest call is suspended in a blocking host call (``time.sleep``, a
+        blocking read): calls into this instance wait until it returns."""
+        return self.bound.suspended is not None
+
     def close(self) -> None:
         """Forget this instance's implementations (its store is done)."""
         _BOUND.pop(self._key, None)

@@ -64,6 +64,7 @@ class Scheduler:
         self._host_scopes: dict[int, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self.failure: BaseException | None = None
+        self._failed: anyio.Event | None = None  # made when someone waits for a failure
         self.calls_in_flight = 0
         self.poll_calls = 0
         self.host_tasks_started = 0
@@ -180,6 +181,17 @@ class Scheduler:
         for waiter in self._waiters.values():
             waiter.set()
         self._wake.set()
+        if self._failed is not None:
+            self._failed.set()
+
+    async def wait_failed(self) -> None:
+        """Return once the instance has failed (for work that outlives a call, such as
+        a response body the guest is still writing)."""
+        if self.failure is not None:
+            return
+        if self._failed is None:
+            self._failed = anyio.Event()
+        await self._failed.wait()
 
     def check_alive(self) -> None:
         """Raise if the instance has failed."""
