@@ -203,3 +203,36 @@ async def main():
         stats = inst.statistics()
         assert stats.host_tasks_started == 1
         assert (stats.cancels_sent, stats.host_tasks_running) == (0, 0)
+
+
+async def test_a_wait_after_every_waiter_on_a_stream_gave_up_waits_anew(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the host's shared wait of the first reader is being cancelled when the second
+    # starts waiting: the second must not be woken by that ending, only by the write
+    code = """
+import asyncio
+async def main():
+    tx, rx = pipe.make_pipe()
+    async def wait(timeout):
+        with rx.subscribe() as p:
+            try:
+                await asyncio.wait_for(wait_pollable(p), timeout)
+                return "woke"
+            except TimeoutError:
+                return "gave up"
+    async def writer():
+        with monotonic_clock.subscribe_duration(5 * 10**9) as p:
+            await wait_pollable(p)
+        tx.write(b"x")
+    later = asyncio.ensure_future(writer())
+    first = await wait(1)
+    second = await wait(2)
+    third = await wait(60)
+    await later
+    return [first, second, third]
+"""
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        outcome = await inst.call(PROBE, "exec-async", code)
+        assert outcome == trio_isyswasfa.Ok(repr(["gave up", "gave up", "woke"]))
+        assert inst.statistics().host_tasks_running == 0

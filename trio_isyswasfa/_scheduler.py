@@ -244,7 +244,7 @@ class Scheduler:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task("pollable")
         shared = self._shared.get(key)
-        if shared is None:
+        if shared is None or shared.scope.cancel_called:  # (a cancelled one is ending)
             shared = self._shared[key] = _SharedWait()
             self.host_tasks_started += 1
             self._tg.start_soon(self._run_shared_wait, key, shared, wait, name="isyswasfa wait")
@@ -259,7 +259,8 @@ class Scheduler:
             with shared.scope:
                 await wait()
         finally:
-            del self._shared[key]
+            if self._shared.get(key) is shared:
+                del self._shared[key]
         for rep in shared.reps:  # none if every waiter was cancelled
             del self._shared_of[rep]
             self.apply(self.core.host_work_finished(rep, None))
