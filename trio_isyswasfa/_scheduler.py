@@ -228,8 +228,9 @@ class Scheduler:
         self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
 
     def host_scope_count(self, label: str | None = None) -> int:
-        """Host work still running: tasks, and timed waits, which count as ``"pollable"``
-        (only work labelled ``label``, if given)."""
+        """Host work still running: tasks, and the guest waits that timed and shared
+        waits stand for, which count as ``"pollable"`` (only work labelled ``label``,
+        if given)."""
         if label is None:
             return len(self._host_scopes) + len(self._timed) + len(self._shared_of)
         timed = len(self._timed) + len(self._shared_of) if label == "pollable" else 0
