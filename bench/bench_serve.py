@@ -12,7 +12,11 @@ For each backend (trio, asyncio) it runs, one after the other on loopback:
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
 least 0.5x). Then hash-all fans out to 100 URLs of a local upstream that answers in
 50 ms, and prints the total time as a ratio to one upstream latency (goal: at most
-1.5x). Not run in CI.
+1.5x). Then N concurrent slow requests (the guest writes its body over 100 ms) go
+to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
+(``--slow 200,1000``; each policy in a fresh process for its peak RSS). Not run in CI.
+
+    python -m bench.bench_serve --skip-throughput --slow 200,1000   # no wrk needed
 """
 
 from __future__ import annotations
@@ -208,18 +212,131 @@ async def fan_out(n: int = 100, delay: float = 0.05) -> None:
         nursery.cancel_scope.cancel()
 
 
+SLOW_PATH = "/stream"
+SLOW_LINES = 10  # lines of the body, 10 ms apart
+
+
+async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
+    """One GET of the slow path, straight into the ASGI app; the body it answered."""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": SLOW_PATH,
+        "raw_path": SLOW_PATH.encode(),
+        "query_string": f"n={lines}".encode(),
+        "headers": [(b"host", b"bench")],
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+    asked = False
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep_forever()  # the client stays
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))  # type: ignore[arg-type]
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return b"".join(body)
+
+
+async def slow_requests(policy: str, n: int, lines: int = SLOW_LINES) -> dict[str, float]:
+    """``n`` concurrent requests to one app with instance policy ``policy``, each body
+    ``lines`` lines written 10 ms apart."""
+    import resource
+
+    here = ROOT / "tests" / "guests" / "http"
+    component = trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
+    )
+    app = ComponentApp(component, instances=policy, max_instances=32)  # type: ignore[arg-type]
+    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+        await to_app.send({"type": "lifespan.startup"})
+        await from_app.receive()
+        await _slow_request(app)  # warm up: one instance opened, its guest initialised
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu_before = time.process_time()
+        start = time.perf_counter()
+        bodies: list[bytes] = []
+
+        async def one() -> None:
+            bodies.append(await _slow_request(app, lines))
+
+        async with trio.open_nursery() as requests:
+            for _ in range(n):
+                requests.start_soon(one)
+        wall = time.perf_counter() - start
+        stats = app.statistics()
+        assert stats.completed == n + 1, stats
+        assert all(b.count(b"\n") == lines for b in bodies)
+        await to_app.send({"type": "lifespan.shutdown"})
+        await from_app.receive()
+    return {
+        "wall": wall,
+        "cpu": time.process_time() - cpu_before,
+        "instances": stats.instances_opened,
+        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before,
+    }
+
+
+def print_slow(sizes: list[int]) -> None:
+    import json
+
+    print("N concurrent requests whose guest writes its body over 100 ms, in-process ASGI,")
+    print("at most 32 instances (shared: up to 16 requests each)")
+    print(f"{'policy':10} {'N':>6} {'wall s':>8} {'CPU ms/req':>10} {'instances':>9} {'MiB':>6}")
+    for n in sizes:
+        for policy in ("pooled", "shared"):
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.bench_serve", "--one-slow", policy, str(n)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            fig = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{policy:10} {n:>6} {fig['wall']:>8.2f} {fig['cpu'] / n * 1000:>10.2f}"
+                f" {fig['instances']:>9} {fig['rss_kib'] / 1024:>6.0f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-fan-out", action="store_true")
+    parser.add_argument("--slow", default="200", help="comma-separated N for slow requests")
+    parser.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_slow:
+        import json
+
+        policy, n = args.one_slow
+        print(json.dumps(trio.run(slow_requests, policy, int(n))))
+        return
     if not args.skip_throughput:
         if shutil.which("wrk") is None:
             sys.exit("wrk is not installed: apt-get install wrk")
         sys.path.insert(0, "/tmp")
         throughput(args.seconds, args.connections)
-    trio.run(fan_out)
+    if not args.skip_fan_out:
+        trio.run(fan_out)
+    print_slow([int(n) for n in args.slow.split(",")])
 
 
 if __name__ == "__main__":

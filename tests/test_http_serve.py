@@ -233,9 +233,24 @@ async def post_numbers(url: str, n: int) -> None:
 
 class TestInstancePolicies:
     async def test_pooled_instances_are_reused(self, service: tuple[str, ComponentApp]) -> None:
-        url, app = service
+        url, app = service  # shared, the default: one request after another needs one
         await post_numbers(url, 5)
         assert (await settled(app)).instances_opened == 1
+
+    async def test_pooled_instances_serve_one_request_at_a_time(
+        self, nursery: trio.Nursery, http_guest_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(http_guest_component, instances="pooled")
+        url = await start_server(nursery, app)
+
+        async def get() -> None:
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"{url}/stream?n=5")).status_code == 200
+
+        async with trio.open_nursery() as requests:
+            for _ in range(3):
+                requests.start_soon(get)
+        assert (await settled(app)).instances_opened == 3
 
     async def test_per_request_instances(
         self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
@@ -248,7 +263,7 @@ class TestInstancePolicies:
     async def test_requests_wait_for_one_of_max_instances(
         self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
     ) -> None:
-        app = ComponentApp(service_component, max_instances=1)
+        app = ComponentApp(service_component, instances="pooled", max_instances=1)
         url = await start_server(nursery, app)
         release = trio.Event()
 
@@ -275,8 +290,54 @@ class TestInstancePolicies:
         assert (stats.instances_opened, stats.waiting, stats.completed) == (1, 0, 2)
 
     def test_unknown_policy(self, service_component: trio_isyswasfa.Component) -> None:
-        with pytest.raises(ValueError, match="'pooled' or 'per-request'"):
-            ComponentApp(service_component, instances="shared")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="'pooled', 'shared' or 'per-request'"):
+            ComponentApp(service_component, instances="bogus")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="per_instance"):
+            ComponentApp(service_component, instances="shared", per_instance=0)
+
+    async def test_shared_instances_serve_several_requests_at_once(
+        self, nursery: trio.Nursery, http_guest_component: trio_isyswasfa.Component
+    ) -> None:
+        # 10 requests at once whose guests each take 50 ms: 4 to an instance
+        app = ComponentApp(http_guest_component, instances="shared", per_instance=4)
+        url = await start_server(nursery, app)
+        texts: list[str] = []
+
+        async def get() -> None:
+            async with httpx.AsyncClient() as client:
+                texts.append((await client.get(f"{url}/stream?n=5")).text)
+
+        async with trio.open_nursery() as requests:
+            for _ in range(10):
+                requests.start_soon(get)
+        assert texts == ["".join(f"line {i}\n" for i in range(5))] * 10
+        stats = await settled(app)
+        assert (stats.instances_opened, stats.completed, stats.failed) == (3, 10, 0)
+
+    async def test_a_trap_fails_only_the_shared_instance_it_happened_in(
+        self, nursery: trio.Nursery, http_guest_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(http_guest_component, instances="shared", per_instance=4)
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            async with client.stream("GET", f"{url}/forever") as streaming:
+                lines = streaming.aiter_lines()
+                assert await anext(lines) == "first line"
+                # the same instance serves the trapping request: it fails, and so does
+                # the response it was still writing (cut off, not left hanging)
+                assert (await client.get(f"{url}/trap")).status_code == 500
+                with trio.fail_after(5), pytest.raises(httpx.HTTPError):
+                    await _read_to_end(lines)
+            # new requests go to a new instance
+            again = await client.get(f"{url}/stream?n=2")
+        assert (again.status_code, again.text) == (200, "line 0\nline 1\n")
+        stats = await settled(app)
+        assert (stats.instances_opened, stats.failed, stats.completed) == (2, 2, 1)
+
+
+async def _read_to_end(lines: AsyncIterator[str]) -> None:
+    async for _ in lines:
+        pass
 
 
 class TestMisbehavingGuests:
@@ -384,7 +445,7 @@ class TestCli:
                 assert proc.stderr is not None
                 line = proc.stderr.readline()
                 assert line.startswith(f"Serving {service_component.name} on http://127.0.0.1:")
-                assert "(asyncio, pooled instances)" in line
+                assert "(asyncio, shared instances)" in line
                 url = line.split(" on ")[1].split(" ")[0]
                 response = httpx.post(f"{url}/x", content=b"over asyncio", timeout=10)
                 assert response.content == b"over asyncio"

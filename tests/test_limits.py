@@ -7,6 +7,7 @@ import time
 
 import pytest
 import trio
+import trio.testing
 from conftest import LoopTicks, lowered_wit
 
 import trio_isyswasfa
@@ -186,3 +187,42 @@ async def test_a_guest_holding_too_many_handles_is_stopped(
             await inst.call("test:wasi/probe", "exec", code)
     async with trio_isyswasfa.open_instance(wasi_component, limits=Limits(max_handles=500)) as inst:
         assert await inst.call("test:wasi/probe", "exec", code) == trio_isyswasfa.Ok("100")
+
+
+async def _echo_later(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return s
+
+
+CASES_IMPORTS = {
+    "test:cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": _echo_later,
+        "fallible": _echo_later,
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("export", "what"),
+    [("gather-pollable-sleeps", "50 WASI handles"), ("gather-host-calls", "50 isyswasfa tasks")],
+)
+async def test_a_guest_making_too_many_tasks_or_pollables_is_stopped(
+    cases_component: trio_isyswasfa.Component,
+    autojump_clock: trio.testing.MockClock,
+    export: str,
+    what: str,
+) -> None:
+    # 100 guest tasks, each awaiting a pollable of its own or a host import
+    limits = Limits(max_handles=50)
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=CASES_IMPORTS, limits=limits
+    ) as inst:
+        with pytest.raises(trio_isyswasfa.GuestTrap, match=what):
+            await inst.call("test:cases/cases", export, 100, 10)
+    limits = Limits(max_handles=500)
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=CASES_IMPORTS, limits=limits
+    ) as inst:
+        assert await inst.call("test:cases/cases", export, 100, 10) == 100

@@ -142,7 +142,7 @@ async def test_statistics_count_suspensions_and_cancels(
     cases_component: trio_isyswasfa.Component,
 ) -> None:
     async with trio_isyswasfa.open_instance(cases_component, imports=fresh_imports()) as inst:
-        await inst.call(CASES, "two-steps", 1)
+        await inst.call(CASES, "two-steps", 50)  # 1 ms can pass before the wait
         assert inst.statistics().listens == 2
         with trio.move_on_after(0.05):
             await inst.call(CASES, "sleep-ms", 60_000)

@@ -126,9 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--instances",
-        choices=["pooled", "per-request"],
-        default="pooled",
-        help="keep instances open between requests (default), or a fresh one per request",
+        choices=["shared", "pooled", "per-request"],
+        default="shared",
+        help="keep instances open between requests, each serving up to 16 at once "
+        "(default), or one at a time (pooled); or a fresh one per request",
     )
     serve.add_argument(
         "--max-instances",

@@ -57,6 +57,7 @@ from ._protocol import (
     PollInput,
     PollOutput,
 )
+from ._turns import Turns
 from .engine._values import Err as Err
 from .engine._values import Ok as Ok
 
@@ -682,8 +683,8 @@ class EngineInstance:
             self.store.set_limits(memory_size=self.limits.max_memory)
         self._key = _store_key(self.store)
         self.bound = _BOUND[self._key] = _Bound(impls, self.faults)
-        self._busy = False  # a call is running or suspended: the store admits no other
-        self._idle: Any = None  # an anyio.Event while callers wait for the store
+        # a call is running or suspended: the store admits no other until it returns
+        self.turns = Turns()
         try:
             self.instance = _fastcall.instantiate(linker, self.store, plan.component)
         except wasmtime.WasmtimeError as exc:
@@ -696,20 +697,19 @@ class EngineInstance:
         self._exports = exports
 
     async def enter(self) -> None:
-        """Take the store for one call; wait while another call has it (suspended).
-        Costs no checkpoint when the store is free, as most of the time."""
-        while self._busy:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-        self._busy = True
+        """Take the store for one call; wait in line while another call has it
+        (suspended). Costs no checkpoint when the store is free, as most of the time."""
+        await self.turns.take()
 
     def leave(self) -> None:
-        """Hand the store to the next waiting call."""
-        self._busy = False
-        if self._idle is not None:
-            self._idle.set()
-            self._idle = None
+        """Hand the store to the next call in line (waking it alone)."""
+        self.turns.give_back()
+
+    @property
+    def blocked(self) -> bool:
+        """Whether a guest call is suspended in a blocking host call (``time.sleep``, a
+        blocking read): calls into this instance wait until it returns."""
+        return self.bound.suspended is not None
 
     def close(self) -> None:
         """Forget this instance's implementations (its store is done)."""

@@ -155,6 +155,15 @@ class InstanceStatistics:
       guest_seconds: time spent running guest code so far (in export and poll calls,
         less the host functions the guest called): the part of a workload no host can
         make faster.
+      store_waits: export and poll calls so far that had to wait in line for the
+        instance's store (another call held it, suspended in a blocking host call or
+        at the end of its time slice).
+      store_wakeups: times such a waiting call was woken so far: one per wait (the
+        store goes to the first in line), however long the line.
+      host_tasks_started: host tasks started so far (async imports, and waits on
+        pollables other than clocks: a clock pollable's wait shares one timer).
+      timer_wakeups: times the timer shared by clock pollable waits woke so far (once
+        for any number of waits due together).
     """
 
     tasks: int
@@ -169,6 +178,10 @@ class InstanceStatistics:
     cancels_sent: int
     cancels_confirmed: int
     guest_seconds: float
+    store_waits: int
+    store_wakeups: int
+    host_tasks_started: int
+    timer_wakeups: int
 
 
 class Instance:
@@ -199,7 +212,11 @@ class Instance:
         self._engine = _engine.EngineInstance(
             component._plan, component._exports, self._resolve, limits
         )
-        self._sched = Scheduler(self._engine.store, cancel_grace=cancel_grace)
+        self._sched = Scheduler(
+            self._engine.store,
+            cancel_grace=cancel_grace,
+            max_tasks=limits.max_handles if limits else None,
+        )
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._funcs: dict[tuple[str, str], Any] = {}
 
@@ -317,12 +334,16 @@ class Instance:
         pollable = self._wasi.table.get(rep, Pollable)
         if pollable.ready():
             return None
+        deadline = pollable.deadline()
+        if deadline is not None:  # only time makes it ready: it shares the one timer
+            return Err(own(self._sched.start_timed_wait(deadline), ResourceKind.PENDING))
 
         async def wait() -> None:
             while not pollable.ready():
                 await pollable.wait()
 
-        task = self._sched.start_host_task("pollable", wait)
+        # guest tasks waiting on one stream share a host task
+        task = self._sched.start_shared_wait(pollable.source(), wait)
         return Err(own(task, ResourceKind.PENDING))
 
     # -- calling exports ------------------------------------------------------------------
@@ -414,6 +435,7 @@ class Instance:
     def statistics(self) -> InstanceStatistics:
         """Live tasks, handles and host work, for tests that check nothing leaked."""
         core = self._sched.core.statistics()
+        turns = self._engine.turns.statistics()
         return InstanceStatistics(
             tasks=core.tasks,
             host_tasks_running=self._sched.host_scope_count(),
@@ -427,6 +449,10 @@ class Instance:
             cancels_sent=self._sched.counts["cancel-sent"],
             cancels_confirmed=self._sched.counts["cancel-complete"],
             guest_seconds=self._engine.guest_seconds,
+            store_waits=turns.waits,
+            store_wakeups=turns.wakeups,
+            host_tasks_started=self._sched.host_tasks_started,
+            timer_wakeups=self._sched.timer_wakeups,
         )
 
 

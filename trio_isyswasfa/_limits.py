@@ -27,8 +27,11 @@ class Limits:
         blocking waits (sockets, sleeps, stdin) end at the limit. (A blocking name
         lookup is not cut short.)
       max_handles: WASI handles (streams, pollables, files, sockets, HTTP objects…)
-        the guest may hold at once; one more stops it (:class:`GuestTrap`). Files
-        and sockets hold host file descriptors, which the whole process shares.
+        the guest may hold at once, and likewise isyswasfa tasks (pending calls of
+        async imports and exports, waits on pollables); one more stops it
+        (:class:`GuestTrap`), so a guest that spawns without bound fails clearly
+        instead of exhausting host memory. Files and sockets hold host file
+        descriptors, which the whole process shares.
     """
 
     max_memory: int | None = None

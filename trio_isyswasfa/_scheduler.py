@@ -3,14 +3,19 @@
 One :class:`Scheduler` per component instance. It owns the protocol core, the
 per-poll-function input queues and a task group in which every host task (an async
 import the embedder implements, or a wait on a pollable) runs as its own task with
-its own cancel scope. A driver task delivers events to the guests' poll exports
-whenever something happened. All calls into wasm happen on the event-loop thread,
-between checkpoints, so they never overlap.
+its own cancel scope. Waits that end at a known time (a clock pollable) start no
+task: they share one timer, set to the earliest of them, so 10,000 guest tasks
+sleeping cost one trio deadline and a heap entry each. A driver task delivers events
+to the guests' poll exports whenever something happened. All calls into wasm happen
+on the event-loop thread, between checkpoints, so they never overlap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import heapq
+import itertools
+import math
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import anyio
@@ -33,11 +38,21 @@ from ._protocol import (
 )
 
 
+class _SharedWait:
+    """One host task waiting on a source for every guest wait on it."""
+
+    def __init__(self) -> None:
+        self.reps: set[int] = set()
+        self.scope = anyio.CancelScope()
+
+
 class Scheduler:
     """Routes isyswasfa events between host tasks and the guests' poll functions."""
 
-    def __init__(self, store: Any, *, cancel_grace: float = 10.0) -> None:
-        self.core = ProtocolCore()
+    def __init__(
+        self, store: Any, *, cancel_grace: float = 10.0, max_tasks: int | None = None
+    ) -> None:
+        self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
         self._store = store
         self._polls: list[ExportFunc] = []
@@ -49,8 +64,20 @@ class Scheduler:
         self._host_scopes: dict[int, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self.failure: BaseException | None = None
+        self._failed: anyio.Event | None = None  # made when someone waits for a failure
         self.calls_in_flight = 0
         self.poll_calls = 0
+        self.host_tasks_started = 0
+        self.timer_wakeups = 0
+        # waits that end at a known time: a heap of (deadline, seq, rep); `_timed` maps
+        # the live ones to their seq (a cancelled one stays in the heap until it is due)
+        self._timers: list[tuple[float, int, int]] = []
+        self._timed: dict[int, int] = {}
+        self._timer_seq = itertools.count()
+        self._timer_scope: anyio.CancelScope | None = None
+        # waits on one source (a stream, a pipe's side) share one host task
+        self._shared: dict[Hashable, _SharedWait] = {}
+        self._shared_of: dict[int, _SharedWait] = {}
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
@@ -66,6 +93,7 @@ class Scheduler:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._run_timers)
             task_status.started()
             try:
                 while self.failure is None:
@@ -136,6 +164,11 @@ class Scheduler:
                 scope = self._host_scopes.get(action.rep)
                 if scope is not None:
                     scope.cancel()
+                elif action.rep in self._shared_of:
+                    self._leave_shared_wait(action.rep)
+                elif self._timed.pop(action.rep, None) is not None:
+                    self._forget_cancelled_timers()
+                    self.apply(self.core.host_work_finished(action.rep, None, cancelled=True))
             elif isinstance(action, WakeHostCaller):
                 waiter = self._waiters.get(action.rep)
                 if waiter is not None:
@@ -148,6 +181,17 @@ class Scheduler:
         for waiter in self._waiters.values():
             waiter.set()
         self._wake.set()
+        if self._failed is not None:
+            self._failed.set()
+
+    async def wait_failed(self) -> None:
+        """Return once the instance has failed (for work that outlives a call, such as
+        a response body the guest is still writing)."""
+        if self.failure is not None:
+            return
+        if self._failed is None:
+            self._failed = anyio.Event()
+        await self._failed.wait()
 
     def check_alive(self) -> None:
         """Raise if the instance has failed."""
@@ -162,6 +206,7 @@ class Scheduler:
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task(label)
+        self.host_tasks_started += 1
         scope = anyio.CancelScope()
         self._host_scopes[rep] = scope
         self._host_labels[rep] = label
@@ -183,10 +228,94 @@ class Scheduler:
         self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
 
     def host_scope_count(self, label: str | None = None) -> int:
-        """Host tasks still running (only those labelled ``label``, if given)."""
+        """Host work still running: tasks, and the guest waits that timed and shared
+        waits stand for, which count as ``"pollable"`` (only work labelled ``label``,
+        if given)."""
         if label is None:
-            return len(self._host_scopes)
-        return sum(1 for lb in self._host_labels.values() if lb == label)
+            return len(self._host_scopes) + len(self._timed) + len(self._shared_of)
+        timed = len(self._timed) + len(self._shared_of) if label == "pollable" else 0
+        return timed + sum(1 for lb in self._host_labels.values() if lb == label)
+
+    # -- shared waits -----------------------------------------------------------------
+    def start_shared_wait(self, key: Hashable, wait: Callable[[], Awaitable[None]]) -> int:
+        """A pollable wait; the rep of its ``pending`` handle. Waits with the same ``key``
+        (the same stream, say) share one host task running ``wait`` of the first of
+        them, and all end when it does (the guests re-check their pollables)."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        rep = self.core.new_host_task("pollable")
+        shared = self._shared.get(key)
+        if shared is None or shared.scope.cancel_called:  # (a cancelled one is ending)
+            shared = self._shared[key] = _SharedWait()
+            self.host_tasks_started += 1
+            self._tg.start_soon(self._run_shared_wait, key, shared, wait, name="isyswasfa wait")
+        shared.reps.add(rep)
+        self._shared_of[rep] = shared
+        return rep
+
+    async def _run_shared_wait(
+        self, key: Hashable, shared: _SharedWait, wait: Callable[[], Awaitable[None]]
+    ) -> None:
+        try:
+            with shared.scope:
+                await wait()
+        finally:
+            if self._shared.get(key) is shared:
+                del self._shared[key]
+        for rep in shared.reps:  # none if every waiter was cancelled
+            del self._shared_of[rep]
+            self.apply(self.core.host_work_finished(rep, None))
+
+    def _leave_shared_wait(self, rep: int) -> None:
+        shared = self._shared_of.pop(rep)
+        shared.reps.discard(rep)
+        if not shared.reps:
+            shared.scope.cancel()  # nobody waits for it any more
+        self.apply(self.core.host_work_finished(rep, None, cancelled=True))
+
+    # -- timed waits ------------------------------------------------------------------
+    def start_timed_wait(self, deadline: float) -> int:
+        """A pollable wait that ends when the event loop's clock reaches ``deadline``;
+        the rep of its ``pending`` handle. It shares the one timer (no task of its own)."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        rep = self.core.new_host_task("pollable")
+        seq = next(self._timer_seq)
+        self._timed[rep] = seq
+        heapq.heappush(self._timers, (deadline, seq, rep))
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline  # the sleeper wakes earlier
+        return rep
+
+    async def _run_timers(self) -> None:
+        """Sleep until the earliest timed wait is due; finish every wait that is."""
+        while True:
+            now = anyio.current_time()
+            timers = self._timers
+            due: list[int] = []
+            while timers and timers[0][0] <= now:
+                _, seq, rep = heapq.heappop(timers)
+                if self._timed.get(rep) == seq:
+                    del self._timed[rep]
+                    due.append(rep)
+            for rep in due:
+                self.apply(self.core.host_work_finished(rep, None))
+            with anyio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
+                self._timer_scope = scope
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._timer_scope = None
+            self.timer_wakeups += 1
+
+    def _forget_cancelled_timers(self) -> None:
+        """Drop cancelled waits from the heap once they are most of it (bounded memory
+        for a guest that starts and cancels long sleeps)."""
+        if len(self._timers) > 64 and len(self._timers) > 2 * len(self._timed):
+            live = self._timed
+            self._timers = [t for t in self._timers if live.get(t[2]) == t[1]]
+            heapq.heapify(self._timers)
 
     # -- the host as caller -----------------------------------------------------------------
     async def await_guest_call(self, rep: int) -> bool:

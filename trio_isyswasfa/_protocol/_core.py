@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import GuestProtocolError, HostProtocolError, InternalError
+from .._errors import GuestProtocolError, GuestTrap, HostProtocolError, InternalError
 from ._events import (
     InCancel,
     InCancelComplete,
@@ -111,12 +111,20 @@ class CoreStatistics:
 class ProtocolCore:
     """The isyswasfa task table; every method returns the actions to carry out."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_tasks: int | None = None) -> None:
+        """``max_tasks``: live tasks a guest may make at once (``Limits.max_handles``);
+        one more stops it with :class:`GuestTrap` instead of growing host memory."""
         self._tasks: dict[int, Task] = {}
         self._next_rep = 1
+        self._max_tasks = max_tasks
 
     # -- bookkeeping ---------------------------------------------------------------
     def _new(self, kind: TaskKind, refs: int, label: str) -> Task:
+        if self._max_tasks is not None and len(self._tasks) >= self._max_tasks:
+            raise GuestTrap(
+                f"the guest has {self._max_tasks} isyswasfa tasks (async calls, pollable"
+                " waits) at once (Limits.max_handles)"
+            )
         rep = self._next_rep
         while rep in self._tasks:
             rep = rep + 1 if rep < 0xFFFF_FFFF else 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 HANDLER_INTERFACE = "wasi:http/handler"
+INSTANCE_POLICIES = ("pooled", "shared", "per-request")
 
 
 @dataclass
@@ -49,7 +51,7 @@ class ServerStatistics:
       completed: requests whose response was sent in full.
       failed: requests that failed in the component (trap, error code, protocol error).
       cancelled: requests cancelled because the client went away.
-      instances_opened: instances opened so far (one per request unless pooled).
+      instances_opened: instances opened so far (one per request with ``per-request``).
       waiting: requests waiting for an instance (all ``max_instances`` are busy).
       guest_seconds: time spent running guest code for requests so far (see
         :attr:`~trio_isyswasfa.InstanceStatistics.guest_seconds`).
@@ -74,18 +76,28 @@ class ComponentApp:
       limits: memory and run-time bounds for each instance
         (:class:`~trio_isyswasfa.Limits`); none by default.
       max_instances: instances that may exist at once (each serves one request at a
-        time; further requests wait for one). It bounds memory (a Python guest's
+        time, or ``per_instance`` with ``"shared"``; further requests wait for one). It bounds memory (a Python guest's
         instance holds ~12 MiB). A guest that mostly computes serves best with a few
         per CPU core; one that waits on I/O needs one per concurrent request.
       http_client: sends the guests' outgoing requests; the app opens and closes it
         with the ASGI lifespan (else outgoing requests are refused, unless ``wasi``
         says otherwise).
-      instances: ``"pooled"`` (the default): instances stay open between requests and
-        each serves one request at a time, so a guest's state may outlive a request;
-        ``"per-request"``: a fresh instance for every request, as ``wasmtime serve``
-        does (full isolation, several milliseconds more per request for a Python
-        guest). Pooling needs the ASGI lifespan protocol (hypercorn speaks it);
-        without it, every request gets a fresh instance.
+      instances: ``"shared"`` (the default): instances stay open between requests and
+        each serves up to ``per_instance`` requests at once (their ``handle`` calls
+        run concurrently, as isyswasfa allows), so a guest that waits on I/O needs
+        few instances; a request goes to an instance whose guest is not blocked in a
+        host call (``time.sleep``), so blocking guests do not hold each other up; a
+        guest's state may outlive a request and is shared by the requests it serves at
+        once; a trap fails that instance's requests in flight (500, or a response cut
+        off) and new ones go to another instance. ``"pooled"``: likewise, but each
+        instance serves one request at a time. ``"per-request"``: a fresh instance for
+        every request, as ``wasmtime serve`` does (full isolation, several
+        milliseconds more per request for a Python guest). Pooling needs the ASGI
+        lifespan protocol (hypercorn speaks it); without it, every request gets a
+        fresh instance.
+      per_instance: with ``"shared"``, requests one instance serves at once (16, as
+        ``wasmtime serve`` for WASI 0.3); at most ``max_instances * per_instance``
+        requests are served at once.
     """
 
     def __init__(
@@ -94,15 +106,20 @@ class ComponentApp:
         *,
         wasi: WasiConfig | None = None,
         cancel_grace: float = 5.0,
-        instances: Literal["pooled", "per-request"] = "pooled",
+        instances: Literal["pooled", "shared", "per-request"] = "shared",
         http_client: HttpClient | None = None,
         limits: Limits | None = None,
         max_instances: int = 32,
+        per_instance: int = 16,
     ) -> None:
         if max_instances < 1:
             raise ValueError(f"max_instances must be at least 1, not {max_instances}")
-        if instances not in ("pooled", "per-request"):
-            raise ValueError(f"instances must be 'pooled' or 'per-request', not {instances!r}")
+        if per_instance < 1:
+            raise ValueError(f"per_instance must be at least 1, not {per_instance}")
+        if instances not in INSTANCE_POLICIES:
+            raise ValueError(
+                f"instances must be 'pooled', 'shared' or 'per-request', not {instances!r}"
+            )
         self.component = component
         self.wasi = wasi or WasiConfig()
         self.http_client = http_client
@@ -111,6 +128,7 @@ class ComponentApp:
         self.cancel_grace = cancel_grace
         self.limits = limits
         self.max_instances = max_instances
+        self.per_instance = per_instance if instances == "shared" else 1
         self._slots: anyio.CapacityLimiter | None = None  # made in the event loop
         self.instances = instances
         self._pool: InstancePool | None = None
@@ -119,6 +137,8 @@ class ComponentApp:
             raise LinkError(f"{component.name} does not export {HANDLER_INTERFACE}")
         self.interface = exports[0]
         self._stats = ServerStatistics()
+        # each instance's guest_seconds when last counted (requests may share one)
+        self._guest_counted: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._idle = anyio.Event()
         self._idle.set()
 
@@ -196,8 +216,8 @@ class ComponentApp:
             started = False
             try:
                 async with self._slot(), self._instance() as instance:
-                    engine = instance._engine  # an instance serves one request at a time
-                    guest_before = engine.guest_seconds
+                    engine = instance._engine
+                    self._guest_counted.setdefault(engine, engine.guest_seconds)
                     try:
                         response = await _handle(instance, self.interface, request)
                         if isinstance(response, ErrorCode):
@@ -206,10 +226,21 @@ class ComponentApp:
                             outcome = "failed"
                         else:
                             started = True
-                            await _send_response(scope, send, response, sent)
+                            # if the instance fails while it writes the body (a trap in
+                            # another request it serves, or in a task of the guest's),
+                            # the response is cut off rather than left hanging
+                            sending = anyio.CancelScope()
+                            tg.start_soon(_cancel_on_failure, instance, sending)
+                            with sending:
+                                await _send_response(scope, send, response, sent)
+                            instance._sched.check_alive()
                             outcome = "completed"
                     finally:
-                        self._stats.guest_seconds += engine.guest_seconds - guest_before
+                        # counted once even when requests share the instance
+                        self._stats.guest_seconds += (
+                            engine.guest_seconds - self._guest_counted[engine]
+                        )
+                        self._guest_counted[engine] = engine.guest_seconds
             except IsyswasfaError as exc:
                 log.error("component failed: %s", exc)
                 outcome = "failed"
@@ -222,7 +253,7 @@ class ComponentApp:
     async def _slot(self) -> AsyncIterator[None]:
         """One of the ``max_instances`` slots, waiting for one if all are taken."""
         if self._slots is None:
-            self._slots = anyio.CapacityLimiter(self.max_instances)
+            self._slots = anyio.CapacityLimiter(self.max_instances * self.per_instance)
         stats = self._stats
         stats.waiting += 1
         try:
@@ -253,13 +284,14 @@ class ComponentApp:
         async with AsyncExitStack() as stack:
             if self.http_client is not None:
                 await stack.enter_async_context(self.http_client)
-            if self.instances == "pooled":
+            if self.instances != "per-request":
                 self._pool = await stack.enter_async_context(
                     InstancePool(
                         self.component,
                         wasi=self.wasi,
                         cancel_grace=self.cancel_grace,
                         limits=self.limits,
+                        per_instance=self.per_instance,
                         on_open=self._count_open,
                     )
                 )
@@ -278,7 +310,7 @@ def app_from_environment() -> ComponentApp:
     component at ``$TRIO_ISYSWASFA_COMPONENT`` in each worker (the compile cache makes
     the second load fast). ``$TRIO_ISYSWASFA_ALLOW_OUTGOING`` (comma-separated
     ``HOST:PORT`` patterns) lets guests send requests there; ``$TRIO_ISYSWASFA_INSTANCES``
-    is ``pooled`` (default) or ``per-request``.
+    is ``shared`` (default), ``pooled`` or ``per-request``.
 
     Raises:
       HostProtocolError: ``$TRIO_ISYSWASFA_COMPONENT`` is not set.
@@ -287,7 +319,7 @@ def app_from_environment() -> ComponentApp:
     if not path:
         raise HostProtocolError("set TRIO_ISYSWASFA_COMPONENT to the component to serve")
     allow = [p.strip() for p in os.environ.get("TRIO_ISYSWASFA_ALLOW_OUTGOING", "").split(",")]
-    instances = os.environ.get("TRIO_ISYSWASFA_INSTANCES", "pooled")
+    instances = os.environ.get("TRIO_ISYSWASFA_INSTANCES", "shared")
     return ComponentApp(
         load_component(path),
         http_client=HttpClient(allow=[p for p in allow if p]),
@@ -336,6 +368,11 @@ def _request_from_scope(scope: Scope, body: Body) -> Request:
 
 def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value) for name, value in fields.entries()]
+
+
+async def _cancel_on_failure(instance: Instance, scope: anyio.CancelScope) -> None:
+    await instance._sched.wait_failed()
+    scope.cancel()
 
 
 async def _send_response(scope: Scope, send: Send, response: Response, sent: anyio.Event) -> None:

@@ -3,9 +3,11 @@
 A fresh instance of a Python guest costs about 2.5 ms to open and its first call
 several more (CPython finishes initialising inside it), while a call into a warm one
 costs well under a millisecond: see ``bench/bench_serve.py``. A pool keeps instances
-open in its own task group and lends each to one request at a time; an instance that
-failed (a trap, a protocol error, an unconfirmed cancellation) is closed, never lent
-again.
+open in its own task group and lends each to up to ``per_instance`` requests at a time
+(one by default; an isyswasfa guest that waits on I/O serves many at once, as
+``wasmtime serve`` does with WASI 0.3). An instance that failed (a trap, a protocol
+error, an unconfirmed cancellation) is never lent again, and is closed once the
+requests it had in flight are over (they fail: the server answers 500).
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ class _Slot:
     def __init__(self, instance: Instance, closed: anyio.Event) -> None:
         self.instance = instance
         self.close = closed  # set to close the instance
+        self.in_flight = 0  # requests it serves now
 
 
 class InstancePool(BackgroundTasks):
-    """Open instances of one component, each lent to one request at a time.
+    """Open instances of one component, each lent to up to ``per_instance`` requests at once.
 
     Args:
       component, wasi, cancel_grace, limits: as for :func:`~trio_isyswasfa.open_instance`.
       max_idle: instances kept open while no request uses them.
+      per_instance: requests one instance serves at once; a request goes to the first
+        open instance with room whose guest is not blocked in a host call, so
+        instances fill up before another opens.
       on_open: called each time the pool opens an instance.
     """
 
@@ -45,14 +51,19 @@ class InstancePool(BackgroundTasks):
         cancel_grace: float,
         limits: Limits | None = None,
         max_idle: int = 32,
+        per_instance: int = 1,
         on_open: Callable[[], object] = lambda: None,
     ) -> None:
+        if per_instance < 1:
+            raise ValueError(f"per_instance must be at least 1, not {per_instance}")
         self.component = component
         self.wasi = wasi
         self.cancel_grace = cancel_grace
         self.limits = limits
         self.max_idle = max_idle
-        self._idle: list[_Slot] = []
+        self.per_instance = per_instance
+        self._open: list[_Slot] = []  # sound instances, in the order they opened
+        self._opening = anyio.Lock()  # made in the event loop: the pool is entered there
         self._on_open = on_open
 
     async def __aenter__(self) -> InstancePool:
@@ -60,7 +71,7 @@ class InstancePool(BackgroundTasks):
         return self
 
     async def _closed(self) -> None:
-        self._idle.clear()
+        self._open.clear()
 
     async def _keep_open(
         self, *, task_status: anyio.abc.TaskStatus[_Slot] = anyio.TASK_STATUS_IGNORED
@@ -72,20 +83,54 @@ class InstancePool(BackgroundTasks):
             task_status.started(_Slot(instance, closed))
             await closed.wait()
 
+    async def _open_one(self) -> _Slot:
+        slot: _Slot = await self._tasks.start(self._keep_open)
+        self._on_open()
+        self._open.append(slot)
+        return slot
+
+    def _with_room(self) -> _Slot | None:
+        for slot in list(self._open):
+            if slot.instance._sched.failure is not None:
+                self._settle(slot)  # it failed between requests (a spawned guest task)
+            elif slot.in_flight < self.per_instance and not slot.instance._engine.blocked:
+                # (an instance whose guest is blocked in a host call, as in time.sleep,
+                # would hold the request up until it returns: another one serves it)
+                return slot
+        return None
+
     @asynccontextmanager
     async def lend(self) -> AsyncIterator[Instance]:
-        """An instance for one request; it goes back to the pool if it is still sound."""
-        if self._idle:
-            slot = self._idle.pop()
-        else:
-            slot = await self._tasks.start(self._keep_open)
-            self._on_open()
-        sound = False
+        """An instance for one request; it stays in the pool while it is sound."""
+        slot = self._with_room()
+        if slot is None and self.per_instance > 1:
+            # requests arriving together wait for the instance one of them opens
+            async with self._opening:
+                slot = self._with_room()
+                if slot is None:
+                    slot = await self._open_one()
+        elif slot is None:
+            slot = await self._open_one()
+        slot.in_flight += 1
         try:
             yield slot.instance
-            sound = True
         finally:
-            if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:
-                self._idle.append(slot)
-            else:
+            slot.in_flight -= 1
+            self._settle(slot)
+
+    def _settle(self, slot: _Slot) -> None:
+        """After a request: drop a failed instance (closed once its requests are over),
+        and close an idle one beyond ``max_idle``."""
+        instance = slot.instance
+        if instance._sched.failure is not None:
+            if slot in self._open:
+                self._open.remove(slot)  # new requests go elsewhere
+            if slot.in_flight == 0:
                 slot.close.set()
+            return
+        if slot.in_flight > 0:
+            return
+        idle = sum(1 for s in self._open if s.in_flight == 0)
+        if not instance._reusable() or idle > self.max_idle:
+            self._open.remove(slot)
+            slot.close.set()

@@ -49,7 +49,7 @@ async def serve(
     bind: Sequence[str] = ("127.0.0.1:8080",),
     wasi: WasiConfig | None = None,
     access_log: bool = True,
-    instances: Literal["pooled", "per-request"] = "pooled",
+    instances: Literal["pooled", "shared", "per-request"] = "shared",
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import select
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Generator, Hashable
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -39,6 +40,17 @@ class Pollable:
         """Return once ``ready()`` may be true (callers re-check)."""
         raise NotImplementedError
 
+    def deadline(self) -> float | None:
+        """The event loop's time at which it becomes ready, if only time makes it
+        ready: waits for such pollables share one timer instead of a task each."""
+        return None
+
+    def source(self) -> Hashable:
+        """What makes it ready: pollables with the same source are ready together,
+        so guest waits on them share one host wait (several subscriptions to one
+        stream, say). By default each pollable is its own source."""
+        return self
+
 
 class ReadyPollable(Pollable):
     """Always ready (streams that never make the guest wait)."""
@@ -53,14 +65,17 @@ class ReadyPollable(Pollable):
 class DeadlinePollable(Pollable):
     """Ready once the event loop's clock reaches ``deadline`` (seconds)."""
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, when: float) -> None:
+        self.when = when
 
     def ready(self) -> bool:
-        return anyio.current_time() >= self.deadline
+        return anyio.current_time() >= self.when
 
     async def wait(self) -> None:
-        await anyio.sleep_until(self.deadline)
+        await anyio.sleep_until(self.when)
+
+    def deadline(self) -> float:
+        return self.when
 
 
 # -- streams --------------------------------------------------------------------------
@@ -174,6 +189,9 @@ class FillPollable(Pollable):
     async def wait(self) -> None:
         if not self.ready():
             await self._source.fill()
+
+    def source(self) -> Hashable:
+        return cast(Hashable, self._source)  # our sources compare by identity
 
 
 class ThreadedInputStream(BufferedInputStream):
@@ -377,6 +395,10 @@ class RoomPollable(Pollable):
         if not self.ready():
             await self._stream.drain()
 
+    def source(self) -> Hashable:
+        stream: Hashable = self._stream
+        return stream
+
 
 class FdOutputStream(ThreadedOutputStream):
     """Writes to a host file descriptor it does not own (the process's stdout)."""
@@ -473,16 +495,21 @@ class SendStreamOutput(BufferedOutputStream):
 
 
 class _Signal:
-    """An anyio Event replaced on every state change (level-triggered pollables)."""
+    """Wakes whoever waits for the next state change (level-triggered pollables: the
+    waiters re-check). The event is made only when someone waits, so a change that
+    nobody waits for (most writes) costs nothing."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None
 
     def changed(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
+        if self._event is not None:
+            self._event.set()
+            self._event = None
 
     async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
         await self._event.wait()
 
 
@@ -491,7 +518,8 @@ class Pipe:
 
     The writer's pollable is ready when there is space (or the reader is gone); the
     reader's when there is data (or the writer is gone). Dropping the writer ends
-    the stream once the buffer drains.
+    the stream once the buffer drains. Each side waits on its own signal, so a write
+    wakes only readers and a read only writers.
     """
 
     def __init__(self, capacity: int = CHUNK) -> None:
@@ -499,7 +527,8 @@ class Pipe:
         self.buffer = bytearray()
         self.writer_open = True
         self.reader_open = True
-        self.signal = _Signal()
+        self.readable = _Signal()  # data arrived, or the writer went away
+        self.writable = _Signal()  # room was made, or the reader went away
 
 
 class _PipePollable(Pollable):
@@ -515,7 +544,11 @@ class _PipePollable(Pollable):
 
     async def wait(self) -> None:
         if not self.ready():
-            await self._pipe.signal.wait()
+            pipe = self._pipe
+            await (pipe.readable if self._want_data else pipe.writable).wait()
+
+    def source(self) -> Hashable:
+        return (self._pipe, self._want_data)
 
 
 class PipeReader(InputStream):
@@ -532,7 +565,7 @@ class PipeReader(InputStream):
             return b""
         chunk = bytes(p.buffer[:n])
         del p.buffer[:n]
-        p.signal.changed()
+        p.writable.changed()
         return chunk
 
     def subscribe(self) -> Pollable:
@@ -541,7 +574,7 @@ class PipeReader(InputStream):
     def close(self) -> None:
         self.pipe.reader_open = False
         self.pipe.buffer.clear()
-        self.pipe.signal.changed()
+        self.pipe.writable.changed()
 
 
 class PipeWriter(OutputStream):
@@ -558,14 +591,14 @@ class PipeWriter(OutputStream):
 
     def write(self, data: bytes) -> None:
         self.pipe.buffer += data
-        self.pipe.signal.changed()
+        self.pipe.readable.changed()
 
     def subscribe(self) -> Pollable:
         return _PipePollable(self.pipe, want_data=False)
 
     def close(self) -> None:
         self.pipe.writer_open = False
-        self.pipe.signal.changed()
+        self.pipe.readable.changed()
 
 
 class ErrorObject:
@@ -822,18 +855,31 @@ def flushed(stream: OutputStream) -> HostWaits:
 
 
 async def wait_any(pollables: list[Pollable]) -> None:
-    """Wait until one of ``pollables`` is ready."""
+    """Wait until one of ``pollables`` is ready. Clock pollables cost one deadline
+    together (the soonest), not a task each."""
     if len(pollables) == 1:
         await wait_ready(pollables[0])
         return
-    async with anyio.create_task_group() as tg:
+    soonest = math.inf
+    others: list[Pollable] = []
+    for pollable in pollables:
+        deadline = pollable.deadline()
+        if deadline is None:
+            others.append(pollable)
+        else:
+            soonest = min(soonest, deadline)
+    if not others:
+        await anyio.sleep_until(soonest)
+        return
+    with anyio.CancelScope(deadline=soonest):
+        async with anyio.create_task_group() as tg:
 
-        async def one(pollable: Pollable) -> None:
-            await wait_ready(pollable)
-            tg.cancel_scope.cancel()
+            async def one(pollable: Pollable) -> None:
+                await wait_ready(pollable)
+                tg.cancel_scope.cancel()
 
-        for pollable in pollables:
-            tg.start_soon(one, pollable)
+            for pollable in others:
+                tg.start_soon(one, pollable)
 
 
 # -- host-side helpers ----------------------------------------------------------------

@@ -59,6 +59,10 @@ class Cases(exports.Cases):
         await asyncio.gather(*(until_deadline() for _ in range(n)))
         return n
 
+    async def gather_host_calls(self, n: int, ms: int) -> int:
+        replies = await asyncio.gather(*(host.echo_later("x", ms) for _ in range(n)))
+        return len(replies)
+
     async def as_completed(self, ms: list[int]) -> list[int]:
         async def one(m: int) -> int:
             await sleep_ms(m)

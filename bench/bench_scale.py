@@ -1,0 +1,166 @@
+"""How the host's cost per concurrent call, guest task and pollable grows with their number.
+
+    python -m bench.bench_scale                      # N = 1k, 4k, 16k (a few minutes)
+    python -m bench.bench_scale --sizes 1000,4000,16000,64000,100000
+
+(from the repository's root, so that its own ``trio_isyswasfa`` is the one measured)
+
+Each row runs N things at once in one instance of the test-cases Python guest, all
+waiting 100 ms; each (row, N) runs in a fresh process so that its peak RSS is its own.
+Columns: wall time; time in guest code (``Instance.statistics().guest_seconds``: no
+host can make that part faster); host µs per item, ``(wall - 100 ms - guest) / N``;
+CPU µs per item (the process's CPU time, host and guest, over N: on a shared machine
+wall times swell with other processes' load, CPU time does not); peak RSS growth per
+item (host and guest memory); and the ratios of each N's host µs and CPU µs per item
+to the smallest N's, measured in the same run (flat is 1.0; the goal is at most 1.5).
+Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+import trio_isyswasfa
+from trio_isyswasfa.testing import build_python_guest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "guests" / "cases"
+IFACE = "test:cases/cases"
+WAIT_MS = 100
+
+
+async def echo_later(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return s
+
+
+IMPORTS = {
+    "test:cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": echo_later,
+        "fallible": echo_later,
+    }
+}
+
+
+async def _calls(inst: trio_isyswasfa.Instance, n: int) -> None:
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(inst.call, IFACE, "sleep-ms", WAIT_MS)
+
+
+async def _pollables(inst: trio_isyswasfa.Instance, n: int) -> None:
+    await inst.call(IFACE, "gather-pollable-sleeps", n, WAIT_MS)
+
+
+async def _imports(inst: trio_isyswasfa.Instance, n: int) -> None:
+    await inst.call(IFACE, "gather-host-calls", n, WAIT_MS)
+
+
+ROWS = {
+    "calls": ("concurrent export calls, each awaiting a pollable", _calls),
+    "pollables": ("guest tasks, each awaiting its own pollable", _pollables),
+    "imports": ("guest tasks, each awaiting a host import", _imports),
+}
+
+
+def _peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+async def measure(row: str, n: int) -> dict[str, float]:
+    """Run one row at size ``n`` in this process; its figures."""
+    component = trio_isyswasfa.load_component(_guest())
+    run = ROWS[row][1]
+    async with trio_isyswasfa.open_instance(component, imports=IMPORTS) as inst:
+        await run(inst, 10)  # warm up: the guest's first calls finish initialising it
+        guest_before = inst.statistics().guest_seconds
+        rounds_before = inst.statistics().poll_calls
+        rss_before = _peak_kib()
+        cpu_before = time.process_time()
+        start = time.perf_counter()
+        await run(inst, n)
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_before
+        stats = inst.statistics()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "guest": stats.guest_seconds - guest_before,
+        "rss_kib": max(0, _peak_kib() - rss_before),
+        "poll_calls": stats.poll_calls - rounds_before,
+    }
+
+
+def _guest() -> bytes:
+    return build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
+
+
+def _run_child(row: str, n: int, tree: Path = ROOT) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_scale", "--one", row, str(n)],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,4000,16000", help="comma-separated N")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"some of {','.join(ROWS)}")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="also run each row in another checkout (one with this bench in it), e.g. "
+        "the commit before a change, and print its rows first, marked 'before'",
+    )
+    parser.add_argument("--one", nargs=2, metavar=("ROW", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        row, n = args.one
+        print(json.dumps(trio.run(measure, row, int(n))))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    _guest()  # build (or find cached) once, before the children need it
+    print(f"each item waits {WAIT_MS} ms; host = (wall - {WAIT_MS} ms - guest) / N")
+    print(
+        f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'CPU µs':>8}"
+        f" {'KiB':>6} {'host x':>6} {'CPU x':>6}"
+    )
+    trees = [(args.compare, "before: "), (ROOT, "")] if args.compare else [(ROOT, "")]
+    for row, (tree, mark) in ((r, t) for r in args.rows.split(",") for t in trees):
+        label = mark + ROWS[row][0]
+        first: tuple[float, float] | None = None
+        for n in sizes:
+            fig = _run_child(row, n, tree)
+            host_us = max(0.0, fig["wall"] - WAIT_MS / 1000 - fig["guest"]) / n * 1e6
+            cpu_us = fig["cpu"] / n * 1e6
+            first = first or (host_us, cpu_us)
+            print(
+                f"{label:60} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f} {host_us:>8.1f}"
+                f" {cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f} {_ratio(host_us, first[0]):>6.2f}"
+                f" {_ratio(cpu_us, first[1]):>6.2f}",
+                flush=True,
+            )
+            label = ""
+
+
+if __name__ == "__main__":
+    main()

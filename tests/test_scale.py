@@ -1,0 +1,238 @@
+"""The host's work per concurrent call, task and pollable stays flat as their number grows.
+
+Counted, not timed: wake-ups of calls waiting for the store, poll calls and host tasks
+for N and 4N things at once must grow (at most) linearly. The speed itself is measured
+by ``bench/bench_scale.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+import trio_isyswasfa
+
+pytestmark = pytest.mark.guest
+
+PROBE = "test:wasi/probe"
+CASES = "test:cases/cases"
+# a synchronous export that holds the store while it blocks 1 s in a host call
+BLOCK = "with monotonic_clock.subscribe_duration(10**9) as p:\n    p.block()\nresult = 1"
+
+
+async def _blocking_calls(
+    component: trio_isyswasfa.Component, n: int
+) -> trio_isyswasfa.InstanceStatistics:
+    async with trio_isyswasfa.open_instance(component) as inst:
+        await inst.call(PROBE, "exec", "result = 1")  # the guest's first call initialises it
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(inst.call, PROBE, "exec", BLOCK)
+        return inst.statistics()
+
+
+async def test_calls_waiting_for_the_store_are_woken_once_each(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # every call blocks while holding the store, so all but one wait in line each time
+    n = 20
+    small = await _blocking_calls(wasi_component, n)
+    large = await _blocking_calls(wasi_component, 4 * n)
+    assert small.store_waits >= n - 1
+    assert large.store_waits >= 4 * n - 1
+    # one wake-up per wait: 4x the calls, 4x the wake-ups (a shared event woke the
+    # whole line at every hand-off: 16x)
+    assert small.store_wakeups == small.store_waits
+    assert large.store_wakeups == large.store_waits
+    assert large.store_wakeups <= 4.5 * small.store_wakeups
+
+
+async def _echo_later(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return s
+
+
+CASES_IMPORTS = {
+    "test:cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": _echo_later,
+        "fallible": _echo_later,
+    }
+}
+
+
+async def _cases_stats(
+    component: trio_isyswasfa.Component, export: str, *args: int
+) -> trio_isyswasfa.InstanceStatistics:
+    async with trio_isyswasfa.open_instance(component, imports=CASES_IMPORTS) as inst:
+        await inst.call(CASES, "immediate", "x")  # the guest's first call initialises it
+        await inst.call(CASES, export, *args)
+        stats = inst.statistics()
+        assert stats.host_tasks_running == 0
+        return stats
+
+
+@pytest.mark.parametrize("export", ["gather-pollable-sleeps", "gather-sleeps"])
+async def test_guest_tasks_sleeping_together_share_one_host_timer(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, export: str
+) -> None:
+    # n guest tasks, each with a clock pollable of its own due at one time (or asyncio
+    # sleeps, which the guest's loop folds into one pollable): no host task, one timer
+    for n in (50, 200):
+        stats = await _cases_stats(cases_component, export, n, 100)
+        assert stats.host_tasks_started == 0
+        assert stats.timer_wakeups <= 2
+        assert stats.poll_calls <= 6
+
+
+async def test_concurrent_calls_each_awaiting_a_pollable_cost_the_host_linearly(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def run(n: int) -> trio_isyswasfa.InstanceStatistics:
+        async with trio_isyswasfa.open_instance(cases_component, imports=CASES_IMPORTS) as inst:
+            await inst.call(CASES, "immediate", "x")
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(inst.call, CASES, "sleep-ms", 100)
+            return inst.statistics()
+
+    small, large = await run(25), await run(100)
+    assert small.host_tasks_started == large.host_tasks_started == 0
+    assert large.timer_wakeups <= 2
+    for n, stats in ((25, small), (100, large)):
+        # each call waits at most twice for the store (its start and its result), and
+        # is woken once per wait (the last may be handed the store and not have run yet)
+        assert stats.store_wakeups <= stats.store_waits <= 2 * n + stats.poll_calls
+    assert large.poll_calls <= 4.5 * small.poll_calls
+
+
+async def test_guest_tasks_awaiting_host_imports_cost_one_host_task_each(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    small = await _cases_stats(cases_component, "gather-host-calls", 50, 100)
+    large = await _cases_stats(cases_component, "gather-host-calls", 200, 100)
+    assert (small.host_tasks_started, large.host_tasks_started) == (50, 200)
+    assert large.poll_calls <= 4.5 * small.poll_calls
+
+
+async def test_cancelled_sleeps_do_not_pile_up_in_the_timer(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio_isyswasfa.open_instance(cases_component, imports=CASES_IMPORTS) as inst:
+        for _ in range(300):  # each starts an hour's sleep that is then cancelled
+            with trio.move_on_after(0.01):
+                await inst.call(CASES, "cancel-aware-sleep", 3_600_000)
+        stats = inst.statistics()
+        assert stats.pollables_waiting == 0
+        assert stats.cancels_confirmed == 300
+        assert len(inst._sched._timers) <= 128
+
+
+@pytest.mark.parametrize("with_pipe", [False, True])
+async def test_poll_on_several_clocks_waits_for_the_soonest(
+    wasi_component: trio_isyswasfa.Component,
+    autojump_clock: trio.testing.MockClock,
+    with_pipe: bool,
+) -> None:
+    # clock pollables cost one deadline together; a pipe's pollable still waits beside them
+    code = (
+        "tx, rx = pipe.make_pipe()\n"
+        "clocks = [monotonic_clock.subscribe_duration(s * 10**9) for s in (3600, 2, 60)]\n"
+        f"pollables = clocks + ([rx.subscribe()] if {with_pipe} else [])\n"
+        "result = poll.poll(pollables)\n"
+    )
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        start = trio.current_time()
+        assert await inst.call(PROBE, "exec", code) == trio_isyswasfa.Ok("[1]")
+        assert 2 <= trio.current_time() - start < 60
+
+
+@pytest.mark.parametrize("n", [20, 80])
+async def test_guest_tasks_waiting_on_one_stream_share_one_host_wait(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, n: int
+) -> None:
+    # n guest tasks, each with its own subscription to one pipe's reader, then a write
+    code = f"""
+import asyncio
+async def main():
+    tx, rx = pipe.make_pipe()
+    async def reader():
+        with rx.subscribe() as p:
+            await wait_pollable(p)
+    async def writer():
+        with monotonic_clock.subscribe_duration(10**9) as p:
+            await wait_pollable(p)
+        tx.write(b"x")
+    await asyncio.gather(writer(), *(reader() for _ in range({n})))
+    return rx.read(10)
+"""
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        assert await inst.call(PROBE, "exec-async", code) == trio_isyswasfa.Ok("b'x'")
+        stats = inst.statistics()
+        assert stats.host_tasks_started == 1
+        assert stats.host_tasks_running == 0
+
+
+async def test_a_cancelled_wait_on_a_shared_stream_leaves_the_others_waiting(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # one of three readers gives up after 1 s; the other two still see the write at 2 s
+    code = """
+import asyncio
+async def main():
+    tx, rx = pipe.make_pipe()
+    async def reader(timeout):
+        with rx.subscribe() as p:
+            try:
+                await asyncio.wait_for(wait_pollable(p), timeout)
+                return "woke"
+            except TimeoutError:
+                return "gave up"
+    async def writer():
+        with monotonic_clock.subscribe_duration(2 * 10**9) as p:
+            await wait_pollable(p)
+        tx.write(b"x")
+    *woken, _ = await asyncio.gather(reader(1), reader(60), reader(60), writer())
+    return woken
+"""
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        outcome = await inst.call(PROBE, "exec-async", code)
+        assert outcome == trio_isyswasfa.Ok(repr(["gave up", "woke", "woke"]))
+        stats = inst.statistics()
+        assert stats.host_tasks_started == 1
+        assert (stats.cancels_sent, stats.host_tasks_running) == (0, 0)
+
+
+async def test_a_wait_after_every_waiter_on_a_stream_gave_up_waits_anew(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the host's shared wait of the first reader is being cancelled when the second
+    # starts waiting: the second must not be woken by that ending, only by the write
+    code = """
+import asyncio
+async def main():
+    tx, rx = pipe.make_pipe()
+    async def wait(timeout):
+        with rx.subscribe() as p:
+            try:
+                await asyncio.wait_for(wait_pollable(p), timeout)
+                return "woke"
+            except TimeoutError:
+                return "gave up"
+    async def writer():
+        with monotonic_clock.subscribe_duration(5 * 10**9) as p:
+            await wait_pollable(p)
+        tx.write(b"x")
+    later = asyncio.ensure_future(writer())
+    first = await wait(1)
+    second = await wait(2)
+    third = await wait(60)
+    await later
+    return [first, second, third]
+"""
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        outcome = await inst.call(PROBE, "exec-async", code)
+        assert outcome == trio_isyswasfa.Ok(repr(["gave up", "gave up", "woke"]))
+        assert inst.statistics().host_tasks_running == 0

@@ -1,0 +1,121 @@
+"""Turns: the store goes to one waiter at a time, first come first served, each woken once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import trio
+import trio.testing
+
+from trio_isyswasfa._turns import Turns
+
+
+class TestTurns:
+    async def test_a_free_turn_is_taken_without_a_checkpoint(self) -> None:
+        turns = Turns()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await turns.take()  # a checkpoint would raise Cancelled here
+        assert turns.held
+        turns.give_back()
+        assert not turns.held
+
+    async def test_waiters_get_the_turn_in_the_order_they_came(self) -> None:
+        turns = Turns()
+        await turns.take()
+        order: list[int] = []
+
+        async def waiter(i: int) -> None:
+            await turns.take()
+            order.append(i)
+            turns.give_back()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(waiter, i)
+                await trio.testing.wait_all_tasks_blocked()
+            turns.give_back()
+        assert order == [0, 1, 2, 3, 4]
+        assert not turns.held
+
+    @pytest.mark.parametrize("n", [10, 40])
+    async def test_each_waiter_is_woken_once_however_long_the_line(self, n: int) -> None:
+        turns = Turns()
+        await turns.take()
+
+        async def waiter() -> None:
+            await turns.take()
+            await trio.lowlevel.checkpoint()  # held across a checkpoint, as by a suspended call
+            turns.give_back()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert turns.statistics().waiting == n
+            turns.give_back()
+        stats = turns.statistics()
+        # a shared event would wake the whole line at every hand-off: n * (n + 1) / 2
+        assert (stats.waits, stats.wakeups, stats.waiting) == (n, n, 0)
+
+    async def test_a_waiter_cancelled_in_line_leaves_it(self) -> None:
+        turns = Turns()
+        await turns.take()
+        got: list[str] = []
+
+        async def waiter(name: str) -> None:
+            await turns.take()
+            got.append(name)
+            turns.give_back()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, "first")
+            await trio.testing.wait_all_tasks_blocked()
+            scope = trio.CancelScope()
+            nursery.start_soon(_cancelled_waiter, turns, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waiter, "last")
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert turns.statistics().waiting == 2
+            turns.give_back()
+        assert got == ["first", "last"]
+        assert not turns.held
+
+
+async def _cancelled_waiter(turns: Turns, scope: trio.CancelScope) -> None:
+    with scope:
+        await turns.take()
+        raise AssertionError("a cancelled waiter got the turn")
+
+
+def test_a_waiter_cancelled_as_the_turn_reaches_it_passes_it_on() -> None:
+    # under asyncio a task can be cancelled after its event was set and before it ran:
+    # the turn it was handed must go on to the next in line, not be lost
+    async def main() -> list[str]:
+        turns = Turns()
+        await turns.take()
+        got: list[str] = []
+
+        async def waiter(name: str) -> None:
+            await turns.take()
+            got.append(name)
+            turns.give_back()
+
+        doomed = asyncio.ensure_future(waiter("cancelled one"))
+        await asyncio.sleep(0)
+        following = asyncio.ensure_future(waiter("next"))
+        await asyncio.sleep(0)
+        turns.give_back()  # the turn goes to `doomed`…
+        doomed.cancel()  # …which is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        await asyncio.wait([following], timeout=5)  # only a guard: it runs at once
+        assert following.done(), "the turn was lost with the cancelled waiter"
+        assert not turns.held
+        assert turns.statistics().wakeups == 2
+        return got
+
+    assert asyncio.run(main()) == ["next"]
