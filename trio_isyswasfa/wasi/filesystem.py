@@ -4,7 +4,9 @@ The embedder chooses the directories (:class:`Preopen`); a guest reaches nothing
 else. Each descriptor holds its own host file descriptor, and every path is resolved
 beneath the descriptor it is relative to (see :mod:`._sandbox`): no ``..`` above it,
 no absolute paths, no symbolic link leading out. A read-only preopen, and everything
-opened through it, refuses every change with ``error-code::read-only``.
+opened through it, refuses every change with ``error-code::read-only``. Permissions
+pass down: a directory opened with ``open-at`` may be changed exactly when the one it
+was opened from may (as in wasmtime), whatever ``descriptor-flags`` it asked for.
 
 Reads and writes through streams move data in a worker thread while the guest awaits
 the stream's pollable, so a guest streaming a huge file leaves the event loop free;
@@ -28,7 +30,7 @@ import anyio
 from .._engine import Blocking, ResourceKind, own, record
 from .._errors import HostProtocolError, WasiError
 from ._context import WasiContext
-from ._sandbox import beneath, error_from_os
+from ._sandbox import beneath, error_from_os, names_directory
 from .io import (
     CHUNK,
     ErrorObject,
@@ -85,7 +87,11 @@ class Preopen:
 
 
 class Descriptor:
-    """An open file or directory the guest holds a handle to."""
+    """An open file or directory the guest holds a handle to.
+
+    ``flags`` are what ``get-flags`` reports; ``read_only`` is the permission, inherited
+    from the preopen through every ``open-at``.
+    """
 
     def __init__(self, fd: int, flags: frozenset[str], read_only: bool) -> None:
         self.fd = fd
@@ -105,9 +111,11 @@ class Descriptor:
         return self.fd
 
     def mutable_directory(self) -> int:
-        """The fd of a directory whose contents the guest may change."""
+        """The fd of a directory whose contents the guest may change: one beneath a
+        writable preopen (``mutate-directory`` is not asked for again: the preview-1
+        adapter opens every directory without it, and wasmtime lets it change them)."""
         fd = self.directory()
-        if self.read_only or "mutate-directory" not in self.flags:
+        if self.read_only:
             raise WasiError("read-only")
         return fd
 
@@ -283,7 +291,7 @@ class WasiFilesystem:
             "write": self.write,
             "sync": lambda d: os.fsync(d.fd),
             "sync-data": self.sync_data,
-            "set-size": lambda d, size: os.ftruncate(self._writable(d), size),
+            "set-size": self.set_size,
         }
         for name, fn in threaded.items():
             ctx.define(TYPES, f"[method]descriptor.{name}", self._threaded_method(fn))
@@ -401,6 +409,13 @@ class WasiFilesystem:
         stream = FileOutputStream(self._writable(d), None)
         return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
+    def set_size(self, d: Descriptor, size: int) -> None:
+        if d.is_dir:
+            raise WasiError("is-directory")
+        if d.read_only:
+            raise WasiError("read-only")
+        os.ftruncate(d.fd, size)  # a descriptor not open for writing: `invalid`, as wasmtime
+
     def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
         want = min(length, CHUNK)
         data = os.pread(d.file(), want, offset)
@@ -479,15 +494,14 @@ class WasiFilesystem:
     ) -> tuple[int, frozenset[str], bool]:
         dir_fd = d.directory()
         flags = set(flags)
-        if d.read_only and (
-            flags & (_WRITE_FLAGS | {"mutate-directory"}) or open_flags & _MUTATING_OPEN
-        ):
-            raise WasiError("read-only")
-        if "mutate-directory" in flags and "mutate-directory" not in d.flags:
+        if d.read_only and (flags & _WRITE_FLAGS or open_flags & _MUTATING_OPEN):
             raise WasiError("read-only")
         want_dir = "directory" in open_flags
-        if want_dir and ("write" in flags or open_flags & _MUTATING_OPEN):
+        if want_dir and open_flags & (_MUTATING_OPEN | {"exclusive"}):
             raise WasiError("invalid")
+        if "create" in open_flags and names_directory(path):
+            raise WasiError("is-directory", f"cannot create a file named {path!r}")
+        # a directory opened for writing is `is-directory`, from the host as on Linux
         mode = (
             os.O_RDWR
             if {"read", "write"} <= flags
@@ -502,7 +516,7 @@ class WasiFilesystem:
             os_flags |= os.O_EXCL
         if "truncate" in open_flags:
             os_flags |= os.O_TRUNC
-        if want_dir:
+        if want_dir or names_directory(path):
             os_flags |= os.O_DIRECTORY
         if "data-integrity-sync" in flags:
             os_flags |= getattr(os, "O_DSYNC", 0)
@@ -512,7 +526,9 @@ class WasiFilesystem:
         with beneath(dir_fd, path, follow=follow) as (at, name):
             fd = os.open(name, os_flags, 0o666, dir_fd=at)
         try:
-            if not stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+            if stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+                flags &= {"read"}  # what wasmtime reports for a directory it opened
+            else:
                 flags.discard("mutate-directory")
         except OSError:
             os.close(fd)
@@ -524,11 +540,15 @@ class WasiFilesystem:
             return os.readlink(name, dir_fd=at)
 
     def create_directory_at(self, d: Descriptor, path: str) -> None:
-        with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+        with beneath(d.mutable_directory(), path, follow=False, create=True) as (at, name):
             os.mkdir(name, dir_fd=at)
 
     def remove_directory_at(self, d: Descriptor, path: str) -> None:
         with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+            if names_directory(path):
+                os.stat(name, dir_fd=at, follow_symlinks=False)  # missing: `no-entry`
+                # like removing `.`: wasmtime refuses `dir/` with `invalid`
+                raise WasiError("invalid", f"cannot remove {path!r}: remove {path.rstrip('/.')!r}")
             os.rmdir(name, dir_fd=at)
 
     def unlink_file_at(self, d: Descriptor, path: str) -> None:
@@ -540,23 +560,51 @@ class WasiFilesystem:
     def symlink_at(self, d: Descriptor, old_path: str, new_path: str) -> None:
         if old_path.startswith("/"):
             raise WasiError("not-permitted", "a symbolic link may not point to an absolute path")
-        with beneath(d.mutable_directory(), new_path, follow=False) as (at, name):
+        with beneath(d.mutable_directory(), new_path, follow=False, create=True) as (at, name):
+            if names_directory(new_path):
+                _exists_or_no_entry(at, name)
             os.symlink(old_path, name, dir_fd=at)
 
     def link_at(
         self, d: Descriptor, old_flags: set[str], old_path: str, new_rep: int, new_path: str
     ) -> None:
         new = self.ctx.table.get(new_rep, Descriptor)
+        if _follow(old_flags):
+            raise WasiError("invalid", "link-at does not follow symbolic links (as wasmtime)")
         with (
-            beneath(d.mutable_directory(), old_path, follow=_follow(old_flags)) as (old_at, old),
-            beneath(new.mutable_directory(), new_path, follow=False) as (new_at, new_name),
+            beneath(d.mutable_directory(), old_path, follow=False) as (old_at, old),
+            beneath(new.mutable_directory(), new_path, follow=False, create=True) as (
+                new_at,
+                new_name,
+            ),
         ):
+            if names_directory(new_path):
+                _exists_or_no_entry(new_at, new_name)
             os.link(old, new_name, src_dir_fd=old_at, dst_dir_fd=new_at, follow_symlinks=False)
 
     def rename_at(self, d: Descriptor, old_path: str, new_rep: int, new_path: str) -> None:
         new = self.ctx.table.get(new_rep, Descriptor)
+        # the old name is the entry itself, never what a link there points to
         with (
-            beneath(d.mutable_directory(), old_path, follow=False) as (old_at, old),
-            beneath(new.mutable_directory(), new_path, follow=False) as (new_at, new_name),
+            beneath(d.mutable_directory(), old_path, follow=False, create=True) as (old_at, old),
+            beneath(new.mutable_directory(), new_path, follow=False, create=True) as (
+                new_at,
+                new_name,
+            ),
         ):
+            if (names_directory(old_path) or names_directory(new_path)) and not stat_mod.S_ISDIR(
+                os.stat(old, dir_fd=old_at, follow_symlinks=False).st_mode
+            ):
+                raise WasiError("not-directory", f"{old_path!r} is no directory")
             os.rename(old, new_name, src_dir_fd=old_at, dst_dir_fd=new_at)
+
+
+def _exists_or_no_entry(dir_fd: int, name: str) -> None:
+    """For a new name written with a trailing slash: ``exist`` if there is something
+    there already, else ``no-entry`` (only a directory may be named so, and only
+    ``create-directory-at`` makes one)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise WasiError("no-entry", f"{name}/ does not exist") from None
+    raise WasiError("exist", f"{name} exists")
