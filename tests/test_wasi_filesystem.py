@@ -619,6 +619,12 @@ class TestPathsLikeWasmtime:
             ("root.rename_at('hello.txt', root, 'x/')", "NOT_DIRECTORY"),
             ("root.rename_at('to-sub/', root, 'x')", "NOT_DIRECTORY"),
             ("root.create_directory_at('dangling/')", "EXIST"),
+            ("root.open_at(P0, 'to-file', O0, R)", "LOOP"),
+            ("root.open_at(P0, 'dangling', CREATE, R | W)", "LOOP"),
+            ("root.stat_at(types.PathFlags.SYMLINK_FOLLOW, 'chain-0')", "LOOP"),
+            ("root.open_at(types.PathFlags.SYMLINK_FOLLOW, 'chain-0', O0, R)", "LOOP"),
+            ("root.stat_at(P0, 'hello\\0.txt')", "INVALID"),
+            ("root.open_at(P0, 'sub\\0', O0, R)", "INVALID"),
         ],
     )
     async def test_refused_and_nothing_changes(
@@ -628,10 +634,22 @@ class TestPathsLikeWasmtime:
         (data / "to-sub").symlink_to("sub")
         (data / "dangling").symlink_to("nowhere")
         (data / "to-slash").symlink_to("hello.txt/")
+        for i in range(41):  # one link more than Linux (and wasmtime) follow
+            (data / f"chain-{i}").symlink_to(f"chain-{i + 1}" if i < 40 else "hello.txt")
         before = tree(data)
         snippet = INTERFACE + f"result = outcome(lambda: {call})"
         assert await run(inst, snippet) == repr(code)
         assert tree(data) == before
+
+    async def test_forty_links_are_followed(
+        self, inst: trio_isyswasfa.Instance, data: Path
+    ) -> None:
+        for i in range(40):
+            (data / f"chain-{i}").symlink_to(f"chain-{i + 1}" if i < 39 else "hello.txt")
+        code = (
+            INTERFACE + "result = root.stat_at(types.PathFlags.SYMLINK_FOLLOW, 'chain-0').type.name"
+        )
+        assert await run(inst, code) == repr("REGULAR_FILE")
 
     @pytest.mark.parametrize(
         ("call", "made"),

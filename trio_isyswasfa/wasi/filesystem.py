@@ -125,7 +125,9 @@ class Descriptor:
             raise WasiError("is-directory")
         need = "write" if write else "read"
         if need not in self.flags:
-            raise WasiError("bad-descriptor", f"not opened for {need}ing")
+            raise WasiError(
+                "bad-descriptor", "not opened for " + ("writing" if write else "reading")
+            )
         return self.fd
 
 
