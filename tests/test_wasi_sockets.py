@@ -621,6 +621,7 @@ class TestCPythonSocketModule:
         assert isinstance(outcome, trio_isyswasfa.Err)
         assert "PermissionError" in outcome.value
 
+    @pytest.mark.timeout(30, func_only=True)  # without the run limit it would never end
     async def test_a_blocking_name_lookup_is_bounded_by_max_run_seconds(
         self, wasi_component: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -642,6 +643,7 @@ class TestCPythonSocketModule:
                 await inst.call(PROBE, "exec", "socket.getaddrinfo('hangs.example', 80)")
         assert time.monotonic() - start < 3
 
+    @pytest.mark.timeout(30, func_only=True)  # without the run limit it would never end
     async def test_a_blocking_read_is_bounded_by_max_run_seconds(
         self, wasi_component: trio_isyswasfa.Component
     ) -> None:
