@@ -120,9 +120,10 @@ class Descriptor:
         return fd
 
     def file(self, *, write: bool = False) -> int:
-        """The fd of a regular file opened for reading (or writing)."""
+        """The fd of a regular file opened for reading (or writing); a directory is
+        ``bad-descriptor`` for these calls, as in wasmtime."""
         if self.is_dir:
-            raise WasiError("is-directory")
+            raise WasiError("bad-descriptor", "a directory, not a file")
         need = "write" if write else "read"
         if need not in self.flags:
             raise WasiError(
@@ -400,6 +401,8 @@ class WasiFilesystem:
         return fd
 
     def read_via_stream(self, d: Descriptor, offset: int) -> Any:
+        if d.is_dir:
+            raise WasiError("is-directory")  # wasmtime's answer here (elsewhere: bad-descriptor)
         stream = FileInputStream(d.file(), offset)
         return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
@@ -413,7 +416,7 @@ class WasiFilesystem:
 
     def set_size(self, d: Descriptor, size: int) -> None:
         if d.is_dir:
-            raise WasiError("is-directory")
+            raise WasiError("bad-descriptor", "a directory, not a file")
         if d.read_only:
             raise WasiError("read-only")
         os.ftruncate(d.fd, size)  # a descriptor not open for writing: `invalid`, as wasmtime
@@ -421,13 +424,14 @@ class WasiFilesystem:
     def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
         want = min(length, CHUNK)
         data = os.pread(d.file(), want, offset)
-        return data, len(data) < want or (want == 0 and offset >= os.fstat(d.fd).st_size)
+        return data, not data  # the end is a read that finds nothing, as in wasmtime
 
     def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
         return os.pwrite(self._writable(d), buffer, offset)
 
     def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
-        d.file()
+        if d.is_dir:
+            raise WasiError("bad-descriptor", "a directory, not a file")
         code = getattr(os, f"POSIX_FADV_{advice.replace('-', '').upper()}", None)
         if code is not None and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(d.fd, offset, length, code)
@@ -460,6 +464,8 @@ class WasiFilesystem:
         dir_fd = d.mutable_directory()
         follow = _follow(path_flags)
         with beneath(dir_fd, path, follow=follow) as (at, name):
+            if _timestamp(atime, 0) is None and _timestamp(mtime, 0) is None:
+                return  # nothing to change: wasmtime does not look (a missing name is fine)
             st = os.stat(name, dir_fd=at, follow_symlinks=False)
             os.utime(name, ns=self._times(st, atime, mtime), dir_fd=at, follow_symlinks=False)
 
