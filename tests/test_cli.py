@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import wasmtime
+
+import trio_isyswasfa
+from trio_isyswasfa._engine import compile_problem
+from trio_isyswasfa.testing import guest_cache_dir
+from trio_isyswasfa.tools._paths import tool_command
 
 GOLDEN = Path(__file__).parent / "golden" / "lower"
 
@@ -116,3 +125,80 @@ def test_check_accepts_a_component_with_only_wasi_imports(tmp_path: Path) -> Non
     path.write_bytes(build_wat_component(tmp_path / "lowered", "w", wat))
     proc = run("check", str(path))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"trio-isyswasfa {trio_isyswasfa.__version__}"
+
+
+# components this host cannot run: each is refused in one line that names the cause
+ASYNC_BUILTIN = """(component
+  (core func $new (canon waitable-set.new))
+  (core module $m (import "" "new" (func (result i32))))
+  (core instance (instantiate $m (with "" (instance (export "new" (func $new)))))))"""
+CUSTOM_PAGE_SIZES = "(component (core module (memory 1 (pagesize 1))))"
+
+
+@pytest.mark.parametrize(
+    ("wat", "message"),
+    [
+        (
+            ASYNC_BUILTIN,
+            "uses the component model's async built-ins (`waitable-set.new`), as WASI 0.3",
+        ),
+        (CUSTOM_PAGE_SIZES, "uses the WebAssembly custom page sizes proposal"),
+    ],
+)
+@pytest.mark.parametrize("command", ["inspect", "run"])
+def test_a_component_this_host_cannot_run_is_named_in_one_line(
+    tmp_path: Path, wat: str, message: str, command: str
+) -> None:
+    path = tmp_path / "x.wasm"
+    path.write_bytes(wasmtime.wat2wasm(wat))
+    proc = run(command, str(path))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert "failed to parse" not in lines[0]
+
+
+def test_an_unexplained_compile_error_keeps_its_cause() -> None:
+    text = "failed to parse WebAssembly module\n\nCaused by:\n    type mismatch (at offset 0x10)"
+    assert compile_problem(text) == (
+        "cannot compile component: failed to parse WebAssembly module: "
+        "type mismatch (at offset 0x10)"
+    )
+
+
+def plain_componentize_py(wit: Path, world: str, src: Path) -> Path:
+    """A component built by componentize-py alone, cached on its sources and version."""
+    h = hashlib.sha256(version("componentize-py").encode())
+    for path in sorted([*wit.rglob("*.wit"), *src.rglob("*.py")]):
+        h.update(path.name.encode() + path.read_bytes())
+    out = guest_cache_dir() / f"plain-{world}-{h.hexdigest()[:20]}.wasm"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        command = [*tool_command("componentize-py"), "-d", str(wit), "-w", world]
+        subprocess.run(
+            [*command, "componentize", "-p", str(src), "app", "-o", str(tmp)],
+            check=True,
+            capture_output=True,
+        )
+        tmp.replace(out)
+    return out
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_a_wasi_0_3_component_from_componentize_py_is_named() -> None:
+    guest = Path(__file__).parent / "guests" / "p3"
+    wasm = plain_componentize_py(guest / "wit", "p3", guest / "src")
+    proc = run("run", str(wasm))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "async built-ins (`context.get`), as WASI 0.3 components do" in lines[0]

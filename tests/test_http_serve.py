@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import h11
@@ -18,6 +19,7 @@ from conftest import start_server
 import trio_isyswasfa
 import trio_isyswasfa.http
 from trio_isyswasfa.http import ComponentApp
+from trio_isyswasfa.http._pool import InstancePool
 from trio_isyswasfa.testing import build_python_guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
@@ -392,9 +394,19 @@ class TestMisbehavingGuests:
         assert lines == [f"line {i}" for i in range(5)]
 
     async def test_a_client_leaving_mid_stream_cancels_the_guest(
-        self, misbehaving: tuple[str, ComponentApp]
+        self, misbehaving: tuple[str, ComponentApp], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         url, app = misbehaving
+        lent: list[trio_isyswasfa.Instance] = []
+        lend = InstancePool.lend
+
+        @asynccontextmanager
+        async def recording_lend(pool: InstancePool) -> AsyncIterator[trio_isyswasfa.Instance]:
+            async with lend(pool) as instance:
+                lent.append(instance)
+                yield instance
+
+        monkeypatch.setattr(InstancePool, "lend", recording_lend)
         client = await RawClient.connect(url)
         async with client.stream:
             await client.send(
@@ -410,6 +422,15 @@ class TestMisbehavingGuests:
         # we left while the guest still waits (for an hour): it is cancelled, and confirms
         stats = await settled(app)
         assert (stats.cancelled, stats.failed, stats.completed) == (1, 0, 0)
+        # the request did not end cleanly: its instance is closed, its guest task (and
+        # the hour-long wait it was in) cancelled, and it is never lent again
+        (first,) = lent
+        await eventually(lambda: first.statistics().host_tasks_running == 0)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{url}/stream?n=1")).text == "line 0\n"
+        assert len(lent) == 2
+        assert lent[1] is not first
+        assert app.statistics().instances_opened == 2
 
     async def test_request_headers_reach_the_guest(
         self, misbehaving: tuple[str, ComponentApp]

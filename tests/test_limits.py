@@ -14,6 +14,9 @@ import trio_isyswasfa
 from trio_isyswasfa import Limits
 from trio_isyswasfa.testing import build_wat_component
 
+# a limit that stops nothing leaves a guest running forever: each test's own time bound
+pytestmark = pytest.mark.timeout(30, func_only=True)
+
 WORLD = """
 package test:limits;
 world limits {

@@ -157,6 +157,25 @@ def test_protocol_violations_raise(bad: object) -> None:
         bad(core, rep)  # type: ignore[operator]
 
 
+@pytest.mark.parametrize(
+    ("poll", "state"),
+    [(0, 8), (1, 7)],
+    ids=["another state", "another guest's poll"],
+)
+def test_ready_must_name_the_state_its_task_reported_as_pending(poll: int, state: int) -> None:
+    # the guest's poll 0 reported the task pending as state 7: a `ready` for any other
+    # (poll, state) is a broken guest, and the task stays pending
+    core = ProtocolCore()
+    rep = core.make_task()
+    core.handle_output(0, OutPending(7, rep))
+    with pytest.raises(trio_isyswasfa.GuestProtocolError, match=f"names state {state}"):
+        core.handle_output(poll, OutReady(state, rep))
+    assert core.get(rep) is not None
+    assert core.get(rep).state is TaskState.PENDING  # type: ignore[union-attr]
+    core.handle_output(0, OutReady(7, rep))
+    assert core.get(rep).state is TaskState.READY  # type: ignore[union-attr]
+
+
 def test_listen_twice_is_a_violation() -> None:
     core = ProtocolCore()
     rep = core.make_task()

@@ -25,7 +25,8 @@ from trio_isyswasfa.testing.conformance import (
     snapshot,
 )
 
-pytestmark = [pytest.mark.guest, pytest.mark.slow]
+# the first test builds the whole corpus (Rust std, a Python guest) on a fresh machine
+pytestmark = [pytest.mark.guest, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CORPUS = Path(__file__).resolve().parent / "conformance"
 PROGRAMS = list_corpus(CORPUS)
@@ -34,17 +35,6 @@ DELIBERATE: dict[str, str] = {}
 """Programs whose behaviour on our host differs from wasmtime's on purpose: name → why.
 (None yet: every difference the corpus finds is a bug. docs/wasi-conformance.md keeps
 this list for users.)"""
-
-BEING_FIXED = {
-    "c/fs_dir_perms": "a directory opened inside a preopen is read-only on our host "
-    "(ROFS), wasmtime gives it the preopen's rights (issue 11, branch conf)",
-    "rust/std_remove_dir_all": "std's remove_dir_all removes entries through the "
-    "directories it opens, which are read-only on our host (issue 11, branch conf)",
-    "c/fs_trailing_slash": "our host drops trailing slashes: unlink('file.txt/'), "
-    "open('file/') and symlink-at to 'name/' succeed (issue 11, branch conf)",
-}
-"""Known bugs fixed on another branch: strict xfails, so they turn red once fixed;
-remove each entry when its fix is merged."""
 
 REFERENCES_DISAGREE = {
     "c/fs_trailing_slash": "lstat('link-file/') is ENOTDIR on wasmtime 50 (wasmtime-py) "
@@ -123,7 +113,7 @@ def test_reference_passes_its_own_checks(runs: Runs, program: Program) -> None:
     assert runs.outcome(program, "wasmtime-py").self_check_failures(program) == []
 
 
-@pytest.mark.parametrize("program", _marks({**BEING_FIXED, **DELIBERATE}))
+@pytest.mark.parametrize("program", _marks(DELIBERATE))
 def test_behaves_as_on_wasmtime(runs: Runs, program: Program) -> None:
     ours = runs.outcome(program, "ours")
     reference = runs.outcome(program, "wasmtime-py")

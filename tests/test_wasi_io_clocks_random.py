@@ -220,6 +220,7 @@ async def main():
         )
         assert await run(inst, code) == [1]
 
+    @pytest.mark.timeout(30, func_only=True)  # without the run limit it would never end
     async def test_blocking_read_on_an_empty_pipe_waits_until_the_run_limit(
         self, wasi_component: trio_isyswasfa.Component
     ) -> None:
@@ -248,6 +249,13 @@ async def main():
     ) -> None:
         code = "tx, rx = pipe.make_pipe()\ntx.write(bytes(70000))"
         with pytest.raises(trio_isyswasfa.GuestProtocolError, match="check-write"):
+            await inst.call(PROBE, "exec", code)
+
+    async def test_write_zeroes_beyond_check_write_is_a_protocol_error(
+        self, inst: trio_isyswasfa.Instance
+    ) -> None:
+        code = "tx, rx = pipe.make_pipe()\ntx.write_zeroes(70000)"
+        with pytest.raises(trio_isyswasfa.GuestProtocolError, match="write-zeroes larger"):
             await inst.call(PROBE, "exec", code)
 
     @pytest.mark.parametrize(

@@ -425,6 +425,52 @@ async def main():
         async with probe(wasi_component, "127.0.0.1:*") as inst:
             assert await run(inst, code) == "access-denied"
 
+    async def test_a_stream_connected_outside_the_allow_list_is_denied(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        # the allow-list admits binding, and a host socket on another port is listening:
+        # connecting the stream to it is denied, and nothing reaches it
+        host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        host.bind(("127.0.0.1", 0))
+        host.setblocking(False)
+        host_port = host.getsockname()[1]
+        allowed = free_port(socket.SOCK_DGRAM)
+        code = f"""
+async def main():
+    u = udp_create_socket.create_udp_socket(V4)
+    u.start_bind(NET, v4(0))
+    u.finish_bind()
+    try:
+        rx, tx = u.stream(v4({host_port}))
+    except Err as e:
+        return code(e)
+    tx.check_send()
+    tx.send([udp.OutgoingDatagram(data=b'leaked', remote_address=None)])
+    return 'sent'
+"""
+        async with probe(wasi_component, "127.0.0.1:0", f"127.0.0.1:{allowed}") as inst:
+            assert await run(inst, code) == "access-denied"
+        with host, pytest.raises(BlockingIOError):
+            host.recv(100)
+
+    async def test_sending_more_than_check_send_allowed_is_a_protocol_error(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        port = free_port(socket.SOCK_DGRAM)
+        code = f"""
+async def main():
+    u = udp_create_socket.create_udp_socket(V4)
+    u.start_bind(NET, v4(0))
+    u.finish_bind()
+    rx, tx = u.stream(None)
+    allowed = tx.check_send()
+    datagram = udp.OutgoingDatagram(data=b'x', remote_address=v4({port}))
+    tx.send([datagram] * (allowed + 1))
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            with pytest.raises(trio_isyswasfa.GuestProtocolError, match="check-send"):
+                await inst.call(PROBE, "exec-async", PRELUDE + code)
+
 
 class TestNameLookup:
     async def test_localhost_and_literals_resolve(
@@ -575,6 +621,7 @@ class TestCPythonSocketModule:
         assert isinstance(outcome, trio_isyswasfa.Err)
         assert "PermissionError" in outcome.value
 
+    @pytest.mark.timeout(30, func_only=True)  # without the run limit it would never end
     async def test_a_blocking_name_lookup_is_bounded_by_max_run_seconds(
         self, wasi_component: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -596,6 +643,7 @@ class TestCPythonSocketModule:
                 await inst.call(PROBE, "exec", "socket.getaddrinfo('hangs.example', 80)")
         assert time.monotonic() - start < 3
 
+    @pytest.mark.timeout(30, func_only=True)  # without the run limit it would never end
     async def test_a_blocking_read_is_bounded_by_max_run_seconds(
         self, wasi_component: trio_isyswasfa.Component
     ) -> None:

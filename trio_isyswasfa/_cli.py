@@ -18,7 +18,10 @@ TRAP_STATUS = 134
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="python -m trio_isyswasfa", description=__doc__)
+    p.add_argument("--version", action="version", version=f"trio-isyswasfa {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     lower = sub.add_parser("lower", help="lower a WIT world with async funcs to the isyswasfa ABI")

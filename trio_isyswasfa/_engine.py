@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -220,7 +221,7 @@ def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
     try:
         component = wc.Component(eng, wasm)
     except wasmtime.WasmtimeError as exc:
-        raise LoadError(f"cannot compile component: {_first_line(str(exc))}") from exc
+        raise LoadError(compile_problem(str(exc))) from exc
     if use_cache:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +248,46 @@ def trap_reason(text: str) -> str:
         ):
             return line
     return lines[-1] if lines else "unknown trap"
+
+
+# wasmtime's words for a feature its validator was not given, e.g. "`context.get`
+# requires the component model async feature", "the custom page sizes proposal must be
+# enabled to ..." or "threads support is not enabled"
+_MISSING_FEATURE = re.compile(
+    r"(?P<what>`[^`]+`)?\s*requires the (?P<a>[\w -]+?) (?:feature|proposal)"
+    r"|the (?P<b>[\w -]+?) proposal must be enabled"
+    r"|(?P<c>[\w -]+?) (?:support|proposal) is not enabled"
+)
+
+
+def compile_problem(text: str) -> str:
+    """One line saying why wasmtime refused to compile a component, from its error.
+
+    A component using the component model's async built-ins (WASI 0.3, or
+    componentize-py's ``async def`` exports) and one using a WebAssembly proposal
+    this host does not enable are named as such, not as a file that fails to parse.
+    """
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ln != "Caused by:"]
+    cause = causes[-1].lstrip("0123456789: ") if causes else "unknown error"
+    match = _MISSING_FEATURE.search(cause)
+    if match is not None:
+        feature = (match["a"] or match["b"] or match["c"]).strip()
+        if "async" in feature:
+            used = f" ({match['what']})" if match["what"] else ""
+            return (
+                f"cannot run this component: it uses the component model's async "
+                f"built-ins{used}, as WASI 0.3 components do; this host runs WASI 0.2 "
+                f"components (isyswasfa's async included), not native component-model "
+                f"async yet"
+            )
+        return (
+            f"cannot run this component: it uses the WebAssembly {feature} proposal, "
+            f"which this host does not enable"
+        )
+    head = causes[0] if causes else "unknown error"
+    detail = f": {cause}" if cause != head else ""
+    return f"cannot compile component: {head}{detail}"
 
 
 def _first_line(text: str) -> str:

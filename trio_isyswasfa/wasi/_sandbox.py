@@ -31,8 +31,16 @@ def _split(path: str) -> list[str]:
     return [part for part in path.split("/") if part not in ("", ".")]
 
 
+def names_directory(path: str) -> bool:
+    """Whether ``path`` can only name a directory: it ends in ``/`` or ``/.``, as
+    ``file/`` does, which POSIX (and wasmtime) resolve to ``not-directory``."""
+    return path.endswith(("/", "/.")) and bool(_split(path))
+
+
 @contextmanager
-def beneath(root_fd: int, path: str, *, follow: bool) -> Iterator[tuple[int, str]]:
+def beneath(
+    root_fd: int, path: str, *, follow: bool, create: bool = False
+) -> Iterator[tuple[int, str]]:
     """Resolve ``path`` beneath directory ``root_fd``.
 
     Yields ``(dir_fd, name)``: the directory that holds the last component, and that
@@ -40,9 +48,15 @@ def beneath(root_fd: int, path: str, *, follow: bool) -> Iterator[tuple[int, str
     component is not opened, so it need not exist; it is a symlink only when
     ``follow`` is false. ``dir_fd`` is closed when the ``with`` ends.
 
+    A path that ends in ``/`` names a directory (:func:`names_directory`): unless
+    ``create`` says its last component is a name to create, a link there is followed
+    and anything but a directory is ``not-directory``. The caller decides what a
+    trailing slash means for a name that does not exist yet.
+
     Raises:
       WasiError: ``not-permitted`` for an absolute path or an escape, ``loop`` for
-        too many links, ``invalid`` for a NUL byte, or the code of the failing call.
+        too many links, ``invalid`` for a NUL byte, ``not-directory`` for a
+        non-directory named with a trailing slash, or the code of the failing call.
     """
     if path.startswith("/"):
         raise WasiError("not-permitted", f"absolute path {path!r}")
@@ -51,6 +65,7 @@ def beneath(root_fd: int, path: str, *, follow: bool) -> Iterator[tuple[int, str
     if path == "":
         raise WasiError("no-entry", "empty path")
     parts = deque(_split(path))
+    dir_only = names_directory(path) and not create
     stack = [os.dup(root_fd)]
     links = 0
     try:
@@ -70,16 +85,20 @@ def beneath(root_fd: int, path: str, *, follow: bool) -> Iterator[tuple[int, str
                     name = part
                     break
                 raise
-            if stat.S_ISLNK(st.st_mode) and (follow or not last):
+            if stat.S_ISLNK(st.st_mode) and (follow or dir_only or not last):
                 links += 1
                 if links > MAX_SYMLINKS:
                     raise WasiError("loop", f"too many symbolic links in {path!r}")
                 target = os.readlink(part, dir_fd=stack[-1])
                 if target.startswith("/"):
                     raise WasiError("not-permitted", f"{path!r} goes through an absolute link")
+                if last and names_directory(target) and not create:
+                    dir_only = True  # a link to `file/` names a directory too
                 parts.extendleft(reversed(_split(target) or ["."]))
                 continue
             if last:
+                if dir_only and not stat.S_ISDIR(st.st_mode):
+                    raise WasiError("not-directory", f"{path!r} names a directory")
                 name = part
                 break
             stack.append(os.open(part, _DIR_FLAGS, dir_fd=stack[-1]))

@@ -4,7 +4,9 @@ The embedder chooses the directories (:class:`Preopen`); a guest reaches nothing
 else. Each descriptor holds its own host file descriptor, and every path is resolved
 beneath the descriptor it is relative to (see :mod:`._sandbox`): no ``..`` above it,
 no absolute paths, no symbolic link leading out. A read-only preopen, and everything
-opened through it, refuses every change with ``error-code::read-only``.
+opened through it, refuses every change with ``error-code::read-only``. Permissions
+pass down: a directory opened with ``open-at`` may be changed exactly when the one it
+was opened from may (as in wasmtime), whatever ``descriptor-flags`` it asked for.
 
 Reads and writes through streams move data in a worker thread while the guest awaits
 the stream's pollable, so a guest streaming a huge file leaves the event loop free;
@@ -28,7 +30,7 @@ import anyio
 from .._engine import Blocking, ResourceKind, own, record
 from .._errors import HostProtocolError, WasiError
 from ._context import WasiContext
-from ._sandbox import beneath, error_from_os
+from ._sandbox import beneath, error_from_os, names_directory
 from .io import (
     CHUNK,
     ErrorObject,
@@ -85,7 +87,11 @@ class Preopen:
 
 
 class Descriptor:
-    """An open file or directory the guest holds a handle to."""
+    """An open file or directory the guest holds a handle to.
+
+    ``flags`` are what ``get-flags`` reports; ``read_only`` is the permission, inherited
+    from the preopen through every ``open-at``.
+    """
 
     def __init__(self, fd: int, flags: frozenset[str], read_only: bool) -> None:
         self.fd = fd
@@ -105,19 +111,24 @@ class Descriptor:
         return self.fd
 
     def mutable_directory(self) -> int:
-        """The fd of a directory whose contents the guest may change."""
+        """The fd of a directory whose contents the guest may change: one beneath a
+        writable preopen (``mutate-directory`` is not asked for again: the preview-1
+        adapter opens every directory without it, and wasmtime lets it change them)."""
         fd = self.directory()
-        if self.read_only or "mutate-directory" not in self.flags:
+        if self.read_only:
             raise WasiError("read-only")
         return fd
 
     def file(self, *, write: bool = False) -> int:
-        """The fd of a regular file opened for reading (or writing)."""
+        """The fd of a regular file opened for reading (or writing); a directory is
+        ``bad-descriptor`` for these calls, as in wasmtime."""
         if self.is_dir:
-            raise WasiError("is-directory")
+            raise WasiError("bad-descriptor", "a directory, not a file")
         need = "write" if write else "read"
         if need not in self.flags:
-            raise WasiError("bad-descriptor", f"not opened for {need}ing")
+            raise WasiError(
+                "bad-descriptor", "not opened for " + ("writing" if write else "reading")
+            )
         return self.fd
 
 
@@ -390,6 +401,8 @@ class WasiFilesystem:
         return fd
 
     def read_via_stream(self, d: Descriptor, offset: int) -> Any:
+        if d.is_dir:
+            raise WasiError("is-directory")  # wasmtime's answer here (elsewhere: bad-descriptor)
         stream = FileInputStream(d.file(), offset)
         return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
@@ -409,10 +422,17 @@ class WasiFilesystem:
         stream = FileOutputStream(self._output_fd(d), None)
         return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
+    def set_size(self, d: Descriptor, size: int) -> None:
+        if d.is_dir:
+            raise WasiError("bad-descriptor", "a directory, not a file")
+        if d.read_only:
+            raise WasiError("read-only")
+        os.ftruncate(d.fd, size)  # a descriptor not open for writing: `invalid`, as wasmtime
+
     def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
         want = min(length, CHUNK)
         data = os.pread(d.file(), want, offset)
-        return data, len(data) < want or (want == 0 and offset >= os.fstat(d.fd).st_size)
+        return data, not data  # the end is a read that finds nothing, as in wasmtime
 
     def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
         return os.pwrite(self._writable(d), buffer, offset)
@@ -424,7 +444,8 @@ class WasiFilesystem:
         os.ftruncate(self._writable(d), size)
 
     def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
-        d.file()
+        if d.is_dir:
+            raise WasiError("bad-descriptor", "a directory, not a file")
         code = getattr(os, f"POSIX_FADV_{advice.replace('-', '').upper()}", None)
         if code is not None and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(d.fd, offset, length, code)
@@ -457,6 +478,8 @@ class WasiFilesystem:
         dir_fd = d.mutable_directory()
         follow = _follow(path_flags)
         with beneath(dir_fd, path, follow=follow) as (at, name):
+            if _timestamp(atime, 0) is None and _timestamp(mtime, 0) is None:
+                return  # nothing to change: wasmtime does not look (a missing name is fine)
             st = os.stat(name, dir_fd=at, follow_symlinks=False)
             os.utime(name, ns=self._times(st, atime, mtime), dir_fd=at, follow_symlinks=False)
 
@@ -493,15 +516,14 @@ class WasiFilesystem:
     ) -> tuple[int, frozenset[str], bool]:
         dir_fd = d.directory()
         flags = set(flags)
-        if d.read_only and (
-            flags & (_WRITE_FLAGS | {"mutate-directory"}) or open_flags & _MUTATING_OPEN
-        ):
-            raise WasiError("read-only")
-        if "mutate-directory" in flags and "mutate-directory" not in d.flags:
+        if d.read_only and (flags & _WRITE_FLAGS or open_flags & _MUTATING_OPEN):
             raise WasiError("read-only")
         want_dir = "directory" in open_flags
-        if want_dir and ("write" in flags or open_flags & _MUTATING_OPEN):
+        if want_dir and open_flags & (_MUTATING_OPEN | {"exclusive"}):
             raise WasiError("invalid")
+        if "create" in open_flags and names_directory(path):
+            raise WasiError("is-directory", f"cannot create a file named {path!r}")
+        # a directory opened for writing is `is-directory`, from the host as on Linux
         mode = (
             os.O_RDWR
             if {"read", "write"} <= flags
@@ -516,7 +538,7 @@ class WasiFilesystem:
             os_flags |= os.O_EXCL
         if "truncate" in open_flags:
             os_flags |= os.O_TRUNC
-        if want_dir:
+        if want_dir or names_directory(path):
             os_flags |= os.O_DIRECTORY
         if "data-integrity-sync" in flags:
             os_flags |= getattr(os, "O_DSYNC", 0)
@@ -526,7 +548,9 @@ class WasiFilesystem:
         with beneath(dir_fd, path, follow=follow) as (at, name):
             fd = os.open(name, os_flags, 0o666, dir_fd=at)
         try:
-            if not stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+            if stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+                flags &= {"read"}  # what wasmtime reports for a directory it opened
+            else:
                 flags.discard("mutate-directory")
         except OSError:
             os.close(fd)
@@ -541,7 +565,7 @@ class WasiFilesystem:
         return target
 
     def create_directory_at(self, d: Descriptor, path: str) -> None:
-        with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+        with beneath(d.mutable_directory(), path, follow=False, create=True) as (at, name):
             os.mkdir(name, dir_fd=at)
 
     def remove_directory_at(self, d: Descriptor, path: str) -> None:
@@ -549,6 +573,10 @@ class WasiFilesystem:
             # the resolver drops "." components; "dir/." must not remove dir (wasmtime: invalid)
             raise WasiError("invalid", "cannot remove a directory through '.'")
         with beneath(d.mutable_directory(), path, follow=False) as (at, name):
+            if names_directory(path):
+                os.stat(name, dir_fd=at, follow_symlinks=False)  # missing: `no-entry`
+                # like removing `.`: wasmtime refuses `dir/` with `invalid`
+                raise WasiError("invalid", f"cannot remove {path!r}: remove {path.rstrip('/.')!r}")
             os.rmdir(name, dir_fd=at)
 
     def unlink_file_at(self, d: Descriptor, path: str) -> None:
@@ -560,23 +588,51 @@ class WasiFilesystem:
     def symlink_at(self, d: Descriptor, old_path: str, new_path: str) -> None:
         if old_path.startswith("/"):
             raise WasiError("not-permitted", "a symbolic link may not point to an absolute path")
-        with beneath(d.mutable_directory(), new_path, follow=False) as (at, name):
+        with beneath(d.mutable_directory(), new_path, follow=False, create=True) as (at, name):
+            if names_directory(new_path):
+                _exists_or_no_entry(at, name)
             os.symlink(old_path, name, dir_fd=at)
 
     def link_at(
         self, d: Descriptor, old_flags: set[str], old_path: str, new_rep: int, new_path: str
     ) -> None:
         new = self.ctx.table.get(new_rep, Descriptor)
+        if _follow(old_flags):
+            raise WasiError("invalid", "link-at does not follow symbolic links (as wasmtime)")
         with (
-            beneath(d.mutable_directory(), old_path, follow=_follow(old_flags)) as (old_at, old),
-            beneath(new.mutable_directory(), new_path, follow=False) as (new_at, new_name),
+            beneath(d.mutable_directory(), old_path, follow=False) as (old_at, old),
+            beneath(new.mutable_directory(), new_path, follow=False, create=True) as (
+                new_at,
+                new_name,
+            ),
         ):
+            if names_directory(new_path):
+                _exists_or_no_entry(new_at, new_name)
             os.link(old, new_name, src_dir_fd=old_at, dst_dir_fd=new_at, follow_symlinks=False)
 
     def rename_at(self, d: Descriptor, old_path: str, new_rep: int, new_path: str) -> None:
         new = self.ctx.table.get(new_rep, Descriptor)
+        # the old name is the entry itself, never what a link there points to
         with (
-            beneath(d.mutable_directory(), old_path, follow=False) as (old_at, old),
-            beneath(new.mutable_directory(), new_path, follow=False) as (new_at, new_name),
+            beneath(d.mutable_directory(), old_path, follow=False, create=True) as (old_at, old),
+            beneath(new.mutable_directory(), new_path, follow=False, create=True) as (
+                new_at,
+                new_name,
+            ),
         ):
+            if (names_directory(old_path) or names_directory(new_path)) and not stat_mod.S_ISDIR(
+                os.stat(old, dir_fd=old_at, follow_symlinks=False).st_mode
+            ):
+                raise WasiError("not-directory", f"{old_path!r} is no directory")
             os.rename(old, new_name, src_dir_fd=old_at, dst_dir_fd=new_at)
+
+
+def _exists_or_no_entry(dir_fd: int, name: str) -> None:
+    """For a new name written with a trailing slash: ``exist`` if there is something
+    there already, else ``no-entry`` (only a directory may be named so, and only
+    ``create-directory-at`` makes one)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise WasiError("no-entry", f"{name}/ does not exist") from None
+    raise WasiError("exist", f"{name} exists")

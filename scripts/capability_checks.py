@@ -1,0 +1,416 @@
+"""Delete each capability check of the host in turn and show that a test goes red.
+
+    python scripts/capability_checks.py            # every check (a few minutes)
+    python scripts/capability_checks.py udp pool   # only checks whose name has a word
+
+Each entry of CHECKS names a check, the source text that is the check, what it becomes
+once deleted, and the tests that must fail then. The script copies the repository to a
+temporary folder, deletes the check there (the working tree is never touched), runs
+those tests and prints RED (a test caught the deletion: good) or GREEN (nothing did: a
+missing test). A check whose text is no longer found prints MOVED: update its entry.
+It exits 1 if any check stays green or moved, or if the tests fail before any deletion
+(a deletion only counts when they pass with every check in place). docs/wasi.md lists
+the same checks.
+
+Not part of the test suite: it runs the chosen tests once per check.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FS = "trio_isyswasfa/wasi/filesystem.py"
+SANDBOX = "trio_isyswasfa/wasi/_sandbox.py"
+SOCKETS = "trio_isyswasfa/wasi/sockets.py"
+IO = "trio_isyswasfa/wasi/io.py"
+FS_TESTS = (
+    "tests/test_wasi_sandbox.py",
+    "tests/test_wasi_filesystem.py",
+    "-k",
+    "Sandbox or PathsLike or PermissionsPassDown or Descriptors or OpenModes or Races",
+)
+SOCKET_TESTS = ("tests/test_resources.py", "tests/test_wasi_sockets.py")
+HTTP_TESTS = ("tests/test_http_fields.py", "tests/test_http_client.py")
+IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: ``source`` in ``path`` is the check; ``deleted`` replaces it."""
+
+    name: str
+    path: str
+    source: str
+    deleted: str
+    tests: tuple[str, ...]
+
+
+CHECKS = [
+    # -- wasi:filesystem: read-only preopens, all the way down
+    Check(
+        "filesystem: read-only directory (create, remove, rename, link, set-times-at)",
+        FS,
+        'fd = self.directory()\n        if self.read_only:\n            raise WasiError("read-only")',
+        "fd = self.directory()",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: read-only open-at (write, create, truncate)",
+        FS,
+        "if d.read_only and (flags & _WRITE_FLAGS or open_flags & _MUTATING_OPEN):",
+        "if False:",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: read-only set-times on a descriptor",
+        FS,
+        "def set_times(self, d: Descriptor, atime: Any, mtime: Any) -> None:\n"
+        "        if d.read_only:",
+        "def set_times(self, d: Descriptor, atime: Any, mtime: Any) -> None:\n        if False:",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: read-only write, write-via-stream, append-via-stream",
+        FS,
+        "fd = d.file(write=True)\n        if d.read_only:",
+        "fd = d.file(write=True)\n        if False:",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: read-only set-size",
+        FS,
+        'if d.read_only:\n            raise WasiError("read-only")\n        os.ftruncate',
+        "os.ftruncate",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: a descriptor's open mode (read / write)",
+        FS,
+        "if need not in self.flags:",
+        "if False:",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: no symbolic link to an absolute path",
+        FS,
+        'if old_path.startswith("/"):\n            raise WasiError("not-permitted"',
+        'if False:\n            raise WasiError("not-permitted"',
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: open-at does not follow a final link unless asked (O_NOFOLLOW)",
+        FS,
+        "os_flags = mode | os.O_NOFOLLOW | _CLOEXEC",
+        "os_flags = mode | _CLOEXEC",
+        FS_TESTS,
+    ),
+    Check(
+        "filesystem: rename-at never follows the old name's link",
+        FS,
+        "beneath(d.mutable_directory(), old_path, follow=False, create=True) as (old_at, old),",
+        "beneath(d.mutable_directory(), old_path, follow=False) as (old_at, old),",
+        FS_TESTS,
+    ),
+    # -- path resolution beneath a descriptor
+    Check(
+        "sandbox: no absolute path",
+        SANDBOX,
+        'if path.startswith("/"):\n        raise WasiError("not-permitted", f"absolute path',
+        'if False:\n        raise WasiError("not-permitted", f"absolute path',
+        FS_TESTS,
+    ),
+    Check(
+        "sandbox: `..` never climbs above the descriptor",
+        SANDBOX,
+        'if len(stack) == 1:\n                    raise WasiError("not-permitted"',
+        'if len(stack) == 1:\n                    continue\n                    raise WasiError("not-permitted"',
+        FS_TESTS,
+    ),
+    Check(
+        "sandbox: no link to an absolute path is followed",
+        SANDBOX,
+        'if target.startswith("/"):\n                    raise WasiError("not-permitted"',
+        'if False:\n                    raise WasiError("not-permitted"',
+        FS_TESTS,
+    ),
+    Check(
+        "sandbox: at most 40 links per path",
+        SANDBOX,
+        "if links > MAX_SYMLINKS:",
+        "if False:",
+        FS_TESTS,
+    ),
+    Check(
+        "sandbox: no NUL byte in a path",
+        SANDBOX,
+        'if "\\0" in path:',
+        "if False:",
+        FS_TESTS,
+    ),
+    Check(
+        "sandbox: each step opened with O_NOFOLLOW (a link swapped in is not followed)",
+        SANDBOX,
+        "os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |",
+        "os.O_RDONLY | os.O_DIRECTORY |",
+        FS_TESTS,
+    ),
+    Check(
+        "sandbox: a trailing slash names a directory",
+        SANDBOX,
+        "if dir_only and not stat.S_ISDIR(st.st_mode):",
+        "if False:",
+        FS_TESTS,
+    ),
+    # -- wasi:sockets: the allow-list
+    Check(
+        "sockets: no socket at all without an allow-list",
+        SOCKETS,
+        "def _new_socket(self, family_value: Any, kind: int) -> _Shared:\n"
+        "        if not self.allow:",
+        "def _new_socket(self, family_value: Any, kind: int) -> _Shared:\n        if False:",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: bind only to allowed addresses",
+        SOCKETS,
+        'self._deny_unless_allowed(address, port, "binding to")',
+        "pass",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: TCP connect only to allowed addresses",
+        SOCKETS,
+        'self._deny_unless_allowed(address, port, "connecting to")\n'
+        "        code = tcp.sock.connect_ex(addr)",
+        "code = tcp.sock.connect_ex(addr)",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: a UDP stream connects only to allowed addresses",
+        SOCKETS,
+        'self._deny_unless_allowed(address, port, "connecting to")\n        try:',
+        "try:",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: UDP datagrams go only to allowed addresses",
+        SOCKETS,
+        'self._deny_unless_allowed(address, port, "sending to")',
+        "pass",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: a connected UDP stream sends to its peer only",
+        SOCKETS,
+        "if udp.remote is not None and addr[:2] != udp.remote[:2]:",
+        "if False:",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: no name lookup without an allow-list",
+        SOCKETS,
+        "self._check_network(network)\n        if not self.allow:",
+        "self._check_network(network)\n        if False:",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: a network handle is needed",
+        SOCKETS,
+        "def _check_network(self, rep: int) -> None:\n        self.ctx.table.get(rep, Network)",
+        "def _check_network(self, rep: int) -> None:\n        pass",
+        SOCKET_TESTS,
+    ),
+    Check(
+        "sockets: no more datagrams than check-send allowed",
+        SOCKETS,
+        "if len(datagrams) > stream.permits:",
+        "if False:",
+        SOCKET_TESTS,
+    ),
+    # -- wasi:io and handles
+    Check(
+        "io: no write beyond check-write",
+        IO,
+        "if len(data) > stream.check_write():",
+        "if False:",
+        IO_TESTS,
+    ),
+    Check(
+        "io: no write-zeroes beyond check-write",
+        IO,
+        "if n > stream.check_write():",
+        "if False:",
+        IO_TESTS,
+    ),
+    Check(
+        "io: blocking writes of 4096 bytes at most",
+        IO,
+        "if n > BLOCKING_WRITE_MAX:",
+        "if False:",
+        IO_TESTS,
+    ),
+    Check(
+        "handles: a handle stands for a live object of its kind",
+        "trio_isyswasfa/_resources.py",
+        "if not isinstance(obj, cls):",
+        "if obj is None:",
+        ("tests/test_resources.py",),
+    ),
+    # -- limits
+    Check(
+        "limits: max_handles",
+        "trio_isyswasfa/_resources.py",
+        "if self._limit is not None and len(self._items) >= self._limit:",
+        "if False:",
+        ("tests/test_limits.py",),
+    ),
+    Check(
+        "limits: max_memory",
+        "trio_isyswasfa/_engine.py",
+        "self.store.set_limits(memory_size=self.limits.max_memory)",
+        "pass",
+        ("tests/test_limits.py",),
+    ),
+    Check(
+        "limits: max_run_seconds",
+        "trio_isyswasfa/_engine.py",
+        "return None if limit is None else time.monotonic() + limit",
+        "return None",
+        ("tests/test_limits.py",),
+    ),
+    # -- the isyswasfa protocol and the host
+    Check(
+        "protocol: a `ready` names the state its task reported as `pending`",
+        "trio_isyswasfa/_protocol/_core.py",
+        "if task.kind is not TaskKind.GUEST or task.callee != (poll, out.state):",
+        "if task.kind is not TaskKind.GUEST:",
+        ("tests/test_protocol.py",),
+    ),
+    Check(
+        "protocol: ... from the poll function that reported it",
+        "trio_isyswasfa/_protocol/_core.py",
+        "if task.kind is not TaskKind.GUEST or task.callee != (poll, out.state):",
+        "if task.kind is not TaskKind.GUEST or task.callee[1] != out.state:",
+        ("tests/test_protocol.py",),
+    ),
+    Check(
+        "host: only WASI 0.2.x imports link",
+        "trio_isyswasfa/_host.py",
+        'if (major, minor) == ("0", "2") and patch.isdigit():',
+        "if True:",
+        ("tests/test_wasi_cli.py", "-k", "wasi_versions or wasi_0_2"),
+    ),
+    # -- wasi:http and serve
+    Check(
+        "http: outgoing requests only to the allow-list",
+        "trio_isyswasfa/http/_client.py",
+        "if not self.allowed(request.authority, scheme):",
+        "if False:",
+        HTTP_TESTS,
+    ),
+    Check(
+        "http: no outgoing requests without a handler",
+        "trio_isyswasfa/http/types.py",
+        'if self.outgoing is None:\n            request.close()\n            return ErrorCode("HTTP-request-denied")',
+        'if self.outgoing is None:\n            raise RuntimeError("no handler")',
+        ("tests/test_http_examples.py", "-k", "refused_by_default"),
+    ),
+    Check(
+        "http: a guest sets no hop-by-hop header",
+        "trio_isyswasfa/http/types.py",
+        "if name.lower() in FORBIDDEN:",
+        "if False:",
+        HTTP_TESTS,
+    ),
+    Check(
+        "http: immutable fields stay unchanged",
+        "trio_isyswasfa/http/types.py",
+        'if self.immutable:\n            raise HeaderError("immutable")',
+        "if False:\n            pass",
+        HTTP_TESTS,
+    ),
+    Check(
+        "serve: at most max_instances at once",
+        "trio_isyswasfa/http/_asgi.py",
+        "self._slots = anyio.CapacityLimiter(self.max_instances)",
+        "self._slots = anyio.CapacityLimiter(10**6)",
+        ("tests/test_http_serve.py", "-k", "max_instances"),
+    ),
+    Check(
+        "serve: an instance goes back to the pool only if its request ended cleanly",
+        "trio_isyswasfa/http/_pool.py",
+        "if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:",
+        "if slot.instance._reusable() and len(self._idle) < self.max_idle:",
+        ("tests/test_http_serve.py", "-k", "leaving_mid_stream"),
+    ),
+    Check(
+        "serve: a failed instance is never lent again",
+        "trio_isyswasfa/http/_pool.py",
+        "if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:",
+        "if sound and len(self._idle) < self.max_idle:",
+        ("tests/test_http_pool.py",),
+    ),
+    Check(
+        "serve: at most max_idle instances kept",
+        "trio_isyswasfa/http/_pool.py",
+        "if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:",
+        "if sound and slot.instance._reusable():",
+        ("tests/test_http_pool.py",),
+    ),
+]
+
+
+def passes(tests: tuple[str, ...], copy: Path) -> bool:
+    """Whether ``tests`` pass in ``copy`` as it is now."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def run(check: Check, copy: Path) -> str:
+    """RED, GREEN or MOVED for one check, tried in ``copy`` (restored afterwards)."""
+    path = copy / check.path
+    original = path.read_text()
+    if original.count(check.source) != 1:
+        return "MOVED"
+    path.write_text(original.replace(check.source, check.deleted))
+    try:
+        return "GREEN" if passes(check.tests, copy) else "RED"
+    finally:
+        path.write_text(original)
+
+
+def main(words: list[str]) -> int:
+    """Try every check (or those whose name contains one of ``words``)."""
+    chosen = [c for c in CHECKS if not words or any(w.lower() in c.name.lower() for w in words)]
+    bad = 0
+    with tempfile.TemporaryDirectory(prefix="capability-checks-") as tmp:
+        copy = Path(tmp) / "repo"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*_cache"))
+        # a deletion counts only if its tests pass with every check in place
+        for tests in dict.fromkeys(c.tests for c in chosen):
+            if not passes(tests, copy):
+                print(f"the tests {' '.join(tests)} fail with every check in place")
+                return 1
+        for check in chosen:
+            verdict = run(check, copy)
+            bad += verdict != "RED"
+            print(f"{verdict:5} {check.name}", flush=True)
+    print(f"{len(chosen) - bad} of {len(chosen)} deleted checks made a test fail")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

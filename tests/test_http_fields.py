@@ -1,0 +1,43 @@
+"""``fields``' checks on what a guest may set: hop-by-hop headers and immutable views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from trio_isyswasfa.http.types import FORBIDDEN, Fields, HeaderError
+
+CHANGES: list[tuple[str, Callable[[Fields, str], None]]] = [
+    ("append", lambda f, name: f.append(name, b"x")),
+    ("set", lambda f, name: f.set(name, [b"x"])),
+    ("delete", lambda f, name: f.delete(name)),
+]
+
+
+@pytest.mark.parametrize("name", [*sorted(FORBIDDEN), "Transfer-Encoding", "CONNECTION"])
+@pytest.mark.parametrize(("how", "change"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_a_guest_cannot_set_hop_by_hop_headers(
+    name: str, how: str, change: Callable[[Fields, str], None]
+) -> None:
+    fields = Fields([(name, b"mine")])  # the host's own entry
+    with pytest.raises(HeaderError) as info:
+        change(fields, name)
+    assert info.value.code == "forbidden"
+    assert fields.entries() == [(name, b"mine")]
+
+
+def test_a_guest_list_with_a_hop_by_hop_header_is_refused() -> None:
+    with pytest.raises(HeaderError) as info:
+        Fields.checked([("accept", b"*/*"), ("Upgrade", b"h2c")])
+    assert info.value.code == "forbidden"
+
+
+@pytest.mark.parametrize(("how", "change"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_an_immutable_view_cannot_change(how: str, change: Callable[[Fields, str], None]) -> None:
+    fields = Fields([("accept", b"*/*")], immutable=True)
+    with pytest.raises(HeaderError) as info:
+        change(fields, "accept")
+    assert info.value.code == "immutable"
+    assert fields.entries() == [("accept", b"*/*")]
+    assert fields.copy().entries() == [("accept", b"*/*")]  # a mutable copy may change
