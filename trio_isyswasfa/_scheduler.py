@@ -91,20 +91,26 @@ class Scheduler:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._run_timers)
-            task_status.started()
-            try:
-                while self.failure is None:
-                    if not self._has_work():
-                        await self._wake.wait()
-                        self._wake = anyio.Event()
-                        continue
-                    await self._round()
-                    await anyio.lowlevel.checkpoint()
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._run_timers)
+                task_status.started()
+                try:
+                    while self.failure is None:
+                        if not self._has_work():
+                            await self._wake.wait()
+                            self._wake = anyio.Event()
+                            continue
+                        await self._round()
+                        await anyio.lowlevel.checkpoint()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            # the timer and the shared waits' tasks are gone: so are the waits they served
+            self._timers.clear()
+            self._timed.clear()
+            self._shared_of.clear()
 
     def _has_work(self) -> bool:
         return bool(self._urgent) or any(self._dirty)

@@ -112,17 +112,20 @@ class InstancePool(BackgroundTasks):
         elif slot is None:
             slot = await self._open_one()
         slot.in_flight += 1
+        clean = False
         try:
             yield slot.instance
+            clean = True
         finally:
             slot.in_flight -= 1
-            self._settle(slot)
+            self._settle(slot, clean=clean)
 
-    def _settle(self, slot: _Slot) -> None:
-        """After a request: drop a failed instance (closed once its requests are over),
-        and close an idle one beyond ``max_idle``."""
+    def _settle(self, slot: _Slot, *, clean: bool = True) -> None:
+        """After a request: drop a failed instance, or one whose request did not end
+        cleanly (cancelled, or failed with an exception: its guest may be left in any
+        state), closed once its requests are over; close an idle one beyond ``max_idle``."""
         instance = slot.instance
-        if instance._sched.failure is not None:
+        if instance._sched.failure is not None or not clean:
             if slot in self._open:
                 self._open.remove(slot)  # new requests go elsewhere
             if slot.in_flight == 0:
