@@ -16,6 +16,7 @@ thread, bounded to one chunk each, because a WASI 0.2 host function cannot suspe
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat as stat_mod
@@ -188,14 +189,21 @@ class FileInputStream(ThreadedInputStream):
 
 
 class FileOutputStream(ThreadedOutputStream):
-    """``write-via-stream`` / ``append-via-stream``: writes in a worker thread."""
+    """``write-via-stream`` / ``append-via-stream``: writes in a worker thread.
 
-    def __init__(self, fd: int, offset: int | None) -> None:
+    A stream of a descriptor not opened for writing (``writable=False``) fails every
+    write with ``bad-descriptor``, whatever its host fd allows.
+    """
+
+    def __init__(self, fd: int, offset: int | None, *, writable: bool = True) -> None:
         super().__init__()
         self._fd = os.dup(fd)
         self._offset = offset  # None: append
+        self._writable = writable
 
     def write_now(self, data: bytes) -> None:
+        if not self._writable:
+            raise OSError(errno.EBADF, "not opened for writing")
         view = memoryview(data)
         if self._offset is None:
             os.lseek(self._fd, 0, os.SEEK_END)
@@ -406,21 +414,21 @@ class WasiFilesystem:
         stream = FileInputStream(d.file(), offset)
         return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
-    def _output_fd(self, d: Descriptor) -> int:
-        """The fd an output stream writes to. As on wasmtime, a file not open for
-        writing still gets a stream (the preview1 adapter asks for one to poll it), whose
-        writes fail: its host fd is read-only."""
+    def _output_stream(self, d: Descriptor, offset: int | None) -> Any:
+        """An output stream of ``d`` (``offset`` None: appending). As on wasmtime, a file
+        not open for writing still gets a stream (the preview1 adapter asks for one to
+        poll it), whose writes fail."""
         if d.is_dir or "write" in d.flags:
-            return self._writable(d)
-        return d.fd
+            stream = FileOutputStream(self._writable(d), offset)
+        else:
+            stream = FileOutputStream(d.fd, offset, writable=False)
+        return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
 
     def write_via_stream(self, d: Descriptor, offset: int) -> Any:
-        stream = FileOutputStream(self._output_fd(d), offset)
-        return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
+        return self._output_stream(d, offset)
 
     def append_via_stream(self, d: Descriptor) -> Any:
-        stream = FileOutputStream(self._output_fd(d), None)
-        return own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM)
+        return self._output_stream(d, None)
 
     def set_size(self, d: Descriptor, size: int) -> None:
         if d.is_dir:
@@ -436,12 +444,6 @@ class WasiFilesystem:
 
     def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
         return os.pwrite(self._writable(d), buffer, offset)
-
-    def set_size(self, d: Descriptor, size: int) -> None:
-        if not d.is_dir and "write" not in d.flags:
-            # as wasmtime (and Linux's ftruncate on a read-only fd): not a bad descriptor
-            raise WasiError("invalid", "the file is not open for writing")
-        os.ftruncate(self._writable(d), size)
 
     def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
         if d.is_dir:
