@@ -448,8 +448,17 @@ class FiberFunc:
         self.func = func
         ty = func.type(owner.store)
         self.label = "a core function"
-        self.param_fields = _fields(ty.params, "core function parameters")
-        self.result_fields = _fields(ty.results, "core function results")
+        params = _fields(ty.params, "core function parameters")
+        results = _fields(ty.results, "core function results")
+        # buffers for every call: wasmtime_val_t arrays with their kinds set once
+        self._params = (ffi.wasmtime_val_t * len(params))()
+        self._results = (ffi.wasmtime_val_t * len(results))()
+        for slot, (_, kind) in zip(self._params, params, strict=True):
+            slot.kind = kind
+        self._param_slots = [(s.of, f) for s, (f, _) in zip(self._params, params, strict=True)]
+        self._result_slots = [(s.of, f) for s, (f, _) in zip(self._results, results, strict=True)]
+        self._context = owner.store._context()
+        self._func_ref = byref(func._func)
 
     async def __call__(self, *args: CoreValue) -> Any:
         """Run the function: ``None``, its one result, or a list of its results.
@@ -535,43 +544,48 @@ class FiberFunc:
 
 
 class CoreCall(_Polling):
-    """One call of a core function on its fiber (driven by :class:`FiberFunc`)."""
+    """One call of a core function on its fiber (driven by :class:`FiberFunc`). Its
+    arguments and results live in the function's buffers: the store admits one call at
+    a time, so no two calls of one function are ever in flight."""
 
     def __init__(self, func: FiberFunc, args: Sequence[CoreValue]) -> None:
-        fields = func.param_fields
-        if len(args) != len(fields):
+        slots = func._param_slots
+        if len(args) != len(slots):
             raise HostProtocolError(
-                f"wrong number of arguments: given {len(args)}, expected {len(fields)}"
+                f"wrong number of arguments: given {len(args)}, expected {len(slots)}"
             )
-        params = (ffi.wasmtime_val_t * len(args))()
         try:
-            for slot, (field, kind), value in zip(params, fields, args, strict=True):
-                slot.kind = kind
-                setattr(slot.of, field, value)
+            for (union, field), value in zip(slots, args, strict=True):
+                setattr(union, field, value)
         except TypeError as exc:
             raise HostProtocolError(f"bad arguments for {func.label}: {exc}") from exc
-        self._fields = func.result_fields
-        self._params = params
-        self._results = (ffi.wasmtime_val_t * len(self._fields))()
+        self._slots = func._result_slots
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
-        self._future = ffi.wasmtime_func_call_async(
-            func.owner.store._context(),
-            byref(func.func._func),
-            params,
-            len(args),
-            self._results,
-            len(self._fields),
+        self._future = _call_async(
+            func._context,
+            func._func_ref,
+            func._params,
+            len(slots),
+            func._results,
+            len(self._slots),
             byref(self._trap),
             byref(self._error),
         )
 
     def results(self) -> Any:
         """The finished call's results, as wasmtime-py's ``Func.__call__`` gives them."""
-        values = [getattr(r.of, f) for r, (f, _) in zip(self._results, self._fields, strict=True)]
-        if not values:
+        slots = self._slots
+        if len(slots) == 1:
+            union, field = slots[0]
+            return getattr(union, field)
+        if not slots:
             return None
-        return values[0] if len(values) == 1 else values
+        return [getattr(union, field) for union, field in slots]
+
+
+# the C functions themselves, without wasmtime-py's Python wrappers around them
+_call_async = wasmtime._bindings._wasmtime_func_call_async
 
 
 __all__ = [
