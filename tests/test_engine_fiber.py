@@ -77,6 +77,35 @@ class TestCalls:
         assert fs.fault is None  # nothing ran
         assert await fs.call(exports["add"], 1, 1) == 3
 
+    async def test_host_functions_with_no_and_several_results(self) -> None:
+        module = wasmtime.Module(
+            _engine.engine(),
+            wasmtime.wat2wasm(
+                """(module
+                  (import "h" "pair" (func $pair (result i32 i64)))
+                  (import "h" "note" (func $note (param f64)))
+                  (func (export "f") (result i64) (local $a i32) (local $b i64)
+                    (call $note (f64.const 1.5))
+                    (call $pair) (local.set $b) (local.set $a)
+                    (i64.add (i64.extend_i32_s (local.get $a)) (local.get $b))))"""
+            ),
+        )
+        notes: list[float] = []
+
+        def pair() -> Generator[Any, Any, tuple[int, int]]:
+            yield trio.lowlevel.checkpoint
+            return (3, 1 << 40)
+
+        fs = FiberStore()
+        i32, i64, f64 = wasmtime.ValType.i32(), wasmtime.ValType.i64(), wasmtime.ValType.f64()
+        imports = [
+            fs.host_func(wasmtime.FuncType([], [i32, i64]), pair),
+            fs.host_func(wasmtime.FuncType([f64], []), notes.append),
+        ]
+        exports = fs.instantiate(module, imports).exports(fs.store)
+        assert await fs.call(exports["f"]) == (1 << 40) + 3
+        assert notes == [1.5]
+
     def test_unsupported_value_types(self) -> None:
         fs = FiberStore()
         ty = wasmtime.FuncType([wasmtime.ValType.externref()], [])
@@ -130,6 +159,15 @@ class TestWaiting:
             assert not result  # the guest is suspended, the loop runs
             event.set()
         assert result == [42]
+
+    async def test_a_generator_that_never_waits(self, module: wasmtime.Module) -> None:
+        def wait(x: int) -> Generator[Any, Any, int]:
+            if x < 0:
+                yield trio.lowlevel.checkpoint  # pragma: no cover - never reached
+            return x * 3
+
+        fs, exports = open_guest(module, wait)
+        assert await fs.call(exports["add"], 2, 1) == 7
 
     async def test_wait_results_are_sent_and_errors_thrown_in(
         self, module: wasmtime.Module

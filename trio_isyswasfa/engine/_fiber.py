@@ -40,6 +40,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from ctypes import CFUNCTYPE, byref, c_void_p
+from types import GeneratorType
 from typing import Any
 
 import anyio
@@ -60,8 +61,6 @@ Wait = Callable[[], Awaitable[Any]]
 HostFunc = Callable[..., Any]
 """A host function: called with the core arguments, returns the result (``None``, one
 value, or a sequence for several) or a generator yielding :data:`Wait` s."""
-
-_NO_DEADLINE = 1 << 62
 
 # the union field of wasmtime_val_t and the kind, by the value type's text
 _FIELDS = {
@@ -267,11 +266,17 @@ _next_key = 1
 
 def _store_results(fields: list[tuple[str, int]], value: Any, results: Any) -> None:
     """Write a host function's Python result into wasmtime's result slots."""
+    if len(fields) == 1:  # the common case, without the tuple
+        field, kind = fields[0]
+        slot = results[0]
+        slot.kind = kind
+        setattr(slot.of, field, value)
+        return
     if not fields:
         if value is not None:
             raise TypeError(f"a host function without results returned {value!r}")
         return
-    values = (value,) if len(fields) == 1 else tuple(value)
+    values = tuple(value)
     if len(values) != len(fields):
         raise TypeError(f"expected {len(fields)} results, got {len(values)}")
     for i, ((field, kind), v) in enumerate(zip(fields, values, strict=True)):
@@ -297,7 +302,7 @@ def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, con
     polling = _current
     try:
         value = entry.fn(*[getattr(args[i].of, f) for i, f in enumerate(entry.param_fields)])
-        if isinstance(value, Generator):
+        if type(value) is GeneratorType:
             if polling is None or isinstance(polling, _Instantiation):
                 value.close()
                 raise LinkError(f"host function {entry.label} waited outside a fiber call")
