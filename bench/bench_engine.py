@@ -7,7 +7,13 @@ The canonical-ABI rows lift and lower values over a ctypes-backed memory (as was
 1 MiB each way (GB/s, against a bare slice copy of the same bytes in the same run), and
 a small call's values (µs, against building the same Python value by hand). Each figure
 is measured at N and at 16N repetitions. Goals: bytes ≥ 1 GB/s each way; a small call's
-lift + lower ≲ 2 µs. Not run in CI.
+lift + lower ≲ 2 µs.
+
+The fiber rows call a core function ``add(i32, i32) -> i32`` on the async path
+(``engine/_fiber.py``: a wasmtime fiber polled from trio) against synchronous calls of
+the same guest in a plain store (a raw ctypes ``wasmtime_func_call_unchecked`` and
+wasmtime-py's ``Func.__call__``), and a call that makes one async host call that need
+not wait. Not run in CI.
 """
 
 from __future__ import annotations
@@ -199,8 +205,101 @@ def abi_rows(n: int = 200) -> None:
         small_rows(reps * 10)
 
 
+# a core guest for the fiber rows: add(a, b) = a + b, and via_host(a, b) = host(a) + b
+FIBER_GUEST = """
+(module
+  (import "h" "host" (func $host (param i32) (result i32)))
+  (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
+  (func (export "via_host") (param i32 i32) (result i32)
+    (i32.add (call $host (local.get 0)) (local.get 1))))
+"""
+
+
+def fiber_rows(n: int = 2000) -> None:
+    """Core calls on the fiber path (stage 3b), in µs, at N and 16N, against plain
+    synchronous calls of the same guest in a plain store: a raw ctypes
+    ``wasmtime_func_call_unchecked`` and wasmtime-py's ``Func.__call__``."""
+    import trio
+    import wasmtime
+    from wasmtime import _ffi as ffi
+
+    from trio_isyswasfa import _engine
+    from trio_isyswasfa.engine._fiber import FiberStore
+
+    module = wasmtime.Module(_engine.engine(), wasmtime.wat2wasm(FIBER_GUEST))
+    host_type = wasmtime.FuncType([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])
+
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    # the fiber store, with an async host function that does not wait
+    fs = FiberStore()
+    fiber_exports = fs.instantiate(module, [fs.host_func(host_type, plus_one)]).exports(fs.store)
+    fiber_add = fs.func(fiber_exports["add"])
+    fiber_via_host = fs.func(fiber_exports["via_host"])
+    # a plain store: synchronous calls, a wasmtime-py host function
+    store = wasmtime.Store(_engine.engine())
+    store.set_epoch_deadline(1 << 62)
+    plain = wasmtime.Instance(store, module, [wasmtime.Func(store, host_type, plus_one)])
+    plain_add = plain.exports(store)["add"]
+    plain_via_host = plain.exports(store)["via_host"]
+    raw = (ffi.wasmtime_val_raw_t * 2)()
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    context = store._context()
+    add_func = ctypes.byref(plain_add._func)
+
+    def raw_add() -> int:
+        raw[0].i32 = 1
+        raw[1].i32 = 2
+        error = ffi.wasmtime_func_call_unchecked(context, add_func, raw, 2, ctypes.byref(trap))
+        assert not error
+        assert not trap
+        return int(raw[0].i32)
+
+    def fiber_timed(reps: int) -> tuple[float, float]:
+        """µs per fiber call of add and of via_host: the best of 7 rounds each,
+        alternating, so both see the same load (the machine is shared)."""
+
+        async def run() -> tuple[float, float]:
+            best = [float("inf"), float("inf")]
+            for _ in range(7):
+                for i, func in enumerate((fiber_add, fiber_via_host)):
+                    start = time.perf_counter()
+                    for _ in range(reps):
+                        await func(1, 2)
+                    best[i] = min(best[i], (time.perf_counter() - start) / reps)
+            return best[0] * 1e6, best[1] * 1e6
+
+        return trio.run(run)
+
+    def plain_timed(reps: int) -> tuple[float, float, float]:
+        """µs per raw ctypes add, Func.__call__ add and Func.__call__ via_host, alternating."""
+        funcs = (raw_add, lambda: plain_add(store, 1, 2), lambda: plain_via_host(store, 1, 2))
+        best = [float("inf")] * 3
+        for _ in range(7):
+            for i, func in enumerate(funcs):
+                best[i] = min(best[i], timed(func, reps))
+        return best[0] * 1e6, best[1] * 1e6, best[2] * 1e6
+
+    assert raw_add() == 3
+    assert plain_add(store, 1, 2) == 3
+    for reps in (n, 16 * n):
+        print(f"-- core calls on fibers, N = {reps}")
+        fiber, via_host = fiber_timed(reps)
+        raw_call, py_call, py_host = plain_timed(reps)
+        row(f"fiber: add(i32, i32) -> i32  (x{reps})", fiber, raw_call, "µs",
+            "baseline: raw ctypes call")  # fmt: skip
+        row(f"fiber: add(i32, i32) -> i32  (x{reps})", fiber, py_call, "µs",
+            "baseline: wasmtime-py Func.__call__")  # fmt: skip
+        row(f"fiber: a call with one async host call  (x{reps})", via_host, py_host, "µs",
+            "baseline: Func.__call__, sync host fn")  # fmt: skip
+        row(f"fiber: its host call alone  (x{reps})", via_host - fiber, py_host - py_call, "µs",
+            "baseline: the same with Func.__call__")  # fmt: skip
+
+
 def main() -> None:
     abi_rows()
+    fiber_rows()
 
 
 if __name__ == "__main__":

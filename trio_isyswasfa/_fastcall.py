@@ -231,7 +231,44 @@ class _Clock:
 clock = _Clock()
 
 
-class CallFuture:
+class PolledFuture:
+    """A ``wasmtime_call_future_t`` (of a component call, a core call or an async
+    instantiation): :meth:`poll` runs the guest on its fiber until it finishes or is
+    suspended (an async host function waits, or an epoch deadline made it yield).
+
+    Once the future has finished it is never polled again (wasmtime aborts the process
+    when a finished future is resumed): :meth:`poll` then keeps answering True.
+    """
+
+    _future: Any = None
+    _done = False
+
+    def poll(self) -> bool:
+        """Run the guest until it finishes (True) or is suspended (False)."""
+        if self._done:
+            return True
+        if self._future is None:
+            raise wasmtime.WasmtimeError("the call was dropped")
+        host_before = clock.host
+        start = perf_counter()
+        try:
+            done = self._done = bool(ffi.wasmtime_call_future_poll(self._future))
+        finally:
+            clock.guest += perf_counter() - start - (clock.host - host_before)
+        return done
+
+    def close(self) -> None:
+        """Drop the call (a suspended guest is abandoned: its instance must not be used)."""
+        if self._future is not None:
+            ffi.wasmtime_call_future_delete(self._future)
+            self._future = None
+            self._release()
+
+    def _release(self) -> None:
+        """Free what the call held besides the future (subclasses)."""
+
+
+class CallFuture(PolledFuture):
     """One call of a component function, run on wasmtime's fiber: :meth:`poll` runs the
     guest until it returns or an async host function suspends it.
 
@@ -251,11 +288,11 @@ class CallFuture:
                 ty.convert_to_c(store, val, pointer(self._params[self._n]))
                 self._n += 1
         except BaseException:
-            self._free_params()
+            self._release()
             raise
         self._result = ffi.wasmtime_component_val_t() if fty.result is not None else None
         self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
-        self._future: Any = ffi.wasmtime_component_func_call_async(
+        self._future = ffi.wasmtime_component_func_call_async(
             byref(func._func),
             store._context(),
             self._params,
@@ -264,16 +301,6 @@ class CallFuture:
             1 if self._result is not None else 0,
             byref(self._error),
         )
-
-    def poll(self) -> bool:
-        """Run the guest until it finishes (True) or is suspended (False)."""
-        host_before = clock.host
-        start = perf_counter()
-        try:
-            done = bool(ffi.wasmtime_call_future_poll(self._future))
-        finally:
-            clock.guest += perf_counter() - start - (clock.host - host_before)
-        return done
 
     def result(self) -> Any:
         """The finished call's result; raises what made it fail."""
@@ -286,14 +313,7 @@ class CallFuture:
         finally:
             self.close()
 
-    def close(self) -> None:
-        """Drop the call (a suspended guest is abandoned: its instance must not be used)."""
-        if self._future is not None:
-            ffi.wasmtime_call_future_delete(self._future)
-            self._future = None
-            self._free_params()
-
-    def _free_params(self) -> None:
+    def _release(self) -> None:
         for i in range(self._n):
             ffi.wasmtime_component_val_delete(byref(self._params[i]))
         self._n = 0
@@ -379,7 +399,8 @@ _next_suspended = 1
 
 
 @CFUNCTYPE(ctypes.c_bool, c_void_p)
-def _finished(_env):  # type: ignore[no-untyped-def]
+def finished(_env):  # type: ignore[no-untyped-def]
+    """An async host function's continuation that has its result already."""
     return True
 
 
@@ -423,7 +444,7 @@ def _async_host_callback(idx, context, _ty, args, nargs, results, nresults, erro
             fty.result.convert_to_c(store, value, results)
 
     error = _run_host(context, run)
-    cont.contents.callback = _finished
+    cont.contents.callback = finished
     if error:
         error_ret[0] = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
     elif outcome:
@@ -475,10 +496,12 @@ def _register(
 __all__ = [
     "CachedFuncType",
     "CallFuture",
+    "PolledFuture",
     "Suspended",
     "add_host_func",
     "add_host_func_async",
     "cache_types",
     "clock",
+    "finished",
     "instantiate",
 ]

@@ -37,6 +37,7 @@ from wasmtime._extern import wrap_extern
 
 from .. import _engine  # for now the stock seam owns the wasmtime engine and the cache folder
 from .._errors import GuestTrap, LinkError, LoadError
+from . import _fiber
 from ._model import (
     AliasExport,
     AliasOuter,
@@ -409,13 +410,12 @@ class CoreInstances:
                 value = value.made or self._make(value, ty, f"{module_name}.{name}")
             imports.append(value)
         try:
-            instance = wasmtime.Instance(self.store, module, imports)
-        except wasmtime.Trap as exc:
-            raise GuestTrap(f"core module {d.module} trapped starting: {exc.message}") from exc
-        except wasmtime.WasmtimeError as exc:
-            raise LinkError(
-                f"cannot instantiate core module {d.module}: {_first_line(str(exc))}"
-            ) from exc
+            # the async path: the one a store whose guests run on fibers admits
+            instance = _fiber.instantiate(self.store, module, imports)
+        except GuestTrap as exc:
+            raise GuestTrap(f"core module {d.module} trapped starting: {exc}") from exc.__cause__
+        except LinkError as exc:
+            raise LinkError(f"cannot instantiate core module {d.module}: {exc}") from exc
         return _Exports(self.store, instance, module)
 
     def _make(self, pending: _Pending, ty: Any, where: str) -> wasmtime.Func:

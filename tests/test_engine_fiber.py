@@ -1,0 +1,373 @@
+"""Our own engine's async call path: core functions on wasmtime fibers, driven by trio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+import trio
+import trio.testing
+import wasmtime
+from conftest import LoopTicks
+
+from trio_isyswasfa import GuestTrap, HostProtocolError, InstanceDead, Limits, LinkError, _engine
+from trio_isyswasfa.engine import _fiber
+from trio_isyswasfa.engine._fiber import FiberStore
+
+# a guest importing one host function "h.wait" (i32 -> i32), exporting:
+#   add(a, b) = wait(a) + b;  spin(n): counts n down;  twice(a) = wait(wait(a))
+GUEST = """
+(module
+  (import "h" "wait" (func $wait (param i32) (result i32)))
+  (func (export "add") (param i32 i32) (result i32)
+    (i32.add (call $wait (local.get 0)) (local.get 1)))
+  (func (export "twice") (param i32) (result i32)
+    (call $wait (call $wait (local.get 0))))
+  (func (export "spin") (param i32) (result i32)
+    (loop $l
+      (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+      (br_if $l (i32.ne (local.get 0) (i32.const 0))))
+    (i32.const 7))
+  (func (export "mixed") (param i64 f32 f64) (result f64 i64)
+    (f64.add (f64.promote_f32 (local.get 1)) (local.get 2)) (local.get 0)))
+"""
+
+WAIT_TYPE = wasmtime.FuncType([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])
+
+
+@pytest.fixture(scope="module")
+def module() -> wasmtime.Module:
+    return wasmtime.Module(_engine.engine(), wasmtime.wat2wasm(GUEST))
+
+
+def open_guest(
+    module: wasmtime.Module, wait: Callable[..., Any], limits: Limits | None = None
+) -> tuple[FiberStore, Any]:
+    fs = FiberStore(limits=limits)
+    host = fs.host_func(WAIT_TYPE, wait, label="h.wait")
+    instance = fs.instantiate(module, [host])
+    return fs, instance.exports(fs.store)
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+class TestCalls:
+    async def test_plain_host_function(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one)
+        assert await fs.call(exports["add"], 1, 2) == 4
+        add = fs.func(exports["add"])
+        assert [await add(i, 10) for i in range(3)] == [11, 12, 13]
+
+    async def test_values_of_every_core_type(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one)
+        assert await fs.call(exports["mixed"], 1 << 40, 0.5, 2.25) == [2.75, 1 << 40]
+        assert await fs.call(exports["spin"], 3) == 7
+
+    async def test_bad_arguments(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one)
+        with pytest.raises(HostProtocolError, match="wrong number"):
+            await fs.call(exports["add"], 1)
+        with pytest.raises(HostProtocolError, match="bad arguments"):
+            await fs.call(exports["add"], "x", 1)  # type: ignore[arg-type]
+        assert fs.fault is None  # nothing ran
+        assert await fs.call(exports["add"], 1, 1) == 3
+
+    async def test_host_functions_with_no_and_several_results(self) -> None:
+        module = wasmtime.Module(
+            _engine.engine(),
+            wasmtime.wat2wasm(
+                """(module
+                  (import "h" "pair" (func $pair (result i32 i64)))
+                  (import "h" "note" (func $note (param f64)))
+                  (func (export "f") (result i64) (local $a i32) (local $b i64)
+                    (call $note (f64.const 1.5))
+                    (call $pair) (local.set $b) (local.set $a)
+                    (i64.add (i64.extend_i32_s (local.get $a)) (local.get $b))))"""
+            ),
+        )
+        notes: list[float] = []
+
+        def pair() -> Generator[Any, Any, tuple[int, int]]:
+            yield trio.lowlevel.checkpoint
+            return (3, 1 << 40)
+
+        fs = FiberStore()
+        i32, i64, f64 = wasmtime.ValType.i32(), wasmtime.ValType.i64(), wasmtime.ValType.f64()
+        imports = [
+            fs.host_func(wasmtime.FuncType([], [i32, i64]), pair),
+            fs.host_func(wasmtime.FuncType([f64], []), notes.append),
+        ]
+        exports = fs.instantiate(module, imports).exports(fs.store)
+        assert await fs.call(exports["f"]) == (1 << 40) + 3
+        assert notes == [1.5]
+
+    def test_unsupported_value_types(self) -> None:
+        fs = FiberStore()
+        ty = wasmtime.FuncType([wasmtime.ValType.externref()], [])
+        with pytest.raises(HostProtocolError, match="only i32"):
+            fs.host_func(ty, plus_one)
+
+    async def test_synchronous_calls_are_refused(self, module: wasmtime.Module) -> None:
+        # wasmtime itself refuses: a synchronous call reaching an async host function
+        # would abort the process
+        fs, exports = open_guest(module, plus_one)
+        with pytest.raises(wasmtime.WasmtimeError, match="async"):
+            exports["spin"](fs.store, 1)
+        with pytest.raises(wasmtime.WasmtimeError, match="async"):
+            wasmtime.Instance(fs.store, wasmtime.Module(_engine.engine(), "(module)"), [])
+
+    async def test_a_finished_future_is_never_polled_again(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one)
+        call = _fiber.CoreCall(fs.func(exports["add"]), (1, 2))
+        try:
+            assert call.poll()
+            assert call.poll()  # wasmtime would abort the process on a second resume
+            assert call.results() == 4
+        finally:
+            call.close()
+
+
+class TestWaiting:
+    async def test_host_function_waits_and_only_the_guest_is_suspended(
+        self, module: wasmtime.Module
+    ) -> None:
+        event = trio.Event()
+        waits: list[int] = []
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            waits.append(x)
+            got = yield event.wait
+            assert got is None
+            yield partial(trio.sleep, 0.01)
+            return x * 10
+
+        fs, exports = open_guest(module, wait)
+        result: list[int] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                result.append(await fs.call(exports["add"], 4, 2))
+
+            nursery.start_soon(run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert waits == [4]
+            assert not result  # the guest is suspended, the loop runs
+            event.set()
+        assert result == [42]
+
+    async def test_a_generator_that_never_waits(self, module: wasmtime.Module) -> None:
+        def wait(x: int) -> Generator[Any, Any, int]:
+            if x < 0:
+                yield trio.lowlevel.checkpoint  # pragma: no cover - never reached
+            return x * 3
+
+        fs, exports = open_guest(module, wait)
+        assert await fs.call(exports["add"], 2, 1) == 7
+
+    async def test_wait_results_are_sent_and_errors_thrown_in(
+        self, module: wasmtime.Module
+    ) -> None:
+        async def fails() -> None:
+            raise ValueError("no luck")
+
+        async def seven() -> int:
+            return 7
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            try:
+                yield fails
+            except ValueError as exc:
+                x += len(str(exc))  # "no luck": 7
+            return (yield seven) + x
+
+        fs, exports = open_guest(module, wait)
+        assert await fs.call(exports["twice"], 1) == 29  # 1 + 7 + 7, twice
+
+    async def test_many_fibers_on_many_stores(self, module: wasmtime.Module) -> None:
+        gate = trio.Event()
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            yield gate.wait
+            yield trio.lowlevel.checkpoint
+            return x
+
+        stores = [open_guest(module, wait) for _ in range(20)]
+        results: dict[int, int] = {}
+        async with trio.open_nursery() as nursery:
+            for i, (fs, exports) in enumerate(stores):
+
+                async def run(i: int = i, fs: FiberStore = fs, exports: Any = exports) -> None:
+                    results[i] = await fs.call(exports["twice"], i)
+
+                nursery.start_soon(run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not results
+            gate.set()
+        assert results == {i: i for i in range(20)}
+
+    async def test_calls_into_one_store_take_turns(self, module: wasmtime.Module) -> None:
+        order: list[int] = []
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            order.append(x)
+            yield partial(trio.sleep, 0.01)
+            order.append(-x)
+            return x
+
+        fs, exports = open_guest(module, wait)
+        async with trio.open_nursery() as nursery:
+            for i in (1, 2, 3):
+                nursery.start_soon(fs.call, exports["add"], i, 0)
+        # each call ran to its end before the next one entered the store
+        assert len(order) == 6
+        assert order[1::2] == [-x for x in order[0::2]]
+
+    async def test_cancelling_the_caller_gives_the_store_up(self, module: wasmtime.Module) -> None:
+        closed: list[bool] = []
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            try:
+                yield trio.sleep_forever
+            finally:
+                closed.append(True)
+            return x  # pragma: no cover - never resumed
+
+        fs, exports = open_guest(module, wait)
+        with trio.move_on_after(0.01) as scope:
+            await fs.call(exports["add"], 1, 2)
+        assert scope.cancelled_caught
+        assert closed == [True]  # the fiber was dropped, the generator closed
+        assert isinstance(fs.fault, InstanceDead)
+        with pytest.raises(InstanceDead, match="abandoned"):
+            await fs.call(exports["add"], 1, 2)
+
+    async def test_host_exception_after_waiting_traps_with_cause(
+        self, module: wasmtime.Module
+    ) -> None:
+        def wait(x: int) -> Generator[Any, Any, int]:
+            yield trio.lowlevel.checkpoint
+            raise KeyError("gone")
+
+        fs, exports = open_guest(module, wait)
+        with pytest.raises(GuestTrap, match=r"h\.wait failed") as info:
+            await fs.call(exports["add"], 1, 2)
+        assert isinstance(info.value.__cause__, KeyError)
+        with pytest.raises(InstanceDead):
+            await fs.call(exports["add"], 1, 2)
+
+    async def test_host_exception_without_waiting_traps_with_cause(
+        self, module: wasmtime.Module
+    ) -> None:
+        def wait(x: int) -> int:
+            raise RuntimeError("broken")
+
+        fs, exports = open_guest(module, wait)
+        with pytest.raises(GuestTrap, match=r"h\.wait failed") as info:
+            await fs.call(exports["add"], 1, 2)
+        assert isinstance(info.value.__cause__, RuntimeError)
+
+    async def test_a_bad_result_after_waiting_traps(self, module: wasmtime.Module) -> None:
+        def wait(x: int) -> Generator[Any, Any, str]:
+            yield trio.lowlevel.checkpoint
+            return "not an i32"
+
+        fs, exports = open_guest(module, wait)
+        with pytest.raises(GuestTrap) as info:
+            await fs.call(exports["add"], 1, 2)
+        assert isinstance(info.value.__cause__, TypeError)
+
+    def test_waiting_while_starting_is_refused(self) -> None:
+        start = wasmtime.Module(
+            _engine.engine(),
+            wasmtime.wat2wasm(
+                '(module (import "h" "wait" (func $w (param i32) (result i32)))'
+                " (func $s (drop (call $w (i32.const 1)))) (start $s))"
+            ),
+        )
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            yield trio.lowlevel.checkpoint  # pragma: no cover - never resumed
+            return x  # pragma: no cover
+
+        fs = FiberStore()
+        with pytest.raises(GuestTrap, match="outside a fiber call") as info:
+            fs.instantiate(start, [fs.host_func(WAIT_TYPE, wait)])
+        assert isinstance(info.value.__cause__, LinkError)
+
+
+class TestTime:
+    async def test_a_computing_guest_leaves_the_loop_free(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one)
+        ticks = LoopTicks(0.001)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticks.run)
+            # ~0.3 s of guest computing, in epoch slices of 10 ms
+            assert await fs.call(exports["spin"], 600_000_000) == 7
+            nursery.cancel_scope.cancel()
+        assert ticks.count >= 5
+
+    async def test_max_run_seconds_stops_a_computing_guest(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one, Limits(max_run_seconds=0.05))
+        with pytest.raises(GuestTrap, match="max_run_seconds"):
+            # seconds of computing (so the test ends, red, if the check goes)
+            await fs.call(exports["spin"], 2_000_000_000)
+        with pytest.raises(InstanceDead):
+            await fs.call(exports["spin"], 1)
+
+    async def test_max_run_seconds_bounds_a_wait(self, module: wasmtime.Module) -> None:
+        def wait(x: int) -> Generator[Any, Any, int]:
+            yield trio.sleep_forever
+            return x  # pragma: no cover - never resumed
+
+        fs, exports = open_guest(module, wait, Limits(max_run_seconds=0.05))
+        with pytest.raises(GuestTrap, match="blocked in a host call"):
+            await fs.call(exports["add"], 1, 2)
+        assert isinstance(fs.fault, GuestTrap)
+
+    def test_a_long_start_function_is_stopped(self) -> None:
+        forever = wasmtime.Module(
+            _engine.engine(),
+            wasmtime.wat2wasm(
+                "(module (func $s (local i32) (local.set 0 (i32.const 2000000000))"
+                " (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1)))"
+                " (br_if $l (local.get 0)))) (start $s))"
+            ),
+        )
+        fs = FiberStore(limits=Limits(max_run_seconds=0.05))
+        with pytest.raises(GuestTrap, match="start function ran longer"):
+            fs.instantiate(forever, [])
+
+
+def test_under_asyncio(module: wasmtime.Module) -> None:
+    async def main() -> tuple[int, int]:
+        event = anyio.Event()
+
+        def wait(x: int) -> Generator[Any, Any, int]:
+            yield event.wait
+            return x
+
+        fs, exports = open_guest(module, wait)
+        ticks = 0
+        result: list[int] = []
+
+        async def run() -> None:
+            result.append(await fs.call(exports["add"], 40, 2))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            while not result:
+                await anyio.sleep(0.001)
+                ticks += 1
+                if ticks == 3:
+                    event.set()
+            spin = await fs.call(exports["spin"], 1000)
+        return result[0] + spin, ticks
+
+    total, ticks = anyio.run(main, backend="asyncio")
+    assert total == 49
+    assert ticks >= 3

@@ -1,0 +1,604 @@
+"""Stage 3b of our own engine: calling core functions on wasmtime's fibers, from trio.
+
+Every call into a :class:`FiberStore` runs on its own wasmtime fiber (the C API's
+``wasmtime_func_call_async``), polled from the event loop as
+:class:`~trio_isyswasfa._fastcall.PolledFuture`, like the component path's calls. A
+poll returns when the guest finishes, when its epoch deadline makes it yield (every
+``EPOCH_TICK``, so a computing guest never holds the loop for long) or when an async
+host function suspends it:
+
+* :meth:`FiberStore.host_func` makes a core function (an import for a core module) out
+  of a Python function. The function returns its results, or a generator: each value
+  the generator yields is a coroutine function (no arguments) that the call's driver
+  awaits while the guest's fiber stays suspended; what it returns is sent back into
+  the generator (what it raises is thrown in), and the generator's return value is the
+  host function's result. An exception from the host function (before or after a
+  wait) traps the guest; the :class:`~trio_isyswasfa.GuestTrap` the caller gets has
+  the exception as its ``__cause__``.
+* :meth:`FiberStore.call` runs a core function, checking ``Limits.max_run_seconds``
+  at every yield and bounding every wait by it.
+
+A store takes one call at a time (wasmtime's future borrows the whole store); calls
+queue. A call whose caller is cancelled while the guest waits in a host function, or
+that runs past ``max_run_seconds``, drops the guest's fiber where it stands: the store
+is then given up (:attr:`FiberStore.fault` is set, every later call raises
+:class:`~trio_isyswasfa.InstanceDead`), as the component path gives up its instance.
+Any trap is fatal to the store in the same way (the component model's rule).
+
+wasmtime refuses synchronous calls (``Func.__call__``, ``wasmtime.Instance``) into a
+store configured to yield at epoch deadlines, and a synchronous call that reaches an
+async host function aborts the process: so a fiber store is only ever entered through
+this module, and core instances are made with :func:`instantiate`
+(``wasmtime_linker_instantiate_async``), which :class:`~._instance.CoreInstances` uses
+for every store.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from ctypes import CFUNCTYPE, byref, c_void_p
+from types import GeneratorType
+from typing import Any
+
+import anyio
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._extern import wrap_extern
+
+from .. import _engine, _fastcall
+from .._errors import GuestTrap, HostProtocolError, InstanceDead, LinkError
+from .._limits import Limits
+
+CoreValue = int | float
+"""A core value crossing the boundary: i32/i64 as ``int``, f32/f64 as ``float``."""
+
+Wait = Callable[[], Awaitable[Any]]
+"""What a waiting host function yields: a coroutine function its driver awaits."""
+
+HostFunc = Callable[..., Any]
+"""A host function: called with the core arguments, returns the result (``None``, one
+value, or a sequence for several) or a generator yielding :data:`Wait` s."""
+
+# the union field of wasmtime_val_t and the kind, by the value type's text
+_FIELDS = {
+    "i32": ("i32", ffi.WASMTIME_I32.value),
+    "i64": ("i64", ffi.WASMTIME_I64.value),
+    "f32": ("f32", ffi.WASMTIME_F32.value),
+    "f64": ("f64", ffi.WASMTIME_F64.value),
+}
+
+
+def _fields(types: Sequence[wasmtime.ValType], what: str) -> list[tuple[str, int]]:
+    out = []
+    for ty in types:
+        found = _FIELDS.get(str(ty))
+        if found is None:
+            raise HostProtocolError(f"{what}: only i32, i64, f32 and f64 cross, not {ty}")
+        out.append(found)
+    return out
+
+
+# -- instantiation ----------------------------------------------------------------------
+
+
+def instantiate(
+    store: wasmtime.Store,
+    module: wasmtime.Module,
+    imports: Sequence[Any],
+    *,
+    max_run_seconds: float | None = None,
+) -> wasmtime.Instance:
+    """Instantiate ``module`` with ``imports`` (in the module's import order) on
+    wasmtime's async path, which every store admits (a fiber store admits nothing
+    else). The start function may compute across epoch yields (for at most
+    ``max_run_seconds``); it must not wait in an async host function.
+
+    Raises:
+      GuestTrap: the start function trapped or ran too long.
+      LinkError: the imports do not fit, or a host function waited during the start.
+    """
+    linker = wasmtime.Linker(_engine.engine())
+    ffi.wasmtime_linker_allow_shadowing(linker.ptr(), True)
+    context = store._context()
+    for (module_name, name), item in zip(_import_names(module), imports, strict=True):
+        extern = item._as_extern()
+        error = ffi.wasmtime_linker_define(
+            linker.ptr(), context, module_name, len(module_name), name, len(name), byref(extern)
+        )
+        if error:
+            raise LinkError(_first_line(str(wasmtime.WasmtimeError._from_ptr(error))))
+    start = _Instantiation(linker, store, module)
+    deadline = None if max_run_seconds is None else time.monotonic() + max_run_seconds
+    previous = _enter(start)
+    try:
+        while not start.poll():
+            if deadline is not None and time.monotonic() >= deadline:
+                start.close()
+                raise GuestTrap(f"the start function ran longer than {max_run_seconds} s")
+    finally:
+        _leave(previous)
+    return start.instance()
+
+
+_IMPORT_NAMES: weakref.WeakKeyDictionary[wasmtime.Module, list[tuple[bytes, bytes]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _import_names(module: wasmtime.Module) -> list[tuple[bytes, bytes]]:
+    """A module's import names, encoded once per module."""
+    names = _IMPORT_NAMES.get(module)
+    if names is None:
+        names = [(imp.module.encode(), (imp.name or "").encode()) for imp in module.imports]
+        _IMPORT_NAMES[module] = names
+    return names
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+class _Polling(_fastcall.PolledFuture):
+    """A future being polled: where a host function it reaches records its wait, or the
+    exception that trapped the guest."""
+
+    waiting: _HostWait | None = None
+    cause: BaseException | None = None
+    _trap: Any
+    _error: Any
+
+    def _failure(self, where: str) -> BaseException | None:
+        """What the finished future failed with, if it failed (a trap, or an error)."""
+        raised: BaseException
+        if self._trap:
+            raised = wasmtime.Trap._from_ptr(self._trap)
+        elif self._error:
+            raised = wasmtime.WasmtimeError._from_ptr(self._error)
+        else:
+            return None
+        exc = GuestTrap(f"guest trapped in {where}: {_engine.trap_reason(str(raised))}")
+        exc.__cause__ = self.cause if self.cause is not None else raised
+        return exc
+
+
+class _Instantiation(_Polling):
+    def __init__(self, linker: wasmtime.Linker, store: wasmtime.Store, module: Any) -> None:
+        self._linker = linker  # the future borrows it
+        self._instance = ffi.wasmtime_instance_t()
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
+        self._future = ffi.wasmtime_linker_instantiate_async(
+            linker.ptr(),
+            store._context(),
+            module.ptr(),
+            byref(self._instance),
+            byref(self._trap),
+            byref(self._error),
+        )
+
+    def instance(self) -> wasmtime.Instance:
+        self.close()
+        if self._trap or self.cause is not None:
+            failure = self._failure("the start function")
+            assert failure is not None
+            raise failure
+        if self._error:
+            error = wasmtime.WasmtimeError._from_ptr(self._error)
+            raise LinkError(f"cannot instantiate: {_first_line(str(error))}") from error
+        return wasmtime.Instance._from_raw(self._instance)
+
+
+# the future being polled on this (the event loop's) thread: host functions it reaches
+# record their waits and failures on it
+_current: _Polling | None = None
+
+
+def _enter(polling: _Polling) -> _Polling | None:
+    global _current
+    previous, _current = _current, polling
+    return previous
+
+
+def _leave(previous: _Polling | None) -> None:
+    global _current
+    _current = previous
+
+
+# -- async host functions ---------------------------------------------------------------
+
+
+class _HostWait:
+    """A host function's generator, suspended with the guest's fiber until its driver has
+    awaited what it waits for; then the continuation hands its result to the guest."""
+
+    __slots__ = ("error", "gen", "label", "result_fields", "results", "trap_ret", "value", "wait")
+
+    def __init__(
+        self,
+        gen: Generator[Any, Any, Any],
+        wait: Any,
+        func: _HostEntry,
+        results: Any,
+        trap_ret: Any,
+    ) -> None:
+        self.gen = gen
+        self.wait = wait
+        self.label = func.label
+        self.result_fields = func.result_fields
+        self.results = results
+        self.trap_ret = trap_ret
+        self.value: Any = _PENDING
+        self.error: BaseException | None = None
+
+    def step(self, send: Any = None, throw: BaseException | None = None) -> bool:
+        """Resume the generator; True once it has its result (or failed)."""
+        try:
+            self.wait = self.gen.throw(throw) if throw is not None else self.gen.send(send)
+        except StopIteration as stop:
+            self.value = stop.value
+            return True
+        except Exception as exc:
+            self.error = exc
+            return True
+        return False
+
+
+_PENDING = object()
+
+
+class _HostEntry:
+    __slots__ = ("fn", "label", "param_fields", "result_fields")
+
+    def __init__(self, fn: HostFunc, ty: wasmtime.FuncType, label: str) -> None:
+        self.fn = fn
+        self.label = label
+        self.param_fields = [f for f, _ in _fields(ty.params, label)]
+        self.result_fields = _fields(ty.results, label)
+
+
+_HOST_FUNCS: dict[int, _HostEntry] = {}
+_SUSPENDED: dict[int, _HostWait] = {}
+_next_key = 1
+
+
+def _store_results(fields: list[tuple[str, int]], value: Any, results: Any) -> None:
+    """Write a host function's Python result into wasmtime's result slots."""
+    if len(fields) == 1:  # the common case, without the tuple
+        field, kind = fields[0]
+        slot = results[0]
+        slot.kind = kind
+        setattr(slot.of, field, value)
+        return
+    if not fields:
+        if value is not None:
+            raise TypeError(f"a host function without results returned {value!r}")
+        return
+    values = tuple(value)
+    if len(values) != len(fields):
+        raise TypeError(f"expected {len(fields)} results, got {len(values)}")
+    for i, ((field, kind), v) in enumerate(zip(fields, values, strict=True)):
+        slot = results[i]
+        slot.kind = kind
+        setattr(slot.of, field, v)
+
+
+def _trap(trap_ret: Any, polling: _Polling | None, label: str, exc: BaseException) -> None:
+    """Make the guest trap because host function ``label`` failed with ``exc``."""
+    if polling is not None:
+        polling.cause = exc
+    message = f"host function {label} failed: {exc!r}".encode()
+    trap_ret[0] = ffi.wasmtime_trap_new(ctypes.create_string_buffer(message), len(message))
+
+
+@ffi.wasmtime_func_async_callback_t
+def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, cont):  # type: ignore[no-untyped-def]
+    global _next_key
+    start = time.perf_counter()
+    entry = _HOST_FUNCS[env or 0]
+    cont.contents.callback = _fastcall.finished
+    polling = _current
+    try:
+        value = entry.fn(*[getattr(args[i].of, f) for i, f in enumerate(entry.param_fields)])
+        if type(value) is GeneratorType:
+            if polling is None or isinstance(polling, _Instantiation):
+                value.close()
+                raise LinkError(f"host function {entry.label} waited outside a fiber call")
+            try:
+                wait = value.send(None)
+            except StopIteration as stop:
+                value = stop.value
+            else:
+                key = _next_key
+                _next_key += 1
+                results_ptr = ctypes.cast(results, ctypes.POINTER(ffi.wasmtime_val_t))
+                trap_ptr = ctypes.cast(trap_ret, ctypes.POINTER(ctypes.POINTER(ffi.wasm_trap_t)))
+                waiting = _HostWait(value, wait, entry, results_ptr, trap_ptr)
+                polling.waiting = _SUSPENDED[key] = waiting
+                cont.contents.callback = _resume
+                cont.contents.env = key
+                cont.contents.finalizer = _forget_suspended
+                return
+        _store_results(entry.result_fields, value, results)
+    except Exception as exc:
+        _trap(trap_ret, polling, entry.label, exc)
+    finally:
+        _fastcall.clock.host += time.perf_counter() - start
+
+
+@CFUNCTYPE(ctypes.c_bool, c_void_p)
+def _resume(env):  # type: ignore[no-untyped-def]
+    """The continuation of a waiting host function: done once its driver has stepped the
+    generator to its end (the guest then gets the result, or traps)."""
+    waiting = _SUSPENDED[env or 0]
+    if waiting.value is _PENDING and waiting.error is None:
+        return False
+    polling = _current
+    if polling is not None:
+        polling.waiting = None
+    try:
+        if waiting.error is not None:
+            raise waiting.error
+        _store_results(waiting.result_fields, waiting.value, waiting.results)
+    except Exception as exc:
+        _trap(waiting.trap_ret, polling, waiting.label, exc)
+    return True
+
+
+@CFUNCTYPE(None, c_void_p)
+def _forget_suspended(env):  # type: ignore[no-untyped-def]
+    waiting = _SUSPENDED.pop(env or 0, None)
+    if waiting is not None and waiting.value is _PENDING and waiting.error is None:
+        waiting.gen.close()  # the call was dropped while it waited
+
+
+@CFUNCTYPE(None, c_void_p)
+def _forget_func(env):  # type: ignore[no-untyped-def]
+    _HOST_FUNCS.pop(env or 0, None)
+
+
+# -- stores and calls -------------------------------------------------------------------
+
+
+class FiberStore:
+    """A wasmtime store whose guests run on fibers driven by the event loop.
+
+    Args:
+      store: the store to use (a new one on the process-wide engine by default); it is
+        configured to yield at every epoch tick, after which wasmtime refuses any
+        synchronous call into it.
+      limits: ``max_memory`` and ``max_run_seconds`` apply (``max_handles`` is the
+        canonical ABI's business).
+    """
+
+    def __init__(self, store: wasmtime.Store | None = None, *, limits: Limits | None = None):
+        self.store = store if store is not None else wasmtime.Store(_engine.engine())
+        self.limits = limits or Limits()
+        self.fault: BaseException | None = None
+        self.guest_seconds = 0.0  # in calls, less the host functions they called
+        if self.limits.max_memory is not None:
+            self.store.set_limits(memory_size=self.limits.max_memory)
+        _engine._start_ticker()
+        _engine._yield_at_epoch_deadlines(self.store)
+        self.store.set_epoch_deadline(1)
+        self._busy = False
+        self._idle: anyio.Event | None = None
+
+    def instantiate(self, module: wasmtime.Module, imports: Sequence[Any]) -> wasmtime.Instance:
+        """A core instance of ``module`` in this store (see :func:`instantiate`)."""
+        self._check()
+        return instantiate(self.store, module, imports, max_run_seconds=self.limits.max_run_seconds)
+
+    def host_func(self, ty: wasmtime.FuncType, fn: HostFunc, *, label: str = "") -> wasmtime.Func:
+        """A core function of type ``ty`` in this store that runs ``fn`` (see the module's
+        docstring for how ``fn`` waits and fails); ``label`` names it in traps."""
+        global _next_key
+        key = _next_key
+        _next_key += 1
+        _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
+        linker = wasmtime.Linker(_engine.engine())
+        error = ffi.wasmtime_linker_define_async_func(
+            linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
+        )
+        if error:  # pragma: no cover - wasmtime accepts any function type here
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        item = ffi.wasmtime_extern_t()
+        context = self.store._context()
+        found = ffi.wasmtime_linker_get(linker.ptr(), context, b"", 0, b"f", 1, byref(item))
+        assert found
+        func = wrap_extern(item)
+        assert isinstance(func, wasmtime.Func)
+        return func
+
+    def func(self, func: wasmtime.Func) -> FiberFunc:
+        """``func`` of this store, ready to be called on fibers (its type read once)."""
+        return FiberFunc(self, func)
+
+    async def call(self, func: wasmtime.Func, *args: CoreValue) -> Any:
+        """Call ``func`` once (:meth:`func` keeps the type for repeated calls)."""
+        return await FiberFunc(self, func)(*args)
+
+    def _check(self) -> None:
+        if self.fault is not None:
+            raise InstanceDead(f"the instance has failed: {self.fault}") from self.fault
+
+    async def _enter(self) -> None:
+        self._check()
+        while self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+            self._check()
+        self._busy = True
+
+    def _leave(self) -> None:
+        self._busy = False
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def _record(self, fault: BaseException) -> BaseException:
+        if self.fault is None:
+            self.fault = fault
+        return fault
+
+
+class FiberFunc:
+    """A core function of a :class:`FiberStore`; awaiting a call runs it on a fiber."""
+
+    def __init__(self, owner: FiberStore, func: wasmtime.Func) -> None:
+        self.owner = owner
+        self.func = func
+        ty = func.type(owner.store)
+        self.label = "a core function"
+        params = _fields(ty.params, "core function parameters")
+        results = _fields(ty.results, "core function results")
+        # buffers for every call: wasmtime_val_t arrays with their kinds set once
+        self._params = (ffi.wasmtime_val_t * len(params))()
+        self._results = (ffi.wasmtime_val_t * len(results))()
+        for slot, (_, kind) in zip(self._params, params, strict=True):
+            slot.kind = kind
+        self._param_slots = [(s.of, f) for s, (f, _) in zip(self._params, params, strict=True)]
+        self._result_slots = [(s.of, f) for s, (f, _) in zip(self._results, results, strict=True)]
+        self._context = owner.store._context()
+        self._func_ref = byref(func._func)
+
+    async def __call__(self, *args: CoreValue) -> Any:
+        """Run the function: ``None``, its one result, or a list of its results.
+
+        Raises:
+          GuestTrap: the guest trapped (a host function's exception is the cause), or
+            ran past ``max_run_seconds``; the store is dead from then on.
+          InstanceDead: the store had failed before.
+        """
+        owner = self.owner
+        await owner._enter()
+        try:
+            call = CoreCall(self, args)
+            deadline = owner.limits.max_run_seconds
+            if deadline is not None:
+                deadline += time.monotonic()
+            while not self._poll(call):
+                await self._wait(call, deadline)
+            return self._finish(call)
+        finally:
+            owner._leave()
+
+    def _poll(self, call: CoreCall) -> bool:
+        before = _fastcall.clock.guest
+        previous = _enter(call)
+        try:
+            return call.poll()
+        finally:
+            _leave(previous)
+            self.owner.guest_seconds += _fastcall.clock.guest - before
+
+    def _finish(self, call: CoreCall) -> Any:
+        try:
+            failure = call._failure(self.label)
+            if failure is not None:
+                raise self.owner._record(failure)
+            return call.results()
+        finally:
+            call.close()
+
+    async def _wait(self, call: CoreCall, deadline: float | None) -> None:
+        """The guest is suspended: a host function waits (await that), or its time slice
+        ended (let other tasks run, check ``max_run_seconds``)."""
+        waiting = call.waiting
+        if waiting is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._over_time(call, "without returning to the host")
+            # a computing guest is not interrupted by a cancellation: it runs on to its
+            # next wait or return, as it would had it held the loop
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()
+            return
+        try:
+            with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
+                while True:
+                    try:
+                        value = await waiting.wait()
+                    except Exception as exc:
+                        if waiting.step(throw=exc):
+                            return
+                    else:
+                        if waiting.step(send=value):
+                            return
+        except TimeoutError:
+            raise self._over_time(call, "blocked in a host call") from None
+        except BaseException as exc:
+            # cancelled in the middle of the guest: its fiber is dropped where it stands
+            self.owner._record(
+                InstanceDead(f"{self.label} was abandoned in the middle of guest code: {exc!r}")
+            )
+            call.close()
+            raise
+
+    def _over_time(self, call: CoreCall, how: str) -> BaseException:
+        limit = self.owner.limits.max_run_seconds
+        call.close()
+        return self.owner._record(
+            GuestTrap(
+                f"guest trapped in {self.label}: it ran longer than "
+                f"max_run_seconds ({limit} s), {how}"
+            )
+        )
+
+
+class CoreCall(_Polling):
+    """One call of a core function on its fiber (driven by :class:`FiberFunc`). Its
+    arguments and results live in the function's buffers: the store admits one call at
+    a time, so no two calls of one function are ever in flight."""
+
+    def __init__(self, func: FiberFunc, args: Sequence[CoreValue]) -> None:
+        slots = func._param_slots
+        if len(args) != len(slots):
+            raise HostProtocolError(
+                f"wrong number of arguments: given {len(args)}, expected {len(slots)}"
+            )
+        try:
+            for (union, field), value in zip(slots, args, strict=True):
+                setattr(union, field, value)
+        except TypeError as exc:
+            raise HostProtocolError(f"bad arguments for {func.label}: {exc}") from exc
+        self._slots = func._result_slots
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
+        self._future = _call_async(
+            func._context,
+            func._func_ref,
+            func._params,
+            len(slots),
+            func._results,
+            len(self._slots),
+            byref(self._trap),
+            byref(self._error),
+        )
+
+    def results(self) -> Any:
+        """The finished call's results, as wasmtime-py's ``Func.__call__`` gives them."""
+        slots = self._slots
+        if len(slots) == 1:
+            union, field = slots[0]
+            return getattr(union, field)
+        if not slots:
+            return None
+        return [getattr(union, field) for union, field in slots]
+
+
+# the C functions themselves, without wasmtime-py's Python wrappers around them
+_call_async = wasmtime._bindings._wasmtime_func_call_async
+
+
+__all__ = [
+    "CoreCall",
+    "CoreValue",
+    "FiberFunc",
+    "FiberStore",
+    "HostFunc",
+    "Wait",
+    "instantiate",
+]
