@@ -33,7 +33,7 @@ PROGRAMS = list_corpus(CORPUS)
 
 DELIBERATE: dict[str, str] = {}
 """Programs whose behaviour on our host differs from wasmtime's on purpose: name → why.
-(None yet: every difference the corpus finds is a bug. docs/wasi-conformance.md keeps
+(None yet: every difference the corpus finds is a bug. docs/wasi.md keeps
 this list for users.)"""
 
 REFERENCES_DISAGREE = {
