@@ -291,6 +291,45 @@ class TestInstancePolicies:
         stats = await settled(app)
         assert (stats.instances_opened, stats.waiting, stats.completed) == (1, 0, 2)
 
+    async def test_a_request_beyond_max_waiting_is_answered_503_at_once(
+        self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(service_component, instances="pooled", max_instances=1, max_waiting=1)
+        url = await start_server(nursery, app)
+        release = trio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield b"first "
+            await release.wait()
+            yield b"second"
+
+        replies: dict[str, tuple[int, str]] = {}
+
+        async def post(name: str, content: bytes | AsyncIterator[bytes]) -> None:
+            async with httpx.AsyncClient() as client:
+                response = await client.post(f"{url}/", content=content)
+                replies[name] = (response.status_code, response.text)
+                if response.status_code == 503:
+                    assert response.headers["retry-after"] == "1"
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(post, "slow", slow_body())
+            await eventually(lambda: app.statistics().in_flight == 1)
+            requests.start_soon(post, "waits", b"waits")
+            await eventually(lambda: app.statistics().waiting == 1)
+            # the one instance is busy and one request waits: the next is turned away
+            await post("turned away", b"turned away")
+            assert replies["turned away"] == (503, "the server is busy\n")
+            release.set()
+        assert replies["slow"] == (200, "first second")
+        assert replies["waits"] == (200, "waits")
+        stats = await settled(app)
+        assert (stats.rejected, stats.completed, stats.instances_opened) == (1, 2, 1)
+
+    def test_max_waiting_is_not_negative(self, service_component: trio_isyswasfa.Component) -> None:
+        with pytest.raises(ValueError, match="max_waiting"):
+            ComponentApp(service_component, max_waiting=-1)
+
     def test_unknown_policy(self, service_component: trio_isyswasfa.Component) -> None:
         with pytest.raises(ValueError, match="'pooled', 'shared' or 'per-request'"):
             ComponentApp(service_component, instances="bogus")  # type: ignore[arg-type]

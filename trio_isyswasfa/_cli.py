@@ -142,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
         help="instances at once (default 32); further requests wait. A guest that mostly "
         "computes serves best with a few per CPU core",
     )
+    serve.add_argument(
+        "--max-waiting",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="requests that may wait while every instance is busy (default 1024); "
+        "beyond them a request is answered 503 at once",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     _limit_arguments(serve)
 
@@ -222,6 +230,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.max_instances < 1:
         raise HostProtocolError(f"--max-instances must be at least 1, not {args.max_instances}")
+    if args.max_waiting < 0:
+        raise HostProtocolError(f"--max-waiting must not be negative, not {args.max_waiting}")
     addrs = args.addr or ["127.0.0.1:8080"]
     for addr in addrs:
         try:
@@ -233,6 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
         wasi=_wasi_config(args),
         instances=args.instances,
         max_instances=args.max_instances,
+        max_waiting=args.max_waiting,
         limits=_limits(args),
         http_client=HttpClient(allow=args.allow_outgoing) if args.allow_outgoing else None,
     )

@@ -53,6 +53,8 @@ class ServerStatistics:
       cancelled: requests cancelled because the client went away.
       instances_opened: instances opened so far (one per request with ``per-request``).
       waiting: requests waiting for an instance (all ``max_instances`` are busy).
+      rejected: requests answered 503 at once: every instance was busy and
+        ``max_waiting`` requests waited already.
       guest_seconds: time spent running guest code for requests so far (see
         :attr:`~trio_isyswasfa.InstanceStatistics.guest_seconds`).
     """
@@ -63,6 +65,7 @@ class ServerStatistics:
     cancelled: int = 0
     instances_opened: int = 0
     waiting: int = 0
+    rejected: int = 0
     guest_seconds: float = 0.0
 
 
@@ -98,6 +101,10 @@ class ComponentApp:
       per_instance: with ``"shared"``, requests one instance serves at once (16, as
         ``wasmtime serve`` for WASI 0.3); at most ``max_instances * per_instance``
         requests are served at once.
+      max_waiting: requests that may wait for a free instance while every one is busy;
+        a request beyond them is answered at once with 503 (``Retry-After: 1``) and
+        counted in ``ServerStatistics.rejected``, so a flood of clients meets a bounded
+        queue, not unbounded latency. 0: never wait.
     """
 
     def __init__(
@@ -111,9 +118,12 @@ class ComponentApp:
         limits: Limits | None = None,
         max_instances: int = 32,
         per_instance: int = 16,
+        max_waiting: int = 1024,
     ) -> None:
         if max_instances < 1:
             raise ValueError(f"max_instances must be at least 1, not {max_instances}")
+        if max_waiting < 0:
+            raise ValueError(f"max_waiting must not be negative, not {max_waiting}")
         if per_instance < 1:
             raise ValueError(f"per_instance must be at least 1, not {per_instance}")
         if instances not in INSTANCE_POLICIES:
@@ -128,6 +138,7 @@ class ComponentApp:
         self.cancel_grace = cancel_grace
         self.limits = limits
         self.max_instances = max_instances
+        self.max_waiting = max_waiting
         self.per_instance = per_instance if instances == "shared" else 1
         self._slots: anyio.CapacityLimiter | None = None  # made in the event loop
         self.instances = instances
@@ -164,12 +175,19 @@ class ComponentApp:
         stats.in_flight += 1
         outcome = "cancelled"
         try:
-            outcome = await self._serve_one(scope, receive, send)
+            if self._full():
+                outcome = "rejected"
+                log.warning("every instance is busy and %d requests wait: 503", stats.waiting)
+                await _send_error(send, 503, "the server is busy", retry_after=1)
+            else:
+                outcome = await self._serve_one(scope, receive, send)
         finally:
             if outcome == "completed":
                 stats.completed += 1
             elif outcome == "failed":
                 stats.failed += 1
+            elif outcome == "rejected":
+                stats.rejected += 1
             else:
                 stats.cancelled += 1
             stats.in_flight -= 1
@@ -249,21 +267,29 @@ class ComponentApp:
             tg.cancel_scope.cancel()
         return outcome
 
+    def _limiter(self) -> anyio.CapacityLimiter:
+        if self._slots is None:  # made in the event loop
+            self._slots = anyio.CapacityLimiter(self.max_instances * self.per_instance)
+        return self._slots
+
+    def _full(self) -> bool:
+        """No slot is free and ``max_waiting`` requests wait already."""
+        return self._limiter().available_tokens == 0 and self._stats.waiting >= self.max_waiting
+
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
         """One of the ``max_instances`` slots, waiting for one if all are taken."""
-        if self._slots is None:
-            self._slots = anyio.CapacityLimiter(self.max_instances * self.per_instance)
+        slots = self._limiter()
         stats = self._stats
         stats.waiting += 1
         try:
-            await self._slots.acquire()
+            await slots.acquire()
         finally:
             stats.waiting -= 1
         try:
             yield
         finally:
-            self._slots.release()
+            slots.release()
 
     def _count_open(self) -> None:
         self._stats.instances_opened += 1
@@ -404,13 +430,12 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
         )
 
 
-async def _send_error(send: Send, status: int, text: str) -> None:
+async def _send_error(
+    send: Send, status: int, text: str, *, retry_after: int | None = None
+) -> None:
     body = text.encode() + b"\n"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-        }
-    )
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
