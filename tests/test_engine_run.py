@@ -11,20 +11,30 @@ resources handed to the host) is tested on ours alone.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import trio_isyswasfa
 from trio_isyswasfa import _engine
 from trio_isyswasfa._errors import GuestTrap, HostProtocolError, InstanceDead, LinkError
 from trio_isyswasfa.engine._component import OwnEngineInstance, imported_items
-from trio_isyswasfa.engine._model import CanonLower, InstanceType
+from trio_isyswasfa.engine._model import CanonLower, ComponentDef, InstanceType
 from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.engine._types import FuncType
 from trio_isyswasfa.testing import build_wat_component
 from trio_isyswasfa.tools._paths import tool_command
+from trio_isyswasfa.wasi import WasiConfig
+from trio_isyswasfa.wasi._context import WasiContext
+from trio_isyswasfa.wasi.cli import WasiCli
+from trio_isyswasfa.wasi.clocks import WasiClocks
+from trio_isyswasfa.wasi.filesystem import WasiFilesystem
+from trio_isyswasfa.wasi.io import WasiIo
+from trio_isyswasfa.wasi.random import WasiRandom
+from trio_isyswasfa.wasi.sockets import WasiSockets, parse_allow_net
 
 WIT = """\
 package test:run;
@@ -481,3 +491,86 @@ def test_a_lowering_imported_with_the_wrong_core_type_is_refused(run_wasm: bytes
     )
     with pytest.raises(LinkError, match="wrongly typed"):
         OwnEngineInstance(component, Host().resolve, use_cache=False)
+
+
+# -- a componentize-py guest ------------------------------------------------------------
+
+
+ABI_RESOURCES = {
+    ("isyswasfa:isyswasfa/isyswasfa", "pending"): _engine.ResourceKind.PENDING,
+    ("isyswasfa:isyswasfa/isyswasfa", "cancel"): _engine.ResourceKind.CANCEL,
+    ("isyswasfa:isyswasfa/isyswasfa", "ready"): _engine.ResourceKind.READY,
+}
+
+
+class WasiOnly:
+    """Our WASI host functions, registered as the host registers them, and nothing else:
+    the guest's own imports (isyswasfa, test:cases/host) fail if called."""
+
+    def __init__(self) -> None:
+        self.wasi = WasiContext(WasiConfig())
+        io = WasiIo(self.wasi)
+        WasiClocks(self.wasi, io)
+        WasiRandom(self.wasi)
+        WasiCli(self.wasi)
+        WasiFilesystem(self.wasi, io)
+        WasiSockets(self.wasi, parse_allow_net(()))
+        self.called: list[tuple[str, str]] = []
+
+    def resolve(self, item: _engine.ImportedItem) -> _engine.Resolved:
+        key = (_engine.strip_version(item.interface), item.name)
+        if item.func_type is None:
+            kind = ABI_RESOURCES.get(key)
+            if kind is not None:
+                return _engine.ResourceDef(kind, lambda rep: None)
+            return self.wasi.resources.get(key)  # None: defined by another interface
+        fn = self.wasi.functions.get(key)
+        if isinstance(fn, _engine.Blocking):
+            return fn
+        if fn is None:
+
+            def missing(*_args: Any) -> Any:
+                raise HostProtocolError(f"{key} is not served in this test")
+
+            return missing
+
+        def served(*args: Any) -> Any:
+            self.called.append(key)
+            return fn(*args)
+
+        return served
+
+
+def _read_component(path: Path) -> ComponentDef:
+    return read_component(path.read_bytes())
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["stock", "ours"])
+async def test_a_python_guest_runs_sync_exports_on_both_engines(
+    cases_component: trio_isyswasfa.Component, kind: str
+) -> None:
+    host = WasiOnly()
+    if kind == "stock":
+        stock = _engine.EngineInstance(
+            cases_component._plan, cases_component._exports, host.resolve
+        )
+        add: Any = stock.func("test:cases/cases", "add")
+        wall: Any = stock.func("test:cases/cases", "wall-seconds")
+    else:
+        ours = OwnEngineInstance(_read_component(Path(cases_component.name)), host.resolve)
+        add = ours.func("test:cases/cases", "add")
+        wall = ours.func("test:cases/cases", "wall-seconds")
+    try:
+        assert await add.call(2, 40) == 42
+        # the guest's first call asks WASI for its environment, arguments and randomness
+        assert ("wasi:cli/environment", "get-environment") in host.called
+        assert ("wasi:random/random", "get-random-bytes") in host.called
+        seconds = await wall.call()
+        assert ("wasi:clocks/wall-clock", "now") in host.called
+        assert abs(seconds - time.time()) < 300
+        assert await add.call(2**31, 2**31 - 1) == 2**32 - 1
+    finally:
+        if kind == "stock":
+            stock.close()
