@@ -7,17 +7,34 @@ The canonical-ABI rows lift and lower values over a ctypes-backed memory (as was
 1 MiB each way (GB/s, against a bare slice copy of the same bytes in the same run), and
 a small call's values (µs, against building the same Python value by hand). Each figure
 is measured at N and at 16N repetitions. Goals: bytes ≥ 1 GB/s each way; a small call's
-lift + lower ≲ 2 µs. Not run in CI.
+lift + lower ≲ 2 µs.
+
+The end-to-end rows (stage 3a) run one WAT component on our engine and on the stock
+engine (wasmtime-py's component API behind the seam) in the same process, both through
+their async ``call``: a sync export ``add(u32, u32) -> u32``, an export that makes one
+host call, and a 1 MiB ``list<u8>`` a host import returns. The host share of a call is
+its time less a bare ``wasmtime_func_call_unchecked`` of the same core function (the
+guest's own work, measured alongside); a host call's share is the extra time of the
+export that makes one. Goals: host share ≤ 3 µs each; bytes ≥ 1 GB/s. Not run in CI.
 """
 
 from __future__ import annotations
 
 import ctypes
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+import trio
+
+from trio_isyswasfa import _engine
 from trio_isyswasfa.engine._abi import AbiContext, FuncAbi, store_value, type_abi
+from trio_isyswasfa.engine._component import OwnEngineInstance
+from trio_isyswasfa.engine._core import CoreFunc
 from trio_isyswasfa.engine._handles import CallScope
+from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.engine._types import (
     BorrowType,
     EnumType,
@@ -33,6 +50,7 @@ from trio_isyswasfa.engine._types import (
     VariantType,
 )
 from trio_isyswasfa.engine._values import Ok, Record, Variant
+from trio_isyswasfa.testing import build_wat_component
 
 U8, U32, U64 = PrimType(Primitive.U8), PrimType(Primitive.U32), PrimType(Primitive.U64)
 
@@ -199,8 +217,105 @@ def abi_rows(n: int = 200) -> None:
         small_rows(reps * 10)
 
 
+RUN_WIT = """
+package bench:run;
+interface host {
+  note: func(n: u32);
+  fetch: func(n: u32) -> list<u8>;
+}
+interface api {
+  add: func(a: u32, b: u32) -> u32;
+  ping: func(n: u32) -> u32;
+  fetch-len: func(n: u32) -> u32;
+}
+world w { import host; export api; }
+"""
+
+RUN_WAT = """
+(module
+  (import "bench:run/host" "note" (func $note (param i32)))
+  (import "bench:run/host" "fetch" (func $fetch (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 4096))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    ;; frees everything between calls: the block always starts at 4096
+    (local.set $p (i32.const 4096))
+    (block $fits
+      (br_if $fits (i32.le_u (i32.add (local.get $p) (local.get 3))
+                             (i32.mul (memory.size) (i32.const 65536))))
+      (drop (memory.grow (i32.add (i32.const 1) (i32.shr_u (local.get 3) (i32.const 16))))))
+    (local.get $p))
+  (func (export "bench:run/api#add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "bench:run/api#ping") (param i32) (result i32)
+    (call $note (local.get 0))
+    (local.get 0))
+  (func (export "bench:run/api#fetch-len") (param i32) (result i32)
+    (call $fetch (local.get 0) (i32.const 1024))
+    (i32.load (i32.const 1028))))
+"""
+
+API = "bench:run/api"
+MIB = 1 << 20
+
+
+async def atimed(fn: Callable[[], Awaitable[object]], n: int) -> float:
+    """:func:`timed` for an async call."""
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        runs.append((time.perf_counter() - start) / n)
+    return min(runs)
+
+
+def _run_component() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        wit = Path(tmp) / "w.wit"
+        wit.write_text(RUN_WIT)
+        return build_wat_component(wit, "w", RUN_WAT)
+
+
+async def run_rows(n: int = 2000) -> None:
+    """End to end on both engines: export call, host call, bytes from a host import."""
+    wasm = _run_component()
+    payload = bytes(MIB)
+    notes: list[int] = []
+
+    def resolve(item: _engine.ImportedItem) -> Any:
+        return {"note": notes.append, "fetch": lambda k: payload}[item.name]
+
+    raw = _engine.compile_component(wasm, use_cache=False)
+    stock = _engine.EngineInstance(_engine.LinkPlan(raw), _engine.component_exports(raw), resolve)
+    ours = OwnEngineInstance(read_component(wasm), resolve, use_cache=False)
+    # the guest's own work: the same core function, called bare
+    bare = CoreFunc(ours.store, ours.root.lifted(API, "add").core)
+    engines = {"ours": ours, "stock": stock}
+    funcs = {
+        k: {f: e.func(API, f) for f in ("add", "ping", "fetch-len")} for k, e in engines.items()
+    }
+    for reps in (n, 16 * n):
+        print(f"-- end to end, N = {reps} (µs per call; bytes: MB/s of a 1 MiB list<u8>)")
+        floor = timed(lambda: bare([1, 2]), reps) * 1e6
+        share: dict[str, tuple[float, float, float]] = {}
+        for kind, fs in funcs.items():
+            add, ping, fetch = fs["add"], fs["ping"], fs["fetch-len"]
+            t_add = await atimed(lambda add=add: add.call(1, 2), reps) * 1e6
+            t_ping = await atimed(lambda ping=ping: ping.call(1), reps) * 1e6
+            t_fetch = await atimed(lambda fetch=fetch: fetch.call(MIB), max(1, reps // 100)) * 1e6
+            share[kind] = (t_add - floor, t_ping - t_add, MIB / (t_fetch - t_add))
+        o, s = share["ours"], share["stock"]
+        print(f"bare core call of add (the guest's own work): {floor:.2f} µs")
+        row("sync export add(u32,u32): host share", o[0], s[0], "µs", "goal ≤ 3 (base: stock)")
+        row("one host call: host share", o[1], s[1], "µs", "goal ≤ 3 (base: stock)")
+        row("list<u8> 1 MiB host→guest (import)", o[2], s[2], "MB/s", "goal ≥ 1000 (base: stock)")
+    stock.close()
+
+
 def main() -> None:
     abi_rows()
+    trio.run(run_rows)
 
 
 if __name__ == "__main__":
