@@ -99,6 +99,12 @@ def _encoding(options: CanonOptions) -> str:
     return str(options.string_encoding.value)
 
 
+def _needs_memory(abi: FuncAbi) -> bool:
+    """Whether calls of ``abi``'s function read or write linear memory (else each call
+    skips viewing it)."""
+    return bool(abi._params_touch_memory or abi._result_touches_memory)
+
+
 class _ComponentInstance(CoreInstances):
     """One component instance of ours: its core instances, its handle table and its
     ``may_enter`` flag (no reentrance, as the component model says)."""
@@ -241,7 +247,7 @@ class OwnEngineInstance:
             or tuple(str(t) for t in ty.results) != abi.import_core_results
         ):
             raise LinkError(f"a core module imports a lowering of {definition.type} wrongly typed")
-        memory = instance.guest_memory(definition.options)
+        memory = instance.guest_memory(definition.options) if _needs_memory(abi) else None
         if isinstance(callee, ImportedFunc):
             label = "#".join(callee.path)
             impl = self._impls.get(callee.path)
@@ -354,7 +360,7 @@ class OwnEngineInstance:
         if options.is_async:
             raise LinkError(f"{label} is an async export, which this engine cannot call yet")
         abi = func_abi(func.lift.type, _encoding(options))
-        memory = instance.guest_memory(options)
+        memory = instance.guest_memory(options) if _needs_memory(abi) else None
         core = self.core(func.core, label)
         post = None
         if options.post_return is not None:

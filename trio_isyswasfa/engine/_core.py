@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +72,31 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "unknown trap"
 
 
+_SLOT = 16  # sizeof(wasmtime_val_raw_t)
+_FORMATS = {"i32": "I12x", "i64": "Q8x", "f32": "f12x", "f64": "d8x"}
+_MASKS = {"i32": " & 0xFFFFFFFF", "i64": " & 0xFFFFFFFFFFFFFFFF", "f32": "", "f64": ""}
+
+
+def _slots(kinds: tuple[str, ...]) -> struct.Struct:
+    """The layout of core values in a ``wasmtime_val_raw_t`` array: one ``struct``
+    call reads or writes them all (i32 and i64 read back unsigned)."""
+    return struct.Struct("<" + "".join(_FORMATS[k] for k in kinds))
+
+
+def _packer(kinds: tuple[str, ...], *, to_bytes: bool = False) -> Callable[..., Any]:
+    """``pack(buffer, values)`` (or ``pack(*values) -> bytes``) for values of ``kinds``,
+    signed or unsigned."""
+    layout = _slots(kinds)
+    values = ", ".join(f"v[{i}]{_MASKS[k]}" for i, k in enumerate(kinds))
+    namespace: dict[str, Any] = {"pack_into": layout.pack_into, "pack": layout.pack}
+    if to_bytes:
+        exec(f"def packer(*v):\n    return pack({values})\n", namespace)
+    else:
+        exec(f"def packer(buf, v):\n    pack_into(buf, 0, {values})\n", namespace)
+    packer: Callable[..., Any] = namespace["packer"]
+    return packer
+
+
 class CoreFunc:
     """A core function, called with a list of core values; returns a list of them.
 
@@ -78,7 +104,19 @@ class CoreFunc:
     signed or unsigned.
     """
 
-    __slots__ = ("_ctx", "_fp", "_n", "_raw", "_set", "func", "label", "params", "results")
+    __slots__ = (
+        "_ctx",
+        "_fp",
+        "_n",
+        "_pack",
+        "_raw",
+        "_trap",
+        "_unpack",
+        "func",
+        "label",
+        "params",
+        "results",
+    )
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, label: str = "") -> None:
         ty = func.type(store)
@@ -87,82 +125,46 @@ class CoreFunc:
         self.params = _kinds(ty.params)
         self.results = _kinds(ty.results)
         self._n = max(len(self.params), len(self.results), 1)
+        self._pack = _packer(self.params)
+        self._unpack = _slots(self.results).unpack_from
         self._raw: Any = (_RAW * self._n)()
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self._ctx = store._context()
         self._fp = ctypes.byref(func._func)
 
     def __call__(self, args: Sequence[Any]) -> CoreValues:
         """Call the function (the one place our engine enters wasm)."""
-        raw = self._raw
+        raw, trap = self._raw, self._trap
         self._raw = None  # a reentrant call (through a host function) gets its own array
         if raw is None:
-            raw = (_RAW * self._n)()
+            raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
         try:
-            for i, kind in enumerate(self.params):
-                slot = raw[i]
-                if kind == "i32":
-                    slot.i32 = args[i]
-                elif kind == "i64":
-                    slot.i64 = args[i]
-                elif kind == "f32":
-                    slot.f32 = args[i]
-                else:
-                    slot.f64 = args[i]
-            trap = ctypes.POINTER(ffi.wasm_trap_t)()
+            self._pack(raw, args)
             error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
             if error:  # what a host function's trap comes back as
                 _raise_trap(str(wasmtime.WasmtimeError._from_ptr(error)), self.label)
             if trap:
-                _raise_trap(wasmtime.Trap._from_ptr(trap).message, self.label)
-            out: CoreValues = []
-            for i, kind in enumerate(self.results):
-                slot = raw[i]
-                if kind == "i32":
-                    out.append(slot.i32 & _M32)
-                elif kind == "i64":
-                    out.append(slot.i64 & _M64)
-                elif kind == "f32":
-                    out.append(slot.f32)
-                else:
-                    out.append(slot.f64)
-            return out
+                taken, trap = trap, ctypes.POINTER(ffi.wasm_trap_t)()
+                _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label)
+            return list(self._unpack(raw))
         finally:
-            self._raw = raw
+            self._raw, self._trap = raw, trap
 
 
 # -- host functions ---------------------------------------------------------------------
 
-_HOSTS: dict[int, tuple[HostCallback, tuple[str, ...], tuple[str, ...]]] = {}
+_HOSTS: dict[int, tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int]] = {}
 _NEXT_HOST = itertools.count(1)
 
 
-def _host_callback(env: int, _caller: Any, raw: Any, _n: int) -> int:
-    fn, params, results = _HOSTS[env]
+def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
+    fn, unpack, pack, size = _HOSTS[env]
     try:
-        args: CoreValues = []
-        for i, kind in enumerate(params):
-            slot = raw[i]
-            if kind == "i32":
-                args.append(slot.i32 & _M32)
-            elif kind == "i64":
-                args.append(slot.i64 & _M64)
-            elif kind == "f32":
-                args.append(slot.f32)
-            else:
-                args.append(slot.f64)
-        out = fn(args)
-        if len(out) != len(results):
-            raise GuestTrap(f"host function gave {len(out)} core results, not {len(results)}")
-        for i, kind in enumerate(results):
-            slot = raw[i]
-            if kind == "i32":
-                slot.i32 = out[i]
-            elif kind == "i64":
-                slot.i64 = out[i]
-            elif kind == "f32":
-                slot.f32 = out[i]
-            else:
-                slot.f64 = out[i]
+        out = fn(list(unpack(ctypes.string_at(raw, size))))
+        if pack is not None:
+            ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
+        elif out:
+            raise GuestTrap("a host function without core results gave some")
         return 0
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
         _unwinding.append(exc)
@@ -175,7 +177,10 @@ def _host_finalize(env: int) -> None:
     _HOSTS.pop(env, None)
 
 
-_CALLBACK = ffi.wasmtime_func_unchecked_callback_t(_host_callback)
+# the raw values arrive as an address: read and written with one copy each
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)(_host_callback)
 _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_host_finalize)
 
 
@@ -185,11 +190,14 @@ def host_func(store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback) ->
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
+    params, results = _kinds(ty.params), _kinds(ty.results)
     env = next(_NEXT_HOST)
-    _HOSTS[env] = (fn, _kinds(ty.params), _kinds(ty.results))
+    pack = _packer(results, to_bytes=True) if results else None
+    _HOSTS[env] = (fn, _slots(params).unpack, pack, len(params) * _SLOT)
     out = ffi.wasmtime_func_t()
+    callback = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
     ffi.wasmtime_func_new_unchecked(
-        store._context(), ty.ptr(), _CALLBACK, env, _FINALIZE, ctypes.byref(out)
+        store._context(), ty.ptr(), callback, env, _FINALIZE, ctypes.byref(out)
     )
     return wasmtime.Func._from_raw(out)
 
