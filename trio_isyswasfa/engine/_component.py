@@ -49,6 +49,7 @@ from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import CoreFunc, CoreMemory, host_func
 from ._handles import CallScope, HandleTable
 from ._instance import CoreInstances, ImportedFunc, LiftedFunc, _Pending
+from ._layout import record_fields, variant_cases
 from ._model import (
     CanonBuiltin,
     CanonLower,
@@ -58,7 +59,16 @@ from ._model import (
     InstanceType,
     TypeItem,
 )
-from ._types import FuncType, ResourceType, ResultType
+from ._types import (
+    FuncType,
+    ListType,
+    PrimType,
+    RecordType,
+    ResourceType,
+    ResultType,
+    TupleType,
+    ValType,
+)
 from ._values import Err
 
 _NO_DEADLINE = 1 << 62
@@ -103,6 +113,30 @@ def _needs_memory(abi: FuncAbi) -> bool:
     """Whether calls of ``abi``'s function read or write linear memory (else each call
     skips viewing it)."""
     return bool(abi._params_touch_memory or abi._result_touches_memory)
+
+
+def _has_handles(t: ValType | None) -> bool:
+    """Whether values of ``t`` carry handles (resources, or WASI 0.3 stream and future
+    ends): only then does a call need a borrow scope and the instance's table."""
+    if t is None or isinstance(t, PrimType):
+        return False
+    if isinstance(t, ListType):
+        return _has_handles(t.element)
+    if isinstance(t, RecordType | TupleType):
+        return any(map(_has_handles, record_fields(t)))
+    cases = variant_cases(t)
+    if cases is not None:
+        return any(_has_handles(ty) for _, ty in cases)
+    return True  # own, borrow, stream, future
+
+
+def _plain(abi: FuncAbi) -> AbiContext | None:
+    """For a function whose values touch neither memory nor handles, one context all
+    its calls can share (it keeps no per-call state); else ``None``."""
+    func = abi.func
+    if _needs_memory(abi) or any(_has_handles(t) for _, t in func.params):
+        return None
+    return None if _has_handles(func.result) else AbiContext()
 
 
 class _ComponentInstance(CoreInstances):
@@ -269,6 +303,8 @@ class OwnEngineInstance:
     ) -> Callable[[list[Any]], list[Any]]:
         table = instance.table
         faults = self.faults
+        plain = _plain(abi)
+        lift_args, lower_result = abi.lift_args, abi.lower_result
 
         def lowered(args: list[Any]) -> list[Any]:
             if faults.fault is not None:
@@ -277,10 +313,11 @@ class OwnEngineInstance:
                 raise self._fault(
                     label, GuestTrap(f"cannot leave component instance to call {label}")
                 )
-            cx = AbiContext(memory, table, CallScope())
             try:
-                value = call(*abi.lift_args(cx, args))
-                out = abi.lower_result(cx, value, args)
+                if plain is not None:
+                    return lower_result(plain, call(*lift_args(plain, args)), args)
+                cx = AbiContext(memory, table, CallScope())
+                out = lower_result(cx, call(*lift_args(cx, args)), args)
                 cx.scope.finish()
             except Exception as exc:
                 raise self._fault(label, exc) from exc
@@ -367,19 +404,21 @@ class OwnEngineInstance:
             post = self.core(instance.funcs[options.post_return], f"post-return of {label}")
         table = instance.table
         faults = self.faults
+        plain = _plain(abi)
 
         def call(*args: Any) -> Any:
             if faults.fault is not None:
                 raise InstanceDead(f"the component instance has failed: {faults.fault}")
             if not instance.may_enter:
                 raise GuestTrap(f"cannot enter the component instance again to call {label}")
-            cx = AbiContext(memory, table, CallScope())
+            cx = plain if plain is not None else AbiContext(memory, table, CallScope())
             core_args = abi.lower_args(cx, args)  # a HostProtocolError here ran nothing
             instance.may_enter = False
             try:
                 results = core(core_args)
                 value = abi.lift_result(cx, results)
-                cx.scope.finish()
+                if plain is None:
+                    cx.scope.finish()
                 if post is not None:
                     instance.may_leave = False  # post-return may not call out
                     try:
