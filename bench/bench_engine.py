@@ -329,6 +329,7 @@ async def run_rows(n: int = 2000) -> None:
         row("one host call: host share", o[1], s[1], "µs", "goal ≤ 3 (base: stock)")
         row("list<u8> 1 MiB host→guest (import)", o[2], s[2], "MB/s", "goal ≥ 1000 (base: stock)")
     stock.close()
+    ours.close()
 
 
 def main() -> None:

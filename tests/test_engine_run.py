@@ -22,6 +22,7 @@ import trio_isyswasfa
 from trio_isyswasfa import _engine
 from trio_isyswasfa._errors import GuestTrap, HostProtocolError, InstanceDead, LinkError
 from trio_isyswasfa.engine._component import OwnEngineInstance, imported_items
+from trio_isyswasfa.engine._core import live_host_funcs
 from trio_isyswasfa.engine._model import CanonLower, ComponentDef, InstanceType
 from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.engine._types import FuncType
@@ -245,6 +246,8 @@ class Instance:
     def close(self) -> None:
         if self.kind == "stock":
             self.stock.close()
+        else:
+            self.ours.close()
 
 
 Open = Callable[[bytes, Host], Instance]
@@ -574,3 +577,17 @@ async def test_a_python_guest_runs_sync_exports_on_both_engines(
     finally:
         if kind == "stock":
             stock.close()
+        else:
+            ours.close()
+
+
+def test_closing_an_instance_releases_its_host_functions(run_wasm: bytes) -> None:
+    before = live_host_funcs()
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    assert live_host_funcs() > before
+    add = inst.func(API, "add")
+    assert add.call_sync(1, 2) == 3
+    inst.close()
+    assert live_host_funcs() == before
+    with pytest.raises(InstanceDead, match="closed"):
+        add.call_sync(1, 2)

@@ -46,7 +46,7 @@ from .._errors import (
     WasiError,
 )
 from ._abi import AbiContext, FuncAbi, func_abi
-from ._core import CoreFunc, CoreMemory, host_func
+from ._core import CoreFunc, CoreMemory, host_func, release_host_funcs
 from ._handles import CallScope, HandleTable
 from ._instance import CoreInstances, ImportedFunc, LiftedFunc, _Pending
 from ._layout import record_fields, variant_cases
@@ -216,6 +216,7 @@ class OwnEngineInstance:
         self.store.set_epoch_deadline(_NO_DEADLINE)  # the sync path never yields
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
+        self._made: list[int] = []  # our host functions in the store
         self._impls: dict[tuple[str, ...], Resolved] = {}
         for item, rt in imported_items(component):
             impl = resolve_item(item)
@@ -226,7 +227,19 @@ class OwnEngineInstance:
                 path = (item.interface, item.name) if item.interface else (item.name,)
                 self._impls[path] = impl
         self._exports = exported_funcs(component)
-        self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
+        try:
+            self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
+        except BaseException:
+            release_host_funcs(self._made)
+            raise
+
+    def close(self) -> None:
+        """Done with this instance: later calls raise
+        :class:`~trio_isyswasfa.InstanceDead`, and its store can be freed (the host
+        functions in it hold it, through this instance, until then)."""
+        self.faults.record(InstanceDead("the component instance was closed"))
+        release_host_funcs(self._made)
+        self._cores.clear()
 
     # -- what the instances share ---------------------------------------------------------
 
@@ -269,7 +282,7 @@ class OwnEngineInstance:
         callee: Any,
     ) -> wasmtime.Func:
         if isinstance(definition, CanonResource):
-            return host_func(self.store, ty, self._resource_op(instance, definition))
+            return host_func(self.store, ty, self._resource_op(instance, definition), self._made)
         if isinstance(definition, CanonBuiltin):
             raise LinkError(
                 f"canon {definition.name} needs the component model's async ABI, "
@@ -291,7 +304,9 @@ class OwnEngineInstance:
             call = self.lifted(callee, label)
         else:
             raise LinkError(f"a canon lower of {callee!r}: nothing to call")
-        return host_func(self.store, ty, self._lowered(instance, abi, memory, call, label))
+        return host_func(
+            self.store, ty, self._lowered(instance, abi, memory, call, label), self._made
+        )
 
     def _lowered(
         self,

@@ -158,8 +158,8 @@ _NEXT_HOST = itertools.count(1)
 
 
 def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
-    fn, unpack, pack, size = _HOSTS[env]
     try:
+        fn, unpack, pack, size = _HOSTS[env]
         out = fn(list(unpack(ctypes.string_at(raw, size))))
         if pack is not None:
             ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
@@ -177,6 +177,20 @@ def _host_finalize(env: int) -> None:
     _HOSTS.pop(env, None)
 
 
+def release_host_funcs(made: list[int]) -> None:
+    """Forget the host functions ``made``: their closures usually hold the store that
+    holds them, a cycle through this module that only this breaks. Calling one
+    afterwards traps."""
+    for env in made:
+        _HOSTS.pop(env, None)
+    made.clear()
+
+
+def live_host_funcs() -> int:
+    """How many host functions are registered (for leak checks)."""
+    return len(_HOSTS)
+
+
 # the raw values arrive as an address: read and written with one copy each
 _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
@@ -184,14 +198,18 @@ _CALLBACK = ctypes.CFUNCTYPE(
 _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_host_finalize)
 
 
-def host_func(store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback) -> wasmtime.Func:
-    """A core function of type ``ty`` that runs ``fn`` on its core arguments.
+def host_func(
+    store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback, made: list[int]
+) -> wasmtime.Func:
+    """A core function of type ``ty`` that runs ``fn`` on its core arguments; its key is
+    appended to ``made`` (for :func:`release_host_funcs`).
 
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
     params, results = _kinds(ty.params), _kinds(ty.results)
     env = next(_NEXT_HOST)
+    made.append(env)
     pack = _packer(results, to_bytes=True) if results else None
     _HOSTS[env] = (fn, _slots(params).unpack, pack, len(params) * _SLOT)
     out = ffi.wasmtime_func_t()
