@@ -591,3 +591,25 @@ def test_closing_an_instance_releases_its_host_functions(run_wasm: bytes) -> Non
     assert live_host_funcs() == before
     with pytest.raises(InstanceDead, match="closed"):
         add.call_sync(1, 2)
+
+
+START = """
+(component
+  (import "note" (func $note (param "n" u32)))
+  (core func $note-low (canon lower (func $note)))
+  (core instance $imp (export "note" (func $note-low)))
+  (core module $m
+    (import "" "note" (func $note (param i32)))
+    (func (export "init") (call $note (i32.const 7))))
+  (core instance $i (instantiate $m (with "" (instance $imp))))
+  (func $init (canon lift (core func $i "init")))
+  (start $init)
+)
+"""
+
+
+def test_a_component_start_function_runs_when_instantiated(tmp_path: Path) -> None:
+    host = Host()
+    inst = OwnEngineInstance(read_component(_parse(tmp_path, START)), host.resolve)
+    assert host.notes == [7]
+    inst.close()

@@ -56,7 +56,9 @@ from ._model import (
     CanonOptions,
     CanonResource,
     ComponentDef,
+    Definition,
     InstanceType,
+    Start,
     TypeItem,
 )
 from ._types import (
@@ -163,6 +165,17 @@ class _ComponentInstance(CoreInstances):
             if r.dtor is not None:
                 dtor = owner.core(self.funcs[r.dtor], f"the destructor of {r.resource.name}")
                 owner.destructors[r.resource] = lambda rep, dtor=dtor: dtor([rep])  # type: ignore[misc]
+
+    def _define(self, d: Definition) -> None:
+        if not isinstance(d, Start):
+            super()._define(d)
+            return
+        if d.args or d.results:
+            raise LinkError("component start functions with arguments or results (🪙)")
+        func = self.component_funcs[d.func]
+        if not isinstance(func, LiftedFunc):
+            raise LinkError("a component start function must be one a component lifts")
+        self.owner.lifted(func, "the component's start function")()
 
     def _nested(self, component: ComponentDef, args: Mapping[str, Any]) -> CoreInstances:
         return _ComponentInstance(
