@@ -72,6 +72,7 @@ interface api {
   counter-value: func(c: borrow<counter>) -> u32;
   keep-borrow: func(c: borrow<counter>) -> u32;
   call-fail: func();
+  boom: func();
   fetch-len: func(n: u32) -> u32;
   thing-cycle: func(v: u32) -> u32;
 }
@@ -147,6 +148,8 @@ WAT = """\
     (local.get $v))
   (func (export "test:run/api#keep-borrow") (param i32) (result i32)
     (call $value (local.get 0)))
+  (func (export "test:run/api#boom")
+    unreachable)
   (func (export "test:run/api#call-fail")
     (call $fail))
   (func (export "test:run/api#fetch-len") (param i32) (result i32)
@@ -310,6 +313,14 @@ async def test_host_effects_are_the_same(run_wasm: bytes, open_instance: Open) -
     counter = host.make_counter(21)
     assert await inst.call(API, "counter-value", counter) == 42
     assert host.dropped == [100]  # a borrow's end drops nothing
+
+
+async def test_a_guest_trap_kills_the_instance(run_wasm: bytes, open_instance: Open) -> None:
+    inst = open_instance(run_wasm, Host())
+    with pytest.raises(GuestTrap, match="unreachable"):
+        await inst.call(API, "boom")
+    with pytest.raises(InstanceDead):
+        await inst.call(API, "add", 1, 2)
 
 
 async def test_post_return_cannot_call_the_host(run_wasm: bytes, open_instance: Open) -> None:

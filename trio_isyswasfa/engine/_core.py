@@ -31,6 +31,7 @@ import wasmtime
 from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
+from .._engine import trap_reason
 from .._errors import GuestTrap
 
 CoreValues = list[Any]
@@ -64,12 +65,7 @@ def _raise_trap(message: str, label: str) -> None:
         if isinstance(exc, GuestTrap) or not isinstance(exc, Exception):
             raise exc
         raise GuestTrap(f"guest trapped in {label}: host function raised {exc!r}") from exc
-    raise GuestTrap(f"guest trapped in {label}: {_first_line(message)}")
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[0] if lines else "unknown trap"
+    raise GuestTrap(f"guest trapped in {label}: {trap_reason(message)}")
 
 
 _SLOT = 16  # sizeof(wasmtime_val_raw_t)
