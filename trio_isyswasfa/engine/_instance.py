@@ -381,16 +381,20 @@ class CoreInstances:
     def _instantiate_component(self, d: Instantiate) -> Mapping[str, Any]:
         spaces = self._spaces
         args = {name: spaces[sort][idx] for name, sort, idx in d.args}
-        nested = CoreInstances(
-            self.components[d.component],
+        nested = self._nested(self.components[d.component], args)
+        self.nested.append(nested)
+        return nested.exports
+
+    def _nested(self, component: ComponentDef, args: Mapping[str, Any]) -> CoreInstances:
+        """An instance of a nested component (a subclass makes its own kind)."""
+        return CoreInstances(
+            component,
             self.store,
             trampoline=self._trampoline,
             use_cache=self._use_cache,
             compiled=self._compiled,
             args=args,
         )
-        self.nested.append(nested)
-        return nested.exports
 
     def _instantiate(self, d: CoreInstantiate) -> Mapping[str, Any]:
         module = self.modules[d.module]

@@ -1,0 +1,626 @@
+"""Stage 3a: components run end to end on our own engine, synchronously
+(``trio_isyswasfa/engine/_component.py``).
+
+The same WAT components run on the stock engine (wasmtime-py's component API, through the
+seam in ``_engine.py``) and on ours with the same host functions; the calls must give the
+same results (the ``engine`` fixture is parametrised, not copied). What only our engine
+does (a host exception trapping one call with its cause, borrow scopes checked, guest
+resources handed to the host) is tested on ours alone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import trio_isyswasfa
+from trio_isyswasfa import _engine
+from trio_isyswasfa._errors import GuestTrap, HostProtocolError, InstanceDead, LinkError
+from trio_isyswasfa.engine._component import OwnEngineInstance, imported_items
+from trio_isyswasfa.engine._core import live_host_funcs
+from trio_isyswasfa.engine._model import CanonLower, ComponentDef, InstanceType
+from trio_isyswasfa.engine._reader import read_component
+from trio_isyswasfa.engine._types import FuncType
+from trio_isyswasfa.testing import build_wat_component
+from trio_isyswasfa.tools._paths import tool_command
+from trio_isyswasfa.wasi import WasiConfig
+from trio_isyswasfa.wasi._context import WasiContext
+from trio_isyswasfa.wasi.cli import WasiCli
+from trio_isyswasfa.wasi.clocks import WasiClocks
+from trio_isyswasfa.wasi.filesystem import WasiFilesystem
+from trio_isyswasfa.wasi.io import WasiIo
+from trio_isyswasfa.wasi.random import WasiRandom
+from trio_isyswasfa.wasi.sockets import WasiSockets, parse_allow_net
+
+WIT = """\
+package test:run;
+
+interface host {
+  resource counter {
+    value: func() -> u32;
+  }
+  make-counter: func(start: u32) -> counter;
+  upper: func(s: string) -> string;
+  fetch: func(n: u32) -> list<u8>;
+  check: func(ok: bool) -> result<u32, string>;
+  note: func(n: u32);
+  fail: func();
+}
+
+interface api {
+  use host.{counter};
+  record point { x: s32, y: s32 }
+  variant shape { circle(f64), square(u32), empty }
+  resource thing {
+    constructor(v: u32);
+    get: func() -> u32;
+  }
+  add: func(a: u32, b: u32) -> u32;
+  shout: func(s: string) -> string;
+  noisy: func(s: string) -> string;
+  posts: func() -> u32;
+  echo-list: func(xs: list<u32>) -> list<u32>;
+  swap: func(p: point) -> point;
+  mirror: func(s: shape) -> shape;
+  try-check: func(ok: bool) -> result<u32, string>;
+  read-counter: func(start: u32) -> u32;
+  counter-value: func(c: borrow<counter>) -> u32;
+  keep-borrow: func(c: borrow<counter>) -> u32;
+  call-fail: func();
+  boom: func();
+  fetch-len: func(n: u32) -> u32;
+  thing-cycle: func(v: u32) -> u32;
+}
+
+world w {
+  import host;
+  export api;
+}
+"""
+
+WAT = """\
+(module
+  (import "test:run/host" "make-counter" (func $make (param i32) (result i32)))
+  (import "test:run/host" "[method]counter.value" (func $value (param i32) (result i32)))
+  (import "test:run/host" "[resource-drop]counter" (func $drop_counter (param i32)))
+  (import "test:run/host" "upper" (func $upper (param i32 i32 i32)))
+  (import "test:run/host" "fetch" (func $fetch (param i32 i32)))
+  (import "test:run/host" "check" (func $check (param i32 i32)))
+  (import "test:run/host" "note" (func $note (param i32)))
+  (import "test:run/host" "fail" (func $fail))
+  (import "[export]test:run/api" "[resource-new]thing" (func $thing_new (param i32) (result i32)))
+  (import "[export]test:run/api" "[resource-rep]thing" (func $thing_rep (param i32) (result i32)))
+  (import "[export]test:run/api" "[resource-drop]thing" (func $thing_drop (param i32)))
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 4096))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
+    (block $fits
+      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+      (drop (memory.grow (i32.add (i32.const 1)
+        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+                   (i32.const 16))))))
+    (local.get $p))
+  (func (export "test:run/api#add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "test:run/api#shout") (param i32 i32) (result i32)
+    (call $upper (local.get 0) (local.get 1) (i32.const 1024))
+    (i32.const 1024))
+  (global $posts (mut i32) (i32.const 0))
+  (func (export "cabi_post_test:run/api#shout") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (i32.const 1))))
+  (func (export "test:run/api#posts") (result i32) (global.get $posts))
+  (func (export "test:run/api#noisy") (param i32 i32) (result i32)
+    (call $upper (local.get 0) (local.get 1) (i32.const 1024))
+    (i32.const 1024))
+  (func (export "cabi_post_test:run/api#noisy") (param i32)
+    (call $note (i32.const 99)))
+  (func (export "test:run/api#echo-list") (param i32 i32) (result i32)
+    (i32.store (i32.const 1024) (local.get 0))
+    (i32.store (i32.const 1028) (local.get 1))
+    (i32.const 1024))
+  (func (export "test:run/api#swap") (param i32 i32) (result i32)
+    (i32.store (i32.const 1024) (local.get 1))
+    (i32.store (i32.const 1028) (local.get 0))
+    (i32.const 1024))
+  (func (export "test:run/api#mirror") (param i32 i64) (result i32)
+    (i32.store8 (i32.const 1024) (local.get 0))
+    (i64.store (i32.const 1032) (local.get 1))
+    (i32.const 1024))
+  (func (export "test:run/api#try-check") (param i32) (result i32)
+    (call $check (local.get 0) (i32.const 1024))
+    (i32.const 1024))
+  (func (export "test:run/api#read-counter") (param i32) (result i32) (local $h i32) (local $v i32)
+    (local.set $h (call $make (local.get 0)))
+    (local.set $v (call $value (local.get $h)))
+    (call $drop_counter (local.get $h))
+    (local.get $v))
+  (func (export "test:run/api#counter-value") (param i32) (result i32) (local $v i32)
+    (local.set $v (call $value (local.get 0)))
+    (call $drop_counter (local.get 0))
+    (local.get $v))
+  (func (export "test:run/api#keep-borrow") (param i32) (result i32)
+    (call $value (local.get 0)))
+  (func (export "test:run/api#boom")
+    unreachable)
+  (func (export "test:run/api#call-fail")
+    (call $fail))
+  (func (export "test:run/api#fetch-len") (param i32) (result i32)
+    (call $fetch (local.get 0) (i32.const 1024))
+    (i32.load (i32.const 1028)))
+  (func (export "test:run/api#thing-cycle") (param i32) (result i32) (local $h i32) (local $r i32)
+    (local.set $h (call $thing_new (local.get 0)))
+    (local.set $r (call $thing_rep (local.get $h)))
+    (call $thing_drop (local.get $h))
+    (local.get $r))
+  (func (export "test:run/api#[constructor]thing") (param i32) (result i32)
+    (call $thing_new (local.get 0)))
+  (func (export "test:run/api#[method]thing.get") (param i32) (result i32)
+    (local.get 0))
+  (func (export "test:run/api#[dtor]thing") (param i32)
+    (call $note (i32.add (local.get 0) (i32.const 1000))))
+)
+"""
+
+API = "test:run/api"
+COUNTER = 7  # the host resource kind of `counter`
+
+
+class Host:
+    """The host functions, in the shape the seam's ``resolve_item`` gives them."""
+
+    def __init__(self) -> None:
+        self.notes: list[int] = []
+        self.dropped: list[int] = []
+        self.counters: dict[int, int] = {}
+        self.failure: Exception = ZeroDivisionError("the host failed on purpose")
+
+    def make_counter(self, start: int) -> Any:
+        rep = 100 + len(self.counters)
+        self.counters[rep] = start
+        return _engine.own(rep, COUNTER)
+
+    def fail(self) -> None:
+        raise self.failure
+
+    def resolve(self, item: _engine.ImportedItem) -> _engine.Resolved:
+        if item.func_type is None:
+            assert item.name == "counter"
+            return _engine.ResourceDef(COUNTER, self.dropped.append)
+        funcs: dict[str, Callable[..., Any]] = {
+            "make-counter": self.make_counter,
+            "[method]counter.value": lambda rep: self.counters[rep] * 2,
+            "upper": str.upper,
+            "fetch": lambda n: bytes(i % 251 for i in range(n)),
+            "check": lambda ok: 5 if ok else _engine.Err("not ok"),
+            "note": self.notes.append,
+            "fail": self.fail,
+        }
+        if item.name not in funcs:
+            raise LinkError(f"no host function {item.name}")
+        return funcs[item.name]
+
+
+def _parse(tmp: Path, wat: str) -> bytes:
+    (tmp / "c.wat").write_text(wat)
+    out = tmp / "c.wasm"
+    proc = subprocess.run(
+        [*tool_command("wasm-tools"), "parse", str(tmp / "c.wat"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def run_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    wit = tmp_path_factory.mktemp("run") / "run.wit"
+    wit.write_text(WIT)
+    return build_wat_component(wit, "w", WAT)
+
+
+class Instance:
+    """One instance on either engine: ``await call(interface, name, *args)``."""
+
+    def __init__(self, kind: str, wasm: bytes, resolve: Callable[[Any], Any]) -> None:
+        self.kind = kind
+        if kind == "stock":
+            raw = _engine.compile_component(wasm, use_cache=False)
+            self.stock = _engine.EngineInstance(
+                _engine.LinkPlan(raw), _engine.component_exports(raw), resolve
+            )
+        else:
+            self.ours = OwnEngineInstance(read_component(wasm), resolve, use_cache=False)
+
+    async def call(self, interface: str, name: str, *args: Any) -> Any:
+        if self.kind == "stock":
+            return await self.stock.func(interface, name).call(*args)
+        return await self.ours.func(interface, name).call(*args)
+
+    def close(self) -> None:
+        if self.kind == "stock":
+            self.stock.close()
+        else:
+            self.ours.close()
+
+
+Open = Callable[[bytes, Host], Instance]
+
+
+@pytest.fixture(params=["stock", "ours"])
+def open_instance(request: pytest.FixtureRequest) -> Any:
+    opened: list[Instance] = []
+
+    def open_(wasm: bytes, host: Host) -> Instance:
+        inst = Instance(request.param, wasm, host.resolve)
+        opened.append(inst)
+        return inst
+
+    yield open_
+    for inst in opened:
+        inst.close()
+
+
+def _record(**fields: Any) -> Any:
+    return _engine.record(**fields)
+
+
+CASES: list[tuple[str, tuple[Any, ...], Any]] = [
+    ("add", (2, 3), 5),
+    ("add", (2**32 - 1, 2), 1),
+    ("shout", ("héllo wörld, ☃",), "HÉLLO WÖRLD, ☃"),
+    ("echo-list", ([1, 2, 2**32 - 1],), [1, 2, 2**32 - 1]),
+    ("echo-list", ([],), []),
+    ("swap", (_record(x=-1, y=5),), _record(x=5, y=-1)),
+    ("mirror", (1.5,), 1.5),
+    ("mirror", (7,), 7),
+    ("mirror", (None,), None),
+    ("try-check", (True,), _engine.Ok(5)),
+    ("try-check", (False,), _engine.Err("not ok")),
+    ("read-counter", (3,), 6),
+    ("fetch-len", (1 << 20,), 1 << 20),
+    ("thing-cycle", (42,), 42),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "expected"), CASES)
+async def test_both_engines_give_the_same_results(
+    run_wasm: bytes, open_instance: Open, name: str, args: tuple[Any, ...], expected: Any
+) -> None:
+    inst = open_instance(run_wasm, Host())
+    assert await inst.call(API, name, *args) == expected
+
+
+async def test_host_effects_are_the_same(run_wasm: bytes, open_instance: Open) -> None:
+    host = Host()
+    inst = open_instance(run_wasm, host)
+    await inst.call(API, "shout", "a")
+    assert await inst.call(API, "posts") == 1  # shout's post-return ran
+    assert await inst.call(API, "read-counter", 4) == 8
+    assert host.dropped == [100]  # the guest dropped its own handle: the host's on_drop
+    assert await inst.call(API, "thing-cycle", 5) == 5
+    assert host.notes == [1005]  # the guest resource's destructor ran
+    # a host resource lent to the guest for one call (the guest drops its borrow)
+    counter = host.make_counter(21)
+    assert await inst.call(API, "counter-value", counter) == 42
+    assert host.dropped == [100]  # a borrow's end drops nothing
+
+
+async def test_a_guest_trap_kills_the_instance(run_wasm: bytes, open_instance: Open) -> None:
+    inst = open_instance(run_wasm, Host())
+    with pytest.raises(GuestTrap, match="unreachable"):
+        await inst.call(API, "boom")
+    with pytest.raises(InstanceDead):
+        await inst.call(API, "add", 1, 2)
+
+
+async def test_post_return_cannot_call_the_host(run_wasm: bytes, open_instance: Open) -> None:
+    host = Host()
+    inst = open_instance(run_wasm, host)
+    with pytest.raises(GuestTrap, match="cannot leave"):
+        await inst.call(API, "noisy", "a")
+    assert host.notes == []
+
+
+async def test_a_host_exception_traps_that_call_with_its_cause(run_wasm: bytes) -> None:
+    host = Host()
+    inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)
+    fail = inst.func(API, "call-fail")
+    with pytest.raises(GuestTrap, match="host function test:run/host#fail failed") as info:
+        fail.call_sync()
+    assert info.value.__cause__ is host.failure
+    assert info.value.__cause__.__traceback__ is not None  # where the host raised
+    with pytest.raises(InstanceDead, match="the host failed on purpose"):
+        inst.func(API, "add").call_sync(1, 2)
+
+
+async def test_a_borrow_kept_past_its_call_traps(run_wasm: bytes) -> None:
+    host = Host()
+    inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)
+    counter = host.make_counter(1)
+    assert inst.func(API, "counter-value").call_sync(counter) == 2
+    with pytest.raises(GuestTrap, match="borrowed handle"):
+        inst.func(API, "keep-borrow").call_sync(counter)
+
+
+async def test_bad_host_arguments_run_nothing(run_wasm: bytes) -> None:
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    add = inst.func(API, "add")
+    with pytest.raises(HostProtocolError):
+        add.call_sync(1, -1)
+    with pytest.raises(HostProtocolError):
+        add.call_sync(1)
+    assert add.call_sync(1, 2) == 3  # the instance lives on
+    with pytest.raises(LinkError, match="no export 'nope'"):
+        inst.func(API, "nope")
+
+
+async def test_guest_resources_cross_as_reps(run_wasm: bytes) -> None:
+    host = Host()
+    inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)
+    rep = inst.func(API, "[constructor]thing").call_sync(9)
+    # the guest's own resource, lent back to it: the defining instance gets the rep
+    assert inst.func(API, "[method]thing.get").call_sync(rep) == 9
+
+
+async def test_host_functions_must_give_values_of_their_type(run_wasm: bytes) -> None:
+    host = Host()
+    resolve = host.resolve
+
+    def bad(item: _engine.ImportedItem) -> _engine.Resolved:
+        if item.name == "upper":
+            return lambda s: 42  # not a string
+        return resolve(item)
+
+    inst = OwnEngineInstance(read_component(run_wasm), bad, use_cache=False)
+    with pytest.raises(GuestTrap) as info:
+        inst.func(API, "shout").call_sync("x")
+    assert isinstance(info.value.__cause__, HostProtocolError)
+
+
+def test_imports_are_listed_for_the_resolver(run_wasm: bytes) -> None:
+    items = imported_items(read_component(run_wasm))
+    names = {(i.interface, i.name): rt for i, rt in items}
+    assert ("test:run/host", "upper") in names
+    rt = names[("test:run/host", "counter")]
+    assert rt is not None
+    assert rt.name == "counter"
+    with pytest.raises(LinkError, match="gives no function for test:run/host#upper"):
+        OwnEngineInstance(
+            read_component(run_wasm),
+            lambda item: None if item.name == "upper" else Host().resolve(item),
+            use_cache=False,
+        )
+
+
+NESTED = """
+(component
+  (component $inner
+    (core module $m
+      (memory (export "memory") 1)
+      (global $bump (mut i32) (i32.const 4096))
+      (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+        (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                               (i32.sub (i32.const 0) (local.get 2))))
+        (global.set $bump (i32.add (local.get $p) (local.get 3)))
+        (local.get $p))
+      (func (export "dup") (param i32 i32) (result i32)
+        (i32.store (i32.const 1024) (local.get 0))
+        (i32.store (i32.const 1028) (local.get 1))
+        (i32.const 1024))
+      (func (export "len") (param i32 i32) (result i32) (local.get 1)))
+    (core instance $i (instantiate $m))
+    (func $dup (param "s" string) (result string)
+      (canon lift (core func $i "dup") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+    (func $len (param "s" string) (result u32)
+      (canon lift (core func $i "len") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+    (export "dup" (func $dup))
+    (export "len" (func $len)))
+  (instance $in (instantiate $inner))
+  (alias export $in "dup" (func $dup))
+  (alias export $in "len" (func $len))
+  (core module $libc
+    (memory (export "memory") 1)
+    (global $bump (mut i32) (i32.const 8192))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (local.get $p)))
+  (core instance $libc (instantiate $libc))
+  (core func $dup-low (canon lower (func $dup) (memory (core memory $libc "memory"))
+    (realloc (core func $libc "realloc"))))
+  (core func $len-low (canon lower (func $len) (memory (core memory $libc "memory"))))
+  (core module $outer
+    (import "" "dup" (func $dup (param i32 i32 i32)))
+    (import "" "len" (func $len (param i32 i32) (result i32)))
+    (func (export "relay") (param i32 i32) (result i32)
+      (call $dup (local.get 0) (local.get 1) (i32.const 2048))
+      (i32.const 2048))
+    (func (export "measure") (param i32 i32) (result i32)
+      (call $len (local.get 0) (local.get 1))))
+  (core instance $imports (export "dup" (func $dup-low)) (export "len" (func $len-low)))
+  (core instance $o (instantiate $outer (with "" (instance $imports))))
+  (func (export "relay") (param "s" string) (result string)
+    (canon lift (core func $o "relay") (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
+  (func (export "measure") (param "s" string) (result u32)
+    (canon lift (core func $o "measure") (memory (core memory $libc "memory"))
+      (realloc (core func $libc "realloc"))))
+)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "expected"),
+    [
+        ("relay", "über ☃", "über ☃"),
+        ("measure", "über ☃", len("über ☃".encode())),
+        ("relay", "", ""),
+    ],
+)
+async def test_calls_between_nested_components(
+    tmp_path: Path, open_instance: Open, name: str, arg: str, expected: Any
+) -> None:
+    # the outer component's string is lifted from its memory and lowered into the inner
+    # component's through the inner realloc, and back
+    inst = open_instance(_parse(tmp_path, NESTED), Host())
+    assert await inst.call("", name, arg) == expected
+
+
+async def test_a_host_function_cannot_reenter_the_instance(run_wasm: bytes) -> None:
+    host = Host()
+    resolve = host.resolve
+    made: list[OwnEngineInstance] = []
+
+    def reenter(item: _engine.ImportedItem) -> _engine.Resolved:
+        if item.name == "upper":
+            return lambda s: made[0].func(API, "shout").call_sync(s)
+        return resolve(item)
+
+    inst = OwnEngineInstance(read_component(run_wasm), reenter, use_cache=False)
+    made.append(inst)
+    with pytest.raises(GuestTrap, match="cannot enter the component instance again"):
+        inst.func(API, "shout").call_sync("x")
+
+
+def test_a_lowering_imported_with_the_wrong_core_type_is_refused(run_wasm: bytes) -> None:
+    component = read_component(run_wasm)
+    lowers = [d for c in component.walk() for d in c.definitions if isinstance(d, CanonLower)]
+    upper = next(d for d in lowers if [n for n, _ in d.type.params] == ["s"])
+    api = component.exports[API]
+    assert isinstance(api, InstanceType)
+    add = api.export("add")
+    assert isinstance(add, FuncType)
+    upper.type = (
+        add  # as a hostile binary could say: (u32, u32) -> u32 where (i32 i32 i32) is imported
+    )
+    with pytest.raises(LinkError, match="wrongly typed"):
+        OwnEngineInstance(component, Host().resolve, use_cache=False)
+
+
+# -- a componentize-py guest ------------------------------------------------------------
+
+
+ABI_RESOURCES = {
+    ("isyswasfa:isyswasfa/isyswasfa", "pending"): _engine.ResourceKind.PENDING,
+    ("isyswasfa:isyswasfa/isyswasfa", "cancel"): _engine.ResourceKind.CANCEL,
+    ("isyswasfa:isyswasfa/isyswasfa", "ready"): _engine.ResourceKind.READY,
+}
+
+
+class WasiOnly:
+    """Our WASI host functions, registered as the host registers them, and nothing else:
+    the guest's own imports (isyswasfa, test:cases/host) fail if called."""
+
+    def __init__(self) -> None:
+        self.wasi = WasiContext(WasiConfig())
+        io = WasiIo(self.wasi)
+        WasiClocks(self.wasi, io)
+        WasiRandom(self.wasi)
+        WasiCli(self.wasi)
+        WasiFilesystem(self.wasi, io)
+        WasiSockets(self.wasi, parse_allow_net(()))
+        self.called: list[tuple[str, str]] = []
+
+    def resolve(self, item: _engine.ImportedItem) -> _engine.Resolved:
+        key = (_engine.strip_version(item.interface), item.name)
+        if item.func_type is None:
+            kind = ABI_RESOURCES.get(key)
+            if kind is not None:
+                return _engine.ResourceDef(kind, lambda rep: None)
+            return self.wasi.resources.get(key)  # None: defined by another interface
+        fn = self.wasi.functions.get(key)
+        if isinstance(fn, _engine.Blocking):
+            return fn
+        if fn is None:
+
+            def missing(*_args: Any) -> Any:
+                raise HostProtocolError(f"{key} is not served in this test")
+
+            return missing
+
+        def served(*args: Any) -> Any:
+            self.called.append(key)
+            return fn(*args)
+
+        return served
+
+
+def _read_component(path: Path) -> ComponentDef:
+    return read_component(path.read_bytes())
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["stock", "ours"])
+async def test_a_python_guest_runs_sync_exports_on_both_engines(
+    cases_component: trio_isyswasfa.Component, kind: str
+) -> None:
+    host = WasiOnly()
+    if kind == "stock":
+        stock = _engine.EngineInstance(
+            cases_component._plan, cases_component._exports, host.resolve
+        )
+        add: Any = stock.func("test:cases/cases", "add")
+        wall: Any = stock.func("test:cases/cases", "wall-seconds")
+    else:
+        ours = OwnEngineInstance(_read_component(Path(cases_component.name)), host.resolve)
+        add = ours.func("test:cases/cases", "add")
+        wall = ours.func("test:cases/cases", "wall-seconds")
+    try:
+        assert await add.call(2, 40) == 42
+        # the guest's first call asks WASI for its environment, arguments and randomness
+        assert ("wasi:cli/environment", "get-environment") in host.called
+        assert ("wasi:random/random", "get-random-bytes") in host.called
+        seconds = await wall.call()
+        assert ("wasi:clocks/wall-clock", "now") in host.called
+        assert abs(seconds - time.time()) < 300
+        assert await add.call(2**31, 2**31 - 1) == 2**32 - 1
+    finally:
+        if kind == "stock":
+            stock.close()
+        else:
+            ours.close()
+
+
+def test_closing_an_instance_releases_its_host_functions(run_wasm: bytes) -> None:
+    before = live_host_funcs()
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    assert live_host_funcs() > before
+    add = inst.func(API, "add")
+    assert add.call_sync(1, 2) == 3
+    inst.close()
+    assert live_host_funcs() == before
+    with pytest.raises(InstanceDead, match="closed"):
+        add.call_sync(1, 2)
+
+
+START = """
+(component
+  (import "note" (func $note (param "n" u32)))
+  (core func $note-low (canon lower (func $note)))
+  (core instance $imp (export "note" (func $note-low)))
+  (core module $m
+    (import "" "note" (func $note (param i32)))
+    (func (export "init") (call $note (i32.const 7))))
+  (core instance $i (instantiate $m (with "" (instance $imp))))
+  (func $init (canon lift (core func $i "init")))
+  (start $init)
+)
+"""
+
+
+def test_a_component_start_function_runs_when_instantiated(tmp_path: Path) -> None:
+    host = Host()
+    inst = OwnEngineInstance(read_component(_parse(tmp_path, START)), host.resolve)
+    assert host.notes == [7]
+    inst.close()

@@ -1,0 +1,515 @@
+"""Stage 3a of our own engine: components run end to end, synchronously.
+
+:class:`OwnEngineInstance` instantiates a read :class:`~._model.ComponentDef` on
+wasmtime's core API (:class:`~._instance.CoreInstances`) with real trampolines:
+
+* ``canon lower`` of a host import: the core arguments are lifted with the function's
+  :class:`~._abi.FuncAbi` (memory, ``realloc`` and string encoding from the canon's
+  options), the host function runs, its result is lowered; the call's borrow scope
+  ends when it returns;
+* ``canon lower`` of another component instance's ``canon lift`` (composed or nested
+  components): lifted from the caller's memory, lowered into the callee's;
+* ``resource.new`` / ``rep`` / ``drop`` on the lowering instance's own handle table,
+  with destructors (the defining guest's, or the host's ``on_drop``) run when the last
+  own handle goes;
+* ``canon lift`` as callables (:class:`OwnExportFunc`): arguments lowered, one core
+  call (:class:`~._core.CoreFunc`, the one place that enters wasm), the result lifted,
+  then ``post-return``.
+
+Host functions come in the shapes the stock seam (``trio_isyswasfa._engine``) takes, from
+a ``resolve_item(ImportedItem)`` callback: a plain function of the lifted arguments, a
+:class:`~trio_isyswasfa._engine.Blocking` one (only when it finishes without waiting:
+waiting needs the async path), or a :class:`~trio_isyswasfa._engine.ResourceDef` for
+a host resource (its handles are integer reps; ``on_drop`` runs when the guest drops
+the last own handle). :class:`~trio_isyswasfa.WasiError` becomes the WIT ``err`` where
+the result has one.
+
+A host function that raises anything else traps only the call it ran in: the
+:class:`~trio_isyswasfa.GuestTrap` raised by the export call has the exception (with its
+traceback) as ``__cause__``, and the instance is dead with that trap as its reason
+(later calls raise :class:`~trio_isyswasfa.InstanceDead` naming it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import wasmtime
+
+from .. import _engine
+from .._errors import (
+    GuestTrap,
+    InstanceDead,
+    IsyswasfaError,
+    LinkError,
+    WasiError,
+)
+from ._abi import AbiContext, FuncAbi, func_abi
+from ._core import CoreFunc, CoreMemory, host_func, release_host_funcs
+from ._handles import CallScope, HandleTable
+from ._instance import CoreInstances, ImportedFunc, LiftedFunc, _Pending
+from ._layout import record_fields, variant_cases
+from ._model import (
+    CanonBuiltin,
+    CanonLower,
+    CanonOptions,
+    CanonResource,
+    ComponentDef,
+    Definition,
+    InstanceType,
+    Start,
+    TypeItem,
+)
+from ._types import (
+    FuncType,
+    ListType,
+    PrimType,
+    RecordType,
+    ResourceType,
+    ResultType,
+    TupleType,
+    ValType,
+)
+from ._values import Err
+
+_NO_DEADLINE = 1 << 62
+
+ImportedItem = _engine.ImportedItem
+Resolved = _engine.Resolved
+
+
+def imported_items(component: ComponentDef) -> list[tuple[ImportedItem, ResourceType | None]]:
+    """Every function and resource ``component`` imports, in the shape the seam resolves
+    (``func_type`` is our :class:`~._types.FuncType`, ``None`` for a resource), with the
+    resource type of each resource."""
+    out: list[tuple[ImportedItem, ResourceType | None]] = []
+    for name, item in component.imports.items():
+        if isinstance(item, InstanceType):
+            for member, inner in item.exports:
+                if isinstance(inner, FuncType):
+                    out.append((ImportedItem(name, member, inner), None))
+                elif isinstance(inner, TypeItem) and isinstance(inner.type, ResourceType):
+                    out.append((ImportedItem(name, member, None), inner.type))
+        elif isinstance(item, FuncType):
+            out.append((ImportedItem("", name, item), None))
+    return out
+
+
+def exported_funcs(component: ComponentDef) -> dict[str, dict[str, FuncType]]:
+    """Exported functions by interface (``""`` for the root), with their types."""
+    out: dict[str, dict[str, FuncType]] = {"": {}}
+    for name, item in component.exports.items():
+        if isinstance(item, FuncType):
+            out[""][name] = item
+        elif isinstance(item, InstanceType):
+            out[name] = {n: t for n, t in item.exports if isinstance(t, FuncType)}
+    return out
+
+
+def _encoding(options: CanonOptions) -> str:
+    return str(options.string_encoding.value)
+
+
+def _needs_memory(abi: FuncAbi) -> bool:
+    """Whether calls of ``abi``'s function read or write linear memory (else each call
+    skips viewing it)."""
+    return bool(abi._params_touch_memory or abi._result_touches_memory)
+
+
+def _has_handles(t: ValType | None) -> bool:
+    """Whether values of ``t`` carry handles (resources, or WASI 0.3 stream and future
+    ends): only then does a call need a borrow scope and the instance's table."""
+    if t is None or isinstance(t, PrimType):
+        return False
+    if isinstance(t, ListType):
+        return _has_handles(t.element)
+    if isinstance(t, RecordType | TupleType):
+        return any(map(_has_handles, record_fields(t)))
+    cases = variant_cases(t)
+    if cases is not None:
+        return any(_has_handles(ty) for _, ty in cases)
+    return True  # own, borrow, stream, future
+
+
+def _plain(abi: FuncAbi) -> AbiContext | None:
+    """For a function whose values touch neither memory nor handles, one context all
+    its calls can share (it keeps no per-call state); else ``None``."""
+    func = abi.func
+    if _needs_memory(abi) or any(_has_handles(t) for _, t in func.params):
+        return None
+    return None if _has_handles(func.result) else AbiContext()
+
+
+class _ComponentInstance(CoreInstances):
+    """One component instance of ours: its core instances, its handle table and its
+    ``may_enter`` flag (no reentrance, as the component model says)."""
+
+    def __init__(
+        self,
+        component: ComponentDef,
+        owner: OwnEngineInstance,
+        *,
+        compiled: Mapping[int, wasmtime.Module] | None,
+        use_cache: bool,
+        args: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.table = HandleTable()
+        self.table.destructors = owner.destructors  # shared: a drop anywhere runs the dtor
+        self.table.defines.update(r.resource for r in component.resources)
+        self.may_enter = True  # no call into it is running (no reentrance)
+        self.may_leave = True  # it may call imports (not from post-return)
+        super().__init__(component, owner.store, use_cache=use_cache, compiled=compiled, args=args)
+        for r in component.resources:
+            if r.dtor is not None:
+                dtor = owner.core(self.funcs[r.dtor], f"the destructor of {r.resource.name}")
+                owner.destructors[r.resource] = lambda rep, dtor=dtor: dtor([rep])  # type: ignore[misc]
+
+    def _define(self, d: Definition) -> None:
+        if not isinstance(d, Start):
+            super()._define(d)
+            return
+        if d.args or d.results:
+            raise LinkError("component start functions with arguments or results (🪙)")
+        func = self.component_funcs[d.func]
+        if not isinstance(func, LiftedFunc):
+            raise LinkError("a component start function must be one a component lifts")
+        self.owner.lifted(func, "the component's start function")()
+
+    def _nested(self, component: ComponentDef, args: Mapping[str, Any]) -> CoreInstances:
+        return _ComponentInstance(
+            component, self.owner, compiled=self._compiled, use_cache=self._use_cache, args=args
+        )
+
+    def _make(self, pending: _Pending, ty: Any, where: str) -> wasmtime.Func:
+        if not isinstance(ty, wasmtime.FuncType):
+            raise LinkError(f"{where} is a canon-defined function imported as a non-function")
+        func = self.owner._trampoline(self, pending.definition, ty, pending.callee)
+        pending.made = func
+        return func
+
+    def guest_memory(self, options: CanonOptions) -> CoreMemory | None:
+        """The memory and ``realloc`` a canon's options name, or ``None``."""
+        if options.memory is None:
+            return None
+        realloc = None
+        if options.realloc is not None:
+            realloc = self.owner.core(self.funcs[options.realloc], "realloc")
+        return CoreMemory(self.store, self.memory(options.memory), realloc)
+
+
+class OwnEngineInstance:
+    """A component instantiated on our own engine (synchronous calls only).
+
+    Args:
+      component: the component, as read by :func:`~._reader.read_component`.
+      resolve_item: gives the host's implementation of each import, as for the stock
+        seam's ``EngineInstance`` (raises :class:`~trio_isyswasfa.LinkError` for what
+        the host does not provide).
+      compiled: the component's core modules from :func:`~._instance.compile_modules`.
+      use_cache: whether compiled modules are cached on disk.
+
+    Raises:
+      LinkError: an import the host does not provide, or a canon built-in that needs
+        the async ABI.
+    """
+
+    def __init__(
+        self,
+        component: ComponentDef,
+        resolve_item: Callable[[ImportedItem], Resolved],
+        *,
+        compiled: Mapping[int, wasmtime.Module] | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        self.component = component
+        self.faults = _engine.FaultSink()
+        self.store = wasmtime.Store(_engine.engine())
+        self.store.set_epoch_deadline(_NO_DEADLINE)  # the sync path never yields
+        self.destructors: dict[ResourceType, Callable[[int], None]] = {}
+        self._cores: dict[int, CoreFunc] = {}
+        self._made: list[int] = []  # our host functions in the store
+        self._impls: dict[tuple[str, ...], Resolved] = {}
+        for item, rt in imported_items(component):
+            impl = resolve_item(item)
+            if rt is not None:
+                if isinstance(impl, _engine.ResourceDef):
+                    self.destructors[rt] = self._host_drop(impl, f"{item.interface}#{item.name}")
+            else:
+                path = (item.interface, item.name) if item.interface else (item.name,)
+                self._impls[path] = impl
+        self._exports = exported_funcs(component)
+        try:
+            self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
+        except BaseException:
+            release_host_funcs(self._made)
+            raise
+
+    def close(self) -> None:
+        """Done with this instance: later calls raise
+        :class:`~trio_isyswasfa.InstanceDead`, and its store can be freed (the host
+        functions in it hold it, through this instance, until then)."""
+        self.faults.record(InstanceDead("the component instance was closed"))
+        release_host_funcs(self._made)
+        self._cores.clear()
+
+    # -- what the instances share ---------------------------------------------------------
+
+    def core(self, func: Any, label: str = "") -> CoreFunc:
+        """The :class:`CoreFunc` of a core function (made once per function)."""
+        if not isinstance(func, wasmtime.Func):
+            raise LinkError(f"{label or 'a canon option'} is not a core function")
+        key = id(func)
+        made = self._cores.get(key)
+        if made is None:
+            made = self._cores[key] = CoreFunc(self.store, func, label)
+        return made
+
+    def _host_drop(self, resource: _engine.ResourceDef, label: str) -> Callable[[int], None]:
+        def on_drop(rep: int) -> None:
+            try:
+                resource.on_drop(rep)
+            except Exception as exc:
+                raise self._fault(label, exc) from exc
+
+        return on_drop
+
+    def _fault(self, label: str, exc: Exception) -> GuestTrap:
+        """Record ``exc`` from a host function as this instance's death; the trap."""
+        if isinstance(exc, GuestTrap):
+            trap = exc
+        else:
+            trap = GuestTrap(f"host function {label} failed: {exc!r}")
+            trap.__cause__ = exc
+        self.faults.record(trap)
+        return trap
+
+    # -- trampolines -------------------------------------------------------------------
+
+    def _trampoline(
+        self,
+        instance: _ComponentInstance,
+        definition: CanonLower | CanonResource | CanonBuiltin,
+        ty: wasmtime.FuncType,
+        callee: Any,
+    ) -> wasmtime.Func:
+        if isinstance(definition, CanonResource):
+            return host_func(self.store, ty, self._resource_op(instance, definition), self._made)
+        if isinstance(definition, CanonBuiltin):
+            raise LinkError(
+                f"canon {definition.name} needs the component model's async ABI, "
+                "which this engine does not run yet"
+            )
+        abi = func_abi(definition.type, _encoding(definition.options))
+        if (
+            tuple(str(t) for t in ty.params) != abi.import_core_params
+            or tuple(str(t) for t in ty.results) != abi.import_core_results
+        ):
+            raise LinkError(f"a core module imports a lowering of {definition.type} wrongly typed")
+        memory = instance.guest_memory(definition.options) if _needs_memory(abi) else None
+        if isinstance(callee, ImportedFunc):
+            label = "#".join(callee.path)
+            impl = self._impls.get(callee.path)
+            call = self._host_call(impl, callee.type, label)
+        elif isinstance(callee, LiftedFunc):
+            label = f"a composed component's export at byte offset {callee.lift.offset:#x}"
+            call = self.lifted(callee, label)
+        else:
+            raise LinkError(f"a canon lower of {callee!r}: nothing to call")
+        return host_func(
+            self.store, ty, self._lowered(instance, abi, memory, call, label), self._made
+        )
+
+    def _lowered(
+        self,
+        instance: _ComponentInstance,
+        abi: FuncAbi,
+        memory: CoreMemory | None,
+        call: Callable[..., Any],
+        label: str,
+    ) -> Callable[[list[Any]], list[Any]]:
+        table = instance.table
+        faults = self.faults
+        plain = _plain(abi)
+        lift_args, lower_result = abi.lift_args, abi.lower_result
+
+        def lowered(args: list[Any]) -> list[Any]:
+            if faults.fault is not None:
+                raise GuestTrap("instance is dead")
+            if not instance.may_leave:
+                raise self._fault(
+                    label, GuestTrap(f"cannot leave component instance to call {label}")
+                )
+            try:
+                if plain is not None:
+                    return lower_result(plain, call(*lift_args(plain, args)), args)
+                cx = AbiContext(memory, table, CallScope())
+                out = lower_result(cx, call(*lift_args(cx, args)), args)
+                cx.scope.finish()
+            except Exception as exc:
+                raise self._fault(label, exc) from exc
+            return out
+
+        return lowered
+
+    def _host_call(self, impl: Resolved, ty: FuncType, label: str) -> Callable[..., Any]:
+        if impl is None or isinstance(impl, _engine.ResourceDef):
+            raise LinkError(f"the host gives no function for {label}")
+        to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
+        if isinstance(impl, _engine.Blocking):
+            blocking = impl.fn
+
+            def run(*args: Any) -> Any:
+                gen = blocking(*args)
+                try:
+                    gen.send(None)
+                except StopIteration as stop:
+                    return stop.value
+                gen.close()
+                raise GuestTrap(
+                    f"{label} waits, and waiting in a host function needs the async call path"
+                )
+
+            fn: Callable[..., Any] = run
+        else:
+            fn = impl
+
+        if not to_error:
+            return fn
+
+        def call(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except WasiError as exc:
+                return Err(exc.code)
+
+        return call
+
+    def _resource_op(
+        self, instance: _ComponentInstance, d: CanonResource
+    ) -> Callable[[list[Any]], list[Any]]:
+        table, rt = instance.table, d.resource
+        label = f"resource.{d.op} of {rt.name}"
+
+        def guarded(op: Callable[[list[Any]], list[Any]]) -> Callable[[list[Any]], list[Any]]:
+            def run(args: list[Any]) -> list[Any]:
+                try:
+                    return op(args)
+                except Exception as exc:
+                    raise self._fault(label, exc) from exc
+
+            return run
+
+        if d.op == "new":
+            return guarded(lambda args: [table.resource_new(rt, args[0])])
+        if d.op == "rep":
+            return guarded(lambda args: [table.resource_rep(rt, args[0])])
+        if d.op == "drop":
+
+            def drop(args: list[Any]) -> list[Any]:
+                table.resource_drop(rt, args[0])
+                return []
+
+            return guarded(drop)
+        raise LinkError(f"canon resource.{d.op} is not supported")
+
+    # -- calling exports ----------------------------------------------------------------
+
+    def lifted(self, func: LiftedFunc, label: str) -> Callable[..., Any]:
+        """A callable for a ``canon lift``: lowers its arguments, calls the core function,
+        lifts the result, then calls ``post-return``."""
+        instance = func.owner
+        assert isinstance(instance, _ComponentInstance)
+        options = func.lift.options
+        if options.is_async:
+            raise LinkError(f"{label} is an async export, which this engine cannot call yet")
+        abi = func_abi(func.lift.type, _encoding(options))
+        memory = instance.guest_memory(options) if _needs_memory(abi) else None
+        core = self.core(func.core, label)
+        post = None
+        if options.post_return is not None:
+            post = self.core(instance.funcs[options.post_return], f"post-return of {label}")
+        table = instance.table
+        faults = self.faults
+        plain = _plain(abi)
+
+        def call(*args: Any) -> Any:
+            if faults.fault is not None:
+                raise InstanceDead(f"the component instance has failed: {faults.fault}")
+            if not instance.may_enter:
+                raise GuestTrap(f"cannot enter the component instance again to call {label}")
+            cx = plain if plain is not None else AbiContext(memory, table, CallScope())
+            core_args = abi.lower_args(cx, args)  # a HostProtocolError here ran nothing
+            instance.may_enter = False
+            try:
+                results = core(core_args)
+                value = abi.lift_result(cx, results)
+                if plain is None:
+                    cx.scope.finish()
+                if post is not None:
+                    instance.may_leave = False  # post-return may not call out
+                    try:
+                        post(results)
+                    finally:
+                        instance.may_leave = True
+            except GuestTrap as exc:
+                faults.record(exc)
+                raise
+            except IsyswasfaError as exc:  # a host value that does not fit: our misuse
+                trap = GuestTrap(f"{label} failed: {exc}")
+                trap.__cause__ = exc
+                faults.record(trap)
+                raise trap from exc
+            finally:
+                instance.may_enter = True
+            return value
+
+        return call
+
+    def export_names(self) -> dict[str, dict[str, FuncType]]:
+        """Exported functions by interface (``""`` for the root)."""
+        return self._exports
+
+    def func(self, interface: str, name: str) -> OwnExportFunc:
+        """A callable export; raise :class:`~trio_isyswasfa.LinkError` if there is none."""
+        if name not in self._exports.get(interface, {}):
+            where = f"interface {interface}" if interface else "the component's root"
+            raise LinkError(f"no export {name!r} in {where}")
+        path = (interface, name) if interface else (name,)
+        label = "#".join(path)
+        return OwnExportFunc(self.lifted(self.root.lifted(*path), label), label)
+
+
+class OwnExportFunc:
+    """An exported function of an :class:`OwnEngineInstance`."""
+
+    __slots__ = ("_call", "label")
+
+    def __init__(self, call: Callable[..., Any], label: str) -> None:
+        self._call = call
+        self.label = label
+
+    def call_sync(self, *args: Any) -> Any:
+        """Run the export to its end (the guest cannot wait on this path).
+
+        Raises:
+          HostProtocolError: ``args`` do not fit the export's parameters (nothing ran).
+          GuestTrap: the guest trapped, or a host function it called raised (the
+            exception is the ``__cause__``); the instance is dead from then on.
+          InstanceDead: the instance died in an earlier call.
+        """
+        return self._call(*args)
+
+    async def call(self, *args: Any) -> Any:
+        """:meth:`call_sync`, with the seam's ``ExportFunc.call`` signature (the guest
+        still runs to its end without yielding to the event loop)."""
+        return self._call(*args)
+
+
+__all__ = [
+    "OwnEngineInstance",
+    "OwnExportFunc",
+    "exported_funcs",
+    "imported_items",
+]

@@ -1,0 +1,252 @@
+"""Calls into and out of wasmtime core functions, through its C API directly.
+
+The one module of our engine that makes core calls (:meth:`CoreFunc.__call__`) and
+makes host functions the guest calls (:func:`host_func`). wasmtime-py's own
+``Func.__call__`` converts every argument through ``wasmtime_val_t`` objects and
+rebuilds the function's type per call (~31 µs for an ``(i32, i32) -> i32``); here a
+function's core types are read once, its arguments and results travel in one
+preallocated ``wasmtime_val_raw_t`` array, and ``wasmtime_func_call_unchecked`` is
+called directly (~1 µs). Host functions are ``wasmtime_func_new_unchecked`` functions
+sharing one ctypes callback.
+
+The synchronous path: a core call runs to its end on the calling thread. WASI 0.3's
+async path (guest calls on wasmtime fibers that host functions can suspend) replaces
+:meth:`CoreFunc.__call__`'s body, and nothing else here.
+
+A Python exception raised by a host function cannot cross the C API: the callback keeps
+it and returns a trap; the core call that the trap unwinds to raises it again (wrapped
+in a :class:`~trio_isyswasfa.GuestTrap` unless it is one already), so the exception
+and its traceback survive as the trap's cause.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import wasmtime
+from wasmtime import _bindings
+from wasmtime import _ffi as ffi
+
+from .._engine import trap_reason
+from .._errors import GuestTrap
+
+CoreValues = list[Any]
+HostCallback = Callable[[CoreValues], Sequence[Any]]
+"""A host function on core values: gets the arguments, returns the results."""
+
+_RAW = ffi.wasmtime_val_raw_t
+# the ctypes function itself: wasmtime-py's wrapper adds a Python call per core call
+_func_call_unchecked = _bindings._wasmtime_func_call_unchecked
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _kinds(types: Sequence[Any]) -> tuple[str, ...]:
+    kinds = tuple(str(t) for t in types)
+    for kind in kinds:
+        if kind not in ("i32", "i64", "f32", "f64"):
+            raise GuestTrap(f"core values of type {kind} do not cross the canonical ABI")
+    return kinds
+
+
+# The host exception behind the trap being unwound now. Traps cannot be caught by wasm,
+# so the next core call to return with a trap is the one this exception unwinds.
+_unwinding: list[BaseException] = []
+
+
+def _raise_trap(message: str, label: str) -> None:
+    if _unwinding:
+        exc = _unwinding.pop()
+        _unwinding.clear()
+        if isinstance(exc, GuestTrap) or not isinstance(exc, Exception):
+            raise exc
+        raise GuestTrap(f"guest trapped in {label}: host function raised {exc!r}") from exc
+    raise GuestTrap(f"guest trapped in {label}: {trap_reason(message)}")
+
+
+_SLOT = 16  # sizeof(wasmtime_val_raw_t)
+_FORMATS = {"i32": "I12x", "i64": "Q8x", "f32": "f12x", "f64": "d8x"}
+_MASKS = {"i32": " & 0xFFFFFFFF", "i64": " & 0xFFFFFFFFFFFFFFFF", "f32": "", "f64": ""}
+
+
+def _slots(kinds: tuple[str, ...]) -> struct.Struct:
+    """The layout of core values in a ``wasmtime_val_raw_t`` array: one ``struct``
+    call reads or writes them all (i32 and i64 read back unsigned)."""
+    return struct.Struct("<" + "".join(_FORMATS[k] for k in kinds))
+
+
+def _packer(kinds: tuple[str, ...], *, to_bytes: bool = False) -> Callable[..., Any]:
+    """``pack(buffer, values)`` (or ``pack(*values) -> bytes``) for values of ``kinds``,
+    signed or unsigned."""
+    layout = _slots(kinds)
+    values = ", ".join(f"v[{i}]{_MASKS[k]}" for i, k in enumerate(kinds))
+    namespace: dict[str, Any] = {"pack_into": layout.pack_into, "pack": layout.pack}
+    if to_bytes:
+        exec(f"def packer(*v):\n    return pack({values})\n", namespace)
+    else:
+        exec(f"def packer(buf, v):\n    pack_into(buf, 0, {values})\n", namespace)
+    packer: Callable[..., Any] = namespace["packer"]
+    return packer
+
+
+class CoreFunc:
+    """A core function, called with a list of core values; returns a list of them.
+
+    i32 and i64 results are unsigned (as the canonical ABI lifts them); arguments may be
+    signed or unsigned.
+    """
+
+    __slots__ = (
+        "_ctx",
+        "_fp",
+        "_n",
+        "_pack",
+        "_raw",
+        "_trap",
+        "_unpack",
+        "func",
+        "label",
+        "params",
+        "results",
+    )
+
+    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, label: str = "") -> None:
+        ty = func.type(store)
+        self.func = func
+        self.label = label or "a core function"
+        self.params = _kinds(ty.params)
+        self.results = _kinds(ty.results)
+        self._n = max(len(self.params), len(self.results), 1)
+        self._pack = _packer(self.params)
+        self._unpack = _slots(self.results).unpack_from
+        self._raw: Any = (_RAW * self._n)()
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._ctx = store._context()
+        self._fp = ctypes.byref(func._func)
+
+    def __call__(self, args: Sequence[Any]) -> CoreValues:
+        """Call the function (the one place our engine enters wasm)."""
+        raw, trap = self._raw, self._trap
+        self._raw = None  # a reentrant call (through a host function) gets its own array
+        if raw is None:
+            raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
+        try:
+            self._pack(raw, args)
+            error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
+            if error:  # what a host function's trap comes back as
+                _raise_trap(str(wasmtime.WasmtimeError._from_ptr(error)), self.label)
+            if trap:
+                taken, trap = trap, ctypes.POINTER(ffi.wasm_trap_t)()
+                _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label)
+            return list(self._unpack(raw))
+        finally:
+            self._raw, self._trap = raw, trap
+
+
+# -- host functions ---------------------------------------------------------------------
+
+_HOSTS: dict[int, tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int]] = {}
+_NEXT_HOST = itertools.count(1)
+
+
+def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
+    try:
+        fn, unpack, pack, size = _HOSTS[env]
+        out = fn(list(unpack(ctypes.string_at(raw, size))))
+        if pack is not None:
+            ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
+        elif out:
+            raise GuestTrap("a host function without core results gave some")
+        return 0
+    except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
+        _unwinding.append(exc)
+        message = b"host function failed"
+        trap = ffi.wasmtime_trap_new(message, len(message))
+        return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+
+def _host_finalize(env: int) -> None:
+    _HOSTS.pop(env, None)
+
+
+def release_host_funcs(made: list[int]) -> None:
+    """Forget the host functions ``made``: their closures usually hold the store that
+    holds them, a cycle through this module that only this breaks. Calling one
+    afterwards traps."""
+    for env in made:
+        _HOSTS.pop(env, None)
+    made.clear()
+
+
+def live_host_funcs() -> int:
+    """How many host functions are registered (for leak checks)."""
+    return len(_HOSTS)
+
+
+# the raw values arrive as an address: read and written with one copy each
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)(_host_callback)
+_FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_host_finalize)
+
+
+def host_func(
+    store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback, made: list[int]
+) -> wasmtime.Func:
+    """A core function of type ``ty`` that runs ``fn`` on its core arguments; its key is
+    appended to ``made`` (for :func:`release_host_funcs`).
+
+    i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
+    and is raised again by the :class:`CoreFunc` call the trap unwinds to.
+    """
+    params, results = _kinds(ty.params), _kinds(ty.results)
+    env = next(_NEXT_HOST)
+    made.append(env)
+    pack = _packer(results, to_bytes=True) if results else None
+    _HOSTS[env] = (fn, _slots(params).unpack, pack, len(params) * _SLOT)
+    out = ffi.wasmtime_func_t()
+    callback = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
+    ffi.wasmtime_func_new_unchecked(
+        store._context(), ty.ptr(), callback, env, _FINALIZE, ctypes.byref(out)
+    )
+    return wasmtime.Func._from_raw(out)
+
+
+class CoreMemory:
+    """A core memory as the canonical ABI's :class:`~._abi.GuestMemory`: a writable view
+    of its bytes (remade only when the memory moved or grew) and the guest's
+    ``realloc``."""
+
+    __slots__ = ("_ctx", "_key", "_mp", "_realloc", "_view", "memory")
+
+    def __init__(
+        self, store: wasmtime.Store, memory: wasmtime.Memory, realloc: CoreFunc | None
+    ) -> None:
+        self.memory = memory
+        self._ctx = store._context()
+        self._mp = ctypes.byref(memory._memory)
+        self._realloc = realloc
+        self._key: tuple[int, int] = (0, -1)
+        self._view = memoryview(bytearray()).cast("B")
+
+    def view(self) -> memoryview:
+        """The memory's bytes now."""
+        base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, self._mp), ctypes.c_void_p).value
+        size = ffi.wasmtime_memory_data_size(self._ctx, self._mp)
+        key = (base or 0, size)
+        if key != self._key:
+            raw = (ctypes.c_ubyte * size).from_address(key[0]) if size else bytearray()
+            self._view = memoryview(raw).cast("B")
+            self._key = key
+        return self._view
+
+    def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:
+        """The guest's ``realloc`` (a trap if the canon gave none)."""
+        if self._realloc is None:
+            raise GuestTrap("canonical ABI: this value needs a realloc the canon does not give")
+        ptr: int = self._realloc([old_ptr, old_size, align, new_size])[0]
+        return ptr
