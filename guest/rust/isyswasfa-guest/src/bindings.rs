@@ -7,6 +7,7 @@ wit_bindgen::generate!({
     path: [
         "../../../wit/deps/io",
         "../../../wit/deps/clocks",
+        "../../../wit/deps/cli",
         "../../../wit/deps/isyswasfa",
         "../../../wit/deps/isyswasfa-io",
         "wit",

@@ -13,6 +13,8 @@
 //!   operation it awaits (dropping a pending future sends `cancel`); the export's
 //!   `cancel-complete` goes out once all of those confirmed.
 //!
+//! A panic writes its message to `wasi:cli/stderr`, then traps (the instance is dead).
+//!
 //! Bindings come from stock wit-bindgen: [`generate!`] runs `wit_bindgen::generate!`
 //! on the world written by `python -m trio_isyswasfa lower`, mapping the ABI
 //! interfaces to this crate's types.
@@ -22,6 +24,7 @@
 pub mod bindings;
 mod executor;
 mod io;
+mod panic;
 mod runtime;
 
 #[doc(hidden)]
@@ -37,7 +40,8 @@ pub use runtime::{
 
 /// `wit_bindgen::generate!` for a lowered world, reusing this crate's bindings of
 /// `isyswasfa:isyswasfa/isyswasfa`, `isyswasfa:io/poll`, `wasi:io/poll@0.2.0` and
-/// `wasi:clocks/monotonic-clock@0.2.0` (so `Pending`, `Ready` and pollables are one type).
+/// `wasi:clocks/monotonic-clock@0.2.0` (which every lowered world imports): `Pending`,
+/// `Ready` and pollables are then one type in the app and here.
 ///
 /// Takes the same options as `wit_bindgen::generate!`, except `with` and `runtime_path`.
 #[macro_export]

@@ -149,6 +149,7 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
 /// Returns `Ok(value)` if it finished; otherwise calls `make-task`, buffers
 /// `pending` for the next poll and returns `Err(pending)`.
 pub fn first_poll<T: 'static>(future: impl Future<Output = T> + 'static) -> Result<T, Pending> {
+    crate::panic::install_hook();
     let id = executor::insert(Box::pin(async move { Box::new(future.await) as Outcome }));
     run();
     if let Some(outcome) = with(|s| s.finished_early.remove(&id)) {
@@ -344,6 +345,7 @@ fn discard_ready(ready: Ready, discard: Option<Discard>) {
 /// Apply the host's events, run everything runnable, return the buffered outputs:
 /// the body of the `isyswasfa-poll-<suffix>` export.
 pub fn poll(input: Vec<PollInput>) -> Vec<PollOutput> {
+    crate::panic::install_hook();
     for event in input {
         match event {
             PollInput::Ready(event) => on_ready(event.state, event.ready),
