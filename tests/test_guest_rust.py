@@ -28,6 +28,7 @@ class FakeHost:
     def __init__(self) -> None:
         self.notes: list[str] = []
         self.noted = trio.Event()
+        self.forever_cancelled = trio.Event()
 
     def note(self, s: str) -> None:
         self.notes.append(s)
@@ -37,8 +38,20 @@ class FakeHost:
         await trio.sleep(ms / 1000)
         return s
 
+    async def forever(self) -> str:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.forever_cancelled.set()
+
     def imports(self) -> dict[str, dict[str, object]]:
-        return {"test:rust-cases/host": {"note": self.note, "echo-later": self.echo_later}}
+        return {
+            "test:rust-cases/host": {
+                "note": self.note,
+                "echo-later": self.echo_later,
+                "forever": self.forever,
+            }
+        }
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +112,14 @@ async def test_many_calls_overlap_and_cancel_cleanly(
     assert scope.cancelled_caught
     stats = cases.statistics()
     assert stats.cancels_sent == stats.cancels_confirmed == 50
+    assert_quiet(cases)
+
+
+async def test_guest_timeout_cancels_the_host_call(
+    cases: trio_isyswasfa.Instance, host: FakeHost
+) -> None:
+    assert await cases.call(CASES, "import-with-timeout", 30) == "timed out"
+    assert host.forever_cancelled.is_set()  # the dropped await reached the host
     assert_quiet(cases)
 
 

@@ -1,6 +1,8 @@
 //! Awaiting imports and pollables.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::bindings::isyswasfa::io::poll as io_poll;
@@ -46,4 +48,21 @@ pub fn call<T: 'static>(
             }
         }
     }
+}
+
+/// Run `future` for at most `duration`: `None` if the time ran out first, in which
+/// case `future` is dropped (cancelling what it awaits).
+pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let mut future = pin!(future);
+    let mut timer = pin!(sleep(duration));
+    poll_fn(|cx| {
+        if let Poll::Ready(value) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(value));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }

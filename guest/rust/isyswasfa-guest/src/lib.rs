@@ -7,7 +7,7 @@
 //!   `-isyswasfa-start` call, we call `make-task` and report `pending`
 //!   ([`first_poll`], [`get_ready`], or the [`async_exports!`] macro);
 //! * awaiting an imported async function ([`call`]) or any `wasi:io/poll.pollable`
-//!   ([`wait_pollable`], [`sleep`]) emits `listen` and suspends until `ready`;
+//!   ([`wait_pollable`], [`sleep`], [`timeout`]) emits `listen` and suspends until `ready`;
 //! * [`spawn`] starts a task that may outlive the call that created it;
 //! * cancellation: a host `cancel` drops the export's future, which cancels every
 //!   operation it awaits (dropping a pending future sends `cancel`); the export's
@@ -33,7 +33,7 @@ pub use paste as __paste;
 pub use wit_bindgen;
 
 pub use bindings::isyswasfa::isyswasfa::isyswasfa::{Pending, PollInput, PollOutput, Ready};
-pub use io::{call, sleep, wait_pollable};
+pub use io::{call, sleep, timeout, wait_pollable};
 pub use runtime::{
     await_ready, first_poll, get_ready, poll, spawn, statistics, ReadyFuture, Statistics,
 };

@@ -47,6 +47,15 @@ isyswasfa_guest::async_exports! {
             isyswasfa_guest::sleep(Duration::from_millis(1)).await;
             panic!("{msg}");
         }
+
+        async fn import_with_timeout(ms: u32) -> String {
+            let forever =
+                isyswasfa_guest::call(host::forever_isyswasfa_start(), host::forever_isyswasfa_result);
+            match isyswasfa_guest::timeout(Duration::from_millis(ms.into()), forever).await {
+                Some(value) => value,
+                None => "timed out".to_string(),
+            }
+        }
     }
 }
 
