@@ -42,7 +42,13 @@ IMPORTS = {
 }
 
 
-RUST_IMPORTS = {"test:rust-cases/host": {"note": lambda s: None, "echo-later": echo_later}}
+RUST_IMPORTS = {
+    "test:rust-cases/host": {
+        "note": lambda s: None,
+        "echo-later": echo_later,
+        "forever": trio.sleep_forever,
+    }
+}
 
 
 async def call_latencies(

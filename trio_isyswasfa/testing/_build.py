@@ -24,13 +24,15 @@ def guest_cache_dir() -> Path:
 
 
 LOWERED_DIR = "wit-lowered"  # where a Rust guest crate's bindings read the lowered world
-_SKIPPED_DIRS = {"__pycache__", "target", LOWERED_DIR}
+_RUST_SKIPPED = frozenset({"__pycache__", "target", LOWERED_DIR})
 
 
-def _hash_tree(h: hashlib._Hash, root: Path) -> None:
+def _hash_tree(
+    h: hashlib._Hash, root: Path, skip: frozenset[str] = frozenset({"__pycache__"})
+) -> None:
     paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for path in paths:
-        if _SKIPPED_DIRS & set(path.relative_to(root.parent).parts):
+        if skip & set(path.relative_to(root.parent).parts):
             continue
         h.update(str(path.relative_to(root.parent)).encode())
         h.update(path.read_bytes())
@@ -159,7 +161,7 @@ def build_rust_guest(
     h = hashlib.sha256()
     h.update(f"{world}\0{suffix}\0{tools.version()}".encode())
     for root in [Path(wit), crate, guest_rust_dir(), bundled_wit_dir()]:
-        _hash_tree(h, root.resolve())
+        _hash_tree(h, root.resolve(), _RUST_SKIPPED)
     _hash_tree(h, crate / LOWERED_DIR)
     for name in ("Cargo.toml", "Cargo.lock"):
         if (workspace / name).is_file():
