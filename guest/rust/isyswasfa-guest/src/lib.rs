@@ -11,7 +11,9 @@
 //! * [`spawn`] starts a task that may outlive the call that created it;
 //! * cancellation: a host `cancel` drops the export's future, which cancels every
 //!   operation it awaits (dropping a pending future sends `cancel`); the export's
-//!   `cancel-complete` goes out once all of those confirmed.
+//!   `cancel-complete` goes out once all of those confirmed. (A future dropped by a
+//!   task that goes on, as [`timeout`] does, is confirmed in the background: `drop`
+//!   cannot wait, so the task may finish before the confirmation arrives.)
 //!
 //! A panic writes its message to `wasi:cli/stderr`, then traps (the instance is dead).
 //!
