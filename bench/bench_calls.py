@@ -1,4 +1,5 @@
-"""Call latency and timer fan-out of the trio host with a Python guest.
+"""Call latency and timer fan-out of the trio host with a Python guest, and the same
+calls into a Rust guest side by side (when the Rust toolchain is installed).
 
     python bench/bench_calls.py
 
@@ -17,11 +18,13 @@ from pathlib import Path
 import trio
 
 import trio_isyswasfa
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import RustToolchainMissing, build_python_guest, build_rust_guest
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "guests" / "cases"
 IFACE = "test:cases/cases"
+RUST_CASES = ROOT / "tests" / "guests" / "rust-cases"
+RUST_IFACE = "test:rust-cases/cases"
 
 
 async def echo_later(s: str, ms: int) -> str:
@@ -37,6 +40,30 @@ IMPORTS = {
         "fallible": echo_later,
     }
 }
+
+
+RUST_IMPORTS = {
+    "test:rust-cases/host": {
+        "note": lambda s: None,
+        "echo-later": echo_later,
+        "forever": trio.sleep_forever,
+    }
+}
+
+
+async def call_latencies(
+    component: trio_isyswasfa.Component, imports: object, iface: str, n: int
+) -> dict[str, tuple[float, float]]:
+    """Sync export, async export completing at once, one pending round trip (µs)."""
+    async with trio_isyswasfa.open_instance(component, imports=imports) as inst:  # type: ignore[arg-type]
+        for _ in range(200):  # warm up
+            await inst.call(iface, "immediate", "x")
+            await inst.call(iface, "echo-via-host", "x", 0)
+        return {
+            "sync": await per_call(inst, lambda: inst.call(iface, "add", 1, 2), 2 * n),
+            "immediate": await per_call(inst, lambda: inst.call(iface, "immediate", "x"), 2 * n),
+            "pending": await per_call(inst, lambda: inst.call(iface, "echo-via-host", "x", 0), n),
+        }
 
 
 async def per_call(
@@ -83,6 +110,14 @@ async def main() -> None:
         fanout = time.perf_counter() - start
         stats = inst.statistics()
         fanout_g = stats.guest_seconds
+    try:
+        rust_wasm = build_rust_guest(RUST_CASES / "wit", "rust-cases", RUST_CASES)
+    except RustToolchainMissing as exc:
+        rust = None
+        print(f"(no Rust guest: {exc})")
+    else:
+        rust_component = trio_isyswasfa.load_component(rust_wasm)
+        rust = await call_latencies(rust_component, RUST_IMPORTS, RUST_IFACE, 1000)
     timers = {}
     for export in ("gather-pollable-sleeps", "gather-sleeps"):
         async with trio_isyswasfa.open_instance(component, imports=IMPORTS) as inst:
@@ -112,6 +147,20 @@ async def main() -> None:
         f"{fanout_g:.3f} s",
         f"{fanout / 0.1:.1f}x the timer; {stats.poll_calls} poll calls",
     )
+    if rust is not None:
+        print("The same calls into the Rust guest (tests/guests/rust-cases), same run:")
+        for key, label, goal in (
+            ("sync", "Rust guest: sync export call", ""),
+            ("immediate", "Rust guest: async export, completes at once", "goal ≤ 20 µs"),
+            ("pending", "Rust guest: async export, one pending round trip", "goal ≤ 150 µs"),
+        ):
+            wall, guest = rust[key]
+            report(
+                label,
+                f"{wall:.1f} µs",
+                f"{guest:.1f} µs",
+                f"{wall / base:.2f}x Python's baseline; {goal}".rstrip("; "),
+            )
     own, own_g = timers["gather-pollable-sleeps"]
     report(
         f"{n} guest tasks, own pollables due in 100 ms",

@@ -14,9 +14,16 @@ from trio_isyswasfa import Component
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="session")
-def isyswasfa_component(isyswasfa_build_python: Callable[..., Component]) -> Component:
-    """The round-trip guest, built once per session (and cached on its sources)."""
+@pytest.fixture(scope="session", params=["python", "rust"])
+def isyswasfa_component(
+    request: pytest.FixtureRequest,
+    isyswasfa_build_python: Callable[..., Component],
+    isyswasfa_build_rust: Callable[..., Component],
+) -> Component:
+    """The round-trip guest in each language, built once per session (and cached on
+    its sources): every test of this example runs against both."""
+    if request.param == "rust":
+        return isyswasfa_build_rust(HERE / "wit", "round-trip", HERE / "guest-rust")
     return isyswasfa_build_python(HERE / "wit", "round-trip", "app", [HERE / "guest"])
 
 

@@ -1,6 +1,8 @@
 """Build (cached) and run the round-trip example: host -> guest -> host -> guest -> host.
 
-python examples/round-trip/run.py [MESSAGE]
+python examples/round-trip/run.py [--rust] [MESSAGE]
+
+``--rust`` runs the Rust guest (guest-rust/) instead of the Python one (guest/).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 import trio
 
 import trio_isyswasfa
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import build_python_guest, build_rust_guest
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,8 +24,11 @@ async def foo(s: str) -> str:
     return f"{s} - entered host - exited host"
 
 
-async def main(message: str) -> None:
-    wasm = build_python_guest(HERE / "wit", "round-trip", "app", [HERE / "guest"])
+async def main(message: str, rust: bool) -> None:
+    if rust:
+        wasm = build_rust_guest(HERE / "wit", "round-trip", HERE / "guest-rust")
+    else:
+        wasm = build_python_guest(HERE / "wit", "round-trip", "app", [HERE / "guest"])
     async with trio_isyswasfa.open_instance(
         wasm, imports={"example:round-trip/baz": {"foo": foo}}
     ) as instance:
@@ -31,4 +36,7 @@ async def main(message: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "hello, world!")
+    args = sys.argv[1:]
+    rust = "--rust" in args
+    words = [a for a in args if a != "--rust"]
+    trio.run(main, words[0] if words else "hello, world!", rust)

@@ -3,7 +3,8 @@
 * :func:`check_cancellation` cancels a call at each of its suspension points and
   reports which point went wrong, and how.
 * :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
-* :func:`build_python_guest` builds a guest once, cached on its sources;
+* :func:`build_python_guest` and :func:`build_rust_guest` build a guest once, cached
+  on its sources (a missing Rust toolchain raises :class:`RustToolchainMissing`);
   :func:`build_wat_component` makes tiny components from WAT text.
 * :mod:`trio_isyswasfa.testing.conformance` runs a WASI command component on our host
   and on wasmtime's and says how the results differ (the differential conformance
@@ -15,7 +16,9 @@ Guest time follows the event loop's clock, so ``trio.testing.MockClock`` and
 pytest-trio's ``autojump_clock`` fixture drive guests too.
 """
 
+from ._build import RustToolchainMissing as RustToolchainMissing
 from ._build import build_python_guest as build_python_guest
+from ._build import build_rust_guest as build_rust_guest
 from ._build import guest_cache_dir as guest_cache_dir
 from ._cancellation import CancellationReport as CancellationReport
 from ._cancellation import CheckpointResult as CheckpointResult
@@ -27,8 +30,10 @@ from ._wat import build_wat_component as build_wat_component
 __all__ = [
     "CancellationReport",
     "CheckpointResult",
+    "RustToolchainMissing",
     "assert_quiet",
     "build_python_guest",
+    "build_rust_guest",
     "build_wat_component",
     "check_cancellation",
     "guest_cache_dir",

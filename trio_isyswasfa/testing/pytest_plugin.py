@@ -2,7 +2,8 @@
 
 Installed as an entry point, so ``pip install trio-isyswasfa`` makes these
 available. Define a session-scoped ``isyswasfa_component`` fixture in your
-``conftest.py`` (with :func:`isyswasfa_load` or :func:`isyswasfa_build_python`),
+``conftest.py`` (with :func:`isyswasfa_load`, :func:`isyswasfa_build_python` or
+:func:`isyswasfa_build_rust`),
 override ``isyswasfa_imports`` / ``isyswasfa_wasi`` as needed, and ask for
 ``isyswasfa_instance`` to get a fresh instance per test. ``isyswasfa_instance`` is
 an async fixture: run your tests with pytest-trio (``trio_mode = true``).
@@ -18,7 +19,7 @@ import pytest
 
 from .._host import Component, Instance, load_component, open_instance
 from ..wasi import WasiConfig
-from ._build import build_python_guest
+from ._build import RustToolchainMissing, build_python_guest, build_rust_guest
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,24 @@ def isyswasfa_build_python(
         wit: str | Path, world: str, app: str, python_path: list[str | Path], **kw: Any
     ) -> Component:
         return isyswasfa_load(build_python_guest(wit, world, app, python_path, **kw))
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def isyswasfa_build_rust(
+    isyswasfa_load: Callable[[str | Path], Component],
+) -> Callable[..., Component]:
+    """``isyswasfa_build_rust(wit, world, crate)``: build (cached on the sources) and
+    load a Rust guest; the test is skipped, saying how to install the toolchain, when
+    it is missing."""
+
+    def build(wit: str | Path, world: str, crate: str | Path, **kw: Any) -> Component:
+        try:
+            path = build_rust_guest(wit, world, crate, **kw)
+        except RustToolchainMissing as exc:
+            pytest.skip(f"Rust guest not built: {exc}")
+        return isyswasfa_load(path)
 
     return build
 

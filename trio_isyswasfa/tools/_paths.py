@@ -27,6 +27,14 @@ def guest_python_dir() -> Path:
     raise ToolError("the Python guest library is missing from this installation")
 
 
+def guest_rust_dir() -> Path:
+    """The directory holding the Rust guest crate ``isyswasfa-guest`` (source checkouts only)."""
+    candidate = _PKG.parent / "guest" / "rust"
+    if (candidate / "isyswasfa-guest" / "Cargo.toml").is_file():
+        return candidate
+    raise ToolError("the Rust guest library is missing (it ships in the source checkout only)")
+
+
 def tool_command(name: str) -> list[str]:
     """The command line that runs tool ``name`` (found beside this interpreter or on PATH)."""
     beside = Path(sys.executable).parent / name

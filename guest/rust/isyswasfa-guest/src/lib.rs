@@ -1,0 +1,122 @@
+//! async/await for Rust components on the isyswasfa ABI (WASI 0.2 + composable async).
+//!
+//! A single-threaded executor runs inside the component; the host drives it through
+//! the exported `isyswasfa-poll-<suffix>` function (see `docs/abi.md`):
+//!
+//! * an exported `async fn` runs as a task; if it cannot finish during its
+//!   `-isyswasfa-start` call, we call `make-task` and report `pending`
+//!   ([`first_poll`], [`get_ready`], or the [`async_exports!`] macro);
+//! * awaiting an imported async function ([`call`]) or any `wasi:io/poll.pollable`
+//!   ([`wait_pollable`], [`sleep`], [`timeout`]) emits `listen` and suspends until `ready`;
+//! * [`spawn`] starts a task that may outlive the call that created it;
+//! * cancellation: a host `cancel` drops the export's future, which cancels every
+//!   operation it awaits (dropping a pending future sends `cancel`); the export's
+//!   `cancel-complete` goes out once all of those confirmed. (A future dropped by a
+//!   task that goes on, as [`timeout`] does, is confirmed in the background: `drop`
+//!   cannot wait, so the task may finish before the confirmation arrives.)
+//!
+//! A panic writes its message to `wasi:cli/stderr`, then traps (the instance is dead).
+//!
+//! Bindings come from stock wit-bindgen: [`generate!`] runs `wit_bindgen::generate!`
+//! on the world written by `python -m trio_isyswasfa lower`, mapping the ABI
+//! interfaces to this crate's types.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bindings;
+mod executor;
+mod io;
+mod panic;
+mod runtime;
+
+#[doc(hidden)]
+pub use paste as __paste;
+#[doc(hidden)]
+pub use wit_bindgen;
+
+pub use bindings::isyswasfa::isyswasfa::isyswasfa::{Pending, PollInput, PollOutput, Ready};
+pub use io::{call, sleep, timeout, wait_pollable};
+pub use runtime::{
+    await_ready, first_poll, get_ready, poll, spawn, statistics, ReadyFuture, Statistics,
+};
+
+/// `wit_bindgen::generate!` for a lowered world, reusing this crate's bindings of
+/// `isyswasfa:isyswasfa/isyswasfa`, `isyswasfa:io/poll`, `wasi:io/poll@0.2.0` and
+/// `wasi:clocks/monotonic-clock@0.2.0` (which every lowered world imports): `Pending`,
+/// `Ready` and pollables are then one type in the app and here.
+///
+/// Takes the same options as `wit_bindgen::generate!`, except `with` and `runtime_path`.
+#[macro_export]
+macro_rules! generate {
+    ({ $($opts:tt)* }) => {
+        $crate::wit_bindgen::generate!({
+            $($opts)*
+            runtime_path: "::isyswasfa_guest::wit_bindgen::rt",
+            generate_all,
+            with: {
+                "isyswasfa:isyswasfa/isyswasfa": ::isyswasfa_guest::bindings::isyswasfa::isyswasfa::isyswasfa,
+                "isyswasfa:io/poll": ::isyswasfa_guest::bindings::isyswasfa::io::poll,
+                "wasi:io/poll@0.2.0": ::isyswasfa_guest::bindings::wasi::io::poll,
+                "wasi:clocks/monotonic-clock@0.2.0": ::isyswasfa_guest::bindings::wasi::clocks::monotonic_clock,
+            },
+        });
+    };
+}
+
+/// Implement a generated `Guest` trait from `async fn`s.
+///
+/// Each `async fn NAME(args) -> T { … }` becomes the lowered pair
+/// `NAME_isyswasfa_start(args) -> Result<T, Pending>` (run by [`first_poll`]) and
+/// `NAME_isyswasfa_result(ready) -> T` (by [`get_ready`]); other items (the sync
+/// functions of the interface) are kept as they are.
+///
+/// ```ignore
+/// isyswasfa_guest::async_exports! {
+///     impl exports::example::round_trip::baz::Guest for Component {
+///         async fn foo(s: String) -> String {
+///             format!("{s}!")
+///         }
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! async_exports {
+    (impl $($trait:ident)::+ for $ty:ty { $($items:tt)* }) => {
+        impl $($trait)::+ for $ty {
+            $crate::__async_items! { $($items)* }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_items {
+    () => {};
+    (
+        async fn $name:ident ( $($arg:ident : $argty:ty),* $(,)? ) $(-> $ret:ty)?
+            $body:block
+        $($rest:tt)*
+    ) => {
+        $crate::__paste::paste! {
+            fn [<$name _isyswasfa_start>]($($arg: $argty),*)
+                -> ::core::result::Result<$crate::__ret!($($ret)?), $crate::Pending> {
+                $crate::first_poll(async move $body)
+            }
+            fn [<$name _isyswasfa_result>](ready: $crate::Ready) -> $crate::__ret!($($ret)?) {
+                $crate::get_ready(ready)
+            }
+        }
+        $crate::__async_items! { $($rest)* }
+    };
+    ($item:item $($rest:tt)*) => {
+        $item
+        $crate::__async_items! { $($rest)* }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ret {
+    () => { () };
+    ($ret:ty) => { $ret };
+}
