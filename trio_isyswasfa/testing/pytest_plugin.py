@@ -92,3 +92,17 @@ async def isyswasfa_instance(
         isyswasfa_component, imports=isyswasfa_imports, wasi=isyswasfa_wasi
     ) as instance:
         yield instance
+
+
+# A test that builds a Rust guest may, on a fresh machine, build Rust's standard library
+# for wasm first (minutes on two cores): under pytest-timeout it gets this long.
+RUST_BUILD_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give tests that build a Rust guest time for a cold standard-library build."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if "isyswasfa_build_rust" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(RUST_BUILD_TIMEOUT))
