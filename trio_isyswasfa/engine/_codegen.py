@@ -319,15 +319,7 @@ class Generator:
                 g.emit(ind, f"if {o} != {o}: {o} = _NAN")
             return
         if isinstance(t, (RecordType, TupleType)):
-            types = record_fields(t)
-            parts = [g.var("p") for _ in types]
-            if isinstance(t, TupleType):
-                g.emit(ind, f"if {v}.__class__ is not tuple or len({v}) != {len(types)}:")
-                g.emit(ind + 1, f"raise _bad({tc}, {v}, 'not a tuple of {len(types)}')")
-                g.emit(ind, f"{', '.join(parts)}, = {v}")
-            else:
-                for p, (name, _) in zip(parts, t.fields, strict=True):
-                    g.emit(ind, f"{p} = _getattr({v}, {name!r})")
+            types, parts = self._unpack_fields(g, t, v, tc, ind)
             pos = 0
             for p, ty in zip(parts, types, strict=True):
                 width = len(layout(ty).flat)
@@ -343,6 +335,22 @@ class Generator:
                 g.emit(ind, f"{outs[0]} = cx.table.lower_borrow({rt}, {rep}, cx.scope)")
             return
         self._lower_variant(g, t, v, outs, ind, depth)
+
+    def _unpack_fields(
+        self, g: _Gen, t: RecordType | TupleType, v: str, tc: str, ind: int
+    ) -> tuple[tuple[ValType, ...], list[str]]:
+        """Emit code that checks a record or tuple value ``v`` and takes its fields
+        apart into fresh variables; their types and names (for lowering and storing)."""
+        types = record_fields(t)
+        parts = [g.var("p") for _ in types]
+        if isinstance(t, TupleType):
+            g.emit(ind, f"if {v}.__class__ is not tuple or len({v}) != {len(types)}:")
+            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'not a tuple of {len(types)}')")
+            g.emit(ind, f"{', '.join(parts)}, = {v}")
+        else:
+            for part, (name, _) in zip(parts, t.fields, strict=True):
+                g.emit(ind, f"{part} = _getattr({v}, {name!r})")
+        return types, parts
 
     def _select(
         self, g: _Gen, t: ValType, v: str, ind: int, body: Callable[[int, int, str | None], None]
@@ -563,15 +571,7 @@ class Generator:
                 g.emit(ind, f"_pf64(cx.buf, {p}, {x} if {x} == {x} else _NAN)")
             return
         if isinstance(t, (RecordType, TupleType)):
-            types = record_fields(t)
-            parts = [g.var("p") for _ in types]
-            if isinstance(t, TupleType):
-                g.emit(ind, f"if {v}.__class__ is not tuple or len({v}) != {len(types)}:")
-                g.emit(ind + 1, f"raise _bad({tc}, {v}, 'not a tuple of {len(types)}')")
-                g.emit(ind, f"{', '.join(parts)}, = {v}")
-            else:
-                for part, (name, _) in zip(parts, t.fields, strict=True):
-                    g.emit(ind, f"{part} = _getattr({v}, {name!r})")
+            types, parts = self._unpack_fields(g, t, v, tc, ind)
             offsets = field_offsets(types)
             for run in _runs(types):
                 if len(run) == 1:
