@@ -327,14 +327,18 @@ class Generator:
                 pos += width
             return
         if isinstance(t, (OwnType, BorrowType)):
-            rt = g.const(t.resource, "rt")
-            rep = f"({v} if {v}.__class__ is int else _rep_of({tc}, {v}))"
-            if isinstance(t, OwnType):
-                g.emit(ind, f"{outs[0]} = cx.table.lower_own({rt}, {rep})")
-            else:
-                g.emit(ind, f"{outs[0]} = cx.table.lower_borrow({rt}, {rep}, cx.scope)")
+            g.emit(ind, f"{outs[0]} = {self._handle_index(g, t, v, tc)}")
             return
         self._lower_variant(g, t, v, outs, ind, depth)
+
+    def _handle_index(self, g: _Gen, t: OwnType | BorrowType, v: str, tc: str) -> str:
+        """The expression that puts the handle ``v`` (a rep, or an object with one) into
+        the instance's table as an own or a borrow, giving its index."""
+        rt = g.const(t.resource, "rt")
+        rep = f"({v} if {v}.__class__ is int else _rep_of({tc}, {v}))"
+        if isinstance(t, OwnType):
+            return f"cx.table.lower_own({rt}, {rep})"
+        return f"cx.table.lower_borrow({rt}, {rep}, cx.scope)"
 
     def _unpack_fields(
         self, g: _Gen, t: RecordType | TupleType, v: str, tc: str, ind: int
@@ -584,12 +588,7 @@ class Generator:
                 g.emit(ind, f"{pack}(cx.buf, {first}, {', '.join(args)})")
             return
         if isinstance(t, (OwnType, BorrowType)):
-            rt = g.const(t.resource, "rt")
-            rep = f"({v} if {v}.__class__ is int else _rep_of({tc}, {v}))"
-            if isinstance(t, OwnType):
-                g.emit(ind, f"_p32(cx.buf, {p}, cx.table.lower_own({rt}, {rep}))")
-            else:
-                g.emit(ind, f"_p32(cx.buf, {p}, cx.table.lower_borrow({rt}, {rep}, cx.scope))")
+            g.emit(ind, f"_p32(cx.buf, {p}, {self._handle_index(g, t, v, tc)})")
             return
         cases = variant_cases(t)
         assert cases is not None
