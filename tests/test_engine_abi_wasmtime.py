@@ -54,6 +54,7 @@ from trio_isyswasfa.engine._types import (
     VariantType,
 )
 from trio_isyswasfa.engine._values import Err
+from trio_isyswasfa.testing import bump_realloc_wat
 from trio_isyswasfa.tools._paths import tool_command
 
 U8, U64 = PrimType(Primitive.U8), PrimType(Primitive.U64)
@@ -400,19 +401,9 @@ class _CoreMemory:
         return ptr
 
 
-_GROWING_REALLOC = """(module
+_GROWING_REALLOC = f"""(module
   (memory (export "memory") 1)
-  (global $bump (mut i32) (i32.const 16))
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
-    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
-                           (i32.sub (i32.const 0) (local.get 2))))
-    (global.set $bump (i32.add (local.get $p) (local.get 3)))
-    (block $fits
-      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
-      (drop (memory.grow (i32.add (i32.const 1)
-        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
-                   (i32.const 16))))))
-    (local.get $p)))
+{bump_realloc_wat(16)})
 """
 
 

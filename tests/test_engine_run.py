@@ -26,7 +26,7 @@ from trio_isyswasfa.engine._core import live_host_funcs
 from trio_isyswasfa.engine._model import CanonLower, ComponentDef, InstanceType
 from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.engine._types import FuncType
-from trio_isyswasfa.testing import build_wat_component
+from trio_isyswasfa.testing import build_wat_component, bump_realloc_wat
 from trio_isyswasfa.tools._paths import tool_command
 from trio_isyswasfa.wasi import WasiConfig
 from trio_isyswasfa.wasi._context import WasiContext
@@ -83,7 +83,7 @@ world w {
 }
 """
 
-WAT = """\
+WAT = f"""\
 (module
   (import "test:run/host" "make-counter" (func $make (param i32) (result i32)))
   (import "test:run/host" "[method]counter.value" (func $value (param i32) (result i32)))
@@ -97,18 +97,7 @@ WAT = """\
   (import "[export]test:run/api" "[resource-rep]thing" (func $thing_rep (param i32) (result i32)))
   (import "[export]test:run/api" "[resource-drop]thing" (func $thing_drop (param i32)))
   (memory (export "memory") 1)
-  (global $bump (mut i32) (i32.const 4096))
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
-    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
-                           (i32.sub (i32.const 0) (local.get 2))))
-    (global.set $bump (i32.add (local.get $p) (local.get 3)))
-    (block $fits
-      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
-      (drop (memory.grow (i32.add (i32.const 1)
-        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
-                   (i32.const 16))))))
-    (local.get $p))
-  (func (export "test:run/api#add") (param i32 i32) (result i32)
+{bump_realloc_wat(4096)}  (func (export "test:run/api#add") (param i32 i32) (result i32)
     (i32.add (local.get 0) (local.get 1)))
   (func (export "test:run/api#shout") (param i32 i32) (result i32)
     (call $upper (local.get 0) (local.get 1) (i32.const 1024))

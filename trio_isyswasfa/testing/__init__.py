@@ -26,6 +26,7 @@ from ._cancellation import assert_quiet as assert_quiet
 from ._cancellation import check_cancellation as check_cancellation
 from ._cancellation import leaks as leaks
 from ._wat import build_wat_component as build_wat_component
+from ._wat import bump_realloc_wat as bump_realloc_wat
 
 __all__ = [
     "CancellationReport",
@@ -35,6 +36,7 @@ __all__ = [
     "build_python_guest",
     "build_rust_guest",
     "build_wat_component",
+    "bump_realloc_wat",
     "check_cancellation",
     "guest_cache_dir",
     "leaks",

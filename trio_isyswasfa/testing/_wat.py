@@ -39,3 +39,20 @@ def build_wat_component(wit: Path | str, world: str, wat: str) -> bytes:
             if proc.returncode != 0:
                 raise ToolError(f"wasm-tools {step[0]} failed: {proc.stderr.strip()}")
         return (work / "component.wasm").read_bytes()
+
+
+def bump_realloc_wat(base: int) -> str:
+    """WAT for a module's ``cabi_realloc``: a bump allocator from ``base`` that grows
+    the module's ``memory`` as it needs (never frees). Splice it into a module's text."""
+    return f"""  (global $bump (mut i32) (i32.const {base}))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
+    (block $fits
+      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+      (drop (memory.grow (i32.add (i32.const 1)
+        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+                   (i32.const 16))))))
+    (local.get $p))
+"""
