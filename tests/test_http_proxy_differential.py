@@ -153,7 +153,7 @@ def test_compare_finds_nothing_between_equal_answers() -> None:
             "header x-repeat",
         ),
         (hd.Response(200, OK.headers, OK.body, ()), "trailer x-trailer"),
-        (hd.Response(0, (), b"", (), "OSError: reset"), "error"),
+        (hd.Response(0, (), b"", (), "OSError: reset"), "broken"),
     ],
 )
 def test_compare_reports_each_kind_of_difference(candidate: hd.Response, what: str) -> None:
@@ -179,6 +179,29 @@ def test_compare_ignores_date_server_framing_and_order_between_names() -> None:
     other_length = hd.Response(200, (*OK.headers, ("content-length", "12")), OK.body, OK.trailers)
     report = hd.compare([EXCHANGE], {"one": with_length}, {"one": other_length})
     assert [d.what for d in report.differences] == ["header content-length"]
+
+
+def test_compare_looks_only_at_what_the_exchange_says() -> None:
+    error_page = hd.Response(500, (("content-type", "text/html"),), b"<h1>500</h1>")
+    ours = hd.Response(500, (), b"Internal Server Error")
+    status_only = hd.Exchange("one", "GET", "/", compare="status")
+    assert hd.compare([status_only], {"one": error_page}, {"one": ours}).ok
+    other_status = hd.Response(502, (), b"")
+    report = hd.compare([status_only], {"one": error_page}, {"one": other_status})
+    assert [d.what for d in report.differences] == ["status"]
+
+    broken_only = hd.Exchange("one", "GET", "/", compare="broken")
+    cut_early = hd.Response(0, (), b"", (), "closed before the head")
+    cut_late = hd.Response(200, OK.headers, b"hello", (), "closed in the body")
+    assert not hd.compare([broken_only], {"one": cut_early}, {"one": cut_late}).differences
+    report = hd.compare([broken_only], {"one": cut_early}, {"one": OK})
+    assert [d.what for d in report.differences] == ["broken"]
+
+
+def test_a_broken_answer_is_a_problem_unless_the_exchange_may_break() -> None:
+    broken = hd.Response(0, (), b"", (), "closed")
+    assert hd.Exchange("one", "GET", "/").problems(broken) == ["one: closed"]
+    assert hd.Exchange("one", "GET", "/", may_break=True).problems(broken) == []
 
 
 def test_exchange_checks_report_what_the_guest_did_not_mean() -> None:

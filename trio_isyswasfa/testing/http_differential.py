@@ -10,8 +10,9 @@ The same component is served by
 each in its own process on an ephemeral port. One fixed set of requests
 (:func:`standard_exchanges`: every method, custom, repeated and mixed-case headers, empty,
 streamed, chunked, slow and 1 MiB bodies, request and response trailers, a slow response,
-an outgoing request through the host to a local upstream this module starts, and one
-that the upstream refuses) goes to each over plain HTTP/1.1 (h11 on a socket, one
+an outgoing request through the host to a local upstream this module starts, one that
+the upstream refuses, and the guest's bad answers: no response, a body longer or
+shorter than its ``content-length``) goes to each over plain HTTP/1.1 (h11 on a socket, one
 connection per request, the body sent from a thread while the answer is read). The
 answers are compared on status, headers (but for :data:`IGNORED_HEADERS`), body and
 trailers, after replacing each server's and the upstream's address with ``SERVER`` and
@@ -120,7 +121,11 @@ class Exchange:
 
     ``body`` is sent piece by piece with ``pause`` seconds between pieces, framed with
     ``content-length`` (their total), or ``chunked`` (then ``trailers`` may follow).
-    ``expect`` checks an answer against the guests' routes (``tests/guests/proxy-*``).
+    ``expect`` checks an answer against the guests' routes (``tests/guests/proxy-*``);
+    an answer that broke (:attr:`Response.error`) is a problem unless ``may_break``.
+    ``compare`` says what two servers must agree on: ``"all"``; ``"status"`` (and
+    whether the answer broke: for the guest's bad answers, whose error pages are each
+    server's own); ``"broken"`` (only that: where a response is cut depends on timing).
     """
 
     name: str
@@ -132,10 +137,12 @@ class Exchange:
     chunked: bool = False
     trailers: Headers = ()
     expect: Check | None = field(default=None, compare=False, repr=False)
+    may_break: bool = False
+    compare: Literal["all", "status", "broken"] = "all"
 
     def problems(self, response: Response) -> list[str]:
         """How ``response`` is not what the guest is meant to answer (none: it is)."""
-        if response.error is not None:
+        if response.error is not None and not self.may_break:
             return [f"{self.name}: {response.error}"]
         if self.expect is None:
             return []
@@ -421,6 +428,31 @@ def standard_exchanges(upstream: str = "127.0.0.1:9") -> tuple[Exchange, ...]:
             expect=_all(_expect_status(404), _expect_body(b"not found\n")),
         ),
         Exchange(
+            "no-response",
+            "GET",
+            "/no-response",
+            expect=_expect_status(500),
+            compare="status",
+        ),
+        Exchange(
+            "overflow",
+            "GET",
+            "/overflow",
+            # never more than the declared 5 bytes: cut there, or broken
+            expect=lambda r: [] if len(r.body) <= 5 else [f"{len(r.body)} bytes under 5"],
+            may_break=True,
+            compare="status",
+        ),
+        Exchange(
+            "underflow",
+            "GET",
+            "/underflow",
+            # 13 bytes under a length of 100 can only end broken (before or after the head)
+            expect=lambda r: [] if r.error else ["a complete answer"],
+            may_break=True,
+            compare="broken",
+        ),
+        Exchange(
             "outgoing",
             "GET",
             "/outgoing",
@@ -556,7 +588,7 @@ def compare(
     differences: list[Difference] = []
     for ex in exchanges:
         ref, cand = reference[ex.name], candidate[ex.name]
-        differences += _differences(ex.name, ref, cand)
+        differences += _differences(ex, ref, cand)
     return Report(
         tuple(differences),
         tuple(p for ex in exchanges for p in ex.problems(reference[ex.name])),
@@ -564,15 +596,21 @@ def compare(
     )
 
 
-def _differences(name: str, ref: Response, cand: Response) -> list[Difference]:
+def _differences(ex: Exchange, ref: Response, cand: Response) -> list[Difference]:
     out: list[Difference] = []
+    name = ex.name
 
     def differ(what: str, a: object, b: object) -> None:
         if a != b:
             out.append(Difference(name, what, str(a), str(b)))
 
-    differ("error", ref.error, cand.error)
+    if (ref.error is None) != (cand.error is None):
+        differ("broken", ref.error or "no", cand.error or "no")
+    if ex.compare == "broken":
+        return out
     differ("status", ref.status, cand.status)
+    if ex.compare == "status":
+        return out
     ref_h, cand_h = _by_name(ref.headers), _by_name(cand.headers)
     if "content-length" not in ref_h or "content-length" not in cand_h:
         ref_h.pop("content-length", None)

@@ -15,11 +15,14 @@ differential harness (``trio_isyswasfa.testing.http_differential``) checks both 
 * ``/outgoing``: GET of the URL in the ``x-upstream-url`` header through the host,
   relaying its status, ``content-type`` and body (502 with the error code on failure);
 * ``/sleep?ms=N``: answers after N ms;
+* ``/no-response``, ``/overflow``, ``/underflow``: bad answers (the response never set;
+  13 bytes under a ``content-length`` of 5, of 100) for the host to cut or fail;
 * anything else: 404.
 """
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import parse_qs, urlsplit
 
 from componentize_py_types import Err, Ok
@@ -226,6 +229,20 @@ def sleep(request: IncomingRequest, outparam: ResponseOutparam) -> None:
     respond(outparam, 200, TEXT, f"slept {ms} ms\n".encode())
 
 
+def declared_length(outparam: ResponseOutparam, declared: int) -> None:
+    """Answer ``hello, world`` (13 bytes) under a ``content-length`` of ``declared``,
+    going on whatever the host says about the mismatch (it must cut or fail the response)."""
+    response = OutgoingResponse(
+        Fields.from_list([*TEXT, ("content-length", str(declared).encode())])
+    )
+    out_body = response.body()
+    ResponseOutparam.set(outparam, Ok(response))
+    with out_body.write() as out, contextlib.suppress(Err):
+        out.blocking_write_and_flush(b"hello, world\n")
+    with contextlib.suppress(Err):
+        OutgoingBody.finish(out_body, None)
+
+
 class IncomingHandler(exports.IncomingHandler):
     """The one export of the proxy world: route by path."""
 
@@ -248,5 +265,13 @@ class IncomingHandler(exports.IncomingHandler):
                 outgoing(request, response_out)
             elif path == "/sleep":
                 sleep(request, response_out)
+            # bad answers, for the host to handle as the spec says: never set the
+            # response; write past a declared content-length; finish short of it
+            elif path == "/no-response":
+                pass
+            elif path == "/overflow":
+                declared_length(response_out, 5)
+            elif path == "/underflow":
+                declared_length(response_out, 100)
             else:
                 respond(response_out, 404, TEXT, b"not found\n")

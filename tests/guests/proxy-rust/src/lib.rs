@@ -55,6 +55,11 @@ impl wasi::exports::http::incoming_handler::Guest for Proxy {
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 respond(out, 200, text(), format!("slept {ms} ms\n").as_bytes(), None);
             }
+            // bad answers, for the host to handle as the spec says: never set the
+            // response; write past a declared content-length; finish short of it
+            "/no-response" => drop(out),
+            "/overflow" => declared_length(out, 5),
+            "/underflow" => declared_length(out, 100),
             _ => respond(out, 404, text(), b"not found\n", None),
         }
     }
@@ -267,4 +272,19 @@ fn upstream_error(out: ResponseOutparam, err: ErrorCode) {
     let mut body = Vec::new();
     writeln!(body, "upstream error: {err:?}").unwrap();
     respond(out, 502, text(), &body, None);
+}
+
+/// Answer `hello, world\n` (13 bytes) under a `content-length` of `declared`, going on
+/// whatever the host says about the mismatch (the host must cut or fail the response).
+fn declared_length(out: ResponseOutparam, declared: usize) {
+    let mut headers = text();
+    headers.push(("content-length".into(), declared.to_string().into_bytes()));
+    let response = OutgoingResponse::new(Fields::from_list(&headers).unwrap());
+    let out_body = response.body().unwrap();
+    ResponseOutparam::set(out, Ok(response));
+    {
+        let stream = out_body.write().unwrap();
+        let _ = stream.blocking_write_and_flush(b"hello, world\n");
+    }
+    let _ = OutgoingBody::finish(out_body, None);
 }
