@@ -11,8 +11,8 @@ For each backend (trio, asyncio) it runs, one after the other on loopback:
 
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
 least 0.5x). Then the hello route of the standard ``wasi:http/proxy`` guests
-(``tests/guests/proxy-py-std``, and ``tests/guests/proxy-rust`` when the Rust toolchain is
-installed) under ``wasmtime serve`` (a fresh instance per request, its default, and
+(``tests/guests/proxy-py-std``, and ``tests/guests/proxy-rust`` and ``tests/guests/proxy-js``
+when their toolchains are installed) under ``wasmtime serve`` (a fresh instance per request, its default, and
 ``--max-instance-reuse-count 128``) and under our ``serve`` (each instance policy, both
 backends; "n/a" while our serve refuses the component), each with its ratio to bare
 hypercorn (trio) and ours with the ratio of ``per-request`` to wasmtime's default
@@ -45,7 +45,9 @@ from hypercorn.config import Config
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import (
+    JsToolchainMissing,
     RustToolchainMissing,
+    build_js_component,
     build_python_component,
     build_python_guest,
     build_rust_component,
@@ -216,6 +218,12 @@ def proxy_components() -> dict[str, Path]:
         built["rust"] = build_rust_component(here / "proxy-rust", adapter="proxy")
     except RustToolchainMissing as exc:
         print(f"(no Rust proxy guest: {exc})")
+    try:
+        built["js"] = build_js_component(
+            here / "proxy-js" / "app.js", here / "proxy-py-std" / "wit", "proxy-app"
+        )
+    except JsToolchainMissing as exc:
+        print(f"(no JavaScript proxy guest: {exc})")
     return built
 
 

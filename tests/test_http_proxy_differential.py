@@ -1,8 +1,10 @@
 """Standard ``wasi:http/proxy@0.2`` components, served by ``wasmtime serve`` and by ours.
 
-Two guests no one here wrote against our ABI, built from source (cached on their
-sources): ``tests/guests/proxy-rust`` (the ``wasi`` crate, the preview1 proxy adapter)
-and ``tests/guests/proxy-py-std`` (componentize-py). Each gets the request set of
+Three guests no one here wrote against our ABI, built from source (cached on their
+sources): ``tests/guests/proxy-rust`` (the ``wasi`` crate, the preview1 proxy adapter),
+``tests/guests/proxy-py-std`` (componentize-py) and ``tests/guests/proxy-js``
+(componentize-js; skipped without node and the componentize-js that
+``.ci/install-toolchains`` installs). Each gets the request set of
 :mod:`trio_isyswasfa.testing.http_differential`: on ``wasmtime serve`` its answers must be
 what the guest means (the reference is sane), on ours they must equal wasmtime's.
 
@@ -19,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from trio_isyswasfa.testing import (
+    JsToolchainMissing,
     RustToolchainMissing,
+    build_js_component,
     build_python_component,
     build_rust_component,
 )
@@ -49,7 +53,16 @@ def _python() -> Path:
     return build_python_component(here / "wit", "proxy-app", "app", [here])
 
 
-BUILDERS: dict[str, Callable[[], Path]] = {"rust": _rust, "python": _python}
+def _js() -> Path:
+    try:
+        return build_js_component(
+            GUESTS / "proxy-js" / "app.js", GUESTS / "proxy-py-std" / "wit", "proxy-app"
+        )
+    except JsToolchainMissing as exc:
+        pytest.skip(str(exc))
+
+
+BUILDERS: dict[str, Callable[[], Path]] = {"rust": _rust, "python": _python, "js": _js}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +91,7 @@ def answers(upstream: str) -> Callable[[str, hd.Server], dict[str, hd.Response]]
     return get
 
 
-@pytest.mark.parametrize("guest", ["rust", "python"])
+@pytest.mark.parametrize("guest", list(BUILDERS))
 @pytest.mark.parametrize("server", ["wasmtime", pytest.param("ours", marks=NEEDS_HOST)])
 def test_proxy_component_answers_like_on_wasmtime(
     guest: str,
@@ -100,22 +113,23 @@ def test_proxy_component_answers_like_on_wasmtime(
     assert report.ok, str(report)
 
 
-def test_both_guests_answer_alike_on_wasmtime(
-    upstream: str, answers: Callable[[str, hd.Server], dict[str, hd.Response]]
+@pytest.mark.parametrize("guest", ["python", "js"])
+def test_the_guests_answer_alike_on_wasmtime(
+    guest: str, upstream: str, answers: Callable[[str, hd.Server], dict[str, hd.Response]]
 ) -> None:
-    """The Rust and the Python guest implement the same routes (so one request set
-    checks both), but for their ``x-guest`` header and how they print error codes."""
+    """The guests implement the same routes as the Rust one (so one request set checks
+    them all), but for their ``x-guest`` header and how they print error codes."""
     exchanges = [e for e in hd.standard_exchanges(upstream) if e.name != "outgoing-refused"]
-    rust, python = answers("rust", "wasmtime"), answers("python", "wasmtime")
+    rust, other = answers("rust", "wasmtime"), answers(guest, "wasmtime")
 
     def strip(r: hd.Response) -> hd.Response:
         headers = tuple(h for h in r.headers if h[0] != "x-guest")
-        return hd.Response(r.status, headers, r.body.replace(b"rust", b"python"), r.trailers)
+        return hd.Response(r.status, headers, r.body.replace(b"rust", guest.encode()), r.trailers)
 
     report = hd.compare(
         exchanges,
         {k: strip(v) for k, v in rust.items()},
-        {k: strip(v) for k, v in python.items()},
+        {k: strip(v) for k, v in other.items()},
     )
     assert not report.differences, str(report)
 

@@ -337,8 +337,65 @@ def build_python_component(
             cmd += ["-p", str(path)]
         built = Path(tmp) / "component.wasm"
         _run_tool([*cmd, app, "-o", str(built)], "componentize-py")
-        shutil.move(built, out.with_suffix(f".{os.getpid()}.tmp"))
-        out.with_suffix(f".{os.getpid()}.tmp").replace(out)
+        tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+        shutil.move(built, tmp_out)
+        tmp_out.replace(out)
+    return out
+
+
+class JsToolchainMissing(ToolError):
+    """componentize-js (or node) is not installed; the message says how."""
+
+
+def componentize_js_dir() -> Path:
+    """Where ``.ci/install-toolchains`` installs componentize-js from the lock committed
+    in ``.ci/componentize-js`` (a folder named after the lock's hash)."""
+    lock = Path(__file__).resolve().parents[2] / ".ci" / "componentize-js" / "package-lock.json"
+    if not lock.is_file():
+        raise JsToolchainMissing(f"{lock} is missing (it ships in the source checkout only)")
+    return toolchain_dir() / f"componentize-js-{hashlib.sha256(lock.read_bytes()).hexdigest()[:16]}"
+
+
+def build_js_component(source: Path | str, wit: Path | str, world: str) -> Path:
+    """Return the component of a JavaScript module built with componentize-js, as its
+    users build one, building it if needed.
+
+    ``wit`` is completed with the bundled WASI 0.2 packages as for
+    :func:`build_python_component`. The cache key covers the module, the WIT used, the
+    installed componentize-js (its lock) and this file.
+
+    Raises:
+      JsToolchainMissing: node or componentize-js is missing (the message says how).
+      ToolError: componentize-js failed.
+    """
+    node = shutil.which("node")
+    home = componentize_js_dir()
+    cli = home / "node_modules" / "@bytecodealliance" / "componentize-js" / "src" / "cli.js"
+    if node is None or not cli.is_file():
+        missing = "node" if node is None else f"componentize-js ({cli})"
+        raise JsToolchainMissing(f"{missing} is missing: {INSTALL_HINT}")
+    source = Path(source).resolve()
+    wit = Path(wit).resolve()
+    deps = bundled_wit_dir() / "deps"
+    added = [deps / name for name in _WASI_PACKAGES if not (wit / "deps" / name).exists()]
+    h = hashlib.sha256(world.encode())
+    for root in [source, wit, *added, home / "package-lock.json"]:
+        _hash_tree(h, root)
+    _hash_tree(h, Path(__file__).resolve())
+    out = guest_cache_dir() / f"{world}-js-{h.hexdigest()[:20]}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix="trio-isyswasfa-js-component-") as tmp:
+        merged = Path(tmp) / "wit"
+        shutil.copytree(wit, merged)
+        for dep in added:
+            shutil.copytree(dep, merged / "deps" / dep.name)
+        built = Path(tmp) / "component.wasm"
+        cmd = [node, str(cli), "--wit", str(merged), "--world-name", world]
+        _run_tool([*cmd, "-o", str(built), str(source)], "componentize-js")
+        tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+        shutil.move(built, tmp_out)
+        tmp_out.replace(out)
     return out
 
 

@@ -198,7 +198,7 @@ class Report:
 
 ONE_MIB = 1 << 20
 PATTERN = b"abcdefghijklmnopqrstuvwxyz0123456789\n"  # what /bytes repeats
-GUESTS = ("python", "rust")  # the x-guest header of the proxy-* guests
+GUESTS = ("python", "rust", "js")  # the x-guest header of the proxy-* guests
 
 
 def _body_of(n: int) -> bytes:
