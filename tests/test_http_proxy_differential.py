@@ -243,3 +243,23 @@ def test_open_server_says_why_a_server_refused_the_component(tmp_path: Path) -> 
         hd.open_server("ours", not_wasm),
     ):
         pass  # pragma: no cover
+
+
+def test_the_command_line_prints_the_report(capsys: pytest.CaptureFixture[str]) -> None:
+    if hd.missing_server("wasmtime"):
+        pytest.skip(hd.missing_server("wasmtime"))
+    component = _rust()
+    assert hd.main([str(component), "--candidate", "wasmtime"]) == 0
+    assert capsys.readouterr().out == "the servers answered alike, as the guest means to\n"
+
+
+def test_builders_say_how_to_install_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIO_ISYSWASFA_TOOLCHAIN", str(tmp_path))  # no adapter, no npm tree
+    with pytest.raises(RustToolchainMissing, match="install-toolchains"):
+        build_rust_component(GUESTS / "proxy-rust", adapter="proxy")
+    with pytest.raises(JsToolchainMissing, match="install-toolchains"):
+        build_js_component(
+            GUESTS / "proxy-js" / "app.js", GUESTS / "proxy-py-std" / "wit", "proxy-app"
+        )
