@@ -1,6 +1,6 @@
 """``serve`` throughput and latency against bare hypercorn, and hash-all fan-out.
 
-    apt-get install wrk        # the load generator (not a Python dependency)
+    bash .ci/install-bench-tools   # wrk, the load generator (a Debian package)
     python bench/bench_serve.py [--seconds 5] [--connections 64]
 
 For each backend (trio, asyncio) it runs, one after the other on loopback:
@@ -10,7 +10,13 @@ For each backend (trio, asyncio) it runs, one after the other on loopback:
   each instance policy, and pooled with at most 4 instances;
 
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
-least 0.5x). Then hash-all fans out to 100 URLs of a local upstream that answers in
+least 0.5x). Then the hello route of the standard ``wasi:http/proxy`` guests
+(``tests/guests/proxy-py-std``, and ``tests/guests/proxy-rust`` and ``tests/guests/proxy-js``
+when their toolchains are installed) under ``wasmtime serve`` (a fresh instance per request, its default, and
+``--max-instance-reuse-count 128``) and under our ``serve`` (each instance policy, both
+backends; "n/a" while our serve refuses the component), each with its ratio to bare
+hypercorn (trio) and ours with the ratio of ``per-request`` to wasmtime's default
+(goal: at least 2x). Then hash-all fans out to 100 URLs of a local upstream that answers in
 50 ms, and prints the total time as a ratio to one upstream latency (goal: at most
 1.5x). Then N concurrent slow requests (the guest writes its body over 100 ms) go
 to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
@@ -22,6 +28,7 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -37,7 +44,15 @@ from hypercorn.config import Config
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import (
+    JsToolchainMissing,
+    RustToolchainMissing,
+    build_js_component,
+    build_python_component,
+    build_python_guest,
+    build_rust_component,
+)
+from trio_isyswasfa.testing import http_differential as hd
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO_APP = """
@@ -86,6 +101,9 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"Non-2xx or 3xx responses: \d+", out)
+    if failed:  # requests/s of failures measures nothing
+        print(f"warning: {url}: {failed.group(0)}", file=sys.stderr)
 
     def pct(p: str) -> float:
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -97,7 +115,14 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
 
 
 def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[float, ...]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+    # this checkout's package, whatever an installed one says (the child starts in /tmp)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp", env=env
+    )
     try:
         wait_listening(port)
         wrk(f"http://127.0.0.1:{port}/", 1, connections)  # warm up
@@ -110,33 +135,46 @@ def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[
             proc.kill()
 
 
-def throughput(seconds: int, connections: int) -> None:
-    service = example("service")
+def bare_hypercorn(backend: str, seconds: int, connections: int) -> tuple[float, ...]:
+    """The baseline: bare hypercorn with ``backend``'s worker serving a hello ASGI app."""
     hello = Path("/tmp/trio_isyswasfa_bench_hello.py")
     hello.write_text(HELLO_APP)
+    port = free_port()
+    base = measure(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--worker-class",
+            backend,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "trio_isyswasfa_bench_hello:app",
+        ],
+        port,
+        seconds,
+        connections,
+    )
+    print(
+        f"{'bare hypercorn, hello app (' + backend + ')':52} "
+        f"{base[0]:8.0f} {base[1]:8.2f} {base[2]:8.2f} {'1.00x':>7}",
+        flush=True,
+    )
+    return base
+
+
+def print_header(seconds: int, connections: int) -> None:
     print(f"wrk -t1 -c{connections} -d{seconds}s, GET with an empty body, loopback")
     print(f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}")
+
+
+def throughput(seconds: int, connections: int) -> dict[str, tuple[float, ...]]:
+    """Our serve with the service example against bare hypercorn; the baselines by backend."""
+    service = example("service")
+    print_header(seconds, connections)
+    baselines = {}
     for backend in ("trio", "asyncio"):
-        port = free_port()
-        base = measure(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "--worker-class",
-                backend,
-                "--bind",
-                f"127.0.0.1:{port}",
-                "trio_isyswasfa_bench_hello:app",
-            ],
-            port,
-            seconds,
-            connections,
-        )
-        print(
-            f"{'bare hypercorn, hello app (' + backend + ')':52} "
-            f"{base[0]:8.0f} {base[1]:8.2f} {base[2]:8.2f} {'1.00x':>7}"
-        )
+        base = baselines[backend] = bare_hypercorn(backend, seconds, connections)
         for policy, most in (("pooled", 32), ("pooled", 4), ("per-request", 32)):
             port = free_port()
             ours = measure(
@@ -165,6 +203,86 @@ def throughput(seconds: int, connections: int) -> None:
                 f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
             )
     print("goal: serve >= 0.50x the bare server's requests/s")
+    return baselines
+
+
+def proxy_components() -> dict[str, Path]:
+    """The hello proxy guests that build here, by language."""
+    here = ROOT / "tests" / "guests"
+    built = {
+        "python": build_python_component(
+            here / "proxy-py-std" / "wit", "proxy-app", "app", [here / "proxy-py-std"]
+        )
+    }
+    try:
+        built["rust"] = build_rust_component(here / "proxy-rust", adapter="proxy")
+    except RustToolchainMissing as exc:
+        print(f"(no Rust proxy guest: {exc})")
+    try:
+        built["js"] = build_js_component(
+            here / "proxy-js" / "app.js", here / "proxy-py-std" / "wit", "proxy-app"
+        )
+    except JsToolchainMissing as exc:
+        print(f"(no JavaScript proxy guest: {exc})")
+    return built
+
+
+def measure_served(
+    server: hd.Server, component: Path, extra: list[str], seconds: int, connections: int
+) -> tuple[float, ...] | str:
+    """wrk against ``component`` served by ``server``; why not, if it could not be."""
+    try:
+        with hd.open_server(server, component, extra_args=extra) as addr:
+            hello = hd.exchange(addr, hd.Exchange("hello", "GET", "/"))
+            if (hello.status, hello.body) != (200, b"hello, world\n"):
+                return f"n/a (answers {hello.status} {hello.body[:20]!r})"
+            wrk(f"http://{addr}/", 1, connections)  # warm up
+            return wrk(f"http://{addr}/", seconds, connections)
+    except hd.ServerFailed:
+        return "n/a (host not supported)"
+
+
+def proxy_throughput(
+    seconds: int, connections: int, baselines: dict[str, tuple[float, ...]]
+) -> None:
+    """The hello route of the standard proxy guests: wasmtime serve and ours."""
+    if hd.missing_server("wasmtime"):
+        print(f"(no wasmtime serve rows: {hd.missing_server('wasmtime')})")
+    if not baselines:
+        print_header(seconds, connections)
+        for backend in ("trio", "asyncio"):
+            baselines[backend] = bare_hypercorn(backend, seconds, connections)
+    print("wasi:http/proxy hello guests (GET /), ratio to bare hypercorn of the same worker")
+    print("class (trio for wasmtime serve); wasmtime's default is an instance per request")
+    for language, component in proxy_components().items():
+        default: float | None = None
+        runs: list[tuple[str, hd.Server, list[str], str]] = [
+            ("default", "wasmtime", [], "trio"),
+            ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio"),
+        ]
+        for backend in ("trio", "asyncio"):
+            for policy in ("per-request", "pooled", "shared"):
+                extra = ["--backend", backend, "--instances", policy]
+                runs.append((f"{backend}, {policy}", "ours", extra, backend))
+        for what, server, extra, backend in runs:
+            label = f"{'wasmtime serve' if server == 'wasmtime' else 'serve'}, {language} ({what})"
+            if server == "wasmtime" and hd.missing_server("wasmtime"):
+                continue
+            got = measure_served(server, component, extra, seconds, connections)
+            if isinstance(got, str):
+                print(f"{label:52} {got:>34}", flush=True)
+                continue
+            ratio = got[0] / baselines[backend][0]
+            note = ""
+            if server == "wasmtime" and not extra:
+                default = got[0]
+            elif "per-request" in extra and default:
+                note = f"  {got[0] / default:.2f}x wasmtime's default"
+            print(
+                f"{label:52} {got[0]:8.0f} {got[1]:8.2f} {got[2]:8.2f} {ratio:6.2f}x{note}",
+                flush=True,
+            )
+    print("goals: ours >= 0.50x bare hypercorn; per-request >= 2x wasmtime serve's default")
 
 
 async def fan_out(n: int = 100, delay: float = 0.05) -> None:
@@ -319,8 +437,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-proxy", action="store_true")
     parser.add_argument("--skip-fan-out", action="store_true")
-    parser.add_argument("--slow", default="200", help="comma-separated N for slow requests")
+    parser.add_argument(
+        "--slow", default="200", help="comma-separated N for slow requests ('' for none)"
+    )
     parser.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_slow:
@@ -329,14 +450,19 @@ def main() -> None:
         policy, n = args.one_slow
         print(json.dumps(trio.run(slow_requests, policy, int(n))))
         return
-    if not args.skip_throughput:
+    baselines: dict[str, tuple[float, ...]] = {}
+    if not (args.skip_throughput and args.skip_proxy):
         if shutil.which("wrk") is None:
-            sys.exit("wrk is not installed: apt-get install wrk")
+            sys.exit("wrk is not installed: bash .ci/install-bench-tools")
         sys.path.insert(0, "/tmp")
-        throughput(args.seconds, args.connections)
+    if not args.skip_throughput:
+        baselines = throughput(args.seconds, args.connections)
+    if not args.skip_proxy:
+        proxy_throughput(args.seconds, args.connections, baselines)
     if not args.skip_fan_out:
         trio.run(fan_out)
-    print_slow([int(n) for n in args.slow.split(",")])
+    if args.slow:
+        print_slow([int(n) for n in args.slow.split(",")])
 
 
 if __name__ == "__main__":

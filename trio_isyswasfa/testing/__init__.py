@@ -5,10 +5,17 @@
 * :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
 * :func:`build_python_guest` and :func:`build_rust_guest` build a guest once, cached
   on its sources (a missing Rust toolchain raises :class:`RustToolchainMissing`);
+  :func:`build_python_component`, :func:`build_rust_component` and
+  :func:`build_js_component` do the same for plain WASI 0.2 components, written as
+  people outside this project write them (componentize-py; the ``wasi`` crate through
+  a preview1 adapter; componentize-js);
   :func:`build_wat_component` makes tiny components from WAT text.
 * :mod:`trio_isyswasfa.testing.conformance` runs a WASI command component on our host
   and on wasmtime's and says how the results differ (the differential conformance
   harness; ``python -m trio_isyswasfa.testing.conformance`` prints the score).
+* :mod:`trio_isyswasfa.testing.http_differential` serves a ``wasi:http/proxy``
+  component with ``wasmtime serve`` and with ours, sends both one fixed request set
+  and reports how the answers differ.
 * The pytest plugin (``trio_isyswasfa.testing.pytest_plugin``, installed as an entry
   point) provides fixtures built on these.
 
@@ -16,8 +23,12 @@ Guest time follows the event loop's clock, so ``trio.testing.MockClock`` and
 pytest-trio's ``autojump_clock`` fixture drive guests too.
 """
 
+from ._build import JsToolchainMissing as JsToolchainMissing
 from ._build import RustToolchainMissing as RustToolchainMissing
+from ._build import build_js_component as build_js_component
+from ._build import build_python_component as build_python_component
 from ._build import build_python_guest as build_python_guest
+from ._build import build_rust_component as build_rust_component
 from ._build import build_rust_guest as build_rust_guest
 from ._build import guest_cache_dir as guest_cache_dir
 from ._cancellation import CancellationReport as CancellationReport
@@ -31,9 +42,13 @@ from ._wat import bump_realloc_wat as bump_realloc_wat
 __all__ = [
     "CancellationReport",
     "CheckpointResult",
+    "JsToolchainMissing",
     "RustToolchainMissing",
     "assert_quiet",
+    "build_js_component",
+    "build_python_component",
     "build_python_guest",
+    "build_rust_component",
     "build_rust_guest",
     "build_wat_component",
     "bump_realloc_wat",

@@ -11,6 +11,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .._engine import cache_dir
 from .._errors import ToolError
@@ -192,6 +193,209 @@ def build_rust_guest(
         "wasm-tools component new",
     )
     tmp.replace(out)
+    return out
+
+
+# -- plain WASI 0.2 components (no isyswasfa): what people outside this project build ----
+
+ADAPTER_VERSION = "49.0.3"
+"""The ``wasi-preview1-component-adapter-provider`` release whose adapters we use."""
+
+AdapterKind = Literal["command", "reactor", "proxy"]
+WASIP1_TARGET = "wasm32-wasip1"
+WASI_LIBC = Path("/usr/lib/wasm32-wasi")  # Debian's wasi-libc: libc.a and the crt files
+_WASI_PACKAGES = ("cli", "clocks", "filesystem", "io", "random", "sockets")
+
+
+def toolchain_dir() -> Path:
+    """Where ``.ci/install-toolchains`` puts the adapters (``$TRIO_ISYSWASFA_TOOLCHAIN`` overrides)."""
+    env = os.environ.get("TRIO_ISYSWASFA_TOOLCHAIN")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trio_isyswasfa" / "toolchain"
+
+
+def preview1_adapter(kind: AdapterKind) -> Path:
+    """The preview1 adapter of ``kind`` that turns a ``wasm32-wasip1`` module into a
+    component: ``command`` (exports ``wasi:cli/run``), ``reactor`` (the module's own
+    exports), ``proxy`` (for ``wasi:http/proxy``: imports no filesystem nor sockets)."""
+    return toolchain_dir() / f"wasi_snapshot_preview1.{kind}-{ADAPTER_VERSION}.wasm"
+
+
+def build_rust_component(crate: Path | str, *, adapter: AdapterKind = "proxy") -> Path:
+    """Return the component of a plain Rust crate (no isyswasfa), building it if needed.
+
+    The crate is built as users of the ``wasi`` crate or ``wstd`` build theirs: for
+    ``wasm32-wasip1`` with Debian's rustc and ``-Zbuild-std``, linked against Debian's
+    wasi-libc (``crt1-command.o`` for ``adapter="command"``, a binary; ``crt1-reactor.o``
+    otherwise, a ``cdylib``), then made a component with ``wasm-tools component new
+    --adapt`` and the preview1 adapter of that kind. The crate is its own workspace with
+    its own ``Cargo.lock`` (built ``--locked``). The cache key covers the crate, the
+    adapter, the toolchain's version and this file.
+
+    Raises:
+      RustToolchainMissing: the toolchain, wasi-libc or the adapter is missing (the
+        message says how to install them).
+      ToolError: cargo or ``wasm-tools component new`` failed.
+    """
+    tools = RustToolchain.find()
+    crt = WASI_LIBC / ("crt1-command.o" if adapter == "command" else "crt1-reactor.o")
+    shim = preview1_adapter(adapter)
+    for path, what in ((crt, "Debian's wasi-libc"), (shim, f"the preview1 {adapter} adapter")):
+        if not path.is_file():
+            raise RustToolchainMissing(f"{what} is missing ({path}): {INSTALL_HINT}")
+    crate = Path(crate).resolve()
+    manifest = tomllib.loads((crate / "Cargo.toml").read_text())
+    artifact = manifest["package"]["name"].replace("-", "_")
+
+    h = hashlib.sha256()
+    h.update(f"{adapter}\0{tools.version()}".encode())
+    _hash_tree(h, crate, _RUST_SKIPPED)
+    _hash_tree(h, shim)
+    _hash_tree(h, Path(__file__).resolve())
+    out = guest_cache_dir() / f"{crate.name}-{adapter}-{h.hexdigest()[:20]}.wasm"
+    if out.exists():
+        return out
+    # one target directory per link setup: changing RUSTFLAGS would rebuild std each time
+    target_dir = guest_cache_dir() / f"rust-{WASIP1_TARGET}-{crt.stem}-target"
+    env = tools.environment()
+    env.pop("RUSTFLAGS", None)
+    env.update(
+        CARGO_TARGET_WASM32_WASIP1_LINKER=str(tools.wasm_ld),
+        CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS=(
+            f"-C link-self-contained=no -L {WASI_LIBC} -C link-arg={crt}"
+        ),
+    )
+    cmd = [
+        str(tools.cargo),
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        WASIP1_TARGET,
+        "-Zbuild-std=std,panic_abort",
+        "--manifest-path",
+        str(crate / "Cargo.toml"),
+        "--target-dir",
+        str(target_dir),
+    ]
+    _run_tool(cmd, "cargo build", env=env)
+    module = target_dir / WASIP1_TARGET / "release" / f"{artifact}.wasm"
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    _run_tool(
+        [
+            *tool_command("wasm-tools"),
+            "component",
+            "new",
+            str(module),
+            "--adapt",
+            f"wasi_snapshot_preview1={shim}",
+            "-o",
+            str(tmp),
+        ],
+        "wasm-tools component new",
+    )
+    tmp.replace(out)
+    return out
+
+
+def build_python_component(
+    wit: Path | str, world: str, app: str, python_path: list[Path | str]
+) -> Path:
+    """Return the component of a plain componentize-py app (no isyswasfa), building it
+    if its sources changed.
+
+    ``wit`` holds the app's world and whatever packages it adds under ``deps/`` (say
+    ``wasi:http@0.2.0``); the WASI 0.2 packages it lacks (io, clocks, random, cli,
+    filesystem, sockets) come from the bundled ``wit/deps``. The cache key covers the
+    WIT used, the app's source directories and the componentize-py version.
+
+    Raises:
+      ToolError: componentize-py failed.
+    """
+    from importlib.metadata import version
+
+    wit = Path(wit).resolve()
+    deps = bundled_wit_dir() / "deps"
+    added = [deps / name for name in _WASI_PACKAGES if not (wit / "deps" / name).exists()]
+    h = hashlib.sha256()
+    h.update(f"{world}\0{app}\0{version('componentize-py')}".encode())
+    for root in [wit, *added, *(Path(p).resolve() for p in python_path)]:
+        _hash_tree(h, root)
+    _hash_tree(h, Path(__file__).resolve())
+    out = guest_cache_dir() / f"{world}-py-{h.hexdigest()[:20]}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix="trio-isyswasfa-py-component-") as tmp:
+        merged = Path(tmp) / "wit"
+        shutil.copytree(wit, merged)
+        for dep in added:
+            shutil.copytree(dep, merged / "deps" / dep.name)
+        cmd = [*tool_command("componentize-py"), "-d", str(merged), "-w", world, "componentize"]
+        for path in python_path:
+            cmd += ["-p", str(path)]
+        built = Path(tmp) / "component.wasm"
+        _run_tool([*cmd, app, "-o", str(built)], "componentize-py")
+        tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+        shutil.move(built, tmp_out)
+        tmp_out.replace(out)
+    return out
+
+
+class JsToolchainMissing(ToolError):
+    """componentize-js (or node) is not installed; the message says how."""
+
+
+def componentize_js_dir() -> Path:
+    """Where ``.ci/install-toolchains`` installs componentize-js from the lock committed
+    in ``.ci/componentize-js`` (a folder named after the lock's hash)."""
+    lock = Path(__file__).resolve().parents[2] / ".ci" / "componentize-js" / "package-lock.json"
+    if not lock.is_file():
+        raise JsToolchainMissing(f"{lock} is missing (it ships in the source checkout only)")
+    return toolchain_dir() / f"componentize-js-{hashlib.sha256(lock.read_bytes()).hexdigest()[:16]}"
+
+
+def build_js_component(source: Path | str, wit: Path | str, world: str) -> Path:
+    """Return the component of a JavaScript module built with componentize-js, as its
+    users build one, building it if needed.
+
+    ``wit`` is completed with the bundled WASI 0.2 packages as for
+    :func:`build_python_component`. The cache key covers the module, the WIT used, the
+    installed componentize-js (its lock) and this file.
+
+    Raises:
+      JsToolchainMissing: node or componentize-js is missing (the message says how).
+      ToolError: componentize-js failed.
+    """
+    node = shutil.which("node")
+    home = componentize_js_dir()
+    cli = home / "node_modules" / "@bytecodealliance" / "componentize-js" / "src" / "cli.js"
+    if node is None or not cli.is_file():
+        missing = "node" if node is None else f"componentize-js ({cli})"
+        raise JsToolchainMissing(f"{missing} is missing: {INSTALL_HINT}")
+    source = Path(source).resolve()
+    wit = Path(wit).resolve()
+    deps = bundled_wit_dir() / "deps"
+    added = [deps / name for name in _WASI_PACKAGES if not (wit / "deps" / name).exists()]
+    h = hashlib.sha256(world.encode())
+    for root in [source, wit, *added, home / "package-lock.json"]:
+        _hash_tree(h, root)
+    _hash_tree(h, Path(__file__).resolve())
+    out = guest_cache_dir() / f"{world}-js-{h.hexdigest()[:20]}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix="trio-isyswasfa-js-component-") as tmp:
+        merged = Path(tmp) / "wit"
+        shutil.copytree(wit, merged)
+        for dep in added:
+            shutil.copytree(dep, merged / "deps" / dep.name)
+        built = Path(tmp) / "component.wasm"
+        cmd = [node, str(cli), "--wit", str(merged), "--world-name", world]
+        _run_tool([*cmd, "-o", str(built), str(source)], "componentize-js")
+        tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+        shutil.move(built, tmp_out)
+        tmp_out.replace(out)
     return out
 
 

@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._build import guest_cache_dir
-
-ADAPTER_VERSION = "49.0.3"
-"""The ``wasi-preview1-component-adapter-provider`` release whose command adapter we use."""
+from ._build import ADAPTER_VERSION as ADAPTER_VERSION
+from ._build import guest_cache_dir, preview1_adapter
+from ._build import toolchain_dir as toolchain_dir
 
 INSTALL_HINT = "run `bash .ci/install-toolchains` (as root) to install it"
 
@@ -74,18 +73,9 @@ class ToolchainMissing(Exception):
     """A tool the corpus needs is not installed; the message says how to install it."""
 
 
-def toolchain_dir() -> Path:
-    """Where ``.ci/install-toolchains`` puts the adapter (``$TRIO_ISYSWASFA_TOOLCHAIN`` overrides)."""
-    env = os.environ.get("TRIO_ISYSWASFA_TOOLCHAIN")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "trio_isyswasfa" / "toolchain"
-
-
 def command_adapter() -> Path:
     """The preview1 command adapter that turns a wasip1 module into a command component."""
-    return toolchain_dir() / f"wasi_snapshot_preview1.command-{ADAPTER_VERSION}.wasm"
+    return preview1_adapter("command")
 
 
 def wasmtime_cli() -> Path | None:
