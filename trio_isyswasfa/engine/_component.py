@@ -32,6 +32,7 @@ traceback) as ``__cause__``, and the instance is dead with that trap as its reas
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +47,7 @@ from .._errors import (
     WasiError,
 )
 from ._abi import AbiContext, FuncAbi, func_abi
-from ._core import CoreFunc, CoreMemory, host_func, release_host_funcs
+from ._core import CoreFunc, CoreMemory, core_signature, host_func, release_host_funcs
 from ._handles import CallScope, HandleTable
 from ._instance import CoreInstances, ImportedFunc, LiftedFunc, _Pending
 from ._layout import record_fields, variant_cases
@@ -132,6 +133,7 @@ def _has_handles(t: ValType | None) -> bool:
     return True  # own, borrow, stream, future
 
 
+@functools.lru_cache(maxsize=1024)
 def _plain(abi: FuncAbi) -> AbiContext | None:
     """For a function whose values touch neither memory nor handles, one context all
     its calls can share (it keeps no per-call state); else ``None``."""
@@ -302,10 +304,7 @@ class OwnEngineInstance:
                 "which this engine does not run yet"
             )
         abi = func_abi(definition.type, _encoding(definition.options))
-        if (
-            tuple(str(t) for t in ty.params) != abi.import_core_params
-            or tuple(str(t) for t in ty.results) != abi.import_core_results
-        ):
+        if core_signature(ty) != (abi.import_core_params, abi.import_core_results):
             raise LinkError(f"a core module imports a lowering of {definition.type} wrongly typed")
         memory = instance.guest_memory(definition.options) if _needs_memory(abi) else None
         if isinstance(callee, ImportedFunc):

@@ -22,8 +22,10 @@ and its traceback survive as the trap's cause.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import struct
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +55,21 @@ def _kinds(types: Sequence[Any]) -> tuple[str, ...]:
     return kinds
 
 
+_SIGNATURES: weakref.WeakKeyDictionary[wasmtime.FuncType, tuple[tuple[str, ...], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def core_signature(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A core function type's parameter and result kinds (``i32``…), read through
+    ctypes once per type object: a component's modules import the same type objects
+    for every instance."""
+    found = _SIGNATURES.get(ty)
+    if found is None:
+        found = _SIGNATURES[ty] = (_kinds(ty.params), _kinds(ty.results))
+    return found[0], found[1]
+
+
 # The host exception behind the trap being unwound now. Traps cannot be caught by wasm,
 # so the next core call to return with a trap is the one this exception unwinds.
 _unwinding: list[BaseException] = []
@@ -73,12 +90,14 @@ _FORMATS = {"i32": "I12x", "i64": "Q8x", "f32": "f12x", "f64": "d8x"}
 _MASKS = {"i32": " & 0xFFFFFFFF", "i64": " & 0xFFFFFFFFFFFFFFFF", "f32": "", "f64": ""}
 
 
+@functools.lru_cache(maxsize=256)
 def _slots(kinds: tuple[str, ...]) -> struct.Struct:
     """The layout of core values in a ``wasmtime_val_raw_t`` array: one ``struct``
     call reads or writes them all (i32 and i64 read back unsigned)."""
     return struct.Struct("<" + "".join(_FORMATS[k] for k in kinds))
 
 
+@functools.lru_cache(maxsize=512)
 def _packer(kinds: tuple[str, ...], *, to_bytes: bool = False) -> Callable[..., Any]:
     """``pack(buffer, values)`` (or ``pack(*values) -> bytes``) for values of ``kinds``,
     signed or unsigned."""
@@ -203,7 +222,7 @@ def host_func(
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
-    params, results = _kinds(ty.params), _kinds(ty.results)
+    params, results = core_signature(ty)
     env = next(_NEXT_HOST)
     made.append(env)
     pack = _packer(results, to_bytes=True) if results else None

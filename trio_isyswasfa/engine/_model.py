@@ -361,7 +361,7 @@ class CustomSection:
     data: memoryview
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class ComponentDef:
     """A component as read: definitions in binary order, index spaces, imports, exports.
 
