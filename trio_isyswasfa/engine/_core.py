@@ -25,7 +25,6 @@ import ctypes
 import functools
 import itertools
 import struct
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,19 +54,21 @@ def _kinds(types: Sequence[Any]) -> tuple[str, ...]:
     return kinds
 
 
-_SIGNATURES: weakref.WeakKeyDictionary[wasmtime.FuncType, tuple[tuple[str, ...], ...]] = (
-    weakref.WeakKeyDictionary()
-)
+# by id(type): the entry holds the type, so the id is not reused while it is here
+_SIGNATURES: dict[int, tuple[wasmtime.FuncType, tuple[str, ...], tuple[str, ...]]] = {}
+_MAX_SIGNATURES = 4096
 
 
 def core_signature(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A core function type's parameter and result kinds (``i32``…), read through
     ctypes once per type object: a component's modules import the same type objects
     for every instance."""
-    found = _SIGNATURES.get(ty)
+    found = _SIGNATURES.get(id(ty))
     if found is None:
-        found = _SIGNATURES[ty] = (_kinds(ty.params), _kinds(ty.results))
-    return found[0], found[1]
+        if len(_SIGNATURES) >= _MAX_SIGNATURES:
+            _SIGNATURES.clear()  # types made per call elsewhere must not pile up
+        found = _SIGNATURES[id(ty)] = (ty, _kinds(ty.params), _kinds(ty.results))
+    return found[1], found[2]
 
 
 # The host exception behind the trap being unwound now. Traps cannot be caught by wasm,
@@ -213,6 +214,9 @@ _CALLBACK = ctypes.CFUNCTYPE(
 _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_host_finalize)
 
 
+_CALLBACK_PTR = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
+
+
 def host_func(
     store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback, made: list[int]
 ) -> wasmtime.Func:
@@ -228,11 +232,34 @@ def host_func(
     pack = _packer(results, to_bytes=True) if results else None
     _HOSTS[env] = (fn, _slots(params).unpack, pack, len(params) * _SLOT)
     out = ffi.wasmtime_func_t()
-    callback = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
-    ffi.wasmtime_func_new_unchecked(
-        store._context(), ty.ptr(), callback, env, _FINALIZE, ctypes.byref(out)
-    )
+    _func_new_unchecked(store._context(), ty.ptr(), _CALLBACK_PTR, env, _FINALIZE, byref(out))
     return wasmtime.Func._from_raw(out)
+
+
+def lazy_host_func(
+    store: wasmtime.Store,
+    ty: wasmtime.FuncType,
+    build: Callable[[], HostCallback],
+    made: list[int],
+) -> wasmtime.Func:
+    """:func:`host_func` of the function ``build()`` makes, made when the guest first
+    calls it (from then on that one is called directly): a componentize-py guest
+    imports ~160 canon functions, of which an instance calls a few."""
+
+    def first_call(args: CoreValues) -> Sequence[Any]:
+        real = build()
+        entry = _HOSTS.get(env)
+        if entry is not None:
+            _HOSTS[env] = (real, entry[1], entry[2], entry[3])
+        return real(args)
+
+    func = host_func(store, ty, first_call, made)
+    env = made[-1]
+    return func
+
+
+_func_new_unchecked = _bindings._wasmtime_func_new_unchecked
+byref = ctypes.byref
 
 
 class CoreMemory:

@@ -270,7 +270,11 @@ class InstantiationStatistics:
     fetched: int
     """Distinct items those imports name (each fetched or made once)."""
     wasmtime_seconds: float
-    """Spent in wasmtime's own instantiation calls (the floor under the rest)."""
+    """Spent in wasmtime's own instantiation calls."""
+    fetch_seconds: float
+    """Spent fetching the imports' items from earlier instances
+    (``wasmtime_instance_export_get``, one call each): with the instantiation calls,
+    the floor under instantiating through wasmtime's C API."""
     async_path: bool
     """Whether the store made the instance take the async instantiation."""
 
@@ -282,6 +286,7 @@ class _Run:
         "async_only",
         "ctx",
         "externs",
+        "fetch_seconds",
         "fetched",
         "instance_addr",
         "instances",
@@ -309,6 +314,7 @@ class _Run:
         self.lifts: dict[int, LiftedFunc] = {}
         self.async_only = False
         self.seconds = 0.0
+        self.fetch_seconds = 0.0
         self.fetched = 0
 
     def resolve(self, value: Any) -> Any:
@@ -408,6 +414,19 @@ class _Space(Sequence[Any]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class _RawExtern:
+    """An import as :func:`~._fiber.instantiate` takes it, without making a wasmtime-py
+    object of it first."""
+
+    __slots__ = ("_extern",)
+
+    def __init__(self, extern: Any) -> None:
+        self._extern = extern
+
+    def _as_extern(self) -> Any:
+        return self._extern
 
 
 class _NodeSlot:
@@ -520,11 +539,13 @@ class CoreInstances:
     def _core_step(self, step: CoreStep) -> None:
         run = self._run
         ctx, pool_addr, addrs = run.ctx, run.pool_addr, run.instance_addr
+        start = time.perf_counter()
         for slot, instance, raw_name, size in step.fetch:
             if not _EXPORT_GET(
                 ctx, addrs[instance], raw_name, size, pool_addr + slot * EXTERN_SIZE
             ):
                 raise InternalError(f"core instance {instance} lost its export {raw_name!r}")
+        run.fetch_seconds += time.perf_counter() - start
         for slot, ref, i in step.make:
             owner = run.objects[ref.node]  # the node whose steps these are
             assert owner is not None
@@ -583,7 +604,7 @@ class CoreInstances:
     def _instantiate_async(self, step: CoreStep, imports: Any) -> Any:
         """The async path (a fiber store, or a start function that may suspend)."""
         array = (_EXTERNS * len(step.slices)).from_buffer_copy(imports)
-        items = [wrap_extern(item) for item in array]
+        items = list(map(_RawExtern, array))
         try:
             instance = _fiber.instantiate(self.store, step.module, items)
         except GuestTrap as exc:
@@ -638,6 +659,11 @@ class CoreInstances:
             out.extend(nested.walk())
         return out
 
+    @property
+    def plan(self) -> InstancePlan:
+        """The component's plan, shared by all its instances."""
+        return self._run.plan
+
     def statistics(self) -> InstantiationStatistics:
         """What making this instance (with its nested ones) took."""
         run = self._run
@@ -646,6 +672,7 @@ class CoreInstances:
             imports=run.plan.imports,
             fetched=run.fetched,
             wasmtime_seconds=run.seconds,
+            fetch_seconds=run.fetch_seconds,
             async_path=run.async_only,
         )
 

@@ -207,6 +207,9 @@ class InstancePlan:
     pool: list[CoreRef] = field(default_factory=list)
     instances: int = 0  # real core instances
     imports: int = 0  # core imports linked, over all steps
+    derived: dict[int, Any] = field(default_factory=dict)
+    """What the engine works out per definition once for all instances (a lowering's
+    ABI, say), by the ``id`` of the definition (the plan keeps its component alive)."""
 
 
 def has_start_section(data: bytes | memoryview) -> bool:
