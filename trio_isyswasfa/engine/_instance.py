@@ -343,7 +343,7 @@ class _Run:
                 self.ctx, self.instance_addr[ref.instance], raw, len(raw), ctypes.addressof(item)
             ):
                 raise InternalError(f"core instance {ref.instance} lost its export {ref.name!r}")
-            found = self.externs[ref] = wrap_extern(item)
+            found = self.externs[ref] = _wrap(item)
         return found
 
     def core_instance(self, index: int) -> _Exports:
@@ -366,6 +366,19 @@ class _Run:
             assert owner is not None
             found = self.lifts[id(ref)] = LiftedFunc(ref.lift, core, owner)
         return found
+
+
+_FUNC, _MEMORY = ffi.WASMTIME_EXTERN_FUNC.value, ffi.WASMTIME_EXTERN_MEMORY.value
+
+
+def _wrap(item: Any) -> Any:
+    """``wrap_extern`` for the common kinds, without its import statement per call."""
+    kind = item.kind
+    if kind == _FUNC:
+        return wasmtime.Func._from_raw(item.of.func)
+    if kind == _MEMORY:
+        return wasmtime.Memory._from_raw(item.of.memory)
+    return wrap_extern(item)
 
 
 def _instance_module(plan: InstancePlan, index: int) -> wasmtime.Module:
