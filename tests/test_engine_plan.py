@@ -254,3 +254,19 @@ def test_a_start_function_may_call_async_host_functions(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["[5]", "False"]
+
+
+def test_a_component_and_its_plan_go_together(run_wasm: bytes) -> None:
+    import gc
+    import weakref
+
+    component = read_component(run_wasm)
+    inst = OwnEngineInstance(component, Host().resolve)
+    assert inst.func(API, "add").call_sync(1, 2) == 3
+    modules = weakref.WeakSet(inst.root.plan.modules.values())
+    inst.close()
+    gone = weakref.ref(component)
+    del component, inst
+    gc.collect()
+    assert gone() is None  # the plan refers to its component, and does not keep it
+    assert not modules  # nor do the compiled modules outlive them

@@ -141,17 +141,14 @@ def compile_modules(
     }
 
 
-_PLANS: weakref.WeakKeyDictionary[ComponentDef, InstancePlan] = weakref.WeakKeyDictionary()
-
-
 def instance_plan(
     component: ComponentDef,
     *,
     compiled: Mapping[int, wasmtime.Module] | None = None,
     use_cache: bool = True,
 ) -> InstancePlan:
-    """The plan every instance of ``component`` replays (made once, kept as long as
-    the component lives), with its core modules: those of ``compiled`` by byte offset,
+    """The plan every instance of ``component`` replays (made once, kept with the
+    component in its ``engine_cache``), with its core modules: those of ``compiled`` by byte offset,
     the rest compiled (or loaded from the caches).
 
     Raises:
@@ -159,8 +156,8 @@ def instance_plan(
       LinkError: the component's core instances do not fit together (see
         :func:`~._plan.build_plan`).
     """
-    plan = _PLANS.get(component)
-    if plan is not None and (
+    plan = component.engine_cache.get("plan")
+    if isinstance(plan, InstancePlan) and (
         not compiled or all(plan.modules.get(k) is m for k, m in compiled.items())
     ):
         return plan
@@ -170,8 +167,8 @@ def instance_plan(
         found = given.get(d.offset)
         return found if found is not None else compile_module(d.data, use_cache=use_cache)
 
-    plan = _PLANS[component] = build_plan(component, module)
-    return plan
+    made = component.engine_cache["plan"] = build_plan(component, module)
+    return made
 
 
 _imports_of = imports_of
