@@ -54,21 +54,28 @@ def _kinds(types: Sequence[Any]) -> tuple[str, ...]:
     return kinds
 
 
-# by id(type): the entry holds the type, so the id is not reused while it is here
-_SIGNATURES: dict[int, tuple[wasmtime.FuncType, tuple[str, ...], tuple[str, ...]]] = {}
-_MAX_SIGNATURES = 4096
+_SHAPE = "_isyswasfa_shape"  # where a type object keeps its shape: it goes with the type
+
+
+def _shape(ty: wasmtime.FuncType) -> tuple[Any, ...]:
+    """``(params, results, unpack, pack, size)`` of a core function type, worked out
+    once per type object and kept on it: a component's modules import the same type
+    objects for every instance, and a host function of that type needs all of them
+    (a table keyed on the types would keep them, and through them their modules)."""
+    found: tuple[Any, ...] | None = ty.__dict__.get(_SHAPE)
+    if found is None:
+        params, results = _kinds(ty.params), _kinds(ty.results)
+        pack = _packer(results, to_bytes=True) if results else None
+        found = (params, results, _slots(params).unpack, pack, len(params) * _SLOT)
+        setattr(ty, _SHAPE, found)
+    return found
 
 
 def core_signature(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A core function type's parameter and result kinds (``i32``…), read through
-    ctypes once per type object: a component's modules import the same type objects
-    for every instance."""
-    found = _SIGNATURES.get(id(ty))
-    if found is None:
-        if len(_SIGNATURES) >= _MAX_SIGNATURES:
-            _SIGNATURES.clear()  # types made per call elsewhere must not pile up
-        found = _SIGNATURES[id(ty)] = (ty, _kinds(ty.params), _kinds(ty.results))
-    return found[1], found[2]
+    ctypes once per type object."""
+    shape = _shape(ty)
+    return shape[0], shape[1]
 
 
 # The host exception behind the trap being unwound now. Traps cannot be caught by wasm,
@@ -226,11 +233,10 @@ def host_func(
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
-    params, results = core_signature(ty)
+    _, _, unpack, pack, size = _shape(ty)
     env = next(_NEXT_HOST)
     made.append(env)
-    pack = _packer(results, to_bytes=True) if results else None
-    _HOSTS[env] = (fn, _slots(params).unpack, pack, len(params) * _SLOT)
+    _HOSTS[env] = (fn, unpack, pack, size)
     out = ffi.wasmtime_func_t()
     _func_new_unchecked(store._context(), ty.ptr(), _CALLBACK_PTR, env, _FINALIZE, byref(out))
     return wasmtime.Func._from_raw(out)
