@@ -251,17 +251,27 @@ def lazy_host_func(
     """:func:`host_func` of the function ``build()`` makes, made when the guest first
     calls it (from then on that one is called directly): a componentize-py guest
     imports ~160 canon functions, of which an instance calls a few."""
-
-    def first_call(args: CoreValues) -> Sequence[Any]:
-        real = build()
-        entry = _HOSTS.get(env)
-        if entry is not None:
-            _HOSTS[env] = (real, entry[1], entry[2], entry[3])
-        return real(args)
-
-    func = host_func(store, ty, first_call, made)
-    env = made[-1]
+    first = _FirstCall(build)
+    func = host_func(store, ty, first, made)
+    first.env = made[-1]
     return func
+
+
+class _FirstCall:
+    """A lazy host function's first call: makes the function, puts it in its place."""
+
+    __slots__ = ("build", "env")
+
+    def __init__(self, build: Callable[[], HostCallback]) -> None:
+        self.build = build
+        self.env = 0
+
+    def __call__(self, args: CoreValues) -> Sequence[Any]:
+        real = self.build()
+        entry = _HOSTS.get(self.env)
+        if entry is not None:
+            _HOSTS[self.env] = (real, entry[1], entry[2], entry[3])
+        return real(args)
 
 
 _func_new_unchecked = _bindings._wasmtime_func_new_unchecked

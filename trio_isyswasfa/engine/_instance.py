@@ -253,6 +253,8 @@ _INSTANCE_NEW = ctypes.CFUNCTYPE(
     c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_void_p
 )(("wasmtime_instance_new", ffi.dll))
 _EXTERNS = ffi.wasmtime_extern_t
+_OF = _EXTERNS.of.offset  # where the item's union starts in a wasmtime_extern_t
+assert ffi.WASMTIME_EXTERN_FUNC.value == 0  # what a zeroed wasmtime_extern_t's kind is
 _ASYNC_ONLY = "`*_async` functions"  # what wasmtime says when a store admits only those
 
 
@@ -563,8 +565,8 @@ class CoreInstances:
             if isinstance(made, _Pending):
                 module_name, name = step.names[i]
                 made = owner._make(made, step.types[i], f"{module_name}.{name}")
-            extern = made._as_extern()
-            ctypes.memmove(pool_addr + slot * EXTERN_SIZE, ctypes.addressof(extern), EXTERN_SIZE)
+            # a zeroed slot's kind is already "func": only the function goes in
+            ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
         run.fetched += len(step.fetch) + len(step.make)
         # the import array: each import's 32 bytes cut out of a snapshot of the pool
         snapshot = ctypes.string_at(pool_addr, step.pool_size * EXTERN_SIZE)
