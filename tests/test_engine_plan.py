@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import wasmtime
 from test_engine_instance import ADDER, new_store, wat_component
 from test_engine_run import API, CASES, WAT, WIT, Host
@@ -268,3 +269,30 @@ def test_a_component_and_its_plan_go_together(run_wasm: bytes) -> None:
     del component, inst
     gc.collect()
     assert gone() is None  # the plan refers to its component, and does not keep it
+
+
+async def test_async_host_functions_on_the_fast_path_then_fibers(tmp_path: Path) -> None:
+    """The cheap order for a fiber instance: host functions (async ones too) and the
+    core instances made in a plain store, on the synchronous path, then the store
+    turned into a fiber store; a guest then waits in an async host function."""
+    import types
+
+    component = wat_component(tmp_path, ADDER)
+    store = new_store()
+
+    async def later() -> int:
+        await trio.lowlevel.checkpoint()
+        return 2
+
+    def doubled_later(x: int) -> Any:
+        factor = yield later  # the guest's fiber waits here
+        return factor * x
+
+    def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
+        return FiberStore.host_func(types.SimpleNamespace(store=store), ty, doubled_later)  # type: ignore[arg-type]
+
+    instances = CoreInstances(component, store, trampoline=trampoline)
+    assert not instances.statistics().async_path
+    fibers = FiberStore(store)
+    with trio.fail_after(5):
+        assert await fibers.call(instances.lifted("add").core, 5, 7) == 17
