@@ -16,11 +16,13 @@ and the module is instantiated with ``wasmtime_instance_new`` directly. Index sp
 are resolved when asked for (a componentize-py guest aliases ~1,500 core exports, of
 which an instance uses a few dozen).
 
-Stores whose guests run on fibers (:class:`~._fiber.FiberStore`: epoch yields or async
-host functions configured) admit only the async instantiation; an instance made in
-such a store falls back to it (``wasmtime_linker_instantiate_async``, one linker per
-module), which costs about ten times as much: make the instance in a plain store, then
-turn it into a fiber store. Modules with a start function always take the async path.
+Stores whose guests run on fibers (:class:`~._fiber.FiberStore`, which yields at epoch
+deadlines) admit only the async instantiation; an instance made in such a store falls
+back to it (``wasmtime_linker_instantiate_async``, one linker per module), several
+times slower. Async host functions among the imports do not force it: make the host
+functions and the instance in a plain store, then turn it into a fiber store. Modules
+with a start function always take the async path (a start function reaching an async
+host function on the synchronous path aborts the process).
 
 What only the canonical ABI can make (the core functions of ``canon lower``,
 ``resource.*`` and the async built-ins) comes from a ``trampoline`` callback, given
