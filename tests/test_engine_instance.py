@@ -148,7 +148,9 @@ def test_missing_imports_and_exports_are_link_errors(tmp_path: Path) -> None:
     component = wat_component(tmp_path, wat)
     CoreInstances(component, new_store())  # as written, it instantiates
     # an argument under another name than the module imports from: wasm-tools refuses
-    # to write that, so the model is edited as a hostile binary could make it
+    # to write that, so the model is edited as a hostile binary could make it (before
+    # its first instance: the plan made then is kept with the component)
+    component = wat_component(tmp_path, wat)
     instantiate = component.definitions[3]
     assert isinstance(instantiate, CoreInstantiate)
     instantiate.args = (("y", 0),)

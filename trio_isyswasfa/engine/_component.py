@@ -32,6 +32,8 @@ traceback) as ``__cause__``, and the instance is dead with that trap as its reas
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,12 +48,20 @@ from .._errors import (
     WasiError,
 )
 from ._abi import AbiContext, FuncAbi, func_abi
-from ._core import CoreFunc, CoreMemory, host_func, release_host_funcs
+from ._core import (
+    CoreFunc,
+    CoreMemory,
+    core_signature,
+    host_func,
+    lazy_host_func,
+    release_host_funcs,
+)
 from ._handles import CallScope, HandleTable
 from ._instance import CoreInstances, ImportedFunc, LiftedFunc, _Pending
 from ._layout import record_fields, variant_cases
 from ._model import (
     CanonBuiltin,
+    CanonLift,
     CanonLower,
     CanonOptions,
     CanonResource,
@@ -107,8 +117,36 @@ def exported_funcs(component: ComponentDef) -> dict[str, dict[str, FuncType]]:
     return out
 
 
+_LISTED: weakref.WeakKeyDictionary[
+    ComponentDef,
+    tuple[list[tuple[ImportedItem, ResourceType | None]], dict[str, dict[str, FuncType]]],
+] = weakref.WeakKeyDictionary()
+
+
+def _imports_and_exports(
+    component: ComponentDef,
+) -> tuple[list[tuple[ImportedItem, ResourceType | None]], dict[str, dict[str, FuncType]]]:
+    """:func:`imported_items` and :func:`exported_funcs`, worked out once per component
+    (every instance reads them; treat them as read-only)."""
+    found = _LISTED.get(component)
+    if found is None:
+        found = _LISTED[component] = (imported_items(component), exported_funcs(component))
+    return found
+
+
 def _encoding(options: CanonOptions) -> str:
     return str(options.string_encoding.value)
+
+
+def _abi_of(instance: CoreInstances, d: CanonLower | CanonLift) -> FuncAbi:
+    """``d``'s :class:`FuncAbi`, kept with the component's plan (``func_abi`` hashes the
+    whole function type on every look-up)."""
+    memo = instance.plan.derived
+    abi = memo.get(id(d))
+    if abi is None:
+        abi = memo[id(d)] = func_abi(d.type, _encoding(d.options))
+    assert isinstance(abi, FuncAbi)
+    return abi
 
 
 def _needs_memory(abi: FuncAbi) -> bool:
@@ -132,6 +170,7 @@ def _has_handles(t: ValType | None) -> bool:
     return True  # own, borrow, stream, future
 
 
+@functools.lru_cache(maxsize=1024)
 def _plain(abi: FuncAbi) -> AbiContext | None:
     """For a function whose values touch neither memory nor handles, one context all
     its calls can share (it keeps no per-call state); else ``None``."""
@@ -160,6 +199,7 @@ class _ComponentInstance(CoreInstances):
         self.table.defines.update(r.resource for r in component.resources)
         self.may_enter = True  # no call into it is running (no reentrance)
         self.may_leave = True  # it may call imports (not from post-return)
+        self._guest_memories: dict[tuple[int, int | None], CoreMemory] = {}
         super().__init__(component, owner.store, use_cache=use_cache, compiled=compiled, args=args)
         for r in component.resources:
             if r.dtor is not None:
@@ -193,10 +233,15 @@ class _ComponentInstance(CoreInstances):
         """The memory and ``realloc`` a canon's options name, or ``None``."""
         if options.memory is None:
             return None
-        realloc = None
-        if options.realloc is not None:
-            realloc = self.owner.core(self.funcs[options.realloc], "realloc")
-        return CoreMemory(self.store, self.memory(options.memory), realloc)
+        key = (options.memory, options.realloc)
+        found = self._guest_memories.get(key)
+        if found is None:  # lowerings share a few (memory, realloc) pairs: one each
+            realloc = None
+            if options.realloc is not None:
+                realloc = self.owner.core(self.funcs[options.realloc], "realloc")
+            found = CoreMemory(self.store, self.memory(options.memory), realloc)
+            self._guest_memories[key] = found
+        return found
 
 
 class OwnEngineInstance:
@@ -231,7 +276,7 @@ class OwnEngineInstance:
         self._cores: dict[int, CoreFunc] = {}
         self._made: list[int] = []  # our host functions in the store
         self._impls: dict[tuple[str, ...], Resolved] = {}
-        for item, rt in imported_items(component):
+        for item, rt in _imports_and_exports(component)[0]:
             impl = resolve_item(item)
             if rt is not None:
                 if isinstance(impl, _engine.ResourceDef):
@@ -239,7 +284,7 @@ class OwnEngineInstance:
             else:
                 path = (item.interface, item.name) if item.interface else (item.name,)
                 self._impls[path] = impl
-        self._exports = exported_funcs(component)
+        self._exports = _imports_and_exports(component)[1]
         try:
             self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
         except BaseException:
@@ -301,24 +346,30 @@ class OwnEngineInstance:
                 f"canon {definition.name} needs the component model's async ABI, "
                 "which this engine does not run yet"
             )
-        abi = func_abi(definition.type, _encoding(definition.options))
-        if (
-            tuple(str(t) for t in ty.params) != abi.import_core_params
-            or tuple(str(t) for t in ty.results) != abi.import_core_results
-        ):
+        abi = _abi_of(instance, definition)
+        if core_signature(ty) != (abi.import_core_params, abi.import_core_results):
             raise LinkError(f"a core module imports a lowering of {definition.type} wrongly typed")
         memory = instance.guest_memory(definition.options) if _needs_memory(abi) else None
+        make_call: Callable[[], Callable[..., Any]]
         if isinstance(callee, ImportedFunc):
             label = "#".join(callee.path)
             impl = self._impls.get(callee.path)
-            call = self._host_call(impl, callee.type, label)
+            if impl is None or isinstance(impl, _engine.ResourceDef):
+                raise LinkError(f"the host gives no function for {label}")
+            ftype = callee.type
+            make_call = lambda: self._host_call(impl, ftype, label)  # noqa: E731
         elif isinstance(callee, LiftedFunc):
             label = f"a composed component's export at byte offset {callee.lift.offset:#x}"
-            call = self.lifted(callee, label)
+            lifted = self.lifted(callee, label)
+            make_call = lambda: lifted  # noqa: E731
         else:
             raise LinkError(f"a canon lower of {callee!r}: nothing to call")
-        return host_func(
-            self.store, ty, self._lowered(instance, abi, memory, call, label), self._made
+        # made when first called: an instance calls few of its many imports
+        return lazy_host_func(
+            self.store,
+            ty,
+            lambda: self._lowered(instance, abi, memory, make_call(), label),
+            self._made,
         )
 
     def _lowered(
@@ -424,7 +475,7 @@ class OwnEngineInstance:
         options = func.lift.options
         if options.is_async:
             raise LinkError(f"{label} is an async export, which this engine cannot call yet")
-        abi = func_abi(func.lift.type, _encoding(options))
+        abi = _abi_of(instance, func.lift)
         memory = instance.guest_memory(options) if _needs_memory(abi) else None
         core = self.core(func.core, label)
         post = None

@@ -22,6 +22,7 @@ and its traceback survive as the trap's cause.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import struct
 from collections.abc import Callable, Sequence
@@ -53,6 +54,30 @@ def _kinds(types: Sequence[Any]) -> tuple[str, ...]:
     return kinds
 
 
+_SHAPE = "_isyswasfa_shape"  # where a type object keeps its shape: it goes with the type
+
+
+def _shape(ty: wasmtime.FuncType) -> tuple[Any, ...]:
+    """``(params, results, unpack, pack, size)`` of a core function type, worked out
+    once per type object and kept on it: a component's modules import the same type
+    objects for every instance, and a host function of that type needs all of them
+    (a table keyed on the types would keep them, and through them their modules)."""
+    found: tuple[Any, ...] | None = ty.__dict__.get(_SHAPE)
+    if found is None:
+        params, results = _kinds(ty.params), _kinds(ty.results)
+        pack = _packer(results, to_bytes=True) if results else None
+        found = (params, results, _slots(params).unpack, pack, len(params) * _SLOT)
+        setattr(ty, _SHAPE, found)
+    return found
+
+
+def core_signature(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A core function type's parameter and result kinds (``i32``…), read through
+    ctypes once per type object."""
+    shape = _shape(ty)
+    return shape[0], shape[1]
+
+
 # The host exception behind the trap being unwound now. Traps cannot be caught by wasm,
 # so the next core call to return with a trap is the one this exception unwinds.
 _unwinding: list[BaseException] = []
@@ -73,12 +98,14 @@ _FORMATS = {"i32": "I12x", "i64": "Q8x", "f32": "f12x", "f64": "d8x"}
 _MASKS = {"i32": " & 0xFFFFFFFF", "i64": " & 0xFFFFFFFFFFFFFFFF", "f32": "", "f64": ""}
 
 
+@functools.lru_cache(maxsize=256)
 def _slots(kinds: tuple[str, ...]) -> struct.Struct:
     """The layout of core values in a ``wasmtime_val_raw_t`` array: one ``struct``
     call reads or writes them all (i32 and i64 read back unsigned)."""
     return struct.Struct("<" + "".join(_FORMATS[k] for k in kinds))
 
 
+@functools.lru_cache(maxsize=512)
 def _packer(kinds: tuple[str, ...], *, to_bytes: bool = False) -> Callable[..., Any]:
     """``pack(buffer, values)`` (or ``pack(*values) -> bytes``) for values of ``kinds``,
     signed or unsigned."""
@@ -194,6 +221,9 @@ _CALLBACK = ctypes.CFUNCTYPE(
 _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_host_finalize)
 
 
+_CALLBACK_PTR = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
+
+
 def host_func(
     store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback, made: list[int]
 ) -> wasmtime.Func:
@@ -203,17 +233,49 @@ def host_func(
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
-    params, results = _kinds(ty.params), _kinds(ty.results)
+    _, _, unpack, pack, size = _shape(ty)
     env = next(_NEXT_HOST)
     made.append(env)
-    pack = _packer(results, to_bytes=True) if results else None
-    _HOSTS[env] = (fn, _slots(params).unpack, pack, len(params) * _SLOT)
+    _HOSTS[env] = (fn, unpack, pack, size)
     out = ffi.wasmtime_func_t()
-    callback = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
-    ffi.wasmtime_func_new_unchecked(
-        store._context(), ty.ptr(), callback, env, _FINALIZE, ctypes.byref(out)
-    )
+    _func_new_unchecked(store._context(), ty.ptr(), _CALLBACK_PTR, env, _FINALIZE, byref(out))
     return wasmtime.Func._from_raw(out)
+
+
+def lazy_host_func(
+    store: wasmtime.Store,
+    ty: wasmtime.FuncType,
+    build: Callable[[], HostCallback],
+    made: list[int],
+) -> wasmtime.Func:
+    """:func:`host_func` of the function ``build()`` makes, made when the guest first
+    calls it (from then on that one is called directly): a componentize-py guest
+    imports ~160 canon functions, of which an instance calls a few."""
+    first = _FirstCall(build)
+    func = host_func(store, ty, first, made)
+    first.env = made[-1]
+    return func
+
+
+class _FirstCall:
+    """A lazy host function's first call: makes the function, puts it in its place."""
+
+    __slots__ = ("build", "env")
+
+    def __init__(self, build: Callable[[], HostCallback]) -> None:
+        self.build = build
+        self.env = 0
+
+    def __call__(self, args: CoreValues) -> Sequence[Any]:
+        real = self.build()
+        entry = _HOSTS.get(self.env)
+        if entry is not None:
+            _HOSTS[self.env] = (real, entry[1], entry[2], entry[3])
+        return real(args)
+
+
+_func_new_unchecked = _bindings._wasmtime_func_new_unchecked
+byref = ctypes.byref
 
 
 class CoreMemory:

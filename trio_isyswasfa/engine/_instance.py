@@ -1,13 +1,28 @@
 """Stage 2 of our own engine: a component's core instances on wasmtime's core API.
 
-:class:`CoreInstances` walks a :class:`~._model.ComponentDef`'s definitions in binary
-order and makes every core instance the component defines: core modules compiled
-(and cached on disk, like :func:`trio_isyswasfa._engine.compile_component`), their
+:class:`CoreInstances` makes one instance of a read :class:`~._model.ComponentDef`:
+every core instance it and its nested components define, core modules compiled (and
+cached on disk, like :func:`trio_isyswasfa._engine.compile_component`, and in the
+process: one :class:`wasmtime.Module` per module, shared by every instance), their
 imports taken from earlier core instances, inline core instances and aliases of core
-exports, as the index spaces say. Nested components are instantiated the same way,
-recursively, with their arguments (functions, instances, core modules, components)
-taken from the enclosing component's index spaces, so composed components and
-componentize-py's shim components come out whole.
+exports, as the index spaces say. Composed components and componentize-py's shim
+components come out whole.
+
+The walk over the definitions happens once per component (:mod:`._plan`); an instance
+replays the plan: for each core module, the imports it needs are fetched from earlier
+instances into one pool of ``wasmtime_extern_t`` (once per item, however many modules
+import it), cut out of the pool's bytes into the module's import array with one join,
+and the module is instantiated with ``wasmtime_instance_new`` directly. Index spaces
+are resolved when asked for (a componentize-py guest aliases ~1,500 core exports, of
+which an instance uses a few dozen).
+
+Stores whose guests run on fibers (:class:`~._fiber.FiberStore`, which yields at epoch
+deadlines) admit only the async instantiation; an instance made in such a store falls
+back to it (``wasmtime_linker_instantiate_async``, one linker per module), several
+times slower. Async host functions among the imports do not force it: make the host
+functions and the instance in a plain store, then turn it into a fiber store. Modules
+with a start function always take the async path (a start function reaching an async
+host function on the synchronous path aborts the process).
 
 What only the canonical ABI can make (the core functions of ``canon lower``,
 ``resource.*`` and the async built-ins) comes from a ``trampoline`` callback, given
@@ -26,8 +41,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from ctypes import c_bool, c_char_p, c_size_t, c_void_p
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,34 +53,32 @@ from wasmtime import _ffi as ffi
 from wasmtime._extern import wrap_extern
 
 from .. import _engine  # for now the stock seam owns the wasmtime engine and the cache folder
-from .._errors import GuestTrap, LinkError, LoadError
+from .._errors import GuestTrap, InternalError, LinkError, LoadError
 from . import _fiber
 from ._model import (
-    AliasExport,
-    AliasOuter,
     CanonBuiltin,
     CanonLift,
     CanonLower,
     CanonResource,
     ComponentDef,
-    CoreInlineInstance,
-    CoreInstantiate,
     CoreModule,
-    CoreTypeDef,
     Definition,
-    Export,
-    Import,
-    InlineInstance,
-    InstanceType,
-    Instantiate,
-    Item,
-    ResourceDef,
     Sort,
     Start,
-    TypeDef,
-    Value,
 )
-from ._types import FuncType
+from ._plan import (
+    EXTERN_SIZE,
+    CanonRef,
+    CoreStep,
+    ExportRef,
+    ImportedFunc,
+    InstancePlan,
+    LiftRef,
+    NestedStep,
+    RealInstance,
+    build_plan,
+    imports_of,
+)
 
 CoreExtern = wasmtime.Func | wasmtime.Table | wasmtime.Memory | wasmtime.Global
 """A core export: what a core instance index space entry holds by name."""
@@ -77,31 +92,41 @@ as; the third argument is the component function a ``canon lower`` lowers."""
 
 _MODULE_SETTINGS = "core-epoch"
 
+# compiled modules by their bytes' digest, while anything holds them
+_MODULES: weakref.WeakValueDictionary[str, wasmtime.Module] = weakref.WeakValueDictionary()
+
 
 def compile_module(data: bytes | memoryview, *, use_cache: bool = True) -> wasmtime.Module:
-    """Compile a core module with the process-wide engine, reusing an on-disk compiled
-    copy keyed on the bytes (the same cache folder as whole components)."""
-    eng = _engine.engine()
+    """Compile a core module with the process-wide engine, reusing a copy compiled
+    earlier in this process or on disk, keyed on the bytes (the on-disk copy lives in
+    the same cache folder as whole components)."""
     key = hashlib.sha256(data).hexdigest()
+    found = _MODULES.get(key)
+    if found is not None:
+        return found
+    eng = _engine.engine()
     version = getattr(wasmtime, "__version__", "unknown")
     cached = _engine.cache_dir() / f"{key}-wasmtime-{version}-{_MODULE_SETTINGS}.cwasm"
+    module: wasmtime.Module | None = None
     if use_cache and cached.exists():
         try:
-            return wasmtime.Module.deserialize_file(eng, str(cached))
+            module = wasmtime.Module.deserialize_file(eng, str(cached))
         except wasmtime.WasmtimeError:
             cached.unlink(missing_ok=True)  # stale or corrupt: compile again
-    try:
-        module = wasmtime.Module(eng, bytes(data))
-    except wasmtime.WasmtimeError as exc:
-        raise LoadError(f"cannot compile core module: {_first_line(str(exc))}") from exc
-    if use_cache:
+    if module is None:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(bytes(module.serialize()))
-            tmp.replace(cached)
-        except OSError:
-            pass  # a read-only cache only costs time
+            module = wasmtime.Module(eng, bytes(data))
+        except wasmtime.WasmtimeError as exc:
+            raise LoadError(f"cannot compile core module: {_first_line(str(exc))}") from exc
+        if use_cache:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(bytes(module.serialize()))
+                tmp.replace(cached)
+            except OSError:
+                pass  # a read-only cache only costs time
+    _MODULES[key] = module
     return module
 
 
@@ -109,8 +134,8 @@ def compile_modules(
     component: ComponentDef, *, use_cache: bool = True
 ) -> dict[int, wasmtime.Module]:
     """Every core module of ``component`` and its nested components, compiled, by the
-    module's byte offset (unique in one binary): give it to :class:`CoreInstances` to
-    instantiate many times without compiling or deserialising again."""
+    module's byte offset (unique in one binary): compiles ahead of the first instance
+    (:class:`CoreInstances` keeps a component's modules with its plan anyway)."""
     return {
         m.offset: compile_module(m.data, use_cache=use_cache)
         for c in component.walk()
@@ -118,19 +143,37 @@ def compile_modules(
     }
 
 
-_IMPORTS: weakref.WeakKeyDictionary[wasmtime.Module, list[tuple[str, str, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+def instance_plan(
+    component: ComponentDef,
+    *,
+    compiled: Mapping[int, wasmtime.Module] | None = None,
+    use_cache: bool = True,
+) -> InstancePlan:
+    """The plan every instance of ``component`` replays (made once, kept with the
+    component in its ``engine_cache``), with its core modules: those of ``compiled`` by byte offset,
+    the rest compiled (or loaded from the caches).
+
+    Raises:
+      LoadError: a core module does not compile.
+      LinkError: the component's core instances do not fit together (see
+        :func:`~._plan.build_plan`).
+    """
+    plan = component.engine_cache.get("plan")
+    if isinstance(plan, InstancePlan) and (
+        not compiled or all(plan.modules.get(k) is m for k, m in compiled.items())
+    ):
+        return plan
+    given = compiled or {}
+
+    def module(d: CoreModule) -> wasmtime.Module:
+        found = given.get(d.offset)
+        return found if found is not None else compile_module(d.data, use_cache=use_cache)
+
+    made = component.engine_cache["plan"] = build_plan(component, module)
+    return made
 
 
-def _imports_of(module: wasmtime.Module) -> list[tuple[str, str, Any]]:
-    """A module's imports as ``(module, name, type)``, worked out once per module
-    (wasmtime-py rebuilds them through ctypes on every ``Module.imports``)."""
-    found = _IMPORTS.get(module)
-    if found is None:
-        found = [(imp.module, imp.name or "", imp.type) for imp in module.imports]
-        _IMPORTS[module] = found
-    return found
+_imports_of = imports_of
 
 
 def _first_line(text: str) -> str:
@@ -187,46 +230,7 @@ class LiftedFunc:
     owner: CoreInstances
 
 
-@dataclass(frozen=True, slots=True)
-class ImportedFunc:
-    """A function the outermost component imports: ``path`` is the import name and,
-    for a function of an imported instance, the export name in it."""
-
-    path: tuple[str, ...]
-    type: FuncType
-
-
 ComponentFunc = LiftedFunc | ImportedFunc
-
-
-class _ImportedInstance(Mapping[str, Any]):
-    """An instance the outermost component imports: each function in it is an
-    :class:`ImportedFunc` (types and resources are the host's, and carry no value)."""
-
-    __slots__ = ("_path", "_type")
-
-    def __init__(self, path: tuple[str, ...], ty: InstanceType) -> None:
-        self._path = path
-        self._type = ty
-
-    def __getitem__(self, name: str) -> Any:
-        return _imported((*self._path, name), self._type.export(name), name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([n for n, _ in self._type.exports])
-
-    def __len__(self) -> int:
-        return len(self._type.exports)
-
-
-def _imported(path: tuple[str, ...], item: Item | None, name: str) -> Any:
-    if item is None:
-        raise KeyError(name)
-    if isinstance(item, FuncType):
-        return ImportedFunc(path, item)
-    if isinstance(item, InstanceType):
-        return _ImportedInstance(path, item)
-    return item  # a type, a value, a component or core module type: nothing to run
 
 
 class _Pending:
@@ -243,20 +247,226 @@ class _Pending:
         self.made: wasmtime.Func | None = None
 
 
+# the C functions, prototyped on plain addresses: no ctypes object per call
+_EXPORT_GET = ctypes.CFUNCTYPE(c_bool, c_void_p, c_void_p, c_char_p, c_size_t, c_void_p)(
+    ("wasmtime_instance_export_get", ffi.dll)
+)
+_INSTANCE_NEW = ctypes.CFUNCTYPE(
+    c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_void_p
+)(("wasmtime_instance_new", ffi.dll))
+_EXTERNS = ffi.wasmtime_extern_t
+_OF = _EXTERNS.of.offset  # where the item's union starts in a wasmtime_extern_t
+assert ffi.WASMTIME_EXTERN_FUNC.value == 0  # what a zeroed wasmtime_extern_t's kind is
+_ASYNC_ONLY = "`*_async` functions"  # what wasmtime says when a store admits only those
+
+
+@dataclass(frozen=True, slots=True)
+class InstantiationStatistics:
+    """What making one component instance took (:meth:`CoreInstances.statistics`)."""
+
+    core_instances: int
+    """Core modules instantiated."""
+    imports: int
+    """Core imports linked, over all of them."""
+    fetched: int
+    """Distinct items those imports name (each fetched or made once)."""
+    wasmtime_seconds: float
+    """Spent in wasmtime's own instantiation calls."""
+    fetch_seconds: float
+    """Spent fetching the imports' items from earlier instances
+    (``wasmtime_instance_export_get``, one call each): with the instantiation calls,
+    the floor under instantiating through wasmtime's C API."""
+    async_path: bool
+    """Whether the store made the instance take the async instantiation."""
+
+
+class _Run:
+    """One replay of a plan in one store: what the plan's references stand for there."""
+
+    __slots__ = (
+        "async_only",
+        "ctx",
+        "externs",
+        "fetch_seconds",
+        "fetched",
+        "instance_addr",
+        "instances",
+        "lifts",
+        "objects",
+        "plan",
+        "pool",
+        "pool_addr",
+        "raw",
+        "seconds",
+        "store",
+    )
+
+    def __init__(self, plan: InstancePlan, store: wasmtime.Store) -> None:
+        self.plan = plan
+        self.store = store
+        self.ctx = ctypes.cast(store._context(), c_void_p).value
+        self.pool = (_EXTERNS * max(len(plan.pool), 1))()
+        self.pool_addr = ctypes.addressof(self.pool)
+        self.raw: list[Any] = [None] * plan.instances  # wasmtime_instance_t of each
+        self.instance_addr: list[int] = [0] * plan.instances
+        self.instances: dict[int, _Exports] = {}
+        self.objects: list[CoreInstances | None] = [None] * len(plan.nodes)
+        self.externs: dict[ExportRef, Any] = {}
+        self.lifts: dict[int, LiftedFunc] = {}
+        self.async_only = False
+        self.seconds = 0.0
+        self.fetch_seconds = 0.0
+        self.fetched = 0
+
+    def resolve(self, value: Any) -> Any:
+        """The run-time value behind a plan's value."""
+        kind = type(value)
+        if kind is ExportRef:
+            return self.export(value)
+        if kind is CanonRef:
+            owner = self.objects[value.node]
+            assert owner is not None
+            return owner._canon(value.index)
+        if kind is LiftRef:
+            return self.lifted(value)
+        if kind is RealInstance:
+            return self.core_instance(value.index)
+        if kind is dict:
+            return _Resolved(value, self)
+        return value
+
+    def export(self, ref: ExportRef) -> Any:
+        found = self.externs.get(ref)
+        if found is None:
+            item = _EXTERNS()
+            raw = ref.name.encode()
+            if not _EXPORT_GET(
+                self.ctx, self.instance_addr[ref.instance], raw, len(raw), ctypes.addressof(item)
+            ):
+                raise InternalError(f"core instance {ref.instance} lost its export {ref.name!r}")
+            found = self.externs[ref] = _wrap(item)
+        return found
+
+    def core_instance(self, index: int) -> _Exports:
+        found = self.instances.get(index)
+        if found is None:
+            module = _instance_module(self.plan, index)
+            instance = wasmtime.Instance._from_raw(self.raw[index])
+            found = self.instances[index] = _Exports(self.store, instance, module)
+        return found
+
+    def lifted(self, ref: LiftRef) -> LiftedFunc:
+        found = self.lifts.get(id(ref))
+        if found is None:
+            core = self.resolve(ref.core)
+            if not isinstance(core, wasmtime.Func):
+                raise LinkError(
+                    f"the lift at byte offset {ref.lift.offset:#x} lifts no core export"
+                )
+            owner = self.objects[ref.node]
+            assert owner is not None
+            found = self.lifts[id(ref)] = LiftedFunc(ref.lift, core, owner)
+        return found
+
+
+_FUNC, _MEMORY = ffi.WASMTIME_EXTERN_FUNC.value, ffi.WASMTIME_EXTERN_MEMORY.value
+
+
+def _wrap(item: Any) -> Any:
+    """``wrap_extern`` for the common kinds, without its import statement per call."""
+    kind = item.kind
+    if kind == _FUNC:
+        return wasmtime.Func._from_raw(item.of.func)
+    if kind == _MEMORY:
+        return wasmtime.Memory._from_raw(item.of.memory)
+    return wrap_extern(item)
+
+
+def _instance_module(plan: InstancePlan, index: int) -> wasmtime.Module:
+    for node in plan.nodes:
+        for step in node.steps:
+            if isinstance(step, CoreStep) and step.instance == index:
+                return step.module
+    raise InternalError(f"the plan has no core instance {index}")
+
+
+class _Resolved(Mapping[str, Any]):
+    """A plan's instance (a dict of references), resolved name by name when asked."""
+
+    __slots__ = ("_items", "_run")
+
+    def __init__(self, items: dict[str, Any], run: _Run) -> None:
+        self._items = items
+        self._run = run
+
+    def __getitem__(self, name: str) -> Any:
+        return self._run.resolve(self._items[name])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Space(Sequence[Any]):
+    """An index space of a plan's node, resolved entry by entry when asked."""
+
+    __slots__ = ("_items", "_run")
+
+    def __init__(self, items: list[Any], run: _Run) -> None:
+        self._items = items
+        self._run = run
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._run.resolve(v) for v in self._items[index]]
+        return self._run.resolve(self._items[index])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _RawExtern:
+    """An import as :func:`~._fiber.instantiate` takes it, without making a wasmtime-py
+    object of it first."""
+
+    __slots__ = ("_extern",)
+
+    def __init__(self, extern: Any) -> None:
+        self._extern = extern
+
+    def _as_extern(self) -> Any:
+        return self._extern
+
+
+class _NodeSlot:
+    """What a nested component instance is made with: the replay it is part of."""
+
+    __slots__ = ("node", "run")
+
+    def __init__(self, run: _Run, node: int) -> None:
+        self.run = run
+        self.node = node
+
+
 class CoreInstances:
     """One instance of a component: every core instance it and its nested components
     define, made in a wasmtime store.
 
     Args:
-      component: the component, as read.
+      component: the component, as read (its plan is made on the first instance and
+        kept with it: do not change its definitions afterwards).
       store: the store to instantiate in (its epoch deadline is the caller's business).
       trampoline: makes the core functions of canon definitions when a module imports
         one; ``None`` refuses any such import.
       use_cache: whether compiled modules are cached on disk.
-      compiled: the component's modules compiled by :func:`compile_modules` (else each
-        instantiation compiles them, or loads them from the disk cache).
-      args: for a nested component, its instantiation arguments by import name (the
-        outermost component's imports become :class:`ImportedFunc` and the like).
+      compiled: the component's modules compiled by :func:`compile_modules` (else the
+        first instance compiles them, or loads them from the caches).
+      args: only for nested component instances, made by :meth:`_nested`.
 
     Raises:
       LoadError: a core module does not compile.
@@ -273,119 +483,54 @@ class CoreInstances:
         trampoline: Trampoline | None = None,
         use_cache: bool = True,
         compiled: Mapping[int, wasmtime.Module] | None = None,
-        args: Mapping[str, Any] | None = None,
+        args: Any = None,
     ) -> None:
         self.component = component
         self.store = store
         self._trampoline = trampoline
         self._use_cache = use_cache
         self._compiled = compiled or {}
-        self._args = args
-        self.modules: list[wasmtime.Module | None] = []
-        self.instances: list[Mapping[str, Any]] = []
-        self.funcs: list[wasmtime.Func | _Pending | None] = []
-        self.memories: list[wasmtime.Memory | None] = []
-        self.tables: list[wasmtime.Table | None] = []
-        self.globals: list[wasmtime.Global | None] = []
+        if isinstance(args, _NodeSlot):
+            run, node = args.run, args.run.plan.nodes[args.node]
+        elif args is None:
+            plan = instance_plan(component, compiled=compiled, use_cache=use_cache)
+            run, node = _Run(plan, store), plan.nodes[0]
+        else:
+            raise TypeError("a component instance is made from its component alone")
+        self._run = run
+        self._node = node
+        self._pending: dict[int, _Pending] = {}
+        run.objects[node.index] = self
+        spaces = node.spaces
+        self.modules: list[wasmtime.Module] = list(spaces[Sort.CORE_MODULE])
+        self.instances = _Space(spaces[Sort.CORE_INSTANCE], run)
+        self.funcs = _Space(spaces[Sort.CORE_FUNC], run)
+        self.memories = _Space(spaces[Sort.CORE_MEMORY], run)
+        self.tables = _Space(spaces[Sort.CORE_TABLE], run)
+        self.globals = _Space(spaces[Sort.CORE_GLOBAL], run)
         # the component-level index spaces that carry something at run time
-        self.component_funcs: list[ComponentFunc] = []
-        self.component_instances: list[Mapping[str, Any]] = []
-        self.components: list[ComponentDef] = []
-        self.exports: dict[str, Any] = {}
+        self.component_funcs = _Space(spaces[Sort.FUNC], run)
+        self.component_instances = _Space(spaces[Sort.INSTANCE], run)
+        self.components: list[ComponentDef] = list(spaces[Sort.COMPONENT])
+        self.exports: Mapping[str, Any] = _Resolved(node.exports, run)
         self.nested: list[CoreInstances] = []
-        self._spaces: dict[Sort, list[Any]] = {
-            Sort.CORE_MODULE: self.modules,
-            Sort.CORE_INSTANCE: self.instances,
-            Sort.CORE_FUNC: self.funcs,
-            Sort.CORE_MEMORY: self.memories,
-            Sort.CORE_TABLE: self.tables,
-            Sort.CORE_GLOBAL: self.globals,
-            Sort.FUNC: self.component_funcs,
-            Sort.INSTANCE: self.component_instances,
-            Sort.COMPONENT: self.components,
-            Sort.TYPE: [],
-            Sort.VALUE: [],
-            Sort.CORE_TYPE: [],
-        }
-        for definition in component.definitions:
-            self._define(definition)
+        for step in node.steps:
+            if isinstance(step, CoreStep):
+                self._core_step(step)
+            elif isinstance(step, NestedStep):
+                child = run.plan.nodes[step.node]
+                self.nested.append(self._nested(child.component, _NodeSlot(run, step.node)))
+            else:
+                self._define(step.definition)
 
-    # -- the walk -------------------------------------------------------------------------
+    # -- the replay -----------------------------------------------------------------------
 
     def _define(self, d: Definition) -> None:
-        spaces = self._spaces
-        if isinstance(d, CoreModule):
-            self.modules.append(self._module(d))
-        elif isinstance(d, CoreInstantiate):
-            self.instances.append(self._instantiate(d))
-        elif isinstance(d, CoreInlineInstance):
-            self.instances.append({name: spaces[sort][idx] for name, sort, idx in d.exports})
-        elif isinstance(d, AliasExport):
-            source = (self.instances if d.core else self.component_instances)[d.instance]
-            if d.name not in source:
-                raise LinkError(f"instance {d.instance} has no export {d.name!r}")
-            spaces[d.sort].append(source[d.name])
-        elif isinstance(d, CanonLower):
-            self.funcs.append(_Pending(d, self.component_funcs[d.func]))
-        elif isinstance(d, CanonResource | CanonBuiltin):
-            self.funcs.append(_Pending(d, None))
-        elif isinstance(d, CanonLift):
-            core = self.funcs[d.core_func]
-            if not isinstance(core, wasmtime.Func):
-                raise LinkError(f"the lift at byte offset {d.offset:#x} lifts no core export")
-            self.component_funcs.append(LiftedFunc(d, core, self))
-        elif isinstance(d, Import):
-            spaces[d.sort].append(self._import(d))
-        elif isinstance(d, Export):
-            value = spaces[d.sort][d.index]
-            self.exports[d.name] = value
-            spaces[d.sort].append(value)
-        elif isinstance(d, Instantiate):
-            self.component_instances.append(self._instantiate_component(d))
-        elif isinstance(d, InlineInstance):
-            self.component_instances.append(
-                {name: spaces[sort][idx] for name, sort, idx in d.exports}
-            )
-        elif isinstance(d, ComponentDef):
-            self.components.append(d)
-        elif isinstance(d, AliasOuter):
-            spaces[d.sort].append(self._outer(d))
-        elif isinstance(d, TypeDef | ResourceDef):
-            spaces[Sort.TYPE].append(d)
-        elif isinstance(d, CoreTypeDef):
-            spaces[Sort.CORE_TYPE].append(d)
-        elif isinstance(d, Value):
-            spaces[Sort.VALUE].append(d)
-        elif isinstance(d, Start):
+        """A definition the plan leaves to the instance: a component start function."""
+        if isinstance(d, Start):
             raise LinkError("component start functions (🪙) are not supported")
 
-    def _import(self, d: Import) -> Any:
-        if self._args is None:
-            return _imported((d.name,), d.item, d.name)
-        if d.name not in self._args:
-            raise LinkError(f"nested component instantiated without its import {d.name!r}")
-        return self._args[d.name]
-
-    def _outer(self, d: AliasOuter) -> Any:
-        target = d.target
-        if isinstance(target, CoreModule):
-            return self._module(target)
-        return target  # a component definition or a type
-
-    def _module(self, d: CoreModule) -> wasmtime.Module:
-        module = self._compiled.get(d.offset)
-        if module is None:
-            module = compile_module(d.data, use_cache=self._use_cache)
-        return module
-
-    def _instantiate_component(self, d: Instantiate) -> Mapping[str, Any]:
-        spaces = self._spaces
-        args = {name: spaces[sort][idx] for name, sort, idx in d.args}
-        nested = self._nested(self.components[d.component], args)
-        self.nested.append(nested)
-        return nested.exports
-
-    def _nested(self, component: ComponentDef, args: Mapping[str, Any]) -> CoreInstances:
+    def _nested(self, component: ComponentDef, args: Any) -> CoreInstances:
         """An instance of a nested component (a subclass makes its own kind)."""
         return CoreInstances(
             component,
@@ -396,31 +541,93 @@ class CoreInstances:
             args=args,
         )
 
-    def _instantiate(self, d: CoreInstantiate) -> Mapping[str, Any]:
-        module = self.modules[d.module]
-        if module is None:
-            raise LinkError(f"core module {d.module} is not defined by this component")
-        args = {name: self.instances[idx] for name, idx in d.args}
-        imports: list[Any] = []
-        for module_name, name, ty in _imports_of(module):
-            given = args.get(module_name)
-            value = None if given is None else given.get(name)
-            if value is None:
-                raise LinkError(
-                    f"core module {d.module} imports {module_name}.{name}, which its "
-                    f"instantiation (at byte offset {d.offset:#x}) does not provide"
-                )
-            if isinstance(value, _Pending):
-                value = value.made or self._make(value, ty, f"{module_name}.{name}")
-            imports.append(value)
+    def _canon(self, index: int) -> Any:
+        """Canon-defined core function ``index`` of this instance: made, or pending."""
+        pending = self._pending.get(index)
+        if pending is None:
+            definition, callee = self._node.canons[index]
+            callee = None if callee is None else self._run.resolve(callee)
+            pending = self._pending[index] = _Pending(definition, callee)
+        return pending.made or pending
+
+    def _core_step(self, step: CoreStep) -> None:
+        run = self._run
+        ctx, pool_addr, addrs = run.ctx, run.pool_addr, run.instance_addr
+        start = time.perf_counter()
+        for slot, instance, raw_name, size in step.fetch:
+            if not _EXPORT_GET(
+                ctx, addrs[instance], raw_name, size, pool_addr + slot * EXTERN_SIZE
+            ):
+                raise InternalError(f"core instance {instance} lost its export {raw_name!r}")
+        run.fetch_seconds += time.perf_counter() - start
+        for slot, ref, i in step.make:
+            owner = run.objects[ref.node]  # the node whose steps these are
+            assert owner is not None
+            made = owner._canon(ref.index)
+            if isinstance(made, _Pending):
+                module_name, name = step.names[i]
+                made = owner._make(made, step.types[i], f"{module_name}.{name}")
+            # a zeroed slot's kind is already "func": only the function goes in
+            ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
+        run.fetched += len(step.fetch) + len(step.make)
+        # the import array: each import's 32 bytes cut out of a snapshot of the pool
+        snapshot = ctypes.string_at(pool_addr, step.pool_size * EXTERN_SIZE)
+        imports = b"".join(map(snapshot.__getitem__, step.slices))
+        start = time.perf_counter()
         try:
-            # the async path: the one a store whose guests run on fibers admits
-            instance = _fiber.instantiate(self.store, module, imports)
+            if step.has_start or run.async_only:
+                raw = self._instantiate_async(step, imports)
+            else:
+                raw = self._instantiate(step, imports)
+        finally:
+            run.seconds += time.perf_counter() - start
+        run.raw[step.instance] = raw
+        run.instance_addr[step.instance] = ctypes.addressof(raw)
+
+    def _instantiate(self, step: CoreStep, imports: Any) -> Any:
+        """``wasmtime_instance_new``: the synchronous path, from the import array."""
+        run = self._run
+        raw = ffi.wasmtime_instance_t()
+        trap = c_void_p()
+        error = _INSTANCE_NEW(
+            run.ctx,
+            ctypes.cast(step.module.ptr(), c_void_p).value,
+            imports or None,  # read only: wasmtime copies what it keeps
+            len(step.slices),
+            ctypes.addressof(raw),
+            ctypes.addressof(trap),
+        )
+        if error:
+            exc = wasmtime.WasmtimeError._from_ptr(
+                ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+            )
+            if _ASYNC_ONLY in str(exc):  # a fiber store: the async path from now on
+                run.async_only = True
+                return self._instantiate_async(step, imports)
+            raise LinkError(
+                f"cannot instantiate core module {step.module_index}: {_first_line(str(exc))}"
+            ) from exc
+        if trap.value:
+            reason = wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
+            raise GuestTrap(
+                f"core module {step.module_index} trapped starting: "
+                f"{_engine.trap_reason(reason.message)}"
+            ) from reason
+        return raw
+
+    def _instantiate_async(self, step: CoreStep, imports: Any) -> Any:
+        """The async path (a fiber store, or a start function that may suspend)."""
+        array = (_EXTERNS * len(step.slices)).from_buffer_copy(imports)
+        items = list(map(_RawExtern, array))
+        try:
+            instance = _fiber.instantiate(self.store, step.module, items)
         except GuestTrap as exc:
-            raise GuestTrap(f"core module {d.module} trapped starting: {exc}") from exc.__cause__
+            raise GuestTrap(
+                f"core module {step.module_index} trapped starting: {exc}"
+            ) from exc.__cause__
         except LinkError as exc:
-            raise LinkError(f"cannot instantiate core module {d.module}: {exc}") from exc
-        return _Exports(self.store, instance, module)
+            raise LinkError(f"cannot instantiate core module {step.module_index}: {exc}") from exc
+        return instance._instance
 
     def _make(self, pending: _Pending, ty: Any, where: str) -> wasmtime.Func:
         if not isinstance(ty, wasmtime.FuncType):
@@ -455,7 +662,7 @@ class CoreInstances:
     def memory(self, index: int) -> wasmtime.Memory:
         """Core memory ``index`` (a canonical option's ``memory``)."""
         memory = self.memories[index]
-        if memory is None:
+        if not isinstance(memory, wasmtime.Memory):
             raise LinkError(f"core memory {index} has no value")
         return memory
 
@@ -465,3 +672,31 @@ class CoreInstances:
         for nested in self.nested:
             out.extend(nested.walk())
         return out
+
+    @property
+    def plan(self) -> InstancePlan:
+        """The component's plan, shared by all its instances."""
+        return self._run.plan
+
+    def statistics(self) -> InstantiationStatistics:
+        """What making this instance (with its nested ones) took."""
+        run = self._run
+        return InstantiationStatistics(
+            core_instances=run.plan.instances,
+            imports=run.plan.imports,
+            fetched=run.fetched,
+            wasmtime_seconds=run.seconds,
+            fetch_seconds=run.fetch_seconds,
+            async_path=run.async_only,
+        )
+
+
+__all__ = [
+    "CoreInstances",
+    "ImportedFunc",
+    "InstantiationStatistics",
+    "LiftedFunc",
+    "compile_module",
+    "compile_modules",
+    "instance_plan",
+]

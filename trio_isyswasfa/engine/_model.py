@@ -361,7 +361,7 @@ class CustomSection:
     data: memoryview
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class ComponentDef:
     """A component as read: definitions in binary order, index spaces, imports, exports.
 
@@ -379,6 +379,10 @@ class ComponentDef:
     resources: list[ResourceDef] = field(default_factory=list)
     custom_sections: list[CustomSection] = field(default_factory=list)
     name: str | None = None
+    engine_cache: dict[str, object] = field(default_factory=dict, repr=False)
+    """What the engine works out once per component and keeps with it (the plan its
+    instances replay): kept here, not in a table keyed on the component, so that it
+    goes when the component goes, though it refers to it."""
 
     def space(self, sort: Sort) -> list[Definition]:
         """The index space of ``sort`` (empty if nothing defines one)."""
