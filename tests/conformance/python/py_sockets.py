@@ -39,6 +39,18 @@ def error_of(fn, *args) -> str:  # type: ignore[no-untyped-def]
     return "ok"
 
 
+def option(sock: socket.socket, level: int, name: int, value: int | None = None) -> object:
+    """``getsockopt`` (``value`` None) or ``setsockopt``: the value or ``ok``, else the
+    errno name."""
+    try:
+        if value is None:
+            return sock.getsockopt(level, name)
+        sock.setsockopt(level, name, value)
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return "ok"
+
+
 def wait(sock: socket.socket, *, write: bool = False, timeout: float = 10.0) -> bool:
     """Whether ``sock`` became readable (or writable) within ``timeout`` seconds."""
     r, w, _ = select.select([] if write else [sock], [sock] if write else [], [], timeout)
@@ -148,7 +160,27 @@ def tcp() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     print(f"tcp: SO_RCVBUF at least what was set: {rcvbuf >= 65536}")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    print(f"tcp: SO_SNDBUF at least what was set: {sndbuf >= 65536}")
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        number = getattr(socket, name)
+        check(f"tcp: set {name} {value}", option(sock, socket.IPPROTO_TCP, number, value), "ok")
+        check(f"tcp: {name}", option(sock, socket.IPPROTO_TCP, number), value)
+    print(f"tcp: set TCP_KEEPIDLE 0: {option(sock, socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0)}")
+    check("tcp: set IP_TTL 33", option(sock, socket.IPPROTO_IP, socket.IP_TTL, 33), "ok")
+    check("tcp: IP_TTL", option(sock, socket.IPPROTO_IP, socket.IP_TTL), 33)
+    print(f"tcp: set IP_TTL 0: {option(sock, socket.IPPROTO_IP, socket.IP_TTL, 0)}")
+    for name in ("SO_REUSEADDR", "SO_ACCEPTCONN", "SO_DOMAIN", "SO_PROTOCOL"):
+        print(f"tcp: {name}: {option(sock, socket.SOL_SOCKET, getattr(socket, name))}")
     sock.close()
+    six = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    v6only = option(six, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    print(f"tcp6: IPV6_V6ONLY: {v6only}")
+    hops = socket.IPV6_UNICAST_HOPS
+    check("tcp6: set IPV6_UNICAST_HOPS 44", option(six, socket.IPPROTO_IPV6, hops, 44), "ok")
+    check("tcp6: IPV6_UNICAST_HOPS", option(six, socket.IPPROTO_IPV6, hops), 44)
+    six.close()
 
     # errors
     gone = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -249,6 +281,10 @@ def udp() -> None:
     check("udp: a connected socket hears only its peer", a.recv(100), b"peer")
     third.close()
 
+    check("udp: set IP_TTL 7", option(b, socket.IPPROTO_IP, socket.IP_TTL, 7), "ok")
+    check("udp: IP_TTL", option(b, socket.IPPROTO_IP, socket.IP_TTL), 7)
+    check("udp: SO_TYPE", option(b, socket.SOL_SOCKET, socket.SO_TYPE), socket.SOCK_DGRAM)
+    print(f"udp: SO_RCVBUF positive: {b.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 0}")
     a.close()
     b.close()
     # a datagram to a closed port is lost, or refused afterwards on a connected socket
