@@ -34,3 +34,11 @@ def test_the_lazy_http_names_are_the_public_ones() -> None:
     for name in http.__all__:
         assert getattr(http, name) is not None
         assert name in dir(http)
+
+
+def test_servers_can_name_the_app_factory() -> None:
+    """hypercorn evaluates ``app_from_environment()`` in the module's namespace, where a
+    name loaded on first use is not yet."""
+    import trio_isyswasfa.http as http
+
+    assert callable(eval("app_from_environment", vars(http)))

@@ -22,17 +22,32 @@ from .types import make_trailers as make_trailers
 if TYPE_CHECKING:
     from ._asgi import ComponentApp as ComponentApp
     from ._asgi import ServerStatistics as ServerStatistics
-    from ._asgi import app_from_environment as app_from_environment
     from ._client import HttpClient as HttpClient
     from ._serve import serve as serve
 
 _LAZY = {
     "ComponentApp": "._asgi",
     "ServerStatistics": "._asgi",
-    "app_from_environment": "._asgi",
     "HttpClient": "._client",
     "serve": "._serve",
 }
+
+
+def app_from_environment() -> ComponentApp:
+    """The app an ASGI server's command line can name, to run several worker processes.
+
+    ``hypercorn --workers 4 'trio_isyswasfa.http:app_from_environment()'`` serves the
+    component at ``$TRIO_ISYSWASFA_COMPONENT`` in each worker; see
+    :func:`trio_isyswasfa.http._asgi.app_from_environment`. Defined here, not loaded on
+    first use as the other server names are, because servers evaluate that expression
+    in this module's namespace, which a lazy name is not in yet.
+
+    Raises:
+      HostProtocolError: ``$TRIO_ISYSWASFA_COMPONENT`` is not set.
+    """
+    from ._asgi import app_from_environment as make
+
+    return make()
 
 
 def __getattr__(name: str) -> Any:
