@@ -21,6 +21,8 @@ from trio_isyswasfa.testing.conformance import (
     list_corpus,
     make_fixture,
     missing_toolchain,
+    reference_for,
+    run_on_terminal,
     run_program,
     snapshot,
 )
@@ -31,10 +33,12 @@ pytestmark = [pytest.mark.guest, pytest.mark.slow, pytest.mark.timeout(1800)]
 CORPUS = Path(__file__).resolve().parent / "conformance"
 PROGRAMS = list_corpus(CORPUS)
 
-DELIBERATE: dict[str, str] = {}
+DELIBERATE: dict[str, str] = {
+    "python/py_sockets-outside": "network granted for loopback only: binding 0.0.0.0 or :: "
+    "is access-denied here; wasmtime cannot grant less than every address",
+}
 """Programs whose behaviour on our host differs from wasmtime's on purpose: name → why.
-(None yet: every difference the corpus finds is a bug. docs/wasi.md keeps
-this list for users.)"""
+Every other difference the corpus finds is a bug. docs/wasi.md keeps this list for users."""
 
 REFERENCES_DISAGREE = {
     "c/fs_trailing_slash": "lstat('link-file/') is ENOTDIR on wasmtime 50 (wasmtime-py) "
@@ -105,18 +109,28 @@ def test_corpus_is_listed() -> None:
     assert abort.status == 134
     stdio = next(p for p in PROGRAMS if p.name == "c/cli_stdio")
     assert stdio.stdin == b"line one\nline two\n"
+    sockets = {p.name: p for p in PROGRAMS if "py_sockets" in p.name}
+    assert {name: p.net for name, p in sockets.items()} == {
+        "python/py_sockets": "all",
+        "python/py_sockets-denied": "none",
+        "python/py_sockets-outside": "localhost",
+    }
+    # wasmtime-py cannot grant a component network: those runs are judged by wasmtime run
+    assert reference_for(sockets["python/py_sockets"]) == "wasmtime-cli"
+    assert reference_for(sockets["python/py_sockets-denied"]) == "wasmtime-py"
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=_id)
 def test_reference_passes_its_own_checks(runs: Runs, program: Program) -> None:
     """The corpus is right about wasmtime: each program's checks hold there."""
-    assert runs.outcome(program, "wasmtime-py").self_check_failures(program) == []
+    reference = runs.outcome(program, reference_for(program))
+    assert reference.self_check_failures(program) == []
 
 
 @pytest.mark.parametrize("program", _marks(DELIBERATE))
 def test_behaves_as_on_wasmtime(runs: Runs, program: Program) -> None:
     ours = runs.outcome(program, "ours")
-    reference = runs.outcome(program, "wasmtime-py")
+    reference = runs.outcome(program, reference_for(program))
     differences = ours.differences(reference)
     assert differences == [], "\n".join(differences)
 
@@ -125,6 +139,8 @@ def test_behaves_as_on_wasmtime(runs: Runs, program: Program) -> None:
 def test_references_agree(runs: Runs, program: Program) -> None:
     """wasmtime's CLI (49) and library (50) give the same results: a difference here is
     listed in REFERENCES_DISAGREE, so a run of ours is judged against a stable answer."""
+    if program.net != "none":
+        pytest.skip("wasmtime-py cannot grant a component network")
     cli = runs.outcome(program, "wasmtime-cli")
     differences = cli.differences(runs.outcome(program, "wasmtime-py"))
     assert differences == [], "\n".join(differences)
@@ -155,6 +171,33 @@ def test_escapes_are_refused(runs: Runs) -> None:
     assert b"escaped the preopen" not in ours.stdout
     assert SECRET.strip() not in ours.stdout
     assert ours.status == 0, ours.stdout.decode()
+
+
+def test_a_loopback_grant_denies_other_addresses(runs: Runs) -> None:
+    """Granted ``localhost:*``, a guest binds loopback and nothing else (wasmtime, which
+    cannot grant less than every address, binds them all: DELIBERATE)."""
+    program = next(p for p in PROGRAMS if p.name == "python/py_sockets-outside")
+    out = runs.outcome(program, "ours").stdout.decode()
+    for what in ("tcp: bind 0.0.0.0", "udp: bind 0.0.0.0", "tcp: bind ::", "udp: bind ::"):
+        assert f"{what} (all interfaces): 'EACCES'" in out
+    assert "tcp: bind 127.0.0.1: 'ok'" in out
+
+
+@pytest.mark.parametrize(
+    "terminal", [(0, 1, 2), (1, 2), (0,)], ids=["all", "stdout-stderr", "stdin"]
+)
+def test_stdio_on_a_terminal_as_on_wasmtime(runs: Runs, terminal: tuple[int, ...]) -> None:
+    """``wasi:cli/terminal-*``: the streams on a pseudo-terminal are terminals (isatty,
+    a character device), the others not, on ``run`` as on ``wasmtime run``."""
+    program = next(p for p in PROGRAMS if p.name == "c/cli_tty")
+    runs.outcome(program, "ours")  # builds the C corpus, or skips without it
+    component = runs.components["c"][program.name]  # type: ignore[index]
+    want = [str(int(fd in terminal)) for fd in range(3)]
+    ours = run_on_terminal(component, "ours-cli", want, terminal=terminal)
+    theirs = run_on_terminal(component, "wasmtime-cli", want, terminal=terminal)
+    assert ours[0] == 0, ours[1].decode()
+    assert b"9 checks, 0 failed" in ours[1]
+    assert ours == theirs
 
 
 # The harness itself, without any toolchain

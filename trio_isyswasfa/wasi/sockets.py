@@ -3,7 +3,8 @@
 Nothing is allowed by default: every address a guest binds, connects or sends to
 must match the instance's allow-list (``WasiConfig(allow_net=[...])``, the CLI's
 ``--allow-net``), or the operation answers ``access-denied``; name lookups are
-allowed only when the allow-list is not empty.
+allowed only when the allow-list is not empty (else ``permanent-resolver-failure``,
+as wasmtime answers).
 
 Each socket is a plain non-blocking :mod:`socket`; host functions never wait (WASI 0.2
 host calls cannot suspend). What a guest awaits is a pollable whose ``wait`` is
@@ -988,7 +989,9 @@ class WasiSockets:
     def resolve_addresses(self, network: int, name: str) -> Any:
         self._check_network(network)
         if not self.allow:
-            raise WasiError("access-denied", "network access is not allowed")
+            # as wasmtime answers when lookups are not allowed: C libraries make it EAI_FAIL,
+            # which programs handle as a failed lookup (access-denied is not a resolver error)
+            raise WasiError("permanent-resolver-failure", "network access is not allowed")
         if not name or len(name) > 253 or any(c.isspace() for c in name):
             raise WasiError("invalid-argument", f"{name!r} is not a host name")
         literal = name[1:-1] if name.startswith("[") and name.endswith("]") else name
