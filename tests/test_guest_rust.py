@@ -127,16 +127,22 @@ async def test_guest_timeout_cancels_the_host_call(
     assert_quiet(cases)
 
 
-async def test_panic_is_a_trap_and_its_message_reaches_stderr(
+async def test_panic_is_a_trap_carrying_its_message(
     rust_cases_component: trio_isyswasfa.Component,
 ) -> None:
+    """The panic's message reaches the caller's GuestTrap (isyswasfa:isyswasfa/trap),
+    and stderr too; the instance is dead afterwards."""
     written: list[bytes] = []
     wasi = trio_isyswasfa.WasiConfig(stderr=written.append)
     async with trio_isyswasfa.open_instance(
         rust_cases_component, imports=FakeHost().imports(), wasi=wasi
     ) as inst:
-        with pytest.raises(trio_isyswasfa.GuestTrap):
+        with pytest.raises(trio_isyswasfa.GuestTrap) as trapped:
             await inst.call(CASES, "fail", "boom at the guest")
-        with pytest.raises(trio_isyswasfa.InstanceDead):
+        with pytest.raises(trio_isyswasfa.InstanceDead, match="boom at the guest"):
             await inst.call(CASES, "add", 1, 2)
+    message = str(trapped.value)
+    assert "boom at the guest" in message
+    assert "panicked at tests/guests/rust-cases/src/lib.rs:" in message
+    assert "unreachable" in message  # and the wasm trap it became
     assert b"boom at the guest" in b"".join(written)

@@ -15,7 +15,9 @@
 //!   task that goes on, as [`timeout`] does, is confirmed in the background: `drop`
 //!   cannot wait, so the task may finish before the confirmation arrives.)
 //!
-//! A panic writes its message to `wasi:cli/stderr`, then traps (the instance is dead).
+//! A panic hands its message to the host (`isyswasfa:isyswasfa/trap`: the `GuestTrap`
+//! the caller gets carries it) and writes it to `wasi:cli/stderr`, then traps (the
+//! instance is dead).
 //!
 //! Bindings come from stock wit-bindgen: [`generate!`] runs `wit_bindgen::generate!`
 //! on the world written by `python -m trio_isyswasfa lower`, mapping the ABI
