@@ -10,9 +10,9 @@ For each backend (trio, asyncio) it runs, one after the other on loopback:
   each instance policy, and pooled with at most 4 instances;
 
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
-least 0.5x). Then hash-all fans out to 100 URLs of a local upstream that answers in
-50 ms, and prints the total time as a ratio to one upstream latency (goal: at most
-1.5x). Then N concurrent slow requests (the guest writes its body over 100 ms) go
+least 0.5x). Then hash-all (the Python guest, then the Rust one) fans out to 100 URLs
+of a local upstream that answers in 50 ms, and prints the total time as a ratio to one
+upstream latency (goal: at most 1.5x). Then N concurrent slow requests (the guest writes its body over 100 ms) go
 to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 (``--slow 200,1000``; each policy in a fresh process for its peak RSS). Not run in CI.
 
@@ -22,6 +22,7 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shutil
 import socket
@@ -37,7 +38,7 @@ from hypercorn.config import Config
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import RustToolchainMissing, build_python_guest, build_rust_guest
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO_APP = """
@@ -55,8 +56,10 @@ async def app(scope, receive, send):
 """
 
 
-def example(name: str) -> Path:
+def example(name: str, language: str = "python") -> Path:
     here = ROOT / "examples" / name
+    if language == "rust":
+        return build_rust_guest(here / "wit", name, here / "guest-rust")
     return build_python_guest(here / "wit", name, "app", [here / "guest"])
 
 
@@ -167,7 +170,7 @@ def throughput(seconds: int, connections: int) -> None:
     print("goal: serve >= 0.50x the bare server's requests/s")
 
 
-async def fan_out(n: int = 100, delay: float = 0.05) -> None:
+async def fan_out(n: int = 100, delay: float = 0.05, language: str = "python") -> None:
     async def upstream(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
@@ -178,7 +181,7 @@ async def fan_out(n: int = 100, delay: float = 0.05) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"x" * 1024})
 
-    component = trio_isyswasfa.load_component(example("hash-all"))
+    component = trio_isyswasfa.load_component(example("hash-all", language))
     async with trio.open_nursery() as nursery, HttpClient(allow=["127.0.0.1:*"]) as client:
         config = Config()
         config.bind = ["127.0.0.1:0"]
@@ -205,7 +208,7 @@ async def fan_out(n: int = 100, delay: float = 0.05) -> None:
                 assert len(response.text.splitlines()) == n
         best, guest = min(runs)
         print(
-            f"hash-all over {n} URLs answering in {delay * 1000:.0f} ms: "
+            f"hash-all ({language} guest) over {n} URLs answering in {delay * 1000:.0f} ms: "
             f"{best * 1000:.0f} ms = {best / delay:.2f}x one upstream latency (goal <= 1.5x); "
             f"{guest * 1000:.0f} ms of it running guest code"
         )
@@ -336,6 +339,10 @@ def main() -> None:
         throughput(args.seconds, args.connections)
     if not args.skip_fan_out:
         trio.run(fan_out)
+        try:
+            trio.run(functools.partial(fan_out, language="rust"))
+        except RustToolchainMissing as exc:
+            print(f"hash-all (rust guest): not built: {exc}")
     print_slow([int(n) for n in args.slow.split(",")])
 
 
