@@ -16,7 +16,7 @@ when their toolchains are installed) under ``wasmtime serve`` (a fresh instance 
 ``--max-instance-reuse-count 128``) and under our ``serve`` (each instance policy, both
 backends; "n/a" while our serve refuses the component), each with its ratio to bare
 hypercorn (trio) and ours with the ratio of ``per-request`` to wasmtime's default
-(goal: at least 2x). Then hash-all fans out to 100 URLs of a local upstream that answers in
+(goal: at least 2x). Then hash-all (the Python guest, then the Rust one) fans out to 100 URLs of a local upstream that answers in
 50 ms, and prints the total time as a ratio to one upstream latency (goal: at most
 1.5x). Then N concurrent slow requests (the guest writes its body over 100 ms) go
 to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import functools
 import re
 import shutil
 import socket
@@ -51,6 +52,7 @@ from trio_isyswasfa.testing import (
     build_python_component,
     build_python_guest,
     build_rust_component,
+    build_rust_guest,
 )
 from trio_isyswasfa.testing import http_differential as hd
 
@@ -70,8 +72,10 @@ async def app(scope, receive, send):
 """
 
 
-def example(name: str) -> Path:
+def example(name: str, language: str = "python") -> Path:
     here = ROOT / "examples" / name
+    if language == "rust":
+        return build_rust_guest(here / "wit", name, here / "guest-rust")
     return build_python_guest(here / "wit", name, "app", [here / "guest"])
 
 
@@ -285,7 +289,7 @@ def proxy_throughput(
     print("goals: ours >= 0.50x bare hypercorn; per-request >= 2x wasmtime serve's default")
 
 
-async def fan_out(n: int = 100, delay: float = 0.05) -> None:
+async def fan_out(n: int = 100, delay: float = 0.05, language: str = "python") -> None:
     async def upstream(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
@@ -296,7 +300,7 @@ async def fan_out(n: int = 100, delay: float = 0.05) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"x" * 1024})
 
-    component = trio_isyswasfa.load_component(example("hash-all"))
+    component = trio_isyswasfa.load_component(example("hash-all", language))
     async with trio.open_nursery() as nursery, HttpClient(allow=["127.0.0.1:*"]) as client:
         config = Config()
         config.bind = ["127.0.0.1:0"]
@@ -323,7 +327,7 @@ async def fan_out(n: int = 100, delay: float = 0.05) -> None:
                 assert len(response.text.splitlines()) == n
         best, guest = min(runs)
         print(
-            f"hash-all over {n} URLs answering in {delay * 1000:.0f} ms: "
+            f"hash-all ({language} guest) over {n} URLs answering in {delay * 1000:.0f} ms: "
             f"{best * 1000:.0f} ms = {best / delay:.2f}x one upstream latency (goal <= 1.5x); "
             f"{guest * 1000:.0f} ms of it running guest code"
         )
@@ -461,6 +465,10 @@ def main() -> None:
         proxy_throughput(args.seconds, args.connections, baselines)
     if not args.skip_fan_out:
         trio.run(fan_out)
+        try:
+            trio.run(functools.partial(fan_out, language="rust"))
+        except RustToolchainMissing as exc:
+            print(f"hash-all (rust guest): not built: {exc}")
     if args.slow:
         print_slow([int(n) for n in args.slow.split(",")])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,32 +69,50 @@ def wasi_component() -> trio_isyswasfa.Component:
     return trio_isyswasfa.load_component(wasm)
 
 
-def example_component(name: str) -> trio_isyswasfa.Component:
-    """The guest of ``examples/<name>`` (world ``<name>``, app ``app`` in ``guest/``), compiled."""
-    here = ROOT / "examples" / name
-    return trio_isyswasfa.load_component(
-        build_python_guest(here / "wit", name, "app", [here / "guest"])
-    )
+LANGUAGES = ("python", "rust")
+"""The languages every example guest is written in (``guest/`` and ``guest-rust/``)."""
+
+ExampleBuilder = Callable[[str, str], trio_isyswasfa.Component]
 
 
 @pytest.fixture(scope="session")
-def service_component() -> trio_isyswasfa.Component:
-    return example_component("service")
+def example(
+    isyswasfa_build_python: Callable[..., trio_isyswasfa.Component],
+    isyswasfa_build_rust: Callable[..., trio_isyswasfa.Component],
+) -> ExampleBuilder:
+    """``example(name, language)``: the guest of ``examples/<name>`` (world ``<name>``)
+    in ``language``, built once per session and cached on its sources: the Python app
+    ``app`` in ``guest/``, or the Rust crate in ``guest-rust/`` (skipped, saying how to
+    install the toolchain, where it is missing)."""
+
+    def build(name: str, language: str = "python") -> trio_isyswasfa.Component:
+        here = ROOT / "examples" / name
+        if language == "rust":
+            return isyswasfa_build_rust(here / "wit", name, here / "guest-rust")
+        assert language == "python", language
+        return isyswasfa_build_python(here / "wit", name, "app", [here / "guest"])
+
+    return build
 
 
 @pytest.fixture(scope="session")
-def echo_component() -> trio_isyswasfa.Component:
-    return example_component("echo")
+def service_component(example: ExampleBuilder) -> trio_isyswasfa.Component:
+    return example("service", "python")
 
 
 @pytest.fixture(scope="session")
-def hash_all_component() -> trio_isyswasfa.Component:
-    return example_component("hash-all")
+def echo_component(example: ExampleBuilder) -> trio_isyswasfa.Component:
+    return example("echo", "python")
 
 
 @pytest.fixture(scope="session")
-def middleware_component() -> trio_isyswasfa.Component:
-    return example_component("middleware")
+def hash_all_component(example: ExampleBuilder) -> trio_isyswasfa.Component:
+    return example("hash-all", "python")
+
+
+@pytest.fixture(scope="session")
+def middleware_component(example: ExampleBuilder) -> trio_isyswasfa.Component:
+    return example("middleware", "python")
 
 
 JABBERWOCKY = {
@@ -102,10 +121,12 @@ JABBERWOCKY = {
     "/c": b"All mimsy were the borogoves,",
     "/d": b"And the mome raths outgrabe.",
 }
+LONG = b"".join(JABBERWOCKY.values()) * 1000
+"""What the upstream's ``/long`` answers: many SHA-256 blocks, in several chunks."""
 
 
 class Upstream:
-    """A local HTTP server: Jabberwocky lines at /a…/d, an echo at POST /echo, and
+    """A local HTTP server: Jabberwocky lines at /a…/d, ``LONG`` at /long, an echo at POST /echo, and
     /held, which answers only when the test releases it."""
 
     def __init__(self) -> None:
@@ -149,6 +170,8 @@ class Upstream:
             body = b"held until released"
         elif method == "GET" and path in JABBERWOCKY:
             body = JABBERWOCKY[path]
+        elif method == "GET" and path == "/long":
+            body = LONG
         else:
             await send({"type": "http.response.start", "status": 405, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -168,8 +191,8 @@ async def upstream(nursery: trio.Nursery) -> tuple[str, Upstream]:
 
 
 @pytest.fixture(scope="session")
-def router_component() -> trio_isyswasfa.Component:
-    return example_component("router")
+def router_component(example: ExampleBuilder) -> trio_isyswasfa.Component:
+    return example("router", "python")
 
 
 async def start_server(

@@ -1,4 +1,5 @@
-"""The HTTP examples end to end: echo, double-echo and hash-all against a local upstream."""
+"""The HTTP examples end to end: echo, double-echo, hash-all, and the middleware in front
+of the service, against a local upstream; every test runs once per guest language."""
 
 from __future__ import annotations
 
@@ -9,12 +10,39 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import trio
-from conftest import JABBERWOCKY, Upstream, start_server
+from conftest import JABBERWOCKY, LANGUAGES, LONG, ExampleBuilder, Upstream, start_server
 
 import trio_isyswasfa
 from trio_isyswasfa.http import HttpClient
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", params=LANGUAGES)
+def language(request: pytest.FixtureRequest) -> str:
+    """The language of the example guests under test (each module's tests run once per
+    language, grouped, so each guest is built and compiled once)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def echo_component(example: ExampleBuilder, language: str) -> trio_isyswasfa.Component:
+    return example("echo", language)
+
+
+@pytest.fixture
+def hash_all_component(example: ExampleBuilder, language: str) -> trio_isyswasfa.Component:
+    return example("hash-all", language)
+
+
+@pytest.fixture
+def middleware_component(example: ExampleBuilder, language: str) -> trio_isyswasfa.Component:
+    return example("middleware", language)
+
+
+@pytest.fixture
+def service_component(example: ExampleBuilder, language: str) -> trio_isyswasfa.Component:
+    return example("service", language)
 
 
 @pytest.fixture
@@ -93,6 +121,13 @@ class TestEcho:
             assert not http_client.allowed("example.com.evil:443", "https")
 
 
+# how each language's hash-all words a failed upstream: a WIT error code, a bad status
+HASH_ALL_FAILURES = {
+    "python": ("ErrorCode_HttpRequestDenied()", "ValueError('status 405')"),
+    "rust": ("ErrorCode::HttpRequestDenied", "status 405"),
+}
+
+
 class TestHashAll:
     @pytest.fixture
     async def hash_all(
@@ -108,30 +143,30 @@ class TestHashAll:
 
     async def test_hashes_every_url(self, hash_all: tuple[str, str, Upstream]) -> None:
         url, up_url, _ = hash_all
-        urls = [f"{up_url}{path}" for path in JABBERWOCKY]
+        bodies = {**JABBERWOCKY, "/long": LONG}
+        urls = [f"{up_url}{path}" for path in bodies]
         async with httpx.AsyncClient() as http:
             response = await http.get(f"{url}/hash-all", headers=[("url", u) for u in urls])
         assert response.status_code == 200
         lines = response.text.splitlines()
-        assert len(lines) == 4
+        assert len(lines) == 5
         expected = {
-            f"{up_url}{path}: {hashlib.sha256(body).hexdigest()}"
-            for path, body in JABBERWOCKY.items()
+            f"{up_url}{path}: {hashlib.sha256(body).hexdigest()}" for path, body in bodies.items()
         }
         assert set(lines) == expected
 
-    async def test_failures_are_lines_too(self, hash_all: tuple[str, str, Upstream]) -> None:
+    async def test_failures_are_lines_too(
+        self, hash_all: tuple[str, str, Upstream], language: str
+    ) -> None:
         url, up_url, _ = hash_all
+        denied, missing = HASH_ALL_FAILURES[language]
         async with httpx.AsyncClient() as http:
             response = await http.get(
                 f"{url}/hash-all",
                 headers=[("url", f"{up_url}/missing"), ("url", "http://denied.invalid/x")],
             )
         assert sorted(response.text.splitlines()) == sorted(
-            [
-                "http://denied.invalid/x: ErrorCode_HttpRequestDenied()",
-                f"{up_url}/missing: ValueError('status 405')",
-            ]
+            [f"http://denied.invalid/x: {denied}", f"{up_url}/missing: {missing}"]
         )
 
     async def test_concurrent_and_streaming(self, hash_all: tuple[str, str, Upstream]) -> None:

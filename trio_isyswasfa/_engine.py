@@ -420,10 +420,12 @@ HostFunc = Callable[..., Any]
 
 
 class FaultSink:
-    """Where host functions report a fault that must kill the instance."""
+    """Where host functions report a fault that must kill the instance, and where the
+    guest says why it is about to trap (``isyswasfa:isyswasfa/trap``)."""
 
     def __init__(self) -> None:
         self.fault: BaseException | None = None
+        self.reason: str | None = None
 
     def record(self, exc: BaseException) -> None:
         if self.fault is None:
@@ -820,6 +822,9 @@ class ExportFunc:
         if fault is not None:
             return fault
         reason = trap_reason(str(exc))
+        said = owner.faults.reason
+        if said is not None:
+            reason = f"{said} ({reason})"
         owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {reason}"))
         return owner.faults.fault  # type: ignore[return-value]
 

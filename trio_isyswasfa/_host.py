@@ -37,6 +37,7 @@ from .wasi.sockets import WasiSockets, parse_allow_net
 
 ABI = "isyswasfa:isyswasfa/isyswasfa"
 IO_POLL = "isyswasfa:io/poll"
+TRAP = "isyswasfa:isyswasfa/trap"
 START = "-isyswasfa-start"
 RESULT = "-isyswasfa-result"
 POLL_PREFIX = "isyswasfa-poll"
@@ -228,6 +229,8 @@ class Instance:
             return self._abi_item(item)
         if iface == IO_POLL:
             return self._io_poll_item(item)
+        if iface == TRAP and item.name == "set-reason":
+            return self._set_trap_reason
         if item.func_type is None:
             # None: a resource `use`d from another interface, defined there
             return self._wasi.resources.get(key)
@@ -289,6 +292,10 @@ class Instance:
     # -- isyswasfa host functions ---------------------------------------------------------
     def _handle_dropped(self, rep: int) -> None:
         self._sched.apply(self._sched.core.handle_dropped(rep))
+
+    def _set_trap_reason(self, message: str) -> None:
+        # the guest's words for the trap it is about to raise: the GuestTrap carries them
+        self._engine.faults.reason = message
 
     def _make_task(self) -> Any:
         rep = self._sched.core.make_task()

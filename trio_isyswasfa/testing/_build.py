@@ -146,7 +146,8 @@ def build_rust_guest(
     lowered world from ``<crate>/wit-lowered``, which this writes (it is not kept in
     git). The cache key covers the WIT, the crate, the ``isyswasfa-guest`` library,
     the bundled WIT, the workspace's ``Cargo.lock`` and the toolchain's version; the
-    cargo build directory is shared by all guests (the std build is done once).
+    cargo build directory is shared by all guests of one workspace (the std build is
+    done once per checkout).
 
     Raises:
       RustToolchainMissing: the toolchain is not installed (the message says how).
@@ -171,7 +172,12 @@ def build_rust_guest(
     out = guest_cache_dir() / f"{world}-rust-{h.hexdigest()[:20]}.wasm"
     if out.exists():
         return out
-    target_dir = guest_cache_dir() / "rust-target"
+    # one cargo build directory per workspace: cargo names a cdylib's output without a
+    # hash of its source path, so two checkouts of the same crates sharing a directory
+    # would take each other's fresh-looking artifacts (a guest built from the other's
+    # sources); within a workspace every guest shares it (the std build is done once)
+    workspace_key = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
+    target_dir = guest_cache_dir() / f"rust-target-{workspace_key}"
     cmd = [
         str(tools.cargo),
         "build",

@@ -7,6 +7,15 @@ through which the host drives their tasks, would be unreachable. (The 2024 proje
 patched wasm-compose for this; ``wac`` 0.12 panics on components whose imports
 carry resources, as every isyswasfa component's do.)
 
+Components built by different toolchains import the same WASI interfaces at different
+patch versions (componentize-py's guests ``wasi:io/streams@0.2.9``, our Rust guests
+``@0.2.0``). Inside one component wit-component unifies such imports to the newest
+version; ``wasm-tools compose`` does not, and then finds the resources of
+``wasi:http/types`` (whose bodies hold ``input-stream``) different on the two sides. So
+before composing we rename each component's older semver-compatible imports to the
+newest version any input imports (:func:`import_upgrades`): a newer minor or patch
+release only adds to an interface, so every function the component uses is still there.
+
 So we compose with the unpatched tool, read the outer component's structure from
 ``wasm-tools print --skeleton`` (function bodies elided), and append two sections
 to the binary: an alias of each dependency instance's poll function, and an export
@@ -82,6 +91,65 @@ def _run(args: list[str], what: str) -> str:
         detail = lines[-1] if lines else f"exit status {proc.returncode}"
         raise ToolError(f"{what} failed: {detail.removeprefix('error: ')}")
     return proc.stdout
+
+
+# a top-level import of a plain X.Y.Z version, as `wasm-tools print` writes it
+_VERSIONED_IMPORT = re.compile(r'^(  \(import ")([^"@]+)@(\d+)\.(\d+)\.(\d+)"', re.MULTILINE)
+
+
+def import_upgrades(skeletons: Sequence[str]) -> list[dict[str, str]]:
+    """For each component (its ``wasm-tools print`` text), the renames that lift its
+    imports to the newest semver-compatible version any of them imports.
+
+    Compatible means the same name and major version (and minor version, for 0.x);
+    pre-release versions such as ``0.3.0-draft`` are left alone.
+    """
+    newest: dict[tuple[str, int, int], tuple[int, int, int]] = {}
+    found: list[list[tuple[str, tuple[str, int, int], tuple[int, int, int]]]] = []
+    for text in skeletons:
+        imports = []
+        for m in _VERSIONED_IMPORT.finditer(text):
+            name, version = m.group(2), (int(m.group(3)), int(m.group(4)), int(m.group(5)))
+            key = (name, version[0], version[1] if version[0] == 0 else -1)
+            newest[key] = max(newest.get(key, version), version)
+            imports.append((name, key, version))
+        found.append(imports)
+    return [
+        {
+            f"{name}@{'.'.join(map(str, version))}": f"{name}@{'.'.join(map(str, newest[key]))}"
+            for name, key, version in imports
+            if newest[key] != version
+        }
+        for imports in found
+    ]
+
+
+def _rename_imports(text: str, renames: dict[str, str]) -> str:
+    def rename(m: re.Match[str]) -> str:
+        old = f"{m.group(2)}@{m.group(3)}.{m.group(4)}.{m.group(5)}"
+        return f'{m.group(1)}{renames.get(old, old)}"'
+
+    return _VERSIONED_IMPORT.sub(rename, text)
+
+
+def _unify_import_versions(paths: list[Path], tmp: Path) -> list[Path]:
+    """``paths``, with a renamed copy (in ``tmp``) of each component whose imports are
+    older than another's (see :func:`import_upgrades`)."""
+    wasm_tools = tool_command("wasm-tools")
+    skeletons = [
+        _run([*wasm_tools, "print", "--skeleton", str(p)], "wasm-tools print") for p in paths
+    ]
+    out = []
+    for i, (path, renames) in enumerate(zip(paths, import_upgrades(skeletons), strict=True)):
+        if not renames:
+            out.append(path)
+            continue
+        text = _rename_imports(_run([*wasm_tools, "print", str(path)], "wasm-tools print"), renames)
+        source, upgraded = tmp / f"upgraded-{i}.wat", tmp / f"upgraded-{i}-{path.name}"
+        source.write_text(text)
+        _run([*wasm_tools, "parse", str(source), "-o", str(upgraded)], "wasm-tools parse")
+        out.append(upgraded)
+    return out
 
 
 def composed_polls(skeleton: str) -> list[ComposedPoll]:
@@ -224,6 +292,8 @@ def compose(
         if not path.is_file():
             raise ToolError(f"no such component: {path}")
     with tempfile.TemporaryDirectory(prefix="isyswasfa-compose-") as tmp:
+        root, *paths = _unify_import_versions([Path(root), *named.values()], Path(tmp))
+        named = dict(zip(named, paths, strict=True))
         composed = Path(tmp) / "composed.wasm"
         args = [*wasm_tools, "compose", "-q", str(root), "-o", str(composed)]
         if wires:

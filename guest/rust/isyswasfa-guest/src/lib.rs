@@ -15,7 +15,9 @@
 //!   task that goes on, as [`timeout`] does, is confirmed in the background: `drop`
 //!   cannot wait, so the task may finish before the confirmation arrives.)
 //!
-//! A panic writes its message to `wasi:cli/stderr`, then traps (the instance is dead).
+//! A panic hands its message to the host (`isyswasfa:isyswasfa/trap`: the `GuestTrap`
+//! the caller gets carries it) and writes it to `wasi:cli/stderr`, then traps (the
+//! instance is dead).
 //!
 //! Bindings come from stock wit-bindgen: [`generate!`] runs `wit_bindgen::generate!`
 //! on the world written by `python -m trio_isyswasfa lower`, mapping the ABI
@@ -28,6 +30,7 @@ mod executor;
 mod io;
 mod panic;
 mod runtime;
+pub mod streams;
 
 #[doc(hidden)]
 pub use paste as __paste;
@@ -46,8 +49,28 @@ pub use runtime::{
 /// `Ready` and pollables are then one type in the app and here.
 ///
 /// Takes the same options as `wit_bindgen::generate!`, except `with` and `runtime_path`.
+///
+/// `generate!(streams, { … })` also reuses the crate's `wasi:io/streams@0.2.0` and
+/// `wasi:io/error@0.2.0`, so the [`streams`] helpers take the app's streams: for worlds
+/// that import them (every `wasi:http` world). (wit-bindgen refuses a `with` entry the
+/// world does not use, hence the two forms.)
 #[macro_export]
 macro_rules! generate {
+    (streams, { $($opts:tt)* }) => {
+        $crate::wit_bindgen::generate!({
+            $($opts)*
+            runtime_path: "::isyswasfa_guest::wit_bindgen::rt",
+            generate_all,
+            with: {
+                "isyswasfa:isyswasfa/isyswasfa": ::isyswasfa_guest::bindings::isyswasfa::isyswasfa::isyswasfa,
+                "isyswasfa:io/poll": ::isyswasfa_guest::bindings::isyswasfa::io::poll,
+                "wasi:io/poll@0.2.0": ::isyswasfa_guest::bindings::wasi::io::poll,
+                "wasi:io/streams@0.2.0": ::isyswasfa_guest::bindings::wasi::io::streams,
+                "wasi:io/error@0.2.0": ::isyswasfa_guest::bindings::wasi::io::error,
+                "wasi:clocks/monotonic-clock@0.2.0": ::isyswasfa_guest::bindings::wasi::clocks::monotonic_clock,
+            },
+        });
+    };
     ({ $($opts:tt)* }) => {
         $crate::wit_bindgen::generate!({
             $($opts)*

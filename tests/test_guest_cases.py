@@ -1,0 +1,195 @@
+"""The behaviours both guest libraries promise, run once per guest language.
+
+The Python test guest (tests/guests/cases, ``test:cases``) and the Rust one
+(tests/guests/rust-cases, ``test:rust-cases``, a subset with the same names) meet the
+same host here; what only one language shows stays in test_guest_python.py and
+test_guest_rust.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from conftest import GUESTS, LANGUAGES
+
+import trio_isyswasfa
+from trio_isyswasfa import Err, Ok
+from trio_isyswasfa.testing import assert_quiet
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+
+@dataclass
+class CasesHost:
+    """The test host's side of the guests' ``host`` interface, recording what happened."""
+
+    notes: list[str] = field(default_factory=list)
+    noted: trio.Event = field(default_factory=trio.Event)
+    forever_cancelled: trio.Event = field(default_factory=trio.Event)
+
+    def note(self, s: str) -> None:
+        self.notes.append(s)
+        self.noted.set()
+
+    async def forever(self) -> str:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.forever_cancelled.set()
+
+    async def echo_later(self, s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+    async def fallible(self, ok: bool) -> Ok | Err:
+        await trio.sleep(0.001)
+        return Ok("fine") if ok else Err("broken")
+
+    def imports(self, iface: str) -> dict[str, dict[str, object]]:
+        functions = {"note": self.note, "forever": self.forever, "echo-later": self.echo_later}
+        if iface == "test:cases/host":
+            functions["fallible"] = self.fallible
+        return {iface: functions}
+
+
+@dataclass(frozen=True)
+class CasesGuest:
+    """One language's test guest: its component and interface names."""
+
+    component: trio_isyswasfa.Component
+    package: str
+
+    @property
+    def cases(self) -> str:
+        return f"{self.package}/cases"
+
+    @property
+    def host(self) -> str:
+        return f"{self.package}/host"
+
+    def open(self, host: CasesHost, **kw: Any) -> Any:
+        return trio_isyswasfa.open_instance(self.component, imports=host.imports(self.host), **kw)
+
+
+@pytest.fixture(scope="module", params=LANGUAGES)
+def guest(
+    request: pytest.FixtureRequest,
+    isyswasfa_build_python: Callable[..., trio_isyswasfa.Component],
+    isyswasfa_build_rust: Callable[..., trio_isyswasfa.Component],
+) -> CasesGuest:
+    """The test guest in each language, built once per session (cached on its sources)."""
+    if request.param == "rust":
+        crate = GUESTS / "rust-cases"
+        return CasesGuest(
+            isyswasfa_build_rust(crate / "wit", "rust-cases", crate), "test:rust-cases"
+        )
+    cases: Path = GUESTS / "cases"
+    component = isyswasfa_build_python(cases / "wit", "cases-guest", "app", [cases / "src"])
+    return CasesGuest(component, "test:cases")
+
+
+@pytest.fixture
+def host() -> CasesHost:
+    return CasesHost()
+
+
+@dataclass
+class Cases:
+    """An open instance of the test guest; ``call(name, *args)`` calls its ``cases``."""
+
+    instance: trio_isyswasfa.Instance
+    iface: str
+
+    async def call(self, name: str, *args: Any) -> Any:
+        return await self.instance.call(self.iface, name, *args)
+
+
+@pytest.fixture
+async def cases(guest: CasesGuest, host: CasesHost) -> AsyncIterator[Cases]:
+    async with guest.open(host) as inst:
+        yield Cases(inst, guest.cases)
+        await trio.testing.wait_all_tasks_blocked()
+        assert_quiet(inst)
+
+
+async def test_sync_export(cases: Cases) -> None:
+    assert await cases.call("add", 2, 3) == 5
+
+
+async def test_export_that_finishes_at_once_needs_no_poll(cases: Cases) -> None:
+    assert await cases.call("immediate", "abc") == "ABC"
+    assert cases.instance.statistics().poll_calls == 0
+
+
+async def test_pending_export_returns_value(cases: Cases) -> None:
+    assert await cases.call("sleep-ms", 5) == 5
+
+
+async def test_import_awaited_by_guest(cases: Cases) -> None:
+    assert await cases.call("echo-via-host", "hi", 5) == "host saw hi"
+
+
+async def test_spawned_task_outlives_the_call(cases: Cases, host: CasesHost) -> None:
+    assert await cases.call("spawn-then-note", 20) == "returned"
+    assert host.notes == []  # the call returned before the spawned task finished
+    with trio.fail_after(5):
+        await host.noted.wait()
+    assert host.notes == ["spawned task done"]
+
+
+async def test_many_calls_overlap_and_cancel_cleanly(
+    cases: Cases, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        for ms in range(1, 51):
+            nursery.start_soon(cases.call, "sleep-ms", ms)
+    assert trio.current_time() < 1  # 50 calls of at most 50 ms each, all at once
+    with trio.move_on_after(0.05) as scope:
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(cases.call, "sleep-ms", 60_000)
+    assert scope.cancelled_caught
+    stats = cases.instance.statistics()
+    assert stats.cancels_sent == stats.cancels_confirmed == 50
+    assert await cases.call("sleep-ms", 1) == 1  # and the instance still works
+
+
+@pytest.mark.timeout(30, func_only=True)
+async def test_guest_cancelling_an_import_cancels_the_trio_task(
+    guest: CasesGuest, host: CasesHost
+) -> None:
+    # if the host never cancels the import, the guest waits for it forever: our own
+    # deadline turns that into a failure, and the short grace lets the call give up
+    async with guest.open(host, cancel_grace=0.5) as inst:
+        with trio.fail_after(5):
+            assert await inst.call(guest.cases, "import-with-timeout", 30) == "timed out"
+            # a dropped Rust future's cancellation is confirmed in the background (drop
+            # cannot wait), so the call may return before the host's task has ended
+            await host.forever_cancelled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert_quiet(inst)
+
+
+async def test_guest_failure_is_a_trap_and_kills_the_instance(guest: CasesGuest) -> None:
+    # a Python exception, a Rust panic
+    async with guest.open(CasesHost()) as inst:
+        with pytest.raises(trio_isyswasfa.GuestTrap):
+            await inst.call(guest.cases, "fail", "boom")
+        with pytest.raises(trio_isyswasfa.InstanceDead):
+            await inst.call(guest.cases, "add", 1, 2)
+
+
+async def test_autojump_clock_drives_guest_time(
+    guest: CasesGuest, autojump_clock: trio.testing.MockClock
+) -> None:
+    start = time.monotonic()
+    async with guest.open(CasesHost()) as inst:
+        assert await inst.call(guest.cases, "sleep-ms", 3_600_000) == 3_600_000
+    assert time.monotonic() - start < 10  # not the hour
