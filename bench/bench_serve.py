@@ -28,8 +28,8 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 from __future__ import annotations
 
 import argparse
-import os
 import functools
+import os
 import re
 import shutil
 import socket
