@@ -29,11 +29,15 @@ from pathlib import Path
 import trio
 
 import trio_isyswasfa
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import build_python_guest, build_rust_guest
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "guests" / "cases"
 IFACE = "test:cases/cases"
+RUST_CASES = ROOT / "tests" / "guests" / "rust-cases"
+RUST_IFACE = "test:rust-cases/cases"
+WASI = ROOT / "tests" / "guests" / "wasi"
+PROBE = "test:wasi/probe"
 WAIT_MS = 100
 
 
@@ -48,7 +52,12 @@ IMPORTS = {
         "forever": trio.sleep_forever,
         "echo-later": echo_later,
         "fallible": echo_later,
-    }
+    },
+    "test:rust-cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": echo_later,
+    },
 }
 
 
@@ -66,11 +75,35 @@ async def _imports(inst: trio_isyswasfa.Instance, n: int) -> None:
     await inst.call(IFACE, "gather-host-calls", n, WAIT_MS)
 
 
+async def _rust_sleeps(inst: trio_isyswasfa.Instance, n: int) -> None:
+    await inst.call(RUST_IFACE, "gather-sleeps", n, WAIT_MS)
+
+
+POLL_ROUNDS = 10
+
+
+async def _polls(inst: trio_isyswasfa.Instance, n: int) -> None:
+    # a synchronous guest blocks in poll.poll on n quiet pipes beside a clock, 10 times
+    code = (
+        f"pipes = [pipe.make_pipe() for _ in range({n})]\n"
+        "subs = [rx.subscribe() for tx, rx in pipes]\n"
+        f"for _ in range({POLL_ROUNDS}):\n"
+        f"    with monotonic_clock.subscribe_duration({WAIT_MS // POLL_ROUNDS * 10**6}) as c:\n"
+        "        result = poll.poll([c, *subs])\n"
+    )
+    outcome = await inst.call(PROBE, "exec", code)
+    assert outcome == trio_isyswasfa.Ok("[0]"), outcome
+
+
 ROWS = {
     "calls": ("concurrent export calls, each awaiting a pollable", _calls),
     "pollables": ("guest tasks, each awaiting its own pollable", _pollables),
     "imports": ("guest tasks, each awaiting a host import", _imports),
+    "rust-sleeps": ("Rust guest: spawned tasks, each sleeping on its own pollable", _rust_sleeps),
+    "polls": (f"blocking poll on N pipes and a clock, {POLL_ROUNDS} times", _polls),
 }
+RUST_ROWS = {"rust-sleeps"}
+WASI_ROWS = {"polls"}
 
 
 def _peak_kib() -> int:
@@ -79,7 +112,7 @@ def _peak_kib() -> int:
 
 async def measure(row: str, n: int) -> dict[str, float]:
     """Run one row at size ``n`` in this process; its figures."""
-    component = trio_isyswasfa.load_component(_guest())
+    component = trio_isyswasfa.load_component(_component_of(row))
     run = ROWS[row][1]
     async with trio_isyswasfa.open_instance(component, imports=IMPORTS) as inst:
         await run(inst, 10)  # warm up: the guest's first calls finish initialising it
@@ -103,6 +136,20 @@ async def measure(row: str, n: int) -> dict[str, float]:
 
 def _guest() -> bytes:
     return build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
+
+
+def _rust_guest() -> Path:
+    return build_rust_guest(RUST_CASES / "wit", "rust-cases", RUST_CASES)
+
+
+def _wasi_guest() -> bytes:
+    return build_python_guest(WASI / "wit", "wasi-guest", "app", [WASI / "src"])
+
+
+def _component_of(row: str) -> bytes | Path:
+    if row in RUST_ROWS:
+        return _rust_guest()
+    return _wasi_guest() if row in WASI_ROWS else _guest()
 
 
 def _run_child(row: str, n: int, tree: Path = ROOT) -> dict[str, float]:
@@ -138,7 +185,8 @@ def main() -> None:
         print(json.dumps(trio.run(measure, row, int(n))))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
-    _guest()  # build (or find cached) once, before the children need it
+    for row in args.rows.split(","):
+        _component_of(row)  # build (or find cached) once, before the children need it
     print(f"each item waits {WAIT_MS} ms; host = (wall - {WAIT_MS} ms - guest) / N")
     print(
         f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'CPU µs':>8}"

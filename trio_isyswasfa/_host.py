@@ -218,6 +218,7 @@ class Instance:
             max_tasks=limits.max_handles if limits else None,
         )
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
+        self._wasi.scheduler = self._sched  # blocking polls share its waits
         self._funcs: dict[tuple[str, str], Any] = {}
 
     # -- linking ------------------------------------------------------------------------

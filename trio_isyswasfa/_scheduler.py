@@ -39,10 +39,14 @@ from ._protocol import (
 
 
 class _SharedWait:
-    """One host task waiting on a source for every guest wait on it."""
+    """One host task waiting on a source for every wait on it: guest tasks' waits
+    (``reps``) and blocking polls (``listeners``, events set when it ends)."""
+
+    __slots__ = ("listeners", "reps", "scope")
 
     def __init__(self) -> None:
         self.reps: set[int] = set()
+        self.listeners: set[anyio.Event] = set()
         self.scope = anyio.CancelScope()
 
 
@@ -78,6 +82,9 @@ class Scheduler:
         # waits on one source (a stream, a pipe's side) share one host task
         self._shared: dict[Hashable, _SharedWait] = {}
         self._shared_of: dict[int, _SharedWait] = {}
+        # waits a blocking poll left behind, kept for the next poll (most poll the same
+        # streams again): cancelled by the next poll that does not want them
+        self._idle: dict[Hashable, _SharedWait] = {}
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
@@ -111,6 +118,7 @@ class Scheduler:
             self._timers.clear()
             self._timed.clear()
             self._shared_of.clear()
+            self._idle.clear()
 
     def _has_work(self) -> bool:
         return bool(self._urgent) or any(self._dirty)
@@ -250,14 +258,49 @@ class Scheduler:
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task("pollable")
+        shared = self._join(key, wait)
+        shared.reps.add(rep)
+        self._shared_of[rep] = shared
+        return rep
+
+    def _join(self, key: Hashable, wait: Callable[[], Awaitable[None]]) -> _SharedWait:
+        """The shared wait on ``key``, started (running ``wait``) if there is none."""
+        assert self._tg is not None
+        self._idle.pop(key, None)
         shared = self._shared.get(key)
         if shared is None or shared.scope.cancel_called:  # (a cancelled one is ending)
             shared = self._shared[key] = _SharedWait()
             self.host_tasks_started += 1
             self._tg.start_soon(self._run_shared_wait, key, shared, wait, name="isyswasfa wait")
-        shared.reps.add(rep)
-        self._shared_of[rep] = shared
-        return rep
+        return shared
+
+    async def wait_sources(
+        self, waits: dict[Hashable, Callable[[], Awaitable[None]]], deadline: float = math.inf
+    ) -> None:
+        """Return once one of ``waits`` (by source key) has ended, or at ``deadline``: a
+        blocking ``poll`` on many pollables. It starts no task of its own: each source
+        has one shared wait, joined by guest tasks' waits on it too. The waits it leaves
+        behind keep running until the next blocking poll that does not want them, so a
+        guest polling the same streams again and again starts each wait once."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        done = anyio.Event()
+        joined = [self._join(key, wait) for key, wait in waits.items()]
+        for key, shared in self._idle.items():  # nobody polls them any more
+            shared.scope.cancel()
+            if self._shared.get(key) is shared:
+                del self._shared[key]
+        self._idle.clear()
+        for shared in joined:
+            shared.listeners.add(done)
+        try:
+            with anyio.CancelScope(deadline=deadline):
+                await done.wait()
+        finally:
+            for key, shared in zip(waits, joined, strict=True):
+                shared.listeners.discard(done)
+                if not shared.reps and not shared.listeners and self._shared.get(key) is shared:
+                    self._idle[key] = shared
 
     async def _run_shared_wait(
         self, key: Hashable, shared: _SharedWait, wait: Callable[[], Awaitable[None]]
@@ -268,6 +311,10 @@ class Scheduler:
         finally:
             if self._shared.get(key) is shared:
                 del self._shared[key]
+            if self._idle.get(key) is shared:
+                del self._idle[key]
+        for done in shared.listeners:
+            done.set()
         for rep in shared.reps:  # none if every waiter was cancelled
             del self._shared_of[rep]
             self.apply(self.core.host_work_finished(rep, None))
@@ -275,7 +322,7 @@ class Scheduler:
     def _leave_shared_wait(self, rep: int) -> None:
         shared = self._shared_of.pop(rep)
         shared.reps.discard(rep)
-        if not shared.reps:
+        if not shared.reps and not shared.listeners:
             shared.scope.cancel()  # nobody waits for it any more
         self.apply(self.core.host_work_finished(rep, None, cancelled=True))
 
