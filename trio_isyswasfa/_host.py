@@ -319,7 +319,7 @@ class Instance:
             # its coroutine here
             work = impl(*args)
             try:
-                rep = self._sched.start_host_task(label, lambda: work)
+                rep = self._sched.start_host_task(label, work)
             except BaseException:
                 if inspect.iscoroutine(work):
                     work.close()  # it never ran: no "never awaited" warning

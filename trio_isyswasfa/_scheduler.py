@@ -23,6 +23,7 @@ import anyio.abc
 
 from ._engine import ExportFunc, lift_outputs, lower_inputs
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
+from ._park import Waiter, running_trio
 from ._protocol import (
     Action,
     CancelHostWork,
@@ -64,7 +65,8 @@ class Scheduler:
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
         self._dirty: list[bool] = []
         self._wake = anyio.Event()
-        self._waiters: dict[int, anyio.Event] = {}
+        self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
+        self._on_trio = True  # (known once running)
         self._host_scopes: dict[int, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self.failure: BaseException | None = None
@@ -98,6 +100,7 @@ class Scheduler:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
+        self._on_trio = running_trio()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -215,8 +218,8 @@ class Scheduler:
             ) from self.failure
 
     # -- host tasks ---------------------------------------------------------------------
-    def start_host_task(self, label: str, fn: Callable[[], Awaitable[Any]]) -> int:
-        """Run ``fn`` as a host task; return the rep of its ``pending`` handle."""
+    def start_host_task(self, label: str, work: Awaitable[Any]) -> int:
+        """Await ``work`` as a host task; return the rep of its ``pending`` handle."""
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task(label)
@@ -224,18 +227,17 @@ class Scheduler:
         scope = anyio.CancelScope()
         self._host_scopes[rep] = scope
         self._host_labels[rep] = label
-        self._tg.start_soon(
-            self._run_host_task, rep, scope, fn, name=f"isyswasfa host task {label}"
-        )
+        # (one name for all: a name of its own per task is memory each of them holds)
+        self._tg.start_soon(self._run_host_task, rep, scope, work, name="isyswasfa host task")
         return rep
 
     async def _run_host_task(
-        self, rep: int, scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any]]
+        self, rep: int, scope: anyio.CancelScope, work: Awaitable[Any]
     ) -> None:
         value: Any = None
         try:
             with scope:
-                value = await fn()
+                value = await work
         finally:
             del self._host_scopes[rep]
             del self._host_labels[rep]
@@ -378,7 +380,7 @@ class Scheduler:
         (shielded) for its confirmation before ``Cancelled`` propagates.
         """
         self.core.host_calls(rep)
-        self._waiters[rep] = waiter = anyio.Event()
+        self._waiters[rep] = waiter = Waiter(self._on_trio)
         self.poke()
         try:
             try:
@@ -386,7 +388,6 @@ class Scheduler:
                     if self.failure is not None:
                         raise self.failure  # the call in flight reports what killed it
                     await waiter.wait()
-                    self._waiters[rep] = waiter = anyio.Event()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self._cancel_guest_call(rep)
@@ -404,8 +405,7 @@ class Scheduler:
                 task = self.core.get(rep)
                 if task is None or task.state is TaskState.DONE:
                     break
-                waiter = self._waiters[rep] = anyio.Event()
-                await waiter.wait()
+                await self._waiters[rep].wait()
         if grace.cancelled_caught:
             # an untrusted guest must not hang its host: give up on it
             self.fail(

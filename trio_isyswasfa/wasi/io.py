@@ -36,6 +36,8 @@ BLOCKING_WRITE_MAX = 4096  # blocking-write-and-flush: "a write of up to 4096 by
 class Pollable:
     """Something a guest can wait for. Level-triggered: ``ready`` re-checks."""
 
+    __slots__ = ()
+
     def ready(self) -> bool:
         raise NotImplementedError
 
@@ -58,6 +60,8 @@ class Pollable:
 class ReadyPollable(Pollable):
     """Always ready (streams that never make the guest wait)."""
 
+    __slots__ = ()
+
     def ready(self) -> bool:
         return True
 
@@ -67,6 +71,8 @@ class ReadyPollable(Pollable):
 
 class DeadlinePollable(Pollable):
     """Ready once the event loop's clock reaches ``deadline`` (seconds)."""
+
+    __slots__ = ("when",)  # one per sleeping guest task: keep it small
 
     def __init__(self, when: float) -> None:
         self.when = when
