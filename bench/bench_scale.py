@@ -5,20 +5,28 @@
 
 (from the repository's root, so that its own ``trio_isyswasfa`` is the one measured)
 
-Each row runs N things at once in one instance of the test-cases Python guest, all
-waiting 100 ms; each (row, N) runs in a fresh process so that its peak RSS is its own.
+Each row runs N things at once, all waiting 100 ms: in one instance of the test-cases
+Python guest (calls, pollables, imports), of the Rust test guest (rust-sleeps: N spawned
+tasks each sleeping 100 ms), of the WASI probe guest (polls: one synchronous call
+blocking in ``poll`` on N pipes and a clock, 10 times 10 ms); hash-all fetching N URLs
+of an upstream answering in 100 ms (bench/loadgen.py, its own process) in one request;
+and ``serve`` under N connections at once, each a GET whose guest writes its body over
+100 ms (the client is bench/loadgen.py, a small trio/h11 one: wrk and h2load are not
+installed here). Each (row, N) runs in a fresh process so that its peak RSS is its own.
 Columns: wall time; time in guest code (``Instance.statistics().guest_seconds``: no
 host can make that part faster); host µs per item, ``(wall - 100 ms - guest) / N``;
 CPU µs per item (the process's CPU time, host and guest, over N: on a shared machine
 wall times swell with other processes' load, CPU time does not); peak RSS growth per
 item (host and guest memory); and the ratios of each N's host µs and CPU µs per item
 to the smallest N's, measured in the same run (flat is 1.0; the goal is at most 1.5).
-Not run in CI.
+``--memory`` adds the growth of the host's Python heap per item once all N wait
+(tracemalloc, in a run of its own). Not run in CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -28,12 +36,15 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
 import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import build_python_guest, build_rust_guest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,16 +111,156 @@ async def _polls(inst: trio_isyswasfa.Instance, n: int, ms: int = WAIT_MS) -> No
     assert outcome == trio_isyswasfa.Ok("[0]"), outcome
 
 
+async def _asgi_get(
+    app: ComponentApp, path: str, query: str = "", headers: list[tuple[bytes, bytes]] = ()
+) -> tuple[int, bytes]:
+    """One GET straight into the ASGI app (no HTTP parser: no header size limit)."""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"bench"), *headers],
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+    asked = False
+    status = 0
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep_forever()  # the client stays
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return status, b"".join(body)
+
+
+@asynccontextmanager
+async def _lifespan(app: ComponentApp) -> AsyncIterator[None]:
+    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+        await to_app.send({"type": "lifespan.startup"})
+        await from_app.receive()
+        yield
+        await to_app.send({"type": "lifespan.shutdown"})
+        await from_app.receive()
+
+
+async def _measure_hash_all(n: int) -> dict[str, float]:
+    """hash-all, in one request, fetching n URLs of an upstream (its own process) that
+    answers each after WAIT_MS."""
+    upstream = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "bench.loadgen", "upstream", str(WAIT_MS)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert upstream.stdout is not None
+        port = b""
+        while not port.endswith(b"\n"):
+            port += await upstream.stdout.receive_some(64)
+        base = f"http://127.0.0.1:{int(port)}"
+        component = trio_isyswasfa.load_component(_hash_all_guest())
+        async with HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client:
+            wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
+            app = ComponentApp(component, wasi=wasi)
+            async with _lifespan(app):
+
+                async def hash_all(k: int) -> None:
+                    headers = [(b"url", f"{base}/{i}".encode()) for i in range(k)]
+                    status, body = await _asgi_get(app, "/", headers=headers)
+                    assert status == 200, status
+                    assert body.count(b"\n") == k, body[:200]
+                    assert b"Error" not in body, body[:500]
+
+                await hash_all(10)  # warm up
+                guest_before = app.statistics().guest_seconds
+                rss_before = _peak_kib()
+                cpu_before = time.process_time()
+                start = time.perf_counter()
+                await hash_all(n)
+                wall = time.perf_counter() - start
+                cpu = time.process_time() - cpu_before
+                guest = app.statistics().guest_seconds - guest_before
+    finally:
+        upstream.terminate()
+        await upstream.wait()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "guest": guest,
+        "rss_kib": max(0, _peak_kib() - rss_before),
+    }
+
+
+async def _measure_serve(n: int) -> dict[str, Any]:
+    """``serve`` (hypercorn, trio, the default instance policy) under n connections at
+    once, each a GET whose guest streams its body over WAIT_MS; the client is
+    bench/loadgen.py in its own process."""
+    component = trio_isyswasfa.load_component(_http_guest())
+    app = ComponentApp(component, max_waiting=n)
+    lines = WAIT_MS // 10  # the guest writes a line every 10 ms
+
+    async def load(url: str, k: int) -> dict[str, Any]:
+        target = f"{url}/stream?n={lines}"
+        cmd = [sys.executable, "-m", "bench.loadgen", "get", target, str(k)]
+        done = await trio.run_process(cmd, cwd=ROOT, capture_stdout=True)
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(
+            functools.partial(serve, app, bind=["127.0.0.1:0"], access_log=False)
+        )
+        await load(url, 10)  # warm up: an instance opened, its guest initialised
+        guest_before = app.statistics().guest_seconds
+        rss_before = _peak_kib()
+        cpu_before = time.process_time()
+        start = time.perf_counter()
+        got = await load(url, n)
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_before
+        stats = app.statistics()
+        nursery.cancel_scope.cancel()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "guest": stats.guest_seconds - guest_before,
+        "rss_kib": max(0, _peak_kib() - rss_before),
+        "note": f"instances {stats.instances_opened}, statuses {got['statuses']}, "
+        f"p50 {got['p50'] * 1000:.0f} ms, p99 {got['p99'] * 1000:.0f} ms",
+    }
+
+
 ROWS = {
     "calls": ("concurrent export calls, each awaiting a pollable", _calls),
     "pollables": ("guest tasks, each awaiting its own pollable", _pollables),
     "imports": ("guest tasks, each awaiting a host import", _imports),
     "rust-sleeps": ("Rust guest: spawned tasks, each sleeping on its own pollable", _rust_sleeps),
     "polls": (f"blocking poll on N pipes and a clock, {POLL_ROUNDS} times", _polls),
+    "hash-all": ("hash-all fetching N URLs at once, one request", None),
+    "serve": ("serve: N connections at once, slow guest responses", None),
 }
+OWN_MEASURE = {"hash-all": _measure_hash_all, "serve": _measure_serve}
 RUST_ROWS = {"rust-sleeps"}
 WASI_ROWS = {"polls"}
-NO_HEAP_ROWS = {"polls"}  # its waits are not "host tasks running"
+NO_HEAP_ROWS = {"polls", "hash-all", "serve"}  # no count of items waiting to wait for
 
 
 def _peak_kib() -> int:
@@ -119,8 +270,11 @@ def _peak_kib() -> int:
 async def measure(row: str, n: int, trace: bool = False) -> dict[str, float]:
     """Run one row at size ``n`` in this process; its figures. With ``trace``, only
     the peak of the host's Python heap during the run (tracemalloc slows it down)."""
+    if row in OWN_MEASURE:
+        return await OWN_MEASURE[row](n)  # type: ignore[no-any-return]
     component = trio_isyswasfa.load_component(_component_of(row))
     run = ROWS[row][1]
+    assert run is not None
     async with trio_isyswasfa.open_instance(component, imports=IMPORTS) as inst:
         await run(inst, 10)  # warm up: the guest's first calls finish initialising it
         if trace:
@@ -173,13 +327,27 @@ def _wasi_guest() -> Path:
     return build_python_guest(WASI / "wit", "wasi-guest", "app", [WASI / "src"])
 
 
+def _hash_all_guest() -> Path:
+    here = ROOT / "examples" / "hash-all"
+    return build_python_guest(here / "wit", "hash-all", "app", [here / "guest"])
+
+
+def _http_guest() -> Path:
+    here = ROOT / "tests" / "guests" / "http"
+    return build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
+
+
 def _component_of(row: str) -> Path:
+    if row == "hash-all":
+        return _hash_all_guest()
+    if row == "serve":
+        return _http_guest()
     if row in RUST_ROWS:
         return _rust_guest()
     return _wasi_guest() if row in WASI_ROWS else _guest()
 
 
-def _run_child(row: str, n: int, tree: Path = ROOT, trace: bool = False) -> dict[str, float]:
+def _run_child(row: str, n: int, tree: Path = ROOT, trace: bool = False) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_scale", "--one", row, str(n)]
         + (["--trace"] if trace else []),
@@ -242,7 +410,8 @@ def main() -> None:
             print(
                 f"{label:60} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f} {host_us:>8.1f}"
                 f" {cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f} {_ratio(host_us, first[0]):>6.2f}"
-                f" {_ratio(cpu_us, first[1]):>6.2f} {heap:>7.0f}",
+                f" {_ratio(cpu_us, first[1]):>6.2f} {heap:>7.0f}"
+                + (f"  ({fig['note']})" if "note" in fig else ""),
                 flush=True,
             )
             label = ""
