@@ -1,16 +1,20 @@
-"""A one-task waiter that costs less than an event, for the crowds a host keeps waiting.
+"""Waiting and running crowds of tasks cheaply: the host's trio-only needs live here.
 
-Every pending export call parks its caller until the guest answers. With
-``anyio.Event`` each of them held an anyio event, the trio event it wraps, that
-event's set of waiting tasks and three coroutine frames: about 1.5 KiB per call.
-:class:`Waiter` parks the one task directly (``trio.lowlevel``) when the loop is
-trio's, and falls back to ``anyio.Event`` on other backends. This module is where
-the host's trio-only needs live.
+Every pending export call parks its caller until the guest answers, and every async
+import the guest awaits is a host task. Through anyio's wrappers each costs more
+than the work it stands for: an ``anyio.Event`` per wait held the event, the trio
+event it wraps, that event's set of waiting tasks and three coroutine frames (about
+1.5 KiB); a task in an anyio task group with an anyio cancel scope holds ~4.2 KiB
+where a task in a trio nursery with a trio cancel scope holds ~2.7 KiB. When the loop
+is trio's, :class:`Waiter`, :func:`open_task_group` and :func:`cancel_scope` use trio
+directly; on other backends they are anyio's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import anyio
 import sniffio
@@ -20,6 +24,40 @@ import trio
 def running_trio() -> bool:
     """Whether the running event loop is trio's."""
     return sniffio.current_async_library() == "trio"
+
+
+class Scope(Protocol):
+    """What the host uses of a cancel scope (anyio's or trio's)."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> bool | None: ...
+
+    def cancel(self) -> None: ...
+
+    @property
+    def cancelled_caught(self) -> bool: ...
+
+
+class TaskGroup(Protocol):
+    """What the host uses of a task group (an anyio task group or a trio nursery)."""
+
+    def start_soon(self, func: Callable[..., Any], *args: Any, name: object = None) -> None: ...
+
+    @property
+    def cancel_scope(self) -> Scope: ...
+
+
+def open_task_group(on_trio: bool) -> AbstractAsyncContextManager[TaskGroup]:
+    """A trio nursery on trio, else an anyio task group (the same semantics)."""
+    if on_trio:
+        return trio.open_nursery()  # type: ignore[return-value]
+    return anyio.create_task_group()  # type: ignore[return-value]
+
+
+def cancel_scope(on_trio: bool) -> Scope:
+    """A cancel scope without a deadline: trio's on trio, else anyio's."""
+    return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
 
 
 class Waiter:

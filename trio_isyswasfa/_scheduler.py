@@ -23,7 +23,7 @@ import anyio.abc
 
 from ._engine import ExportFunc, lift_outputs, lower_inputs
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
-from ._park import Waiter, running_trio
+from ._park import Scope, TaskGroup, Waiter, cancel_scope, open_task_group, running_trio
 from ._protocol import (
     Action,
     CancelHostWork,
@@ -67,8 +67,8 @@ class Scheduler:
         self._wake = anyio.Event()
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
-        self._host_scopes: dict[int, anyio.CancelScope] = {}
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._host_scopes: dict[int, Scope] = {}
+        self._tg: TaskGroup | None = None
         self.failure: BaseException | None = None
         self._failed: anyio.Event | None = None  # made when someone waits for a failure
         self.calls_in_flight = 0
@@ -102,7 +102,7 @@ class Scheduler:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
         self._on_trio = running_trio()
         try:
-            async with anyio.create_task_group() as tg:
+            async with open_task_group(self._on_trio) as tg:
                 self._tg = tg
                 tg.start_soon(self._run_timers)
                 task_status.started()
@@ -224,16 +224,14 @@ class Scheduler:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task(label)
         self.host_tasks_started += 1
-        scope = anyio.CancelScope()
+        scope = cancel_scope(self._on_trio)
         self._host_scopes[rep] = scope
         self._host_labels[rep] = label
         # (one name for all: a name of its own per task is memory each of them holds)
         self._tg.start_soon(self._run_host_task, rep, scope, work, name="isyswasfa host task")
         return rep
 
-    async def _run_host_task(
-        self, rep: int, scope: anyio.CancelScope, work: Awaitable[Any]
-    ) -> None:
+    async def _run_host_task(self, rep: int, scope: Scope, work: Awaitable[Any]) -> None:
         value: Any = None
         try:
             with scope:
