@@ -52,7 +52,10 @@ async def get_all(url: str, n: int) -> dict[str, object]:
     results: list[tuple[int, float]] = []
 
     async def one() -> None:
-        results.append(await _get(host, port, target, connecting))
+        try:
+            results.append(await _get(host, port, target, connecting))
+        except (trio.BrokenResourceError, OSError, h11.RemoteProtocolError):
+            results.append((-1, time.perf_counter() - start))  # counted as status -1
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
