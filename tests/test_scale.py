@@ -236,3 +236,64 @@ async def main():
         outcome = await inst.call(PROBE, "exec-async", code)
         assert outcome == trio_isyswasfa.Ok(repr(["gave up", "gave up", "woke"]))
         assert inst.statistics().host_tasks_running == 0
+
+
+def _polls_on_pipes(k: int, rounds: int) -> str:
+    # a synchronous guest polling k quiet pipes beside a 1 ms clock, `rounds` times;
+    # the pipes stay open after the call (kept in a module the guest's calls share)
+    return (
+        f"pipes = [pipe.make_pipe() for _ in range({k})]\n"
+        "os.kept_pipes = getattr(os, 'kept_pipes', []) + pipes\n"
+        "subs = [rx.subscribe() for tx, rx in pipes]\n"
+        f"for _ in range({rounds}):\n"
+        "    with monotonic_clock.subscribe_duration(10**6) as clock:\n"
+        "        ready = poll.poll([clock, *subs])\n"
+        "result = ready\n"
+    )
+
+
+@pytest.mark.parametrize("k", [10, 40])
+async def test_blocking_polls_on_the_same_streams_start_one_host_wait_per_stream(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, k: int
+) -> None:
+    # each poll returns at its clock; the pipes' waits outlive it for the next poll
+    # (a task per pollable per poll: rounds * k host tasks)
+    async with trio_isyswasfa.open_instance(wasi_component) as inst:
+        assert await inst.call(PROBE, "exec", _polls_on_pipes(k, 10)) == trio_isyswasfa.Ok("[0]")
+        assert inst.statistics().host_tasks_started == k
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(inst._sched._shared) == k  # still open, waited on for the next poll
+        # a poll that wants none of them ends them
+        assert await inst.call(PROBE, "exec", _polls_on_pipes(1, 1)) == trio_isyswasfa.Ok("[0]")
+        assert inst.statistics().host_tasks_started == k + 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(inst._sched._shared) == 1
+    assert not inst._sched._shared
+
+
+async def test_a_blocking_poll_wakes_for_the_stream_that_got_data(
+    wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # 20 quiet pipes (one subscribed twice) and stdin; stdin gets data after 1 s
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    code = (
+        "pipes = [pipe.make_pipe() for _ in range(20)]\n"
+        "subs = [rx.subscribe() for tx, rx in pipes] + [pipes[0][1].subscribe()]\n"
+        "with stdin.get_stdin() as s:\n"
+        "    result = poll.poll([*subs, s.subscribe()])\n"
+    )
+    config = trio_isyswasfa.WasiConfig(stdin=receive)
+    async with trio_isyswasfa.open_instance(wasi_component, wasi=config) as inst:
+        outcome: list[object] = []
+
+        async def call() -> None:
+            outcome.append(await inst.call(PROBE, "exec", code))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(1)
+            assert not outcome
+            await send.send_all(b"hi")
+        assert outcome == [trio_isyswasfa.Ok("[21]")]
+        # one wait per source: the pipe subscribed twice has one
+        assert inst.statistics().host_tasks_started == 21

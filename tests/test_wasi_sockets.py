@@ -559,6 +559,31 @@ async def main():
         async with probe(wasi_component, "127.0.0.1:*") as inst:
             assert await run(inst, code) == ([1], [1])
 
+    async def test_two_tasks_awaiting_one_socket_share_its_wait(
+        self, wasi_component: trio_isyswasfa.Component
+    ) -> None:
+        # each task has a subscription of its own to one listener: one OS wait serves
+        # both (two would be refused by the event loop: one waiter per socket)
+        code = """
+import asyncio
+async def main():
+    server = await listen(0)
+    async def wait():
+        with server.subscribe() as p:
+            await wait_pollable(p)
+        return 'woke'
+    waiters = [asyncio.ensure_future(wait()) for _ in range(2)]
+    await asyncio.sleep(0.02)
+    client = tcp_create_socket.create_tcp_socket(V4)
+    client.start_connect(NET, v4(server.local_address().value.port))
+    woken = await asyncio.gather(*waiters)
+    with server, client:
+        return woken
+"""
+        async with probe(wasi_component, "127.0.0.1:*") as inst:
+            assert await run(inst, code) == ["woke", "woke"]
+            assert inst.statistics().host_tasks_started == 1
+
 
 class TestDropWhileWaited:
     async def test_a_socket_dropped_while_a_task_awaits_it_frees_its_number(

@@ -219,6 +219,7 @@ class Instance:
             max_tasks=limits.max_handles if limits else None,
         )
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
+        self._wasi.scheduler = self._sched  # blocking polls share its waits
         self._funcs: dict[tuple[str, str], Any] = {}
 
     # -- linking ------------------------------------------------------------------------
@@ -325,7 +326,7 @@ class Instance:
             # its coroutine here
             work = impl(*args)
             try:
-                rep = self._sched.start_host_task(label, lambda: work)
+                rep = self._sched.start_host_task(label, work)
             except BaseException:
                 if inspect.iscoroutine(work):
                     work.close()  # it never ran: no "never awaited" warning

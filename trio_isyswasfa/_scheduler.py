@@ -23,6 +23,7 @@ import anyio.abc
 
 from ._engine import ExportFunc, lift_outputs, lower_inputs
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
+from ._park import Scope, TaskGroup, Waiter, cancel_scope, open_task_group, running_trio
 from ._protocol import (
     Action,
     CancelHostWork,
@@ -39,10 +40,14 @@ from ._protocol import (
 
 
 class _SharedWait:
-    """One host task waiting on a source for every guest wait on it."""
+    """One host task waiting on a source for every wait on it: guest tasks' waits
+    (``reps``) and blocking polls (``listeners``, events set when it ends)."""
+
+    __slots__ = ("listeners", "reps", "scope")
 
     def __init__(self) -> None:
         self.reps: set[int] = set()
+        self.listeners: set[anyio.Event] = set()
         self.scope = anyio.CancelScope()
 
 
@@ -60,9 +65,10 @@ class Scheduler:
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
         self._dirty: list[bool] = []
         self._wake = anyio.Event()
-        self._waiters: dict[int, anyio.Event] = {}
-        self._host_scopes: dict[int, anyio.CancelScope] = {}
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
+        self._on_trio = True  # (known once running)
+        self._host_scopes: dict[int, Scope] = {}
+        self._tg: TaskGroup | None = None
         self.failure: BaseException | None = None
         self._failed: anyio.Event | None = None  # made when someone waits for a failure
         self.calls_in_flight = 0
@@ -78,6 +84,9 @@ class Scheduler:
         # waits on one source (a stream, a pipe's side) share one host task
         self._shared: dict[Hashable, _SharedWait] = {}
         self._shared_of: dict[int, _SharedWait] = {}
+        # waits a blocking poll left behind, kept for the next poll (most poll the same
+        # streams again): cancelled by the next poll that does not want them
+        self._idle: dict[Hashable, _SharedWait] = {}
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
@@ -91,8 +100,9 @@ class Scheduler:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
+        self._on_trio = running_trio()
         try:
-            async with anyio.create_task_group() as tg:
+            async with open_task_group(self._on_trio) as tg:
                 self._tg = tg
                 tg.start_soon(self._run_timers)
                 task_status.started()
@@ -111,6 +121,7 @@ class Scheduler:
             self._timers.clear()
             self._timed.clear()
             self._shared_of.clear()
+            self._idle.clear()
 
     def _has_work(self) -> bool:
         return bool(self._urgent) or any(self._dirty)
@@ -207,27 +218,24 @@ class Scheduler:
             ) from self.failure
 
     # -- host tasks ---------------------------------------------------------------------
-    def start_host_task(self, label: str, fn: Callable[[], Awaitable[Any]]) -> int:
-        """Run ``fn`` as a host task; return the rep of its ``pending`` handle."""
+    def start_host_task(self, label: str, work: Awaitable[Any]) -> int:
+        """Await ``work`` as a host task; return the rep of its ``pending`` handle."""
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task(label)
         self.host_tasks_started += 1
-        scope = anyio.CancelScope()
+        scope = cancel_scope(self._on_trio)
         self._host_scopes[rep] = scope
         self._host_labels[rep] = label
-        self._tg.start_soon(
-            self._run_host_task, rep, scope, fn, name=f"isyswasfa host task {label}"
-        )
+        # (one name for all: a name of its own per task is memory each of them holds)
+        self._tg.start_soon(self._run_host_task, rep, scope, work, name="isyswasfa host task")
         return rep
 
-    async def _run_host_task(
-        self, rep: int, scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any]]
-    ) -> None:
+    async def _run_host_task(self, rep: int, scope: Scope, work: Awaitable[Any]) -> None:
         value: Any = None
         try:
             with scope:
-                value = await fn()
+                value = await work
         finally:
             del self._host_scopes[rep]
             del self._host_labels[rep]
@@ -250,14 +258,49 @@ class Scheduler:
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task("pollable")
+        shared = self._join(key, wait)
+        shared.reps.add(rep)
+        self._shared_of[rep] = shared
+        return rep
+
+    def _join(self, key: Hashable, wait: Callable[[], Awaitable[None]]) -> _SharedWait:
+        """The shared wait on ``key``, started (running ``wait``) if there is none."""
+        assert self._tg is not None
+        self._idle.pop(key, None)
         shared = self._shared.get(key)
         if shared is None or shared.scope.cancel_called:  # (a cancelled one is ending)
             shared = self._shared[key] = _SharedWait()
             self.host_tasks_started += 1
             self._tg.start_soon(self._run_shared_wait, key, shared, wait, name="isyswasfa wait")
-        shared.reps.add(rep)
-        self._shared_of[rep] = shared
-        return rep
+        return shared
+
+    async def wait_sources(
+        self, waits: dict[Hashable, Callable[[], Awaitable[None]]], deadline: float = math.inf
+    ) -> None:
+        """Return once one of ``waits`` (by source key) has ended, or at ``deadline``: a
+        blocking ``poll`` on many pollables. It starts no task of its own: each source
+        has one shared wait, joined by guest tasks' waits on it too. The waits it leaves
+        behind keep running until the next blocking poll that does not want them, so a
+        guest polling the same streams again and again starts each wait once."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+        done = anyio.Event()
+        joined = [self._join(key, wait) for key, wait in waits.items()]
+        for key, shared in self._idle.items():  # nobody polls them any more
+            shared.scope.cancel()
+            if self._shared.get(key) is shared:
+                del self._shared[key]
+        self._idle.clear()
+        for shared in joined:
+            shared.listeners.add(done)
+        try:
+            with anyio.CancelScope(deadline=deadline):
+                await done.wait()
+        finally:
+            for key, shared in zip(waits, joined, strict=True):
+                shared.listeners.discard(done)
+                if not shared.reps and not shared.listeners and self._shared.get(key) is shared:
+                    self._idle[key] = shared
 
     async def _run_shared_wait(
         self, key: Hashable, shared: _SharedWait, wait: Callable[[], Awaitable[None]]
@@ -268,6 +311,10 @@ class Scheduler:
         finally:
             if self._shared.get(key) is shared:
                 del self._shared[key]
+            if self._idle.get(key) is shared:
+                del self._idle[key]
+        for done in shared.listeners:
+            done.set()
         for rep in shared.reps:  # none if every waiter was cancelled
             del self._shared_of[rep]
             self.apply(self.core.host_work_finished(rep, None))
@@ -275,7 +322,7 @@ class Scheduler:
     def _leave_shared_wait(self, rep: int) -> None:
         shared = self._shared_of.pop(rep)
         shared.reps.discard(rep)
-        if not shared.reps:
+        if not shared.reps and not shared.listeners:
             shared.scope.cancel()  # nobody waits for it any more
         self.apply(self.core.host_work_finished(rep, None, cancelled=True))
 
@@ -331,7 +378,7 @@ class Scheduler:
         (shielded) for its confirmation before ``Cancelled`` propagates.
         """
         self.core.host_calls(rep)
-        self._waiters[rep] = waiter = anyio.Event()
+        self._waiters[rep] = waiter = Waiter(self._on_trio)
         self.poke()
         try:
             try:
@@ -339,7 +386,6 @@ class Scheduler:
                     if self.failure is not None:
                         raise self.failure  # the call in flight reports what killed it
                     await waiter.wait()
-                    self._waiters[rep] = waiter = anyio.Event()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self._cancel_guest_call(rep)
@@ -357,8 +403,7 @@ class Scheduler:
                 task = self.core.get(rep)
                 if task is None or task.state is TaskState.DONE:
                     break
-                waiter = self._waiters[rep] = anyio.Event()
-                await waiter.wait()
+                await self._waiters[rep].wait()
         if grace.cancelled_caught:
             # an untrusted guest must not hang its host: give up on it
             self.fail(

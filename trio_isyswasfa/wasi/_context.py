@@ -16,6 +16,7 @@ from .._resources import HandleTable
 if TYPE_CHECKING:
     import trio
 
+    from .._scheduler import Scheduler
     from ..http.types import OutgoingHandler
     from .filesystem import Preopen
     from .sockets import NetPattern
@@ -106,6 +107,8 @@ class WasiContext:
             tuple[str, str], tuple[Callable[..., Awaitable[Any]], Callable[[Any], Any]]
         ] = {}
         self._on_close: list[Callable[[], Awaitable[object]]] = []
+        # the instance's scheduler, once it has one: blocking polls share its waits
+        self.scheduler: Scheduler | None = None
 
     def define(self, interface: str, name: str, fn: HostFunc | Blocking) -> None:
         """Register ``fn`` for WIT function ``name`` of ``interface`` (no version);

@@ -8,7 +8,7 @@ import math
 import os
 import select
 from collections.abc import Awaitable, Callable, Generator, Hashable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -16,6 +16,9 @@ import anyio.abc
 from .._engine import Blocking, Err, ResourceKind, own
 from .._errors import GuestProtocolError
 from ._context import WasiContext
+
+if TYPE_CHECKING:
+    from .._scheduler import Scheduler
 
 POLL = "wasi:io/poll"
 ERROR = "wasi:io/error"
@@ -32,6 +35,8 @@ BLOCKING_WRITE_MAX = 4096  # blocking-write-and-flush: "a write of up to 4096 by
 
 class Pollable:
     """Something a guest can wait for. Level-triggered: ``ready`` re-checks."""
+
+    __slots__ = ()
 
     def ready(self) -> bool:
         raise NotImplementedError
@@ -55,6 +60,8 @@ class Pollable:
 class ReadyPollable(Pollable):
     """Always ready (streams that never make the guest wait)."""
 
+    __slots__ = ()
+
     def ready(self) -> bool:
         return True
 
@@ -64,6 +71,8 @@ class ReadyPollable(Pollable):
 
 class DeadlinePollable(Pollable):
     """Ready once the event loop's clock reaches ``deadline`` (seconds)."""
+
+    __slots__ = ("when",)  # one per sleeping guest task: keep it small
 
     def __init__(self, when: float) -> None:
         self.when = when
@@ -669,7 +678,7 @@ class WasiIo:
             ready = [i for i, p in enumerate(pollables) if p.ready()]
             if ready:
                 return ready
-            yield functools.partial(wait_any, pollables)
+            yield functools.partial(wait_any, pollables, self.ctx.scheduler)
 
     def block(self, rep: int) -> HostWaits:
         return until_ready(self.ctx.table.get(rep, Pollable))
@@ -854,32 +863,36 @@ def flushed(stream: OutputStream) -> HostWaits:
     stream.check_write()
 
 
-async def wait_any(pollables: list[Pollable]) -> None:
-    """Wait until one of ``pollables`` is ready. Clock pollables cost one deadline
-    together (the soonest), not a task each."""
-    if len(pollables) == 1:
-        await wait_ready(pollables[0])
-        return
+async def wait_any(pollables: list[Pollable], scheduler: Scheduler | None = None) -> None:
+    """Wait until one of ``pollables`` may be ready (the caller re-checks). Clock
+    pollables cost one deadline together (the soonest), not a task each; the others
+    one wait per source (pollables of one stream are ready together). With the
+    instance's ``scheduler``, those waits are its shared waits, which outlive this
+    call for the next poll on the same sources and serve guest tasks' waits too."""
     soonest = math.inf
-    others: list[Pollable] = []
+    others: dict[Hashable, Callable[[], Awaitable[None]]] = {}
     for pollable in pollables:
         deadline = pollable.deadline()
-        if deadline is None:
-            others.append(pollable)
-        else:
+        if deadline is not None:
             soonest = min(soonest, deadline)
+        elif (source := pollable.source()) not in others:
+            others[source] = functools.partial(wait_ready, pollable)
     if not others:
         await anyio.sleep_until(soonest)
-        return
-    with anyio.CancelScope(deadline=soonest):
-        async with anyio.create_task_group() as tg:
+    elif scheduler is not None:
+        await scheduler.wait_sources(others, soonest)
+    elif len(others) == 1 and soonest == math.inf:
+        await next(iter(others.values()))()
+    else:
+        with anyio.CancelScope(deadline=soonest):
+            async with anyio.create_task_group() as tg:
 
-            async def one(pollable: Pollable) -> None:
-                await wait_ready(pollable)
-                tg.cancel_scope.cancel()
+                async def one(wait: Callable[[], Awaitable[None]]) -> None:
+                    await wait()
+                    tg.cancel_scope.cancel()
 
-            for pollable in others:
-                tg.start_soon(one, pollable)
+                for wait in others.values():
+                    tg.start_soon(one, wait)
 
 
 # -- host-side helpers ----------------------------------------------------------------

@@ -23,7 +23,7 @@ import ipaddress
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,6 +265,10 @@ class _SocketPollable(Pollable):
                 await anyio.wait_readable(self._sock)
         except anyio.ClosedResourceError:
             pass  # closed while we waited: ready (the next operation says so)
+
+    def source(self) -> Hashable:
+        # one OS wait per socket and direction (trio allows no second one anyway)
+        return (self._sock, self._write)
 
 
 class _Shared:

@@ -1,5 +1,9 @@
 //! The Rust test guest: one export per behaviour the host's tests check.
 
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 isyswasfa_guest::generate!({
@@ -10,6 +14,24 @@ isyswasfa_guest::generate!({
 use self::test::rust_cases::host;
 
 struct Component;
+
+/// Spawned tasks still running, and the waker of the call that waits for them all.
+#[derive(Default)]
+struct Countdown {
+    left: Cell<u32>,
+    waiter: RefCell<Option<Waker>>,
+}
+
+impl Countdown {
+    fn done(&self) {
+        self.left.set(self.left.get() - 1);
+        if self.left.get() == 0 {
+            if let Some(waker) = self.waiter.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
 
 async fn echo_later(s: &str, ms: u32) -> String {
     isyswasfa_guest::call(host::echo_later_isyswasfa_start(s, ms), host::echo_later_isyswasfa_result)
@@ -41,6 +63,26 @@ isyswasfa_guest::async_exports! {
         async fn sleep_ms(ms: u32) -> u32 {
             isyswasfa_guest::sleep(Duration::from_millis(ms.into())).await;
             ms
+        }
+
+        async fn gather_sleeps(n: u32, ms: u32) -> u32 {
+            let countdown = Rc::new(Countdown::default());
+            countdown.left.set(n);
+            for _ in 0..n {
+                let countdown = countdown.clone();
+                isyswasfa_guest::spawn(async move {
+                    isyswasfa_guest::sleep(Duration::from_millis(ms.into())).await;
+                    countdown.done();
+                });
+            }
+            poll_fn(|cx| {
+                if countdown.left.get() == 0 {
+                    return Poll::Ready(n);
+                }
+                *countdown.waiter.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await
         }
 
         async fn fail(msg: String) -> String {

@@ -1,0 +1,107 @@
+"""Waiting and running crowds of tasks cheaply: the host's trio-only needs live here.
+
+Every pending export call parks its caller until the guest answers, and every async
+import the guest awaits is a host task. Through anyio's wrappers each costs more
+than the work it stands for: an ``anyio.Event`` per wait held the event, the trio
+event it wraps, that event's set of waiting tasks and three coroutine frames (about
+1.5 KiB); a task in an anyio task group with an anyio cancel scope holds ~4.2 KiB
+where a task in a trio nursery with a trio cancel scope holds ~2.7 KiB. When the loop
+is trio's, :class:`Waiter`, :func:`open_task_group` and :func:`cancel_scope` use trio
+directly; on other backends they are anyio's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import anyio
+import sniffio
+import trio
+
+
+def running_trio() -> bool:
+    """Whether the running event loop is trio's."""
+    return sniffio.current_async_library() == "trio"
+
+
+class Scope(Protocol):
+    """What the host uses of a cancel scope (anyio's or trio's)."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> bool | None: ...
+
+    def cancel(self) -> None: ...
+
+    @property
+    def cancelled_caught(self) -> bool: ...
+
+
+class TaskGroup(Protocol):
+    """What the host uses of a task group (an anyio task group or a trio nursery)."""
+
+    def start_soon(self, func: Callable[..., Any], *args: Any, name: object = None) -> None: ...
+
+    @property
+    def cancel_scope(self) -> Scope: ...
+
+
+def open_task_group(on_trio: bool) -> AbstractAsyncContextManager[TaskGroup]:
+    """A trio nursery on trio, else an anyio task group (the same semantics)."""
+    if on_trio:
+        return trio.open_nursery()  # type: ignore[return-value]
+    return anyio.create_task_group()  # type: ignore[return-value]
+
+
+def cancel_scope(on_trio: bool) -> Scope:
+    """A cancel scope without a deadline: trio's on trio, else anyio's."""
+    return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
+
+
+class Waiter:
+    """Wakes one task, once per :meth:`set`; re-armed by each :meth:`wait`.
+
+    A :meth:`set` with nobody waiting is kept for the next :meth:`wait`, which then
+    returns at once. Cancelling a :meth:`wait` leaves the waiter unset.
+    """
+
+    __slots__ = ("_event", "_flag", "_task", "_trio")
+
+    def __init__(self, on_trio: bool) -> None:
+        self._trio = on_trio
+        self._task: Any = None  # the parked trio task
+        self._flag = False
+        self._event: anyio.Event | None = None  # other backends
+
+    async def wait(self) -> None:
+        """Return at the next :meth:`set` (at once if one came since the last wait)."""
+        if self._flag:
+            self._flag = False
+            return
+        if not self._trio:
+            self._event = anyio.Event()
+            try:
+                await self._event.wait()
+            finally:
+                self._event = None
+                self._flag = False
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: Any) -> Any:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def set(self) -> None:
+        """Wake the waiting task, or the next :meth:`wait` if none waits now."""
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+        elif self._event is not None:
+            self._event.set()
+        else:
+            self._flag = True
