@@ -4,7 +4,8 @@
   reports which point went wrong, and how.
 * :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
 * :func:`build_python_guest` and :func:`build_rust_guest` build a guest once, cached
-  on its sources (a missing Rust toolchain raises :class:`RustToolchainMissing`);
+  on its sources (:func:`build_plain_python_guest`: one without isyswasfa, such as a
+  standard ``wasi:http/proxy`` app) (a missing Rust toolchain raises :class:`RustToolchainMissing`);
   :func:`build_wat_component` makes tiny components from WAT text.
 * :mod:`trio_isyswasfa.testing.conformance` runs a WASI command component on our host
   and on wasmtime's and says how the results differ (the differential conformance
@@ -17,6 +18,7 @@ pytest-trio's ``autojump_clock`` fixture drive guests too.
 """
 
 from ._build import RustToolchainMissing as RustToolchainMissing
+from ._build import build_plain_python_guest as build_plain_python_guest
 from ._build import build_python_guest as build_python_guest
 from ._build import build_rust_guest as build_rust_guest
 from ._build import guest_cache_dir as guest_cache_dir
@@ -33,6 +35,7 @@ __all__ = [
     "CheckpointResult",
     "RustToolchainMissing",
     "assert_quiet",
+    "build_plain_python_guest",
     "build_python_guest",
     "build_rust_guest",
     "build_wat_component",
