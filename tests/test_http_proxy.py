@@ -4,6 +4,7 @@ isyswasfa): real HTTP requests through our hypercorn server, in-process."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from test_http_serve import RawClient, pattern
 from test_wasi_cli import wat_command
 
 import trio_isyswasfa
+import trio_isyswasfa.http
 from trio_isyswasfa.http import ComponentApp, HttpClient
 from trio_isyswasfa.testing import build_plain_python_guest
 
@@ -312,3 +314,86 @@ def test_serve_refuses_a_component_exporting_neither_handler(tmp_path: Path) -> 
     assert len(lines) == 1, proc.stderr
     assert "exports neither wasi:http/incoming-handler@0.2.x" in lines[0]
     assert "it exports wasi:cli/run@0.2.0" in lines[0]
+
+
+class TestConcurrency:
+    async def test_a_guest_blocked_in_poll_suspends_only_itself(
+        self, proxy: tuple[str, ComponentApp]
+    ) -> None:
+        url, _ = proxy
+        finished: list[str] = []
+        async with httpx.AsyncClient() as client:
+
+            async def get(route: str) -> None:
+                response = await client.get(f"{url}{route}")
+                finished.append(response.text)
+
+            async with trio.open_nursery() as requests:
+                requests.start_soon(get, "/sleep?ms=1000")
+                await trio.sleep(0.1)  # the first guest is blocked in poll by now
+                requests.start_soon(get, "/hello")
+        assert finished == ["hello, world!\n", "slept\n"]
+
+    async def test_a_client_that_leaves_cancels_the_guest_and_the_server_serves_on(
+        self, proxy: tuple[str, ComponentApp]
+    ) -> None:
+        url, app = proxy
+        raw = await RawClient.connect(url)
+        async with raw.stream:
+            await raw.send(h11.Request(method="GET", target="/forever", headers=[("host", "x")]))
+            await raw.send(h11.EndOfMessage())
+            assert isinstance(await raw.next_event(), h11.Response)
+            assert isinstance(await raw.next_event(), h11.Data)
+        async with httpx.AsyncClient() as client:
+            again = await client.get(f"{url}/hello")
+        assert again.text == "hello, world!\n"
+        stats = await settled(app)
+        assert (stats.cancelled, stats.completed, stats.instances_opened) == (1, 1, 2)
+
+
+def test_app_from_environment_serves_a_proxy_component(
+    monkeypatch: pytest.MonkeyPatch, proxy_component: trio_isyswasfa.Component
+) -> None:
+    monkeypatch.setenv("TRIO_ISYSWASFA_COMPONENT", proxy_component.name)
+    app = trio_isyswasfa.http.app_from_environment()
+    assert (app.proxy, app.instances, app.interface) == (
+        True,
+        "pooled",
+        "wasi:http/incoming-handler@0.2.0",
+    )
+
+
+def _wit_functions(wit: str) -> set[str]:
+    """The function names (as the component model spells them) a WIT interface declares."""
+    names: set[str] = set()
+    resource = None
+    for line in wit.splitlines():
+        line = line.strip()
+        if m := re.match(r"resource ([\w-]+) \{", line):
+            resource = m.group(1)
+        elif line == "}":
+            resource = None
+        elif resource and line.startswith("constructor("):
+            names.add(f"[constructor]{resource}")
+        elif m := re.match(r"%?([\w-]+): (static )?func", line):
+            if resource is None:
+                names.add(m.group(1))
+            else:
+                names.add(f"[{'static' if m.group(2) else 'method'}]{resource}.{m.group(1)}")
+    return names
+
+
+def test_every_function_of_the_wit_is_implemented_and_nothing_else() -> None:
+    from trio_isyswasfa.http.wasi_http import OUTGOING_HANDLER, TYPES, WasiHttpP2
+    from trio_isyswasfa.wasi._context import WasiContext
+
+    ctx = WasiContext(trio_isyswasfa.WasiConfig())
+    WasiHttpP2(ctx, None, lambda work: None)
+    wit = Path(__file__).resolve().parent.parent / "wit" / "deps" / "http-0.2"
+    types_wit = (wit / "types.wit").read_text()
+    handler_wit = (wit / "handler.wit").read_text()
+    outgoing = handler_wit[handler_wit.index("interface outgoing-handler") :]
+    assert {n for i, n in ctx.functions if i == TYPES} == _wit_functions(types_wit)
+    assert {n for i, n in ctx.functions if i == OUTGOING_HANDLER} == _wit_functions(outgoing)
+    resources = set(re.findall(r"resource ([\w-]+)", types_wit))
+    assert {n for i, n in ctx.resources if i == TYPES} == resources

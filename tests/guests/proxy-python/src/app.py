@@ -1,7 +1,8 @@
 """A standard wasi:http/proxy app (componentize-py, no isyswasfa), written as a user of
 wasmtime serve or Spin would: synchronous, blocking on WASI streams and pollables.
 
-Routes: /hello; /echo (method, path, authority and headers as x-echo-* headers, the
+Routes: /hello; /sleep?ms=N (blocks in poll, then answers); /forever (writes lines
+until the client leaves); /echo (method, path, authority and headers as x-echo-* headers, the
 request body streamed back, `x-trailer: v` sent back as a trailer); /stream?n=N (N
 lines, each written and flushed apart); /fetch?url=URL (an outgoing GET: its status
 and body); /fetch-post?url=URL (the request body sent on to URL with POST); and
@@ -16,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import outgoing_handler, types
+from wit_world.imports import monotonic_clock, outgoing_handler, types
 from wit_world.imports.streams import StreamError_Closed
 
 CHUNK = 4096  # blocking-write-and-flush takes at most 4096 bytes
@@ -120,6 +121,17 @@ class IncomingHandler(exports.IncomingHandler):
             data = read_body(upstream.consume())
             headers = [("x-upstream-status", str(upstream.status()).encode())]
             respond(response_out, 200, text + headers, data)
+        elif route == "/sleep":
+            with monotonic_clock.subscribe_duration(int(params["ms"]) * 1_000_000) as pollable:
+                pollable.block()
+            respond(response_out, 200, text, b"slept\n")
+        elif route == "/forever":
+            response = types.OutgoingResponse(types.Fields.from_list(text))
+            body = response.body()
+            types.ResponseOutparam.set(response_out, Ok(response))
+            with body.write() as stream:
+                while True:
+                    stream.blocking_write_and_flush(b"line\n" * 100)
         elif route == "/no-set":
             pass
         elif route == "/set-twice":
