@@ -331,6 +331,7 @@ class ComponentApp:
         async with anyio.create_task_group() as call:
             call.start_soon(handle)
             answer = await outparam.wait()
+            await _until_committed(instance, answer, returned)
             if failure or answer is None:
                 pass  # it trapped before the response went out, or answered nothing
             elif isinstance(answer, ErrorCode):
@@ -557,6 +558,23 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
                 "more_trailers": False,
             }
         )
+
+
+async def _until_committed(
+    instance: Instance, answer: OutgoingResponse | ErrorCode | None, returned: anyio.Event
+) -> None:
+    """Wait until the guest stands by the answer it set: ``handle`` returned, the guest
+    waits in a host call, or it wrote to (or ended) the body. A guest that sets its
+    answer and then traps before any of these (``set`` twice, say) gets a 500, not the
+    head of a response it never delivered, however the epoch ticks fall."""
+    body = answer.body if isinstance(answer, OutgoingResponse) else None
+    engine = instance._engine
+    while not (
+        returned.is_set()
+        or engine.blocked
+        or (body is not None and (body.pipe.buffer or body.state != "open"))
+    ):
+        await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
 
 
 async def _end_body_on_return(returned: anyio.Event, body: OutgoingBody) -> None:

@@ -138,6 +138,7 @@ class IncomingHandler(exports.IncomingHandler):
             first = types.OutgoingResponse(types.Fields())
             second = types.OutgoingResponse(types.Fields())
             types.ResponseOutparam.set(response_out, Ok(first))
+            sum(range(1_000_000))  # computes a while: epoch ticks fall between the two
             types.ResponseOutparam.set(response_out, Ok(second))
         elif route == "/error-code":
             types.ResponseOutparam.set(response_out, Err(types.ErrorCode_InternalError("no")))
