@@ -8,6 +8,8 @@ For each backend (trio, asyncio) it runs, one after the other on loopback:
 * the baseline: bare hypercorn with the same worker class serving a hello ASGI app;
 * ``python -m trio_isyswasfa serve`` with the service example (a Python guest), for
   each instance policy, and pooled with at most 4 instances;
+* the same with a standard ``wasi:http/proxy@0.2`` hello (the componentize-py app of
+  ``tests/guests/proxy-python``, GET /hello), pooled and per-request;
 
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
 least 0.5x). Then hash-all fans out to 100 URLs of a local upstream that answers in
@@ -37,7 +39,7 @@ from hypercorn.config import Config
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import build_plain_python_guest, build_python_guest
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO_APP = """
@@ -96,12 +98,14 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
     return rps, pct("50"), pct("99")
 
 
-def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[float, ...]:
+def measure(
+    cmd: list[str], port: int, seconds: int, connections: int, path: str = "/"
+) -> tuple[float, ...]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
     try:
         wait_listening(port)
-        wrk(f"http://127.0.0.1:{port}/", 1, connections)  # warm up
-        return wrk(f"http://127.0.0.1:{port}/", seconds, connections)
+        wrk(f"http://127.0.0.1:{port}{path}", 1, connections)  # warm up
+        return wrk(f"http://127.0.0.1:{port}{path}", seconds, connections)
     finally:
         proc.send_signal(2)
         try:
@@ -112,6 +116,10 @@ def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[
 
 def throughput(seconds: int, connections: int) -> None:
     service = example("service")
+    proxy_src = ROOT / "tests" / "guests" / "proxy-python"
+    proxy = build_plain_python_guest(proxy_src / "wit", "proxy-guest", "app", [proxy_src / "src"])
+    for wasm in (service, proxy):
+        trio_isyswasfa.load_component(wasm)  # compiled once here: servers start from the cache
     hello = Path("/tmp/trio_isyswasfa_bench_hello.py")
     hello.write_text(HELLO_APP)
     print(f"wrk -t1 -c{connections} -d{seconds}s, GET with an empty body, loopback")
@@ -161,6 +169,15 @@ def throughput(seconds: int, connections: int) -> None:
                 connections,
             )
             label = f"serve service.wasm ({backend}, {policy}, max {most})"
+            print(
+                f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
+            )
+        for policy in ("pooled", "per-request"):  # a standard wasi:http/proxy@0.2 hello
+            port = free_port()
+            cmd = [sys.executable, "-m", "trio_isyswasfa", "serve", str(proxy), "--addr"]
+            cmd += [f"127.0.0.1:{port}", "--backend", backend, "--no-access-log"]
+            ours = measure([*cmd, "--instances", policy], port, seconds, connections, "/hello")
+            label = f"serve proxy-guest.wasm /hello ({backend}, {policy})"
             print(
                 f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
             )

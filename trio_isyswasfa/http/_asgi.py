@@ -242,9 +242,7 @@ class ComponentApp:
             started = False
             try:
                 async with self._slot(), self._instance() as instance:
-                    engine = instance._engine
-                    self._guest_counted.setdefault(engine, engine.guest_seconds)
-                    try:
+                    with self._guest_time(instance):
                         response = await _handle(instance, self.interface, request)
                         if isinstance(response, ErrorCode):
                             log.warning("component answered error-code %s", response)
@@ -261,12 +259,6 @@ class ComponentApp:
                                 await _send_response(scope, send, response, sent)
                             instance._sched.check_alive()
                             outcome = "completed"
-                    finally:
-                        # counted once even when requests share the instance
-                        self._stats.guest_seconds += (
-                            engine.guest_seconds - self._guest_counted[engine]
-                        )
-                        self._guest_counted[engine] = engine.guest_seconds
             except IsyswasfaError as exc:
                 log.error("component failed: %s", exc)
                 outcome = "failed"
