@@ -24,6 +24,7 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -101,7 +102,11 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
 def measure(
     cmd: list[str], port: int, seconds: int, connections: int, path: str = "/"
 ) -> tuple[float, ...]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+    # this checkout's package, whatever is installed (or lies in /tmp)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp", env=env
+    )
     try:
         wait_listening(port)
         wrk(f"http://127.0.0.1:{port}{path}", 1, connections)  # warm up
