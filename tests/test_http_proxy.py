@@ -226,6 +226,22 @@ class TestOutgoing:
         assert got.content == JABBERWOCKY["/d"]
         assert posted.content == b"x" * 100_000
 
+    async def test_a_request_body_dropped_unfinished_fails_the_request(
+        self,
+        nursery: trio.Nursery,
+        proxy_component: trio_isyswasfa.Component,
+        upstream: tuple[str, object],
+    ) -> None:
+        # not sent as if complete: the guest learns the body broke off
+        upstream_url, _ = upstream
+        app = ComponentApp(proxy_component, http_client=HttpClient(allow=["127.0.0.1:*"]))
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{url}/fetch-drop", params={"url": f"{upstream_url}/echo"}, content=b"x" * 1000
+            )
+        assert (response.status_code, response.text) == (502, "error: HttpRequestBodySize\n")
+
     @pytest.mark.parametrize("allow", [None, ["10.0.0.1:*"]])
     async def test_a_request_outside_the_allow_list_is_denied(
         self,

@@ -224,8 +224,15 @@ class OutgoingBody:
         return _BodyWriter(self)
 
     def reader(self) -> PipeReader:
-        """The stream the host reads the body from."""
+        """The stream the host reads the body from: it ends when the body does,
+        complete or not (see :attr:`complete`)."""
         return PipeReader(self.pipe)
+
+    def strict_reader(self) -> InputStream:
+        """Like :meth:`reader`, but a body that ends incomplete fails the read that
+        finds its end (``StreamFailed`` carrying ``HTTP-request-body-size``), so the
+        client sending it gives up the request instead of sending it as complete."""
+        return _StrictReader(self)
 
     @property
     def complete(self) -> bool:
@@ -254,6 +261,22 @@ class OutgoingBody:
         self._trailers_tx.close()
         self.pipe.writer_open = False
         self.pipe.readable.changed()
+
+
+class _StrictReader(PipeReader):
+    def __init__(self, body: OutgoingBody) -> None:
+        super().__init__(body.pipe)
+        self.body = body
+
+    def read(self, n: int) -> bytes:
+        try:
+            return super().read(n)
+        except StreamClosed:
+            body = self.body
+            if body.state == "aborted":
+                code = ErrorCode(body.size_error, body.written)
+                raise StreamFailed(f"{code}: {body.problem}", cause=code) from None
+            raise
 
 
 def content_length(fields: Fields) -> int | None:
@@ -307,7 +330,7 @@ class OutgoingRequest:
         body = self.body or OutgoingBody.empty()
         return Request(
             self.headers.copy(),
-            Body(body.reader(), body.trailers),
+            Body(body.strict_reader(), body.trailers),
             method=self.method,
             scheme=self.scheme,
             path_with_query=self.path_with_query,
@@ -397,6 +420,9 @@ class FutureIncomingResponse:
                 outcome = IncomingResponse(await send())
             except ErrorCode as exc:
                 outcome = exc
+            except StreamFailed as exc:  # the guest's body broke off (see strict_reader)
+                cause = exc.cause
+                outcome = cause if isinstance(cause, ErrorCode) else ErrorCode("internal-error")
             except Exception as exc:  # the handler's bug: the guest gets an error code
                 log.exception("sending a guest's request failed")
                 outcome = ErrorCode("internal-error", f"{type(exc).__name__}: {exc}")

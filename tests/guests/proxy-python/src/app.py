@@ -5,7 +5,8 @@ Routes: /hello; /sleep?ms=N (blocks in poll, then answers); /forever (writes lin
 until the client leaves); /echo (method, path, authority and headers as x-echo-* headers, the
 request body streamed back, `x-trailer: v` sent back as a trailer); /stream?n=N (N
 lines, each written and flushed apart); /fetch?url=URL (an outgoing GET: its status
-and body); /fetch-post?url=URL (the request body sent on to URL with POST); and
+and body); /fetch-post?url=URL (the request body sent on to URL with POST);
+/fetch-drop?url=URL (the same, its body dropped unfinished); and
 misbehaviours: /no-set, /set-twice, /error-code, /trap, /drop-body, /overflow (writes
 past its content-length), /short (finishes short of it), /fields (tries forbidden and
 immutable fields, answers what the host said).
@@ -68,7 +69,9 @@ def read_body(body: types.IncomingBody) -> bytes:
     return bytes(data)
 
 
-def fetch(url: str, method: types.Method, body: bytes | None) -> types.IncomingResponse:
+def fetch(
+    url: str, method: types.Method, body: bytes | None, *, drop: bool = False
+) -> types.IncomingResponse:
     parts = urlsplit(url)
     request = types.OutgoingRequest(types.Fields())
     request.set_method(method)
@@ -79,7 +82,10 @@ def fetch(url: str, method: types.Method, body: bytes | None) -> types.IncomingR
     future = outgoing_handler.handle(request, None)
     if outgoing is not None:
         write_all(outgoing, body or b"")
-        finish(outgoing, None)
+        if drop:
+            outgoing.__exit__(None, None, None)  # dropped without finish: the request breaks off
+        else:
+            finish(outgoing, None)
     while (result := future.get()) is None:
         with future.subscribe() as pollable:
             pollable.block()
@@ -107,12 +113,15 @@ class IncomingHandler(exports.IncomingHandler):
                 for i in range(int(params.get("n", "3"))):
                     stream.blocking_write_and_flush(f"line {i}\n".encode())
             finish(body, None)
-        elif route in ("/fetch", "/fetch-post"):
-            post = route == "/fetch-post"
+        elif route in ("/fetch", "/fetch-post", "/fetch-drop"):
+            post = route != "/fetch"
             sent = read_body(request.consume()) if post else None
             try:
                 upstream = fetch(
-                    params["url"], types.Method_Post() if post else types.Method_Get(), sent
+                    params["url"],
+                    types.Method_Post() if post else types.Method_Get(),
+                    sent,
+                    drop=route == "/fetch-drop",
                 )
             except Err as exc:
                 name = type(exc.value).__name__.removeprefix("ErrorCode_")
