@@ -218,6 +218,7 @@ class OutgoingBody:
         return body
 
     def take_stream(self) -> _BodyWriter | None:
+        """The stream the guest writes, the first time; None afterwards."""
         if self.stream_taken:
             return None
         self.stream_taken = True
@@ -236,6 +237,7 @@ class OutgoingBody:
 
     @property
     def complete(self) -> bool:
+        """Whether the guest finished the body (as declared): it may go out whole."""
         return self.state == "finished"
 
     def finish(self, trailers: Fields | None) -> ErrorCode | None:
@@ -302,6 +304,7 @@ class IncomingRequest:
         self.body: IncomingBody | None = IncomingBody(request.body.stream, request.body.trailers)
 
     def close(self) -> None:
+        """The guest dropped it: stop reading a body it never took."""
         if self.body is not None:
             self.body.close()
 
@@ -319,6 +322,7 @@ class OutgoingRequest:
         self.body_taken = False
 
     def take_body(self) -> OutgoingBody | None:
+        """The request's body, the first time; None afterwards."""
         if self.body_taken:
             return None
         self.body_taken = True
@@ -349,6 +353,7 @@ class OutgoingResponse:
         self.body_taken = False
 
     def take_body(self) -> OutgoingBody | None:
+        """The response's body, the first time; None afterwards."""
         if self.body_taken:
             return None
         self.body_taken = True
@@ -365,6 +370,7 @@ class IncomingResponse:
         self.body: IncomingBody | None = IncomingBody(response.body.stream, response.body.trailers)
 
     def close(self) -> None:
+        """The guest dropped it: stop reading a body it never took."""
         if self.body is not None:
             self.body.close()
 
@@ -378,6 +384,7 @@ class ResponseOutparam:
         self._settled = anyio.Event()
 
     def set(self, response: OutgoingResponse | ErrorCode) -> None:
+        """The guest's answer (``response-outparam.set``)."""
         self.response = response
         self.is_set = True
         self._settled.set()
