@@ -305,6 +305,7 @@ class ComponentApp:
         state: _ProxyState,
     ) -> None:
         http = instance._http_p2
+        assert http is not None  # a proxy component imports wasi:http 0.2's types
         failure: list[IsyswasfaError] = []
         returned = anyio.Event()
 
