@@ -38,6 +38,8 @@ FS_TESTS = (
 )
 SOCKET_TESTS = ("tests/test_resources.py", "tests/test_wasi_sockets.py")
 HTTP_TESTS = ("tests/test_http_fields.py", "tests/test_http_client.py")
+WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
+PROXY_TESTS = "tests/test_http_proxy.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 
 
@@ -303,8 +305,8 @@ CHECKS = [
     Check(
         "host: only WASI 0.2.x imports link",
         "trio_isyswasfa/_host.py",
-        'if (major, minor) == ("0", "2") and patch.isdigit():',
-        "if True:",
+        'return (major, minor) == ("0", "2") and patch.isdigit()',
+        "return True",
         ("tests/test_wasi_cli.py", "-k", "wasi_versions or wasi_0_2"),
     ),
     # -- wasi:http and serve
@@ -325,7 +327,7 @@ CHECKS = [
     Check(
         "http: a guest sets no hop-by-hop header",
         "trio_isyswasfa/http/types.py",
-        "if name.lower() in FORBIDDEN:",
+        "if name.lower() in self.forbidden:",
         "if False:",
         HTTP_TESTS,
     ),
@@ -335,6 +337,63 @@ CHECKS = [
         'if self.immutable:\n            raise HeaderError("immutable")',
         "if False:\n            pass",
         HTTP_TESTS,
+    ),
+    # -- wasi:http@0.2 (proxy components)
+    Check(
+        "http 0.2: no outgoing requests without a handler",
+        WASI_HTTP,
+        "if outgoing is None:",
+        "if False:",
+        (PROXY_TESTS, "-k", "allow_list_is_denied"),
+    ),
+    Check(
+        "http 0.2: a guest sets none of wasmtime's forbidden fields",
+        WASI_HTTP,
+        "forbidden: ClassVar[frozenset[str]] = FORBIDDEN",
+        "pass",
+        (PROXY_TESTS, "-k", "field_checks"),
+    ),
+    Check(
+        "http 0.2: no body written past its content-length",
+        WASI_HTTP,
+        "if limit is not None and body.written + len(data) > limit:",
+        "if False:",
+        (PROXY_TESTS, "-k", "overflow"),
+    ),
+    Check(
+        "http 0.2: no body finished short of its content-length",
+        WASI_HTTP,
+        "if self.content_length is not None and self.written != self.content_length:",
+        "if False:",
+        (PROXY_TESTS, "-k", "short"),
+    ),
+    Check(
+        "http 0.2: an outgoing request whose body broke off is not sent as complete",
+        WASI_HTTP,
+        "Body(body.strict_reader(), body.trailers),",
+        "Body(body.reader(), body.trailers),",
+        (PROXY_TESTS, "-k", "dropped_unfinished"),
+    ),
+    Check(
+        "serve: a proxy that never sets its response-outparam fails (500, retired)",
+        "trio_isyswasfa/http/_asgi.py",
+        "if not outparam.is_set:",
+        "if False:",
+        (PROXY_TESTS, "-k", "no-set"),
+    ),
+    Check(
+        "serve: a proxy's response goes out only once the guest stands by it",
+        "trio_isyswasfa/http/_asgi.py",
+        "await _until_committed(instance, answer, returned)",
+        "pass",
+        (PROXY_TESTS, "-k", "set-twice"),
+    ),
+    Check(
+        "serve: a proxy instance whose response was cut off is not lent again",
+        "trio_isyswasfa/http/_asgi.py",
+        'raise GuestProtocolError(f"response body cut off: {body.problem}")',
+        "pass",
+        (PROXY_TESTS, "-k", "retired"),
     ),
     Check(
         "serve: at most max_instances at once",

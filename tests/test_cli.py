@@ -85,7 +85,8 @@ def test_component_without_poll_export(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
-        == f"error: {path} has no isyswasfa-poll-* export: it was not built for isyswasfa"
+        == f"error: {path} has no isyswasfa-poll-* export: it was not built for isyswasfa "
+        "(and is neither a wasi:cli command nor a wasi:http proxy); it exports f"
     )
 
 

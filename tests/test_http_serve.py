@@ -546,7 +546,7 @@ class TestCli:
             timeout=60,
         )
         assert proc.returncode == 2
-        assert "does not export wasi:http/handler" in proc.stderr
+        assert "exports neither wasi:http/incoming-handler@0.2.x nor" in proc.stderr
 
 
 async def test_trailers_pass_through_the_guest(

@@ -98,7 +98,11 @@ def _parser() -> argparse.ArgumentParser:
 
     _limit_arguments(run)
 
-    serve = sub.add_parser("serve", help="serve a component's wasi:http handler over HTTP")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a component's wasi:http handler over HTTP (a wasi:http/proxy@0.2 "
+        "component, or an isyswasfa one exporting wasi:http/handler@0.3.0-draft)",
+    )
     serve.add_argument("component", type=Path)
     serve.add_argument(
         "--addr",
@@ -130,9 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--instances",
         choices=["shared", "pooled", "per-request"],
-        default="shared",
+        default=None,
         help="keep instances open between requests, each serving up to 16 at once "
-        "(default), or one at a time (pooled); or a fresh one per request",
+        "(shared, the default for isyswasfa components), or one at a time (pooled, the "
+        "default for wasi:http/proxy components, whose calls cannot overlap); or a fresh "
+        "one per request, as wasmtime serve",
     )
     serve.add_argument(
         "--max-instances",
@@ -274,7 +280,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
             print(
                 f"Serving {args.component} on {', '.join(urls)} "
-                f"({args.backend}, {args.instances} instances); Ctrl-C stops",
+                f"({args.backend}, {app.instances} instances); Ctrl-C stops",
                 file=sys.stderr,
                 flush=True,
             )

@@ -119,6 +119,18 @@ class ResourceKind:
     REQUEST_OPTIONS = 54
     TRAILERS_SENDER = 55
     TRAILERS_RECEIVER = 56
+    # wasi:http@0.2.x
+    P2_FIELDS = 60
+    INCOMING_REQUEST = 61
+    OUTGOING_REQUEST = 62
+    P2_REQUEST_OPTIONS = 63
+    RESPONSE_OUTPARAM = 64
+    INCOMING_RESPONSE = 65
+    INCOMING_BODY = 66
+    FUTURE_TRAILERS = 67
+    OUTGOING_RESPONSE = 68
+    OUTGOING_BODY = 69
+    FUTURE_INCOMING_RESPONSE = 70
 
 
 def own(rep: int, kind: int) -> Any:
@@ -356,7 +368,10 @@ def strip_version(interface: str) -> str:
 
 
 def _result_lowerer(ty: Any) -> Callable[[Any], Any]:
-    """How to hand ``Ok``/``Err`` (possibly nested) to wasmtime-py for type ``ty``."""
+    """How to hand ``Ok``/``Err`` (possibly nested, in results or options) to
+    wasmtime-py for type ``ty``."""
+    if isinstance(ty, wc.OptionType):
+        return _option_lowerer(ty)
     if not isinstance(ty, wc.ResultType):
         return lambda v: v
     tagged = ty._tagged()
@@ -371,6 +386,24 @@ def _result_lowerer(ty: Any) -> Callable[[Any], Any]:
             value = value.value
         payload = ok_low(value)
         return wc.Variant("ok", payload) if tagged else payload
+
+    return lower
+
+
+def _option_lowerer(ty: Any) -> Callable[[Any], Any]:
+    """An ``option`` whose payload holds a ``result`` (``future-trailers.get``):
+    ``None`` is ``none``, anything else ``some`` of its lowered payload."""
+    payload = ty.payload
+    if not isinstance(payload, wc.ResultType | wc.OptionType):
+        return lambda v: v
+    inner = _result_lowerer(payload)
+    tagged = ty._tagged()
+
+    def lower(value: Any) -> Any:
+        if value is None:
+            return wc.Variant("none") if tagged else None
+        lowered = inner(value)
+        return wc.Variant("some", lowered) if tagged else lowered
 
     return lower
 

@@ -42,12 +42,37 @@ START = "-isyswasfa-start"
 RESULT = "-isyswasfa-result"
 POLL_PREFIX = "isyswasfa-poll"
 RUN = "wasi:cli/run"
+PROXY_HANDLER = "wasi:http/incoming-handler"
+
+
+def describe_exports(exports: Mapping[str, Any]) -> str:
+    """What a component exports, in one line (for errors naming what it is instead)."""
+    names = [i for i in exports if i] + sorted(exports.get("", ()))
+    return ", ".join(names) if names else "nothing"
+
 
 # packages whose functions we do not know (a later 0.2.x may add some) answer this code
 _DENIED = {"wasi:sockets": "not-supported"}
 
 # the WASI versions we implement: every 0.2.x release, and isyswasfa's wasi:http draft
 _WASI_HTTP_DRAFT = "0.3.0-draft"
+
+
+def is_p2_version(version: str) -> bool:
+    """Whether ``version`` is a WASI 0.2.x release (``0.2.0``, ``0.2.9``…)."""
+    major, _, rest = version.partition(".")
+    minor, _, patch = rest.partition(".")
+    return (major, minor) == ("0", "2") and patch.isdigit()
+
+
+def interface_key(interface: str) -> str:
+    """Which of our implementations an imported interface links to: its name without
+    the version, except for ``wasi:http``, whose 0.2.x releases (``…@0.2``) and
+    isyswasfa's draft share names but not types."""
+    name, _, version = interface.partition("@")
+    if name.startswith("wasi:http/") and is_p2_version(version):
+        return f"{name}@0.2"
+    return name
 
 
 def wasi_version_problem(interface: str) -> str | None:
@@ -59,15 +84,13 @@ def wasi_version_problem(interface: str) -> str | None:
     name, _, version = interface.partition("@")
     if not name.startswith("wasi:") or not version:
         return None
+    if is_p2_version(version):
+        return None
     if name.startswith("wasi:http/"):
         if version == _WASI_HTTP_DRAFT:
             return None
-        wanted = f"wasi:http@{_WASI_HTTP_DRAFT} (isyswasfa's draft)"
+        wanted = f"wasi:http 0.2.x or wasi:http@{_WASI_HTTP_DRAFT} (isyswasfa's draft)"
     else:
-        major, _, rest = version.partition(".")
-        minor, _, patch = rest.partition(".")
-        if (major, minor) == ("0", "2") and patch.isdigit():
-            return None
         wanted = "WASI 0.2.x"
     return f"imports {interface}, but this host implements {wanted}"
 
@@ -92,13 +115,27 @@ class Component:
         )
         self._exports = _engine.component_exports(raw)
         self.poll_exports = sorted(n for n in self._exports[""] if n.startswith(POLL_PREFIX))
-        if not self.poll_exports and not self.is_command:
-            raise LinkError(f"{name} has no {POLL_PREFIX}-* export: it was not built for isyswasfa")
+        if not self.poll_exports and not self.is_command and self.proxy_handler is None:
+            raise LinkError(
+                f"{name} has no {POLL_PREFIX}-* export: it was not built for isyswasfa "
+                f"(and is neither a wasi:cli command nor a wasi:http proxy); "
+                f"it exports {describe_exports(self._exports)}"
+            )
 
     @property
     def is_command(self) -> bool:
         """Whether it exports ``wasi:cli/run`` (so :func:`run_command` can run it)."""
         return any(strip_version(i) == RUN for i, funcs in self._exports.items() if "run" in funcs)
+
+    @property
+    def proxy_handler(self) -> str | None:
+        """The ``wasi:http/incoming-handler@0.2.x`` interface it exports (a standard
+        ``wasi:http/proxy`` component, served without isyswasfa), or None."""
+        for iface, funcs in self._exports.items():
+            name, _, version = iface.partition("@")
+            if name == PROXY_HANDLER and is_p2_version(version) and "handle" in funcs:
+                return iface
+        return None
 
     @property
     def imports(self) -> list[str]:
@@ -208,8 +245,15 @@ class Instance:
         WasiFilesystem(self._wasi, self._io)
         WasiSockets(self._wasi, parse_allow_net(wasi.allow_net))
         from .http.types import WasiHttp  # the http package builds on this module
+        from .http.wasi_http import WasiHttpP2
 
         self._http = WasiHttp(self._wasi, wasi.http_outgoing)
+        # only for components that import it: defining it costs ~0.4 ms per instance
+        self._http_p2: WasiHttpP2 | None = None
+        if any(interface_key(i).endswith("@0.2") for i in component.imports):
+            self._http_p2 = WasiHttpP2(
+                self._wasi, wasi.http_outgoing, lambda work: self._sched.spawn(work)
+            )
         self._engine = _engine.EngineInstance(
             component._plan, component._exports, self._resolve, limits
         )
@@ -224,7 +268,7 @@ class Instance:
 
     # -- linking ------------------------------------------------------------------------
     def _resolve(self, item: ImportedItem) -> _engine.Resolved:
-        iface = strip_version(item.interface)
+        iface = interface_key(item.interface)
         key = (iface, item.name)
         if iface == ABI:
             return self._abi_item(item)

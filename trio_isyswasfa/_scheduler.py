@@ -218,6 +218,18 @@ class Scheduler:
             ) from self.failure
 
     # -- host tasks ---------------------------------------------------------------------
+    def spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``fn`` in the instance's task group, outside the isyswasfa protocol
+        (work a WASI 0.2 host function starts, such as sending an HTTP request); it is
+        cancelled when the instance ends."""
+        if self._tg is None:
+            raise InstanceDead("the instance is not running")
+
+        async def run() -> None:
+            await fn()
+
+        self._tg.start_soon(run, name="isyswasfa host work")
+
     def start_host_task(self, label: str, work: Awaitable[Any]) -> int:
         """Await ``work`` as a host task; return the rep of its ``pending`` handle."""
         if self._tg is None:

@@ -1,4 +1,6 @@
-"""``wasi:http@0.3.0-draft`` on the trio host: types, the ASGI bridge and ``serve``.
+"""HTTP on the trio host: ``wasi:http@0.2.x`` (standard ``proxy`` components, in
+:mod:`trio_isyswasfa.http.wasi_http`) and isyswasfa's ``wasi:http@0.3.0-draft`` (the
+types here), the ASGI bridge that serves either, and ``serve``.
 
 The ASGI bridge, the client and ``serve`` (hypercorn, h11) load on first use: every
 instance registers :mod:`.types`, so a command that never serves HTTP imports none of

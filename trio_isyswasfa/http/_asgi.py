@@ -14,22 +14,37 @@ import dataclasses
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 
 from .._engine import Err, variant_case
-from .._errors import HostProtocolError, IsyswasfaError, LinkError
-from .._host import Component, Instance, load_component, open_instance
+from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError
+from .._host import Component, Instance, describe_exports, load_component, open_instance
 from .._limits import Limits
 from ..wasi import WasiConfig
 from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
 from ._client import HttpClient
 from ._pool import InstancePool
-from .types import FORBIDDEN, Body, ErrorCode, Fields, Request, Response, make_trailers
+from .types import (
+    FORBIDDEN,
+    Body,
+    ErrorCode,
+    Fields,
+    Request,
+    Response,
+    TrailersSender,
+    make_trailers,
+)
+from .wasi_http import IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam
 
 log = logging.getLogger("trio_isyswasfa.http")
 
@@ -85,7 +100,10 @@ class ComponentApp:
       http_client: sends the guests' outgoing requests; the app opens and closes it
         with the ASGI lifespan (else outgoing requests are refused, unless ``wasi``
         says otherwise).
-      instances: ``"shared"`` (the default): instances stay open between requests and
+      instances: for a ``wasi:http/proxy`` (0.2) component, ``"pooled"`` by default
+        and ``"shared"`` means the same (its ``handle`` calls cannot overlap in one
+        instance: each runs to completion, the response body included); for an
+        isyswasfa one, ``"shared"`` by default: instances stay open between requests and
         each serves up to ``per_instance`` requests at once (their ``handle`` calls
         run concurrently, as isyswasfa allows), so a guest that waits on I/O needs
         few instances; a request goes to an instance whose guest is not blocked in a
@@ -113,7 +131,7 @@ class ComponentApp:
         *,
         wasi: WasiConfig | None = None,
         cancel_grace: float = 5.0,
-        instances: Literal["pooled", "shared", "per-request"] = "shared",
+        instances: Literal["pooled", "shared", "per-request"] | None = None,
         http_client: HttpClient | None = None,
         limits: Limits | None = None,
         max_instances: int = 32,
@@ -126,6 +144,9 @@ class ComponentApp:
             raise ValueError(f"max_waiting must not be negative, not {max_waiting}")
         if per_instance < 1:
             raise ValueError(f"per_instance must be at least 1, not {per_instance}")
+        proxy = component.proxy_handler
+        if instances is None:
+            instances = "pooled" if proxy else "shared"
         if instances not in INSTANCE_POLICIES:
             raise ValueError(
                 f"instances must be 'pooled', 'shared' or 'per-request', not {instances!r}"
@@ -139,14 +160,22 @@ class ComponentApp:
         self.limits = limits
         self.max_instances = max_instances
         self.max_waiting = max_waiting
-        self.per_instance = per_instance if instances == "shared" else 1
+        self.per_instance = per_instance if instances == "shared" and not proxy else 1
         self._slots: anyio.CapacityLimiter | None = None  # made in the event loop
         self.instances = instances
         self._pool: InstancePool | None = None
         exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
-        if not exports:
-            raise LinkError(f"{component.name} does not export {HANDLER_INTERFACE}")
-        self.interface = exports[0]
+        if proxy is not None:
+            self.interface = proxy
+        elif exports and component.poll_exports:
+            self.interface = exports[0]
+        else:
+            raise LinkError(
+                f"{component.name} exports neither wasi:http/incoming-handler@0.2.x nor "
+                f"isyswasfa's {HANDLER_INTERFACE}; it exports "
+                f"{describe_exports(component.exports())}"
+            )
+        self.proxy = proxy is not None
         self._stats = ServerStatistics()
         # each instance's guest_seconds when last counted (requests may share one)
         self._guest_counted: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -179,6 +208,8 @@ class ComponentApp:
                 outcome = "rejected"
                 log.warning("every instance is busy and %d requests wait: 503", stats.waiting)
                 await _send_error(send, 503, "the server is busy", retry_after=1)
+            elif self.proxy:
+                outcome = await self._serve_proxy(scope, receive, send)
             else:
                 outcome = await self._serve_one(scope, receive, send)
         finally:
@@ -202,41 +233,16 @@ class ComponentApp:
         sent = anyio.Event()  # the response went out in full: a disconnect is no news
         async with anyio.create_task_group() as tg:
 
-            async def client_left() -> None:
+            def client_left() -> None:
                 if not sent.is_set():
                     log.info("client went away: cancelling the guest's request")
                     tg.cancel_scope.cancel()
 
-            async def pump_request_body() -> None:
-                writer = PipeWriter(pipe)
-                try:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            await client_left()
-                            return
-                        data = message.get("body", b"")
-                        if data:
-                            await write_all(writer, data)
-                        if not message.get("more_body", False):
-                            break
-                except StreamClosed:
-                    pass  # the guest dropped the body unread
-                finally:
-                    writer.close()
-                    trailers_tx.close()
-                # keep listening, so that a client leaving mid-response cancels the guest
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                await client_left()
-
-            tg.start_soon(pump_request_body)
+            tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left)
             started = False
             try:
                 async with self._slot(), self._instance() as instance:
-                    engine = instance._engine
-                    self._guest_counted.setdefault(engine, engine.guest_seconds)
-                    try:
+                    with self._guest_time(instance):
                         response = await _handle(instance, self.interface, request)
                         if isinstance(response, ErrorCode):
                             log.warning("component answered error-code %s", response)
@@ -253,12 +259,6 @@ class ComponentApp:
                                 await _send_response(scope, send, response, sent)
                             instance._sched.check_alive()
                             outcome = "completed"
-                    finally:
-                        # counted once even when requests share the instance
-                        self._stats.guest_seconds += (
-                            engine.guest_seconds - self._guest_counted[engine]
-                        )
-                        self._guest_counted[engine] = engine.guest_seconds
             except IsyswasfaError as exc:
                 log.error("component failed: %s", exc)
                 outcome = "failed"
@@ -266,6 +266,101 @@ class ComponentApp:
                     await _send_error(send, 500, "the component failed")
             tg.cancel_scope.cancel()
         return outcome
+
+    async def _serve_proxy(self, scope: Scope, receive: Receive, send: Send) -> str:
+        """One request to a ``wasi:http/proxy`` component: its ``handle`` runs to
+        completion while the response it set streams out."""
+        pipe = Pipe()
+        trailers_tx, trailers_rx = make_trailers()
+        request = IncomingRequest(_request_from_scope(scope, Body(PipeReader(pipe), trailers_rx)))
+        outparam = ResponseOutparam()
+        state = _ProxyState()
+        async with anyio.create_task_group() as tg:
+
+            def client_left() -> None:
+                if not state.sent.is_set():
+                    log.info("client went away: cancelling the guest's request")
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left)
+            try:
+                async with self._slot(), self._instance() as instance:
+                    with self._guest_time(instance):
+                        await self._run_proxy(scope, send, instance, request, outparam, state)
+            except IsyswasfaError as exc:
+                log.error("component failed: %s", exc)
+                state.outcome = "failed"
+                if not state.started:
+                    await _send_error(send, 500, "the component failed")
+            tg.cancel_scope.cancel()
+        return state.outcome
+
+    async def _run_proxy(
+        self,
+        scope: Scope,
+        send: Send,
+        instance: Instance,
+        request: IncomingRequest,
+        outparam: ResponseOutparam,
+        state: _ProxyState,
+    ) -> None:
+        http = instance._http_p2
+        assert http is not None  # a proxy component imports wasi:http 0.2's types
+        failure: list[IsyswasfaError] = []
+        returned = anyio.Event()
+
+        async def handle() -> None:
+            try:
+                await instance.call(
+                    self.interface, "handle", http.give(request), http.give(outparam)
+                )
+            except IsyswasfaError as exc:
+                failure.append(exc)
+            finally:
+                outparam.export_returned()
+                returned.set()
+
+        body: OutgoingBody | None = None
+        async with anyio.create_task_group() as call:
+            call.start_soon(handle)
+            answer = await outparam.wait()
+            await _until_committed(instance, answer, returned)
+            if failure or answer is None:
+                pass  # it trapped before the response went out, or answered nothing
+            elif isinstance(answer, ErrorCode):
+                state.started = True
+                log.warning("component answered error-code %s", answer)
+                state.outcome = "failed"
+                state.sent.set()  # all of it, once this returns: a disconnect is no news
+                await _send_error(send, 500, f"the component failed: {answer}")
+            else:
+                state.started = True
+                body = answer.body or OutgoingBody.empty()
+                call.start_soon(_end_body_on_return, returned, body)
+                await _send_proxy_response(scope, send, answer, body, state.sent)
+            await returned.wait()
+        # raised here, not in the task group: they come out as themselves
+        if failure:
+            raise failure[0]
+        if not outparam.is_set:
+            raise GuestProtocolError("handle returned without setting its response-outparam")
+        if body is not None:
+            if not state.sent.is_set():
+                # cut off (the reason is the body's): the instance is not lent again
+                raise GuestProtocolError(f"response body cut off: {body.problem}")
+            state.outcome = "completed"
+
+    @contextmanager
+    def _guest_time(self, instance: Instance) -> Iterator[None]:
+        """Count the guest time ``instance`` spends meanwhile into the statistics (once,
+        even when requests share the instance)."""
+        engine = instance._engine
+        self._guest_counted.setdefault(engine, engine.guest_seconds)
+        try:
+            yield
+        finally:
+            self._stats.guest_seconds += engine.guest_seconds - self._guest_counted[engine]
+            self._guest_counted[engine] = engine.guest_seconds
 
     def _limiter(self) -> anyio.CapacityLimiter:
         if self._slots is None:  # made in the event loop
@@ -329,6 +424,33 @@ class ComponentApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+async def _pump_request_body(
+    receive: Receive, pipe: Pipe, trailers: TrailersSender, client_left: Callable[[], None]
+) -> None:
+    """Feed the request body into ``pipe`` (backpressure: the guest reads it), then keep
+    listening, so that a client leaving mid-response calls ``client_left``."""
+    writer = PipeWriter(pipe)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                client_left()
+                return
+            data = message.get("body", b"")
+            if data:
+                await write_all(writer, data)
+            if not message.get("more_body", False):
+                break
+    except StreamClosed:
+        pass  # the guest dropped the body unread
+    finally:
+        writer.close()
+        trailers.close()
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    client_left()
+
+
 def app_from_environment() -> ComponentApp:
     """The app an ASGI server's command line can name, to run several worker processes.
 
@@ -336,7 +458,8 @@ def app_from_environment() -> ComponentApp:
     component at ``$TRIO_ISYSWASFA_COMPONENT`` in each worker (the compile cache makes
     the second load fast). ``$TRIO_ISYSWASFA_ALLOW_OUTGOING`` (comma-separated
     ``HOST:PORT`` patterns) lets guests send requests there; ``$TRIO_ISYSWASFA_INSTANCES``
-    is ``shared`` (default), ``pooled`` or ``per-request``.
+    is ``shared``, ``pooled`` or ``per-request`` (default: ``pooled`` for a
+    ``wasi:http/proxy`` component, ``shared`` for an isyswasfa one).
 
     Raises:
       HostProtocolError: ``$TRIO_ISYSWASFA_COMPONENT`` is not set.
@@ -345,7 +468,7 @@ def app_from_environment() -> ComponentApp:
     if not path:
         raise HostProtocolError("set TRIO_ISYSWASFA_COMPONENT to the component to serve")
     allow = [p.strip() for p in os.environ.get("TRIO_ISYSWASFA_ALLOW_OUTGOING", "").split(",")]
-    instances = os.environ.get("TRIO_ISYSWASFA_INSTANCES", "shared")
+    instances = os.environ.get("TRIO_ISYSWASFA_INSTANCES") or None
     return ComponentApp(
         load_component(path),
         http_client=HttpClient(allow=[p for p in allow if p]),
@@ -419,6 +542,74 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
         sent.set()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     trailers = await response.body.finish()
+    if has_trailers:
+        sent.set()
+        await send(
+            {
+                "type": "http.response.trailers",
+                "headers": [] if trailers is None else _asgi_headers(trailers),
+                "more_trailers": False,
+            }
+        )
+
+
+async def _until_committed(
+    instance: Instance, answer: OutgoingResponse | ErrorCode | None, returned: anyio.Event
+) -> None:
+    """Wait until the guest stands by the answer it set: ``handle`` returned, the guest
+    waits in a host call, or it wrote to (or ended) the body. A guest that sets its
+    answer and then traps before any of these (``set`` twice, say) gets a 500, not the
+    head of a response it never delivered, however the epoch ticks fall."""
+    body = answer.body if isinstance(answer, OutgoingResponse) else None
+    engine = instance._engine
+    while not (
+        returned.is_set()
+        or engine.blocked
+        or (body is not None and (body.pipe.buffer or body.state != "open"))
+    ):
+        await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
+
+
+async def _end_body_on_return(returned: anyio.Event, body: OutgoingBody) -> None:
+    """Once ``handle`` returned, the guest writes no more: an unfinished body is cut off."""
+    await returned.wait()
+    body.abort("handle returned before it finished the response body")
+
+
+@dataclass
+class _ProxyState:
+    """How far one request to a proxy component got."""
+
+    outcome: str = "cancelled"
+    started: bool = False  # a response head went out
+    sent: anyio.Event = dataclasses.field(default_factory=anyio.Event)  # all of it did
+
+
+async def _send_proxy_response(
+    scope: Scope, send: Send, response: OutgoingResponse, body: OutgoingBody, sent: anyio.Event
+) -> None:
+    """Send the head, then the body as the guest writes it; a body that ends incomplete
+    (dropped, cut short, written past its length) is cut off: no final message."""
+    requested = any(n == b"te" and v == b"trailers" for n, v in scope.get("headers", []))
+    has_trailers = requested and "http.response.trailers" in scope.get("extensions", {})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": _asgi_headers(response.headers),
+            "trailers": has_trailers,
+        }
+    )
+    stream = body.reader()
+    while (chunk := await read_chunk(stream)) is not None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if not body.complete:
+        log.warning("response body cut off: %s", body.problem)
+        return
+    trailers = await body.trailers.receive()
+    if not has_trailers:
+        sent.set()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
     if has_trailers:
         sent.set()
         await send(

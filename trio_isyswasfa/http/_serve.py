@@ -49,15 +49,18 @@ async def serve(
     bind: Sequence[str] = ("127.0.0.1:8080",),
     wasi: WasiConfig | None = None,
     access_log: bool = True,
-    instances: Literal["pooled", "shared", "per-request"] = "shared",
+    instances: Literal["pooled", "shared", "per-request"] | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``component``'s exported ``wasi:http/handler`` until ``shutdown_trigger`` returns.
+    """Serve ``component`` over HTTP until ``shutdown_trigger`` returns.
 
-    ``component`` may also be a :class:`ComponentApp` (to read its statistics); then
-    ``wasi`` and ``instances`` are ignored. ``instances`` is the instance policy (see
-    :class:`ComponentApp`).
+    The component is a standard ``wasi:http/proxy@0.2`` one (it exports
+    ``wasi:http/incoming-handler@0.2.x``) or an isyswasfa one exporting
+    ``wasi:http/handler@0.3.0-draft``; its exports say which. ``component`` may also be
+    a :class:`ComponentApp` (to read its statistics); then ``wasi`` and ``instances``
+    are ignored. ``instances`` is the instance policy (see :class:`ComponentApp`; by
+    default ``pooled`` for a proxy component, ``shared`` for an isyswasfa one).
 
     Runs hypercorn's worker for the event loop it is called from (trio or asyncio).
     ``task_status.started`` receives the bound URLs (bind port 0 to get a free one).
@@ -79,7 +82,9 @@ async def serve(
         config.errorlog = "-"
         config.graceful_timeout = 5.0
         app = (
-            component if isinstance(component, ComponentApp) else ComponentApp(component, wasi=wasi)
+            component
+            if isinstance(component, ComponentApp)
+            else ComponentApp(component, wasi=wasi, instances=instances)
         )
         trigger = shutdown_trigger or anyio.sleep_forever
         task_status.started(urls)

@@ -71,6 +71,9 @@ class Fields:
     Names match case-insensitively and keep the case they were given.
     """
 
+    forbidden: ClassVar[frozenset[str]] = FORBIDDEN
+    """Names a guest may not set (lower case)."""
+
     def __init__(self, entries: Iterable[tuple[str, bytes]] = (), *, immutable: bool = False):
         self._entries: list[tuple[str, bytes]] = [(n, bytes(v)) for n, v in entries]
         self.immutable = immutable
@@ -88,7 +91,7 @@ class Fields:
             raise HeaderError("immutable")
         if not _TOKEN.fullmatch(name):
             raise HeaderError("invalid-syntax")
-        if name.lower() in FORBIDDEN:
+        if name.lower() in self.forbidden:
             raise HeaderError("forbidden")
         for value in values:
             if _BAD_VALUE.search(value):
@@ -122,7 +125,7 @@ class Fields:
         return list(self._entries)
 
     def copy(self, *, immutable: bool = False) -> Fields:
-        return Fields(self._entries, immutable=immutable)
+        return type(self)(self._entries, immutable=immutable)
 
     def __repr__(self) -> str:
         return f"Fields({self._entries!r})"

@@ -69,6 +69,40 @@ def build_python_guest(
     return out
 
 
+def build_plain_python_guest(
+    wit: Path | str, world: str, app: str, python_path: list[Path | str]
+) -> Path:
+    """Like :func:`build_python_guest`, for a guest built with componentize-py as it
+    is, without isyswasfa: a standard ``wasi:http/proxy`` app (``include
+    wasi:http/proxy@0.2.0;``) or ``wasi:cli`` command. The bundled WIT packages the
+    world does not define itself are added, as for isyswasfa guests.
+    """
+    from importlib.metadata import version
+
+    from ..tools.lower import stage_wit
+
+    h = hashlib.sha256()
+    h.update(f"plain\0{world}\0{app}\0{version('componentize-py')}".encode())
+    for root in [Path(wit), *map(Path, python_path), bundled_wit_dir()]:
+        _hash_tree(h, root.resolve())
+    out = guest_cache_dir() / f"{world}-{h.hexdigest()[:20]}.wasm"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        with tempfile.TemporaryDirectory(prefix="isyswasfa-build-") as work:
+            staged = stage_wit(Path(wit), Path(work) / "wit")
+            cmd = [*tool_command("componentize-py"), "-q", "-d", str(staged), "-w", world]
+            cmd += ["componentize", app, "-o", str(tmp)]
+            for p in python_path:
+                cmd += ["-p", str(p)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+                raise ToolError(f"componentize-py failed:\n{tail}")
+        tmp.replace(out)
+    return out
+
+
 # -- Rust guests ------------------------------------------------------------------------
 
 INSTALL_HINT = "install it with `bash .ci/install-toolchains` (Debian's rustc-web, lld-22)"

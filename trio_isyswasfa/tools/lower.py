@@ -103,7 +103,7 @@ def lower_world(
     if not wit_dir.exists():
         raise ToolError(f"no such WIT path: {wit_dir}")
     with tempfile.TemporaryDirectory(prefix="isyswasfa-wit-") as tmp:
-        staged = _stage(wit_dir, Path(tmp) / "wit")
+        staged = stage_wit(wit_dir, Path(tmp) / "wit")
         resolve = load_resolve(staged)
     pkg_id, world_id = resolve.package_of_world(world)
     world_name = resolve.worlds[world_id]["name"]
@@ -135,7 +135,7 @@ def lower_world(
 _PACKAGE_LINE = re.compile(r"^\s*package\s+([^;\s{]+)", re.MULTILINE)
 
 
-def _stage(src: Path, dest: Path) -> Path:
+def stage_wit(src: Path, dest: Path) -> Path:
     """Copy the user's WIT and add our bundled packages that it does not define itself."""
     if src.is_file():
         dest.mkdir(parents=True)

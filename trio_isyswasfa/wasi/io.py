@@ -98,12 +98,14 @@ class StreamFailed(Exception):
     """The last operation failed (WIT ``stream-error::last-operation-failed``).
 
     ``code`` is the ``wasi:filesystem`` (or sockets) error code the guest can recover
-    from the error resource, if there is one.
+    from the error resource, if there is one; ``cause`` what another package can
+    recover from it (``wasi:http``'s ``http-error-code`` finds its error code there).
     """
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, cause: object = None) -> None:
         super().__init__(message)
         self.code = code
+        self.cause = cause
 
 
 class InputStream:
@@ -611,11 +613,13 @@ class PipeWriter(OutputStream):
 
 
 class ErrorObject:
-    """A ``wasi:io/error.error``: a debug string, and the error code it stands for."""
+    """A ``wasi:io/error.error``: a debug string, and the error code it stands for
+    (``code``: filesystem, sockets; ``cause``: another package's, such as wasi:http's)."""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, cause: object = None) -> None:
         self.message = message
         self.code = code
+        self.cause = cause
 
 
 _CLOSED = Err(None)
@@ -685,7 +689,7 @@ class WasiIo:
 
     def failed(self, exc: StreamFailed) -> Any:
         """``err(last-operation-failed(error))`` for a stream operation that failed."""
-        error = ErrorObject(str(exc), exc.code)
+        error = ErrorObject(str(exc), exc.code, exc.cause)
         return Err(own(self.ctx.table.add(error), ResourceKind.ERROR))
 
     def _stream_op(self, op: Callable[[], Any]) -> Any:
