@@ -130,10 +130,12 @@ class CoreFunc:
 
     def __call__(self, args: Sequence[Any]) -> CoreValues:
         """Call the function (the one place our engine enters wasm)."""
+        global _depth
         raw, trap = self._raw, self._trap
         self._raw = None  # a reentrant call (through a host function) gets its own array
         if raw is None:
             raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
+        _depth += 1
         try:
             self._pack(raw, args)
             error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
@@ -144,7 +146,26 @@ class CoreFunc:
                 _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label)
             return list(self._unpack(raw))
         finally:
+            _depth -= 1
             self._raw, self._trap = raw, trap
+
+
+# Synchronous core calls running now. Inside a fiber call (``_fiber``), such a call is
+# one a host function makes (a ``realloc``): it cannot yield at an epoch deadline.
+_depth = 0
+
+
+def sync_depth() -> int:
+    """How many synchronous core calls are running (nested in each other)."""
+    return _depth
+
+
+def take_host_exception() -> BaseException | None:
+    """The host exception behind the trap being unwound, if a host function raised one
+    (for a caller other than :class:`CoreFunc`: a fiber call the trap ended)."""
+    exc = _unwinding.pop() if _unwinding else None
+    _unwinding.clear()
+    return exc
 
 
 # -- host functions ---------------------------------------------------------------------
