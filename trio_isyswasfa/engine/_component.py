@@ -41,6 +41,7 @@ from .. import _engine
 from .._errors import (
     GuestProtocolError,
     GuestTrap,
+    HostProtocolError,
     InstanceDead,
     IsyswasfaError,
     LinkError,
@@ -311,19 +312,22 @@ class OwnEngineInstance:
             try:
                 resource.on_drop(rep)
             except Exception as exc:
-                raise self._fault(label, exc) from exc
+                raise (fault := self._fault(label, exc)) from fault.__cause__
 
         return on_drop
 
-    def _fault(self, label: str, exc: Exception) -> GuestTrap:
-        """Record ``exc`` from a host function as this instance's death; the trap."""
-        if isinstance(exc, GuestTrap):
-            trap = exc
+    def _fault(self, label: str, exc: Exception) -> IsyswasfaError:
+        """Record ``exc`` from a host function as this instance's death; what the call
+        into the guest raises: one of our errors as it is (a ``GuestProtocolError``, a
+        ``ComponentExit``), anything else (the host's own misuse included) as a trap
+        with ``exc`` as its cause."""
+        if isinstance(exc, IsyswasfaError) and not isinstance(exc, HostProtocolError | LinkError):
+            fault: IsyswasfaError = exc
         else:
-            trap = GuestTrap(f"host function {label} failed: {exc!r}")
-            trap.__cause__ = exc
-        self.faults.record(trap)
-        return trap
+            fault = GuestTrap(f"host function {label} failed: {exc!r}")
+            fault.__cause__ = exc
+        self.faults.record(fault)
+        return fault
 
     # -- trampolines -------------------------------------------------------------------
 
@@ -392,7 +396,7 @@ class OwnEngineInstance:
                 out = lower_result(cx, call(*lift_args(cx, args)), args)
                 cx.scope.finish()
             except Exception as exc:
-                raise self._fault(label, exc) from exc
+                raise (fault := self._fault(label, exc)) from fault.__cause__
             return out
 
         return lowered
@@ -439,7 +443,7 @@ class OwnEngineInstance:
                 if plain is None:
                     cx.scope.finish()
             except Exception as exc:
-                raise self._fault(label, exc) from exc
+                raise (fault := self._fault(label, exc)) from fault.__cause__
             if n_results == 1:
                 return out[0]
             return out if n_results else None
@@ -497,7 +501,7 @@ class OwnEngineInstance:
                 try:
                     return op(args)
                 except Exception as exc:
-                    raise self._fault(label, exc) from exc
+                    raise (fault := self._fault(label, exc)) from fault.__cause__
 
             return run
 
@@ -610,10 +614,10 @@ class _Lifted:
     def _failed(self, exc: IsyswasfaError) -> BaseException:
         """What a failed call raises; the instance is dead with it."""
         faults = self.owner.faults
+        cause = exc.__cause__
+        if cause is not None and cause is faults.fault:
+            return cause  # a host function's failure, recorded (with its cause)
         if isinstance(exc, GuestTrap):
-            cause = exc.__cause__
-            if isinstance(cause, GuestTrap) and cause is faults.fault:
-                return cause  # a host function's failure, recorded with its cause
             faults.record(exc)
             return exc
         if isinstance(exc, InstanceDead):
