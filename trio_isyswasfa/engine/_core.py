@@ -188,7 +188,7 @@ def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
         return 0
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
         _unwinding.append(exc)
-        message = b"host function failed"
+        message = f"host function failed: {exc!r}".encode()
         trap = ffi.wasmtime_trap_new(message, len(message))
         return ctypes.cast(trap, ctypes.c_void_p).value or 0
     finally:  # the host's time, not the guest's (``guest_seconds``)
