@@ -252,6 +252,7 @@ class OwnEngineInstance:
         self.blocked_calls = 0  # calls suspended in a blocking host function now
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
+        self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
         self._made: list[int] = []  # our host functions in the store
         self._impls: dict[tuple[str, ...], Resolved] = {}
         for item, rt in imported_items(component):
@@ -294,6 +295,7 @@ class OwnEngineInstance:
         self.faults.record(InstanceDead("the component instance was closed"))
         release_host_funcs(self._made)
         self._cores.clear()
+        self._fiber_funcs.clear()
 
     # -- what the instances share ---------------------------------------------------------
 
@@ -532,8 +534,10 @@ class OwnEngineInstance:
         since a synchronous call reaching an async host function aborts the process."""
         if not self.has_async or _core.sync_depth() or _fiber.current() is not None:
             return core(args)
-        fiber = self.fibers.func(core.func)
-        fiber.label = core.label
+        fiber = self._fiber_funcs.get(id(core))
+        if fiber is None:
+            fiber = self._fiber_funcs[id(core)] = self.fibers.func(core.func)
+            fiber.label = core.label
         return _unsigned(fiber.call_now(*args), core.results)
 
     def export_names(self) -> dict[str, dict[str, FuncType]]:
