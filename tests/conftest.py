@@ -1,8 +1,18 @@
-"""Shared fixtures: guest components built once per session (cached on their sources)."""
+"""Shared fixtures: guest components built once per session (cached on their sources).
+
+**One suite, two engines.** ``--engine=both`` (the default), ``own`` or ``wasmtime``
+chooses what runs the guests. The session fixture ``engine`` sets
+``$TRIO_ISYSWASFA_ENGINE`` (so every ``load_component``, and the CLI run in a
+subprocess, uses it) and every component fixture depends on it; with ``both``, the
+tests of :data:`ENGINE_MODULES` run once per engine (``test[wasmtime]``,
+``test[own]``), grouped by engine. Tests that cannot pass on our own engine yet are in
+:data:`OWN_XFAIL`, strict, with the reason.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +22,111 @@ import trio
 from hypercorn.config import Config
 
 import trio_isyswasfa
+from trio_isyswasfa._seam import ENGINE_VARIABLE
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import build_python_guest
 from trio_isyswasfa.tools.lower import lower_world
 
 ROOT = Path(__file__).resolve().parent.parent
 GUESTS = Path(__file__).resolve().parent / "guests"
+
+ENGINE_MODULES = {
+    "test_asyncio_backend",
+    "test_cli",
+    "test_compose",
+    "test_guest_python",
+    "test_guest_rust",
+    "test_hostile",
+    "test_http_client",
+    "test_http_examples",
+    "test_http_pool",
+    "test_http_serve",
+    "test_limits",
+    "test_scale",
+    "test_testing_toolkit",
+    "test_wasi_cli",
+    "test_wasi_conformance",
+    "test_wasi_filesystem",
+    "test_wasi_io_clocks_random",
+    "test_wasi_sandbox",
+    "test_wasi_sockets",
+}
+"""Modules whose tests run guests, so run on each engine ``--engine`` names."""
+
+OWN_XFAIL: dict[str, str] = {}
+"""Tests (node ids without parameters) that fail on our own engine, and why (strict)."""
+
+_COMPOSED_HANG = (
+    "own engine: an HTTP request through composed components never completes its "
+    "response body (not yet diagnosed); not run, since it hangs"
+)
+OWN_HANGS: dict[str, str] = {
+    "tests/test_compose.py::test_middleware_composed_with_service": _COMPOSED_HANG,
+    "tests/test_compose.py::test_middleware_composed_with_hash_all": _COMPOSED_HANG,
+    "tests/test_compose.py::test_router_reaches_every_component_and_the_host": _COMPOSED_HANG,
+    "tests/test_compose.py::test_curl_compressed_through_composed_middleware": _COMPOSED_HANG,
+}
+"""Tests that hang on our own engine: marked xfail and not run."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine",
+        choices=["both", "own", "wasmtime"],
+        default="both",
+        help="the engine(s) guests run on (both: the guest tests run once on each)",
+    )
+
+
+def _engines(config: pytest.Config) -> list[str]:
+    chosen = config.getoption("--engine")
+    return ["wasmtime", "own"] if chosen == "both" else [chosen]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rpartition(".")[2] in ENGINE_MODULES:
+        metafunc.parametrize("engine", _engines(metafunc.config), indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("engine") != "own":
+            continue
+        test = item.nodeid.partition("[")[0]
+        if test in OWN_XFAIL:
+            item.add_marker(pytest.mark.xfail(reason=OWN_XFAIL[test], strict=True))
+        elif test in OWN_HANGS:
+            item.add_marker(pytest.mark.xfail(reason=OWN_HANGS[test], run=False))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The engine this test's guests run on (``$TRIO_ISYSWASFA_ENGINE`` meanwhile)."""
+    name: str = getattr(request, "param", None) or _engines(request.config)[0]
+    before = os.environ.get(ENGINE_VARIABLE)
+    os.environ[ENGINE_VARIABLE] = name
+    try:
+        yield name
+    finally:
+        if before is None:
+            os.environ.pop(ENGINE_VARIABLE, None)
+        else:
+            os.environ[ENGINE_VARIABLE] = before
+
+
+@pytest.fixture(scope="session")
+def isyswasfa_load(engine: str) -> Callable[[str | Path], trio_isyswasfa.Component]:
+    """The plugin's loader, once per engine."""
+    loaded: dict[Path, trio_isyswasfa.Component] = {}
+
+    def load(path: str | Path) -> trio_isyswasfa.Component:
+        key = Path(path).resolve()
+        if key not in loaded:
+            loaded[key] = trio_isyswasfa.load_component(key, engine=engine)
+        return loaded[key]
+
+    return load
 
 
 class LoopTicks:
@@ -44,7 +153,7 @@ def lowered_wit(tmp_path_factory: pytest.TempPathFactory, world: str, wit: str) 
 
 
 @pytest.fixture(scope="session")
-def cases_component() -> trio_isyswasfa.Component:
+def cases_component(engine: str) -> trio_isyswasfa.Component:
     """The test-cases guest (tests/guests/cases), compiled."""
     wasm = build_python_guest(
         GUESTS / "cases" / "wit", "cases-guest", "app", [GUESTS / "cases" / "src"]
@@ -53,7 +162,7 @@ def cases_component() -> trio_isyswasfa.Component:
 
 
 @pytest.fixture(scope="session")
-def round_trip_component() -> trio_isyswasfa.Component:
+def round_trip_component(engine: str) -> trio_isyswasfa.Component:
     """The round-trip example guest, compiled."""
     here = ROOT / "examples" / "round-trip"
     wasm = build_python_guest(here / "wit", "round-trip", "app", [here / "guest"])
@@ -61,7 +170,7 @@ def round_trip_component() -> trio_isyswasfa.Component:
 
 
 @pytest.fixture(scope="session")
-def wasi_component() -> trio_isyswasfa.Component:
+def wasi_component(engine: str) -> trio_isyswasfa.Component:
     """A guest that runs Python snippets against our WASI (tests/guests/wasi), compiled."""
     wasm = build_python_guest(
         GUESTS / "wasi" / "wit", "wasi-guest", "app", [GUESTS / "wasi" / "src"]

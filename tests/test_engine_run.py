@@ -548,6 +548,10 @@ def _read_component(path: Path) -> ComponentDef:
     return read_component(path.read_bytes())
 
 
+def _compile_stock(path: Path) -> Any:
+    return _engine.compile_component(path.read_bytes())
+
+
 @pytest.mark.guest
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["stock", "ours"])
@@ -556,8 +560,9 @@ async def test_a_python_guest_runs_sync_exports_on_both_engines(
 ) -> None:
     host = WasiOnly()
     if kind == "stock":
+        raw = _compile_stock(Path(cases_component.name))
         stock = _engine.EngineInstance(
-            cases_component._plan, cases_component._exports, host.resolve
+            _engine.LinkPlan(raw), _engine.component_exports(raw), host.resolve
         )
         add: Any = stock.func("test:cases/cases", "add")
         wall: Any = stock.func("test:cases/cases", "wall-seconds")

@@ -28,7 +28,7 @@ GUESTS = Path(__file__).resolve().parent / "guests"
 
 
 @pytest.fixture(scope="session")
-def http_guest_component() -> trio_isyswasfa.Component:
+def http_guest_component(engine: str) -> trio_isyswasfa.Component:
     here = GUESTS / "http"
     return trio_isyswasfa.load_component(
         build_python_guest(here / "wit", "http-guest", "app", [here / "src"])

@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="load a component and list its imports and exports")
     inspect.add_argument("component", type=Path)
+    _engine_argument(inspect)
 
     run = sub.add_parser(
         "run", help="run a wasi:cli/command component; exit with its status (like wasmtime run)"
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _limit_arguments(run)
+    _engine_argument(run)
 
     serve = sub.add_parser(
         "serve",
@@ -104,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "component, or an isyswasfa one exporting wasi:http/handler@0.3.0-draft)",
     )
     serve.add_argument("component", type=Path)
+    _engine_argument(serve)
     serve.add_argument(
         "--addr",
         action="append",
@@ -171,6 +174,16 @@ ALLOW_NET_HELP = (
     "IP address ([::1] for IPv6), a CIDR network or localhost; PORT is *, N or LOW-HIGH. "
     "By default it has no network"
 )
+
+
+def _engine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["wasmtime", "own"],
+        default=None,
+        help="what runs the component: wasmtime-py's component API, or our own canonical "
+        "ABI over wasmtime's core API (default: $TRIO_ISYSWASFA_ENGINE, else wasmtime)",
+    )
 
 
 def _limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,7 +258,7 @@ def _serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise HostProtocolError(str(exc)) from None
     app = ComponentApp(
-        load_component(args.component),
+        load_component(args.component, engine=args.engine),
         wasi=_wasi_config(args),
         instances=args.instances,
         max_instances=args.max_instances,
@@ -301,12 +314,13 @@ def _run(args: argparse.Namespace) -> int:
     import trio
 
     from ._errors import GuestTrap
-    from ._host import run_command
+    from ._host import load_component, run_command
 
     config = _wasi_config(args, stdin=0, stdout=1, stderr=2)
     limits = _limits(args)
+    component = load_component(args.component, engine=args.engine)
     try:
-        return trio.run(lambda: run_command(args.component, args.args, wasi=config, limits=limits))
+        return trio.run(lambda: run_command(component, args.args, wasi=config, limits=limits))
     except GuestTrap as exc:
         print(f"error: {exc}", file=sys.stderr)
         return TRAP_STATUS
@@ -342,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "inspect":
             from ._host import load_component
 
-            component = load_component(args.component)
+            component = load_component(args.component, engine=args.engine)
             print("imports:")
             for name in component.imports:
                 print(f"  {name}")

@@ -59,6 +59,7 @@ from ._protocol import (
     PollOutput,
 )
 from ._turns import Turns
+from .engine._types import ResultType as OwnResultType
 from .engine._values import Err as Err
 from .engine._values import Ok as Ok
 
@@ -286,13 +287,7 @@ def compile_problem(text: str) -> str:
     if match is not None:
         feature = (match["a"] or match["b"] or match["c"]).strip()
         if "async" in feature:
-            used = f" ({match['what']})" if match["what"] else ""
-            return (
-                f"cannot run this component: it uses the component model's async "
-                f"built-ins{used}, as WASI 0.3 components do; this host runs WASI 0.2 "
-                f"components (isyswasfa's async included), not native component-model "
-                f"async yet"
-            )
+            return async_problem(match["what"])
         return (
             f"cannot run this component: it uses the WebAssembly {feature} proposal, "
             f"which this host does not enable"
@@ -300,6 +295,18 @@ def compile_problem(text: str) -> str:
     head = causes[0] if causes else "unknown error"
     detail = f": {cause}" if cause != head else ""
     return f"cannot compile component: {head}{detail}"
+
+
+def async_problem(what: str | None) -> str:
+    """Why a component using the component model's async (``what``: the first built-in
+    it uses, in backquotes) cannot run here."""
+    used = f" ({what})" if what else ""
+    return (
+        f"cannot run this component: it uses the component model's async "
+        f"built-ins{used}, as WASI 0.3 components do; this host runs WASI 0.2 "
+        f"components (isyswasfa's async included), not native component-model "
+        f"async yet"
+    )
 
 
 def _first_line(text: str) -> str:
@@ -355,8 +362,9 @@ def component_exports(component: wc.Component) -> dict[str, dict[str, Any]]:
 
 
 def returns_result(item: ImportedItem) -> bool:
-    """Whether an imported function's WIT result is a ``result<…>``."""
-    return isinstance(item.func_type.result, wc.ResultType)
+    """Whether an imported function's WIT result is a ``result<…>`` (its type is either
+    engine's)."""
+    return isinstance(item.func_type.result, wc.ResultType | OwnResultType)
 
 
 def strip_version(interface: str) -> str:
@@ -791,6 +799,13 @@ class EngineInstance:
         """Forget this instance's implementations (its store is done)."""
         _BOUND.pop(self._key, None)
 
+    def handle_rep(self, handle: Any) -> int:
+        """The rep of a host resource handle the guest passed or returned (consumes an
+        owned one)."""
+        if not isinstance(handle, ResourceAny):
+            raise GuestProtocolError(f"expected a resource handle, got {handle!r}")
+        return handle_rep(self.store, handle)
+
     def export_names(self) -> dict[str, dict[str, Any]]:
         """Exported functions by interface (``""`` for the root)."""
         return self._exports
@@ -981,8 +996,9 @@ def record(**fields: Any) -> Any:
     return rec
 
 
-def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
-    """wasmtime-py poll outputs as our events (handles become reps, now host-held)."""
+def lift_outputs(values: list[Any], handle_rep: Callable[[Any], int]) -> Iterator[PollOutput]:
+    """Poll outputs as our events (``handle_rep``, the engine's, turns handles into
+    reps, now host-held)."""
     for value in values:
         if not isinstance(value, wc.Variant):
             raise GuestProtocolError(f"poll output is not a variant: {value!r}")
@@ -990,15 +1006,15 @@ def lift_outputs(store: Any, values: list[Any]) -> Iterator[PollOutput]:
         if payload is None:
             raise GuestProtocolError(f"poll output {tag!r} without a payload")
         if tag == "ready":
-            yield OutReady(payload.state, handle_rep(store, payload.ready))
+            yield OutReady(payload.state, handle_rep(payload.ready))
         elif tag == "listen":
-            yield OutListen(payload.state, handle_rep(store, payload.pending))
+            yield OutListen(payload.state, handle_rep(payload.pending))
         elif tag == "pending":
-            yield OutPending(payload.state, handle_rep(store, payload.cancel))
+            yield OutPending(payload.state, handle_rep(payload.cancel))
         elif tag == "cancel":
-            yield OutCancel(handle_rep(store, payload))
+            yield OutCancel(handle_rep(payload))
         elif tag == "cancel-complete":
-            yield OutCancelComplete(handle_rep(store, payload))
+            yield OutCancelComplete(handle_rep(payload))
         else:
             raise GuestProtocolError(f"unknown poll output {tag!r}")
 

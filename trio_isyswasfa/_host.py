@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from . import _engine
+from . import _engine, _seam
 from ._engine import Err, ImportedItem, ResourceDef, ResourceKind, own, strip_version
 from ._errors import (
     GuestProtocolError,
@@ -105,15 +105,14 @@ class Component:
     Use :func:`load_component` to make one.
     """
 
-    def __init__(self, raw: Any, name: str) -> None:
-        self._raw = raw
+    def __init__(self, loaded: _seam.EngineComponent, name: str) -> None:
+        self._loaded = loaded
         self.name = name
-        self._plan = _engine.LinkPlan(raw)
         # worked out once: every instance would refuse to link for the same reason
         self._version_problem = next(
-            filter(None, map(wasi_version_problem, self._plan.interfaces)), None
+            filter(None, map(wasi_version_problem, loaded.interfaces)), None
         )
-        self._exports = _engine.component_exports(raw)
+        self._exports = loaded.exports
         self.poll_exports = sorted(n for n in self._exports[""] if n.startswith(POLL_PREFIX))
         if not self.poll_exports and not self.is_command and self.proxy_handler is None:
             raise LinkError(
@@ -138,9 +137,14 @@ class Component:
         return None
 
     @property
+    def engine(self) -> str:
+        """The engine it runs on: ``"wasmtime"`` or ``"own"``."""
+        return self._loaded.engine
+
+    @property
     def imports(self) -> list[str]:
         """The interfaces (and root functions) the component imports."""
-        return self._plan.interfaces
+        return self._loaded.interfaces
 
     def exports(self) -> dict[str, list[str]]:
         """Exported functions by interface (``""`` for the root); async ones unsplit."""
@@ -155,12 +159,22 @@ class Component:
         return out
 
 
-def load_component(source: str | Path | bytes, *, use_cache: bool = True) -> Component:
+def load_component(
+    source: str | Path | bytes, *, use_cache: bool = True, engine: str | None = None
+) -> Component:
     """Compile (or fetch from the on-disk cache) a component file or its bytes.
+
+    Args:
+      source: a path, or the component's bytes.
+      use_cache: keep compiled code on disk (``$TRIO_ISYSWASFA_CACHE``).
+      engine: what runs it: ``"wasmtime"`` (wasmtime-py's component API) or ``"own"``
+        (our canonical ABI over wasmtime's core API); by default
+        ``$TRIO_ISYSWASFA_ENGINE``, else ``"wasmtime"``.
 
     Raises:
       LoadError: the file is missing or is not a component.
       LinkError: it has no ``isyswasfa-poll-*`` export (and is no ``wasi:cli`` command).
+      HostProtocolError: ``engine`` names no engine.
     """
     if isinstance(source, bytes):
         data, name = source, "<bytes>"
@@ -171,7 +185,7 @@ def load_component(source: str | Path | bytes, *, use_cache: bool = True) -> Com
         except OSError as exc:
             raise LoadError(f"cannot read {path}: {exc.strerror}") from exc
         name = str(path)
-    return Component(_engine.compile_component(data, use_cache=use_cache), name)
+    return Component(_seam.load(data, engine=engine, use_cache=use_cache), name)
 
 
 @dataclass(frozen=True)
@@ -254,11 +268,9 @@ class Instance:
             self._http_p2 = WasiHttpP2(
                 self._wasi, wasi.http_outgoing, lambda work: self._sched.spawn(work)
             )
-        self._engine = _engine.EngineInstance(
-            component._plan, component._exports, self._resolve, limits
-        )
+        self._engine = component._loaded.instantiate(self._resolve, limits)
         self._sched = Scheduler(
-            self._engine.store,
+            self._engine.handle_rep,
             cancel_grace=cancel_grace,
             max_tasks=limits.max_handles if limits else None,
         )
@@ -460,7 +472,7 @@ class Instance:
             exports = self._engine.export_names().get(iface, {})
             if name + START in exports:
                 self._funcs[key] = (
-                    _PendingResult(self._engine.func(iface, name + START), self._engine.store),
+                    _PendingResult(self._engine.func(iface, name + START), self._engine),
                     self._engine.func(iface, name + RESULT),
                 )
             else:
@@ -482,7 +494,7 @@ class Instance:
 
     def _handle_rep(self, handle: Any) -> int:
         """The rep behind a host resource handle the guest returned (it is ours now)."""
-        return _engine.handle_rep(self._engine.store, handle)
+        return self._engine.handle_rep(handle)
 
     def statistics(self) -> InstanceStatistics:
         """Live tasks, handles and host work, for tests that check nothing leaked."""
@@ -511,17 +523,17 @@ class Instance:
 class _PendingResult:
     """Wraps a ``-isyswasfa-start`` export: returns Ok(value) or Err(pending rep)."""
 
-    def __init__(self, func: _engine.ExportFunc, store: Any) -> None:
+    def __init__(self, func: Any, engine: _seam.EngineInstance) -> None:
         self._func = func
-        self._store = store
+        self._engine = engine
 
     async def call(self, *args: Any) -> Any:
         outcome = await self._func.call(*args)
         if isinstance(outcome, _engine.Err):
-            handle = outcome.value
-            if not isinstance(handle, _engine.ResourceAny):
-                raise GuestProtocolError("start function's err is not a pending handle")
-            return _engine.Err(int(handle.to_host(self._store).rep))
+            try:
+                return _engine.Err(self._engine.handle_rep(outcome.value))
+            except GuestProtocolError:
+                raise GuestProtocolError("start function's err is not a pending handle") from None
         return outcome
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._engine import ExportFunc, lift_outputs, lower_inputs
+from ._engine import lift_outputs, lower_inputs
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
 from ._park import Scope, TaskGroup, Waiter, cancel_scope, open_task_group, running_trio
 from ._protocol import (
@@ -55,12 +55,16 @@ class Scheduler:
     """Routes isyswasfa events between host tasks and the guests' poll functions."""
 
     def __init__(
-        self, store: Any, *, cancel_grace: float = 10.0, max_tasks: int | None = None
+        self,
+        handle_rep: Callable[[Any], int],
+        *,
+        cancel_grace: float = 10.0,
+        max_tasks: int | None = None,
     ) -> None:
         self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
-        self._store = store
-        self._polls: list[ExportFunc] = []
+        self._handle_rep = handle_rep  # the engine's: a guest's handle to its rep
+        self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
         self._dirty: list[bool] = []
@@ -91,7 +95,7 @@ class Scheduler:
         self.observer: Callable[[str], object] | None = None
         self._host_labels: dict[int, str] = {}
 
-    def set_polls(self, polls: list[ExportFunc]) -> None:
+    def set_polls(self, polls: list[Any]) -> None:
         """The poll export of every (sub)component, in a fixed order."""
         self._polls = polls
         self._dirty = [False] * len(polls)  # nothing has run in a guest yet
@@ -143,7 +147,7 @@ class Scheduler:
                 self.poll_calls += 1
                 outputs = await func.call(lower_inputs(inputs or []))
                 actions: list[Action] = []
-                for event in lift_outputs(self._store, outputs):
+                for event in lift_outputs(outputs, self._handle_rep):
                     actions.extend(self.core.handle_output(idx, event))
                     if isinstance(event, OutListen):
                         self._observe("listen")

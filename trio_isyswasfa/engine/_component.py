@@ -34,19 +34,24 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import wasmtime
 
 from .. import _engine
 from .._errors import (
+    GuestProtocolError,
     GuestTrap,
+    HostProtocolError,
     InstanceDead,
     IsyswasfaError,
     LinkError,
     WasiError,
 )
+from .._limits import Limits
+from .._turns import Turns
+from . import _core, _fiber
 from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import (
     CoreFunc,
@@ -83,7 +88,12 @@ from ._types import (
 )
 from ._values import Err
 
-_NO_DEADLINE = 1 << 62
+_MASKS: dict[str, int | None] = {
+    "i32": 0xFFFFFFFF,
+    "i64": 0xFFFFFFFFFFFFFFFF,
+    "f32": None,
+    "f64": None,
+}
 
 ImportedItem = _engine.ImportedItem
 Resolved = _engine.Resolved
@@ -215,7 +225,7 @@ class _ComponentInstance(CoreInstances):
         func = self.component_funcs[d.func]
         if not isinstance(func, LiftedFunc):
             raise LinkError("a component start function must be one a component lifts")
-        self.owner.lifted(func, "the component's start function")()
+        self.owner.lifted(func, "the component's start function").sync()
 
     def _nested(self, component: ComponentDef, args: Mapping[str, Any]) -> CoreInstances:
         return _ComponentInstance(
@@ -245,13 +255,20 @@ class _ComponentInstance(CoreInstances):
 
 
 class OwnEngineInstance:
-    """A component instantiated on our own engine (synchronous calls only).
+    """A component instantiated on our own engine.
+
+    Export calls (:meth:`OwnExportFunc.call`) run on wasmtime fibers (``_fiber``): the
+    guest yields to the event loop at every epoch tick, ``Limits.max_run_seconds`` is
+    checked there, and a :class:`~trio_isyswasfa._engine.Blocking` host function that
+    waits suspends only its call. Host functions that never wait are synchronous core
+    functions (``_core``), as are the guest's ``realloc`` calls they make.
 
     Args:
       component: the component, as read by :func:`~._reader.read_component`.
       resolve_item: gives the host's implementation of each import, as for the stock
         seam's ``EngineInstance`` (raises :class:`~trio_isyswasfa.LinkError` for what
         the host does not provide).
+      limits: ``max_memory`` and ``max_run_seconds`` (the other limits are the host's).
       compiled: the component's core modules from :func:`~._instance.compile_modules`.
       use_cache: whether compiled modules are cached on disk.
 
@@ -265,15 +282,22 @@ class OwnEngineInstance:
         component: ComponentDef,
         resolve_item: Callable[[ImportedItem], Resolved],
         *,
+        limits: Limits | None = None,
         compiled: Mapping[int, wasmtime.Module] | None = None,
         use_cache: bool = True,
     ) -> None:
         self.component = component
+        self.limits = limits or Limits()
         self.faults = _engine.FaultSink()
         self.store = wasmtime.Store(_engine.engine())
-        self.store.set_epoch_deadline(_NO_DEADLINE)  # the sync path never yields
+        # fiber calls yield at every epoch tick; synchronous ones (realloc) run on
+        self.fibers = _fiber.FiberStore(self.store, limits=self.limits, sync_calls=True)
+        self.turns = Turns()  # export calls take turns (a suspended one holds the store)
+        self.has_async = False  # some host function may wait (an async core function)
+        self.blocked_calls = 0  # calls suspended in a blocking host function now
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
+        self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
         self._made: list[int] = []  # our host functions in the store
         self._impls: dict[tuple[str, ...], Resolved] = {}
         for item, rt in _imports_and_exports(component)[0]:
@@ -291,6 +315,24 @@ class OwnEngineInstance:
             release_host_funcs(self._made)
             raise
 
+    @property
+    def guest_seconds(self) -> float:
+        """Time spent running guest code in fiber calls so far."""
+        return self.fibers.guest_seconds
+
+    @property
+    def blocked(self) -> bool:
+        """Whether a call is suspended in a blocking host function (``time.sleep``, a
+        blocking read): calls into this instance wait until it returns."""
+        return self.blocked_calls > 0
+
+    def handle_rep(self, handle: Any) -> int:
+        """The rep of a host resource handle a guest passed or returned (lifted handles
+        of host resources are their reps already)."""
+        if type(handle) is not int:
+            raise GuestProtocolError(f"expected a resource handle, got {handle!r}")
+        return handle
+
     def close(self) -> None:
         """Done with this instance: later calls raise
         :class:`~trio_isyswasfa.InstanceDead`, and its store can be freed (the host
@@ -298,6 +340,7 @@ class OwnEngineInstance:
         self.faults.record(InstanceDead("the component instance was closed"))
         release_host_funcs(self._made)
         self._cores.clear()
+        self._fiber_funcs.clear()
 
     # -- what the instances share ---------------------------------------------------------
 
@@ -316,19 +359,22 @@ class OwnEngineInstance:
             try:
                 resource.on_drop(rep)
             except Exception as exc:
-                raise self._fault(label, exc) from exc
+                raise (fault := self._fault(label, exc)) from fault.__cause__
 
         return on_drop
 
-    def _fault(self, label: str, exc: Exception) -> GuestTrap:
-        """Record ``exc`` from a host function as this instance's death; the trap."""
-        if isinstance(exc, GuestTrap):
-            trap = exc
+    def _fault(self, label: str, exc: Exception) -> IsyswasfaError:
+        """Record ``exc`` from a host function as this instance's death; what the call
+        into the guest raises: one of our errors as it is (a ``GuestProtocolError``, a
+        ``ComponentExit``), anything else (the host's own misuse included) as a trap
+        with ``exc`` as its cause."""
+        if isinstance(exc, IsyswasfaError) and not isinstance(exc, HostProtocolError | LinkError):
+            fault: IsyswasfaError = exc
         else:
-            trap = GuestTrap(f"host function {label} failed: {exc!r}")
-            trap.__cause__ = exc
-        self.faults.record(trap)
-        return trap
+            fault = GuestTrap(f"host function {label} failed: {exc!r}")
+            fault.__cause__ = exc
+        self.faults.record(fault)
+        return fault
 
     # -- trampolines -------------------------------------------------------------------
 
@@ -356,11 +402,15 @@ class OwnEngineInstance:
             impl = self._impls.get(callee.path)
             if impl is None or isinstance(impl, _engine.ResourceDef):
                 raise LinkError(f"the host gives no function for {label}")
+            if isinstance(impl, _engine.Blocking):
+                self.has_async = True
+                run = self._blocking(instance, abi, memory, impl.fn, callee.type, label)
+                return self.fibers.host_func(ty, run, label=label)
             ftype = callee.type
             make_call = lambda: self._host_call(impl, ftype, label)  # noqa: E731
         elif isinstance(callee, LiftedFunc):
             label = f"a composed component's export at byte offset {callee.lift.offset:#x}"
-            lifted = self.lifted(callee, label)
+            lifted = self.lifted(callee, label).sync
             make_call = lambda: lifted  # noqa: E731
         else:
             raise LinkError(f"a canon lower of {callee!r}: nothing to call")
@@ -399,32 +449,88 @@ class OwnEngineInstance:
                 out = lower_result(cx, call(*lift_args(cx, args)), args)
                 cx.scope.finish()
             except Exception as exc:
-                raise self._fault(label, exc) from exc
+                raise (fault := self._fault(label, exc)) from fault.__cause__
             return out
 
         return lowered
 
+    def _blocking(
+        self,
+        instance: _ComponentInstance,
+        abi: FuncAbi,
+        memory: CoreMemory | None,
+        fn: Callable[..., Generator[Any, Any, Any]],
+        ty: FuncType,
+        label: str,
+    ) -> Callable[..., Generator[Any, Any, Any]]:
+        """The async core function behind a lowered :class:`Blocking` host function: a
+        generator the fiber path drives (``_fiber``). Until its first wait it runs inside
+        the guest's call; each wait suspends the guest's fiber while the call's driver
+        awaits it, and what follows (lowering the result through ``realloc``) runs on
+        the fiber again."""
+        table = instance.table
+        faults = self.faults
+        plain = _plain(abi)
+        lift_args, lower_result = abi.lift_args, abi.lower_result
+        to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
+        masks = [_MASKS[k] for k in abi.import_core_params]
+        n_results = len(abi.import_core_results)
+
+        def run(*core: Any) -> Generator[Any, Any, Any]:
+            if faults.fault is not None:
+                raise GuestTrap("instance is dead")
+            if not instance.may_leave:
+                raise self._fault(
+                    label, GuestTrap(f"cannot leave component instance to call {label}")
+                )
+            try:
+                args = [v if m is None else v & m for v, m in zip(core, masks, strict=True)]
+                cx = plain if plain is not None else AbiContext(memory, table, CallScope())
+                try:
+                    value = yield from self._waits_of(fn(*lift_args(cx, args)))
+                except WasiError as exc:
+                    if not to_error:
+                        raise
+                    value = Err(exc.code)
+                out = lower_result(cx, value, args)
+                if plain is None:
+                    cx.scope.finish()
+            except Exception as exc:
+                raise (fault := self._fault(label, exc)) from fault.__cause__
+            if n_results == 1:
+                return out[0]
+            return out if n_results else None
+
+        return run
+
+    def _waits_of(self, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        """``yield from gen``, counting the call as blocked while it waits."""
+        try:
+            wait = gen.send(None)
+        except StopIteration as stop:
+            return stop.value
+        self.blocked_calls += 1
+        try:
+            while True:
+                try:
+                    got = yield wait
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except Exception as exc:
+                    wait = gen.throw(exc)
+                else:
+                    wait = gen.send(got)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            self.blocked_calls -= 1
+
     def _host_call(self, impl: Resolved, ty: FuncType, label: str) -> Callable[..., Any]:
-        if impl is None or isinstance(impl, _engine.ResourceDef):
+        if impl is None or isinstance(impl, _engine.ResourceDef | _engine.Blocking):
             raise LinkError(f"the host gives no function for {label}")
         to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
-        if isinstance(impl, _engine.Blocking):
-            blocking = impl.fn
-
-            def run(*args: Any) -> Any:
-                gen = blocking(*args)
-                try:
-                    gen.send(None)
-                except StopIteration as stop:
-                    return stop.value
-                gen.close()
-                raise GuestTrap(
-                    f"{label} waits, and waiting in a host function needs the async call path"
-                )
-
-            fn: Callable[..., Any] = run
-        else:
-            fn = impl
+        fn = impl
 
         if not to_error:
             return fn
@@ -448,7 +554,7 @@ class OwnEngineInstance:
                 try:
                     return op(args)
                 except Exception as exc:
-                    raise self._fault(label, exc) from exc
+                    raise (fault := self._fault(label, exc)) from fault.__cause__
 
             return run
 
@@ -467,56 +573,23 @@ class OwnEngineInstance:
 
     # -- calling exports ----------------------------------------------------------------
 
-    def lifted(self, func: LiftedFunc, label: str) -> Callable[..., Any]:
-        """A callable for a ``canon lift``: lowers its arguments, calls the core function,
-        lifts the result, then calls ``post-return``."""
-        instance = func.owner
-        assert isinstance(instance, _ComponentInstance)
-        options = func.lift.options
-        if options.is_async:
-            raise LinkError(f"{label} is an async export, which this engine cannot call yet")
-        abi = _abi_of(instance, func.lift)
-        memory = instance.guest_memory(options) if _needs_memory(abi) else None
-        core = self.core(func.core, label)
-        post = None
-        if options.post_return is not None:
-            post = self.core(instance.funcs[options.post_return], f"post-return of {label}")
-        table = instance.table
-        faults = self.faults
-        plain = _plain(abi)
+    def lifted(self, func: LiftedFunc, label: str) -> _Lifted:
+        """A ``canon lift`` the host (or another component) calls: lowers its arguments,
+        calls the core function, lifts the result, then calls ``post-return``."""
+        return _Lifted(self, func, label)
 
-        def call(*args: Any) -> Any:
-            if faults.fault is not None:
-                raise InstanceDead(f"the component instance has failed: {faults.fault}")
-            if not instance.may_enter:
-                raise GuestTrap(f"cannot enter the component instance again to call {label}")
-            cx = plain if plain is not None else AbiContext(memory, table, CallScope())
-            core_args = abi.lower_args(cx, args)  # a HostProtocolError here ran nothing
-            instance.may_enter = False
-            try:
-                results = core(core_args)
-                value = abi.lift_result(cx, results)
-                if plain is None:
-                    cx.scope.finish()
-                if post is not None:
-                    instance.may_leave = False  # post-return may not call out
-                    try:
-                        post(results)
-                    finally:
-                        instance.may_leave = True
-            except GuestTrap as exc:
-                faults.record(exc)
-                raise
-            except IsyswasfaError as exc:  # a host value that does not fit: our misuse
-                trap = GuestTrap(f"{label} failed: {exc}")
-                trap.__cause__ = exc
-                faults.record(trap)
-                raise trap from exc
-            finally:
-                instance.may_enter = True
-            return value
-
-        return call
+    def run_now(self, core: CoreFunc, args: list[Any]) -> list[Any]:
+        """Call a core function synchronously: inside a call already (a host function
+        calling a composed component's export, ``realloc``) directly; from the top (a
+        start function, a post-return) on a fiber when a host function may wait there,
+        since a synchronous call reaching an async host function aborts the process."""
+        if not self.has_async or _core.sync_depth() or _fiber.current() is not None:
+            return core(args)
+        fiber = self._fiber_funcs.get(id(core))
+        if fiber is None:
+            fiber = self._fiber_funcs[id(core)] = self.fibers.func(core.func)
+            fiber.label = core.label
+        return _unsigned(fiber.call_now(*args), core.results)
 
     def export_names(self) -> dict[str, dict[str, FuncType]]:
         """Exported functions by interface (``""`` for the root)."""
@@ -529,20 +602,132 @@ class OwnEngineInstance:
             raise LinkError(f"no export {name!r} in {where}")
         path = (interface, name) if interface else (name,)
         label = "#".join(path)
-        return OwnExportFunc(self.lifted(self.root.lifted(*path), label), label)
+        return OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
+
+
+def _unsigned(value: Any, kinds: tuple[str, ...]) -> list[Any]:
+    """A fiber call's results (``None``, one value or a list; integers signed) as the
+    list of unsigned core values the canonical ABI lifts."""
+    if not kinds:
+        return []
+    values = [value] if len(kinds) == 1 else list(value)
+    return [v if _MASKS[k] is None else v & _MASKS[k] for v, k in zip(values, kinds, strict=True)]
+
+
+class _Lifted:
+    """A ``canon lift`` ready to be called: synchronously (:meth:`sync`) or on a fiber
+    (:meth:`call`)."""
+
+    def __init__(self, owner: OwnEngineInstance, func: LiftedFunc, label: str) -> None:
+        instance = func.owner
+        assert isinstance(instance, _ComponentInstance)
+        options = func.lift.options
+        if options.is_async:
+            raise LinkError(f"{label} is an async export, which this engine cannot call yet")
+        self.owner = owner
+        self.instance = instance
+        self.label = label
+        self.abi = abi = _abi_of(instance, func.lift)
+        self.memory = instance.guest_memory(options) if _needs_memory(abi) else None
+        self.core = owner.core(func.core, label)
+        self.fiber = owner.fibers.func(func.core)
+        self.fiber.label = label
+        self.post: CoreFunc | None = None
+        if options.post_return is not None:
+            self.post = owner.core(instance.funcs[options.post_return], f"post-return of {label}")
+        self.plain = _plain(abi)
+
+    def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
+        faults = self.owner.faults
+        if faults.fault is not None:
+            raise InstanceDead(f"the component instance has failed: {faults.fault}")
+        instance = self.instance
+        if not instance.may_enter:
+            raise GuestTrap(f"cannot enter the component instance again to call {self.label}")
+        cx = (
+            self.plain
+            if self.plain is not None
+            else AbiContext(self.memory, instance.table, CallScope())
+        )
+        core_args = self.abi.lower_args(cx, args)  # a HostProtocolError here ran nothing
+        instance.may_enter = False
+        return cx, core_args
+
+    def _end(self, cx: AbiContext, results: list[Any]) -> Any:
+        value = self.abi.lift_result(cx, results)
+        if self.plain is None:
+            cx.scope.finish()
+        if self.post is not None:
+            instance = self.instance
+            instance.may_leave = False  # post-return may not call out
+            try:
+                self.owner.run_now(self.post, results)
+            finally:
+                instance.may_leave = True
+        return value
+
+    def _failed(self, exc: IsyswasfaError) -> BaseException:
+        """What a failed call raises; the instance is dead with it."""
+        faults = self.owner.faults
+        cause = exc.__cause__
+        if cause is not None and cause is faults.fault:
+            return cause  # a host function's failure, recorded (with its cause)
+        if isinstance(exc, GuestTrap):
+            faults.record(exc)
+            return exc
+        if isinstance(exc, InstanceDead):
+            faults.record(exc)
+            return exc
+        trap = GuestTrap(f"{self.label} failed: {exc}")  # a host value that does not fit
+        trap.__cause__ = exc
+        faults.record(trap)
+        return trap
+
+    def sync(self, *args: Any) -> Any:
+        """Run it to its end on this thread (it cannot wait)."""
+        cx, core_args = self._begin(args)
+        try:
+            return self._end(cx, self.owner.run_now(self.core, core_args))
+        except IsyswasfaError as exc:
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__
+        finally:
+            self.instance.may_enter = True
+
+    async def call(self, *args: Any) -> Any:
+        """Run it on a fiber: the event loop runs on while the guest waits or computes."""
+        cx, core_args = self._begin(args)
+        owner = self.owner
+        try:
+            results = _unsigned(await self.fiber(*core_args), self.core.results)
+            return self._end(cx, results)
+        except IsyswasfaError as exc:
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__
+        except BaseException:
+            if owner.fibers.fault is not None:  # abandoned where it stood
+                owner.faults.record(owner.fibers.fault)
+            raise
+        finally:
+            self.instance.may_enter = True
 
 
 class OwnExportFunc:
     """An exported function of an :class:`OwnEngineInstance`."""
 
-    __slots__ = ("_call", "label")
+    __slots__ = ("_lifted", "label", "owner")
 
-    def __init__(self, call: Callable[..., Any], label: str) -> None:
-        self._call = call
+    def __init__(self, owner: OwnEngineInstance, lifted: _Lifted, label: str) -> None:
+        self.owner = owner
+        self._lifted = lifted
         self.label = label
 
     def call_sync(self, *args: Any) -> Any:
-        """Run the export to its end (the guest cannot wait on this path).
+        """Run the export to its end without the event loop (the guest cannot wait).
 
         Raises:
           HostProtocolError: ``args`` do not fit the export's parameters (nothing ran).
@@ -550,12 +735,19 @@ class OwnExportFunc:
             exception is the ``__cause__``); the instance is dead from then on.
           InstanceDead: the instance died in an earlier call.
         """
-        return self._call(*args)
+        return self._lifted.sync(*args)
 
     async def call(self, *args: Any) -> Any:
-        """:meth:`call_sync`, with the seam's ``ExportFunc.call`` signature (the guest
-        still runs to its end without yielding to the event loop)."""
-        return self._call(*args)
+        """Run the export on a fiber: while the guest waits in a blocking host function
+        or computes past an epoch tick, the event loop runs other tasks. Calls into one
+        instance take turns. Raises as :meth:`call_sync` does; a cancellation while the
+        guest waits abandons the call and the instance is dead."""
+        turns = self.owner.turns
+        await turns.take()
+        try:
+            return await self._lifted.call(*args)
+        finally:
+            turns.give_back()
 
 
 __all__ = [

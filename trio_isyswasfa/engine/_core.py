@@ -26,6 +26,7 @@ import functools
 import itertools
 import struct
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 import wasmtime
@@ -34,6 +35,7 @@ from wasmtime import _ffi as ffi
 
 from .._engine import trap_reason
 from .._errors import GuestTrap
+from .._fastcall import clock as _clock
 
 CoreValues = list[Any]
 HostCallback = Callable[[CoreValues], Sequence[Any]]
@@ -157,10 +159,12 @@ class CoreFunc:
 
     def __call__(self, args: Sequence[Any]) -> CoreValues:
         """Call the function (the one place our engine enters wasm)."""
+        global _depth
         raw, trap = self._raw, self._trap
         self._raw = None  # a reentrant call (through a host function) gets its own array
         if raw is None:
             raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
+        _depth += 1
         try:
             self._pack(raw, args)
             error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
@@ -171,7 +175,26 @@ class CoreFunc:
                 _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label)
             return list(self._unpack(raw))
         finally:
+            _depth -= 1
             self._raw, self._trap = raw, trap
+
+
+# Synchronous core calls running now. Inside a fiber call (``_fiber``), such a call is
+# one a host function makes (a ``realloc``): it cannot yield at an epoch deadline.
+_depth = 0
+
+
+def sync_depth() -> int:
+    """How many synchronous core calls are running (nested in each other)."""
+    return _depth
+
+
+def take_host_exception() -> BaseException | None:
+    """The host exception behind the trap being unwound, if a host function raised one
+    (for a caller other than :class:`CoreFunc`: a fiber call the trap ended)."""
+    exc = _unwinding.pop() if _unwinding else None
+    _unwinding.clear()
+    return exc
 
 
 # -- host functions ---------------------------------------------------------------------
@@ -181,6 +204,7 @@ _NEXT_HOST = itertools.count(1)
 
 
 def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
+    start = perf_counter()
     try:
         fn, unpack, pack, size = _HOSTS[env]
         out = fn(list(unpack(ctypes.string_at(raw, size))))
@@ -191,9 +215,11 @@ def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
         return 0
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
         _unwinding.append(exc)
-        message = b"host function failed"
+        message = f"host function failed: {exc!r}".encode()
         trap = ffi.wasmtime_trap_new(message, len(message))
         return ctypes.cast(trap, ctypes.c_void_p).value or 0
+    finally:  # the host's time, not the guest's (``guest_seconds``)
+        _clock.host += perf_counter() - start
 
 
 def _host_finalize(env: int) -> None:

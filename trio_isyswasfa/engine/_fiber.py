@@ -51,6 +51,7 @@ from wasmtime._extern import wrap_extern
 from .. import _engine, _fastcall
 from .._errors import GuestTrap, HostProtocolError, InstanceDead, LinkError
 from .._limits import Limits
+from . import _core
 
 CoreValue = int | float
 """A core value crossing the boundary: i32/i64 as ``int``, f32/f64 as ``float``."""
@@ -159,6 +160,8 @@ class _Polling(_fastcall.PolledFuture):
             raised = wasmtime.WasmtimeError._from_ptr(self._error)
         else:
             return None
+        if self.cause is None:  # a synchronous host function (``_core``) raised it?
+            self.cause = _core.take_host_exception()
         exc = GuestTrap(f"guest trapped in {where}: {_engine.trap_reason(str(raised))}")
         exc.__cause__ = self.cause if self.cause is not None else raised
         return exc
@@ -202,6 +205,11 @@ def _enter(polling: _Polling) -> _Polling | None:
     return previous
 
 
+def current() -> _Polling | None:
+    """The fiber call being polled now, if any (host functions run inside it)."""
+    return _current
+
+
 def _leave(previous: _Polling | None) -> None:
     global _current
     _current = previous
@@ -214,7 +222,17 @@ class _HostWait:
     """A host function's generator, suspended with the guest's fiber until its driver has
     awaited what it waits for; then the continuation hands its result to the guest."""
 
-    __slots__ = ("error", "gen", "label", "result_fields", "results", "trap_ret", "value", "wait")
+    __slots__ = (
+        "error",
+        "gen",
+        "label",
+        "result_fields",
+        "results",
+        "sent",
+        "trap_ret",
+        "value",
+        "wait",
+    )
 
     def __init__(
         self,
@@ -232,6 +250,9 @@ class _HostWait:
         self.trap_ret = trap_ret
         self.value: Any = _PENDING
         self.error: BaseException | None = None
+        # what the driver's wait gave: (False, value) or (True, exception), until the
+        # continuation (on the guest's fiber) hands it to the generator
+        self.sent: tuple[bool, Any] | None = None
 
     def step(self, send: Any = None, throw: BaseException | None = None) -> bool:
         """Resume the generator; True once it has its result (or failed)."""
@@ -311,6 +332,13 @@ def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, con
             except StopIteration as stop:
                 value = stop.value
             else:
+                if _core.sync_depth():
+                    # suspending the fiber under a synchronous call crashes the process
+                    value.close()
+                    raise GuestTrap(
+                        f"host function {entry.label} cannot wait inside a synchronous "
+                        "call a host function made (a composed component's call)"
+                    )
                 key = _next_key
                 _next_key += 1
                 results_ptr = ctypes.cast(results, ctypes.POINTER(ffi.wasmtime_val_t))
@@ -330,21 +358,33 @@ def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, con
 
 @CFUNCTYPE(ctypes.c_bool, c_void_p)
 def _resume(env):  # type: ignore[no-untyped-def]
-    """The continuation of a waiting host function: done once its driver has stepped the
-    generator to its end (the guest then gets the result, or traps)."""
+    """The continuation of a waiting host function, run on the guest's fiber: once the
+    driver has awaited a wait, the generator takes its outcome here (so what it does
+    next, such as lowering its result through the guest's ``realloc``, runs inside the
+    guest's call); done when the generator returns (the guest then gets the result, or
+    traps), else suspended again on its next wait."""
     waiting = _SUSPENDED[env or 0]
-    if waiting.value is _PENDING and waiting.error is None:
+    sent = waiting.sent
+    if sent is None:
         return False
+    waiting.sent = None
+    start = time.perf_counter()
     polling = _current
-    if polling is not None:
-        polling.waiting = None
     try:
-        if waiting.error is not None:
-            raise waiting.error
-        _store_results(waiting.result_fields, waiting.value, waiting.results)
-    except Exception as exc:
-        _trap(waiting.trap_ret, polling, waiting.label, exc)
-    return True
+        thrown, value = sent
+        if not (waiting.step(throw=value) if thrown else waiting.step(send=value)):
+            return False  # waits again: the driver awaits the new wait
+        if polling is not None:
+            polling.waiting = None
+        try:
+            if waiting.error is not None:
+                raise waiting.error
+            _store_results(waiting.result_fields, waiting.value, waiting.results)
+        except Exception as exc:
+            _trap(waiting.trap_ret, polling, waiting.label, exc)
+        return True
+    finally:
+        _fastcall.clock.host += time.perf_counter() - start
 
 
 @CFUNCTYPE(None, c_void_p)
@@ -359,6 +399,51 @@ def _forget_func(env):  # type: ignore[no-untyped-def]
     _HOST_FUNCS.pop(env or 0, None)
 
 
+# -- epoch deadlines for stores that take synchronous calls too -------------------------
+
+_EPOCH_CALLBACK = CFUNCTYPE(
+    ctypes.c_size_t,
+    c_void_p,
+    c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ctypes.c_uint8),
+)
+_CONTINUE, _YIELD = 0, 1  # wasmtime_update_deadline_kind_t
+
+
+@_EPOCH_CALLBACK
+def _at_epoch_deadline(_context, _env, delta, kind):  # type: ignore[no-untyped-def]
+    """At each epoch tick: a fiber call yields to its driver; a synchronous call (a
+    ``realloc`` a host function makes inside a fiber call, a post-return, a destructor)
+    cannot, and runs on."""
+    delta[0] = 1
+    kind[0] = _YIELD if _current is not None and _core.sync_depth() == 0 else _CONTINUE
+    return 0
+
+
+@CFUNCTYPE(None, c_void_p)
+def _no_finalizer(_env):  # type: ignore[no-untyped-def]
+    pass
+
+
+_set_epoch_callback: Any = None
+
+
+def yield_in_fiber_calls(store: wasmtime.Store) -> None:
+    """Make ``store``'s fiber calls yield at every epoch tick while its synchronous calls
+    run on (``_engine._yield_at_epoch_deadlines`` makes wasmtime refuse synchronous calls
+    altogether, and a ``realloc`` a host function calls inside a fiber call is one)."""
+    global _set_epoch_callback
+    if _set_epoch_callback is None:
+        native = wasmtime._bindings._wasmtime_store_epoch_deadline_callback
+        address = ctypes.cast(native, c_void_p).value or 0
+        prototype = CFUNCTYPE(None, c_void_p, _EPOCH_CALLBACK, c_void_p, type(_no_finalizer))
+        _set_epoch_callback = prototype(address)
+    _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p), _at_epoch_deadline, None, _no_finalizer)
+    store.set_epoch_deadline(1)
+    _engine._start_ticker()
+
+
 # -- stores and calls -------------------------------------------------------------------
 
 
@@ -371,18 +456,30 @@ class FiberStore:
         synchronous call into it.
       limits: ``max_memory`` and ``max_run_seconds`` apply (``max_handles`` is the
         canonical ABI's business).
+      sync_calls: admit synchronous core calls too (:func:`yield_in_fiber_calls`): fiber
+        calls still yield at every tick, synchronous ones run on. A synchronous call
+        must never reach an async host function (wasmtime aborts the process).
     """
 
-    def __init__(self, store: wasmtime.Store | None = None, *, limits: Limits | None = None):
+    def __init__(
+        self,
+        store: wasmtime.Store | None = None,
+        *,
+        limits: Limits | None = None,
+        sync_calls: bool = False,
+    ):
         self.store = store if store is not None else wasmtime.Store(_engine.engine())
         self.limits = limits or Limits()
         self.fault: BaseException | None = None
         self.guest_seconds = 0.0  # in calls, less the host functions they called
         if self.limits.max_memory is not None:
             self.store.set_limits(memory_size=self.limits.max_memory)
-        _engine._start_ticker()
-        _engine._yield_at_epoch_deadlines(self.store)
-        self.store.set_epoch_deadline(1)
+        if sync_calls:  # synchronous calls run on at epoch ticks: see yield_in_fiber_calls
+            yield_in_fiber_calls(self.store)
+        else:
+            _engine._start_ticker()
+            _engine._yield_at_epoch_deadlines(self.store)
+            self.store.set_epoch_deadline(1)
         self._busy = False
         self._idle: anyio.Event | None = None
 
@@ -486,6 +583,32 @@ class FiberFunc:
         finally:
             owner._leave()
 
+    def call_now(self, *args: CoreValue) -> Any:
+        """Run the function to its end without the event loop (a start function, a
+        post-return, a destructor): it may compute across epoch yields (bounded by
+        ``max_run_seconds``) but must not wait; a host function that waits traps it.
+
+        Raises:
+          GuestTrap: as for a call (and the store is dead), or it tried to wait.
+          InstanceDead: the store had failed before.
+        """
+        owner = self.owner
+        owner._check()
+        if owner._busy:
+            raise GuestTrap(f"{self.label} was called while another call is in the store")
+        call = CoreCall(self, args)
+        limit = owner.limits.max_run_seconds
+        deadline = None if limit is None else time.monotonic() + limit
+        while not self._poll(call):
+            if call.waiting is not None:
+                call.close()
+                raise owner._record(
+                    GuestTrap(f"guest trapped in {self.label}: a host function waited there")
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._over_time(call, "without returning to the host")
+        return self._finish(call)
+
     def _poll(self, call: CoreCall) -> bool:
         before = _fastcall.clock.guest
         previous = _enter(call)
@@ -518,15 +641,13 @@ class FiberFunc:
             return
         try:
             with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
-                while True:
-                    try:
-                        value = await waiting.wait()
-                    except Exception as exc:
-                        if waiting.step(throw=exc):
-                            return
-                    else:
-                        if waiting.step(send=value):
-                            return
+                try:
+                    value = await waiting.wait()
+                except Exception as exc:
+                    waiting.sent = (True, exc)
+                else:
+                    waiting.sent = (False, value)
+            # the next poll resumes the guest's fiber, where the generator goes on
         except TimeoutError:
             raise self._over_time(call, "blocked in a host call") from None
         except BaseException as exc:

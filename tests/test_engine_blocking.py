@@ -1,0 +1,284 @@
+"""Blocking host functions, epoch yields and ``Limits.max_run_seconds`` on both engines.
+
+A guest calling a :class:`~trio_isyswasfa._engine.Blocking` host function that waits
+(``poll``, ``blocking-read``) must suspend only its own call: the event loop runs on,
+and the result (here a ``list<u8>`` lowered through the guest's ``realloc``) reaches
+the guest when the wait is over. A computing guest yields at every epoch tick, and
+``max_run_seconds`` stops it, or a wait that lasts too long. The same WAT component runs
+on the stock engine and on ours (one parametrised fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_isyswasfa import _engine
+from trio_isyswasfa._errors import GuestTrap, InstanceDead, LinkError, WasiError
+from trio_isyswasfa._limits import Limits
+from trio_isyswasfa.engine._component import OwnEngineInstance
+from trio_isyswasfa.engine._reader import read_component
+from trio_isyswasfa.testing import build_wat_component, bump_realloc_wat
+
+WIT = """\
+package test:blk;
+
+interface host {
+  wait-bytes: func(n: u32) -> result<list<u8>, string>;
+  note: func(n: u32);
+}
+
+interface api {
+  fetch: func(n: u32) -> result<list<u8>, string>;
+  fetch-twice: func(n: u32) -> u32;
+  spin: func();
+  with-post: func(n: u32) -> string;
+}
+
+world w {
+  import host;
+  export api;
+}
+"""
+
+WAT = f"""\
+(module
+  (import "test:blk/host" "wait-bytes" (func $wait (param i32 i32)))
+  (import "test:blk/host" "note" (func $note (param i32)))
+  (memory (export "memory") 1)
+{bump_realloc_wat(4096)}  (func (export "test:blk/api#fetch") (param i32) (result i32)
+    (call $wait (local.get 0) (i32.const 1024))
+    (i32.const 1024))
+  (func (export "test:blk/api#fetch-twice") (param i32) (result i32)
+    (call $wait (local.get 0) (i32.const 1024))
+    (call $wait (local.get 0) (i32.const 1040))
+    (i32.add (i32.load (i32.const 1032)) (i32.load (i32.const 1048))))
+  (func (export "test:blk/api#spin")
+    (loop $forever (br $forever)))
+  (func (export "test:blk/api#with-post") (param i32) (result i32)
+    (i32.store (i32.const 1024) (i32.const 0))
+    (i32.store (i32.const 1028) (i32.const 0))
+    (i32.const 1024))
+  (func (export "cabi_post_test:blk/api#with-post") (param i32)
+    (call $wait (i32.const 1) (i32.const 1100)))
+)
+"""
+
+API = "test:blk/api"
+
+
+class Host:
+    """``wait-bytes`` waits for ``gate`` (a trio event) and then gives ``n`` bytes."""
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+        self.waiting = 0
+        self.after_wait: Callable[[int], bytes] = lambda n: bytes(i % 251 for i in range(n))
+
+    def wait_bytes(self, n: int) -> Generator[Any, Any, bytes]:
+        if n == 0:
+            return b""  # finishes without waiting
+        self.waiting += 1
+        try:
+            yield self.gate.wait
+        finally:
+            self.waiting -= 1
+        return self.after_wait(n)
+
+    def resolve(self, item: _engine.ImportedItem) -> _engine.Resolved:
+        if item.name == "wait-bytes":
+            return _engine.Blocking(self.wait_bytes)
+        if item.name == "note":
+            return lambda n: None
+        raise LinkError(f"no host function {item.name}")
+
+
+class Instance:
+    """One instance on either engine: ``await call(name, *args)``."""
+
+    def __init__(self, kind: str, wasm: bytes, host: Host, limits: Limits | None) -> None:
+        self.kind = kind
+        if kind == "stock":
+            raw = _engine.compile_component(wasm, use_cache=False)
+            self.engine: Any = _engine.EngineInstance(
+                _engine.LinkPlan(raw), _engine.component_exports(raw), host.resolve, limits
+            )
+        else:
+            self.engine = OwnEngineInstance(
+                read_component(wasm), host.resolve, limits=limits, use_cache=False
+            )
+
+    async def call(self, name: str, *args: Any) -> Any:
+        return await self.engine.func(API, name).call(*args)
+
+
+Open = Callable[..., Instance]
+
+
+@pytest.fixture(scope="module")
+def blk_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    wit: Path = tmp_path_factory.mktemp("blk") / "blk.wit"
+    wit.write_text(WIT)
+    return build_wat_component(wit, "w", WAT)
+
+
+@pytest.fixture(params=["stock", "ours"])
+def open_instance(request: pytest.FixtureRequest, blk_wasm: bytes) -> Any:
+    opened: list[Instance] = []
+
+    def open_(host: Host, limits: Limits | None = None) -> Instance:
+        inst = Instance(request.param, blk_wasm, host, limits)
+        opened.append(inst)
+        return inst
+
+    yield open_
+    for inst in opened:
+        inst.engine.close()
+
+
+async def test_a_wait_suspends_only_its_call(open_instance: Open) -> None:
+    host = Host()
+    inst = open_instance(host)
+    got: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def fetch() -> None:
+            got.append(await inst.call("fetch", 70_000))
+
+        nursery.start_soon(fetch)
+        await trio.testing.wait_all_tasks_blocked()
+        # the guest is suspended in wait-bytes; this task runs
+        assert host.waiting == 1
+        assert not got
+        assert inst.engine.blocked
+        host.gate.set()
+    assert got == [_engine.Ok(bytes(i % 251 for i in range(70_000)))]
+    assert not inst.engine.blocked
+
+
+async def test_a_blocking_function_that_need_not_wait(open_instance: Open) -> None:
+    inst = open_instance(Host())
+    assert await inst.call("fetch", 0) == _engine.Ok(b"")
+
+
+async def test_waits_one_after_another_in_one_call(open_instance: Open) -> None:
+    host = Host()
+    host.gate.set()
+    inst = open_instance(host)
+    assert await inst.call("fetch-twice", 5) == 10  # both lists' lengths
+
+
+async def test_a_wasi_error_after_waiting_is_the_wit_err(open_instance: Open) -> None:
+    host = Host()
+    host.gate.set()
+
+    def refuse(n: int) -> bytes:
+        raise WasiError("no more bytes", "refused")
+
+    host.after_wait = refuse
+    inst = open_instance(host)
+    assert await inst.call("fetch", 3) == _engine.Err("no more bytes")
+    assert await inst.call("fetch", 0) == _engine.Ok(b"")  # the instance lives on
+
+
+async def test_calls_take_turns_while_one_waits(open_instance: Open) -> None:
+    host = Host()
+    inst = open_instance(host)
+    got: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def fetch(n: int) -> None:
+            got.append(await inst.call("fetch", n))
+
+        nursery.start_soon(fetch, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(fetch, 0)  # waits in line: the store is held
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        host.gate.set()
+    assert got == [_engine.Ok(b"\0\1"), _engine.Ok(b"")]
+
+
+async def test_cancelling_a_waiting_call_kills_the_instance(open_instance: Open) -> None:
+    host = Host()
+    inst = open_instance(host)
+    with trio.move_on_after(0.05) as scope:
+        await inst.call("fetch", 4)
+    assert scope.cancelled_caught
+    if inst.kind == "ours":
+        assert host.waiting == 0  # the host function's generator was closed
+    with pytest.raises(InstanceDead):
+        await inst.call("fetch", 0)
+
+
+async def test_max_run_seconds_bounds_a_wait(open_instance: Open) -> None:
+    inst = open_instance(Host(), Limits(max_run_seconds=0.05))
+    with pytest.raises(GuestTrap, match="max_run_seconds"):
+        await inst.call("fetch", 4)
+    with pytest.raises(InstanceDead):
+        await inst.call("fetch", 0)
+
+
+async def test_a_computing_guest_yields_and_is_stopped(open_instance: Open) -> None:
+    inst = open_instance(Host(), Limits(max_run_seconds=0.1))
+    ticks = 0
+
+    async def count() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.005)
+            ticks += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count)
+        with pytest.raises(GuestTrap, match="max_run_seconds"):
+            await inst.call("spin")
+        nursery.cancel_scope.cancel()
+    assert ticks > 0  # the loop ran while the guest computed
+
+
+async def test_a_post_return_cannot_wait(open_instance: Open) -> None:
+    inst = open_instance(Host())
+    with pytest.raises(GuestTrap):
+        await inst.call("with-post", 1)
+    with pytest.raises(InstanceDead):
+        await inst.call("fetch", 0)
+
+
+async def test_a_host_exception_after_waiting_traps_with_its_cause(blk_wasm: bytes) -> None:
+    host = Host()
+    host.gate.set()
+    failure = ZeroDivisionError("after the wait")
+
+    def fail(n: int) -> bytes:
+        raise failure
+
+    host.after_wait = fail
+    inst = Instance("ours", blk_wasm, host, None)
+    try:
+        with pytest.raises(GuestTrap) as caught:
+            await inst.call("fetch", 3)
+        assert caught.value.__cause__ is failure
+        with pytest.raises(InstanceDead, match="after the wait"):
+            await inst.call("fetch", 0)
+    finally:
+        inst.engine.close()
+
+
+def test_a_start_like_synchronous_call_cannot_wait(blk_wasm: bytes) -> None:
+    # call_sync runs outside the event loop: a wait there traps (on a fiber, so that
+    # wasmtime never sees a synchronous call reach an async host function)
+    host = Host()
+    inst = Instance("ours", blk_wasm, host, None)
+    try:
+        assert inst.engine.func(API, "fetch").call_sync(0) == _engine.Ok(b"")
+        with pytest.raises(GuestTrap, match="waited"):
+            inst.engine.func(API, "fetch").call_sync(2)
+        assert host.waiting == 0
+    finally:
+        inst.engine.close()

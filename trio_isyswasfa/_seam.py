@@ -1,0 +1,191 @@
+"""Which engine runs a component: the one factory the host builds instances through.
+
+Two engines sit behind the same seam:
+
+* ``"wasmtime"`` (the default): wasmtime-py's component API, through ``_engine``;
+* ``"own"``: our own canonical ABI over wasmtime's core API (``engine/``).
+
+Both take host functions in the same shapes (plain functions, :class:`Blocking`
+generators, :class:`ResourceDef` resources) and give values in the same shapes, so
+``_host``, the scheduler, WASI and HTTP do not know which one runs. An engine is chosen
+per component when it is loaded (``load_component(..., engine=...)``); without a choice,
+the environment variable ``TRIO_ISYSWASFA_ENGINE`` names it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import _engine
+from ._engine import ImportedItem, Resolved
+from ._errors import HostProtocolError, LoadError
+from ._limits import Limits
+from ._turns import Turns
+
+ENGINES = ("wasmtime", "own")
+"""The engines a component can run on."""
+
+ENGINE_VARIABLE = "TRIO_ISYSWASFA_ENGINE"
+
+
+def default_engine() -> str:
+    """The engine used when a load names none: ``$TRIO_ISYSWASFA_ENGINE``, else
+    ``"wasmtime"``.
+
+    Raises:
+      HostProtocolError: the variable names no engine.
+    """
+    return check_engine(os.environ.get(ENGINE_VARIABLE) or "wasmtime")
+
+
+def check_engine(name: str) -> str:
+    """``name`` if it names an engine.
+
+    Raises:
+      HostProtocolError: it does not.
+    """
+    if name not in ENGINES:
+        raise HostProtocolError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return name
+
+
+class EngineFunc(Protocol):
+    """An exported function of an engine instance."""
+
+    async def call(self, *args: Any) -> Any:
+        """Run it; the event loop runs on while the guest waits or computes."""
+
+
+class EngineInstance(Protocol):
+    """What the host uses of an instance, whichever engine made it."""
+
+    faults: _engine.FaultSink
+    turns: Turns
+
+    @property
+    def guest_seconds(self) -> float:
+        """Time spent running guest code so far."""
+
+    @property
+    def blocked(self) -> bool:
+        """Whether a call is suspended in a blocking host function."""
+
+    def func(self, interface: str, name: str) -> Any:
+        """A callable export (:class:`EngineFunc`)."""
+
+    def export_names(self) -> dict[str, dict[str, Any]]:
+        """Exported functions by interface (``""`` for the root)."""
+
+    def handle_rep(self, handle: Any) -> int:
+        """The rep of a host resource handle the guest passed or returned."""
+
+    def close(self) -> None:
+        """Done with the instance."""
+
+
+class EngineComponent:
+    """A loaded component for one engine: its imports and exports, and instances."""
+
+    engine: str
+    interfaces: list[str]
+    """Every imported name (interfaces and root functions), sorted."""
+    exports: dict[str, dict[str, Any]]
+    """Exported functions by interface (``""`` for the root), with their types."""
+
+    def instantiate(
+        self, resolve_item: Callable[[ImportedItem], Resolved], limits: Limits | None
+    ) -> EngineInstance:
+        """A new instance whose imports ``resolve_item`` gives (it raises
+        :class:`~trio_isyswasfa.LinkError` for what the host does not provide)."""
+        raise NotImplementedError
+
+
+class StockComponent(EngineComponent):
+    """A component on wasmtime-py's component API."""
+
+    engine = "wasmtime"
+
+    def __init__(self, data: bytes, *, use_cache: bool) -> None:
+        raw = _engine.compile_component(data, use_cache=use_cache)
+        self.raw = raw
+        self.plan = _engine.LinkPlan(raw)
+        self.interfaces = self.plan.interfaces
+        self.exports = _engine.component_exports(raw)
+
+    def instantiate(
+        self, resolve_item: Callable[[ImportedItem], Resolved], limits: Limits | None
+    ) -> EngineInstance:
+        return _engine.EngineInstance(self.plan, self.exports, resolve_item, limits)
+
+
+class OwnComponent(EngineComponent):
+    """A component on our own engine: read by our reader, its core modules compiled
+    once (cached on disk) for all its instances."""
+
+    engine = "own"
+
+    def __init__(self, data: bytes, *, use_cache: bool) -> None:
+        from .engine._component import exported_funcs
+        from .engine._instance import compile_modules
+        from .engine._reader import read_component
+
+        if not data.startswith(b"\0asm"):
+            raise LoadError("not a WebAssembly binary")
+        if data[4:8] == b"\x01\x00\x00\x00":
+            raise LoadError("a core WebAssembly module, not a component")
+        self.data = data  # the definition keeps views into it
+        self.definition = read_component(data)
+        if self.definition.uses_async:
+            used = sorted(self.definition.builtins)
+            raise LoadError(_engine.async_problem(f"`{used[0]}`" if used else None))
+        try:
+            self.compiled = compile_modules(self.definition, use_cache=use_cache)
+        except LoadError as exc:  # name a missing proposal as the stock engine does
+            if exc.__cause__ is None:
+                raise
+            raise LoadError(_engine.compile_problem(str(exc.__cause__))) from exc.__cause__
+        self.use_cache = use_cache
+        self.interfaces = sorted(self.definition.imports)
+        self.exports = dict(exported_funcs(self.definition))
+
+    def instantiate(
+        self, resolve_item: Callable[[ImportedItem], Resolved], limits: Limits | None
+    ) -> EngineInstance:
+        from .engine._component import OwnEngineInstance
+
+        return OwnEngineInstance(
+            self.definition,
+            resolve_item,
+            limits=limits,
+            compiled=self.compiled,
+            use_cache=self.use_cache,
+        )
+
+
+def load(data: bytes, *, engine: str | None = None, use_cache: bool = True) -> EngineComponent:
+    """Load component bytes for ``engine`` (default: :func:`default_engine`).
+
+    Raises:
+      LoadError: the bytes are no component the engine can load.
+      HostProtocolError: ``engine`` names no engine.
+    """
+    name = default_engine() if engine is None else check_engine(engine)
+    if name == "own":
+        return OwnComponent(data, use_cache=use_cache)
+    return StockComponent(data, use_cache=use_cache)
+
+
+__all__ = [
+    "ENGINES",
+    "ENGINE_VARIABLE",
+    "EngineComponent",
+    "EngineFunc",
+    "EngineInstance",
+    "OwnComponent",
+    "StockComponent",
+    "check_engine",
+    "default_engine",
+    "load",
+]
