@@ -34,11 +34,15 @@ pytestmark = [pytest.mark.guest, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 GUESTS = Path(__file__).resolve().parent / "guests"
 
-NEEDS_HOST = pytest.mark.xfail(
-    strict=True,
-    raises=hd.ServerFailed,  # our serve refuses a component with no isyswasfa-poll export
-    reason="issue 14: needs the wasi:http 0.2 host (branch http02)",
-)
+
+KNOWN_DIFFERENCES = {
+    "echo-body-trailers": "ASGI has no request trailers: hypercorn never hands them to "
+    "the app, so a 0.2 guest's incoming-body sees none (docs/wasi.md)",
+    "response-trailers": "hypercorn sends response trailers over HTTP/2 only; over "
+    "HTTP/1.1 they are dropped (docs/wasi.md)",
+}
+"""Exchanges our serve answers unlike ``wasmtime serve``, and why (strict: a known
+difference that goes away fails the test, so this list stays true)."""
 
 
 def _rust() -> Path:
@@ -92,7 +96,7 @@ def answers(upstream: str) -> Callable[[str, hd.Server], dict[str, hd.Response]]
 
 
 @pytest.mark.parametrize("guest", list(BUILDERS))
-@pytest.mark.parametrize("server", ["wasmtime", pytest.param("ours", marks=NEEDS_HOST)])
+@pytest.mark.parametrize("server", ["wasmtime", "ours"])
 def test_proxy_component_answers_like_on_wasmtime(
     guest: str,
     server: hd.Server,
@@ -110,7 +114,13 @@ def test_proxy_component_answers_like_on_wasmtime(
         }
         return
     report = hd.compare(exchanges, reference, answers(guest, server))
-    assert report.ok, str(report)
+    differing = {d.exchange for d in report.differences}
+    unexplained = [d for d in report.differences if d.exchange not in KNOWN_DIFFERENCES] + [
+        p for p in report.candidate_problems if p.split(":")[0] not in KNOWN_DIFFERENCES
+    ]
+    assert not unexplained, str(report)
+    assert not report.reference_problems, str(report)
+    assert differing == set(KNOWN_DIFFERENCES), f"a known difference is gone:\n{report}"
 
 
 @pytest.mark.parametrize("guest", ["python", "js"])

@@ -348,6 +348,9 @@ class ComponentApp:
             if not state.sent.is_set():
                 # cut off (the reason is the body's): the instance is not lent again
                 raise GuestProtocolError(f"response body cut off: {body.problem}")
+            if body.overflowed:
+                # sent whole, cut at its length; the guest misbehaved: not lent again
+                raise GuestProtocolError(f"response body cut at its length: {body.problem}")
             state.outcome = "completed"
 
     @contextmanager

@@ -181,7 +181,16 @@ class _BodyWriter(PipeWriter):
         body = self.body
         limit = body.content_length
         if limit is not None and body.written + len(data) > limit:
-            body.abort(f"body written past its content-length ({limit} bytes)")
+            problem = f"body written past its content-length ({limit} bytes)"
+            if body.request:
+                body.abort(problem)  # a request is not sent as if it were complete
+            else:
+                # as wasmtime: the response goes out whole, cut at its declared length
+                room = limit - body.written
+                if room > 0:
+                    body.written = limit
+                    super().write(data[:room])
+                body.cut_at_length(problem)
             code = ErrorCode(body.size_error, body.written + len(data))
             raise StreamFailed(f"{code}: the declared content-length is {limit}", cause=code)
         body.written += len(data)
@@ -202,7 +211,9 @@ class OutgoingBody:
     def __init__(self, content_length: int | None, *, request: bool = False) -> None:
         self.pipe = Pipe()
         self.content_length = content_length
+        self.request = request
         self.size_error = "HTTP-request-body-size" if request else "HTTP-response-body-size"
+        self.overflowed = False
         self.written = 0
         self.state = "open"
         self.problem: str | None = None
@@ -242,7 +253,7 @@ class OutgoingBody:
 
     def finish(self, trailers: Fields | None) -> ErrorCode | None:
         """The guest finished the body: the error, if it does not match its length."""
-        if self.state == "aborted":
+        if self.state == "aborted" or self.overflowed:
             return ErrorCode(self.size_error, self.written)
         if self.content_length is not None and self.written != self.content_length:
             self.abort(f"body of {self.written} bytes, declared {self.content_length}")
@@ -251,6 +262,17 @@ class OutgoingBody:
         self._trailers_tx.send(trailers)
         self._end()
         return None
+
+    def cut_at_length(self, problem: str) -> None:
+        """A response body written past its ``content-length``: the declared bytes are
+        its whole (they go out as a complete response, as on wasmtime), and the guest's
+        write and ``finish`` fail; :attr:`problem` says what the guest did."""
+        if self.state == "open":
+            self.state = "finished"
+            self.overflowed = True
+            self.problem = problem
+            self._trailers_tx.send(None)
+            self._end()
 
     def abort(self, problem: str = "body dropped without finish") -> None:
         """The body is corrupt: its reader sees it end, incomplete."""
@@ -300,7 +322,11 @@ class IncomingRequest:
         self.scheme = request.scheme
         self.path_with_query = request.path_with_query
         self.authority = request.authority
-        self.headers = P2Fields(request.headers.entries(), immutable=True)
+        # `host` is a forbidden field: the guest sees it as the authority (as wasmtime)
+        self.headers = P2Fields(
+            [(n, v) for n, v in request.headers.entries() if n.lower() != "host"],
+            immutable=True,
+        )
         self.body: IncomingBody | None = IncomingBody(request.body.stream, request.body.trailers)
 
     def close(self) -> None:

@@ -87,7 +87,10 @@ function echo(request, out) {
     `authority: ${request.authority() ?? 'None'}`,
   ];
   const headers = TEXT();
-  for (const [name, value] of request.headers().entries()) {
+  // by name (distinct names come in each host's own order); a stable sort keeps repeats
+  const entries = request.headers().entries();
+  entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  for (const [name, value] of entries) {
     lines.push(`header: ${name}: ${decoder.decode(value)}`);
     if (name.startsWith('x-')) headers.push([name, value]);
   }

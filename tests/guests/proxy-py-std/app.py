@@ -101,7 +101,8 @@ def echo(request: IncomingRequest, outparam: ResponseOutparam) -> None:
     ]
     headers = list(TEXT)
     with request.headers() as fields:
-        for name, value in fields.entries():
+        # by name (distinct names come in each host's own order); repeats keep theirs
+        for name, value in sorted(fields.entries(), key=lambda e: e[0]):
             lines.append(f"header: {name}: {value.decode('utf-8', 'replace')}")
             if name.startswith("x-"):
                 headers.append((name, value))

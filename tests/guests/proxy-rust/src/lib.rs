@@ -127,7 +127,9 @@ fn echo(request: IncomingRequest, out: ResponseOutparam) {
         format!("authority: {}", opt(request.authority())),
     ];
     let mut headers = text();
-    for (name, value) in request.headers().entries() {
+    let mut entries = request.headers().entries();
+    entries.sort_by(|a, b| a.0.cmp(&b.0)); // stable: repeats keep their order
+    for (name, value) in entries {
         lines.push(format!("header: {name}: {}", String::from_utf8_lossy(&value)));
         if name.starts_with("x-") {
             headers.push((name, value));
