@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from trio_isyswasfa import ToolError
 from trio_isyswasfa.tools._paths import tool_command
-from trio_isyswasfa.tools.lower import lower_world
+from trio_isyswasfa.tools.lower import lower_world, stage_wit
 
 GOLDEN = Path(__file__).parent / "golden" / "lower"
 
@@ -126,3 +127,25 @@ def test_inline_interfaces_with_the_same_body_are_each_printed_whole(tmp_path: P
         block = text.split(f"import {name}: interface {{")[1].split("\n  }")[0]
         assert "f-isyswasfa-start: func(x: u32) -> result<u32, pending>;" in block
         assert "f-isyswasfa-result: func(ready: ready) -> u32;" in block
+
+
+def _staged_http(tmp_path: Path, world: str) -> list[str]:
+    src = tmp_path / "src"
+    src.mkdir(parents=True)
+    (src / "world.wit").write_text(f"package test:app;\n\nworld app {{\n{world}\n}}\n")
+    dest = stage_wit(src, tmp_path / "staged")
+    return sorted(
+        m.group(1)
+        for f in (dest / "deps").rglob("*.wit")
+        for m in re.finditer(r"^package (wasi:http@[^;\s]+)", f.read_text(), re.MULTILINE)
+    )
+
+
+def test_staging_adds_the_bundled_wasi_http_the_world_names(tmp_path: Path) -> None:
+    """Two bundled packages are both wasi:http (0.2 and the 0.3 draft); a world gets the
+    one it names, never both (wit-bindgen would then rename every wasi:http module)."""
+    assert _staged_http(tmp_path / "p2", "  include wasi:http/proxy@0.2.0;") == ["wasi:http@0.2.0"]
+    assert _staged_http(tmp_path / "draft", "  import wasi:http/types@0.3.0-draft;") == [
+        "wasi:http@0.3.0-draft"
+    ]
+    assert len(_staged_http(tmp_path / "none", "  import wasi:io/poll@0.2.0;")) == 1

@@ -142,20 +142,44 @@ def stage_wit(src: Path, dest: Path) -> Path:
         shutil.copy(src, dest / src.name)
     else:
         shutil.copytree(src, dest)
-    present = {
-        m.group(1).split("@")[0]
-        for f in dest.rglob("*.wit")
-        for m in _PACKAGE_LINE.finditer(f.read_text())
-    }
+    texts = [f.read_text() for f in dest.rglob("*.wit")]
+    present = {m.group(1).split("@")[0] for text in texts for m in _PACKAGE_LINE.finditer(text)}
+    # versions the user's WIT names (`wasi:http/proxy@0.2.0`): of the bundled packages
+    # of one name (wasi:http 0.2 and isyswasfa's 0.3 draft), the one it asks for
+    wanted: dict[str, set[str]] = {}
+    for text in texts:
+        for m in _VERSIONED_USE.finditer(text):
+            wanted.setdefault(m.group(1), set()).add(m.group(2))
+    added: set[str] = set()
     for dep in sorted((bundled_wit_dir() / "deps").iterdir()):
-        names = {
-            m.group(1).split("@")[0]
+        versions = dict(
+            m.group(1).partition("@")[::2]
             for f in dep.glob("*.wit")
             for m in _PACKAGE_LINE.finditer(f.read_text())
-        }
-        if names and not names & present:
-            shutil.copytree(dep, dest / "deps" / f"isyswasfa-bundled-{dep.name}")
+        )
+        names = set(versions)
+        if not names or names & (present | added):
+            continue
+        if any(
+            not any(_compatible(versions[n], v) for v in wanted[n]) for n in names & set(wanted)
+        ):
+            continue
+        shutil.copytree(dep, dest / "deps" / f"isyswasfa-bundled-{dep.name}")
+        added |= names
     return dest
+
+
+_VERSIONED_USE = re.compile(r"\b([a-z][\w-]*:[a-z][\w-]*)/[\w-]+@([0-9][\w.+-]*)")
+
+
+def _compatible(have: str, want: str) -> bool:
+    """Whether a bundled package version serves a use of ``want`` (WIT's semver rule:
+    a 0.x.y release serves any 0.x.z; pre-releases only themselves)."""
+    if have == want:
+        return True
+    if "-" in have or "-" in want:
+        return False
+    return have.split(".")[:2] == want.split(".")[:2]
 
 
 class _Lowering:
