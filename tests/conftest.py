@@ -53,7 +53,12 @@ ENGINE_MODULES = {
 }
 """Modules whose tests run guests, so run on each engine ``--engine`` names."""
 
-OWN_XFAIL: dict[str, str] = {}
+OWN_XFAIL: dict[str, str] = {
+    "tests/test_guest_rust.py::test_panic_is_a_trap_carrying_its_message": (
+        "own engine: the reason a guest gives through isyswasfa:isyswasfa/trap.set-reason "
+        "is not yet added to its GuestTrap (only the stock engine's path does)"
+    ),
+}
 """Tests (node ids without parameters) that fail on our own engine, and why (strict)."""
 
 _COMPOSED_HANG = (
@@ -65,6 +70,9 @@ OWN_HANGS: dict[str, str] = {
     "tests/test_compose.py::test_middleware_composed_with_hash_all": _COMPOSED_HANG,
     "tests/test_compose.py::test_router_reaches_every_component_and_the_host": _COMPOSED_HANG,
     "tests/test_compose.py::test_curl_compressed_through_composed_middleware": _COMPOSED_HANG,
+    "tests/test_compose.py::test_rust_middleware_in_front_of_python_hash_all_on_the_cli": (
+        _COMPOSED_HANG
+    ),
 }
 """Tests that hang on our own engine: marked xfail and not run."""
 

@@ -14,7 +14,7 @@ import wasmtime
 from conftest import LoopTicks
 
 from trio_isyswasfa import GuestTrap, HostProtocolError, InstanceDead, Limits, LinkError, _engine
-from trio_isyswasfa.engine import _fiber
+from trio_isyswasfa.engine import _core, _fiber
 from trio_isyswasfa.engine._fiber import FiberStore
 
 # a guest importing one host function "h.wait" (i32 -> i32), exporting:
@@ -422,5 +422,7 @@ class TestSynchronousCallsInsideFibers:
         with pytest.raises(GuestTrap) as caught:
             await fs.call(exports["outer"], 4)
         assert "cannot wait inside a synchronous call" in str(caught.value.__cause__)
+        # nothing stays behind to be named the cause of a later, unrelated trap
+        assert _core.take_host_exception() is None
         with pytest.raises(InstanceDead):
             await fs.call(exports["outer"], 4)

@@ -160,8 +160,12 @@ class _Polling(_fastcall.PolledFuture):
             raised = wasmtime.WasmtimeError._from_ptr(self._error)
         else:
             return None
-        if self.cause is None:  # a synchronous host function (``_core``) raised it?
-            self.cause = _core.take_host_exception()
+        # a synchronous host function (``_core``) raised it? Taken even when the cause
+        # is known already (a fiber's host function under it), or it would stay behind
+        # and name the cause of some later, unrelated trap
+        unwound = _core.take_host_exception()
+        if self.cause is None:
+            self.cause = unwound
         exc = GuestTrap(f"guest trapped in {where}: {_engine.trap_reason(str(raised))}")
         exc.__cause__ = self.cause if self.cause is not None else raised
         return exc
