@@ -20,7 +20,7 @@ from test_wasi_cli import wat_command
 import trio_isyswasfa
 import trio_isyswasfa.http
 from trio_isyswasfa.http import ComponentApp, HttpClient
-from trio_isyswasfa.testing import build_plain_python_guest
+from trio_isyswasfa.testing import build_python_component
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 
 @pytest.fixture(scope="session")
 def proxy_component() -> trio_isyswasfa.Component:
-    wasm = build_plain_python_guest(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
+    wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
     return trio_isyswasfa.load_component(wasm)
 
 

@@ -26,7 +26,6 @@ pytest-trio's ``autojump_clock`` fixture drive guests too.
 from ._build import JsToolchainMissing as JsToolchainMissing
 from ._build import RustToolchainMissing as RustToolchainMissing
 from ._build import build_js_component as build_js_component
-from ._build import build_plain_python_guest as build_plain_python_guest
 from ._build import build_python_component as build_python_component
 from ._build import build_python_guest as build_python_guest
 from ._build import build_rust_component as build_rust_component
@@ -47,7 +46,6 @@ __all__ = [
     "RustToolchainMissing",
     "assert_quiet",
     "build_js_component",
-    "build_plain_python_guest",
     "build_python_component",
     "build_python_guest",
     "build_rust_component",

@@ -69,40 +69,6 @@ def build_python_guest(
     return out
 
 
-def build_plain_python_guest(
-    wit: Path | str, world: str, app: str, python_path: list[Path | str]
-) -> Path:
-    """Like :func:`build_python_guest`, for a guest built with componentize-py as it
-    is, without isyswasfa: a standard ``wasi:http/proxy`` app (``include
-    wasi:http/proxy@0.2.0;``) or ``wasi:cli`` command. The bundled WIT packages the
-    world does not define itself are added, as for isyswasfa guests.
-    """
-    from importlib.metadata import version
-
-    from ..tools.lower import stage_wit
-
-    h = hashlib.sha256()
-    h.update(f"plain\0{world}\0{app}\0{version('componentize-py')}".encode())
-    for root in [Path(wit), *map(Path, python_path), bundled_wit_dir()]:
-        _hash_tree(h, root.resolve())
-    out = guest_cache_dir() / f"{world}-{h.hexdigest()[:20]}.wasm"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        with tempfile.TemporaryDirectory(prefix="isyswasfa-build-") as work:
-            staged = stage_wit(Path(wit), Path(work) / "wit")
-            cmd = [*tool_command("componentize-py"), "-q", "-d", str(staged), "-w", world]
-            cmd += ["componentize", app, "-o", str(tmp)]
-            for p in python_path:
-                cmd += ["-p", str(p)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-                raise ToolError(f"componentize-py failed:\n{tail}")
-        tmp.replace(out)
-    return out
-
-
 # -- Rust guests ------------------------------------------------------------------------
 
 INSTALL_HINT = "install it with `bash .ci/install-toolchains` (Debian's rustc-web, lld-22)"
@@ -347,32 +313,29 @@ def build_python_component(
     if its sources changed.
 
     ``wit`` holds the app's world and whatever packages it adds under ``deps/`` (say
-    ``wasi:http@0.2.0``); the WASI 0.2 packages it lacks (io, clocks, random, cli,
-    filesystem, sockets) come from the bundled ``wit/deps``. The cache key covers the
-    WIT used, the app's source directories and the componentize-py version.
+    ``wasi:http@0.2.0``); the bundled packages it lacks come from ``wit/deps`` (the
+    WASI 0.2 packages, and of the bundled ``wasi:http`` versions the one the world
+    names), staged as for isyswasfa guests. The cache key covers the WIT used, the app's
+    source directories and the componentize-py version.
 
     Raises:
       ToolError: componentize-py failed.
     """
     from importlib.metadata import version
 
-    wit = Path(wit).resolve()
-    deps = bundled_wit_dir() / "deps"
-    added = [deps / name for name in _WASI_PACKAGES if not (wit / "deps" / name).exists()]
+    from ..tools.lower import stage_wit
+
     h = hashlib.sha256()
     h.update(f"{world}\0{app}\0{version('componentize-py')}".encode())
-    for root in [wit, *added, *(Path(p).resolve() for p in python_path)]:
-        _hash_tree(h, root)
+    for root in [Path(wit), bundled_wit_dir(), *map(Path, python_path)]:
+        _hash_tree(h, root.resolve())
     _hash_tree(h, Path(__file__).resolve())
     out = guest_cache_dir() / f"{world}-py-{h.hexdigest()[:20]}.wasm"
     if out.exists():
         return out
     with tempfile.TemporaryDirectory(prefix="trio-isyswasfa-py-component-") as tmp:
-        merged = Path(tmp) / "wit"
-        shutil.copytree(wit, merged)
-        for dep in added:
-            shutil.copytree(dep, merged / "deps" / dep.name)
-        cmd = [*tool_command("componentize-py"), "-d", str(merged), "-w", world, "componentize"]
+        staged = stage_wit(Path(wit), Path(tmp) / "wit")
+        cmd = [*tool_command("componentize-py"), "-d", str(staged), "-w", world, "componentize"]
         for path in python_path:
             cmd += ["-p", str(path)]
         built = Path(tmp) / "component.wasm"
