@@ -59,7 +59,6 @@ from ._protocol import (
     PollOutput,
 )
 from ._turns import Turns
-from .engine._types import ResultType as OwnResultType
 from .engine._values import Err as Err
 from .engine._values import Ok as Ok
 
@@ -364,7 +363,13 @@ def component_exports(component: wc.Component) -> dict[str, dict[str, Any]]:
 def returns_result(item: ImportedItem) -> bool:
     """Whether an imported function's WIT result is a ``result<…>`` (its type is either
     engine's)."""
-    return isinstance(item.func_type.result, wc.ResultType | OwnResultType)
+    result = item.func_type.result
+    if isinstance(item.func_type, wc.FuncType):
+        return isinstance(result, wc.ResultType)
+    # the own engine's types: loaded with it, never for a component wasmtime-py runs
+    from .engine._types import ResultType
+
+    return isinstance(result, ResultType)
 
 
 def strip_version(interface: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -34,6 +34,10 @@ from .wasi.filesystem import WasiFilesystem
 from .wasi.io import Pollable, WasiIo
 from .wasi.random import WasiRandom
 from .wasi.sockets import WasiSockets, parse_allow_net
+
+if TYPE_CHECKING:
+    from .http.types import WasiHttp
+    from .http.wasi_http import WasiHttpP2
 
 ABI = "isyswasfa:isyswasfa/isyswasfa"
 IO_POLL = "isyswasfa:io/poll"
@@ -93,6 +97,11 @@ def wasi_version_problem(interface: str) -> str | None:
     else:
         wanted = "WASI 0.2.x"
     return f"imports {interface}, but this host implements {wanted}"
+
+
+def _is_http_draft(interface: str) -> bool:
+    """Whether an import is of isyswasfa's wasi:http draft (not a 0.2.x release)."""
+    return interface.startswith("wasi:http/") and not interface_key(interface).endswith("@0.2")
 
 
 ImportImpl = Callable[..., Any]
@@ -258,13 +267,16 @@ class Instance:
         WasiCli(self._wasi)
         WasiFilesystem(self._wasi, self._io)
         WasiSockets(self._wasi, parse_allow_net(wasi.allow_net))
-        from .http.types import WasiHttp  # the http package builds on this module
-        from .http.wasi_http import WasiHttpP2
-
-        self._http = WasiHttp(self._wasi, wasi.http_outgoing)
-        # only for components that import it: defining it costs ~0.4 ms per instance
+        # wasi:http only for components that import it: the http package costs ~10 ms
+        # to import (a command's start-up) and defining 0.2 ~0.4 ms per instance
+        self._http_outgoing = wasi.http_outgoing
+        self._http_draft: WasiHttp | None = None
+        if any(_is_http_draft(i) for i in component.imports):
+            self._http_draft = self._http
         self._http_p2: WasiHttpP2 | None = None
         if any(interface_key(i).endswith("@0.2") for i in component.imports):
+            from .http.wasi_http import WasiHttpP2  # the http package builds on this module
+
             self._http_p2 = WasiHttpP2(
                 self._wasi, wasi.http_outgoing, lambda work: self._sched.spawn(work)
             )
@@ -277,6 +289,16 @@ class Instance:
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._wasi.scheduler = self._sched  # blocking polls share its waits
         self._funcs: dict[tuple[str, str], Any] = {}
+
+    @property
+    def _http(self) -> WasiHttp:
+        """wasi:http@0.3.0-draft for this instance: defined before instantiation when the
+        component imports it, else made on first use (by a server handing it a request)."""
+        if self._http_draft is None:
+            from .http.types import WasiHttp  # the http package builds on this module
+
+            self._http_draft = WasiHttp(self._wasi, self._http_outgoing)
+        return self._http_draft
 
     # -- linking ------------------------------------------------------------------------
     def _resolve(self, item: ImportedItem) -> _engine.Resolved:
