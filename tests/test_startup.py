@@ -6,12 +6,16 @@ Start-up is most of what a short ``run`` costs (bench/bench_cli.py measures it a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
+import trio_isyswasfa
+from trio_isyswasfa import _digests
 from trio_isyswasfa.testing import build_wat_component
 
 PROBE = """
@@ -58,16 +62,8 @@ NOT_FOR_A_COMMAND = (
 def test_running_a_command_imports_only_what_it_needs(tmp_path: Path) -> None:
     """``run`` of a command that imports no wasi:http loads no HTTP code and none of the
     other engine's or the build tools' (checked in a fresh interpreter, after the run)."""
-    wit = tmp_path / "wit"
-    wit.mkdir()
-    (wit / "world.wit").write_text(
-        "package test:cmd;\nworld cmd {\n  export wasi:cli/run@0.2.0;\n}\n"
-        "package wasi:cli@0.2.0 {\n  interface run { run: func() -> result; }\n}\n"
-    )
-    wat = """(module (memory (export "memory") 1)
-      (func (export "wasi:cli/run@0.2.0#run") (result i32) i32.const 0))"""
     command = tmp_path / "cmd.wasm"
-    command.write_bytes(build_wat_component(wit, "cmd", wat))
+    command.write_bytes(command_bytes(tmp_path, 0))
     out = subprocess.run(
         [sys.executable, "-c", RUN_PROBE, str(command), *NOT_FOR_A_COMMAND],
         capture_output=True,
@@ -92,3 +88,95 @@ def test_servers_can_name_the_app_factory() -> None:
     import trio_isyswasfa.http as http
 
     assert callable(eval("app_from_environment", vars(http)))
+
+
+def command_bytes(tmp_path: Path, status: int) -> bytes:
+    """A tiny command whose ``run`` returns ok (0) or err (1): same size either way."""
+    wit = tmp_path / f"wit{status}"
+    wit.mkdir()
+    (wit / "world.wit").write_text(
+        "package test:cmd;\nworld cmd {\n  export wasi:cli/run@0.2.0;\n}\n"
+        "package wasi:cli@0.2.0 {\n  interface run { run: func() -> result; }\n}\n"
+    )
+    wat = f"""(module (memory (export "memory") 1)
+      (func (export "wasi:cli/run@0.2.0#run") (result i32) i32.const {status}))"""
+    return build_wat_component(wit, "cmd", wat)
+
+
+class TestRememberedDigests:
+    """A component file loaded before is found in the compiled cache without being read
+    again, and never when it has changed since."""
+
+    @pytest.fixture(autouse=True)
+    def cache(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        monkeypatch.setenv("TRIO_ISYSWASFA_CACHE", str(tmp_path / "cache"))
+        return tmp_path / "cache"
+
+    @staticmethod
+    def run(path: Path) -> int:
+        component = trio_isyswasfa.load_component(path, engine="wasmtime")
+        return trio.run(trio_isyswasfa.run_command, component)
+
+    def test_a_settled_file_is_not_read_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "cmd.wasm"
+        path.write_bytes(command_bytes(tmp_path, 1))
+        monkeypatch.setattr(_digests, "SETTLED_SECONDS", -60.0)  # as if written long ago
+        assert self.run(path) == 1
+
+        def unread(*_args: object) -> None:
+            raise AssertionError("read again")
+
+        monkeypatch.setattr(_digests, "read_and_digest", unread)
+        assert self.run(path) == 1
+
+    def test_a_file_written_since_is_read_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "cmd.wasm"
+        first, second = command_bytes(tmp_path, 1), command_bytes(tmp_path, 0)
+        assert len(first) == len(second)
+        path.write_bytes(first)
+        monkeypatch.setattr(_digests, "SETTLED_SECONDS", -60.0)
+        assert self.run(path) == 1
+        # the same size and modification time: only the change time tells
+        times = path.stat()
+        path.write_bytes(second)
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (
+            times.st_size,
+            times.st_mtime_ns,
+        )
+        assert self.run(path) == 0
+
+    def test_a_file_written_just_now_is_not_remembered(self, tmp_path: Path, cache: Path) -> None:
+        # it could be written again within the same clock tick, keeping its times
+        path = tmp_path / "cmd.wasm"
+        path.write_bytes(command_bytes(tmp_path, 1))
+        assert self.run(path) == 1
+        assert _digests.known_digest(cache / "digests", path) is None
+        assert list(cache.glob("*.cwasm"))  # compiled code is still kept
+
+    def test_a_file_that_changes_while_read_is_not_remembered(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+    ) -> None:
+        path = tmp_path / "cmd.wasm"
+        first, second = command_bytes(tmp_path, 1), command_bytes(tmp_path, 0)
+        path.write_bytes(first)
+        monkeypatch.setattr(_digests, "SETTLED_SECONDS", -60.0)
+        real_fstat = os.fstat
+        looks: list[int] = []
+
+        def fstat(fd: int) -> os.stat_result:
+            looks.append(fd)
+            if len(looks) == 2:  # after the read: someone wrote the file meanwhile
+                path.write_bytes(second)
+                os.utime(path, ns=(0, path.stat().st_mtime_ns - 10**9))
+            return real_fstat(fd)
+
+        monkeypatch.setattr(_digests.os, "fstat", fstat)
+        data, _ = _digests.read_and_digest(cache / "digests", path)
+        monkeypatch.undo()
+        assert (len(looks), data) == (2, first)
+        assert _digests.known_digest(cache / "digests", path) is None

@@ -215,17 +215,36 @@ def cache_dir() -> Path:
     return Path(base) / "trio_isyswasfa" / "compiled"
 
 
-def compile_component(wasm: bytes, *, use_cache: bool = True) -> wc.Component:
-    """Compile a component, reusing an on-disk compiled copy keyed on the bytes."""
-    eng = engine()
-    key = hashlib.sha256(wasm).hexdigest()
+def _compiled_path(digest: str) -> Path:
     version = getattr(wasmtime, "__version__", "unknown")
-    cached = cache_dir() / f"{key}-wasmtime-{version}-{_ENGINE_SETTINGS}.cwasm"
-    if use_cache and cached.exists():
-        try:
-            return wc.Component.deserialize_file(eng, str(cached))
-        except wasmtime.WasmtimeError:
-            cached.unlink(missing_ok=True)  # stale or corrupt: compile again
+    return cache_dir() / f"{digest}-wasmtime-{version}-{_ENGINE_SETTINGS}.cwasm"
+
+
+def load_compiled(digest: str) -> wc.Component | None:
+    """The compiled copy of the component whose bytes have SHA-256 ``digest`` (hex),
+    if the on-disk cache holds a sound one."""
+    cached = _compiled_path(digest)
+    if not cached.exists():
+        return None
+    try:
+        return wc.Component.deserialize_file(engine(), str(cached))
+    except wasmtime.WasmtimeError:
+        cached.unlink(missing_ok=True)  # stale or corrupt: compile again
+        return None
+
+
+def compile_component(
+    wasm: bytes, *, use_cache: bool = True, digest: str | None = None
+) -> wc.Component:
+    """Compile a component, reusing an on-disk compiled copy keyed on the bytes
+    (``digest``: their SHA-256 in hex, if the caller has it already)."""
+    eng = engine()
+    key = digest or hashlib.sha256(wasm).hexdigest()
+    cached = _compiled_path(key)
+    if use_cache:
+        component = load_compiled(key)
+        if component is not None:
+            return component
     if not wasm.startswith(b"\0asm"):
         raise LoadError("not a WebAssembly binary")
     if wasm[4:8] == b"\x01\x00\x00\x00":

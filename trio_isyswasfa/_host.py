@@ -186,15 +186,13 @@ def load_component(
       HostProtocolError: ``engine`` names no engine.
     """
     if isinstance(source, bytes):
-        data, name = source, "<bytes>"
-    else:
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise LoadError(f"cannot read {path}: {exc.strerror}") from exc
-        name = str(path)
-    return Component(_seam.load(data, engine=engine, use_cache=use_cache), name)
+        return Component(_seam.load(source, engine=engine, use_cache=use_cache), "<bytes>")
+    path = Path(source)
+    try:
+        loaded = _seam.load_file(path, engine=engine, use_cache=use_cache)
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror}") from exc
+    return Component(loaded, str(path))
 
 
 @dataclass(frozen=True)

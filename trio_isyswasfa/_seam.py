@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
-from . import _engine
+from . import _digests, _engine
 from ._engine import ImportedItem, Resolved
 from ._errors import HostProtocolError, LoadError
 from ._limits import Limits
@@ -107,8 +108,8 @@ class StockComponent(EngineComponent):
 
     engine = "wasmtime"
 
-    def __init__(self, data: bytes, *, use_cache: bool) -> None:
-        raw = _engine.compile_component(data, use_cache=use_cache)
+    def __init__(self, raw: Any) -> None:
+        """Wrap a compiled ``wasmtime.component.Component``."""
         self.raw = raw
         self.plan = _engine.LinkPlan(raw)
         self.interfaces = self.plan.interfaces
@@ -174,7 +175,30 @@ def load(data: bytes, *, engine: str | None = None, use_cache: bool = True) -> E
     name = default_engine() if engine is None else check_engine(engine)
     if name == "own":
         return OwnComponent(data, use_cache=use_cache)
-    return StockComponent(data, use_cache=use_cache)
+    return StockComponent(_engine.compile_component(data, use_cache=use_cache))
+
+
+def load_file(path: Path, *, engine: str | None = None, use_cache: bool = True) -> EngineComponent:
+    """Load a component file for ``engine``, as :func:`load` its bytes.
+
+    With the cache, a file loaded before is not read again: its digest, remembered by
+    what ``stat`` says of it (see :mod:`._digests`), finds its compiled copy.
+
+    Raises:
+      OSError: the file cannot be read.
+      LoadError: it is no component the engine can load.
+      HostProtocolError: ``engine`` names no engine.
+    """
+    name = default_engine() if engine is None else check_engine(engine)
+    if name == "own" or not use_cache:
+        return load(path.read_bytes(), engine=name, use_cache=use_cache)
+    index = _engine.cache_dir() / "digests"
+    digest = _digests.known_digest(index, path)
+    raw = _engine.load_compiled(digest) if digest is not None else None
+    if raw is None:
+        data, digest = _digests.read_and_digest(index, path)
+        raw = _engine.compile_component(data, digest=digest)
+    return StockComponent(raw)
 
 
 __all__ = [
@@ -188,4 +212,5 @@ __all__ = [
     "check_engine",
     "default_engine",
     "load",
+    "load_file",
 ]

@@ -1,0 +1,79 @@
+"""The content digest of a component file, remembered by what ``stat`` says of it.
+
+Loading a cached compiled component needs the component's SHA-256, and hashing an
+18 MB Python guest means reading it all: ~40 ms of every ``run``. This module keeps,
+on disk next to the compiled code, the digest of each file it hashed, keyed by the
+file's identity and state: path, device, inode, size, modification time and change
+time (nanoseconds). A file written since has another change time (a process cannot
+set it), so a stale entry is never found.
+
+One race remains in any such scheme: a file rewritten within the same clock tick as
+the ``stat`` would keep its times. So a digest is remembered only for a file whose
+times are :data:`SETTLED_SECONDS` older than the moment it was read, and whose
+``stat`` did not change while it was read; a file written later gets later times.
+(A file system whose clock runs that far behind ours could defeat it; the cache is
+then off with ``use_cache=False``.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+SETTLED_SECONDS = 2.0
+"""How long ago a file must have last changed for its digest to be remembered."""
+
+
+def _entry(index: Path, path: Path, st: os.stat_result) -> Path:
+    identity = "\0".join(
+        map(str, (path.resolve(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    )
+    return index / hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def known_digest(index: Path, path: Path) -> str | None:
+    """The digest remembered for ``path`` as it is now, or None."""
+    try:
+        text = _entry(index, path, path.stat()).read_text("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
+
+
+def read_and_digest(index: Path | None, path: Path) -> tuple[bytes, str]:
+    """``path``'s bytes and their SHA-256 (hex); remembered in ``index`` (unless None)
+    when the file is settled.
+
+    Raises:
+      OSError: it cannot be read.
+    """
+    started = time.time_ns()
+    with path.open("rb") as file:
+        before = os.fstat(file.fileno())
+        data = file.read()
+        after = os.fstat(file.fileno())
+    digest = hashlib.sha256(data).hexdigest()
+    settled = started - int(SETTLED_SECONDS * 1e9)
+    if (
+        index is not None
+        and _state(before) == _state(after)
+        and max(after.st_mtime_ns, after.st_ctime_ns) < settled
+    ):
+        _remember(_entry(index, path, after), digest)
+    return data, digest
+
+
+def _state(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _remember(entry: Path, digest: str) -> None:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest, "ascii")
+        tmp.replace(entry)
+    except OSError:
+        pass  # a read-only cache only costs time
