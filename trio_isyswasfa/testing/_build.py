@@ -210,7 +210,6 @@ ADAPTER_VERSION = "49.0.3"
 AdapterKind = Literal["command", "reactor", "proxy"]
 WASIP1_TARGET = "wasm32-wasip1"
 WASI_LIBC = Path("/usr/lib/wasm32-wasi")  # Debian's wasi-libc: libc.a and the crt files
-_WASI_PACKAGES = ("cli", "clocks", "filesystem", "io", "random", "sockets")
 
 
 def toolchain_dir() -> Path:
@@ -363,8 +362,8 @@ def build_js_component(source: Path | str, wit: Path | str, world: str) -> Path:
     """Return the component of a JavaScript module built with componentize-js, as its
     users build one, building it if needed.
 
-    ``wit`` is completed with the bundled WASI 0.2 packages as for
-    :func:`build_python_component`. The cache key covers the module, the WIT used, the
+    ``wit`` is completed with the bundled packages it lacks by the staging
+    :func:`build_python_component` uses. The cache key covers the module, the WIT used, the
     installed componentize-js (its lock) and this file.
 
     Raises:
@@ -377,24 +376,21 @@ def build_js_component(source: Path | str, wit: Path | str, world: str) -> Path:
     if node is None or not cli.is_file():
         missing = "node" if node is None else f"componentize-js ({cli})"
         raise JsToolchainMissing(f"{missing} is missing: {INSTALL_HINT}")
+    from ..tools.lower import stage_wit
+
     source = Path(source).resolve()
     wit = Path(wit).resolve()
-    deps = bundled_wit_dir() / "deps"
-    added = [deps / name for name in _WASI_PACKAGES if not (wit / "deps" / name).exists()]
     h = hashlib.sha256(world.encode())
-    for root in [source, wit, *added, home / "package-lock.json"]:
+    for root in [source, wit, bundled_wit_dir(), home / "package-lock.json"]:
         _hash_tree(h, root)
     _hash_tree(h, Path(__file__).resolve())
     out = guest_cache_dir() / f"{world}-js-{h.hexdigest()[:20]}.wasm"
     if out.exists():
         return out
     with tempfile.TemporaryDirectory(prefix="trio-isyswasfa-js-component-") as tmp:
-        merged = Path(tmp) / "wit"
-        shutil.copytree(wit, merged)
-        for dep in added:
-            shutil.copytree(dep, merged / "deps" / dep.name)
+        staged = stage_wit(wit, Path(tmp) / "wit")
         built = Path(tmp) / "component.wasm"
-        cmd = [node, str(cli), "--wit", str(merged), "--world-name", world]
+        cmd = [node, str(cli), "--wit", str(staged), "--world-name", world]
         _run_tool([*cmd, "-o", str(built), str(source)], "componentize-js")
         tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
         shutil.move(built, tmp_out)
