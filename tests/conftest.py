@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypercorn.trio
 import pytest
 import trio
@@ -330,3 +331,27 @@ async def start_server(
         )
     )
     return urls[0]
+
+
+async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
+    """The app's statistics once no request is in flight (the client may be done first)."""
+    with trio.fail_after(5):
+        await app.wait_idle()
+    return app.statistics()
+
+
+async def get_at_once(url: str, count: int) -> list[str]:
+    """GET ``url`` ``count`` times at once, each on a connection of its own; the bodies
+    of the answers (each a 2xx), in the order they finished."""
+    texts: list[str] = []
+
+    async def get() -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+            response.raise_for_status()
+            texts.append(response.text)
+
+    async with trio.open_nursery() as requests:
+        for _ in range(count):
+            requests.start_soon(get)
+    return texts

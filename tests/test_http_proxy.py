@@ -13,7 +13,7 @@ import h11
 import httpx
 import pytest
 import trio
-from conftest import JABBERWOCKY, start_server
+from conftest import JABBERWOCKY, get_at_once, settled, start_server
 from test_http_serve import RawClient, pattern
 from test_wasi_cli import wat_command
 
@@ -31,13 +31,6 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 def proxy_component() -> trio_isyswasfa.Component:
     wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
     return trio_isyswasfa.load_component(wasm)
-
-
-async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
-    """The app's statistics once no request is in flight."""
-    with trio.fail_after(5):
-        await app.wait_idle()
-    return app.statistics()
 
 
 @pytest.fixture
@@ -191,15 +184,7 @@ class TestInstancePolicies:
         # "shared" means one request at a time per instance for a 0.2 component
         app = ComponentApp(proxy_component, instances="shared")
         url = await start_server(nursery, app)
-        texts: list[str] = []
-
-        async def get() -> None:
-            async with httpx.AsyncClient() as client:
-                texts.append((await client.get(f"{url}/stream?n=50")).text)
-
-        async with trio.open_nursery() as requests:
-            for _ in range(3):
-                requests.start_soon(get)
+        texts = await get_at_once(f"{url}/stream?n=50", 3)
         assert texts == ["".join(f"line {i}\n" for i in range(50))] * 3
         stats = await settled(app)
         assert app.per_instance == 1
@@ -207,15 +192,19 @@ class TestInstancePolicies:
 
 
 class TestOutgoing:
+    @pytest.fixture
+    async def loopback_proxy(
+        self, nursery: trio.Nursery, proxy_component: trio_isyswasfa.Component
+    ) -> str:
+        """The URL of the proxy guest served with outgoing HTTP allowed to loopback."""
+        app = ComponentApp(proxy_component, http_client=HttpClient(allow=["127.0.0.1:*"]))
+        return await start_server(nursery, app)
+
     async def test_a_guest_fetches_through_the_allow_list(
-        self,
-        nursery: trio.Nursery,
-        proxy_component: trio_isyswasfa.Component,
-        upstream: tuple[str, object],
+        self, loopback_proxy: str, upstream: tuple[str, object]
     ) -> None:
         upstream_url, _ = upstream
-        app = ComponentApp(proxy_component, http_client=HttpClient(allow=["127.0.0.1:*"]))
-        url = await start_server(nursery, app)
+        url = loopback_proxy
         async with httpx.AsyncClient() as client:
             got = await client.get(f"{url}/fetch", params={"url": f"{upstream_url}/d"})
             posted = await client.post(
@@ -227,15 +216,11 @@ class TestOutgoing:
         assert posted.content == b"x" * 100_000
 
     async def test_a_request_body_dropped_unfinished_fails_the_request(
-        self,
-        nursery: trio.Nursery,
-        proxy_component: trio_isyswasfa.Component,
-        upstream: tuple[str, object],
+        self, loopback_proxy: str, upstream: tuple[str, object]
     ) -> None:
         # not sent as if complete: the guest learns the body broke off
         upstream_url, _ = upstream
-        app = ComponentApp(proxy_component, http_client=HttpClient(allow=["127.0.0.1:*"]))
-        url = await start_server(nursery, app)
+        url = loopback_proxy
         async with httpx.AsyncClient() as client:
             response = await client.post(
                 f"{url}/fetch-drop", params={"url": f"{upstream_url}/echo"}, content=b"x" * 1000

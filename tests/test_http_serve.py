@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from conftest import start_server
+from conftest import get_at_once, settled, start_server
 
 import trio_isyswasfa
 import trio_isyswasfa.http
@@ -49,13 +49,6 @@ async def misbehaving(
 ) -> tuple[str, ComponentApp]:
     app = ComponentApp(http_guest_component, cancel_grace=2.0)
     return await start_server(nursery, app), app
-
-
-async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
-    """The app's statistics once no request is in flight (the client may be done first)."""
-    with trio.fail_after(5):
-        await app.wait_idle()
-    return app.statistics()
 
 
 async def eventually(condition: Callable[[], bool]) -> None:
@@ -244,14 +237,7 @@ class TestInstancePolicies:
     ) -> None:
         app = ComponentApp(http_guest_component, instances="pooled")
         url = await start_server(nursery, app)
-
-        async def get() -> None:
-            async with httpx.AsyncClient() as client:
-                assert (await client.get(f"{url}/stream?n=5")).status_code == 200
-
-        async with trio.open_nursery() as requests:
-            for _ in range(3):
-                requests.start_soon(get)
+        await get_at_once(f"{url}/stream?n=5", 3)
         assert (await settled(app)).instances_opened == 3
 
     async def test_per_request_instances(
@@ -346,15 +332,7 @@ class TestInstancePolicies:
         # 10 requests at once whose guests each take 50 ms: 4 to an instance
         app = ComponentApp(http_guest_component, instances="shared", per_instance=4)
         url = await start_server(nursery, app)
-        texts: list[str] = []
-
-        async def get() -> None:
-            async with httpx.AsyncClient() as client:
-                texts.append((await client.get(f"{url}/stream?n=5")).text)
-
-        async with trio.open_nursery() as requests:
-            for _ in range(10):
-                requests.start_soon(get)
+        texts = await get_at_once(f"{url}/stream?n=5", 10)
         assert texts == ["".join(f"line {i}\n" for i in range(5))] * 10
         stats = await settled(app)
         assert (stats.instances_opened, stats.completed, stats.failed) == (3, 10, 0)
