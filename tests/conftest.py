@@ -313,6 +313,23 @@ def router_component(example: ExampleBuilder) -> trio_isyswasfa.Component:
     return example("router", "python")
 
 
+async def _echo_later(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return s
+
+
+CASES_IMPORTS: dict[str, dict[str, Any]] = {
+    "test:cases/host": {
+        "note": lambda s: None,
+        "forever": trio.sleep_forever,
+        "echo-later": _echo_later,
+        "fallible": _echo_later,
+    }
+}
+"""Host imports for ``cases_component``: ``echo-later`` (and ``fallible``) answer after
+``ms`` milliseconds of trio time."""
+
+
 async def start_server(
     nursery: trio.Nursery,
     target: trio_isyswasfa.Component | ComponentApp,

@@ -8,7 +8,7 @@ import time
 import pytest
 import trio
 import trio.testing
-from conftest import LoopTicks, lowered_wit
+from conftest import CASES_IMPORTS, LoopTicks, lowered_wit
 
 import trio_isyswasfa
 from trio_isyswasfa import Limits
@@ -190,21 +190,6 @@ async def test_a_guest_holding_too_many_handles_is_stopped(
             await inst.call("test:wasi/probe", "exec", code)
     async with trio_isyswasfa.open_instance(wasi_component, limits=Limits(max_handles=500)) as inst:
         assert await inst.call("test:wasi/probe", "exec", code) == trio_isyswasfa.Ok("100")
-
-
-async def _echo_later(s: str, ms: int) -> str:
-    await trio.sleep(ms / 1000)
-    return s
-
-
-CASES_IMPORTS = {
-    "test:cases/host": {
-        "note": lambda s: None,
-        "forever": trio.sleep_forever,
-        "echo-later": _echo_later,
-        "fallible": _echo_later,
-    }
-}
 
 
 @pytest.mark.parametrize(

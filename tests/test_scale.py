@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from conftest import CASES_IMPORTS
 
 import trio_isyswasfa
 
@@ -19,6 +20,22 @@ PROBE = "test:wasi/probe"
 CASES = "test:cases/cases"
 # a synchronous export that holds the store while it blocks 1 s in a host call
 BLOCK = "with monotonic_clock.subscribe_duration(10**9) as p:\n    p.block()\nresult = 1"
+# guest code for the tests of waits on one pipe: `wait` for its reader with a timeout,
+# and `write_after` some seconds; each test's `main` follows
+PIPE_WAITS = """
+import asyncio
+async def wait(rx, timeout=None):
+    with rx.subscribe() as p:
+        try:
+            await asyncio.wait_for(wait_pollable(p), timeout)
+            return "woke"
+        except TimeoutError:
+            return "gave up"
+async def write_after(tx, seconds):
+    with monotonic_clock.subscribe_duration(seconds * 10**9) as p:
+        await wait_pollable(p)
+    tx.write(b"x")
+"""
 
 
 async def _blocking_calls(
@@ -46,21 +63,6 @@ async def test_calls_waiting_for_the_store_are_woken_once_each(
     assert small.store_wakeups == small.store_waits
     assert large.store_wakeups == large.store_waits
     assert large.store_wakeups <= 4.5 * small.store_wakeups
-
-
-async def _echo_later(s: str, ms: int) -> str:
-    await trio.sleep(ms / 1000)
-    return s
-
-
-CASES_IMPORTS = {
-    "test:cases/host": {
-        "note": lambda s: None,
-        "forever": trio.sleep_forever,
-        "echo-later": _echo_later,
-        "fallible": _echo_later,
-    }
-}
 
 
 async def _cases_stats(
@@ -154,18 +156,10 @@ async def test_guest_tasks_waiting_on_one_stream_share_one_host_wait(
     wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, n: int
 ) -> None:
     # n guest tasks, each with its own subscription to one pipe's reader, then a write
-    code = f"""
-import asyncio
+    code = f"""{PIPE_WAITS}
 async def main():
     tx, rx = pipe.make_pipe()
-    async def reader():
-        with rx.subscribe() as p:
-            await wait_pollable(p)
-    async def writer():
-        with monotonic_clock.subscribe_duration(10**9) as p:
-            await wait_pollable(p)
-        tx.write(b"x")
-    await asyncio.gather(writer(), *(reader() for _ in range({n})))
+    await asyncio.gather(write_after(tx, 1), *(wait(rx) for _ in range({n})))
     return rx.read(10)
 """
     async with trio_isyswasfa.open_instance(wasi_component) as inst:
@@ -179,22 +173,10 @@ async def test_a_cancelled_wait_on_a_shared_stream_leaves_the_others_waiting(
     wasi_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
 ) -> None:
     # one of three readers gives up after 1 s; the other two still see the write at 2 s
-    code = """
-import asyncio
+    code = f"""{PIPE_WAITS}
 async def main():
     tx, rx = pipe.make_pipe()
-    async def reader(timeout):
-        with rx.subscribe() as p:
-            try:
-                await asyncio.wait_for(wait_pollable(p), timeout)
-                return "woke"
-            except TimeoutError:
-                return "gave up"
-    async def writer():
-        with monotonic_clock.subscribe_duration(2 * 10**9) as p:
-            await wait_pollable(p)
-        tx.write(b"x")
-    *woken, _ = await asyncio.gather(reader(1), reader(60), reader(60), writer())
+    *woken, _ = await asyncio.gather(wait(rx, 1), wait(rx, 60), wait(rx, 60), write_after(tx, 2))
     return woken
 """
     async with trio_isyswasfa.open_instance(wasi_component) as inst:
@@ -210,25 +192,13 @@ async def test_a_wait_after_every_waiter_on_a_stream_gave_up_waits_anew(
 ) -> None:
     # the host's shared wait of the first reader is being cancelled when the second
     # starts waiting: the second must not be woken by that ending, only by the write
-    code = """
-import asyncio
+    code = f"""{PIPE_WAITS}
 async def main():
     tx, rx = pipe.make_pipe()
-    async def wait(timeout):
-        with rx.subscribe() as p:
-            try:
-                await asyncio.wait_for(wait_pollable(p), timeout)
-                return "woke"
-            except TimeoutError:
-                return "gave up"
-    async def writer():
-        with monotonic_clock.subscribe_duration(5 * 10**9) as p:
-            await wait_pollable(p)
-        tx.write(b"x")
-    later = asyncio.ensure_future(writer())
-    first = await wait(1)
-    second = await wait(2)
-    third = await wait(60)
+    later = asyncio.ensure_future(write_after(tx, 5))
+    first = await wait(rx, 1)
+    second = await wait(rx, 2)
+    third = await wait(rx, 60)
     await later
     return [first, second, third]
 """

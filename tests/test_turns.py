@@ -11,6 +11,20 @@ import trio.testing
 from trio_isyswasfa._turns import Turns
 
 
+async def _held() -> Turns:
+    """Turns whose turn is taken: whoever comes next waits in line."""
+    turns = Turns()
+    await turns.take()
+    return turns
+
+
+async def _take_and_note(turns: Turns, got: list[object], name: object) -> None:
+    """Wait for the turn, note ``name`` in ``got`` and give the turn back."""
+    await turns.take()
+    got.append(name)
+    turns.give_back()
+
+
 class TestTurns:
     async def test_a_free_turn_is_taken_without_a_checkpoint(self) -> None:
         turns = Turns()
@@ -22,18 +36,11 @@ class TestTurns:
         assert not turns.held
 
     async def test_waiters_get_the_turn_in_the_order_they_came(self) -> None:
-        turns = Turns()
-        await turns.take()
-        order: list[int] = []
-
-        async def waiter(i: int) -> None:
-            await turns.take()
-            order.append(i)
-            turns.give_back()
-
+        turns = await _held()
+        order: list[object] = []
         async with trio.open_nursery() as nursery:
             for i in range(5):
-                nursery.start_soon(waiter, i)
+                nursery.start_soon(_take_and_note, turns, order, i)
                 await trio.testing.wait_all_tasks_blocked()
             turns.give_back()
         assert order == [0, 1, 2, 3, 4]
@@ -41,8 +48,7 @@ class TestTurns:
 
     @pytest.mark.parametrize("n", [10, 40])
     async def test_each_waiter_is_woken_once_however_long_the_line(self, n: int) -> None:
-        turns = Turns()
-        await turns.take()
+        turns = await _held()
 
         async def waiter() -> None:
             await turns.take()
@@ -60,22 +66,15 @@ class TestTurns:
         assert (stats.waits, stats.wakeups, stats.waiting) == (n, n, 0)
 
     async def test_a_waiter_cancelled_in_line_leaves_it(self) -> None:
-        turns = Turns()
-        await turns.take()
-        got: list[str] = []
-
-        async def waiter(name: str) -> None:
-            await turns.take()
-            got.append(name)
-            turns.give_back()
-
+        turns = await _held()
+        got: list[object] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter, "first")
+            nursery.start_soon(_take_and_note, turns, got, "first")
             await trio.testing.wait_all_tasks_blocked()
             scope = trio.CancelScope()
             nursery.start_soon(_cancelled_waiter, turns, scope)
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(waiter, "last")
+            nursery.start_soon(_take_and_note, turns, got, "last")
             await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
             await trio.testing.wait_all_tasks_blocked()
@@ -94,19 +93,12 @@ async def _cancelled_waiter(turns: Turns, scope: trio.CancelScope) -> None:
 def test_a_waiter_cancelled_as_the_turn_reaches_it_passes_it_on() -> None:
     # under asyncio a task can be cancelled after its event was set and before it ran:
     # the turn it was handed must go on to the next in line, not be lost
-    async def main() -> list[str]:
-        turns = Turns()
-        await turns.take()
-        got: list[str] = []
-
-        async def waiter(name: str) -> None:
-            await turns.take()
-            got.append(name)
-            turns.give_back()
-
-        doomed = asyncio.ensure_future(waiter("cancelled one"))
+    async def main() -> list[object]:
+        turns = await _held()
+        got: list[object] = []
+        doomed = asyncio.ensure_future(_take_and_note(turns, got, "cancelled one"))
         await asyncio.sleep(0)
-        following = asyncio.ensure_future(waiter("next"))
+        following = asyncio.ensure_future(_take_and_note(turns, got, "next"))
         await asyncio.sleep(0)
         turns.give_back()  # the turn goes to `doomed`…
         doomed.cancel()  # …which is cancelled before it runs
