@@ -72,24 +72,10 @@ class TestServing:
         url, _ = proxy
         data = pattern(1 << 20)
         client = await RawClient.connect(url)
-        result: list[tuple[h11.Response, bytes]] = []
-
-        async def receive() -> None:
-            result.append(await client.response())
-
-        async with client.stream, trio.open_nursery() as nursery:
-            nursery.start_soon(receive)
-            await client.send(
-                h11.Request(
-                    method="PUT",
-                    target="/echo",
-                    headers=[("host", "x"), ("content-length", str(len(data)))],
-                )
-            )
-            for i in range(0, len(data), 65536):
-                await client.send(h11.Data(data=data[i : i + 65536]))
-            await client.send(h11.EndOfMessage())
-        head, body = result[0]
+        headers = [("host", "x"), ("content-length", str(len(data)))]
+        async with client.stream:
+            request = h11.Request(method="PUT", target="/echo", headers=headers)
+            head, body = await client.exchange(request, data, 65536)
         assert head.status_code == 200
         assert body == data
 

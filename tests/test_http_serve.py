@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -95,6 +95,31 @@ class RawClient:
                 body += event.data
         return head, bytes(body)
 
+    async def exchange(
+        self,
+        request: h11.Request,
+        body: bytes,
+        chunk: int,
+        halfway: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[h11.Response, bytes]:
+        """Send ``request`` with ``body`` in pieces of ``chunk`` bytes while reading the
+        response; ``halfway()`` is awaited once half the body is sent. The response's
+        head and body."""
+        result: list[tuple[h11.Response, bytes]] = []
+
+        async def receive() -> None:
+            result.append(await self.response())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await self.send(request)
+            for i in range(0, len(body), chunk):
+                await self.send(h11.Data(data=body[i : i + chunk]))
+                if halfway is not None and i == len(body) // 2:
+                    await halfway()
+            await self.send(h11.EndOfMessage())
+        return result[0]
+
 
 def pattern(n: int) -> bytes:
     """Byte i (from 1) is 251·i mod 256, as the original echo tests sent."""
@@ -121,31 +146,20 @@ class TestService:
         data = pattern(1 << 20)
         client = await RawClient.connect(url)
         first_byte_back_before_sending_all = False
-        result: list[tuple[h11.Response, bytes]] = []
 
-        async def receive() -> None:
-            result.append(await client.response())
+        async def halfway() -> None:
+            nonlocal first_byte_back_before_sending_all
+            await trio.testing.wait_all_tasks_blocked()
+            first_byte_back_before_sending_all = client.conn.their_state is h11.SEND_BODY
 
-        async with client.stream, trio.open_nursery() as nursery:
-            nursery.start_soon(receive)
-            await client.send(
-                h11.Request(
-                    method="POST",
-                    target="/echo",
-                    headers=[
-                        ("host", "localhost"),
-                        ("content-type", "application/octet-stream"),
-                        ("transfer-encoding", "chunked"),
-                    ],
-                )
-            )
-            for i in range(0, len(data), 16 * 1024):
-                await client.send(h11.Data(data=data[i : i + 16 * 1024]))
-                if i == len(data) // 2:
-                    await trio.testing.wait_all_tasks_blocked()
-                    first_byte_back_before_sending_all = client.conn.their_state is h11.SEND_BODY
-            await client.send(h11.EndOfMessage())
-        (head, body) = result[0]
+        headers = [
+            ("host", "localhost"),
+            ("content-type", "application/octet-stream"),
+            ("transfer-encoding", "chunked"),
+        ]
+        async with client.stream:
+            request = h11.Request(method="POST", target="/echo", headers=headers)
+            head, body = await client.exchange(request, data, 16 * 1024, halfway)
         assert head.status_code == 200
         assert (b"content-type", b"application/octet-stream") in head.headers
         assert body == data
