@@ -76,6 +76,7 @@ from ._model import (
     Start,
     TypeItem,
 )
+from ._plan import NodePlan
 from ._types import (
     FuncType,
     ListType,
@@ -215,6 +216,9 @@ class _ComponentInstance(CoreInstances):
             if r.dtor is not None:
                 dtor = owner.core(self.funcs[r.dtor], f"the destructor of {r.resource.name}")
                 owner.destructors[r.resource] = lambda rep, dtor=dtor: dtor([rep])  # type: ignore[misc]
+
+    def _entered(self, node: NodePlan) -> None:
+        self.table.aliases = node.aliases  # a composed guest's drop runs the host's dtor
 
     def _define(self, d: Definition) -> None:
         if not isinstance(d, Start):
