@@ -53,12 +53,7 @@ ENGINE_MODULES = {
 }
 """Modules whose tests run guests, so run on each engine ``--engine`` names."""
 
-OWN_XFAIL: dict[str, str] = {
-    "tests/test_guest_rust.py::test_panic_is_a_trap_carrying_its_message": (
-        "own engine: the reason a guest gives through isyswasfa:isyswasfa/trap.set-reason "
-        "is not yet added to its GuestTrap (only the stock engine's path does)"
-    ),
-}
+OWN_XFAIL: dict[str, str] = {}
 """Tests (node ids without parameters) that fail on our own engine, and why (strict)."""
 
 OWN_HANGS: dict[str, str] = {}

@@ -548,6 +548,67 @@ async def test_a_composed_component_dropping_anothers_resource_runs_its_destruct
     assert await inst.call("", "drops") == 2
 
 
+TRAP_WIT = """\
+package test:trap;
+
+interface trap {
+  set-reason: func(message: string);
+}
+
+world w {
+  import trap;
+  export die: func();
+}
+"""
+
+TRAP_WAT = f"""\
+(module
+  (import "test:trap/trap" "set-reason" (func $say (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "out of sorts")
+{bump_realloc_wat(4096)}  (func (export "die")
+    (call $say (i32.const 16) (i32.const 12))
+    unreachable)
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def trap_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    wit = tmp_path_factory.mktemp("trap") / "trap.wit"
+    wit.write_text(TRAP_WIT)
+    return build_wat_component(wit, "w", TRAP_WAT)
+
+
+class Sayer(Host):
+    """Serves ``set-reason`` as the host does (into the instance's fault sink)."""
+
+    faults: _engine.FaultSink | None = None
+
+    def resolve(self, item: _engine.ImportedItem) -> _engine.Resolved:
+        assert item.name == "set-reason"
+        return lambda message: setattr(self.faults, "reason", message)
+
+
+async def test_a_trap_carries_the_reason_the_guest_gave(
+    trap_wasm: bytes, open_instance: Open
+) -> None:
+    host = Sayer()
+    inst = open_instance(trap_wasm, host)
+    host.faults = inst.stock.faults if inst.kind == "stock" else inst.ours.faults
+    with pytest.raises(GuestTrap, match=r"in die: out of sorts \(.*unreachable"):
+        await inst.call("", "die")
+
+
+def test_a_synchronous_call_s_trap_carries_the_reason_too(trap_wasm: bytes) -> None:
+    host = Sayer()
+    inst = OwnEngineInstance(read_component(trap_wasm), host.resolve, use_cache=False)
+    host.faults = inst.faults
+    with pytest.raises(GuestTrap, match=r"in die: out of sorts \(.*unreachable"):
+        inst.func("", "die").call_sync()
+    inst.close()
+
+
 async def test_a_host_function_cannot_reenter_the_instance(run_wasm: bytes) -> None:
     host = Host()
     resolve = host.resolve
