@@ -54,27 +54,10 @@ ENGINE_MODULES = {
 }
 """Modules whose tests run guests, so run on each engine ``--engine`` names."""
 
-OWN_XFAIL: dict[str, str] = {
-    "tests/test_guest_rust.py::test_panic_is_a_trap_carrying_its_message": (
-        "own engine: the reason a guest gives through isyswasfa:isyswasfa/trap.set-reason "
-        "is not yet added to its GuestTrap (only the stock engine's path does)"
-    ),
-}
+OWN_XFAIL: dict[str, str] = {}
 """Tests (node ids without parameters) that fail on our own engine, and why (strict)."""
 
-_COMPOSED_HANG = (
-    "own engine: an HTTP request through composed components never completes its "
-    "response body (not yet diagnosed); not run, since it hangs"
-)
-OWN_HANGS: dict[str, str] = {
-    "tests/test_compose.py::test_middleware_composed_with_service": _COMPOSED_HANG,
-    "tests/test_compose.py::test_middleware_composed_with_hash_all": _COMPOSED_HANG,
-    "tests/test_compose.py::test_router_reaches_every_component_and_the_host": _COMPOSED_HANG,
-    "tests/test_compose.py::test_curl_compressed_through_composed_middleware": _COMPOSED_HANG,
-    "tests/test_compose.py::test_rust_middleware_in_front_of_python_hash_all_on_the_cli": (
-        _COMPOSED_HANG
-    ),
-}
+OWN_HANGS: dict[str, str] = {}
 """Tests that hang on our own engine: marked xfail and not run."""
 
 

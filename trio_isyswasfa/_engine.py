@@ -496,6 +496,14 @@ class FaultSink:
         if self.fault is None:
             self.fault = exc
 
+    def trap(self, label: str, message: str) -> GuestTrap:
+        """The :class:`GuestTrap` for a wasm trap in ``label`` (wasmtime's ``message``),
+        led by the reason the guest gave, if it gave one (both engines build it here)."""
+        reason = trap_reason(message)
+        if self.reason is not None:
+            reason = f"{self.reason} ({reason})"
+        return GuestTrap(f"guest trapped in {label}: {reason}")
+
 
 def _convert_arg(store: Any, value: Any) -> Any:
     if isinstance(value, ResourceAny):
@@ -893,11 +901,7 @@ class ExportFunc:
         fault = owner.faults.fault
         if fault is not None:
             return fault
-        reason = trap_reason(str(exc))
-        said = owner.faults.reason
-        if said is not None:
-            reason = f"{said} ({reason})"
-        owner.faults.record(GuestTrap(f"guest trapped in {self.label}: {reason}"))
+        owner.faults.record(owner.faults.trap(self.label, str(exc)))
         return owner.faults.fault  # type: ignore[return-value]
 
     def _finish(self, call: _fastcall.CallFuture) -> Any:

@@ -14,6 +14,7 @@ the environment variable ``TRIO_ISYSWASFA_ENGINE`` names it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 
 from . import _digests, _engine
 from ._engine import ImportedItem, Resolved
-from ._errors import HostProtocolError, LoadError
+from ._errors import HostProtocolError, LinkError, LoadError
 from ._limits import Limits
 from ._turns import Turns
 
@@ -129,7 +130,7 @@ class OwnComponent(EngineComponent):
 
     def __init__(self, data: bytes, *, use_cache: bool) -> None:
         from .engine._component import exported_funcs
-        from .engine._instance import compile_modules
+        from .engine._instance import compile_modules, instance_plan
         from .engine._reader import read_component
 
         if not data.startswith(b"\0asm"):
@@ -148,6 +149,10 @@ class OwnComponent(EngineComponent):
                 raise
             raise LoadError(_engine.compile_problem(str(exc.__cause__))) from exc.__cause__
         self.use_cache = use_cache
+        # the plan instances replay, made now rather than on a first request's path (a
+        # LinkError is raised again by every instantiation)
+        with contextlib.suppress(LinkError):
+            instance_plan(self.definition, compiled=self.compiled, use_cache=use_cache)
         self.interfaces = sorted(self.definition.imports)
         self.exports = dict(exported_funcs(self.definition))
 

@@ -1225,6 +1225,7 @@ class FuncAbi:
 
     __slots__ = (
         "_arity",
+        "_encoding",
         "_params",
         "_params_touch_memory",
         "_result",
@@ -1238,11 +1239,15 @@ class FuncAbi:
         "result_in_memory",
     )
 
+    _params: TypeAbi | None
+    _result: TypeAbi | None
+
     def __init__(self, func: FuncType, encoding: str = "utf8") -> None:
         self.func = func
+        self._encoding = encoding
         param_types = tuple(ty for _, ty in func.params)
-        self._params = type_abi(TupleType(param_types), encoding) if param_types else None
-        self._result = type_abi(func.result, encoding) if func.result is not None else None
+        # ``_params`` and ``_result`` (the generated code) are made by ``__getattr__``
+        # on the first call: a guest imports hundreds of functions and calls few
         flat_params = flatten(param_types)
         flat_result = flatten((func.result,)) if func.result is not None else ()
         self.params_in_memory = len(flat_params) > MAX_FLAT_PARAMS
@@ -1261,6 +1266,20 @@ class FuncAbi:
         self.import_core_results: tuple[FlatType, ...] = (
             () if self.result_in_memory else flat_result
         )
+
+    def __getattr__(self, name: str) -> Any:
+        """``_params`` and ``_result``, specialised when first needed (each is then a
+        plain slot: later calls pay nothing for the laziness)."""
+        if name == "_params":
+            types = tuple(ty for _, ty in self.func.params)
+            made = type_abi(TupleType(types), self._encoding) if types else None
+        elif name == "_result":
+            result = self.func.result
+            made = type_abi(result, self._encoding) if result is not None else None
+        else:
+            raise AttributeError(name)
+        setattr(self, name, made)
+        return made
 
     # -- the host calls a guest export --------------------------------------------------
 

@@ -76,6 +76,7 @@ from ._model import (
     Start,
     TypeItem,
 )
+from ._plan import NodePlan
 from ._types import (
     FuncType,
     ListType,
@@ -216,6 +217,9 @@ class _ComponentInstance(CoreInstances):
                 dtor = owner.core(self.funcs[r.dtor], f"the destructor of {r.resource.name}")
                 owner.destructors[r.resource] = lambda rep, dtor=dtor: dtor([rep])  # type: ignore[misc]
 
+    def _entered(self, node: NodePlan) -> None:
+        self.table.aliases = node.aliases  # a composed guest's drop runs the host's dtor
+
     def _define(self, d: Definition) -> None:
         if not isinstance(d, Start):
             super()._define(d)
@@ -292,6 +296,7 @@ class OwnEngineInstance:
         self.store = wasmtime.Store(_engine.engine())
         # fiber calls yield at every epoch tick; synchronous ones (realloc) run on
         self.fibers = _fiber.FiberStore(self.store, limits=self.limits, sync_calls=True)
+        self.fibers.faults = self.faults  # a trap carries the reason its guest gave
         self.turns = Turns()  # export calls take turns (a suspended one holds the store)
         self.has_async = False  # some host function may wait (an async core function)
         self.blocked_calls = 0  # calls suspended in a blocking host function now
@@ -351,7 +356,7 @@ class OwnEngineInstance:
         key = id(func)
         made = self._cores.get(key)
         if made is None:
-            made = self._cores[key] = CoreFunc(self.store, func, label)
+            made = self._cores[key] = CoreFunc(self.store, func, label, self.faults)
         return made
 
     def _host_drop(self, resource: _engine.ResourceDef, label: str) -> Callable[[int], None]:

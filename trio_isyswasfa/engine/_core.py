@@ -33,7 +33,7 @@ import wasmtime
 from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
-from .._engine import trap_reason
+from .._engine import FaultSink, trap_reason
 from .._errors import GuestTrap
 from .._fastcall import clock as _clock
 
@@ -85,13 +85,15 @@ def core_signature(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, .
 _unwinding: list[BaseException] = []
 
 
-def _raise_trap(message: str, label: str) -> None:
+def _raise_trap(message: str, label: str, faults: FaultSink | None) -> None:
     if _unwinding:
         exc = _unwinding.pop()
         _unwinding.clear()
         if isinstance(exc, GuestTrap) or not isinstance(exc, Exception):
             raise exc
         raise GuestTrap(f"guest trapped in {label}: host function raised {exc!r}") from exc
+    if faults is not None:
+        raise faults.trap(label, message)
     raise GuestTrap(f"guest trapped in {label}: {trap_reason(message)}")
 
 
@@ -137,16 +139,24 @@ class CoreFunc:
         "_raw",
         "_trap",
         "_unpack",
+        "faults",
         "func",
         "label",
         "params",
         "results",
     )
 
-    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, label: str = "") -> None:
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        func: wasmtime.Func,
+        label: str = "",
+        faults: FaultSink | None = None,
+    ) -> None:
         ty = func.type(store)
         self.func = func
         self.label = label or "a core function"
+        self.faults = faults  # the instance's: a trap carries the reason its guest gave
         self.params = _kinds(ty.params)
         self.results = _kinds(ty.results)
         self._n = max(len(self.params), len(self.results), 1)
@@ -169,10 +179,10 @@ class CoreFunc:
             self._pack(raw, args)
             error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
             if error:  # what a host function's trap comes back as
-                _raise_trap(str(wasmtime.WasmtimeError._from_ptr(error)), self.label)
+                _raise_trap(str(wasmtime.WasmtimeError._from_ptr(error)), self.label, self.faults)
             if trap:
                 taken, trap = trap, ctypes.POINTER(ffi.wasm_trap_t)()
-                _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label)
+                _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label, self.faults)
             return list(self._unpack(raw))
         finally:
             _depth -= 1

@@ -151,8 +151,9 @@ class _Polling(_fastcall.PolledFuture):
     _trap: Any
     _error: Any
 
-    def _failure(self, where: str) -> BaseException | None:
-        """What the finished future failed with, if it failed (a trap, or an error)."""
+    def _failure(self, where: str, faults: _engine.FaultSink | None = None) -> BaseException | None:
+        """What the finished future failed with, if it failed (a trap, or an error); a
+        trap carries the reason the guest gave in ``faults``, if it gave one."""
         raised: BaseException
         if self._trap:
             raised = wasmtime.Trap._from_ptr(self._trap)
@@ -166,7 +167,10 @@ class _Polling(_fastcall.PolledFuture):
         unwound = _core.take_host_exception()
         if self.cause is None:
             self.cause = unwound
-        exc = GuestTrap(f"guest trapped in {where}: {_engine.trap_reason(str(raised))}")
+        if faults is not None:
+            exc = faults.trap(where, str(raised))
+        else:
+            exc = GuestTrap(f"guest trapped in {where}: {_engine.trap_reason(str(raised))}")
         exc.__cause__ = self.cause if self.cause is not None else raised
         return exc
 
@@ -475,6 +479,7 @@ class FiberStore:
         self.store = store if store is not None else wasmtime.Store(_engine.engine())
         self.limits = limits or Limits()
         self.fault: BaseException | None = None
+        self.faults: _engine.FaultSink | None = None  # its instance's (the guest's reason)
         self.guest_seconds = 0.0  # in calls, less the host functions they called
         if self.limits.max_memory is not None:
             self.store.set_limits(memory_size=self.limits.max_memory)
@@ -624,7 +629,7 @@ class FiberFunc:
 
     def _finish(self, call: CoreCall) -> Any:
         try:
-            failure = call._failure(self.label)
+            failure = call._failure(self.label, self.owner.faults)
             if failure is not None:
                 raise self.owner._record(failure)
             return call.results()

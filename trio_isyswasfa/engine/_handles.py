@@ -20,7 +20,7 @@ broken:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .._errors import GuestTrap
 from ._types import ResourceType
@@ -105,18 +105,21 @@ class HandleTable:
     ``defines`` holds the resource types the instance implements itself: a borrow of
     one of those is passed to it as the bare rep, as the specification says.
     ``destructors`` maps resource types to what runs when the last ``own`` handle of a
-    rep is dropped (a host resource's drop, or the defining guest's destructor).
+    rep is dropped (a host resource's drop, or the defining guest's destructor);
+    ``aliases`` maps the instance's resource types that stand for others (its imports,
+    in a composition) to the type their destructor is kept under.
     """
 
     MAX_LENGTH = (1 << 28) - 1
 
-    __slots__ = ("_array", "_free", "defines", "destructors")
+    __slots__ = ("_array", "_free", "aliases", "defines", "destructors")
 
     def __init__(self) -> None:
         self._array: list[object | None] = [None]
         self._free: list[int] = []
         self.defines: set[ResourceType] = set()
         self.destructors: dict[ResourceType, Destructor] = {}
+        self.aliases: Mapping[ResourceType, ResourceType] = {}
 
     def __len__(self) -> int:
         """How many entries are live."""
@@ -210,7 +213,7 @@ class HandleTable:
         self._array[i] = None
         self._free.append(i)
         if h.own:
-            dtor = self.destructors.get(rt)
+            dtor = self.destructors.get(self.aliases.get(rt, rt))
             if dtor is not None:
                 dtor(h.rep)
         else:

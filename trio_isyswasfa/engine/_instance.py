@@ -75,6 +75,7 @@ from ._plan import (
     InstancePlan,
     LiftRef,
     NestedStep,
+    NodePlan,
     RealInstance,
     build_plan,
     imports_of,
@@ -499,6 +500,7 @@ class CoreInstances:
             raise TypeError("a component instance is made from its component alone")
         self._run = run
         self._node = node
+        self._entered(node)
         self._pending: dict[int, _Pending] = {}
         run.objects[node.index] = self
         spaces = node.spaces
@@ -524,6 +526,10 @@ class CoreInstances:
                 self._define(step.definition)
 
     # -- the replay -----------------------------------------------------------------------
+
+    def _entered(self, node: NodePlan) -> None:
+        """Called with the instance's plan before anything of it is made (a subclass
+        takes what it needs from it)."""
 
     def _define(self, d: Definition) -> None:
         """A definition the plan leaves to the instance: a component start function."""

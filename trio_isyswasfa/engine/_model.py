@@ -195,12 +195,18 @@ class CoreInlineInstance:
 @dataclass(slots=True)
 class Instantiate:
     """``(instance (instantiate component (with name (sort i))…))``; ``type`` is the
-    instance's type (the component's exports with the arguments' types put in)."""
+    instance's type (the component's exports with the arguments' types put in).
+
+    ``resources`` maps the component's resource types to the ones the instantiating
+    component sees: each it imports to the argument's, each it defines to the fresh
+    one in ``type``.
+    """
 
     offset: int
     component: int
     args: tuple[tuple[str, Sort, int], ...]
     type: InstanceType
+    resources: dict[ResourceType, ResourceType] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

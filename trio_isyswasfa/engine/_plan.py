@@ -53,7 +53,7 @@ from ._model import (
     TypeDef,
     Value,
 )
-from ._types import FuncType
+from ._types import FuncType, ResourceType
 
 EXTERN_SIZE = 32
 """``sizeof(wasmtime_extern_t)``: the stride of a pool and of an import array."""
@@ -195,6 +195,11 @@ class NodePlan:
     )
     steps: list[Step] = field(default_factory=list)
     nested: list[int] = field(default_factory=list)
+    aliases: dict[ResourceType, ResourceType] = field(default_factory=dict)
+    """This instance's resource types that stand for others, to the one each stands
+    for (under which destructors are kept): a type it imports, to the host's or the
+    defining instance's; a nested instance's fresh export, to the type that instance
+    defines."""
 
 
 @dataclass(slots=True)
@@ -273,11 +278,19 @@ class _Builder:
         self.module_bytes = module_bytes
         self.slots: dict[CoreRef, int] = {}
         self.instance_modules: list[wasmtime.Module] = []
+        # the fresh type an instantiation exports for each resource type the instantiated
+        # component defines, to that type (unique objects: one map for every node)
+        self.defined: dict[ResourceType, ResourceType] = {}
 
-    def node(self, component: ComponentDef, args: Mapping[str, Any] | None) -> int:
+    def node(
+        self,
+        component: ComponentDef,
+        args: Mapping[str, Any] | None,
+        aliases: dict[ResourceType, ResourceType] | None = None,
+    ) -> int:
         index = len(self.plan.nodes)
         spaces: dict[Sort, list[Any]] = {sort: [] for sort in Sort}
-        node = NodePlan(index, component, spaces)
+        node = NodePlan(index, component, spaces, aliases=aliases or {})
         self.plan.nodes.append(node)
         for d in component.definitions:
             self.define(node, d, args)
@@ -323,7 +336,8 @@ class _Builder:
             spaces[d.sort].append(value)
         elif isinstance(d, Instantiate):
             given = {name: spaces[sort][idx] for name, sort, idx in d.args}
-            child = self.node(spaces[Sort.COMPONENT][d.component], given)
+            component = spaces[Sort.COMPONENT][d.component]
+            child = self.node(component, given, self.resource_aliases(node, d, component))
             node.nested.append(child)
             node.steps.append(NestedStep(child))
             spaces[Sort.INSTANCE].append(self.plan.nodes[child].exports)
@@ -342,6 +356,28 @@ class _Builder:
             spaces[Sort.VALUE].append(d)
         elif isinstance(d, Start):
             node.steps.append(StartStep(d))
+
+    def resource_aliases(
+        self, node: NodePlan, d: Instantiate, component: ComponentDef
+    ) -> dict[ResourceType, ResourceType]:
+        """The aliases of the instance ``d`` makes in ``node``: what each resource type
+        it imports stands for. The fresh types seen outside for the ones it defines
+        stand for those (a drop outside runs the defining instance's destructor)."""
+        defined = {r.resource for r in component.resources}
+        out: dict[ResourceType, ResourceType] = {}
+        for inner, outer in d.resources.items():
+            if inner in defined:
+                self.defined[outer] = inner
+            else:
+                found = node.aliases.get(outer) or self.defined.get(outer)
+                out[inner] = outer if found is None else found
+        return out
+
+    def finish(self) -> None:
+        """Give every node the aliases of the fresh types it may see."""
+        if self.defined:
+            for node in self.plan.nodes:
+                node.aliases = {**self.defined, **node.aliases}
 
     def core_export(self, source: Any, index: int, name: str) -> Any:
         if isinstance(source, RealInstance):
@@ -444,7 +480,9 @@ def build_plan(
         return found
 
     plan = InstancePlan(component, modules)
-    _Builder(plan, compiled, data).node(component, None)
+    builder = _Builder(plan, compiled, data)
+    builder.node(component, None)
+    builder.finish()
     return plan
 
 

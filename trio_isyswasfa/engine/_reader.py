@@ -995,8 +995,9 @@ class _Reader:
             args = self.sortidx_args(scope, "instantiation argument", names=False)
             items = {name: self.item_of(scope, sort, i, off) for name, sort, i in args}
             ctype: ComponentType = scope.typed[Sort.COMPONENT][idx]
-            ty = instantiated(ctype, items, c_at)
-            self.add(scope, Sort.INSTANCE, Instantiate(off, idx, tuple(args), ty), ty)
+            ty, resources = instantiated(ctype, items, c_at)
+            made = Instantiate(off, idx, tuple(args), ty, resources)
+            self.add(scope, Sort.INSTANCE, made, ty)
         elif tag == 0x01:
             exports = self.sortidx_args(scope, "instance export", names=True)
             ty = InstanceType(
@@ -1228,17 +1229,21 @@ def _name_resources(comp: ComponentDef, name: str, item: Item) -> None:
 # -- instantiating component types ------------------------------------------------------
 
 
-def instantiated(ctype: ComponentType, args: dict[str, Item], at: int) -> InstanceType:
+def instantiated(
+    ctype: ComponentType, args: dict[str, Item], at: int
+) -> tuple[InstanceType, dict[ResourceType, ResourceType]]:
     """The type of an instance of ``ctype`` made with ``args``: its exports, with each
     imported resource type replaced by the argument's and each resource type it
-    defines by a fresh one."""
+    defines by a fresh one; and that replacement (``ctype``'s resource types to the
+    ones the instantiating component sees)."""
     mapping: dict[ResourceType, ResourceType] = {r: ResourceType(r.name) for r in ctype.fresh}
     for name, imported in ctype.imports:
         arg = args.get(name)
         if arg is None:
             _fail(f"instantiation lacks an argument for import {name!r}", at)
         _bind(imported, arg, mapping, name, at)
-    return InstanceType(tuple((n, substitute(i, mapping)) for n, i in ctype.exports))
+    exports = tuple((n, substitute(i, mapping)) for n, i in ctype.exports)
+    return InstanceType(exports), mapping
 
 
 def _bind(
