@@ -138,7 +138,12 @@ class OwnComponent(EngineComponent):
         if data[4:8] == b"\x01\x00\x00\x00":
             raise LoadError("a core WebAssembly module, not a component")
         self.data = data  # the definition keeps views into it
-        self.definition = read_component(data)
+        try:
+            self.definition = read_component(data)
+        except LoadError as exc:  # worded as the stock engine words what it cannot load
+            error = LoadError(f"cannot compile component: {exc}")
+            error.offset = exc.offset
+            raise error from exc
         if self.definition.uses_async:
             used = sorted(self.definition.builtins)
             raise LoadError(_engine.async_problem(f"`{used[0]}`" if used else None))

@@ -318,6 +318,7 @@ class OwnEngineInstance:
             self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
         except BaseException:
             release_host_funcs(self._made)
+            self.fibers.release_host_funcs()
             raise
 
     @property
@@ -344,6 +345,7 @@ class OwnEngineInstance:
         functions in it hold it, through this instance, until then)."""
         self.faults.record(InstanceDead("the component instance was closed"))
         release_host_funcs(self._made)
+        self.fibers.release_host_funcs()
         self._cores.clear()
         self._fiber_funcs.clear()
 

@@ -326,9 +326,12 @@ def _trap(trap_ret: Any, polling: _Polling | None, label: str, exc: BaseExceptio
 def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, cont):  # type: ignore[no-untyped-def]
     global _next_key
     start = time.perf_counter()
-    entry = _HOST_FUNCS[env or 0]
+    entry = _HOST_FUNCS.get(env or 0)
     cont.contents.callback = _fastcall.finished
     polling = _current
+    if entry is None:  # released with its instance
+        _trap(trap_ret, polling, "?", InstanceDead("the host function was released"))
+        return
     try:
         value = entry.fn(*[getattr(args[i].of, f) for i, f in enumerate(entry.param_fields)])
         if type(value) is GeneratorType:
@@ -491,6 +494,15 @@ class FiberStore:
             self.store.set_epoch_deadline(1)
         self._busy = False
         self._idle: anyio.Event | None = None
+        self._host_keys: list[int] = []  # of this store's host functions
+
+    def release_host_funcs(self) -> None:
+        """Forget this store's host functions: their closures usually hold the store,
+        a cycle through this module that only this breaks (or every instance would stay
+        in memory). Calling one afterwards traps."""
+        for key in self._host_keys:
+            _HOST_FUNCS.pop(key, None)
+        self._host_keys.clear()
 
     def instantiate(self, module: wasmtime.Module, imports: Sequence[Any]) -> wasmtime.Instance:
         """A core instance of ``module`` in this store (see :func:`instantiate`)."""
@@ -504,6 +516,7 @@ class FiberStore:
         key = _next_key
         _next_key += 1
         _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
+        self._host_keys.append(key)
         linker = wasmtime.Linker(_engine.engine())
         error = ffi.wasmtime_linker_define_async_func(
             linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
