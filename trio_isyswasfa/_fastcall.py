@@ -26,6 +26,8 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _types as wt
 from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
 
+from .engine._values import ReadInto
+
 # -- cached type nodes ----------------------------------------------------------------
 
 
@@ -51,9 +53,12 @@ class _CachedBytes(wt.ListType):
 
     def add_classes(self, s: set[type]) -> None:
         s.add(bytes)
+        s.add(ReadInto)
 
     def convert_to_c(self, store: Any, val: Any, ptr: Any) -> None:
-        if isinstance(val, (bytearray, memoryview)):
+        if type(val) is ReadInto:  # no guest memory to fill here: a host buffer instead
+            val = val.to_bytes()
+        elif isinstance(val, (bytearray, memoryview)):
             val = bytes(val)
         if not isinstance(val, bytes):
             raise TypeError("expected bytes value")
