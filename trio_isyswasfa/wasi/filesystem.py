@@ -225,7 +225,14 @@ class FileInputStream(ThreadedInputStream):
         return data.to_bytes() if isinstance(data, ReadInto) else data
 
     def read_into_guest(self, n: int) -> bytes | ReadInto:
-        if not self._inline or self._buffer or self._busy or self._eof or self._failure:
+        if (
+            not self._inline
+            or n == 0
+            or self._buffer
+            or self._busy
+            or self._eof
+            or self._failure is not None
+        ):
             return super().read(n)  # what a worker thread read, the end, a failure
         assert _NOWAIT is not None
         try:
