@@ -435,6 +435,14 @@ class TestReadInto:
 
     def test_to_bytes_fills_a_host_buffer(self) -> None:
         assert ReadInto(10, self.filler(b"abc")).to_bytes() == b"abc"
+        sizes: list[int] = []
+
+        def fill(view: memoryview) -> int:
+            sizes.append(len(view))
+            return len(view)
+
+        assert ReadInto(10, fill).to_bytes(4) == bytes(4)
+        assert sizes == [4]
 
 
 def test_nans_are_canonical_both_ways() -> None:

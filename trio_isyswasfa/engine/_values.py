@@ -66,9 +66,10 @@ class ReadInto:
         self.size = size
         self.fill = fill
 
-    def to_bytes(self) -> bytes:
-        """Fill a host buffer instead (for an engine that lowers ``bytes`` only)."""
-        buf = bytearray(self.size)
+    def to_bytes(self, limit: int | None = None) -> bytes:
+        """Fill a host buffer instead (for an engine that lowers ``bytes`` only), of
+        at most ``limit`` bytes if given (a list may be shorter than its size)."""
+        buf = bytearray(self.size if limit is None else min(self.size, limit))
         with memoryview(buf) as view:
             n = self.fill(view)
         del buf[n:]
