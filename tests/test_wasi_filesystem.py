@@ -394,7 +394,11 @@ def loop_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 class TestStreams:
     @needs_nowait
     async def test_a_cached_file_is_read_on_the_loop_a_mib_per_call(
-        self, inst: trio_isyswasfa.Instance, data: Path, loop_reads: list[tuple[str, int]]
+        self,
+        inst: trio_isyswasfa.Instance,
+        data: Path,
+        loop_reads: list[tuple[str, int]],
+        engine: str,
     ) -> None:
         blob = os.urandom(3 << 20)
         (data / "big.bin").write_bytes(blob)
@@ -414,8 +418,12 @@ class TestStreams:
                 "result = ([len(a), len(b), len(c)], zlib.crc32(a + b + c), end)"
             )
         )
+        if engine != "own":  # the stock engine's list conversion takes 64 KiB at a time
+            blob = blob[: 3 * CHUNK]
+            (data / "big.bin").write_bytes(blob)
         sizes, crc, end = eval(await run(inst, code))
-        assert sizes == [FILE_CHUNK] * 3  # bounded per call, whatever the guest asks
+        # bounded per call, whatever the guest asks
+        assert sizes == [FILE_CHUNK if engine == "own" else CHUNK] * 3
         assert crc == zlib.crc32(blob)
         assert end == "StreamError_Closed"
         # no worker thread: each read went from the page cache into the guest at once
