@@ -42,7 +42,7 @@ from trio_isyswasfa.engine._types import (
     ValType,
     VariantType,
 )
-from trio_isyswasfa.engine._values import Err, Ok, Record, Variant
+from trio_isyswasfa.engine._values import Err, Ok, ReadInto, Record, Variant
 
 P = Primitive
 U8, U16, U32, U64 = (PrimType(k) for k in (P.U8, P.U16, P.U32, P.U64))
@@ -364,6 +364,85 @@ def test_bytes_lower_from_any_buffer_and_lift_as_bytes() -> None:
     for data in (b"abc", bytearray(b"abc"), memoryview(b"abc")):
         ptr = store_value(cx, ListType(U8), data)
         assert load_value(cx, ListType(U8), ptr) == b"abc"
+
+
+class TestReadInto:
+    """A ``list<u8>`` the host writes into the guest's block itself (a file read)."""
+
+    class Recording(BytearrayMemory):
+        def __init__(self) -> None:
+            super().__init__(1 << 12)
+            self.calls: list[tuple[int, int, int, int]] = []
+
+        def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:
+            self.calls.append((old_ptr, old_size, align, new_size))
+            return super().realloc(old_ptr, old_size, align, new_size)
+
+    @staticmethod
+    def filler(data: bytes) -> Any:
+        def fill(view: memoryview) -> int:
+            view[: len(data)] = data
+            return len(data)
+
+        return fill
+
+    def test_fills_the_guests_block_in_place(self) -> None:
+        memory = self.Recording()
+        cx = AbiContext(memory)
+        views: list[memoryview] = []
+
+        def fill(view: memoryview) -> int:
+            views.append(view)
+            view[:] = b"abcd"
+            return 4
+
+        ptr = store_value(cx, ListType(U8), ReadInto(4, fill))
+        assert load_value(cx, ListType(U8), ptr) == b"abcd"
+        assert memory.calls[1:] == [(0, 0, 1, 4)]  # after the list's own (ptr, len)
+        block = struct.unpack_from("<I", memory.data, ptr)[0]
+        assert len(views[0]) == 4  # exactly the block, nothing around it
+        assert bytes(memory.data[block : block + 4]) == b"abcd"
+
+    def test_a_short_fill_shrinks_the_block(self) -> None:
+        memory = self.Recording()
+        cx = AbiContext(memory)
+        ptr = store_value(cx, ListType(U8), ReadInto(100, self.filler(b"xyz")))
+        assert load_value(cx, ListType(U8), ptr) == b"xyz"
+        assert memory.calls[1] == (0, 0, 1, 100)
+        # realloc(old block, 100, 1, 3): as the canonical ABI shrinks a transcoded string
+        assert memory.calls[2][1:] == (100, 1, 3)
+        assert memory.calls[2][0] != 0
+
+    def test_an_empty_fill_keeps_the_block_and_gives_an_empty_list(self) -> None:
+        memory = self.Recording()
+        cx = AbiContext(memory)
+        ptr = store_value(cx, ListType(U8), ReadInto(8, self.filler(b"")))
+        assert load_value(cx, ListType(U8), ptr) == b""
+        assert memory.calls[1:] == [(0, 0, 1, 8)]  # never to 0 (guests may not allow it)
+
+    def test_lowers_as_the_ok_case_of_a_result(self) -> None:
+        cx = _context()
+        t = ResultType(ListType(U8), U32)
+        out = lower_flat_value(cx, t, ReadInto(3, self.filler(b"abc")))
+        assert lift_flat_value(cx, t, out) == Ok(b"abc")
+
+    @pytest.mark.parametrize(
+        ("size", "filled"), [(-1, 0), (1 << 29, 0), (4, 5), (4, -1), (4, None)]
+    )
+    def test_bad_sizes_are_host_errors(self, size: int, filled: Any) -> None:
+        with pytest.raises(HostProtocolError):
+            store_value(_context(), ListType(U8), ReadInto(size, lambda view: filled))
+
+    def test_to_bytes_fills_a_host_buffer(self) -> None:
+        assert ReadInto(10, self.filler(b"abc")).to_bytes() == b"abc"
+        sizes: list[int] = []
+
+        def fill(view: memoryview) -> int:
+            sizes.append(len(view))
+            return len(view)
+
+        assert ReadInto(10, fill).to_bytes(4) == bytes(4)
+        assert sizes == [4]
 
 
 def test_nans_are_canonical_both_ways() -> None:

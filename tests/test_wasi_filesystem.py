@@ -7,7 +7,9 @@ use ``types`` call our interface directly.
 
 from __future__ import annotations
 
+import errno
 import os
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -22,6 +24,9 @@ from conftest import LoopTicks
 import trio_isyswasfa
 from trio_isyswasfa import Preopen
 from trio_isyswasfa.testing import assert_quiet
+from trio_isyswasfa.wasi import filesystem
+from trio_isyswasfa.wasi.filesystem import FILE_CHUNK, FileInputStream, FileOutputStream
+from trio_isyswasfa.wasi.io import CHUNK, StreamClosed, StreamFailed, wait_ready
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -343,12 +348,93 @@ class TestInterface:
         )
 
 
+needs_nowait = pytest.mark.skipif(
+    filesystem._NOWAIT is None, reason="no RWF_NOWAIT here: every file is read in a thread"
+)
+
+
+@pytest.fixture
+def cold_cache(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The page cache holds nothing (as after a reboot): a read that must not wait for
+    the disk finds nothing. Lists the threads that read the disk."""
+    real = os.preadv
+    readers: list[str] = []
+
+    def preadv(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        if flags & (filesystem._NOWAIT or 0):
+            raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+        readers.append(threading.current_thread().name)
+        return real(fd, buffers, offset, flags)
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        readers.append(threading.current_thread().name)
+        return real_pread(fd, n, offset)
+
+    real_pread = os.pread
+    monkeypatch.setattr(os, "preadv", preadv)
+    monkeypatch.setattr(os, "pread", pread)
+    return readers
+
+
+@pytest.fixture
+def loop_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Each ``os.preadv``: the thread it ran on and how many bytes it read."""
+    real = os.preadv
+    reads: list[tuple[str, int]] = []
+
+    def preadv(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        n = real(fd, buffers, offset, flags)
+        reads.append((threading.current_thread().name, n))
+        return n
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    return reads
+
+
 class TestStreams:
-    async def test_plain_python_reading_a_huge_file_leaves_the_loop_free(
-        self, inst: trio_isyswasfa.Instance, data: Path
+    @needs_nowait
+    async def test_a_cached_file_is_read_on_the_loop_a_mib_per_call(
+        self,
+        inst: trio_isyswasfa.Instance,
+        data: Path,
+        loop_reads: list[tuple[str, int]],
+        engine: str,
     ) -> None:
-        # open().read() blocks in blocking-read: each chunk is read in a worker thread
-        # while the guest is suspended, so other tasks run meanwhile
+        blob = os.urandom(3 << 20)
+        (data / "big.bin").write_bytes(blob)
+        code = (
+            "import zlib\n"
+            + OPEN_HELLO_READ.replace("hello.txt", "big.bin")
+            + (
+                "s = f.read_via_stream(0)\n"
+                "a = s.read(4 << 20)\n"
+                "b = s.blocking_read(4 << 20)\n"
+                "c = s.read(4 << 20)\n"
+                "try:\n"
+                "    s.read(1)\n"
+                "    end = 'more'\n"
+                "except Err as e:\n"
+                "    end = type(e.value).__name__\n"
+                "result = ([len(a), len(b), len(c)], zlib.crc32(a + b + c), end)"
+            )
+        )
+        if engine != "own":  # the stock engine's list conversion takes 64 KiB at a time
+            blob = blob[: 3 * CHUNK]
+            (data / "big.bin").write_bytes(blob)
+        sizes, crc, end = eval(await run(inst, code))
+        # bounded per call, whatever the guest asks
+        assert sizes == [FILE_CHUNK if engine == "own" else CHUNK] * 3
+        assert crc == zlib.crc32(blob)
+        assert end == "StreamError_Closed"
+        # no worker thread: each read went from the page cache into the guest at once
+        assert {thread for thread, n in loop_reads} == {threading.current_thread().name}
+        assert sum(n for _, n in loop_reads if n > 1) == len(blob)
+
+    async def test_plain_python_reading_a_huge_file_leaves_the_loop_free(
+        self, inst: trio_isyswasfa.Instance, data: Path, cold_cache: list[str]
+    ) -> None:
+        # open().read() of a file on disk: each chunk the page cache does not hold is
+        # read in a worker thread while the guest is suspended, so other tasks run
         blob = os.urandom(16 << 20)
         (data / "big.bin").write_bytes(blob)
         code = (
@@ -360,10 +446,11 @@ class TestStreams:
             crc = int(await run(inst, code))
             nursery.cancel_scope.cancel()
         assert crc == zlib.crc32(blob)
-        assert ticks.count >= 256  # at least once per 64 KiB chunk
+        assert ticks.count >= 16  # at least once per 1 MiB chunk
+        assert threading.current_thread().name not in cold_cache  # never on the loop
 
     async def test_huge_file_streams_without_starving_the_loop(
-        self, inst: trio_isyswasfa.Instance, data: Path
+        self, inst: trio_isyswasfa.Instance, data: Path, cold_cache: list[str]
     ) -> None:
         blob = os.urandom(4 << 20)
         (data / "big.bin").write_bytes(blob)
@@ -387,8 +474,8 @@ async def main():
             nursery.cancel_scope.cancel()
         assert crc == zlib.crc32(blob)
         assert chunks == 64  # 4 MiB in 64 KiB reads
-        # each chunk was read in a worker thread while the loop ran other tasks
-        assert ticks.count >= chunks
+        # each MiB was read in a worker thread while the loop ran other tasks
+        assert ticks.count >= 4
         assert_quiet(inst)
 
     async def test_direct_reads_and_writes_run_in_a_worker_thread(
@@ -485,6 +572,124 @@ async def main():
         assert await run_async(inst, code) == repr(256_003)
         assert (data / "out.bin").read_bytes() == bytes(range(256)) * 1000 + b"end"
         assert_quiet(inst)
+
+
+class TestFileStreamsOnTheHost:
+    """How file streams move bytes, without a guest: which reads and writes run on the
+    event loop's thread, and which wait in a worker thread."""
+
+    @staticmethod
+    def read_all(stream: FileInputStream, n: int) -> bytes:
+        data = stream.read_into_guest(n)
+        return data if isinstance(data, bytes) else data.to_bytes()
+
+    @needs_nowait
+    async def test_a_cached_read_fills_the_guests_block_from_the_offset(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "f.bin"
+        path.write_bytes(b"0123456789")
+        fd = os.open(path, os.O_RDONLY)
+        stream = FileInputStream(fd, 2)
+        os.close(fd)
+        assert stream.read_into_guest(0) == b""  # nothing asked: not the end
+        first = stream.read_into_guest(5)
+        assert not isinstance(first, bytes)
+        assert first.size == 5
+        assert first.to_bytes() == b"23456"
+        assert self.read_all(stream, 100) == b"789"  # no more than the file holds
+        with pytest.raises(StreamClosed):
+            stream.read_into_guest(100)
+        stream.close()
+
+    @needs_nowait
+    async def test_what_the_cache_does_not_hold_is_read_in_a_worker_thread(
+        self, tmp_path: Path, cold_cache: list[str]
+    ) -> None:
+        path = tmp_path / "f.bin"
+        path.write_bytes(b"x" * 100)
+        fd = os.open(path, os.O_RDONLY)
+        stream = FileInputStream(fd, 0)
+        os.close(fd)
+        assert stream.read_into_guest(10) == b""  # the loop never waits for the disk
+        assert cold_cache == []
+        await wait_ready(stream.subscribe())
+        assert stream.read(10) == b"x" * 10
+        assert self.read_all(stream, 1000) == b"x" * 90
+        assert cold_cache
+        assert threading.current_thread().name not in cold_cache
+        stream.close()
+
+    async def test_a_fifo_is_never_read_on_the_loop(self, tmp_path: Path) -> None:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer too: opening does not wait
+        try:
+            os.write(fd, b"piped")
+            stream = FileInputStream(fd, 0)
+            assert stream.max_read == CHUNK
+            # nothing read here: a read of a FIFO may wait, so it is the worker thread's
+            assert stream.read_into_guest(10) == b""
+            assert os.read(fd, 10) == b"piped"
+            stream.close()
+        finally:
+            os.close(fd)
+
+    @needs_nowait
+    async def test_a_read_that_fails_is_the_next_reads_failure(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "f.bin"
+        path.write_bytes(b"x" * 100)
+        fd = os.open(path, os.O_RDONLY)
+        stream = FileInputStream(fd, 0)
+        os.close(fd)
+        pending = stream.read_into_guest(10)
+        assert not isinstance(pending, bytes)
+
+        def failing(*args: Any) -> int:
+            raise OSError(errno.EIO, "the disk broke")
+
+        monkeypatch.setattr(os, "preadv", failing)
+        assert pending.to_bytes() == b""  # the fill does not raise into the engine
+        with pytest.raises(StreamFailed) as failed:
+            stream.read_into_guest(10)
+        assert failed.value.code == "io"
+        stream.close()
+
+    async def test_a_small_flush_to_a_regular_file_is_written_at_once(self, tmp_path: Path) -> None:
+        path = tmp_path / "out.bin"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        stream = FileOutputStream(fd, 0)
+        os.close(fd)
+        assert stream.check_write() == FILE_CHUNK
+        stream.write(b"y" * CHUNK)
+        stream.flush()
+        assert path.read_bytes() == b"y" * CHUNK  # no worker thread, no wait
+        assert stream.subscribe().ready()
+        stream.write(b"z" * (CHUNK + 1))  # more may wait for the kernel: a worker thread
+        stream.flush()
+        assert not stream.subscribe().ready()
+        await wait_ready(stream.subscribe())
+        assert path.read_bytes() == b"y" * CHUNK + b"z" * (CHUNK + 1)
+        stream.close()
+
+    async def test_a_fifo_is_never_written_on_the_loop(self, tmp_path: Path) -> None:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # its reader, never blocking
+        try:
+            stream = FileOutputStream(fd, None)
+            assert stream.check_write() == CHUNK
+            stream.write(b"hi")
+            stream.flush()
+            # not written here: a write to a FIFO may wait, so it is the worker thread's
+            with pytest.raises(BlockingIOError):
+                os.read(fd, 10)
+            assert not stream.subscribe().ready()
+            stream.close()
+        finally:
+            os.close(fd)
 
 
 # a snippet's first lines for calls through the interface: the preopen `root`, short

@@ -61,6 +61,7 @@ from ._protocol import (
 from ._turns import Turns
 from .engine._values import Err as Err
 from .engine._values import Ok as Ok
+from .engine._values import ReadInto as ReadInto
 
 ResourceHost = wc.ResourceHost
 ResourceAny = wc.ResourceAny

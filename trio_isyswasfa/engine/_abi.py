@@ -73,7 +73,7 @@ from ._types import (
     ValType,
     VariantType,
 )
-from ._values import Err, Ok, Record, Variant
+from ._values import Err, Ok, ReadInto, Record, Variant
 
 STRING_ENCODINGS = ("utf8", "utf16", "latin1+utf16")
 
@@ -173,6 +173,19 @@ class AbiContext:
             raise _trap(f"realloc returned {ptr:#x}, not aligned to {align}")
         if ptr + size > len(buf):
             raise _trap(f"realloc returned {ptr:#x}, but {size} bytes there are out of bounds")
+        return ptr
+
+    def shrink(self, ptr: int, old_size: int, align: int, new_size: int) -> int:
+        """``realloc(ptr, old_size, align, new_size)`` to a smaller, non-empty block,
+        checked as :meth:`alloc` checks."""
+        memory = self.memory
+        assert memory is not None  # alloc made the block
+        ptr = memory.realloc(ptr, old_size, align, new_size) & _M32
+        buf = self.buf = memory.view()
+        if ptr & (align - 1):
+            raise _trap(f"realloc returned {ptr:#x}, not aligned to {align}")
+        if ptr + new_size > len(buf):
+            raise _trap(f"realloc returned {ptr:#x}, but {new_size} bytes there are out of bounds")
         return ptr
 
 
@@ -486,7 +499,23 @@ def _string_abi(t: PrimType, encoding: str) -> TypeAbi:
 
 # -- lists ------------------------------------------------------------------------------
 
-_BYTES_CLASSES = frozenset({bytes, bytearray, memoryview})
+_BYTES_CLASSES = frozenset({bytes, bytearray, memoryview, ReadInto})
+
+
+def _read_into(cx: AbiContext, t: ListType, v: ReadInto) -> tuple[int, int]:
+    """Lower a :class:`ReadInto`: allocate its size, let it fill the block in place
+    (one copy: from its source straight into linear memory), shrink the block to what
+    it wrote."""
+    size = v.size
+    if type(size) is not int or not 0 <= size <= MAX_LIST_BYTE_LENGTH:
+        raise _bad_value(t, v, "size out of range")
+    p = cx.alloc(1, size)
+    n = v.fill(cx.buf[p : p + size])
+    if type(n) is not int or not 0 <= n <= size:
+        raise _bad_value(t, v, f"filled {n!r} of {size} bytes")
+    if 0 < n < size:
+        p = cx.shrink(p, size, 1, n)
+    return p, n
 
 
 def _list_abi(t: ListType, encoding: str) -> TypeAbi:
@@ -558,6 +587,8 @@ def _list_range(
             return bytes(buf[p : p + n])
 
         def write_bytes(cx: AbiContext, v: Any) -> tuple[int, int]:
+            if type(v) is ReadInto:
+                return _read_into(cx, t, v)
             if type(v) not in _BYTES_CLASSES:
                 raise _bad_value(t, v, "not bytes")
             n = len(v) if type(v) is not memoryview else v.nbytes

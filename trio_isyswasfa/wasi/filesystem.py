@@ -8,10 +8,16 @@ opened through it, refuses every change with ``error-code::read-only``. Permissi
 pass down: a directory opened with ``open-at`` may be changed exactly when the one it
 was opened from may (as in wasmtime), whatever ``descriptor-flags`` it asked for.
 
-Reads and writes through streams move data in a worker thread while the guest awaits
-the stream's pollable, so a guest streaming a huge file leaves the event loop free;
-the direct calls (``read``, ``write``, ``stat``, ``open-at``…) run on the loop's
-thread, bounded to one chunk each, because a WASI 0.2 host function cannot suspend.
+Streams over a regular file move up to :data:`FILE_CHUNK` bytes per call. A read
+runs on the event loop's thread, where a worker thread's round trip would cost more
+than the copy: it takes what the page cache holds (``RWF_NOWAIT``: it never waits for
+the disk) straight into the guest's memory (:class:`~trio_isyswasfa._engine.ReadInto`),
+and leaves what the cache does not hold to a worker thread while the guest awaits the
+stream's pollable. Writes go out when the guest flushes, up to 64 KiB at once on the
+loop's thread, more in a worker thread (a write may wait for the kernel). Streams over
+anything else (a FIFO, a device) and the direct calls (``read``, ``write``, ``sync``,
+``open-at``…) move data in a worker thread while the guest waits, so a guest reading
+a FIFO or a huge directory leaves the event loop free.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 
 import anyio
 
-from .._engine import Blocking, ResourceKind, own, record
+from .._engine import Blocking, ReadInto, ResourceKind, own, record
 from .._errors import HostProtocolError, WasiError
 from ._context import WasiContext
 from ._sandbox import beneath, error_from_os, names_directory
@@ -36,6 +42,7 @@ from .io import (
     CHUNK,
     ErrorObject,
     HostWaits,
+    StreamClosed,
     StreamFailed,
     ThreadedInputStream,
     ThreadedOutputStream,
@@ -46,6 +53,15 @@ TYPES = "wasi:filesystem/types"
 PREOPENS = "wasi:filesystem/preopens"
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# A read that never waits for the disk (Linux ≥ 4.14): what the page cache holds, else
+# EAGAIN. Without it, regular files are read in a worker thread, as other files are.
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
+
+FILE_CHUNK = 1 << 20
+"""Bytes a stream over a regular file moves per call on the event loop's thread: a
+memory copy of at most 1 MiB (0.1 to 0.5 ms on the reference machine, about what one
+guest call costs us anyway), large enough that the call's own cost is a few percent
+of the copy's. Guests asking for more get this much per call."""
 _WRITE_FLAGS = frozenset({"write"})
 _MUTATING_OPEN = frozenset({"create", "truncate"})
 
@@ -169,12 +185,29 @@ def _stat(st: os.stat_result) -> Any:
 
 
 class FileInputStream(ThreadedInputStream):
-    """``read-via-stream``: reads a file from an offset, in a worker thread."""
+    """``read-via-stream``: reads a file from an offset.
+
+    A regular file is read on the loop's thread, up to :data:`FILE_CHUNK` bytes per
+    read, as far as the page cache holds it (``RWF_NOWAIT``), and into the guest's
+    memory itself when the guest reads (:meth:`read_into_guest`). A read that would
+    wait for the disk returns nothing, and waiting on the stream's pollable reads
+    the chunk in a worker thread, as for every other kind of file.
+    """
 
     def __init__(self, fd: int, offset: int) -> None:
-        super().__init__(self._read_at)
-        self._fd = os.dup(fd)
+        dup = os.dup(fd)
+        try:
+            regular = stat_mod.S_ISREG(os.fstat(dup).st_mode)
+        except OSError:
+            os.close(dup)
+            raise
+        self._inline = regular and _NOWAIT is not None
+        chunk = FILE_CHUNK if self._inline else CHUNK
+        super().__init__(self._read_at, chunk=chunk)
+        self.max_read = chunk
+        self._fd = dup
         self._offset = offset
+        self._probe = bytearray(1)
 
     def _read_at(self, n: int) -> bytes:
         data = os.pread(self._fd, n, self._offset)
@@ -187,19 +220,104 @@ class FileInputStream(ThreadedInputStream):
     def release(self) -> None:
         os.close(self._fd)
 
+    def read(self, n: int) -> bytes:
+        data = self.read_into_guest(n)
+        return data.to_bytes() if isinstance(data, ReadInto) else data
+
+    def read_into_guest(self, n: int) -> bytes | ReadInto:
+        if (
+            not self._inline
+            or n == 0
+            or self._buffer
+            or self._busy
+            or self._eof
+            or self._failure is not None
+        ):
+            return super().read(n)  # what a worker thread read, the end, a failure
+        assert _NOWAIT is not None
+        try:
+            want = min(n, os.fstat(self._fd).st_size - self._offset)
+            # is the first byte in the page cache? (the rest may not be: short reads)
+            cached = want > 0 and os.preadv(self._fd, [self._probe], self._offset, _NOWAIT)
+        except BlockingIOError:
+            return b""  # on disk: waiting on the pollable reads it in a worker thread
+        except OSError as exc:
+            self._failure = self.failure_from(exc)
+            return super().read(n)
+        if not cached:
+            self._eof = True
+            raise StreamClosed
+        return ReadInto(want, self._fill)
+
+    async def fill(self) -> None:
+        # what the page cache holds needs no worker thread (a guest that waits on the
+        # stream before reading it, as poll() does, finds it ready at once)
+        if not (self._inline and not self._busy and self._read_cached()):
+            await super().fill()
+
+    def _read_cached(self) -> bool:
+        """Buffer the next chunk if the page cache holds its start (or note the end or
+        a failure); whether it did."""
+        assert _NOWAIT is not None
+        try:
+            size = min(self._chunk, max(os.fstat(self._fd).st_size - self._offset, 1))
+            buf = bytearray(size)
+            n = os.preadv(self._fd, [buf], self._offset, _NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._settle(None, exc)
+            return True
+        self._offset += n
+        self._settle(bytes(buf[:n]), None)  # nothing: the end
+        self._signal.changed()
+        return True
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into the guest's block from the page cache: what it holds (at least its
+        first byte, which it held a moment ago; if that was just evicted, the disk is
+        read). A failure or a file cut short meanwhile is the next read's to report."""
+        assert _NOWAIT is not None
+        try:
+            try:
+                n = os.preadv(self._fd, [view], self._offset, _NOWAIT)
+            except BlockingIOError:
+                n = os.preadv(self._fd, [view], self._offset)
+        except OSError as exc:
+            self._failure = self.failure_from(exc)
+            return 0
+        self._offset += n
+        return n
+
 
 class FileOutputStream(ThreadedOutputStream):
-    """``write-via-stream`` / ``append-via-stream``: writes in a worker thread.
+    """``write-via-stream`` / ``append-via-stream``: writes in a worker thread while
+    the guest waits on a flush, except small flushes to a regular file.
 
-    A stream of a descriptor not opened for writing (``writable=False``) fails every
-    write with ``bad-descriptor``, whatever its host fd allows.
+    A regular file takes :data:`FILE_CHUNK` bytes per flush, and a flush of up to
+    ``CHUNK`` (64 KiB) goes into the page cache at once on the loop's thread (a worker
+    thread's round trip costs more than that copy); a larger one, which may wait for
+    the kernel to make room (dirty-page throttling: no write is sure not to wait), goes
+    through the worker thread, one round trip per MiB. Other files (a FIFO, a device)
+    take a chunk per flush, in the worker thread. A stream of a descriptor not opened
+    for writing (``writable=False``) fails every write with ``bad-descriptor``,
+    whatever its host fd allows.
     """
 
     def __init__(self, fd: int, offset: int | None, *, writable: bool = True) -> None:
         super().__init__()
-        self._fd = os.dup(fd)
+        dup = os.dup(fd)
+        try:
+            self._inline = stat_mod.S_ISREG(os.fstat(dup).st_mode)
+        except OSError:
+            os.close(dup)
+            raise
+        self._fd = dup
         self._offset = offset  # None: append
         self._writable = writable
+        if self._inline:
+            self.capacity = FILE_CHUNK
+            self.quick_write = CHUNK
 
     def write_now(self, data: bytes) -> None:
         if not self._writable:
@@ -219,7 +337,7 @@ class FileOutputStream(ThreadedOutputStream):
         return StreamFailed(str(exc), error_from_os(exc).code)
 
     def can_write_now(self) -> bool:
-        return True  # a few KiB into the page cache
+        return self._inline  # into the page cache; a FIFO's reader may not be reading
 
     def release(self) -> None:
         os.close(self._fd)

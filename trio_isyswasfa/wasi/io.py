@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import anyio
 import anyio.abc
 
-from .._engine import Blocking, Err, ResourceKind, own
+from .._engine import Blocking, Err, ReadInto, ResourceKind, own
 from .._errors import GuestProtocolError
 from ._context import WasiContext
 
@@ -109,11 +109,23 @@ class StreamFailed(Exception):
 
 
 class InputStream:
-    """A byte source for ``wasi:io/streams.input-stream``."""
+    """A byte source for ``wasi:io/streams.input-stream``.
+
+    ``max_read`` bounds one read (the guest may ask for more): what one host call may
+    hand over at once, on the event loop's thread.
+    """
+
+    max_read = CHUNK
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes without waiting (may be empty); raise StreamClosed at the end."""
         raise NotImplementedError
+
+    def read_into_guest(self, n: int) -> bytes | ReadInto:
+        """As :meth:`read`, for a read the guest receives: a stream that can read
+        straight into the guest's memory returns a :class:`ReadInto` (at least one
+        byte), which the engine fills as it lowers the result."""
+        return self.read(n)
 
     def subscribe(self) -> Pollable:
         return ReadyPollable()
@@ -218,9 +230,11 @@ class ThreadedInputStream(BufferedInputStream):
         read_chunk: Callable[[int], bytes],
         *,
         abandon: bool = False,
+        chunk: int = CHUNK,
     ) -> None:
         super().__init__()
         self._read_chunk = read_chunk  # returns b"" at the end; may raise OSError
+        self._chunk = chunk  # bytes per read in the worker thread
         self._abandon = abandon  # a read that may never return (a terminal) is abandoned
         self._busy = False
         self._signal = _Signal()
@@ -253,7 +267,7 @@ class ThreadedInputStream(BufferedInputStream):
 
     def _read_in_thread(self) -> None:
         try:
-            landed: tuple[bytes | None, OSError | None] = (self._read_chunk(CHUNK), None)
+            landed: tuple[bytes | None, OSError | None] = (self._read_chunk(self._chunk), None)
         except OSError as exc:
             landed = (None, exc)
         # RuntimeError: the event loop has ended (RunFinishedError): nobody is left to read
@@ -277,9 +291,11 @@ class ThreadedInputStream(BufferedInputStream):
 
 
 class BufferedOutputStream(OutputStream):
-    """Buffers writes up to one chunk and sends them (:meth:`send`) while the guest
-    waits on the stream's pollable (as a blocking flush does). A failed send is
-    reported by the next ``check-write``."""
+    """Buffers writes up to one chunk (``capacity`` bytes) and sends them
+    (:meth:`send`) while the guest waits on the stream's pollable (as a blocking flush
+    does). A failed send is reported by the next ``check-write``."""
+
+    capacity = CHUNK
 
     def __init__(self) -> None:
         self._pending = b""
@@ -298,7 +314,7 @@ class BufferedOutputStream(OutputStream):
 
     def check_write(self) -> int:
         self._check()
-        return 0 if self._busy else CHUNK - len(self._pending)
+        return 0 if self._busy else self.capacity - len(self._pending)
 
     def write(self, data: bytes) -> None:
         self._pending += data
@@ -330,11 +346,13 @@ class BufferedOutputStream(OutputStream):
 class ThreadedOutputStream(BufferedOutputStream):
     """Writes to a blocking sink (a file, the process's stdout) in a worker thread.
 
-    A small write that cannot block goes out on the loop's thread at once (a flush
-    of a print); otherwise the chunk is written in a worker thread when the guest
-    waits, and on the loop's thread when the guest drops the stream. Subclasses
-    define :meth:`write_now`.
+    A small write that cannot block (up to ``quick_write`` bytes) goes out on the
+    loop's thread at once (a flush of a print); otherwise the chunk is written in a
+    worker thread when the guest waits, and on the loop's thread when the guest drops
+    the stream. Subclasses define :meth:`write_now`.
     """
+
+    quick_write = QUICK_WRITE
 
     def __init__(self) -> None:
         super().__init__()
@@ -364,7 +382,7 @@ class ThreadedOutputStream(BufferedOutputStream):
     def flush(self) -> None:
         # a small write that cannot block (a print, a log line) goes out at once on this
         # thread: a worker thread's round trip costs far more than the write
-        if self._busy or not self._pending or len(self._pending) > QUICK_WRITE:
+        if self._busy or not self._pending or len(self._pending) > self.quick_write:
             return
         if not self.can_write_now():
             return
@@ -375,7 +393,7 @@ class ThreadedOutputStream(BufferedOutputStream):
             self._failure = self.failure_from(exc)
 
     def can_write_now(self) -> bool:
-        """Whether a write of up to QUICK_WRITE bytes would not block."""
+        """Whether a write of up to ``quick_write`` bytes would not block."""
         return False
 
     def close(self) -> None:
@@ -707,18 +725,23 @@ class WasiIo:
 
     def read(self, rep: int, n: int) -> Any:
         stream = self._input(rep)
-        return self._stream_op(lambda: stream.read(min(n, CHUNK)))
+        return self._stream_op(lambda: stream.read_into_guest(min(n, stream.max_read)))
 
     def blocking_read(self, rep: int, n: int) -> HostWaits:
         stream = self._input(rep)
-        return self._blocking_stream_op(lambda: _read_some(stream, min(n, CHUNK)))
+        return self._blocking_stream_op(
+            lambda: _read_some(stream, min(n, stream.max_read), stream.read_into_guest)
+        )
 
     def skip(self, rep: int, n: int) -> Any:
-        result = self.read(rep, n)
-        return result if isinstance(result, Err) else len(result)
+        stream = self._input(rep)
+        return self._stream_op(lambda: len(stream.read(min(n, stream.max_read))))
 
     def blocking_skip(self, rep: int, n: int) -> HostWaits:
-        result = yield from self.blocking_read(rep, n)
+        stream = self._input(rep)
+        result = yield from self._blocking_stream_op(
+            lambda: _read_some(stream, min(n, stream.max_read))
+        )
         return result if isinstance(result, Err) else len(result)
 
     def subscribe_input(self, rep: int) -> Any:
@@ -852,9 +875,13 @@ def until_ready(pollable: Pollable) -> HostWaits:
         yield functools.partial(wait_ready, pollable)
 
 
-def _read_some(stream: InputStream, n: int) -> HostWaits:
-    """At least one byte (up to ``n``), waiting for it; StreamClosed at the end."""
-    while not (data := stream.read(n)):
+def _read_some(
+    stream: InputStream, n: int, read: Callable[[int], bytes | ReadInto] | None = None
+) -> HostWaits:
+    """At least one byte (up to ``n``), waiting for it; StreamClosed at the end.
+    ``read`` is how (``stream.read`` by default; a :class:`ReadInto` holds a byte)."""
+    read = read or stream.read
+    while not (data := read(n)):
         yield from until_ready(stream.subscribe())
     return data
 
