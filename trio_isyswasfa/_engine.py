@@ -143,12 +143,22 @@ class HostOwn(ResourceHost):
     a pending guest task's host cost in resource bookkeeping).
     """
 
-    __slots__ = ("_made", "rep", "type")
+    __slots__ = ("_kind", "_made", "_rep")
 
     def __init__(self, rep: int, kind: int) -> None:  # not ResourceHost's (it refuses)
-        self.rep = rep
-        self.type = kind
+        self._rep = rep
+        self._kind = kind
         self._made = False
+
+    @property
+    def rep(self) -> int:
+        """The host's rep for the resource."""
+        return self._rep
+
+    @property
+    def type(self) -> int:
+        """The resource kind (:class:`ResourceKind`)."""
+        return self._kind
 
     @property
     def owned(self) -> bool:
@@ -159,7 +169,7 @@ class HostOwn(ResourceHost):
         """wasmtime's handle, made on first use."""
         if not self._made:
             self._made = True
-            self._set_ptr(ResourceHost.own(self.rep, self.type)._consume())
+            self._set_ptr(ResourceHost.own(self._rep, self._kind)._consume())
         return super().ptr()
 
 

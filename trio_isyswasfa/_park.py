@@ -12,7 +12,7 @@ directly; on other backends they are anyio's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -60,6 +60,19 @@ def cancel_scope(on_trio: bool) -> Scope:
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
 
 
+class _Done:
+    """An awaitable that returns at once (no checkpoint)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that yields nothing
+
+
+_DONE = _Done()
+
+
 class Waiter:
     """Wakes one task, once per :meth:`set`; re-armed by each :meth:`wait`.
 
@@ -75,21 +88,27 @@ class Waiter:
         self._flag = False
         self._event: anyio.Event | None = None  # other backends
 
-    async def wait(self) -> None:
-        """Return at the next :meth:`set` (at once if one came since the last wait)."""
+    def wait(self) -> Awaitable[None]:
+        """Return at the next :meth:`set` (at once if one came since the last wait).
+
+        Await it at once. On trio it is trio's own park, without a coroutine frame of
+        ours: every pending call holds one while it waits.
+        """
         if self._flag:
             self._flag = False
-            return
+            return _DONE
         if not self._trio:
-            self._event = anyio.Event()
-            try:
-                await self._event.wait()
-            finally:
-                self._event = None
-                self._flag = False
-            return
+            return self._wait_event()
         self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (awaited by the caller)
+
+    async def _wait_event(self) -> None:
+        self._event = anyio.Event()
+        try:
+            await self._event.wait()
+        finally:
+            self._event = None
+            self._flag = False
 
     def _abort(self, _raise_cancel: Any) -> Any:
         self._task = None
