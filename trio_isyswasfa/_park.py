@@ -12,7 +12,7 @@ directly; on other backends they are anyio's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -60,19 +60,6 @@ def cancel_scope(on_trio: bool) -> Scope:
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
 
 
-class _Done:
-    """An awaitable that returns at once (no checkpoint)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # a generator that yields nothing
-
-
-_DONE = _Done()
-
-
 class Waiter:
     """Wakes one task, once per :meth:`set`; re-armed by each :meth:`wait`.
 
@@ -88,27 +75,21 @@ class Waiter:
         self._flag = False
         self._event: anyio.Event | None = None  # other backends
 
-    def wait(self) -> Awaitable[None]:
-        """Return at the next :meth:`set` (at once if one came since the last wait).
-
-        Await it at once. On trio it is trio's own park, without a coroutine frame of
-        ours: every pending call holds one while it waits.
-        """
+    async def wait(self) -> None:
+        """Return at the next :meth:`set` (at once if one came since the last wait)."""
         if self._flag:
             self._flag = False
-            return _DONE
+            return
         if not self._trio:
-            return self._wait_event()
+            self._event = anyio.Event()
+            try:
+                await self._event.wait()
+            finally:
+                self._event = None
+                self._flag = False
+            return
         self._task = trio.lowlevel.current_task()
-        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (awaited by the caller)
-
-    async def _wait_event(self) -> None:
-        self._event = anyio.Event()
-        try:
-            await self._event.wait()
-        finally:
-            self._event = None
-            self._flag = False
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
 
     def _abort(self, _raise_cancel: Any) -> Any:
         self._task = None
