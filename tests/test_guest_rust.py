@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 import trio_isyswasfa
 
@@ -56,3 +58,22 @@ async def test_panic_is_a_trap_carrying_its_message(
     assert "panicked at tests/guests/rust-cases/src/lib.rs:" in message
     assert "unreachable" in message  # and the wasm trap it became
     assert b"boom at the guest" in b"".join(written)
+
+
+async def test_sleeping_tasks_share_one_host_timer(
+    rust_cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    """N spawned tasks sleeping at once cost the host a clock read each, not an await
+    each: the guest's timer queue waits on one pollable for the earliest deadline."""
+
+    async def listens(n: int) -> int:
+        async with trio_isyswasfa.open_instance(rust_cases_component, imports=NO_HOST) as inst:
+            assert await inst.call(CASES, "gather-sleeps", n, 100) == n
+            stats = inst.statistics()
+            assert stats.host_tasks_running == stats.tasks == 0
+            return stats.listens
+
+    small, large = await listens(50), await listens(200)
+    # one await per deadline the timer armed for (each sleep was one before: n of them)
+    assert small <= 3
+    assert large <= 3

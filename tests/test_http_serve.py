@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -329,6 +330,33 @@ class TestInstancePolicies:
         assert replies["waits"] == (200, "waits")
         stats = await settled(app)
         assert (stats.rejected, stats.completed, stats.instances_opened) == (1, 2, 1)
+
+    async def test_the_listen_backlog_is_ours_not_hypercorns(
+        self,
+        nursery: trio.Nursery,
+        service_component: trio_isyswasfa.Component,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # hypercorn listens again on the sockets it is given, with its own backlog (100):
+        # past it the kernel drops handshakes and resets clients that sent a request
+        backlogs: list[int] = []
+        listen = socket.socket.listen
+
+        def recording(sock: socket.socket, backlog: int) -> None:
+            backlogs.append(backlog)
+            listen(sock, backlog)
+
+        monkeypatch.setattr(socket.socket, "listen", recording)
+        app = ComponentApp(service_component)
+        urls: list[str] = await nursery.start(
+            lambda task_status: trio_isyswasfa.http.serve(
+                app, bind=["127.0.0.1:0"], access_log=False, backlog=777, task_status=task_status
+            )
+        )
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{urls[0]}/")).status_code == 200
+        assert backlogs
+        assert set(backlogs) == {777}
 
     def test_max_waiting_is_not_negative(self, service_component: trio_isyswasfa.Component) -> None:
         with pytest.raises(ValueError, match="max_waiting"):

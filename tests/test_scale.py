@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+import wasmtime.component
 from conftest import CASES_IMPORTS
 
 import trio_isyswasfa
@@ -87,6 +88,31 @@ async def test_guest_tasks_sleeping_together_share_one_host_timer(
         assert stats.host_tasks_started == 0
         assert stats.timer_wakeups <= 2
         assert stats.poll_calls <= 6
+
+
+async def test_handles_for_guests_are_made_in_wasmtime_only_for_the_stock_engine(
+    cases_component: trio_isyswasfa.Component,
+    autojump_clock: trio.testing.MockClock,
+    engine: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each sleeping guest task gets host handles (pending, ready): our own engine lowers
+    # their reps; only wasmtime-py's component API needs wasmtime's handle objects
+    made = 0
+    real_own = wasmtime.component.ResourceHost.own
+
+    def counting_own(rep: int, ty: int) -> wasmtime.component.ResourceHost:
+        nonlocal made
+        made += 1
+        return real_own(rep, ty)
+
+    monkeypatch.setattr(wasmtime.component.ResourceHost, "own", counting_own)
+    n = 40
+    await _cases_stats(cases_component, "gather-pollable-sleeps", n, 100)
+    if engine == "own":
+        assert made == 0
+    else:
+        assert made >= n
 
 
 async def test_concurrent_calls_each_awaiting_a_pollable_cost_the_host_linearly(

@@ -10,6 +10,7 @@ use crate::bindings::isyswasfa::isyswasfa::isyswasfa::{Pending, Ready};
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::io::poll::Pollable;
 use crate::runtime::await_ready;
+use crate::timers;
 
 /// Wait until a `wasi:io/poll.pollable` is ready, letting other tasks run.
 ///
@@ -21,11 +22,16 @@ pub async fn wait_pollable(pollable: &Pollable) {
     }
 }
 
-/// Sleep for `duration` on a monotonic-clock pollable.
+/// Sleep for `duration` on the monotonic clock.
+///
+/// Sleeps share one host timer (see `timers`): a sleep costs one clock read, however
+/// many tasks sleep at once.
 pub async fn sleep(duration: Duration) {
     let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-    let pollable = monotonic_clock::subscribe_duration(ns);
-    wait_pollable(&pollable).await;
+    if ns == 0 {
+        return;
+    }
+    timers::sleep_until(monotonic_clock::now().saturating_add(ns)).await;
 }
 
 /// Call a lowered async import: `start` is the outcome of its `-isyswasfa-start`

@@ -31,6 +31,7 @@ mod io;
 mod panic;
 mod runtime;
 pub mod streams;
+mod timers;
 
 #[doc(hidden)]
 pub use paste as __paste;

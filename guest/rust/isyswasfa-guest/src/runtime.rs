@@ -121,6 +121,8 @@ fn task_done(id: TaskId, outcome: Outcome) {
             s.outputs.push(PollOutput::Ready(PollOutputReady { state: fid, ready }));
         } else if outcome.is::<Spawned>() {
             s.spawned -= 1;
+        } else if outcome.is::<crate::timers::DriverDone>() {
+            // the sleeps' timer: nobody awaits it
         } else {
             s.finished_early.insert(id, outcome);
         }
