@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 from conftest import JABBERWOCKY, start_server
-from test_http_serve import RawClient, pattern
+from test_http_serve import RawClient, eventually, pattern
 from test_wasi_cli import wat_command
 
 import trio_isyswasfa
@@ -31,6 +31,39 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 def proxy_component() -> trio_isyswasfa.Component:
     wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
     return trio_isyswasfa.load_component(wasm)
+
+
+async def asgi_get(app: ComponentApp, path: str) -> bytes:
+    """One GET straight into the ASGI app; the body it answered."""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+    asked = False
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep_forever()  # the client stays
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))  # type: ignore[arg-type]
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return b"".join(body)
 
 
 async def settled(app: ComponentApp) -> trio_isyswasfa.http.ServerStatistics:
@@ -183,7 +216,68 @@ class TestInstancePolicies:
             for _ in range(3):
                 assert (await client.get(f"{url}/hello")).text == "hello, world!\n"
         stats = await settled(app)
-        assert (stats.completed, stats.instances_opened) == (3, opened)
+        # per-request: spares opened ahead and not used yet are no request's
+        assert (stats.completed, stats.instances_opened - stats.spare_instances) == (3, opened)
+
+    @pytest.mark.parametrize(
+        ("policy", "spares", "counts"),
+        [
+            ("per-request", 2, ["1", "1", "1", "1"]),
+            ("per-request", 0, ["1", "1", "1", "1"]),
+            ("pooled", 2, ["1", "2", "3", "4"]),
+        ],
+    )
+    async def test_per_request_gives_each_request_a_fresh_instance(
+        self,
+        nursery: trio.Nursery,
+        proxy_component: trio_isyswasfa.Component,
+        policy: str,
+        spares: int,
+        counts: list[str],
+    ) -> None:
+        # the guest counts the requests its instance handled: 1 in a fresh one
+        app = ComponentApp(
+            proxy_component,
+            instances=policy,  # type: ignore[arg-type]
+            spare_instances=spares,
+        )
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            got = [(await client.get(f"{url}/count")).text.strip() for _ in range(4)]
+        assert got == counts
+        stats = await settled(app)
+        if policy == "per-request":
+            assert stats.instances_opened - stats.spare_instances == 4
+            assert stats.spare_instances <= spares
+
+    async def test_spare_instances_are_opened_ahead_and_closed_at_shutdown(
+        self, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(proxy_component, instances="per-request", spare_instances=2)
+        to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+        app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+                await to_app.send({"type": "lifespan.startup"})
+                assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+                await eventually(lambda: app.statistics().spare_instances == 2)
+                assert await asgi_get(app, "/count") == b"1\n"
+                assert await asgi_get(app, "/count") == b"1\n"
+                # each taken spare is replaced in the background
+                await eventually(lambda: app.statistics().spare_instances == 2)
+                await eventually(lambda: app.statistics().instances_closed == 2)
+                assert app.statistics().instances_opened == 4
+                await to_app.send({"type": "lifespan.shutdown"})
+                assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+        stats = app.statistics()
+        assert (stats.instances_opened, stats.instances_closed, stats.spare_instances) == (4, 4, 0)
+
+    async def test_spare_instances_must_not_be_negative(
+        self, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        with pytest.raises(ValueError, match="spare_instances must not be negative"):
+            ComponentApp(proxy_component, instances="per-request", spare_instances=-1)
 
     async def test_concurrent_requests_each_get_an_instance(
         self, nursery: trio.Nursery, proxy_component: trio_isyswasfa.Component
