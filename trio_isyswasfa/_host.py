@@ -266,7 +266,10 @@ class Instance:
         self._http_p2: WasiHttpP2 | None = None
         if any(interface_key(i).endswith("@0.2") for i in component.imports):
             self._http_p2 = WasiHttpP2(
-                self._wasi, wasi.http_outgoing, lambda work: self._sched.spawn(work)
+                self._wasi,
+                wasi.http_outgoing,
+                lambda work: self._sched.spawn(work),
+                plain_handles=component._loaded.engine == "own",
             )
         self._engine = component._loaded.instantiate(self._resolve, limits)
         self._sched = Scheduler(

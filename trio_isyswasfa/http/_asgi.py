@@ -335,6 +335,10 @@ class ComponentApp:
             finally:
                 outparam.export_returned()
                 returned.set()
+                # the guest writes no more: a body it left unfinished is cut off
+                answer = outparam.response
+                if isinstance(answer, OutgoingResponse) and answer.body is not None:
+                    answer.body.abort("handle returned before it finished the response body")
 
         body: OutgoingBody | None = None
         async with anyio.create_task_group() as call:
@@ -352,7 +356,6 @@ class ComponentApp:
             else:
                 state.started = True
                 body = answer.body or OutgoingBody.empty()
-                call.start_soon(_end_body_on_return, returned, body)
                 await _send_proxy_response(scope, send, answer, body, state.sent)
             await returned.wait()
         # raised here, not in the task group: they come out as themselves
@@ -612,12 +615,6 @@ async def _until_committed(
         or (body is not None and (body.pipe.buffer or body.state != "open"))
     ):
         await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
-
-
-async def _end_body_on_return(returned: anyio.Event, body: OutgoingBody) -> None:
-    """Once ``handle`` returned, the guest writes no more: an unfinished body is cut off."""
-    await returned.wait()
-    body.abort("handle returned before it finished the response body")
 
 
 @dataclass
