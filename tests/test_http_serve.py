@@ -527,6 +527,7 @@ class TestCli:
         [
             (["--addr", "nonsense"], "bad address 'nonsense': expected HOST:PORT"),
             (["--addr", "127.0.0.1:99999"], "bad address"),
+            (["--spare-instances", "-1"], "--spare-instances must not be negative"),
         ],
     )
     def test_bad_addresses(
