@@ -273,6 +273,29 @@ class TestInstancePolicies:
         stats = app.statistics()
         assert (stats.instances_opened, stats.instances_closed, stats.spare_instances) == (4, 4, 0)
 
+    async def test_an_instance_that_cannot_open_fails_its_request_not_the_server(
+        self, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        # a Python guest's memory does not fit: neither spares nor requests' instances open
+        app = ComponentApp(
+            proxy_component,
+            instances="per-request",
+            limits=trio_isyswasfa.Limits(max_memory=1 << 20),
+        )
+        to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+        app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+                await to_app.send({"type": "lifespan.startup"})
+                assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+                for _ in range(2):
+                    assert await asgi_get(app, "/hello") == b"the component failed\n"
+                await to_app.send({"type": "lifespan.shutdown"})
+                assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+        stats = app.statistics()
+        assert (stats.failed, stats.instances_opened, stats.spare_instances) == (2, 0, 0)
+
     async def test_spare_instances_must_not_be_negative(
         self, proxy_component: trio_isyswasfa.Component
     ) -> None:

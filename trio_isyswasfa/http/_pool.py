@@ -16,6 +16,7 @@ request does not wait for one to open unless requests come faster than they do.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -23,10 +24,13 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._errors import IsyswasfaError
 from .._host import Component, Instance, open_instance
 from .._limits import Limits
 from ..wasi import WasiConfig
 from ._background import BackgroundTasks
+
+log = logging.getLogger("trio_isyswasfa.http")
 
 
 class _Slot:
@@ -138,7 +142,12 @@ class FreshInstances(_Opener):
                 # one at a time, after the requests that wait on the event loop: opening
                 # is synchronous work that a request needing one now must not queue behind
                 await anyio.lowlevel.checkpoint()
-                self._ready.append(await self._open_one())
+                try:
+                    self._ready.append(await self._open_one())
+                except IsyswasfaError as exc:
+                    # requests open their own, and fail as they would have (500)
+                    log.error("cannot open a spare instance, opening none ahead: %s", exc)
+                    return
             self._wanted = anyio.Event()
             await self._wanted.wait()
 
