@@ -82,6 +82,9 @@ def example(name: str, language: str = "python") -> Path:
     return build_python_guest(here / "wit", name, "app", [here / "guest"])
 
 
+WARMUP = [2]  # seconds of wrk before each measurement (--warmup)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -167,7 +170,7 @@ def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[
     )
     try:
         wait_listening(port)
-        wrk(f"http://127.0.0.1:{port}/", 1, connections)  # warm up
+        wrk(f"http://127.0.0.1:{port}/", WARMUP[0], connections)  # warm up
         return wrk_cpu(f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
         proc.send_signal(2)
@@ -284,7 +287,7 @@ def measure_served(
             hello = hd.exchange(addr, hd.Exchange("hello", "GET", "/"))
             if (hello.status, hello.body) != (200, b"hello, world\n"):
                 return f"n/a (answers {hello.status} {hello.body[:20]!r})"
-            wrk(f"http://{addr}/", 1, connections)  # warm up
+            wrk(f"http://{addr}/", WARMUP[0], connections)  # warm up: the pool fills
             return wrk_cpu(f"http://{addr}/", seconds, connections)
     except hd.ServerFailed:
         return "n/a (host not supported)"
@@ -498,6 +501,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of load before each measurement (pooled instances open meanwhile)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-proxy", action="store_true")
     parser.add_argument("--skip-fan-out", action="store_true")
@@ -517,6 +526,7 @@ def main() -> None:
     )
     parser.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    WARMUP[0] = args.warmup
     if args.one_slow:
         import json
 
