@@ -131,8 +131,8 @@ class ComponentApp:
         counted in ``ServerStatistics.rejected``, so a flood of clients meets a bounded
         queue, not unbounded latency. 0: never wait.
       spare_instances: with ``"per-request"``, never-used instances kept open ahead of
-        requests (each is still used by one request only, then closed); 0: each
-        request opens its own when it arrives.
+        requests (each is still used by one request only, then closed), on top of
+        ``max_instances``; 0: each request opens its own when it arrives.
     """
 
     def __init__(
