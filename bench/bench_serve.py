@@ -25,6 +25,13 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
     python -m bench.bench_serve --skip-throughput --slow 200,1000   # no wrk needed
     python -m bench.bench_serve --skip-throughput --skip-fan-out --slow '' \
         --engines wasmtime,own --backends trio   # the proxy rows on both engines
+    python -m bench.bench_serve --in-process 10 --engines wasmtime,own   # no wrk needed
+
+``--in-process N`` sends hello requests to the proxy guests straight into the ASGI app
+(no HTTP, no hypercorn), N and 16N one after another, and prints the process's CPU
+time per request for ``pooled`` and ``per-request`` (without and with spare instances)
+on each engine, with the ratio to stock ``pooled``: what opening a fresh instance
+adds to a request, measured where the shared machine's load sways it least.
 """
 
 from __future__ import annotations
@@ -401,14 +408,19 @@ SLOW_LINES = 10  # lines of the body, 10 ms apart
 
 async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
     """One GET of the slow path, straight into the ASGI app; the body it answered."""
+    return await _asgi_get(app, SLOW_PATH, f"n={lines}")
+
+
+async def _asgi_get(app: ComponentApp, path: str, query: str = "") -> bytes:
+    """One GET straight into the ASGI app (the client stays); the body it answered."""
     scope = {
         "type": "http",
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": SLOW_PATH,
-        "raw_path": SLOW_PATH.encode(),
-        "query_string": f"n={lines}".encode(),
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
         "headers": [(b"host", b"bench")],
         "server": ("127.0.0.1", 80),
         "extensions": {},
@@ -430,6 +442,57 @@ async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
 
     await app(scope, receive, send)  # type: ignore[arg-type]
     return b"".join(body)
+
+
+async def _cpu_per_request(
+    component: trio_isyswasfa.Component, policy: str, spares: int, n: int
+) -> tuple[float, float]:
+    """CPU ms and guest ms per hello request into the ASGI app, one after another,
+    ``n`` requests after three to warm up."""
+    app = ComponentApp(
+        component,
+        instances=policy,  # type: ignore[arg-type]
+        spare_instances=spares,
+    )
+    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+        await to_app.send({"type": "lifespan.startup"})
+        await from_app.receive()
+        for _ in range(3):
+            await _asgi_get(app, "/")
+        guest = app.statistics().guest_seconds
+        cpu = time.process_time()
+        for _ in range(n):
+            assert (await _asgi_get(app, "/")).startswith(b"hello")
+        cpu = time.process_time() - cpu
+        guest = app.statistics().guest_seconds - guest
+        await to_app.send({"type": "lifespan.shutdown"})
+        await from_app.receive()
+    return cpu / n * 1e3, guest / n * 1e3
+
+
+def in_process(engines: tuple[str, ...], languages: tuple[str, ...], n: int) -> None:
+    """The host's CPU per request, without HTTP: hello requests straight into the ASGI
+    app, for each proxy guest, engine and policy; the ratio is to ``pooled`` on the
+    stock engine (what a request costs without opening an instance)."""
+    print("hello requests straight into the ASGI app, one after another (no HTTP, no")
+    print("hypercorn): CPU ms per request, guest ms of it (wall), ratio to stock pooled's CPU")
+    runs = [("pooled", 0), ("per-request", 0), ("per-request", 2)]
+    for language, path in proxy_components().items():
+        if language not in languages:
+            continue
+        for reps in (n, 16 * n):
+            base: float | None = None
+            for engine in ("wasmtime", *[e for e in engines if e != "wasmtime"]):
+                component = trio_isyswasfa.load_component(path, engine=engine)
+                for policy, spares in runs:
+                    cpu, guest = trio.run(_cpu_per_request, component, policy, spares, reps)
+                    base = base or cpu
+                    what = policy + (f", {spares} spares" if policy == "per-request" else "")
+                    label = f"{language}, {engine}, {what} (x{reps})"
+                    print(f"{label:52} {cpu:8.2f} {guest:8.2f} {cpu / base:6.2f}x", flush=True)
 
 
 async def slow_requests(policy: str, n: int, lines: int = SLOW_LINES) -> dict[str, float]:
@@ -524,9 +587,22 @@ def main() -> None:
     parser.add_argument(
         "--slow", default="200", help="comma-separated N for slow requests ('' for none)"
     )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU per hello request straight into the ASGI app, N and 16N requests "
+        "(each --engines, each --languages), then stop",
+    )
     parser.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     WARMUP[0] = args.warmup
+    if args.in_process:
+        in_process(
+            tuple(args.engines.split(",")), tuple(args.languages.split(",")), args.in_process
+        )
+        return
     if args.one_slow:
         import json
 
