@@ -19,6 +19,8 @@ from test_wasi_cli import wat_command
 
 import trio_isyswasfa
 import trio_isyswasfa.http
+from trio_isyswasfa.engine._core import live_host_funcs as core_live_host_funcs
+from trio_isyswasfa.engine._fiber import live_host_funcs as fiber_live_host_funcs
 from trio_isyswasfa.http import ComponentApp, HttpClient
 from trio_isyswasfa.testing import build_python_component
 
@@ -28,9 +30,9 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 
 
 @pytest.fixture(scope="session")
-def proxy_component() -> trio_isyswasfa.Component:
+def proxy_component(engine: str) -> trio_isyswasfa.Component:
     wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
-    return trio_isyswasfa.load_component(wasm)
+    return trio_isyswasfa.load_component(wasm, engine=engine)  # once per engine
 
 
 async def asgi_get(app: ComponentApp, path: str) -> bytes:
@@ -295,6 +297,20 @@ class TestInstancePolicies:
                 assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
         stats = app.statistics()
         assert (stats.failed, stats.instances_opened, stats.spare_instances) == (2, 0, 0)
+
+    async def test_closed_instances_leave_no_host_functions_behind(
+        self, nursery: trio.Nursery, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        # each host function's closure holds its instance: one left registered after
+        # the instance closed keeps the whole instance (its store, its memory) alive
+        before = (core_live_host_funcs(), fiber_live_host_funcs())
+        app = ComponentApp(proxy_component, instances="per-request", spare_instances=0)
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):  # /sleep: the guest waits in a blocking host function
+                assert (await client.get(f"{url}/sleep?ms=1")).text == "slept\n"
+        await eventually(lambda: app.statistics().instances_closed == 3)
+        assert (core_live_host_funcs(), fiber_live_host_funcs()) == before
 
     async def test_spare_instances_must_not_be_negative(
         self, proxy_component: trio_isyswasfa.Component

@@ -322,9 +322,13 @@ def _trap(trap_ret: Any, polling: _Polling | None, label: str, exc: BaseExceptio
 def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, cont):  # type: ignore[no-untyped-def]
     global _next_key
     start = time.perf_counter()
-    entry = _HOST_FUNCS[env or 0]
+    entry = _HOST_FUNCS.get(env or 0)
     cont.contents.callback = _fastcall.finished
     polling = _current
+    if entry is None:  # its store's host functions were released (the instance closed)
+        _trap(trap_ret, polling, "?", InstanceDead("the component instance was closed"))
+        _fastcall.clock.host += time.perf_counter() - start
+        return
     try:
         value = entry.fn(*[getattr(args[i].of, f) for i, f in enumerate(entry.param_fields)])
         if type(value) is GeneratorType:
@@ -401,6 +405,11 @@ def _forget_suspended(env):  # type: ignore[no-untyped-def]
 @CFUNCTYPE(None, c_void_p)
 def _forget_func(env):  # type: ignore[no-untyped-def]
     _HOST_FUNCS.pop(env or 0, None)
+
+
+def live_host_funcs() -> int:
+    """How many async host functions are registered (for leak checks)."""
+    return len(_HOST_FUNCS)
 
 
 # -- epoch deadlines for stores that take synchronous calls too -------------------------
@@ -486,6 +495,16 @@ class FiberStore:
             self.store.set_epoch_deadline(1)
         self._busy = False
         self._idle: anyio.Event | None = None
+        self._host_keys: list[int] = []  # of the host functions made in this store
+
+    def release_host_funcs(self) -> None:
+        """Forget the host functions made in this store: their closures usually hold
+        the store (through the instance they serve), and wasmtime drops them only with
+        the store, so without this the table here keeps every closed instance alive.
+        Calling one afterwards traps."""
+        for key in self._host_keys:
+            _HOST_FUNCS.pop(key, None)
+        self._host_keys.clear()
 
     def instantiate(self, module: wasmtime.Module, imports: Sequence[Any]) -> wasmtime.Instance:
         """A core instance of ``module`` in this store (see :func:`instantiate`)."""
@@ -499,6 +518,7 @@ class FiberStore:
         key = _next_key
         _next_key += 1
         _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
+        self._host_keys.append(key)
         linker = wasmtime.Linker(_engine.engine())
         error = ffi.wasmtime_linker_define_async_func(
             linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
@@ -726,4 +746,5 @@ __all__ = [
     "HostFunc",
     "Wait",
     "instantiate",
+    "live_host_funcs",
 ]
