@@ -23,11 +23,21 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 (``--slow 200,1000``; each policy in a fresh process for its peak RSS). Not run in CI.
 
     python -m bench.bench_serve --skip-throughput --slow 200,1000   # no wrk needed
+    python -m bench.bench_serve --skip-throughput --skip-fan-out --slow '' \
+        --engines wasmtime,own --backends trio   # the proxy rows on both engines
+    python -m bench.bench_serve --in-process 10 --engines wasmtime,own   # no wrk needed
+
+``--in-process N`` sends hello requests to the proxy guests straight into the ASGI app
+(no HTTP, no hypercorn), N and 16N one after another, and prints the process's CPU
+time per request for ``pooled`` and ``per-request`` (without and with spare instances)
+on each engine, with the ratio to stock ``pooled``: what opening a fresh instance
+adds to a request, measured where the shared machine's load sways it least.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import re
@@ -79,6 +89,9 @@ def example(name: str, language: str = "python") -> Path:
     return build_python_guest(here / "wit", name, "app", [here / "guest"])
 
 
+WARMUP = [2]  # seconds of wrk before each measurement (--warmup)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,8 +109,42 @@ def wait_listening(port: int) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
-    """Requests/s, p50 and p99 latency in ms."""
+def child_pids(pid: int | None = None) -> list[int]:
+    """The processes under ``pid`` (this one by default) now, children and theirs (the
+    server under test and its workers, taken before wrk starts)."""
+    pids = []
+    for task in Path(f"/proc/{pid or os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            for child in (task / "children").read_text().split():
+                pids += [int(child), *child_pids(int(child))]
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of processes ``pids`` so far (every thread of each)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(url: str, seconds: int, connections: int) -> tuple[float, ...]:
+    """Requests/s, p50 and p99 latency in ms, and the CPU ms the server (this process's
+    children before wrk starts) spent per request: a shared machine's other load
+    lowers requests/s far more than it raises CPU per request."""
+    server = child_pids()
+    before = cpu_seconds(server)
+    rps, p50, p99, requests = wrk(url, seconds, connections)
+    cpu = (cpu_seconds(server) - before) / max(requests, 1) * 1e3
+    return rps, p50, p99, cpu
+
+
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float, int]:
+    """Requests/s, p50 and p99 latency in ms, and the requests answered."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -105,6 +152,7 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     failed = re.search(r"Non-2xx or 3xx responses: \d+", out)
     if failed:  # requests/s of failures measures nothing
         print(f"warning: {url}: {failed.group(0)}", file=sys.stderr)
@@ -115,7 +163,7 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
         scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
         return float(m.group(1)) * scale
 
-    return rps, pct("50"), pct("99")
+    return rps, pct("50"), pct("99"), requests
 
 
 def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[float, ...]:
@@ -129,8 +177,8 @@ def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[
     )
     try:
         wait_listening(port)
-        wrk(f"http://127.0.0.1:{port}/", 1, connections)  # warm up
-        return wrk(f"http://127.0.0.1:{port}/", seconds, connections)
+        wrk(f"http://127.0.0.1:{port}/", WARMUP[0], connections)  # warm up
+        return wrk_cpu(f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
         proc.send_signal(2)
         try:
@@ -161,7 +209,7 @@ def bare_hypercorn(backend: str, seconds: int, connections: int) -> tuple[float,
     )
     print(
         f"{'bare hypercorn, hello app (' + backend + ')':52} "
-        f"{base[0]:8.0f} {base[1]:8.2f} {base[2]:8.2f} {'1.00x':>7}",
+        f"{base[0]:8.0f} {base[1]:8.2f} {base[2]:8.2f} {'1.00x':>7} {base[3]:9.2f} {'1.00x':>7}",
         flush=True,
     )
     return base
@@ -169,7 +217,12 @@ def bare_hypercorn(backend: str, seconds: int, connections: int) -> tuple[float,
 
 def print_header(seconds: int, connections: int) -> None:
     print(f"wrk -t1 -c{connections} -d{seconds}s, GET with an empty body, loopback")
-    print(f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}")
+    print(
+        f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7} "
+        f"{'CPU ms/r':>9} {'ratio':>7}"
+    )
+    print("(CPU ms/r: the server's CPU time per request, all its threads; its ratio is the")
+    print(" baseline's CPU per request over this one's, which the machine's other load sways less)")
 
 
 def throughput(seconds: int, connections: int) -> dict[str, tuple[float, ...]]:
@@ -205,6 +258,7 @@ def throughput(seconds: int, connections: int) -> dict[str, tuple[float, ...]]:
             label = f"serve service.wasm ({backend}, {policy}, max {most})"
             print(
                 f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
+                f" {ours[3]:9.2f} {base[3] / ours[3]:6.2f}x"
             )
     print("goal: serve >= 0.50x the bare server's requests/s")
     return baselines
@@ -240,34 +294,44 @@ def measure_served(
             hello = hd.exchange(addr, hd.Exchange("hello", "GET", "/"))
             if (hello.status, hello.body) != (200, b"hello, world\n"):
                 return f"n/a (answers {hello.status} {hello.body[:20]!r})"
-            wrk(f"http://{addr}/", 1, connections)  # warm up
-            return wrk(f"http://{addr}/", seconds, connections)
+            wrk(f"http://{addr}/", WARMUP[0], connections)  # warm up: the pool fills
+            return wrk_cpu(f"http://{addr}/", seconds, connections)
     except hd.ServerFailed:
         return "n/a (host not supported)"
 
 
 def proxy_throughput(
-    seconds: int, connections: int, baselines: dict[str, tuple[float, ...]]
+    seconds: int,
+    connections: int,
+    baselines: dict[str, tuple[float, ...]],
+    engines: tuple[str, ...] = ("wasmtime",),
+    backends: tuple[str, ...] = ("trio", "asyncio"),
+    languages: tuple[str, ...] = ("python", "rust", "js"),
 ) -> None:
-    """The hello route of the standard proxy guests: wasmtime serve and ours."""
+    """The hello route of the standard proxy guests: wasmtime serve and ours (on each of
+    ``engines``, each of ``backends``)."""
     if hd.missing_server("wasmtime"):
         print(f"(no wasmtime serve rows: {hd.missing_server('wasmtime')})")
     if not baselines:
         print_header(seconds, connections)
-        for backend in ("trio", "asyncio"):
+        for backend in backends:
             baselines[backend] = bare_hypercorn(backend, seconds, connections)
     print("wasi:http/proxy hello guests (GET /), ratio to bare hypercorn of the same worker")
     print("class (trio for wasmtime serve); wasmtime's default is an instance per request")
     for language, component in proxy_components().items():
-        default: float | None = None
+        if language not in languages:
+            continue
+        default: tuple[float, ...] | None = None
         runs: list[tuple[str, hd.Server, list[str], str]] = [
             ("default", "wasmtime", [], "trio"),
             ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio"),
         ]
-        for backend in ("trio", "asyncio"):
-            for policy in ("per-request", "pooled", "shared"):
-                extra = ["--backend", backend, "--instances", policy]
-                runs.append((f"{backend}, {policy}", "ours", extra, backend))
+        for engine in engines:
+            for backend in backends:
+                for policy in ("per-request", "pooled", "shared"):
+                    extra = ["--backend", backend, "--instances", policy, "--engine", engine]
+                    what = f"{backend}, {policy}" + (f", {engine}" if len(engines) > 1 else "")
+                    runs.append((what, "ours", extra, backend))
         for what, server, extra, backend in runs:
             label = f"{'wasmtime serve' if server == 'wasmtime' else 'serve'}, {language} ({what})"
             if server == "wasmtime" and hd.missing_server("wasmtime"):
@@ -276,14 +340,18 @@ def proxy_throughput(
             if isinstance(got, str):
                 print(f"{label:52} {got:>34}", flush=True)
                 continue
-            ratio = got[0] / baselines[backend][0]
+            base = baselines[backend]
             note = ""
             if server == "wasmtime" and not extra:
-                default = got[0]
+                default = got
             elif "per-request" in extra and default:
-                note = f"  {got[0] / default:.2f}x wasmtime's default"
+                note = (
+                    f"  {got[0] / default[0]:.2f}x wasmtime's default"
+                    f" ({default[3] / got[3]:.2f}x by CPU)"
+                )
             print(
-                f"{label:52} {got[0]:8.0f} {got[1]:8.2f} {got[2]:8.2f} {ratio:6.2f}x{note}",
+                f"{label:52} {got[0]:8.0f} {got[1]:8.2f} {got[2]:8.2f} {got[0] / base[0]:6.2f}x"
+                f" {got[3]:9.2f} {base[3] / got[3]:6.2f}x{note}",
                 flush=True,
             )
     print("goals: ours >= 0.50x bare hypercorn; per-request >= 2x wasmtime serve's default")
@@ -340,14 +408,19 @@ SLOW_LINES = 10  # lines of the body, 10 ms apart
 
 async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
     """One GET of the slow path, straight into the ASGI app; the body it answered."""
+    return await _asgi_get(app, SLOW_PATH, f"n={lines}")
+
+
+async def _asgi_get(app: ComponentApp, path: str, query: str = "") -> bytes:
+    """One GET straight into the ASGI app (the client stays); the body it answered."""
     scope = {
         "type": "http",
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": SLOW_PATH,
-        "raw_path": SLOW_PATH.encode(),
-        "query_string": f"n={lines}".encode(),
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
         "headers": [(b"host", b"bench")],
         "server": ("127.0.0.1", 80),
         "extensions": {},
@@ -369,6 +442,57 @@ async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
 
     await app(scope, receive, send)  # type: ignore[arg-type]
     return b"".join(body)
+
+
+async def _cpu_per_request(
+    component: trio_isyswasfa.Component, policy: str, spares: int, n: int
+) -> tuple[float, float]:
+    """CPU ms and guest ms per hello request into the ASGI app, one after another,
+    ``n`` requests after three to warm up."""
+    app = ComponentApp(
+        component,
+        instances=policy,  # type: ignore[arg-type]
+        spare_instances=spares,
+    )
+    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+        await to_app.send({"type": "lifespan.startup"})
+        await from_app.receive()
+        for _ in range(3):
+            await _asgi_get(app, "/")
+        guest = app.statistics().guest_seconds
+        cpu = time.process_time()
+        for _ in range(n):
+            assert (await _asgi_get(app, "/")).startswith(b"hello")
+        cpu = time.process_time() - cpu
+        guest = app.statistics().guest_seconds - guest
+        await to_app.send({"type": "lifespan.shutdown"})
+        await from_app.receive()
+    return cpu / n * 1e3, guest / n * 1e3
+
+
+def in_process(engines: tuple[str, ...], languages: tuple[str, ...], n: int) -> None:
+    """The host's CPU per request, without HTTP: hello requests straight into the ASGI
+    app, for each proxy guest, engine and policy; the ratio is to ``pooled`` on the
+    stock engine (what a request costs without opening an instance)."""
+    print("hello requests straight into the ASGI app, one after another (no HTTP, no")
+    print("hypercorn): CPU ms per request, guest ms of it (wall), ratio to stock pooled's CPU")
+    runs = [("pooled", 0), ("per-request", 0), ("per-request", 2)]
+    for language, path in proxy_components().items():
+        if language not in languages:
+            continue
+        for reps in (n, 16 * n):
+            base: float | None = None
+            for engine in ("wasmtime", *[e for e in engines if e != "wasmtime"]):
+                component = trio_isyswasfa.load_component(path, engine=engine)
+                for policy, spares in runs:
+                    cpu, guest = trio.run(_cpu_per_request, component, policy, spares, reps)
+                    base = base or cpu
+                    what = policy + (f", {spares} spares" if policy == "per-request" else "")
+                    label = f"{language}, {engine}, {what} (x{reps})"
+                    print(f"{label:52} {cpu:8.2f} {guest:8.2f} {cpu / base:6.2f}x", flush=True)
 
 
 async def slow_requests(policy: str, n: int, lines: int = SLOW_LINES) -> dict[str, float]:
@@ -440,14 +564,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of load before each measurement (pooled instances open meanwhile)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-proxy", action="store_true")
     parser.add_argument("--skip-fan-out", action="store_true")
     parser.add_argument(
+        "--engines",
+        default="wasmtime",
+        help="comma-separated engines our serve runs the proxy guests on (wasmtime,own)",
+    )
+    parser.add_argument(
+        "--backends", default="trio,asyncio", help="comma-separated worker classes (trio,asyncio)"
+    )
+    parser.add_argument(
+        "--languages", default="python,rust,js", help="the proxy guests to serve (python,rust,js)"
+    )
+    parser.add_argument(
         "--slow", default="200", help="comma-separated N for slow requests ('' for none)"
+    )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU per hello request straight into the ASGI app, N and 16N requests "
+        "(each --engines, each --languages), then stop",
     )
     parser.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    WARMUP[0] = args.warmup
+    if args.in_process:
+        in_process(
+            tuple(args.engines.split(",")), tuple(args.languages.split(",")), args.in_process
+        )
+        return
     if args.one_slow:
         import json
 
@@ -462,7 +617,14 @@ def main() -> None:
     if not args.skip_throughput:
         baselines = throughput(args.seconds, args.connections)
     if not args.skip_proxy:
-        proxy_throughput(args.seconds, args.connections, baselines)
+        proxy_throughput(
+            args.seconds,
+            args.connections,
+            baselines,
+            tuple(args.engines.split(",")),
+            tuple(args.backends.split(",")),
+            tuple(args.languages.split(",")),
+        )
     if not args.skip_fan_out:
         trio.run(fan_out)
         try:

@@ -14,11 +14,13 @@ import httpx
 import pytest
 import trio
 from conftest import JABBERWOCKY, get_at_once, settled, start_server
-from test_http_serve import RawClient, pattern
+from test_http_serve import RawClient, eventually, pattern
 from test_wasi_cli import wat_command
 
 import trio_isyswasfa
 import trio_isyswasfa.http
+from trio_isyswasfa.engine._core import live_host_funcs as core_live_host_funcs
+from trio_isyswasfa.engine._fiber import live_host_funcs as fiber_live_host_funcs
 from trio_isyswasfa.http import ComponentApp, HttpClient
 from trio_isyswasfa.testing import build_python_component
 
@@ -28,9 +30,42 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 
 
 @pytest.fixture(scope="session")
-def proxy_component() -> trio_isyswasfa.Component:
+def proxy_component(engine: str) -> trio_isyswasfa.Component:
     wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
-    return trio_isyswasfa.load_component(wasm)
+    return trio_isyswasfa.load_component(wasm, engine=engine)  # once per engine
+
+
+async def asgi_get(app: ComponentApp, path: str) -> bytes:
+    """One GET straight into the ASGI app; the body it answered."""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+    asked = False
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep_forever()  # the client stays
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))  # type: ignore[arg-type]
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return b"".join(body)
 
 
 @pytest.fixture
@@ -162,7 +197,105 @@ class TestInstancePolicies:
             for _ in range(3):
                 assert (await client.get(f"{url}/hello")).text == "hello, world!\n"
         stats = await settled(app)
-        assert (stats.completed, stats.instances_opened) == (3, opened)
+        # per-request: spares opened ahead and not used yet are no request's
+        assert (stats.completed, stats.instances_opened - stats.spare_instances) == (3, opened)
+
+    @pytest.mark.parametrize(
+        ("policy", "spares", "counts"),
+        [
+            ("per-request", 2, ["1", "1", "1", "1"]),
+            ("per-request", 0, ["1", "1", "1", "1"]),
+            ("pooled", 2, ["1", "2", "3", "4"]),
+        ],
+    )
+    async def test_per_request_gives_each_request_a_fresh_instance(
+        self,
+        nursery: trio.Nursery,
+        proxy_component: trio_isyswasfa.Component,
+        policy: str,
+        spares: int,
+        counts: list[str],
+    ) -> None:
+        # the guest counts the requests its instance handled: 1 in a fresh one
+        app = ComponentApp(
+            proxy_component,
+            instances=policy,  # type: ignore[arg-type]
+            spare_instances=spares,
+        )
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            got = [(await client.get(f"{url}/count")).text.strip() for _ in range(4)]
+        assert got == counts
+        stats = await settled(app)
+        if policy == "per-request":
+            assert stats.instances_opened - stats.spare_instances == 4
+            assert stats.spare_instances <= spares
+
+    async def test_spare_instances_are_opened_ahead_and_closed_at_shutdown(
+        self, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(proxy_component, instances="per-request", spare_instances=2)
+        to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+        app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+                await to_app.send({"type": "lifespan.startup"})
+                assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+                await eventually(lambda: app.statistics().spare_instances == 2)
+                assert await asgi_get(app, "/count") == b"1\n"
+                assert await asgi_get(app, "/count") == b"1\n"
+                # each taken spare is replaced in the background
+                await eventually(lambda: app.statistics().spare_instances == 2)
+                await eventually(lambda: app.statistics().instances_closed == 2)
+                assert app.statistics().instances_opened == 4
+                await to_app.send({"type": "lifespan.shutdown"})
+                assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+        stats = app.statistics()
+        assert (stats.instances_opened, stats.instances_closed, stats.spare_instances) == (4, 4, 0)
+
+    async def test_an_instance_that_cannot_open_fails_its_request_not_the_server(
+        self, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        # a Python guest's memory does not fit: neither spares nor requests' instances open
+        app = ComponentApp(
+            proxy_component,
+            instances="per-request",
+            limits=trio_isyswasfa.Limits(max_memory=1 << 20),
+        )
+        to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+        app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+                await to_app.send({"type": "lifespan.startup"})
+                assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+                for _ in range(2):
+                    assert await asgi_get(app, "/hello") == b"the component failed\n"
+                await to_app.send({"type": "lifespan.shutdown"})
+                assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+        stats = app.statistics()
+        assert (stats.failed, stats.instances_opened, stats.spare_instances) == (2, 0, 0)
+
+    async def test_closed_instances_leave_no_host_functions_behind(
+        self, nursery: trio.Nursery, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        # each host function's closure holds its instance: one left registered after
+        # the instance closed keeps the whole instance (its store, its memory) alive
+        before = (core_live_host_funcs(), fiber_live_host_funcs())
+        app = ComponentApp(proxy_component, instances="per-request", spare_instances=0)
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):  # /sleep: the guest waits in a blocking host function
+                assert (await client.get(f"{url}/sleep?ms=1")).text == "slept\n"
+        await eventually(lambda: app.statistics().instances_closed == 3)
+        assert (core_live_host_funcs(), fiber_live_host_funcs()) == before
+
+    async def test_spare_instances_must_not_be_negative(
+        self, proxy_component: trio_isyswasfa.Component
+    ) -> None:
+        with pytest.raises(ValueError, match="spare_instances must not be negative"):
+            ComponentApp(proxy_component, instances="per-request", spare_instances=-1)
 
     async def test_concurrent_requests_each_get_an_instance(
         self, nursery: trio.Nursery, proxy_component: trio_isyswasfa.Component

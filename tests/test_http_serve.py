@@ -261,7 +261,10 @@ class TestInstancePolicies:
         app = ComponentApp(service_component, instances="per-request")
         url = await start_server(nursery, app)
         await post_numbers(url, 3)
-        assert (await settled(app)).instances_opened == 3
+        stats = await settled(app)
+        # the spares opened ahead (two by default) are no request's yet
+        assert stats.instances_opened - stats.spare_instances == 3
+        assert stats.spare_instances <= 2
 
     async def test_requests_wait_for_one_of_max_instances(
         self, nursery: trio.Nursery, service_component: trio_isyswasfa.Component
@@ -544,6 +547,7 @@ class TestCli:
         [
             (["--addr", "nonsense"], "bad address 'nonsense': expected HOST:PORT"),
             (["--addr", "127.0.0.1:99999"], "bad address"),
+            (["--spare-instances", "-1"], "--spare-instances must not be negative"),
         ],
     )
     def test_bad_addresses(

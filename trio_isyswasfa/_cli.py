@@ -144,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
         "one per request, as wasmtime serve",
     )
     serve.add_argument(
+        "--spare-instances",
+        type=int,
+        default=2,
+        metavar="N",
+        help="with --instances per-request, never-used instances kept open ahead of "
+        "requests (default 2; each still serves one request); 0: each request opens its own",
+    )
+    serve.add_argument(
         "--max-instances",
         type=int,
         default=32,
@@ -251,6 +259,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise HostProtocolError(f"--max-instances must be at least 1, not {args.max_instances}")
     if args.max_waiting < 0:
         raise HostProtocolError(f"--max-waiting must not be negative, not {args.max_waiting}")
+    if args.spare_instances < 0:
+        raise HostProtocolError(
+            f"--spare-instances must not be negative, not {args.spare_instances}"
+        )
     addrs = args.addr or ["127.0.0.1:8080"]
     for addr in addrs:
         try:
@@ -263,6 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
         instances=args.instances,
         max_instances=args.max_instances,
         max_waiting=args.max_waiting,
+        spare_instances=args.spare_instances,
         limits=_limits(args),
         http_client=HttpClient(allow=args.allow_outgoing) if args.allow_outgoing else None,
     )

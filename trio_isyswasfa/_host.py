@@ -276,7 +276,10 @@ class Instance:
             from .http.wasi_http import WasiHttpP2  # the http package builds on this module
 
             self._http_p2 = WasiHttpP2(
-                self._wasi, wasi.http_outgoing, lambda work: self._sched.spawn(work)
+                self._wasi,
+                wasi.http_outgoing,
+                lambda work: self._sched.spawn(work),
+                plain_handles=component._loaded.engine == "own",
             )
         self._engine = component._loaded.instantiate(self._resolve, limits)
         self._sched = Scheduler(

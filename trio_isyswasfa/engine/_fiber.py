@@ -329,8 +329,9 @@ def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, con
     entry = _HOST_FUNCS.get(env or 0)
     cont.contents.callback = _fastcall.finished
     polling = _current
-    if entry is None:  # released with its instance
-        _trap(trap_ret, polling, "?", InstanceDead("the host function was released"))
+    if entry is None:  # its store's host functions were released (the instance closed)
+        _trap(trap_ret, polling, "?", InstanceDead("the component instance was closed"))
+        _fastcall.clock.host += time.perf_counter() - start
         return
     try:
         value = entry.fn(*[getattr(args[i].of, f) for i, f in enumerate(entry.param_fields)])
@@ -408,6 +409,11 @@ def _forget_suspended(env):  # type: ignore[no-untyped-def]
 @CFUNCTYPE(None, c_void_p)
 def _forget_func(env):  # type: ignore[no-untyped-def]
     _HOST_FUNCS.pop(env or 0, None)
+
+
+def live_host_funcs() -> int:
+    """How many async host functions are registered (for leak checks)."""
+    return len(_HOST_FUNCS)
 
 
 # -- epoch deadlines for stores that take synchronous calls too -------------------------
@@ -494,12 +500,13 @@ class FiberStore:
             self.store.set_epoch_deadline(1)
         self._busy = False
         self._idle: anyio.Event | None = None
-        self._host_keys: list[int] = []  # of this store's host functions
+        self._host_keys: list[int] = []  # of the host functions made in this store
 
     def release_host_funcs(self) -> None:
-        """Forget this store's host functions: their closures usually hold the store,
-        a cycle through this module that only this breaks (or every instance would stay
-        in memory). Calling one afterwards traps."""
+        """Forget the host functions made in this store: their closures usually hold
+        the store (through the instance they serve), and wasmtime drops them only with
+        the store, so without this the table here keeps every closed instance alive.
+        Calling one afterwards traps."""
         for key in self._host_keys:
             _HOST_FUNCS.pop(key, None)
         self._host_keys.clear()
@@ -744,4 +751,5 @@ __all__ = [
     "HostFunc",
     "Wait",
     "instantiate",
+    "live_host_funcs",
 ]

@@ -33,7 +33,7 @@ from .._limits import Limits
 from ..wasi import WasiConfig
 from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
 from ._client import HttpClient
-from ._pool import InstancePool
+from ._pool import FreshInstances, InstancePool
 from .types import (
     FORBIDDEN,
     Body,
@@ -66,7 +66,11 @@ class ServerStatistics:
       completed: requests whose response was sent in full.
       failed: requests that failed in the component (trap, error code, protocol error).
       cancelled: requests cancelled because the client went away.
-      instances_opened: instances opened so far (one per request with ``per-request``).
+      instances_opened: instances opened so far (one per request with ``per-request``,
+        and the spares opened ahead of requests).
+      instances_closed: instances closed so far.
+      spare_instances: with ``per-request``, instances opened ahead that no request
+        has used yet (``instances_opened - spare_instances`` requests got one).
       waiting: requests waiting for an instance (all ``max_instances`` are busy).
       rejected: requests answered 503 at once: every instance was busy and
         ``max_waiting`` requests waited already.
@@ -79,6 +83,8 @@ class ServerStatistics:
     failed: int = 0
     cancelled: int = 0
     instances_opened: int = 0
+    instances_closed: int = 0
+    spare_instances: int = 0
     waiting: int = 0
     rejected: int = 0
     guest_seconds: float = 0.0
@@ -113,9 +119,10 @@ class ComponentApp:
         off) and new ones go to another instance. ``"pooled"``: likewise, but each
         instance serves one request at a time. ``"per-request"``: a fresh instance for
         every request, as ``wasmtime serve`` does (full isolation, several
-        milliseconds more per request for a Python guest). Pooling needs the ASGI
-        lifespan protocol (hypercorn speaks it); without it, every request gets a
-        fresh instance.
+        milliseconds more per request for a Python guest; ``spare_instances`` are
+        opened ahead in the background, so a request seldom waits for its own).
+        Pooling and spares need the ASGI lifespan protocol (hypercorn speaks it);
+        without it, every request opens a fresh instance.
       per_instance: with ``"shared"``, requests one instance serves at once (16, as
         ``wasmtime serve`` for WASI 0.3); at most ``max_instances * per_instance``
         requests are served at once.
@@ -123,6 +130,9 @@ class ComponentApp:
         a request beyond them is answered at once with 503 (``Retry-After: 1``) and
         counted in ``ServerStatistics.rejected``, so a flood of clients meets a bounded
         queue, not unbounded latency. 0: never wait.
+      spare_instances: with ``"per-request"``, never-used instances kept open ahead of
+        requests (each is still used by one request only, then closed), on top of
+        ``max_instances``; 0: each request opens its own when it arrives.
     """
 
     def __init__(
@@ -137,6 +147,7 @@ class ComponentApp:
         max_instances: int = 32,
         per_instance: int = 16,
         max_waiting: int = 1024,
+        spare_instances: int = 2,
     ) -> None:
         if max_instances < 1:
             raise ValueError(f"max_instances must be at least 1, not {max_instances}")
@@ -144,6 +155,8 @@ class ComponentApp:
             raise ValueError(f"max_waiting must not be negative, not {max_waiting}")
         if per_instance < 1:
             raise ValueError(f"per_instance must be at least 1, not {per_instance}")
+        if spare_instances < 0:
+            raise ValueError(f"spare_instances must not be negative, not {spare_instances}")
         proxy = component.proxy_handler
         if instances is None:
             instances = "pooled" if proxy else "shared"
@@ -160,10 +173,11 @@ class ComponentApp:
         self.limits = limits
         self.max_instances = max_instances
         self.max_waiting = max_waiting
+        self.spare_instances = spare_instances
         self.per_instance = per_instance if instances == "shared" and not proxy else 1
         self._slots: anyio.CapacityLimiter | None = None  # made in the event loop
         self.instances = instances
-        self._pool: InstancePool | None = None
+        self._pool: InstancePool | FreshInstances | None = None
         exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
         if proxy is not None:
             self.interface = proxy
@@ -184,7 +198,9 @@ class ComponentApp:
 
     def statistics(self) -> ServerStatistics:
         """Counts of requests in flight, completed, failed and cancelled, and of instances."""
-        return dataclasses.replace(self._stats)
+        pool = self._pool
+        spares = pool.ready if isinstance(pool, FreshInstances) else 0
+        return dataclasses.replace(self._stats, spare_instances=spares)
 
     async def wait_idle(self) -> None:
         """Return once no request is in flight (a client can finish reading first)."""
@@ -319,6 +335,10 @@ class ComponentApp:
             finally:
                 outparam.export_returned()
                 returned.set()
+                # the guest writes no more: a body it left unfinished is cut off
+                answer = outparam.response
+                if isinstance(answer, OutgoingResponse) and answer.body is not None:
+                    answer.body.abort("handle returned before it finished the response body")
 
         body: OutgoingBody | None = None
         async with anyio.create_task_group() as call:
@@ -336,7 +356,6 @@ class ComponentApp:
             else:
                 state.started = True
                 body = answer.body or OutgoingBody.empty()
-                call.start_soon(_end_body_on_return, returned, body)
                 await _send_proxy_response(scope, send, answer, body, state.sent)
             await returned.wait()
         # raised here, not in the task group: they come out as themselves
@@ -392,13 +411,25 @@ class ComponentApp:
     def _count_open(self) -> None:
         self._stats.instances_opened += 1
 
+    def _count_close(self) -> None:
+        self._stats.instances_closed += 1
+
     def _instance(self) -> AbstractAsyncContextManager[Instance]:
         if self._pool is not None:
             return self._pool.lend()
-        self._stats.instances_opened += 1
-        return open_instance(
+        return self._fresh_instance()
+
+    @asynccontextmanager
+    async def _fresh_instance(self) -> AsyncIterator[Instance]:
+        """An instance of its own for one request, without a pool (no lifespan)."""
+        async with open_instance(
             self.component, wasi=self.wasi, cancel_grace=self.cancel_grace, limits=self.limits
-        )
+        ) as instance:
+            self._count_open()
+            try:
+                yield instance
+            finally:
+                self._count_close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         # hypercorn's trio worker fails at start-up if the app ignores lifespan
@@ -417,6 +448,19 @@ class ComponentApp:
                         limits=self.limits,
                         per_instance=self.per_instance,
                         on_open=self._count_open,
+                        on_close=self._count_close,
+                    )
+                )
+            elif self.spare_instances:
+                self._pool = await stack.enter_async_context(
+                    FreshInstances(
+                        self.component,
+                        wasi=self.wasi,
+                        cancel_grace=self.cancel_grace,
+                        limits=self.limits,
+                        spares=self.spare_instances,
+                        on_open=self._count_open,
+                        on_close=self._count_close,
                     )
                 )
             await send({"type": "lifespan.startup.complete"})
@@ -571,12 +615,6 @@ async def _until_committed(
         or (body is not None and (body.pipe.buffer or body.state != "open"))
     ):
         await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
-
-
-async def _end_body_on_return(returned: anyio.Event, body: OutgoingBody) -> None:
-    """Once ``handle`` returned, the guest writes no more: an unfinished body is cut off."""
-    await returned.wait()
-    body.abort("handle returned before it finished the response body")
 
 
 @dataclass

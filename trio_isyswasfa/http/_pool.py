@@ -1,4 +1,4 @@
-"""Instances kept warm between requests.
+"""Instances kept warm between requests, or opened ahead of them.
 
 A fresh instance of a Python guest costs about 2.5 ms to open and its first call
 several more (CPython finishes initialising inside it), while a call into a warm one
@@ -8,20 +8,29 @@ open in its own task group and lends each to up to ``per_instance`` requests at 
 ``wasmtime serve`` does with WASI 0.3). An instance that failed (a trap, a protocol
 error, an unconfirmed cancellation) is never lent again, and is closed once the
 requests it had in flight are over (they fail: the server answers 500).
+
+:class:`FreshInstances` serves the ``per-request`` policy: every request still gets an
+instance no request has used, but a few are opened ahead in the background, so a
+request does not wait for one to open unless requests come faster than they do.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
+from .._errors import IsyswasfaError
 from .._host import Component, Instance, open_instance
 from .._limits import Limits
 from ..wasi import WasiConfig
 from ._background import BackgroundTasks
+
+log = logging.getLogger("trio_isyswasfa.http")
 
 
 class _Slot:
@@ -31,7 +40,132 @@ class _Slot:
         self.in_flight = 0  # requests it serves now
 
 
-class InstancePool(BackgroundTasks):
+class _Opener(BackgroundTasks):
+    """Opens instances of one component in its own task group: each stays open until
+    its slot's ``close`` event is set (or the group is left)."""
+
+    def __init__(
+        self,
+        component: Component,
+        *,
+        wasi: WasiConfig,
+        cancel_grace: float,
+        limits: Limits | None,
+        on_open: Callable[[], object],
+        on_close: Callable[[], object],
+    ) -> None:
+        self.component = component
+        self.wasi = wasi
+        self.cancel_grace = cancel_grace
+        self.limits = limits
+        self._on_open = on_open
+        self._on_close = on_close
+
+    async def _keep_open(
+        self, *, task_status: anyio.abc.TaskStatus[_Slot] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        opened = False
+        try:
+            async with open_instance(
+                self.component, wasi=self.wasi, cancel_grace=self.cancel_grace, limits=self.limits
+            ) as instance:
+                opened = True
+                closed = anyio.Event()
+                task_status.started(_Slot(instance, closed))
+                await closed.wait()
+        finally:
+            if opened:
+                self._on_close()
+
+    async def _open_one(self) -> _Slot:
+        slot: _Slot = await self._tasks.start(self._keep_open)
+        self._on_open()  # counted where the caller takes it, without a checkpoint between
+        return slot
+
+
+class FreshInstances(_Opener):
+    """A never-used instance for each request, with ``spares`` of them opened ahead.
+
+    Lending takes a spare if one is ready (else opens one for the request), and a task
+    of the group opens another in its place; the instance is closed when its request
+    is over, whatever happened, so no two requests ever share one. Spares left when
+    the group ends are closed unused.
+
+    Args:
+      component, wasi, cancel_grace, limits: as for :func:`~trio_isyswasfa.open_instance`.
+      spares: instances kept open ahead of requests (0: each request opens its own).
+      on_open, on_close: called each time an instance is opened or closed.
+    """
+
+    def __init__(
+        self,
+        component: Component,
+        *,
+        wasi: WasiConfig,
+        cancel_grace: float,
+        limits: Limits | None = None,
+        spares: int = 2,
+        on_open: Callable[[], object] = lambda: None,
+        on_close: Callable[[], object] = lambda: None,
+    ) -> None:
+        if spares < 0:
+            raise ValueError(f"spares must not be negative, not {spares}")
+        super().__init__(
+            component,
+            wasi=wasi,
+            cancel_grace=cancel_grace,
+            limits=limits,
+            on_open=on_open,
+            on_close=on_close,
+        )
+        self.spares = spares
+        self._ready: list[_Slot] = []  # opened ahead, never lent
+        self._wanted = anyio.Event()  # set when a spare was taken
+
+    @property
+    def ready(self) -> int:
+        """Spare instances open now, waiting for a request."""
+        return len(self._ready)
+
+    async def __aenter__(self) -> FreshInstances:
+        await super().__aenter__()
+        if self.spares:
+            self._tasks.start_soon(self._refill)
+        return self
+
+    async def _closed(self) -> None:
+        self._ready.clear()  # their tasks were cancelled with the group: they are closed
+
+    async def _refill(self) -> None:
+        while True:
+            while len(self._ready) < self.spares:
+                # one at a time, after the requests that wait on the event loop: opening
+                # is synchronous work that a request needing one now must not queue behind
+                await anyio.lowlevel.checkpoint()
+                try:
+                    self._ready.append(await self._open_one())
+                except IsyswasfaError as exc:
+                    # requests open their own, and fail as they would have (500)
+                    log.error("cannot open a spare instance, opening none ahead: %s", exc)
+                    return
+            self._wanted = anyio.Event()
+            await self._wanted.wait()
+
+    @asynccontextmanager
+    async def lend(self) -> AsyncIterator[Instance]:
+        """A fresh instance for one request, closed when the request is over."""
+        if self._ready:
+            slot = self._ready.pop(0)
+            self._wanted.set()
+        else:
+            slot = await self._open_one()
+        try:
+            yield slot.instance
+        finally:
+            slot.close.set()
+
+
+class InstancePool(_Opener):
     """Open instances of one component, each lent to up to ``per_instance`` requests at once.
 
     Args:
@@ -40,7 +174,7 @@ class InstancePool(BackgroundTasks):
       per_instance: requests one instance serves at once; a request goes to the first
         open instance with room whose guest is not blocked in a host call, so
         instances fill up before another opens.
-      on_open: called each time the pool opens an instance.
+      on_open, on_close: called each time the pool opens or closes an instance.
     """
 
     def __init__(
@@ -53,18 +187,22 @@ class InstancePool(BackgroundTasks):
         max_idle: int = 32,
         per_instance: int = 1,
         on_open: Callable[[], object] = lambda: None,
+        on_close: Callable[[], object] = lambda: None,
     ) -> None:
         if per_instance < 1:
             raise ValueError(f"per_instance must be at least 1, not {per_instance}")
-        self.component = component
-        self.wasi = wasi
-        self.cancel_grace = cancel_grace
-        self.limits = limits
+        super().__init__(
+            component,
+            wasi=wasi,
+            cancel_grace=cancel_grace,
+            limits=limits,
+            on_open=on_open,
+            on_close=on_close,
+        )
         self.max_idle = max_idle
         self.per_instance = per_instance
         self._open: list[_Slot] = []  # sound instances, in the order they opened
         self._opening = anyio.Lock()  # made in the event loop: the pool is entered there
-        self._on_open = on_open
 
     async def __aenter__(self) -> InstancePool:
         await super().__aenter__()
@@ -73,19 +211,8 @@ class InstancePool(BackgroundTasks):
     async def _closed(self) -> None:
         self._open.clear()
 
-    async def _keep_open(
-        self, *, task_status: anyio.abc.TaskStatus[_Slot] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with open_instance(
-            self.component, wasi=self.wasi, cancel_grace=self.cancel_grace, limits=self.limits
-        ) as instance:
-            closed = anyio.Event()
-            task_status.started(_Slot(instance, closed))
-            await closed.wait()
-
     async def _open_one(self) -> _Slot:
-        slot: _Slot = await self._tasks.start(self._keep_open)
-        self._on_open()
+        slot = await super()._open_one()
         self._open.append(slot)
         return slot
 

@@ -480,6 +480,8 @@ class WasiHttpP2:
       outgoing: sends the guest's outgoing requests (None: ``HTTP-request-denied``).
       spawn: starts a task in the instance's task group (the sends run there, so
         they outlive the host call that started them).
+      plain_handles: the engine takes an owned handle as its rep alone (ours does);
+        else each is a wasmtime-py ``ResourceHost`` (three C calls a handle).
     """
 
     _KINDS: ClassVar[dict[type, int]] = {
@@ -501,8 +503,11 @@ class WasiHttpP2:
         ctx: WasiContext,
         outgoing: OutgoingHandler | None,
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        *,
+        plain_handles: bool = False,
     ) -> None:
         self.ctx = ctx
+        self._handle: Callable[[int, int], Any] = _rep_only if plain_handles else own
         self.outgoing = outgoing
         self.spawn = spawn
         t = ctx.table
@@ -611,7 +616,7 @@ class WasiHttpP2:
     # -- handles ----------------------------------------------------------------------
     def give(self, obj: Any) -> Any:
         """An owned handle to ``obj`` for the guest."""
-        return own(self.ctx.table.add(obj), self._KINDS[type(obj)])
+        return self._handle(self.ctx.table.add(obj), self._KINDS[type(obj)])
 
     def take(self, rep: int, cls: type[_T]) -> _T:
         """The object behind an owned handle the guest passed us (it is ours now)."""
@@ -634,7 +639,7 @@ class WasiHttpP2:
         return self.give(headers.copy(immutable=True))
 
     def _pollable(self, pollable: Pollable) -> Any:
-        return own(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
+        return self._handle(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
 
     def _drop_outgoing(self, rep: int) -> None:
         message = self.ctx.table.remove(rep)
@@ -704,7 +709,7 @@ class WasiHttpP2:
         stream = self.ctx.table.get(rep, IncomingBody).take_stream()
         if stream is None:
             return Err(None)
-        return Ok(own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM))
+        return Ok(self._handle(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM))
 
     def _finish_incoming(self, rep: int) -> Any:
         body = self.take(rep, IncomingBody)
@@ -724,7 +729,7 @@ class WasiHttpP2:
         stream = self.ctx.table.get(rep, OutgoingBody).take_stream()
         if stream is None:
             return Err(None)
-        return Ok(own(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM))
+        return Ok(self._handle(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM))
 
     def _finish_outgoing(self, rep: int, trailers: int | None) -> Any:
         body = self.take(rep, OutgoingBody)
@@ -757,6 +762,10 @@ class WasiHttpP2:
         if isinstance(outcome, ErrorCode):
             return Ok(Err(error_code_value(outcome)))
         return Ok(Ok(self.give(outcome)))
+
+
+def _rep_only(rep: int, _kind: int) -> int:
+    return rep
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:

@@ -9,7 +9,8 @@ and body); /fetch-post?url=URL (the request body sent on to URL with POST);
 /fetch-drop?url=URL (the same, its body dropped unfinished); and
 misbehaviours: /no-set, /set-twice, /error-code, /trap, /drop-body, /overflow (writes
 past its content-length), /short (finishes short of it), /fields (tries forbidden and
-immutable fields, answers what the host said).
+immutable fields, answers what the host said); /count (how many requests this
+instance has handled, this one included: 1 in a fresh instance).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from wit_world.imports import monotonic_clock, outgoing_handler, types
 from wit_world.imports.streams import StreamError_Closed
 
 CHUNK = 4096  # blocking-write-and-flush takes at most 4096 bytes
+HANDLED = [0]  # requests this instance has handled
 
 
 def respond(
@@ -97,6 +99,7 @@ def fetch(
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: types.IncomingRequest, response_out: types.ResponseOutparam) -> None:
+        HANDLED[0] += 1
         path = request.path_with_query() or "/"
         route, _, query = path.partition("?")
         params = {k: v[0] for k, v in parse_qs(query).items()}
@@ -179,6 +182,8 @@ class IncomingHandler(exports.IncomingHandler):
             except Err as exc:
                 outcome += f", finish: {type(exc.value).__name__}"
             print(f"{route}: {outcome}")
+        elif route == "/count":
+            respond(response_out, 200, text, f"{HANDLED[0]}\n".encode())
         elif route == "/fields":
             respond(response_out, 200, text, self.fields(request).encode())
         else:
