@@ -39,6 +39,7 @@
 pub mod bindings;
 #[cfg(not(feature = "wasip3"))]
 mod executor;
+pub mod http;
 #[cfg(not(feature = "wasip3"))]
 mod io;
 #[cfg(not(feature = "wasip3"))]
