@@ -36,6 +36,14 @@ def http_guest_component(engine: str) -> trio_isyswasfa.Component:
     )
 
 
+@pytest.fixture(scope="session")
+def rust_http_component(
+    isyswasfa_build_rust: Callable[..., trio_isyswasfa.Component],
+) -> trio_isyswasfa.Component:
+    here = GUESTS / "rust-http"
+    return isyswasfa_build_rust(here / "wit", "rust-http", here)
+
+
 @pytest.fixture
 async def service(
     nursery: trio.Nursery, service_component: trio_isyswasfa.Component
@@ -422,6 +430,40 @@ class TestMisbehavingGuests:
         stats = await settled(app)
         assert (stats.failed, stats.completed) == (1, 1)
         assert stats.instances_opened == 2  # the instance that trapped was not lent again
+
+    async def test_a_rust_panic_is_a_500_and_a_fresh_instance_serves_the_next(
+        self, nursery: trio.Nursery, rust_http_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(rust_http_component)
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{url}/hello")).text == "hello from Rust\n"
+            response = await client.get(f"{url}/panic")
+            assert response.status_code == 500
+            again = await client.get(f"{url}/hello")
+        assert (again.status_code, again.text) == (200, "hello from Rust\n")
+        stats = await settled(app)
+        assert (stats.failed, stats.completed) == (1, 2)
+        assert stats.instances_opened == 2  # the instance that panicked was not lent again
+
+    async def test_a_rust_panic_while_streaming_cuts_the_response_off(
+        self, nursery: trio.Nursery, rust_http_component: trio_isyswasfa.Component
+    ) -> None:
+        app = ComponentApp(rust_http_component)
+        url = await start_server(nursery, app)
+        async with httpx.AsyncClient() as client:
+            async with client.stream("GET", f"{url}/panic-while-streaming") as streaming:
+                assert streaming.status_code == 200
+                lines = streaming.aiter_lines()
+                assert await anext(lines) == "first line"
+                # the spawned task that writes the body panics: the body is cut off,
+                # not left hanging and not ended as if complete
+                with trio.fail_after(5), pytest.raises(httpx.HTTPError):
+                    await _read_to_end(lines)
+            again = await client.get(f"{url}/hello")
+        assert (again.status_code, again.text) == (200, "hello from Rust\n")
+        stats = await settled(app)
+        assert (stats.failed, stats.completed, stats.instances_opened) == (1, 1, 2)
 
     async def test_guests_blocked_in_a_sleep_do_not_hold_up_each_other(
         self, misbehaving: tuple[str, ComponentApp]

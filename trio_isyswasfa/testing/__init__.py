@@ -5,6 +5,8 @@
 * :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
 * :func:`build_python_guest` and :func:`build_rust_guest` build a guest once, cached
   on its sources (a missing Rust toolchain raises :class:`RustToolchainMissing`);
+  :func:`build_rust_wasip3` builds a Rust guest's upgrade path (a native WASI 0.3
+  component, for wasmtime's own 0.3 host);
   :func:`build_python_component`, :func:`build_rust_component` and
   :func:`build_js_component` do the same for plain WASI 0.2 components, written as
   people outside this project write them (componentize-py; the ``wasi`` crate through
@@ -30,6 +32,7 @@ from ._build import build_python_component as build_python_component
 from ._build import build_python_guest as build_python_guest
 from ._build import build_rust_component as build_rust_component
 from ._build import build_rust_guest as build_rust_guest
+from ._build import build_rust_wasip3 as build_rust_wasip3
 from ._build import guest_cache_dir as guest_cache_dir
 from ._cancellation import CancellationReport as CancellationReport
 from ._cancellation import CheckpointResult as CheckpointResult
@@ -50,6 +53,7 @@ __all__ = [
     "build_python_guest",
     "build_rust_component",
     "build_rust_guest",
+    "build_rust_wasip3",
     "build_wat_component",
     "bump_realloc_wat",
     "check_cancellation",

@@ -25,7 +25,8 @@ def guest_cache_dir() -> Path:
 
 
 LOWERED_DIR = "wit-lowered"  # where a Rust guest crate's bindings read the lowered world
-_RUST_SKIPPED = frozenset({"__pycache__", "target", LOWERED_DIR})
+WASIP3_WIT_DIR = "wit-p3"  # where its `wasip3` build reads the world as written
+_RUST_SKIPPED = frozenset({"__pycache__", "target", LOWERED_DIR, WASIP3_WIT_DIR})
 
 
 def _hash_tree(
@@ -178,6 +179,7 @@ def build_rust_guest(
     # sources); within a workspace every guest shares it (the std build is done once)
     workspace_key = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
     target_dir = guest_cache_dir() / f"rust-target-{workspace_key}"
+    _force_relink(crate)
     cmd = [
         str(tools.cargo),
         "build",
@@ -199,6 +201,80 @@ def build_rust_guest(
         "wasm-tools component new",
     )
     tmp.replace(out)
+    return out
+
+
+def build_rust_wasip3(crate: Path | str, wit: Path | str | None = None) -> Path:
+    """Return the path of a Rust crate built as a native WASI 0.3 component, building
+    it if needed: the upgrade path of an isyswasfa guest (its ``wasip3`` cargo feature,
+    stock wit-bindgen's async support), or a plain wit-bindgen crate of the workspace.
+
+    With ``wit``, the world as written (not lowered) and its dependencies are staged
+    into ``<crate>/wit-p3``, where ``isyswasfa_guest::generate!`` reads them in that
+    build. The crate is built for ``wasm32-unknown-unknown`` with Debian's rustc and
+    ``-Zbuild-std`` (with ``--features wasip3`` if it has that feature), in the
+    workspace's build directory (the std build is shared), then made a component. Run it on a host with WASI 0.3 (``wasmtime run -W
+    component-model-async=y -S p3=y``), not on ours. The cache key covers what
+    :func:`build_rust_guest`'s does.
+
+    Raises:
+      RustToolchainMissing: the toolchain is not installed (the message says how).
+      ToolError: staging, cargo or ``wasm-tools component new`` failed.
+    """
+    from ..tools.lower import stage_wit
+
+    tools = RustToolchain.find()
+    crate = Path(crate).resolve()
+    manifest = tomllib.loads((crate / "Cargo.toml").read_text())
+    artifact = manifest["package"]["name"].replace("-", "_")
+    features = ["--features", "wasip3"] if "wasip3" in manifest.get("features", {}) else []
+    workspace = _workspace_root(crate)
+    if wit is not None:
+        with tempfile.TemporaryDirectory(prefix="isyswasfa-rust-p3-") as tmp:
+            fresh = stage_wit(Path(wit), Path(tmp) / "wit")
+            dest = crate / WASIP3_WIT_DIR
+            if not (dest.is_dir() and _same_tree(fresh, dest)):
+                if dest.exists():
+                    shutil.rmtree(dest)
+                shutil.copytree(fresh, dest)
+
+    h = hashlib.sha256()
+    h.update(f"wasip3\0{features}\0{tools.version()}".encode())
+    roots = [crate, guest_rust_dir()] + ([Path(wit), crate / WASIP3_WIT_DIR] if wit else [])
+    for root in roots:
+        _hash_tree(h, root.resolve(), _RUST_SKIPPED if root == crate else frozenset())
+    for name in ("Cargo.toml", "Cargo.lock"):
+        if (workspace / name).is_file():
+            _hash_tree(h, workspace / name)
+    _hash_tree(h, Path(__file__).resolve())
+    out = guest_cache_dir() / f"{crate.name}-wasip3-{h.hexdigest()[:20]}.wasm"
+    if out.exists():
+        return out
+    workspace_key = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
+    target_dir = guest_cache_dir() / f"rust-target-{workspace_key}"
+    _force_relink(crate)
+    cmd = [
+        str(tools.cargo),
+        "build",
+        "--release",
+        "--locked",
+        *features,
+        "--target",
+        RUST_TARGET,
+        "-Zbuild-std=std,panic_abort",
+        "--manifest-path",
+        str(crate / "Cargo.toml"),
+        "--target-dir",
+        str(target_dir),
+    ]
+    _run_tool(cmd, "cargo build", env=tools.environment())
+    module = target_dir / RUST_TARGET / "release" / f"{artifact}.wasm"
+    tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+    _run_tool(
+        [*tool_command("wasm-tools"), "component", "new", str(module), "-o", str(tmp_out)],
+        "wasm-tools component new",
+    )
+    tmp_out.replace(out)
     return out
 
 
@@ -396,6 +472,19 @@ def build_js_component(source: Path | str, wit: Path | str, world: str) -> Path:
         shutil.move(built, tmp_out)
         tmp_out.replace(out)
     return out
+
+
+def _force_relink(crate: Path) -> None:
+    """Make cargo compile ``crate`` again. Cargo names a cdylib's module without a hash
+    of its features, so the isyswasfa build and the ``wasip3`` build of one crate write
+    the same file; each judges itself fresh by its sources' times, and would take the
+    other's module for its own. A build happens only when the sources changed (the
+    cache missed), so compiling the crate itself again costs next to nothing."""
+    root = crate / "src" / "lib.rs"
+    if not root.is_file():
+        root = crate / "src" / "main.rs"
+    if root.is_file():
+        root.touch()
 
 
 def _workspace_root(crate: Path) -> Path:

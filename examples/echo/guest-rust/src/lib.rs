@@ -15,44 +15,17 @@ isyswasfa_guest::generate!(streams, {
     world: "echo",
 });
 
-use isyswasfa::io::pipe::make_pipe;
 use wasi::http::handler;
-use wasi::http::types::{Body, ErrorCode, Fields, Method, Request, Response, Scheme};
+use wasi::http::types::{ErrorCode, Fields, Method, Request, Response};
+
+isyswasfa_guest::http_helpers!();
 
 struct Component;
-
-fn empty_body() -> Body {
-    let (tx, rx) = make_pipe();
-    drop(tx); // the end of the stream, at once
-    Body::new(rx, None)
-}
-
-fn status_only(status: u16) -> Response {
-    let response = Response::new(Fields::new(), empty_body());
-    response.set_status_code(status).expect("a fresh response is mutable");
-    response
-}
 
 fn content_type_of(headers: &Fields) -> Fields {
     let entries: Vec<(String, Vec<u8>)> =
         headers.get("content-type").into_iter().map(|v| ("content-type".to_owned(), v)).collect();
     Fields::from_list(&entries).expect("content-type values came from valid fields")
-}
-
-/// `http://host:port/path?query` → (is https, authority, path with query).
-fn split_url(url: &str) -> (bool, String, String) {
-    let (https, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (scheme.eq_ignore_ascii_case("https"), rest),
-        None => (false, url),
-    };
-    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(cut);
-    let path = match path {
-        "" => "/".to_owned(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_owned(),
-    };
-    (https, authority.to_owned(), path)
 }
 
 async fn double_echo(request: Request) -> Result<Response, ErrorCode> {
@@ -63,20 +36,12 @@ async fn double_echo(request: Request) -> Result<Response, ErrorCode> {
     let Ok(url) = String::from_utf8(url.clone()) else {
         return Ok(status_only(400));
     };
-    let (https, authority, path) = split_url(&url);
     let (headers, body) = Request::into_parts(request);
-    let outgoing = Request::new(content_type_of(&headers), body, None);
+    let invalid = |()| ErrorCode::HttpRequestUriInvalid;
+    let outgoing = request_to(&url, content_type_of(&headers), body).map_err(invalid)?;
     drop(headers);
-    let unset = |_| ErrorCode::InternalError(Some("a fresh request is mutable".to_owned()));
-    outgoing.set_method(&Method::Post).map_err(unset)?;
-    outgoing.set_scheme(Some(&if https { Scheme::Https } else { Scheme::Http })).map_err(unset)?;
-    outgoing.set_authority(Some(&authority)).map_err(unset)?;
-    outgoing.set_path_with_query(Some(&path)).map_err(unset)?;
-    isyswasfa_guest::call(
-        handler::handle_isyswasfa_start(outgoing),
-        handler::handle_isyswasfa_result,
-    )
-    .await
+    outgoing.set_method(&Method::Post).map_err(invalid)?;
+    isyswasfa_guest::call!(handler::handle(outgoing)).await
 }
 
 isyswasfa_guest::async_exports! {

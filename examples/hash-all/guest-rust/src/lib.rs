@@ -21,45 +21,17 @@ use isyswasfa::io::pipe::make_pipe;
 use isyswasfa_guest::streams::{read, write_all, CHUNK};
 use sha256::Sha256;
 use wasi::http::handler;
-use wasi::http::types::{Body, ErrorCode, Fields, Request, Response, Scheme};
+use wasi::http::types::{Body, ErrorCode, Fields, Request, Response};
+
+isyswasfa_guest::http_helpers!();
 
 struct Component;
 
-fn empty_body() -> Body {
-    let (tx, rx) = make_pipe();
-    drop(tx); // the end of the stream, at once
-    Body::new(rx, None)
-}
-
-/// `http://host:port/path?query` → (is https, authority, path with query).
-fn split_url(url: &str) -> (bool, String, String) {
-    let (https, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (scheme.eq_ignore_ascii_case("https"), rest),
-        None => (false, url),
-    };
-    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(cut);
-    let path = match path {
-        "" => "/".to_owned(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_owned(),
-    };
-    (https, authority.to_owned(), path)
-}
-
 async fn sha256_of(url: &str) -> Result<String, String> {
-    let (https, authority, path) = split_url(url);
-    let request = Request::new(Fields::new(), empty_body(), None);
-    let unset = |()| "a fresh request is mutable".to_owned();
-    request.set_scheme(Some(&if https { Scheme::Https } else { Scheme::Http })).map_err(unset)?;
-    request.set_authority(Some(&authority)).map_err(unset)?;
-    request.set_path_with_query(Some(&path)).map_err(unset)?;
-    let response = isyswasfa_guest::call(
-        handler::handle_isyswasfa_start(request),
-        handler::handle_isyswasfa_result,
-    )
-    .await
-    .map_err(|err| format!("{err:?}"))?;
+    let request = request_to(url, Fields::new(), empty_body())
+        .map_err(|()| format!("{:?}", ErrorCode::HttpRequestUriInvalid))?;
+    let response =
+        isyswasfa_guest::call!(handler::handle(request)).await.map_err(|err| format!("{err:?}"))?;
     let status = response.status_code();
     let (_headers, body) = Response::into_parts(response);
     if !(200..300).contains(&status) {

@@ -1,10 +1,15 @@
 //! The round-trip guest in Rust: sleeps 10 ms, calls the host's `foo`, wraps the answer.
 //!
-//! `wit-lowered/` is `../wit` lowered for WASI 0.2 (`python -m trio_isyswasfa lower ../wit
-//! -w round-trip -o wit-lowered`; `trio_isyswasfa.testing.build_rust_guest` writes it).
+//! The same source builds two ways:
+//!
+//! * on the isyswasfa ABI for WASI 0.2 (the default): `wit-lowered/` is `../wit`
+//!   lowered (`python -m trio_isyswasfa lower ../wit -w round-trip -o wit-lowered`;
+//!   `trio_isyswasfa.testing.build_rust_guest` writes it);
+//! * as a native WASI 0.3 component (`--features wasip3`, stock wit-bindgen's async
+//!   support): `wit-p3/` is `../wit` with its dependencies
+//!   (`trio_isyswasfa.testing.build_rust_wasip3` writes it).
 
 use std::time::Duration;
-
 
 isyswasfa_guest::generate!({
     path: "wit-lowered",
@@ -20,20 +25,10 @@ isyswasfa_guest::async_exports! {
         async fn foo(s: String) -> String {
             isyswasfa_guest::sleep(Duration::from_millis(10)).await;
             let entered = format!("{s} - entered guest");
-            let value = isyswasfa_guest::call(
-                baz::foo_isyswasfa_start(&entered),
-                baz::foo_isyswasfa_result,
-            )
-            .await;
+            let value = isyswasfa_guest::call!(baz::foo(&entered)).await;
             format!("{value} - exited guest")
         }
     }
 }
 
-impl Guest for Component {
-    fn isyswasfa_poll_round_trip(input: Vec<PollInput>) -> Vec<PollOutput> {
-        isyswasfa_guest::poll(input)
-    }
-}
-
-export!(Component);
+isyswasfa_guest::export_component!(Component, isyswasfa_poll_round_trip);

@@ -16,55 +16,24 @@ isyswasfa_guest::generate!(streams, {
 });
 
 use example::router::{echo, hash_all, middleware, service};
-use isyswasfa::io::pipe::make_pipe;
 use wasi::http::handler;
-use wasi::http::types::{Body, ErrorCode, Fields, Request, Response, Scheme};
+use wasi::http::types::{ErrorCode, Request, Response};
+
+isyswasfa_guest::http_helpers!();
 
 struct Component;
-
-fn status_only(status: u16) -> Response {
-    let (tx, rx) = make_pipe();
-    drop(tx); // an empty body
-    let response = Response::new(Fields::new(), Body::new(rx, None));
-    response.set_status_code(status).expect("a fresh response is mutable");
-    response
-}
-
-/// `http://host:port/path?query` → (is https, authority, path with query).
-fn split_url(url: &str) -> (bool, String, String) {
-    let (https, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (scheme.eq_ignore_ascii_case("https"), rest),
-        None => (false, url),
-    };
-    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(cut);
-    let path = match path {
-        "" => "/".to_owned(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_owned(),
-    };
-    (https, authority.to_owned(), path)
-}
 
 async fn proxy(request: Request) -> Result<Response, ErrorCode> {
     let Some(url) = request.headers().get("url").into_iter().next() else {
         return Ok(status_only(400));
     };
-    let (https, authority, path) = split_url(&String::from_utf8_lossy(&url));
     let method = request.method();
     let (headers, body) = Request::into_parts(request);
     headers.delete("url").map_err(|err| ErrorCode::InternalError(Some(format!("{err:?}"))))?;
-    let outgoing = Request::new(headers, body, None);
-    let unset = |()| ErrorCode::InternalError(Some("a fresh request is mutable".to_owned()));
-    outgoing.set_method(&method).map_err(unset)?;
-    outgoing.set_scheme(Some(&if https { Scheme::Https } else { Scheme::Http })).map_err(unset)?;
-    outgoing.set_authority(Some(&authority)).map_err(unset)?;
-    outgoing.set_path_with_query(Some(&path)).map_err(unset)?;
-    isyswasfa_guest::call(
-        handler::handle_isyswasfa_start(outgoing),
-        handler::handle_isyswasfa_result,
-    )
-    .await
+    let invalid = |()| ErrorCode::HttpRequestUriInvalid;
+    let outgoing = request_to(&String::from_utf8_lossy(&url), headers, body).map_err(invalid)?;
+    outgoing.set_method(&method).map_err(invalid)?;
+    isyswasfa_guest::call!(handler::handle(outgoing)).await
 }
 
 isyswasfa_guest::async_exports! {

@@ -25,24 +25,49 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+//!
+//! **The upgrade path.** With the `wasip3` feature the same app source builds as a
+//! native WASI 0.3 component on stock wit-bindgen's async support, for hosts that have
+//! it (`wasmtime run -W component-model-async=y -S p3=y`): [`generate!`] then reads the
+//! world as written (from `wit-p3/`, not the lowered one), [`async_exports!`] keeps the
+//! `async fn`s as they are, [`call!`] calls the import's own `async fn`, and
+//! [`export_component!`] exports no poll function; [`sleep`] waits on
+//! `wasi:clocks/monotonic-clock@0.3.0`. The rest of the crate (pollables, streams,
+//! `spawn`) is for the isyswasfa ABI only.
+
+#[cfg(not(feature = "wasip3"))]
 pub mod bindings;
+#[cfg(not(feature = "wasip3"))]
 mod executor;
+pub mod http;
+#[cfg(not(feature = "wasip3"))]
 mod io;
+#[cfg(not(feature = "wasip3"))]
 mod panic;
+#[cfg(not(feature = "wasip3"))]
 mod runtime;
+#[cfg(not(feature = "wasip3"))]
 pub mod streams;
+#[cfg(not(feature = "wasip3"))]
 mod timers;
+#[cfg(feature = "wasip3")]
+mod wasip3;
 
 #[doc(hidden)]
 pub use paste as __paste;
 #[doc(hidden)]
 pub use wit_bindgen;
 
+#[cfg(not(feature = "wasip3"))]
 pub use bindings::isyswasfa::isyswasfa::isyswasfa::{Pending, PollInput, PollOutput, Ready};
+#[cfg(not(feature = "wasip3"))]
 pub use io::{call, sleep, timeout, wait_pollable};
+#[cfg(not(feature = "wasip3"))]
 pub use runtime::{
     await_ready, first_poll, get_ready, poll, spawn, statistics, ReadyFuture, Statistics,
 };
+#[cfg(feature = "wasip3")]
+pub use wasip3::sleep;
 
 /// `wit_bindgen::generate!` for a lowered world, reusing this crate's bindings of
 /// `isyswasfa:isyswasfa/isyswasfa`, `isyswasfa:io/poll`, `wasi:io/poll@0.2.0` and
@@ -55,6 +80,12 @@ pub use runtime::{
 /// `wasi:io/error@0.2.0`, so the [`streams`] helpers take the app's streams: for worlds
 /// that import them (every `wasi:http` world). (wit-bindgen refuses a `with` entry the
 /// world does not use, hence the two forms.)
+///
+/// With the `wasip3` feature: `wit_bindgen::generate!` on the world as written, read
+/// from `wit-p3/` (the app's WIT with its dependencies, which
+/// `trio_isyswasfa.testing.build_rust_wasip3` writes) instead of `path`; async
+/// functions get stock wit-bindgen's native async bindings. Only the first form.
+#[cfg(not(feature = "wasip3"))]
 #[macro_export]
 macro_rules! generate {
     (streams, { $($opts:tt)* }) => {
@@ -87,6 +118,20 @@ macro_rules! generate {
     };
 }
 
+#[cfg(feature = "wasip3")]
+#[macro_export]
+#[allow(missing_docs)]
+macro_rules! generate {
+    ({ path: $path:literal, $($opts:tt)* }) => {
+        $crate::wit_bindgen::generate!({
+            path: "wit-p3",
+            $($opts)*
+            runtime_path: "::isyswasfa_guest::wit_bindgen::rt",
+            generate_all,
+        });
+    };
+}
+
 /// Implement a generated `Guest` trait from `async fn`s.
 ///
 /// Each `async fn NAME(args) -> T { … }` becomes the lowered pair
@@ -103,12 +148,96 @@ macro_rules! generate {
 ///     }
 /// }
 /// ```
+///
+/// With the `wasip3` feature the `impl` is kept as written: stock wit-bindgen's traits
+/// take the `async fn`s themselves.
+#[cfg(not(feature = "wasip3"))]
 #[macro_export]
 macro_rules! async_exports {
     (impl $($trait:ident)::+ for $ty:ty { $($items:tt)* }) => {
         impl $($trait)::+ for $ty {
             $crate::__async_items! { $($items)* }
         }
+    };
+}
+
+#[cfg(feature = "wasip3")]
+#[macro_export]
+#[allow(missing_docs)]
+macro_rules! async_exports {
+    (impl $($trait:ident)::+ for $ty:ty { $($items:tt)* }) => {
+        impl $($trait)::+ for $ty { $($items)* }
+    };
+}
+
+/// Call an imported async function and get its future: `call!(baz::foo(&s)).await`.
+///
+/// On the isyswasfa ABI this is [`call()`] with the import's lowered pair
+/// (`baz::foo_isyswasfa_start(&s)`, `baz::foo_isyswasfa_result`); with the `wasip3`
+/// feature, the import's own `async fn` (`baz::foo(s)`, each argument converted with
+/// `Into`, since those take strings and lists owned). Dropping the future cancels the
+/// call.
+#[macro_export]
+macro_rules! call {
+    (@path [$($path:tt)*] $func:ident ( $($arg:expr),* $(,)? )) => {
+        $crate::__call_import!([$($path)*] $func ($($arg),*))
+    };
+    (@path [$($path:tt)*] $module:ident :: $($rest:tt)+) => {
+        $crate::call!(@path [$($path)* $module ::] $($rest)+)
+    };
+    ($($call:tt)+) => {
+        $crate::call!(@path [] $($call)+)
+    };
+}
+
+#[cfg(not(feature = "wasip3"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __call_import {
+    ([$($path:tt)*] $func:ident ($($arg:expr),*)) => {
+        $crate::__paste::paste! {
+            $crate::call(
+                $($path)* [<$func _isyswasfa_start>]($($arg),*),
+                $($path)* [<$func _isyswasfa_result>],
+            )
+        }
+    };
+}
+
+#[cfg(feature = "wasip3")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __call_import {
+    ([$($path:tt)*] $func:ident ($($arg:expr),*)) => {
+        $($path)* $func($(::core::convert::Into::into($arg)),*)
+    };
+}
+
+/// Export the component: `export_component!(Component, isyswasfa_poll_round_trip)`.
+///
+/// On the isyswasfa ABI, implements the world's `Guest` trait with the poll export
+/// (named `isyswasfa-poll-<suffix>` in the lowered world) running [`poll`], then calls
+/// the bindings' `export!`; with the `wasip3` feature, only `export!` (there is no poll
+/// function: the host's component model runs the tasks).
+#[cfg(not(feature = "wasip3"))]
+#[macro_export]
+macro_rules! export_component {
+    ($ty:ident, $poll:ident) => {
+        impl Guest for $ty {
+            fn $poll(input: ::std::vec::Vec<$crate::PollInput>) -> ::std::vec::Vec<$crate::PollOutput> {
+                $crate::poll(input)
+            }
+        }
+        export!($ty);
+    };
+}
+
+#[cfg(feature = "wasip3")]
+#[macro_export]
+#[allow(missing_docs)]
+macro_rules! export_component {
+    ($ty:ident, $poll:ident) => {
+        export!($ty);
     };
 }
 

@@ -1,0 +1,299 @@
+"""hash-all's fan-out, against one upstream request's latency measured in the same run,
+and where the time goes.
+
+    python -m bench.bench_hash_all                         # N = 100, 1600; both guests
+    python -m bench.bench_hash_all --sizes 100 --languages rust --profile
+
+(from the repository's root, so that its own ``trio_isyswasfa`` is the one measured)
+
+The upstream (bench/loadgen.py, its own process, so its CPU is not ours) answers each
+GET with 1 KiB after ``--delay-ms`` (50). Rows, each the best of ``--runs``:
+
+* ``one upstream GET``: one GET through the host's ``HttpClient`` on a warm keep-alive
+  connection, body read: **the baseline**, one upstream latency;
+* ``host client, N GETs at once``: the same client, no guest: the floor of any fan-out
+  through this host (client, connection pool, event loop);
+* ``hash-all (L guest), N URLs``: one request straight into ``ComponentApp`` (ASGI,
+  in-process: no HTTP front end), the guest fetching and hashing N URLs at once;
+* ``… upstream in-process`` (``--in-process-upstream``; the smallest N only): the same
+  with the upstream a hypercorn app in this process, as bench_serve.py measured it
+  before: what sharing one event loop with the upstream costs.
+
+Columns: wall ms and its ratio to the baseline (the goal for hash-all over 100 URLs
+answering in 50 ms: at most 1.5x), the ratio of the host's time per URL at this N to
+the smallest N's (flat is 1.0), the time in guest code, and the process's CPU time.
+``--profile`` runs hash-all once more under cProfile and prints its CPU by layer
+(guest code, the engine and wasmtime, our scheduler and WASI, the HTTP client and
+server side, h11, the event loop): where a missed goal's time went. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient
+from trio_isyswasfa.http.types import Body, Fields, Request
+from trio_isyswasfa.testing import RustToolchainMissing, build_python_guest, build_rust_guest
+from trio_isyswasfa.wasi.io import BytesInputStream, read_chunk
+
+from .bench_scale import _asgi_get, _lifespan
+
+ROOT = Path(__file__).resolve().parent.parent
+HASH_ALL = ROOT / "examples" / "hash-all"
+BODY = b"x" * 1024  # what bench/loadgen.py's upstream answers
+
+# cProfile's file names, by the layer they belong to (first match wins)
+LAYERS = (
+    ("engine", ("/trio_isyswasfa/engine/", "/trio_isyswasfa/_engine", "/wasmtime/")),
+    ("http client", ("/trio_isyswasfa/http/_client",)),
+    ("http: ASGI, types", ("/trio_isyswasfa/http/",)),
+    ("scheduler, protocol", ("/trio_isyswasfa/_scheduler", "/trio_isyswasfa/_protocol")),
+    ("host, WASI, resources", ("/trio_isyswasfa/",)),
+    ("h11", ("/h11/",)),
+    ("hypercorn (in-process upstream)", ("/hypercorn/",)),
+    ("event loop (trio, anyio, sockets)", ("/trio/", "/anyio/", "/outcome/", "/sniffio/")),
+)
+
+
+def guest(language: str) -> Path:
+    """The hash-all example's guest in ``language``, built (cached on its sources)."""
+    if language == "rust":
+        return build_rust_guest(HASH_ALL / "wit", "hash-all", HASH_ALL / "guest-rust")
+    return build_python_guest(HASH_ALL / "wit", "hash-all", "app", [HASH_ALL / "guest"])
+
+
+@asynccontextmanager
+async def loadgen_upstream(delay_ms: int) -> AsyncIterator[str]:
+    """bench/loadgen.py's upstream in its own process; its base URL."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "bench.loadgen", "upstream", str(delay_ms)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        port = b""
+        while not port.endswith(b"\n"):
+            port += await process.stdout.receive_some(64)
+        yield f"http://127.0.0.1:{int(port)}"
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+@asynccontextmanager
+async def hypercorn_upstream(delay_ms: int) -> AsyncIterator[str]:
+    """The same upstream as a hypercorn app in this process (bench_serve.py's before)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await trio.sleep(delay_ms / 1000)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": BODY})
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.backlog = 4096
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(hypercorn.trio.serve, app, config)
+        yield url
+        nursery.cancel_scope.cancel()
+
+
+async def host_get(client: HttpClient, url: str) -> None:
+    """One GET through the host's client, its body read to the end."""
+    authority, _, path = url.removeprefix("http://").partition("/")
+    request = Request(
+        Fields(),
+        Body(BytesInputStream(b"")),
+        method="GET",
+        scheme="http",
+        authority=authority,
+        path_with_query="/" + path,
+    )
+    response = await client.send(request)
+    got = 0
+    while (chunk := await read_chunk(response.body.stream)) is not None:
+        got += len(chunk)
+    response.close()
+    assert (response.status, got) == (200, len(BODY)), (response.status, got)
+
+
+async def best_of(runs: int, job: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    """The best wall time of ``runs`` runs of ``job``, and the CPU time of that run."""
+    best = (float("inf"), 0.0)
+    for _ in range(runs):
+        cpu = time.process_time()
+        start = time.perf_counter()
+        await job()
+        best = min(best, (time.perf_counter() - start, time.process_time() - cpu))
+    return best
+
+
+def layers_of(profile: cProfile.Profile) -> dict[str, float]:
+    """The profile's own (not cumulative) time, summed by layer (a call through ctypes
+    into wasmtime, guest code included, counts as its Python caller's own time)."""
+    out: dict[str, float] = {}
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+        layer = "other Python and builtins"
+        for label, marks in LAYERS:
+            if any(mark in filename for mark in marks):
+                layer = label
+                break
+        if "_socket.socket" in name or "select.epoll" in name:
+            layer = "event loop (trio, anyio, sockets)"  # the system calls
+        elif "canonical ABI" in filename or "/ctypes/" in filename:
+            layer = "engine"  # code the engine generated; ctypes casts
+        out[layer] = out.get(layer, 0.0) + tottime
+    return out
+
+
+async def run(args: argparse.Namespace) -> None:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    components = {}
+    for language in args.languages.split(","):
+        try:
+            path = guest(language)
+        except RustToolchainMissing as exc:
+            print(f"hash-all ({language} guest): not built: {exc}")
+            continue
+        for engine in args.engines.split(","):
+            components[f"{language} guest, {engine}"] = trio_isyswasfa.load_component(
+                path, engine=engine
+            )
+    print(
+        f"upstream answers each GET after {args.delay_ms} ms; best of {args.runs} runs;"
+        " ratio = wall / one upstream GET; host x = host time per URL over the smallest N's"
+    )
+    print(
+        f"{'':52} {'N':>5} {'wall ms':>8} {'ratio':>6} {'host x':>6} {'guest ms':>8} {'CPU ms':>7}"
+    )
+
+    def row(
+        label: str,
+        n: int,
+        wall: float,
+        base: float,
+        first: dict[str, float],
+        guest_s: float,
+        cpu: float,
+    ) -> None:
+        per_url = max(0.0, wall - base - guest_s) / n
+        first.setdefault(label, per_url)
+        host_x = per_url / first[label] if first[label] else float("nan")
+        print(
+            f"{label:52} {n:>5} {wall * 1000:>8.1f} {wall / base:>6.2f} {host_x:>6.2f}"
+            f" {guest_s * 1000:>8.1f} {cpu * 1000:>7.1f}",
+            flush=True,
+        )
+
+    upstreams = [("", loadgen_upstream)]
+    if args.in_process_upstream:
+        upstreams.append((", upstream in-process", hypercorn_upstream))
+    for where, open_upstream in upstreams:
+        # in-process, the upstream's own CPU starves the client at 16N (read timeouts)
+        ns = sizes if not where else sizes[:1]
+        async with (
+            open_upstream(args.delay_ms) as base_url,
+            HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=max(sizes)) as client,
+        ):
+            one = functools.partial(host_get, client, f"{base_url}/0")
+            await one()  # a warm keep-alive connection
+            laps = []
+            for _ in range(10):
+                start = time.perf_counter()
+                await one()
+                laps.append(time.perf_counter() - start)
+            base = statistics.median(laps)
+            print(f"{'one upstream GET (the baseline)' + where:52} {1:>5} {base * 1000:>8.1f}")
+            first: dict[str, float] = {}
+            for n in ns:
+
+                async def fan_out(n: int = n) -> None:
+                    async with trio.open_nursery() as nursery:
+                        for i in range(n):
+                            nursery.start_soon(host_get, client, f"{base_url}/{i}")
+
+                await fan_out()  # the connections opened once, as the guest's will be
+                wall, cpu = await best_of(args.runs, fan_out)
+                row(f"host client, N GETs at once{where}", n, wall, base, first, 0.0, cpu)
+            wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
+            for language, component in components.items():
+                app = ComponentApp(component, wasi=wasi)
+                async with _lifespan(app):
+                    for n in ns:
+                        headers = [(b"url", f"{base_url}/{i}".encode()) for i in range(n)]
+
+                        async def hash_all(app: ComponentApp = app, headers: Any = headers) -> None:
+                            status, body = await _asgi_get(app, "/", headers=headers)
+                            assert status == 200, status
+                            assert body.count(b"\n") == len(headers), body[:200]
+                            assert b"status" not in body, body[:300]
+
+                        await hash_all()  # warm up: an instance, its connections
+                        guest_before = app.statistics().guest_seconds
+                        wall, cpu = await best_of(args.runs, hash_all)
+                        guest_s = (app.statistics().guest_seconds - guest_before) / args.runs
+                        label = f"hash-all ({language}), N URLs{where}"
+                        row(label, n, wall, base, first, guest_s, cpu)
+                        if args.profile and not where:
+                            await profile(app, hash_all, guest_s)
+
+
+async def profile(app: ComponentApp, job: Callable[[], Awaitable[None]], guest_s: float) -> None:
+    """Run ``job`` once under cProfile; print its CPU time by layer."""
+    profiler = cProfile.Profile()
+    guest_before = app.statistics().guest_seconds
+    profiler.enable()
+    await job()
+    profiler.disable()
+    guest_s = app.statistics().guest_seconds - guest_before
+    layers = layers_of(profiler)
+    total = sum(layers.values())
+    print(f"    under cProfile (inflates Python ~2x): {total * 1000:.1f} ms of CPU, by layer:")
+    layers["engine"] = layers.get("engine", 0.0) - guest_s
+    layers["guest code (InstanceStatistics.guest_seconds)"] = guest_s
+    for label, seconds in sorted(layers.items(), key=lambda kv: -kv[1]):
+        print(f"    {label:48} {seconds * 1000:>8.1f} ms {seconds / total:>6.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1600", help="comma-separated N (URLs)")
+    parser.add_argument("--languages", default="rust,python")
+    parser.add_argument("--engines", default="wasmtime,own", help="some of wasmtime,own")
+    parser.add_argument("--delay-ms", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--in-process-upstream",
+        action="store_true",
+        help="also run every row with the upstream a hypercorn app in this process",
+    )
+    trio.run(run, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
