@@ -51,7 +51,7 @@ from .._errors import (
 )
 from .._limits import Limits
 from .._turns import Turns
-from . import _core, _fiber
+from . import _core, _fiber, _shim
 from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import (
     CoreFunc,
@@ -298,6 +298,7 @@ class OwnEngineInstance:
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
         self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
+        self._export_funcs: dict[tuple[str, ...], OwnExportFunc] = {}
         self._made: list[int] = []  # our host functions in the store
         self._impls: dict[tuple[str, ...], Resolved] = {}
         for item, rt in _imports_and_exports(component)[0]:
@@ -341,6 +342,7 @@ class OwnEngineInstance:
         release_host_funcs(self._made)
         self._cores.clear()
         self._fiber_funcs.clear()
+        self._export_funcs.clear()
 
     # -- what the instances share ---------------------------------------------------------
 
@@ -601,8 +603,12 @@ class OwnEngineInstance:
             where = f"interface {interface}" if interface else "the component's root"
             raise LinkError(f"no export {name!r} in {where}")
         path = (interface, name) if interface else (name,)
-        label = "#".join(path)
-        return OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
+        made = self._export_funcs.get(path)
+        if made is None:  # one per export: its shim (``_shim``) is made once
+            label = "#".join(path)
+            made = OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
+            self._export_funcs[path] = made
+        return made
 
 
 def _unsigned(value: Any, kinds: tuple[str, ...]) -> list[Any]:
@@ -636,6 +642,43 @@ class _Lifted:
         if options.post_return is not None:
             self.post = owner.core(instance.funcs[options.post_return], f"post-return of {label}")
         self.plain = _plain(abi)
+        # with a post-return, :meth:`call` runs the export, the lifting of its results and
+        # the post-return on one fiber (``_shim``), made at the first call
+        self._run: _fiber.FiberFunc | None = None
+        self._cx: AbiContext | None = None  # the call's, while ``_run`` runs
+        self._value: Any = None  # what the call's lifting gave
+        self._lift_error: BaseException | None = None
+
+    def _make_run(self) -> _fiber.FiberFunc:
+        """The shim's ``run`` (see ``_shim``): the export, a host function lifting its
+        results (:meth:`_lift`), and the post-return, in one core call."""
+        assert self.post is not None
+        owner = self.owner
+        core = self.core
+        results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
+        lift = host_func(owner.store, wasmtime.FuncType(results, []), self._lift, owner._made)
+        module = _shim.call_lift_post(core.params, core.results)
+        shim = owner.fibers.instantiate(module, [core.func, lift, self.post.func])
+        run = shim.exports(owner.store)["run"]
+        assert isinstance(run, wasmtime.Func)
+        self._run = owner.fibers.func(run)
+        self._run.label = self.label
+        return self._run
+
+    def _lift(self, results: list[Any]) -> list[Any]:
+        """The shim's host function: lift the export's results (before its post-return
+        frees them), end the call's borrow scope, and keep the post-return in."""
+        cx = self._cx
+        assert cx is not None
+        try:
+            self._value = self.abi.lift_result(cx, results)
+            if self.plain is None:
+                cx.scope.finish()
+        except BaseException as exc:
+            self._lift_error = exc  # what the call raises (the trap unwinds to it)
+            raise
+        self.instance.may_leave = False  # post-return may not call out
+        return []
 
     def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
         faults = self.owner.faults
@@ -701,10 +744,23 @@ class _Lifted:
         cx, core_args = self._begin(args)
         owner = self.owner
         try:
-            results = _unsigned(await self.fiber(*core_args), self.core.results)
-            return self._end(cx, results)
+            if self.post is None:
+                results = _unsigned(await self.fiber(*core_args), self.core.results)
+                return self._end(cx, results)
+            run = self._run if self._run is not None else self._make_run()
+            self._cx, self._lift_error = cx, None
+            try:
+                await run(*core_args)
+            finally:
+                self._cx = None
+                self.instance.may_leave = True
+            value, self._value = self._value, None
+            return value
         except IsyswasfaError as exc:
-            failure = self._failed(exc)
+            error, self._lift_error = self._lift_error, None
+            if not isinstance(error, IsyswasfaError):
+                error = exc  # (else the lifting failed: that is what the call raises)
+            failure = self._failed(error)
             if failure is exc:
                 raise
             raise failure from failure.__cause__
