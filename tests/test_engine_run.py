@@ -344,6 +344,18 @@ async def test_a_lifting_failure_is_what_the_call_raises(run_wasm: bytes) -> Non
     assert info.value.__cause__ is None
 
 
+def test_synchronous_calls_count_as_guest_time(run_wasm: bytes) -> None:
+    # a call without a fiber (here the whole export: the instance has no blocking
+    # imports; elsewhere a realloc while lowering arguments) is guest code too
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    try:
+        assert inst.guest_seconds == 0
+        assert inst.func(API, "shout").call_sync("a") == "A"
+        assert inst.guest_seconds > 0
+    finally:
+        inst.close()
+
+
 async def test_a_host_exception_traps_that_call_with_its_cause(run_wasm: bytes) -> None:
     host = Host()
     inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)

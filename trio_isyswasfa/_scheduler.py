@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._engine import lift_outputs, lower_inputs
+from ._engine import lift_outputs, lower_inputs, own
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
 from ._park import Scope, TaskGroup, Waiter, cancel_scope, open_task_group, running_trio
 from ._protocol import (
@@ -60,10 +60,12 @@ class Scheduler:
         *,
         cancel_grace: float = 10.0,
         max_tasks: int | None = None,
+        own_handle: Callable[[int, int], Any] = own,
     ) -> None:
         self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
         self._handle_rep = handle_rep  # the engine's: a guest's handle to its rep
+        self._own_handle = own_handle  # the engine's: a rep to an owned handle
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
@@ -145,7 +147,7 @@ class Scheduler:
             self._dirty[idx] = False
             try:
                 self.poll_calls += 1
-                outputs = await func.call(lower_inputs(inputs or []))
+                outputs = await func.call(lower_inputs(inputs or [], self._own_handle))
                 actions: list[Action] = []
                 for event in lift_outputs(outputs, self._handle_rep):
                     actions.extend(self.core.handle_output(idx, event))

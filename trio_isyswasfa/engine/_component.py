@@ -327,6 +327,13 @@ class OwnEngineInstance:
         blocking read): calls into this instance wait until it returns."""
         return self.blocked_calls > 0
 
+    @staticmethod
+    def own_handle(rep: int, kind: int) -> int:
+        """An owned handle of host resource ``rep`` to give the guest: the rep itself
+        (our lowering knows the resource type from the function's; a wasmtime-py
+        ``ResourceHost`` costs C calls to make and to read back)."""
+        return rep
+
     def handle_rep(self, handle: Any) -> int:
         """The rep of a host resource handle a guest passed or returned (lifted handles
         of host resources are their reps already)."""
@@ -353,7 +360,7 @@ class OwnEngineInstance:
         key = id(func)
         made = self._cores.get(key)
         if made is None:
-            made = self._cores[key] = CoreFunc(self.store, func, label)
+            made = self._cores[key] = CoreFunc(self.store, func, label, self.fibers)
         return made
 
     def _host_drop(self, resource: _engine.ResourceDef, label: str) -> Callable[[int], None]:

@@ -642,12 +642,14 @@ class FiberFunc:
             raise wasmtime.WasmtimeError("the call was dropped")
         clock = _fastcall.clock
         previous, _current = _current, call
+        _core.polls += 1
         host_before = clock.host
         start = time.perf_counter()
         try:
             done: bool = _future_poll(future)
             call._done = done
         finally:
+            _core.polls -= 1
             _current = previous
             spent = time.perf_counter() - start - (clock.host - host_before)
             clock.guest += spent
