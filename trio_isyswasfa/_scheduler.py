@@ -23,7 +23,15 @@ import anyio.abc
 
 from ._engine import lift_outputs, lower_inputs, own
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
-from ._park import Scope, TaskGroup, Waiter, cancel_scope, open_task_group, running_trio
+from ._park import (
+    Scope,
+    TaskGroup,
+    Waiter,
+    cancel_scope,
+    checkpoint_of,
+    open_task_group,
+    running_trio,
+)
 from ._protocol import (
     Action,
     CancelHostWork,
@@ -70,7 +78,7 @@ class Scheduler:
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
         self._dirty: list[bool] = []
-        self._wake = anyio.Event()
+        self._wake = Waiter(None)  # the driver's: set when something happened
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
         self._host_scopes: dict[int, Scope] = {}
@@ -112,14 +120,14 @@ class Scheduler:
                 self._tg = tg
                 tg.start_soon(self._run_timers)
                 task_status.started()
+                checkpoint = checkpoint_of(self._on_trio)
                 try:
                     while self.failure is None:
                         if not self._has_work():
                             await self._wake.wait()
-                            self._wake = anyio.Event()
                             continue
                         await self._round()
-                        await anyio.lowlevel.checkpoint()
+                        await checkpoint()
                 finally:
                     tg.cancel_scope.cancel()
         finally:

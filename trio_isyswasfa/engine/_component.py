@@ -806,7 +806,8 @@ class OwnExportFunc:
         instance take turns. Raises as :meth:`call_sync` does; a cancellation while the
         guest waits abandons the call and the instance is dead."""
         turns = self.owner.turns
-        await turns.take()
+        if not turns.take_nowait():
+            await turns.take()
         try:
             return await self._lifted.call(*args)
         finally:
