@@ -21,6 +21,7 @@ import trio.testing
 from trio_isyswasfa import _engine
 from trio_isyswasfa._errors import GuestTrap, InstanceDead, LinkError, WasiError
 from trio_isyswasfa._limits import Limits
+from trio_isyswasfa.engine import _fiber
 from trio_isyswasfa.engine._component import OwnEngineInstance
 from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.testing import build_wat_component, bump_realloc_wat
@@ -38,6 +39,8 @@ interface api {
   fetch-twice: func(n: u32) -> u32;
   spin: func();
   with-post: func(n: u32) -> string;
+  fetch-posted: func(n: u32) -> result<list<u8>, string>;
+  posts: func() -> u32;
 }
 
 world w {
@@ -66,6 +69,13 @@ WAT = f"""\
     (i32.const 1024))
   (func (export "cabi_post_test:blk/api#with-post") (param i32)
     (call $wait (i32.const 1) (i32.const 1100)))
+  (global $posts (mut i32) (i32.const 0))
+  (func (export "test:blk/api#fetch-posted") (param i32) (result i32)
+    (call $wait (local.get 0) (i32.const 1024))
+    (i32.const 1024))
+  (func (export "cabi_post_test:blk/api#fetch-posted") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (i32.const 1))))
+  (func (export "test:blk/api#posts") (result i32) (global.get $posts))
 )
 """
 
@@ -240,6 +250,49 @@ async def test_a_computing_guest_yields_and_is_stopped(open_instance: Open) -> N
             await inst.call("spin")
         nursery.cancel_scope.cancel()
     assert ticks > 0  # the loop ran while the guest computed
+
+
+async def test_an_export_waits_then_its_post_return_runs(open_instance: Open) -> None:
+    host = Host()
+    inst = open_instance(host)
+    got: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def fetch() -> None:
+            got.append(await inst.call("fetch-posted", 3))
+
+        nursery.start_soon(fetch)
+        await trio.testing.wait_all_tasks_blocked()
+        assert host.waiting == 1  # suspended in the export, before its post-return
+        host.gate.set()
+    assert got == [_engine.Ok(b"\x00\x01\x02")]
+    assert await inst.call("fetch-posted", 0) == _engine.Ok(b"")
+    assert await inst.call("posts") == 2
+
+
+async def test_an_export_and_its_post_return_share_one_fiber(
+    blk_wasm: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on an instance with blocking imports the post-return may not run synchronously
+    # (reaching an async host function would abort the process); a fiber costs wasmtime
+    # more than the rest of a small call, so the export, the lifting of its results and
+    # its post-return share one (``engine/_shim.py``)
+    started: list[object] = []
+    call_async = _fiber._call_async
+
+    def counting(*args: Any) -> Any:
+        started.append(args[1])
+        return call_async(*args)
+
+    monkeypatch.setattr(_fiber, "_call_async", counting)
+    inst = Instance("ours", blk_wasm, Host(), None)
+    try:
+        for _ in range(3):
+            assert await inst.call("fetch-posted", 0) == _engine.Ok(b"")
+        assert await inst.call("posts") == 3
+        assert len(started) == 4  # one fiber per call
+    finally:
+        inst.engine.close()
 
 
 async def test_a_post_return_cannot_wait(open_instance: Open) -> None:

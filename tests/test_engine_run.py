@@ -66,6 +66,7 @@ interface api {
   shout: func(s: string) -> string;
   noisy: func(s: string) -> string;
   posts: func() -> u32;
+  bad-string: func() -> string;
   echo-list: func(xs: list<u32>) -> list<u32>;
   swap: func(p: point) -> point;
   mirror: func(s: shape) -> shape;
@@ -108,6 +109,12 @@ WAT = f"""\
   (func (export "cabi_post_test:run/api#shout") (param i32)
     (global.set $posts (i32.add (global.get $posts) (i32.const 1))))
   (func (export "test:run/api#posts") (result i32) (global.get $posts))
+  (func (export "test:run/api#bad-string") (result i32)
+    (i32.store (i32.const 1024) (i32.const 65000))
+    (i32.store (i32.const 1028) (i32.const 1000))
+    (i32.const 1024))
+  (func (export "cabi_post_test:run/api#bad-string") (param i32)
+    (call $note (i32.const 77)))
   (func (export "test:run/api#noisy") (param i32 i32) (result i32)
     (call $upper (local.get 0) (local.get 1) (i32.const 1024))
     (i32.const 1024))
@@ -320,6 +327,35 @@ async def test_post_return_cannot_call_the_host(run_wasm: bytes, open_instance: 
     with pytest.raises(GuestTrap, match="cannot leave"):
         await inst.call(API, "noisy", "a")
     assert host.notes == []
+
+
+async def test_a_lifting_failure_is_what_the_call_raises(run_wasm: bytes) -> None:
+    # the export's results are lifted inside its core call (with the post-return, on one
+    # fiber): a string out of bounds traps that call with the lifting's own error, and
+    # the post-return (which would call the host) never runs
+    host = Host()
+    inst = Instance("ours", run_wasm, host.resolve)
+    try:
+        with pytest.raises(GuestTrap, match=r"^canonical ABI: string of 1000 bytes") as info:
+            await inst.call(API, "bad-string")
+        assert host.notes == []
+        with pytest.raises(InstanceDead, match="string of 1000 bytes"):
+            await inst.call(API, "add", 1, 2)
+    finally:
+        inst.close()
+    assert info.value.__cause__ is None
+
+
+def test_synchronous_calls_count_as_guest_time(run_wasm: bytes) -> None:
+    # a call without a fiber (here the whole export: the instance has no blocking
+    # imports; elsewhere a realloc while lowering arguments) is guest code too
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    try:
+        assert inst.guest_seconds == 0
+        assert inst.func(API, "shout").call_sync("a") == "A"
+        assert inst.guest_seconds > 0
+    finally:
+        inst.close()
 
 
 async def test_a_host_exception_traps_that_call_with_its_cause(run_wasm: bytes) -> None:

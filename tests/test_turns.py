@@ -35,6 +35,14 @@ class TestTurns:
         turns.give_back()
         assert not turns.held
 
+    def test_take_nowait_takes_only_a_free_turn(self) -> None:
+        turns = Turns()
+        assert turns.take_nowait()
+        assert turns.held
+        assert not turns.take_nowait()  # held: nobody else gets it
+        turns.give_back()
+        assert not turns.held
+
     async def test_waiters_get_the_turn_in_the_order_they_came(self) -> None:
         turns = await _held()
         order: list[object] = []

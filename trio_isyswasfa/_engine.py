@@ -871,6 +871,11 @@ class EngineInstance:
         """Forget this instance's implementations (its store is done)."""
         _BOUND.pop(self._key, None)
 
+    @staticmethod
+    def own_handle(rep: int, kind: int) -> Any:
+        """An owned handle of host resource ``rep`` (of ``kind``) to give the guest."""
+        return own(rep, kind)
+
     def handle_rep(self, handle: Any) -> int:
         """The rep of a host resource handle the guest passed or returned (consumes an
         owned one)."""
@@ -1016,24 +1021,29 @@ class ExportFunc:
 # -- poll events ------------------------------------------------------------------------
 
 
-def lower_inputs(events: list[PollInput]) -> list[Any]:
-    """Our poll inputs as wasmtime-py values, with fresh owned handles."""
+def lower_inputs(events: list[PollInput], own_handle: Callable[[int, int], Any] = own) -> list[Any]:
+    """Our poll inputs as wasmtime-py values, with fresh owned handles (``own_handle``,
+    the engine's, makes them)."""
     out = []
     for ev in events:
         if isinstance(ev, InReady):
             out.append(
-                wc.Variant("ready", record(state=ev.state, ready=own(ev.ready, ResourceKind.READY)))
+                wc.Variant(
+                    "ready", record(state=ev.state, ready=own_handle(ev.ready, ResourceKind.READY))
+                )
             )
         elif isinstance(ev, InListening):
             out.append(
                 wc.Variant(
-                    "listening", record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL))
+                    "listening",
+                    record(state=ev.state, cancel=own_handle(ev.cancel, ResourceKind.CANCEL)),
                 )
             )
         elif isinstance(ev, InCancel):
             out.append(
                 wc.Variant(
-                    "cancel", record(state=ev.state, cancel=own(ev.cancel, ResourceKind.CANCEL))
+                    "cancel",
+                    record(state=ev.state, cancel=own_handle(ev.cancel, ResourceKind.CANCEL)),
                 )
             )
         elif isinstance(ev, InCancelComplete):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _engine, _seam
-from ._engine import Err, ImportedItem, ResourceDef, ResourceKind, own, strip_version
+from ._engine import Err, ImportedItem, ResourceDef, ResourceKind, strip_version
 from ._errors import (
     GuestProtocolError,
     HostProtocolError,
@@ -286,7 +286,9 @@ class Instance:
             self._engine.handle_rep,
             cancel_grace=cancel_grace,
             max_tasks=limits.max_handles if limits else None,
+            own_handle=self._engine.own_handle,
         )
+        self._own = self._engine.own_handle  # isyswasfa's handles, in the engine's shape
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._wasi.scheduler = self._sched  # blocking polls share its waits
         self._funcs: dict[tuple[str, str], Any] = {}
@@ -379,10 +381,11 @@ class Instance:
 
     def _make_task(self) -> Any:
         rep = self._sched.core.make_task()
+        handle = self._own
         return (
-            own(rep, ResourceKind.PENDING),
-            own(rep, ResourceKind.CANCEL),
-            own(rep, ResourceKind.READY),
+            handle(rep, ResourceKind.PENDING),
+            handle(rep, ResourceKind.CANCEL),
+            handle(rep, ResourceKind.READY),
         )
 
     def _ready_state(self, rep: int) -> int:
@@ -410,7 +413,7 @@ class Instance:
                 if inspect.iscoroutine(work):
                     work.close()  # it never ran: no "never awaited" warning
                 raise
-            return Err(own(rep, ResourceKind.PENDING))
+            return Err(self._own(rep, ResourceKind.PENDING))
 
         return start
 
@@ -423,7 +426,7 @@ class Instance:
             return None
         deadline = pollable.deadline()
         if deadline is not None:  # only time makes it ready: it shares the one timer
-            return Err(own(self._sched.start_timed_wait(deadline), ResourceKind.PENDING))
+            return Err(self._own(self._sched.start_timed_wait(deadline), ResourceKind.PENDING))
 
         async def wait() -> None:
             while not pollable.ready():
@@ -431,7 +434,7 @@ class Instance:
 
         # guest tasks waiting on one stream share a host task
         task = self._sched.start_shared_wait(pollable.source(), wait)
-        return Err(own(task, ResourceKind.PENDING))
+        return Err(self._own(task, ResourceKind.PENDING))
 
     # -- calling exports ------------------------------------------------------------------
     async def call(self, interface: str, name: str, *args: Any) -> Any:
@@ -466,7 +469,7 @@ class Instance:
             rep = outcome.value
             if await self._sched.await_guest_call(rep):
                 self._sched.core.take_host_call_ready(rep)
-                value = await result.call(own(rep, ResourceKind.READY))
+                value = await result.call(self._own(rep, ResourceKind.READY))
                 self._after_guest_ran()
                 return value
             raise HostProtocolError("guest call ended without a result")  # pragma: no cover

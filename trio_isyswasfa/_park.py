@@ -12,7 +12,7 @@ directly; on other backends they are anyio's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -55,6 +55,12 @@ def open_task_group(on_trio: bool) -> AbstractAsyncContextManager[TaskGroup]:
     return anyio.create_task_group()  # type: ignore[return-value]
 
 
+def checkpoint_of(on_trio: bool) -> Callable[[], Awaitable[None]]:
+    """The checkpoint to await: trio's own on trio (anyio's looks the backend up at
+    every call), else anyio's."""
+    return trio.lowlevel.checkpoint if on_trio else anyio.lowlevel.checkpoint
+
+
 def cancel_scope(on_trio: bool) -> Scope:
     """A cancel scope without a deadline: trio's on trio, else anyio's."""
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
@@ -69,8 +75,8 @@ class Waiter:
 
     __slots__ = ("_event", "_flag", "_task", "_trio")
 
-    def __init__(self, on_trio: bool) -> None:
-        self._trio = on_trio
+    def __init__(self, on_trio: bool | None) -> None:
+        self._trio = on_trio  # None: known at the first wait (made outside the loop)
         self._task: Any = None  # the parked trio task
         self._flag = False
         self._event: anyio.Event | None = None  # other backends
@@ -80,6 +86,8 @@ class Waiter:
         if self._flag:
             self._flag = False
             return
+        if self._trio is None:
+            self._trio = running_trio()
         if not self._trio:
             self._event = anyio.Event()
             try:

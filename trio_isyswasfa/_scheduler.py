@@ -21,9 +21,17 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._engine import lift_outputs, lower_inputs
+from ._engine import lift_outputs, lower_inputs, own
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
-from ._park import Scope, TaskGroup, Waiter, cancel_scope, open_task_group, running_trio
+from ._park import (
+    Scope,
+    TaskGroup,
+    Waiter,
+    cancel_scope,
+    checkpoint_of,
+    open_task_group,
+    running_trio,
+)
 from ._protocol import (
     Action,
     CancelHostWork,
@@ -60,15 +68,17 @@ class Scheduler:
         *,
         cancel_grace: float = 10.0,
         max_tasks: int | None = None,
+        own_handle: Callable[[int, int], Any] = own,
     ) -> None:
         self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
         self._handle_rep = handle_rep  # the engine's: a guest's handle to its rep
+        self._own_handle = own_handle  # the engine's: a rep to an owned handle
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
         self._dirty: list[bool] = []
-        self._wake = anyio.Event()
+        self._wake = Waiter(None)  # the driver's: set when something happened
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
         self._host_scopes: dict[int, Scope] = {}
@@ -110,14 +120,14 @@ class Scheduler:
                 self._tg = tg
                 tg.start_soon(self._run_timers)
                 task_status.started()
+                checkpoint = checkpoint_of(self._on_trio)
                 try:
                     while self.failure is None:
                         if not self._has_work():
                             await self._wake.wait()
-                            self._wake = anyio.Event()
                             continue
                         await self._round()
-                        await anyio.lowlevel.checkpoint()
+                        await checkpoint()
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -145,7 +155,7 @@ class Scheduler:
             self._dirty[idx] = False
             try:
                 self.poll_calls += 1
-                outputs = await func.call(lower_inputs(inputs or []))
+                outputs = await func.call(lower_inputs(inputs or [], self._own_handle))
                 actions: list[Action] = []
                 for event in lift_outputs(outputs, self._handle_rep):
                     actions.extend(self.core.handle_output(idx, event))

@@ -83,6 +83,9 @@ class EngineInstance(Protocol):
     def handle_rep(self, handle: Any) -> int:
         """The rep of a host resource handle the guest passed or returned."""
 
+    def own_handle(self, rep: int, kind: int) -> Any:
+        """An owned handle of host resource ``rep`` (of ``kind``) to give the guest."""
+
     def close(self) -> None:
         """Done with the instance."""
 

@@ -51,6 +51,13 @@ class Turns:
         """Whether some task has the turn."""
         return self._held
 
+    def take_nowait(self) -> bool:
+        """Take the turn if it is free (True); False if someone holds it."""
+        if self._held:
+            return False
+        self._held = True
+        return True
+
     async def take(self) -> None:
         """Wait for the turn (at once if it is free)."""
         if not self._held:

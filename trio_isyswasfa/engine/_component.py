@@ -51,7 +51,7 @@ from .._errors import (
 )
 from .._limits import Limits
 from .._turns import Turns
-from . import _core, _fiber
+from . import _core, _fiber, _shim
 from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import (
     CoreFunc,
@@ -303,6 +303,7 @@ class OwnEngineInstance:
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
         self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
+        self._export_funcs: dict[tuple[str, ...], OwnExportFunc] = {}
         self._made: list[int] = []  # our host functions in the store
         self._impls: dict[tuple[str, ...], Resolved] = {}
         for item, rt in _imports_and_exports(component)[0]:
@@ -332,6 +333,13 @@ class OwnEngineInstance:
         blocking read): calls into this instance wait until it returns."""
         return self.blocked_calls > 0
 
+    @staticmethod
+    def own_handle(rep: int, kind: int) -> int:
+        """An owned handle of host resource ``rep`` to give the guest: the rep itself
+        (our lowering knows the resource type from the function's; a wasmtime-py
+        ``ResourceHost`` costs C calls to make and to read back)."""
+        return rep
+
     def handle_rep(self, handle: Any) -> int:
         """The rep of a host resource handle a guest passed or returned (lifted handles
         of host resources are their reps already)."""
@@ -348,6 +356,7 @@ class OwnEngineInstance:
         self.fibers.release_host_funcs()
         self._cores.clear()
         self._fiber_funcs.clear()
+        self._export_funcs.clear()
 
     # -- what the instances share ---------------------------------------------------------
 
@@ -358,7 +367,9 @@ class OwnEngineInstance:
         key = id(func)
         made = self._cores.get(key)
         if made is None:
-            made = self._cores[key] = CoreFunc(self.store, func, label, self.faults)
+            made = self._cores[key] = CoreFunc(
+                self.store, func, label, faults=self.faults, guest=self.fibers
+            )
         return made
 
     def _host_drop(self, resource: _engine.ResourceDef, label: str) -> Callable[[int], None]:
@@ -608,8 +619,12 @@ class OwnEngineInstance:
             where = f"interface {interface}" if interface else "the component's root"
             raise LinkError(f"no export {name!r} in {where}")
         path = (interface, name) if interface else (name,)
-        label = "#".join(path)
-        return OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
+        made = self._export_funcs.get(path)
+        if made is None:  # one per export: its shim (``_shim``) is made once
+            label = "#".join(path)
+            made = OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
+            self._export_funcs[path] = made
+        return made
 
 
 def _unsigned(value: Any, kinds: tuple[str, ...]) -> list[Any]:
@@ -643,6 +658,43 @@ class _Lifted:
         if options.post_return is not None:
             self.post = owner.core(instance.funcs[options.post_return], f"post-return of {label}")
         self.plain = _plain(abi)
+        # with a post-return, :meth:`call` runs the export, the lifting of its results and
+        # the post-return on one fiber (``_shim``), made at the first call
+        self._run: _fiber.FiberFunc | None = None
+        self._cx: AbiContext | None = None  # the call's, while ``_run`` runs
+        self._value: Any = None  # what the call's lifting gave
+        self._lift_error: BaseException | None = None
+
+    def _make_run(self) -> _fiber.FiberFunc:
+        """The shim's ``run`` (see ``_shim``): the export, a host function lifting its
+        results (:meth:`_lift`), and the post-return, in one core call."""
+        assert self.post is not None
+        owner = self.owner
+        core = self.core
+        results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
+        lift = host_func(owner.store, wasmtime.FuncType(results, []), self._lift, owner._made)
+        module = _shim.call_lift_post(core.params, core.results)
+        shim = owner.fibers.instantiate(module, [core.func, lift, self.post.func])
+        run = shim.exports(owner.store)["run"]
+        assert isinstance(run, wasmtime.Func)
+        self._run = owner.fibers.func(run)
+        self._run.label = self.label
+        return self._run
+
+    def _lift(self, results: list[Any]) -> list[Any]:
+        """The shim's host function: lift the export's results (before its post-return
+        frees them), end the call's borrow scope, and keep the post-return in."""
+        cx = self._cx
+        assert cx is not None
+        try:
+            self._value = self.abi.lift_result(cx, results)
+            if self.plain is None:
+                cx.scope.finish()
+        except BaseException as exc:
+            self._lift_error = exc  # what the call raises (the trap unwinds to it)
+            raise
+        self.instance.may_leave = False  # post-return may not call out
+        return []
 
     def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
         faults = self.owner.faults
@@ -708,10 +760,23 @@ class _Lifted:
         cx, core_args = self._begin(args)
         owner = self.owner
         try:
-            results = _unsigned(await self.fiber(*core_args), self.core.results)
-            return self._end(cx, results)
+            if self.post is None:
+                results = _unsigned(await self.fiber(*core_args), self.core.results)
+                return self._end(cx, results)
+            run = self._run if self._run is not None else self._make_run()
+            self._cx, self._lift_error = cx, None
+            try:
+                await run(*core_args)
+            finally:
+                self._cx = None
+                self.instance.may_leave = True
+            value, self._value = self._value, None
+            return value
         except IsyswasfaError as exc:
-            failure = self._failed(exc)
+            error, self._lift_error = self._lift_error, None
+            if not isinstance(error, IsyswasfaError):
+                error = exc  # (else the lifting failed: that is what the call raises)
+            failure = self._failed(error)
             if failure is exc:
                 raise
             raise failure from failure.__cause__
@@ -750,7 +815,8 @@ class OwnExportFunc:
         instance take turns. Raises as :meth:`call_sync` does; a cancellation while the
         guest waits abandons the call and the instance is dead."""
         turns = self.owner.turns
-        await turns.take()
+        if not turns.take_nowait():
+            await turns.take()
         try:
             return await self._lifted.call(*args)
         finally:

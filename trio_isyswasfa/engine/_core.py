@@ -27,7 +27,7 @@ import itertools
 import struct
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 import wasmtime
 from wasmtime import _bindings
@@ -141,6 +141,7 @@ class CoreFunc:
         "_unpack",
         "faults",
         "func",
+        "guest",
         "label",
         "params",
         "results",
@@ -152,11 +153,13 @@ class CoreFunc:
         func: wasmtime.Func,
         label: str = "",
         faults: FaultSink | None = None,
+        guest: GuestClock | None = None,
     ) -> None:
         ty = func.type(store)
         self.func = func
         self.label = label or "a core function"
         self.faults = faults  # the instance's: a trap carries the reason its guest gave
+        self.guest = guest
         self.params = _kinds(ty.params)
         self.results = _kinds(ty.results)
         self._n = max(len(self.params), len(self.results), 1)
@@ -175,6 +178,8 @@ class CoreFunc:
         if raw is None:
             raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
         _depth += 1
+        host_before = _clock.host
+        start = perf_counter()
         try:
             self._pack(raw, args)
             error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
@@ -187,6 +192,26 @@ class CoreFunc:
         finally:
             _depth -= 1
             self._raw, self._trap = raw, trap
+            # guest code (a realloc, a post-return), also when a host function that is
+            # timing itself called it: not the host's time
+            elapsed = perf_counter() - start
+            inside = _clock.host - host_before  # in host functions it called
+            _clock.host -= elapsed
+            if not _depth and not polls and self.guest is not None:
+                # outside any fiber call (whose poll counts it): the instance's guest time
+                self.guest.guest_seconds += elapsed - inside
+                _clock.guest += elapsed - inside
+
+
+class GuestClock(Protocol):
+    """Where a core function's guest time goes: its instance's total."""
+
+    guest_seconds: float
+
+
+# Fiber calls being polled now (``_fiber`` counts them): the guest time of a synchronous
+# call made inside one is the poll's.
+polls = 0
 
 
 # Synchronous core calls running now. Inside a fiber call (``_fiber``), such a call is
@@ -311,6 +336,8 @@ class _FirstCall:
 
 
 _func_new_unchecked = _bindings._wasmtime_func_new_unchecked
+_memory_data = _bindings._wasmtime_memory_data
+_memory_data_size = _bindings._wasmtime_memory_data_size
 byref = ctypes.byref
 
 
@@ -319,7 +346,7 @@ class CoreMemory:
     of its bytes (remade only when the memory moved or grew) and the guest's
     ``realloc``."""
 
-    __slots__ = ("_ctx", "_key", "_mp", "_realloc", "_view", "memory")
+    __slots__ = ("_ctx", "_mp", "_realloc", "_size", "_view", "memory")
 
     def __init__(
         self, store: wasmtime.Store, memory: wasmtime.Memory, realloc: CoreFunc | None
@@ -328,18 +355,18 @@ class CoreMemory:
         self._ctx = store._context()
         self._mp = ctypes.byref(memory._memory)
         self._realloc = realloc
-        self._key: tuple[int, int] = (0, -1)
+        self._size = -1
         self._view = memoryview(bytearray()).cast("B")
 
     def view(self) -> memoryview:
-        """The memory's bytes now."""
-        base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, self._mp), ctypes.c_void_p).value
-        size = ffi.wasmtime_memory_data_size(self._ctx, self._mp)
-        key = (base or 0, size)
-        if key != self._key:
-            raw = (ctypes.c_ubyte * size).from_address(key[0]) if size else bytearray()
+        """The memory's bytes now: one C call while its size stays (a memory moves only
+        when it grows, and it never shrinks)."""
+        size = _memory_data_size(self._ctx, self._mp)
+        if size != self._size:
+            base = ctypes.cast(_memory_data(self._ctx, self._mp), ctypes.c_void_p).value
+            raw = (ctypes.c_ubyte * size).from_address(base or 0) if size else bytearray()
             self._view = memoryview(raw).cast("B")
-            self._key = key
+            self._size = size
         return self._view
 
     def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:

@@ -36,6 +36,8 @@ for every store.
 from __future__ import annotations
 
 import ctypes
+import functools
+import struct
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -572,7 +574,13 @@ class FiberStore:
 
 
 class FiberFunc:
-    """A core function of a :class:`FiberStore`; awaiting a call runs it on a fiber."""
+    """A core function of a :class:`FiberStore`; awaiting a call runs it on a fiber.
+
+    Its arguments and results travel in ``wasmtime_val_t`` arrays made once, written
+    and read with one ``struct`` call each, and the one :class:`CoreCall` a finished
+    call leaves is reused by the next: a call costs the C API's three crossings (start,
+    poll, delete) and little Python around them.
+    """
 
     def __init__(self, owner: FiberStore, func: wasmtime.Func) -> None:
         self.owner = owner
@@ -581,15 +589,15 @@ class FiberFunc:
         self.label = "a core function"
         params = _fields(ty.params, "core function parameters")
         results = _fields(ty.results, "core function results")
-        # buffers for every call: wasmtime_val_t arrays with their kinds set once
+        self._n_params = len(params)
+        self._n_results = len(results)
         self._params = (ffi.wasmtime_val_t * len(params))()
         self._results = (ffi.wasmtime_val_t * len(results))()
-        for slot, (_, kind) in zip(self._params, params, strict=True):
-            slot.kind = kind
-        self._param_slots = [(s.of, f) for s, (f, _) in zip(self._params, params, strict=True)]
-        self._result_slots = [(s.of, f) for s, (f, _) in zip(self._results, results, strict=True)]
+        self._pack = _val_packer(tuple(f for f, _ in params))
+        self._unpack = _val_layout(tuple(f for f, _ in results)).unpack_from
         self._context = owner.store._context()
         self._func_ref = byref(func._func)
+        self._spare: CoreCall | None = None  # the last call's, reused by the next
 
     async def __call__(self, *args: CoreValue) -> Any:
         """Run the function: ``None``, its one result, or a list of its results.
@@ -600,12 +608,14 @@ class FiberFunc:
           InstanceDead: the store had failed before.
         """
         owner = self.owner
-        await owner._enter()
+        if owner._busy or owner.fault is not None:
+            await owner._enter()
+        else:
+            owner._busy = True
         try:
-            call = CoreCall(self, args)
-            deadline = owner.limits.max_run_seconds
-            if deadline is not None:
-                deadline += time.monotonic()
+            call = self._start(args)
+            limit = owner.limits.max_run_seconds
+            deadline = None if limit is None else time.monotonic() + limit
             while not self._poll(call):
                 await self._wait(call, deadline)
             return self._finish(call)
@@ -625,7 +635,7 @@ class FiberFunc:
         owner._check()
         if owner._busy:
             raise GuestTrap(f"{self.label} was called while another call is in the store")
-        call = CoreCall(self, args)
+        call = self._start(args)
         limit = owner.limits.max_run_seconds
         deadline = None if limit is None else time.monotonic() + limit
         while not self._poll(call):
@@ -638,23 +648,53 @@ class FiberFunc:
                 raise self._over_time(call, "without returning to the host")
         return self._finish(call)
 
+    def _start(self, args: Sequence[CoreValue]) -> CoreCall:
+        call = self._spare
+        if call is None:
+            return CoreCall(self, args)
+        self._spare = None
+        call._start(self, args)
+        return call
+
     def _poll(self, call: CoreCall) -> bool:
-        before = _fastcall.clock.guest
-        previous = _enter(call)
+        """Run the guest until it finishes (True) or is suspended (False); its time
+        (less the host functions it called) is the guest's."""
+        global _current
+        if call._done:
+            return True  # never resume a finished future: wasmtime would abort
+        future = call._future
+        if future is None:
+            raise wasmtime.WasmtimeError("the call was dropped")
+        clock = _fastcall.clock
+        previous, _current = _current, call
+        _core.polls += 1
+        host_before = clock.host
+        start = time.perf_counter()
         try:
-            return call.poll()
+            done: bool = _future_poll(future)
+            call._done = done
         finally:
-            _leave(previous)
-            self.owner.guest_seconds += _fastcall.clock.guest - before
+            _core.polls -= 1
+            _current = previous
+            spent = time.perf_counter() - start - (clock.host - host_before)
+            clock.guest += spent
+            self.owner.guest_seconds += spent
+        return done
 
     def _finish(self, call: CoreCall) -> Any:
-        try:
-            failure = call._failure(self.label, self.owner.faults)
-            if failure is not None:
+        if call._trap or call._error:
+            try:
+                failure = call._failure(self.label, self.owner.faults)
+                assert failure is not None
                 raise self.owner._record(failure)
-            return call.results()
-        finally:
-            call.close()
+            finally:
+                call.close()
+        call.close()
+        self._spare = call
+        n = self._n_results
+        if n == 1:
+            return self._unpack(self._results)[0]
+        return list(self._unpack(self._results)) if n else None
 
     async def _wait(self, call: CoreCall, deadline: float | None) -> None:
         """The guest is suspended: a host function waits (await that), or its time slice
@@ -704,43 +744,91 @@ class CoreCall(_Polling):
     a time, so no two calls of one function are ever in flight."""
 
     def __init__(self, func: FiberFunc, args: Sequence[CoreValue]) -> None:
-        slots = func._param_slots
-        if len(args) != len(slots):
-            raise HostProtocolError(
-                f"wrong number of arguments: given {len(args)}, expected {len(slots)}"
-            )
-        try:
-            for (union, field), value in zip(slots, args, strict=True):
-                setattr(union, field, value)
-        except TypeError as exc:
-            raise HostProtocolError(f"bad arguments for {func.label}: {exc}") from exc
-        self._slots = func._result_slots
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
+        self._out = (byref(self._trap), byref(self._error))
+        self._start(func, args)
+
+    def _start(self, func: FiberFunc, args: Sequence[CoreValue]) -> None:
+        """Start the call (a finished call that did not fail starts again here)."""
+        if len(args) != func._n_params:
+            raise HostProtocolError(
+                f"wrong number of arguments: given {len(args)}, expected {func._n_params}"
+            )
+        try:
+            func._pack(func._params, args)
+        except (TypeError, struct.error) as exc:
+            raise HostProtocolError(f"bad arguments for {func.label}: {exc}") from exc
+        self._func = func
+        self._done = False
+        self.waiting = None
+        self.cause = None
         self._future = _call_async(
             func._context,
             func._func_ref,
             func._params,
-            len(slots),
+            func._n_params,
             func._results,
-            len(self._slots),
-            byref(self._trap),
-            byref(self._error),
+            func._n_results,
+            *self._out,
         )
+
+    def close(self) -> None:
+        """Drop the call (a suspended guest is abandoned: its store must not be used)."""
+        future = self._future
+        if future is not None:
+            self._future = None
+            _future_delete(future)
 
     def results(self) -> Any:
         """The finished call's results, as wasmtime-py's ``Func.__call__`` gives them."""
-        slots = self._slots
-        if len(slots) == 1:
-            union, field = slots[0]
-            return getattr(union, field)
-        if not slots:
-            return None
-        return [getattr(union, field) for union, field in slots]
+        func = self._func
+        values = func._unpack(func._results)
+        if func._n_results == 1:
+            return values[0]
+        return list(values) if values else None
+
+
+# wasmtime_val_t: the kind (one byte), then the value's union at _VAL_OF
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_val_t)
+_VAL_OF = ffi.wasmtime_val_t.of.offset
+_CODES = {"i32": "i", "i64": "q", "f32": "f", "f64": "d"}
+_UNSIGNED = {"i32": ("I", " & 0xFFFFFFFF"), "i64": ("Q", " & 0xFFFFFFFFFFFFFFFF")}
+_KINDS = dict(_FIELDS.values())
+
+
+def _slot(code: str, kind: bool) -> str:
+    pad = _VAL_SIZE - _VAL_OF - struct.calcsize("<" + code)
+    return ("B" if kind else "x") + f"{_VAL_OF - 1}x{code}{pad}x"
+
+
+@functools.lru_cache(maxsize=256)
+def _val_layout(fields: tuple[str, ...]) -> struct.Struct:
+    """Values of ``fields`` in a ``wasmtime_val_t`` array (read signed, as wasmtime-py
+    gives them)."""
+    return struct.Struct("<" + "".join(_slot(_CODES[f], False) for f in fields))
+
+
+@functools.lru_cache(maxsize=256)
+def _val_packer(fields: tuple[str, ...]) -> Callable[[Any, Sequence[CoreValue]], None]:
+    """``pack(array, values)``: kinds and values of ``fields`` into a ``wasmtime_val_t``
+    array in one ``struct`` call (integers signed or unsigned)."""
+    codes = [_UNSIGNED.get(f, (_CODES[f], "")) for f in fields]
+    layout = struct.Struct("<" + "".join(_slot(code, True) for code, _ in codes))
+    items = ", ".join(
+        f"{_KINDS[f]}, v[{i}]{mask}"
+        for i, (f, (_, mask)) in enumerate(zip(fields, codes, strict=True))
+    )
+    namespace: dict[str, Any] = {"pack_into": layout.pack_into}
+    exec(f"def pack(buf, v):\n    pack_into(buf, 0{', ' if items else ''}{items})\n", namespace)
+    pack: Callable[[Any, Sequence[CoreValue]], None] = namespace["pack"]
+    return pack
 
 
 # the C functions themselves, without wasmtime-py's Python wrappers around them
 _call_async = wasmtime._bindings._wasmtime_func_call_async
+_future_poll = wasmtime._bindings._wasmtime_call_future_poll
+_future_delete = wasmtime._bindings._wasmtime_call_future_delete
 
 
 __all__ = [
