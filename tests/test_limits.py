@@ -75,7 +75,9 @@ async def test_a_computing_guest_leaves_the_event_loop_free(wasm: bytes) -> None
         with pytest.raises(trio_isyswasfa.GuestTrap, match="longer than max_run_seconds"):
             await inst.call("", "spin")
         n.cancel_scope.cancel()
-    assert ticks.count >= 20
+    # a loop held for the whole 0.5 s would tick at most once; free, up to 50 times
+    # (a loaded machine gets fewer: 18 were seen, so no tighter bound)
+    assert ticks.count >= 5
 
 
 async def test_a_cancelled_caller_waits_for_a_computing_guest(wasm: bytes) -> None:
