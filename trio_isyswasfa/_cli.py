@@ -190,7 +190,7 @@ def _engine_argument(parser: argparse.ArgumentParser) -> None:
         choices=["wasmtime", "own"],
         default=None,
         help="what runs the component: wasmtime-py's component API, or our own canonical "
-        "ABI over wasmtime's core API (default: $TRIO_ISYSWASFA_ENGINE, else wasmtime)",
+        "ABI over wasmtime's core API (default: $TRIO_ISYSWASFA_ENGINE, else own)",
     )
 
 

@@ -178,7 +178,7 @@ def load_component(
       use_cache: keep compiled code on disk (``$TRIO_ISYSWASFA_CACHE``).
       engine: what runs it: ``"wasmtime"`` (wasmtime-py's component API) or ``"own"``
         (our canonical ABI over wasmtime's core API); by default
-        ``$TRIO_ISYSWASFA_ENGINE``, else ``"wasmtime"``.
+        ``$TRIO_ISYSWASFA_ENGINE``, else ``"own"``.
 
     Raises:
       LoadError: the file is missing or is not a component.

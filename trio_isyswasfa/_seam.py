@@ -2,8 +2,8 @@
 
 Two engines sit behind the same seam:
 
-* ``"wasmtime"`` (the default): wasmtime-py's component API, through ``_engine``;
-* ``"own"``: our own canonical ABI over wasmtime's core API (``engine/``).
+* ``"own"`` (the default): our own canonical ABI over wasmtime's core API (``engine/``);
+* ``"wasmtime"``: wasmtime-py's component API, through ``_engine`` (the reference).
 
 Both take host functions in the same shapes (plain functions, :class:`Blocking`
 generators, :class:`ResourceDef` resources) and give values in the same shapes, so
@@ -34,12 +34,12 @@ ENGINE_VARIABLE = "TRIO_ISYSWASFA_ENGINE"
 
 def default_engine() -> str:
     """The engine used when a load names none: ``$TRIO_ISYSWASFA_ENGINE``, else
-    ``"wasmtime"``.
+    ``"own"``.
 
     Raises:
       HostProtocolError: the variable names no engine.
     """
-    return check_engine(os.environ.get(ENGINE_VARIABLE) or "wasmtime")
+    return check_engine(os.environ.get(ENGINE_VARIABLE) or "own")
 
 
 def check_engine(name: str) -> str:
