@@ -353,7 +353,7 @@ class OwnEngineInstance:
         functions in it hold it, through this instance, until then)."""
         self.faults.record(InstanceDead("the component instance was closed"))
         release_host_funcs(self._made)
-        self.fibers.release_host_funcs()
+        self.fibers.close()  # a call suspended in the store is never resumed
         self._cores.clear()
         self._fiber_funcs.clear()
         self._export_funcs.clear()
