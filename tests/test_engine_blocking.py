@@ -227,7 +227,7 @@ async def test_cancelling_a_waiting_call_kills_the_instance(open_instance: Open)
 
 
 async def test_closing_the_instance_while_a_call_waits_never_resumes_the_guest(
-    blk_wasm: bytes,
+    blk_wasm: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the guest resumed after close (its host functions released) and trapped on the
     # next one it reached with a KeyError of that function's key (issue 12's flake)
@@ -248,6 +248,7 @@ async def test_closing_the_instance_while_a_call_waits_never_resumes_the_guest(
             inst.engine.close()
             host.gate.set()
     assert "closed" in str(got[0])
+    assert "closing a component instance with a call in flight" in caplog.text  # who did
     assert host.waiting == 0  # the waiting host function's generator was closed
     with pytest.raises(InstanceDead):
         await inst.call("posts")

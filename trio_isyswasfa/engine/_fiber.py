@@ -504,6 +504,11 @@ class FiberStore:
         self._idle: anyio.Event | None = None
         self._host_keys: list[int] = []  # of the host functions made in this store
 
+    @property
+    def busy(self) -> bool:
+        """Whether a call is in the store now (running, or suspended in it)."""
+        return self._busy
+
     def close(self) -> None:
         """The instance is closed: its host functions are released (calling one
         afterwards would fail), so a call still in the store (suspended in a host
