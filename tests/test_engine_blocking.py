@@ -226,6 +226,34 @@ async def test_cancelling_a_waiting_call_kills_the_instance(open_instance: Open)
         await inst.call("fetch", 0)
 
 
+async def test_closing_the_instance_while_a_call_waits_never_resumes_the_guest(
+    blk_wasm: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the guest resumed after close (its host functions released) and trapped on the
+    # next one it reached with a KeyError of that function's key (issue 12's flake)
+    host = Host()
+    inst = Instance("ours", blk_wasm, host, None)
+    got: list[BaseException] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def fetch() -> None:
+                with pytest.raises(InstanceDead) as caught:
+                    await inst.call("fetch-posted", 3)  # waits, then lifts on a host function
+                got.append(caught.value)
+
+            nursery.start_soon(fetch)
+            await trio.testing.wait_all_tasks_blocked()
+            assert host.waiting == 1
+            inst.engine.close()
+            host.gate.set()
+    assert "closed" in str(got[0])
+    assert "closing a component instance with a call in flight" in caplog.text  # who did
+    assert host.waiting == 0  # the waiting host function's generator was closed
+    with pytest.raises(InstanceDead):
+        await inst.call("posts")
+
+
 async def test_max_run_seconds_bounds_a_wait(open_instance: Open) -> None:
     inst = open_instance(Host(), Limits(max_run_seconds=0.05))
     with pytest.raises(GuestTrap, match="max_run_seconds"):

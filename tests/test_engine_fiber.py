@@ -426,3 +426,22 @@ class TestSynchronousCallsInsideFibers:
         assert _core.take_host_exception() is None
         with pytest.raises(InstanceDead):
             await fs.call(exports["outer"], 4)
+
+
+async def test_a_released_synchronous_host_function_traps_as_a_closed_instance() -> None:
+    # a closed instance's host functions are released; a guest that still called one
+    # trapped with a bare KeyError of the function's process-wide key (issue 12's flake)
+    from trio_isyswasfa.engine._core import host_func, release_host_funcs
+
+    fs = FiberStore(sync_calls=True)
+    made: list[int] = []
+    hosts = [host_func(fs.store, WAIT_TYPE, lambda args: [args[0]], made)]
+    hosts.append(fs.host_func(WAIT_TYPE, plus_one))
+    module = wasmtime.Module(_engine.engine(), wasmtime.wat2wasm(NESTED))
+    exports = fs.instantiate(module, hosts).exports(fs.store)
+    assert await fs.call(exports["outer"], 4) == 4
+    release_host_funcs(made)
+    with pytest.raises(GuestTrap) as caught:
+        await fs.call(exports["outer"], 4)
+    assert isinstance(caught.value.__cause__, InstanceDead)
+    assert "closed" in str(caught.value)

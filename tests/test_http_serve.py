@@ -693,3 +693,25 @@ def test_app_from_environment_needs_a_component(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("TRIO_ISYSWASFA_COMPONENT", raising=False)
     with pytest.raises(trio_isyswasfa.HostProtocolError, match="TRIO_ISYSWASFA_COMPONENT"):
         trio_isyswasfa.http.app_from_environment()
+
+
+def test_a_host_bug_behind_a_failure_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trio_isyswasfa.http._asgi import _log_failure
+
+    def host_function() -> None:
+        raise KeyError(7137)
+
+    try:
+        host_function()
+    except KeyError as bug:
+        trap = trio_isyswasfa.GuestTrap("host function failed: KeyError(7137)")
+        trap.__cause__ = bug
+    _log_failure(trap)
+    _log_failure(trio_isyswasfa.GuestTrap("unreachable executed"))  # the guest's own
+    with_traceback, plain = caplog.records
+    assert with_traceback.exc_info is not None
+    assert isinstance(with_traceback.exc_info[1], KeyError)
+    assert "in host_function" in caplog.text  # where the host failed
+    assert plain.exc_info is None

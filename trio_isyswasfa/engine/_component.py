@@ -33,6 +33,7 @@ traceback) as ``__cause__``, and the instance is dead with that trap as its reas
 from __future__ import annotations
 
 import functools
+import logging
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
@@ -88,6 +89,8 @@ from ._types import (
     ValType,
 )
 from ._values import Err
+
+log = logging.getLogger("trio_isyswasfa.engine")
 
 _MASKS: dict[str, int | None] = {
     "i32": 0xFFFFFFFF,
@@ -352,8 +355,12 @@ class OwnEngineInstance:
         :class:`~trio_isyswasfa.InstanceDead`, and its store can be freed (the host
         functions in it hold it, through this instance, until then)."""
         self.faults.record(InstanceDead("the component instance was closed"))
+        if self.fibers.busy:
+            # the call is abandoned (it raises InstanceDead): whoever closed the instance
+            # did not wait for it, which its owner may want to know (issue 12)
+            log.warning("closing a component instance with a call in flight", stack_info=True)
         release_host_funcs(self._made)
-        self.fibers.release_host_funcs()
+        self.fibers.close()  # a call suspended in the store is never resumed
         self._cores.clear()
         self._fiber_funcs.clear()
         self._export_funcs.clear()

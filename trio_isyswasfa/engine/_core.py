@@ -34,7 +34,7 @@ from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
 from .._engine import FaultSink, trap_reason
-from .._errors import GuestTrap
+from .._errors import GuestTrap, InstanceDead
 from .._fastcall import clock as _clock
 
 CoreValues = list[Any]
@@ -241,7 +241,10 @@ _NEXT_HOST = itertools.count(1)
 def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
     start = perf_counter()
     try:
-        fn, unpack, pack, size = _HOSTS[env]
+        entry = _HOSTS.get(env)
+        if entry is None:  # released: its instance was closed (not a KeyError of ours)
+            raise InstanceDead("the component instance was closed")
+        fn, unpack, pack, size = entry
         out = fn(list(unpack(ctypes.string_at(raw, size))))
         if pack is not None:
             ctypes.memmove(raw, pack(*out), len(out) * _SLOT)

@@ -504,6 +504,19 @@ class FiberStore:
         self._idle: anyio.Event | None = None
         self._host_keys: list[int] = []  # of the host functions made in this store
 
+    @property
+    def busy(self) -> bool:
+        """Whether a call is in the store now (running, or suspended in it)."""
+        return self._busy
+
+    def close(self) -> None:
+        """The instance is closed: its host functions are released (calling one
+        afterwards would fail), so a call still in the store (suspended in a host
+        function, or at an epoch yield) is never resumed: its next poll drops its
+        fiber and it raises :class:`~trio_isyswasfa.InstanceDead`, as do later calls."""
+        self._record(InstanceDead("the component instance was closed"))
+        self.release_host_funcs()
+
     def release_host_funcs(self) -> None:
         """Forget the host functions made in this store: their closures usually hold
         the store (through the instance they serve), and wasmtime drops them only with
@@ -665,6 +678,13 @@ class FiberFunc:
         future = call._future
         if future is None:
             raise wasmtime.WasmtimeError("the call was dropped")
+        fault = self.owner.fault
+        if fault is not None:
+            # the store was closed (or failed) while this call was suspended in it: its
+            # host functions may be released, so the guest must not run on (it would
+            # trap on a missing host function, or run host code of a closed instance)
+            call.close()
+            raise InstanceDead(f"{self.label} was abandoned: {fault}") from fault
         clock = _fastcall.clock
         previous, _current = _current, call
         _core.polls += 1

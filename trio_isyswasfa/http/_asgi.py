@@ -276,7 +276,7 @@ class ComponentApp:
                             instance._sched.check_alive()
                             outcome = "completed"
             except IsyswasfaError as exc:
-                log.error("component failed: %s", exc)
+                _log_failure(exc)
                 outcome = "failed"
                 if not started:
                     await _send_error(send, 500, "the component failed")
@@ -304,7 +304,7 @@ class ComponentApp:
                     with self._guest_time(instance):
                         await self._run_proxy(scope, send, instance, request, outparam, state)
             except IsyswasfaError as exc:
-                log.error("component failed: %s", exc)
+                _log_failure(exc)
                 state.outcome = "failed"
                 if not state.started:
                     await _send_error(send, 500, "the component failed")
@@ -526,6 +526,26 @@ def app_from_environment() -> ComponentApp:
 async def _until_shutdown(receive: Receive) -> None:
     while (await receive())["type"] != "lifespan.shutdown":
         pass
+
+
+def _host_bug(exc: BaseException) -> BaseException | None:
+    """The exception of the host's own (not one of ours: a ``KeyError``, say) behind a
+    component's failure, if a host function raised one."""
+    seen: set[int] = set()
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, IsyswasfaError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
+def _log_failure(exc: IsyswasfaError) -> None:
+    """Log a component's failure; with the traceback when a host function's bug caused
+    it (the message alone, such as ``KeyError(7137)``, does not say where)."""
+    bug = _host_bug(exc)
+    log.error("component failed: %s", exc, exc_info=bug)
 
 
 async def _handle(instance: Instance, interface: str, request: Request) -> Response | ErrorCode:
