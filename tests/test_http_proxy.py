@@ -7,6 +7,7 @@ import contextlib
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -33,6 +34,21 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 def proxy_component(engine: str) -> trio_isyswasfa.Component:
     wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
     return trio_isyswasfa.load_component(wasm, engine=engine)  # once per engine
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: ComponentApp) -> AsyncIterator[None]:
+    """The app's lifespan around the block: started up (and checked) before it, shut
+    down (and checked) after it."""
+    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
+    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        yield
+        await to_app.send({"type": "lifespan.shutdown"})
+        assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
 
 
 async def asgi_get(app: ComponentApp, path: str) -> bytes:
@@ -235,13 +251,8 @@ class TestInstancePolicies:
         self, proxy_component: trio_isyswasfa.Component
     ) -> None:
         app = ComponentApp(proxy_component, instances="per-request", spare_instances=2)
-        to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
-        app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
         with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
-                await to_app.send({"type": "lifespan.startup"})
-                assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+            async with lifespan(app):
                 await eventually(lambda: app.statistics().spare_instances == 2)
                 assert await asgi_get(app, "/count") == b"1\n"
                 assert await asgi_get(app, "/count") == b"1\n"
@@ -249,8 +260,6 @@ class TestInstancePolicies:
                 await eventually(lambda: app.statistics().spare_instances == 2)
                 await eventually(lambda: app.statistics().instances_closed == 2)
                 assert app.statistics().instances_opened == 4
-                await to_app.send({"type": "lifespan.shutdown"})
-                assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
         stats = app.statistics()
         assert (stats.instances_opened, stats.instances_closed, stats.spare_instances) == (4, 4, 0)
 
@@ -263,17 +272,10 @@ class TestInstancePolicies:
             instances="per-request",
             limits=trio_isyswasfa.Limits(max_memory=1 << 20),
         )
-        to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
-        app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
         with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
-                await to_app.send({"type": "lifespan.startup"})
-                assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+            async with lifespan(app):
                 for _ in range(2):
                     assert await asgi_get(app, "/hello") == b"the component failed\n"
-                await to_app.send({"type": "lifespan.shutdown"})
-                assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
         stats = app.statistics()
         assert (stats.failed, stats.instances_opened, stats.spare_instances) == (2, 0, 0)
 
