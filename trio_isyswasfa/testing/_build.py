@@ -156,8 +156,6 @@ def build_rust_guest(
     """
     tools = RustToolchain.find()
     crate = Path(crate).resolve()
-    manifest = tomllib.loads((crate / "Cargo.toml").read_text())
-    artifact = manifest["package"]["name"].replace("-", "_")
     workspace = _workspace_root(crate)
     _write_lowered(Path(wit), world, crate / LOWERED_DIR, suffix)
 
@@ -166,41 +164,12 @@ def build_rust_guest(
     for root in [Path(wit), crate, guest_rust_dir(), bundled_wit_dir()]:
         _hash_tree(h, root.resolve(), _RUST_SKIPPED)
     _hash_tree(h, crate / LOWERED_DIR)
-    for name in ("Cargo.toml", "Cargo.lock"):
-        if (workspace / name).is_file():
-            _hash_tree(h, workspace / name)
+    _hash_workspace(h, workspace)
     _hash_tree(h, Path(__file__).resolve())
     out = guest_cache_dir() / f"{world}-rust-{h.hexdigest()[:20]}.wasm"
     if out.exists():
         return out
-    # one cargo build directory per workspace: cargo names a cdylib's output without a
-    # hash of its source path, so two checkouts of the same crates sharing a directory
-    # would take each other's fresh-looking artifacts (a guest built from the other's
-    # sources); within a workspace every guest shares it (the std build is done once)
-    workspace_key = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
-    target_dir = guest_cache_dir() / f"rust-target-{workspace_key}"
-    _force_relink(crate)
-    cmd = [
-        str(tools.cargo),
-        "build",
-        "--release",
-        "--locked",
-        "--target",
-        RUST_TARGET,
-        "-Zbuild-std=std,panic_abort",
-        "--manifest-path",
-        str(crate / "Cargo.toml"),
-        "--target-dir",
-        str(target_dir),
-    ]
-    _run_tool(cmd, "cargo build", env=tools.environment())
-    module = target_dir / RUST_TARGET / "release" / f"{artifact}.wasm"
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    _run_tool(
-        [*tool_command("wasm-tools"), "component", "new", str(module), "-o", str(tmp)],
-        "wasm-tools component new",
-    )
-    tmp.replace(out)
+    _cargo_component(tools, crate, RUST_TARGET, _workspace_target_dir(workspace), out)
     return out
 
 
@@ -226,7 +195,6 @@ def build_rust_wasip3(crate: Path | str, wit: Path | str | None = None) -> Path:
     tools = RustToolchain.find()
     crate = Path(crate).resolve()
     manifest = tomllib.loads((crate / "Cargo.toml").read_text())
-    artifact = manifest["package"]["name"].replace("-", "_")
     features = ["--features", "wasip3"] if "wasip3" in manifest.get("features", {}) else []
     workspace = _workspace_root(crate)
     if wit is not None:
@@ -243,38 +211,14 @@ def build_rust_wasip3(crate: Path | str, wit: Path | str | None = None) -> Path:
     roots = [crate, guest_rust_dir()] + ([Path(wit), crate / WASIP3_WIT_DIR] if wit else [])
     for root in roots:
         _hash_tree(h, root.resolve(), _RUST_SKIPPED if root == crate else frozenset())
-    for name in ("Cargo.toml", "Cargo.lock"):
-        if (workspace / name).is_file():
-            _hash_tree(h, workspace / name)
+    _hash_workspace(h, workspace)
     _hash_tree(h, Path(__file__).resolve())
     out = guest_cache_dir() / f"{crate.name}-wasip3-{h.hexdigest()[:20]}.wasm"
     if out.exists():
         return out
-    workspace_key = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
-    target_dir = guest_cache_dir() / f"rust-target-{workspace_key}"
-    _force_relink(crate)
-    cmd = [
-        str(tools.cargo),
-        "build",
-        "--release",
-        "--locked",
-        *features,
-        "--target",
-        RUST_TARGET,
-        "-Zbuild-std=std,panic_abort",
-        "--manifest-path",
-        str(crate / "Cargo.toml"),
-        "--target-dir",
-        str(target_dir),
-    ]
-    _run_tool(cmd, "cargo build", env=tools.environment())
-    module = target_dir / RUST_TARGET / "release" / f"{artifact}.wasm"
-    tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
-    _run_tool(
-        [*tool_command("wasm-tools"), "component", "new", str(module), "-o", str(tmp_out)],
-        "wasm-tools component new",
+    _cargo_component(
+        tools, crate, RUST_TARGET, _workspace_target_dir(workspace), out, features=features
     )
-    tmp_out.replace(out)
     return out
 
 
@@ -327,8 +271,6 @@ def build_rust_component(crate: Path | str, *, adapter: AdapterKind = "proxy") -
         if not path.is_file():
             raise RustToolchainMissing(f"{what} is missing ({path}): {INSTALL_HINT}")
     crate = Path(crate).resolve()
-    manifest = tomllib.loads((crate / "Cargo.toml").read_text())
-    artifact = manifest["package"]["name"].replace("-", "_")
 
     h = hashlib.sha256()
     h.update(f"{adapter}\0{tools.version()}".encode())
@@ -348,36 +290,7 @@ def build_rust_component(crate: Path | str, *, adapter: AdapterKind = "proxy") -
             f"-C link-self-contained=no -L {WASI_LIBC} -C link-arg={crt}"
         ),
     )
-    cmd = [
-        str(tools.cargo),
-        "build",
-        "--release",
-        "--locked",
-        "--target",
-        WASIP1_TARGET,
-        "-Zbuild-std=std,panic_abort",
-        "--manifest-path",
-        str(crate / "Cargo.toml"),
-        "--target-dir",
-        str(target_dir),
-    ]
-    _run_tool(cmd, "cargo build", env=env)
-    module = target_dir / WASIP1_TARGET / "release" / f"{artifact}.wasm"
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    _run_tool(
-        [
-            *tool_command("wasm-tools"),
-            "component",
-            "new",
-            str(module),
-            "--adapt",
-            f"wasi_snapshot_preview1={shim}",
-            "-o",
-            str(tmp),
-        ],
-        "wasm-tools component new",
-    )
-    tmp.replace(out)
+    _cargo_component(tools, crate, WASIP1_TARGET, target_dir, out, env=env, adapt=shim)
     return out
 
 
@@ -472,6 +385,49 @@ def build_js_component(source: Path | str, wit: Path | str, world: str) -> Path:
         shutil.move(built, tmp_out)
         tmp_out.replace(out)
     return out
+
+
+def _hash_workspace(h: hashlib._Hash, workspace: Path) -> None:
+    for name in ("Cargo.toml", "Cargo.lock"):
+        if (workspace / name).is_file():
+            _hash_tree(h, workspace / name)
+
+
+def _workspace_target_dir(workspace: Path) -> Path:
+    # one cargo build directory per workspace: cargo names a cdylib's output without a
+    # hash of its source path, so two checkouts of the same crates sharing a directory
+    # would take each other's fresh-looking artifacts (a guest built from the other's
+    # sources); within a workspace every guest shares it (the std build is done once)
+    workspace_key = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
+    return guest_cache_dir() / f"rust-target-{workspace_key}"
+
+
+def _cargo_component(
+    tools: RustToolchain,
+    crate: Path,
+    target: str,
+    target_dir: Path,
+    out: Path,
+    *,
+    features: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    adapt: Path | None = None,
+) -> None:
+    """Build ``crate``'s core module for ``target`` with ``-Zbuild-std`` and make it the
+    component ``out`` (through a temporary file, so a reader never sees half of it)."""
+    artifact = tomllib.loads((crate / "Cargo.toml").read_text())["package"]["name"]
+    _force_relink(crate)
+    cmd = [str(tools.cargo), "build", "--release", "--locked", *(features or [])]
+    cmd += ["--target", target, "-Zbuild-std=std,panic_abort"]
+    cmd += ["--manifest-path", str(crate / "Cargo.toml"), "--target-dir", str(target_dir)]
+    _run_tool(cmd, "cargo build", env=tools.environment() if env is None else env)
+    module = target_dir / target / "release" / f"{artifact.replace('-', '_')}.wasm"
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    new = [*tool_command("wasm-tools"), "component", "new", str(module)]
+    if adapt is not None:
+        new += ["--adapt", f"wasi_snapshot_preview1={adapt}"]
+    _run_tool([*new, "-o", str(tmp)], "wasm-tools component new")
+    tmp.replace(out)
 
 
 def _force_relink(crate: Path) -> None:
