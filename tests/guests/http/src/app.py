@@ -5,7 +5,8 @@
 /stream?n=N      returns at once; a spawned task writes N lines, 10 ms apart
 /forever         streams one line, then waits for an hour (the client will leave)
 /headers         answers with the request's headers as text lines
-/sleep           sleeps 300 ms the synchronous way (time.sleep), then answers "slept"
+/sleep?ms=N      sleeps N ms (300 if not given) the synchronous way (time.sleep), then
+                 answers "slept"
 """
 
 import time
@@ -52,8 +53,9 @@ class Handler(exports.Handler):
                 await sleep_ns(3600 * 10**9)
 
             return streaming_response(forever)
-        if path == "/sleep":
-            time.sleep(0.3)  # noqa: ASYNC251 - on purpose: blocks in wasi:io/poll
+        if path.startswith("/sleep"):
+            ms = int(path.partition("ms=")[2] or "300")
+            time.sleep(ms / 1000)  # noqa: ASYNC251 - on purpose: blocks in wasi:io/poll
 
             async def slept(tx) -> None:
                 await write_all(tx, b"slept")

@@ -32,7 +32,9 @@ isyswasfa_guest::async_exports! {
                     let (tx, rx) = make_pipe();
                     isyswasfa_guest::spawn(async move {
                         let _ = isyswasfa_guest::streams::write_all(&tx, b"first line\n").await;
-                        isyswasfa_guest::sleep(std::time::Duration::from_millis(10)).await;
+                        // long enough that the host has the response in hand first, even on a
+                        // loaded machine (its timer could fire within the first poll)
+                        isyswasfa_guest::sleep(std::time::Duration::from_millis(500)).await;
                         panic!("a bug in the Rust guest, mid-body");
                     });
                     Ok(Response::new(Fields::new(), Body::new(rx, None)))
