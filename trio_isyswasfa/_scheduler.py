@@ -69,11 +69,17 @@ class Scheduler:
         cancel_grace: float = 10.0,
         max_tasks: int | None = None,
         own_handle: Callable[[int, int], Any] = own,
+        events_as_values: bool = False,
     ) -> None:
+        """``handle_rep`` and ``own_handle`` are the engine's (its handles to reps and
+        back); ``events_as_values``: the engine lowers poll events as they are (our own
+        engine: their ``tag`` and ``payload`` make them ``poll-input`` values, and its
+        handles are reps), so none is converted."""
         self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
         self._handle_rep = handle_rep  # the engine's: a guest's handle to its rep
         self._own_handle = own_handle  # the engine's: a rep to an owned handle
+        self._events_as_values = events_as_values
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
@@ -127,7 +133,11 @@ class Scheduler:
                             await self._wake.wait()
                             continue
                         await self._round()
-                        await checkpoint()
+                        if self._has_work():
+                            # let the others run between rounds; with nothing to do, the
+                            # wait above is the driver's yield (no step of its own for a
+                            # checkpoint when the round found nothing more)
+                            await checkpoint()
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -155,13 +165,21 @@ class Scheduler:
             self._dirty[idx] = False
             try:
                 self.poll_calls += 1
-                outputs = await func.call(lower_inputs(inputs or [], self._own_handle))
+                if inputs is None:
+                    values: list[Any] = []
+                elif self._events_as_values:
+                    values = inputs
+                else:
+                    values = lower_inputs(inputs, self._own_handle)
+                outputs = await func.call(values)
                 actions: list[Action] = []
+                handle_output = self.core.handle_output
                 for event in lift_outputs(outputs, self._handle_rep):
-                    actions.extend(self.core.handle_output(idx, event))
-                    if isinstance(event, OutListen):
+                    actions.extend(handle_output(idx, event))
+                    kind = event.__class__
+                    if kind is OutListen:
                         self._observe("listen")
-                    elif isinstance(event, OutCancelComplete):
+                    elif kind is OutCancelComplete:
                         self._observe("cancel-complete")
             except IsyswasfaError as exc:
                 self.fail(exc)
