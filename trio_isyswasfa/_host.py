@@ -374,7 +374,9 @@ class Instance:
 
     # -- isyswasfa host functions ---------------------------------------------------------
     def _handle_dropped(self, rep: int) -> None:
-        self._sched.apply(self._sched.core.handle_dropped(rep))
+        actions = self._sched.core.handle_dropped(rep)
+        if actions:
+            self._sched.apply(actions)
 
     def _set_trap_reason(self, message: str) -> None:
         # the guest's words for the trap it is about to raise: the GuestTrap carries them

@@ -83,7 +83,8 @@ class Scheduler:
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
-        self._dirty: list[bool] = []
+        self._dirty: set[int] = set()  # poll indexes whose guest ran since its last poll
+        self._all: frozenset[int] = frozenset()  # every poll index
         self._wake = Waiter(None)  # the driver's: set when something happened
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
@@ -114,7 +115,8 @@ class Scheduler:
     def set_polls(self, polls: list[Any]) -> None:
         """The poll export of every (sub)component, in a fixed order."""
         self._polls = polls
-        self._dirty = [False] * len(polls)  # nothing has run in a guest yet
+        self._dirty = set()  # nothing has run in a guest yet
+        self._all = frozenset(range(len(polls)))
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -148,21 +150,21 @@ class Scheduler:
             self._idle.clear()
 
     def _has_work(self) -> bool:
-        return bool(self._urgent) or any(self._dirty)
+        return bool(self._urgent or self._dirty)
 
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
-        self._dirty = [True] * len(self._polls)
+        self._dirty.update(self._all)
         self._wake.set()
 
     async def _round(self) -> None:
         """Call each poll function that has input or may have buffered output, once."""
         for idx, func in enumerate(self._polls):
-            if idx not in self._urgent and not self._dirty[idx]:
+            if idx not in self._urgent and idx not in self._dirty:
                 continue
             inputs = self._inputs.pop(idx, None)
             self._urgent.discard(idx)
-            self._dirty[idx] = False
+            self._dirty.discard(idx)
             try:
                 self.poll_calls += 1
                 if inputs is None:
@@ -185,11 +187,10 @@ class Scheduler:
                 self.fail(exc)
                 return
             self.apply(actions)
-            if inputs or outputs:
+            if (inputs or outputs) and len(self._polls) > 1:
                 # guest code ran: in a composition it may have called another guest
-                for other in range(len(self._polls)):
-                    if other != idx:
-                        self._dirty[other] = True
+                self._dirty.update(self._all)
+                self._dirty.discard(idx)
 
     def _observe(self, kind: str) -> None:
         self.counts[kind] += 1
