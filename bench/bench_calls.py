@@ -67,23 +67,69 @@ RUST_IMPORTS = {
 
 
 async def call_latencies(
-    component: trio_isyswasfa.Component, imports: object, iface: str, n: int, *, cpu: bool = False
+    component: trio_isyswasfa.Component,
+    imports: object,
+    iface: str,
+    n: int,
+    *,
+    cpu: bool = False,
+    shapes: tuple[str, ...] = ("sync", "immediate", "pending"),
 ) -> dict[str, tuple[float, ...]]:
     """Sync export, async export completing at once, one pending round trip (µs): wall
     and guest time, with the process's CPU time between them if ``cpu``."""
+    calls: dict[str, tuple[Callable[[], Awaitable[object]], int]] = {}
     async with trio_isyswasfa.open_instance(component, imports=imports) as inst:  # type: ignore[arg-type]
+        calls = {
+            "sync": (lambda: inst.call(iface, "add", 1, 2), 2 * n),
+            "immediate": (lambda: inst.call(iface, "immediate", "x"), 2 * n),
+            "pending": (lambda: inst.call(iface, "echo-via-host", "x", 0), n),
+        }
         for _ in range(200):  # warm up
             await inst.call(iface, "immediate", "x")
             await inst.call(iface, "echo-via-host", "x", 0)
-        return {
-            "sync": await per_call(inst, lambda: inst.call(iface, "add", 1, 2), 2 * n, cpu),
-            "immediate": await per_call(
-                inst, lambda: inst.call(iface, "immediate", "x"), 2 * n, cpu
-            ),
-            "pending": await per_call(
-                inst, lambda: inst.call(iface, "echo-via-host", "x", 0), n, cpu
-            ),
-        }
+        return {s: await per_call(inst, *calls[s], cpu) for s in shapes}
+
+
+async def trio_hand_offs(n: int) -> list[float]:
+    """A pending round trip's trio hand-offs with no guest and no engine: the caller
+    wakes a driver task and parks, a spawned task (its own cancel scope) sleeps 0 and
+    wakes the driver, which wakes the caller. [wall, CPU, 0, mean wall] µs per trip: a
+    floor for the scheduler's design, and a yardstick of the machine's speed in this
+    run (it does not depend on the package)."""
+    wake, state = trio.Event(), {"done": 0}
+    caller: list[trio.Event] = []
+
+    async def host() -> None:
+        with trio.CancelScope():
+            await trio.lowlevel.checkpoint()
+        state["done"] = 1
+        wake.set()
+
+    async def driver() -> None:
+        nonlocal wake
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            if state["done"]:
+                state["done"] = 0
+                caller[-1].set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver)
+        runs = []
+        cpu = time.process_time()
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(n):
+                caller.append(trio.Event())
+                nursery.start_soon(host)
+                wake.set()
+                await caller[-1].wait()
+                caller.pop()
+            runs.append((time.perf_counter() - start) / n * 1e6)
+        spent = (time.process_time() - cpu) / (5 * n) * 1e6
+        nursery.cancel_scope.cancel()
+    return [statistics.median(runs), spent, 0.0, statistics.mean(runs)]
 
 
 async def per_call(
@@ -232,10 +278,17 @@ async def fanout(component: trio_isyswasfa.Component, language: str) -> tuple[fl
         return wall, cpu, inst.statistics().guest_seconds, wall
 
 
-async def measure_round(n: int, languages: tuple[str, ...]) -> dict[str, list[float]]:
-    """One round of every row, both engines: ``{"engine language shape": [wall, cpu,
-    guest, mean wall]}`` (µs per call; seconds for the fan-out)."""
-    out: dict[str, list[float]] = {}
+ROWS = ("sync", "immediate", "pending", "fanout")
+
+
+async def measure_round(
+    n: int, languages: tuple[str, ...], rows: tuple[str, ...] = ROWS
+) -> dict[str, list[float]]:
+    """One round of ``rows``, both engines: ``{"engine language shape": [wall, cpu,
+    guest, mean wall]}`` (µs per call; seconds for the fan-out), and the trio hand-offs
+    of a round trip alone (``"- - trio"``)."""
+    out: dict[str, list[float]] = {"- - trio": await trio_hand_offs(n)}
+    shapes = tuple(r for r in rows if r != "fanout")
     for language in languages:
         wasm = guest_wasm(language)
         if wasm is None:
@@ -243,10 +296,11 @@ async def measure_round(n: int, languages: tuple[str, ...]) -> dict[str, list[fl
         imports, iface = (IMPORTS, IFACE) if language == "python" else (RUST_IMPORTS, RUST_IFACE)
         for engine in ("wasmtime", "own"):
             component = trio_isyswasfa.load_component(wasm, engine=engine)
-            got = await call_latencies(component, imports, iface, n, cpu=True)
+            got = await call_latencies(component, imports, iface, n, cpu=True, shapes=shapes)
             for shape, values in got.items():
                 out[f"{engine} {language} {shape}"] = list(values)
-            out[f"{engine} {language} fanout"] = list(await fanout(component, language))
+            if "fanout" in rows:
+                out[f"{engine} {language} fanout"] = list(await fanout(component, language))
     return out
 
 
@@ -286,6 +340,7 @@ def engine_table(n: int, rounds: list[dict[str, dict[str, list[float]]]]) -> Non
         "immediate": "async export, completes at once",
         "pending": "one pending round trip",
         "fanout": f"{FANOUT} tasks on 100 ms timers",
+        "trio": "trio hand-offs alone (no guest)",
     }
     keys = sorted(
         {k for rows in best.values() for k in rows},
@@ -300,17 +355,18 @@ def engine_table(n: int, rounds: list[dict[str, dict[str, list[float]]]]) -> Non
             wall, cpu, guest, _ = row
             where = f"{engine}{'' if len(trees) == 1 else ', ' + tree}"
             goal = goals.get((language, shape), "") if engine == "own" else ""
+            name = labels[shape] if language == "-" else f"{language}: {labels[shape]}"
             print(
-                f"{language + ': ' + labels[shape]:40} {where:14} {wall:9.1f} {cpu:9.1f} "
+                f"{name:40} {where:14} {wall:9.1f} {cpu:9.1f} "
                 f"{guest:9.1f} {wall - guest:9.1f} {host_cpu(row):9.1f}  {goal}"
             )
 
 
-def run_worker(tree: Path, n: int) -> dict[str, list[float]]:
+def run_worker(tree: Path, n: int, languages: str, rows: str) -> dict[str, list[float]]:
     """:func:`measure_round` with the package of ``tree`` (a checkout), in a child."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
-        [sys.executable, __file__, "--worker", str(n)],
+        [sys.executable, __file__, "--worker", str(n), languages, rows],
         env=env,
         check=True,
         capture_output=True,
@@ -328,20 +384,31 @@ def engines_main(argv: list[str]) -> None:
     parser.add_argument("--before", type=Path, help="a checkout of the package to compare")
     parser.add_argument("--sizes", default="100,1600", help="N and 16N, calls per run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--languages", default=",".join(LANGUAGES), help="python,rust")
+    parser.add_argument("--rows", default=",".join(ROWS), help=",".join(ROWS))
     args = parser.parse_args(argv)
+    languages, rows = tuple(args.languages.split(",")), tuple(args.rows.split(","))
     for n in (int(s) for s in args.sizes.split(",")):
         rounds: list[dict[str, dict[str, list[float]]]] = []
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             if args.before is None:
-                rounds.append({"now": trio.run(measure_round, n, LANGUAGES)})
-            else:
-                rounds.append({"now": run_worker(ROOT, n), "before": run_worker(args.before, n)})
+                rounds.append({"now": trio.run(measure_round, n, languages, rows)})
+                continue
+            # alternate which tree goes first: the load of a shared machine drifts
+            trees = [("now", ROOT), ("before", args.before)]
+            got = {
+                name: run_worker(tree, n, args.languages, args.rows)
+                for name, tree in (trees if i % 2 == 0 else trees[::-1])
+            }
+            rounds.append({"now": got["now"], "before": got["before"]})
         engine_table(n, rounds)
 
 
 if __name__ == "__main__":
     if "--worker" in sys.argv:
-        got = trio.run(measure_round, int(sys.argv[sys.argv.index("--worker") + 1]), LANGUAGES)
+        at = sys.argv.index("--worker")
+        n, languages, rows = sys.argv[at + 1 : at + 4]
+        got = trio.run(measure_round, int(n), tuple(languages.split(",")), tuple(rows.split(",")))
         print(json.dumps(got))
     elif "--engines" in sys.argv:
         engines_main(sys.argv[1:])
