@@ -816,3 +816,30 @@ class TestHandleTable:
         busy.busy = True
         with pytest.raises(GuestTrap, match="being copied"):
             b.lift_end(t, b.add(busy))
+
+
+def test_poll_events_lower_as_the_poll_input_values_they_stand_for() -> None:
+    """On our engine the scheduler hands a poll export its input events as they are
+    (their ``tag`` and ``payload``): each must lower to the bytes and handles that the
+    wasmtime-py value ``lower_inputs`` makes of it lowers to."""
+    from trio_isyswasfa._engine import lower_inputs
+    from trio_isyswasfa._protocol import InCancel, InCancelComplete, InListening, InReady
+
+    ready, cancel = ResourceType("ready", 3), ResourceType("cancel", 2)
+    poll_input = VariantType(
+        (
+            ("listening", RecordType((("state", U32), ("cancel", OwnType(cancel))))),
+            ("ready", RecordType((("state", U32), ("ready", OwnType(ready))))),
+            ("cancel", RecordType((("state", U32), ("cancel", OwnType(cancel))))),
+            ("cancel-complete", U32),
+        )
+    )
+    events = [InListening(7, 11), InReady(8, 12), InCancel(9, 13), InCancelComplete(10)]
+    as_values = lower_inputs(events, lambda rep, _kind: rep)  # our engine's handles are reps
+    got, want = _context(), _context()
+    store_value(got, ListType(poll_input), events)
+    store_value(want, ListType(poll_input), as_values)
+    assert got.memory is not None
+    assert want.memory is not None
+    assert bytes(got.memory.view()) == bytes(want.memory.view())
+    assert [got.table.resource_rep(cancel, 1), got.table.resource_rep(ready, 2)] == [11, 12]

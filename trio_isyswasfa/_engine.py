@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1074,27 +1074,30 @@ def record(**fields: Any) -> Any:
     return rec
 
 
-def lift_outputs(values: list[Any], handle_rep: Callable[[Any], int]) -> Iterator[PollOutput]:
+def lift_outputs(values: list[Any], handle_rep: Callable[[Any], int]) -> list[PollOutput]:
     """Poll outputs as our events (``handle_rep``, the engine's, turns handles into
     reps, now host-held)."""
+    out: list[PollOutput] = []
+    append = out.append
     for value in values:
-        if not isinstance(value, wc.Variant):
+        if value.__class__ is not wc.Variant and not isinstance(value, wc.Variant):
             raise GuestProtocolError(f"poll output is not a variant: {value!r}")
         tag, payload = value.tag, value.payload
         if payload is None:
             raise GuestProtocolError(f"poll output {tag!r} without a payload")
         if tag == "ready":
-            yield OutReady(payload.state, handle_rep(payload.ready))
+            append(OutReady(payload.state, handle_rep(payload.ready)))
         elif tag == "listen":
-            yield OutListen(payload.state, handle_rep(payload.pending))
+            append(OutListen(payload.state, handle_rep(payload.pending)))
         elif tag == "pending":
-            yield OutPending(payload.state, handle_rep(payload.cancel))
+            append(OutPending(payload.state, handle_rep(payload.cancel)))
         elif tag == "cancel":
-            yield OutCancel(handle_rep(payload))
+            append(OutCancel(handle_rep(payload)))
         elif tag == "cancel-complete":
-            yield OutCancelComplete(handle_rep(payload))
+            append(OutCancelComplete(handle_rep(payload)))
         else:
             raise GuestProtocolError(f"unknown poll output {tag!r}")
+    return out
 
 
 def handle_rep(store: Any, handle: Any) -> int:

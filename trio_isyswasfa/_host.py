@@ -287,6 +287,7 @@ class Instance:
             cancel_grace=cancel_grace,
             max_tasks=limits.max_handles if limits else None,
             own_handle=self._engine.own_handle,
+            events_as_values=component._loaded.engine == "own",
         )
         self._own = self._engine.own_handle  # isyswasfa's handles, in the engine's shape
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
@@ -373,7 +374,9 @@ class Instance:
 
     # -- isyswasfa host functions ---------------------------------------------------------
     def _handle_dropped(self, rep: int) -> None:
-        self._sched.apply(self._sched.core.handle_dropped(rep))
+        actions = self._sched.core.handle_dropped(rep)
+        if actions:
+            self._sched.apply(actions)
 
     def _set_trap_reason(self, message: str) -> None:
         # the guest's words for the trap it is about to raise: the GuestTrap carries them
@@ -463,11 +466,11 @@ class Instance:
                 self._after_guest_ran()
                 return value
             outcome = await start.call(*args)
-            self._after_guest_ran()
-            if isinstance(outcome, _engine.Ok):
+            if outcome.__class__ is not _engine.Err:
+                self._after_guest_ran()
                 return outcome.value
-            rep = outcome.value
-            if await self._sched.await_guest_call(rep):
+            rep = self._pending_rep(outcome.value)
+            if await self._sched.await_guest_call(rep):  # (it polls the guest)
                 self._sched.core.take_host_call_ready(rep)
                 value = await result.call(self._own(rep, ResourceKind.READY))
                 self._after_guest_ran()
@@ -484,6 +487,13 @@ class Instance:
             if fault is not None and self._sched.failure is None:
                 self._sched.fail(fault)  # e.g. abandoned while blocked, then cancelled
 
+    def _pending_rep(self, handle: Any) -> int:
+        """The rep of the ``pending`` handle a start export returned."""
+        try:
+            return self._engine.handle_rep(handle)
+        except GuestProtocolError:
+            raise GuestProtocolError("start function's err is not a pending handle") from None
+
     def _after_guest_ran(self) -> None:
         # guest code ran: poll the guests, unless no task is alive (then none has
         # anything to report, and a call into a Python guest costs ~0.1 ms)
@@ -497,7 +507,7 @@ class Instance:
             exports = self._engine.export_names().get(iface, {})
             if name + START in exports:
                 self._funcs[key] = (
-                    _PendingResult(self._engine.func(iface, name + START), self._engine),
+                    self._engine.func(iface, name + START),
                     self._engine.func(iface, name + RESULT),
                 )
             else:
@@ -543,23 +553,6 @@ class Instance:
             host_tasks_started=self._sched.host_tasks_started,
             timer_wakeups=self._sched.timer_wakeups,
         )
-
-
-class _PendingResult:
-    """Wraps a ``-isyswasfa-start`` export: returns Ok(value) or Err(pending rep)."""
-
-    def __init__(self, func: Any, engine: _seam.EngineInstance) -> None:
-        self._func = func
-        self._engine = engine
-
-    async def call(self, *args: Any) -> Any:
-        outcome = await self._func.call(*args)
-        if isinstance(outcome, _engine.Err):
-            try:
-                return _engine.Err(self._engine.handle_rep(outcome.value))
-            except GuestProtocolError:
-                raise GuestProtocolError("start function's err is not a pending handle") from None
-        return outcome
 
 
 def _denied(code: str, item: ImportedItem) -> _engine.HostFunc:

@@ -69,15 +69,22 @@ class Scheduler:
         cancel_grace: float = 10.0,
         max_tasks: int | None = None,
         own_handle: Callable[[int, int], Any] = own,
+        events_as_values: bool = False,
     ) -> None:
+        """``handle_rep`` and ``own_handle`` are the engine's (its handles to reps and
+        back); ``events_as_values``: the engine lowers poll events as they are (our own
+        engine: their ``tag`` and ``payload`` make them ``poll-input`` values, and its
+        handles are reps), so none is converted."""
         self.core = ProtocolCore(max_tasks=max_tasks)
         self.cancel_grace = cancel_grace
         self._handle_rep = handle_rep  # the engine's: a guest's handle to its rep
         self._own_handle = own_handle  # the engine's: a rep to an owned handle
+        self._events_as_values = events_as_values
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
-        self._dirty: list[bool] = []
+        self._dirty: set[int] = set()  # poll indexes whose guest ran since its last poll
+        self._all: frozenset[int] = frozenset()  # every poll index
         self._wake = Waiter(None)  # the driver's: set when something happened
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
@@ -108,7 +115,8 @@ class Scheduler:
     def set_polls(self, polls: list[Any]) -> None:
         """The poll export of every (sub)component, in a fixed order."""
         self._polls = polls
-        self._dirty = [False] * len(polls)  # nothing has run in a guest yet
+        self._dirty = set()  # nothing has run in a guest yet
+        self._all = frozenset(range(len(polls)))
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -127,7 +135,11 @@ class Scheduler:
                             await self._wake.wait()
                             continue
                         await self._round()
-                        await checkpoint()
+                        if self._has_work():
+                            # let the others run between rounds; with nothing to do, the
+                            # wait above is the driver's yield (no step of its own for a
+                            # checkpoint when the round found nothing more)
+                            await checkpoint()
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -138,40 +150,47 @@ class Scheduler:
             self._idle.clear()
 
     def _has_work(self) -> bool:
-        return bool(self._urgent) or any(self._dirty)
+        return bool(self._urgent or self._dirty)
 
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
-        self._dirty = [True] * len(self._polls)
+        self._dirty.update(self._all)
         self._wake.set()
 
     async def _round(self) -> None:
         """Call each poll function that has input or may have buffered output, once."""
         for idx, func in enumerate(self._polls):
-            if idx not in self._urgent and not self._dirty[idx]:
+            if idx not in self._urgent and idx not in self._dirty:
                 continue
             inputs = self._inputs.pop(idx, None)
             self._urgent.discard(idx)
-            self._dirty[idx] = False
+            self._dirty.discard(idx)
             try:
                 self.poll_calls += 1
-                outputs = await func.call(lower_inputs(inputs or [], self._own_handle))
+                if inputs is None:
+                    values: list[Any] = []
+                elif self._events_as_values:
+                    values = inputs
+                else:
+                    values = lower_inputs(inputs, self._own_handle)
+                outputs = await func.call(values)
                 actions: list[Action] = []
+                handle_output = self.core.handle_output
                 for event in lift_outputs(outputs, self._handle_rep):
-                    actions.extend(self.core.handle_output(idx, event))
-                    if isinstance(event, OutListen):
+                    actions.extend(handle_output(idx, event))
+                    kind = event.__class__
+                    if kind is OutListen:
                         self._observe("listen")
-                    elif isinstance(event, OutCancelComplete):
+                    elif kind is OutCancelComplete:
                         self._observe("cancel-complete")
             except IsyswasfaError as exc:
                 self.fail(exc)
                 return
             self.apply(actions)
-            if inputs or outputs:
+            if (inputs or outputs) and len(self._polls) > 1:
                 # guest code ran: in a composition it may have called another guest
-                for other in range(len(self._polls)):
-                    if other != idx:
-                        self._dirty[other] = True
+                self._dirty.update(self._all)
+                self._dirty.discard(idx)
 
     def _observe(self, kind: str) -> None:
         self.counts[kind] += 1

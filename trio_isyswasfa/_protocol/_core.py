@@ -17,6 +17,7 @@ Who is who:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,17 +298,10 @@ class ProtocolCore:
         Handles inside ``out`` were handed to the scheduler; they are counted as held.
         Raises :class:`GuestProtocolError` when the event makes no sense.
         """
-        if isinstance(out, OutPending):
-            return self._out_pending(poll, out)
-        if isinstance(out, OutReady):
-            return self._out_ready(poll, out)
-        if isinstance(out, OutListen):
-            return self._out_listen(poll, out)
-        if isinstance(out, OutCancel):
-            return self._out_cancel(poll, out)
-        if isinstance(out, OutCancelComplete):
-            return self._out_cancel_complete(poll, out)
-        raise InternalError(f"unknown poll output {out!r}")
+        handler = _OUTPUT_HANDLERS.get(out.__class__)
+        if handler is None:
+            raise InternalError(f"unknown poll output {out!r}")
+        return handler(self, poll, out)
 
     def _out_pending(self, poll: int, out: OutPending) -> list[Action]:
         task = self.task(out.cancel)
@@ -406,3 +400,13 @@ class ProtocolCore:
         if task.host_caller:
             return [*actions, WakeHostCaller(task.rep)]
         return actions
+
+
+# which method applies each kind of poll output (one look-up, not a chain of checks)
+_OUTPUT_HANDLERS: dict[type, Callable[[ProtocolCore, int, Any], list[Action]]] = {
+    OutPending: ProtocolCore._out_pending,
+    OutReady: ProtocolCore._out_ready,
+    OutListen: ProtocolCore._out_listen,
+    OutCancel: ProtocolCore._out_cancel,
+    OutCancelComplete: ProtocolCore._out_cancel_complete,
+}

@@ -1,8 +1,16 @@
-"""Poll events as frozen records, with handles as reps (see ``docs/abi.md``)."""
+"""Poll events as frozen records, with handles as reps (see ``docs/abi.md``).
+
+Each poll input is also the WIT ``poll-input`` value it stands for, in the shape our
+own engine lowers (a variant: ``tag`` names the case, ``payload`` is its record, whose
+fields are the event's attributes, or the ``cancel-complete`` state), so on that engine
+the scheduler passes the events themselves to the poll export, building no values
+for them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +20,13 @@ class InListening:
     state: int
     cancel: int
 
+    tag: ClassVar[str] = "listening"
+
+    @property
+    def payload(self) -> InListening:
+        """The case's record: the event itself."""
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class InReady:
@@ -19,6 +34,13 @@ class InReady:
 
     state: int
     ready: int
+
+    tag: ClassVar[str] = "ready"
+
+    @property
+    def payload(self) -> InReady:
+        """The case's record: the event itself."""
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +50,26 @@ class InCancel:
     state: int
     cancel: int
 
+    tag: ClassVar[str] = "cancel"
+
+    @property
+    def payload(self) -> InCancel:
+        """The case's record: the event itself."""
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class InCancelComplete:
     """To the caller: the cancellation of your await ``state`` is complete."""
 
     state: int
+
+    tag: ClassVar[str] = "cancel-complete"
+
+    @property
+    def payload(self) -> int:
+        """The case's payload: the caller's listen-state."""
+        return self.state
 
 
 PollInput = InListening | InReady | InCancel | InCancelComplete

@@ -149,9 +149,14 @@ class AbiContext:
         memory: GuestMemory | None = None,
         table: HandleTable | None = None,
         scope: CallScope | None = None,
+        *,
+        view: bool = True,
     ) -> None:
+        """``view=False`` takes no view of the memory yet (``buf`` is empty): for a call
+        that touches memory only through :class:`FuncAbi`, which views it anew (or
+        allocates) before each access; a view is a C call."""
         self.memory = memory
-        self.buf: memoryview = memory.view() if memory is not None else memoryview(b"")
+        self.buf: memoryview = memory.view() if memory is not None and view else memoryview(b"")
         self.table = table if table is not None else HandleTable()
         self.scope = scope if scope is not None else CallScope()
 

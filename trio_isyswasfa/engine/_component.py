@@ -470,7 +470,7 @@ class OwnEngineInstance:
             try:
                 if plain is not None:
                     return lower_result(plain, call(*lift_args(plain, args)), args)
-                cx = AbiContext(memory, table, CallScope())
+                cx = AbiContext(memory, table, CallScope(), view=False)  # (viewed when read)
                 out = lower_result(cx, call(*lift_args(cx, args)), args)
                 cx.scope.finish()
             except Exception as exc:
@@ -510,7 +510,11 @@ class OwnEngineInstance:
                 )
             try:
                 args = [v if m is None else v & m for v, m in zip(core, masks, strict=True)]
-                cx = plain if plain is not None else AbiContext(memory, table, CallScope())
+                cx = (
+                    plain
+                    if plain is not None
+                    else AbiContext(memory, table, CallScope(), view=False)
+                )
                 try:
                     value = yield from self._waits_of(fn(*lift_args(cx, args)))
                 except WasiError as exc:
@@ -713,7 +717,7 @@ class _Lifted:
         cx = (
             self.plain
             if self.plain is not None
-            else AbiContext(self.memory, instance.table, CallScope())
+            else AbiContext(self.memory, instance.table, CallScope(), view=False)
         )
         core_args = self.abi.lower_args(cx, args)  # a HostProtocolError here ran nothing
         instance.may_enter = False
