@@ -178,6 +178,21 @@ async def test_guest_cancelling_an_import_cancels_the_trio_task(
         assert_quiet(inst)
 
 
+@pytest.mark.timeout(30, func_only=True)
+async def test_an_import_given_up_in_the_step_that_started_it_is_cancelled(
+    guest: CasesGuest, host: CasesHost
+) -> None:
+    # the guest abandons the await before the host has answered its `listen` with the
+    # cancel handle, and no other event for it is due: the host must still send it
+    # that handle, or the guest (and the host's task) would wait forever
+    async with guest.open(host, cancel_grace=0.5) as inst:
+        with trio.fail_after(10):
+            assert await inst.call(guest.cases, "import-with-timeout", 0) == "timed out"
+            await host.forever_cancelled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert_quiet(inst)
+
+
 async def test_guest_failure_is_a_trap_and_kills_the_instance(guest: CasesGuest) -> None:
     # a Python exception, a Rust panic
     async with guest.open(CasesHost()) as inst:

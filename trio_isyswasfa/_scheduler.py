@@ -59,6 +59,11 @@ class _SharedWait:
         self.scope = anyio.CancelScope()
 
 
+LISTENING_DELAY = 0.002
+"""Seconds a ``listening`` input may wait to ride along with a guest's next poll
+before it is delivered on its own (see :meth:`Scheduler.apply`)."""
+
+
 class Scheduler:
     """Routes isyswasfa events between host tasks and the guests' poll functions."""
 
@@ -83,6 +88,7 @@ class Scheduler:
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
+        self._lazy: set[int] = set()  # poll indexes with inputs that may wait a little
         self._dirty: set[int] = set()  # poll indexes whose guest ran since its last poll
         self._all: frozenset[int] = frozenset()  # every poll index
         self._wake = Waiter(None)  # the driver's: set when something happened
@@ -132,7 +138,10 @@ class Scheduler:
                 try:
                     while self.failure is None:
                         if not self._has_work():
-                            await self._wake.wait()
+                            if self._lazy:
+                                await self._wait_or_flush()
+                            else:
+                                await self._wake.wait()
                             continue
                         await self._round()
                         if self._has_work():
@@ -152,6 +161,15 @@ class Scheduler:
     def _has_work(self) -> bool:
         return bool(self._urgent or self._dirty)
 
+    async def _wait_or_flush(self) -> None:
+        """Wait for work; if none comes within ``LISTENING_DELAY``, the inputs that
+        were waiting to ride along go out on their own."""
+        with anyio.move_on_after(LISTENING_DELAY) as scope:
+            await self._wake.wait()
+        if scope.cancelled_caught:
+            self._urgent |= self._lazy
+            self._lazy.clear()
+
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
         self._dirty.update(self._all)
@@ -164,6 +182,7 @@ class Scheduler:
                 continue
             inputs = self._inputs.pop(idx, None)
             self._urgent.discard(idx)
+            self._lazy.discard(idx)
             self._dirty.discard(idx)
             try:
                 self.poll_calls += 1
@@ -203,11 +222,17 @@ class Scheduler:
             if isinstance(action, Deliver):
                 self._inputs.setdefault(action.poll, []).append(action.event)
                 # `listening` only hands over a cancel handle: it rides along with the
-                # guest's next poll. The guest can only want that handle after its own
-                # code ran, and guest code running always makes us poll it again.
+                # guest's next poll (the host work's `ready`, mostly), saving the guest
+                # an entry. But the guest may have given up the await already, in the
+                # very run that emitted its `listen` (a timeout that fired in the
+                # same step), and waits for that handle to cancel it: so it goes out
+                # on its own if nothing else polls the guest within LISTENING_DELAY.
                 if not isinstance(action.event, InListening):
                     self._urgent.add(action.poll)
                     self._wake.set()
+                elif action.poll not in self._lazy:
+                    self._lazy.add(action.poll)
+                    self._wake.set()  # the driver's wait now has a deadline
                 if isinstance(action.event, InCancel):
                     self._observe("cancel-sent")
             elif isinstance(action, CancelHostWork):
