@@ -1,11 +1,13 @@
 """Stage 3b of our own engine: calling core functions on wasmtime's fibers, from trio.
 
-Every call into a :class:`FiberStore` runs on its own wasmtime fiber (the C API's
+Every call into a :class:`FiberStore` runs on a wasmtime fiber (the C API's
 ``wasmtime_func_call_async``), polled from the event loop as
-:class:`~trio_isyswasfa._fastcall.PolledFuture`, like the component path's calls. A
-poll returns when the guest finishes, when its epoch deadline makes it yield (every
-``EPOCH_TICK``, so a computing guest never holds the loop for long) or when an async
-host function suspends it:
+:class:`~trio_isyswasfa._fastcall.PolledFuture`, like the component path's calls: the
+store's one long-lived fiber, parked between calls and handed each call through a small
+dispatcher module (``_shim``), or a fiber of the call's own (:meth:`FiberFunc.call_now`,
+functions with many core values). A poll returns when the guest finishes, when its
+epoch deadline makes it yield (every ``EPOCH_TICK``, so a computing guest never holds
+the loop for long) or when an async host function suspends it:
 
 * :meth:`FiberStore.host_func` makes a core function (an import for a core module) out
   of a Python function. The function returns its results, or a generator: each value
@@ -19,7 +21,9 @@ host function suspends it:
   at every yield and bounding every wait by it.
 
 A store takes one call at a time (wasmtime's future borrows the whole store); calls
-queue. A call whose caller is cancelled while the guest waits in a host function, or
+queue. While the store's fiber is parked, nothing else may use the store (wasmtime's
+rule for a fiber suspended in a host function): what must, stops it first
+(:meth:`FiberStore.stop_server`). A call whose caller is cancelled while the guest waits in a host function, or
 that runs past ``max_run_seconds``, drops the guest's fiber where it stands: the store
 is then given up (:attr:`FiberStore.fault` is set, every later call raises
 :class:`~trio_isyswasfa.InstanceDead`), as the component path gives up its instance.
