@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import weakref
 from collections.abc import Callable, Generator
 from functools import partial
 from typing import Any
@@ -131,6 +134,52 @@ class TestCalls:
             assert call.results() == 4
         finally:
             call.close()
+
+
+class TestTheStoresFiber:
+    """One long-lived fiber per store, parked between calls (``_shim``)."""
+
+    async def test_calls_share_one_fiber(
+        self, module: wasmtime.Module, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        fs, exports = open_guest(module, plus_one)
+        add, spin = fs.func(exports["add"]), fs.func(exports["spin"])
+        assert await add(1, 2) == 4
+        assert await spin(3) == 7  # its runner is made: the fiber starts again
+        started: list[object] = []
+        monkeypatch.setattr(_fiber, "_call_async", lambda *a: started.append(a))
+        assert [await add(i, 1) for i in range(3)] == [2, 3, 4]
+        assert await spin(2) == 7
+        assert started == []
+
+    async def test_a_call_from_outside_stops_it(self, module: wasmtime.Module) -> None:
+        fs, exports = open_guest(module, plus_one)
+        assert await fs.func(exports["add"])(1, 2) == 4
+        assert fs._server is not None
+        assert fs.func(exports["spin"]).call_now(2) == 7  # not while it is parked
+        assert fs._server is None
+        assert await fs.func(exports["add"])(1, 2) == 4
+
+    async def test_a_collected_store_goes_after_its_fiber(self, module: wasmtime.Module) -> None:
+        # deleting a fiber's future unwinds it, in its store: the store is kept until
+        # then, and that happens where no guest code runs (the next call's start)
+        fs, exports = open_guest(module, plus_one)
+        assert await fs.func(exports["add"])(1, 2) == 4
+        store = weakref.ref(fs.store)
+        del fs, exports
+        gc.collect()
+        assert store() is not None
+        other, exports = open_guest(module, plus_one)
+        assert await other.call(exports["add"], 1, 1) == 3
+        gc.collect()
+        assert store() is None
+
+    def test_continuations_that_read_a_flag_are_answered_in_c(self) -> None:
+        probe = (ctypes.c_ubyte * 2)(1, 0)
+        assert _fiber._FLAG_SET(ctypes.addressof(probe)) is True
+        probe[0] = 0
+        assert _fiber._FLAG_SET(ctypes.addressof(probe)) is False
+        assert _fiber._FLAG_SET is not _fiber._python_flag_reader  # libc's strlen
 
 
 class TestWaiting:

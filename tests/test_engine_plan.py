@@ -234,7 +234,8 @@ noted = []
 
 def trampoline(d, ty, callee):
     # an async host function, made as FiberStore.host_func makes them
-    return FiberStore.host_func(types.SimpleNamespace(store=store, _host_keys=[]), ty, noted.append)
+    fake = types.SimpleNamespace(store=store, _host_keys=[], stop_server=lambda: None)
+    return FiberStore.host_func(fake, ty, noted.append)
 
 instances = CoreInstances(component, store, trampoline=trampoline)
 print(noted, instances.statistics().async_path)
@@ -289,9 +290,8 @@ async def test_async_host_functions_on_the_fast_path_then_fibers(tmp_path: Path)
         return factor * x
 
     def trampoline(d: Any, ty: wasmtime.FuncType, callee: Any) -> wasmtime.Func:
-        return FiberStore.host_func(
-            types.SimpleNamespace(store=store, _host_keys=[]), ty, doubled_later
-        )  # type: ignore[arg-type]
+        fake = types.SimpleNamespace(store=store, _host_keys=[], stop_server=lambda: None)
+        return FiberStore.host_func(fake, ty, doubled_later)  # type: ignore[arg-type]
 
     instances = CoreInstances(component, store, trampoline=trampoline)
     assert not instances.statistics().async_path

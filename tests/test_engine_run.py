@@ -391,6 +391,43 @@ async def test_bad_host_arguments_run_nothing(run_wasm: bytes) -> None:
         inst.func(API, "nope")
 
 
+async def test_bad_arguments_lowered_on_the_fiber_run_nothing(run_wasm: bytes) -> None:
+    # lowering a string calls the guest's realloc, so it runs on the store's fiber (a
+    # host function the export's runner calls first): a value that does not fit still
+    # runs nothing, and the instance lives on
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    try:
+        shout = inst.func(API, "shout")
+        with pytest.raises(HostProtocolError):
+            await shout.call(42)
+        with pytest.raises(HostProtocolError):
+            await shout.call()
+        assert await shout.call("a") == "A"
+    finally:
+        inst.close()
+
+
+async def test_using_the_store_from_outside_a_call_stops_its_parked_fiber(
+    run_wasm: bytes,
+) -> None:
+    # between calls the store's fiber is parked in a host function, which keeps the
+    # store to itself in wasmtime's terms: a synchronous call from outside any call
+    # (call_sync, a destructor, a post-return) stops it first; closing drops it
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    fibers = inst.fibers
+    try:
+        assert await inst.func(API, "add").call(1, 2) == 3
+        assert fibers._server is not None
+        assert fibers._server.parked
+        assert inst.func(API, "add").call_sync(2, 2) == 4
+        assert fibers._server is None
+        assert await inst.func(API, "shout").call("a") == "A"  # on a new one
+        assert fibers._server is not None
+    finally:
+        inst.close()
+    assert fibers._server is None
+
+
 async def test_guest_resources_cross_as_reps(run_wasm: bytes) -> None:
     host = Host()
     inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)

@@ -52,7 +52,7 @@ from .._errors import (
 )
 from .._limits import Limits
 from .._turns import Turns
-from . import _core, _fiber, _shim
+from . import _core, _fiber
 from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import (
     CoreFunc,
@@ -648,8 +648,8 @@ def _unsigned(value: Any, kinds: tuple[str, ...]) -> list[Any]:
 
 
 class _Lifted:
-    """A ``canon lift`` ready to be called: synchronously (:meth:`sync`) or on a fiber
-    (:meth:`call`)."""
+    """A ``canon lift`` ready to be called: synchronously (:meth:`sync`) or on the
+    store's fiber (:meth:`call`)."""
 
     def __init__(self, owner: OwnEngineInstance, func: LiftedFunc, label: str) -> None:
         instance = func.owner
@@ -663,37 +663,59 @@ class _Lifted:
         self.abi = abi = _abi_of(instance, func.lift)
         self.memory = instance.guest_memory(options) if _needs_memory(abi) else None
         self.core = owner.core(func.core, label)
-        self.fiber = owner.fibers.func(func.core)
-        self.fiber.label = label
         self.post: CoreFunc | None = None
         if options.post_return is not None:
             self.post = owner.core(instance.funcs[options.post_return], f"post-return of {label}")
         self.plain = _plain(abi)
-        # with a post-return, :meth:`call` runs the export, the lifting of its results and
-        # the post-return on one fiber (``_shim``), made at the first call
+        # lowering that calls the guest's ``realloc`` runs on the store's fiber, by a host
+        # function the runner calls first (``_shim``): the store is the fiber's between
+        # calls
+        self._lowers = bool(abi._params_touch_memory)
+        # the export on the store's fiber, through its runner (``_shim``): with a
+        # post-return, the runner lifts the results (:meth:`_lift`) before it; made at
+        # the first call
         self._run: _fiber.FiberFunc | None = None
         self._cx: AbiContext | None = None  # the call's, while ``_run`` runs
+        self._args: tuple[Any, ...] = ()  # the call's, for :meth:`_lower`
         self._value: Any = None  # what the call's lifting gave
         self._lift_error: BaseException | None = None
+        self._lower_error: HostProtocolError | None = None
 
     def _make_run(self) -> _fiber.FiberFunc:
-        """The shim's ``run`` (see ``_shim``): the export, a host function lifting its
-        results (:meth:`_lift`), and the post-return, in one core call."""
-        assert self.post is not None
+        """The export's runner on the store's fiber (see ``_shim``), with its hooks."""
         owner = self.owner
+        owner.fibers.stop_server()  # making host functions uses the store directly
         core = self.core
-        results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
-        lift = host_func(owner.store, wasmtime.FuncType(results, []), self._lift, owner._made)
-        module = _shim.call_lift_post(core.params, core.results)
-        shim = owner.fibers.instantiate(module, [core.func, lift, self.post.func])
-        run = shim.exports(owner.store)["run"]
-        assert isinstance(run, wasmtime.Func)
-        self._run = owner.fibers.func(run)
-        self._run.label = self.label
-        return self._run
+        store = owner.store
+        lower = lift = post = None
+        if self._lowers:
+            lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
+        if self.post is not None:
+            results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
+            lift = host_func(store, wasmtime.FuncType(results, []), self._lift, owner._made)
+            post = self.post.func
+        run = owner.fibers.func(core.func, lower=lower, lift=lift, post=post, unsigned=True)
+        run.label = self.label
+        self._run = run
+        return run
+
+    def _lower(self, _args: list[Any]) -> list[Any]:
+        """The runner's first host function: lower the call's arguments, on the fiber
+        (the guest's ``realloc`` is a call into the store); 0 if they do not fit, and
+        nothing else runs."""
+        run = self._run
+        cx = self._cx
+        assert run is not None
+        assert cx is not None
+        try:
+            run.put_args(self.abi.lower_args(cx, self._args))
+        except HostProtocolError as exc:
+            self._lower_error = exc
+            return [0]
+        return [1]
 
     def _lift(self, results: list[Any]) -> list[Any]:
-        """The shim's host function: lift the export's results (before its post-return
+        """The runner's host function: lift the export's results (before its post-return
         frees them), end the call's borrow scope, and keep the post-return in."""
         cx = self._cx
         assert cx is not None
@@ -707,20 +729,25 @@ class _Lifted:
         self.instance.may_leave = False  # post-return may not call out
         return []
 
-    def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
+    def _enter(self) -> AbiContext:
+        """Check that the call may start; its context."""
         faults = self.owner.faults
         if faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {faults.fault}")
         instance = self.instance
         if not instance.may_enter:
             raise GuestTrap(f"cannot enter the component instance again to call {self.label}")
-        cx = (
-            self.plain
-            if self.plain is not None
+        plain = self.plain
+        return (
+            plain
+            if plain is not None
             else AbiContext(self.memory, instance.table, CallScope(), view=False)
         )
+
+    def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
+        cx = self._enter()
         core_args = self.abi.lower_args(cx, args)  # a HostProtocolError here ran nothing
-        instance.may_enter = False
+        self.instance.may_enter = False
         return cx, core_args
 
     def _end(self, cx: AbiContext, results: list[Any]) -> Any:
@@ -767,23 +794,37 @@ class _Lifted:
             self.instance.may_enter = True
 
     async def call(self, *args: Any) -> Any:
-        """Run it on a fiber: the event loop runs on while the guest waits or computes."""
-        cx, core_args = self._begin(args)
-        owner = self.owner
+        """Run it on the store's fiber: the event loop runs on while the guest waits or
+        computes."""
+        run = self._run if self._run is not None else self._make_run()
+        instance = self.instance
+        if self._lowers:  # by :meth:`_lower`, on the fiber
+            cx = self._enter()
+            self._args = args
+            core_args: list[Any] | tuple[()] = ()
+            instance.may_enter = False
+        else:
+            cx, core_args = self._begin(args)
+        lower_error: HostProtocolError | None = None
         try:
-            if self.post is None:
-                results = _unsigned(await self.fiber(*core_args), self.core.results)
-                return self._end(cx, results)
-            run = self._run if self._run is not None else self._make_run()
-            self._cx, self._lift_error = cx, None
+            self._cx = cx
+            self._lift_error = None
             try:
-                await run(*core_args)
+                results = await run(*core_args)
             finally:
                 self._cx = None
-                self.instance.may_leave = True
+                self._args = ()
+                instance.may_leave = True
+            lower_error, self._lower_error = self._lower_error, None
+            if lower_error is not None:  # nothing ran: the instance lives on
+                raise lower_error
+            if self.post is None:
+                return self._end(cx, results)
             value, self._value = self._value, None
             return value
         except IsyswasfaError as exc:
+            if exc is lower_error:
+                raise
             error, self._lift_error = self._lift_error, None
             if not isinstance(error, IsyswasfaError):
                 error = exc  # (else the lifting failed: that is what the call raises)
@@ -792,11 +833,15 @@ class _Lifted:
                 raise
             raise failure from failure.__cause__
         except BaseException:
+            owner = self.owner
             if owner.fibers.fault is not None:  # abandoned where it stood
                 owner.faults.record(owner.fibers.fault)
             raise
         finally:
-            self.instance.may_enter = True
+            instance.may_enter = True
+
+
+_LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
 
 
 class OwnExportFunc:

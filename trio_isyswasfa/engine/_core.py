@@ -173,6 +173,9 @@ class CoreFunc:
     def __call__(self, args: Sequence[Any]) -> CoreValues:
         """Call the function (the one place our engine enters wasm)."""
         global _depth
+        if not _depth and not polls and self.guest is not None:
+            # from outside any call: the store's parked fiber keeps the store to itself
+            self.guest.stop_server()
         raw, trap = self._raw, self._trap
         self._raw = None  # a reentrant call (through a host function) gets its own array
         if raw is None:
@@ -204,9 +207,13 @@ class CoreFunc:
 
 
 class GuestClock(Protocol):
-    """Where a core function's guest time goes: its instance's total."""
+    """Where a core function's guest time goes: its instance's total; and its store's
+    parked fiber, stopped before a call from outside any call (``_fiber``)."""
 
     guest_seconds: float
+
+    def stop_server(self) -> None:
+        """End the store's parked fiber, if it has one."""
 
 
 # Fiber calls being polled now (``_fiber`` counts them): the guest time of a synchronous

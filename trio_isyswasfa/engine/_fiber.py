@@ -1,11 +1,13 @@
 """Stage 3b of our own engine: calling core functions on wasmtime's fibers, from trio.
 
-Every call into a :class:`FiberStore` runs on its own wasmtime fiber (the C API's
+Every call into a :class:`FiberStore` runs on a wasmtime fiber (the C API's
 ``wasmtime_func_call_async``), polled from the event loop as
-:class:`~trio_isyswasfa._fastcall.PolledFuture`, like the component path's calls. A
-poll returns when the guest finishes, when its epoch deadline makes it yield (every
-``EPOCH_TICK``, so a computing guest never holds the loop for long) or when an async
-host function suspends it:
+:class:`~trio_isyswasfa._fastcall.PolledFuture`, like the component path's calls: the
+store's one long-lived fiber, parked between calls and handed each call through a small
+dispatcher module (``_shim``), or a fiber of the call's own (:meth:`FiberFunc.call_now`,
+functions with many core values). A poll returns when the guest finishes, when its
+epoch deadline makes it yield (every ``EPOCH_TICK``, so a computing guest never holds
+the loop for long) or when an async host function suspends it:
 
 * :meth:`FiberStore.host_func` makes a core function (an import for a core module) out
   of a Python function. The function returns its results, or a generator: each value
@@ -19,7 +21,9 @@ host function suspends it:
   at every yield and bounding every wait by it.
 
 A store takes one call at a time (wasmtime's future borrows the whole store); calls
-queue. A call whose caller is cancelled while the guest waits in a host function, or
+queue. While the store's fiber is parked, nothing else may use the store (wasmtime's
+rule for a fiber suspended in a host function): what must, stops it first
+(:meth:`FiberStore.stop_server`). A call whose caller is cancelled while the guest waits in a host function, or
 that runs past ``max_run_seconds``, drops the guest's fiber where it stands: the store
 is then given up (:attr:`FiberStore.fault` is set, every later call raises
 :class:`~trio_isyswasfa.InstanceDead`), as the component path gives up its instance.
@@ -35,13 +39,15 @@ for every store.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import ctypes.util
 import functools
 import struct
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from ctypes import CFUNCTYPE, byref, c_void_p
+from ctypes import CFUNCTYPE, byref, c_size_t, c_void_p
 from types import GeneratorType
 from typing import Any
 
@@ -53,7 +59,7 @@ from wasmtime._extern import wrap_extern
 from .. import _engine, _fastcall
 from .._errors import GuestTrap, HostProtocolError, InstanceDead, LinkError
 from .._limits import Limits
-from . import _core
+from . import _core, _shim
 
 CoreValue = int | float
 """A core value crossing the boundary: i32/i64 as ``int``, f32/f64 as ``float``."""
@@ -225,6 +231,62 @@ def _leave(previous: _Polling | None) -> None:
     _current = previous
 
 
+# -- continuations answered in C ---------------------------------------------------------
+#
+# wasmtime asks an async host function's continuation "done yet?" by calling it with its
+# ``env``. A continuation that only has to read a byte need not cross into Python: libc's
+# ``strlen`` of a byte followed by a NUL answers 0 or 1, which the C ABIs we run on return
+# in the register a ``bool`` is read from. Checked once here against a Python answer.
+
+
+def _flag_reader() -> Any:
+    """``strlen`` as a ``wasmtime_func_async_continuation_callback_t``, if it answers as
+    a flag reader here; else a Python function that reads the flag."""
+    prototype = ffi.wasmtime_func_async_continuation_callback_t
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else ctypes.CDLL(None)
+        address = ctypes.cast(libc.strlen, c_void_p).value
+    except (OSError, AttributeError):  # pragma: no cover - no libc to borrow from
+        address = None
+    if address:
+        reader = ctypes.cast(address, prototype)
+        probe = (ctypes.c_ubyte * 2)(1, 0)
+        if reader(ctypes.addressof(probe)) is True:
+            probe[0] = 0
+            if reader(ctypes.addressof(probe)) is False:
+                return reader
+    return _python_flag_reader  # pragma: no cover - strlen does not answer as a bool
+
+
+@CFUNCTYPE(ctypes.c_bool, c_void_p)
+def _python_flag_reader(env):  # type: ignore[no-untyped-def]
+    return ctypes.c_ubyte.from_address(env).value != 0
+
+
+_FLAG_SET = _flag_reader()
+"""A continuation: done once the byte at ``env`` is not 0 (the byte after it is 0)."""
+_FLAG_SET_ADDRESS = ctypes.cast(_FLAG_SET, c_void_p).value or 0
+_ONE_BYTES = (ctypes.c_ubyte * 2)(1, 0)
+_ONE = ctypes.addressof(_ONE_BYTES)
+"""``env`` of a continuation that is done at once."""
+
+_CONTINUATION_HEAD = struct.Struct("PP")  # callback, env of wasmtime_async_continuation_t
+_HEAD_SIZE = _CONTINUATION_HEAD.size
+_pack_head = _CONTINUATION_HEAD.pack
+_memmove = ctypes.memmove
+
+
+@CFUNCTYPE(None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p)
+def _park(env, _caller, _args, _nargs, _results, _nresults, _trap_ret, cont):  # type: ignore[no-untyped-def]
+    """The dispatcher's ``next`` (``_shim``): the store's fiber is parked until its
+    driver sets the flag at ``env`` (the next call's), which a C function checks."""
+    _memmove(cont, _pack_head(_FLAG_SET_ADDRESS, env), _HEAD_SIZE)
+
+
+_PARK = ctypes.cast(_park, ffi.wasmtime_func_async_callback_t)
+
+
 # -- async host functions ---------------------------------------------------------------
 
 
@@ -329,7 +391,9 @@ def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, con
     global _next_key
     start = time.perf_counter()
     entry = _HOST_FUNCS.get(env or 0)
-    cont.contents.callback = _fastcall.finished
+    continuation = cont.contents
+    continuation.callback = _FLAG_SET  # done: a C function answers, not a Python one
+    continuation.env = _ONE
     polling = _current
     if entry is None:  # its store's host functions were released (the instance closed)
         _trap(trap_ret, polling, "?", InstanceDead("the component instance was closed"))
@@ -359,9 +423,9 @@ def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, con
                 trap_ptr = ctypes.cast(trap_ret, ctypes.POINTER(ctypes.POINTER(ffi.wasm_trap_t)))
                 waiting = _HostWait(value, wait, entry, results_ptr, trap_ptr)
                 polling.waiting = _SUSPENDED[key] = waiting
-                cont.contents.callback = _resume
-                cont.contents.env = key
-                cont.contents.finalizer = _forget_suspended
+                continuation.callback = _resume
+                continuation.env = key
+                continuation.finalizer = _forget_suspended
                 return
         _store_results(entry.result_fields, value, results)
     except Exception as exc:
@@ -503,6 +567,8 @@ class FiberStore:
         self._busy = False
         self._idle: anyio.Event | None = None
         self._host_keys: list[int] = []  # of the host functions made in this store
+        self._dispatch: _Dispatch | None = None  # made at the first call through it
+        self._server: _Server | None = None  # the long-lived fiber, parked between calls
 
     @property
     def busy(self) -> bool:
@@ -513,9 +579,71 @@ class FiberStore:
         """The instance is closed: its host functions are released (calling one
         afterwards would fail), so a call still in the store (suspended in a host
         function, or at an epoch yield) is never resumed: its next poll drops its
-        fiber and it raises :class:`~trio_isyswasfa.InstanceDead`, as do later calls."""
+        fiber and it raises :class:`~trio_isyswasfa.InstanceDead`, as do later calls.
+        The store's parked fiber, if no call is in it, is dropped now."""
         self._record(InstanceDead("the component instance was closed"))
         self.release_host_funcs()
+        if self._server is not None and self._server.parked:
+            self._server.close(now=False)  # (maybe called from guest code: see _DEFERRED)
+
+    def stop_server(self) -> None:
+        """End the store's parked fiber, if it has one, so that the store may be used
+        from outside a call (a synchronous call, an instantiation, a new function): a
+        fiber suspended in a host function keeps the store to itself in wasmtime's
+        terms. The next call starts a new one."""
+        server = self._server
+        if server is None:
+            return
+        if not server.parked or _current is not None:
+            # a call is in it: the store is that call's (a nested call runs on its fiber;
+            # one suspended in a host function is resumed by its driver or dropped)
+            return
+        dispatch = self._dispatch
+        assert dispatch is not None
+        _STOP(dispatch.view, _shim.CMD, 0, 1)
+        try:
+            for _ in range(1000):  # it returns at once; an epoch deadline may yield first
+                if _future_poll(server._future):
+                    break
+        finally:
+            server.close()
+
+    def _dispatcher(self) -> _Dispatch:
+        """The store's dispatcher instance (``_shim``), made once."""
+        dispatch = self._dispatch
+        if dispatch is None:
+            store = self.store
+            memory = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(1, 1)))
+            base = ctypes.cast(memory.data_ptr(store), c_void_p).value or 0
+            linker = wasmtime.Linker(_engine.engine())
+            error = ffi.wasmtime_linker_define_async_func(
+                linker.ptr(), b"", 0, b"next", 4, _NO_VALUES_TYPE.ptr(), _PARK,
+                base + _shim.FLAG, _no_finalizer,
+            )  # fmt: skip
+            if error:  # pragma: no cover - wasmtime accepts any function type here
+                raise wasmtime.WasmtimeError._from_ptr(error)
+            item = ffi.wasmtime_extern_t()
+            found = ffi.wasmtime_linker_get(
+                linker.ptr(), store._context(), b"", 0, b"next", 4, byref(item)
+            )
+            assert found
+            instance = self.instantiate(_shim.dispatcher(), [memory, wrap_extern(item)])
+            exports = instance.exports(store)
+            serve, table = exports["serve"], exports["table"]
+            assert isinstance(serve, wasmtime.Func)
+            assert isinstance(table, wasmtime.Table)
+            view = memoryview((ctypes.c_ubyte * 65536).from_address(base)).cast("B")
+            dispatch = self._dispatch = _Dispatch(memory, table, serve, view)
+        return dispatch
+
+    def _start_server(self) -> _Server:
+        """Start the store's long-lived fiber; its first poll runs the call written in
+        the dispatcher's memory."""
+        dispatch = self._dispatch
+        assert dispatch is not None
+        assert self._server is None
+        server = self._server = _Server(self, dispatch)
+        return server
 
     def release_host_funcs(self) -> None:
         """Forget the host functions made in this store: their closures usually hold
@@ -529,12 +657,14 @@ class FiberStore:
     def instantiate(self, module: wasmtime.Module, imports: Sequence[Any]) -> wasmtime.Instance:
         """A core instance of ``module`` in this store (see :func:`instantiate`)."""
         self._check()
+        self.stop_server()
         return instantiate(self.store, module, imports, max_run_seconds=self.limits.max_run_seconds)
 
     def host_func(self, ty: wasmtime.FuncType, fn: HostFunc, *, label: str = "") -> wasmtime.Func:
         """A core function of type ``ty`` in this store that runs ``fn`` (see the module's
         docstring for how ``fn`` waits and fails); ``label`` names it in traps."""
         global _next_key
+        self.stop_server()
         key = _next_key
         _next_key += 1
         _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
@@ -553,9 +683,24 @@ class FiberStore:
         assert isinstance(func, wasmtime.Func)
         return func
 
-    def func(self, func: wasmtime.Func) -> FiberFunc:
-        """``func`` of this store, ready to be called on fibers (its type read once)."""
-        return FiberFunc(self, func)
+    def func(
+        self,
+        func: wasmtime.Func,
+        *,
+        lower: wasmtime.Func | None = None,
+        lift: wasmtime.Func | None = None,
+        post: wasmtime.Func | None = None,
+        unsigned: bool = False,
+    ) -> FiberFunc:
+        """``func`` of this store, ready to be called on the store's fiber (its type read
+        once). With ``lower`` (a host function ``() -> i32``), a call takes no arguments:
+        ``lower`` runs first on the fiber and puts them in place
+        (:meth:`FiberFunc.put_args`), or answers 0 and nothing else runs. With ``lift``
+        and ``post`` (host function and post-return, both of the function's result
+        types), the results go to ``lift``, then to ``post``, and the call gives
+        ``None``. ``unsigned``: a call gives the list of its results, i32 and i64 read
+        unsigned (as the canonical ABI lifts them)."""
+        return FiberFunc(self, func, lower=lower, lift=lift, post=post, unsigned=unsigned)
 
     async def call(self, func: wasmtime.Func, *args: CoreValue) -> Any:
         """Call ``func`` once (:meth:`func` keeps the type for repeated calls)."""
@@ -576,6 +721,9 @@ class FiberStore:
 
     def _leave(self) -> None:
         self._busy = False
+        server = self._server
+        if self.fault is not None and server is not None and server.parked and _current is None:
+            server.close()  # closed (or failed) during the call
         if self._idle is not None:
             self._idle.set()
             self._idle = None
@@ -587,15 +735,27 @@ class FiberStore:
 
 
 class FiberFunc:
-    """A core function of a :class:`FiberStore`; awaiting a call runs it on a fiber.
+    """A core function of a :class:`FiberStore`; awaiting a call runs it on the store's
+    fiber.
 
-    Its arguments and results travel in ``wasmtime_val_t`` arrays made once, written
-    and read with one ``struct`` call each, and the one :class:`CoreCall` a finished
-    call leaves is reused by the next: a call costs the C API's three crossings (start,
-    poll, delete) and little Python around them.
+    The store keeps one fiber, parked between calls (``_shim``): a call writes its
+    arguments into the dispatcher's memory with one ``struct`` call and polls the fiber
+    once, which runs the function's *runner* and parks again: one C call, where a fiber
+    of its own per call cost three (start, poll, delete) and wasmtime's setting up and
+    tearing down of the fiber. A function with more than ``_shim.MAX_VALUES``
+    arguments or results runs on a fiber of its own per call, as does :meth:`call_now`.
     """
 
-    def __init__(self, owner: FiberStore, func: wasmtime.Func) -> None:
+    def __init__(
+        self,
+        owner: FiberStore,
+        func: wasmtime.Func,
+        *,
+        lower: wasmtime.Func | None = None,
+        lift: wasmtime.Func | None = None,
+        post: wasmtime.Func | None = None,
+        unsigned: bool = False,
+    ) -> None:
         self.owner = owner
         self.func = func
         ty = func.type(owner.store)
@@ -611,29 +771,132 @@ class FiberFunc:
         self._context = owner.store._context()
         self._func_ref = byref(func._func)
         self._spare: CoreCall | None = None  # the last call's, reused by the next
+        # through the store's fiber: the runner's index in the dispatcher's table (made
+        # at the first call; 0: too many values, a fiber per call)
+        kinds = tuple(f for f, _ in params), tuple(f for f, _ in results)
+        servable = max(len(params), len(results)) <= _shim.MAX_VALUES
+        if (lower or lift or post) and not servable:
+            raise HostProtocolError("too many core values for a function with hooks")
+        if (lift is None) != (post is None):
+            raise HostProtocolError("a lift needs a post-return, and a post-return a lift")
+        self._slot: int | None = None if servable else 0
+        self._kinds = kinds
+        self._hooks = (lower, lift, post)
+        self._unsigned = unsigned
+        self._arity = 0 if lower is not None else len(params)
+        self._pack_call = _call_packer(kinds[0], lower is not None)
+        self._pack_args = _args_packer(kinds[0])
+        self._read_results: Callable[[Any, int], tuple[Any, ...]] | None = (
+            None if post is not None else _results_layout(kinds[1], unsigned).unpack_from
+        )
 
     async def __call__(self, *args: CoreValue) -> Any:
-        """Run the function: ``None``, its one result, or a list of its results.
+        """Run the function: ``None``, its one result, or a list of its results (with
+        ``unsigned``: the list of its results; with ``lift`` and ``post``: ``None``).
 
         Raises:
+          HostProtocolError: ``args`` do not fit the function (nothing ran).
           GuestTrap: the guest trapped (a host function's exception is the cause), or
             ran past ``max_run_seconds``; the store is dead from then on.
           InstanceDead: the store had failed before.
         """
         owner = self.owner
+        if _DEFERRED:
+            _drop_deferred()  # here no guest code runs
         if owner._busy or owner.fault is not None:
             await owner._enter()
         else:
             owner._busy = True
         try:
-            call = self._start(args)
+            slot = self._slot
+            if slot is None:
+                slot = self._make_runner()
+            if not slot:
+                return await self._own_fiber(args)
+            view = owner._dispatch.view  # type: ignore[union-attr]
+            if len(args) != self._arity:
+                raise HostProtocolError(
+                    f"wrong number of arguments: given {len(args)}, expected {self._arity}"
+                )
+            try:
+                self._pack_call(view, slot, args)  # the call, its flag, its arguments
+            except (TypeError, struct.error) as exc:
+                raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
+            server = owner._server
+            if server is None:
+                server = owner._start_server()
+            else:
+                server.waiting = None
+                server.cause = None
+            server.parked = False
             limit = owner.limits.max_run_seconds
             deadline = None if limit is None else time.monotonic() + limit
-            while not self._poll(call):
-                await self._wait(call, deadline)
-            return self._finish(call)
+            while not self._poll(server):
+                if not view[_FLAG]:  # parked again: the call returned
+                    server.parked = True
+                    read = self._read_results
+                    if read is None:
+                        return None
+                    values = read(view, _RESULTS)
+                    if self._unsigned:
+                        return list(values)
+                    if self._n_results == 1:
+                        return values[0]
+                    return list(values) if values else None
+                await self._wait(server, deadline)
+            raise self._ended(server)  # only a trap (or an error) ends it in a call
         finally:
             owner._leave()
+
+    def put_args(self, args: Sequence[CoreValue]) -> None:
+        """Write the function's arguments for the call running now (what a ``lower``
+        hook does, on the fiber, before the function runs).
+
+        Raises:
+          HostProtocolError: they do not fit its parameters.
+        """
+        if len(args) != self._n_params:
+            raise HostProtocolError(
+                f"wrong number of arguments: given {len(args)}, expected {self._n_params}"
+            )
+        try:
+            self._pack_args(self.owner._dispatch.view, args)  # type: ignore[union-attr]
+        except (TypeError, struct.error) as exc:
+            raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
+
+    def _make_runner(self) -> int:
+        """The function's runner (``_shim``) in the store's dispatcher table."""
+        owner = self.owner
+        owner.stop_server()  # instantiating uses the store directly
+        dispatch = owner._dispatcher()
+        lower, _lift, post = self._hooks
+        module = _shim.runner(*self._kinds, lower=lower is not None, post=post is not None)
+        imports: list[Any] = [dispatch.memory, self.func]
+        imports.extend(h for h in self._hooks if h is not None)
+        run = owner.instantiate(module, imports).exports(owner.store)["run"]
+        slot = self._slot = dispatch.table.grow(owner.store, 1, run)
+        return slot
+
+    def _ended(self, server: _Server) -> BaseException:
+        """What a call raises when the store's fiber ended in it (the store is dead)."""
+        try:
+            failure = server._failure(self.label, self.owner.faults)
+        finally:
+            server.close()
+        if failure is None:  # pragma: no cover - ``serve`` returns only when told to
+            failure = GuestTrap(f"guest trapped in {self.label}: the store's fiber ended")
+        return self.owner._record(failure)
+
+    async def _own_fiber(self, args: Sequence[CoreValue]) -> Any:
+        """Run the function on a fiber of its own (too many values for a runner)."""
+        owner = self.owner
+        owner.stop_server()
+        call = self._start(args)
+        limit = owner.limits.max_run_seconds
+        deadline = None if limit is None else time.monotonic() + limit
+        while not self._poll(call):
+            await self._wait(call, deadline)
+        return self._finish(call)
 
     def call_now(self, *args: CoreValue) -> Any:
         """Run the function to its end without the event loop (a start function, a
@@ -648,6 +911,7 @@ class FiberFunc:
         owner._check()
         if owner._busy:
             raise GuestTrap(f"{self.label} was called while another call is in the store")
+        owner.stop_server()
         call = self._start(args)
         limit = owner.limits.max_run_seconds
         deadline = None if limit is None else time.monotonic() + limit
@@ -669,7 +933,7 @@ class FiberFunc:
         call._start(self, args)
         return call
 
-    def _poll(self, call: CoreCall) -> bool:
+    def _poll(self, call: _Polling) -> bool:
         """Run the guest until it finishes (True) or is suspended (False); its time
         (less the host functions it called) is the guest's."""
         global _current
@@ -716,7 +980,7 @@ class FiberFunc:
             return self._unpack(self._results)[0]
         return list(self._unpack(self._results)) if n else None
 
-    async def _wait(self, call: CoreCall, deadline: float | None) -> None:
+    async def _wait(self, call: _Polling, deadline: float | None) -> None:
         """The guest is suspended: a host function waits (await that), or its time slice
         ended (let other tasks run, check ``max_run_seconds``)."""
         waiting = call.waiting
@@ -747,7 +1011,7 @@ class FiberFunc:
             call.close()
             raise
 
-    def _over_time(self, call: CoreCall, how: str) -> BaseException:
+    def _over_time(self, call: _Polling, how: str) -> BaseException:
         limit = self.owner.limits.max_run_seconds
         call.close()
         return self.owner._record(
@@ -843,6 +1107,134 @@ def _val_packer(fields: tuple[str, ...]) -> Callable[[Any, Sequence[CoreValue]],
     exec(f"def pack(buf, v):\n    pack_into(buf, 0{', ' if items else ''}{items})\n", namespace)
     pack: Callable[[Any, Sequence[CoreValue]], None] = namespace["pack"]
     return pack
+
+
+# -- the store's long-lived fiber (``_shim``) ---------------------------------------------
+
+
+class _Dispatch:
+    """A store's dispatcher instance: its memory (and a view of it: one page that never
+    grows, so never moves), its table of runners, its ``serve``."""
+
+    __slots__ = ("memory", "serve_ref", "table", "view")
+
+    def __init__(
+        self, memory: wasmtime.Memory, table: wasmtime.Table, serve: wasmtime.Func, view: Any
+    ) -> None:
+        self.memory = memory
+        self.table = table
+        self.serve_ref = byref(serve._func)
+        self.view = view
+
+
+class _Server(_Polling):
+    """The store's long-lived fiber, running the dispatcher's ``serve``: parked in
+    ``next`` between calls (:attr:`parked`), or in a call.
+
+    Its future is deleted when it is closed (the store failed or closed, or it was
+    stopped to let the store be used directly), or else when its :class:`FiberStore` is
+    collected: the finalizer holds the wasmtime store, so the future always goes before
+    its store."""
+
+    def __init__(self, owner: FiberStore, dispatch: _Dispatch) -> None:
+        self.owner = owner
+        self.parked = True  # (not yet started: stopping it is as safe as a parked one)
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._error = ctypes.POINTER(ffi.wasmtime_error_t)()
+        future = _call_async(
+            owner.store._context(), dispatch.serve_ref, _NO_VALUES, 0, _NO_VALUES, 0,
+            byref(self._trap), byref(self._error),
+        )  # fmt: skip
+        self._future = future
+        # the future reads the function (``serve_ref``) and writes the trap and the
+        # error in place, to its end: they stay with it
+        self._drop = weakref.finalize(
+            owner, _drop_future, future, owner.store, dispatch.serve_ref, self._trap, self._error
+        )
+
+    def close(self, *, now: bool = True) -> None:
+        """Drop the fiber where it stands (a call in it is abandoned): ``now`` when the
+        caller is a driver of ours, outside any guest code; else at the next call's
+        start (see :func:`_drop_future`)."""
+        if self._future is not None:
+            self._future = None
+            self._drop()
+            if now and _DEFERRED and _current is None and not _core.sync_depth():
+                _drop_deferred()
+        if self.owner._server is self:
+            self.owner._server = None
+
+
+# Futures to delete, with their stores (kept alive until then). Deleting a suspended
+# fiber resumes it to unwind it, and its trap records a backtrace of every wasm frame on
+# the thread: from inside another store's guest code (a finalizer run by the garbage
+# collector in a host function, of our engine or of the stock one, whose fibers we cannot
+# see) that backtrace meets frames its store does not know, and wasmtime aborts the
+# process. So a future is only ever deleted where no guest code runs: by a driver of
+# ours, after its poll, or at the start of a call.
+_DEFERRED: list[tuple[Any, ...]] = []
+
+
+def _drop_future(future: Any, *keep: Any) -> None:
+    """A fiber's future is done with (``keep``: its store, and what it reads and
+    writes)."""
+    _DEFERRED.append((future, *keep))
+
+
+def _drop_deferred() -> None:
+    """Delete the futures done with (called where no guest code runs)."""
+    while _DEFERRED:
+        future, *keep = _DEFERRED.pop()  # (what it uses lives until it is gone)
+        _future_delete(future)
+        del keep
+
+
+atexit.register(_drop_deferred)  # after the finalizers of the stores still alive
+
+
+_NO_VALUES = (ffi.wasmtime_val_t * 1)()
+_NO_VALUES_TYPE = wasmtime.FuncType([], [])
+_FLAG = _shim.FLAG
+_RESULTS = _shim.RESULTS
+_STOP = struct.Struct("<I4xB").pack_into  # CMD = 0, FLAG = 1
+_SLOT_CODES = {"i32": ("I4x", " & 0xFFFFFFFF"), "i64": ("Q", " & 0xFFFFFFFFFFFFFFFF"),
+               "f32": ("f4x", ""), "f64": ("d", "")}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _call_packer(params: tuple[str, ...], lowered: bool) -> Callable[[Any, int, Any], None]:
+    """``pack(view, slot, args)``: a call of the runner at ``slot`` (its index, the
+    flag, and its arguments unless a ``lower`` hook writes them) in one ``struct``
+    call."""
+    kinds = () if lowered else params
+    head = "<I4xB7x"  # CMD, FLAG (the byte after it 0), ARGS at 16
+    assert struct.calcsize(head) == _shim.ARGS
+    layout = struct.Struct(head + "".join(_SLOT_CODES[k][0] for k in kinds))
+    values = "".join(f", v[{i}]{_SLOT_CODES[k][1]}" for i, k in enumerate(kinds))
+    namespace: dict[str, Any] = {"pack_into": layout.pack_into}
+    exec(f"def pack(buf, slot, v):\n    pack_into(buf, 0, slot, 1{values})\n", namespace)
+    pack: Callable[[Any, int, Any], None] = namespace["pack"]
+    return pack
+
+
+@functools.lru_cache(maxsize=256)
+def _args_packer(params: tuple[str, ...]) -> Callable[[Any, Sequence[CoreValue]], None]:
+    """``pack(view, args)``: the arguments alone (what a ``lower`` hook writes)."""
+    layout = struct.Struct("<" + "".join(_SLOT_CODES[k][0] for k in params))
+    values = "".join(f", v[{i}]{_SLOT_CODES[k][1]}" for i, k in enumerate(params))
+    namespace: dict[str, Any] = {"pack_into": layout.pack_into}
+    exec(f"def pack(buf, v):\n    pack_into(buf, {_shim.ARGS}{values})\n", namespace)
+    pack: Callable[[Any, Sequence[CoreValue]], None] = namespace["pack"]
+    return pack
+
+
+@functools.lru_cache(maxsize=256)
+def _results_layout(results: tuple[str, ...], unsigned: bool) -> struct.Struct:
+    """The results a runner stores, read signed (as wasmtime-py gives them) or not."""
+    codes = {"i32": "i4x", "i64": "q", "f32": "f4x", "f64": "d"}
+    if unsigned:
+        codes.update(i32="I4x", i64="Q")
+    return struct.Struct("<" + "".join(codes[k] for k in results))
 
 
 # the C functions themselves, without wasmtime-py's Python wrappers around them
