@@ -566,15 +566,8 @@ class CoreInstances:
             ):
                 raise InternalError(f"core instance {instance} lost its export {raw_name!r}")
         run.fetch_seconds += time.perf_counter() - start
-        for slot, ref, i in step.make:
-            owner = run.objects[ref.node]  # the node whose steps these are
-            assert owner is not None
-            made = owner._canon(ref.index)
-            if isinstance(made, _Pending):
-                module_name, name = step.names[i]
-                made = owner._make(made, step.types[i], f"{module_name}.{name}")
-            # a zeroed slot's kind is already "func": only the function goes in
-            ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
+        if step.make:
+            self._make_canons(step)
         run.fetched += len(step.fetch) + len(step.make)
         # the import array: each import's 32 bytes cut out of a snapshot of the pool
         snapshot = ctypes.string_at(pool_addr, step.pool_size * EXTERN_SIZE)
@@ -589,6 +582,21 @@ class CoreInstances:
             run.seconds += time.perf_counter() - start
         run.raw[step.instance] = raw
         run.instance_addr[step.instance] = ctypes.addressof(raw)
+
+    def _make_canons(self, step: CoreStep) -> None:
+        """Make the canon-defined functions ``step`` is the first to import, each into
+        its pool slot (a subclass may make them its own way)."""
+        run = self._run
+        pool_addr = run.pool_addr
+        for slot, ref, i in step.make:
+            owner = run.objects[ref.node]  # the node whose steps these are
+            assert owner is not None
+            made = owner._canon(ref.index)
+            if isinstance(made, _Pending):
+                module_name, name = step.names[i]
+                made = owner._make(made, step.types[i], f"{module_name}.{name}")
+            # a zeroed slot's kind is already "func": only the function goes in
+            ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
 
     def _instantiate(self, step: CoreStep, imports: Any) -> Any:
         """``wasmtime_instance_new``: the synchronous path, from the import array."""
