@@ -404,18 +404,17 @@ class _ComponentInstance(CoreInstances):
             template = templates[number]
             if template is None:
                 template = opening.template(number, step, i)
-            address = pool_addr + slot * EXTERN_SIZE + _OF
+            address = pool_addr + slot * EXTERN_SIZE
             if template.path is not None:  # a host import: the instance's host gives it
                 impl = impls.get(template.path)
                 if isinstance(impl, _engine.Blocking):
                     instance = run.objects[ref.node]
                     assert isinstance(instance, _ComponentInstance)
-                    func = owner._blocking_func(instance, template, impl)
-                    ctypes.memmove(address, ctypes.addressof(func._func), _FUNC_SIZE)
+                    owner._blocking_func(instance, template, impl, address)
                     continue
                 if impl is None or isinstance(impl, _engine.ResourceDef):
                     raise LinkError(f"the host gives no function for {template.label}")
-            table.define(number, template.ty_address, address)
+            table.define(number, template.ty_address, address + _OF)
 
     def _canon(self, index: int) -> Any:
         opening = self.owner._opening
@@ -635,9 +634,14 @@ class OwnEngineInstance:
         return (fn, *template.shape)
 
     def _blocking_func(
-        self, instance: _ComponentInstance, template: _CanonTemplate, impl: _engine.Blocking
-    ) -> wasmtime.Func:
-        """The async core function of a lowered :class:`Blocking` host function."""
+        self,
+        instance: _ComponentInstance,
+        template: _CanonTemplate,
+        impl: _engine.Blocking,
+        address: int,
+    ) -> None:
+        """The async core function of a lowered :class:`Blocking` host function, made
+        into the import pool's ``wasmtime_extern_t`` at ``address``."""
         assert template.abi is not None
         assert template.func_type is not None
         assert isinstance(template.definition, CanonLower)
@@ -646,7 +650,7 @@ class OwnEngineInstance:
         run = self._blocking(
             instance, template.abi, options, impl.fn, template.func_type, template.label
         )
-        return self.fibers.host_func(template.ty, run, label=template.label)
+        self.fibers.host_func_at(template.ty, run, address, template.label)
 
     def _lowered(
         self,
