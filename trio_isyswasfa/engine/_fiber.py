@@ -421,9 +421,6 @@ def _forget_func(env):  # type: ignore[no-untyped-def]
     _HOST_FUNCS.pop(env or 0, None)
 
 
-_LINKER: list[wasmtime.Linker] = []  # the one linker async host functions pass through
-
-
 def _define_host_func(
     store: wasmtime.Store,
     keys: list[int],
@@ -434,25 +431,22 @@ def _define_host_func(
 ) -> None:
     """An async host function in ``store``, written into the ``wasmtime_extern_t``
     ``out``; its key is appended to ``keys``. The C API has no ``wasmtime_func_new_async``:
-    the function is defined in a linker (one for the process, each definition
-    shadowing the last: a function taken into a store keeps its own reference) and taken
-    into the store from there."""
+    the function is defined in a linker and taken into the store from there. The linker
+    is thrown away at once (a function taken into a store keeps its own reference): one
+    kept for the process would hold its last function until the interpreter's exit,
+    whose finalizer then calls into a half torn-down ``ctypes`` (a segfault at exit)."""
     global _next_key
     key = _next_key
     _next_key += 1
     _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
     keys.append(key)
-    if not _LINKER:
-        linker = wasmtime.Linker(_engine.engine())
-        linker.allow_shadowing = True
-        _LINKER.append(linker)
-    ptr = _LINKER[0].ptr()
+    linker = wasmtime.Linker(_engine.engine())
     error = ffi.wasmtime_linker_define_async_func(
-        ptr, b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
+        linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
     )
     if error:  # pragma: no cover - wasmtime accepts any function type here
         raise wasmtime.WasmtimeError._from_ptr(error)
-    found = ffi.wasmtime_linker_get(ptr, store._context(), b"", 0, b"f", 1, byref(out))
+    found = ffi.wasmtime_linker_get(linker.ptr(), store._context(), b"", 0, b"f", 1, byref(out))
     assert found
 
 
