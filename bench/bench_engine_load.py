@@ -13,8 +13,11 @@ Rows:
   deserialising the compiled component), which reading must stay far below.
 * open an instance: ``OwnEngineInstance`` against the stock ``EngineInstance``, both
   with the same host functions, for a WAT component (one core module, two host
-  imports) and for the componentize-py guest (14 core modules, ~2,300 core imports,
-  every WASI import served by our WASI host functions). The component is read and
+  imports), for the componentize-py guest (14 core modules, ~2,300 core imports,
+  every WASI import served by our WASI host functions) and for the hello proxy guests
+  of ``bench_serve`` (componentize-py's, 14 core modules; and the Rust one, 4, when the
+  Rust toolchain is here; their ``wasi:http`` imports served by functions that fail if
+  called), N = 10 and 160 instances one after another. The component is read and
   compiled once; each instance is made and closed. For ours, the floor under it is
   printed too: the time spent in the wasmtime C API calls that instantiating these
   core modules needs at the least (``wasmtime_instance_new`` for each, and
@@ -39,6 +42,7 @@ from typing import Any
 
 from trio_isyswasfa import _engine
 from trio_isyswasfa._errors import HostProtocolError
+from trio_isyswasfa._host import interface_key
 from trio_isyswasfa.engine._component import OwnEngineInstance
 from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.testing import build_python_guest, build_wat_component
@@ -92,10 +96,15 @@ def report(label: str, ms: float, baseline: float, note: str = "") -> None:
     print(f"{label:50} {ms:9.3f} ms  {ms / baseline:7.3f}x baseline  {note}")
 
 
-def wasi_resolver() -> Callable[[_engine.ImportedItem], _engine.Resolved]:
-    """Our WASI host functions, as the host registers them; the isyswasfa resources
-    as plain resources; any other import a function that fails if called."""
+def wasi_resolver(*, http: bool = False) -> Callable[[_engine.ImportedItem], _engine.Resolved]:
+    """Our WASI host functions, as the host registers them (``wasi:http@0.2`` too with
+    ``http``); the isyswasfa resources as plain resources; any other import a function
+    that fails if called."""
     wasi = WasiContext(WasiConfig())
+    if http:
+        from trio_isyswasfa.http.wasi_http import WasiHttpP2
+
+        WasiHttpP2(wasi, None, lambda work: None)
     io = WasiIo(wasi)
     WasiClocks(wasi, io)
     WasiRandom(wasi)
@@ -107,7 +116,7 @@ def wasi_resolver() -> Callable[[_engine.ImportedItem], _engine.Resolved]:
         raise HostProtocolError("not served in this bench")
 
     def resolve(item: _engine.ImportedItem) -> _engine.Resolved:
-        key = (_engine.strip_version(item.interface), item.name)
+        key = (interface_key(item.interface), item.name)
         if item.func_type is None:
             if key[0] == ABI:
                 return _engine.ResourceDef(_engine.ResourceKind.READY, lambda rep: None)
@@ -199,7 +208,13 @@ def main() -> None:
         return {"note": lambda n: None, "fetch": lambda n: b""}[item.name]
 
     instantiate_rows("WAT component", wat, bench_host, 100)
-    instantiate_rows("componentize-py guest", data, wasi_resolver(), 5)
+    instantiate_rows("componentize-py guest", data, wasi_resolver(), 10)
+    from .bench_serve import proxy_components
+
+    for language, path in proxy_components().items():
+        if language in ("python", "rust"):
+            resolve = wasi_resolver(http=True)
+            instantiate_rows(f"{language} hello proxy", path.read_bytes(), resolve, 10)
 
 
 if __name__ == "__main__":

@@ -817,6 +817,45 @@ def test_closing_an_instance_releases_its_host_functions(run_wasm: bytes) -> Non
         add.call_sync(1, 2)
 
 
+def test_each_instance_reaches_its_own_host_functions(run_wasm: bytes) -> None:
+    # the instances of one component share its host-function templates and number their
+    # functions alike: a guest's call must still reach its own instance's host
+    component = read_component(run_wasm)
+    hosts = [Host() for _ in range(3)]
+    insts = [OwnEngineInstance(component, host.resolve, use_cache=False) for host in hosts]
+    try:
+        for i, inst in enumerate(insts):
+            assert inst.func(API, "read-counter").call_sync(i + 1) == 2 * (i + 1)
+            assert inst.func(API, "thing-cycle").call_sync(i) == i
+        for i, host in enumerate(hosts):
+            assert host.counters == {100: i + 1}
+            assert host.dropped == [100]
+            assert host.notes == [1000 + i]  # its own guest's destructor
+        insts[0].close()
+        assert insts[1].func(API, "read-counter").call_sync(5) == 10
+        assert hosts[1].counters == {100: 2, 101: 5}
+        assert hosts[0].counters == {100: 1}
+    finally:
+        for inst in insts:
+            inst.close()
+
+
+def test_a_host_function_of_a_closed_instance_reports_it(run_wasm: bytes) -> None:
+    # the instance is closed while its guest runs (by the host function it called): the
+    # next host function the guest calls finds the instance gone, not another's state
+    class Closing(Host):
+        def make_counter(self, start: int) -> Any:
+            inst.close()
+            return super().make_counter(start)
+
+    host = Closing()
+    inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)
+    with pytest.raises(GuestTrap) as caught:
+        inst.func(API, "read-counter").call_sync(1)
+    assert isinstance(caught.value.__cause__, InstanceDead)
+    assert "closed" in str(caught.value.__cause__)
+
+
 async def test_a_closed_instance_with_blocking_imports_is_freed(run_wasm: bytes) -> None:
     # (a blocking import is an async host function in a table of the fiber module; its
     # closure holds the instance, so every instance stayed in memory, ~10 MB each)

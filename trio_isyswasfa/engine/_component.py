@@ -32,6 +32,7 @@ traceback) as ``__cause__``, and the instance is dead with that trap as its reas
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import weakref
@@ -39,6 +40,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 from .. import _engine
 from .._errors import (
@@ -57,13 +59,14 @@ from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import (
     CoreFunc,
     CoreMemory,
+    HostTable,
     core_signature,
     host_func,
-    lazy_host_func,
+    host_shape,
     release_host_funcs,
 )
 from ._handles import CallScope, HandleTable
-from ._instance import CoreInstances, ImportedFunc, LiftedFunc, _Pending
+from ._instance import _OF, CoreInstances, ImportedFunc, LiftedFunc
 from ._layout import record_fields, variant_cases
 from ._model import (
     CanonBuiltin,
@@ -77,7 +80,7 @@ from ._model import (
     Start,
     TypeItem,
 )
-from ._plan import NodePlan
+from ._plan import EXTERN_SIZE, CanonRef, CoreStep, InstancePlan, LiftRef, NodePlan
 from ._types import (
     FuncType,
     ListType,
@@ -155,7 +158,11 @@ def _encoding(options: CanonOptions) -> str:
 def _abi_of(instance: CoreInstances, d: CanonLower | CanonLift) -> FuncAbi:
     """``d``'s :class:`FuncAbi`, kept with the component's plan (``func_abi`` hashes the
     whole function type on every look-up)."""
-    memo = instance.plan.derived
+    return _plan_abi(instance.plan, d)
+
+
+def _plan_abi(plan: InstancePlan, d: CanonLower | CanonLift) -> FuncAbi:
+    memo = plan.derived
     abi = memo.get(id(d))
     if abi is None:
         abi = memo[id(d)] = func_abi(d.type, _encoding(d.options))
@@ -194,6 +201,146 @@ def _plain(abi: FuncAbi) -> AbiContext | None:
     return None if _has_handles(func.result) else AbiContext()
 
 
+_FUNC_SIZE = ctypes.sizeof(ffi.wasmtime_func_t)
+_UNMADE = bytes(_FUNC_SIZE)  # a pool slot no function was made into yet
+
+
+class _CanonTemplate:
+    """What every instance's core function for one canon definition of a plan has in
+    common: its core type (the importing module's, kept alive here with its address),
+    and for a ``canon lower`` its ABI, whether it touches memory, its label and what it
+    calls (a host import by ``path``, else another component instance's lift)."""
+
+    __slots__ = (
+        "abi",
+        "callee",
+        "definition",
+        "func_type",
+        "label",
+        "needs_memory",
+        "path",
+        "shape",
+        "ty",
+        "ty_address",
+    )
+
+    def __init__(
+        self,
+        definition: CanonLower | CanonResource,
+        ty: wasmtime.FuncType,
+        label: str,
+        *,
+        abi: FuncAbi | None = None,
+        path: tuple[str, ...] | None = None,
+        func_type: FuncType | None = None,
+        callee: Any = None,
+    ) -> None:
+        self.definition = definition
+        self.ty = ty
+        address = ctypes.cast(ty.ptr(), ctypes.c_void_p).value
+        assert address, "a core function type without its wasm_functype_t"
+        self.ty_address: int = address
+        self.shape = host_shape(ty)
+        self.label = label
+        self.abi = abi
+        self.needs_memory = abi is not None and _needs_memory(abi)
+        self.path = path
+        self.func_type = func_type
+        self.callee = callee
+
+
+class _Opening:
+    """What opening an instance of one plan needs of its canon-defined core functions,
+    worked out once for every instance: each one's number in the instance's
+    :class:`~._core.HostTable` (the nodes' canon definitions one after another), its
+    pool slot, and its :class:`_CanonTemplate` (made when a first instance imports
+    it)."""
+
+    __slots__ = ("node_of", "offsets", "plan", "size", "slots", "templates")
+
+    def __init__(self, plan: InstancePlan) -> None:
+        self.plan = plan
+        self.offsets: list[int] = []
+        self.node_of: list[int] = []
+        for node in plan.nodes:
+            self.offsets.append(len(self.node_of))
+            self.node_of.extend([node.index] * len(node.canons))
+        self.size = len(self.node_of)
+        self.templates: list[_CanonTemplate | None] = [None] * self.size
+        self.slots = {
+            (ref.node, ref.index): slot
+            for slot, ref in enumerate(plan.pool)
+            if isinstance(ref, CanonRef)
+        }
+
+    def template(self, number: int, step: CoreStep, i: int) -> _CanonTemplate:
+        """The template of canon function ``number``, which ``step`` imports as its
+        import ``i`` (checked against the definition: a mismatch is the component's
+        error, raised for every instance).
+
+        Raises:
+          LinkError: the module imports it as something else or with another core
+            type, it is an async built-in, or it lowers nothing this engine can call.
+        """
+        node = self.plan.nodes[self.node_of[number]]
+        definition, callee = node.canons[number - self.offsets[node.index]]
+        ty = step.types[i]
+        module_name, name = step.names[i]
+        where = f"{module_name}.{name}"
+        if not isinstance(ty, wasmtime.FuncType):
+            raise LinkError(f"{where} is a canon-defined function imported as a non-function")
+        made: _CanonTemplate
+        if isinstance(definition, CanonBuiltin):
+            raise LinkError(
+                f"canon {definition.name} needs the component model's async ABI, "
+                "which this engine does not run yet"
+            )
+        if isinstance(definition, CanonResource):
+            if definition.op not in ("new", "rep", "drop"):
+                raise LinkError(f"canon resource.{definition.op} is not supported")
+            label = f"resource.{definition.op} of {definition.resource.name}"
+            made = _CanonTemplate(definition, ty, label)
+        else:
+            abi = _plan_abi(self.plan, definition)
+            if core_signature(ty) != (abi.import_core_params, abi.import_core_results):
+                raise LinkError(
+                    f"a core module imports a lowering of {definition.type} wrongly typed"
+                )
+            if isinstance(callee, ImportedFunc):
+                label = "#".join(callee.path)
+                made = _CanonTemplate(
+                    definition, ty, label, abi=abi, path=callee.path, func_type=callee.type
+                )
+            elif isinstance(callee, LiftRef):
+                if callee.lift.options.is_async:
+                    raise LinkError(
+                        f"a composed component's export at byte offset {callee.lift.offset:#x}"
+                        " is an async export, which this engine cannot call yet"
+                    )
+                label = f"a composed component's export at byte offset {callee.lift.offset:#x}"
+                made = _CanonTemplate(definition, ty, label, abi=abi, callee=callee)
+            else:
+                raise LinkError(f"a canon lower of {callee!r}: nothing to call")
+        self.templates[number] = made
+        return made
+
+
+class _Destructor:
+    """A resource's destructor the guest defines: its core function looked up on the
+    first drop (an instance drops few of its resources, if any)."""
+
+    __slots__ = ("index", "instance", "label")
+
+    def __init__(self, instance: _ComponentInstance, index: int, name: str) -> None:
+        self.instance = instance
+        self.index = index
+        self.label = f"the destructor of {name}"
+
+    def __call__(self, rep: int) -> None:
+        instance = self.instance
+        instance.owner.core(instance.funcs[self.index], self.label)([rep])
+
+
 class _ComponentInstance(CoreInstances):
     """One component instance of ours: its core instances, its handle table and its
     ``may_enter`` flag (no reentrance, as the component model says)."""
@@ -217,10 +364,11 @@ class _ComponentInstance(CoreInstances):
         super().__init__(component, owner.store, use_cache=use_cache, compiled=compiled, args=args)
         for r in component.resources:
             if r.dtor is not None:
-                dtor = owner.core(self.funcs[r.dtor], f"the destructor of {r.resource.name}")
-                owner.destructors[r.resource] = lambda rep, dtor=dtor: dtor([rep])  # type: ignore[misc]
+                owner.destructors[r.resource] = _Destructor(self, r.dtor, r.resource.name)
 
     def _entered(self, node: NodePlan) -> None:
+        if node.index == 0:
+            self.owner._opened(self._run)
         self.table.aliases = node.aliases  # a composed guest's drop runs the host's dtor
 
     def _define(self, d: Definition) -> None:
@@ -239,12 +387,44 @@ class _ComponentInstance(CoreInstances):
             component, self.owner, compiled=self._compiled, use_cache=self._use_cache, args=args
         )
 
-    def _make(self, pending: _Pending, ty: Any, where: str) -> wasmtime.Func:
-        if not isinstance(ty, wasmtime.FuncType):
-            raise LinkError(f"{where} is a canon-defined function imported as a non-function")
-        func = self.owner._trampoline(self, pending.definition, ty, pending.callee)
-        pending.made = func
-        return func
+    def _make_canons(self, step: CoreStep) -> None:
+        """The canon-defined functions ``step`` is the first to import, made straight
+        into their pool slots: synchronous ones in the instance's host table (one C call
+        each; the Python behind each is built when first called), blocking host
+        functions on the fiber path."""
+        owner = self.owner
+        opening, table, impls = owner._opening, owner._table, owner._impls
+        assert opening is not None
+        assert table is not None
+        offsets, templates = opening.offsets, opening.templates
+        run = self._run
+        pool_addr = run.pool_addr
+        for slot, ref, i in step.make:
+            number = offsets[ref.node] + ref.index
+            template = templates[number]
+            if template is None:
+                template = opening.template(number, step, i)
+            address = pool_addr + slot * EXTERN_SIZE
+            if template.path is not None:  # a host import: the instance's host gives it
+                impl = impls.get(template.path)
+                if isinstance(impl, _engine.Blocking):
+                    instance = run.objects[ref.node]
+                    assert isinstance(instance, _ComponentInstance)
+                    owner._blocking_func(instance, template, impl, address)
+                    continue
+                if impl is None or isinstance(impl, _engine.ResourceDef):
+                    raise LinkError(f"the host gives no function for {template.label}")
+            table.define(number, template.ty_address, address + _OF)
+
+    def _canon(self, index: int) -> Any:
+        opening = self.owner._opening
+        slot = None if opening is None else opening.slots.get((self._node.index, index))
+        if slot is not None:  # made into its pool slot (if its step has run)
+            address = self._run.pool_addr + slot * EXTERN_SIZE + _OF
+            raw = ctypes.string_at(address, _FUNC_SIZE)
+            if raw != _UNMADE:
+                return wasmtime.Func._from_raw(ffi.wasmtime_func_t.from_buffer_copy(raw))
+        return super()._canon(index)
 
     def guest_memory(self, options: CanonOptions) -> CoreMemory | None:
         """The memory and ``realloc`` a canon's options name, or ``None``."""
@@ -308,6 +488,9 @@ class OwnEngineInstance:
         self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
         self._export_funcs: dict[tuple[str, ...], OwnExportFunc] = {}
         self._made: list[int] = []  # our host functions in the store
+        self._run: Any = None  # the replay of the component's plan (``_instance``)
+        self._opening: _Opening | None = None  # what the plan's canon functions need
+        self._table: HostTable | None = None  # the synchronous ones, by number
         self._impls: dict[tuple[str, ...], Resolved] = {}
         for item, rt in _imports_and_exports(component)[0]:
             impl = resolve_item(item)
@@ -321,8 +504,7 @@ class OwnEngineInstance:
         try:
             self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
         except BaseException:
-            release_host_funcs(self._made)
-            self.fibers.release_host_funcs()
+            self._release()
             raise
 
     @property
@@ -359,7 +541,7 @@ class OwnEngineInstance:
             # the call is abandoned (it raises InstanceDead): whoever closed the instance
             # did not wait for it, which its owner may want to know (issue 12)
             log.warning("closing a component instance with a call in flight", stack_info=True)
-        release_host_funcs(self._made)
+        self._release()
         self.fibers.close()  # a call suspended in the store is never resumed
         self._cores.clear()
         self._fiber_funcs.clear()
@@ -401,51 +583,74 @@ class OwnEngineInstance:
         self.faults.record(fault)
         return fault
 
-    # -- trampolines -------------------------------------------------------------------
+    # -- canon-defined functions ---------------------------------------------------------
 
-    def _trampoline(
+    def _release(self) -> None:
+        """Forget the host functions made in this store (their closures hold it)."""
+        release_host_funcs(self._made)
+        if self._table is not None:
+            self._table.release()
+        self.fibers.release_host_funcs()
+
+    def _opened(self, run: Any) -> None:
+        """The replay of the plan has begun: take the plan's canon templates, and make
+        the host table its synchronous functions go in."""
+        self._run = run
+        plan = run.plan
+        opening = self.component.engine_cache.get("opening")
+        if not isinstance(opening, _Opening) or opening.plan is not plan:
+            opening = self.component.engine_cache["opening"] = _Opening(plan)
+        self._opening = opening
+        self._table = HostTable(self.store, opening.size, self._build_host)
+
+    def _build_host(self, number: int) -> tuple[Any, ...]:
+        """Host table entry ``number``, built when the guest first calls it: the Python
+        function behind a ``canon lower`` or ``resource.*`` of the instance that made
+        it, and the shape of its core type."""
+        opening = self._opening
+        assert opening is not None
+        template = opening.templates[number]
+        assert template is not None
+        instance = self._run.objects[opening.node_of[number]]
+        assert isinstance(instance, _ComponentInstance)
+        d = template.definition
+        fn: Callable[[list[Any]], list[Any]]
+        if isinstance(d, CanonResource):
+            fn = self._resource_op(instance, d)
+        else:
+            assert isinstance(d, CanonLower)
+            assert template.abi is not None
+            memory = instance.guest_memory(d.options) if template.needs_memory else None
+            if template.path is not None:
+                assert template.func_type is not None
+                impl = self._impls.get(template.path)
+                call = self._host_call(impl, template.func_type, template.label)
+            else:
+                callee = self._run.resolve(template.callee)
+                if not isinstance(callee, LiftedFunc):
+                    raise LinkError(f"a canon lower of {callee!r}: nothing to call")
+                call = self.lifted(callee, template.label).sync
+            fn = self._lowered(instance, template.abi, memory, call, template.label)
+        return (fn, *template.shape)
+
+    def _blocking_func(
         self,
         instance: _ComponentInstance,
-        definition: CanonLower | CanonResource | CanonBuiltin,
-        ty: wasmtime.FuncType,
-        callee: Any,
-    ) -> wasmtime.Func:
-        if isinstance(definition, CanonResource):
-            return host_func(self.store, ty, self._resource_op(instance, definition), self._made)
-        if isinstance(definition, CanonBuiltin):
-            raise LinkError(
-                f"canon {definition.name} needs the component model's async ABI, "
-                "which this engine does not run yet"
-            )
-        abi = _abi_of(instance, definition)
-        if core_signature(ty) != (abi.import_core_params, abi.import_core_results):
-            raise LinkError(f"a core module imports a lowering of {definition.type} wrongly typed")
-        memory = instance.guest_memory(definition.options) if _needs_memory(abi) else None
-        make_call: Callable[[], Callable[..., Any]]
-        if isinstance(callee, ImportedFunc):
-            label = "#".join(callee.path)
-            impl = self._impls.get(callee.path)
-            if impl is None or isinstance(impl, _engine.ResourceDef):
-                raise LinkError(f"the host gives no function for {label}")
-            if isinstance(impl, _engine.Blocking):
-                self.has_async = True
-                run = self._blocking(instance, abi, memory, impl.fn, callee.type, label)
-                return self.fibers.host_func(ty, run, label=label)
-            ftype = callee.type
-            make_call = lambda: self._host_call(impl, ftype, label)  # noqa: E731
-        elif isinstance(callee, LiftedFunc):
-            label = f"a composed component's export at byte offset {callee.lift.offset:#x}"
-            lifted = self.lifted(callee, label).sync
-            make_call = lambda: lifted  # noqa: E731
-        else:
-            raise LinkError(f"a canon lower of {callee!r}: nothing to call")
-        # made when first called: an instance calls few of its many imports
-        return lazy_host_func(
-            self.store,
-            ty,
-            lambda: self._lowered(instance, abi, memory, make_call(), label),
-            self._made,
+        template: _CanonTemplate,
+        impl: _engine.Blocking,
+        address: int,
+    ) -> None:
+        """The async core function of a lowered :class:`Blocking` host function, made
+        into the import pool's ``wasmtime_extern_t`` at ``address``."""
+        assert template.abi is not None
+        assert template.func_type is not None
+        assert isinstance(template.definition, CanonLower)
+        self.has_async = True
+        options = template.definition.options if template.needs_memory else None
+        run = self._blocking(
+            instance, template.abi, options, impl.fn, template.func_type, template.label
         )
+        self.fibers.host_func_at(template.ty, run, address, template.label)
 
     def _lowered(
         self,
@@ -483,7 +688,7 @@ class OwnEngineInstance:
         self,
         instance: _ComponentInstance,
         abi: FuncAbi,
-        memory: CoreMemory | None,
+        options: CanonOptions | None,
         fn: Callable[..., Generator[Any, Any, Any]],
         ty: FuncType,
         label: str,
@@ -492,7 +697,8 @@ class OwnEngineInstance:
         generator the fiber path drives (``_fiber``). Until its first wait it runs inside
         the guest's call; each wait suspends the guest's fiber while the call's driver
         awaits it, and what follows (lowering the result through ``realloc``) runs on
-        the fiber again."""
+        the fiber again. The memory ``options`` name (``None``: the function's values
+        touch none) is looked up at each call: an instance calls few of its imports."""
         table = instance.table
         faults = self.faults
         plain = _plain(abi)
@@ -510,11 +716,11 @@ class OwnEngineInstance:
                 )
             try:
                 args = [v if m is None else v & m for v, m in zip(core, masks, strict=True)]
-                cx = (
-                    plain
-                    if plain is not None
-                    else AbiContext(memory, table, CallScope(), view=False)
-                )
+                if plain is not None:
+                    cx = plain
+                else:
+                    memory = None if options is None else instance.guest_memory(options)
+                    cx = AbiContext(memory, table, CallScope(), view=False)
                 try:
                     value = yield from self._waits_of(fn(*lift_args(cx, args)))
                 except WasiError as exc:

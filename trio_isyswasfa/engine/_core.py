@@ -281,8 +281,8 @@ def release_host_funcs(made: list[int]) -> None:
 
 
 def live_host_funcs() -> int:
-    """How many host functions are registered (for leak checks)."""
-    return len(_HOSTS)
+    """How many host functions and host tables are registered (for leak checks)."""
+    return len(_HOSTS) + len(_TABLES)
 
 
 # the raw values arrive as an address: read and written with one copy each
@@ -313,36 +313,115 @@ def host_func(
     return wasmtime.Func._from_raw(out)
 
 
-def lazy_host_func(
-    store: wasmtime.Store,
-    ty: wasmtime.FuncType,
-    build: Callable[[], HostCallback],
-    made: list[int],
-) -> wasmtime.Func:
-    """:func:`host_func` of the function ``build()`` makes, made when the guest first
-    calls it (from then on that one is called directly): a componentize-py guest
-    imports ~160 canon functions, of which an instance calls a few."""
-    first = _FirstCall(build)
-    func = host_func(store, ty, first, made)
-    first.env = made[-1]
-    return func
+# -- host function tables: one per instance, its functions built when first called ----
 
 
-class _FirstCall:
-    """A lazy host function's first call: makes the function, puts it in its place."""
+class HostTable:
+    """The synchronous host functions of one instance, by index (each instance of a
+    component numbers them alike): :meth:`define` makes the core function of index
+    ``i`` in the store with one C call, and the Python function behind it is built by
+    ``build(i)`` (its :data:`HostCallback` and the core type's shape, see
+    :func:`host_shape`) the first time the guest calls it. A componentize-py guest
+    imports ~200 canon functions, of which an instance calls a few; what they have in
+    common (types, ABIs, labels) the caller works out once per component.
 
-    __slots__ = ("build", "env")
+    Every function of the table reaches it through one process-wide registry keyed on
+    the table, never on the function: :meth:`release` forgets the table (the built
+    functions' closures usually hold the store that holds them), and a call afterwards
+    traps with :class:`~trio_isyswasfa.InstanceDead`.
+    """
 
-    def __init__(self, build: Callable[[], HostCallback]) -> None:
-        self.build = build
-        self.env = 0
+    __slots__ = ("_build", "_ctx", "entries", "key")
 
-    def __call__(self, args: CoreValues) -> Sequence[Any]:
-        real = self.build()
-        entry = _HOSTS.get(self.env)
-        if entry is not None:
-            _HOSTS[self.env] = (real, entry[1], entry[2], entry[3])
-        return real(args)
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        size: int,
+        build: Callable[[int], tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int]],
+    ) -> None:
+        if size >= 1 << _INDEX_BITS:
+            raise GuestTrap(f"a component instance of {size} host functions is too large")
+        self.key = next(_NEXT_TABLE)
+        self.entries: list[tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int] | None]
+        self.entries = [None] * size
+        self._build = build
+        self._ctx = ctypes.cast(store._context(), ctypes.c_void_p).value
+        _TABLES[self.key] = self
+
+    def define(self, index: int, ty_address: int, address: int) -> None:
+        """Make host function ``index`` into the ``wasmtime_func_t`` at ``address``, of
+        the core function type at ``ty_address`` (a ``wasm_functype_t`` its owner keeps
+        alive)."""
+        _FUNC_NEW(
+            self._ctx,
+            ty_address,
+            _TABLE_CALLBACK_ADDRESS,
+            self.key << _INDEX_BITS | index,
+            None,
+            address,
+        )
+
+    def release(self) -> None:
+        """Forget the table: its functions trap when called, and the closures built so
+        far are dropped."""
+        _TABLES.pop(self.key, None)
+        self.entries = []
+
+
+_INDEX_BITS = 32  # a function's env: its table's key, then its index in the table
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_TABLES: dict[int, HostTable] = {}
+_NEXT_TABLE = itertools.count(1)
+
+
+def host_shape(ty: wasmtime.FuncType) -> tuple[Callable[..., tuple[Any, ...]], Any, int]:
+    """What a :class:`HostTable` entry needs of its core type besides the function:
+    ``(unpack, pack, size)`` (worked out once per type object)."""
+    _, _, unpack, pack, size = _shape(ty)
+    return unpack, pack, size
+
+
+def _table_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
+    start = perf_counter()
+    try:
+        table = _TABLES.get(env >> _INDEX_BITS)
+        if table is None:  # released: its instance was closed
+            raise InstanceDead("the component instance was closed")
+        index = env & _INDEX_MASK
+        entry = table.entries[index]
+        if entry is None:
+            entry = table.entries[index] = table._build(index)
+        fn, unpack, pack, size = entry
+        out = fn(list(unpack(ctypes.string_at(raw, size))))
+        if pack is not None:
+            ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
+        elif out:
+            raise GuestTrap("a host function without core results gave some")
+        return 0
+    except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
+        _unwinding.append(exc)
+        message = f"host function failed: {exc!r}".encode()
+        trap = ffi.wasmtime_trap_new(message, len(message))
+        return ctypes.cast(trap, ctypes.c_void_p).value or 0
+    finally:  # the host's time, not the guest's (``guest_seconds``)
+        _clock.host += perf_counter() - start
+
+
+_TABLE_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)(_table_callback)
+_TABLE_CALLBACK_ADDRESS = ctypes.cast(_TABLE_CALLBACK, ctypes.c_void_p).value
+# wasmtime_func_new_unchecked on plain addresses (the result written where it is asked),
+# without a finalizer: the table is released with its instance, not per function
+_FUNC_NEW = ctypes.CFUNCTYPE(
+    None,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+)(("wasmtime_func_new_unchecked", ffi.dll))
 
 
 _func_new_unchecked = _bindings._wasmtime_func_new_unchecked

@@ -348,8 +348,16 @@ class _HostEntry:
     def __init__(self, fn: HostFunc, ty: wasmtime.FuncType, label: str) -> None:
         self.fn = fn
         self.label = label
-        self.param_fields = [f for f, _ in _fields(ty.params, label)]
-        self.result_fields = _fields(ty.results, label)
+        # read through ctypes once per type object (each instance of a component makes
+        # its host functions of the same few types), shared read-only
+        found: tuple[list[str], list[tuple[str, int]]] | None = ty.__dict__.get(_ENTRY_FIELDS)
+        if found is None:
+            found = ([f for f, _ in _fields(ty.params, label)], _fields(ty.results, label))
+            setattr(ty, _ENTRY_FIELDS, found)
+        self.param_fields, self.result_fields = found
+
+
+_ENTRY_FIELDS = "_isyswasfa_fiber_fields"  # where a type object keeps them
 
 
 _HOST_FUNCS: dict[int, _HostEntry] = {}
@@ -475,6 +483,35 @@ def _forget_suspended(env):  # type: ignore[no-untyped-def]
 @CFUNCTYPE(None, c_void_p)
 def _forget_func(env):  # type: ignore[no-untyped-def]
     _HOST_FUNCS.pop(env or 0, None)
+
+
+def _define_host_func(
+    store: wasmtime.Store,
+    keys: list[int],
+    ty: wasmtime.FuncType,
+    fn: HostFunc,
+    label: str,
+    out: Any,
+) -> None:
+    """An async host function in ``store``, written into the ``wasmtime_extern_t``
+    ``out``; its key is appended to ``keys``. The C API has no ``wasmtime_func_new_async``:
+    the function is defined in a linker and taken into the store from there. The linker
+    is thrown away at once (a function taken into a store keeps its own reference): one
+    kept for the process would hold its last function until the interpreter's exit,
+    whose finalizer then calls into a half torn-down ``ctypes`` (a segfault at exit)."""
+    global _next_key
+    key = _next_key
+    _next_key += 1
+    _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
+    keys.append(key)
+    linker = wasmtime.Linker(_engine.engine())
+    error = ffi.wasmtime_linker_define_async_func(
+        linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
+    )
+    if error:  # pragma: no cover - wasmtime accepts any function type here
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    found = ffi.wasmtime_linker_get(linker.ptr(), store._context(), b"", 0, b"f", 1, byref(out))
+    assert found
 
 
 def live_host_funcs() -> int:
@@ -663,25 +700,20 @@ class FiberStore:
     def host_func(self, ty: wasmtime.FuncType, fn: HostFunc, *, label: str = "") -> wasmtime.Func:
         """A core function of type ``ty`` in this store that runs ``fn`` (see the module's
         docstring for how ``fn`` waits and fails); ``label`` names it in traps."""
-        global _next_key
         self.stop_server()
-        key = _next_key
-        _next_key += 1
-        _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
-        self._host_keys.append(key)
-        linker = wasmtime.Linker(_engine.engine())
-        error = ffi.wasmtime_linker_define_async_func(
-            linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
-        )
-        if error:  # pragma: no cover - wasmtime accepts any function type here
-            raise wasmtime.WasmtimeError._from_ptr(error)
         item = ffi.wasmtime_extern_t()
-        context = self.store._context()
-        found = ffi.wasmtime_linker_get(linker.ptr(), context, b"", 0, b"f", 1, byref(item))
-        assert found
+        _define_host_func(self.store, self._host_keys, ty, fn, label, item)
         func = wrap_extern(item)
         assert isinstance(func, wasmtime.Func)
         return func
+
+    def host_func_at(self, ty: wasmtime.FuncType, fn: HostFunc, address: int, label: str) -> None:
+        """:meth:`host_func`, written as a ``wasmtime_extern_t`` at ``address`` (a slot of
+        an import array) rather than wrapped in a wasmtime-py object."""
+        self.stop_server()
+        _define_host_func(
+            self.store, self._host_keys, ty, fn, label, ffi.wasmtime_extern_t.from_address(address)
+        )
 
     def func(
         self,

@@ -297,6 +297,7 @@ class _Run:
         "plan",
         "pool",
         "pool_addr",
+        "pool_view",
         "raw",
         "seconds",
         "store",
@@ -308,6 +309,7 @@ class _Run:
         self.ctx = ctypes.cast(store._context(), c_void_p).value
         self.pool = (_EXTERNS * max(len(plan.pool), 1))()
         self.pool_addr = ctypes.addressof(self.pool)
+        self.pool_view = memoryview(self.pool).cast("B")
         self.raw: list[Any] = [None] * plan.instances  # wasmtime_instance_t of each
         self.instance_addr: list[int] = [0] * plan.instances
         self.instances: dict[int, _Exports] = {}
@@ -371,6 +373,21 @@ class _Run:
 
 
 _FUNC, _MEMORY = ffi.WASMTIME_EXTERN_FUNC.value, ffi.WASMTIME_EXTERN_MEMORY.value
+
+
+def _runs(plan: InstancePlan, step: CoreStep) -> list[slice]:
+    """``step``'s import array as runs of adjacent pool slots (byte slices of the pool,
+    in import order; worked out once per step, kept with the plan)."""
+    found = plan.derived.get(id(step))
+    if found is None:
+        runs: list[list[int]] = []
+        for cut in step.slices:
+            if runs and runs[-1][1] == cut.start:
+                runs[-1][1] = cut.stop
+            else:
+                runs.append([cut.start, cut.stop])
+        found = plan.derived[id(step)] = [slice(start, stop) for start, stop in runs]
+    return found
 
 
 def _wrap(item: Any) -> Any:
@@ -566,19 +583,12 @@ class CoreInstances:
             ):
                 raise InternalError(f"core instance {instance} lost its export {raw_name!r}")
         run.fetch_seconds += time.perf_counter() - start
-        for slot, ref, i in step.make:
-            owner = run.objects[ref.node]  # the node whose steps these are
-            assert owner is not None
-            made = owner._canon(ref.index)
-            if isinstance(made, _Pending):
-                module_name, name = step.names[i]
-                made = owner._make(made, step.types[i], f"{module_name}.{name}")
-            # a zeroed slot's kind is already "func": only the function goes in
-            ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
+        if step.make:
+            self._make_canons(step)
         run.fetched += len(step.fetch) + len(step.make)
-        # the import array: each import's 32 bytes cut out of a snapshot of the pool
-        snapshot = ctypes.string_at(pool_addr, step.pool_size * EXTERN_SIZE)
-        imports = b"".join(map(snapshot.__getitem__, step.slices))
+        # the import array: the pool's runs of slots, joined (most of a module's imports
+        # are items it is the first to need, which lie side by side in the pool)
+        imports = b"".join(map(run.pool_view.__getitem__, _runs(run.plan, step)))
         start = time.perf_counter()
         try:
             if step.has_start or run.async_only:
@@ -589,6 +599,21 @@ class CoreInstances:
             run.seconds += time.perf_counter() - start
         run.raw[step.instance] = raw
         run.instance_addr[step.instance] = ctypes.addressof(raw)
+
+    def _make_canons(self, step: CoreStep) -> None:
+        """Make the canon-defined functions ``step`` is the first to import, each into
+        its pool slot (a subclass may make them its own way)."""
+        run = self._run
+        pool_addr = run.pool_addr
+        for slot, ref, i in step.make:
+            owner = run.objects[ref.node]  # the node whose steps these are
+            assert owner is not None
+            made = owner._canon(ref.index)
+            if isinstance(made, _Pending):
+                module_name, name = step.names[i]
+                made = owner._make(made, step.types[i], f"{module_name}.{name}")
+            # a zeroed slot's kind is already "func": only the function goes in
+            ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
 
     def _instantiate(self, step: CoreStep, imports: Any) -> Any:
         """``wasmtime_instance_new``: the synchronous path, from the import array."""
