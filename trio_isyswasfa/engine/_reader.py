@@ -5,6 +5,9 @@ every section, nested components recursively, the index spaces as the spec build
 them, and types resolved to the classes of :mod:`._types` as they are defined. Core
 modules are not parsed (wasmtime compiles them): the reader checks their preamble and
 keeps a view of their bytes, so an 18 MB componentize-py guest reads in milliseconds.
+:func:`read_core_shape` reads what instantiating one needs (its import, export and
+start sections, skipping the rest by their sizes) when the plan is made: the same
+names through wasmtime's C API cost a few ctypes calls each.
 
 Bad input of any kind raises :class:`~trio_isyswasfa.LoadError` naming the byte offset
 (``LoadError.offset`` holds it too). Nothing is allocated from a count the input gives
@@ -18,6 +21,7 @@ the rest (core module validity, subtyping of imports) to wasmtime.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .._errors import LoadError
@@ -631,6 +635,20 @@ class _Reader:
         params = tuple(self.core_valtype() for _ in range(self.count("core param")))
         results = tuple(self.core_valtype() for _ in range(self.count("core result")))
         return CoreFuncType(params, results)
+
+    def core_subtype(self) -> CoreFuncType:
+        """A core module's type section entry (a ``sub`` wrapper skipped): function
+        types only."""
+        at = self.pos
+        tag = self.byte()
+        if tag in (0x50, 0x4F):  # sub / sub final: supertypes, then the type
+            for _ in range(self.count("core supertype")):
+                self.u32()
+            at = self.pos
+            tag = self.byte()
+        if tag != 0x60:
+            _fail(f"unsupported core type {tag:#04x} (only function types)", at)
+        return self.core_functype()
 
     def core_type(self, scope: _Scope, depth: int) -> CoreType:
         at = self.pos
@@ -1326,3 +1344,66 @@ def substitute(obj: Any, mapping: dict[ResourceType, ResourceType]) -> Any:
         return out
 
     return sub(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreModuleShape:
+    """What instantiating a core module needs to know of it, read from its bytes: its
+    imports ``(module, name, extern)`` in its order, its export names, and whether it
+    has a start function."""
+
+    imports: tuple[tuple[str, str, CoreExtern], ...]
+    exports: frozenset[str]
+    has_start: bool
+
+
+def read_core_shape(data: bytes | memoryview) -> CoreModuleShape:
+    """The :class:`CoreModuleShape` of a core module binary (one wasmtime compiled, so
+    valid): the type, import, export and start sections are read, every other section
+    skipped by its size.
+
+    Raises:
+      LoadError: the bytes are not a core module, or use what this reader does not
+        read (types of the GC proposal other than function types): ask wasmtime.
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    if bytes(view[:8]) != b"\0asm\x01\x00\x00\x00":
+        _fail("not a core module", 0)
+    r = _Reader(view, view)
+    r.pos = 8
+    types: list[CoreType] = []
+    imports: list[tuple[str, str, CoreExtern]] = []
+    exports: list[str] = []
+    has_start = False
+    while r.pos < r.end:
+        sid = r.byte()
+        size = r.u32()
+        body = r.pos
+        end = body + size
+        if end > r.end:
+            _fail(f"section {sid} runs past the end", body)
+        if sid == 1:
+            for _ in range(r.count("core type")):
+                if r.byte() == 0x4E:  # a recursion group
+                    types.extend(r.core_subtype() for _ in range(r.count("core subtype")))
+                else:
+                    r.pos -= 1
+                    types.append(r.core_subtype())
+        elif sid == 2:
+            for _ in range(r.count("core import", 3)):
+                module = r.name()
+                name = r.name()
+                imports.append((module, name, r.core_extern(types)))
+        elif sid == 7:
+            for _ in range(r.count("core export", 3)):
+                exports.append(r.name())
+                r.byte()
+                r.u32()
+        elif sid == 8:
+            has_start = True
+        if sid in (1, 2, 7) and r.pos != end:
+            _fail(f"section {sid} has {end - r.pos} bytes left over", r.pos)
+        r.pos = end
+    return CoreModuleShape(tuple(imports), frozenset(exports), has_start)
