@@ -5,7 +5,6 @@ A missing, truncated, corrupt or other-version index is ignored and written agai
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,9 @@ def test_the_index_is_written_then_read_instead_of_hashing(
     digest = hashlib.sha256(wasm).hexdigest()
     expected = digests_of(wasm)
     assert _load.module_digests(read_component(wasm), digest) == expected
-    assert json.loads(_load.index_path(digest).read_text())["version"] == _load.INDEX_VERSION
+    assert _load.index_path(digest).read_bytes() == index_text(
+        [f"{k} {v}" for k, v in expected.items()]
+    )
 
     def unhashed(_data: object) -> str:
         raise AssertionError("hashed again")
@@ -56,33 +57,29 @@ def test_without_a_digest_nothing_is_remembered(wasm: bytes, cache: Path) -> Non
 BOGUS = "0" * 64  # well formed: a check that lets a bad index through returns it
 
 
+def index_text(lines: list[str], *, header: str | None = None, end: str = "end\n") -> bytes:
+    head = f"trio_isyswasfa module index v{_load.INDEX_VERSION}" if header is None else header
+    return (head + "\n" + "".join(f"{line}\n" for line in lines) + end).encode()
+
+
 def bad_indexes(offsets: list[int]) -> dict[str, bytes]:
-    good = {"version": _load.INDEX_VERSION, "modules": {str(o): BOGUS for o in offsets}}
-    whole = json.dumps(good).encode()
+    good = [f"{o} {BOGUS}" for o in offsets]
+    whole = index_text(good)
     return {
         "empty": b"",
         "truncated": whole[: len(whole) // 2],
-        "not utf-8": b"\xff\xfe\x00garbage",
-        "not an object": json.dumps([good]).encode(),
-        "another version": json.dumps({**good, "version": _load.INDEX_VERSION + 1}).encode(),
-        "no version": json.dumps({"modules": good["modules"]}).encode(),
-        "modules not an object": json.dumps({**good, "modules": [BOGUS]}).encode(),
-        "a module missing": json.dumps({**good, "modules": {}}).encode(),
-        "a module too many": json.dumps(
-            {**good, "modules": {**good["modules"], "999999": BOGUS}}
-        ).encode(),
-        "another module's offset": json.dumps(
-            {**good, "modules": {str(o + 1): BOGUS for o in offsets}}
-        ).encode(),
-        "a digest not hex": json.dumps(
-            {**good, "modules": {str(o): "z" * 64 for o in offsets}}
-        ).encode(),
-        "a digest too short": json.dumps(
-            {**good, "modules": {str(o): BOGUS[:63] for o in offsets}}
-        ).encode(),
-        "a digest not a string": json.dumps(
-            {**good, "modules": dict.fromkeys(map(str, offsets), 7)}
-        ).encode(),
+        "no end": index_text(good, end=""),
+        "not ascii": "é".encode() + whole,
+        "another version": index_text(good, header="trio_isyswasfa module index v0"),
+        "no header": index_text(good, header=""),
+        "a module missing": index_text([]),
+        "a module too many": index_text([*good, f"999999 {BOGUS}"]),
+        "a module twice": index_text([*good, *good]),
+        "another module's offset": index_text([f"{o + 1} {BOGUS}" for o in offsets]),
+        "an offset not a number": index_text([f"x{o} {BOGUS}" for o in offsets]),
+        "a digest not hex": index_text([f"{o} {'z' * 64}" for o in offsets]),
+        "a digest too short": index_text([f"{o} {BOGUS[:63]}" for o in offsets]),
+        "lines after the end": whole + index_text(good),
     }
 
 
@@ -94,11 +91,7 @@ def test_a_bad_index_is_ignored_and_written_again(wasm: bytes, case: str) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bad_indexes(list(expected))[case])
     assert _load.module_digests(read_component(wasm), digest) == expected
-    written = json.loads(path.read_text())
-    assert written == {
-        "version": _load.INDEX_VERSION,
-        "modules": {str(k): v for k, v in expected.items()},
-    }
+    assert path.read_bytes() == index_text([f"{k} {v}" for k, v in expected.items()])
 
 
 def test_a_component_loads_and_runs_past_a_corrupt_index(tmp_path: Path, wasm: bytes) -> None:
@@ -106,7 +99,7 @@ def test_a_component_loads_and_runs_past_a_corrupt_index(tmp_path: Path, wasm: b
     path.write_bytes(wasm)
     index = _load.index_path(hashlib.sha256(wasm).hexdigest())
     index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_bytes(b'{"version": 1, "modules": {"')
+    index.write_bytes(b"trio_isyswasfa module index v")
     component = trio_isyswasfa.load_component(path, engine="own")
     assert trio.run(trio_isyswasfa.run_command, component) == 1
-    assert json.loads(index.read_text())["version"] == _load.INDEX_VERSION
+    assert index.read_bytes().startswith(index_text([])[:-4])

@@ -8,15 +8,17 @@ named by the component's own digest remembers each module's digest by its byte o
 A load that knows the component's digest (remembered by the file's ``stat``,
 :mod:`trio_isyswasfa._digests`) reads the index and hashes nothing.
 
-The index is JSON with a format version (:data:`INDEX_VERSION`, in the file's name and
-inside it): a file of another version, or one that is truncated, corrupt, or does not
-list exactly the component's modules, is ignored and written again.
+The index is ASCII text (no JSON: its import would cost a command's start-up more
+than reading the index saves): a header line with the format version
+(:data:`INDEX_VERSION`, in the file's name too), then one ``offset digest`` line per
+module and an ``end`` line. A file of another version, or one that is truncated,
+corrupt, or does not list exactly the component's modules, is ignored and written
+again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -34,36 +36,38 @@ _HEX = frozenset("0123456789abcdef")
 
 def index_path(digest: str) -> Path:
     """The module index of the component whose bytes have SHA-256 ``digest``."""
-    return _engine.cache_dir() / f"{digest}-own-modules-v{INDEX_VERSION}.json"
+    return _engine.cache_dir() / f"{digest}-own-modules-v{INDEX_VERSION}.txt"
+
+
+def _header() -> str:
+    return f"trio_isyswasfa module index v{INDEX_VERSION}"
 
 
 def _read_index(path: Path, offsets: list[int]) -> dict[int, str] | None:
     """The module digests ``path`` lists for exactly ``offsets``, or None if it is
     missing, of another version, or not sound."""
     try:
-        found = json.loads(path.read_bytes())
-    except (OSError, ValueError):  # missing, truncated, not JSON (or not UTF-8)
+        lines = path.read_bytes().decode("ascii").split("\n")
+    except (OSError, UnicodeDecodeError):
         return None
-    if not isinstance(found, dict) or found.get("version") != INDEX_VERSION:
-        return None
-    modules = found.get("modules")
-    if not isinstance(modules, dict) or len(modules) != len(offsets):
+    # the header, a line per module, "end", and the empty string after the last newline
+    if len(lines) != len(offsets) + 3 or lines[0] != _header() or lines[-2:] != ["end", ""]:
         return None
     out: dict[int, str] = {}
-    for offset in offsets:
-        key = modules.get(str(offset))
-        if not isinstance(key, str) or len(key) != 64 or not _HEX.issuperset(key):
+    for line in lines[1:-2]:
+        offset, _, key = line.partition(" ")
+        if not offset.isdigit() or len(key) != 64 or not _HEX.issuperset(key):
             return None
-        out[offset] = key
-    return out
+        out[int(offset)] = key
+    return out if sorted(out) == sorted(offsets) else None
 
 
 def _write_index(path: Path, keys: dict[int, str]) -> None:
-    body = {"version": INDEX_VERSION, "modules": {str(k): v for k, v in keys.items()}}
+    body = "".join(f"{offset} {key}\n" for offset, key in keys.items())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(body), "ascii")
+        tmp.write_text(f"{_header()}\n{body}end\n", "ascii")
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs time
