@@ -1,6 +1,6 @@
 """Loading with our own engine against the stock one (issue 12): reading and instantiating.
 
-    python -m bench.bench_engine_load
+    python -m bench.bench_engine_load [--load-only]
 
 Each row measures at N and 16N and prints the per-item time, so that growth that is
 not linear shows, and a ratio to a baseline measured in the same run (both engines
@@ -24,6 +24,13 @@ Rows:
   ``wasmtime_instance_export_get`` for each distinct item they import from each other),
   measured inside the same instantiations (the best one).
 * memory: resident set growth per live instance (``/proc/self/statm``), 16 kept.
+* load a component file: ``load_file`` on each engine, with a warm cache (what ``run``
+  does before its instance), for the C hello and the Python hello of ``bench_cli``: the
+  baseline is the wasmtime engine's load (deserialising the compiled component; the
+  file's digest remembered by its ``stat``); ours reads the file and the component,
+  finds its compiled core modules and makes the instance plan. Each load of ours
+  starts with no compiled module held in the process, as a new ``run`` does.
+  ``--load-only`` runs only these rows (no componentize-py build of the cases guest).
 
 Times are wall-clock; the CPU time of the process is printed too, which the other
 processes of a shared machine inflate far less.
@@ -34,18 +41,22 @@ from __future__ import annotations
 import gc
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from trio_isyswasfa import _engine
+from trio_isyswasfa import _digests, _engine, _seam
 from trio_isyswasfa._errors import HostProtocolError
 from trio_isyswasfa._host import interface_key
 from trio_isyswasfa.engine._component import OwnEngineInstance
+from trio_isyswasfa.engine._instance import _MODULES
 from trio_isyswasfa.engine._reader import read_component
 from trio_isyswasfa.testing import build_python_guest, build_wat_component
+from trio_isyswasfa.testing.conformance import build_c, build_python
 from trio_isyswasfa.wasi import WasiConfig
 from trio_isyswasfa.wasi._context import WasiContext
 from trio_isyswasfa.wasi.cli import WasiCli
@@ -59,6 +70,7 @@ from .bench_engine import RUN_WAT, RUN_WIT
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "guests" / "cases"
+CLI_GUESTS = ROOT / "bench" / "cli_guests"
 ABI = "isyswasfa:isyswasfa/isyswasfa"
 
 
@@ -188,7 +200,43 @@ def instantiate_rows(
     print(f"resident memory per live instance: ours {mine:.2f} MB, stock {theirs:.2f} MB")
 
 
+def load_rows(n: int) -> None:
+    """Load each ``bench_cli`` guest from its file on both engines, N and 16N times."""
+    guests = {
+        "C hello": build_c(CLI_GUESTS / "hello.c"),
+        "Python hello": build_python(CLI_GUESTS / "python" / "hello.py"),
+    }
+    for label, path in guests.items():
+        for engine in ("own", "wasmtime"):  # compile once, remember the digest
+            _seam.load_file(path, engine=engine)
+        with mock.patch.object(_digests, "SETTLED_SECONDS", -60.0):  # built just now
+            _digests.read_and_digest(_engine.cache_dir() / "digests", path)
+
+        def own(path: Path = path) -> object:
+            _MODULES.clear()  # as in a new process: deserialise the compiled modules
+            return _seam.load_file(path, engine="own")
+
+        def stock(path: Path = path) -> object:
+            return _seam.load_file(path, engine="wasmtime")
+
+        print(f"-- load {label} ({path.stat().st_size / 1e6:.1f} MB) from its file, warm cache")
+        for reps in (n, 16 * n):
+            t, cpu = round_robin({"own": own, "wasmtime": stock}, reps)
+            report(f"load, ours  (x{reps})", t["own"], t["wasmtime"])
+            report(f"load, wasmtime engine  (x{reps})", t["wasmtime"], t["wasmtime"])
+            report(
+                f"  CPU time, ours  (x{reps})",
+                cpu["own"],
+                cpu["wasmtime"],
+                f"baseline: the wasmtime engine's, {cpu['wasmtime']:.1f} ms",
+            )
+
+
 def main() -> None:
+    if "--load-only" in sys.argv[1:]:
+        load_rows(2)
+        return
+    load_rows(2)
     wasm = build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
     data = wasm.read_bytes()
     _engine.compile_component(data)  # warm the compile cache for the baseline

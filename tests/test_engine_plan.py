@@ -4,6 +4,7 @@ instance still gets its own store, memory, globals, handle tables and host funct
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,18 @@ import pytest
 import trio
 import trio.lowlevel
 import wasmtime
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_engine_instance import ADDER, new_store, wat_component
 from test_engine_run import API, CASES, WAT, WIT, Host
 
-from trio_isyswasfa import LinkError
+from trio_isyswasfa import LinkError, LoadError
 from trio_isyswasfa.engine._component import OwnEngineInstance
 from trio_isyswasfa.engine._fiber import FiberStore
 from trio_isyswasfa.engine._instance import CoreInstances, compile_module, instance_plan
 from trio_isyswasfa.engine._model import AliasExport
-from trio_isyswasfa.engine._plan import has_start_section
-from trio_isyswasfa.engine._reader import read_component
+from trio_isyswasfa.engine._plan import ImportTypes, _shape_of, has_start_section
+from trio_isyswasfa.engine._reader import read_component, read_core_shape
 from trio_isyswasfa.testing import build_wat_component
 
 
@@ -298,3 +301,78 @@ async def test_async_host_functions_on_the_fast_path_then_fibers(tmp_path: Path)
     fibers = FiberStore(store)
     with trio.fail_after(5):
         assert await fibers.call(instances.lifted("add").core, 5, 7) == 17
+
+
+# -- the plan reads core modules' imports and exports from their bytes ------------------
+
+SHAPED = """(module
+  (rec (type $pair (func (param i32 i64) (result f32 f64))) (type $unit (func)))
+  (type $sub (sub (func (param i32) (result i32))))
+  (import "env" "pair" (func (type $pair)))
+  (import "env" "sub" (func (type $sub)))
+  (import "env" "memory" (memory 1 2))
+  (import "env" "table" (table 3 funcref))
+  (import "globals" "g" (global (mut i32)))
+  (import "" "" (func))
+  (func $start)
+  (start $start)
+  (func (export "f") (type $sub) local.get 0)
+  (export "memory" (memory 0))
+  (export "table" (table 0))
+  (export "g" (global 0))
+  (export "ünïcode" (func $start)))"""
+
+
+def test_the_core_shape_read_from_the_bytes_is_what_wasmtime_says() -> None:
+    data = wasmtime.wat2wasm(SHAPED)
+    module = compile_module(data)
+    shape = read_core_shape(data)
+    assert [(m, n) for m, n, _ in shape.imports] == [
+        (i.module, i.name or "") for i in module.imports
+    ]
+    assert shape.exports == {e.name for e in module.exports}
+    assert shape.has_start
+    assert not read_core_shape(wasmtime.wat2wasm('(module (func (export "x")))')).has_start
+    types = ImportTypes(tuple(e for _, _, e in shape.imports))
+    assert len(types) == len(module.imports)
+    for i, imp in enumerate(module.imports):
+        theirs = imp.type
+        if isinstance(theirs, wasmtime.FuncType):
+            ours = types[i]
+            assert isinstance(ours, wasmtime.FuncType)
+            assert list(map(str, ours.params)) == list(map(str, theirs.params))
+            assert list(map(str, ours.results)) == list(map(str, theirs.results))
+            assert types[i] is ours  # made once
+        else:
+            assert not isinstance(types[i], wasmtime.FuncType)
+
+
+GC_MODULE = """(module
+  (type $s (struct (field i32)))
+  (import "env" "f" (func (param (ref null $s))))
+  (func (export "g")))"""
+
+
+def test_a_module_the_reader_does_not_read_is_planned_through_wasmtime() -> None:
+    """A type of the GC proposal: the plan asks wasmtime's C API for the names."""
+    data = wasmtime.wat2wasm(GC_MODULE)
+    with pytest.raises(LoadError, match="only function types"):
+        read_core_shape(data)
+    shape = _shape_of(compile_module(data), memoryview(data))
+    assert shape.names == (("env", "f"),)
+    assert shape.exports == {"g"}
+    assert not shape.has_start
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_damaged_core_modules_raise_load_errors(data: st.DataObject) -> None:
+    """Cut or changed bytes give a shape or a LoadError, never another exception."""
+    good = bytearray(wasmtime.wat2wasm(SHAPED))
+    if data.draw(st.booleans()):
+        good = good[: data.draw(st.integers(0, len(good)))]
+    for _ in range(data.draw(st.integers(0, 4))):
+        if good:
+            good[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(LoadError):
+        read_core_shape(bytes(good))

@@ -42,6 +42,29 @@ def known_digest(index: Path, path: Path) -> str | None:
     return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
 
 
+def read_known(index: Path, path: Path) -> tuple[bytes, str] | None:
+    """``path``'s bytes and the digest remembered for them, or None when none is (or
+    the file changed while it was read). The digest is looked up by the open file's own
+    ``stat``, taken before the read and checked unchanged after it, so the bytes are
+    the ones it was remembered for (unlike :func:`known_digest` and then a read, which
+    a write between the two would pair with another file's digest).
+
+    Raises:
+      OSError: the file cannot be read.
+    """
+    with path.open("rb") as file:
+        before = os.fstat(file.fileno())
+        try:
+            text = _entry(index, path, before).read_text("ascii")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(text) != 64 or not all(c in "0123456789abcdef" for c in text):
+            return None
+        data = file.read()
+        after = os.fstat(file.fileno())
+    return (data, text) if _state(before) == _state(after) else None
+
+
 def read_and_digest(index: Path | None, path: Path) -> tuple[bytes, str]:
     """``path``'s bytes and their SHA-256 (hex); remembered in ``index`` (unless None)
     when the file is settled.

@@ -131,9 +131,13 @@ class OwnComponent(EngineComponent):
 
     engine = "own"
 
-    def __init__(self, data: bytes, *, use_cache: bool) -> None:
+    def __init__(self, data: bytes, *, use_cache: bool, digest: str | None = None) -> None:
+        """Read ``data`` and compile its core modules (``digest``: the SHA-256 of
+        ``data`` in hex, if known, which finds the compiled modules without hashing
+        them, see :mod:`.engine._load`)."""
         from .engine._component import exported_funcs
-        from .engine._instance import compile_modules, instance_plan
+        from .engine._instance import instance_plan
+        from .engine._load import load_modules
         from .engine._reader import read_component
 
         if not data.startswith(b"\0asm"):
@@ -151,7 +155,7 @@ class OwnComponent(EngineComponent):
             used = sorted(self.definition.builtins)
             raise LoadError(_engine.async_problem(f"`{used[0]}`" if used else None))
         try:
-            self.compiled = compile_modules(self.definition, use_cache=use_cache)
+            self.compiled = load_modules(self.definition, use_cache=use_cache, digest=digest)
         except LoadError as exc:  # name a missing proposal as the stock engine does
             if exc.__cause__ is None:
                 raise
@@ -194,8 +198,10 @@ def load(data: bytes, *, engine: str | None = None, use_cache: bool = True) -> E
 def load_file(path: Path, *, engine: str | None = None, use_cache: bool = True) -> EngineComponent:
     """Load a component file for ``engine``, as :func:`load` its bytes.
 
-    With the cache, a file loaded before is not read again: its digest, remembered by
-    what ``stat`` says of it (see :mod:`._digests`), finds its compiled copy.
+    With the cache, a file loaded before is not hashed again: its digest, remembered by
+    what ``stat`` says of it (see :mod:`._digests`), finds its compiled copy (on the
+    wasmtime engine, without reading the file at all; ours reads it, and finds its
+    compiled core modules through the component's digest).
 
     Raises:
       OSError: the file cannot be read.
@@ -203,14 +209,18 @@ def load_file(path: Path, *, engine: str | None = None, use_cache: bool = True) 
       HostProtocolError: ``engine`` names no engine.
     """
     name = default_engine() if engine is None else check_engine(engine)
-    if name == "own" or not use_cache:
+    if not use_cache:
         return load(path.read_bytes(), engine=name, use_cache=use_cache)
     index = _engine.cache_dir() / "digests"
+    if name == "own":
+        known = _digests.read_known(index, path)
+        data, own = known if known is not None else _digests.read_and_digest(index, path)
+        return OwnComponent(data, use_cache=True, digest=own)
     digest = _digests.known_digest(index, path)
     raw = _engine.load_compiled(digest) if digest is not None else None
     if raw is None:
-        data, digest = _digests.read_and_digest(index, path)
-        raw = _engine.compile_component(data, digest=digest)
+        data, stock = _digests.read_and_digest(index, path)
+        raw = _engine.compile_component(data, digest=stock)
     return StockComponent(raw)
 
 

@@ -97,11 +97,14 @@ _MODULE_SETTINGS = "core-epoch"
 _MODULES: weakref.WeakValueDictionary[str, wasmtime.Module] = weakref.WeakValueDictionary()
 
 
-def compile_module(data: bytes | memoryview, *, use_cache: bool = True) -> wasmtime.Module:
+def compile_module(
+    data: bytes | memoryview, *, use_cache: bool = True, key: str | None = None
+) -> wasmtime.Module:
     """Compile a core module with the process-wide engine, reusing a copy compiled
-    earlier in this process or on disk, keyed on the bytes (the on-disk copy lives in
-    the same cache folder as whole components)."""
-    key = hashlib.sha256(data).hexdigest()
+    earlier in this process or on disk, keyed on the bytes' SHA-256 (``key``, if the
+    caller knows it; the on-disk copy lives in the same cache folder as whole
+    components)."""
+    key = key or hashlib.sha256(data).hexdigest()
     found = _MODULES.get(key)
     if found is not None:
         return found

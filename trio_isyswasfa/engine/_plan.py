@@ -16,19 +16,24 @@ instances are dicts of such references. Each core instantiation is a
 ``wasmtime_extern_t`` per instance: an item imported by several modules (the memory,
 the function table, libc's globals) is fetched from its instance once.
 
+A plan reads each core module's import, export and start sections from the module's
+bytes (:func:`~._reader.read_core_shape`): asking wasmtime's C API for the same ~6,000
+names of a componentize-py guest costs ~0.15 s of ctypes calls; a module using types the
+reader does not read (the GC proposal's) is asked about through the C API instead.
+
 Plans assume the definitions are not changed after reading (the model's rule).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime
 
-from .._errors import LinkError
+from .._errors import LinkError, LoadError
 from ._model import (
     AliasExport,
     AliasOuter,
@@ -37,6 +42,8 @@ from ._model import (
     CanonLower,
     CanonResource,
     ComponentDef,
+    CoreExtern,
+    CoreFuncType,
     CoreInlineInstance,
     CoreInstantiate,
     CoreModule,
@@ -53,6 +60,7 @@ from ._model import (
     TypeDef,
     Value,
 )
+from ._reader import read_core_shape
 from ._types import FuncType, ResourceType
 
 EXTERN_SIZE = 32
@@ -141,7 +149,8 @@ class CoreStep:
     """Instantiate ``module`` as real core instance ``instance``.
 
     ``imports`` are the module's imports in its order (``names`` and ``types`` as the
-    module declares them); ``slices`` cut each one out of the pool's first
+    module declares them: ``types`` an :class:`ImportTypes`, which makes the
+    ``wasmtime.FuncType`` of an import when asked for); ``slices`` cut each one out of the pool's first
     ``pool_size`` slots. The slots this step is the first to need are filled before
     it runs: ``fetch`` lists ``(slot, instance, name, len(name))`` for exports of
     earlier instances, ``make`` lists ``(slot, ref, i)`` for canon-defined functions
@@ -155,7 +164,7 @@ class CoreStep:
     offset: int
     imports: tuple[CoreRef, ...]
     names: tuple[tuple[str, str], ...]
-    types: tuple[Any, ...]
+    types: Sequence[Any]
     fetch: tuple[tuple[int, int, bytes, int], ...]
     make: tuple[tuple[int, CanonRef, int], ...]
     slices: tuple[slice, ...]
@@ -244,12 +253,13 @@ _EXPORTS: weakref.WeakKeyDictionary[wasmtime.Module, frozenset[str]] = weakref.W
 _IMPORTS: weakref.WeakKeyDictionary[wasmtime.Module, list[tuple[str, str, Any]]] = (
     weakref.WeakKeyDictionary()
 )
-_STARTS: weakref.WeakKeyDictionary[wasmtime.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def imports_of(module: wasmtime.Module) -> list[tuple[str, str, Any]]:
-    """A module's imports as ``(module, name, type)``, worked out once per module
-    (wasmtime-py rebuilds them through ctypes on every ``Module.imports``)."""
+    """A module's imports as ``(module, name, type)`` through wasmtime's C API, worked
+    out once per module (wasmtime-py rebuilds them through ctypes on every
+    ``Module.imports``). Plans read them from the module's bytes instead
+    (:func:`~._reader.read_core_shape`); this is the reference, and the fallback."""
     found = _IMPORTS.get(module)
     if found is None:
         found = [(imp.module, imp.name or "", imp.type) for imp in module.imports]
@@ -262,6 +272,89 @@ def _exports_of(module: wasmtime.Module) -> frozenset[str]:
     if found is None:
         found = _EXPORTS[module] = frozenset(e.name for e in module.exports)
     return found
+
+
+_VALTYPES: dict[str, Callable[[], wasmtime.ValType]] = {
+    "i32": wasmtime.ValType.i32,
+    "i64": wasmtime.ValType.i64,
+    "f32": wasmtime.ValType.f32,
+    "f64": wasmtime.ValType.f64,
+    "funcref": wasmtime.ValType.funcref,
+    "externref": wasmtime.ValType.externref,
+}
+
+
+class ImportTypes(Sequence[Any]):
+    """A module's import types as its bytes declare them (:class:`~._model.CoreExtern`),
+    each made a ``wasmtime.FuncType`` when asked for (a plan needs the types only of the
+    imports canon definitions provide: a handful of ~2,000); other kinds stay
+    :class:`~._model.CoreExtern`."""
+
+    __slots__ = ("_declared", "_made")
+
+    def __init__(self, declared: tuple[CoreExtern, ...]) -> None:
+        self._declared = declared
+        self._made: dict[int, Any] = {}
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, int):
+            raise TypeError("import types are looked up one at a time")
+        made = self._made.get(index)
+        if made is None:
+            made = self._made[index] = _wasmtime_type(self._declared[index])
+        return made
+
+    def __len__(self) -> int:
+        return len(self._declared)
+
+
+def _wasmtime_type(extern: CoreExtern) -> Any:
+    """``extern`` as the ``wasmtime.FuncType`` of a function import (one of value types
+    wasmtime-py can name), else ``extern`` itself."""
+    ty = extern.type
+    if extern.kind != "func" or not isinstance(ty, CoreFuncType):
+        return extern
+    makers = [_VALTYPES.get(v) for v in (*ty.params, *ty.results)]
+    if None in makers:
+        return extern  # not a type a canon-defined function can have
+    made = [m() for m in makers if m is not None]
+    return wasmtime.FuncType(made[: len(ty.params)], made[len(ty.params) :])
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the plan uses of a compiled module: its import names and types, its export
+    names, whether it has a start function."""
+
+    names: tuple[tuple[str, str], ...]
+    types: Sequence[Any]
+    exports: frozenset[str]
+    has_start: bool
+
+
+def _shape_of(module: wasmtime.Module, data: memoryview | None) -> _Shape:
+    """The module's :class:`_Shape`, from its bytes (``data``) by our reader; through
+    wasmtime's C API when there are no bytes or the reader does not read them (types of
+    the GC proposal)."""
+    if data is not None:
+        try:
+            shape = read_core_shape(data)
+        except LoadError:
+            pass
+        else:
+            return _Shape(
+                tuple((m, n) for m, n, _ in shape.imports),
+                ImportTypes(tuple(e for _, _, e in shape.imports)),
+                shape.exports,
+                shape.has_start,
+            )
+    found = imports_of(module)
+    return _Shape(
+        tuple((m, n) for m, n, _ in found),
+        tuple(t for _, _, t in found),
+        _exports_of(module),
+        True if data is None else has_start_section(data),
+    )
 
 
 class _Builder:
@@ -277,7 +370,8 @@ class _Builder:
         self.module = module
         self.module_bytes = module_bytes
         self.slots: dict[CoreRef, int] = {}
-        self.instance_modules: list[wasmtime.Module] = []
+        self.shapes: dict[int, _Shape] = {}  # by id of the module
+        self.instance_shapes: list[_Shape] = []
         # the fresh type an instantiation exports for each resource type the instantiated
         # component defines, to that type (unique objects: one map for every node)
         self.defined: dict[ResourceType, ResourceType] = {}
@@ -381,7 +475,7 @@ class _Builder:
 
     def core_export(self, source: Any, index: int, name: str) -> Any:
         if isinstance(source, RealInstance):
-            if name not in _exports_of(self.instance_modules[source.index]):
+            if name not in self.instance_shapes[source.index].exports:
                 raise LinkError(f"instance {index} has no export {name!r}")
             return ExportRef(source.index, name)
         if name not in source:
@@ -399,14 +493,16 @@ class _Builder:
         if not isinstance(module, wasmtime.Module):
             raise LinkError(f"core module {d.module} is not defined by this component")
         given = {name: node.spaces[Sort.CORE_INSTANCE][idx] for name, idx in d.args}
+        shape = self.shapes.get(id(module))
+        if shape is None:
+            shape = self.shapes[id(module)] = _shape_of(module, self.module_bytes.get(id(module)))
         refs: list[CoreRef] = []
-        names: list[tuple[str, str]] = []
-        types: list[Any] = []
-        for module_name, name, ty in imports_of(module):
+        shapes = self.instance_shapes
+        for module_name, name in shape.names:
             source = given.get(module_name)
             value: Any = None
             if isinstance(source, RealInstance):
-                if name in _exports_of(self.instance_modules[source.index]):
+                if name in shapes[source.index].exports:
                     value = ExportRef(source.index, name)
             elif source is not None:
                 value = source.get(name)
@@ -416,8 +512,6 @@ class _Builder:
                     f"instantiation (at byte offset {d.offset:#x}) does not provide"
                 )
             refs.append(value)
-            names.append((module_name, name))
-            types.append(ty)
         slots: list[int] = []
         fetch: list[tuple[int, int, bytes, int]] = []
         make: list[tuple[int, CanonRef, int]] = []
@@ -435,11 +529,7 @@ class _Builder:
         index = self.plan.instances
         self.plan.instances += 1
         self.plan.imports += len(refs)
-        self.instance_modules.append(module)
-        has_start = _STARTS.get(module)
-        if has_start is None:
-            data = self.module_bytes.get(id(module))
-            has_start = _STARTS[module] = True if data is None else has_start_section(data)
+        shapes.append(shape)
         node.steps.append(
             CoreStep(
                 index,
@@ -447,13 +537,13 @@ class _Builder:
                 d.module,
                 d.offset,
                 tuple(refs),
-                tuple(names),
-                tuple(types),
+                shape.names,
+                shape.types,
                 tuple(fetch),
                 tuple(make),
                 tuple(slice(s * EXTERN_SIZE, (s + 1) * EXTERN_SIZE) for s in slots),
                 len(self.plan.pool),
-                has_start,
+                shape.has_start,
             )
         )
         return RealInstance(index)
@@ -492,6 +582,7 @@ __all__ = [
     "CoreRef",
     "CoreStep",
     "ExportRef",
+    "ImportTypes",
     "ImportedFunc",
     "ImportedInstance",
     "InstancePlan",

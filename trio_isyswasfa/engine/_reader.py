@@ -5,6 +5,9 @@ every section, nested components recursively, the index spaces as the spec build
 them, and types resolved to the classes of :mod:`._types` as they are defined. Core
 modules are not parsed (wasmtime compiles them): the reader checks their preamble and
 keeps a view of their bytes, so an 18 MB componentize-py guest reads in milliseconds.
+:func:`read_core_shape` reads what instantiating one needs (its import, export and
+start sections, skipping the rest by their sizes) when the plan is made: the same
+names through wasmtime's C API cost a few ctypes calls each.
 
 Bad input of any kind raises :class:`~trio_isyswasfa.LoadError` naming the byte offset
 (``LoadError.offset`` holds it too). Nothing is allocated from a count the input gives
@@ -18,6 +21,7 @@ the rest (core module validity, subtyping of imports) to wasmtime.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .._errors import LoadError
@@ -631,6 +635,20 @@ class _Reader:
         params = tuple(self.core_valtype() for _ in range(self.count("core param")))
         results = tuple(self.core_valtype() for _ in range(self.count("core result")))
         return CoreFuncType(params, results)
+
+    def core_subtype(self) -> CoreFuncType:
+        """A core module's type section entry (a ``sub`` wrapper skipped): function
+        types only."""
+        at = self.pos
+        tag = self.byte()
+        if tag in (0x50, 0x4F):  # sub / sub final: supertypes, then the type
+            for _ in range(self.count("core supertype")):
+                self.u32()
+            at = self.pos
+            tag = self.byte()
+        if tag != 0x60:
+            _fail(f"unsupported core type {tag:#04x} (only function types)", at)
+        return self.core_functype()
 
     def core_type(self, scope: _Scope, depth: int) -> CoreType:
         at = self.pos
@@ -1326,3 +1344,142 @@ def substitute(obj: Any, mapping: dict[ResourceType, ResourceType]) -> Any:
         return out
 
     return sub(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreModuleShape:
+    """What instantiating a core module needs to know of it, read from its bytes: its
+    imports ``(module, name, extern)`` in its order, its export names, and whether it
+    has a start function."""
+
+    imports: tuple[tuple[str, str, CoreExtern], ...]
+    exports: frozenset[str]
+    has_start: bool
+
+
+def read_core_shape(data: bytes | memoryview) -> CoreModuleShape:
+    """The :class:`CoreModuleShape` of a core module binary (one wasmtime compiled, so
+    valid): the type, import, export and start sections are read, every other section
+    skipped by its size. (Offsets in errors count from the start of the section.)
+
+    Raises:
+      LoadError: the bytes are not a core module, or use what this reader does not
+        read (types of the GC proposal other than function types): ask wasmtime.
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    if bytes(view[:8]) != b"\0asm\x01\x00\x00\x00":
+        _fail("not a core module", 0)
+    r = _Reader(view, view)
+    r.pos = 8
+    types: list[CoreType] = []
+    imports: list[tuple[str, str, CoreExtern]] = []
+    exports: list[str] = []
+    has_start = False
+    while r.pos < r.end:
+        sid = r.byte()
+        size = r.u32()
+        body = r.pos
+        end = body + size
+        if end > r.end:
+            _fail(f"section {sid} runs past the end", body)
+        r.pos = end
+        if sid == 8:
+            has_start = True
+        if sid not in (1, 2, 7):
+            continue
+        # names decode faster from ``bytes`` than from views: one copy of the section
+        section = bytes(view[body:end])
+        s = _Reader(memoryview(section), section)
+        if sid == 1:
+            _core_types(s, types)
+        elif sid == 2:
+            _core_imports(s, types, imports)
+        else:
+            _core_exports(s, exports)
+        if s.pos != s.end:
+            _fail(f"section {sid} has {s.end - s.pos} bytes left over", s.pos)
+    return CoreModuleShape(tuple(imports), frozenset(exports), has_start)
+
+
+def _core_types(r: _Reader, types: list[CoreType]) -> None:
+    """A core type section's function types, appended to ``types``. A module repeats a
+    few signatures many times: each encoding of one that takes one byte per value type
+    is read once."""
+    seen: dict[bytes, CoreFuncType] = {}
+    buf, end = r.buf, r.end
+    for _ in range(r.count("core type")):
+        at = r.pos
+        if at + 2 < end and buf[at] == 0x60 and buf[at + 1] < 0x80:
+            results = at + 2 + buf[at + 1]  # the result count's position
+            if results < end and buf[results] < 0x80:
+                key = bytes(buf[at : results + 1 + buf[results]])
+                found = seen.get(key)
+                if found is None:
+                    r.pos = at + 1
+                    found = r.core_functype()
+                    if r.pos == at + len(key):
+                        seen[key] = found
+                else:
+                    r.pos = at + len(key)
+                types.append(found)
+                continue
+        if r.byte() == 0x4E:  # a recursion group
+            types.extend(r.core_subtype() for _ in range(r.count("core subtype")))
+        else:
+            r.pos -= 1
+            types.append(r.core_subtype())
+
+
+def _core_imports(
+    r: _Reader, types: list[CoreType], out: list[tuple[str, str, CoreExtern]]
+) -> None:
+    """A core import section's imports, appended to ``out`` (the common shape, short
+    names and a function of a type index under 128, read inline)."""
+    buf, end = r.buf, r.end
+    funcs: dict[int, CoreExtern] = {}  # one extern per function type
+    for _ in range(r.count("core import", 3)):
+        pos = r.pos
+        n = buf[pos] if pos < end else 0x80
+        after = pos + 1 + n
+        if n < 0x80 and after < end and buf[after] < 0x80:
+            m = buf[after]
+            desc = after + 1 + m
+            if desc + 1 < end and buf[desc] == 0x00 and buf[desc + 1] < 0x80:
+                try:
+                    module = str(buf[pos + 1 : after], "utf-8")
+                    name = str(buf[after + 1 : desc], "utf-8")
+                except UnicodeDecodeError:
+                    _fail("name is not valid UTF-8", pos)
+                idx = buf[desc + 1]
+                extern = funcs.get(idx)
+                if extern is None:
+                    r.pos = desc
+                    extern = funcs[idx] = r.core_extern(types)
+                r.pos = desc + 2
+                out.append((module, name, extern))
+                continue
+        module = r.name()
+        name = r.name()
+        out.append((module, name, r.core_extern(types)))
+
+
+def _core_exports(r: _Reader, out: list[str]) -> None:
+    """A core export section's names, appended to ``out`` (short names read inline)."""
+    buf, end = r.buf, r.end
+    for _ in range(r.count("core export", 3)):
+        pos = r.pos
+        n = buf[pos] if pos < end else 0x80
+        after = pos + 1 + n
+        if n < 0x80 and after + 1 < end:
+            try:
+                out.append(str(buf[pos + 1 : after], "utf-8"))
+            except UnicodeDecodeError:
+                _fail("name is not valid UTF-8", pos)
+            r.pos = after + 1  # the kind
+            r.u32()  # the index
+            continue
+        out.append(r.name())
+        r.byte()
+        r.u32()
