@@ -15,16 +15,17 @@ PACKAGES = [
     (trio_isyswasfa, {"engine", "http", "testing", "tools", "wasi"}),
     (trio_isyswasfa.testing, {"conformance", "http_differential", "pytest_plugin"}),
 ]
+IDS = [package.__name__ for package, _ in PACKAGES]
 
 
-@pytest.mark.parametrize(("package", "modules"), PACKAGES, ids=lambda p: getattr(p, "__name__", ""))
+@pytest.mark.parametrize(("package", "modules"), PACKAGES, ids=IDS)
 def test_all_names_exist_and_are_documented(package: types.ModuleType, modules: set[str]) -> None:
     for name in package.__all__:
         obj = getattr(package, name)
         assert obj.__doc__, f"{package.__name__}.{name} has no docstring"
 
 
-@pytest.mark.parametrize(("package", "modules"), PACKAGES, ids=lambda p: getattr(p, "__name__", ""))
+@pytest.mark.parametrize(("package", "modules"), PACKAGES, ids=IDS)
 def test_no_private_module_leaks_a_public_name(
     package: types.ModuleType, modules: set[str]
 ) -> None:
