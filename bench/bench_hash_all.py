@@ -34,8 +34,6 @@ import cProfile
 import functools
 import pstats
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,10 +47,16 @@ from hypercorn.config import Config
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient
 from trio_isyswasfa.http.types import Body, Fields, Request
-from trio_isyswasfa.testing import RustToolchainMissing, build_python_guest, build_rust_guest
+from trio_isyswasfa.testing import (
+    RustToolchainMissing,
+    asgi_request,
+    build_python_guest,
+    build_rust_guest,
+    open_lifespan,
+)
 from trio_isyswasfa.wasi.io import BytesInputStream, read_chunk
 
-from .bench_scale import _asgi_get, _lifespan
+from .loadgen import open_upstream_process
 
 ROOT = Path(__file__).resolve().parent.parent
 HASH_ALL = ROOT / "examples" / "hash-all"
@@ -76,25 +80,6 @@ def guest(language: str) -> Path:
     if language == "rust":
         return build_rust_guest(HASH_ALL / "wit", "hash-all", HASH_ALL / "guest-rust")
     return build_python_guest(HASH_ALL / "wit", "hash-all", "app", [HASH_ALL / "guest"])
-
-
-@asynccontextmanager
-async def loadgen_upstream(delay_ms: int) -> AsyncIterator[str]:
-    """bench/loadgen.py's upstream in its own process; its base URL."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "bench.loadgen", "upstream", str(delay_ms)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        port = b""
-        while not port.endswith(b"\n"):
-            port += await process.stdout.receive_some(64)
-        yield f"http://127.0.0.1:{int(port)}"
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 @asynccontextmanager
@@ -209,7 +194,7 @@ async def run(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    upstreams = [("", loadgen_upstream)]
+    upstreams = [("", open_upstream_process)]
     if args.in_process_upstream:
         upstreams.append((", upstream in-process", hypercorn_upstream))
     for where, open_upstream in upstreams:
@@ -242,13 +227,14 @@ async def run(args: argparse.Namespace) -> None:
             wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
             for language, component in components.items():
                 app = ComponentApp(component, wasi=wasi)
-                async with _lifespan(app):
+                async with open_lifespan(app):
                     for n in ns:
                         headers = [(b"url", f"{base_url}/{i}".encode()) for i in range(n)]
 
                         async def hash_all(app: ComponentApp = app, headers: Any = headers) -> None:
-                            status, body = await _asgi_get(app, "/", headers=headers)
-                            assert status == 200, status
+                            response = await asgi_request(app, headers=headers)
+                            body = response.body
+                            assert response.status == 200, response.status
                             assert body.count(b"\n") == len(headers), body[:200]
                             assert b"status" not in body, body[:300]
 

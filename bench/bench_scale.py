@@ -36,8 +36,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,9 @@ import trio
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
-from trio_isyswasfa.testing import build_python_guest, build_rust_guest
+from trio_isyswasfa.testing import asgi_request, build_python_guest, build_rust_guest, open_lifespan
+
+from .loadgen import open_upstream_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "guests" / "cases"
@@ -111,97 +112,34 @@ async def _polls(inst: trio_isyswasfa.Instance, n: int, ms: int = WAIT_MS) -> No
     assert outcome == trio_isyswasfa.Ok("[0]"), outcome
 
 
-async def _asgi_get(
-    app: ComponentApp, path: str, query: str = "", headers: list[tuple[bytes, bytes]] = ()
-) -> tuple[int, bytes]:
-    """One GET straight into the ASGI app (no HTTP parser: no header size limit)."""
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "headers": [(b"host", b"bench"), *headers],
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
-    asked = False
-    status = 0
-    body: list[bytes] = []
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await trio.sleep_forever()  # the client stays
-        raise AssertionError  # pragma: no cover
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            body.append(message.get("body", b""))
-
-    await app(scope, receive, send)  # type: ignore[arg-type]
-    return status, b"".join(body)
-
-
-@asynccontextmanager
-async def _lifespan(app: ComponentApp) -> AsyncIterator[None]:
-    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
-    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
-        await to_app.send({"type": "lifespan.startup"})
-        await from_app.receive()
-        yield
-        await to_app.send({"type": "lifespan.shutdown"})
-        await from_app.receive()
-
-
 async def _measure_hash_all(n: int) -> dict[str, float]:
     """hash-all, in one request, fetching n URLs of an upstream (its own process) that
     answers each after WAIT_MS."""
-    upstream = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "bench.loadgen", "upstream", str(WAIT_MS)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert upstream.stdout is not None
-        port = b""
-        while not port.endswith(b"\n"):
-            port += await upstream.stdout.receive_some(64)
-        base = f"http://127.0.0.1:{int(port)}"
-        component = trio_isyswasfa.load_component(_hash_all_guest())
-        async with HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client:
-            wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
-            app = ComponentApp(component, wasi=wasi)
-            async with _lifespan(app):
+    component = trio_isyswasfa.load_component(_hash_all_guest())
+    async with (
+        open_upstream_process(WAIT_MS) as base,
+        HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client,
+    ):
+        wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
+        app = ComponentApp(component, wasi=wasi)
+        async with open_lifespan(app):
 
-                async def hash_all(k: int) -> None:
-                    headers = [(b"url", f"{base}/{i}".encode()) for i in range(k)]
-                    status, body = await _asgi_get(app, "/", headers=headers)
-                    assert status == 200, status
-                    assert body.count(b"\n") == k, body[:200]
-                    assert b"Error" not in body, body[:500]
+            async def hash_all(k: int) -> None:
+                headers = [(b"url", f"{base}/{i}".encode()) for i in range(k)]
+                response = await asgi_request(app, headers=headers)
+                assert response.status == 200, response.status
+                assert response.body.count(b"\n") == k, response.body[:200]
+                assert b"Error" not in response.body, response.body[:500]
 
-                await hash_all(10)  # warm up
-                guest_before = app.statistics().guest_seconds
-                rss_before = _peak_kib()
-                cpu_before = time.process_time()
-                start = time.perf_counter()
-                await hash_all(n)
-                wall = time.perf_counter() - start
-                cpu = time.process_time() - cpu_before
-                guest = app.statistics().guest_seconds - guest_before
-    finally:
-        upstream.terminate()
-        await upstream.wait()
+            await hash_all(10)  # warm up
+            guest_before = app.statistics().guest_seconds
+            rss_before = _peak_kib()
+            cpu_before = time.process_time()
+            start = time.perf_counter()
+            await hash_all(n)
+            wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu_before
+            guest = app.statistics().guest_seconds - guest_before
     return {
         "wall": wall,
         "cpu": cpu,

@@ -57,11 +57,13 @@ from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import (
     JsToolchainMissing,
     RustToolchainMissing,
+    asgi_request,
     build_js_component,
     build_python_component,
     build_python_guest,
     build_rust_component,
     build_rust_guest,
+    open_lifespan,
 )
 from trio_isyswasfa.testing import http_differential as hd
 
@@ -362,12 +364,13 @@ async def fan_out(n: int = 100, delay: float = 0.05, language: str = "python") -
     whole fan-out), against one upstream GET measured in the same run."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # run as a script: bench/ is not a package then
-    from bench.bench_hash_all import host_get, loadgen_upstream
+    from bench.bench_hash_all import host_get
+    from bench.loadgen import open_upstream_process
 
     component = trio_isyswasfa.load_component(example("hash-all", language))
     async with (
         trio.open_nursery() as nursery,
-        loadgen_upstream(round(delay * 1000)) as up,
+        open_upstream_process(round(delay * 1000)) as up,
         HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client,
     ):
         await host_get(client, f"{up}/0")  # a warm keep-alive connection
@@ -411,40 +414,7 @@ SLOW_LINES = 10  # lines of the body, 10 ms apart
 
 async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
     """One GET of the slow path, straight into the ASGI app; the body it answered."""
-    return await _asgi_get(app, SLOW_PATH, f"n={lines}")
-
-
-async def _asgi_get(app: ComponentApp, path: str, query: str = "") -> bytes:
-    """One GET straight into the ASGI app (the client stays); the body it answered."""
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "headers": [(b"host", b"bench")],
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
-    asked = False
-    body: list[bytes] = []
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await trio.sleep_forever()  # the client stays
-        raise AssertionError  # pragma: no cover
-
-    async def send(message: dict[str, object]) -> None:
-        if message["type"] == "http.response.body":
-            body.append(message.get("body", b""))  # type: ignore[arg-type]
-
-    await app(scope, receive, send)  # type: ignore[arg-type]
-    return b"".join(body)
+    return (await asgi_request(app, SLOW_PATH, query=f"n={lines}")).body
 
 
 async def _cpu_per_request(
@@ -457,22 +427,15 @@ async def _cpu_per_request(
         instances=policy,  # type: ignore[arg-type]
         spare_instances=spares,
     )
-    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
-    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
-        await to_app.send({"type": "lifespan.startup"})
-        await from_app.receive()
+    async with open_lifespan(app):
         for _ in range(3):
-            await _asgi_get(app, "/")
+            await asgi_request(app)
         guest = app.statistics().guest_seconds
         cpu = time.process_time()
         for _ in range(n):
-            assert (await _asgi_get(app, "/")).startswith(b"hello")
+            assert (await asgi_request(app)).body.startswith(b"hello")
         cpu = time.process_time() - cpu
         guest = app.statistics().guest_seconds - guest
-        await to_app.send({"type": "lifespan.shutdown"})
-        await from_app.receive()
     return cpu / n * 1e3, guest / n * 1e3
 
 
@@ -508,12 +471,7 @@ async def slow_requests(policy: str, n: int, lines: int = SLOW_LINES) -> dict[st
         build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
     )
     app = ComponentApp(component, instances=policy, max_instances=32)  # type: ignore[arg-type]
-    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
-    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
-        await to_app.send({"type": "lifespan.startup"})
-        await from_app.receive()
+    async with open_lifespan(app):
         await _slow_request(app)  # warm up: one instance opened, its guest initialised
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         cpu_before = time.process_time()
@@ -530,8 +488,6 @@ async def slow_requests(policy: str, n: int, lines: int = SLOW_LINES) -> dict[st
         stats = app.statistics()
         assert stats.completed == n + 1, stats
         assert all(b.count(b"\n") == lines for b in bodies)
-        await to_app.send({"type": "lifespan.shutdown"})
-        await from_app.receive()
     return {
         "wall": wall,
         "cpu": time.process_time() - cpu_before,

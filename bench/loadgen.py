@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
+ROOT = Path(__file__).resolve().parent.parent
 CONNECTING = 256  # connects in flight at once (the server's listen backlog is 1024)
 BODY = b"x" * 1024
 
@@ -108,6 +112,26 @@ async def upstream(delay_ms: int) -> None:
             await _answer(stream, delay_ms / 1000)
 
     await trio.serve_listeners(handle, listeners)
+
+
+@contextlib.asynccontextmanager
+async def open_upstream_process(delay_ms: int) -> AsyncIterator[str]:
+    """:func:`upstream` in its own process (its CPU is not the measured process's), for
+    the block; its base URL. The process is terminated on leaving."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "bench.loadgen", "upstream", str(delay_ms)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        port = b""
+        while not port.endswith(b"\n"):
+            port += await process.stdout.receive_some(64)
+        yield f"http://127.0.0.1:{int(port)}"
+    finally:
+        process.terminate()
+        await process.wait()
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ import contextlib
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -23,7 +22,7 @@ import trio_isyswasfa.http
 from trio_isyswasfa.engine._core import live_host_funcs as core_live_host_funcs
 from trio_isyswasfa.engine._fiber import live_host_funcs as fiber_live_host_funcs
 from trio_isyswasfa.http import ComponentApp, HttpClient
-from trio_isyswasfa.testing import build_python_component
+from trio_isyswasfa.testing import asgi_request, build_python_component, open_lifespan
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -34,54 +33,6 @@ GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
 def proxy_component(engine: str) -> trio_isyswasfa.Component:
     wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
     return trio_isyswasfa.load_component(wasm, engine=engine)  # once per engine
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: ComponentApp) -> AsyncIterator[None]:
-    """The app's lifespan around the block: started up (and checked) before it, shut
-    down (and checked) after it."""
-    to_app, app_reads = trio.open_memory_channel[dict[str, str]](1)
-    app_writes, from_app = trio.open_memory_channel[dict[str, str]](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
-        await to_app.send({"type": "lifespan.startup"})
-        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
-        yield
-        await to_app.send({"type": "lifespan.shutdown"})
-        assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
-
-
-async def asgi_get(app: ComponentApp, path: str) -> bytes:
-    """One GET straight into the ASGI app; the body it answered."""
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
-    asked = False
-    body: list[bytes] = []
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await trio.sleep_forever()  # the client stays
-        raise AssertionError  # pragma: no cover
-
-    async def send(message: dict[str, object]) -> None:
-        if message["type"] == "http.response.body":
-            body.append(message.get("body", b""))  # type: ignore[arg-type]
-
-    await app(scope, receive, send)  # type: ignore[arg-type]
-    return b"".join(body)
 
 
 @pytest.fixture
@@ -252,10 +203,10 @@ class TestInstancePolicies:
     ) -> None:
         app = ComponentApp(proxy_component, instances="per-request", spare_instances=2)
         with trio.fail_after(60):
-            async with lifespan(app):
+            async with open_lifespan(app):
                 await eventually(lambda: app.statistics().spare_instances == 2)
-                assert await asgi_get(app, "/count") == b"1\n"
-                assert await asgi_get(app, "/count") == b"1\n"
+                assert (await asgi_request(app, "/count")).body == b"1\n"
+                assert (await asgi_request(app, "/count")).body == b"1\n"
                 # each taken spare is replaced in the background
                 await eventually(lambda: app.statistics().spare_instances == 2)
                 await eventually(lambda: app.statistics().instances_closed == 2)
@@ -273,9 +224,9 @@ class TestInstancePolicies:
             limits=trio_isyswasfa.Limits(max_memory=1 << 20),
         )
         with trio.fail_after(60):
-            async with lifespan(app):
+            async with open_lifespan(app):
                 for _ in range(2):
-                    assert await asgi_get(app, "/hello") == b"the component failed\n"
+                    assert (await asgi_request(app, "/hello")).body == b"the component failed\n"
         stats = app.statistics()
         assert (stats.failed, stats.instances_opened, stats.spare_instances) == (2, 0, 0)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -620,6 +624,88 @@ class TestCli:
         )
         assert proc.returncode == 2
         assert "exports neither wasi:http/incoming-handler@0.2.x nor" in proc.stderr
+
+    @pytest.mark.parametrize("inherited", ["SIG_IGN", "default_int_handler"])
+    def test_sigint_during_start_up_stops_serve(self, tmp_path: Path, inherited: str) -> None:
+        # the component is a FIFO: serve waits reading it, in the middle of its start-up,
+        # until the test writes; SIG_IGN is what a shell script's background job inherits
+        fifo = tmp_path / "component.wasm"
+        os.mkfifo(fifo)
+        launcher = (
+            "import os, signal, sys\n"
+            f"signal.signal(signal.SIGINT, signal.{inherited})  # kept across exec\n"
+            "os.execv(sys.executable, sys.argv[1:])"
+        )
+        serve = [
+            sys.executable,
+            "-m",
+            "trio_isyswasfa",
+            "serve",
+            str(fifo),
+            "--addr",
+            "127.0.0.1:0",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, *serve], stderr=subprocess.PIPE, text=True
+        )
+        writer = None
+        try:
+            writer = _open_when_read(fifo, proc)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130  # 128 + SIGINT; it hung with SIG_IGN
+            assert proc.stderr is not None
+            assert proc.stderr.read() == "SIGINT during start-up: not serving\n"
+        finally:
+            if writer is not None:
+                os.close(writer)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()
+
+    def test_a_second_sigint_stops_at_once(
+        self, http_guest_component: trio_isyswasfa.Component
+    ) -> None:
+        # the first waits for the requests in flight (here one that never ends), the
+        # second cancels them
+        serve = [sys.executable, "-m", "trio_isyswasfa", "serve", http_guest_component.name]
+        with subprocess.Popen(
+            [*serve, "--addr", "127.0.0.1:0", "--no-access-log"], stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stderr is not None
+            try:
+                line = proc.stderr.readline()
+                url = line.split(" on ")[1].split(" ")[0]
+                with httpx.stream("GET", f"{url}/forever", timeout=30) as response:
+                    lines = response.iter_lines()
+                    assert next(lines) == "first line"
+                    proc.send_signal(signal.SIGINT)
+                    while "SIGINT: finishing requests in flight" not in (
+                        said := proc.stderr.readline()
+                    ):
+                        assert said, "serve ended without a word"
+                    proc.send_signal(signal.SIGINT)
+                    assert proc.wait(timeout=30) == 0
+                    assert "SIGINT again: stopping now" in proc.stderr.read()
+                    with pytest.raises(httpx.HTTPError):
+                        next(lines)  # cut short: the guest's task was cancelled
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+
+
+def _open_when_read(fifo: Path, proc: subprocess.Popen[str]) -> int:
+    """Open ``fifo`` for writing once ``proc`` opened it to read (it reads on then)."""
+    for _ in range(1200):  # up to 60 s: start-up is slow on a loaded machine
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
+        time.sleep(0.05)
+    raise AssertionError("serve never opened its component")
 
 
 async def test_trailers_pass_through_the_guest(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,9 @@ from ._errors import IsyswasfaError
 
 TRAP_STATUS = 134
 """``run``'s exit status when the component traps (128 + SIGABRT, as ``wasmtime run``)."""
+
+INTERRUPTED_STATUS = 130
+"""``serve``'s exit status when SIGINT came before it served (128 + SIGINT, as a shell's)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -247,6 +250,22 @@ def _wasi_config(args: argparse.Namespace, **extra: Any) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     import signal
 
+    # SIGINT stops serve at any moment, start-up included, even in a process that
+    # inherited it ignored (a shell script's background job): once serving, the signal
+    # receiver below takes it anyway, and a signal dropped while the component still
+    # loads left a server running that its starter had asked to stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    status = INTERRUPTED_STATUS
+    try:
+        status = _serve_until_stopped(args)
+    except* KeyboardInterrupt:  # before the signal receiver was installed
+        print("SIGINT during start-up: not serving", file=sys.stderr)
+    return status
+
+
+def _serve_until_stopped(args: argparse.Namespace) -> int:
+    import signal
+
     import anyio
 
     from ._errors import HostProtocolError
@@ -283,34 +302,41 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = anyio.Event()
 
-        async def on_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    print(
-                        f"{signal.Signals(signum).name}: finishing requests in flight",
-                        file=sys.stderr,
-                    )
-                    stop.set()
+        async def on_signals(signals: AsyncIterator[int], now: anyio.CancelScope) -> None:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stop.is_set():
+                    print(f"{name} again: stopping now", file=sys.stderr)
+                    now.cancel()
                     return
+                print(f"{name}: finishing requests in flight", file=sys.stderr)
+                stop.set()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(on_signals)
-            urls = await tg.start(
-                lambda task_status: serve(
-                    app,
-                    bind=addrs,
-                    access_log=not args.no_access_log,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
+        # installed before any other step of start-up, and kept to the end: a signal
+        # never becomes a KeyboardInterrupt raised inside the app's lifespan, which
+        # hypercorn takes for a failed lifespan and serves on without it
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(on_signals, signals, tg.cancel_scope)
+
+                async def serving(task_status: anyio.abc.TaskStatus[list[str]]) -> None:
+                    await serve(
+                        app,
+                        bind=addrs,
+                        access_log=not args.no_access_log,
+                        shutdown_trigger=stop.wait,
+                        task_status=task_status,
+                    )
+                    # it returns after a signal, once the requests in flight are done
+                    tg.cancel_scope.cancel()  # the signal receiver's task too
+
+                urls = await tg.start(serving)
+                print(
+                    f"Serving {args.component} on {', '.join(urls)} "
+                    f"({args.backend}, {app.instances} instances); Ctrl-C stops",
+                    file=sys.stderr,
+                    flush=True,
                 )
-            )
-            print(
-                f"Serving {args.component} on {', '.join(urls)} "
-                f"({args.backend}, {app.instances} instances); Ctrl-C stops",
-                file=sys.stderr,
-                flush=True,
-            )
-            # serve() returns after a signal, once the requests in flight are done
 
     failure: OSError | None = None
     try:

@@ -12,6 +12,9 @@
   people outside this project write them (componentize-py; the ``wasi`` crate through
   a preview1 adapter; componentize-js);
   :func:`build_wat_component` makes tiny components from WAT text.
+* :func:`open_lifespan` runs an ASGI app's lifespan (such as a
+  :class:`~trio_isyswasfa.http.ComponentApp`'s) and :func:`asgi_request` sends it one
+  request, in-process: no server, no HTTP parser, no port.
 * :mod:`trio_isyswasfa.testing.conformance` runs a WASI command component on our host
   and on wasmtime's and says how the results differ (the differential conformance
   harness; ``python -m trio_isyswasfa.testing.conformance`` prints the score).
@@ -25,6 +28,9 @@ Guest time follows the event loop's clock, so ``trio.testing.MockClock`` and
 pytest-trio's ``autojump_clock`` fixture drive guests too.
 """
 
+from ._asgi import AsgiResponse as AsgiResponse
+from ._asgi import asgi_request as asgi_request
+from ._asgi import open_lifespan as open_lifespan
 from ._build import JsToolchainMissing as JsToolchainMissing
 from ._build import RustToolchainMissing as RustToolchainMissing
 from ._build import build_js_component as build_js_component
@@ -43,10 +49,12 @@ from ._wat import build_wat_component as build_wat_component
 from ._wat import bump_realloc_wat as bump_realloc_wat
 
 __all__ = [
+    "AsgiResponse",
     "CancellationReport",
     "CheckpointResult",
     "JsToolchainMissing",
     "RustToolchainMissing",
+    "asgi_request",
     "assert_quiet",
     "build_js_component",
     "build_python_component",
@@ -59,4 +67,5 @@ __all__ = [
     "check_cancellation",
     "guest_cache_dir",
     "leaks",
+    "open_lifespan",
 ]

@@ -6,8 +6,10 @@
 //! * an exported `async fn` runs as a task; if it cannot finish during its
 //!   `-isyswasfa-start` call, we call `make-task` and report `pending`
 //!   ([`first_poll`], [`get_ready`], or the [`async_exports!`] macro);
-//! * awaiting an imported async function ([`call`]) or any `wasi:io/poll.pollable`
-//!   ([`wait_pollable`], [`sleep`], [`timeout`]) emits `listen` and suspends until `ready`;
+//! * awaiting an imported async function ([`call`]) or a `wasi:io/poll.pollable`
+//!   ([`wait_pollable`]) emits `listen` and suspends until `ready`; sleeps ([`sleep`],
+//!   [`timeout`]) share one timer queue, waited on through a single `subscribe-instant`
+//!   pollable for the earliest deadline: one `listen` at a time, however many sleep;
 //! * [`spawn`] starts a task that may outlive the call that created it;
 //! * cancellation: a host `cancel` drops the export's future, which cancels every
 //!   operation it awaits (dropping a pending future sends `cancel`); the export's
@@ -224,7 +226,9 @@ macro_rules! __call_import {
 macro_rules! export_component {
     ($ty:ident, $poll:ident) => {
         impl Guest for $ty {
-            fn $poll(input: ::std::vec::Vec<$crate::PollInput>) -> ::std::vec::Vec<$crate::PollOutput> {
+            fn $poll(
+                input: ::std::vec::Vec<$crate::PollInput>,
+            ) -> ::std::vec::Vec<$crate::PollOutput> {
                 $crate::poll(input)
             }
         }
@@ -270,6 +274,10 @@ macro_rules! __async_items {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __ret {
-    () => { () };
-    ($ret:ty) => { $ret };
+    () => {
+        ()
+    };
+    ($ret:ty) => {
+        $ret
+    };
 }

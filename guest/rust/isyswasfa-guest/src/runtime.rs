@@ -237,11 +237,8 @@ fn settle(s: &mut State, lid: u32) {
     }
     s.unconfirmed.remove(&owner);
     // an export being cancelled waits for this before it confirms
-    let fid = s
-        .exports
-        .iter()
-        .find(|(_, r)| r.task == owner && r.cancel.is_some())
-        .map(|(fid, _)| *fid);
+    let fid =
+        s.exports.iter().find(|(_, r)| r.task == owner && r.cancel.is_some()).map(|(fid, _)| *fid);
     if let Some(fid) = fid {
         confirm_export_cancel(s, fid);
     }
