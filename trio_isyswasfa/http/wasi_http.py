@@ -480,8 +480,9 @@ class WasiHttpP2:
       outgoing: sends the guest's outgoing requests (None: ``HTTP-request-denied``).
       spawn: starts a task in the instance's task group (the sends run there, so
         they outlive the host call that started them).
-      plain_handles: the engine takes an owned handle as its rep alone (ours does);
-        else each is a wasmtime-py ``ResourceHost`` (three C calls a handle).
+      own_handle: makes an owned handle of a rep in the engine's shape (the loaded
+        component's ``own_handle``; the default, a handle either engine takes, costs
+        the own engine for nothing).
     """
 
     _KINDS: ClassVar[dict[type, int]] = {
@@ -503,11 +504,10 @@ class WasiHttpP2:
         ctx: WasiContext,
         outgoing: OutgoingHandler | None,
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
-        *,
-        plain_handles: bool = False,
+        own_handle: Callable[[int, int], Any] = own,
     ) -> None:
         self.ctx = ctx
-        self._handle: Callable[[int, int], Any] = _rep_only if plain_handles else own
+        self._handle = own_handle
         self.outgoing = outgoing
         self.spawn = spawn
         t = ctx.table
@@ -762,10 +762,6 @@ class WasiHttpP2:
         if isinstance(outcome, ErrorCode):
             return Ok(Err(error_code_value(outcome)))
         return Ok(Ok(self.give(outcome)))
-
-
-def _rep_only(rep: int, _kind: int) -> int:
-    return rep
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:
