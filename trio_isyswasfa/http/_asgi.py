@@ -345,8 +345,11 @@ class ComponentApp:
                 trailers_tx.close()
             try:
                 async with self._slot(), self._instance() as instance:
-                    with self._guest_time(instance):
+                    self._guest_from(instance)
+                    try:
                         await self._run_proxy(scope, send, instance, request, state, tg, listen)
+                    finally:
+                        self._guest_until(instance)
             except IsyswasfaError as exc:
                 _log_failure(exc)
                 state.outcome = "failed"
@@ -443,13 +446,22 @@ class ComponentApp:
     def _guest_time(self, instance: Instance) -> Iterator[None]:
         """Count the guest time ``instance`` spends meanwhile into the statistics (once,
         even when requests share the instance)."""
-        engine = instance._engine
-        self._guest_counted.setdefault(engine, engine.guest_seconds)
+        self._guest_from(instance)
         try:
             yield
         finally:
-            self._stats.guest_seconds += engine.guest_seconds - self._guest_counted[engine]
+            self._guest_until(instance)
+
+    def _guest_from(self, instance: Instance) -> None:
+        engine = instance._engine
+        if engine not in self._guest_counted:
             self._guest_counted[engine] = engine.guest_seconds
+
+    def _guest_until(self, instance: Instance) -> None:
+        engine = instance._engine
+        now = engine.guest_seconds
+        self._stats.guest_seconds += now - self._guest_counted[engine]
+        self._guest_counted[engine] = now
 
     def _limiter(self) -> anyio.CapacityLimiter:
         if self._slots is None:  # made in the event loop
@@ -460,20 +472,22 @@ class ComponentApp:
         """No slot is free and ``max_waiting`` requests wait already."""
         return self._limiter().available_tokens == 0 and self._stats.waiting >= self.max_waiting
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the ``max_instances`` slots, waiting for one if all are taken."""
+    def _slot(self) -> _SlotTaken:
+        """One of the ``max_instances`` slots (``async with``), waiting for one if all
+        are taken."""
+        return _SlotTaken(self)
+
+    async def _take_slot(self) -> None:
         slots = self._limiter()
-        stats = self._stats
-        stats.waiting += 1
         try:
-            await slots.acquire()
-        finally:
-            stats.waiting -= 1
-        try:
-            yield
-        finally:
-            slots.release()
+            slots.acquire_nowait()  # the common case: no checkpoint, nothing counted
+        except anyio.WouldBlock:
+            stats = self._stats
+            stats.waiting += 1
+            try:
+                await slots.acquire()
+            finally:
+                stats.waiting -= 1
 
     def _count_open(self) -> None:
         self._stats.instances_opened += 1
@@ -783,6 +797,22 @@ async def _until_committed(
         or (body is not None and (body.pipe.buffer or body.state != "open"))
     ):
         await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
+
+
+class _SlotTaken:
+    """A slot of a :class:`ComponentApp` held for an ``async with`` block (a class, not
+    an async generator: one of these per request)."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: ComponentApp) -> None:
+        self._app = app
+
+    async def __aenter__(self) -> None:
+        await self._app._take_slot()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._app._limiter().release()
 
 
 class _ProxyState:
