@@ -343,6 +343,8 @@ class ComponentApp:
                     writer.write(data)
                 writer.close()
                 trailers_tx.close()
+            if not self._limiter().available_tokens:
+                listen()  # it waits for a slot: a client that leaves meanwhile is let go
             try:
                 async with self._slot(), self._instance() as instance:
                     self._guest_from(instance)
