@@ -141,3 +141,78 @@ def test_guests_blocked_or_computing_leave_asyncio_free(
     outcomes = anyio.run(main, backend="asyncio")
     assert outcomes == [trio_isyswasfa.Ok("'slept'"), trio_isyswasfa.Ok("'computed'")]
     assert ticks >= 20
+
+
+def test_a_proxy_component_serves_under_asyncio(engine: str) -> None:
+    # a request answered without waiting runs `handle` in the request's own task; one
+    # that waits (a sleep, a body written in pieces) starts the tasks that listen to the
+    # client and send the response: both ways work on asyncio as on trio
+    from pathlib import Path
+
+    from trio_isyswasfa.http import ComponentApp
+    from trio_isyswasfa.testing import build_python_component
+
+    guest = Path(__file__).resolve().parent / "guests" / "proxy-python"
+    wasm = build_python_component(guest / "wit", "proxy-guest", "app", [guest / "src"])
+    component = trio_isyswasfa.load_component(wasm, engine=engine)
+
+    async def get(app: ComponentApp, path: str, query: str = "") -> tuple[int, bytes, bool]:
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(b"host", b"test")],
+            "server": ("127.0.0.1", 80),
+            "extensions": {},
+        }
+        asked = anyio.Event()
+        status, body, ended = 0, [], False
+
+        async def receive() -> dict[str, object]:
+            if not asked.is_set():
+                asked.set()
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await anyio.sleep_forever()  # the client stays
+            raise AssertionError  # pragma: no cover
+
+        async def send(message: dict[str, object]) -> None:
+            nonlocal status, ended
+            if message["type"] == "http.response.start":
+                status = message["status"]  # type: ignore[assignment]
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))  # type: ignore[arg-type]
+                ended = not message.get("more_body", False)
+
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        return status, b"".join(body), ended
+
+    async def main() -> list[tuple[int, bytes, bool]]:
+        app = ComponentApp(component)
+        to_app, app_reads = anyio.create_memory_object_stream[dict[str, str]](1)
+        app_writes, from_app = anyio.create_memory_object_stream[dict[str, str]](1)
+        async with to_app, app_reads, app_writes, from_app, anyio.create_task_group() as tg:
+            tg.start_soon(app, {"type": "lifespan"}, app_reads.receive, app_writes.send)
+            await to_app.send({"type": "lifespan.startup"})
+            await from_app.receive()
+            got = [
+                await get(app, "/hello"),
+                await get(app, "/sleep", "ms=20"),
+                await get(app, "/stream", "n=3"),
+                await get(app, "/hello"),
+            ]
+            stats = app.statistics()
+            await to_app.send({"type": "lifespan.shutdown"})
+            await from_app.receive()
+        assert (stats.completed, stats.failed, stats.instances_opened) == (4, 0, 1)
+        return got
+
+    assert anyio.run(main, backend="asyncio") == [
+        (200, b"hello, world!\n", True),
+        (200, b"slept\n", True),
+        (200, b"line 0\nline 1\nline 2\n", True),
+        (200, b"hello, world!\n", True),
+    ]

@@ -279,7 +279,7 @@ class Instance:
                 self._wasi,
                 wasi.http_outgoing,
                 lambda work: self._sched.spawn(work),
-                plain_handles=component._loaded.engine == "own",
+                component._loaded.own_handle,
             )
         self._engine = component._loaded.instantiate(self._resolve, limits)
         self._sched = Scheduler(

@@ -99,6 +99,13 @@ class EngineComponent:
     exports: dict[str, dict[str, Any]]
     """Exported functions by interface (``""`` for the root), with their types."""
 
+    @staticmethod
+    def own_handle(rep: int, kind: int) -> Any:
+        """An owned handle of host resource ``rep`` (of ``kind``) to give the guest, in
+        this engine's shape (as its instances' :meth:`EngineInstance.own_handle`): known
+        before any instance exists, for host interfaces defined ahead of instantiation."""
+        raise NotImplementedError
+
     def instantiate(
         self, resolve_item: Callable[[ImportedItem], Resolved], limits: Limits | None
     ) -> EngineInstance:
@@ -111,6 +118,7 @@ class StockComponent(EngineComponent):
     """A component on wasmtime-py's component API."""
 
     engine = "wasmtime"
+    own_handle = staticmethod(_engine.own)  # a wasmtime-py handle, made when lowered
 
     def __init__(self, raw: Any) -> None:
         """Wrap a compiled ``wasmtime.component.Component``."""
@@ -130,6 +138,11 @@ class OwnComponent(EngineComponent):
     once (cached on disk) for all its instances."""
 
     engine = "own"
+
+    @staticmethod
+    def own_handle(rep: int, kind: int) -> int:
+        """The rep itself: our lowering knows the resource type from the function's."""
+        return rep
 
     def __init__(self, data: bytes, *, use_cache: bool, digest: str | None = None) -> None:
         """Read ``data`` and compile its core modules (``digest``: the SHA-256 of

@@ -13,8 +13,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import types
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    MutableMapping,
+)
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -22,9 +31,10 @@ from contextlib import (
     contextmanager,
 )
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.abc
 
 from .._engine import Err, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError
@@ -44,9 +54,16 @@ from .types import (
     TrailersSender,
     make_trailers,
 )
-from .wasi_http import IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam
+from .wasi_http import (
+    IncomingBody,
+    IncomingRequest,
+    OutgoingBody,
+    OutgoingResponse,
+    ResponseOutparam,
+)
 
 log = logging.getLogger("trio_isyswasfa.http")
+_T = TypeVar("_T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -285,30 +302,63 @@ class ComponentApp:
 
     async def _serve_proxy(self, scope: Scope, receive: Receive, send: Send) -> str:
         """One request to a ``wasi:http/proxy`` component: its ``handle`` runs to
-        completion while the response it set streams out."""
+        completion while the response it set streams out.
+
+        What a small request to a guest that answers without waiting costs is kept to
+        its work: the request body comes whole in the first message, ``handle`` runs in
+        this task and returns without suspending, and the response goes out from what
+        the guest left in the body's pipe (a small body in one message), with no task
+        started. Only a request whose body does not come whole starts a task to pump it,
+        and only a ``handle`` call that suspends (it waits on I/O, or computes past a
+        time slice) starts one to listen to the client (leaving cancels the guest) and
+        one to send the response as the guest writes it.
+        """
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return "cancelled"
         pipe = Pipe()
         trailers_tx, trailers_rx = make_trailers()
-        request = IncomingRequest(_request_from_scope(scope, Body(PipeReader(pipe), trailers_rx)))
-        outparam = ResponseOutparam()
+        request = _incoming_request(scope, IncomingBody(PipeReader(pipe), trailers_rx))
         state = _ProxyState()
         async with anyio.create_task_group() as tg:
 
             def client_left() -> None:
-                if not state.sent.is_set():
+                if not state.sent:
                     log.info("client went away: cancelling the guest's request")
                     tg.cancel_scope.cancel()
 
-            tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left)
+            def listen() -> None:
+                # the client is listened to from now on (the pump goes on to listen)
+                if not state.listening:
+                    state.listening = True
+                    tg.start_soon(_until_disconnect, receive, client_left)
+
+            data = message.get("body", b"")
+            if message.get("more_body", False) or len(data) > pipe.capacity:
+                state.listening = True
+                tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left, message)
+            else:  # whole: into the pipe at once
+                writer = PipeWriter(pipe)
+                if data:
+                    writer.write(data)
+                writer.close()
+                trailers_tx.close()
+            if not self._limiter().available_tokens:
+                listen()  # it waits for a slot: a client that leaves meanwhile is let go
             try:
                 async with self._slot(), self._instance() as instance:
-                    with self._guest_time(instance):
-                        await self._run_proxy(scope, send, instance, request, outparam, state)
+                    self._guest_from(instance)
+                    try:
+                        await self._run_proxy(scope, send, instance, request, state, tg, listen)
+                    finally:
+                        self._guest_until(instance)
             except IsyswasfaError as exc:
                 _log_failure(exc)
                 state.outcome = "failed"
                 if not state.started:
                     await _send_error(send, 500, "the component failed")
-            tg.cancel_scope.cancel()
+            if state.listening:
+                tg.cancel_scope.cancel()
         return state.outcome
 
     async def _run_proxy(
@@ -317,54 +367,46 @@ class ComponentApp:
         send: Send,
         instance: Instance,
         request: IncomingRequest,
-        outparam: ResponseOutparam,
         state: _ProxyState,
+        tg: anyio.abc.TaskGroup,
+        listen: Callable[[], None],
     ) -> None:
         http = instance._http_p2
         assert http is not None  # a proxy component imports wasi:http 0.2's types
-        failure: list[IsyswasfaError] = []
-        returned = anyio.Event()
+        outparam = ResponseOutparam()
+        done: list[anyio.Event] = []
 
-        async def handle() -> None:
-            try:
-                await instance.call(
-                    self.interface, "handle", http.give(request), http.give(outparam)
-                )
-            except IsyswasfaError as exc:
-                failure.append(exc)
-            finally:
-                outparam.export_returned()
-                returned.set()
-                # the guest writes no more: a body it left unfinished is cut off
-                answer = outparam.response
-                if isinstance(answer, OutgoingResponse) and answer.body is not None:
-                    answer.body.abort("handle returned before it finished the response body")
+        def suspended() -> None:
+            # the guest waits: from here on the response goes out as it is written, and
+            # a client that leaves cancels the guest
+            listen()
+            finished = anyio.Event()
+            done.append(finished)
+            tg.start_soon(self._respond, scope, send, instance, outparam, state, finished)
 
-        body: OutgoingBody | None = None
-        async with anyio.create_task_group() as call:
-            call.start_soon(handle)
-            answer = await outparam.wait()
-            await _until_committed(instance, answer, returned)
-            if failure or answer is None:
-                pass  # it trapped before the response went out, or answered nothing
-            elif isinstance(answer, ErrorCode):
-                state.started = True
-                log.warning("component answered error-code %s", answer)
-                state.outcome = "failed"
-                state.sent.set()  # all of it, once this returns: a disconnect is no news
-                await _send_error(send, 500, f"the component failed: {answer}")
-            else:
-                state.started = True
-                body = answer.body or OutgoingBody.empty()
-                await _send_proxy_response(scope, send, answer, body, state.sent)
-            await returned.wait()
-        # raised here, not in the task group: they come out as themselves
-        if failure:
-            raise failure[0]
+        call = instance.call(self.interface, "handle", http.give(request), http.give(outparam))
+        try:
+            await _eagerly(call, suspended)
+        except IsyswasfaError as exc:
+            state.failure = exc
+        finally:
+            outparam.export_returned()
+            # the guest writes no more: a body it left unfinished is cut off
+            answer = outparam.response
+            if isinstance(answer, OutgoingResponse) and answer.body is not None:
+                answer.body.abort("handle returned before it finished the response body")
+        if done:
+            await done[0].wait()
+        else:  # it returned without waiting: its answer is all there
+            await self._respond(scope, send, instance, outparam, state)
+        # raised here, not in a task: they come out as themselves
+        if state.failure is not None:
+            raise state.failure
         if not outparam.is_set:
             raise GuestProtocolError("handle returned without setting its response-outparam")
+        body = state.body
         if body is not None:
-            if not state.sent.is_set():
+            if not state.sent:
                 # cut off (the reason is the body's): the instance is not lent again
                 raise GuestProtocolError(f"response body cut off: {body.problem}")
             if body.overflowed:
@@ -372,17 +414,56 @@ class ComponentApp:
                 raise GuestProtocolError(f"response body cut at its length: {body.problem}")
             state.outcome = "completed"
 
+    async def _respond(
+        self,
+        scope: Scope,
+        send: Send,
+        instance: Instance,
+        outparam: ResponseOutparam,
+        state: _ProxyState,
+        finished: anyio.Event | None = None,
+    ) -> None:
+        """Send the guest's answer once it stands by it (nothing if it failed first or
+        answered nothing: the caller then answers 500)."""
+        try:
+            answer = await outparam.wait()
+            await _until_committed(instance, answer, outparam)
+            if state.failure is not None or answer is None:
+                pass  # it trapped before the response went out, or answered nothing
+            elif isinstance(answer, ErrorCode):
+                state.started = True
+                log.warning("component answered error-code %s", answer)
+                state.outcome = "failed"
+                state.sent = True  # all of it, once this returns: a disconnect is no news
+                await _send_error(send, 500, f"the component failed: {answer}")
+            else:
+                state.started = True
+                body = state.body = answer.body or OutgoingBody.empty()
+                await _send_proxy_response(scope, send, answer, body, state)
+        finally:
+            if finished is not None:
+                finished.set()
+
     @contextmanager
     def _guest_time(self, instance: Instance) -> Iterator[None]:
         """Count the guest time ``instance`` spends meanwhile into the statistics (once,
         even when requests share the instance)."""
-        engine = instance._engine
-        self._guest_counted.setdefault(engine, engine.guest_seconds)
+        self._guest_from(instance)
         try:
             yield
         finally:
-            self._stats.guest_seconds += engine.guest_seconds - self._guest_counted[engine]
+            self._guest_until(instance)
+
+    def _guest_from(self, instance: Instance) -> None:
+        engine = instance._engine
+        if engine not in self._guest_counted:
             self._guest_counted[engine] = engine.guest_seconds
+
+    def _guest_until(self, instance: Instance) -> None:
+        engine = instance._engine
+        now = engine.guest_seconds
+        self._stats.guest_seconds += now - self._guest_counted[engine]
+        self._guest_counted[engine] = now
 
     def _limiter(self) -> anyio.CapacityLimiter:
         if self._slots is None:  # made in the event loop
@@ -393,20 +474,22 @@ class ComponentApp:
         """No slot is free and ``max_waiting`` requests wait already."""
         return self._limiter().available_tokens == 0 and self._stats.waiting >= self.max_waiting
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the ``max_instances`` slots, waiting for one if all are taken."""
+    def _slot(self) -> _SlotTaken:
+        """One of the ``max_instances`` slots (``async with``), waiting for one if all
+        are taken."""
+        return _SlotTaken(self)
+
+    async def _take_slot(self) -> None:
         slots = self._limiter()
-        stats = self._stats
-        stats.waiting += 1
         try:
-            await slots.acquire()
-        finally:
-            stats.waiting -= 1
-        try:
-            yield
-        finally:
-            slots.release()
+            slots.acquire_nowait()  # the common case: no checkpoint, nothing counted
+        except anyio.WouldBlock:
+            stats = self._stats
+            stats.waiting += 1
+            try:
+                await slots.acquire()
+            finally:
+                stats.waiting -= 1
 
     def _count_open(self) -> None:
         self._stats.instances_opened += 1
@@ -472,14 +555,20 @@ class ComponentApp:
 
 
 async def _pump_request_body(
-    receive: Receive, pipe: Pipe, trailers: TrailersSender, client_left: Callable[[], None]
+    receive: Receive,
+    pipe: Pipe,
+    trailers: TrailersSender,
+    client_left: Callable[[], None],
+    first: Message | None = None,
 ) -> None:
-    """Feed the request body into ``pipe`` (backpressure: the guest reads it), then keep
-    listening, so that a client leaving mid-response calls ``client_left``."""
+    """Feed the request body into ``pipe`` (backpressure: the guest reads it), starting
+    with ``first`` if the caller received it already, then keep listening, so that a
+    client leaving mid-response calls ``client_left``."""
     writer = PipeWriter(pipe)
     try:
         while True:
-            message = await receive()
+            message = first or await receive()
+            first = None
             if message["type"] == "http.disconnect":
                 client_left()
                 return
@@ -493,9 +582,84 @@ async def _pump_request_body(
     finally:
         writer.close()
         trailers.close()
+    await _until_disconnect(receive, client_left)
+
+
+async def _until_disconnect(receive: Receive, client_left: Callable[[], None]) -> None:
+    """Once the request body is in, call ``client_left`` if the client leaves."""
     while (await receive())["type"] != "http.disconnect":
         pass
     client_left()
+
+
+async def _eagerly(coro: Coroutine[Any, Any, _T], suspended: Callable[[], object]) -> _T:
+    """Await ``coro``, calling ``suspended`` first if (and only if) it suspends: what
+    running beside it costs (a task that listens, one that sends) is then paid only by
+    calls that wait. ``coro`` runs in the caller's task either way, as ``await`` runs
+    it; cancel scopes it enters are entered there."""
+    try:
+        signal = coro.send(None)
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+    resumed = False
+    try:
+        suspended()
+        resumed = True
+    finally:
+        if not resumed:
+            coro.close()
+    return await _resume(coro, signal)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, _T], signal: Any) -> Generator[Any, Any, _T]:
+    """Go on awaiting ``coro`` from its first suspension, ``signal`` being what it gave
+    the event loop then: what comes back (a value, or an exception thrown in, such as a
+    cancellation) goes into it, as ``await`` would have done."""
+    while True:
+        try:
+            sent = yield signal
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # passed on into the coroutine (a cancellation)
+            try:
+                signal = coro.throw(exc)
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+        else:
+            try:
+                signal = coro.send(sent)
+            except StopIteration as done:
+                result = done.value
+                return result
+
+
+def _incoming_request(scope: Scope, body: IncomingBody) -> IncomingRequest:
+    """The guest's view of an ASGI request: its fields are made from the ASGI headers
+    (names already lower case, checked by the server) when the guest first asks."""
+    raw_headers = scope.get("headers", [])
+    authority = None
+    for name, value in raw_headers:
+        if name == b"host":
+            authority = value.decode("latin-1")
+            break
+    if authority is None and scope.get("server"):
+        host, port = scope["server"][:2]
+        authority = f"{host}:{port}" if port else str(host)
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    target = path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+
+    def fields() -> list[tuple[str, bytes]]:
+        entries = [(n.decode("latin-1"), bytes(v)) for n, v in raw_headers]
+        return [(n, v) for n, v in entries if n.lower() not in FORBIDDEN]
+
+    return IncomingRequest(
+        scope["method"], scope.get("scheme", "http"), target, authority, fields, body
+    )
 
 
 def app_from_environment() -> ComponentApp:
@@ -621,7 +785,7 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
 
 
 async def _until_committed(
-    instance: Instance, answer: OutgoingResponse | ErrorCode | None, returned: anyio.Event
+    instance: Instance, answer: OutgoingResponse | ErrorCode | None, outparam: ResponseOutparam
 ) -> None:
     """Wait until the guest stands by the answer it set: ``handle`` returned, the guest
     waits in a host call, or it wrote to (or ended) the body. A guest that sets its
@@ -630,27 +794,50 @@ async def _until_committed(
     body = answer.body if isinstance(answer, OutgoingResponse) else None
     engine = instance._engine
     while not (
-        returned.is_set()
+        outparam.returned
         or engine.blocked
         or (body is not None and (body.pipe.buffer or body.state != "open"))
     ):
         await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
 
 
-@dataclass
+class _SlotTaken:
+    """A slot of a :class:`ComponentApp` held for an ``async with`` block (a class, not
+    an async generator: one of these per request)."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: ComponentApp) -> None:
+        self._app = app
+
+    async def __aenter__(self) -> None:
+        await self._app._take_slot()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._app._limiter().release()
+
+
 class _ProxyState:
     """How far one request to a proxy component got."""
 
-    outcome: str = "cancelled"
-    started: bool = False  # a response head went out
-    sent: anyio.Event = dataclasses.field(default_factory=anyio.Event)  # all of it did
+    __slots__ = ("body", "failure", "listening", "outcome", "sent", "started")
+
+    def __init__(self) -> None:
+        self.outcome = "cancelled"
+        self.started = False  # a response head went out
+        self.sent = False  # all of it did
+        self.listening = False  # a task listens to the client
+        self.failure: IsyswasfaError | None = None  # the handle call's
+        self.body: OutgoingBody | None = None  # the response's, once it goes out
 
 
 async def _send_proxy_response(
-    scope: Scope, send: Send, response: OutgoingResponse, body: OutgoingBody, sent: anyio.Event
+    scope: Scope, send: Send, response: OutgoingResponse, body: OutgoingBody, state: _ProxyState
 ) -> None:
-    """Send the head, then the body as the guest writes it; a body that ends incomplete
-    (dropped, cut short, written past its length) is cut off: no final message."""
+    """Send the head, then the body as the guest writes it (the last chunk of a complete
+    body ends the response: a small one goes out in one message); a body that ends
+    incomplete (dropped, cut short, written past its length) is cut off: no final
+    message."""
     requested = any(n == b"te" and v == b"trailers" for n, v in scope.get("headers", []))
     has_trailers = requested and "http.response.trailers" in scope.get("extensions", {})
     await send(
@@ -662,17 +849,22 @@ async def _send_proxy_response(
         }
     )
     stream = body.reader()
+    pipe = body.pipe
     while (chunk := await read_chunk(stream)) is not None:
+        if not (pipe.buffer or pipe.writer_open or has_trailers) and body.complete:
+            state.sent = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            return
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     if not body.complete:
         log.warning("response body cut off: %s", body.problem)
         return
     trailers = await body.trailers.receive()
     if not has_trailers:
-        sent.set()
+        state.sent = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     if has_trailers:
-        sent.set()
+        state.sent = True
         await send(
             {
                 "type": "http.response.trailers",

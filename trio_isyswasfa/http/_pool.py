@@ -226,9 +226,12 @@ class InstancePool(_Opener):
                 return slot
         return None
 
-    @asynccontextmanager
-    async def lend(self) -> AsyncIterator[Instance]:
-        """An instance for one request; it stays in the pool while it is sound."""
+    def lend(self) -> _Loan:
+        """An instance for one request (``async with``); it stays in the pool while it
+        is sound."""
+        return _Loan(self)
+
+    async def _borrow(self) -> _Slot:
         slot = self._with_room()
         if slot is None and self.per_instance > 1:
             # requests arriving together wait for the instance one of them opens
@@ -239,13 +242,11 @@ class InstancePool(_Opener):
         elif slot is None:
             slot = await self._open_one()
         slot.in_flight += 1
-        clean = False
-        try:
-            yield slot.instance
-            clean = True
-        finally:
-            slot.in_flight -= 1
-            self._settle(slot, clean=clean)
+        return slot
+
+    def _give_back(self, slot: _Slot, *, clean: bool) -> None:
+        slot.in_flight -= 1
+        self._settle(slot, clean=clean)
 
     def _settle(self, slot: _Slot, *, clean: bool = True) -> None:
         """After a request: drop a failed instance, or one whose request did not end
@@ -264,3 +265,24 @@ class InstancePool(_Opener):
         if not instance._reusable() or idle > self.max_idle:
             self._open.remove(slot)
             slot.close.set()
+
+
+class _Loan:
+    """An instance of an :class:`InstancePool` lent for the ``async with`` block: given
+    back when it ends, and kept only if it ended cleanly (a class, not an async
+    generator: one of these per request)."""
+
+    __slots__ = ("_pool", "_slot")
+
+    def __init__(self, pool: InstancePool) -> None:
+        self._pool = pool
+        self._slot: _Slot | None = None
+
+    async def __aenter__(self) -> Instance:
+        self._slot = await self._pool._borrow()
+        return self._slot.instance
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            self._pool._give_back(slot, clean=exc_type is None)

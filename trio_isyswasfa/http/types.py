@@ -135,19 +135,30 @@ class Fields:
 
 
 class _TrailersSlot:
-    """A one-shot of trailers: sent once, or closed when the sender goes away unsent."""
+    """A one-shot of trailers: sent once, or closed when the sender goes away unsent.
+    The event a receiver waits on is made only when one has to wait."""
 
     def __init__(self) -> None:
         self.value: Fields | None = None
-        self.done = anyio.Event()
+        self.sent = False
+        self._done: anyio.Event | None = None
 
     def send(self, value: Fields | None) -> None:
-        if not self.done.is_set():
+        if not self.sent:
             self.value = value
-            self.done.set()
+            self.sent = True
+            if self._done is not None:
+                self._done.set()
+
+    async def wait(self) -> None:
+        """Return once sent (at once, without a checkpoint, if it was)."""
+        if not self.sent:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
 
     async def receive(self) -> Fields | None:
-        await self.done.wait()
+        await self.wait()
         value, self.value = self.value, None
         return value
 
@@ -170,6 +181,15 @@ class TrailersReceiver:
 
     def __init__(self, slot: _TrailersSlot) -> None:
         self.slot = slot
+
+    @property
+    def ready(self) -> bool:
+        """Whether the trailers (or their absence) were sent."""
+        return self.slot.sent
+
+    async def wait(self) -> None:
+        """Return once :attr:`ready`."""
+        await self.slot.wait()
 
     async def receive(self) -> Fields | None:
         return await self.slot.receive()

@@ -148,11 +148,11 @@ class FutureTrailers:
         self.taken = False
 
     def ready(self) -> bool:
-        return self._trailers is None or self._trailers.slot.done.is_set()
+        return self._trailers is None or self._trailers.ready
 
     async def wait(self) -> None:
         if self._trailers is not None:
-            await self._trailers.slot.done.wait()
+            await self._trailers.wait()
 
     def take(self) -> Fields | None:
         """The trailers (once ready): ``None`` if there were none."""
@@ -315,19 +315,57 @@ def content_length(fields: Fields) -> int | None:
 
 
 class IncomingRequest:
-    """A request the guest receives: head, immutable headers, and a body taken once."""
+    """A request the guest receives: head, immutable headers, and a body taken once.
 
-    def __init__(self, request: Request) -> None:
-        self.method = request.method
-        self.scheme = request.scheme
-        self.path_with_query = request.path_with_query
-        self.authority = request.authority
-        # `host` is a forbidden field: the guest sees it as the authority (as wasmtime)
-        self.headers = P2Fields(
-            [(n, v) for n, v in request.headers.entries() if n.lower() != "host"],
-            immutable=True,
+    Args:
+      method, scheme, path_with_query, authority: the request's head.
+      headers: its fields as ``(name, value)`` pairs, or a function giving them, called
+        when the guest first asks for them (many guests never do). ``host`` is left
+        out: the guest sees it as the authority (as on wasmtime).
+      body: the body's stream, and its trailers if any.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        scheme: str | None,
+        path_with_query: str | None,
+        authority: str | None,
+        headers: Iterable[tuple[str, bytes]] | Callable[[], Iterable[tuple[str, bytes]]],
+        body: IncomingBody,
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.path_with_query = path_with_query
+        self.authority = authority
+        self._headers = headers
+        self._fields: P2Fields | None = None
+        self.body: IncomingBody | None = body
+
+    @classmethod
+    def from_request(cls, request: Request) -> IncomingRequest:
+        """The guest's view of one of our :class:`~trio_isyswasfa.http.Request` s."""
+        return cls(
+            request.method,
+            request.scheme,
+            request.path_with_query,
+            request.authority,
+            request.headers.entries(),
+            IncomingBody(request.body.stream, request.body.trailers),
         )
-        self.body: IncomingBody | None = IncomingBody(request.body.stream, request.body.trailers)
+
+    @property
+    def headers(self) -> P2Fields:
+        """The request's fields (immutable; made once)."""
+        fields = self._fields
+        if fields is None:
+            entries = self._headers
+            if callable(entries):
+                entries = entries()
+            fields = self._fields = P2Fields(
+                [(n, v) for n, v in entries if n.lower() != "host"], immutable=True
+            )
+        return fields
 
     def close(self) -> None:
         """The guest dropped it: stop reading a body it never took."""
@@ -402,26 +440,40 @@ class IncomingResponse:
 
 
 class ResponseOutparam:
-    """Where the guest's answer to a served request lands (``response-outparam.set``)."""
+    """Where the guest's answer to a served request lands (``response-outparam.set``).
+
+    Most answers are read after ``handle`` returned, without waiting: the event a
+    waiter needs is made only when one waits.
+    """
 
     def __init__(self) -> None:
         self.response: OutgoingResponse | ErrorCode | None = None
         self.is_set = False
-        self._settled = anyio.Event()
+        self.returned = False  # the ``handle`` call is over
+        self._settled: anyio.Event | None = None
 
     def set(self, response: OutgoingResponse | ErrorCode) -> None:
         """The guest's answer (``response-outparam.set``)."""
         self.response = response
         self.is_set = True
-        self._settled.set()
+        self._wake()
 
     def export_returned(self) -> None:
         """The ``handle`` call is over: whoever waits learns whether it answered."""
-        self._settled.set()
+        self.returned = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._settled is not None:
+            self._settled.set()
 
     async def wait(self) -> OutgoingResponse | ErrorCode | None:
-        """The guest's answer, once set, or None once ``handle`` returned without one."""
-        await self._settled.wait()
+        """The guest's answer, once set, or None once ``handle`` returned without one
+        (at once, without a checkpoint, if either happened already)."""
+        if not (self.is_set or self.returned):
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
         return self.response
 
 
@@ -480,8 +532,9 @@ class WasiHttpP2:
       outgoing: sends the guest's outgoing requests (None: ``HTTP-request-denied``).
       spawn: starts a task in the instance's task group (the sends run there, so
         they outlive the host call that started them).
-      plain_handles: the engine takes an owned handle as its rep alone (ours does);
-        else each is a wasmtime-py ``ResourceHost`` (three C calls a handle).
+      own_handle: makes an owned handle of a rep in the engine's shape (the loaded
+        component's ``own_handle``; the default, a handle either engine takes, costs
+        the own engine for nothing).
     """
 
     _KINDS: ClassVar[dict[type, int]] = {
@@ -503,11 +556,10 @@ class WasiHttpP2:
         ctx: WasiContext,
         outgoing: OutgoingHandler | None,
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
-        *,
-        plain_handles: bool = False,
+        own_handle: Callable[[int, int], Any] = own,
     ) -> None:
         self.ctx = ctx
-        self._handle: Callable[[int, int], Any] = _rep_only if plain_handles else own
+        self._handle = own_handle
         self.outgoing = outgoing
         self.spawn = spawn
         t = ctx.table
@@ -635,8 +687,9 @@ class WasiHttpP2:
         return self.ctx.table.get(rep, OutgoingRequest)
 
     def _headers(self, headers: Fields) -> Any:
-        # a child: an immutable view of the message's headers (as wasmtime, a copy)
-        return self.give(headers.copy(immutable=True))
+        # a child: an immutable view of the message's headers (as wasmtime, a copy of
+        # mutable ones; immutable ones are shared, as nothing can change them)
+        return self.give(headers if headers.immutable else headers.copy(immutable=True))
 
     def _pollable(self, pollable: Pollable) -> Any:
         return self._handle(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
@@ -762,10 +815,6 @@ class WasiHttpP2:
         if isinstance(outcome, ErrorCode):
             return Ok(Err(error_code_value(outcome)))
         return Ok(Ok(self.give(outcome)))
-
-
-def _rep_only(rep: int, _kind: int) -> int:
-    return rep
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:

@@ -1,0 +1,88 @@
+"""How a request to a ``wasi:http/proxy`` component is run: with no task of its own when
+``handle`` answers without waiting, with a listener and a sender once it waits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp
+from trio_isyswasfa.testing import build_python_component
+
+pytestmark = [pytest.mark.guest, pytest.mark.slow]
+
+GUEST = Path(__file__).resolve().parent / "guests" / "proxy-python"
+
+
+@pytest.fixture(scope="session")
+def proxy_component(engine: str) -> trio_isyswasfa.Component:
+    wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
+    return trio_isyswasfa.load_component(wasm, engine=engine)
+
+
+def scope_of(path: str, query: str = "") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"test")],
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+
+
+class Client:
+    """One ASGI client: its request has an empty body; it leaves when told to."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.leave = trio.Event()
+        self._asked = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._asked:
+            self._asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+
+async def test_a_client_that_leaves_while_its_request_waits_for_a_slot_is_let_go(
+    nursery: trio.Nursery, proxy_component: trio_isyswasfa.Component
+) -> None:
+    # one instance: the second request waits for the first's slot; its client leaves
+    app = ComponentApp(proxy_component, max_instances=1)  # no lifespan: fresh instances
+    first, second = Client(), Client()
+    first_done = trio.Event()
+
+    async def serve_first() -> None:
+        await app(scope_of("/sleep", "ms=2000"), first.receive, first.send)
+        first_done.set()
+
+    nursery.start_soon(serve_first)
+    await trio.testing.wait_all_tasks_blocked()  # the first guest sleeps
+    assert app.statistics().in_flight == 1
+    with trio.fail_after(30):
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(app, scope_of("/hello"), second.receive, second.send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert app.statistics().waiting == 1
+            second.leave.set()
+    # let go before the first request is over, without an answer
+    assert not first_done.is_set()
+    assert second.messages == []
+    assert app.statistics().cancelled == 1
+    await first_done.wait()
+    assert first.messages[-1].get("more_body") is False
