@@ -467,12 +467,26 @@ class Instance:
             if isinstance(outcome, _engine.Ok):
                 return outcome.value
             rep = outcome.value
-            if await self._sched.await_guest_call(rep):
-                self._sched.core.take_host_call_ready(rep)
-                value = await result.call(self._own(rep, ResourceKind.READY))
-                self._after_guest_ran()
-                return value
-            raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            del outcome  # (a pending call holds what its frame holds)
+            sched = self._sched
+            waiter = sched.host_awaits(rep)
+            try:
+                # the wait is here, not in a coroutine of the scheduler's: each pending
+                # call holds one frame of ours and trio's trap, nothing more
+                while sched.guest_call_pending(rep):
+                    await waiter.wait()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await sched.cancel_guest_call(rep)
+                raise
+            finally:
+                sched.forget_waiter(rep)
+            if not sched.guest_call_ready(rep):
+                raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            sched.core.take_host_call_ready(rep)
+            value = await result.call(self._own(rep, ResourceKind.READY))
+            self._after_guest_ran()
+            return value
         except (HostProtocolError, LinkError):
             raise  # the embedder's mistake: the instance is fine
         except IsyswasfaError as exc:

@@ -66,11 +66,28 @@ def cancel_scope(on_trio: bool) -> Scope:
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
 
 
+class _Ready:
+    """An awaitable that is done at once (no checkpoint): a kept :meth:`Waiter.set`."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_READY = _Ready()
+
+
 class Waiter:
     """Wakes one task, once per :meth:`set`; re-armed by each :meth:`wait`.
 
     A :meth:`set` with nobody waiting is kept for the next :meth:`wait`, which then
     returns at once. Cancelling a :meth:`wait` leaves the waiter unset.
+
+    On trio a parked wait holds trio's own trap and nothing of ours: :meth:`wait` is no
+    coroutine (it returns trio's), and the waiter is its own abort callback (no bound
+    method per wait). Every pending export call parks on one, so each frame or object
+    here is paid once per call.
     """
 
     __slots__ = ("_event", "_flag", "_task", "_trio")
@@ -81,25 +98,28 @@ class Waiter:
         self._flag = False
         self._event: anyio.Event | None = None  # other backends
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
         """Return at the next :meth:`set` (at once if one came since the last wait)."""
         if self._flag:
             self._flag = False
-            return
+            return _READY
         if self._trio is None:
             self._trio = running_trio()
         if not self._trio:
-            self._event = anyio.Event()
-            try:
-                await self._event.wait()
-            finally:
-                self._event = None
-                self._flag = False
-            return
+            return self._wait_anyio()
         self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self)  # noqa: ASYNC105 (awaited by the caller)
 
-    def _abort(self, _raise_cancel: Any) -> Any:
+    async def _wait_anyio(self) -> None:
+        self._event = anyio.Event()
+        try:
+            await self._event.wait()
+        finally:
+            self._event = None
+            self._flag = False
+
+    def __call__(self, _raise_cancel: Any) -> Any:
+        """trio's abort callback: the parked wait was cancelled."""
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 

@@ -397,32 +397,38 @@ class Scheduler:
             heapq.heapify(self._timers)
 
     # -- the host as caller -----------------------------------------------------------------
-    async def await_guest_call(self, rep: int) -> bool:
-        """Wait for the guest task ``rep`` the host called; True if ready, False if cancelled.
-
-        If the caller is cancelled, the guest is asked to cancel and we wait
-        (shielded) for its confirmation before ``Cancelled`` propagates.
-        """
+    # (The wait itself is the caller's loop, in ``Instance.call``: a coroutine of our
+    # own here would be one more frame held by every pending call.)
+    def host_awaits(self, rep: int) -> Waiter:
+        """The host's call of an export returned the ``pending`` handle ``rep``: the
+        waiter its caller parks on (``while guest_call_pending(rep): await
+        waiter.wait()``), woken when the guest task is ready or cancelled, or the
+        instance fails. If the caller is cancelled it must :meth:`cancel_guest_call`
+        (shielded) before ``Cancelled`` propagates; in any case it must
+        :meth:`forget_waiter` at the end."""
         self.core.host_calls(rep)
         self._waiters[rep] = waiter = Waiter(self._on_trio)
         self.poke()
-        try:
-            try:
-                while self.core.host_call_outcome(rep) is TaskState.PENDING:
-                    if self.failure is not None:
-                        raise self.failure  # the call in flight reports what killed it
-                    await waiter.wait()
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self._cancel_guest_call(rep)
-                raise
-            if self.failure is not None:
-                raise self.failure
-            return self.core.host_call_outcome(rep) is TaskState.READY
-        finally:
-            self._waiters.pop(rep, None)
+        return waiter
 
-    async def _cancel_guest_call(self, rep: int) -> None:
+    def guest_call_pending(self, rep: int) -> bool:
+        """Whether the guest task ``rep`` the host awaits is still pending; raises
+        the instance's failure (the call in flight reports what killed it)."""
+        if self.failure is not None:
+            raise self.failure
+        return self.core.host_call_outcome(rep) is TaskState.PENDING
+
+    def guest_call_ready(self, rep: int) -> bool:
+        """Whether the guest task ``rep`` ended with a result (not cancelled)."""
+        return self.core.host_call_outcome(rep) is TaskState.READY
+
+    def forget_waiter(self, rep: int) -> None:
+        """The host's caller of ``rep`` is done waiting."""
+        self._waiters.pop(rep, None)
+
+    async def cancel_guest_call(self, rep: int) -> None:
+        """The host's caller of ``rep`` was cancelled: ask the guest to cancel and wait
+        (call it shielded) for its confirmation, at most ``cancel_grace`` seconds."""
         self.apply(self.core.cancel_host_call(rep))
         with anyio.move_on_after(self.cancel_grace) as grace:
             while self.failure is None:
