@@ -468,22 +468,21 @@ class Instance:
                 return outcome.value
             rep = outcome.value
             del outcome  # (a pending call holds what its frame holds)
-            sched = self._sched
-            waiter = sched.host_awaits(rep)
+            waiter = self._sched.host_awaits(rep)
             try:
                 # the wait is here, not in a coroutine of the scheduler's: each pending
                 # call holds one frame of ours and trio's trap, nothing more
-                while sched.guest_call_pending(rep):
+                while self._sched.guest_call_pending(rep):
                     await waiter.wait()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
-                    await sched.cancel_guest_call(rep)
+                    await self._sched.cancel_guest_call(rep)
                 raise
             finally:
-                sched.forget_waiter(rep)
-            if not sched.guest_call_ready(rep):
+                self._sched.forget_waiter(rep)
+            if not self._sched.guest_call_ready(rep):
                 raise HostProtocolError("guest call ended without a result")  # pragma: no cover
-            sched.core.take_host_call_ready(rep)
+            self._sched.core.take_host_call_ready(rep)
             value = await result.call(self._own(rep, ResourceKind.READY))
             self._after_guest_ran()
             return value
