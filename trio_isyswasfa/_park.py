@@ -99,7 +99,11 @@ class Waiter:
         self._event: anyio.Event | None = None  # other backends
 
     def wait(self) -> Awaitable[None]:
-        """Return at the next :meth:`set` (at once if one came since the last wait)."""
+        """Return at the next :meth:`set` (at once if one came since the last wait).
+
+        The task that calls it must await what it returns at once (``await
+        waiter.wait()``): on trio it parks the calling task, known at the call.
+        """
         if self._flag:
             self._flag = False
             return _READY
