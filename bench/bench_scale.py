@@ -378,15 +378,20 @@ _TASK_CORO = _line_of(coroutine_or_error, "async_fn(*args)")
 _IMPORT_CORO = _line_of(trio_isyswasfa.Instance._async_import, "impl(*args)")
 
 
+@functools.cache
+def _resolved(filename: str) -> str:
+    return str(Path(filename).resolve())
+
+
 def _by_the_bench(traceback: tracemalloc.Traceback) -> bool:
     """Whether a block was allocated for the bench: by its code (directly or through
     trio: the innermost frame of the bench or the host is the bench's), or as the
     coroutine of a bench function the host called."""
     innermost = traceback[-1]
-    if (str(Path(innermost.filename).resolve()), innermost.lineno) == _TASK_CORO:
+    if (_resolved(innermost.filename), innermost.lineno) == _TASK_CORO:
         return False
     for frame in reversed(traceback):
-        where = str(Path(frame.filename).resolve())
+        where = _resolved(frame.filename)
         if where.startswith(_BENCH_DIR):
             return True
         if where.startswith(_HOST_DIR):
