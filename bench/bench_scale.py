@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 from trio._util import coroutine_or_error
 
 import trio_isyswasfa
@@ -340,6 +341,9 @@ async def _heap_while_pending(
         nursery.start_soon(run, inst, n, 3_600_000)
         while not pending(inst.statistics(), n):  # noqa: ASYNC110 (a counter, no event)
             await trio.sleep(0.05)
+        # and every call is parked: on a loaded machine some were still on their way
+        # (a start call's frames alive) when the count was reached
+        await trio.testing.wait_all_tasks_blocked(0.05)
         gc.collect()
         heap = tracemalloc.get_traced_memory()[0] - heap_before
         after = tracemalloc.take_snapshot()
