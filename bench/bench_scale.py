@@ -19,8 +19,15 @@ CPU µs per item (the process's CPU time, host and guest, over N: on a shared ma
 wall times swell with other processes' load, CPU time does not); peak RSS growth per
 item (host and guest memory); and the ratios of each N's host µs and CPU µs per item
 to the smallest N's, measured in the same run (flat is 1.0; the goal is at most 1.5).
-``--memory`` adds the growth of the host's Python heap per item once all N wait
-(tracemalloc, in a run of its own). Not run in CI.
+``--memory`` adds the growth of the Python heap per item once all N wait
+(tracemalloc, in a run of its own), and the host's share of it: what the bench's own
+scaffolding holds is taken out (the caller's trio task per concurrent call; the
+bench's host import ``echo-later``, its coroutine and its ``trio.sleep`` with the
+cancel scope trio gives every sleep), found by where each block was allocated: by
+code of the bench (directly or through trio), or by the host. A coroutine counts for
+the code it runs (``Instance.call``'s, made when the bench starts a task with it, is
+the host's; ``echo-later``'s, made by the host, the bench's). ``--compare TREE``
+runs this bench against TREE's ``trio_isyswasfa``. Not run in CI.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import inspect
 import json
 import math
 import os
@@ -41,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
+from trio._util import coroutine_or_error
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
@@ -259,19 +269,76 @@ async def _heap_while_pending(
     n: int,
     pending: Callable[[trio_isyswasfa.InstanceStatistics, int], bool],
 ) -> dict[str, float]:
-    """The growth of the host's Python heap once all ``n`` items wait (for an hour)."""
+    """The growth of the Python heap once all ``n`` items wait (for an hour), and the
+    part of it the bench's own scaffolding holds (see the module's docstring)."""
     gc.collect()
-    tracemalloc.start(1)
+    tracemalloc.start(TRACE_FRAMES)
+    before = tracemalloc.take_snapshot()  # (held from here on: taken before the count)
     heap_before = tracemalloc.get_traced_memory()[0]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run, inst, n, 3_600_000)
         while not pending(inst.statistics(), n):  # noqa: ASYNC110 (a counter, no event)
             await trio.sleep(0.05)
+        # and every call is parked: on a loaded machine some were still on their way
+        # (a start call's frames alive) when the count was reached
+        await trio.testing.wait_all_tasks_blocked(0.05)
         gc.collect()
         heap = tracemalloc.get_traced_memory()[0] - heap_before
-        print(json.dumps({"heap": heap}), flush=True)
+        after = tracemalloc.take_snapshot()
+        grown = after.compare_to(before, "traceback")
+        scaffold = (
+            sum(s.size_diff for s in grown if _by_the_bench(s.traceback))
+            if TRACE_FRAMES > 1
+            else math.nan
+        )
+        print(json.dumps({"heap": heap, "scaffold": scaffold}), flush=True)
         os._exit(0)  # cancelling n calls or tasks would take long, and measures nothing
     raise AssertionError("unreachable")
+
+
+# deep enough to reach the bench's or the host's frame of a block; $BENCH_SCALE_FRAMES=1
+# traces far faster (for large N on a loaded machine) but cannot tell the bench's
+# blocks from the host's: 'host B' is then left out
+TRACE_FRAMES = int(os.environ.get("BENCH_SCALE_FRAMES", "16"))
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+_HOST_DIR = str(Path(trio_isyswasfa.__file__).resolve().parent)
+
+
+def _line_of(func: Callable[..., Any], text: str) -> tuple[str, int]:
+    """The file and line number of the line of ``func`` that contains ``text``."""
+    lines, first = inspect.getsourcelines(func)
+    for offset, line in enumerate(lines):
+        if text in line:
+            return str(Path(inspect.getsourcefile(func) or "").resolve()), first + offset
+    raise AssertionError(f"no line with {text!r} in {func.__qualname__}")
+
+
+# where coroutines are made for code other than the maker's: trio makes a task's (in
+# these rows, of the host's ``Instance.call`` or host tasks), the host an async
+# import's (in these rows, the bench's ``echo_later``)
+_TASK_CORO = _line_of(coroutine_or_error, "async_fn(*args)")
+_IMPORT_CORO = _line_of(trio_isyswasfa.Instance._async_import, "impl(*args)")
+
+
+@functools.cache
+def _resolved(filename: str) -> str:
+    return str(Path(filename).resolve())
+
+
+def _by_the_bench(traceback: tracemalloc.Traceback) -> bool:
+    """Whether a block was allocated for the bench: by its code (directly or through
+    trio: the innermost frame of the bench or the host is the bench's), or as the
+    coroutine of a bench function the host called."""
+    innermost = traceback[-1]
+    if (_resolved(innermost.filename), innermost.lineno) == _TASK_CORO:
+        return False
+    for frame in reversed(traceback):
+        where = _resolved(frame.filename)
+        if where.startswith(_BENCH_DIR):
+            return True
+        if where.startswith(_HOST_DIR):
+            return (where, frame.lineno) == _IMPORT_CORO
+    return False  # (neither: made by trio or the interpreter on its own, e.g. a GC list)
 
 
 def _guest() -> Path:
@@ -307,10 +374,13 @@ def _component_of(row: str) -> Path:
 
 
 def _run_child(row: str, n: int, tree: Path = ROOT, trace: bool = False) -> dict[str, Any]:
+    # this bench (the same scaffolding, the same accounting) on ``tree``'s package
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
-        [sys.executable, "-m", "bench.bench_scale", "--one", row, str(n)]
+        [sys.executable, str(Path(__file__).resolve()), "--one", row, str(n)]
         + (["--trace"] if trace else []),
         cwd=tree,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -336,8 +406,14 @@ def main() -> None:
     parser.add_argument(
         "--memory",
         action="store_true",
-        help="also run each size under tracemalloc: the peak of the host's Python heap "
-        "per item ('heap B'; the guest's memory and wasmtime's are in 'KiB' only)",
+        help="also run each size under tracemalloc: the growth of the Python heap per "
+        "item once all wait ('heap B'), and the host's share of it ('host B': less the "
+        "bench's own tasks and imports; the guest's memory and wasmtime's are in 'KiB' only)",
+    )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the heap columns (no timed run; the rows that have them)",
     )
     parser.add_argument("--one", nargs=2, metavar=("ROW", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
@@ -352,24 +428,32 @@ def main() -> None:
     print(f"each item waits {WAIT_MS} ms; host = (wall - {WAIT_MS} ms - guest) / N")
     print(
         f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'host µs':>8} {'CPU µs':>8}"
-        f" {'KiB':>6} {'host x':>6} {'CPU x':>6} {'heap B':>7}"
+        f" {'KiB':>6} {'host x':>6} {'CPU x':>6} {'heap B':>7} {'host B':>7}"
     )
     trees = [(args.compare, "before: "), (ROOT, "")] if args.compare else [(ROOT, "")]
     for row, (tree, mark) in ((r, t) for r in args.rows.split(",") for t in trees):
         label = mark + ROWS[row][0]
         first: tuple[float, float] | None = None
         for n in sizes:
-            fig = _run_child(row, n, tree)
-            heap = math.nan
-            if args.memory and row not in NO_HEAP_ROWS:
-                heap = _run_child(row, n, tree, trace=True)["heap"] / n
+            if args.memory_only and row in NO_HEAP_ROWS:
+                break
+            fig = (
+                {"wall": math.nan, "guest": math.nan, "cpu": math.nan, "rss_kib": math.nan}
+                if args.memory_only
+                else _run_child(row, n, tree)
+            )
+            heap = host_heap = math.nan
+            if (args.memory or args.memory_only) and row not in NO_HEAP_ROWS:
+                traced = _run_child(row, n, tree, trace=True)
+                heap = traced["heap"] / n
+                host_heap = (traced["heap"] - traced["scaffold"]) / n
             host_us = max(0.0, fig["wall"] - WAIT_MS / 1000 - fig["guest"]) / n * 1e6
             cpu_us = fig["cpu"] / n * 1e6
             first = first or (host_us, cpu_us)
             print(
                 f"{label:60} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f} {host_us:>8.1f}"
                 f" {cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f} {_ratio(host_us, first[0]):>6.2f}"
-                f" {_ratio(cpu_us, first[1]):>6.2f} {heap:>7.0f}"
+                f" {_ratio(cpu_us, first[1]):>6.2f} {heap:>7.0f} {host_heap:>7.0f}"
                 + (f"  ({fig['note']})" if "note" in fig else ""),
                 flush=True,
             )

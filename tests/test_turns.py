@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections import OrderedDict
 
 import pytest
 import trio
@@ -72,6 +74,21 @@ class TestTurns:
         stats = turns.statistics()
         # a shared event would wake the whole line at every hand-off: n * (n + 1) / 2
         assert (stats.waits, stats.wakeups, stats.waiting) == (n, n, 0)
+
+    async def test_a_long_line_once_drained_does_not_keep_its_table(self) -> None:
+        # a dict keeps the table of its longest length: the calls that queued for the
+        # store once (at start-up, say) must not cost memory for as long as it lives
+        turns = await _held()
+        empty = sys.getsizeof(OrderedDict())
+        got: list[object] = []
+        async with trio.open_nursery() as nursery:
+            for i in range(500):
+                nursery.start_soon(_take_and_note, turns, got, i)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sys.getsizeof(turns._line) > 4 * empty
+            turns.give_back()
+        assert len(got) == 500
+        assert sys.getsizeof(turns._line) == empty
 
     async def test_a_waiter_cancelled_in_line_leaves_it(self) -> None:
         turns = await _held()

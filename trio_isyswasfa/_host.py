@@ -470,12 +470,25 @@ class Instance:
                 self._after_guest_ran()
                 return outcome.value
             rep = self._pending_rep(outcome.value)
-            if await self._sched.await_guest_call(rep):  # (it polls the guest)
-                self._sched.core.take_host_call_ready(rep)
-                value = await result.call(self._own(rep, ResourceKind.READY))
-                self._after_guest_ran()
-                return value
-            raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            del outcome  # (a pending call holds what its frame holds)
+            waiter = self._sched.host_awaits(rep)
+            try:
+                # the wait is here, not in a coroutine of the scheduler's: each pending
+                # call holds one frame of ours and trio's trap, nothing more
+                while self._sched.guest_call_pending(rep):
+                    await waiter.wait()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._sched.cancel_guest_call(rep)
+                raise
+            finally:
+                self._sched.forget_waiter(rep)
+            if not self._sched.guest_call_ready(rep):
+                raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            self._sched.core.take_host_call_ready(rep)
+            value = await result.call(self._own(rep, ResourceKind.READY))
+            self._after_guest_ran()
+            return value
         except (HostProtocolError, LinkError):
             raise  # the embedder's mistake: the instance is fine
         except IsyswasfaError as exc:

@@ -66,50 +66,76 @@ def cancel_scope(on_trio: bool) -> Scope:
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
 
 
+class _Ready:
+    """An awaitable that is done at once (no checkpoint): a kept :meth:`Waiter.set`."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_READY = _Ready()
+_KEPT = object()  # a Waiter's set() that came with nobody waiting
+
+
 class Waiter:
     """Wakes one task, once per :meth:`set`; re-armed by each :meth:`wait`.
 
     A :meth:`set` with nobody waiting is kept for the next :meth:`wait`, which then
     returns at once. Cancelling a :meth:`wait` leaves the waiter unset.
+
+    On trio a parked wait holds trio's own trap and nothing of ours: :meth:`wait` is no
+    coroutine (it returns trio's), and the waiter is its own abort callback (no bound
+    method per wait). Every pending export call parks on one, so each frame or object
+    here is paid once per call.
     """
 
-    __slots__ = ("_event", "_flag", "_task", "_trio")
+    __slots__ = ("_parked", "_trio")
 
     def __init__(self, on_trio: bool | None) -> None:
         self._trio = on_trio  # None: known at the first wait (made outside the loop)
-        self._task: Any = None  # the parked trio task
-        self._flag = False
-        self._event: anyio.Event | None = None  # other backends
+        # None, _KEPT (a set came with nobody waiting), the parked trio task, or on
+        # other backends the anyio.Event of the wait (one slot: one per pending call)
+        self._parked: Any = None
 
-    async def wait(self) -> None:
-        """Return at the next :meth:`set` (at once if one came since the last wait)."""
-        if self._flag:
-            self._flag = False
-            return
+    def wait(self) -> Awaitable[None]:
+        """Return at the next :meth:`set` (at once if one came since the last wait).
+
+        The task that calls it must await what it returns at once (``await
+        waiter.wait()``): on trio it parks the calling task, known at the call.
+        """
+        if self._parked is _KEPT:
+            self._parked = None
+            return _READY
         if self._trio is None:
             self._trio = running_trio()
         if not self._trio:
-            self._event = anyio.Event()
-            try:
-                await self._event.wait()
-            finally:
-                self._event = None
-                self._flag = False
-            return
-        self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+            return self._wait_anyio()
+        self._parked = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self)  # noqa: ASYNC105 (awaited by the caller)
 
-    def _abort(self, _raise_cancel: Any) -> Any:
-        self._task = None
+    async def _wait_anyio(self) -> None:
+        self._parked = event = anyio.Event()
+        try:
+            await event.wait()
+        finally:
+            self._parked = None
+
+    def __call__(self, _raise_cancel: Any) -> Any:
+        """trio's abort callback: the parked wait was cancelled."""
+        self._parked = None
         return trio.lowlevel.Abort.SUCCEEDED
 
     def set(self) -> None:
         """Wake the waiting task, or the next :meth:`wait` if none waits now."""
-        task = self._task
-        if task is not None:
-            self._task = None
-            trio.lowlevel.reschedule(task)
-        elif self._event is not None:
-            self._event.set()
+        parked = self._parked
+        if parked is None:
+            self._parked = _KEPT
+        elif parked is _KEPT:
+            pass
+        elif self._trio:
+            self._parked = None
+            trio.lowlevel.reschedule(parked)
         else:
-            self._flag = True
+            parked.set()  # (the wait forgets its event when it returns)

@@ -13,7 +13,6 @@ on the event-loop thread, between checkpoints, so they never overlap.
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -102,11 +101,11 @@ class Scheduler:
         self.poll_calls = 0
         self.host_tasks_started = 0
         self.timer_wakeups = 0
-        # waits that end at a known time: a heap of (deadline, seq, rep); `_timed` maps
-        # the live ones to their seq (a cancelled one stays in the heap until it is due)
-        self._timers: list[tuple[float, int, int]] = []
-        self._timed: dict[int, int] = {}
-        self._timer_seq = itertools.count()
+        # waits that end at a known time: a heap of (deadline, rep) entries; `_timed`
+        # maps the live ones to their entry (a cancelled one stays in the heap until it
+        # is due, and is told apart by identity: no sequence number per wait)
+        self._timers: list[tuple[float, int]] = []
+        self._timed: dict[int, tuple[float, int]] = {}
         self._timer_scope: anyio.CancelScope | None = None
         # waits on one source (a stream, a pipe's side) share one host task
         self._shared: dict[Hashable, _SharedWait] = {}
@@ -116,7 +115,6 @@ class Scheduler:
         self._idle: dict[Hashable, _SharedWait] = {}
         self.counts: dict[str, int] = {"listen": 0, "cancel-sent": 0, "cancel-complete": 0}
         self.observer: Callable[[str], object] | None = None
-        self._host_labels: dict[int, str] = {}
 
     def set_polls(self, polls: list[Any]) -> None:
         """The poll export of every (sub)component, in a fixed order."""
@@ -296,7 +294,6 @@ class Scheduler:
         self.host_tasks_started += 1
         scope = cancel_scope(self._on_trio)
         self._host_scopes[rep] = scope
-        self._host_labels[rep] = label
         # (one name for all: a name of its own per task is memory each of them holds)
         self._tg.start_soon(self._run_host_task, rep, scope, work, name="isyswasfa host task")
         return rep
@@ -308,7 +305,6 @@ class Scheduler:
                 value = await work
         finally:
             del self._host_scopes[rep]
-            del self._host_labels[rep]
         self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
 
     def host_scope_count(self, label: str | None = None) -> int:
@@ -318,7 +314,8 @@ class Scheduler:
         if label is None:
             return len(self._host_scopes) + len(self._timed) + len(self._shared_of)
         timed = len(self._timed) + len(self._shared_of) if label == "pollable" else 0
-        return timed + sum(1 for lb in self._host_labels.values() if lb == label)
+        tasks = (self.core.get(rep) for rep in self._host_scopes)
+        return timed + sum(1 for task in tasks if task is not None and task.label == label)
 
     # -- shared waits -----------------------------------------------------------------
     def start_shared_wait(self, key: Hashable, wait: Callable[[], Awaitable[None]]) -> int:
@@ -403,9 +400,8 @@ class Scheduler:
         if self._tg is None:
             raise InstanceDead("the instance is not running")
         rep = self.core.new_host_task("pollable")
-        seq = next(self._timer_seq)
-        self._timed[rep] = seq
-        heapq.heappush(self._timers, (deadline, seq, rep))
+        self._timed[rep] = entry = (deadline, rep)
+        heapq.heappush(self._timers, entry)
         scope = self._timer_scope
         if scope is not None and deadline < scope.deadline:
             scope.deadline = deadline  # the sleeper wakes earlier
@@ -418,8 +414,9 @@ class Scheduler:
             timers = self._timers
             due: list[int] = []
             while timers and timers[0][0] <= now:
-                _, seq, rep = heapq.heappop(timers)
-                if self._timed.get(rep) == seq:
+                entry = heapq.heappop(timers)
+                rep = entry[1]
+                if self._timed.get(rep) is entry:
                     del self._timed[rep]
                     due.append(rep)
             for rep in due:
@@ -437,36 +434,42 @@ class Scheduler:
         for a guest that starts and cancels long sleeps)."""
         if len(self._timers) > 64 and len(self._timers) > 2 * len(self._timed):
             live = self._timed
-            self._timers = [t for t in self._timers if live.get(t[2]) == t[1]]
+            self._timers = [t for t in self._timers if live.get(t[1]) is t]
             heapq.heapify(self._timers)
 
     # -- the host as caller -----------------------------------------------------------------
-    async def await_guest_call(self, rep: int) -> bool:
-        """Wait for the guest task ``rep`` the host called; True if ready, False if cancelled.
-
-        If the caller is cancelled, the guest is asked to cancel and we wait
-        (shielded) for its confirmation before ``Cancelled`` propagates.
-        """
+    # (The wait itself is the caller's loop, in ``Instance.call``: a coroutine of our
+    # own here would be one more frame held by every pending call.)
+    def host_awaits(self, rep: int) -> Waiter:
+        """The host's call of an export returned the ``pending`` handle ``rep``: the
+        waiter its caller parks on (``while guest_call_pending(rep): await
+        waiter.wait()``), woken when the guest task is ready or cancelled, or the
+        instance fails. If the caller is cancelled it must :meth:`cancel_guest_call`
+        (shielded) before ``Cancelled`` propagates; in any case it must
+        :meth:`forget_waiter` at the end."""
         self.core.host_calls(rep)
         self._waiters[rep] = waiter = Waiter(self._on_trio)
         self.poke()
-        try:
-            try:
-                while self.core.host_call_outcome(rep) is TaskState.PENDING:
-                    if self.failure is not None:
-                        raise self.failure  # the call in flight reports what killed it
-                    await waiter.wait()
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self._cancel_guest_call(rep)
-                raise
-            if self.failure is not None:
-                raise self.failure
-            return self.core.host_call_outcome(rep) is TaskState.READY
-        finally:
-            self._waiters.pop(rep, None)
+        return waiter
 
-    async def _cancel_guest_call(self, rep: int) -> None:
+    def guest_call_pending(self, rep: int) -> bool:
+        """Whether the guest task ``rep`` the host awaits is still pending; raises
+        the instance's failure (the call in flight reports what killed it)."""
+        if self.failure is not None:
+            raise self.failure
+        return self.core.host_call_outcome(rep) is TaskState.PENDING
+
+    def guest_call_ready(self, rep: int) -> bool:
+        """Whether the guest task ``rep`` ended with a result (not cancelled)."""
+        return self.core.host_call_outcome(rep) is TaskState.READY
+
+    def forget_waiter(self, rep: int) -> None:
+        """The host's caller of ``rep`` is done waiting."""
+        self._waiters.pop(rep, None)
+
+    async def cancel_guest_call(self, rep: int) -> None:
+        """The host's caller of ``rep`` was cancelled: ask the guest to cancel and wait
+        (call it shielded) for its confirmation, at most ``cancel_grace`` seconds."""
         self.apply(self.core.cancel_host_call(rep))
         with anyio.move_on_after(self.cancel_grace) as grace:
             while self.failure is None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import anyio
 
+_SHRINK_AFTER = 64  # an emptied line this long once is made anew
+
 
 @dataclass(frozen=True, slots=True)
 class TurnsStatistics:
@@ -43,6 +45,7 @@ class Turns:
         self._held = False
         # OrderedDict: O(1) to pop the first and to remove a cancelled waiter anywhere
         self._line: OrderedDict[anyio.Event, None] = OrderedDict()
+        self._longest = 0  # the line's longest since it was last made anew
         self._waits = 0
         self._wakeups = 0
 
@@ -66,6 +69,7 @@ class Turns:
         self._waits += 1
         event = anyio.Event()
         self._line[event] = None
+        self._longest = max(self._longest, len(self._line))
         got_it = False
         try:
             await event.wait()
@@ -83,6 +87,11 @@ class Turns:
         if self._line:
             event, _ = self._line.popitem(last=False)
             event.set()  # the turn is the waiter's now: it stays held
+            if not self._line and self._longest > _SHRINK_AFTER:
+                # a dict keeps the table of its longest length: 10,000 calls that
+                # queued once at start-up would hold ~50 B each for good
+                self._line = OrderedDict()
+                self._longest = 0
         else:
             self._held = False
 
