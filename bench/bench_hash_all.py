@@ -217,7 +217,13 @@ async def run(args: argparse.Namespace) -> None:
         ns = sizes if not where else sizes[:1]
         async with (
             open_upstream(args.delay_ms) as base_url,
-            HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=max(sizes)) as client,
+            # every URL at once, on connections kept open: the fan-out itself is measured
+            # (by default a client opens 100 connections per origin, the rest wait)
+            HttpClient(
+                allow=["127.0.0.1:*"],
+                max_connections_per_origin=max(sizes),
+                max_idle_per_origin=max(sizes),
+            ) as client,
         ):
             one = functools.partial(host_get, client, f"{base_url}/0")
             await one()  # a warm keep-alive connection

@@ -178,7 +178,9 @@ async def _measure_hash_all(n: int) -> dict[str, float]:
             port += await upstream.stdout.receive_some(64)
         base = f"http://127.0.0.1:{int(port)}"
         component = trio_isyswasfa.load_component(_hash_all_guest())
-        async with HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client:
+        async with HttpClient(
+            allow=["127.0.0.1:*"], max_connections_per_origin=n, max_idle_per_origin=n
+        ) as client:
             wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
             app = ComponentApp(component, wasi=wasi)
             async with _lifespan(app):
