@@ -329,6 +329,16 @@ async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
         assert info.value.case == "HTTP-request-URI-invalid"
 
 
+async def test_a_header_value_http_1_1_cannot_carry_is_an_error_code(client: HttpClient) -> None:
+    async with server(keep_alive_server) as up:
+        request = get(up.port)
+        request.headers = Fields([("x-padded", b" value")])  # the fields allow it
+        with pytest.raises(ErrorCode) as info:
+            await client.send(request)  # not h11's exception, which would kill the caller
+        assert info.value.case == "internal-error"
+        assert up.connections == 0
+
+
 async def test_a_change_to_the_allow_list_applies_to_the_next_request(
     client: HttpClient,
 ) -> None:

@@ -314,8 +314,8 @@ class HttpClient(BackgroundTasks):
             headers.append((b"transfer-encoding", b"chunked"))
         try:
             head = h11.Request(method=request.method, target=target, headers=headers)
-        except h11.LocalProtocolError as exc:
-            raise ErrorCode("HTTP-request-URI-invalid") from exc
+        except h11.LocalProtocolError as exc:  # a field value HTTP/1.1 cannot carry
+            raise ErrorCode("internal-error", f"the request head cannot be sent: {exc}") from exc
 
         pool = self._pools.get(origin)
         if pool is None:
