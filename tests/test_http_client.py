@@ -211,6 +211,15 @@ async def test_a_request_cancelled_in_line_gives_up_its_place() -> None:
             release.set()
         assert await body_of(await client.send(get(up.port, "/after"))) == b"done"
         assert [r.split(b" ")[1] for r in up.requests] == [b"/hold", b"/after"]
+    with trio.socket.socket() as s:
+        await s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    async with HttpClient(allow=["127.0.0.1:*"]) as client:
+        with pytest.raises(ErrorCode):
+            await client.send(get(closed_port))
+        # a failed connection leaves nothing behind for its origin
+        assert client.statistics(("http", "127.0.0.1", closed_port)) == (0, 0, 0)
+        assert not client._pools
 
 
 async def test_requests_in_line_fail_when_the_client_closes() -> None:

@@ -159,9 +159,10 @@ class _OriginPool:
     """One origin's connections: the idle ones, how many are open (idle or in use) and
     the requests waiting in line for one, each woken alone, first come first served."""
 
-    __slots__ = ("idle", "open", "waiting")
+    __slots__ = ("idle", "open", "origin", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
         self.idle: list[_Connection] = []
         self.open = 0
         self.waiting: deque[_Claim] = deque()
@@ -319,7 +320,7 @@ class HttpClient(BackgroundTasks):
 
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _OriginPool()
+            pool = self._pools[origin] = _OriginPool(origin)
         conn = await self._acquire(pool)
         fresh = conn is None
         ok = False
@@ -385,6 +386,8 @@ class HttpClient(BackgroundTasks):
         if pool.waiting and pool.open < self._max_connections:
             pool.open += 1
             pool.waiting.popleft().grant(None)
+        elif not pool.open and self._pools.get(pool.origin) is pool:
+            del self._pools[pool.origin]  # nothing left of it (a guest may name many origins)
 
     def _reuse(self, pool: _OriginPool, conn: _Connection) -> bool:
         """Give ``conn``, whose response is over, to the first request in line, or keep
