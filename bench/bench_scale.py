@@ -128,7 +128,9 @@ async def _measure_hash_all(n: int) -> dict[str, float]:
     component = trio_isyswasfa.load_component(_hash_all_guest())
     async with (
         open_upstream_process(WAIT_MS) as base,
-        HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client,
+        HttpClient(
+            allow=["127.0.0.1:*"], max_connections_per_origin=n, max_idle_per_origin=n
+        ) as client,
     ):
         wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
         app = ComponentApp(component, wasi=wasi)

@@ -371,7 +371,9 @@ async def fan_out(n: int = 100, delay: float = 0.05, language: str = "python") -
     async with (
         trio.open_nursery() as nursery,
         open_upstream_process(round(delay * 1000)) as up,
-        HttpClient(allow=["127.0.0.1:*"], max_idle_per_origin=n) as client,
+        HttpClient(
+            allow=["127.0.0.1:*"], max_connections_per_origin=n, max_idle_per_origin=n
+        ) as client,
     ):
         await host_get(client, f"{up}/0")  # a warm keep-alive connection
         laps = []

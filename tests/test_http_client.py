@@ -148,6 +148,106 @@ async def test_concurrent_requests_open_connections_side_by_side(client: HttpCli
         assert up.connections == 20
 
 
+async def test_connections_per_origin_are_bounded_and_requests_wait_in_line() -> None:
+    open_now = peak = 0
+
+    async def slow(stream: trio.SocketStream, state: Server) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            buf = bytearray()
+            while (request := await read_request(stream, buf)) is not None:
+                state.requests.append(request)
+                await trio.sleep(0.05)
+                await stream.send_all(ok(b"late"))
+        finally:
+            open_now -= 1
+
+    async with (
+        server(slow) as up,
+        HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=3) as client,
+    ):
+        bodies: list[bytes] = []
+        waiting: list[int] = []
+
+        async def one(i: int) -> None:
+            bodies.append(await body_of(await client.send(get(up.port, f"/{i}"))))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(one, i)
+            await trio.sleep(0.01)
+            waiting.append(client.statistics(("http", "127.0.0.1", up.port))[2])
+        assert bodies == [b"late"] * 10
+        assert waiting == [7]  # three sent, seven in line
+        assert up.connections == 3  # each freed connection went to the next in line
+        assert peak == 3
+        assert client.statistics(("http", "127.0.0.1", up.port)) == (3, 3, 0)
+
+
+async def test_a_request_cancelled_in_line_gives_up_its_place() -> None:
+    release = trio.Event()
+
+    async def held(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        while (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            if b"/hold" in request:
+                await release.wait()
+            await stream.send_all(ok(b"done"))
+
+    async with (
+        server(held) as up,
+        HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=1) as client,
+    ):
+        origin = ("http", "127.0.0.1", up.port)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send, get(up.port, "/hold"))
+            await trio.sleep(0.01)
+            with trio.move_on_after(0.01):
+                await client.send(get(up.port, "/cancelled"))
+            assert client.statistics(origin) == (1, 0, 0)  # left the line
+            release.set()
+        assert await body_of(await client.send(get(up.port, "/after"))) == b"done"
+        assert [r.split(b" ")[1] for r in up.requests] == [b"/hold", b"/after"]
+    with trio.socket.socket() as s:
+        await s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    async with HttpClient(allow=["127.0.0.1:*"]) as client:
+        with pytest.raises(ErrorCode):
+            await client.send(get(closed_port))
+        # a failed connection leaves nothing behind for its origin
+        assert client.statistics(("http", "127.0.0.1", closed_port)) == (0, 0, 0)
+        assert not client._pools
+
+
+async def test_requests_in_line_fail_when_the_client_closes() -> None:
+    async def never(stream: trio.SocketStream, state: Server) -> None:
+        await trio.sleep_forever()
+
+    async with server(never) as up:
+        failures: list[str] = []
+        told = trio.Event()
+
+        async def in_line(client: HttpClient) -> None:
+            with pytest.raises(ErrorCode) as info:
+                await client.send(get(up.port, "/second"))
+            failures.append(info.value.case)
+            told.set()
+
+        async with trio.open_nursery() as nursery:
+            async with HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=1) as client:
+                nursery.start_soon(client.send, get(up.port, "/first"))
+                await trio.sleep(0.01)
+                nursery.start_soon(in_line, client)
+                await trio.sleep(0.01)
+            with trio.fail_after(5):
+                await told.wait()  # told at once, not left waiting forever
+            nursery.cancel_scope.cancel()  # the first one still waits for its answer
+        assert failures == ["internal-error"]
+
+
 async def test_a_streamed_request_body_goes_out_chunked(client: HttpClient) -> None:
     async with server(keep_alive_server) as up:
         pipe = Pipe()
@@ -236,6 +336,30 @@ async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
         with pytest.raises(ErrorCode) as info:
             await client.send(get(closed_port, bad))
         assert info.value.case == "HTTP-request-URI-invalid"
+
+
+async def test_a_header_value_http_1_1_cannot_carry_is_an_error_code(client: HttpClient) -> None:
+    async with server(keep_alive_server) as up:
+        request = get(up.port)
+        request.headers = Fields([("x-padded", b" value")])  # the fields allow it
+        with pytest.raises(ErrorCode) as info:
+            await client.send(request)  # not h11's exception, which would kill the caller
+        assert info.value.case == "internal-error"
+        assert up.connections == 0
+
+
+async def test_a_change_to_the_allow_list_applies_to_the_next_request(
+    client: HttpClient,
+) -> None:
+    async with server(keep_alive_server) as up:
+        assert await body_of(await client.send(get(up.port))) == b"hello"
+        client.allow.remove("127.0.0.1:*")  # in place: the verdict remembered is dropped
+        with pytest.raises(ErrorCode) as info:
+            await client.send(get(up.port))
+        assert info.value.case == "HTTP-request-denied"
+        client.allow = [f"127.0.0.1:{up.port}"]
+        assert await body_of(await client.send(get(up.port))) == b"hello"
+        assert len(up.requests) == 2
 
 
 async def test_trailers_go_out_after_a_chunked_body_and_come_back(client: HttpClient) -> None:
