@@ -150,25 +150,14 @@ def test_a_proxy_component_serves_under_asyncio(engine: str) -> None:
     from pathlib import Path
 
     from trio_isyswasfa.http import ComponentApp
-    from trio_isyswasfa.testing import build_python_component
+    from trio_isyswasfa.testing import asgi_scope, build_python_component
 
     guest = Path(__file__).resolve().parent / "guests" / "proxy-python"
     wasm = build_python_component(guest / "wit", "proxy-guest", "app", [guest / "src"])
     component = trio_isyswasfa.load_component(wasm, engine=engine)
 
     async def get(app: ComponentApp, path: str, query: str = "") -> tuple[int, bytes, bool]:
-        scope = {
-            "type": "http",
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "headers": [(b"host", b"test")],
-            "server": ("127.0.0.1", 80),
-            "extensions": {},
-        }
+        scope = asgi_scope(path, query=query)
         asked = anyio.Event()
         status, body, ended = 0, [], False
 

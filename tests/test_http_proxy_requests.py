@@ -12,7 +12,7 @@ import trio.testing
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp
-from trio_isyswasfa.testing import build_python_component
+from trio_isyswasfa.testing import asgi_scope, build_python_component
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -26,18 +26,7 @@ def proxy_component(engine: str) -> trio_isyswasfa.Component:
 
 
 def scope_of(path: str, query: str = "") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "headers": [(b"host", b"test")],
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
+    return asgi_scope(path, query=query)
 
 
 class Client:

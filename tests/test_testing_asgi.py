@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_isyswasfa.testing import AsgiResponse, asgi_request, open_lifespan
+from trio_isyswasfa.testing import AsgiResponse, asgi_request, asgi_scope, open_lifespan
 
 Message = dict[str, Any]
 
@@ -133,3 +133,17 @@ class TestAsgiRequest:
 
         with pytest.raises(AssertionError, match="GET /: the app returned without a response"):
             await asgi_request(app)
+
+
+def test_asgi_scope_names_the_request_and_adds_a_host_only_when_missing() -> None:
+    scope = asgi_scope("/a b", method="POST", query="x=1", headers=[(b"x-y", b"z")])
+    assert (scope["type"], scope["method"], scope["path"], scope["raw_path"]) == (
+        "http",
+        "POST",
+        "/a b",
+        b"/a b",
+    )
+    assert scope["query_string"] == b"x=1"
+    assert scope["headers"] == [(b"host", b"test"), (b"x-y", b"z")]
+    own_host = asgi_scope(headers=[(b"Host", b"example.org")])
+    assert own_host["headers"] == [(b"Host", b"example.org")]

@@ -245,24 +245,36 @@ _HOSTS: dict[int, tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int]]
 _NEXT_HOST = itertools.count(1)
 
 
+def _run_entry(entry: Any, raw: int) -> int:
+    """Run a host function's entry on the core values at ``raw`` (in place: its
+    results are written over its arguments, as the unchecked C API wants)."""
+    fn, unpack, pack, size = entry
+    out = fn(list(unpack(ctypes.string_at(raw, size))))
+    if pack is not None:
+        ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
+    elif out:
+        raise GuestTrap("a host function without core results gave some")
+    return 0
+
+
+def _trap_of(exc: BaseException) -> int:
+    """A wasmtime trap for a host function that raised ``exc`` (kept for CoreFunc to
+    raise again: a Python exception cannot cross C)."""
+    _unwinding.append(exc)
+    message = f"host function failed: {exc!r}".encode()
+    trap = ffi.wasmtime_trap_new(message, len(message))
+    return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+
 def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
     start = perf_counter()
     try:
         entry = _HOSTS.get(env)
         if entry is None:  # released: its instance was closed (not a KeyError of ours)
             raise InstanceDead("the component instance was closed")
-        fn, unpack, pack, size = entry
-        out = fn(list(unpack(ctypes.string_at(raw, size))))
-        if pack is not None:
-            ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
-        elif out:
-            raise GuestTrap("a host function without core results gave some")
-        return 0
+        return _run_entry(entry, raw)
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
-        _unwinding.append(exc)
-        message = f"host function failed: {exc!r}".encode()
-        trap = ffi.wasmtime_trap_new(message, len(message))
-        return ctypes.cast(trap, ctypes.c_void_p).value or 0
+        return _trap_of(exc)
     finally:  # the host's time, not the guest's (``guest_seconds``)
         _clock.host += perf_counter() - start
 
@@ -391,18 +403,9 @@ def _table_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
         entry = table.entries[index]
         if entry is None:
             entry = table.entries[index] = table._build(index)
-        fn, unpack, pack, size = entry
-        out = fn(list(unpack(ctypes.string_at(raw, size))))
-        if pack is not None:
-            ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
-        elif out:
-            raise GuestTrap("a host function without core results gave some")
-        return 0
+        return _run_entry(entry, raw)
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
-        _unwinding.append(exc)
-        message = f"host function failed: {exc!r}".encode()
-        trap = ffi.wasmtime_trap_new(message, len(message))
-        return ctypes.cast(trap, ctypes.c_void_p).value or 0
+        return _trap_of(exc)
     finally:  # the host's time, not the guest's (``guest_seconds``)
         _clock.host += perf_counter() - start
 

@@ -14,7 +14,8 @@
   :func:`build_wat_component` makes tiny components from WAT text.
 * :func:`open_lifespan` runs an ASGI app's lifespan (such as a
   :class:`~trio_isyswasfa.http.ComponentApp`'s) and :func:`asgi_request` sends it one
-  request, in-process: no server, no HTTP parser, no port.
+  request, in-process: no server, no HTTP parser, no port (:func:`asgi_scope` gives a
+  request's scope to a test that plays the client itself).
 * :mod:`trio_isyswasfa.testing.conformance` runs a WASI command component on our host
   and on wasmtime's and says how the results differ (the differential conformance
   harness; ``python -m trio_isyswasfa.testing.conformance`` prints the score).
@@ -30,6 +31,7 @@ pytest-trio's ``autojump_clock`` fixture drive guests too.
 
 from ._asgi import AsgiResponse as AsgiResponse
 from ._asgi import asgi_request as asgi_request
+from ._asgi import asgi_scope as asgi_scope
 from ._asgi import open_lifespan as open_lifespan
 from ._build import JsToolchainMissing as JsToolchainMissing
 from ._build import RustToolchainMissing as RustToolchainMissing
@@ -55,6 +57,7 @@ __all__ = [
     "JsToolchainMissing",
     "RustToolchainMissing",
     "asgi_request",
+    "asgi_scope",
     "assert_quiet",
     "build_js_component",
     "build_python_component",

@@ -2,7 +2,8 @@
 
 A test (or a bench) that wants what the app answers, not what hypercorn and h11 add,
 runs the app's lifespan with :func:`open_lifespan` and sends it requests with
-:func:`asgi_request`: no socket, no header size limit, no port.
+:func:`asgi_request` (or builds a request's scope with :func:`asgi_scope` and plays
+the client itself): no socket, no header size limit, no port.
 """
 
 from __future__ import annotations
@@ -73,6 +74,34 @@ class AsgiResponse:
     body: bytes
 
 
+def asgi_scope(
+    path: str = "/",
+    *,
+    method: str = "GET",
+    query: str = "",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> dict[str, Any]:
+    """The ASGI ``http`` scope of one request: HTTP/1.1 from ``127.0.0.1`` to
+    ``127.0.0.1:80``, with a ``host: test`` header unless ``headers`` has one (for a
+    test that drives the app's ``receive`` and ``send`` itself)."""
+    if not any(name.lower() == b"host" for name, _ in headers):
+        headers = [(b"host", b"test"), *headers]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": list(headers),
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+
+
 async def asgi_request(
     app: AsgiApp,
     path: str = "/",
@@ -93,22 +122,7 @@ async def asgi_request(
     Raises:
       AssertionError: the app returned without starting a response.
     """
-    if not any(name.lower() == b"host" for name, _ in headers):
-        headers = [(b"host", b"test"), *headers]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "headers": list(headers),
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
+    scope = asgi_scope(path, method=method, query=query, headers=headers)
     asked = False
     start: Message | None = None
     chunks: list[bytes] = []
