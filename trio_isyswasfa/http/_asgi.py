@@ -41,7 +41,15 @@ from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, Lin
 from .._host import Component, Instance, describe_exports, load_component, open_instance
 from .._limits import Limits
 from ..wasi import WasiConfig
-from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
+from ..wasi.io import (
+    CHUNK,
+    Pipe,
+    PipeReader,
+    PipeWriter,
+    StreamClosed,
+    read_chunk,
+    write_all,
+)
 from ._client import HttpClient
 from ._pool import FreshInstances, InstancePool
 from .types import (
@@ -259,46 +267,88 @@ class ComponentApp:
                 self._idle.set()
 
     async def _serve_one(self, scope: Scope, receive: Receive, send: Send) -> str:
+        """One request to an isyswasfa component: its ``handle`` returns the response,
+        whose body then streams out.
+
+        As for a proxy component, a request that needs no concurrency starts no task:
+        a body that comes whole in the first message goes straight into the pipe, and
+        everything from taking a slot to the last message of the response runs in this
+        task. Only if it suspends (a slot or an instance to wait for, a guest that waits
+        on I/O, a body the guest writes as it goes, a client that reads slowly) does a
+        task start to listen to the client (leaving cancels the guest), and only if the
+        response's sending suspends one to cut it off should the instance fail meanwhile
+        (a trap in another request it serves, or in a task of the guest's).
+        """
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return "cancelled"
         pipe = Pipe()
         trailers_tx, trailers_rx = make_trailers()
         request = _request_from_scope(scope, Body(PipeReader(pipe), trailers_rx))
-        outcome = "cancelled"
-        sent = anyio.Event()  # the response went out in full: a disconnect is no news
+        state = _OneState()
         async with anyio.create_task_group() as tg:
 
             def client_left() -> None:
-                if not sent.is_set():
+                if not state.sent:
                     log.info("client went away: cancelling the guest's request")
                     tg.cancel_scope.cancel()
 
-            tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left)
-            started = False
+            def listen() -> None:
+                # the client is listened to from now on (the pump goes on to listen)
+                if not state.listening:
+                    state.listening = True
+                    tg.start_soon(_until_disconnect, receive, client_left)
+
+            data = message.get("body", b"")
+            if message.get("more_body", False) or len(data) > pipe.capacity:
+                state.listening = True
+                tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left, message)
+            else:  # whole: into the pipe at once
+                writer = PipeWriter(pipe)
+                if data:
+                    writer.write(data)
+                writer.close()
+                trailers_tx.close()
             try:
-                async with self._slot(), self._instance() as instance:
-                    with self._guest_time(instance):
-                        response = await _handle(instance, self.interface, request)
-                        if isinstance(response, ErrorCode):
-                            log.warning("component answered error-code %s", response)
-                            await _send_error(send, 500, f"the component failed: {response}")
-                            outcome = "failed"
-                        else:
-                            started = True
-                            # if the instance fails while it writes the body (a trap in
-                            # another request it serves, or in a task of the guest's),
-                            # the response is cut off rather than left hanging
-                            sending = anyio.CancelScope()
-                            tg.start_soon(_cancel_on_failure, instance, sending)
-                            with sending:
-                                await _send_response(scope, send, response, sent)
-                            instance._sched.check_alive()
-                            outcome = "completed"
+                await _eagerly(self._run_one(scope, send, request, state, tg), listen)
             except IsyswasfaError as exc:
                 _log_failure(exc)
-                outcome = "failed"
-                if not started:
+                state.outcome = "failed"
+                if not state.started:
                     await _send_error(send, 500, "the component failed")
-            tg.cancel_scope.cancel()
-        return outcome
+            if state.listening or state.watching:
+                tg.cancel_scope.cancel()
+        return state.outcome
+
+    async def _run_one(
+        self,
+        scope: Scope,
+        send: Send,
+        request: Request,
+        state: _OneState,
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        async with self._slot(), self._instance() as instance:
+            with self._guest_time(instance):
+                response = await _handle(instance, self.interface, request)
+                if isinstance(response, ErrorCode):
+                    log.warning("component answered error-code %s", response)
+                    await _send_error(send, 500, f"the component failed: {response}")
+                    state.outcome = "failed"
+                    return
+                state.started = True
+                sending = anyio.CancelScope()
+
+                def watch() -> None:
+                    # the response waits: should the instance fail meanwhile, it is
+                    # cut off rather than left hanging
+                    state.watching = True
+                    tg.start_soon(_cancel_on_failure, instance, sending)
+
+                with sending:
+                    await _eagerly(_send_response(scope, send, response, state), watch)
+                instance._sched.check_alive()
+                state.outcome = "completed"
 
     async def _serve_proxy(self, scope: Scope, receive: Receive, send: Send) -> str:
         """One request to a ``wasi:http/proxy`` component: its ``handle`` runs to
@@ -755,7 +805,9 @@ async def _cancel_on_failure(instance: Instance, scope: anyio.CancelScope) -> No
     scope.cancel()
 
 
-async def _send_response(scope: Scope, send: Send, response: Response, sent: anyio.Event) -> None:
+async def _send_response(scope: Scope, send: Send, response: Response, state: _OneState) -> None:
+    """Send the head, then the body as it comes (the last chunk ends the response when
+    no trailers follow: a small body goes out in one message), then the trailers."""
     trailers_ok = "http.response.trailers" in scope.get("extensions", {})
     has_trailers = trailers_ok and response.body.trailers is not None
     await send(
@@ -767,14 +819,25 @@ async def _send_response(scope: Scope, send: Send, response: Response, sent: any
         }
     )
     stream = response.body.stream
-    while (chunk := await read_chunk(stream)) is not None:
+    chunk = await read_chunk(stream)
+    while chunk is not None:
+        try:  # what follows, if it is there already: none at the end
+            following: bytes | None = stream.read(CHUNK)
+        except StreamClosed:
+            following = None
+        if following is None and not has_trailers:
+            state.sent = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            await response.body.finish()
+            return
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        chunk = following or await read_chunk(stream)
     if not has_trailers:
-        sent.set()
+        state.sent = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     trailers = await response.body.finish()
     if has_trailers:
-        sent.set()
+        state.sent = True
         await send(
             {
                 "type": "http.response.trailers",
@@ -815,6 +878,19 @@ class _SlotTaken:
 
     async def __aexit__(self, *_: object) -> None:
         self._app._limiter().release()
+
+
+class _OneState:
+    """How far one request to an isyswasfa component got."""
+
+    __slots__ = ("listening", "outcome", "sent", "started", "watching")
+
+    def __init__(self) -> None:
+        self.outcome = "cancelled"
+        self.started = False  # a response head went out
+        self.sent = False  # all of it did: a disconnect is no news
+        self.listening = False  # a task listens to the client
+        self.watching = False  # a task cuts the response off if the instance fails
 
 
 class _ProxyState:
