@@ -32,7 +32,8 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
 (no HTTP, no hypercorn), N and 16N one after another, and prints the process's CPU
 time per request for ``pooled`` and ``per-request`` (without and with spare instances)
 on each engine, with the ratio to stock ``pooled``: what opening a fresh instance
-adds to a request, measured where the shared machine's load sways it least.
+adds to a request, measured where the shared machine's load sways it least; then the
+isyswasfa service example (Python and Rust) for ``shared`` and ``pooled``.
 """
 
 from __future__ import annotations
@@ -420,10 +421,11 @@ async def _slow_request(app: ComponentApp, lines: int = SLOW_LINES) -> bytes:
 
 
 async def _cpu_per_request(
-    component: trio_isyswasfa.Component, policy: str, spares: int, n: int
+    component: trio_isyswasfa.Component, policy: str, spares: int, n: int, body: bytes = b""
 ) -> tuple[float, float]:
     """CPU ms and guest ms per hello request into the ASGI app, one after another,
-    ``n`` requests after three to warm up."""
+    ``n`` requests after three to warm up (with request body ``body``: the service
+    example echoes it)."""
     app = ComponentApp(
         component,
         instances=policy,  # type: ignore[arg-type]
@@ -435,7 +437,7 @@ async def _cpu_per_request(
         guest = app.statistics().guest_seconds
         cpu = time.process_time()
         for _ in range(n):
-            assert (await asgi_request(app)).body.startswith(b"hello")
+            assert (await asgi_request(app, body=body)).body.startswith(b"hello")
         cpu = time.process_time() - cpu
         guest = app.statistics().guest_seconds - guest
     return cpu / n * 1e3, guest / n * 1e3
@@ -444,22 +446,34 @@ async def _cpu_per_request(
 def in_process(engines: tuple[str, ...], languages: tuple[str, ...], n: int) -> None:
     """The host's CPU per request, without HTTP: hello requests straight into the ASGI
     app, for each proxy guest, engine and policy; the ratio is to ``pooled`` on the
-    stock engine (what a request costs without opening an instance)."""
+    stock engine (what a request costs without opening an instance). Then the same for
+    the isyswasfa service example (it echoes a 5-byte body), ``shared`` and ``pooled``,
+    the ratio to stock ``shared``."""
     print("hello requests straight into the ASGI app, one after another (no HTTP, no")
     print("hypercorn): CPU ms per request, guest ms of it (wall), ratio to stock pooled's CPU")
     runs = [("pooled", 0), ("per-request", 0), ("per-request", 2)]
-    for language, path in proxy_components().items():
-        if language not in languages:
+    guests: list[tuple[str, Path, list[tuple[str, int]], bytes]] = [
+        (language, path, runs, b"") for language, path in proxy_components().items()
+    ]
+    for language in ("python", "rust"):
+        try:
+            path = example("service", language)
+        except RustToolchainMissing as exc:
+            print(f"(no Rust service example: {exc})")
+            continue
+        guests.append((f"{language} service", path, [("shared", 0), ("pooled", 0)], b"hello"))
+    for name, path, policies, body in guests:
+        if name.split()[0] not in languages:
             continue
         for reps in (n, 16 * n):
             base: float | None = None
             for engine in ("wasmtime", *[e for e in engines if e != "wasmtime"]):
                 component = trio_isyswasfa.load_component(path, engine=engine)
-                for policy, spares in runs:
-                    cpu, guest = trio.run(_cpu_per_request, component, policy, spares, reps)
+                for policy, spares in policies:
+                    cpu, guest = trio.run(_cpu_per_request, component, policy, spares, reps, body)
                     base = base or cpu
                     what = policy + (f", {spares} spares" if policy == "per-request" else "")
-                    label = f"{language}, {engine}, {what} (x{reps})"
+                    label = f"{name}, {engine}, {what} (x{reps})"
                     print(f"{label:52} {cpu:8.2f} {guest:8.2f} {cpu / base:6.2f}x", flush=True)
 
 
