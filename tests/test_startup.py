@@ -178,17 +178,7 @@ class TestRememberedDigests:
         first, second = command_bytes(tmp_path, 1), command_bytes(tmp_path, 0)
         path.write_bytes(first)
         monkeypatch.setattr(_digests, "SETTLED_SECONDS", -60.0)
-        real_fstat = os.fstat
-        looks: list[int] = []
-
-        def fstat(fd: int) -> os.stat_result:
-            looks.append(fd)
-            if len(looks) == 2:  # after the read: someone wrote the file meanwhile
-                path.write_bytes(second)
-                os.utime(path, ns=(0, path.stat().st_mtime_ns - 10**9))
-            return real_fstat(fd)
-
-        monkeypatch.setattr(_digests.os, "fstat", fstat)
+        looks = _rewrite_at_second_fstat(monkeypatch, path, second, keep_old_mtime=True)
         data, _ = _digests.read_and_digest(cache / "digests", path)
         monkeypatch.undo()
         assert (len(looks), data) == (2, first)
@@ -205,18 +195,30 @@ class TestRememberedDigests:
         monkeypatch.setattr(_digests, "SETTLED_SECONDS", -60.0)
         _digests.read_and_digest(cache / "digests", path)
         assert _digests.read_known(cache / "digests", path) == (first, _sha256(first))
-        real_fstat = os.fstat
-        looks: list[int] = []
-
-        def fstat(fd: int) -> os.stat_result:
-            looks.append(fd)
-            if len(looks) == 2:  # after the read: someone wrote the file meanwhile
-                path.write_bytes(second)
-            return real_fstat(fd)
-
-        monkeypatch.setattr(_digests.os, "fstat", fstat)
+        looks = _rewrite_at_second_fstat(monkeypatch, path, second)
         assert _digests.read_known(cache / "digests", path) is None
         assert len(looks) == 2
+
+
+def _rewrite_at_second_fstat(
+    monkeypatch: pytest.MonkeyPatch, path: Path, data: bytes, *, keep_old_mtime: bool = False
+) -> list[int]:
+    """Make the digest cache's second ``fstat`` (the one after its read) find ``path``
+    rewritten with ``data`` (its mtime a second older with ``keep_old_mtime``, so that
+    only the ctime tells); the list of the descriptors looked at."""
+    real_fstat = os.fstat
+    looks: list[int] = []
+
+    def fstat(fd: int) -> os.stat_result:
+        looks.append(fd)
+        if len(looks) == 2:  # after the read: someone wrote the file meanwhile
+            path.write_bytes(data)
+            if keep_old_mtime:
+                os.utime(path, ns=(0, path.stat().st_mtime_ns - 10**9))
+        return real_fstat(fd)
+
+    monkeypatch.setattr(_digests.os, "fstat", fstat)
+    return looks
 
 
 def _sha256(data: bytes) -> str:

@@ -287,28 +287,7 @@ class ComponentApp:
         request = _request_from_scope(scope, Body(PipeReader(pipe), trailers_rx))
         state = _OneState()
         async with anyio.create_task_group() as tg:
-
-            def client_left() -> None:
-                if not state.sent:
-                    log.info("client went away: cancelling the guest's request")
-                    tg.cancel_scope.cancel()
-
-            def listen() -> None:
-                # the client is listened to from now on (the pump goes on to listen)
-                if not state.listening:
-                    state.listening = True
-                    tg.start_soon(_until_disconnect, receive, client_left)
-
-            data = message.get("body", b"")
-            if message.get("more_body", False) or len(data) > pipe.capacity:
-                state.listening = True
-                tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left, message)
-            else:  # whole: into the pipe at once
-                writer = PipeWriter(pipe)
-                if data:
-                    writer.write(data)
-                writer.close()
-                trailers_tx.close()
+            listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
             try:
                 await _eagerly(self._run_one(scope, send, request, state, tg), listen)
             except IsyswasfaError as exc:
@@ -371,28 +350,7 @@ class ComponentApp:
         request = _incoming_request(scope, IncomingBody(PipeReader(pipe), trailers_rx))
         state = _ProxyState()
         async with anyio.create_task_group() as tg:
-
-            def client_left() -> None:
-                if not state.sent:
-                    log.info("client went away: cancelling the guest's request")
-                    tg.cancel_scope.cancel()
-
-            def listen() -> None:
-                # the client is listened to from now on (the pump goes on to listen)
-                if not state.listening:
-                    state.listening = True
-                    tg.start_soon(_until_disconnect, receive, client_left)
-
-            data = message.get("body", b"")
-            if message.get("more_body", False) or len(data) > pipe.capacity:
-                state.listening = True
-                tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left, message)
-            else:  # whole: into the pipe at once
-                writer = PipeWriter(pipe)
-                if data:
-                    writer.write(data)
-                writer.close()
-                trailers_tx.close()
+            listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
             if not self._limiter().available_tokens:
                 listen()  # it waits for a slot: a client that leaves meanwhile is let go
             try:
@@ -878,6 +836,44 @@ class _SlotTaken:
 
     async def __aexit__(self, *_: object) -> None:
         self._app._limiter().release()
+
+
+def _take_request_body(
+    tg: anyio.abc.TaskGroup,
+    state: _OneState | _ProxyState,
+    receive: Receive,
+    message: Message,
+    pipe: Pipe,
+    trailers_tx: TrailersSender,
+) -> Callable[[], None]:
+    """Put the request body of the first ``http.request`` message into ``pipe`` (or, if
+    more follows or it does not fit, start a task in ``tg`` pumping the rest, which
+    also listens to the client); return ``listen``, which starts listening to the client
+    (once) when the request is about to wait. A client that leaves before the
+    response is sent cancels ``tg``."""
+
+    def client_left() -> None:
+        if not state.sent:
+            log.info("client went away: cancelling the guest's request")
+            tg.cancel_scope.cancel()
+
+    def listen() -> None:
+        # the client is listened to from now on (the pump goes on to listen)
+        if not state.listening:
+            state.listening = True
+            tg.start_soon(_until_disconnect, receive, client_left)
+
+    data = message.get("body", b"")
+    if message.get("more_body", False) or len(data) > pipe.capacity:
+        state.listening = True
+        tg.start_soon(_pump_request_body, receive, pipe, trailers_tx, client_left, message)
+    else:  # whole: into the pipe at once
+        writer = PipeWriter(pipe)
+        if data:
+            writer.write(data)
+        writer.close()
+        trailers_tx.close()
+    return listen
 
 
 class _OneState:
