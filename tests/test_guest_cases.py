@@ -162,32 +162,21 @@ async def test_many_calls_overlap_and_cancel_cleanly(
 
 
 @pytest.mark.timeout(30, func_only=True)
+@pytest.mark.parametrize("ms", [30, 0], ids=["after-30-ms", "in-the-starting-step"])
 async def test_guest_cancelling_an_import_cancels_the_trio_task(
-    guest: CasesGuest, host: CasesHost
+    guest: CasesGuest, host: CasesHost, ms: int
 ) -> None:
     # if the host never cancels the import, the guest waits for it forever: our own
     # deadline turns that into a failure (a generous one: a first call into a Python
-    # guest took over 5 s at a load of 21), and the short grace lets the call give up
+    # guest took over 5 s at a load of 21), and the short grace lets the call give up.
+    # With 0 the guest abandons the await in the step that started it, before the host
+    # has answered its `listen` with the cancel handle, and no other event for it is
+    # due: the host must still send it that handle, or both would wait forever.
     async with guest.open(host, cancel_grace=0.5) as inst:
         with trio.fail_after(30):
-            assert await inst.call(guest.cases, "import-with-timeout", 30) == "timed out"
+            assert await inst.call(guest.cases, "import-with-timeout", ms) == "timed out"
             # a dropped Rust future's cancellation is confirmed in the background (drop
             # cannot wait), so the call may return before the host's task has ended
-            await host.forever_cancelled.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        assert_quiet(inst)
-
-
-@pytest.mark.timeout(30, func_only=True)
-async def test_an_import_given_up_in_the_step_that_started_it_is_cancelled(
-    guest: CasesGuest, host: CasesHost
-) -> None:
-    # the guest abandons the await before the host has answered its `listen` with the
-    # cancel handle, and no other event for it is due: the host must still send it
-    # that handle, or the guest (and the host's task) would wait forever
-    async with guest.open(host, cancel_grace=0.5) as inst:
-        with trio.fail_after(10):
-            assert await inst.call(guest.cases, "import-with-timeout", 0) == "timed out"
             await host.forever_cancelled.wait()
         await trio.testing.wait_all_tasks_blocked()
         assert_quiet(inst)

@@ -654,12 +654,7 @@ def _incoming_request(scope: Scope, body: IncomingBody) -> IncomingRequest:
         if name == b"host":
             authority = value.decode("latin-1")
             break
-    if authority is None and scope.get("server"):
-        host, port = scope["server"][:2]
-        authority = f"{host}:{port}" if port else str(host)
-    path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    target = path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+    authority, target = _authority_and_target(scope, authority)
 
     def fields() -> list[tuple[str, bytes]]:
         entries = [(n.decode("latin-1"), bytes(v)) for n, v in raw_headers]
@@ -738,12 +733,7 @@ def _request_from_scope(scope: Scope, body: Body) -> Request:
         if name.lower() == "host":
             authority = raw_value.decode("latin-1")
         headers._entries.append((name, bytes(raw_value)))
-    if authority is None and scope.get("server"):
-        host, port = scope["server"][:2]
-        authority = f"{host}:{port}" if port else str(host)
-    path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    target = path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+    authority, target = _authority_and_target(scope, authority)
     return Request(
         headers,
         body,
@@ -836,6 +826,17 @@ class _SlotTaken:
 
     async def __aexit__(self, *_: object) -> None:
         self._app._limiter().release()
+
+
+def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | None, str]:
+    """A request's authority (``authority``, from its ``host`` header if it had one,
+    else the server's address) and its target (path and query) from its ASGI scope."""
+    if authority is None and scope.get("server"):
+        host, port = scope["server"][:2]
+        authority = f"{host}:{port}" if port else str(host)
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    return authority, path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
 
 
 def _take_request_body(
