@@ -583,15 +583,21 @@ class TestFileStreamsOnTheHost:
         data = stream.read_into_guest(n)
         return data if isinstance(data, bytes) else data.to_bytes()
 
+    @staticmethod
+    def stream_of(path: Path, data: bytes, offset: int = 0) -> FileInputStream:
+        """A file holding ``data``, read from ``offset`` through a stream of its own
+        descriptor (the one opened here is closed at once)."""
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        stream = FileInputStream(fd, offset)
+        os.close(fd)
+        return stream
+
     @needs_nowait
     async def test_a_cached_read_fills_the_guests_block_from_the_offset(
         self, tmp_path: Path
     ) -> None:
-        path = tmp_path / "f.bin"
-        path.write_bytes(b"0123456789")
-        fd = os.open(path, os.O_RDONLY)
-        stream = FileInputStream(fd, 2)
-        os.close(fd)
+        stream = self.stream_of(tmp_path / "f.bin", b"0123456789", 2)
         assert stream.read_into_guest(0) == b""  # nothing asked: not the end
         first = stream.read_into_guest(5)
         assert not isinstance(first, bytes)
@@ -606,11 +612,7 @@ class TestFileStreamsOnTheHost:
     async def test_what_the_cache_does_not_hold_is_read_in_a_worker_thread(
         self, tmp_path: Path, cold_cache: list[str]
     ) -> None:
-        path = tmp_path / "f.bin"
-        path.write_bytes(b"x" * 100)
-        fd = os.open(path, os.O_RDONLY)
-        stream = FileInputStream(fd, 0)
-        os.close(fd)
+        stream = self.stream_of(tmp_path / "f.bin", b"x" * 100)
         assert stream.read_into_guest(10) == b""  # the loop never waits for the disk
         assert cold_cache == []
         await wait_ready(stream.subscribe())
@@ -639,11 +641,7 @@ class TestFileStreamsOnTheHost:
     async def test_a_read_that_fails_is_the_next_reads_failure(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        path = tmp_path / "f.bin"
-        path.write_bytes(b"x" * 100)
-        fd = os.open(path, os.O_RDONLY)
-        stream = FileInputStream(fd, 0)
-        os.close(fd)
+        stream = self.stream_of(tmp_path / "f.bin", b"x" * 100)
         pending = stream.read_into_guest(10)
         assert not isinstance(pending, bytes)
 

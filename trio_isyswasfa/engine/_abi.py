@@ -172,25 +172,24 @@ class AbiContext:
         memory = self.memory
         if memory is None:
             raise HostProtocolError("this value needs a memory and realloc to lower")
-        ptr = memory.realloc(0, 0, align, size) & _M32
-        buf = self.buf = memory.view()
-        if ptr & (align - 1):
-            raise _trap(f"realloc returned {ptr:#x}, not aligned to {align}")
-        if ptr + size > len(buf):
-            raise _trap(f"realloc returned {ptr:#x}, but {size} bytes there are out of bounds")
-        return ptr
+        return self._realloc(memory, 0, 0, align, size)
 
     def shrink(self, ptr: int, old_size: int, align: int, new_size: int) -> int:
         """``realloc(ptr, old_size, align, new_size)`` to a smaller, non-empty block,
         checked as :meth:`alloc` checks."""
         memory = self.memory
         assert memory is not None  # alloc made the block
-        ptr = memory.realloc(ptr, old_size, align, new_size) & _M32
+        return self._realloc(memory, ptr, old_size, align, new_size)
+
+    def _realloc(self, memory: GuestMemory, ptr: int, old_size: int, align: int, size: int) -> int:
+        """The guest's ``realloc``, its block checked: aligned and inside the memory
+        (whose view is taken anew: the call may have grown it)."""
+        ptr = memory.realloc(ptr, old_size, align, size) & _M32
         buf = self.buf = memory.view()
         if ptr & (align - 1):
             raise _trap(f"realloc returned {ptr:#x}, not aligned to {align}")
-        if ptr + new_size > len(buf):
-            raise _trap(f"realloc returned {ptr:#x}, but {new_size} bytes there are out of bounds")
+        if ptr + size > len(buf):
+            raise _trap(f"realloc returned {ptr:#x}, but {size} bytes there are out of bounds")
         return ptr
 
 
