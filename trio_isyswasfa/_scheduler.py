@@ -87,7 +87,6 @@ class Scheduler:
         self._polls: list[Any] = []
         self._inputs: dict[int, list[PollInput]] = {}
         self._urgent: set[int] = set()  # poll indexes with inputs that must go out now
-        self._lazy: set[int] = set()  # poll indexes with inputs that may wait a little
         self._dirty: set[int] = set()  # poll indexes whose guest ran since its last poll
         self._all: frozenset[int] = frozenset()  # every poll index
         self._wake = Waiter(None)  # the driver's: set when something happened
@@ -136,7 +135,7 @@ class Scheduler:
                 try:
                     while self.failure is None:
                         if not self._has_work():
-                            if self._lazy:
+                            if self._inputs:  # none urgent: they may wait a little
                                 await self._wait_or_flush()
                             else:
                                 await self._wake.wait()
@@ -165,8 +164,7 @@ class Scheduler:
         with anyio.move_on_after(LISTENING_DELAY) as scope:
             await self._wake.wait()
         if scope.cancelled_caught:
-            self._urgent |= self._lazy
-            self._lazy.clear()
+            self._urgent.update(self._inputs)
 
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
@@ -180,7 +178,6 @@ class Scheduler:
                 continue
             inputs = self._inputs.pop(idx, None)
             self._urgent.discard(idx)
-            self._lazy.discard(idx)
             self._dirty.discard(idx)
             try:
                 self.poll_calls += 1
@@ -218,7 +215,8 @@ class Scheduler:
         """Carry out what the core decided."""
         for action in actions:
             if isinstance(action, Deliver):
-                self._inputs.setdefault(action.poll, []).append(action.event)
+                queued = self._inputs.setdefault(action.poll, [])
+                queued.append(action.event)
                 # `listening` only hands over a cancel handle: it rides along with the
                 # guest's next poll (the host work's `ready`, mostly), saving the guest
                 # an entry. But the guest may have given up the await already, in the
@@ -228,8 +226,7 @@ class Scheduler:
                 if not isinstance(action.event, InListening):
                     self._urgent.add(action.poll)
                     self._wake.set()
-                elif action.poll not in self._lazy:
-                    self._lazy.add(action.poll)
+                elif len(queued) == 1:
                     self._wake.set()  # the driver's wait now has a deadline
                 if isinstance(action.event, InCancel):
                     self._observe("cancel-sent")
