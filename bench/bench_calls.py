@@ -375,18 +375,27 @@ def run_worker(tree: Path, n: int, languages: str, rows: str) -> dict[str, list[
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def engines_main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line: the plain run takes no option; ``--engines`` takes the rest
+    (``--worker`` is a child's of ``--engines --before``)."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench_calls",
+        description=__doc__.split("\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--engines", action="store_true", help="both engines, both languages")
+    p.add_argument("--before", type=Path, help="a checkout of the package to compare")
+    p.add_argument("--sizes", default="100,1600", help="N and 16N, calls per run")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--languages", default=",".join(LANGUAGES), help="python,rust")
+    p.add_argument("--rows", default=",".join(ROWS), help=",".join(ROWS))
+    p.add_argument("--worker", nargs=3, metavar=("N", "LANGUAGES", "ROWS"), help=argparse.SUPPRESS)
+    return p
+
+
+def engines_main(args: argparse.Namespace) -> None:
     """``--engines [--before TREE] [--sizes N,M] [--rounds R]``: both engines, both guest
     languages, round robin (with ``--before``: this checkout and TREE's, each round in a
     child process of its own)."""
-    parser = argparse.ArgumentParser(prog="bench_calls --engines")
-    parser.add_argument("--engines", action="store_true")
-    parser.add_argument("--before", type=Path, help="a checkout of the package to compare")
-    parser.add_argument("--sizes", default="100,1600", help="N and 16N, calls per run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--languages", default=",".join(LANGUAGES), help="python,rust")
-    parser.add_argument("--rows", default=",".join(ROWS), help=",".join(ROWS))
-    args = parser.parse_args(argv)
     languages, rows = tuple(args.languages.split(",")), tuple(args.rows.split(","))
     for n in (int(s) for s in args.sizes.split(",")):
         rounds: list[dict[str, dict[str, list[float]]]] = []
@@ -404,13 +413,22 @@ def engines_main(argv: list[str]) -> None:
         engine_table(n, rounds)
 
 
-if __name__ == "__main__":
-    if "--worker" in sys.argv:
-        at = sys.argv.index("--worker")
-        n, languages, rows = sys.argv[at + 1 : at + 4]
+def cli(argv: list[str] | None = None) -> None:
+    """Run the mode the arguments name (an option of ``--engines`` alone is an error)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.worker:
+        n, languages, rows = args.worker
         got = trio.run(measure_round, int(n), tuple(languages.split(",")), tuple(rows.split(",")))
         print(json.dumps(got))
-    elif "--engines" in sys.argv:
-        engines_main(sys.argv[1:])
+    elif args.engines:
+        engines_main(args)
     else:
+        given = [a for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")]
+        if given:
+            p.error(f"{given[0]} needs --engines")
         trio.run(main)
+
+
+if __name__ == "__main__":
+    cli()

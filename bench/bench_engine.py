@@ -28,6 +28,7 @@ export that makes one. Goals: host share ≤ 3 µs each; bytes ≥ 1 GB/s. Not r
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import tempfile
@@ -477,7 +478,17 @@ async def run_rows(n: int = 2000) -> None:
     ours.close()
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line: no options (``--help`` says what runs)."""
+    return argparse.ArgumentParser(
+        prog="python -m bench.bench_engine",
+        description=__doc__.split("\n")[0] if __doc__ else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every row."""
+    parser().parse_args(argv)
     abi_rows()
     fiber_rows()
     trio.run(run_rows)

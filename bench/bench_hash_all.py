@@ -36,7 +36,7 @@ import functools
 import pstats
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -274,20 +274,26 @@ async def profile(app: ComponentApp, job: Callable[[], Awaitable[None]], guest_s
     print(f"    (guest code ran {guest_s * 1000:.1f} ms of wall time: guest_seconds)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100,1600", help="comma-separated N (URLs)")
-    parser.add_argument("--languages", default="rust,python")
-    parser.add_argument("--engines", default="wasmtime,own", help="some of wasmtime,own")
-    parser.add_argument("--delay-ms", type=int, default=50)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--profile", action="store_true")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="100,1600", help="comma-separated N (URLs)")
+    p.add_argument("--languages", default="rust,python")
+    p.add_argument("--engines", default="wasmtime,own", help="some of wasmtime,own")
+    p.add_argument("--delay-ms", type=int, default=50)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--profile", action="store_true")
+    p.add_argument(
         "--in-process-upstream",
         action="store_true",
         help="also run every row with the upstream a hypercorn app in this process",
     )
-    trio.run(run, parser.parse_args())
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the rows the arguments name."""
+    trio.run(run, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -394,32 +394,37 @@ def _ratio(value: float, base: float) -> float:
     return value / base if base else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1000,4000,16000", help="comma-separated N")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"some of {','.join(ROWS)}")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1000,4000,16000", help="comma-separated N")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"some of {','.join(ROWS)}")
+    p.add_argument(
         "--compare",
         type=Path,
         metavar="TREE",
         help="also run each row in another checkout (one with this bench in it), e.g. "
         "the commit before a change, and print its rows first, marked 'before'",
     )
-    parser.add_argument(
+    p.add_argument(
         "--memory",
         action="store_true",
         help="also run each size under tracemalloc: the growth of the Python heap per "
         "item once all wait ('heap B'), and the host's share of it ('host B': less the "
         "bench's own tasks and imports; the guest's memory and wasmtime's are in 'KiB' only)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--memory-only",
         action="store_true",
         help="only the heap columns (no timed run; the rows that have them)",
     )
-    parser.add_argument("--one", nargs=2, metavar=("ROW", "N"), help=argparse.SUPPRESS)
-    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    p.add_argument("--one", nargs=2, metavar=("ROW", "N"), help=argparse.SUPPRESS)
+    p.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.one:
         row, n = args.one
         print(json.dumps(trio.run(measure, row, int(n), args.trace)))

@@ -48,6 +48,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -535,34 +536,35 @@ def print_slow(sizes: list[int]) -> None:
             )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument(
         "--warmup",
         type=int,
         default=2,
         help="seconds of load before each measurement (pooled instances open meanwhile)",
     )
-    parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--skip-proxy", action="store_true")
-    parser.add_argument("--skip-fan-out", action="store_true")
-    parser.add_argument(
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-proxy", action="store_true")
+    p.add_argument("--skip-fan-out", action="store_true")
+    p.add_argument(
         "--engines",
         default="wasmtime",
         help="comma-separated engines our serve runs the proxy guests on (wasmtime,own)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--backends", default="trio,asyncio", help="comma-separated worker classes (trio,asyncio)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--languages", default="python,rust,js", help="the proxy guests to serve (python,rust,js)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--slow", default="200", help="comma-separated N for slow requests ('' for none)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--in-process",
         type=int,
         default=0,
@@ -570,8 +572,12 @@ def main() -> None:
         help="CPU per hello request straight into the ASGI app, N and 16N requests "
         "(each --engines, each --languages), then stop",
     )
-    parser.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    p.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     WARMUP[0] = args.warmup
     if args.in_process:
         in_process(

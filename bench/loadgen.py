@@ -10,6 +10,7 @@ process so that its CPU is not counted as the measured server's.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -150,15 +151,28 @@ async def open_upstream_process(delay_ms: int) -> AsyncIterator[str]:
         await process.wait()
 
 
-def main() -> None:
-    mode, *args = sys.argv[1:]
-    if mode == "get":
-        url, n = args
-        print(json.dumps(trio.run(get_all, url, int(n))))
-    elif mode == "upstream":
-        asyncio.run(upstream(int(args[0])))
+def parser() -> argparse.ArgumentParser:
+    """The command line: ``get URL N`` or ``upstream MS``."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.loadgen",
+        description=__doc__.split("\n")[0] if __doc__ else None,
+    )
+    modes = p.add_subparsers(dest="mode", required=True)
+    get = modes.add_parser("get", help="N connections at once, one GET each; JSON out")
+    get.add_argument("url")
+    get.add_argument("n", type=int)
+    upstream = modes.add_parser("upstream", help="answer requests after MS ms; prints its port")
+    upstream.add_argument("ms", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the mode the arguments name."""
+    args = parser().parse_args(argv)
+    if args.mode == "get":
+        print(json.dumps(trio.run(get_all, args.url, args.n)))
     else:
-        sys.exit(__doc__)
+        asyncio.run(upstream(args.ms))
 
 
 if __name__ == "__main__":
