@@ -876,6 +876,52 @@ async def test_a_closed_instance_with_blocking_imports_is_freed(run_wasm: bytes)
     assert gone() is None
 
 
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_closed_instance_frees_its_store_without_another_call(
+    run_wasm: bytes, backend: str
+) -> None:
+    """A closed instance's store goes with it, not at the next call of some other
+    instance: its parked fiber (which holds the store) is deleted from the event loop,
+    between task steps, where no guest code runs (``serve --instances per-request``
+    closes one instance per request)."""
+    import anyio
+
+    component = read_component(run_wasm)
+    stores: list[weakref.ref[Any]] = []
+
+    async def main() -> None:
+        for _ in range(3):
+            inst = OwnEngineInstance(component, Host().resolve, use_cache=False)
+            assert await inst.func(API, "add").call(1, 2) == 3  # parks the store's fiber
+            assert inst.fibers._server is not None
+            stores.append(weakref.ref(inst.store))
+            inst.close()
+            del inst
+            await anyio.wait_all_tasks_blocked()  # the event loop's callbacks have run
+            gc.collect()
+            assert stores[-1]() is None
+
+    anyio.run(main, backend=backend)
+    assert [store() for store in stores] == [None] * 3
+
+
+def test_an_instance_closed_outside_an_event_loop_frees_its_store(run_wasm: bytes) -> None:
+    import anyio
+
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+
+    async def call(inst: OwnEngineInstance) -> None:
+        assert await inst.func(API, "add").call(1, 2) == 3  # parks the store's fiber
+
+    anyio.run(call, inst)
+    assert inst.fibers._server is not None
+    store = weakref.ref(inst.store)
+    inst.close()  # no event loop, no call running: at once
+    del inst
+    gc.collect()
+    assert store() is None
+
+
 START = """
 (component
   (import "note" (func $note (param "n" u32)))

@@ -52,6 +52,7 @@ from types import GeneratorType
 from typing import Any
 
 import anyio
+import sniffio
 import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime._extern import wrap_extern
@@ -622,6 +623,7 @@ class FiberStore:
         self.release_host_funcs()
         if self._server is not None and self._server.parked:
             self._server.close(now=False)  # (maybe called from guest code: see _DEFERRED)
+            _drop_deferred_soon()  # and so its store, which it keeps
 
     def stop_server(self) -> None:
         """End the store's parked fiber, if it has one, so that the store may be used
@@ -1222,6 +1224,28 @@ def _drop_deferred() -> None:
 
 
 atexit.register(_drop_deferred)  # after the finalizers of the stores still alive
+
+
+def _drop_deferred_soon() -> None:
+    """Delete the futures done with as soon as no guest code can be running: from the
+    event loop, between two task steps (a callback of its own; a call's guest code runs
+    inside one task's step), or at once outside any event loop if no call of ours is
+    running (the stock engine's calls all run from an event loop). Otherwise the next
+    call's start deletes them, as before."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        if _current is None and not _core.sync_depth():
+            _drop_deferred()
+        return
+    if library == "trio":
+        import trio
+
+        trio.lowlevel.current_trio_token().run_sync_soon(_drop_deferred)
+    elif library == "asyncio":
+        import asyncio
+
+        asyncio.get_running_loop().call_soon(_drop_deferred)
 
 
 _NO_VALUES = (ffi.wasmtime_val_t * 1)()
