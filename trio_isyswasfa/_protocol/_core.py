@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import GuestProtocolError, GuestTrap, HostProtocolError, InternalError
+from .._records import record
 from ._events import (
     InCancel,
     InCancelComplete,
@@ -53,7 +54,7 @@ class TaskState(enum.Enum):
     DONE = "done"  # fetched, or cancelled and confirmed
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Deliver:
     """Append ``event`` to the input of poll function ``poll``."""
 
@@ -61,14 +62,14 @@ class Deliver:
     event: PollInput
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CancelHostWork:
     """Cancel the host's work for task ``rep``; report back with ``host_work_finished``."""
 
     rep: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class WakeHostCaller:
     """The host's own call on task ``rep`` is ready or cancelled: wake its waiter."""
 
@@ -78,7 +79,7 @@ class WakeHostCaller:
 Action = Deliver | CancelHostWork | WakeHostCaller
 
 
-@dataclass(slots=True)
+@record
 class Task:
     """One async operation, named by the handles that share its ``rep``."""
 

@@ -9,11 +9,12 @@ for them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
+from .._records import record
 
-@dataclass(frozen=True, slots=True)
+
+@record(frozen=True)
 class InListening:
     """To the caller: your await ``state`` is pending; ``cancel`` (a new handle) cancels it."""
 
@@ -28,7 +29,7 @@ class InListening:
         return self
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class InReady:
     """To the caller: your await ``state`` finished; ``ready`` (a new handle) fetches it."""
 
@@ -43,7 +44,7 @@ class InReady:
         return self
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class InCancel:
     """To the callee: cancel your call ``state``; confirm with ``cancel-complete(cancel)``."""
 
@@ -58,7 +59,7 @@ class InCancel:
         return self
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class InCancelComplete:
     """To the caller: the cancellation of your await ``state`` is complete."""
 
@@ -75,7 +76,7 @@ class InCancelComplete:
 PollInput = InListening | InReady | InCancel | InCancelComplete
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OutReady:
     """From the callee: its call ``state`` finished; ``ready`` is the make-task handle."""
 
@@ -83,7 +84,7 @@ class OutReady:
     ready: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OutListen:
     """From the caller: it awaits ``pending`` under its own cookie ``state``."""
 
@@ -91,7 +92,7 @@ class OutListen:
     pending: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OutPending:
     """From the callee: its call ``state`` went pending; ``cancel`` is the make-task handle."""
 
@@ -99,14 +100,14 @@ class OutPending:
     cancel: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OutCancel:
     """From the caller: cancel the operation behind ``cancel`` (from ``listening``)."""
 
     cancel: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OutCancelComplete:
     """From the callee: the call cancelled through ``cancel`` has finished tearing down."""
 

@@ -13,8 +13,9 @@ and exports carry, and one class per kind of definition.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from .._records import record
 from ._types import FuncType, ResourceType, ValType
 
 
@@ -42,7 +43,7 @@ class Sort(enum.Enum):
 # -- core types -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CoreFuncType:
     """A core function type; value types by their text names (``i32``, ``funcref``…)."""
 
@@ -50,7 +51,7 @@ class CoreFuncType:
     results: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CoreExtern:
     """What a core import or export declares: ``kind`` is ``func``, ``table``,
     ``memory``, ``global`` or ``tag``; ``type`` is the function type of a func or tag,
@@ -60,7 +61,7 @@ class CoreExtern:
     type: CoreFuncType | str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CoreModuleType:
     """A core module type declared in a component: imports ``(module, name, extern)``
     and exports ``(name, extern)``."""
@@ -75,7 +76,7 @@ CoreType = CoreFuncType | CoreModuleType
 # -- component-level types and items ----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class InstanceType:
     """A component instance's type: its exports by name, in order.
 
@@ -94,7 +95,7 @@ class InstanceType:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ComponentType:
     """A component's type: imports and exports by name, in order.
 
@@ -111,21 +112,21 @@ DefType = ValType | FuncType | ResourceType | InstanceType | ComponentType
 """What an entry of a component's type index space is."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class TypeItem:
     """An imported or exported type (``(type (eq i))`` or a fresh ``(sub resource)``)."""
 
     type: DefType
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ValueItem:
     """An imported or exported value (🪙 value definitions)."""
 
     type: ValType
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CoreModuleItem:
     """A core module as an item; ``type`` is ``None`` for a module the binary defines
     (its imports and exports are in its own bytes, which the reader does not parse)."""
@@ -149,7 +150,7 @@ class StringEncoding(enum.Enum):
     LATIN1_UTF16 = "latin1+utf16"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CanonOptions:
     """Canonical ABI options; indices are core funcs (``realloc``, ``post_return``,
     ``callback``) and a core memory."""
@@ -167,7 +168,7 @@ class CanonOptions:
 # and a frozen dataclass takes four times as long to make. Treat them as read-only.
 
 
-@dataclass(slots=True)
+@record
 class CoreModule:
     """A core module (section 1): ``data`` is a view into the input, not a copy."""
 
@@ -175,7 +176,7 @@ class CoreModule:
     data: memoryview
 
 
-@dataclass(slots=True)
+@record
 class CoreInstantiate:
     """``(core instance (instantiate module (with name (instance i))…))``."""
 
@@ -184,7 +185,7 @@ class CoreInstantiate:
     args: tuple[tuple[str, int], ...]
 
 
-@dataclass(slots=True)
+@record
 class CoreInlineInstance:
     """A core instance made of exports ``(name, sort, index)``."""
 
@@ -192,7 +193,7 @@ class CoreInlineInstance:
     exports: tuple[tuple[str, Sort, int], ...]
 
 
-@dataclass(slots=True)
+@record
 class Instantiate:
     """``(instance (instantiate component (with name (sort i))…))``; ``type`` is the
     instance's type (the component's exports with the arguments' types put in).
@@ -209,7 +210,7 @@ class Instantiate:
     resources: dict[ResourceType, ResourceType] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@record
 class InlineInstance:
     """An instance made of exports ``(name, sort, index)``."""
 
@@ -218,7 +219,7 @@ class InlineInstance:
     type: InstanceType
 
 
-@dataclass(slots=True)
+@record
 class AliasExport:
     """``(alias export instance name (sort))``, of a component or (``core``) a core instance."""
 
@@ -229,7 +230,7 @@ class AliasExport:
     core: bool
 
 
-@dataclass(slots=True)
+@record
 class AliasOuter:
     """``(alias outer count index (sort))``; ``target`` is the enclosing definition."""
 
@@ -240,7 +241,7 @@ class AliasOuter:
     target: Definition | DefType | CoreType
 
 
-@dataclass(slots=True)
+@record
 class TypeDef:
     """An entry of the type section (resolved)."""
 
@@ -248,7 +249,7 @@ class TypeDef:
     type: DefType
 
 
-@dataclass(slots=True)
+@record
 class CoreTypeDef:
     """An entry of the core type section."""
 
@@ -256,7 +257,7 @@ class CoreTypeDef:
     type: CoreType
 
 
-@dataclass(slots=True)
+@record
 class ResourceDef:
     """A resource type this component defines: ``(resource (rep i32) (dtor f)?)``."""
 
@@ -266,7 +267,7 @@ class ResourceDef:
     dtor: int | None
 
 
-@dataclass(slots=True)
+@record
 class CanonLift:
     """``(canon lift (core func f) opts (type t))``: a component function."""
 
@@ -277,7 +278,7 @@ class CanonLift:
     type: FuncType
 
 
-@dataclass(slots=True)
+@record
 class CanonLower:
     """``(canon lower (func f) opts)``: a core function calling component function ``f``."""
 
@@ -287,7 +288,7 @@ class CanonLower:
     type: FuncType
 
 
-@dataclass(slots=True)
+@record
 class CanonResource:
     """``(canon resource.new|drop|rep t)``; ``op`` is ``new``, ``drop`` or ``rep``."""
 
@@ -297,7 +298,7 @@ class CanonResource:
     resource: ResourceType
 
 
-@dataclass(slots=True)
+@record
 class CanonBuiltin:
     """One of the component model's async (and threading) built-ins, by its canonical
     name (``task.return``, ``waitable-set.wait``, ``stream.read``…).
@@ -317,7 +318,7 @@ class CanonBuiltin:
     immediates: tuple[int | str, ...] = ()
 
 
-@dataclass(slots=True)
+@record
 class Import:
     """``(import name desc)``."""
 
@@ -327,7 +328,7 @@ class Import:
     item: Item
 
 
-@dataclass(slots=True)
+@record
 class Export:
     """``(export name (sort index) desc?)``; ``item`` is the ascribed type if given,
     else the exported definition's own."""
@@ -339,7 +340,7 @@ class Export:
     item: Item
 
 
-@dataclass(slots=True)
+@record
 class Start:
     """``(start f (value arg)* (result (value))*)`` (🪙)."""
 
@@ -349,7 +350,7 @@ class Start:
     results: int
 
 
-@dataclass(slots=True)
+@record
 class Value:
     """A value definition (🪙): its type and encoded bytes (a view into the input)."""
 
@@ -358,7 +359,7 @@ class Value:
     data: memoryview
 
 
-@dataclass(slots=True)
+@record
 class CustomSection:
     """A custom section: its name and payload (a view into the input)."""
 
@@ -367,7 +368,7 @@ class CustomSection:
     data: memoryview
 
 
-@dataclass(eq=False, slots=True, weakref_slot=True)
+@record(eq=False, weakref_slot=True)
 class ComponentDef:
     """A component as read: definitions in binary order, index spaces, imports, exports.
 

@@ -10,7 +10,8 @@ each instantiation of a component defining one) makes a new type.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from .._records import record
 
 
 class Primitive(enum.Enum):
@@ -32,14 +33,14 @@ class Primitive(enum.Enum):
     ERROR_CONTEXT = "error-context"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class PrimType:
     """A primitive type (``u32``, ``string``…)."""
 
     kind: Primitive
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ListType:
     """``list<element>``; ``length`` is set for a fixed-length list (``list<T, N>``)."""
 
@@ -47,42 +48,42 @@ class ListType:
     length: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class RecordType:
     """``record { name: type, … }``, fields in declaration order."""
 
     fields: tuple[tuple[str, ValType], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class TupleType:
     """``tuple<…>``."""
 
     elements: tuple[ValType, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class VariantType:
     """``variant { case(payload), case, … }``; a case without payload has ``None``."""
 
     cases: tuple[tuple[str, ValType | None], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class EnumType:
     """``enum { a, b, … }``."""
 
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OptionType:
     """``option<inner>``."""
 
     inner: ValType
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ResultType:
     """``result<ok, err>``; either side may be absent (``None``)."""
 
@@ -90,14 +91,14 @@ class ResultType:
     err: ValType | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class FlagsType:
     """``flags { a, b, … }``."""
 
     names: tuple[str, ...]
 
 
-@dataclass(eq=False, slots=True)
+@record(eq=False)
 class ResourceType:
     """A resource type; compared by identity (resource types are generative).
 
@@ -110,28 +111,28 @@ class ResourceType:
     host_kind: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class OwnType:
     """``own<resource>`` (a plain resource name in WIT)."""
 
     resource: ResourceType
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class BorrowType:
     """``borrow<resource>``."""
 
     resource: ResourceType
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class StreamType:
     """``stream<element>`` (WASI 0.3); ``element`` is ``None`` for a unit stream."""
 
     element: ValType | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class FutureType:
     """``future<value>`` (WASI 0.3); ``value`` is ``None`` for a unit future."""
 
@@ -155,7 +156,7 @@ ValType = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class FuncType:
     """A component function type: named parameters, at most one result.
 
