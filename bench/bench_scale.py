@@ -376,10 +376,11 @@ def _component_of(row: str) -> Path:
 
 
 def _run_child(row: str, n: int, tree: Path = ROOT, trace: bool = False) -> dict[str, Any]:
-    # this bench (the same scaffolding, the same accounting) on ``tree``'s package
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # this bench (the same scaffolding, the same accounting) on ``tree``'s package: run
+    # as this checkout's module (it imports its siblings), ``tree`` first on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--one", row, str(n)]
+        [sys.executable, "-m", "bench.bench_scale", "--one", row, str(n)]
         + (["--trace"] if trace else []),
         cwd=tree,
         env=env,

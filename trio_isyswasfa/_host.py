@@ -393,9 +393,9 @@ class Instance:
 
     def _ready_state(self, rep: int) -> int:
         task = self._sched.core.task(rep)
-        if task.callee is None:
+        if task.callee_poll is None:
             raise GuestProtocolError("ready.state on a handle that names no guest call")
-        return task.callee[1]
+        return task.callee_state
 
     def _async_import(
         self, label: str, impl: ImportImpl, *, builtin: bool = False

@@ -10,8 +10,8 @@ Who is who:
 * a *host task* is an async import implemented by the host, or a wait on a pollable;
 * a *guest task* is an exported async call of some guest that went pending
   (created by ``make-task``);
-* its *caller* is a guest awaiting it (``listener``: poll index and listen-state), or
-  the host itself (``host_caller``), or nobody yet.
+* its *caller* is a guest awaiting it (``listen_poll``: poll index, and its
+  ``listen_state``), or the host itself (the ``HOST_CALLER`` flag), or nobody yet.
 """
 
 from __future__ import annotations
@@ -79,24 +79,42 @@ class WakeHostCaller:
 Action = Deliver | CancelHostWork | WakeHostCaller
 
 
+# Task.flags: what a task's handles are doing, one bit each (one slot, not six: a
+# pending export call holds two tasks, and 10,000 pending calls hold 20,000)
+GUEST = 1  # a guest task (make-task); without it, a host task
+HOST_CALLER = 2  # the host awaits this guest task
+HELD_CANCEL = 4  # the scheduler holds the callee's cancel handle
+HELD_READY = 8  # the scheduler holds the callee's ready handle
+HELD_PENDING = 16  # the host caller holds the pending handle
+CANCEL_REQUESTED = 32
+CANCELLED = 64  # finished through cancellation
+
+
 @record
 class Task:
-    """One async operation, named by the handles that share its ``rep``."""
+    """One async operation, named by the handles that share its ``rep``.
+
+    Its caller, if a guest, is ``listen_poll`` (poll index, None while it has none)
+    with ``listen_state``; a guest task's callee is ``callee_poll`` (None until its
+    ``pending`` arrives) with ``callee_state``. Each pair is two slots rather than a
+    tuple: a tuple is 56 bytes more per task.
+    """
 
     rep: int
-    kind: TaskKind
+    flags: int
     state: TaskState = TaskState.PENDING
     refs: int = 0
-    listener: tuple[int, int] | None = None  # (poll index, listen-state) of a guest caller
-    host_caller: bool = False
-    callee: tuple[int, int] | None = None  # (poll index, future-state) of a guest task
-    held_cancel: bool = False  # the scheduler holds the callee's cancel handle
-    held_ready: bool = False  # the scheduler holds the callee's ready handle
-    held_pending: bool = False  # the host caller holds the pending handle
-    cancel_requested: bool = False
-    cancelled: bool = False  # finished through cancellation
+    listen_poll: int | None = None
+    listen_state: int = 0
+    callee_poll: int | None = None
+    callee_state: int = 0
     value: Any = None  # a host task's result, until fetched
     label: str = ""  # what the task is, for statistics and errors
+
+    @property
+    def kind(self) -> TaskKind:
+        """Who runs the operation."""
+        return TaskKind.GUEST if self.flags & GUEST else TaskKind.HOST
 
 
 @dataclass
@@ -121,7 +139,7 @@ class ProtocolCore:
         self._max_tasks = max_tasks
 
     # -- bookkeeping ---------------------------------------------------------------
-    def _new(self, kind: TaskKind, refs: int, label: str) -> Task:
+    def _new(self, flags: int, refs: int, label: str) -> Task:
         if self._max_tasks is not None and len(self._tasks) >= self._max_tasks:
             raise GuestTrap(
                 f"the guest has {self._max_tasks} isyswasfa tasks (async calls, pollable"
@@ -131,7 +149,7 @@ class ProtocolCore:
         while rep in self._tasks:
             rep = rep + 1 if rep < 0xFFFF_FFFF else 1
         self._next_rep = rep + 1 if rep < 0xFFFF_FFFF else 1
-        task = Task(rep=rep, kind=kind, refs=refs, label=label)
+        task = Task(rep, flags, refs=refs, label=label)
         self._tasks[rep] = task
         return task
 
@@ -153,7 +171,7 @@ class ProtocolCore:
         if task.refs > 0:
             return []
         del self._tasks[task.rep]
-        if task.kind is TaskKind.HOST and task.state is TaskState.PENDING:
+        if not task.flags & GUEST and task.state is TaskState.PENDING:
             # every handle is gone: nobody can ever fetch the result
             task.state = TaskState.CANCELLING
             return [CancelHostWork(task.rep)]
@@ -187,7 +205,7 @@ class ProtocolCore:
     # -- host tasks (async imports, pollable waits) -----------------------------------
     def new_host_task(self, label: str = "") -> int:
         """Start a host task; its ``pending`` handle (one ref) goes to the calling guest."""
-        return self._new(TaskKind.HOST, 1, label).rep
+        return self._new(0, 1, label).rep
 
     def host_work_finished(self, rep: int, value: Any, *, cancelled: bool = False) -> list[Action]:
         """The host's work for ``rep`` ended with ``value`` (or by cancellation)."""
@@ -196,21 +214,19 @@ class ProtocolCore:
             return []  # nobody holds a handle any more
         if task.state is TaskState.CANCELLING:
             task.state = TaskState.DONE
-            task.cancelled = True
-            if task.listener is not None and task.held_cancel:
-                task.held_cancel = False
-                poll, state = task.listener
+            task.flags |= CANCELLED
+            if task.listen_poll is not None and task.flags & HELD_CANCEL:
+                task.flags &= ~HELD_CANCEL
                 actions = self._release(task)
-                return [*actions, Deliver(poll, InCancelComplete(state))]
+                return [*actions, Deliver(task.listen_poll, InCancelComplete(task.listen_state))]
             return []
         if cancelled:
             raise InternalError(f"host task {rep} was cancelled without a request")
         task.state = TaskState.READY
         task.value = value
-        if task.listener is not None:
-            poll, state = task.listener
+        if task.listen_poll is not None:
             task.refs += 1
-            return [Deliver(poll, InReady(state, rep))]
+            return [Deliver(task.listen_poll, InReady(task.listen_state, rep))]
         return []
 
     def take_host_value(self, rep: int) -> Any:
@@ -220,7 +236,7 @@ class ProtocolCore:
         already counted it as held and this releases it.
         """
         task = self.task(rep)
-        if task.kind is not TaskKind.HOST or task.state is not TaskState.READY:
+        if task.flags & GUEST or task.state is not TaskState.READY:
             raise GuestProtocolError(
                 f"ready handle for a task that has no result ({task.state.value})"
             )
@@ -232,36 +248,34 @@ class ProtocolCore:
     # -- guest tasks -----------------------------------------------------------------
     def make_task(self) -> int:
         """``make-task``: a guest task with three handles (pending, cancel, ready)."""
-        return self._new(TaskKind.GUEST, 3, "guest").rep
+        return self._new(GUEST, 3, "guest").rep
 
     def host_calls(self, rep: int) -> None:
         """The host's call of an export returned ``pending`` handle ``rep``; the host awaits it."""
         task = self.task(rep)
-        if task.kind is not TaskKind.GUEST or task.host_caller or task.listener is not None:
+        if task.flags & (GUEST | HOST_CALLER) != GUEST or task.listen_poll is not None:
             raise GuestProtocolError("export returned a pending handle it does not own fresh")
-        task.host_caller = True
-        task.held_pending = True
+        task.flags |= HOST_CALLER | HELD_PENDING
 
     def cancel_host_call(self, rep: int) -> list[Action]:
         """The host's caller was cancelled: ask the callee to cancel."""
         task = self.task(rep)
-        if not task.host_caller:
+        if not task.flags & HOST_CALLER:
             raise HostProtocolError("cancel of a call the host does not await")
         if task.state in (TaskState.CANCELLING, TaskState.DONE):
             return []
-        task.cancel_requested = True
+        task.flags |= CANCEL_REQUESTED
         return self._forward_cancel(task)
 
     def _forward_cancel(self, task: Task) -> list[Action]:
-        if task.callee is None or not task.held_cancel:
+        if task.callee_poll is None or not task.flags & HELD_CANCEL:
             return []  # sent when the callee's `pending` arrives
-        if task.held_ready:  # finished but not fetched: the callee discards the value
-            task.held_ready = False
+        if task.flags & HELD_READY:  # finished but not fetched: the callee discards the value
+            task.flags &= ~HELD_READY
             self._release(task)
         task.state = TaskState.CANCELLING
-        task.held_cancel = False
-        poll, state = task.callee
-        return [Deliver(poll, InCancel(state, task.rep))]
+        task.flags &= ~HELD_CANCEL
+        return [Deliver(task.callee_poll, InCancel(task.callee_state, task.rep))]
 
     def host_call_outcome(self, rep: int) -> TaskState:
         """READY (fetch it with :meth:`take_host_call_ready`), DONE (cancelled) or PENDING."""
@@ -274,9 +288,9 @@ class ProtocolCore:
         ``pending`` and the callee's ``cancel`` handles are released here.
         """
         task = self.task(rep)
-        if task.state is not TaskState.READY or not task.held_ready:
+        if task.state is not TaskState.READY or not task.flags & HELD_READY:
             raise InternalError("host call has no ready handle to fetch")
-        task.held_ready = False  # moves to the callee with the -result call
+        task.flags &= ~HELD_READY  # moves to the callee with the -result call
         task.state = TaskState.DONE
         self._release_host_caller_handles(task)
 
@@ -287,8 +301,8 @@ class ProtocolCore:
             self._release_host_caller_handles(task)
 
     def _release_host_caller_handles(self, task: Task) -> None:
-        n = int(task.held_pending) + int(task.held_cancel)
-        task.held_pending = task.held_cancel = False
+        n = bool(task.flags & HELD_PENDING) + bool(task.flags & HELD_CANCEL)
+        task.flags &= ~(HELD_PENDING | HELD_CANCEL)
         if n:
             self._release(task, n)
 
@@ -306,58 +320,57 @@ class ProtocolCore:
 
     def _out_pending(self, poll: int, out: OutPending) -> list[Action]:
         task = self.task(out.cancel)
-        if task.kind is not TaskKind.GUEST or task.callee is not None:
+        if not task.flags & GUEST or task.callee_poll is not None:
             raise GuestProtocolError("`pending` for a handle that is not a fresh make-task handle")
-        task.callee = (poll, out.state)
-        task.held_cancel = True
-        if task.cancel_requested:
+        task.callee_poll = poll
+        task.callee_state = out.state
+        task.flags |= HELD_CANCEL
+        if task.flags & CANCEL_REQUESTED:
             return self._forward_cancel(task)
-        if task.listener is not None:
+        if task.listen_poll is not None:
             return self._send_listening(task)
         return []
 
     def _send_listening(self, task: Task) -> list[Action]:
-        assert task.listener is not None
-        poll, state = task.listener
-        if task.kind is TaskKind.GUEST:
-            task.held_cancel = False  # the callee's cancel handle moves to the caller
+        assert task.listen_poll is not None
+        if task.flags & GUEST:
+            task.flags &= ~HELD_CANCEL  # the callee's cancel handle moves to the caller
         else:
             task.refs += 1  # a fresh cancel handle
-        return [Deliver(poll, InListening(state, task.rep))]
+        return [Deliver(task.listen_poll, InListening(task.listen_state, task.rep))]
 
     def _out_ready(self, poll: int, out: OutReady) -> list[Action]:
         task = self.task(out.ready)
-        if task.kind is not TaskKind.GUEST or task.callee != (poll, out.state):
+        if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != out.state:
             raise GuestProtocolError(
                 f"`ready` names state {out.state}, which is no pending call of this guest"
             )
         if task.state is not TaskState.PENDING:
             raise GuestProtocolError(f"`ready` for a call that is {task.state.value}")
         task.state = TaskState.READY
-        task.held_ready = True
-        if task.listener is not None:
-            lpoll, lstate = task.listener
-            task.held_ready = False
-            return [Deliver(lpoll, InReady(lstate, task.rep))]
-        if task.host_caller:
+        if task.listen_poll is not None:  # the ready handle moves on to the caller
+            return [Deliver(task.listen_poll, InReady(task.listen_state, task.rep))]
+        task.flags |= HELD_READY
+        if task.flags & HOST_CALLER:
             return [WakeHostCaller(task.rep)]
         return []
 
     def _out_listen(self, poll: int, out: OutListen) -> list[Action]:
         task = self.task(out.pending)
-        if task.listener is not None or task.host_caller:
+        if task.listen_poll is not None or task.flags & HOST_CALLER:
             raise GuestProtocolError("`listen` on an operation that already has a caller")
         if task.state in (TaskState.CANCELLING, TaskState.DONE):
             raise GuestProtocolError(f"`listen` on an operation that is {task.state.value}")
-        task.listener = (poll, out.state)
+        task.listen_poll = poll
+        task.listen_state = out.state
         actions: list[Action] = []
         if task.state is TaskState.READY:
-            if task.kind is TaskKind.HOST:
-                task.refs += 1  # a fresh ready handle
+            if task.flags & GUEST:
+                task.flags &= ~HELD_READY  # the callee's ready handle moves on
             else:
-                task.held_ready = False  # the callee's ready handle moves on
+                task.refs += 1  # a fresh ready handle
             actions.append(Deliver(poll, InReady(out.state, task.rep)))
-        elif task.kind is TaskKind.HOST or task.held_cancel:
+        elif not task.flags & GUEST or task.flags & HELD_CANCEL:
             actions.extend(self._send_listening(task))
         # else `listening` follows the callee's `pending`
         # the scheduler does not keep the pending handle (released last: it may be the
@@ -366,39 +379,37 @@ class ProtocolCore:
 
     def _out_cancel(self, poll: int, out: OutCancel) -> list[Action]:
         task = self.task(out.cancel)
-        if task.listener is None or task.listener[0] != poll:
+        if task.listen_poll != poll:
             raise GuestProtocolError("`cancel` of an operation this guest does not await")
         if task.state is TaskState.CANCELLING:
             raise GuestProtocolError("`cancel` sent twice for one operation")
-        lpoll, lstate = task.listener
-        if task.kind is TaskKind.HOST:
+        if not task.flags & GUEST:
             if task.state is TaskState.PENDING:
                 task.state = TaskState.CANCELLING
-                task.held_cancel = True
+                task.flags |= HELD_CANCEL
                 return [CancelHostWork(task.rep)]
             # already finished: nothing to stop. A `ready` handle may be in flight to
             # the caller, which will still fetch (and discard) the value through it.
             actions = self._release(task)
-            return [*actions, Deliver(lpoll, InCancelComplete(lstate))]
+            return [*actions, Deliver(poll, InCancelComplete(task.listen_state))]
         # a guest task: the callee tears it down and confirms
-        if task.callee is None:
+        if task.callee_poll is None:
             raise InternalError("caller holds a cancel handle of a call with no callee")
-        task.held_cancel = True
+        task.flags |= HELD_CANCEL
         return self._forward_cancel(task)
 
     def _out_cancel_complete(self, poll: int, out: OutCancelComplete) -> list[Action]:
         task = self.task(out.cancel)
-        if task.kind is not TaskKind.GUEST or task.callee is None or task.callee[0] != poll:
+        if not task.flags & GUEST or task.callee_poll != poll:
             raise GuestProtocolError("`cancel-complete` for a call this guest does not run")
         if task.state is not TaskState.CANCELLING:
             raise GuestProtocolError(f"`cancel-complete` for a call that is {task.state.value}")
         task.state = TaskState.DONE
-        task.cancelled = True
+        task.flags |= CANCELLED
         actions = self._release(task)  # the cancel handle came back to us
-        if task.listener is not None:
-            lpoll, lstate = task.listener
-            return [*actions, Deliver(lpoll, InCancelComplete(lstate))]
-        if task.host_caller:
+        if task.listen_poll is not None:
+            return [*actions, Deliver(task.listen_poll, InCancelComplete(task.listen_state))]
+        if task.flags & HOST_CALLER:
             return [*actions, WakeHostCaller(task.rep)]
         return actions
 
