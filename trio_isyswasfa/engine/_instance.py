@@ -309,7 +309,17 @@ class _Scratch:
     (:meth:`_Run.finish`): the pool's made functions, the instances.
     """
 
-    __slots__ = ("_fetches", "_lock", "instance_addr", "instances", "plan", "pool", "pool_addr")
+    __slots__ = (
+        "_fetches",
+        "_instance_args",
+        "_lock",
+        "_sizes",
+        "instance_addr",
+        "instances",
+        "plan",
+        "pool",
+        "pool_addr",
+    )
 
     def __init__(self, plan: InstancePlan) -> None:
         self.plan = plan
@@ -320,6 +330,8 @@ class _Scratch:
         base = ctypes.addressof(self.instances)
         self.instance_addr = [base + i * _INSTANCE_SIZE for i in range(plan.instances)]
         self._fetches: dict[int, list[tuple[Any, ...]]] = {}
+        self._instance_args = [c_void_p(a) for a in self.instance_addr]
+        self._sizes: dict[int, c_size_t] = {}
 
     @staticmethod
     def take(plan: InstancePlan) -> _Scratch:
@@ -346,15 +358,17 @@ class _Scratch:
 
     def fetches(self, step: CoreStep) -> list[tuple[Any, ...]]:
         """The arguments of ``step``'s fetches but the context: the instance, the name,
-        its length, the pool slot (made on the step's first replay)."""
+        its length, the pool slot (made on the step's first replay; the instances and
+        lengths shared, each a ctypes object once)."""
         found = self._fetches.get(step.instance)
         if found is None:
-            addrs, pool_addr = self.instance_addr, self.pool_addr
+            pool_addr = self.pool_addr
+            instances, sizes = self._instance_args, self._sizes
             found = self._fetches[step.instance] = [
                 (
-                    c_void_p(addrs[instance]),
+                    instances[instance],
                     name,
-                    c_size_t(size),
+                    sizes.setdefault(size, c_size_t(size)),
                     c_void_p(pool_addr + slot * EXTERN_SIZE),
                 )
                 for slot, instance, name, size in step.fetch
