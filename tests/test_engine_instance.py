@@ -3,6 +3,7 @@ its core instance and alias definitions, and the core function behind a lift cal
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,13 @@ import trio_isyswasfa
 from trio_isyswasfa import LinkError
 from trio_isyswasfa import _engine as stock
 from trio_isyswasfa.engine import _types as t
-from trio_isyswasfa.engine._instance import CoreInstances, ImportedFunc, LiftedFunc, compile_modules
+from trio_isyswasfa.engine._instance import (
+    CoreInstances,
+    ImportedFunc,
+    LiftedFunc,
+    _Scratch,
+    compile_modules,
+)
 from trio_isyswasfa.engine._model import (
     CanonBuiltin,
     CanonLower,
@@ -128,6 +135,59 @@ def test_each_instantiation_is_its_own(tmp_path: Path) -> None:
     first.lifted("add").core(store, 1, 2)
     assert first.lifted("calls").core(store) == 1
     assert second.lifted("calls").core(store) == 0
+
+
+def _identity_trampoline(store: wasmtime.Store) -> Any:
+    return lambda d, ty, callee: wasmtime.Func(store, ty, lambda x: x)
+
+
+def _pool_bytes(instances: CoreInstances) -> bytes:
+    run = instances._run
+    return ctypes.string_at(run.pool_addr, ctypes.sizeof(run.pool))
+
+
+def test_an_instance_keeps_its_own_imports_after_the_next_opening(tmp_path: Path) -> None:
+    # openings reuse one scratch pool per component: what an instance made into it (its
+    # canon functions) is copied out when its opening ends, so the next opening, in
+    # another store, overwrites none of it
+    component = wat_component(tmp_path, ADDER)
+    first_store, second_store = new_store(), new_store()
+    first = CoreInstances(component, first_store, trampoline=_identity_trampoline(first_store))
+    kept = _pool_bytes(first)
+    assert kept.strip(b"\0")  # the lowered import and the memory are in it
+    second = CoreInstances(component, second_store, trampoline=_identity_trampoline(second_store))
+    assert _pool_bytes(second) != kept  # the same slots, another store's items
+    assert _pool_bytes(first) == kept
+    assert first.lifted("add").core(first_store, 1, 2) == 3
+    assert second.lifted("add").core(second_store, 3, 4) == 7
+
+
+def test_an_opening_while_another_holds_the_scratch_uses_its_own(tmp_path: Path) -> None:
+    # a second opening during the first (a start function opening an instance of the
+    # same component, another thread) must not write into the pool the first is filling
+    component = wat_component(tmp_path, ADDER)
+    store = new_store()
+    CoreInstances(component, store, trampoline=_identity_trampoline(store))
+    plan = component.engine_cache["plan"]
+    held = _Scratch.take(plan)
+    try:
+        size = ctypes.sizeof(held.pool)
+        ctypes.memset(held.pool_addr, 0xAB, size)
+        other = new_store()
+        inner = CoreInstances(component, other, trampoline=_identity_trampoline(other))
+        assert ctypes.string_at(held.pool_addr, size) == b"\xab" * size
+        assert inner.lifted("add").core(other, 2, 2) == 4
+    finally:
+        held.give_back()
+
+
+def test_a_failed_opening_gives_the_scratch_back(tmp_path: Path) -> None:
+    component = wat_component(tmp_path, ADDER)
+    with pytest.raises(LinkError, match="no trampoline"):
+        CoreInstances(component, new_store())  # fails halfway through its replay
+    scratch = component.engine_cache["plan"].scratch
+    assert isinstance(scratch, _Scratch)
+    assert not scratch.held
 
 
 def test_a_lowered_import_needs_a_trampoline(tmp_path: Path) -> None:

@@ -11,8 +11,11 @@ components come out whole.
 The walk over the definitions happens once per component (:mod:`._plan`); an instance
 replays the plan: for each core module, the imports it needs are fetched from earlier
 instances into one pool of ``wasmtime_extern_t`` (once per item, however many modules
-import it), cut out of the pool's bytes into the module's import array with one join,
-and the module is instantiated with ``wasmtime_instance_new`` directly. Index spaces
+import it), cut out of the pool's bytes into the module's import array with one join
+(or passed where they lie, when they lie side by side), and the module is instantiated
+with ``wasmtime_instance_new`` directly. The pool, and the arguments of every fetch's C
+call, are made once per plan and reused by each opening (:class:`_Scratch`): per
+instance, only the C calls remain. Index spaces
 are resolved when asked for (a componentize-py guest aliases ~1,500 core exports, of
 which an instance uses a few dozen).
 
@@ -41,11 +44,14 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from ctypes import c_bool, c_char_p, c_size_t, c_void_p
 from dataclasses import dataclass
+from functools import partial
+from itertools import starmap
 from typing import Any
 
 import wasmtime
@@ -258,7 +264,13 @@ _EXPORT_GET = ctypes.CFUNCTYPE(c_bool, c_void_p, c_void_p, c_char_p, c_size_t, c
 _INSTANCE_NEW = ctypes.CFUNCTYPE(
     c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_void_p
 )(("wasmtime_instance_new", ffi.dll))
+# the same, without argument types: ctypes converts nothing, so every argument is made
+# once per plan (``_Scratch``) as a ctypes object and passed as it is
+_EXPORT_GET_PREPARED = ffi.dll._FuncPtr(("wasmtime_instance_export_get", ffi.dll))
+_EXPORT_GET_PREPARED.restype = c_bool
 _EXTERNS = ffi.wasmtime_extern_t
+_INSTANCE = ffi.wasmtime_instance_t
+_INSTANCE_SIZE = ctypes.sizeof(_INSTANCE)
 _OF = _EXTERNS.of.offset  # where the item's union starts in a wasmtime_extern_t
 assert ffi.WASMTIME_EXTERN_FUNC.value == 0  # what a zeroed wasmtime_extern_t's kind is
 _ASYNC_ONLY = "`*_async` functions"  # what wasmtime says when a store admits only those
@@ -284,12 +296,93 @@ class InstantiationStatistics:
     """Whether the store made the instance take the async instantiation."""
 
 
+class _Scratch:
+    """The buffers one opening of a plan fills, and the arguments of its C calls made
+    ahead: kept with the plan, so that opening an instance makes no ctypes object per
+    import. The pool of ``wasmtime_extern_t`` and the ``wasmtime_instance_t`` of each
+    core instance stay at fixed addresses, so every ``wasmtime_instance_export_get``
+    of a step is a prepared tuple (only the store's context differs per opening).
+
+    One opening uses it at a time (:meth:`take`); an opening started while another
+    holds it (another thread, or a start function opening an instance of the same
+    component) makes a private one. An opening copies out what outlives it
+    (:meth:`_Run.finish`): the pool's made functions, the instances.
+    """
+
+    __slots__ = (
+        "_fetches",
+        "_instance_args",
+        "_lock",
+        "_sizes",
+        "instance_addr",
+        "instances",
+        "plan",
+        "pool",
+        "pool_addr",
+    )
+
+    def __init__(self, plan: InstancePlan) -> None:
+        self.plan = plan
+        self._lock = threading.Lock()
+        self.pool = (_EXTERNS * max(len(plan.pool), 1))()
+        self.pool_addr = ctypes.addressof(self.pool)
+        self.instances = (_INSTANCE * max(plan.instances, 1))()
+        base = ctypes.addressof(self.instances)
+        self.instance_addr = [base + i * _INSTANCE_SIZE for i in range(plan.instances)]
+        self._fetches: dict[int, list[tuple[Any, ...]]] = {}
+        self._instance_args = [c_void_p(a) for a in self.instance_addr]
+        self._sizes: dict[int, c_size_t] = {}
+
+    @staticmethod
+    def take(plan: InstancePlan) -> _Scratch:
+        """The plan's scratch, zeroed, held until :meth:`give_back` (a private one if
+        another opening holds it)."""
+        found = plan.scratch
+        if not isinstance(found, _Scratch):
+            found = plan.scratch = _Scratch(plan)
+        if not found._lock.acquire(blocking=False):
+            found = _Scratch(plan)
+            found._lock.acquire()
+        # a pool slot reads as "not made yet" until this opening fills it
+        ctypes.memset(found.pool_addr, 0, ctypes.sizeof(found.pool))
+        return found
+
+    def give_back(self) -> None:
+        """Let the next opening use it."""
+        self._lock.release()
+
+    @property
+    def held(self) -> bool:
+        """Whether an opening holds it now."""
+        return self._lock.locked()
+
+    def fetches(self, step: CoreStep) -> list[tuple[Any, ...]]:
+        """The arguments of ``step``'s fetches but the context: the instance, the name,
+        its length, the pool slot (made on the step's first replay; the instances and
+        lengths shared, each a ctypes object once)."""
+        found = self._fetches.get(step.instance)
+        if found is None:
+            pool_addr = self.pool_addr
+            instances, sizes = self._instance_args, self._sizes
+            found = self._fetches[step.instance] = [
+                (
+                    instances[instance],
+                    name,
+                    sizes.setdefault(size, c_size_t(size)),
+                    c_void_p(pool_addr + slot * EXTERN_SIZE),
+                )
+                for slot, instance, name, size in step.fetch
+            ]
+        return found
+
+
 class _Run:
     """One replay of a plan in one store: what the plan's references stand for there."""
 
     __slots__ = (
         "async_only",
         "ctx",
+        "ctx_arg",
         "externs",
         "fetch_seconds",
         "fetched",
@@ -302,6 +395,7 @@ class _Run:
         "pool_addr",
         "pool_view",
         "raw",
+        "scratch",
         "seconds",
         "store",
     )
@@ -310,8 +404,10 @@ class _Run:
         self.plan = plan
         self.store = store
         self.ctx = ctypes.cast(store._context(), c_void_p).value
-        self.pool = (_EXTERNS * max(len(plan.pool), 1))()
-        self.pool_addr = ctypes.addressof(self.pool)
+        self.ctx_arg = c_void_p(self.ctx)
+        self.scratch: _Scratch | None = _Scratch.take(plan)
+        self.pool: Any = self.scratch.pool
+        self.pool_addr = self.scratch.pool_addr
         self.pool_view = memoryview(self.pool).cast("B")
         self.raw: list[Any] = [None] * plan.instances  # wasmtime_instance_t of each
         self.instance_addr: list[int] = [0] * plan.instances
@@ -323,6 +419,20 @@ class _Run:
         self.seconds = 0.0
         self.fetch_seconds = 0.0
         self.fetched = 0
+
+    def finish(self) -> None:
+        """The replay is over (done or failed): keep this instance's own copy of the
+        pool (its made functions are read later) and give the scratch back."""
+        scratch = self.scratch
+        if scratch is None:
+            return
+        self.scratch = None
+        try:
+            self.pool = type(scratch.pool).from_buffer_copy(scratch.pool)
+            self.pool_addr = ctypes.addressof(self.pool)
+            self.pool_view = memoryview(self.pool).cast("B")
+        finally:
+            scratch.give_back()
 
     def resolve(self, value: Any) -> Any:
         """The run-time value behind a plan's value."""
@@ -520,7 +630,6 @@ class CoreInstances:
             raise TypeError("a component instance is made from its component alone")
         self._run = run
         self._node = node
-        self._entered(node)
         self._pending: dict[int, _Pending] = {}
         run.objects[node.index] = self
         spaces = node.spaces
@@ -536,6 +645,21 @@ class CoreInstances:
         self.components: list[ComponentDef] = list(spaces[Sort.COMPONENT])
         self.exports: Mapping[str, Any] = _Resolved(node.exports, run)
         self.nested: list[CoreInstances] = []
+        if node.index:  # a nested instance: part of its outermost one's replay
+            self._entered(node)
+            self._replay(node)
+            return
+        try:
+            self._entered(node)
+            self._replay(node)
+        finally:
+            run.finish()  # this instance's copies kept, the plan's scratch given back
+
+    # -- the replay -----------------------------------------------------------------------
+
+    def _replay(self, node: NodePlan) -> None:
+        """Make ``node``'s core instances and nested component instances, in order."""
+        run = self._run
         for step in node.steps:
             if isinstance(step, CoreStep):
                 self._core_step(step)
@@ -544,8 +668,6 @@ class CoreInstances:
                 self.nested.append(self._nested(child.component, _NodeSlot(run, step.node)))
             else:
                 self._define(step.definition)
-
-    # -- the replay -----------------------------------------------------------------------
 
     def _entered(self, node: NodePlan) -> None:
         """Called with the instance's plan before anything of it is made (a subclass
@@ -578,29 +700,40 @@ class CoreInstances:
 
     def _core_step(self, step: CoreStep) -> None:
         run = self._run
-        ctx, pool_addr, addrs = run.ctx, run.pool_addr, run.instance_addr
+        scratch = run.scratch
+        assert scratch is not None
         start = time.perf_counter()
-        for slot, instance, raw_name, size in step.fetch:
-            if not _EXPORT_GET(
-                ctx, addrs[instance], raw_name, size, pool_addr + slot * EXTERN_SIZE
-            ):
-                raise InternalError(f"core instance {instance} lost its export {raw_name!r}")
+        if step.fetch and not all(
+            starmap(partial(_EXPORT_GET_PREPARED, run.ctx_arg), scratch.fetches(step))
+        ):
+            raise InternalError(
+                f"core module {step.module_index}: an earlier core instance lost an export"
+            )
         run.fetch_seconds += time.perf_counter() - start
         if step.make:
             self._make_canons(step)
         run.fetched += len(step.fetch) + len(step.make)
-        # the import array: the pool's runs of slots, joined (most of a module's imports
-        # are items it is the first to need, which lie side by side in the pool)
-        imports = b"".join(map(run.pool_view.__getitem__, _runs(run.plan, step)))
+        # the import array: the pool's runs of slots (most of a module's imports are
+        # items it is the first to need, which lie side by side in the pool): one run is
+        # passed where it lies, more are joined
+        runs = _runs(run.plan, step)
+        imports: bytes | int | None
+        if len(runs) == 1:
+            imports = run.pool_addr + runs[0].start
+        else:
+            imports = b"".join(map(run.pool_view.__getitem__, runs)) or None
+        out = scratch.instance_addr[step.instance]
         start = time.perf_counter()
         try:
             if step.has_start or run.async_only:
-                raw = self._instantiate_async(step, imports)
+                self._instantiate_async(step, imports, out)
             else:
-                raw = self._instantiate(step, imports)
+                self._instantiate(step, imports, out)
         finally:
             run.seconds += time.perf_counter() - start
-        run.raw[step.instance] = raw
+        raw = run.raw[step.instance] = _INSTANCE.from_buffer_copy(
+            scratch.instances, step.instance * _INSTANCE_SIZE
+        )
         run.instance_addr[step.instance] = ctypes.addressof(raw)
 
     def _make_canons(self, step: CoreStep) -> None:
@@ -618,17 +751,17 @@ class CoreInstances:
             # a zeroed slot's kind is already "func": only the function goes in
             ctypes.memmove(pool_addr + slot * EXTERN_SIZE + _OF, ctypes.addressof(made._func), 16)
 
-    def _instantiate(self, step: CoreStep, imports: Any) -> Any:
-        """``wasmtime_instance_new``: the synchronous path, from the import array."""
+    def _instantiate(self, step: CoreStep, imports: bytes | int | None, out: int) -> None:
+        """``wasmtime_instance_new``: the synchronous path, from the import array (its
+        bytes, or its address), the instance written at ``out``."""
         run = self._run
-        raw = ffi.wasmtime_instance_t()
         trap = c_void_p()
         error = _INSTANCE_NEW(
             run.ctx,
-            ctypes.cast(step.module.ptr(), c_void_p).value,
-            imports or None,  # read only: wasmtime copies what it keeps
+            step.module_address,
+            imports,  # read only: wasmtime copies what it keeps
             len(step.slices),
-            ctypes.addressof(raw),
+            out,
             ctypes.addressof(trap),
         )
         if error:
@@ -637,7 +770,8 @@ class CoreInstances:
             )
             if _ASYNC_ONLY in str(exc):  # a fiber store: the async path from now on
                 run.async_only = True
-                return self._instantiate_async(step, imports)
+                self._instantiate_async(step, imports, out)
+                return
             raise LinkError(
                 f"cannot instantiate core module {step.module_index}: {_first_line(str(exc))}"
             ) from exc
@@ -647,11 +781,14 @@ class CoreInstances:
                 f"core module {step.module_index} trapped starting: "
                 f"{_engine.trap_reason(reason.message)}"
             ) from reason
-        return raw
 
-    def _instantiate_async(self, step: CoreStep, imports: Any) -> Any:
+    def _instantiate_async(self, step: CoreStep, imports: bytes | int | None, out: int) -> None:
         """The async path (a fiber store, or a start function that may suspend)."""
-        array = (_EXTERNS * len(step.slices)).from_buffer_copy(imports)
+        kind = _EXTERNS * len(step.slices)
+        if isinstance(imports, int):
+            array = kind.from_address(imports)  # the linker copies each, at once
+        else:
+            array = kind.from_buffer_copy(imports or b"")
         items = list(map(_RawExtern, array))
         try:
             instance = _fiber.instantiate(self.store, step.module, items)
@@ -661,7 +798,7 @@ class CoreInstances:
             ) from exc.__cause__
         except LinkError as exc:
             raise LinkError(f"cannot instantiate core module {step.module_index}: {exc}") from exc
-        return instance._instance
+        ctypes.memmove(out, ctypes.addressof(instance._instance), _INSTANCE_SIZE)
 
     def _make(self, pending: _Pending, ty: Any, where: str) -> wasmtime.Func:
         if not isinstance(ty, wasmtime.FuncType):

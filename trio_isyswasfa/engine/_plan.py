@@ -26,6 +26,7 @@ Plans assume the definitions are not changed after reading (the model's rule).
 
 from __future__ import annotations
 
+import ctypes
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,8 @@ class CoreStep:
     earlier instances, ``make`` lists ``(slot, ref, i)`` for canon-defined functions
     (``i``: the import's position, for its type). ``has_start``: the module has a start
     function (instantiated on the async path, which may suspend it).
+    ``module_address``: the compiled module's ``wasmtime_module_t`` (the plan keeps
+    the module alive).
     """
 
     instance: int
@@ -170,6 +173,7 @@ class CoreStep:
     slices: tuple[slice, ...]
     pool_size: int
     has_start: bool
+    module_address: int
 
 
 @dataclass(slots=True)
@@ -224,6 +228,9 @@ class InstancePlan:
     derived: dict[int, Any] = field(default_factory=dict)
     """What the engine works out per definition once for all instances (a lowering's
     ABI, say), by the ``id`` of the definition (the plan keeps its component alive)."""
+    scratch: Any = None
+    """What every opening of the plan reuses (the engine's: its buffers and the
+    arguments of its C calls, made on the first opening)."""
 
 
 def has_start_section(data: bytes | memoryview) -> bool:
@@ -544,6 +551,7 @@ class _Builder:
                 tuple(slice(s * EXTERN_SIZE, (s + 1) * EXTERN_SIZE) for s in slots),
                 len(self.plan.pool),
                 shape.has_start,
+                ctypes.cast(module.ptr(), ctypes.c_void_p).value or 0,
             )
         )
         return RealInstance(index)
