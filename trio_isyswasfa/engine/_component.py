@@ -59,10 +59,11 @@ from ._abi import AbiContext, FuncAbi, func_abi
 from ._core import (
     CoreFunc,
     CoreMemory,
+    HostEntry,
     HostTable,
     core_signature,
     host_func,
-    host_shape,
+    raw_entry,
     release_host_funcs,
 )
 from ._handles import CallScope, HandleTable
@@ -219,7 +220,6 @@ class _CanonTemplate:
         "label",
         "needs_memory",
         "path",
-        "shape",
         "ty",
         "ty_address",
     )
@@ -240,7 +240,6 @@ class _CanonTemplate:
         address = ctypes.cast(ty.ptr(), ctypes.c_void_p).value
         assert address, "a core function type without its wasm_functype_t"
         self.ty_address: int = address
-        self.shape = host_shape(ty)
         self.label = label
         self.abi = abi
         self.needs_memory = abi is not None and _needs_memory(abi)
@@ -603,10 +602,10 @@ class OwnEngineInstance:
         self._opening = opening
         self._table = HostTable(self.store, opening.size, self._build_host)
 
-    def _build_host(self, number: int) -> tuple[Any, ...]:
+    def _build_host(self, number: int) -> HostEntry:
         """Host table entry ``number``, built when the guest first calls it: the Python
         function behind a ``canon lower`` or ``resource.*`` of the instance that made
-        it, and the shape of its core type."""
+        it, on its core values at their address."""
         opening = self._opening
         assert opening is not None
         template = opening.templates[number]
@@ -631,7 +630,7 @@ class OwnEngineInstance:
                     raise LinkError(f"a canon lower of {callee!r}: nothing to call")
                 call = self.lifted(callee, template.label).sync
             fn = self._lowered(instance, template.abi, memory, call, template.label)
-        return (fn, *template.shape)
+        return raw_entry(fn, template.ty)
 
     def _blocking_func(
         self,
