@@ -55,7 +55,7 @@ from .._errors import (
 from .._limits import Limits
 from .._turns import Turns
 from . import _core, _fiber
-from ._abi import AbiContext, FuncAbi, func_abi
+from ._abi import AbiContext, FuncAbi, func_abi, import_entry_factory
 from ._core import (
     CoreFunc,
     CoreMemory,
@@ -64,6 +64,7 @@ from ._core import (
     core_signature,
     host_func,
     raw_entry,
+    raw_structs,
     release_host_funcs,
 )
 from ._handles import CallScope, HandleTable
@@ -620,17 +621,48 @@ class OwnEngineInstance:
             assert isinstance(d, CanonLower)
             assert template.abi is not None
             memory = instance.guest_memory(d.options) if template.needs_memory else None
+            to_error = False
             if template.path is not None:
                 assert template.func_type is not None
-                impl = self._impls.get(template.path)
-                call = self._host_call(impl, template.func_type, template.label)
+                call = self._host_fn(self._impls.get(template.path), template.label)
+                result = template.func_type.result
+                to_error = isinstance(result, ResultType) and result.err is not None
             else:
                 callee = self._run.resolve(template.callee)
                 if not isinstance(callee, LiftedFunc):
                     raise LinkError(f"a canon lower of {callee!r}: nothing to call")
                 call = self.lifted(callee, template.label).sync
+            make = import_entry_factory(template.abi, to_error)
+            if make is not None:
+                return self._entry(instance, template, make, memory, call)
+            if to_error:
+                call = _err_of_wasi_error(call)
             fn = self._lowered(instance, template.abi, memory, call, template.label)
         return raw_entry(fn, template.ty)
+
+    def _entry(
+        self,
+        instance: _ComponentInstance,
+        template: _CanonTemplate,
+        make: Callable[..., HostEntry],
+        memory: CoreMemory | None,
+        call: Callable[..., Any],
+    ) -> HostEntry:
+        """A ``canon lower``'s host entry, generated for its type (``make``, see
+        :func:`~._abi.import_entry_factory`): one function from the raw values to the
+        raw results, with one context for all its calls."""
+        abi = template.abi
+        assert abi is not None
+        label = template.label
+        cx = _plain(abi) or AbiContext(memory, instance.table, CallScope(), view=False)
+
+        def fault(exc: Exception) -> IsyswasfaError:
+            return self._fault(label, exc)
+
+        def leave() -> IsyswasfaError:
+            return self._fault(label, GuestTrap(f"cannot leave component instance to call {label}"))
+
+        return make(call, cx, self.faults, instance, fault, leave, *raw_structs(template.ty))
 
     def _blocking_func(
         self,
@@ -760,22 +792,12 @@ class OwnEngineInstance:
         finally:
             self.blocked_calls -= 1
 
-    def _host_call(self, impl: Resolved, ty: FuncType, label: str) -> Callable[..., Any]:
+    @staticmethod
+    def _host_fn(impl: Resolved, label: str) -> Callable[..., Any]:
+        """The host's plain function for an import (a link error for anything else)."""
         if impl is None or isinstance(impl, _engine.ResourceDef | _engine.Blocking):
             raise LinkError(f"the host gives no function for {label}")
-        to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
-        fn = impl
-
-        if not to_error:
-            return fn
-
-        def call(*args: Any) -> Any:
-            try:
-                return fn(*args)
-            except WasiError as exc:
-                return Err(exc.code)
-
-        return call
+        return impl
 
     def _resource_op(
         self, instance: _ComponentInstance, d: CanonResource
@@ -841,6 +863,19 @@ class OwnEngineInstance:
             made = OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
             self._export_funcs[path] = made
         return made
+
+
+def _err_of_wasi_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, with a :class:`~trio_isyswasfa.WasiError` it raises as the result's
+    ``err``."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except WasiError as exc:
+            return Err(exc.code)
+
+    return call
 
 
 def _unsigned(value: Any, kinds: tuple[str, ...]) -> list[Any]:

@@ -262,6 +262,15 @@ def raw_slots(ty: wasmtime.FuncType) -> tuple[Callable[..., tuple[Any, ...]], An
     return shape[2], shape[3], shape[4]
 
 
+def raw_structs(ty: wasmtime.FuncType) -> tuple[Any, Callable[..., tuple[Any, ...]], Any]:
+    """``(from_address, unpack_from, pack_into)`` for a host function of core type ``ty``
+    that reads and writes its raw values itself: a ctypes array over them at an
+    address, and the ``struct`` methods of its arguments and of its results (values
+    unsigned and in range; ``None`` without results)."""
+    _, results, unpack_from, _, from_address = _shape(ty)
+    return from_address, unpack_from, _slots(results).pack_into if results else None
+
+
 def raw_entry(fn: HostCallback, ty: wasmtime.FuncType) -> HostEntry:
     """The :data:`HostEntry` of ``fn`` (a function on a list of core values) for a core
     function of type ``ty``.
