@@ -616,6 +616,8 @@ class OwnEngineInstance:
         d = template.definition
         fn: Callable[[list[Any]], list[Any]]
         if isinstance(d, CanonResource):
+            if d.op == "drop" and core_signature(template.ty) == (("i32",), ()):
+                return self._drop_entry(instance, d, template.ty)
             fn = self._resource_op(instance, d)
         else:
             assert isinstance(d, CanonLower)
@@ -798,6 +800,30 @@ class OwnEngineInstance:
         if impl is None or isinstance(impl, _engine.ResourceDef | _engine.Blocking):
             raise LinkError(f"the host gives no function for {label}")
         return impl
+
+    def _drop_entry(
+        self, instance: _ComponentInstance, d: CanonResource, ty: wasmtime.FuncType
+    ) -> HostEntry:
+        """``canon resource.drop`` on its raw value (a guest drops every handle it gets:
+        one host call each)."""
+        table, rt = instance.table, d.resource
+        label = f"resource.drop of {rt.name}"
+        from_address, unpack_from, _ = raw_structs(ty)
+        last = 0
+        view: Any = None
+
+        def drop(raw: int) -> None:
+            nonlocal last, view
+            buf = view
+            if raw != last:
+                buf = view = from_address(raw)
+                last = raw
+            try:
+                table.resource_drop(rt, unpack_from(buf)[0])
+            except Exception as exc:
+                raise (fault := self._fault(label, exc)) from fault.__cause__
+
+        return drop
 
     def _resource_op(
         self, instance: _ComponentInstance, d: CanonResource

@@ -42,8 +42,36 @@ HostCallback = Callable[[CoreValues], Sequence[Any]]
 """A host function on core values: gets the arguments, returns the results."""
 
 _RAW = ffi.wasmtime_val_raw_t
-# the ctypes function itself: wasmtime-py's wrapper adds a Python call per core call
-_func_call_unchecked = _bindings._wasmtime_func_call_unchecked
+# The C functions of every call, on plain addresses: wasmtime-py's bindings convert
+# each argument through its pointer type (a C call through them costs about twice as
+# much here).
+_FUNC_CALL = ctypes.CFUNCTYPE(
+    ctypes.c_void_p,  # wasmtime_error_t *
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+)(("wasmtime_func_call_unchecked", ffi.dll))
+_MEMORY_DATA_SIZE = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p)(
+    ("wasmtime_memory_data_size", ffi.dll)
+)
+_MEMORY_DATA = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+    ("wasmtime_memory_data", ffi.dll)
+)
+_ERROR_PTR = ctypes.POINTER(ffi.wasmtime_error_t)
+_TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
+_addressof = ctypes.addressof
+_cast = ctypes.cast
+
+
+def _address(pointer: Any) -> int:
+    """The address a ctypes pointer holds."""
+    address = ctypes.cast(pointer, ctypes.c_void_p).value
+    assert address, "a null pointer"
+    return address
+
+
 _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
 
@@ -164,9 +192,9 @@ class CoreFunc:
         self._pack = _packer(self.params)
         self._unpack = _slots(self.results).unpack_from
         self._raw: Any = (_RAW * self._n)()
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._ctx = store._context()
-        self._fp = ctypes.byref(func._func)
+        self._trap = ctypes.c_void_p()  # where a trap is written (a wasm_trap_t *)
+        self._ctx = _address(store._context())
+        self._fp = ctypes.addressof(func._func)  # (``func`` keeps it alive)
 
     def __call__(self, args: Sequence[Any]) -> CoreValues:
         """Call the function (the one place our engine enters wasm)."""
@@ -177,18 +205,23 @@ class CoreFunc:
         raw, trap = self._raw, self._trap
         self._raw = None  # a reentrant call (through a host function) gets its own array
         if raw is None:
-            raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
+            raw, trap = (_RAW * self._n)(), ctypes.c_void_p()
         _depth += 1
         host_before = _clock.host
         start = perf_counter()
         try:
             self._pack(raw, args)
-            error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
+            error = _FUNC_CALL(self._ctx, self._fp, _addressof(raw), self._n, _addressof(trap))
             if error:  # what a host function's trap comes back as
-                _raise_trap(str(wasmtime.WasmtimeError._from_ptr(error)), self.label, self.faults)
-            if trap:
-                taken, trap = trap, ctypes.POINTER(ffi.wasm_trap_t)()
-                _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label, self.faults)
+                err = wasmtime.WasmtimeError._from_ptr(_cast(error, _ERROR_PTR))
+                _raise_trap(str(err), self.label, self.faults)
+            if trap.value:
+                taken, trap.value = trap.value, None
+                _raise_trap(
+                    wasmtime.Trap._from_ptr(_cast(taken, _TRAP_PTR)).message,
+                    self.label,
+                    self.faults,
+                )
             return list(self._unpack(raw))
         finally:
             _depth -= 1
@@ -464,8 +497,6 @@ _FUNC_NEW = ctypes.CFUNCTYPE(
 
 
 _func_new_unchecked = _bindings._wasmtime_func_new_unchecked
-_memory_data = _bindings._wasmtime_memory_data
-_memory_data_size = _bindings._wasmtime_memory_data_size
 byref = ctypes.byref
 
 
@@ -480,8 +511,8 @@ class CoreMemory:
         self, store: wasmtime.Store, memory: wasmtime.Memory, realloc: CoreFunc | None
     ) -> None:
         self.memory = memory
-        self._ctx = store._context()
-        self._mp = ctypes.byref(memory._memory)
+        self._ctx = _address(store._context())
+        self._mp = ctypes.addressof(memory._memory)  # (``memory`` keeps it alive)
         self._realloc = realloc
         self._size = -1
         self._view = memoryview(bytearray()).cast("B")
@@ -489,9 +520,9 @@ class CoreMemory:
     def view(self) -> memoryview:
         """The memory's bytes now: one C call while its size stays (a memory moves only
         when it grows, and it never shrinks)."""
-        size = _memory_data_size(self._ctx, self._mp)
+        size = _MEMORY_DATA_SIZE(self._ctx, self._mp)
         if size != self._size:
-            base = ctypes.cast(_memory_data(self._ctx, self._mp), ctypes.c_void_p).value
+            base = _MEMORY_DATA(self._ctx, self._mp)
             raw = (ctypes.c_ubyte * size).from_address(base or 0) if size else bytearray()
             self._view = memoryview(raw).cast("B")
             self._size = size
