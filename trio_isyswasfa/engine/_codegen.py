@@ -246,7 +246,10 @@ class Generator:
             if result_in_memory:
                 rl = layout(result)
                 g.emit(4, f"rp = {args[-1]} & 0xFFFFFFFF")
-                g.emit(4, f"_check_range(cx.refresh(), rp, {rl.size}, {rl.align})")
+                # the view the arguments were read from is the memory's still: only the
+                # host ran since (a view is a C call)
+                fresh = "cx.buf" if params_touch_memory else "cx.refresh()"
+                g.emit(4, f"_check_range({fresh}, rp, {rl.size}, {rl.align})")
                 self._store(g, result, "value", "rp", 0, 4, 0)
             else:
                 assert core_result is not None
