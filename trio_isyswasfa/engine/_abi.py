@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from .._errors import GuestTrap, HostProtocolError, IsyswasfaError
+from .._errors import GuestTrap, HostProtocolError, IsyswasfaError, WasiError
 from ._codegen import Generator
 from ._handles import AsyncEnd, CallScope, HandleTable
 from ._layout import (
@@ -1197,6 +1197,17 @@ def _host_errors(t: ValType, v: Any, exc: Exception) -> HostProtocolError:
     return err
 
 
+_ENTRY_HELPERS: dict[str, Any] = {
+    **_GENERATED_HELPERS,
+    "_GuestTrap": GuestTrap,
+    "_WasiError": WasiError,
+    "_IsyswasfaError": IsyswasfaError,
+    "_HOST_VALUE_ERRORS": _HOST_VALUE_ERRORS,
+    "_host_errors": _host_errors,
+    "_check_range": check_range,
+}
+
+
 # -- whole values -----------------------------------------------------------------------
 
 
@@ -1261,6 +1272,7 @@ class FuncAbi:
     __slots__ = (
         "_arity",
         "_encoding",
+        "_import_entries",
         "_params",
         "_params_touch_memory",
         "_result",
@@ -1301,6 +1313,7 @@ class FuncAbi:
         self.import_core_results: tuple[FlatType, ...] = (
             () if self.result_in_memory else flat_result
         )
+        self._import_entries: dict[bool, Callable[..., Callable[[int], None]] | None] = {}
 
     def __getattr__(self, name: str) -> Any:
         """``_params`` and ``_result``, specialised when first needed (each is then a
@@ -1390,6 +1403,58 @@ class FuncAbi:
             raise _host_errors(abi.ty, value, exc) from exc
 
 
+def import_entry_factory(
+    abi: FuncAbi, to_error: bool
+) -> Callable[..., Callable[[int], None]] | None:
+    """The generated whole call of a host import of ``abi``'s type (see
+    :meth:`~._codegen.Generator.import_entry`), made once per function type, encoding
+    and ``to_error`` (a :class:`~trio_isyswasfa.WasiError` from the host becomes the
+    result's ``err``); ``None`` for a result that holds a borrow (no valid component
+    has one: the generic path traps on it).
+
+    ``make(fn, cx, faults, instance, fault, leave, from_address, unpack_from,
+    pack_into)`` gives the function of one instance: ``cx`` its :class:`AbiContext`
+    (shared by its calls: a call's borrows are the lenders it added to ``cx.scope``),
+    ``faults.fault`` and ``instance.may_leave`` checked first, ``leave()`` what to raise
+    when it may not call out, ``fault(exc)`` what to raise for a failure; the rest
+    read and write the raw values at the address the entry is called with.
+    """
+    entries = abi._import_entries
+    if to_error in entries:
+        return entries[to_error]
+    func = abi.func
+    made: Callable[..., Callable[[int], None]] | None = None
+    if func.result is None or not _has_borrow(func.result):
+        gen = Generator(lambda u: type_abi(u, abi._encoding), _ENTRY_HELPERS, _shape_of)
+        core_results = abi.import_core_results
+        made = gen.import_entry(
+            tuple(ty for _, ty in func.params),
+            func.result,
+            core_params=abi.import_core_params,
+            core_result=core_results[0] if core_results else None,
+            params_in_memory=abi.params_in_memory,
+            params_abi=abi._params,
+            params_touch_memory=abi._params_touch_memory,
+            to_error=to_error,
+            lends=any(_has_borrow(ty) for _, ty in func.params),
+        )
+    entries[to_error] = made
+    return made
+
+
+@lru_cache(maxsize=4096)
+def _has_borrow(t: ValType) -> bool:
+    """Whether values of ``t`` hold a ``borrow`` handle."""
+    if isinstance(t, BorrowType):
+        return True
+    if isinstance(t, ListType):
+        return _has_borrow(t.element)
+    if isinstance(t, (RecordType, TupleType)):
+        return any(map(_has_borrow, record_fields(t)))
+    cases = variant_cases(t)
+    return cases is not None and any(_has_borrow(ty) for _, ty in cases if ty is not None)
+
+
 @lru_cache(maxsize=4096)
 def _touches_memory(t: ValType) -> bool:
     """Whether lifting or lowering ``t`` from flat values reads or writes memory."""
@@ -1421,6 +1486,7 @@ __all__ = [
     "TypeAbi",
     "check_range",
     "func_abi",
+    "import_entry_factory",
     "lift_flat_value",
     "load_value",
     "lower_flat_value",

@@ -177,6 +177,111 @@ class Generator:
         """``(load, store, lift_flat, lower_flat)`` for ``t``."""
         return (self._load_fn(t), self._store_fn(t), self._lift_fn(t), self._lower_fn(t))
 
+    # -- a host import's whole call ------------------------------------------------------
+
+    def import_entry(
+        self,
+        params: tuple[ValType, ...],
+        result: ValType | None,
+        *,
+        core_params: tuple[str, ...],
+        core_result: str | None,
+        params_in_memory: bool,
+        params_abi: Any,
+        params_touch_memory: bool,
+        to_error: bool,
+        lends: bool,
+    ) -> Callable[..., Callable[[int], None]]:
+        """The factory of a host import's core function on its raw values: one function
+        that checks the instance may call out, reads the core arguments, lifts them,
+        calls the host, lowers its result (into the return pointer when it travels in
+        memory) and ends the call's borrows, with everything but strings, lists and
+        flags inlined. ``make(fn, cx, faults, instance, fault, leave, from_address,
+        unpack_from, pack_into)`` binds it to one instance (see
+        :func:`~._abi.import_entry_factory`)."""
+        g = _Gen(self.helpers)
+        result_in_memory = result is not None and core_result is None
+        args = [f"a{i}" for i in range(len(core_params))]
+        g.emit(2, "nonlocal last, view")
+        g.emit(2, "if faults.fault is not None:")
+        g.emit(3, "raise _GuestTrap('instance is dead')")
+        g.emit(2, "if not instance.may_leave:")
+        g.emit(3, "raise leave()")
+        g.emit(2, "rv = view")
+        g.emit(2, "if raw != last:")
+        g.emit(3, "rv = view = from_address(raw)")
+        g.emit(3, "last = raw")
+        if args:
+            g.emit(2, f"{', '.join(args)}, = unpack_from(rv)")
+        if lends:
+            g.emit(2, "n0 = len(lenders)")
+        g.emit(2, "try:")
+        g.emit(3, "buf = cx.refresh()" if params_touch_memory else "buf = cx.buf")
+        if params_in_memory:
+            size, align = params_abi.layout.size, params_abi.layout.align
+            g.emit(3, f"ptr = {args[0]} & 0xFFFFFFFF")
+            g.emit(3, f"_check_range(buf, ptr, {size}, {align})")
+            g.emit(3, f"values = {g.const(params_abi.load, 'ld')}(cx, buf, ptr)")
+            call = "fn(*values)"
+        else:
+            names = []
+            pos = 0
+            for ty in params:
+                width = len(layout(ty).flat)
+                name = g.var("p")
+                g.emit(3, f"{name} = {self._lift(g, ty, args[pos : pos + width], 3, 0)}")
+                names.append(name)
+                pos += width
+            call = f"fn({', '.join(names)})"
+        if to_error:
+            g.emit(3, "try:")
+            g.emit(4, f"value = {call}")
+            g.emit(3, "except _WasiError as exc:")
+            g.emit(4, "value = _Err(exc.code)")
+        else:
+            g.emit(3, f"value = {call}")
+        if result is not None:
+            tc = g.const(result, "t")
+            g.emit(3, "try:")
+            if result_in_memory:
+                rl = layout(result)
+                g.emit(4, f"rp = {args[-1]} & 0xFFFFFFFF")
+                # the view the arguments were read from is the memory's still: only the
+                # host ran since (a view is a C call)
+                fresh = "cx.buf" if params_touch_memory else "cx.refresh()"
+                g.emit(4, f"_check_range({fresh}, rp, {rl.size}, {rl.align})")
+                self._store(g, result, "value", "rp", 0, 4, 0)
+            else:
+                assert core_result is not None
+                self._lower(g, result, "value", ["o0"], 4, 0)
+                mask = {"i32": " & 0xFFFFFFFF", "i64": " & 0xFFFFFFFFFFFFFFFF"}.get(core_result, "")
+                g.emit(4, f"pack_into(rv, 0, o0{mask})")
+            g.emit(3, "except _IsyswasfaError:")
+            g.emit(4, "raise")
+            g.emit(3, "except _HOST_VALUE_ERRORS as exc:")
+            g.emit(4, f"raise _host_errors({tc}, value, exc) from exc")
+        if lends:  # the handles lent to this call are free to move again
+            g.emit(3, "for h in lenders[n0:]:")
+            g.emit(4, "h.lends -= 1")
+            g.emit(3, "del lenders[n0:]")
+        g.emit(2, "except Exception as exc:")
+        g.emit(3, "f = fault(exc)")
+        g.emit(3, "raise f from f.__cause__")
+        body = g.lines
+        g.lines = [
+            "    last = 0",
+            "    view = None",
+            "    lenders = cx.scope.lenders",
+            "    def entry(raw):",
+            *body,
+            "    return entry",
+        ]
+        header = (
+            "def make(fn, cx, faults, instance, fault, leave, from_address, unpack_from, "
+            "pack_into):"
+        )
+        return g.compile(header, "make")
+
     # -- lift_flat ----------------------------------------------------------------------
 
     def _lift_fn(self, t: ValType) -> Callable[..., Any]:

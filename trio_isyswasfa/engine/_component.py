@@ -55,14 +55,16 @@ from .._errors import (
 from .._limits import Limits
 from .._turns import Turns
 from . import _core, _fiber
-from ._abi import AbiContext, FuncAbi, func_abi
+from ._abi import AbiContext, FuncAbi, func_abi, import_entry_factory
 from ._core import (
     CoreFunc,
     CoreMemory,
+    HostEntry,
     HostTable,
     core_signature,
     host_func,
-    host_shape,
+    raw_entry,
+    raw_structs,
     release_host_funcs,
 )
 from ._handles import CallScope, HandleTable
@@ -219,7 +221,6 @@ class _CanonTemplate:
         "label",
         "needs_memory",
         "path",
-        "shape",
         "ty",
         "ty_address",
     )
@@ -240,7 +241,6 @@ class _CanonTemplate:
         address = ctypes.cast(ty.ptr(), ctypes.c_void_p).value
         assert address, "a core function type without its wasm_functype_t"
         self.ty_address: int = address
-        self.shape = host_shape(ty)
         self.label = label
         self.abi = abi
         self.needs_memory = abi is not None and _needs_memory(abi)
@@ -603,10 +603,10 @@ class OwnEngineInstance:
         self._opening = opening
         self._table = HostTable(self.store, opening.size, self._build_host)
 
-    def _build_host(self, number: int) -> tuple[Any, ...]:
+    def _build_host(self, number: int) -> HostEntry:
         """Host table entry ``number``, built when the guest first calls it: the Python
         function behind a ``canon lower`` or ``resource.*`` of the instance that made
-        it, and the shape of its core type."""
+        it, on its core values at their address."""
         opening = self._opening
         assert opening is not None
         template = opening.templates[number]
@@ -616,22 +616,55 @@ class OwnEngineInstance:
         d = template.definition
         fn: Callable[[list[Any]], list[Any]]
         if isinstance(d, CanonResource):
+            if d.op == "drop" and core_signature(template.ty) == (("i32",), ()):
+                return self._drop_entry(instance, d, template.ty)
             fn = self._resource_op(instance, d)
         else:
             assert isinstance(d, CanonLower)
             assert template.abi is not None
             memory = instance.guest_memory(d.options) if template.needs_memory else None
+            to_error = False
             if template.path is not None:
                 assert template.func_type is not None
-                impl = self._impls.get(template.path)
-                call = self._host_call(impl, template.func_type, template.label)
+                call = self._host_fn(self._impls.get(template.path), template.label)
+                result = template.func_type.result
+                to_error = isinstance(result, ResultType) and result.err is not None
             else:
                 callee = self._run.resolve(template.callee)
                 if not isinstance(callee, LiftedFunc):
                     raise LinkError(f"a canon lower of {callee!r}: nothing to call")
                 call = self.lifted(callee, template.label).sync
+            make = import_entry_factory(template.abi, to_error)
+            if make is not None:
+                return self._entry(instance, template, make, memory, call)
+            if to_error:
+                call = _err_of_wasi_error(call)
             fn = self._lowered(instance, template.abi, memory, call, template.label)
-        return (fn, *template.shape)
+        return raw_entry(fn, template.ty)
+
+    def _entry(
+        self,
+        instance: _ComponentInstance,
+        template: _CanonTemplate,
+        make: Callable[..., HostEntry],
+        memory: CoreMemory | None,
+        call: Callable[..., Any],
+    ) -> HostEntry:
+        """A ``canon lower``'s host entry, generated for its type (``make``, see
+        :func:`~._abi.import_entry_factory`): one function from the raw values to the
+        raw results, with one context for all its calls."""
+        abi = template.abi
+        assert abi is not None
+        label = template.label
+        cx = _plain(abi) or AbiContext(memory, instance.table, CallScope(), view=False)
+
+        def fault(exc: Exception) -> IsyswasfaError:
+            return self._fault(label, exc)
+
+        def leave() -> IsyswasfaError:
+            return self._fault(label, GuestTrap(f"cannot leave component instance to call {label}"))
+
+        return make(call, cx, self.faults, instance, fault, leave, *raw_structs(template.ty))
 
     def _blocking_func(
         self,
@@ -761,22 +794,36 @@ class OwnEngineInstance:
         finally:
             self.blocked_calls -= 1
 
-    def _host_call(self, impl: Resolved, ty: FuncType, label: str) -> Callable[..., Any]:
+    @staticmethod
+    def _host_fn(impl: Resolved, label: str) -> Callable[..., Any]:
+        """The host's plain function for an import (a link error for anything else)."""
         if impl is None or isinstance(impl, _engine.ResourceDef | _engine.Blocking):
             raise LinkError(f"the host gives no function for {label}")
-        to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
-        fn = impl
+        return impl
 
-        if not to_error:
-            return fn
+    def _drop_entry(
+        self, instance: _ComponentInstance, d: CanonResource, ty: wasmtime.FuncType
+    ) -> HostEntry:
+        """``canon resource.drop`` on its raw value (a guest drops every handle it gets:
+        one host call each)."""
+        table, rt = instance.table, d.resource
+        label = f"resource.drop of {rt.name}"
+        from_address, unpack_from, _ = raw_structs(ty)
+        last = 0
+        view: Any = None
 
-        def call(*args: Any) -> Any:
+        def drop(raw: int) -> None:
+            nonlocal last, view
+            buf = view
+            if raw != last:
+                buf = view = from_address(raw)
+                last = raw
             try:
-                return fn(*args)
-            except WasiError as exc:
-                return Err(exc.code)
+                table.resource_drop(rt, unpack_from(buf)[0])
+            except Exception as exc:
+                raise (fault := self._fault(label, exc)) from fault.__cause__
 
-        return call
+        return drop
 
     def _resource_op(
         self, instance: _ComponentInstance, d: CanonResource
@@ -842,6 +889,19 @@ class OwnEngineInstance:
             made = OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
             self._export_funcs[path] = made
         return made
+
+
+def _err_of_wasi_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, with a :class:`~trio_isyswasfa.WasiError` it raises as the result's
+    ``err``."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except WasiError as exc:
+            return Err(exc.code)
+
+    return call
 
 
 def _unsigned(value: Any, kinds: tuple[str, ...]) -> list[Any]:

@@ -42,8 +42,36 @@ HostCallback = Callable[[CoreValues], Sequence[Any]]
 """A host function on core values: gets the arguments, returns the results."""
 
 _RAW = ffi.wasmtime_val_raw_t
-# the ctypes function itself: wasmtime-py's wrapper adds a Python call per core call
-_func_call_unchecked = _bindings._wasmtime_func_call_unchecked
+# The C functions of every call, on plain addresses: wasmtime-py's bindings convert
+# each argument through its pointer type (a C call through them costs about twice as
+# much here).
+_FUNC_CALL = ctypes.CFUNCTYPE(
+    ctypes.c_void_p,  # wasmtime_error_t *
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+)(("wasmtime_func_call_unchecked", ffi.dll))
+_MEMORY_DATA_SIZE = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p)(
+    ("wasmtime_memory_data_size", ffi.dll)
+)
+_MEMORY_DATA = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+    ("wasmtime_memory_data", ffi.dll)
+)
+_ERROR_PTR = ctypes.POINTER(ffi.wasmtime_error_t)
+_TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
+_addressof = ctypes.addressof
+_cast = ctypes.cast
+
+
+def _address(pointer: Any) -> int:
+    """The address a ctypes pointer holds."""
+    address = ctypes.cast(pointer, ctypes.c_void_p).value
+    assert address, "a null pointer"
+    return address
+
+
 _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
 
@@ -60,15 +88,17 @@ _SHAPE = "_isyswasfa_shape"  # where a type object keeps its shape: it goes with
 
 
 def _shape(ty: wasmtime.FuncType) -> tuple[Any, ...]:
-    """``(params, results, unpack, pack, size)`` of a core function type, worked out
+    """``(params, results, unpack_from, pack_into, from_address)`` of a core function
+    type (see :func:`raw_slots` for the last three), worked out
     once per type object and kept on it: a component's modules import the same type
     objects for every instance, and a host function of that type needs all of them
     (a table keyed on the types would keep them, and through them their modules)."""
     found: tuple[Any, ...] | None = ty.__dict__.get(_SHAPE)
     if found is None:
         params, results = _kinds(ty.params), _kinds(ty.results)
-        pack = _packer(results, to_bytes=True) if results else None
-        found = (params, results, _slots(params).unpack, pack, len(params) * _SLOT)
+        array = _raw_array(max(len(params), len(results), 1))
+        pack_into = _packer(results) if results else None
+        found = (params, results, _slots(params).unpack_from, pack_into, array.from_address)
         setattr(ty, _SHAPE, found)
     return found
 
@@ -110,16 +140,12 @@ def _slots(kinds: tuple[str, ...]) -> struct.Struct:
 
 
 @functools.lru_cache(maxsize=512)
-def _packer(kinds: tuple[str, ...], *, to_bytes: bool = False) -> Callable[..., Any]:
-    """``pack(buffer, values)`` (or ``pack(*values) -> bytes``) for values of ``kinds``,
-    signed or unsigned."""
+def _packer(kinds: tuple[str, ...]) -> Callable[..., Any]:
+    """``pack(buffer, values)`` for values of ``kinds``, signed or unsigned."""
     layout = _slots(kinds)
     values = ", ".join(f"v[{i}]{_MASKS[k]}" for i, k in enumerate(kinds))
-    namespace: dict[str, Any] = {"pack_into": layout.pack_into, "pack": layout.pack}
-    if to_bytes:
-        exec(f"def packer(*v):\n    return pack({values})\n", namespace)
-    else:
-        exec(f"def packer(buf, v):\n    pack_into(buf, 0, {values})\n", namespace)
+    namespace: dict[str, Any] = {"pack_into": layout.pack_into}
+    exec(f"def packer(buf, v):\n    pack_into(buf, 0, {values})\n", namespace)
     packer: Callable[..., Any] = namespace["packer"]
     return packer
 
@@ -166,9 +192,9 @@ class CoreFunc:
         self._pack = _packer(self.params)
         self._unpack = _slots(self.results).unpack_from
         self._raw: Any = (_RAW * self._n)()
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._ctx = store._context()
-        self._fp = ctypes.byref(func._func)
+        self._trap = ctypes.c_void_p()  # where a trap is written (a wasm_trap_t *)
+        self._ctx = _address(store._context())
+        self._fp = ctypes.addressof(func._func)  # (``func`` keeps it alive)
 
     def __call__(self, args: Sequence[Any]) -> CoreValues:
         """Call the function (the one place our engine enters wasm)."""
@@ -179,18 +205,23 @@ class CoreFunc:
         raw, trap = self._raw, self._trap
         self._raw = None  # a reentrant call (through a host function) gets its own array
         if raw is None:
-            raw, trap = (_RAW * self._n)(), ctypes.POINTER(ffi.wasm_trap_t)()
+            raw, trap = (_RAW * self._n)(), ctypes.c_void_p()
         _depth += 1
         host_before = _clock.host
         start = perf_counter()
         try:
             self._pack(raw, args)
-            error = _func_call_unchecked(self._ctx, self._fp, raw, self._n, ctypes.byref(trap))
+            error = _FUNC_CALL(self._ctx, self._fp, _addressof(raw), self._n, _addressof(trap))
             if error:  # what a host function's trap comes back as
-                _raise_trap(str(wasmtime.WasmtimeError._from_ptr(error)), self.label, self.faults)
-            if trap:
-                taken, trap = trap, ctypes.POINTER(ffi.wasm_trap_t)()
-                _raise_trap(wasmtime.Trap._from_ptr(taken).message, self.label, self.faults)
+                err = wasmtime.WasmtimeError._from_ptr(_cast(error, _ERROR_PTR))
+                _raise_trap(str(err), self.label, self.faults)
+            if trap.value:
+                taken, trap.value = trap.value, None
+                _raise_trap(
+                    wasmtime.Trap._from_ptr(_cast(taken, _TRAP_PTR)).message,
+                    self.label,
+                    self.faults,
+                )
             return list(self._unpack(raw))
         finally:
             _depth -= 1
@@ -241,20 +272,64 @@ def take_host_exception() -> BaseException | None:
 
 # -- host functions ---------------------------------------------------------------------
 
-_HOSTS: dict[int, tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int]] = {}
+HostEntry = Callable[[int], None]
+"""A host function on the address of its ``wasmtime_val_raw_t`` array: reads its core
+arguments there and writes its results over them (as the unchecked C API wants)."""
+
+_HOSTS: dict[int, HostEntry] = {}
 _NEXT_HOST = itertools.count(1)
 
 
-def _run_entry(entry: Any, raw: int) -> int:
-    """Run a host function's entry on the core values at ``raw`` (in place: its
-    results are written over its arguments, as the unchecked C API wants)."""
-    fn, unpack, pack, size = entry
-    out = fn(list(unpack(ctypes.string_at(raw, size))))
-    if pack is not None:
-        ctypes.memmove(raw, pack(*out), len(out) * _SLOT)
-    elif out:
-        raise GuestTrap("a host function without core results gave some")
-    return 0
+@functools.lru_cache(maxsize=64)
+def _raw_array(slots: int) -> Any:
+    """The ctypes array type of ``slots`` raw values, viewed as bytes."""
+    return ctypes.c_char * (slots * _SLOT)
+
+
+def raw_slots(ty: wasmtime.FuncType) -> tuple[Callable[..., tuple[Any, ...]], Any, Any]:
+    """``(unpack_from, pack_into, from_address)`` of a host function of core type ``ty``:
+    its arguments read from, and its results written into, a ctypes array over the raw
+    values at an address (made by ``from_address``); ``pack_into(buf, values)`` is
+    ``None`` for a function without results. Worked out once per type object."""
+    shape = _shape(ty)
+    return shape[2], shape[3], shape[4]
+
+
+def raw_structs(ty: wasmtime.FuncType) -> tuple[Any, Callable[..., tuple[Any, ...]], Any]:
+    """``(from_address, unpack_from, pack_into)`` for a host function of core type ``ty``
+    that reads and writes its raw values itself: a ctypes array over them at an
+    address, and the ``struct`` methods of its arguments and of its results (values
+    unsigned and in range; ``None`` without results)."""
+    _, results, unpack_from, _, from_address = _shape(ty)
+    return from_address, unpack_from, _slots(results).pack_into if results else None
+
+
+def raw_entry(fn: HostCallback, ty: wasmtime.FuncType) -> HostEntry:
+    """The :data:`HostEntry` of ``fn`` (a function on a list of core values) for a core
+    function of type ``ty``.
+
+    The raw array's address is usually the same from one call to the next (the
+    guest's stack at the call site), so the ctypes array over it is kept and reused
+    while it is: reading and writing it is then a ``struct`` call each, where
+    ``string_at`` and ``memmove`` are C calls through ctypes (1 to 3 µs each here).
+    """
+    unpack_from, pack_into, from_address = raw_slots(ty)
+    last = 0
+    view: Any = None
+
+    def entry(raw: int) -> None:
+        nonlocal last, view
+        buf = view
+        if raw != last:
+            buf = view = from_address(raw)
+            last = raw
+        out = fn(list(unpack_from(buf)))
+        if pack_into is not None:
+            pack_into(buf, out)
+        elif out:
+            raise GuestTrap("a host function without core results gave some")
+
+    return entry
 
 
 def _trap_of(exc: BaseException) -> int:
@@ -272,7 +347,8 @@ def _host_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
         entry = _HOSTS.get(env)
         if entry is None:  # released: its instance was closed (not a KeyError of ours)
             raise InstanceDead("the component instance was closed")
-        return _run_entry(entry, raw)
+        entry(raw)
+        return 0
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
         return _trap_of(exc)
     finally:  # the host's time, not the guest's (``guest_seconds``)
@@ -316,10 +392,9 @@ def host_func(
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
-    _, _, unpack, pack, size = _shape(ty)
     env = next(_NEXT_HOST)
     made.append(env)
-    _HOSTS[env] = (fn, unpack, pack, size)
+    _HOSTS[env] = raw_entry(fn, ty)
     out = ffi.wasmtime_func_t()
     _func_new_unchecked(store._context(), ty.ptr(), _CALLBACK_PTR, env, _FINALIZE, byref(out))
     return wasmtime.Func._from_raw(out)
@@ -332,8 +407,8 @@ class HostTable:
     """The synchronous host functions of one instance, by index (each instance of a
     component numbers them alike): :meth:`define` makes the core function of index
     ``i`` in the store with one C call, and the Python function behind it is built by
-    ``build(i)`` (its :data:`HostCallback` and the core type's shape, see
-    :func:`host_shape`) the first time the guest calls it. A componentize-py guest
+    ``build(i)`` (a :data:`HostEntry`, e.g. :func:`raw_entry`) the first time the guest
+    calls it. A componentize-py guest
     imports ~200 canon functions, of which an instance calls a few; what they have in
     common (types, ABIs, labels) the caller works out once per component.
 
@@ -349,12 +424,12 @@ class HostTable:
         self,
         store: wasmtime.Store,
         size: int,
-        build: Callable[[int], tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int]],
+        build: Callable[[int], HostEntry],
     ) -> None:
         if size >= 1 << _INDEX_BITS:
             raise GuestTrap(f"a component instance of {size} host functions is too large")
         self.key = next(_NEXT_TABLE)
-        self.entries: list[tuple[HostCallback, Callable[..., tuple[Any, ...]], Any, int] | None]
+        self.entries: list[HostEntry | None]
         self.entries = [None] * size
         self._build = build
         self._ctx = ctypes.cast(store._context(), ctypes.c_void_p).value
@@ -386,13 +461,6 @@ _TABLES: dict[int, HostTable] = {}
 _NEXT_TABLE = itertools.count(1)
 
 
-def host_shape(ty: wasmtime.FuncType) -> tuple[Callable[..., tuple[Any, ...]], Any, int]:
-    """What a :class:`HostTable` entry needs of its core type besides the function:
-    ``(unpack, pack, size)`` (worked out once per type object)."""
-    _, _, unpack, pack, size = _shape(ty)
-    return unpack, pack, size
-
-
 def _table_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
     start = perf_counter()
     try:
@@ -403,7 +471,8 @@ def _table_callback(env: int, _caller: Any, raw: int, _n: int) -> int:
         entry = table.entries[index]
         if entry is None:
             entry = table.entries[index] = table._build(index)
-        return _run_entry(entry, raw)
+        entry(raw)
+        return 0
     except BaseException as exc:  # it cannot cross C: CoreFunc raises it again
         return _trap_of(exc)
     finally:  # the host's time, not the guest's (``guest_seconds``)
@@ -428,8 +497,6 @@ _FUNC_NEW = ctypes.CFUNCTYPE(
 
 
 _func_new_unchecked = _bindings._wasmtime_func_new_unchecked
-_memory_data = _bindings._wasmtime_memory_data
-_memory_data_size = _bindings._wasmtime_memory_data_size
 byref = ctypes.byref
 
 
@@ -444,8 +511,8 @@ class CoreMemory:
         self, store: wasmtime.Store, memory: wasmtime.Memory, realloc: CoreFunc | None
     ) -> None:
         self.memory = memory
-        self._ctx = store._context()
-        self._mp = ctypes.byref(memory._memory)
+        self._ctx = _address(store._context())
+        self._mp = ctypes.addressof(memory._memory)  # (``memory`` keeps it alive)
         self._realloc = realloc
         self._size = -1
         self._view = memoryview(bytearray()).cast("B")
@@ -453,9 +520,9 @@ class CoreMemory:
     def view(self) -> memoryview:
         """The memory's bytes now: one C call while its size stays (a memory moves only
         when it grows, and it never shrinks)."""
-        size = _memory_data_size(self._ctx, self._mp)
+        size = _MEMORY_DATA_SIZE(self._ctx, self._mp)
         if size != self._size:
-            base = ctypes.cast(_memory_data(self._ctx, self._mp), ctypes.c_void_p).value
+            base = _MEMORY_DATA(self._ctx, self._mp)
             raw = (ctypes.c_ubyte * size).from_address(base or 0) if size else bytearray()
             self._view = memoryview(raw).cast("B")
             self._size = size

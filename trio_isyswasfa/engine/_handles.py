@@ -171,7 +171,13 @@ class HandleTable:
 
     def lower_own(self, rt: ResourceType, rep: int) -> int:
         """Give the instance an ``own`` handle to ``rep``."""
-        return self.add(ResourceHandle(rt, rep, True))
+        handle = ResourceHandle(rt, rep, True)
+        free = self._free
+        if free:  # (:meth:`add`, inlined: every own a host function returns comes here)
+            i = free.pop()
+            self._array[i] = handle
+            return i
+        return self.add(handle)
 
     def lower_borrow(self, rt: ResourceType, rep: int, scope: CallScope) -> int:
         """Lend the instance ``rep`` for the call of ``scope``."""
@@ -193,8 +199,12 @@ class HandleTable:
 
     def lift_borrow(self, rt: ResourceType, i: int, scope: CallScope) -> int:
         """The rep behind ``i``, lent for the call of ``scope``."""
-        h = self.resource(rt, i)
-        scope.lend(h)
+        array = self._array
+        h = array[i] if 0 < i < len(array) else None
+        if type(h) is not ResourceHandle or h.resource is not rt:
+            h = self.resource(rt, i)  # the trap that says why
+        h.lends += 1  # (:meth:`CallScope.lend`, inlined: every method call comes here)
+        scope.lenders.append(h)
         return h.rep
 
     def resource_new(self, rt: ResourceType, rep: int) -> int:
@@ -207,7 +217,10 @@ class HandleTable:
 
     def resource_drop(self, rt: ResourceType, i: int) -> None:
         """``canon resource.drop``: an own's destructor runs; a borrow ends early."""
-        h = self.resource(rt, i)
+        array = self._array
+        h = array[i] if 0 < i < len(array) else None
+        if type(h) is not ResourceHandle or h.resource is not rt:
+            h = self.resource(rt, i)  # the trap that says why
         if h.lends:
             raise _trap(f"handle index {i} is lent to a call and cannot be dropped")
         self._array[i] = None
