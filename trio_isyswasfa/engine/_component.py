@@ -54,8 +54,8 @@ from .._errors import (
 )
 from .._limits import Limits
 from .._turns import Turns
-from . import _core, _fiber
-from ._abi import AbiContext, FuncAbi, func_abi
+from . import _core, _fiber, _shim
+from ._abi import AbiContext, FuncAbi, _touches_memory, func_abi, type_abi
 from ._core import (
     CoreFunc,
     CoreMemory,
@@ -67,7 +67,7 @@ from ._core import (
 )
 from ._handles import CallScope, HandleTable
 from ._instance import _OF, CoreInstances, ImportedFunc, LiftedFunc
-from ._layout import record_fields, variant_cases
+from ._layout import flatten, record_fields, variant_cases
 from ._model import (
     CanonBuiltin,
     CanonLift,
@@ -84,6 +84,7 @@ from ._plan import EXTERN_SIZE, CanonRef, CoreStep, InstancePlan, LiftRef, NodeP
 from ._types import (
     FuncType,
     ListType,
+    Primitive,
     PrimType,
     RecordType,
     ResourceType,
@@ -877,6 +878,11 @@ class _Lifted:
         # function the runner calls first (``_shim``): the store is the fiber's between
         # calls
         self._lowers = bool(abi._params_touch_memory)
+        # or, when its only such arguments are strings and byte lists, the runner copies
+        # them in from bytes staged in the dispatcher's memory (``_shim``): no host
+        # function, no ``realloc`` from Python
+        self._stage_plan = _stage_plan(abi, self.memory, instance, options)
+        self._staged_run: _fiber.FiberFunc | None = None
         # the export on the store's fiber, through its runner (``_shim``): with a
         # post-return, the runner lifts the results (:meth:`_lift`) before it; made at
         # the first call
@@ -887,22 +893,35 @@ class _Lifted:
         self._lift_error: BaseException | None = None
         self._lower_error: HostProtocolError | None = None
 
-    def _make_run(self) -> _fiber.FiberFunc:
-        """The export's runner on the store's fiber (see ``_shim``), with its hooks."""
+    def _make_run(self, *, staged: bool = False) -> _fiber.FiberFunc:
+        """The export's runner on the store's fiber (see ``_shim``), with its hooks: the
+        one that lowers through the ``lower`` hook, or (``staged``) the one that takes
+        staged strings and byte lists."""
         owner = self.owner
         owner.fibers.stop_server()  # making host functions uses the store directly
         core = self.core
         store = owner.store
         lower = lift = post = None
-        if self._lowers:
+        if self._lowers and not staged:
             lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
         if self.post is not None:
             results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
             lift = host_func(store, wasmtime.FuncType(results, []), self._lift, owner._made)
             post = self.post.func
-        run = owner.fibers.func(core.func, lower=lower, lift=lift, post=post, unsigned=True)
+        plan = self._stage_plan
+        run = owner.fibers.func(
+            core.func,
+            lower=lower,
+            lift=lift,
+            post=post,
+            unsigned=True,
+            staged=plan.staged if staged and plan is not None else None,
+        )
         run.label = self.label
-        self._run = run
+        if staged:
+            self._staged_run = run
+        else:
+            self._run = run
         return run
 
     def _lower(self, _args: list[Any]) -> list[Any]:
@@ -1002,21 +1021,32 @@ class _Lifted:
     async def call(self, *args: Any) -> Any:
         """Run it on the store's fiber: the event loop runs on while the guest waits or
         computes."""
-        run = self._run if self._run is not None else self._make_run()
         instance = self.instance
-        if self._lowers:  # by :meth:`_lower`, on the fiber
+        blobs: list[Any] = []
+        plan = self._stage_plan
+        staged = plan.stage(args, blobs) if plan is not None else None
+        if staged is not None:  # copied in by the runner, on the fiber
+            run = self._staged_run
+            if run is None:
+                run = self._make_run(staged=True)
             cx = self._enter()
-            self._args = args
-            core_args: list[Any] | tuple[()] = ()
+            core_args: list[Any] | tuple[()] = staged
             instance.may_enter = False
         else:
-            cx, core_args = self._begin(args)
+            run = self._run if self._run is not None else self._make_run()
+            if self._lowers:  # by :meth:`_lower`, on the fiber
+                cx = self._enter()
+                self._args = args
+                core_args = ()
+                instance.may_enter = False
+            else:
+                cx, core_args = self._begin(args)
         lower_error: HostProtocolError | None = None
         try:
             self._cx = cx
             self._lift_error = None
             try:
-                results = await run(*core_args)
+                results = await run.call_staged(core_args, blobs)
             finally:
                 self._cx = None
                 self._args = ()
@@ -1048,6 +1078,113 @@ class _Lifted:
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
+
+_STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
+_BYTES_CLASSES = (bytes, bytearray)
+
+
+class _StagePlan:
+    """How an export's arguments are lowered when its runner copies its strings and
+    byte lists in (``_shim``'s staged arguments): each string (UTF-8) or ``list<u8>``
+    argument becomes two core values, ``length | offset << 32`` (where its bytes are
+    staged in the dispatcher's memory) and its length; every other argument touches
+    neither memory nor handles and is lowered as usual."""
+
+    __slots__ = ("_arity", "_params", "staged")
+
+    def __init__(self, params: list[tuple[int, Any]], staged: _fiber.Staged, arity: int) -> None:
+        self._params = params
+        self._arity = arity
+        self.staged = staged
+
+    def stage(self, args: tuple[Any, ...], blobs: list[Any]) -> list[Any] | None:
+        """The core arguments for ``args``, with the bytes to stage appended to
+        ``blobs``; ``None`` when they cannot be staged (a value of another class, too
+        many bytes): then the ``lower`` hook lowers them, and raises what is wrong."""
+        if len(args) != self._arity:
+            return None
+        out: list[Any] = []
+        at = _STAGE
+        for (how, abi), value in zip(self._params, args, strict=True):
+            data: bytes | bytearray
+            if how == _STRING:
+                if value.__class__ is not str:
+                    return None
+                try:
+                    data = value.encode()
+                except UnicodeEncodeError:
+                    return None
+            elif how == _BYTES:
+                if value.__class__ not in _BYTES_CLASSES:
+                    return None
+                data = value
+            else:
+                try:
+                    abi.lower_flat(_NO_CONTEXT, value, out)
+                except Exception:  # (the hook's lowering raises it, worded)
+                    return None
+                continue
+            n = len(data)
+            out.append(n | at << 32)
+            out.append(n)
+            blobs.append(data)
+            at += n
+        if at > _STAGE_END:
+            blobs.clear()
+            return None
+        return out
+
+
+_STAGE = _shim.STAGE
+_STAGE_END = _shim.STAGE + _shim.STAGE_SIZE
+_NO_CONTEXT = AbiContext()  # (the other arguments touch neither memory nor handles)
+
+
+def _stage_plan(
+    abi: FuncAbi, memory: CoreMemory | None, instance: CoreInstances, options: CanonOptions
+) -> _StagePlan | None:
+    """The export's :class:`_StagePlan`, if its arguments that touch memory are all
+    UTF-8 strings and byte lists, passed flat, and it has a ``realloc``; else ``None``."""
+    if not abi._params_touch_memory or abi.params_in_memory or memory is None:
+        return None
+    if options.realloc is None:
+        return None
+    mem_type = memory.memory.type(instance.store)
+    if mem_type.is_64 or mem_type.is_shared:
+        return None
+    realloc = instance.funcs[options.realloc]
+    if not isinstance(realloc, wasmtime.Func):
+        return None
+    params: list[tuple[int, Any]] = []
+    staged: list[tuple[int, int]] = []
+    index = 0
+    for _, ty in abi.func.params:
+        if isinstance(ty, PrimType) and ty.kind is Primitive.STRING:
+            if _encoding(options) != "utf8":
+                return None
+            params.append((_STRING, None))
+        elif _is_bytes(ty):
+            params.append((_BYTES, None))
+        elif _touches_memory(ty) or _has_handles(ty):
+            return None
+        else:
+            params.append((_VALUE, type_abi(ty)))
+            index += len(flatten((ty,)))
+            continue
+        staged.append((index, 1))
+        index += 2
+    if len(params) > _shim.MAX_VALUES:
+        return None
+    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc), len(params))
+
+
+def _is_bytes(ty: ValType) -> bool:
+    return (
+        isinstance(ty, ListType)
+        and ty.length is None
+        and isinstance(ty.element, PrimType)
+        and ty.element.kind is Primitive.U8
+    )
 
 
 class OwnExportFunc:
