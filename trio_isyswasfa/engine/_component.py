@@ -36,7 +36,7 @@ import ctypes
 import functools
 import logging
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import wasmtime
@@ -874,6 +874,11 @@ class _Lifted:
         if options.post_return is not None:
             self.post = owner.core(instance.funcs[options.post_return], f"post-return of {label}")
         self.plain = _plain(abi)
+        # one context for all calls when the arguments carry no handles (no borrow scope
+        # to keep per call: lifting the result's own handles does not use it)
+        self._shared = self.plain
+        if self._shared is None and not any(_has_handles(t) for _, t in abi.func.params):
+            self._shared = AbiContext(self.memory, instance.table, CallScope(), view=False)
         # lowering that calls the guest's ``realloc`` runs on the store's fiber, by a host
         # function the runner calls first (``_shim``): the store is the fiber's between
         # calls
@@ -962,10 +967,10 @@ class _Lifted:
         instance = self.instance
         if not instance.may_enter:
             raise GuestTrap(f"cannot enter the component instance again to call {self.label}")
-        plain = self.plain
+        shared = self._shared
         return (
-            plain
-            if plain is not None
+            shared
+            if shared is not None
             else AbiContext(self.memory, instance.table, CallScope(), view=False)
         )
 
@@ -1019,62 +1024,69 @@ class _Lifted:
             self.instance.may_enter = True
 
     async def call(self, *args: Any) -> Any:
-        """Run it on the store's fiber: the event loop runs on while the guest waits or
-        computes."""
-        instance = self.instance
-        blobs: list[Any] = []
-        plan = self._stage_plan
-        staged = plan.stage(args, blobs) if plan is not None else None
-        if staged is not None:  # copied in by the runner, on the fiber
-            run = self._staged_run
-            if run is None:
-                run = self._make_run(staged=True)
-            cx = self._enter()
-            core_args: list[Any] | tuple[()] = staged
-            instance.may_enter = False
-        else:
-            run = self._run if self._run is not None else self._make_run()
-            if self._lowers:  # by :meth:`_lower`, on the fiber
+        """Run it on the store's fiber, in turn with the instance's other calls: the
+        event loop runs on while the guest waits or computes (one coroutine frame from
+        :meth:`OwnExportFunc.call` down to the fiber's poll)."""
+        turns = self.owner.turns
+        if not turns.take_nowait():
+            await turns.take()
+        try:
+            instance = self.instance
+            blobs: list[Any] = []
+            plan = self._stage_plan
+            staged = plan.stage(args, blobs) if plan is not None else None
+            if staged is not None:  # copied in by the runner, on the fiber
+                run = self._staged_run
+                if run is None:
+                    run = self._make_run(staged=True)
                 cx = self._enter()
-                self._args = args
-                core_args = ()
+                core_args: list[Any] | tuple[()] = staged
                 instance.may_enter = False
             else:
-                cx, core_args = self._begin(args)
-        lower_error: HostProtocolError | None = None
-        try:
-            self._cx = cx
-            self._lift_error = None
+                run = self._run if self._run is not None else self._make_run()
+                if self._lowers:  # by :meth:`_lower`, on the fiber
+                    cx = self._enter()
+                    self._args = args
+                    core_args = ()
+                    instance.may_enter = False
+                else:
+                    cx, core_args = self._begin(args)
+            lower_error: HostProtocolError | None = None
             try:
-                results = await run.call_staged(core_args, blobs)
+                self._cx = cx
+                self._lift_error = None
+                try:
+                    results = await run.call_staged(core_args, blobs)
+                finally:
+                    self._cx = None
+                    self._args = ()
+                    instance.may_leave = True
+                lower_error, self._lower_error = self._lower_error, None
+                if lower_error is not None:  # nothing ran: the instance lives on
+                    raise lower_error
+                if self.post is None:
+                    return self._end(cx, results)
+                value, self._value = self._value, None
+                return value
+            except IsyswasfaError as exc:
+                if exc is lower_error:
+                    raise
+                error, self._lift_error = self._lift_error, None
+                if not isinstance(error, IsyswasfaError):
+                    error = exc  # (else the lifting failed: that is what the call raises)
+                failure = self._failed(error)
+                if failure is exc:
+                    raise
+                raise failure from failure.__cause__
+            except BaseException:
+                owner = self.owner
+                if owner.fibers.fault is not None:  # abandoned where it stood
+                    owner.faults.record(owner.fibers.fault)
+                raise
             finally:
-                self._cx = None
-                self._args = ()
-                instance.may_leave = True
-            lower_error, self._lower_error = self._lower_error, None
-            if lower_error is not None:  # nothing ran: the instance lives on
-                raise lower_error
-            if self.post is None:
-                return self._end(cx, results)
-            value, self._value = self._value, None
-            return value
-        except IsyswasfaError as exc:
-            if exc is lower_error:
-                raise
-            error, self._lift_error = self._lift_error, None
-            if not isinstance(error, IsyswasfaError):
-                error = exc  # (else the lifting failed: that is what the call raises)
-            failure = self._failed(error)
-            if failure is exc:
-                raise
-            raise failure from failure.__cause__
-        except BaseException:
-            owner = self.owner
-            if owner.fibers.fault is not None:  # abandoned where it stood
-                owner.faults.record(owner.fibers.fault)
-            raise
+                instance.may_enter = True
         finally:
-            instance.may_enter = True
+            turns.give_back()
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
@@ -1208,18 +1220,13 @@ class OwnExportFunc:
         """
         return self._lifted.sync(*args)
 
-    async def call(self, *args: Any) -> Any:
-        """Run the export on a fiber: while the guest waits in a blocking host function
-        or computes past an epoch tick, the event loop runs other tasks. Calls into one
-        instance take turns. Raises as :meth:`call_sync` does; a cancellation while the
-        guest waits abandons the call and the instance is dead."""
-        turns = self.owner.turns
-        if not turns.take_nowait():
-            await turns.take()
-        try:
-            return await self._lifted.call(*args)
-        finally:
-            turns.give_back()
+    def call(self, *args: Any) -> Coroutine[Any, Any, Any]:
+        """Run the export on a fiber (awaiting what this returns): while the guest waits
+        in a blocking host function or computes past an epoch tick, the event loop runs
+        other tasks. Calls into one instance take turns. Raises as :meth:`call_sync`
+        does; a cancellation while the guest waits abandons the call and the instance is
+        dead."""
+        return self._lifted.call(*args)  # (its coroutine: no frame of our own)
 
 
 __all__ = [
