@@ -1100,51 +1100,72 @@ class _StagePlan:
     byte lists in (``_shim``'s staged arguments): each string (UTF-8) or ``list<u8>``
     argument becomes two core values, ``length | offset << 32`` (where its bytes are
     staged in the dispatcher's memory) and its length; every other argument touches
-    neither memory nor handles and is lowered as usual."""
+    neither memory nor handles and is lowered as usual.
 
-    __slots__ = ("_arity", "_params", "staged")
+    :meth:`stage` is generated once per plan (straight-line code for its arguments)."""
 
-    def __init__(self, params: list[tuple[int, Any]], staged: _fiber.Staged, arity: int) -> None:
-        self._params = params
-        self._arity = arity
+    __slots__ = ("stage", "staged")
+
+    stage: Callable[[tuple[Any, ...], list[Any]], list[Any] | None]
+    """``stage(args, blobs)``: the core arguments for ``args``, with the bytes to stage
+    appended to ``blobs``; ``None`` when they cannot be staged (a value of another
+    class, too many bytes): then the ``lower`` hook lowers them, and raises what is
+    wrong."""
+
+    def __init__(self, params: list[tuple[int, Any]], staged: _fiber.Staged) -> None:
         self.staged = staged
-
-    def stage(self, args: tuple[Any, ...], blobs: list[Any]) -> list[Any] | None:
-        """The core arguments for ``args``, with the bytes to stage appended to
-        ``blobs``; ``None`` when they cannot be staged (a value of another class, too
-        many bytes): then the ``lower`` hook lowers them, and raises what is wrong."""
-        if len(args) != self._arity:
-            return None
-        out: list[Any] = []
-        at = _STAGE
-        for (how, abi), value in zip(self._params, args, strict=True):
-            data: bytes | bytearray
-            if how == _STRING:
-                if value.__class__ is not str:
-                    return None
-                try:
-                    data = value.encode()
-                except UnicodeEncodeError:
-                    return None
-            elif how == _BYTES:
-                if value.__class__ not in _BYTES_CLASSES:
-                    return None
-                data = value
-            else:
-                try:
-                    abi.lower_flat(_NO_CONTEXT, value, out)
-                except Exception:  # (the hook's lowering raises it, worded)
-                    return None
+        names = [f"v{i}" for i in range(len(params))]
+        code = [
+            "def stage(args, blobs):",
+            f"    if len(args) != {len(params)}:",
+            "        return None",
+            f"    {', '.join(names)}{',' if len(names) == 1 else ''} = args",
+            "    out = []",
+            "    at = STAGE",
+        ]
+        namespace: dict[str, Any] = {"STAGE": _STAGE, "BYTES": _BYTES_CLASSES, "CX": _NO_CONTEXT}
+        blobs = []
+        for i, (how, abi) in enumerate(params):
+            v = names[i]
+            if how == _VALUE:
+                namespace[f"lower{i}"] = abi.lower_flat
+                code += [
+                    "    try:",
+                    f"        lower{i}(CX, {v}, out)",
+                    "    except Exception:  # (the hook's lowering raises it, worded)",
+                    "        return None",
+                ]
                 continue
-            n = len(data)
-            out.append(n | at << 32)
-            out.append(n)
-            blobs.append(data)
-            at += n
-        if at > _STAGE_END:
-            blobs.clear()
-            return None
-        return out
+            if how == _STRING:
+                code += [
+                    f"    if {v}.__class__ is not str:",
+                    "        return None",
+                    "    try:",
+                    f"        d{i} = {v}.encode()",
+                    "    except UnicodeEncodeError:",
+                    "        return None",
+                ]
+            else:
+                code += [
+                    f"    if {v}.__class__ not in BYTES:",
+                    "        return None",
+                    f"    d{i} = {v}",
+                ]
+            code += [
+                f"    n = len(d{i})",
+                "    out.append(n | at << 32)",
+                "    out.append(n)",
+                "    at += n",
+            ]
+            blobs.append(f"d{i}")
+        code += [
+            f"    if at > {_STAGE_END}:",
+            "        return None",
+            *(f"    blobs.append({b})" for b in blobs),
+            "    return out",
+        ]
+        exec("\n".join(code) + "\n", namespace)
+        self.stage = namespace["stage"]
 
 
 _STAGE = _shim.STAGE
@@ -1185,9 +1206,9 @@ def _stage_plan(
             continue
         staged.append((index, 1))
         index += 2
-    if len(params) > _shim.MAX_VALUES:
+    if index > _shim.MAX_VALUES:  # pragma: no cover - more travel in memory
         return None
-    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc), len(params))
+    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc))
 
 
 def _is_bytes(ty: ValType) -> bool:
