@@ -1074,8 +1074,7 @@ class FiberFunc:
                 raise self._over_time(call, "without returning to the host")
             # a computing guest is not interrupted by a cancellation: it runs on to its
             # next wait or return, as it would had it held the loop
-            with anyio.CancelScope(shield=True):
-                await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         try:
             with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
