@@ -36,7 +36,7 @@ import ctypes
 import functools
 import logging
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import wasmtime
@@ -54,8 +54,8 @@ from .._errors import (
 )
 from .._limits import Limits
 from .._turns import Turns
-from . import _core, _fiber
-from ._abi import AbiContext, FuncAbi, func_abi, import_entry_factory
+from . import _core, _fiber, _shim
+from ._abi import AbiContext, FuncAbi, _touches_memory, func_abi, import_entry_factory, type_abi
 from ._core import (
     CoreFunc,
     CoreMemory,
@@ -69,7 +69,7 @@ from ._core import (
 )
 from ._handles import CallScope, HandleTable
 from ._instance import _OF, CoreInstances, ImportedFunc, LiftedFunc
-from ._layout import record_fields, variant_cases
+from ._layout import flatten, record_fields, variant_cases
 from ._model import (
     CanonBuiltin,
     CanonLift,
@@ -86,6 +86,7 @@ from ._plan import EXTERN_SIZE, CanonRef, CoreStep, InstancePlan, LiftRef, NodeP
 from ._types import (
     FuncType,
     ListType,
+    Primitive,
     PrimType,
     RecordType,
     ResourceType,
@@ -933,10 +934,20 @@ class _Lifted:
         if options.post_return is not None:
             self.post = owner.core(instance.funcs[options.post_return], f"post-return of {label}")
         self.plain = _plain(abi)
+        # one context for all calls when the arguments carry no handles (no borrow scope
+        # to keep per call: lifting the result's own handles does not use it)
+        self._shared = self.plain
+        if self._shared is None and not any(_has_handles(t) for _, t in abi.func.params):
+            self._shared = AbiContext(self.memory, instance.table, CallScope(), view=False)
         # lowering that calls the guest's ``realloc`` runs on the store's fiber, by a host
         # function the runner calls first (``_shim``): the store is the fiber's between
         # calls
         self._lowers = bool(abi._params_touch_memory)
+        # or, when its only such arguments are strings and byte lists, the runner copies
+        # them in from bytes staged in the dispatcher's memory (``_shim``): no host
+        # function, no ``realloc`` from Python
+        self._stage_plan = _stage_plan(abi, self.memory, instance, options)
+        self._staged_run: _fiber.FiberFunc | None = None
         # the export on the store's fiber, through its runner (``_shim``): with a
         # post-return, the runner lifts the results (:meth:`_lift`) before it; made at
         # the first call
@@ -947,22 +958,35 @@ class _Lifted:
         self._lift_error: BaseException | None = None
         self._lower_error: HostProtocolError | None = None
 
-    def _make_run(self) -> _fiber.FiberFunc:
-        """The export's runner on the store's fiber (see ``_shim``), with its hooks."""
+    def _make_run(self, *, staged: bool = False) -> _fiber.FiberFunc:
+        """The export's runner on the store's fiber (see ``_shim``), with its hooks: the
+        one that lowers through the ``lower`` hook, or (``staged``) the one that takes
+        staged strings and byte lists."""
         owner = self.owner
         owner.fibers.stop_server()  # making host functions uses the store directly
         core = self.core
         store = owner.store
         lower = lift = post = None
-        if self._lowers:
+        if self._lowers and not staged:
             lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
         if self.post is not None:
             results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
             lift = host_func(store, wasmtime.FuncType(results, []), self._lift, owner._made)
             post = self.post.func
-        run = owner.fibers.func(core.func, lower=lower, lift=lift, post=post, unsigned=True)
+        plan = self._stage_plan
+        run = owner.fibers.func(
+            core.func,
+            lower=lower,
+            lift=lift,
+            post=post,
+            unsigned=True,
+            staged=plan.staged if staged and plan is not None else None,
+        )
         run.label = self.label
-        self._run = run
+        if staged:
+            self._staged_run = run
+        else:
+            self._run = run
         return run
 
     def _lower(self, _args: list[Any]) -> list[Any]:
@@ -1003,10 +1027,10 @@ class _Lifted:
         instance = self.instance
         if not instance.may_enter:
             raise GuestTrap(f"cannot enter the component instance again to call {self.label}")
-        plain = self.plain
+        shared = self._shared
         return (
-            plain
-            if plain is not None
+            shared
+            if shared is not None
             else AbiContext(self.memory, instance.table, CallScope(), view=False)
         )
 
@@ -1060,54 +1084,200 @@ class _Lifted:
             self.instance.may_enter = True
 
     async def call(self, *args: Any) -> Any:
-        """Run it on the store's fiber: the event loop runs on while the guest waits or
-        computes."""
-        run = self._run if self._run is not None else self._make_run()
-        instance = self.instance
-        if self._lowers:  # by :meth:`_lower`, on the fiber
-            cx = self._enter()
-            self._args = args
-            core_args: list[Any] | tuple[()] = ()
-            instance.may_enter = False
-        else:
-            cx, core_args = self._begin(args)
-        lower_error: HostProtocolError | None = None
+        """Run it on the store's fiber, in turn with the instance's other calls: the
+        event loop runs on while the guest waits or computes (one coroutine frame from
+        :meth:`OwnExportFunc.call` down to the fiber's poll)."""
+        turns = self.owner.turns
+        if not turns.take_nowait():
+            await turns.take()
         try:
-            self._cx = cx
-            self._lift_error = None
+            instance = self.instance
+            blobs: list[Any] = []
+            plan = self._stage_plan
+            staged = plan.stage(args, blobs) if plan is not None else None
+            if staged is not None:  # copied in by the runner, on the fiber
+                run = self._staged_run
+                if run is None:
+                    run = self._make_run(staged=True)
+                cx = self._enter()
+                core_args: list[Any] | tuple[()] = staged
+                instance.may_enter = False
+            else:
+                run = self._run if self._run is not None else self._make_run()
+                if self._lowers:  # by :meth:`_lower`, on the fiber
+                    cx = self._enter()
+                    self._args = args
+                    core_args = ()
+                    instance.may_enter = False
+                else:
+                    cx, core_args = self._begin(args)
+            lower_error: HostProtocolError | None = None
             try:
-                results = await run(*core_args)
+                self._cx = cx
+                self._lift_error = None
+                try:
+                    results = await run.call_staged(core_args, blobs)
+                finally:
+                    self._cx = None
+                    self._args = ()
+                    instance.may_leave = True
+                lower_error, self._lower_error = self._lower_error, None
+                if lower_error is not None:  # nothing ran: the instance lives on
+                    raise lower_error
+                if self.post is None:
+                    return self._end(cx, results)
+                value, self._value = self._value, None
+                return value
+            except IsyswasfaError as exc:
+                if exc is lower_error:
+                    raise
+                error, self._lift_error = self._lift_error, None
+                if not isinstance(error, IsyswasfaError):
+                    error = exc  # (else the lifting failed: that is what the call raises)
+                failure = self._failed(error)
+                if failure is exc:
+                    raise
+                raise failure from failure.__cause__
+            except BaseException:
+                owner = self.owner
+                if owner.fibers.fault is not None:  # abandoned where it stood
+                    owner.faults.record(owner.fibers.fault)
+                raise
             finally:
-                self._cx = None
-                self._args = ()
-                instance.may_leave = True
-            lower_error, self._lower_error = self._lower_error, None
-            if lower_error is not None:  # nothing ran: the instance lives on
-                raise lower_error
-            if self.post is None:
-                return self._end(cx, results)
-            value, self._value = self._value, None
-            return value
-        except IsyswasfaError as exc:
-            if exc is lower_error:
-                raise
-            error, self._lift_error = self._lift_error, None
-            if not isinstance(error, IsyswasfaError):
-                error = exc  # (else the lifting failed: that is what the call raises)
-            failure = self._failed(error)
-            if failure is exc:
-                raise
-            raise failure from failure.__cause__
-        except BaseException:
-            owner = self.owner
-            if owner.fibers.fault is not None:  # abandoned where it stood
-                owner.faults.record(owner.fibers.fault)
-            raise
+                instance.may_enter = True
         finally:
-            instance.may_enter = True
+            turns.give_back()
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
+
+_STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
+_BYTES_CLASSES = (bytes, bytearray)
+
+
+class _StagePlan:
+    """How an export's arguments are lowered when its runner copies its strings and
+    byte lists in (``_shim``'s staged arguments): each string (UTF-8) or ``list<u8>``
+    argument becomes two core values, ``length | offset << 32`` (where its bytes are
+    staged in the dispatcher's memory) and its length; every other argument touches
+    neither memory nor handles and is lowered as usual.
+
+    :meth:`stage` is generated once per plan (straight-line code for its arguments)."""
+
+    __slots__ = ("stage", "staged")
+
+    stage: Callable[[tuple[Any, ...], list[Any]], list[Any] | None]
+    """``stage(args, blobs)``: the core arguments for ``args``, with the bytes to stage
+    appended to ``blobs``; ``None`` when they cannot be staged (a value of another
+    class, too many bytes): then the ``lower`` hook lowers them, and raises what is
+    wrong."""
+
+    def __init__(self, params: list[tuple[int, Any]], staged: _fiber.Staged) -> None:
+        self.staged = staged
+        names = [f"v{i}" for i in range(len(params))]
+        code = [
+            "def stage(args, blobs):",
+            f"    if len(args) != {len(params)}:",
+            "        return None",
+            f"    {', '.join(names)}{',' if len(names) == 1 else ''} = args",
+            "    out = []",
+            "    at = STAGE",
+        ]
+        namespace: dict[str, Any] = {"STAGE": _STAGE, "BYTES": _BYTES_CLASSES, "CX": _NO_CONTEXT}
+        blobs = []
+        for i, (how, abi) in enumerate(params):
+            v = names[i]
+            if how == _VALUE:
+                namespace[f"lower{i}"] = abi.lower_flat
+                code += [
+                    "    try:",
+                    f"        lower{i}(CX, {v}, out)",
+                    "    except Exception:  # (the hook's lowering raises it, worded)",
+                    "        return None",
+                ]
+                continue
+            if how == _STRING:
+                code += [
+                    f"    if {v}.__class__ is not str:",
+                    "        return None",
+                    "    try:",
+                    f"        d{i} = {v}.encode()",
+                    "    except UnicodeEncodeError:",
+                    "        return None",
+                ]
+            else:
+                code += [
+                    f"    if {v}.__class__ not in BYTES:",
+                    "        return None",
+                    f"    d{i} = {v}",
+                ]
+            code += [
+                f"    n = len(d{i})",
+                "    out.append(n | at << 32)",
+                "    out.append(n)",
+                "    at += n",
+            ]
+            blobs.append(f"d{i}")
+        code += [
+            f"    if at > {_STAGE_END}:",
+            "        return None",
+            *(f"    blobs.append({b})" for b in blobs),
+            "    return out",
+        ]
+        exec("\n".join(code) + "\n", namespace)
+        self.stage = namespace["stage"]
+
+
+_STAGE = _shim.STAGE
+_STAGE_END = _shim.STAGE + _shim.STAGE_SIZE
+_NO_CONTEXT = AbiContext()  # (the other arguments touch neither memory nor handles)
+
+
+def _stage_plan(
+    abi: FuncAbi, memory: CoreMemory | None, instance: CoreInstances, options: CanonOptions
+) -> _StagePlan | None:
+    """The export's :class:`_StagePlan`, if its arguments that touch memory are all
+    UTF-8 strings and byte lists, passed flat, and it has a ``realloc``; else ``None``."""
+    if not abi._params_touch_memory or abi.params_in_memory or memory is None:
+        return None
+    if options.realloc is None:
+        return None
+    mem_type = memory.memory.type(instance.store)
+    if mem_type.is_64 or mem_type.is_shared:
+        return None
+    realloc = instance.funcs[options.realloc]
+    if not isinstance(realloc, wasmtime.Func):
+        return None
+    params: list[tuple[int, Any]] = []
+    staged: list[tuple[int, int]] = []
+    index = 0
+    for _, ty in abi.func.params:
+        if isinstance(ty, PrimType) and ty.kind is Primitive.STRING:
+            if _encoding(options) != "utf8":
+                return None
+            params.append((_STRING, None))
+        elif _is_bytes(ty):
+            params.append((_BYTES, None))
+        elif _touches_memory(ty) or _has_handles(ty):
+            return None
+        else:
+            params.append((_VALUE, type_abi(ty)))
+            index += len(flatten((ty,)))
+            continue
+        staged.append((index, 1))
+        index += 2
+    if index > _shim.MAX_VALUES:  # pragma: no cover - more travel in memory
+        return None
+    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc))
+
+
+def _is_bytes(ty: ValType) -> bool:
+    return (
+        isinstance(ty, ListType)
+        and ty.length is None
+        and isinstance(ty.element, PrimType)
+        and ty.element.kind is Primitive.U8
+    )
 
 
 class OwnExportFunc:
@@ -1131,18 +1301,13 @@ class OwnExportFunc:
         """
         return self._lifted.sync(*args)
 
-    async def call(self, *args: Any) -> Any:
-        """Run the export on a fiber: while the guest waits in a blocking host function
-        or computes past an epoch tick, the event loop runs other tasks. Calls into one
-        instance take turns. Raises as :meth:`call_sync` does; a cancellation while the
-        guest waits abandons the call and the instance is dead."""
-        turns = self.owner.turns
-        if not turns.take_nowait():
-            await turns.take()
-        try:
-            return await self._lifted.call(*args)
-        finally:
-            turns.give_back()
+    def call(self, *args: Any) -> Coroutine[Any, Any, Any]:
+        """Run the export on a fiber (awaiting what this returns): while the guest waits
+        in a blocking host function or computes past an epoch tick, the event loop runs
+        other tasks. Calls into one instance take turns. Raises as :meth:`call_sync`
+        does; a cancellation while the guest waits abandons the call and the instance is
+        dead."""
+        return self._lifted.call(*args)  # (its coroutine: no frame of our own)
 
 
 __all__ = [

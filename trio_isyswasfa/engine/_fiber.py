@@ -46,7 +46,7 @@ import functools
 import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from ctypes import CFUNCTYPE, byref, c_size_t, c_void_p
 from types import GeneratorType
 from typing import Any
@@ -725,6 +725,7 @@ class FiberStore:
         lift: wasmtime.Func | None = None,
         post: wasmtime.Func | None = None,
         unsigned: bool = False,
+        staged: Staged | None = None,
     ) -> FiberFunc:
         """``func`` of this store, ready to be called on the store's fiber (its type read
         once). With ``lower`` (a host function ``() -> i32``), a call takes no arguments:
@@ -733,8 +734,12 @@ class FiberStore:
         and ``post`` (host function and post-return, both of the function's result
         types), the results go to ``lift``, then to ``post``, and the call gives
         ``None``. ``unsigned``: a call gives the list of its results, i32 and i64 read
-        unsigned (as the canonical ABI lifts them)."""
-        return FiberFunc(self, func, lower=lower, lift=lift, post=post, unsigned=unsigned)
+        unsigned (as the canonical ABI lifts them). With ``staged``, some pointer
+        arguments are bytes copied into the guest's memory on the fiber (see
+        :class:`Staged` and :meth:`FiberFunc.call_staged`)."""
+        return FiberFunc(
+            self, func, lower=lower, lift=lift, post=post, unsigned=unsigned, staged=staged
+        )
 
     async def call(self, func: wasmtime.Func, *args: CoreValue) -> Any:
         """Call ``func`` once (:meth:`func` keeps the type for repeated calls)."""
@@ -768,6 +773,22 @@ class FiberStore:
         return fault
 
 
+class Staged:
+    """Which pointer arguments of a function a call may pass as bytes, and where they go:
+    ``params`` lists ``(index, align)`` of each (an i32 core parameter, followed by its
+    length), ``memory`` is the guest's memory and ``realloc`` its allocator. The
+    function's runner allocates each block and copies the bytes in (``_shim``)."""
+
+    __slots__ = ("memory", "params", "realloc")
+
+    def __init__(
+        self, params: tuple[tuple[int, int], ...], memory: wasmtime.Memory, realloc: wasmtime.Func
+    ) -> None:
+        self.params = params
+        self.memory = memory
+        self.realloc = realloc
+
+
 class FiberFunc:
     """A core function of a :class:`FiberStore`; awaiting a call runs it on the store's
     fiber.
@@ -789,6 +810,7 @@ class FiberFunc:
         lift: wasmtime.Func | None = None,
         post: wasmtime.Func | None = None,
         unsigned: bool = False,
+        staged: Staged | None = None,
     ) -> None:
         self.owner = owner
         self.func = func
@@ -813,20 +835,28 @@ class FiberFunc:
             raise HostProtocolError("too many core values for a function with hooks")
         if (lift is None) != (post is None):
             raise HostProtocolError("a lift needs a post-return, and a post-return a lift")
+        if staged is not None and (lower is not None or not servable):
+            raise HostProtocolError("staged arguments go through a runner, without a lower hook")
         self._slot: int | None = None if servable else 0
         self._kinds = kinds
         self._hooks = (lower, lift, post)
+        self._staged = staged
         self._unsigned = unsigned
         self._arity = 0 if lower is not None else len(params)
-        self._pack_call = _call_packer(kinds[0], lower is not None)
+        # a staged pointer's slot holds its length and where its bytes are: 64 bits
+        packed = list(kinds[0])
+        for index, _ in staged.params if staged is not None else ():
+            packed[index] = "i64"
+        self._pack_call = _call_packer(tuple(packed), lower is not None)
         self._pack_args = _args_packer(kinds[0])
         self._read_results: Callable[[Any, int], tuple[Any, ...]] | None = (
             None if post is not None else _results_layout(kinds[1], unsigned).unpack_from
         )
 
-    async def __call__(self, *args: CoreValue) -> Any:
-        """Run the function: ``None``, its one result, or a list of its results (with
-        ``unsigned``: the list of its results; with ``lift`` and ``post``: ``None``).
+    def __call__(self, *args: CoreValue) -> Coroutine[Any, Any, Any]:
+        """Run the function (awaiting what this returns): ``None``, its one result, or a
+        list of its results (with ``unsigned``: the list of its results; with ``lift``
+        and ``post``: ``None``).
 
         Raises:
           HostProtocolError: ``args`` do not fit the function (nothing ran).
@@ -834,6 +864,14 @@ class FiberFunc:
             ran past ``max_run_seconds``; the store is dead from then on.
           InstanceDead: the store had failed before.
         """
+        return self.call_staged(args, ())  # (no coroutine of its own: one frame a call)
+
+    async def call_staged(self, args: Sequence[CoreValue], blobs: Sequence[Any]) -> Any:
+        """Run the function with staged arguments (a function made with ``staged``):
+        ``blobs`` are their bytes, in order, and each staged pointer's argument is
+        ``length | offset << 32``, the offsets counted from ``_shim.STAGE`` with the
+        blobs back to back, at most ``_shim.STAGE_SIZE`` bytes in all (unchecked here).
+        Returns and raises as a call does."""
         owner = self.owner
         if _DEFERRED:
             _drop_deferred()  # here no guest code runs
@@ -856,6 +894,12 @@ class FiberFunc:
                 self._pack_call(view, slot, args)  # the call, its flag, its arguments
             except (TypeError, struct.error) as exc:
                 raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
+            if blobs:  # (written once the store is this call's: a queued call waits first)
+                at = _STAGE
+                for blob in blobs:
+                    end = at + len(blob)
+                    view[at:end] = blob
+                    at = end
             server = owner._server
             if server is None:
                 server = owner._start_server()
@@ -865,7 +909,23 @@ class FiberFunc:
             server.parked = False
             limit = owner.limits.max_run_seconds
             deadline = None if limit is None else time.monotonic() + limit
-            while not self._poll(server):
+            # the first poll, as :meth:`_poll` (inline: every call's path; the store was
+            # sound and its fiber parked a moment ago, so none of its checks apply)
+            global _current
+            clock = _fastcall.clock
+            previous, _current = _current, server
+            _core.polls += 1
+            host_before = clock.host
+            start = _perf_counter()
+            try:
+                done = server._done = _future_poll(server._future)
+            finally:
+                _core.polls -= 1
+                _current = previous
+                spent = _perf_counter() - start - (clock.host - host_before)
+                clock.guest += spent
+                owner.guest_seconds += spent
+            while not done:
                 if not view[_FLAG]:  # parked again: the call returned
                     server.parked = True
                     read = self._read_results
@@ -878,6 +938,7 @@ class FiberFunc:
                         return values[0]
                     return list(values) if values else None
                 await self._wait(server, deadline)
+                done = self._poll(server)
             raise self._ended(server)  # only a trap (or an error) ends it in a call
         finally:
             owner._leave()
@@ -903,10 +964,19 @@ class FiberFunc:
         owner = self.owner
         owner.stop_server()  # instantiating uses the store directly
         dispatch = owner._dispatcher()
-        lower, _lift, post = self._hooks
-        module = _shim.runner(*self._kinds, lower=lower is not None, post=post is not None)
-        imports: list[Any] = [dispatch.memory, self.func]
-        imports.extend(h for h in self._hooks if h is not None)
+        lower, lift, post = self._hooks
+        staged = self._staged
+        module = _shim.runner(
+            *self._kinds,
+            lower=lower is not None,
+            post=post is not None,
+            staged=staged.params if staged is not None else (),
+        )
+        if staged is None:
+            imports: list[Any] = [dispatch.memory, self.func]
+        else:
+            imports = [dispatch.memory, staged.memory, self.func, staged.realloc]
+        imports.extend(h for h in (lower, lift, post) if h is not None)
         run = owner.instantiate(module, imports).exports(owner.store)["run"]
         slot = self._slot = dispatch.table.grow(owner.store, 1, run)
         return slot
@@ -1023,8 +1093,7 @@ class FiberFunc:
                 raise self._over_time(call, "without returning to the host")
             # a computing guest is not interrupted by a cancellation: it runs on to its
             # next wait or return, as it would had it held the loop
-            with anyio.CancelScope(shield=True):
-                await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         try:
             with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
@@ -1252,6 +1321,7 @@ _NO_VALUES = (ffi.wasmtime_val_t * 1)()
 _NO_VALUES_TYPE = wasmtime.FuncType([], [])
 _FLAG = _shim.FLAG
 _RESULTS = _shim.RESULTS
+_STAGE = _shim.STAGE
 _STOP = struct.Struct("<I4xB").pack_into  # CMD = 0, FLAG = 1
 _SLOT_CODES = {"i32": ("I4x", " & 0xFFFFFFFF"), "i64": ("Q", " & 0xFFFFFFFFFFFFFFFF"),
                "f32": ("f4x", ""), "f64": ("d", "")}  # fmt: skip
@@ -1294,6 +1364,7 @@ def _results_layout(results: tuple[str, ...], unsigned: bool) -> struct.Struct:
 
 
 # the C functions themselves, without wasmtime-py's Python wrappers around them
+_perf_counter = time.perf_counter
 _call_async = wasmtime._bindings._wasmtime_func_call_async
 _future_poll = wasmtime._bindings._wasmtime_call_future_poll
 _future_delete = wasmtime._bindings._wasmtime_call_future_delete
@@ -1305,6 +1376,7 @@ __all__ = [
     "FiberFunc",
     "FiberStore",
     "HostFunc",
+    "Staged",
     "Wait",
     "instantiate",
     "live_host_funcs",

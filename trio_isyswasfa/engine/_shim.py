@@ -25,9 +25,14 @@ calls the post-return (``post``), so that the results are lifted before the
 post-return frees them and the post-return may not call out (``may_leave``). A runner
 may first call ``lower``, a host function that lowers the call's arguments on the fiber
 (the guest's ``realloc`` is a call into the store) and answers 0 when they did not fit,
-in which case nothing else runs. Everything a runner calls runs on the fiber, so the
-guest may wait in a blocking host function and yields at epoch deadlines, as on a fiber
-of its own.
+in which case nothing else runs. A runner may instead copy the call's strings and byte
+lists in itself (*staged* arguments): the driver writes their bytes into the
+dispatcher's memory (``STAGE`` on) and, in each one's pointer slot, their length and
+where they are; the runner allocates each with the guest's ``realloc`` and copies it
+into the guest's memory (``memory.copy`` between the two memories), which saves the
+``lower`` host function's crossing into Python and the ``realloc`` call from Python.
+Everything a runner calls runs on the fiber, so the guest may wait in a blocking host
+function and yields at epoch deadlines, as on a fiber of its own.
 
 Modules are compiled once per shape, for the process.
 """
@@ -49,6 +54,10 @@ RESULTS = ARGS + 8 * 16
 """Offset of the core results, one 8-byte slot each."""
 MAX_VALUES = 16
 """The most core arguments (and results) a runner takes through the memory."""
+STAGE = RESULTS + 8 * MAX_VALUES
+"""Offset of the staged arguments' bytes, up to the end of the dispatcher's one page."""
+STAGE_SIZE = 65536 - STAGE
+"""How many bytes of staged arguments one call can take."""
 
 _DISPATCHER = f"""(module
   (import "" "memory" (memory 1 1))
@@ -78,35 +87,80 @@ def dispatcher() -> wasmtime.Module:
 
 
 def runner(
-    params: tuple[str, ...], results: tuple[str, ...], *, lower: bool, post: bool
+    params: tuple[str, ...],
+    results: tuple[str, ...],
+    *,
+    lower: bool,
+    post: bool,
+    staged: tuple[tuple[int, int], ...] = (),
 ) -> wasmtime.Module:
     """The runner of a function of core type ``params -> results`` (core value kinds
     such as ``"i32"``, at most :data:`MAX_VALUES` each). It imports ``("", "memory")``
-    (the dispatcher's), ``("", "f")``, then ``("", "lower")`` if ``lower``, then
-    ``("", "lift")`` and ``("", "post")`` if ``post``, and exports ``run``."""
+    (the dispatcher's), then ``("", "guest")`` (the guest's memory) if ``staged``,
+    ``("", "f")``, ``("", "realloc")`` if ``staged``, ``("", "lower")`` if ``lower``,
+    then ``("", "lift")`` and ``("", "post")`` if ``post``, and exports ``run``.
+
+    ``staged`` lists ``(index, align)`` of the pointer parameters whose bytes the driver
+    staged (at most one of ``lower`` and ``staged``): the slot of each holds the byte
+    length (its low 32 bits) and the bytes' offset in the dispatcher's memory (its high
+    32 bits); the runner calls ``realloc(0, 0, align, length)``, traps unless the block
+    is aligned, and copies the bytes there (``memory.copy`` traps if they are out of
+    bounds) before it calls ``f`` with the block's address in that slot."""
     if len(params) > MAX_VALUES or len(results) > MAX_VALUES:
         raise ValueError("too many core values for a runner")
-    key = (params, results, lower, post)
+    if lower and staged:
+        raise ValueError("a runner lowers its arguments by a hook or from staged bytes")
+    if any(params[i] != "i32" for i, _ in staged):
+        raise ValueError("a staged argument's pointer is an i32")
+    key = (params, results, lower, post, staged)
     module = _MODULES.get(key)
     if module is None:
         module = _MODULES[key] = wasmtime.Module(_engine.engine(), _runner(*key))
     return module
 
 
-def _runner(params: tuple[str, ...], results: tuple[str, ...], lower: bool, post: bool) -> str:
+def _runner(
+    params: tuple[str, ...],
+    results: tuple[str, ...],
+    lower: bool,
+    post: bool,
+    staged: tuple[tuple[int, int], ...],
+) -> str:
     def decl(word: str, kinds: tuple[str, ...]) -> str:
         return f" ({word} {' '.join(kinds)})" if kinds else ""
 
+    # locals: the results, then one block address per staged argument
+    blocks = {index: len(results) + k for k, (index, _) in enumerate(staged)}
     load = "".join(
-        f" ({kind}.load offset={ARGS + 8 * i} (i32.const 0))" for i, kind in enumerate(params)
+        f" (local.get {blocks[i]})"
+        if i in blocks
+        else f" ({kind}.load offset={ARGS + 8 * i} (i32.const 0))"
+        for i, kind in enumerate(params)
     )
     take = "".join(f" (local.set {i})" for i in reversed(range(len(results))))
     give = "".join(f" (local.get {i})" for i in range(len(results)))
-    imports = [
-        '(import "" "memory" (memory 1))',
-        f'(import "" "f" (func $f{decl("param", params)}{decl("result", results)}))',
-    ]
+    imports = ['(import "" "memory" (memory 1))']
     body = []
+    if staged:
+        imports.append('(import "" "guest" (memory 0))')
+    imports.append(f'(import "" "f" (func $f{decl("param", params)}{decl("result", results)}))')
+    if staged:
+        imports.append('(import "" "realloc" (func $realloc (param i32 i32 i32 i32) (result i32)))')
+    for index, align in staged:
+        block = blocks[index]
+        length = f"(i32.load offset={ARGS + 8 * index} (i32.const 0))"
+        body.append(
+            f"(local.set {block} (call $realloc (i32.const 0) (i32.const 0)"
+            f" (i32.const {align}) {length}))"
+        )
+        if align > 1:
+            body.append(
+                f"(if (i32.and (local.get {block}) (i32.const {align - 1})) (then unreachable))"
+            )
+        body.append(
+            f"(memory.copy 1 0 (local.get {block})"
+            f" (i32.load offset={ARGS + 8 * index + 4} (i32.const 0)) {length})"
+        )
     if lower:
         imports.append('(import "" "lower" (func $lower (result i32)))')
         body.append("(if (i32.eqz (call $lower)) (then (return)))")
@@ -120,13 +174,24 @@ def _runner(params: tuple[str, ...], results: tuple[str, ...], lower: bool, post
             f"({kind}.store offset={RESULTS + 8 * i} (i32.const 0) (local.get {i}))"
             for i, kind in enumerate(results)
         )
+    local_kinds = results + ("i32",) * len(staged)
     return (
         "(module "
         + " ".join(imports)
-        + f' (func (export "run"){decl("local", results)} '
+        + f' (func (export "run"){decl("local", local_kinds)} '
         + " ".join(body)
         + "))"
     )
 
 
-__all__ = ["ARGS", "CMD", "FLAG", "MAX_VALUES", "RESULTS", "dispatcher", "runner"]
+__all__ = [
+    "ARGS",
+    "CMD",
+    "FLAG",
+    "MAX_VALUES",
+    "RESULTS",
+    "STAGE",
+    "STAGE_SIZE",
+    "dispatcher",
+    "runner",
+]

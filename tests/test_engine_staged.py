@@ -1,0 +1,181 @@
+"""Staged export arguments on our engine: strings and byte lists copied into the guest
+by the export's runner (``_shim``), without the ``lower`` host function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import wasmtime
+
+from trio_isyswasfa import GuestTrap, HostProtocolError, InstanceDead, _engine
+from trio_isyswasfa.engine import _shim
+from trio_isyswasfa.engine._component import OwnEngineInstance, OwnExportFunc
+from trio_isyswasfa.engine._fiber import FiberStore, Staged
+from trio_isyswasfa.engine._reader import read_component
+from trio_isyswasfa.testing import build_wat_component
+
+WIT = """\
+package test:staged;
+
+interface api {
+  echo: func(a: string, n: u32, b: list<u8>) -> tuple<string, u32, list<u8>>;
+  count: func(s: string) -> u32;
+  set-mode: func(m: u32);
+}
+
+world w {
+  export api;
+}
+"""
+
+# ``cabi_realloc`` bumps from 4096 (growing the memory as needed), or, in mode 1,
+# answers a block far out of bounds
+WAT = """\
+(module
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 4096))
+  (global $mode (mut i32) (i32.const 0))
+  (global $allocs (mut i32) (i32.const 0))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (global.set $allocs (i32.add (global.get $allocs) (i32.const 1)))
+    (if (i32.eq (global.get $mode) (i32.const 1)) (then (return (i32.const 0x7fff0000))))
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
+    (block $fits
+      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+      (drop (memory.grow (i32.add (i32.const 1)
+        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+                   (i32.const 16))))))
+    (local.get $p))
+  (func (export "test:staged/api#echo") (param i32 i32 i32 i32 i32) (result i32)
+    (i32.store (i32.const 1024) (local.get 0))
+    (i32.store (i32.const 1028) (local.get 1))
+    (i32.store (i32.const 1032) (local.get 2))
+    (i32.store (i32.const 1036) (local.get 3))
+    (i32.store (i32.const 1040) (local.get 4))
+    (i32.const 1024))
+  (func (export "test:staged/api#count") (param i32 i32) (result i32)
+    (global.get $allocs))
+  (func (export "test:staged/api#set-mode") (param i32)
+    (global.set $mode (local.get 0)))
+)
+"""
+
+API = "test:staged/api"
+
+
+@pytest.fixture(scope="module")
+def staged_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    wit = tmp_path_factory.mktemp("staged") / "staged.wit"
+    wit.write_text(WIT)
+    return build_wat_component(wit, "w", WAT)
+
+
+def no_imports(item: _engine.ImportedItem) -> Any:  # pragma: no cover - none imported
+    raise AssertionError(item)
+
+
+@pytest.fixture
+def inst(staged_wasm: bytes) -> Any:
+    made = OwnEngineInstance(read_component(staged_wasm), no_imports, use_cache=False)
+    yield made
+    made.close()
+
+
+def runners(func: OwnExportFunc) -> tuple[bool, bool]:
+    """Whether the export's staged runner, and its ``lower`` hook runner, were made."""
+    lifted = func._lifted
+    return lifted._staged_run is not None, lifted._run is not None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("x", b"y"), ("", b""), ("héllo, ☃", bytes(range(256))), ("a" * 30_000, bytearray(30_000))],
+)
+async def test_strings_and_bytes_are_copied_in_by_the_runner(
+    inst: OwnEngineInstance, a: str, b: bytes
+) -> None:
+    echo = inst.func(API, "echo")
+    assert await echo.call(a, 7, b) == (a, 7, bytes(b))
+    assert await echo.call(a[::-1], 8, b[::-1]) == (a[::-1], 8, bytes(b[::-1]))
+    assert runners(echo) == (True, False)  # never the hook
+    # one realloc per string or list, as the canonical ABI makes them
+    assert await inst.func(API, "count").call("z") == 5
+
+
+async def test_what_does_not_fit_the_stage_is_lowered_by_the_hook(
+    inst: OwnEngineInstance,
+) -> None:
+    echo = inst.func(API, "echo")
+    big = "ü" * _shim.STAGE_SIZE  # twice the bytes the stage takes
+    assert await echo.call(big, 1, b"ok") == (big, 1, b"ok")
+    assert runners(echo) == (False, True)
+    assert await echo.call("small", 2, b"") == ("small", 2, b"")
+    assert runners(echo) == (True, True)
+
+
+async def test_bad_arguments_are_refused_by_the_hook_and_run_nothing(
+    inst: OwnEngineInstance,
+) -> None:
+    echo = inst.func(API, "echo")
+    count = inst.func(API, "count")
+    with pytest.raises(HostProtocolError):
+        await echo.call(b"not a str", 1, b"")
+    assert await count.call("a") == 1  # the first bad value: nothing was allocated
+    with pytest.raises(HostProtocolError):
+        await echo.call("s", 1, "not bytes")
+    with pytest.raises(HostProtocolError):
+        await echo.call("s", -1, b"")
+    with pytest.raises(HostProtocolError):
+        await echo.call("s", 1)
+    with pytest.raises(HostProtocolError):
+        await echo.call("\ud800", 1, b"")  # a lone surrogate
+    # nothing ran (the hook may have allocated before it found the bad value), and the
+    # instance lives on
+    assert await echo.call("s", 1, b"") == ("s", 1, b"")
+    assert await count.call("a") >= 1
+
+
+async def test_a_block_out_of_bounds_traps_the_call(inst: OwnEngineInstance) -> None:
+    await inst.func(API, "set-mode").call(1)
+    with pytest.raises(GuestTrap, match="out of bounds"):
+        await inst.func(API, "echo").call("x", 1, b"")
+    with pytest.raises(InstanceDead):
+        await inst.func(API, "count").call("x")
+
+
+# a core module whose ``realloc`` answers ``misalign`` more than the bump pointer
+CORE = """
+(module
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (i32.add (global.get $bump) (global.get $misalign)))
+    (global.set $bump (i32.add (global.get $bump) (i32.const 64)))
+    (local.get $p))
+  (global $misalign (export "misalign") (mut i32) (i32.const 0))
+  (func (export "first") (param i32 i32) (result i32)
+    (i32.load (local.get 0))))
+"""
+
+
+async def test_a_misaligned_block_traps_the_call(tmp_path: Path) -> None:
+    fs = FiberStore()
+    module = wasmtime.Module(_engine.engine(), wasmtime.wat2wasm(CORE))
+    exports = fs.instantiate(module, []).exports(fs.store)
+    memory, realloc, first = exports["memory"], exports["realloc"], exports["first"]
+    assert isinstance(memory, wasmtime.Memory)
+    assert isinstance(realloc, wasmtime.Func)
+    assert isinstance(first, wasmtime.Func)
+    # a list<u32>: its block is aligned to 4
+    run = fs.func(first, staged=Staged(((0, 4),), memory, realloc))
+    data = (1234).to_bytes(4, "little")
+    assert await run.call_staged([4 | _shim.STAGE << 32, 1], [data]) == 1234
+    misalign = exports["misalign"]
+    assert isinstance(misalign, wasmtime.Global)
+    fs.stop_server()
+    misalign.set_value(fs.store, wasmtime.Val.i32(2))
+    with pytest.raises(GuestTrap, match="unreachable"):
+        await run.call_staged([4 | _shim.STAGE << 32, 1], [data])
