@@ -24,6 +24,7 @@ from trio_isyswasfa._limits import Limits
 from trio_isyswasfa.engine import _fiber
 from trio_isyswasfa.engine._component import OwnEngineInstance
 from trio_isyswasfa.engine._reader import read_component
+from trio_isyswasfa.http._asgi import _eagerly
 from trio_isyswasfa.testing import build_wat_component, bump_realloc_wat
 
 WIT = """\
@@ -278,6 +279,22 @@ async def test_a_computing_guest_yields_and_is_stopped(open_instance: Open) -> N
             await inst.call("spin")
         nursery.cancel_scope.cancel()
     assert ticks > 0  # the loop ran while the guest computed
+
+
+async def test_a_call_into_an_idle_store_starts_a_fresh_time_slice(open_instance: Open) -> None:
+    # the deadline a call left behind had passed by the next call whenever the store sat
+    # idle a tick or more (a pooled instance between requests): the guest yielded at its
+    # first check, and a request that never waits paid for suspending (issue 14)
+    inst = open_instance(Host())
+    assert await inst.call("fetch", 0) == _engine.Ok(b"")
+    suspended: list[bool] = []
+    for _ in range(3):
+        for _ in range(3):  # the store sits idle three ticks
+            _engine.engine().increment_epoch()
+        got = await _eagerly(inst.call("fetch", 0), lambda: suspended.append(True))
+        assert got == _engine.Ok(b"")
+    # (a real tick of the ticker thread may land inside one of these calls)
+    assert len(suspended) < 3
 
 
 async def test_an_export_waits_then_its_post_return_runs(open_instance: Open) -> None:

@@ -921,6 +921,9 @@ class ExportFunc:
         owner = self.owner
         if owner.faults.fault is not None:
             raise InstanceDead(f"the component instance has failed: {owner.faults.fault}")
+        # a fresh time slice: the deadline the last call left has passed if the store
+        # sat idle a tick or more, and the guest would yield at its first check
+        owner.store.set_epoch_deadline(1)
         try:
             return _fastcall.CallFuture(self.func, owner.store, self.fty, args)
         except (TypeError, ValueError) as exc:

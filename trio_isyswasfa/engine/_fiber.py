@@ -907,6 +907,9 @@ class FiberFunc:
                 server.waiting = None
                 server.cause = None
             server.parked = False
+            # a fresh time slice: the deadline left from the last call has passed if
+            # the store sat idle a tick or more, and the guest would yield at once
+            owner.store.set_epoch_deadline(1)
             limit = owner.limits.max_run_seconds
             deadline = None if limit is None else time.monotonic() + limit
             # the first poll, as :meth:`_poll` (inline: every call's path; the store was
@@ -1030,6 +1033,7 @@ class FiberFunc:
         return self._finish(call)
 
     def _start(self, args: Sequence[CoreValue]) -> CoreCall:
+        self.owner.store.set_epoch_deadline(1)  # a fresh time slice, as in __call__
         call = self._spare
         if call is None:
             return CoreCall(self, args)
