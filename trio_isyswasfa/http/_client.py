@@ -13,8 +13,8 @@ What one request costs is what a fan-out costs, so the common case is kept short
 trio, a plain-TCP connection's socket is written and read directly, waiting (one
 trio wait) only when it is not ready, where a trio socket stream yields once more
 after every call; a response whose body arrived with its head (most small ones) is
-handed over whole, its connection back in the pool before the guest sees it, with no
-task of its own. A longer body is pumped into an in-memory pipe (backpressure: the
+handed over whole (its bytes, no pipe), its connection back in the pool before the
+guest sees it, with no task of its own. A longer body is pumped into an in-memory pipe (backpressure: the
 pump waits while the guest does not read) by a task in the client's own task group,
 so it outlives the ``handle`` call that returned the response. A connection goes back
 to its origin's pool once a response was read to its end; one whose body the guest
@@ -36,7 +36,15 @@ import anyio.lowlevel
 import trio
 
 from .._park import Waiter, running_trio
-from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
+from ..wasi.io import (
+    BytesInputStream,
+    Pipe,
+    PipeReader,
+    PipeWriter,
+    StreamClosed,
+    read_chunk,
+    write_all,
+)
 from . import _h1
 from ._background import BackgroundTasks
 from .types import (
@@ -341,14 +349,8 @@ class HttpClient(BackgroundTasks):
                 if conn is not None:
                     await conn.aclose()
                 self._forget(pool)
-        pipe = Pipe()
-        writer = PipeWriter(pipe)
-        trailers_tx, trailers_rx = make_trailers()
-        pending = self._take_arrived(pool, conn, writer, trailers_tx)
-        if pending is not None:
-            self._tasks.start_soon(self._pump, pool, conn, writer, trailers_tx, timeouts, pending)
-        fields = _fields(response.headers)
-        return Response(fields, Body(PipeReader(pipe), trailers_rx), status=response.status)
+        body = self._take_arrived(pool, conn, timeouts)
+        return Response(_fields(response.headers), body, status=response.status)
 
     async def _acquire(self, pool: _OriginPool) -> _Connection | None:
         """An idle connection of the pool, or None: leave to open one (counted as open
@@ -502,40 +504,43 @@ class HttpClient(BackgroundTasks):
         except _h1.LocalProtocolError as exc:
             raise ErrorCode("internal-error", f"the request cannot be sent: {exc}") from exc
 
-    def _take_arrived(
-        self, pool: _OriginPool, conn: _Connection, writer: PipeWriter, trailers: TrailersSender
-    ) -> bytes | None:
-        """Move the part of the body that arrived with the head into the guest's pipe,
-        without waiting. If that was the whole response, finish it (trailers, the end of
-        the pipe) and give the connection back: None. Else what the pump goes on with:
-        body bytes that did not fit the pipe (``b""``: none)."""
-        keep = False
+    def _take_arrived(self, pool: _OriginPool, conn: _Connection, timeouts: _Timeouts) -> Body:
+        """The response's body, from what arrived with its head, without waiting. If
+        that was the whole response (most small ones), the body is those bytes (no
+        pipe, no task) and the connection goes back at once; else a pipe the pump fills
+        with the rest (backpressure: it waits while the guest does not read)."""
         h1 = conn.h1
+        arrived: list[bytes] = []
+        end: _h1.End | None = None
         try:
-            while True:
-                event = h1.next_event()
-                if event is _h1.NEED_DATA:
-                    return b""
+            while (event := h1.next_event()) is not _h1.NEED_DATA:
                 if isinstance(event, bytes):
-                    if len(event) > writer.check_write():
-                        return event
-                    writer.write(event)
+                    arrived.append(event)
                 else:
                     assert isinstance(event, _h1.End)
-                    if event.trailers:
-                        trailers.send(_fields(event.trailers))
-                    keep = h1.reusable()
+                    end = event
                     break
         except _h1.RemoteProtocolError:
-            pass  # the body ends early, and the connection is closed
-        trailers.close()  # none, unless they were sent above
-        writer.close()
-        if keep:
+            pass  # the body ends early (with what arrived), and the connection is closed
+        else:
+            if end is None:  # more to come
+                pipe = Pipe()
+                writer = PipeWriter(pipe)
+                sender, receiver = make_trailers()
+                pending = b"".join(arrived)
+                self._tasks.start_soon(self._pump, pool, conn, writer, sender, timeouts, pending)
+                return Body(PipeReader(pipe), receiver)
+        trailers = None
+        if end is not None and end.trailers:
+            sender, trailers = make_trailers()
+            sender.send(_fields(end.trailers))
+            sender.close()
+        if end is not None and h1.reusable():
             conn.received = 0
             if self._reuse(pool, conn):
-                return None
+                return Body(BytesInputStream(b"".join(arrived)), trailers)
         self._tasks.start_soon(self._close, pool, conn)  # closing waits: in a task
-        return None
+        return Body(BytesInputStream(b"".join(arrived)), trailers)
 
     async def _pump(
         self,
