@@ -389,3 +389,29 @@ async def test_trailers_go_out_after_a_chunked_body_and_come_back(client: HttpCl
         assert trailers.entries() == [("x-checksum", b"abc")]
         (sent,) = up.requests
         assert sent.endswith(b"0\r\nx-signature: s1\r\n\r\n")
+
+
+async def test_a_body_shorter_than_its_content_length_is_an_error_code(
+    client: HttpClient,
+) -> None:
+    async with server(keep_alive_server) as up:
+        request = get(up.port, "/upload")
+        request.method = "PUT"
+        request.headers = Fields([("content-length", b"10")])
+        request.body = Body(BytesInputStream(b"short"))
+        with pytest.raises(ErrorCode) as info:
+            await client.send(request)
+        assert info.value.case == "HTTP-request-body-size"
+        assert up.requests == []  # never sent as a whole request
+
+
+async def test_a_response_head_with_bare_line_feeds_fails_at_once(client: HttpClient) -> None:
+    async def bare_lf(stream: trio.SocketStream, state: Server) -> None:
+        await read_request(stream, bytearray())
+        await stream.send_all(b"HTTP/1.1 200 OK\ncontent-length: 2\n\nhi")
+        await trio.sleep_forever()  # the connection stays open: no end to wait for
+
+    async with server(bare_lf) as up:
+        with trio.fail_after(5), pytest.raises(ErrorCode) as info:
+            await client.send(get(up.port))
+        assert info.value.case == "HTTP-protocol-error"

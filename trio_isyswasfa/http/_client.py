@@ -1,19 +1,20 @@
-"""Sending guests' outgoing requests over HTTP/1.1 (h11 on anyio), streaming both ways.
+"""Sending guests' outgoing requests over HTTP/1.1 (on anyio), streaming both ways.
 
 Why not httpx: a guest fanning out is the headline use, and httpcore's connection
 pool re-examines every connection and queued request on each request's every step,
 so 100 concurrent requests to one origin cost about six times the client time of
-this module (measured: ~250 ms against ~40 ms for 100 GETs on loopback). Here h11
-(hypercorn's own HTTP/1.1 engine) does the protocol; we keep, per origin, a list of
-idle keep-alive connections, a count of the open ones and a line of the requests
-waiting for one.
+this module (measured: ~250 ms against ~40 ms for 100 GETs on loopback). Here our own
+sans-IO HTTP/1.1 (``_h1``, strict; it replaced h11, which cost a quarter of each
+request: see its docstring) does the protocol; we keep, per origin, a list of idle
+keep-alive connections, a count of the open ones and a line of the requests waiting
+for one.
 
 What one request costs is what a fan-out costs, so the common case is kept short: on
 trio, a plain-TCP connection's socket is written and read directly, waiting (one
 trio wait) only when it is not ready, where a trio socket stream yields once more
 after every call; a response whose body arrived with its head (most small ones) is
-handed over whole, its connection back in the pool before the guest sees it, with no
-task of its own. A longer body is pumped into an in-memory pipe (backpressure: the
+handed over whole (its bytes, no pipe), its connection back in the pool before the
+guest sees it, with no task of its own. A longer body is pumped into an in-memory pipe (backpressure: the
 pump waits while the guest does not read) by a task in the client's own task group,
 so it outlives the ``handle`` call that returned the response. A connection goes back
 to its origin's pool once a response was read to its end; one whose body the guest
@@ -32,11 +33,19 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import h11
-from h11._events import Event
+import trio
 
 from .._park import Waiter, running_trio
-from ..wasi.io import Pipe, PipeReader, PipeWriter, StreamClosed, read_chunk, write_all
+from ..wasi.io import (
+    BytesInputStream,
+    Pipe,
+    PipeReader,
+    PipeWriter,
+    StreamClosed,
+    read_chunk,
+    write_all,
+)
+from . import _h1
 from ._background import BackgroundTasks
 from .types import (
     FORBIDDEN,
@@ -57,16 +66,16 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class _Connection:
-    """One HTTP/1.1 connection: its stream (or, on trio, its plain socket) and h11's state."""
+    """One HTTP/1.1 connection: its stream (or, on trio, its plain socket) and its
+    protocol state."""
 
-    __slots__ = ("eof", "h11", "origin", "received", "sock", "stream")
+    __slots__ = ("h1", "origin", "received", "sock", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream, origin: Origin, raw: bool) -> None:
         self.stream = stream
         self.origin = origin
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.h1 = _h1.ClientConnection()
         self.received = 0  # bytes received since the current request was sent
-        self.eof = False  # the server closed its side
         # the non-blocking socket under the stream: used directly where that is safe
         # (trio, no TLS), it costs a wait only when it is not ready
         self.sock: socket.socket | None = (
@@ -83,7 +92,7 @@ class _Connection:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
-                await anyio.wait_writable(sock)
+                await trio.lowlevel.wait_writable(sock)
                 continue
             view = view[sent:]
 
@@ -95,42 +104,35 @@ class _Connection:
           OSError: the connection broke.
         """
         sock = self.sock
-        if sock is not None:
-            try:
-                return sock.recv(_READ)
-            except BlockingIOError:
-                pass
-        with anyio.CancelScope(deadline=anyio.current_time() + seconds):
-            if sock is None:
+        if sock is None:
+            with anyio.CancelScope(deadline=anyio.current_time() + seconds):
                 try:
                     return await self.stream.receive(_READ)
                 except (anyio.EndOfStream, anyio.BrokenResourceError):
                     return b""
+            raise TimeoutError  # the scope's deadline passed (others' cancellations propagate)
+        try:
+            return sock.recv(_READ)
+        except BlockingIOError:
+            pass
+        # (a raw socket only on trio: its own scope and wait, not anyio's wrappers of them)
+        with trio.CancelScope(deadline=trio.current_time() + seconds):
             while True:
-                await anyio.wait_readable(sock)
+                await trio.lowlevel.wait_readable(sock)
                 try:
                     return sock.recv(_READ)
                 except BlockingIOError:
                     continue
-        raise TimeoutError  # the scope's own deadline passed (others' cancellations propagate)
+        raise TimeoutError
 
-    async def next_event(self, read_seconds: float) -> Event:
+    async def next_event(self, read_seconds: float) -> _h1.Event:
         """The next event; each read from the socket may take ``read_seconds``."""
-        while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                data = await self.receive(read_seconds)
-                self.received += len(data)
-                self.eof = not data
-                self.h11.receive_data(data)
-                continue
-            if event is h11.PAUSED:  # only after a whole response: nothing more comes
-                return h11.ConnectionClosed()
-            assert isinstance(event, Event)
-            return event
-
-    def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        h1 = self.h1
+        while (event := h1.next_event()) is _h1.NEED_DATA:
+            data = await self.receive(read_seconds)
+            self.received += len(data)
+            h1.receive_data(data)
+        return event
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -223,10 +225,13 @@ class HttpClient(BackgroundTasks):
         self._verdicts_for: list[str] = []
         self._ssl: ssl.SSLContext | None = None
         self._open = False
+        self._checkpoint_if_cancelled = anyio.lowlevel.checkpoint_if_cancelled
 
     async def __aenter__(self) -> HttpClient:
         await super().__aenter__()
         self._open = True
+        if running_trio():  # trio's own (anyio's looks the backend up at every call)
+            self._checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
         return self
 
     async def _closed(self) -> None:
@@ -262,7 +267,7 @@ class HttpClient(BackgroundTasks):
         if not self._open:
             raise RuntimeError("use HttpClient in an `async with` block")
         try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
             return await self._send(request)
         finally:
             request.close()  # what the guest passed is ours to release, sent or not
@@ -298,8 +303,8 @@ class HttpClient(BackgroundTasks):
         if scheme not in ("http", "https") or not request.authority:
             raise ErrorCode("HTTP-request-URI-invalid")
         origin = self._origin(scheme, request.authority)
-        target = request.path_with_query or "/"
-        if not target.startswith("/") or any(c in target for c in " \r\n"):
+        target = (request.path_with_query or "/").encode("utf-8")
+        if not target.startswith(b"/") or not _h1.is_target(target):
             raise ErrorCode("HTTP-request-URI-invalid")
         timeouts = _timeouts(request, self._timeout)
         headers = [
@@ -314,8 +319,8 @@ class HttpClient(BackgroundTasks):
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
         try:
-            head = h11.Request(method=request.method, target=target, headers=headers)
-        except h11.LocalProtocolError as exc:  # a field value HTTP/1.1 cannot carry
+            head = _h1.request_head(request.method.encode("utf-8"), target, headers)
+        except _h1.LocalProtocolError as exc:  # a field value HTTP/1.1 cannot carry
             raise ErrorCode("internal-error", f"the request head cannot be sent: {exc}") from exc
 
         pool = self._pools.get(origin)
@@ -344,14 +349,8 @@ class HttpClient(BackgroundTasks):
                 if conn is not None:
                     await conn.aclose()
                 self._forget(pool)
-        pipe = Pipe()
-        writer = PipeWriter(pipe)
-        trailers_tx, trailers_rx = make_trailers()
-        pending = self._take_arrived(pool, conn, writer, trailers_tx)
-        if pending is not None:
-            self._tasks.start_soon(self._pump, pool, conn, writer, trailers_tx, timeouts, pending)
-        fields = _fields(response.headers)
-        return Response(fields, Body(PipeReader(pipe), trailers_rx), status=response.status_code)
+        body = self._take_arrived(pool, conn, timeouts)
+        return Response(_fields(response.headers), body, status=response.status)
 
     async def _acquire(self, pool: _OriginPool) -> _Connection | None:
         """An idle connection of the pool, or None: leave to open one (counted as open
@@ -418,7 +417,6 @@ class HttpClient(BackgroundTasks):
         """The response on ``conn`` is over: reuse the connection if it can be, else
         close it."""
         if keep:
-            conn.h11.start_next_cycle()
             conn.received = 0
             if self._reuse(pool, conn):
                 return
@@ -449,13 +447,13 @@ class HttpClient(BackgroundTasks):
     async def _exchange(
         self,
         conn: _Connection,
-        head: h11.Request,
+        head: _h1.RequestHead,
         first: bytes | None,
         body: Body,
         timeouts: _Timeouts,
         fresh: bool,
         chunked: bool,
-    ) -> h11.Response:
+    ) -> _h1.Head:
         """Send the request (its body as it streams, then its trailers if it is sent
         chunked: HTTP/1.1 has nowhere else for them) and read the response's head."""
 
@@ -464,33 +462,27 @@ class HttpClient(BackgroundTasks):
             # request can be sent again on a fresh one (its body was empty)
             return not fresh and replayable and conn.received == 0
 
+        h1 = conn.h1
         replayable = True
         conn.received = 0
         try:
             if first is None:  # no body: the head is the whole request, one write
-                await conn.send(conn.h11.send(head) + conn.h11.send(h11.EndOfMessage()))
+                await conn.send(h1.send_request(head) + h1.send_end())
             else:
                 replayable = False
-                await conn.send(conn.h11.send(head) + conn.h11.send(h11.Data(data=first)))
+                await conn.send(h1.send_request(head) + h1.send_data(first))
                 while (chunk := await read_chunk(body.stream)) is not None:
-                    await conn.send(conn.h11.send(h11.Data(data=chunk)))
+                    await conn.send(h1.send_data(chunk))
                 trailers = await body.finish()
-                if chunked and trailers is not None and trailers.entries():
-                    end = h11.EndOfMessage(
-                        headers=[(n.encode("latin-1"), v) for n, v in trailers.entries()]
-                    )
-                else:
-                    end = h11.EndOfMessage()
-                data = conn.h11.send(end)
+                fields = trailers.entries() if chunked and trailers is not None else ()
+                data = h1.send_end([(n.encode("latin-1"), v) for n, v in fields])
                 if data:
                     await conn.send(data)
-            while True:
-                event = await conn.next_event(timeouts.first_byte)
-                if isinstance(event, h11.Response):
-                    return event
-                if isinstance(event, h11.ConnectionClosed):
-                    raise ErrorCode("HTTP-response-incomplete")
-                # informational (1xx) responses are skipped
+            event = await conn.next_event(timeouts.first_byte)
+            if event is _h1.CLOSED:
+                raise ErrorCode("HTTP-response-incomplete")
+            assert isinstance(event, _h1.Head)  # (informational responses are skipped)
+            return event
         except ErrorCode:
             if stale():
                 raise _Stale from None
@@ -501,50 +493,54 @@ class HttpClient(BackgroundTasks):
             if stale():
                 raise _Stale from exc
             raise ErrorCode("connection-terminated") from exc
-        except h11.RemoteProtocolError as exc:
+        except _h1.RemoteProtocolError as exc:
             if stale():
                 raise _Stale from exc
-            if conn.eof:  # closed before a whole response head arrived
+            if h1.eof:  # closed before a whole response head arrived
                 raise ErrorCode("HTTP-response-incomplete") from exc
             raise ErrorCode("HTTP-protocol-error") from exc
-        except h11.LocalProtocolError as exc:
-            raise ErrorCode("HTTP-request-URI-invalid") from exc
+        except _h1.BodyLengthError as exc:
+            raise ErrorCode("HTTP-request-body-size") from exc
+        except _h1.LocalProtocolError as exc:
+            raise ErrorCode("internal-error", f"the request cannot be sent: {exc}") from exc
 
-    def _take_arrived(
-        self, pool: _OriginPool, conn: _Connection, writer: PipeWriter, trailers: TrailersSender
-    ) -> bytes | None:
-        """Move the part of the body that arrived with the head into the guest's pipe,
-        without waiting. If that was the whole response, finish it (trailers, the end of
-        the pipe) and give the connection back: None. Else what the pump goes on with:
-        body bytes that did not fit the pipe (``b""``: none)."""
-        keep = False
+    def _take_arrived(self, pool: _OriginPool, conn: _Connection, timeouts: _Timeouts) -> Body:
+        """The response's body, from what arrived with its head, without waiting. If
+        that was the whole response (most small ones), the body is those bytes (no
+        pipe, no task) and the connection goes back at once; else a pipe the pump fills
+        with the rest (backpressure: it waits while the guest does not read)."""
+        h1 = conn.h1
+        arrived: list[bytes] = []
+        end: _h1.End | None = None
         try:
-            while True:
-                event = conn.h11.next_event()
-                if event is h11.NEED_DATA:
-                    return b""
-                if isinstance(event, h11.Data):
-                    if len(event.data) > writer.check_write():
-                        return bytes(event.data)
-                    writer.write(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    if event.headers:
-                        trailers.send(_fields(event.headers))
-                    keep = conn.reusable()
+            while (event := h1.next_event()) is not _h1.NEED_DATA:
+                if isinstance(event, bytes):
+                    arrived.append(event)
+                else:
+                    assert isinstance(event, _h1.End)
+                    end = event
                     break
-                else:  # the server closed the connection: the body ends here
-                    break
-        except h11.ProtocolError:
-            pass  # the body ends early, and the connection is closed
-        trailers.close()  # none, unless they were sent above
-        writer.close()
-        if keep:
-            conn.h11.start_next_cycle()
+        except _h1.RemoteProtocolError:
+            pass  # the body ends early (with what arrived), and the connection is closed
+        else:
+            if end is None:  # more to come
+                pipe = Pipe()
+                writer = PipeWriter(pipe)
+                sender, receiver = make_trailers()
+                pending = b"".join(arrived)
+                self._tasks.start_soon(self._pump, pool, conn, writer, sender, timeouts, pending)
+                return Body(PipeReader(pipe), receiver)
+        trailers = None
+        if end is not None and end.trailers:
+            sender, trailers = make_trailers()
+            sender.send(_fields(end.trailers))
+            sender.close()
+        if end is not None and h1.reusable():
             conn.received = 0
             if self._reuse(pool, conn):
-                return None
+                return Body(BytesInputStream(b"".join(arrived)), trailers)
         self._tasks.start_soon(self._close, pool, conn)  # closing waits: in a task
-        return None
+        return Body(BytesInputStream(b"".join(arrived)), trailers)
 
     async def _pump(
         self,
@@ -563,16 +559,21 @@ class HttpClient(BackgroundTasks):
                 await write_all(writer, pending)
             while True:
                 event = await conn.next_event(timeouts.between_bytes)
-                if isinstance(event, h11.Data):
-                    await write_all(writer, bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    if event.headers:
-                        trailers.send(_fields(event.headers))
-                    keep = conn.reusable()
+                if isinstance(event, bytes):
+                    await write_all(writer, event)
+                else:
+                    assert isinstance(event, _h1.End)
+                    if event.trailers:
+                        trailers.send(_fields(event.trailers))
+                    keep = conn.h1.reusable()
                     break
-                elif isinstance(event, h11.ConnectionClosed):
-                    break
-        except (StreamClosed, TimeoutError, anyio.BrokenResourceError, OSError, h11.ProtocolError):
+        except (
+            StreamClosed,
+            TimeoutError,
+            anyio.BrokenResourceError,
+            OSError,
+            _h1.RemoteProtocolError,
+        ):
             pass  # the guest dropped the body, or the connection broke: the body ends early
         finally:
             trailers.close()  # none, unless they were sent above
@@ -586,11 +587,8 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgra
 
 def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
     """Received header or trailer fields for a guest (forbidden ones left out)."""
-    return Fields(
-        (n.decode("latin-1"), bytes(v))
-        for n, v in headers
-        if n.decode("latin-1").lower() not in FORBIDDEN
-    )
+    # (names arrive in lower case)
+    return Fields((name, v) for n, v in headers if (name := n.decode("latin-1")) not in FORBIDDEN)
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
