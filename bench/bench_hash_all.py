@@ -66,11 +66,11 @@ BODY = b"x" * 1024  # what bench/loadgen.py's upstream answers
 # cProfile's file names, by the layer they belong to (first match wins)
 LAYERS = (
     ("engine", ("/trio_isyswasfa/engine/", "/trio_isyswasfa/_engine", "/wasmtime/")),
-    ("http client", ("/trio_isyswasfa/http/_client",)),
+    ("http client", ("/trio_isyswasfa/http/_client", "/trio_isyswasfa/http/_h1")),
     ("http: ASGI, types", ("/trio_isyswasfa/http/",)),
     ("scheduler, protocol", ("/trio_isyswasfa/_scheduler", "/trio_isyswasfa/_protocol")),
     ("host, WASI, resources", ("/trio_isyswasfa/",)),
-    ("h11", ("/h11/",)),
+    ("h11 (hypercorn's, the in-process upstream)", ("/h11/",)),
     ("hypercorn (in-process upstream)", ("/hypercorn/",)),
     ("event loop (trio, anyio, sockets)", ("/trio/", "/anyio/", "/outcome/", "/sniffio/")),
 )

@@ -385,3 +385,20 @@ def test_a_connection_carries_the_next_request_only_when_reusable() -> None:
     conn.receive_data(b"")
     with pytest.raises(_h1.LocalProtocolError):  # our misuse, not the server's fault
         conn.receive_data(b"late")
+
+
+@pytest.mark.timeout(30, func_only=True)  # a hang guard: backtracking would take hours
+def test_a_long_malformed_field_line_fails_without_backtracking() -> None:
+    # each of these took time quadratic in its length with plain quantifiers (16 KiB
+    # of spaces: 1.6 s); at 1 MiB, linear is milliseconds and quadratic hours
+    spaces = b" " * (1 << 20)
+    for block in (
+        b"x:" + spaces + b"\x01\r\n",
+        b"x: a" + spaces + b"\x01\r\n",
+        b"x: " + b"a " * (1 << 19) + b"\x00\r\n",
+    ):
+        with pytest.raises(_h1.RemoteProtocolError):
+            _h1._parse_fields(block)
+    assert _h1._parse_fields(b"x: a" + spaces + b"b" + spaces + b"\r\n") == [
+        (b"x", b"a" + spaces + b"b")
+    ]
