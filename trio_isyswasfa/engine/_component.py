@@ -927,6 +927,7 @@ class _Lifted:
         self.owner = owner
         self.instance = instance
         self.label = label
+        self.options = options
         self.abi = abi = _abi_of(instance, func.lift)
         self.memory = instance.guest_memory(options) if _needs_memory(abi) else None
         self.core = owner.core(func.core, label)
@@ -946,7 +947,9 @@ class _Lifted:
         # or, when its only such arguments are strings and byte lists, the runner copies
         # them in from bytes staged in the dispatcher's memory (``_shim``): no host
         # function, no ``realloc`` from Python
-        self._stage_plan = _stage_plan(abi, self.memory, instance, options)
+        # (planned at the first call from the host: a composition links ~1,000 lifted
+        # functions that are only ever called synchronously, see ``sync``)
+        self._stage_plan: Any = _UNPLANNED  # a _StagePlan, or None
         self._staged_run: _fiber.FiberFunc | None = None
         # the export on the store's fiber, through its runner (``_shim``): with a
         # post-return, the runner lifts the results (:meth:`_lift`) before it; made at
@@ -980,7 +983,7 @@ class _Lifted:
             lift=lift,
             post=post,
             unsigned=True,
-            staged=plan.staged if staged and plan is not None else None,
+            staged=plan.staged if staged and isinstance(plan, _StagePlan) else None,
         )
         run.label = self.label
         if staged:
@@ -1094,6 +1097,8 @@ class _Lifted:
             instance = self.instance
             blobs: list[Any] = []
             plan = self._stage_plan
+            if plan is _UNPLANNED:
+                plan = self._stage_plan = _stage_plan(self)
             staged = plan.stage(args, blobs) if plan is not None else None
             if staged is not None:  # copied in by the runner, on the fiber
                 run = self._staged_run
@@ -1233,11 +1238,14 @@ _STAGE_END = _shim.STAGE + _shim.STAGE_SIZE
 _NO_CONTEXT = AbiContext()  # (the other arguments touch neither memory nor handles)
 
 
-def _stage_plan(
-    abi: FuncAbi, memory: CoreMemory | None, instance: CoreInstances, options: CanonOptions
-) -> _StagePlan | None:
+_UNPLANNED = object()
+
+
+def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
     """The export's :class:`_StagePlan`, if its arguments that touch memory are all
     UTF-8 strings and byte lists, passed flat, and it has a ``realloc``; else ``None``."""
+    abi, memory, instance = lifted.abi, lifted.memory, lifted.instance
+    options = lifted.options
     if not abi._params_touch_memory or abi.params_in_memory or memory is None:
         return None
     if options.realloc is None:
