@@ -1,4 +1,5 @@
-"""What ``python -m trio_isyswasfa run`` imports: no HTTP server or client for a command.
+"""What ``python -m trio_isyswasfa`` imports: no HTTP server or client for a command that
+imports no wasi:http, and no host at all for the commands that build components.
 
 Start-up is most of what a short ``run`` costs (bench/bench_cli.py measures it against
 ``wasmtime run``); hypercorn and h11 alone cost 70-130 ms of CPU of it here.
@@ -73,6 +74,63 @@ def test_running_a_command_imports_only_what_it_needs(tmp_path: Path) -> None:
         timeout=120,
     ).stdout.splitlines()
     assert out == ["0", "[]"]
+
+
+TOOLS_PROBE = """
+import sys
+import trio_isyswasfa
+from trio_isyswasfa._cli import main
+import trio_isyswasfa.tools.lower, trio_isyswasfa.tools.compose, trio_isyswasfa.tools.componentize
+try:
+    main([sys.argv[1], "--help"])
+except SystemExit:
+    pass
+heavy = sys.argv[2:]
+print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy)))
+"""
+
+NOT_FOR_THE_TOOLS = (
+    "trio",
+    "anyio",
+    "wasmtime",
+    "trio_isyswasfa._host",
+    "trio_isyswasfa._engine",
+    "trio_isyswasfa.engine",
+    "trio_isyswasfa.wasi",
+)
+
+
+@pytest.mark.parametrize("command", ["lower", "componentize", "compose"])
+def test_the_build_commands_import_no_host(command: str) -> None:
+    """``trio_isyswasfa``'s public names load on first use: the commands that build
+    components (and ``import trio_isyswasfa`` alone) import no event loop, no wasmtime,
+    no engine and no WASI host (checked in a fresh interpreter)."""
+    out = subprocess.run(
+        [sys.executable, "-c", TOOLS_PROBE, command, *NOT_FOR_THE_TOOLS],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.splitlines()
+    assert out[-1] == "[]"
+
+
+def test_the_lazy_public_names_load_on_first_use() -> None:
+    probe = (
+        "import sys, trio_isyswasfa\n"
+        "print('trio_isyswasfa._host' in sys.modules)\n"
+        "trio_isyswasfa.load_component\n"
+        "print('trio_isyswasfa._host' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    assert out == ["False", "True"]
+    for name in trio_isyswasfa.__all__:
+        assert getattr(trio_isyswasfa, name) is not None
+        assert name in dir(trio_isyswasfa)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        trio_isyswasfa.nothing  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_the_lazy_http_names_are_the_public_ones() -> None:
