@@ -61,6 +61,12 @@ def checkpoint_of(on_trio: bool) -> Callable[[], Awaitable[None]]:
     return trio.lowlevel.checkpoint if on_trio else anyio.lowlevel.checkpoint
 
 
+def clock_of(on_trio: bool) -> Callable[[], float]:
+    """The event loop's clock: trio's own on trio (anyio's looks the backend up at
+    every call), else anyio's."""
+    return trio.current_time if on_trio else anyio.current_time
+
+
 def cancel_scope(on_trio: bool) -> Scope:
     """A cancel scope without a deadline: trio's on trio, else anyio's."""
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]

@@ -28,6 +28,7 @@ from ._park import (
     Waiter,
     cancel_scope,
     checkpoint_of,
+    clock_of,
     open_task_group,
     running_trio,
 )
@@ -90,8 +91,15 @@ class Scheduler:
         self._dirty: set[int] = set()  # poll indexes whose guest ran since its last poll
         self._all: frozenset[int] = frozenset()  # every poll index
         self._wake = Waiter(None)  # the driver's: set when something happened
+        self._driver_idle = False  # the driver waits on `_wake`, in no round
+        self._rounding = False  # a host task does the driver's round (see _finish_host_work)
+        self._quiet = False  # `apply` leaves the driver asleep: its caller does the round
+        # when the inputs that wait to ride along must go out on their own (the timer
+        # task sees to it; math.inf: none waits)
+        self._flush_due = math.inf
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
+        self._now = anyio.current_time  # the event loop's clock (trio's, once known)
         self._host_scopes: dict[int, Scope] = {}
         self._tg: TaskGroup | None = None
         self.failure: BaseException | None = None
@@ -126,6 +134,7 @@ class Scheduler:
     ) -> None:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
         self._on_trio = running_trio()
+        self._now = clock_of(self._on_trio)
         try:
             async with open_task_group(self._on_trio) as tg:
                 self._tg = tg
@@ -134,11 +143,14 @@ class Scheduler:
                 checkpoint = checkpoint_of(self._on_trio)
                 try:
                     while self.failure is None:
-                        if not self._has_work():
-                            if self._inputs:  # none urgent: they may wait a little
-                                await self._wait_or_flush()
-                            else:
+                        if self._rounding or not self._has_work():
+                            # (with `_rounding`, a host task is doing a round: it wakes
+                            # the driver if it leaves work)
+                            self._driver_idle = True
+                            try:
                                 await self._wake.wait()
+                            finally:
+                                self._driver_idle = False
                             continue
                         await self._round()
                         if self._has_work():
@@ -157,14 +169,6 @@ class Scheduler:
 
     def _has_work(self) -> bool:
         return bool(self._urgent or self._dirty)
-
-    async def _wait_or_flush(self) -> None:
-        """Wait for work; if none comes within ``LISTENING_DELAY``, the inputs that
-        were waiting to ride along go out on their own."""
-        with anyio.move_on_after(LISTENING_DELAY) as scope:
-            await self._wake.wait()
-        if scope.cancelled_caught:
-            self._urgent.update(self._inputs)
 
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
@@ -201,6 +205,11 @@ class Scheduler:
                 self.fail(exc)
                 return
             self.apply(actions)
+            if not self._inputs and self._flush_due != math.inf:
+                self._flush_due = math.inf  # nothing waits to ride along any more
+                scope = self._timer_scope
+                if scope is not None:  # (no step of the timer's for nothing)
+                    scope.deadline = self._timers[0][0] if self._timers else math.inf
             if (inputs or outputs) and len(self._polls) > 1:
                 # guest code ran: in a composition it may have called another guest
                 self._dirty.update(self._all)
@@ -225,9 +234,10 @@ class Scheduler:
                 # on its own if nothing else polls the guest within LISTENING_DELAY.
                 if not isinstance(action.event, InListening):
                     self._urgent.add(action.poll)
-                    self._wake.set()
-                elif len(queued) == 1:
-                    self._wake.set()  # the driver's wait now has a deadline
+                    if not self._quiet:
+                        self._wake.set()
+                elif self._flush_due == math.inf:
+                    self._flush_after(LISTENING_DELAY)
                 if isinstance(action.event, InCancel):
                     self._observe("cancel-sent")
             elif isinstance(action, CancelHostWork):
@@ -302,7 +312,39 @@ class Scheduler:
                 value = await work
         finally:
             del self._host_scopes[rep]
-        self.apply(self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught))
+        await self._finish_host_work(
+            self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught)
+        )
+
+    async def _finish_host_work(self, actions: list[Action]) -> None:
+        """Carry out ``actions``, which a host-side task decided as its work ended; if
+        they leave the driver work while it sleeps, do its round here.
+
+        The task is running already, so its round costs no more of trio than the
+        actions themselves: waking the driver for it would cost a task step and a pass
+        of trio's run loop more, a tenth of a pending round trip's host time. Only
+        the instance's end cancels the task now that its work is done (its own cancel
+        scope is behind it), so no cancellation abandons a poll in the middle of the
+        guest that the driver would not abandon too. It does one round, as the driver
+        does between checkpoints, and leaves what follows to the driver.
+        """
+        if not self._driver_idle or self._rounding or self.failure is not None:
+            self.apply(actions)
+            return
+        self._quiet = True
+        try:
+            self.apply(actions)
+        finally:
+            self._quiet = False
+        if not self._has_work():
+            return
+        self._rounding = True
+        try:
+            await self._round()
+        finally:
+            self._rounding = False
+            if self._has_work():
+                self._wake.set()
 
     def host_scope_count(self, label: str | None = None) -> int:
         """Host work still running: tasks, and the guest waits that timed and shared
@@ -405,9 +447,15 @@ class Scheduler:
         return rep
 
     async def _run_timers(self) -> None:
-        """Sleep until the earliest timed wait is due; finish every wait that is."""
+        """Sleep until the earliest timed wait is due; finish every wait that is. It
+        also sends the inputs that wait to ride along when their time is up."""
         while True:
             now = anyio.current_time()
+            if self._flush_due <= now:
+                self._flush_due = math.inf
+                if self._inputs:  # nothing polled their guests in time
+                    self._urgent.update(self._inputs)
+                    self._wake.set()
             timers = self._timers
             due: list[int] = []
             while timers and timers[0][0] <= now:
@@ -416,15 +464,27 @@ class Scheduler:
                 if self._timed.get(rep) is entry:
                     del self._timed[rep]
                     due.append(rep)
-            for rep in due:
-                self.apply(self.core.host_work_finished(rep, None))
-            with anyio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
+            if due:
+                self.timer_wakeups += 1
+                actions: list[Action] = []
+                for rep in due:
+                    actions.extend(self.core.host_work_finished(rep, None))
+                await self._finish_host_work(actions)
+                continue  # (time went on during a round)
+            deadline = min(timers[0][0] if timers else math.inf, self._flush_due)
+            with anyio.CancelScope(deadline=deadline) as scope:
                 self._timer_scope = scope
                 try:
                     await anyio.sleep_forever()
                 finally:
                     self._timer_scope = None
-            self.timer_wakeups += 1
+
+    def _flush_after(self, delay: float) -> None:
+        """Have the timer send the inputs waiting to ride along in ``delay`` seconds."""
+        self._flush_due = due = self._now() + delay
+        scope = self._timer_scope
+        if scope is not None and due < scope.deadline:
+            scope.deadline = due  # the sleeper wakes earlier
 
     def _forget_cancelled_timers(self) -> None:
         """Drop cancelled waits from the heap once they are most of it (bounded memory
