@@ -20,7 +20,10 @@ not wait. Not run in CI.
 The end-to-end rows (stage 3a) run one WAT component on our engine and on the stock
 engine (wasmtime-py's component API behind the seam) in the same process, both through
 their async ``call``: a sync export ``add(u32, u32) -> u32``, an export that makes one
-host call, and a 1 MiB ``list<u8>`` a host import returns. The host share of a call is
+host call, and a 1 MiB ``list<u8>`` a host import returns; then host calls shaped like
+``wasi:http``'s and ``wasi:io``'s: a method taking a ``borrow`` and returning an ``own``
+(with the guest's drop of it), and a method returning ``result<list<u8>, error-code>``
+(16 bytes, through the guest's ``realloc``). The host share of a call is
 its time less a bare ``wasmtime_func_call_unchecked`` of the same core function (the
 guest's own work, measured alongside); a host call's share is the extra time of the
 export that makes one. Goals: host share ≤ 3 µs each; bytes ≥ 1 GB/s. Not run in CI.
@@ -368,11 +371,19 @@ package bench:run;
 interface host {
   note: func(n: u32);
   fetch: func(n: u32) -> list<u8>;
+  enum error-code { closed, other }
+  resource pipe {
+    child: func() -> pipe;
+    read: func(n: u64) -> result<list<u8>, error-code>;
+  }
+  open: func() -> pipe;
 }
 interface api {
   add: func(a: u32, b: u32) -> u32;
   ping: func(n: u32) -> u32;
   fetch-len: func(n: u32) -> u32;
+  child-drop: func() -> u32;
+  read-len: func(n: u32) -> u32;
 }
 world w { import host; export api; }
 """
@@ -381,7 +392,15 @@ RUN_WAT = """
 (module
   (import "bench:run/host" "note" (func $note (param i32)))
   (import "bench:run/host" "fetch" (func $fetch (param i32 i32)))
+  (import "bench:run/host" "open" (func $open (result i32)))
+  (import "bench:run/host" "[method]pipe.child" (func $child (param i32) (result i32)))
+  (import "bench:run/host" "[method]pipe.read" (func $read (param i32 i64 i32)))
+  (import "bench:run/host" "[resource-drop]pipe" (func $drop (param i32)))
   (memory (export "memory") 1)
+  (global $pipe (mut i32) (i32.const 0))
+  (func $pipe (result i32)  ;; a pipe the guest keeps, opened at its first use
+    (if (i32.eqz (global.get $pipe)) (then (global.set $pipe (call $open))))
+    (global.get $pipe))
   (global $bump (mut i32) (i32.const 4096))
   (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
     ;; frees everything between calls: the block always starts at 4096
@@ -398,11 +417,19 @@ RUN_WAT = """
     (local.get 0))
   (func (export "bench:run/api#fetch-len") (param i32) (result i32)
     (call $fetch (local.get 0) (i32.const 1024))
-    (i32.load (i32.const 1028))))
+    (i32.load (i32.const 1028)))
+  (func (export "bench:run/api#child-drop") (result i32) (local $c i32)
+    (local.set $c (call $child (call $pipe)))
+    (call $drop (local.get $c))
+    (local.get $c))
+  (func (export "bench:run/api#read-len") (param i32) (result i32)
+    (call $read (call $pipe) (i64.extend_i32_u (local.get 0)) (i32.const 1024))
+    (i32.load (i32.const 1032))))
 """
 
 API = "bench:run/api"
 MIB = 1 << 20
+PIPE = 11  # the host resource kind of the bench's ``pipe``
 
 
 async def round_robin(
@@ -439,8 +466,18 @@ async def run_rows(n: int = 2000) -> None:
     payload = bytes(MIB)
     notes: list[int] = []
 
+    pipes = iter(range(1, 1 << 62))
+
     def resolve(item: _engine.ImportedItem) -> Any:
-        return {"note": notes.append, "fetch": lambda k: payload}[item.name]
+        if item.func_type is None:  # the pipe resource
+            return _engine.ResourceDef(PIPE, lambda rep: None)
+        return {
+            "note": notes.append,
+            "fetch": lambda k: payload,
+            "open": lambda: _engine.own(next(pipes), PIPE),
+            "[method]pipe.child": lambda rep: _engine.own(next(pipes), PIPE),
+            "[method]pipe.read": lambda rep, k: payload[:k],
+        }[item.name]
 
     raw = _engine.compile_component(wasm, use_cache=False)
     stock = _engine.EngineInstance(_engine.LinkPlan(raw), _engine.component_exports(raw), resolve)
@@ -454,7 +491,8 @@ async def run_rows(n: int = 2000) -> None:
     setup = {"bare": ours.fibers.stop_server}
     engines = {"ours": ours, "stock": stock}
     funcs = {
-        k: {f: e.func(API, f) for f in ("add", "ping", "fetch-len")} for k, e in engines.items()
+        k: {f: e.func(API, f) for f in ("add", "ping", "fetch-len", "child-drop", "read-len")}
+        for k, e in engines.items()
     }
 
     async def bare_add() -> object:
@@ -468,7 +506,9 @@ async def run_rows(n: int = 2000) -> None:
             fns[f"{kind} add"] = lambda f=fs["add"]: f.call(1, 2)
             fns[f"{kind} ping"] = lambda f=fs["ping"]: f.call(1)
             fns[f"{kind} fetch"] = lambda f=fs["fetch-len"]: f.call(MIB)
-            counts.update({f"{kind} add": reps, f"{kind} ping": reps})
+            fns[f"{kind} child"] = lambda f=fs["child-drop"]: f.call()
+            fns[f"{kind} read"] = lambda f=fs["read-len"]: f.call(16)
+            counts.update({f"{kind} {what}": reps for what in ("add", "ping", "child", "read")})
             counts[f"{kind} fetch"] = max(1, reps // 100)
         t = {k: v * 1e6 for k, v in (await round_robin(fns, counts, setup=setup)).items()}
         share = {
@@ -476,6 +516,8 @@ async def run_rows(n: int = 2000) -> None:
                 t[f"{kind} add"] - t["bare"],
                 t[f"{kind} ping"] - t[f"{kind} add"],
                 MIB / (t[f"{kind} fetch"] - t[f"{kind} add"]),
+                t[f"{kind} child"] - t[f"{kind} add"],
+                t[f"{kind} read"] - t[f"{kind} add"],
             )
             for kind in funcs
         }
@@ -483,6 +525,8 @@ async def run_rows(n: int = 2000) -> None:
         print(f"bare core call of add (the guest's own work): {t['bare']:.2f} µs")
         row("sync export add(u32,u32): host share", o[0], s[0], "µs", "goal ≤ 3 (base: stock)")
         row("one host call: host share", o[1], s[1], "µs", "goal ≤ 3 (base: stock)")
+        row("borrow -> own host call + its drop: share", o[3], s[3], "µs", "(base: stock)")
+        row("borrow -> result<list<u8>> (16 B): share", o[4], s[4], "µs", "(base: stock)")
         row("list<u8> 1 MiB host→guest (import)", o[2], s[2], "MB/s", "goal ≥ 1000 (base: stock)")
     stock.close()
     ours.close()

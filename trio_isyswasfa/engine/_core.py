@@ -314,6 +314,7 @@ def raw_entry(fn: HostCallback, ty: wasmtime.FuncType) -> HostEntry:
     ``string_at`` and ``memmove`` are C calls through ctypes (1 to 3 µs each here).
     """
     unpack_from, pack_into, from_address = raw_slots(ty)
+    n_results = len(_shape(ty)[1])
     last = 0
     view: Any = None
 
@@ -324,10 +325,10 @@ def raw_entry(fn: HostCallback, ty: wasmtime.FuncType) -> HostEntry:
             buf = view = from_address(raw)
             last = raw
         out = fn(list(unpack_from(buf)))
+        if len(out) != n_results:
+            raise GuestTrap(f"a host function of {n_results} core results gave {len(out)}")
         if pack_into is not None:
             pack_into(buf, out)
-        elif out:
-            raise GuestTrap("a host function without core results gave some")
 
     return entry
 
