@@ -7,7 +7,7 @@ For each backend (trio, asyncio) it runs, one after the other on loopback:
 
 * the baseline: bare hypercorn with the same worker class serving a hello ASGI app;
 * ``python -m trio_isyswasfa serve`` with the service example (a Python guest), for
-  each instance policy, and pooled with at most 4 instances;
+  each instance policy (``--policies``), with at most 32 instances;
 
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
 least 0.5x). Then the hello route of the standard ``wasi:http/proxy`` guests
@@ -27,6 +27,8 @@ to the ASGI app in-process, for the ``pooled`` and ``shared`` instance policies
     python -m bench.bench_serve --skip-throughput --skip-fan-out --slow '' \
         --engines wasmtime,own --backends trio   # the proxy rows on both engines
     python -m bench.bench_serve --in-process 10 --engines wasmtime,own   # no wrk needed
+    python -m bench.bench_serve --connections 8 --policies shared,pooled --skip-wasmtime \
+        --languages python,rust --skip-fan-out --slow ''   # ours against bare hypercorn only
 
 ``--in-process N`` sends hello requests to the proxy guests straight into the ASGI app
 (no HTTP, no hypercorn), N and 16N one after another, and prints the process's CPU
@@ -228,14 +230,20 @@ def print_header(seconds: int, connections: int) -> None:
     print(" baseline's CPU per request over this one's, which the machine's other load sways less)")
 
 
-def throughput(seconds: int, connections: int) -> dict[str, tuple[float, ...]]:
-    """Our serve with the service example against bare hypercorn; the baselines by backend."""
+def throughput(
+    seconds: int,
+    connections: int,
+    backends: tuple[str, ...] = ("trio", "asyncio"),
+    policies: tuple[str, ...] = ("shared", "pooled", "per-request"),
+) -> dict[str, tuple[float, ...]]:
+    """Our serve with the service example (each of ``policies``, at most 32 instances)
+    against bare hypercorn; the baselines by backend."""
     service = example("service")
     print_header(seconds, connections)
     baselines = {}
-    for backend in ("trio", "asyncio"):
+    for backend in backends:
         base = baselines[backend] = bare_hypercorn(backend, seconds, connections)
-        for policy, most in (("pooled", 32), ("pooled", 4), ("per-request", 32)):
+        for policy, most in [(p, 32) for p in policies]:
             port = free_port()
             ours = measure(
                 [
@@ -310,9 +318,12 @@ def proxy_throughput(
     engines: tuple[str, ...] = ("wasmtime",),
     backends: tuple[str, ...] = ("trio", "asyncio"),
     languages: tuple[str, ...] = ("python", "rust", "js"),
+    policies: tuple[str, ...] = ("per-request", "pooled", "shared"),
+    wasmtime: bool = True,
 ) -> None:
-    """The hello route of the standard proxy guests: wasmtime serve and ours (on each of
-    ``engines``, each of ``backends``)."""
+    """The hello route of the standard proxy guests: wasmtime serve (unless not
+    ``wasmtime``) and ours (on each of ``engines``, each of ``backends``, each of
+    ``policies``)."""
     if hd.missing_server("wasmtime"):
         print(f"(no wasmtime serve rows: {hd.missing_server('wasmtime')})")
     if not baselines:
@@ -325,13 +336,15 @@ def proxy_throughput(
         if language not in languages:
             continue
         default: tuple[float, ...] | None = None
-        runs: list[tuple[str, hd.Server, list[str], str]] = [
-            ("default", "wasmtime", [], "trio"),
-            ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio"),
-        ]
+        runs: list[tuple[str, hd.Server, list[str], str]] = []
+        if wasmtime:
+            runs += [
+                ("default", "wasmtime", [], "trio"),
+                ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio"),
+            ]
         for engine in engines:
             for backend in backends:
-                for policy in ("per-request", "pooled", "shared"):
+                for policy in policies:
                     extra = ["--backend", backend, "--instances", policy, "--engine", engine]
                     what = f"{backend}, {policy}" + (f", {engine}" if len(engines) > 1 else "")
                     runs.append((what, "ours", extra, backend))
@@ -562,6 +575,14 @@ def parser() -> argparse.ArgumentParser:
         "--languages", default="python,rust,js", help="the proxy guests to serve (python,rust,js)"
     )
     p.add_argument(
+        "--policies",
+        default="per-request,pooled,shared",
+        help="comma-separated instance policies of the proxy rows",
+    )
+    p.add_argument(
+        "--skip-wasmtime", action="store_true", help="no wasmtime serve rows for the proxies"
+    )
+    p.add_argument(
         "--slow", default="200", help="comma-separated N for slow requests ('' for none)"
     )
     p.add_argument(
@@ -596,7 +617,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit("wrk is not installed: bash .ci/install-bench-tools")
         sys.path.insert(0, "/tmp")
     if not args.skip_throughput:
-        baselines = throughput(args.seconds, args.connections)
+        baselines = throughput(
+            args.seconds,
+            args.connections,
+            tuple(args.backends.split(",")),
+            tuple(args.policies.split(",")),
+        )
     if not args.skip_proxy:
         proxy_throughput(
             args.seconds,
@@ -605,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             tuple(args.engines.split(",")),
             tuple(args.backends.split(",")),
             tuple(args.languages.split(",")),
+            tuple(args.policies.split(",")),
+            not args.skip_wasmtime,
         )
     if not args.skip_fan_out:
         trio.run(fan_out)

@@ -13,15 +13,18 @@ import h11
 import httpx
 import pytest
 import trio
+import wasmtime
 from conftest import JABBERWOCKY, get_at_once, settled, start_server
 from test_http_serve import RawClient, eventually, pattern
 from test_wasi_cli import wat_command
 
 import trio_isyswasfa
 import trio_isyswasfa.http
+from trio_isyswasfa import _engine
 from trio_isyswasfa.engine._core import live_host_funcs as core_live_host_funcs
 from trio_isyswasfa.engine._fiber import live_host_funcs as fiber_live_host_funcs
 from trio_isyswasfa.http import ComponentApp, HttpClient
+from trio_isyswasfa.http.wasi_http import ResponseOutparam
 from trio_isyswasfa.testing import asgi_request, build_python_component, open_lifespan
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
@@ -440,6 +443,53 @@ class TestConcurrency:
         assert again.text == "hello, world!\n"
         stats = await settled(app)
         assert (stats.cancelled, stats.completed, stats.instances_opened) == (1, 1, 2)
+
+    async def test_a_time_slice_is_no_wait_a_request_starts_no_task_for_it(
+        self, proxy_component: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # a guest that computes past an epoch tick yields to the loop without waiting: a
+        # short call often spans one (under load, most do), and its request paid for a
+        # task listening to the client and one sending the response as if it waited
+        tick = wasmtime.Engine.increment_epoch
+        ticker_ticks = [0]
+
+        def counted(engine: wasmtime.Engine) -> None:
+            ticker_ticks[0] += 1  # (before the tick: a tick inside a request is seen)
+            tick(engine)
+
+        def set_and_tick(outparam: ResponseOutparam, response: object) -> None:
+            set_response(outparam, response)
+            for _ in range(2):  # the guest yields at its next check, once
+                tick(_engine.engine())
+
+        set_response = ResponseOutparam.set
+        spawned: list[str] = []
+
+        class Spawns(trio.abc.Instrument):
+            def task_spawned(self, task: trio.lowlevel.Task) -> None:
+                spawned.append(task.name)
+
+        app = ComponentApp(proxy_component)
+        async with open_lifespan(app):
+            assert (await asgi_request(app, "/hello")).status == 200  # the instance is warm
+            monkeypatch.setattr(wasmtime.Engine, "increment_epoch", counted)
+            monkeypatch.setattr(ResponseOutparam, "set", set_and_tick)
+            spawns = Spawns()
+            trio.lowlevel.add_instrument(spawns)
+            sliced_once = 0
+            with trio.fail_after(30):
+                while sliced_once < 3:
+                    spawned.clear()
+                    before = ticker_ticks[0]
+                    assert (await asgi_request(app, "/hello")).body == b"hello, world!\n"
+                    if ticker_ticks[0] == before:
+                        # no tick of the ticker thread's fell inside (with one, the
+                        # guest computed past two: that counts as a wait)
+                        assert spawned == []
+                        sliced_once += 1
+            trio.lowlevel.remove_instrument(spawns)
+            stats = await settled(app)
+        assert (stats.failed, stats.instances_opened) == (0, 1)
 
 
 def test_app_from_environment_serves_a_proxy_component(

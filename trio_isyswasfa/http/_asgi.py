@@ -392,9 +392,22 @@ class ComponentApp:
             done.append(finished)
             tg.start_soon(self._respond, scope, send, instance, outparam, state, finished)
 
+        engine = instance._engine
+        slices = 0
+
+        def waits() -> bool:
+            # a guest that computes past a tick yields to the loop without waiting
+            # (under load, a short call often spans one): only a wait in a host call,
+            # or a second time slice, makes it a request that waits
+            nonlocal slices
+            if engine.blocked:
+                return True
+            slices += 1
+            return slices > 1
+
         call = instance.call(self.interface, "handle", http.give(request), http.give(outparam))
         try:
-            await _eagerly(call, suspended)
+            await _eagerly(call, suspended, waits)
         except IsyswasfaError as exc:
             state.failure = exc
         finally:
@@ -600,32 +613,46 @@ async def _until_disconnect(receive: Receive, client_left: Callable[[], None]) -
     client_left()
 
 
-async def _eagerly(coro: Coroutine[Any, Any, _T], suspended: Callable[[], object]) -> _T:
+async def _eagerly(
+    coro: Coroutine[Any, Any, _T],
+    suspended: Callable[[], object],
+    counts: Callable[[], bool] | None = None,
+) -> _T:
     """Await ``coro``, calling ``suspended`` first if (and only if) it suspends: what
     running beside it costs (a task that listens, one that sends) is then paid only by
     calls that wait. ``coro`` runs in the caller's task either way, as ``await`` runs
-    it; cancel scopes it enters are entered there."""
+    it; cancel scopes it enters are entered there. With ``counts``, a suspension for
+    which it answers false (a time slice of a computing guest) is not one:
+    ``suspended`` is called at the first for which it answers true, if any."""
     try:
         signal = coro.send(None)
     except StopIteration as done:
         result: _T = done.value
         return result
-    resumed = False
-    try:
-        suspended()
-        resumed = True
-    finally:
-        if not resumed:
-            coro.close()
-    return await _resume(coro, signal)
+    return await _resume(coro, signal, suspended, counts)
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, _T], signal: Any) -> Generator[Any, Any, _T]:
+def _resume(
+    coro: Coroutine[Any, Any, _T],
+    signal: Any,
+    suspended: Callable[[], object] | None,
+    counts: Callable[[], bool] | None,
+) -> Generator[Any, Any, _T]:
     """Go on awaiting ``coro`` from its first suspension, ``signal`` being what it gave
     the event loop then: what comes back (a value, or an exception thrown in, such as a
-    cancellation) goes into it, as ``await`` would have done."""
+    cancellation) goes into it, as ``await`` would have done. Before it suspends,
+    ``suspended`` is called, once, the first time ``counts`` (if given) says so."""
     while True:
+        if suspended is not None and (counts is None or counts()):
+            call, suspended = suspended, None
+            resumed = False
+            try:
+                call()
+                resumed = True
+            finally:
+                if not resumed:
+                    coro.close()
         try:
             sent = yield signal
         except GeneratorExit:
