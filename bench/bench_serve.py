@@ -315,7 +315,7 @@ def proxy_throughput(
     seconds: int,
     connections: int,
     baselines: dict[str, tuple[float, ...]],
-    engines: tuple[str, ...] = ("wasmtime",),
+    engines: tuple[str, ...] = ("own",),
     backends: tuple[str, ...] = ("trio", "asyncio"),
     languages: tuple[str, ...] = ("python", "rust", "js"),
     policies: tuple[str, ...] = ("per-request", "pooled", "shared"),
@@ -346,7 +346,7 @@ def proxy_throughput(
             for backend in backends:
                 for policy in policies:
                     extra = ["--backend", backend, "--instances", policy, "--engine", engine]
-                    what = f"{backend}, {policy}" + (f", {engine}" if len(engines) > 1 else "")
+                    what = f"{backend}, {policy}, {engine}"
                     runs.append((what, "ours", extra, backend))
         for what, server, extra, backend in runs:
             label = f"{'wasmtime serve' if server == 'wasmtime' else 'serve'}, {language} ({what})"
@@ -565,8 +565,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-fan-out", action="store_true")
     p.add_argument(
         "--engines",
-        default="wasmtime",
-        help="comma-separated engines our serve runs the proxy guests on (wasmtime,own)",
+        default="own",
+        help="comma-separated engines our serve runs the proxy guests on (own,wasmtime;"
+        " own, serve's default, unless given)",
     )
     p.add_argument(
         "--backends", default="trio,asyncio", help="comma-separated worker classes (trio,asyncio)"
