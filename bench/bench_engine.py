@@ -460,12 +460,9 @@ def _run_component() -> bytes:
         return build_wat_component(wit, "w", RUN_WAT)
 
 
-async def run_rows(n: int = 2000) -> None:
-    """End to end on both engines: export call, host call, bytes from a host import."""
-    wasm = _run_component()
-    payload = bytes(MIB)
-    notes: list[int] = []
-
+def run_resolver(payload: bytes, notes: list[int]) -> Callable[[_engine.ImportedItem], Any]:
+    """The host side of ``RUN_WAT``'s imports: ``note`` appends to ``notes``, ``fetch``
+    and ``pipe.read`` answer from ``payload``, pipes are fresh host handles."""
     pipes = iter(range(1, 1 << 62))
 
     def resolve(item: _engine.ImportedItem) -> Any:
@@ -479,6 +476,16 @@ async def run_rows(n: int = 2000) -> None:
             "[method]pipe.read": lambda rep, k: payload[:k],
         }[item.name]
 
+    return resolve
+
+
+async def run_rows(n: int = 2000) -> None:
+    """End to end on both engines: export call, host call, bytes from a host import."""
+    wasm = _run_component()
+    payload = bytes(MIB)
+    notes: list[int] = []
+
+    resolve = run_resolver(payload, notes)
     raw = _engine.compile_component(wasm, use_cache=False)
     stock = _engine.EngineInstance(_engine.LinkPlan(raw), _engine.component_exports(raw), resolve)
     ours = OwnEngineInstance(read_component(wasm), resolve, use_cache=False)

@@ -66,7 +66,7 @@ from trio_isyswasfa.wasi.io import WasiIo
 from trio_isyswasfa.wasi.random import WasiRandom
 from trio_isyswasfa.wasi.sockets import WasiSockets, parse_allow_net
 
-from .bench_engine import RUN_WAT, RUN_WIT
+from .bench_engine import RUN_WAT, RUN_WIT, run_resolver
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "guests" / "cases"
@@ -263,10 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         wit.write_text(RUN_WIT)
         wat = build_wat_component(wit, "w", RUN_WAT)
 
-    def bench_host(item: _engine.ImportedItem) -> Any:
-        return {"note": lambda n: None, "fetch": lambda n: b""}[item.name]
-
-    instantiate_rows("WAT component", wat, bench_host, 100)
+    instantiate_rows("WAT component", wat, run_resolver(b"", []), 100)
     instantiate_rows("componentize-py guest", data, wasi_resolver(), 10)
     from .bench_serve import proxy_components
 
