@@ -179,6 +179,10 @@ NASTY = [
 @settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(responses(), st.data())
 @example((b"GET", [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"]), None)  # (checked as is)
+@example((b"GET", [b"HTTP/1.1 000 OK\r\ncontent-length: 0\r\n\r\n"]), None)  # (no status)
+@example(  # an empty list element in transfer-encoding, which h11 refuses (found by CI)
+    (b"GET", [b"HTTP/1.1 200 \r\ntransfer-encoding: chunked,\r\n\r\n0\r\n\r\n"]), None
+)
 def test_malformed_responses_are_never_taken_where_h11_refuses_them(
     case: tuple[bytes, list[bytes]], data: st.DataObject | None
 ) -> None:
@@ -196,6 +200,7 @@ def test_malformed_responses_are_never_taken_where_h11_refuses_them(
 
 REFUSED = {
     "no status line": b"HTTP/1.1 OK\r\n\r\n",
+    "a status below 100": b"HTTP/1.1 000 OK\r\ncontent-length: 0\r\n\r\n",
     "HTTP/2 on the status line": b"HTTP/2.0 200 OK\r\ncontent-length: 0\r\n\r\n",
     "a bare LF ends the head": b"HTTP/1.1 200 OK\ncontent-length: 0\n\n",
     "a bare LF inside a field line": b"HTTP/1.1 200 OK\r\nx: a\nb\r\ncontent-length: 0\r\n\r\n",
@@ -204,6 +209,11 @@ REFUSED = {
     "a control character in a value": b"HTTP/1.1 200 OK\r\nx: a\x01b\r\ncontent-length: 0\r\n\r\n",
     "a transfer coding other than chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
     "chunked not last": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+    "an empty transfer coding": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked,\r\n\r\n0\r\n\r\n",
+    "two transfer-encoding fields": (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n"
+    ),
     "both framings": (
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n"
     ),

@@ -344,6 +344,8 @@ class ClientConnection:
             status = int(m.group(2))
             if status >= 200:
                 break
+            if status < 100:
+                raise RemoteProtocolError(f"status {status}, which no response has")
             if status == 101:
                 raise RemoteProtocolError("101 Switching Protocols, which was not asked for")
             # informational (1xx): skipped, the final response follows
@@ -360,7 +362,9 @@ class ClientConnection:
                 if name == b"content-length":
                     lengths.update(p.strip(b" \t") for p in value.split(b","))
                 elif name == b"transfer-encoding":
-                    codings += _split(value)
+                    # one field, its value ``chunked`` alone, as h11 takes it: an empty
+                    # list element (``chunked,``) or a second field is refused
+                    codings.append(value.lower())
                 elif b"close" in _split(value):
                     keep_alive = False
         self._keep_alive = keep_alive
