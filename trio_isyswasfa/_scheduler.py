@@ -327,8 +327,12 @@ class Scheduler:
         scope is behind it), so no cancellation abandons a poll in the middle of the
         guest that the driver would not abandon too. It does one round, as the driver
         does between checkpoints, and leaves what follows to the driver.
+
+        Not while other host tasks still run: many may end in one batch of trio's
+        (a crowd of imports due together), and each would poll the guest on its own;
+        woken once, the driver delivers them all in one round.
         """
-        if not self._driver_idle or self._rounding or self.failure is not None:
+        if not self._driver_idle or self._rounding or self._host_scopes or self.failure is not None:
             self.apply(actions)
             return
         self._quiet = True
