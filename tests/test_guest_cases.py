@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import GUESTS, LANGUAGES
+from conftest import GUESTS, LANGUAGES, quiet_down
 
 import trio_isyswasfa
 from trio_isyswasfa import Err, Ok
@@ -115,7 +115,7 @@ class Cases:
 async def cases(guest: CasesGuest, host: CasesHost) -> AsyncIterator[Cases]:
     async with guest.open(host) as inst:
         yield Cases(inst, guest.cases)
-        await trio.testing.wait_all_tasks_blocked()
+        await quiet_down()
         assert_quiet(inst)
 
 
@@ -208,7 +208,7 @@ async def test_guest_cancelling_an_import_cancels_the_trio_task(
             # a dropped Rust future's cancellation is confirmed in the background (drop
             # cannot wait), so the call may return before the host's task has ended
             await host.forever_cancelled.wait()
-        await trio.testing.wait_all_tasks_blocked()
+        await quiet_down()
         assert_quiet(inst)
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+import trio.testing
+from conftest import quiet_down
 
 import trio_isyswasfa
 from trio_isyswasfa import Err, Ok
@@ -72,6 +74,7 @@ async def cases(
 ) -> AsyncIterator[trio_isyswasfa.Instance]:
     async with trio_isyswasfa.open_instance(cases_component, imports=host.imports()) as inst:
         yield inst
+        await quiet_down()
         assert_quiet(inst)
 
 
@@ -97,19 +100,27 @@ async def test_round_trip(round_trip_component: trio_isyswasfa.Component) -> Non
         assert_quiet(inst)
 
 
-async def test_concurrent_calls_are_concurrent(cases: trio_isyswasfa.Instance) -> None:
+async def test_concurrent_calls_are_concurrent(
+    cases: trio_isyswasfa.Instance, autojump_clock: trio.testing.MockClock
+) -> None:
     results: list[int] = []
 
     async def one() -> None:
         results.append(await cases.call(CASES, "sleep-ms", 100))
 
-    start = time.monotonic()
+    start = trio.current_time()
     async with trio.open_nursery() as nursery:
         for _ in range(100):
             nursery.start_soon(one)
-    elapsed = time.monotonic() - start
+        # before any guest time passes (the clock jumps only when all wait), every
+        # call is in the guest at once, each its own pending guest task
+        await trio.testing.wait_all_tasks_blocked()
+        stats = cases.statistics()
+        assert (stats.calls_in_flight, stats.guest_tasks) == (100, 100), stats
     assert results == [100] * 100
-    assert elapsed < 2.0, f"100 concurrent 100 ms sleeps took {elapsed:.2f} s"
+    # the guest's clock is trio's, here virtual: the sleeps overlapped (one after
+    # another: 10 s), whatever the machine's load
+    assert trio.current_time() - start < 0.2
 
 
 async def test_import_result_ok_and_err(cases: trio_isyswasfa.Instance) -> None:
@@ -122,27 +133,34 @@ async def test_export_result_ok_and_err(cases: trio_isyswasfa.Instance) -> None:
     assert await cases.call(CASES, "try-result", False) == Err("no")
 
 
-async def test_asyncio_gather_and_sleep_in_guest(cases: trio_isyswasfa.Instance) -> None:
-    # 100 sleeps of 50 ms: 5 s one after another
-    start = time.monotonic()
+async def test_asyncio_gather_and_sleep_in_guest(
+    cases: trio_isyswasfa.Instance, autojump_clock: trio.testing.MockClock
+) -> None:
+    # 100 sleeps of 50 ms: 5 s one after another; on the (virtual) clock the guest
+    # reads, together they take one sleep's length
+    start = trio.current_time()
     assert await cases.call(CASES, "gather-sleeps", 100, 50) == 100
-    assert time.monotonic() - start < 5.0  # less than one after another: they overlapped
+    assert trio.current_time() - start < 0.1  # they overlapped
 
 
 async def test_guest_tasks_each_awaiting_a_pollable_wait_together(
-    cases: trio_isyswasfa.Instance,
+    cases: trio_isyswasfa.Instance, autojump_clock: trio.testing.MockClock
 ) -> None:
     # 200 guest tasks, each with a monotonic-clock pollable of its own due 200 ms after
-    # the call: 40 s one after another, one timer's length together
-    start = time.monotonic()
+    # the call: 40 s one after another, one timer's length together (virtual time)
+    start = trio.current_time()
     assert await cases.call(CASES, "gather-pollable-sleeps", 200, 200) == 200
-    assert time.monotonic() - start < 10.0  # a quarter of one after another, room for load
+    assert trio.current_time() - start < 0.4
     # the 200 timers fire together, so their ready events reach the guest in one poll
     # call, not one call each (the rest start the call and take the listens)
     assert cases.statistics().poll_calls < 10
 
 
-async def test_asyncio_as_completed_in_guest(cases: trio_isyswasfa.Instance) -> None:
+async def test_asyncio_as_completed_in_guest(
+    cases: trio_isyswasfa.Instance, autojump_clock: trio.testing.MockClock
+) -> None:
+    # on the virtual clock the three sleeps start at one instant and end 20 ms apart
+    # (on the real one a loaded machine spread their starts wider than that)
     assert await cases.call(CASES, "as-completed", [60, 10, 30]) == [10, 30, 60]
 
 
