@@ -11,6 +11,7 @@ from functools import partial
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from trio_isyswasfa.http import HttpClient
 from trio_isyswasfa.http.types import (
@@ -126,15 +127,19 @@ async def test_connections_are_kept_alive_and_reused(client: HttpClient) -> None
 
 
 async def test_concurrent_requests_open_connections_side_by_side(client: HttpClient) -> None:
-    async def slow(stream: trio.SocketStream, state: Server) -> None:
+    all_in = trio.Event()
+    release = trio.Event()
+
+    async def held(stream: trio.SocketStream, state: Server) -> None:
         buf = bytearray()
         while (request := await read_request(stream, buf)) is not None:
             state.requests.append(request)
-            await trio.sleep(0.2)
+            if len(state.requests) == 20:
+                all_in.set()
+            await release.wait()
             await stream.send_all(ok(b"late"))
 
-    async with server(slow) as up:
-        start = trio.current_time()
+    async with server(held) as up:
         bodies: list[bytes] = []
 
         async def one(i: int) -> None:
@@ -143,15 +148,24 @@ async def test_concurrent_requests_open_connections_side_by_side(client: HttpCli
         async with trio.open_nursery() as nursery:
             for i in range(20):
                 nursery.start_soon(one, i)
+            # all 20 reach the server while none is answered: one after another,
+            # the second would wait for the first's answer
+            with trio.fail_after(30):  # a hang guard only
+                await all_in.wait()
+            assert up.connections == 20
+            release.set()
         assert bodies == [b"late"] * 20
-        assert trio.current_time() - start < 4.0  # one after another: 20 x 0.2 s
         assert up.connections == 20
 
 
 async def test_connections_per_origin_are_bounded_and_requests_wait_in_line() -> None:
     open_now = peak = 0
+    three_in = trio.Event()
+    release = trio.Event()
 
-    async def slow(stream: trio.SocketStream, state: Server) -> None:
+    async def held(stream: trio.SocketStream, state: Server) -> None:
+        # answers only once released: what the client holds open and queues is then
+        # read with nothing moving, not guessed after a sleep
         nonlocal open_now, peak
         open_now += 1
         peak = max(peak, open_now)
@@ -159,17 +173,19 @@ async def test_connections_per_origin_are_bounded_and_requests_wait_in_line() ->
             buf = bytearray()
             while (request := await read_request(stream, buf)) is not None:
                 state.requests.append(request)
-                await trio.sleep(0.05)
+                if len(state.requests) == 3:
+                    three_in.set()
+                await release.wait()
                 await stream.send_all(ok(b"late"))
         finally:
             open_now -= 1
 
     async with (
-        server(slow) as up,
+        server(held) as up,
         HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=3) as client,
     ):
+        origin = ("http", "127.0.0.1", up.port)
         bodies: list[bytes] = []
-        waiting: list[int] = []
 
         async def one(i: int) -> None:
             bodies.append(await body_of(await client.send(get(up.port, f"/{i}"))))
@@ -177,13 +193,17 @@ async def test_connections_per_origin_are_bounded_and_requests_wait_in_line() ->
         async with trio.open_nursery() as nursery:
             for i in range(10):
                 nursery.start_soon(one, i)
-            await trio.sleep(0.01)
-            waiting.append(client.statistics(("http", "127.0.0.1", up.port))[2])
+            with trio.fail_after(30):  # a hang guard only
+                await three_in.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.statistics(origin) == (3, 0, 7)  # three sent, seven in line
+            assert (up.connections, peak) == (3, 3)
+            release.set()
         assert bodies == [b"late"] * 10
-        assert waiting == [7]  # three sent, seven in line
         assert up.connections == 3  # each freed connection went to the next in line
         assert peak == 3
-        assert client.statistics(("http", "127.0.0.1", up.port)) == (3, 3, 0)
+        assert len(up.requests) == 10
+        assert client.statistics(origin) == (3, 3, 0)
 
 
 async def test_a_request_cancelled_in_line_gives_up_its_place() -> None:
