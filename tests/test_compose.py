@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from conftest import JABBERWOCKY, LANGUAGES, ExampleBuilder, Upstream, start_server
+from conftest import HTTP_TIMEOUT, JABBERWOCKY, LANGUAGES, ExampleBuilder, Upstream, start_server
 
 import trio_isyswasfa
 from trio_isyswasfa.http import HttpClient
@@ -73,7 +73,7 @@ async def test_middleware_composed_with_service(
     assert component.poll_exports == ["isyswasfa-poll-middleware", "isyswasfa-poll-service"]
     url = await start_server(nursery, component)
     text = b"And the mome raths outgrabe. " * 2000
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
         response = await http.post(
             f"{url}/middleware",
             content=zlib.compress(text),
@@ -99,7 +99,7 @@ async def test_middleware_composed_with_hash_all(
     component = compose_examples("middleware", front, "hash-all", behind)
     async with HttpClient(allow=["127.0.0.1:*"]) as client:
         url = await start_server(nursery, component, client)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.get(
                 f"{url}/hash-all",
                 headers=[
@@ -210,7 +210,7 @@ async def test_router_reaches_every_component_and_the_host(
     text = b"And the mome raths outgrabe. " * 100
     async with HttpClient(allow=["127.0.0.1:*"]) as client:
         url = await start_server(nursery, router_composed, client)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             echo = await http.post(f"{url}/echo", content=text)
             double = await http.post(
                 f"{url}/double-echo", content=text, headers={"url": f"{up_url}/echo"}

@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import trio
-from conftest import JABBERWOCKY, LANGUAGES, LONG, ExampleBuilder, Upstream, start_server
+from conftest import (
+    HTTP_TIMEOUT,
+    JABBERWOCKY,
+    LANGUAGES,
+    LONG,
+    ExampleBuilder,
+    Upstream,
+    start_server,
+)
 
 import trio_isyswasfa
 from trio_isyswasfa.http import HttpClient
@@ -61,7 +69,7 @@ class TestEcho:
     ) -> None:
         url = await start_server(nursery, echo_component)
         data = pattern(100_000)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.post(
                 f"{url}/echo",
                 content=data,
@@ -84,7 +92,7 @@ class TestEcho:
         up_url, _ = upstream
         url = await start_server(nursery, echo_component, client)
         data = pattern(200_000)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.post(
                 f"{url}/double-echo",
                 content=data,
@@ -104,7 +112,7 @@ class TestEcho:
     ) -> None:
         up_url, up = upstream
         url = await start_server(nursery, echo_component)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.post(
                 f"{url}/double-echo", content=b"x", headers={"url": f"{up_url}/echo"}
             )
@@ -145,7 +153,7 @@ class TestHashAll:
         url, up_url, _ = hash_all
         bodies = {**JABBERWOCKY, "/long": LONG}
         urls = [f"{up_url}{path}" for path in bodies]
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.get(f"{url}/hash-all", headers=[("url", u) for u in urls])
         assert response.status_code == 200
         lines = response.text.splitlines()
@@ -160,7 +168,7 @@ class TestHashAll:
     ) -> None:
         url, up_url, _ = hash_all
         denied, missing = HASH_ALL_FAILURES[language]
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.get(
                 f"{url}/hash-all",
                 headers=[("url", f"{up_url}/missing"), ("url", "http://denied.invalid/x")],
@@ -177,7 +185,7 @@ class TestHashAll:
         urls = [f"{up_url}{path}" for path in [*JABBERWOCKY, "/held"]]
         lines: list[str] = []
         async with (
-            httpx.AsyncClient() as http,
+            httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http,
             http.stream("GET", f"{url}/hash-all", headers=[("url", u) for u in urls]) as response,
         ):
             async for line in response.aiter_lines():
@@ -210,7 +218,7 @@ class TestMiddleware:
     async def test_deflate_both_ways(self, middleware: tuple[str, str]) -> None:
         url, service_url = middleware
         text = b"And the mome raths outgrabe. " * 1000
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.post(
                 f"{url}/middleware",
                 content=zlib.compress(text),
@@ -230,7 +238,7 @@ class TestMiddleware:
         self, middleware: tuple[str, str]
     ) -> None:
         url, service_url = middleware
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.post(
                 f"{url}/plain",
                 content=b"plain text",

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 import wasmtime
-from conftest import JABBERWOCKY, get_at_once, settled, start_server
+from conftest import HTTP_TIMEOUT, JABBERWOCKY, get_at_once, settled, start_server
 from test_http_serve import RawClient, eventually, pattern
 from test_wasi_cli import wat_command
 
@@ -49,7 +49,7 @@ async def proxy(
 class TestServing:
     async def test_hello(self, proxy: tuple[str, ComponentApp]) -> None:
         url, app = proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.get(f"{url}/hello")
         assert response.status_code == 200
         assert response.text == "hello, world!\n"
@@ -60,7 +60,7 @@ class TestServing:
         self, proxy: tuple[str, ComponentApp]
     ) -> None:
         url, app = proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.post(
                 f"{url}/echo?x=1", headers={"foo": "bar"}, content=b"And the mome raths outgrabe"
             )
@@ -89,7 +89,7 @@ class TestServing:
     ) -> None:
         url, _ = proxy
         async with (
-            httpx.AsyncClient() as client,
+            httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client,
             client.stream("GET", f"{url}/stream?n=200") as response,
         ):
             text = (await response.aread()).decode()
@@ -99,7 +99,7 @@ class TestServing:
         self, proxy: tuple[str, ComponentApp]
     ) -> None:
         url, _ = proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.get(f"{url}/fields")
         assert response.text.splitlines() == [
             "connection: Forbidden",
@@ -163,7 +163,7 @@ class TestInstancePolicies:
     ) -> None:
         app = ComponentApp(proxy_component, instances=policy)  # type: ignore[arg-type]
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             for _ in range(3):
                 assert (await client.get(f"{url}/hello")).text == "hello, world!\n"
         stats = await settled(app)
@@ -193,7 +193,7 @@ class TestInstancePolicies:
             spare_instances=spares,
         )
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             got = [(await client.get(f"{url}/count")).text.strip() for _ in range(4)]
         assert got == counts
         stats = await settled(app)
@@ -241,7 +241,7 @@ class TestInstancePolicies:
         before = (core_live_host_funcs(), fiber_live_host_funcs())
         app = ComponentApp(proxy_component, instances="per-request", spare_instances=0)
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             for _ in range(3):  # /sleep: the guest waits in a blocking host function
                 assert (await client.get(f"{url}/sleep?ms=1")).text == "slept\n"
         await eventually(lambda: app.statistics().instances_closed == 3)
@@ -280,7 +280,7 @@ class TestOutgoing:
     ) -> None:
         upstream_url, _ = upstream
         url = loopback_proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             got = await client.get(f"{url}/fetch", params={"url": f"{upstream_url}/d"})
             posted = await client.post(
                 f"{url}/fetch-post", params={"url": f"{upstream_url}/echo"}, content=b"x" * 100_000
@@ -296,7 +296,7 @@ class TestOutgoing:
         # not sent as if complete: the guest learns the body broke off
         upstream_url, _ = upstream
         url = loopback_proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.post(
                 f"{url}/fetch-drop", params={"url": f"{upstream_url}/echo"}, content=b"x" * 1000
             )
@@ -314,7 +314,7 @@ class TestOutgoing:
         client = None if allow is None else HttpClient(allow=allow)
         app = ComponentApp(proxy_component, http_client=client)
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             response = await http.get(f"{url}/fetch", params={"url": f"{upstream_url}/d"})
         assert (response.status_code, response.text) == (502, "error: HttpRequestDenied\n")
         assert upstream_app.most_in_flight == 0  # type: ignore[attr-defined]
@@ -326,7 +326,7 @@ class TestMisbehavingGuests:
         self, proxy: tuple[str, ComponentApp], route: str
     ) -> None:
         url, app = proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.get(f"{url}{route}")
             assert response.status_code == 500
             again = await client.get(f"{url}/hello")
@@ -339,7 +339,7 @@ class TestMisbehavingGuests:
         self, proxy: tuple[str, ComponentApp], route: str
     ) -> None:
         url, app = proxy
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             with contextlib.suppress(httpx.HTTPError):
                 await client.get(f"{url}{route}")
             await client.get(f"{url}/hello")
@@ -363,7 +363,7 @@ class TestMisbehavingGuests:
         printed: list[bytes] = []
         app = ComponentApp(proxy_component, wasi=trio_isyswasfa.WasiConfig(stdout=printed.append))
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             with pytest.raises(httpx.RemoteProtocolError):
                 await client.get(f"{url}{route}")
             again = await client.get(f"{url}/hello")
@@ -381,7 +381,7 @@ class TestMisbehavingGuests:
         printed: list[bytes] = []
         app = ComponentApp(proxy_component, wasi=trio_isyswasfa.WasiConfig(stdout=printed.append))
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             cut = await client.get(f"{url}/overflow")
             again = await client.get(f"{url}/hello")
         assert (cut.status_code, cut.content) == (200, b"0123456789")
@@ -416,7 +416,7 @@ class TestConcurrency:
     ) -> None:
         url, _ = proxy
         finished: list[str] = []
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
 
             async def get(route: str) -> None:
                 response = await client.get(f"{url}{route}")
@@ -438,7 +438,7 @@ class TestConcurrency:
             await raw.send(h11.EndOfMessage())
             assert isinstance(await raw.next_event(), h11.Response)
             assert isinstance(await raw.next_event(), h11.Data)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             again = await client.get(f"{url}/hello")
         assert again.text == "hello, world!\n"
         stats = await settled(app)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from conftest import get_at_once, settled, start_server
+from conftest import HTTP_TIMEOUT, get_at_once, settled, start_server
 
 import trio_isyswasfa
 import trio_isyswasfa.http
@@ -142,7 +142,7 @@ def pattern(n: int) -> bytes:
 class TestService:
     async def test_echoes_headers_and_body(self, service: tuple[str, ComponentApp]) -> None:
         url, app = service
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.post(
                 f"{url}/service?x=1", headers={"foo": "bar"}, content=b"And the mome raths outgrabe"
             )
@@ -187,7 +187,10 @@ class TestService:
             response = await client.post(f"{url}/{i}", content=f"request {i}".encode())
             results[i] = response.content
 
-        async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+        async with (
+            httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client,
+            trio.open_nursery() as nursery,
+        ):
             for i in range(20):
                 nursery.start_soon(one, client, i)
         assert results == {i: f"request {i}".encode() for i in range(20)}
@@ -209,7 +212,7 @@ class TestService:
 class TestProtocol:
     async def test_http2_with_prior_knowledge(self, service: tuple[str, ComponentApp]) -> None:
         url, _ = service
-        async with httpx.AsyncClient(http1=False, http2=True) as client:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=HTTP_TIMEOUT) as client:
             response = await client.post(f"{url}/h2", content=b"over HTTP/2", headers={"a": "b"})
         assert response.http_version == "HTTP/2"
         assert response.content == b"over HTTP/2"
@@ -233,7 +236,7 @@ class TestProtocol:
         url, app = service
         reply = await self.raw_exchange(url, b"NOT AN HTTP REQUEST\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 400")
-        async with httpx.AsyncClient() as client:  # and it keeps serving
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:  # and it keeps serving
             assert (await client.post(f"{url}/", content=b"fine")).content == b"fine"
         assert app.statistics().failed == 0  # the component never saw it
 
@@ -242,13 +245,13 @@ class TestProtocol:
         big = b"x-big: " + b"a" * 100_000 + b"\r\n"
         reply = await self.raw_exchange(url, b"GET / HTTP/1.1\r\nhost: x\r\n" + big + b"\r\n")
         assert reply.split(b" ")[1] in (b"400", b"431")
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             assert (await client.post(f"{url}/", content=b"still")).content == b"still"
 
 
 async def post_numbers(url: str, n: int) -> None:
     """POST 0, 1, … n-1 one after another to the service, which echoes each body."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
         for i in range(n):
             assert (await client.post(f"{url}/", content=str(i))).text == str(i)
 
@@ -293,7 +296,7 @@ class TestInstancePolicies:
         replies: dict[str, str] = {}
 
         async def post(name: str, content: bytes | AsyncIterator[bytes]) -> None:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
                 replies[name] = (await client.post(f"{url}/", content=content)).text
 
         async with trio.open_nursery() as requests:
@@ -324,7 +327,7 @@ class TestInstancePolicies:
         replies: dict[str, tuple[int, str]] = {}
 
         async def post(name: str, content: bytes | AsyncIterator[bytes]) -> None:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
                 response = await client.post(f"{url}/", content=content)
                 replies[name] = (response.status_code, response.text)
                 if response.status_code == 503:
@@ -368,7 +371,7 @@ class TestInstancePolicies:
                 app, bind=["127.0.0.1:0"], access_log=False, backlog=777, task_status=task_status
             )
         )
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             assert (await client.get(f"{urls[0]}/")).status_code == 200
         assert backlogs
         assert set(backlogs) == {777}
@@ -399,7 +402,7 @@ class TestInstancePolicies:
     ) -> None:
         app = ComponentApp(http_guest_component, instances="shared", per_instance=4)
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             async with client.stream("GET", f"{url}/forever") as streaming:
                 lines = streaming.aiter_lines()
                 assert await anext(lines) == "first line"
@@ -425,7 +428,7 @@ class TestMisbehavingGuests:
         self, misbehaving: tuple[str, ComponentApp]
     ) -> None:
         url, app = misbehaving
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.get(f"{url}/trap")
             assert response.status_code == 500
             again = await client.get(f"{url}/stream?n=2")
@@ -440,7 +443,7 @@ class TestMisbehavingGuests:
     ) -> None:
         app = ComponentApp(rust_http_component)
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             assert (await client.get(f"{url}/hello")).text == "hello from Rust\n"
             response = await client.get(f"{url}/panic")
             assert response.status_code == 500
@@ -455,7 +458,7 @@ class TestMisbehavingGuests:
     ) -> None:
         app = ComponentApp(rust_http_component)
         url = await start_server(nursery, app)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             async with client.stream("GET", f"{url}/panic-while-streaming") as streaming:
                 assert streaming.status_code == 200
                 lines = streaming.aiter_lines()
@@ -493,7 +496,7 @@ class TestMisbehavingGuests:
         self, misbehaving: tuple[str, ComponentApp]
     ) -> None:
         url, _ = misbehaving
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.get(f"{url}/error")
         assert response.status_code == 500
         assert "internal-error: on purpose" in response.text
@@ -503,7 +506,10 @@ class TestMisbehavingGuests:
     ) -> None:
         url, _ = misbehaving
         lines = []
-        async with httpx.AsyncClient() as client, client.stream("GET", f"{url}/stream?n=5") as r:
+        async with (
+            httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client,
+            client.stream("GET", f"{url}/stream?n=5") as r,
+        ):
             async for line in r.aiter_lines():
                 lines.append(line)
         assert lines == [f"line {i}" for i in range(5)]
@@ -541,7 +547,7 @@ class TestMisbehavingGuests:
         # the hour-long wait it was in) cancelled, and it is never lent again
         (first,) = lent
         await eventually(lambda: first.statistics().host_tasks_running == 0)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             assert (await http.get(f"{url}/stream?n=1")).text == "line 0\n"
         assert len(lent) == 2
         assert lent[1] is not first
@@ -551,7 +557,7 @@ class TestMisbehavingGuests:
         self, misbehaving: tuple[str, ComponentApp]
     ) -> None:
         url, _ = misbehaving
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             response = await client.get(f"{url}/headers", headers={"X-Custom": "value"})
         assert "X-Custom: value" in response.text or "x-custom: value" in response.text
         assert "connection:" not in response.text.lower()  # hop-by-hop headers stay out
