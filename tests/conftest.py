@@ -20,11 +20,9 @@ import httpx
 import hypercorn.trio
 import pytest
 import trio
-import trio.testing
 from hypercorn.config import Config
 
 import trio_isyswasfa
-from trio_isyswasfa._scheduler import LISTENING_DELAY
 from trio_isyswasfa._seam import ENGINE_VARIABLE
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import build_python_guest
@@ -37,23 +35,6 @@ HTTP_TIMEOUT = httpx.Timeout(60.0)
 """The tests' HTTP clients' time limit: a hang guard only. httpx's own 5 s default is
 shorter than an own-engine Python guest's answer takes at a load of 16-20 on 2 cores
 (a 30 kB deflate round trip: 1.8 s quiet)."""
-
-
-async def quiet_down() -> None:
-    """Let an instance finish what its last call left in motion, before a check that it
-    left nothing behind.
-
-    A guest may give up work of its own in the step that returns: the Python guest's
-    loop cancels its timer's wait once no timer is left, so the call's ``ready`` and
-    the guest's ``cancel`` leave in one poll. The caller wakes at once; the host
-    confirms the cancel in the driver's next round, and a ``listening`` it held back
-    to ride along goes out within ``LISTENING_DELAY``. Nothing here waits for guest
-    time beyond that: a real leak is still there afterwards. Under ``autojump_clock``
-    the sleep is virtual.
-    """
-    await trio.testing.wait_all_tasks_blocked()
-    await trio.sleep(2 * LISTENING_DELAY)
-    await trio.testing.wait_all_tasks_blocked()
 
 
 ENGINE_MODULES = {

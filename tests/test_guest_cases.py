@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import GUESTS, LANGUAGES, quiet_down
+from conftest import GUESTS, LANGUAGES
 
 import trio_isyswasfa
 from trio_isyswasfa import Err, Ok
-from trio_isyswasfa.testing import assert_quiet
+from trio_isyswasfa.testing import assert_quiet, settle
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -115,7 +115,7 @@ class Cases:
 async def cases(guest: CasesGuest, host: CasesHost) -> AsyncIterator[Cases]:
     async with guest.open(host) as inst:
         yield Cases(inst, guest.cases)
-        await quiet_down()
+        await settle(inst)
         assert_quiet(inst)
 
 
@@ -208,7 +208,7 @@ async def test_guest_cancelling_an_import_cancels_the_trio_task(
             # a dropped Rust future's cancellation is confirmed in the background (drop
             # cannot wait), so the call may return before the host's task has ended
             await host.forever_cancelled.wait()
-        await quiet_down()
+        await settle(inst)
         assert_quiet(inst)
 
 

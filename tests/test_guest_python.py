@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
-from conftest import quiet_down
 
 import trio_isyswasfa
 from trio_isyswasfa import Err, Ok
+from trio_isyswasfa.testing import settle
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -74,7 +74,7 @@ async def cases(
 ) -> AsyncIterator[trio_isyswasfa.Instance]:
     async with trio_isyswasfa.open_instance(cases_component, imports=host.imports()) as inst:
         yield inst
-        await quiet_down()
+        await settle(inst)
         assert_quiet(inst)
 
 
@@ -97,6 +97,7 @@ async def test_round_trip(round_trip_component: trio_isyswasfa.Component) -> Non
     ) as inst:
         result = await inst.call("example:round-trip/baz", "foo", "hello, world!")
         assert result == "hello, world! - entered guest - entered host - exited host - exited guest"
+        await settle(inst)
         assert_quiet(inst)
 
 

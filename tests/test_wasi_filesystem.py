@@ -23,7 +23,7 @@ from conftest import LoopTicks
 
 import trio_isyswasfa
 from trio_isyswasfa import Preopen
-from trio_isyswasfa.testing import assert_quiet
+from trio_isyswasfa.testing import assert_quiet, settle
 from trio_isyswasfa.wasi import filesystem
 from trio_isyswasfa.wasi.filesystem import FILE_CHUNK, FileInputStream, FileOutputStream
 from trio_isyswasfa.wasi.io import CHUNK, StreamClosed, StreamFailed, wait_ready
@@ -476,6 +476,7 @@ async def main():
         assert chunks == 64  # 4 MiB in 64 KiB reads
         # each MiB was read in a worker thread while the loop ran other tasks
         assert ticks.count >= 4
+        await settle(inst)
         assert_quiet(inst)
 
     async def test_direct_reads_and_writes_run_in_a_worker_thread(
@@ -571,6 +572,7 @@ async def main():
 """
         assert await run_async(inst, code) == repr(256_003)
         assert (data / "out.bin").read_bytes() == bytes(range(256)) * 1000 + b"end"
+        await settle(inst)
         assert_quiet(inst)
 
 

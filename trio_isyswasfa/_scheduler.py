@@ -170,6 +170,16 @@ class Scheduler:
     def _has_work(self) -> bool:
         return bool(self._urgent or self._dirty)
 
+    def deliver_held(self) -> bool:
+        """Send now the inputs that wait to ride along with a guest's next poll (see
+        :meth:`apply`); whether there were any. For a test that lets an instance settle
+        without letting time pass (:func:`trio_isyswasfa.testing.settle`)."""
+        if not self._inputs:
+            return False
+        self._urgent.update(self._inputs)
+        self._wake.set()
+        return True
+
     def poke(self) -> None:
         """Something happened inside a guest (an export ran): poll every guest soon."""
         self._dirty.update(self._all)

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from trio_isyswasfa import Component, Instance, open_instance
-from trio_isyswasfa.testing import assert_quiet, check_cancellation
+from trio_isyswasfa.testing import assert_quiet, check_cancellation, settle
 
 BAZ = "example:round-trip/baz"
 
@@ -16,6 +16,7 @@ BAZ = "example:round-trip/baz"
 async def test_foo_round_trips(isyswasfa_instance: Instance) -> None:
     result = await isyswasfa_instance.call(BAZ, "foo", "hello")
     assert result == "hello - entered guest - entered host - exited host - exited guest"
+    await settle(isyswasfa_instance)
     assert_quiet(isyswasfa_instance)
 
 
@@ -57,4 +58,5 @@ async def test_a_hundred_calls_overlap(isyswasfa_component: Component) -> None:
             f"{i} - entered guest - entered host - exited host - exited guest" for i in range(100)
         )
         assert most > 1
+        await settle(instance)
         assert_quiet(instance)

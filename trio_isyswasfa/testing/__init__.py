@@ -2,7 +2,8 @@
 
 * :func:`check_cancellation` cancels a call at each of its suspension points and
   reports which point went wrong, and how.
-* :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind.
+* :func:`assert_quiet` / :func:`leaks` check that an instance left nothing behind, once
+  :func:`settle` let it finish what a call left in motion.
 * :func:`build_python_guest` and :func:`build_rust_guest` build a guest once, cached
   on its sources (a missing Rust toolchain raises :class:`RustToolchainMissing`);
   :func:`build_rust_wasip3` builds a Rust guest's upgrade path (a native WASI 0.3
@@ -47,6 +48,7 @@ from ._cancellation import CheckpointResult as CheckpointResult
 from ._cancellation import assert_quiet as assert_quiet
 from ._cancellation import check_cancellation as check_cancellation
 from ._cancellation import leaks as leaks
+from ._cancellation import settle as settle
 from ._wat import build_wat_component as build_wat_component
 from ._wat import bump_realloc_wat as bump_realloc_wat
 
@@ -71,4 +73,5 @@ __all__ = [
     "guest_cache_dir",
     "leaks",
     "open_lifespan",
+    "settle",
 ]
