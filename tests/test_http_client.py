@@ -323,6 +323,22 @@ async def test_a_request_written_at_send_but_never_awaited_closes_its_connection
         assert up.connections == 2
 
 
+async def test_a_request_written_at_send_then_cancelled_closes_its_connection(
+    client: HttpClient,
+) -> None:
+    async with server(keep_alive_server) as up:
+        assert await body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        origin = ("http", "127.0.0.1", up.port)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # before the coroutine's first step
+            await client.send(get(up.port, "/cancelled"))
+        assert scope.cancelled_caught
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics(origin) == (0, 0, 0)
+        assert await body_of(await client.send(get(up.port, "/after"))) == b"hello"
+        assert up.connections == 2
+
+
 async def test_a_body_the_guest_dropped_closes_its_connection(client: HttpClient) -> None:
     async def big(stream: trio.SocketStream, state: Server) -> None:
         buf = bytearray()

@@ -351,7 +351,8 @@ class HttpClient(BackgroundTasks):
         self, request: Request, first: bytes | _Unread | None, written: _Written | None
     ) -> Response:
         try:
-            await self._checkpoint_if_cancelled()
+            if written is None:  # (else in `_send`, which closes its connection if cancelled)
+                await self._checkpoint_if_cancelled()
             return await self._send(request, first, written)
         finally:
             request.close()  # what the guest passed is ours to release, sent or not
@@ -496,6 +497,8 @@ class HttpClient(BackgroundTasks):
         chunked = head.chunked
         ok = False
         try:
+            if written is not None:
+                await self._checkpoint_if_cancelled()
             while True:
                 if conn is None:
                     conn = await self._connect(origin, timeouts.connect)
