@@ -27,6 +27,10 @@ the smallest N's (flat is 1.0), the time in guest code, and the process's CPU ti
 HEAD trio_isyswasfa | tar -x -C TREE``) against this one: each runs every row in a
 process of its own (so each has its own baseline), alternated ``--alternate`` times,
 on a machine whose load changes between them.
+``--timeline`` runs hash-all once more and prints when, from the request's start, the
+guest's requests were handed to the client and their response heads came back, and
+when the response ended: whether the fan-out leaves at once or in a trickle, and how
+long the answers take to go through after the upstream's latency.
 ``--profile`` runs hash-all once more under cProfile and prints its CPU by layer
 (the engine and wasmtime with the guest code they run, our scheduler and WASI, the
 HTTP client and server side, h11, the event loop) and the guest's wall time beside it:
@@ -55,7 +59,7 @@ from hypercorn.config import Config
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient
-from trio_isyswasfa.http.types import Body, Fields, Request
+from trio_isyswasfa.http.types import Body, Fields, Request, Response
 from trio_isyswasfa.testing import (
     RustToolchainMissing,
     asgi_request,
@@ -132,6 +136,52 @@ async def host_get(client: HttpClient, url: str) -> None:
         got += len(chunk)
     response.close()
     assert (response.status, got) == (200, len(BODY)), (response.status, got)
+
+
+class Timeline:
+    """An outgoing handler around the client's that notes, while ``on``, when each
+    request was handed to it and when its response head came back."""
+
+    def __init__(self, send: Callable[[Request], Awaitable[Response]]) -> None:
+        self._send = send
+        self.on = False
+        self.handed: list[float] = []
+        self.answered: list[float] = []
+
+    def send(self, request: Request) -> Awaitable[Response]:
+        """The client's ``send`` (called at once: it may write the request now)."""
+        if not self.on:
+            return self._send(request)
+        self.handed.append(time.perf_counter())
+        return self._answered(self._send(request))
+
+    async def _answered(self, sending: Awaitable[Response]) -> Response:
+        try:
+            return await sending
+        finally:
+            self.answered.append(time.perf_counter())
+
+    async def show(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` once with the notes on; print them."""
+        self.handed.clear()
+        self.answered.clear()
+        self.on = True
+        cpu = time.process_time()
+        start = time.perf_counter()
+        try:
+            await job()
+        finally:
+            self.on = False
+        end, cpu = time.perf_counter() - start, time.process_time() - cpu
+
+        def span(marks: list[float]) -> str:
+            return f"{(min(marks) - start) * 1000:.1f} to {(max(marks) - start) * 1000:.1f}"
+
+        print(
+            f"    one more, in ms from its start: requests handed to the client"
+            f" {span(self.handed)}, response heads back {span(self.answered)},"
+            f" its response over at {end * 1000:.1f} ({cpu * 1000:.1f} ms of CPU)"
+        )
 
 
 async def best_of(runs: int, job: Callable[[], Awaitable[None]]) -> tuple[float, float]:
@@ -242,7 +292,8 @@ async def run(args: argparse.Namespace) -> None:
                 await fan_out()  # the connections opened once, as the guest's will be
                 wall, cpu = await best_of(args.runs, fan_out)
                 row(f"{label}host client, N GETs at once{where}", n, wall, base, first, 0.0, cpu)
-            wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
+            timeline = Timeline(client.send)
+            wasi = trio_isyswasfa.WasiConfig(http_outgoing=timeline.send)
             for language, component in components.items():
                 app = ComponentApp(component, wasi=wasi)
                 async with open_lifespan(app):
@@ -262,6 +313,8 @@ async def run(args: argparse.Namespace) -> None:
                         guest_s = (app.statistics().guest_seconds - guest_before) / args.runs
                         name = f"{label}hash-all ({language}), N URLs{where}"
                         row(name, n, wall, base, first, guest_s, cpu)
+                        if args.timeline:
+                            await timeline.show(hash_all)
                         if args.profile and not where:
                             await profile(app, hash_all, guest_s)
 
@@ -294,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-ms", type=int, default=50)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--timeline", action="store_true", help="when the requests left, and returned")
     p.add_argument(
         "--before",
         metavar="TREE",
