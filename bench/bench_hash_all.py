@@ -3,6 +3,7 @@ and where the time goes.
 
     python -m bench.bench_hash_all                         # N = 100, 1600; both guests
     python -m bench.bench_hash_all --sizes 100 --languages rust --profile
+    python -m bench.bench_hash_all --before /tmp/base     # another tree's package, alternated
 
 (from the repository's root, so that its own ``trio_isyswasfa`` is the one measured)
 
@@ -22,6 +23,14 @@ GET with 1 KiB after ``--delay-ms`` (50). Rows, each the best of ``--runs``:
 Columns: wall ms and its ratio to the baseline (the goal for hash-all over 100 URLs
 answering in 50 ms: at most 1.5x), the ratio of the host's time per URL at this N to
 the smallest N's (flat is 1.0), the time in guest code, and the process's CPU time.
+``--before TREE`` measures another tree's ``trio_isyswasfa`` (e.g. ``git -C MAIN archive
+HEAD trio_isyswasfa | tar -x -C TREE``) against this one: each runs every row in a
+process of its own (so each has its own baseline), alternated ``--alternate`` times,
+on a machine whose load changes between them.
+``--timeline`` runs hash-all once more and prints when, from the request's start, the
+guest's requests were handed to the client and their response heads came back, and
+when the response ended: whether the fan-out leaves at once or in a trickle, and how
+long the answers take to go through after the upstream's latency.
 ``--profile`` runs hash-all once more under cProfile and prints its CPU by layer
 (the engine and wasmtime with the guest code they run, our scheduler and WASI, the
 HTTP client and server side, h11, the event loop) and the guest's wall time beside it:
@@ -33,8 +42,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import os
 import pstats
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -47,7 +59,7 @@ from hypercorn.config import Config
 
 import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient
-from trio_isyswasfa.http.types import Body, Fields, Request
+from trio_isyswasfa.http.types import Body, Fields, Request, Response
 from trio_isyswasfa.testing import (
     RustToolchainMissing,
     asgi_request,
@@ -126,6 +138,52 @@ async def host_get(client: HttpClient, url: str) -> None:
     assert (response.status, got) == (200, len(BODY)), (response.status, got)
 
 
+class Timeline:
+    """An outgoing handler around the client's that notes, while ``on``, when each
+    request was handed to it and when its response head came back."""
+
+    def __init__(self, send: Callable[[Request], Awaitable[Response]]) -> None:
+        self._send = send
+        self.on = False
+        self.handed: list[float] = []
+        self.answered: list[float] = []
+
+    def send(self, request: Request) -> Awaitable[Response]:
+        """The client's ``send`` (called at once: it may write the request now)."""
+        if not self.on:
+            return self._send(request)
+        self.handed.append(time.perf_counter())
+        return self._answered(self._send(request))
+
+    async def _answered(self, sending: Awaitable[Response]) -> Response:
+        try:
+            return await sending
+        finally:
+            self.answered.append(time.perf_counter())
+
+    async def show(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` once with the notes on; print them."""
+        self.handed.clear()
+        self.answered.clear()
+        self.on = True
+        cpu = time.process_time()
+        start = time.perf_counter()
+        try:
+            await job()
+        finally:
+            self.on = False
+        end, cpu = time.perf_counter() - start, time.process_time() - cpu
+
+        def span(marks: list[float]) -> str:
+            return f"{(min(marks) - start) * 1000:.1f} to {(max(marks) - start) * 1000:.1f}"
+
+        print(
+            f"    one more, in ms from its start: requests handed to the client"
+            f" {span(self.handed)}, response heads back {span(self.answered)},"
+            f" its response over at {end * 1000:.1f} ({cpu * 1000:.1f} ms of CPU)"
+        )
+
+
 async def best_of(runs: int, job: Callable[[], Awaitable[None]]) -> tuple[float, float]:
     """The best wall time of ``runs`` runs of ``job``, and the CPU time of that run."""
     best = (float("inf"), 0.0)
@@ -157,11 +215,13 @@ def layers_of(profile: cProfile.Profile) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> None:
+    label = f"{args.label}: " if args.label else ""
     sizes = [int(s) for s in args.sizes.split(",")]
     components = {}
+    built = dict(item.split("=", 1) for item in args.built)
     for language in args.languages.split(","):
         try:
-            path = guest(language)
+            path = Path(built[language]) if language in built else guest(language)
         except RustToolchainMissing as exc:
             print(f"hash-all ({language} guest): not built: {exc}")
             continue
@@ -219,7 +279,8 @@ async def run(args: argparse.Namespace) -> None:
                 await one()
                 laps.append(time.perf_counter() - start)
             base = statistics.median(laps)
-            print(f"{'one upstream GET (the baseline)' + where:52} {1:>5} {base * 1000:>8.1f}")
+            baseline = f"{label}one upstream GET (the baseline){where}"
+            print(f"{baseline:52} {1:>5} {base * 1000:>8.1f}")
             first: dict[str, float] = {}
             for n in ns:
 
@@ -230,8 +291,9 @@ async def run(args: argparse.Namespace) -> None:
 
                 await fan_out()  # the connections opened once, as the guest's will be
                 wall, cpu = await best_of(args.runs, fan_out)
-                row(f"host client, N GETs at once{where}", n, wall, base, first, 0.0, cpu)
-            wasi = trio_isyswasfa.WasiConfig(http_outgoing=client.send)
+                row(f"{label}host client, N GETs at once{where}", n, wall, base, first, 0.0, cpu)
+            timeline = Timeline(client.send)
+            wasi = trio_isyswasfa.WasiConfig(http_outgoing=timeline.send)
             for language, component in components.items():
                 app = ComponentApp(component, wasi=wasi)
                 async with open_lifespan(app):
@@ -249,8 +311,10 @@ async def run(args: argparse.Namespace) -> None:
                         guest_before = app.statistics().guest_seconds
                         wall, cpu = await best_of(args.runs, hash_all)
                         guest_s = (app.statistics().guest_seconds - guest_before) / args.runs
-                        label = f"hash-all ({language}), N URLs{where}"
-                        row(label, n, wall, base, first, guest_s, cpu)
+                        name = f"{label}hash-all ({language}), N URLs{where}"
+                        row(name, n, wall, base, first, guest_s, cpu)
+                        if args.timeline:
+                            await timeline.show(hash_all)
                         if args.profile and not where:
                             await profile(app, hash_all, guest_s)
 
@@ -283,6 +347,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-ms", type=int, default=50)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--timeline", action="store_true", help="when the requests left, and returned")
+    p.add_argument(
+        "--before",
+        metavar="TREE",
+        help="a folder holding another trio_isyswasfa package, measured alternately with this one",
+    )
+    p.add_argument("--alternate", type=int, default=2, help="rounds of before/after (--before)")
+    p.add_argument("--label", default="", help=argparse.SUPPRESS)  # a row prefix
+    # LANGUAGE=PATH: a guest built already (by the parent of --before's processes)
+    p.add_argument("--built", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument(
         "--in-process-upstream",
         action="store_true",
@@ -291,9 +365,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def compare(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Every row for the tree ``--before`` names and for this one, each in a process of
+    its own that imports that tree's package, alternated ``--alternate`` times."""
+    rest = [a for a in argv if not a.startswith("--before") and a != args.before]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    # built here, with this tree's tools (the other tree may hold only its package)
+    for language in args.languages.split(","):
+        try:
+            rest += ["--built", f"{language}={guest(language)}"]
+        except RustToolchainMissing as exc:
+            print(f"hash-all ({language} guest): not built: {exc}")
+    for _ in range(args.alternate):
+        for label, tree in (("before", Path(args.before)), ("after", ROOT)):
+            # (the child's working folder comes first on its path: the tree's package
+            # is the one imported, this tree's `bench` the one run)
+            command = [sys.executable, "-m", "bench.bench_hash_all", *rest, "--label", label]
+            subprocess.run(command, cwd=tree, env=env, check=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the rows the arguments name."""
-    trio.run(run, parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    if args.before:
+        compare(args, argv)
+        return
+    trio.run(run, args)
 
 
 if __name__ == "__main__":

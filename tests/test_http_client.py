@@ -21,6 +21,7 @@ from trio_isyswasfa.http.types import (
     Request,
     RequestOptions,
     Response,
+    _Outcome,
     make_trailers,
 )
 from trio_isyswasfa.wasi.io import BytesInputStream, Pipe, PipeReader, PipeWriter, read_chunk
@@ -297,6 +298,63 @@ async def test_an_idle_connection_the_server_closed_is_replaced(client: HttpClie
         assert await body_of(await client.send(get(up.port))) == b"once"
         await trio.sleep(0.05)
         assert await body_of(await client.send(get(up.port))) == b"once"
+        assert up.connections == 2
+
+
+async def test_a_request_leaves_when_send_is_called(client: HttpClient) -> None:
+    # with an idle connection to its origin, a request with no body is written at the
+    # call, before its coroutine runs: a guest's requests leave as its call makes them
+    arrived = trio.Event()
+
+    async def noting(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        while (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            if len(state.requests) == 2:
+                arrived.set()
+            await stream.send_all(ok(b"hello"))
+
+    async with server(noting) as up:
+        assert await body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        sending = client.send(get(up.port, "/early"))
+        with trio.fail_after(10):  # (not a timing: without the write it never arrives)
+            await arrived.wait()
+        assert up.requests[-1].startswith(b"GET /early HTTP/1.1\r\n")
+        assert await body_of(await sending) == b"hello"
+        assert up.connections == 1
+
+
+@pytest.mark.parametrize("through_the_host_task", [False, True])
+async def test_a_request_written_at_send_but_never_awaited_closes_its_connection(
+    client: HttpClient, through_the_host_task: bool
+) -> None:
+    # its response will not be read: the connection cannot carry another request
+    async with server(keep_alive_server) as up:
+        assert await body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        origin = ("http", "127.0.0.1", up.port)
+        sending = client.send(get(up.port, "/dropped"))
+        assert client.statistics(origin) == (1, 0, 0)  # in use, by a request on its way
+        # (wasi:http's host task for it, closed when it could not start, closes it too)
+        (_Outcome(sending) if through_the_host_task else sending).close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics(origin) == (0, 0, 0)
+        assert await body_of(await client.send(get(up.port, "/after"))) == b"hello"
+        assert up.connections == 2
+
+
+async def test_a_request_written_at_send_then_cancelled_closes_its_connection(
+    client: HttpClient,
+) -> None:
+    async with server(keep_alive_server) as up:
+        assert await body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        origin = ("http", "127.0.0.1", up.port)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # before the coroutine's first step
+            await client.send(get(up.port, "/cancelled"))
+        assert scope.cancelled_caught
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics(origin) == (0, 0, 0)
+        assert await body_of(await client.send(get(up.port, "/after"))) == b"hello"
         assert up.connections == 2
 
 

@@ -413,8 +413,9 @@ class Instance:
             try:
                 rep = self._sched.start_host_task(label, work)
             except BaseException:
-                if inspect.iscoroutine(work):
-                    work.close()  # it never ran: no "never awaited" warning
+                close = getattr(work, "close", None)  # a coroutine, or one in a class
+                if close is not None:
+                    close()  # it never ran: no "never awaited" warning, nothing left open
                 raise
             return Err(self._own(rep, ResourceKind.PENDING))
 

@@ -27,8 +27,10 @@ import fnmatch
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from dataclasses import dataclass
+from inspect import CORO_CREATED, getcoroutinestate
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -37,11 +39,13 @@ import trio
 
 from .._park import Waiter, running_trio
 from ..wasi.io import (
+    CHUNK,
     BytesInputStream,
     Pipe,
     PipeReader,
     PipeWriter,
     StreamClosed,
+    StreamFailed,
     read_chunk,
     write_all,
 )
@@ -82,10 +86,10 @@ class _Connection:
             stream.extra(anyio.abc.SocketAttribute.raw_socket) if raw else None
         )
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | memoryview) -> None:
         sock = self.sock
         if sock is None:
-            await self.stream.send(data)
+            await self.stream.send(bytes(data))
             return
         view = memoryview(data)
         while view:
@@ -181,6 +185,72 @@ class _Stale(Exception):
     """A reused keep-alive connection turned out closed before any response byte."""
 
 
+class _Unread:
+    __slots__ = ()
+
+
+_UNREAD = _Unread()  # the request body's first chunk is still to be read
+
+
+class _Written:
+    """A request written when :meth:`HttpClient.send` was called, but for ``rest``
+    (what the socket did not take then): its connection, taken from the idle ones,
+    is in use from then on."""
+
+    __slots__ = ("conn", "head", "origin", "pool", "rest", "timeouts")
+
+    def __init__(
+        self,
+        pool: _OriginPool,
+        conn: _Connection,
+        head: _h1.RequestHead,
+        timeouts: _Timeouts,
+        rest: memoryview,
+    ) -> None:
+        self.pool = pool
+        self.conn = conn
+        self.head = head
+        self.timeouts = timeouts
+        self.rest = rest
+
+
+class _Sending(Coroutine[Any, Any, Response]):
+    """What :meth:`HttpClient.send` returns: its coroutine, which reads the response
+    (and sends what was not sent at the call). Closed before it ever ran, it gives up
+    the request it wrote: the connection is closed, as its response will not be read
+    (a coroutine that never ran cannot run a ``finally`` of its own)."""
+
+    __slots__ = ("_client", "_coro", "_request", "_written")
+
+    def __init__(
+        self,
+        client: HttpClient,
+        request: Request,
+        coro: Coroutine[Any, Any, Response],
+        written: _Written | None,
+    ) -> None:
+        self._client = client
+        self._request = request
+        self._coro = coro
+        self._written = written
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        if getcoroutinestate(self._coro) == CORO_CREATED:
+            self._request.close()
+            if self._written is not None:
+                self._client._give_up(self._written)
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        return self._coro.__await__()
+
+
 class HttpClient(BackgroundTasks):
     """An outgoing handler for guests: ``WasiConfig(http_outgoing=client.send)``.
 
@@ -226,11 +296,13 @@ class HttpClient(BackgroundTasks):
         self._ssl: ssl.SSLContext | None = None
         self._open = False
         self._checkpoint_if_cancelled = anyio.lowlevel.checkpoint_if_cancelled
+        self._on_trio = False  # (known once entered)
 
     async def __aenter__(self) -> HttpClient:
         await super().__aenter__()
         self._open = True
-        if running_trio():  # trio's own (anyio's looks the backend up at every call)
+        self._on_trio = running_trio()
+        if self._on_trio:  # trio's own (anyio's looks the backend up at every call)
             self._checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
         return self
 
@@ -257,8 +329,14 @@ class HttpClient(BackgroundTasks):
         pool = self._pools.get(origin)
         return (pool.open, len(pool.idle), len(pool.waiting)) if pool else (0, 0, 0)
 
-    async def send(self, request: Request) -> Response:
-        """Send ``request``; return the response once its head arrived.
+    def send(self, request: Request) -> Coroutine[Any, Any, Response]:
+        """Send ``request``; the coroutine returns the response once its head arrived.
+
+        When nothing needs waiting for, the request is written at the call, before
+        the coroutine runs: a request with no body, over plain HTTP on trio, to an
+        origin with an idle keep-alive connection. A guest's requests then leave as
+        its call makes them (an import's host task runs only once the guest yields),
+        so a fan-out's answers start their way while the guest still builds the rest.
 
         Raises:
           ErrorCode: the request was refused or failed (``HTTP-request-denied``,
@@ -266,11 +344,69 @@ class HttpClient(BackgroundTasks):
         """
         if not self._open:
             raise RuntimeError("use HttpClient in an `async with` block")
+        first, written = self._write_now(request)
+        return _Sending(self, request, self._sending(request, first, written), written)
+
+    async def _sending(
+        self, request: Request, first: bytes | _Unread | None, written: _Written | None
+    ) -> Response:
         try:
-            await self._checkpoint_if_cancelled()
-            return await self._send(request)
+            if written is None:  # (else in `_send`, which closes its connection if cancelled)
+                await self._checkpoint_if_cancelled()
+            return await self._send(request, first, written)
         finally:
             request.close()  # what the guest passed is ours to release, sent or not
+
+    def _write_now(self, request: Request) -> tuple[bytes | _Unread | None, _Written | None]:
+        """Write ``request`` now if nothing needs waiting for (see :meth:`send`); else
+        leave it to the coroutine, with the body's first chunk if it was read here.
+        Refusals are left to the coroutine too: it raises them."""
+        try:
+            first: bytes | None = request.body.stream.read(CHUNK)
+        except StreamClosed:
+            first = None
+        except StreamFailed:
+            return _UNREAD, None  # (the coroutine's read fails the same way)
+        if first is None and self._on_trio:
+            return None, self._write_head(request)
+        return (first or _UNREAD), None  # (b"": nothing yet, nothing taken)
+
+    def _write_head(self, request: Request) -> _Written | None:
+        scheme = request.scheme or "http"
+        if scheme != "http" or not request.authority:
+            return None
+        try:
+            origin = self._origin(scheme, request.authority)
+            head = self._head(request, self._target(request), None)
+        except ErrorCode:
+            return None
+        pool = self._pools.get(origin)
+        if pool is None or pool.waiting or not pool.idle or head.length or head.chunked:
+            return None
+        conn = pool.idle.pop()
+        sock = conn.sock
+        assert sock is not None  # plain HTTP on trio
+        h1 = conn.h1
+        data = h1.send_request(head) + h1.send_end()  # (no body: nothing to refuse)
+        conn.received = 0
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # it broke while idle: the coroutine takes another (the request is unsent)
+            self._tasks.start_soon(self._close, pool, conn)
+            return None
+        timeouts = _timeouts(request, self._timeout)
+        return _Written(pool, conn, head, timeouts, memoryview(data)[sent:])
+
+    def _give_up(self, written: _Written) -> None:
+        """A request written at ``send`` whose coroutine never ran: its connection
+        carries a response nobody reads, so it is closed."""
+        if self._open:
+            self._tasks.start_soon(self._close, written.pool, written.conn)
+        else:
+            written.pool.open -= 1  # (the connection's socket goes with the client)
 
     def _origin(self, scheme: str, authority: str) -> Origin:
         """The origin ``authority`` names, if the allow-list admits it (the verdict is
@@ -298,51 +434,91 @@ class HttpClient(BackgroundTasks):
             raise ErrorCode(verdict)
         return verdict
 
-    async def _send(self, request: Request) -> Response:
-        scheme = request.scheme or "http"
-        if scheme not in ("http", "https") or not request.authority:
-            raise ErrorCode("HTTP-request-URI-invalid")
-        origin = self._origin(scheme, request.authority)
+    @staticmethod
+    def _target(request: Request) -> bytes:
+        """The request line's target.
+
+        Raises:
+          ErrorCode: ``HTTP-request-URI-invalid``.
+        """
         target = (request.path_with_query or "/").encode("utf-8")
         if not target.startswith(b"/") or not _h1.is_target(target):
             raise ErrorCode("HTTP-request-URI-invalid")
-        timeouts = _timeouts(request, self._timeout)
+        return target
+
+    @staticmethod
+    def _head(request: Request, target: bytes, first: bytes | None) -> _h1.RequestHead:
+        """The request's head (``first``: its body's first chunk, None: no body).
+
+        Raises:
+          ErrorCode: ``internal-error``: a head HTTP/1.1 cannot carry.
+        """
         headers = [
             (n.encode("latin-1"), v)
             for n, v in request.headers.entries()
             if n.lower() not in _HOP_BY_HOP
         ]
         if not any(n.lower() == b"host" for n, _ in headers):
-            headers.insert(0, (b"host", request.authority.encode("latin-1")))
-        first = await read_chunk(request.body.stream)
+            headers.insert(0, (b"host", (request.authority or "").encode("latin-1")))
         chunked = first is not None and not any(n.lower() == b"content-length" for n, _ in headers)
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
         try:
-            head = _h1.request_head(request.method.encode("utf-8"), target, headers)
+            return _h1.request_head(request.method.encode("utf-8"), target, headers)
         except _h1.LocalProtocolError as exc:  # a field value HTTP/1.1 cannot carry
             raise ErrorCode("internal-error", f"the request head cannot be sent: {exc}") from exc
 
-        pool = self._pools.get(origin)
-        if pool is None:
-            pool = self._pools[origin] = _OriginPool(origin)
-        conn = await self._acquire(pool)
-        fresh = conn is None
+    async def _send(
+        self, request: Request, first: bytes | _Unread | None, written: _Written | None
+    ) -> Response:
+        rest: memoryview | None = None
+        pool: _OriginPool
+        conn: _Connection | None
+        if written is not None:  # on its way since `send`
+            pool, conn, head = written.pool, written.conn, written.head
+            timeouts, rest, fresh = written.timeouts, written.rest, False
+            origin = conn.origin
+        else:
+            scheme = request.scheme or "http"
+            if scheme not in ("http", "https") or not request.authority:
+                raise ErrorCode("HTTP-request-URI-invalid")
+            origin = self._origin(scheme, request.authority)
+            target = self._target(request)
+            if isinstance(first, _Unread):
+                first = await read_chunk(request.body.stream)
+            head = self._head(request, target, first)
+            timeouts = _timeouts(request, self._timeout)
+            known = self._pools.get(origin)
+            pool = (
+                known if known is not None else self._pools.setdefault(origin, _OriginPool(origin))
+            )
+            conn = await self._acquire(pool)
+            fresh = conn is None
+        chunked = head.chunked
         ok = False
         try:
+            if written is not None:
+                await self._checkpoint_if_cancelled()
             while True:
                 if conn is None:
                     conn = await self._connect(origin, timeouts.connect)
                 try:
                     response = await self._exchange(
-                        conn, head, first, request.body, timeouts, fresh, chunked
+                        conn,
+                        head,
+                        None if isinstance(first, _Unread) else first,
+                        request.body,
+                        timeouts,
+                        fresh,
+                        chunked,
+                        rest,
                     )
                     break
                 except _Stale:
                     # the server closed it while idle: once more on a fresh one, which
                     # takes its place (the count of open connections stays)
                     await conn.aclose()
-                    conn, fresh = None, True
+                    conn, fresh, rest = None, True, None
             ok = True
         finally:
             if not ok:
@@ -453,9 +629,11 @@ class HttpClient(BackgroundTasks):
         timeouts: _Timeouts,
         fresh: bool,
         chunked: bool,
+        rest: memoryview | None = None,
     ) -> _h1.Head:
         """Send the request (its body as it streams, then its trailers if it is sent
-        chunked: HTTP/1.1 has nowhere else for them) and read the response's head."""
+        chunked: HTTP/1.1 has nowhere else for them) and read the response's head.
+        ``rest``: the request (no body) was written at ``send`` but for these bytes."""
 
         def stale() -> bool:
             # a reused connection the server had closed: nothing came back, and the
@@ -466,7 +644,10 @@ class HttpClient(BackgroundTasks):
         replayable = True
         conn.received = 0
         try:
-            if first is None:  # no body: the head is the whole request, one write
+            if rest is not None:
+                if rest:
+                    await conn.send(rest)
+            elif first is None:  # no body: the head is the whole request, one write
                 await conn.send(h1.send_request(head) + h1.send_end())
             else:
                 replayable = False

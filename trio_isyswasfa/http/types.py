@@ -16,8 +16,9 @@ validated, hop-by-hop headers are refused, ``headers()`` returns an immutable vi
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
+from inspect import CORO_CREATED, getcoroutinestate
 from typing import Any, ClassVar, TypeVar
 
 import anyio
@@ -505,20 +506,62 @@ class WasiHttp:
         code = getattr(error, "http_code", None)
         return None if code is None else error_code_value(code)
 
-    async def _send(self, rep: int) -> Response | ErrorCode:
+    def _send(self, rep: int) -> _Outcome:
+        # during the guest's call: the handler is called now, so an HttpClient writes
+        # the request at once (see HttpClient.send); its host task reads the response
         request = self.take(rep, Request)
         if self.outgoing is None:
             request.close()
-            return ErrorCode("HTTP-request-denied")
+            return _Outcome(_refused(ErrorCode("HTTP-request-denied")))
         try:
-            return await self.outgoing(request)
-        except ErrorCode as exc:
-            return exc
+            sending = self.outgoing(request)
+        except ErrorCode as exc:  # a plain function refusing it at once
+            return _Outcome(_refused(exc))
+        return _Outcome(sending)
 
     def _sent(self, outcome: Response | ErrorCode) -> Any:
         if isinstance(outcome, ErrorCode):
             return Err(error_code_value(outcome))
         return Ok(self.give(outcome))
+
+
+async def _refused(code: ErrorCode) -> Response:
+    raise code
+
+
+class _Outcome(Coroutine[Any, Any, "Response | ErrorCode"]):
+    """The host task of an outgoing request: awaits the handler's response, with an
+    :class:`ErrorCode` it raises as the value. Closed before it ever ran (the host
+    task could not start), it closes what the handler returned, which may have
+    written the request already and must give it up."""
+
+    __slots__ = ("_coro", "_sending")
+
+    def __init__(self, sending: Awaitable[Response]) -> None:
+        self._sending = sending
+        self._coro = self._outcome()
+
+    async def _outcome(self) -> Response | ErrorCode:
+        try:
+            return await self._sending
+        except ErrorCode as exc:
+            return exc
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        if getcoroutinestate(self._coro) == CORO_CREATED:
+            close = getattr(self._sending, "close", None)
+            if close is not None:
+                close()
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Response | ErrorCode]:
+        return self._coro.__await__()
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:
