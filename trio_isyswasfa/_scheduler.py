@@ -13,6 +13,7 @@ on the event-loop thread, between checkpoints, so they never overlap.
 from __future__ import annotations
 
 import heapq
+import inspect
 import math
 import sys
 from collections.abc import Awaitable, Callable, Hashable
@@ -24,6 +25,7 @@ import anyio.abc
 from ._engine import lift_outputs, lower_inputs, own
 from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
 from ._park import (
+    Scope,
     TaskGroup,
     Waiter,
     cancel_scope,
@@ -104,6 +106,7 @@ class Scheduler:
         self._on_trio = True  # (known once running)
         self._now = anyio.current_time  # the event loop's clock (trio's, once known)
         self._host_running = 0  # host tasks (each with its cancel scope) running
+        self._fresh = 0  # of them, those that have not taken their first step
         self._host_labels: dict[str, int] = {}  # how many of them run, by label
         self._tg: TaskGroup | None = None
         self.failure: BaseException | None = None
@@ -117,7 +120,7 @@ class Scheduler:
         # is due, and is told apart by identity: no sequence number per wait)
         self._timers: list[tuple[float, int]] = []
         self._timed: dict[int, tuple[float, int]] = {}
-        self._timer_scope: anyio.CancelScope | None = None
+        self._timer_scope: Scope | None = None
         # waits on one source (a stream, a pipe's side) share one host task
         self._shared: dict[Hashable, _SharedWait] = {}
         self._shared_of: dict[int, _SharedWait] = {}
@@ -175,9 +178,15 @@ class Scheduler:
         return bool(self._urgent or self._dirty)
 
     def poke(self) -> None:
-        """Something happened inside a guest (an export ran): poll every guest soon."""
+        """Something happened inside a guest (an export ran): poll every guest soon.
+
+        If a host task is about to take its first step (an import the guest just
+        called), the driver is left asleep: that task does the round first (see
+        :meth:`_first_step`), in the same pass of trio's loop as the driver would,
+        one task step fewer."""
         self._dirty.update(self._all)
-        self._wake.set()
+        if not self._fresh:
+            self._wake.set()
 
     async def _round(self) -> None:
         """Call each poll function that has input or may have buffered output, once."""
@@ -307,6 +316,7 @@ class Scheduler:
         task = self.core.task(rep)
         self.host_tasks_started += 1
         self._host_running += 1
+        self._fresh += 1
         self._host_labels[label] = self._host_labels.get(label, 0) + 1
         # (one name for all: a name of its own per task is memory each of them holds)
         self._tg.start_soon(self._run_host_task, task, work, name="isyswasfa host task")
@@ -319,12 +329,39 @@ class Scheduler:
         # ends) entered and left by hand (a ``with`` holds a bound ``__exit__`` and
         # needs two more stack slots for its clean-up), and the rest in plain
         # methods: 416 bytes where a ``with`` in a ``try``/``finally`` held 560.
+        if self._fresh_step():
+            await self._first_round(task, work)
         task.value.__enter__()
         try:
             work = await work
         except BaseException:
             work = self._host_task_raised(task)
         await self._host_task_ended(task, work)
+
+    def _fresh_step(self) -> bool:
+        """A host task's first step: whether it does the round :meth:`poke` left it."""
+        self._fresh -= 1
+        return self._driver_idle and not self._rounding and self.failure is None
+
+    async def _first_round(self, task: Task, work: Awaitable[Any]) -> None:
+        """The round a host task does before its work (see :meth:`poke`), as the
+        driver would: outside the task's own cancel scope (the guest may cancel the
+        import in this very round; that must not abandon the poll), so only the
+        instance's end cancels it."""
+        if not self._has_work():
+            return
+        self._rounding = True
+        try:
+            await self._round()
+        except BaseException:  # (the instance's end, or a bug of ours)
+            self._host_task_gone(task)
+            if inspect.iscoroutine(work):
+                work.close()  # it never ran: no "never awaited" warning
+            raise
+        finally:
+            self._rounding = False
+            if self._has_work():
+                self._wake.set()  # the driver does what follows
 
     def _host_task_raised(self, task: Task) -> Any:
         """The host task's work raised (the exception being handled): if its own
@@ -393,7 +430,7 @@ class Scheduler:
         finally:
             self._rounding = False
             if self._has_work():
-                self._wake.set()
+                self._wake.set()  # the driver does what follows
 
     def host_scope_count(self, label: str | None = None) -> int:
         """Host work still running: tasks, and the guest waits that timed and shared
@@ -519,8 +556,11 @@ class Scheduler:
                     actions.extend(self.core.host_work_finished(rep, None))
                 await self._finish_host_work(actions)
                 continue  # (time went on during a round)
-            deadline = min(timers[0][0] if timers else math.inf, self._flush_due)
-            with anyio.CancelScope(deadline=deadline) as scope:
+            # (trio's own scope on trio: its deadline moves twice per pending round
+            # trip, for the ride-along flush, and anyio's wrapper costs on each move)
+            scope = cancel_scope(self._on_trio)
+            scope.deadline = min(timers[0][0] if timers else math.inf, self._flush_due)
+            with scope:
                 self._timer_scope = scope
                 try:
                     await anyio.sleep_forever()
