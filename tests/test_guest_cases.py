@@ -167,6 +167,23 @@ async def test_the_import_task_polls_the_guest_itself(cases: Cases) -> None:
     assert driver.steps <= 10
 
 
+async def test_an_import_that_raises_ends_the_instance_with_its_error(
+    guest: CasesGuest, host: CasesHost
+) -> None:
+    # the host task leaves its cancel scope by hand: an error of the import's own is no
+    # cancellation, and propagates as it did through a `with`
+    async def failing(s: str, ms: int) -> str:
+        await trio.lowlevel.checkpoint()
+        raise ValueError(f"the import failed on {s}")
+
+    imports = host.imports(guest.host)
+    imports[guest.host]["echo-later"] = failing
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio_isyswasfa.open_instance(guest.component, imports=imports) as inst:
+            await inst.call(guest.cases, "echo-via-host", "x", 0)
+    assert info.group_contains(ValueError, match="the import failed on x")
+
+
 async def test_spawned_task_outlives_the_call(cases: Cases, host: CasesHost) -> None:
     assert await cases.call("spawn-then-note", 20) == "returned"
     assert host.notes == []  # the call returned before the spawned task finished
