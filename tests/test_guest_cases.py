@@ -147,13 +147,14 @@ class _DriverSteps(trio.abc.Instrument):
             self.steps += 1
 
 
-async def test_the_import_task_delivers_its_result_itself(cases: Cases) -> None:
+async def test_the_import_task_polls_the_guest_itself(cases: Cases) -> None:
     # a pending round trip through a host import polls the guest twice: the empty poll
-    # that collects its `listen` (the driver's, woken by the caller), then the one
-    # delivering the import's result. The import's task does that one itself, in its
-    # last step, while the driver sleeps: waking the driver for it cost a task step and
-    # a pass of trio's loop more (then 2 driver steps per round trip; a guest that
-    # yields its time slice on a loaded machine may add a few)
+    # that collects its `listen`, then the one delivering the import's result. The
+    # import's task does both while the driver sleeps: the first in its first step,
+    # before its work (the caller's poke leaves the driver asleep for it), the second
+    # in its last. Waking the driver for either cost a task step and a pass of trio's
+    # loop more (1 driver step per round trip with the first left to the driver, 2 with
+    # both; a guest that yields its time slice on a loaded machine may add a few)
     for _ in range(3):  # (the guest's first calls finish initialising it)
         await cases.call("echo-via-host", "hi", 0)
     driver = _DriverSteps()
@@ -163,7 +164,24 @@ async def test_the_import_task_delivers_its_result_itself(cases: Cases) -> None:
             assert await cases.call("echo-via-host", "hi", 0) == "host saw hi"
     finally:
         trio.lowlevel.remove_instrument(driver)
-    assert 20 <= driver.steps <= 36
+    assert driver.steps <= 10
+
+
+async def test_an_import_that_raises_ends_the_instance_with_its_error(
+    guest: CasesGuest, host: CasesHost
+) -> None:
+    # the host task leaves its cancel scope by hand: an error of the import's own is no
+    # cancellation, and propagates as it did through a `with`
+    async def failing(s: str, ms: int) -> str:
+        await trio.lowlevel.checkpoint()
+        raise ValueError(f"the import failed on {s}")
+
+    imports = host.imports(guest.host)
+    imports[guest.host]["echo-later"] = failing
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio_isyswasfa.open_instance(guest.component, imports=imports) as inst:
+            await inst.call(guest.cases, "echo-via-host", "x", 0)
+    assert info.group_contains(ValueError, match="the import failed on x")
 
 
 async def test_spawned_task_outlives_the_call(cases: Cases, host: CasesHost) -> None:

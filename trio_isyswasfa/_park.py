@@ -38,6 +38,12 @@ class Scope(Protocol):
     @property
     def cancelled_caught(self) -> bool: ...
 
+    @property
+    def deadline(self) -> float: ...
+
+    @deadline.setter
+    def deadline(self, value: float) -> None: ...
+
 
 class TaskGroup(Protocol):
     """What the host uses of a task group (an anyio task group or a trio nursery)."""

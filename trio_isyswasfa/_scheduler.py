@@ -13,7 +13,9 @@ on the event-loop thread, between checkpoints, so they never overlap.
 from __future__ import annotations
 
 import heapq
+import inspect
 import math
+import sys
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
@@ -42,6 +44,7 @@ from ._protocol import (
     OutListen,
     PollInput,
     ProtocolCore,
+    Task,
     TaskState,
     WakeHostCaller,
 )
@@ -58,6 +61,8 @@ class _SharedWait:
         self.listeners: set[anyio.Event] = set()
         self.scope = anyio.CancelScope()
 
+
+_CANCELLED: Any = object()  # a host task's work that its own scope cancelled
 
 LISTENING_DELAY = 0.002
 """Seconds a ``listening`` input may wait to ride along with a guest's next poll
@@ -100,7 +105,9 @@ class Scheduler:
         self._waiters: dict[int, Waiter] = {}  # host callers of guest tasks, by rep
         self._on_trio = True  # (known once running)
         self._now = anyio.current_time  # the event loop's clock (trio's, once known)
-        self._host_scopes: dict[int, Scope] = {}
+        self._host_running = 0  # host tasks (each with its cancel scope) running
+        self._fresh = 0  # of them, those that have not taken their first step
+        self._host_labels: dict[str, int] = {}  # how many of them run, by label
         self._tg: TaskGroup | None = None
         self.failure: BaseException | None = None
         self._failed: anyio.Event | None = None  # made when someone waits for a failure
@@ -113,7 +120,7 @@ class Scheduler:
         # is due, and is told apart by identity: no sequence number per wait)
         self._timers: list[tuple[float, int]] = []
         self._timed: dict[int, tuple[float, int]] = {}
-        self._timer_scope: anyio.CancelScope | None = None
+        self._timer_scope: Scope | None = None
         # waits on one source (a stream, a pipe's side) share one host task
         self._shared: dict[Hashable, _SharedWait] = {}
         self._shared_of: dict[int, _SharedWait] = {}
@@ -181,9 +188,15 @@ class Scheduler:
         return True
 
     def poke(self) -> None:
-        """Something happened inside a guest (an export ran): poll every guest soon."""
+        """Something happened inside a guest (an export ran): poll every guest soon.
+
+        If a host task is about to take its first step (an import the guest just
+        called), the driver is left asleep: that task does the round first (see
+        :meth:`_first_step`), in the same pass of trio's loop as the driver would,
+        one task step fewer."""
         self._dirty.update(self._all)
-        self._wake.set()
+        if not self._fresh:
+            self._wake.set()
 
     async def _round(self) -> None:
         """Call each poll function that has input or may have buffered output, once."""
@@ -251,7 +264,7 @@ class Scheduler:
                 if isinstance(action.event, InCancel):
                     self._observe("cancel-sent")
             elif isinstance(action, CancelHostWork):
-                scope = self._host_scopes.get(action.rep)
+                scope = action.work  # a host task's cancel scope (see start_host_task)
                 if scope is not None:
                     scope.cancel()
                 elif action.rep in self._shared_of:
@@ -307,24 +320,88 @@ class Scheduler:
         """Await ``work`` as a host task; return the rep of its ``pending`` handle."""
         if self._tg is None:
             raise InstanceDead("the instance is not running")
-        rep = self.core.new_host_task(label)
+        # its cancel scope is the protocol task's value until the work ends (no table
+        # of scopes: an entry per pending import)
+        rep = self.core.new_host_task(label, cancel_scope(self._on_trio))
+        task = self.core.task(rep)
         self.host_tasks_started += 1
-        scope = cancel_scope(self._on_trio)
-        self._host_scopes[rep] = scope
+        self._host_running += 1
+        self._fresh += 1
+        self._host_labels[label] = self._host_labels.get(label, 0) + 1
         # (one name for all: a name of its own per task is memory each of them holds)
-        self._tg.start_soon(self._run_host_task, rep, scope, work, name="isyswasfa host task")
+        self._tg.start_soon(self._run_host_task, task, work, name="isyswasfa host task")
         return rep
 
-    async def _run_host_task(self, rep: int, scope: Scope, work: Awaitable[Any]) -> None:
-        value: Any = None
+    async def _run_host_task(self, task: Task, work: Awaitable[Any]) -> None:
+        # Every pending host import holds this coroutine and the frame object trio
+        # makes of it, each as large as the frame's locals and stack: so three locals
+        # (the result goes into ``work``), the scope (``task.value`` until the work
+        # ends) entered and left by hand (a ``with`` holds a bound ``__exit__`` and
+        # needs two more stack slots for its clean-up), and the rest in plain
+        # methods: 416 bytes where a ``with`` in a ``try``/``finally`` held 560.
+        if self._fresh_step():
+            await self._first_round(task, work)
+        task.value.__enter__()
         try:
-            with scope:
-                value = await work
+            work = await work
+        except BaseException:
+            work = self._host_task_raised(task)
+        await self._host_task_ended(task, work)
+
+    def _fresh_step(self) -> bool:
+        """A host task's first step: whether it does the round :meth:`poke` left it."""
+        self._fresh -= 1
+        return self._driver_idle and not self._rounding and self.failure is None
+
+    async def _first_round(self, task: Task, work: Awaitable[Any]) -> None:
+        """The round a host task does before its work (see :meth:`poke`), as the
+        driver would: outside the task's own cancel scope (the guest may cancel the
+        import in this very round; that must not abandon the poll), so only the
+        instance's end cancels it."""
+        if not self._has_work():
+            return
+        self._rounding = True
+        try:
+            await self._round()
+        except BaseException:  # (the instance's end, or a bug of ours)
+            self._host_task_gone(task)
+            if inspect.iscoroutine(work):
+                work.close()  # it never ran: no "never awaited" warning
+            raise
         finally:
-            del self._host_scopes[rep]
-        await self._finish_host_work(
-            self.core.host_work_finished(rep, value, cancelled=scope.cancelled_caught)
-        )
+            self._rounding = False
+            if self._has_work():
+                self._wake.set()  # the driver does what follows
+
+    def _host_task_raised(self, task: Task) -> Any:
+        """The host task's work raised (the exception being handled): if its own
+        scope caught it (a cancellation the guest asked for), :data:`_CANCELLED`;
+        otherwise it propagates (and ends the instance's task group)."""
+        exc = sys.exception()
+        assert exc is not None
+        if task.value.__exit__(type(exc), exc, exc.__traceback__):
+            return _CANCELLED
+        self._host_task_gone(task)
+        raise  # (the exception being handled, as a `with` would)
+
+    def _host_task_ended(self, task: Task, value: Any) -> Awaitable[None]:
+        """The host task is done (with ``value``, or :data:`_CANCELLED`): leave its
+        scope, and what to await to report it."""
+        self._host_task_gone(task)
+        if value is _CANCELLED:
+            actions = self.core.host_work_finished(task.rep, None, cancelled=True)
+        else:
+            task.value.__exit__(None, None, None)
+            actions = self.core.host_work_finished(task.rep, value)
+        return self._finish_host_work(actions)
+
+    def _host_task_gone(self, task: Task) -> None:
+        self._host_running -= 1
+        left = self._host_labels[task.label] - 1
+        if left:
+            self._host_labels[task.label] = left
+        else:
+            del self._host_labels[task.label]
 
     async def _finish_host_work(self, actions: list[Action]) -> None:
         """Carry out ``actions``, which a host-side task decided as its work ended; if
@@ -342,7 +419,12 @@ class Scheduler:
         (a crowd of imports due together), and each would poll the guest on its own;
         woken once, the driver delivers them all in one round.
         """
-        if not self._driver_idle or self._rounding or self._host_scopes or self.failure is not None:
+        if (
+            not self._driver_idle
+            or self._rounding
+            or self._host_running
+            or self.failure is not None
+        ):
             self.apply(actions)
             return
         self._quiet = True
@@ -358,17 +440,16 @@ class Scheduler:
         finally:
             self._rounding = False
             if self._has_work():
-                self._wake.set()
+                self._wake.set()  # the driver does what follows
 
     def host_scope_count(self, label: str | None = None) -> int:
         """Host work still running: tasks, and the guest waits that timed and shared
         waits stand for, which count as ``"pollable"`` (only work labelled ``label``,
         if given)."""
         if label is None:
-            return len(self._host_scopes) + len(self._timed) + len(self._shared_of)
+            return self._host_running + len(self._timed) + len(self._shared_of)
         timed = len(self._timed) + len(self._shared_of) if label == "pollable" else 0
-        tasks = (self.core.get(rep) for rep in self._host_scopes)
-        return timed + sum(1 for task in tasks if task is not None and task.label == label)
+        return timed + self._host_labels.get(label, 0)
 
     # -- shared waits -----------------------------------------------------------------
     def start_shared_wait(self, key: Hashable, wait: Callable[[], Awaitable[None]]) -> int:
@@ -485,8 +566,11 @@ class Scheduler:
                     actions.extend(self.core.host_work_finished(rep, None))
                 await self._finish_host_work(actions)
                 continue  # (time went on during a round)
-            deadline = min(timers[0][0] if timers else math.inf, self._flush_due)
-            with anyio.CancelScope(deadline=deadline) as scope:
+            # (trio's own scope on trio: its deadline moves twice per pending round
+            # trip, for the ride-along flush, and anyio's wrapper costs on each move)
+            scope = cancel_scope(self._on_trio)
+            scope.deadline = min(timers[0][0] if timers else math.inf, self._flush_due)
+            with scope:
                 self._timer_scope = scope
                 try:
                     await anyio.sleep_forever()

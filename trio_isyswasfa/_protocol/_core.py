@@ -64,9 +64,14 @@ class Deliver:
 
 @record(frozen=True)
 class CancelHostWork:
-    """Cancel the host's work for task ``rep``; report back with ``host_work_finished``."""
+    """Cancel the host's work for task ``rep``; report back with ``host_work_finished``.
+
+    ``work`` is what the host gave :meth:`ProtocolCore.new_host_task` for it (its cancel
+    scope, say): handed back because the task may be forgotten already (every handle
+    dropped) while the work still runs."""
 
     rep: int
+    work: Any = None
 
 
 @record(frozen=True)
@@ -108,7 +113,7 @@ class Task:
     listen_state: int = 0
     callee_poll: int | None = None
     callee_state: int = 0
-    value: Any = None  # a host task's result, until fetched
+    value: Any = None  # a host task's result, until fetched (before: the host's work)
     label: str = ""  # what the task is, for statistics and errors
 
     @property
@@ -174,7 +179,7 @@ class ProtocolCore:
         if not task.flags & GUEST and task.state is TaskState.PENDING:
             # every handle is gone: nobody can ever fetch the result
             task.state = TaskState.CANCELLING
-            return [CancelHostWork(task.rep)]
+            return [CancelHostWork(task.rep, task.value)]
         return []
 
     def has_tasks(self) -> bool:
@@ -203,9 +208,16 @@ class ProtocolCore:
         )
 
     # -- host tasks (async imports, pollable waits) -----------------------------------
-    def new_host_task(self, label: str = "") -> int:
-        """Start a host task; its ``pending`` handle (one ref) goes to the calling guest."""
-        return self._new(0, 1, label).rep
+    def new_host_task(self, label: str = "", work: Any = None) -> int:
+        """Start a host task; its ``pending`` handle (one ref) goes to the calling guest.
+
+        ``work`` is the host's own handle on the work, opaque to the core: the task's
+        ``value`` until a result replaces it, and handed back in :class:`CancelHostWork`
+        (a slot the task has anyway, where a table of the host's would cost an entry
+        per task)."""
+        task = self._new(0, 1, label)
+        task.value = work
+        return task.rep
 
     def host_work_finished(self, rep: int, value: Any, *, cancelled: bool = False) -> list[Action]:
         """The host's work for ``rep`` ended with ``value`` (or by cancellation)."""
@@ -387,7 +399,7 @@ class ProtocolCore:
             if task.state is TaskState.PENDING:
                 task.state = TaskState.CANCELLING
                 task.flags |= HELD_CANCEL
-                return [CancelHostWork(task.rep)]
+                return [CancelHostWork(task.rep, task.value)]
             # already finished: nothing to stop. A `ready` handle may be in flight to
             # the caller, which will still fetch (and discard) the value through it.
             actions = self._release(task)
