@@ -1114,11 +1114,14 @@ class _Lifted:
             await turns.take()
         try:
             instance = self.instance
-            blobs: list[Any] = []
+            blobs: list[Any] = _NO_BLOBS
             plan = self._stage_plan
             if plan is _UNPLANNED:
                 plan = self._stage_plan = _stage_plan(self)
-            staged = plan.stage(args, blobs) if plan is not None else None
+            staged = None
+            if plan is not None:
+                blobs = []
+                staged = plan.stage(args, blobs)
             if staged is not None:  # copied in by the runner, on the fiber
                 run = self._staged_run
                 if run is None:
@@ -1143,9 +1146,9 @@ class _Lifted:
                     # the first poll here when the store is free (no coroutine of its
                     # own); a guest that waits or yields is driven on by ``run_on``
                     results = run.start_now(core_args, blobs)
-                    if results is _fiber.RUNNING:
+                    if results is _RUNNING:
                         results = await run.run_on()
-                    elif results is _fiber.NOT_NOW:
+                    elif results is _NOT_NOW:
                         results = await run.call_staged(core_args, blobs)
                 finally:
                     self._cx = None
@@ -1180,6 +1183,8 @@ class _Lifted:
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
+_RUNNING, _NOT_NOW = _fiber.RUNNING, _fiber.NOT_NOW
+_NO_BLOBS: list[Any] = []  # (never written: a call with a stage plan makes its own)
 
 _STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
 _BYTES_CLASSES = (bytes, bytearray)
