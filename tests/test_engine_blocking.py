@@ -290,7 +290,7 @@ async def test_a_call_into_an_idle_store_starts_a_fresh_time_slice(open_instance
     suspended: list[bool] = []
     for _ in range(3):
         for _ in range(3):  # the store sits idle three ticks
-            _engine.engine().increment_epoch()
+            _engine.tick()
         got = await _eagerly(inst.call("fetch", 0), lambda: suspended.append(True))
         assert got == _engine.Ok(b"")
     # (a real tick of the ticker thread may land inside one of these calls)

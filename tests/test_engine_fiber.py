@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import platform
+import sys
 import weakref
 from collections.abc import Callable, Generator
 from functools import partial
@@ -180,6 +182,37 @@ class TestTheStoresFiber:
         probe[0] = 0
         assert _fiber._FLAG_SET(ctypes.addressof(probe)) is False
         assert _fiber._FLAG_SET is not _fiber._python_flag_reader  # libc's strlen
+
+    @pytest.mark.skipif(
+        sys.platform != "linux" or platform.machine() not in ("x86_64", "amd64"),
+        reason="the machine-code park is for x86-64 System V only",
+    )
+    def test_parking_is_machine_code_on_x86_64(self) -> None:
+        native = _fiber._PARK_NATIVE
+        assert native is not None
+        assert (
+            ctypes.cast(_fiber._PARK, ctypes.c_void_p).value
+            == ctypes.cast(native, ctypes.c_void_p).value
+        )
+        cont = (ctypes.c_void_p * 3)(None, None, 7)
+        native(99, None, None, 0, None, 0, None, ctypes.addressof(cont))
+        assert (cont[0], cont[1], cont[2]) == (_fiber._FLAG_SET_ADDRESS, 99, 7)
+
+    async def test_calls_park_through_python_where_no_machine_code_is(
+        self, module: wasmtime.Module, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        python_park = ctypes.cast(_fiber._park, wasmtime._ffi.wasmtime_func_async_callback_t)
+        monkeypatch.setattr(_fiber, "_PARK", python_park)
+
+        def waits(x: int) -> Generator[Any, Any, int]:
+            yield trio.lowlevel.checkpoint
+            return x * 10
+
+        fs, exports = open_guest(module, waits)
+        add, spin = fs.func(exports["add"]), fs.func(exports["spin"])
+        assert [await add(i, 1) for i in range(3)] == [1, 11, 21]
+        assert await spin(1000) == 7
+        assert await add(2, 2) == 22
 
 
 class TestWaiting:

@@ -10,7 +10,7 @@ import pytest
 import wasmtime
 
 from trio_isyswasfa import GuestTrap, HostProtocolError, InstanceDead, _engine
-from trio_isyswasfa.engine import _shim
+from trio_isyswasfa.engine import _core, _shim
 from trio_isyswasfa.engine._component import OwnEngineInstance, OwnExportFunc
 from trio_isyswasfa.engine._fiber import FiberStore, Staged
 from trio_isyswasfa.engine._reader import read_component
@@ -23,6 +23,7 @@ interface api {
   echo: func(a: string, n: u32, b: list<u8>) -> tuple<string, u32, list<u8>>;
   count: func(s: string) -> u32;
   set-mode: func(m: u32);
+  grown: func() -> string;
 }
 
 world w {
@@ -60,6 +61,14 @@ WAT = """\
     (global.get $allocs))
   (func (export "test:staged/api#set-mode") (param i32)
     (global.set $mode (local.get 0)))
+  ;; "ok" at the start of a page it grows the memory by
+  (func (export "test:staged/api#grown") (result i32) (local $at i32)
+    (local.set $at (i32.shl (memory.grow (i32.const 1)) (i32.const 16)))
+    (i32.store16 (local.get $at) (i32.const 0x6b6f))
+    (i32.store (i32.const 2048) (local.get $at))
+    (i32.store (i32.const 2052) (i32.const 2))
+    (i32.const 2048))
+  (func (export "cabi_post_test:staged/api#grown") (param i32))
 )
 """
 
@@ -179,3 +188,18 @@ async def test_a_misaligned_block_traps_the_call(tmp_path: Path) -> None:
     misalign.set_value(fs.store, wasmtime.Val.i32(2))
     with pytest.raises(GuestTrap, match="unreachable"):
         await run.call_staged([4 | _shim.STAGE << 32, 1], [data])
+
+
+async def test_a_result_lifted_before_the_post_return_sees_the_grown_memory(
+    inst: OwnEngineInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the runner tells the lift hook the memory's size (``_shim``'s ``sized``): the view
+    # is remade when the export grew the memory, and wasmtime is not asked for the size
+    grown = inst.func(API, "grown")
+    assert await grown.call() == "ok"
+    asked: list[object] = []
+    size = _core._MEMORY_DATA_SIZE
+    monkeypatch.setattr(_core, "_MEMORY_DATA_SIZE", lambda *a: asked.append(a) or size(*a))
+    assert [await grown.call() for _ in range(3)] == ["ok"] * 3
+    assert asked == []
+    assert grown._lifted._sized

@@ -203,6 +203,9 @@ _ENGINE_SETTINGS = "cm-sync-only-epoch"
 EPOCH_TICK = 0.01
 _NO_DEADLINE = 1 << 62
 _ticker: threading.Thread | None = None
+ticks = 0
+"""Epoch ticks so far (counted after each increment): a store whose deadline was set at
+the same count has it at the next tick already, and need not set it again."""
 
 
 def engine() -> wasmtime.Engine:
@@ -236,6 +239,14 @@ def _yield_at_epoch_deadlines(store: wasmtime.Store) -> None:
 _yield_and_update: Any = None
 
 
+def tick(eng: wasmtime.Engine | None = None) -> None:
+    """Advance the engine's epoch one tick (what the ticker thread does, and the one way
+    to do it: the stores' deadlines go by :data:`ticks`)."""
+    global ticks
+    (eng or engine()).increment_epoch()
+    ticks += 1  # (after the increment: a reader may see the epoch one ahead)
+
+
 def _start_ticker() -> None:
     """Advance the engine's epoch every EPOCH_TICK seconds: a computing guest yields then."""
     global _ticker
@@ -243,12 +254,12 @@ def _start_ticker() -> None:
         return
     eng = engine()
 
-    def tick() -> None:
+    def ticker() -> None:
         while True:
             time.sleep(EPOCH_TICK)
-            eng.increment_epoch()
+            tick(eng)
 
-    _ticker = threading.Thread(target=tick, name="trio_isyswasfa epoch", daemon=True)
+    _ticker = threading.Thread(target=ticker, name="trio_isyswasfa epoch", daemon=True)
     _ticker.start()
 
 

@@ -960,6 +960,7 @@ class _Lifted:
         self._value: Any = None  # what the call's lifting gave
         self._lift_error: BaseException | None = None
         self._lower_error: HostProtocolError | None = None
+        self._sized = False  # the lift hook is told the memory's size (``_make_run``)
 
     def _make_run(self, *, staged: bool = False) -> _fiber.FiberFunc:
         """The export's runner on the store's fiber (see ``_shim``), with its hooks: the
@@ -972,10 +973,20 @@ class _Lifted:
         lower = lift = post = None
         if self._lowers and not staged:
             lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
+        sized = None
         if self.post is not None:
             results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
+            memory = self.memory
+            if memory is not None and self.abi._result_touches_memory:
+                mem_type = memory.memory.type(store)
+                if not (mem_type.is_64 or mem_type.is_shared):
+                    # the runner tells the lift hook the memory's size: no C call to
+                    # learn whether the view taken before still holds
+                    sized = memory.memory
+                    results.append(wasmtime.ValType.i32())
             lift = host_func(store, wasmtime.FuncType(results, []), self._lift, owner._made)
             post = self.post.func
+        self._sized = sized is not None
         plan = self._stage_plan
         run = owner.fibers.func(
             core.func,
@@ -984,6 +995,7 @@ class _Lifted:
             post=post,
             unsigned=True,
             staged=plan.staged if staged and isinstance(plan, _StagePlan) else None,
+            sized=sized,
         )
         run.label = self.label
         if staged:
@@ -1012,13 +1024,20 @@ class _Lifted:
         frees them), end the call's borrow scope, and keep the post-return in."""
         cx = self._cx
         assert cx is not None
+        memory = self.memory
         try:
+            if self._sized:
+                assert memory is not None
+                memory.known_size = results.pop() << 16  # (the runner's memory.size)
             self._value = self.abi.lift_result(cx, results)
             if self.plain is None:
                 cx.scope.finish()
         except BaseException as exc:
             self._lift_error = exc  # what the call raises (the trap unwinds to it)
             raise
+        finally:
+            if memory is not None:
+                memory.known_size = -1
         self.instance.may_leave = False  # post-return may not call out
         return []
 
@@ -1095,11 +1114,14 @@ class _Lifted:
             await turns.take()
         try:
             instance = self.instance
-            blobs: list[Any] = []
+            blobs: list[Any] = _NO_BLOBS
             plan = self._stage_plan
             if plan is _UNPLANNED:
                 plan = self._stage_plan = _stage_plan(self)
-            staged = plan.stage(args, blobs) if plan is not None else None
+            staged = None
+            if plan is not None:
+                blobs = []
+                staged = plan.stage(args, blobs)
             if staged is not None:  # copied in by the runner, on the fiber
                 run = self._staged_run
                 if run is None:
@@ -1121,7 +1143,13 @@ class _Lifted:
                 self._cx = cx
                 self._lift_error = None
                 try:
-                    results = await run.call_staged(core_args, blobs)
+                    # the first poll here when the store is free (no coroutine of its
+                    # own); a guest that waits or yields is driven on by ``run_on``
+                    results = run.start_now(core_args, blobs)
+                    if results is _RUNNING:
+                        results = await run.run_on()
+                    elif results is _NOT_NOW:
+                        results = await run.call_staged(core_args, blobs)
                 finally:
                     self._cx = None
                     self._args = ()
@@ -1155,6 +1183,8 @@ class _Lifted:
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
+_RUNNING, _NOT_NOW = _fiber.RUNNING, _fiber.NOT_NOW
+_NO_BLOBS: list[Any] = []  # (never written: a call with a stage plan makes its own)
 
 _STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
 _BYTES_CLASSES = (bytes, bytearray)

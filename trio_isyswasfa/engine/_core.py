@@ -506,7 +506,7 @@ class CoreMemory:
     of its bytes (remade only when the memory moved or grew) and the guest's
     ``realloc``."""
 
-    __slots__ = ("_ctx", "_mp", "_realloc", "_size", "_view", "memory")
+    __slots__ = ("_ctx", "_mp", "_realloc", "_size", "_view", "known_size", "memory")
 
     def __init__(
         self, store: wasmtime.Store, memory: wasmtime.Memory, realloc: CoreFunc | None
@@ -517,11 +517,17 @@ class CoreMemory:
         self._realloc = realloc
         self._size = -1
         self._view = memoryview(bytearray()).cast("B")
+        self.known_size = -1
+        """The memory's size in bytes if the caller knows it now (a runner told it,
+        ``_shim``'s ``sized``), else -1: :meth:`view` then makes no C call. Whoever
+        sets it puts -1 back before guest code runs again."""
 
     def view(self) -> memoryview:
         """The memory's bytes now: one C call while its size stays (a memory moves only
-        when it grows, and it never shrinks)."""
-        size = _MEMORY_DATA_SIZE(self._ctx, self._mp)
+        when it grows, and it never shrinks), none if :attr:`known_size` says it."""
+        size = self.known_size
+        if size < 0:
+            size = _MEMORY_DATA_SIZE(self._ctx, self._mp)
         if size != self._size:
             base = _MEMORY_DATA(self._ctx, self._mp)
             raw = (ctypes.c_ubyte * size).from_address(base or 0) if size else bytearray()

@@ -278,14 +278,74 @@ _pack_head = _CONTINUATION_HEAD.pack
 _memmove = ctypes.memmove
 
 
-@CFUNCTYPE(None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p)
+_PARK_PROTOTYPE = CFUNCTYPE(
+    None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
+)
+
+
+@_PARK_PROTOTYPE
 def _park(env, _caller, _args, _nargs, _results, _nresults, _trap_ret, cont):  # type: ignore[no-untyped-def]
     """The dispatcher's ``next`` (``_shim``): the store's fiber is parked until its
     driver sets the flag at ``env`` (the next call's), which a C function checks."""
     _memmove(cont, _pack_head(_FLAG_SET_ADDRESS, env), _HEAD_SIZE)
 
 
-_PARK = ctypes.cast(_park, ffi.wasmtime_func_async_callback_t)
+# ``next`` runs once per call, inside the call's poll: through ctypes it is a C→Python
+# crossing (libffi's closure, eight arguments converted, a frame, and ``memmove``, itself
+# a C call), a third of a small call's time in the guest's window. All it does is write
+# two words, so on x86-64 System V (Linux) it is seven machine instructions instead,
+# in a page of its own mapped read+execute once written, and checked at import against
+# a fake continuation like ``strlen`` above; anywhere else, or if the page cannot be
+# made executable, the Python function above.
+_SYSV_X86_64_PARK = (
+    b"\x48\x8b\x44\x24\x10"  # mov rax, [rsp+16]   the 8th argument: the continuation
+    b"\x48\xb9%b"  # movabs rcx, CALLBACK  the flag reader (the 8 bytes of its address)
+    b"\x48\x89\x08"  # mov [rax], rcx        continuation.callback = CALLBACK
+    b"\x48\x89\x78\x08"  # mov [rax+8], rdi     continuation.env = env (the 1st)
+    b"\xc3"  # ret
+)
+
+
+def _native_park() -> Any:
+    """``next``'s callback as machine code, if it can be made and answers as ``_park``
+    does here; else ``None``."""
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "amd64"):
+        return None
+    if _FLAG_SET is _python_flag_reader:  # pragma: no cover - no C flag reader to call
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        mmap, mprotect = libc.mmap, libc.mprotect
+    except (OSError, AttributeError):  # pragma: no cover - no libc to map a page with
+        return None
+    mmap.restype = c_void_p
+    mmap.argtypes = [c_void_p, c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    mprotect.argtypes = [c_void_p, c_size_t, ctypes.c_int]
+    prot_read, prot_write, prot_exec, map_private, map_anonymous = 1, 2, 4, 0x02, 0x20
+    page = mmap(None, 4096, prot_read | prot_write, map_private | map_anonymous, -1, 0)
+    if not page or page == ctypes.c_void_p(-1).value:  # pragma: no cover - no memory
+        return None
+    code = _SYSV_X86_64_PARK % struct.pack("<Q", _FLAG_SET_ADDRESS)
+    ctypes.memmove(page, code, len(code))
+    if mprotect(page, 4096, prot_read | prot_exec) != 0:  # pragma: no cover - W^X policy
+        return None  # (the page stays mapped, unused: 4 KiB once)
+    native = _PARK_PROTOTYPE(page)
+    # the probe: a continuation's callback and env written, its finalizer left alone
+    cont = (c_void_p * 3)(None, None, 12345)
+    flag = (ctypes.c_ubyte * 2)(1, 0)
+    native(ctypes.addressof(flag), None, None, 0, None, 0, None, ctypes.addressof(cont))
+    if (cont[0], cont[1], cont[2]) != (_FLAG_SET_ADDRESS, ctypes.addressof(flag), 12345):
+        return None  # pragma: no cover - it did not answer as _park
+    return native
+
+
+_PARK_NATIVE = _native_park()
+_PARK = ctypes.cast(
+    _PARK_NATIVE if _PARK_NATIVE is not None else _park, ffi.wasmtime_func_async_callback_t
+)
 
 
 # -- async host functions ---------------------------------------------------------------
@@ -602,6 +662,8 @@ class FiberStore:
             _engine._start_ticker()
             _engine._yield_at_epoch_deadlines(self.store)
             self.store.set_epoch_deadline(1)
+        self._context_address = ctypes.cast(self.store._context(), c_void_p).value or 0
+        self._deadline_tick = -1  # the tick count when a call last set the deadline
         self._busy = False
         self._idle: anyio.Event | None = None
         self._host_keys: list[int] = []  # of the host functions made in this store
@@ -726,6 +788,7 @@ class FiberStore:
         post: wasmtime.Func | None = None,
         unsigned: bool = False,
         staged: Staged | None = None,
+        sized: wasmtime.Memory | None = None,
     ) -> FiberFunc:
         """``func`` of this store, ready to be called on the store's fiber (its type read
         once). With ``lower`` (a host function ``() -> i32``), a call takes no arguments:
@@ -736,14 +799,35 @@ class FiberStore:
         ``None``. ``unsigned``: a call gives the list of its results, i32 and i64 read
         unsigned (as the canonical ABI lifts them). With ``staged``, some pointer
         arguments are bytes copied into the guest's memory on the fiber (see
-        :class:`Staged` and :meth:`FiberFunc.call_staged`)."""
+        :class:`Staged` and :meth:`FiberFunc.call_staged`). With ``sized`` (a memory;
+        with ``lift``), ``lift`` takes one more argument after the results: that
+        memory's size in pages when the function returned (``_shim``'s ``sized``)."""
         return FiberFunc(
-            self, func, lower=lower, lift=lift, post=post, unsigned=unsigned, staged=staged
+            self,
+            func,
+            lower=lower,
+            lift=lift,
+            post=post,
+            unsigned=unsigned,
+            staged=staged,
+            sized=sized,
         )
 
     async def call(self, func: wasmtime.Func, *args: CoreValue) -> Any:
         """Call ``func`` once (:meth:`func` keeps the type for repeated calls)."""
         return await FiberFunc(self, func)(*args)
+
+    def fresh_slice(self) -> None:
+        """Give the next call a fresh time slice: the deadline at the next epoch tick. The
+        deadline left from the last call has passed if the store sat idle a tick or more
+        (the guest would yield at once); if no tick came since it was last set, it is
+        the next tick's already, and the C call (~1 µs) is saved. (A tick racing with
+        this can only make the deadline come sooner: a spurious yield, never a runaway
+        guest.)"""
+        tick = _engine.ticks
+        if tick != self._deadline_tick:
+            self._deadline_tick = tick
+            _set_epoch_deadline(self._context_address, 1)
 
     def _check(self) -> None:
         if self.fault is not None:
@@ -771,6 +855,13 @@ class FiberStore:
         if self.fault is None:
             self.fault = fault
         return fault
+
+
+NOT_NOW = object()
+"""What :meth:`FiberFunc.start_now` gives when the call cannot start at once."""
+RUNNING = _RUNNING = object()
+"""What :meth:`FiberFunc.start_now` gives when the guest waits or yields: await
+:meth:`FiberFunc.run_on`."""
 
 
 class Staged:
@@ -811,6 +902,7 @@ class FiberFunc:
         post: wasmtime.Func | None = None,
         unsigned: bool = False,
         staged: Staged | None = None,
+        sized: wasmtime.Memory | None = None,
     ) -> None:
         self.owner = owner
         self.func = func
@@ -827,6 +919,8 @@ class FiberFunc:
         self._context = owner.store._context()
         self._func_ref = byref(func._func)
         self._spare: CoreCall | None = None  # the last call's, reused by the next
+        self._running: _Server | None = None  # a call's, between its first poll and the next
+        self._deadline: float | None = None  # a running call's (``max_run_seconds``)
         # through the store's fiber: the runner's index in the dispatcher's table (made
         # at the first call; 0: too many values, a fiber per call)
         kinds = tuple(f for f, _ in params), tuple(f for f, _ in results)
@@ -837,6 +931,9 @@ class FiberFunc:
             raise HostProtocolError("a lift needs a post-return, and a post-return a lift")
         if staged is not None and (lower is not None or not servable):
             raise HostProtocolError("staged arguments go through a runner, without a lower hook")
+        if sized is not None and (lift is None or (staged and staged.memory is not sized)):
+            raise HostProtocolError("a sized memory is a lift hook's, and the staged one")
+        self._sized = sized
         self._slot: int | None = None if servable else 0
         self._kinds = kinds
         self._hooks = (lower, lift, post)
@@ -885,66 +982,126 @@ class FiberFunc:
                 slot = self._make_runner()
             if not slot:
                 return await self._own_fiber(args)
-            view = owner._dispatch.view  # type: ignore[union-attr]
-            if len(args) != self._arity:
-                raise HostProtocolError(
-                    f"wrong number of arguments: given {len(args)}, expected {self._arity}"
-                )
-            try:
-                self._pack_call(view, slot, args)  # the call, its flag, its arguments
-            except (TypeError, struct.error) as exc:
-                raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
-            if blobs:  # (written once the store is this call's: a queued call waits first)
-                at = _STAGE
-                for blob in blobs:
-                    end = at + len(blob)
-                    view[at:end] = blob
-                    at = end
-            server = owner._server
-            if server is None:
-                server = owner._start_server()
-            else:
-                server.waiting = None
-                server.cause = None
-            server.parked = False
-            # a fresh time slice: the deadline left from the last call has passed if
-            # the store sat idle a tick or more, and the guest would yield at once
-            owner.store.set_epoch_deadline(1)
-            limit = owner.limits.max_run_seconds
-            deadline = None if limit is None else time.monotonic() + limit
-            # the first poll, as :meth:`_poll` (inline: every call's path; the store was
-            # sound and its fiber parked a moment ago, so none of its checks apply)
-            global _current
-            clock = _fastcall.clock
-            previous, _current = _current, server
-            _core.polls += 1
-            host_before = clock.host
-            start = _perf_counter()
-            try:
-                done = server._done = _future_poll(server._future)
-            finally:
-                _core.polls -= 1
-                _current = previous
-                spent = _perf_counter() - start - (clock.host - host_before)
-                clock.guest += spent
-                owner.guest_seconds += spent
-            while not done:
-                if not view[_FLAG]:  # parked again: the call returned
-                    server.parked = True
-                    read = self._read_results
-                    if read is None:
-                        return None
-                    values = read(view, _RESULTS)
-                    if self._unsigned:
-                        return list(values)
-                    if self._n_results == 1:
-                        return values[0]
-                    return list(values) if values else None
-                await self._wait(server, deadline)
-                done = self._poll(server)
-            raise self._ended(server)  # only a trap (or an error) ends it in a call
+            got = self._first_poll(slot, args, blobs)
+            if got is _RUNNING:
+                got = await self._run_on()
+            return got
         finally:
             owner._leave()
+
+    def start_now(self, args: Sequence[CoreValue], blobs: Sequence[Any]) -> Any:
+        """:meth:`call_staged` without a coroutine, when the store is free and the
+        function's runner made: the call's first poll, here. Gives its result if the
+        guest returned in it; :data:`RUNNING` if the guest waits or yields, and then
+        the caller must at once await :meth:`run_on`, which drives it to its end;
+        :data:`NOT_NOW` if the call cannot start here (nothing ran: await
+        :meth:`call_staged`). Raises as a call does."""
+        owner = self.owner
+        slot = self._slot
+        if _DEFERRED or owner._busy or owner.fault is not None or not slot:
+            return NOT_NOW
+        owner._busy = True
+        try:
+            got = self._first_poll(slot, args, blobs)
+        except BaseException:
+            owner._leave()
+            raise
+        if got is not _RUNNING:
+            owner._leave()
+        return got
+
+    async def run_on(self) -> Any:
+        """Drive the call :meth:`start_now` left running to its end."""
+        try:
+            return await self._run_on()
+        finally:
+            self.owner._leave()
+
+    def _first_poll(self, slot: int, args: Sequence[CoreValue], blobs: Sequence[Any]) -> Any:
+        """Write the call into the dispatcher's memory and poll the store's fiber once:
+        the call's result, or :data:`RUNNING` (see :meth:`_run_on`)."""
+        owner = self.owner
+        view = owner._dispatch.view  # type: ignore[union-attr]
+        if len(args) != self._arity:
+            raise HostProtocolError(
+                f"wrong number of arguments: given {len(args)}, expected {self._arity}"
+            )
+        try:
+            self._pack_call(view, slot, args)  # the call, its flag, its arguments
+        except (TypeError, struct.error) as exc:
+            raise HostProtocolError(f"bad arguments for {self.label}: {exc}") from exc
+        if blobs:  # (written once the store is this call's: a queued call waits first)
+            at = _STAGE
+            for blob in blobs:
+                end = at + len(blob)
+                view[at:end] = blob
+                at = end
+        server = owner._server
+        if server is None:
+            server = owner._start_server()
+        else:
+            server.waiting = None
+            server.cause = None
+        server.parked = False
+        # a fresh time slice (:meth:`FiberStore.fresh_slice`, inline)
+        tick = _engine.ticks
+        if tick != owner._deadline_tick:
+            owner._deadline_tick = tick
+            _set_epoch_deadline(owner._context_address, 1)
+        # the first poll, as :meth:`_poll` (inline: every call's path; the store was
+        # sound and its fiber parked a moment ago, so none of its checks apply)
+        global _current
+        clock = _fastcall.clock
+        previous, _current = _current, server
+        _core.polls += 1
+        host_before = clock.host
+        start = _perf_counter()
+        try:
+            done = server._done = _future_poll(server._future)
+        finally:
+            _core.polls -= 1
+            _current = previous
+            spent = _perf_counter() - start - (clock.host - host_before)
+            clock.guest += spent
+            owner.guest_seconds += spent
+        if done:
+            raise self._ended(server)  # only a trap (or an error) ends it in a call
+        if not view[_FLAG]:  # parked again: the call returned
+            server.parked = True
+            return self._given(view)
+        self._running = server
+        limit = owner.limits.max_run_seconds
+        if limit is not None:  # counted from the poll's start
+            self._deadline = time.monotonic() + limit - (_perf_counter() - start)
+        else:
+            self._deadline = None
+        return _RUNNING
+
+    async def _run_on(self) -> Any:
+        """Drive a call whose first poll left the guest waiting or yielding."""
+        server = self._running
+        assert server is not None
+        self._running = None
+        view = self.owner._dispatch.view  # type: ignore[union-attr]
+        deadline = self._deadline
+        while True:
+            await self._wait(server, deadline)
+            if self._poll(server):
+                raise self._ended(server)  # only a trap (or an error) ends it in a call
+            if not view[_FLAG]:  # parked again: the call returned
+                server.parked = True
+                return self._given(view)
+
+    def _given(self, view: memoryview) -> Any:
+        read = self._read_results
+        if read is None:
+            return None
+        values = read(view, _RESULTS)
+        if self._unsigned:
+            return list(values)
+        if self._n_results == 1:
+            return values[0]
+        return list(values) if values else None
 
     def put_args(self, args: Sequence[CoreValue]) -> None:
         """Write the function's arguments for the call running now (what a ``lower``
@@ -974,11 +1131,14 @@ class FiberFunc:
             lower=lower is not None,
             post=post is not None,
             staged=staged.params if staged is not None else (),
+            sized=self._sized is not None,
         )
-        if staged is None:
-            imports: list[Any] = [dispatch.memory, self.func]
+        if staged is not None:
+            imports: list[Any] = [dispatch.memory, staged.memory, self.func, staged.realloc]
+        elif self._sized is not None:
+            imports = [dispatch.memory, self._sized, self.func]
         else:
-            imports = [dispatch.memory, staged.memory, self.func, staged.realloc]
+            imports = [dispatch.memory, self.func]
         imports.extend(h for h in (lower, lift, post) if h is not None)
         run = owner.instantiate(module, imports).exports(owner.store)["run"]
         slot = self._slot = dispatch.table.grow(owner.store, 1, run)
@@ -1033,7 +1193,7 @@ class FiberFunc:
         return self._finish(call)
 
     def _start(self, args: Sequence[CoreValue]) -> CoreCall:
-        self.owner.store.set_epoch_deadline(1)  # a fresh time slice, as in __call__
+        self.owner.fresh_slice()
         call = self._spare
         if call is None:
             return CoreCall(self, args)
@@ -1372,6 +1532,9 @@ _perf_counter = time.perf_counter
 _call_async = wasmtime._bindings._wasmtime_func_call_async
 _future_poll = wasmtime._bindings._wasmtime_call_future_poll
 _future_delete = wasmtime._bindings._wasmtime_call_future_delete
+_set_epoch_deadline = ctypes.CFUNCTYPE(None, c_void_p, ctypes.c_uint64)(
+    ("wasmtime_context_set_epoch_deadline", ffi.dll)
+)  # on a plain address: the context's, which lives as long as its store
 
 
 __all__ = [

@@ -93,12 +93,16 @@ def runner(
     lower: bool,
     post: bool,
     staged: tuple[tuple[int, int], ...] = (),
+    sized: bool = False,
 ) -> wasmtime.Module:
     """The runner of a function of core type ``params -> results`` (core value kinds
     such as ``"i32"``, at most :data:`MAX_VALUES` each). It imports ``("", "memory")``
-    (the dispatcher's), then ``("", "guest")`` (the guest's memory) if ``staged``,
-    ``("", "f")``, ``("", "realloc")`` if ``staged``, ``("", "lower")`` if ``lower``,
-    then ``("", "lift")`` and ``("", "post")`` if ``post``, and exports ``run``.
+    (the dispatcher's), then ``("", "guest")`` (the guest's memory) if ``staged`` or
+    ``sized``, ``("", "f")``, ``("", "realloc")`` if ``staged``, ``("", "lower")`` if
+    ``lower``, then ``("", "lift")`` and ``("", "post")`` if ``post``, and exports
+    ``run``. With ``sized`` (and ``post``), ``lift`` takes one more argument after the
+    results: the guest memory's size in pages (``memory.size``), so that the host need
+    not ask wasmtime for it (a C call) to know whether its view of the memory holds.
 
     ``staged`` lists ``(index, align)`` of the pointer parameters whose bytes the driver
     staged (at most one of ``lower`` and ``staged``): the slot of each holds the byte
@@ -112,7 +116,9 @@ def runner(
         raise ValueError("a runner lowers its arguments by a hook or from staged bytes")
     if any(params[i] != "i32" for i, _ in staged):
         raise ValueError("a staged argument's pointer is an i32")
-    key = (params, results, lower, post, staged)
+    if sized and not post:
+        raise ValueError("only a lift hook takes the memory's size")
+    key = (params, results, lower, post, staged, sized)
     module = _MODULES.get(key)
     if module is None:
         module = _MODULES[key] = wasmtime.Module(_engine.engine(), _runner(*key))
@@ -125,6 +131,7 @@ def _runner(
     lower: bool,
     post: bool,
     staged: tuple[tuple[int, int], ...],
+    sized: bool,
 ) -> str:
     def decl(word: str, kinds: tuple[str, ...]) -> str:
         return f" ({word} {' '.join(kinds)})" if kinds else ""
@@ -141,7 +148,7 @@ def _runner(
     give = "".join(f" (local.get {i})" for i in range(len(results)))
     imports = ['(import "" "memory" (memory 1))']
     body = []
-    if staged:
+    if staged or sized:
         imports.append('(import "" "guest" (memory 0))')
     imports.append(f'(import "" "f" (func $f{decl("param", params)}{decl("result", results)}))')
     if staged:
@@ -166,9 +173,11 @@ def _runner(
         body.append("(if (i32.eqz (call $lower)) (then (return)))")
     body.append(f"(call $f{load}){take}")
     if post:
-        imports.append(f'(import "" "lift" (func $lift{decl("param", results)}))')
+        lifted = (*results, "i32") if sized else results
+        imports.append(f'(import "" "lift" (func $lift{decl("param", lifted)}))')
         imports.append(f'(import "" "post" (func $post{decl("param", results)}))')
-        body.append(f"(call $lift{give}) (call $post{give})")
+        size = " (memory.size 1)" if sized else ""
+        body.append(f"(call $lift{give}{size}) (call $post{give})")
     else:
         body.extend(
             f"({kind}.store offset={RESULTS + 8 * i} (i32.const 0) (local.get {i}))"
