@@ -292,8 +292,8 @@ def _park(env, _caller, _args, _nargs, _results, _nresults, _trap_ret, cont):  #
 
 # ``next`` runs once per call, inside the call's poll: through ctypes it is a C→Python
 # crossing (libffi's closure, eight arguments converted, a frame, and ``memmove``, itself
-# a C call), a third of a small call's time in the guest's window. All it does is write
-# two words, so on x86-64 System V (Linux) it is seven machine instructions instead,
+# a C call), about half of a small call's time in the guest's window. All it does is write
+# two words, so on x86-64 System V (Linux) it is five machine instructions instead,
 # in a page of its own mapped read+execute once written, and checked at import against
 # a fake continuation like ``strlen`` above; anywhere else, or if the page cannot be
 # made executable, the Python function above.
