@@ -314,6 +314,8 @@ def _native_park() -> Any:
 
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "amd64"):
         return None
+    if ctypes.sizeof(c_void_p) != 8:  # pragma: no cover - a 32-bit Python on x86-64
+        return None
     if _FLAG_SET is _python_flag_reader:  # pragma: no cover - no C flag reader to call
         return None
     try:
