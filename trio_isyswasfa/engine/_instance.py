@@ -50,7 +50,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from ctypes import c_bool, c_char_p, c_size_t, c_void_p
 from dataclasses import dataclass
-from functools import partial
 from itertools import starmap
 from typing import Any
 
@@ -264,10 +263,13 @@ _EXPORT_GET = ctypes.CFUNCTYPE(c_bool, c_void_p, c_void_p, c_char_p, c_size_t, c
 _INSTANCE_NEW = ctypes.CFUNCTYPE(
     c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_void_p
 )(("wasmtime_instance_new", ffi.dll))
-# the same, without argument types: ctypes converts nothing, so every argument is made
-# once per plan (``_Scratch``) as a ctypes object and passed as it is
-_EXPORT_GET_PREPARED = ffi.dll._FuncPtr(("wasmtime_instance_export_get", ffi.dll))
-_EXPORT_GET_PREPARED.restype = c_bool
+# the same, for the fetches of an opening: no argument types, so ctypes converts
+# nothing, and every argument is made once per plan (``_Scratch``) in the form ctypes
+# passes cheapest: the addresses as ``byref`` objects (passed as they are; a
+# ``c_void_p`` makes a parameter object per call), a length as an ``int``, a name as
+# ``bytes``. The lookup neither blocks nor calls back, so it keeps the GIL (a
+# ``PYFUNCTYPE``): releasing and taking it again cost as much as the call's Python side.
+_EXPORT_GET_PREPARED = ctypes.PYFUNCTYPE(c_bool)(("wasmtime_instance_export_get", ffi.dll))
 _EXTERNS = ffi.wasmtime_extern_t
 _INSTANCE = ffi.wasmtime_instance_t
 _INSTANCE_SIZE = ctypes.sizeof(_INSTANCE)
@@ -313,7 +315,7 @@ class _Scratch:
         "_fetches",
         "_instance_args",
         "_lock",
-        "_sizes",
+        "ctx",
         "instance_addr",
         "instances",
         "plan",
@@ -330,8 +332,11 @@ class _Scratch:
         base = ctypes.addressof(self.instances)
         self.instance_addr = [base + i * _INSTANCE_SIZE for i in range(plan.instances)]
         self._fetches: dict[int, list[tuple[Any, ...]]] = {}
-        self._instance_args = [c_void_p(a) for a in self.instance_addr]
-        self._sizes: dict[int, c_size_t] = {}
+        self._instance_args = [
+            ctypes.byref(self.instances, i * _INSTANCE_SIZE) for i in range(plan.instances)
+        ]
+        # the store's context: the one argument that differs per opening (set by each)
+        self.ctx = c_void_p()
 
     @staticmethod
     def take(plan: InstancePlan) -> _Scratch:
@@ -357,20 +362,15 @@ class _Scratch:
         return self._lock.locked()
 
     def fetches(self, step: CoreStep) -> list[tuple[Any, ...]]:
-        """The arguments of ``step``'s fetches but the context: the instance, the name,
-        its length, the pool slot (made on the step's first replay; the instances and
-        lengths shared, each a ctypes object once)."""
+        """The arguments of ``step``'s fetches: the context (:attr:`ctx`, set by each
+        opening), the instance, the name, its length, the pool slot (made on the
+        step's first replay; the instances shared)."""
         found = self._fetches.get(step.instance)
         if found is None:
-            pool_addr = self.pool_addr
-            instances, sizes = self._instance_args, self._sizes
+            pool, ctx, instances = self.pool, self.ctx, self._instance_args
+            byref = ctypes.byref
             found = self._fetches[step.instance] = [
-                (
-                    instances[instance],
-                    name,
-                    sizes.setdefault(size, c_size_t(size)),
-                    c_void_p(pool_addr + slot * EXTERN_SIZE),
-                )
+                (ctx, instances[instance], name, size, byref(pool, slot * EXTERN_SIZE))
                 for slot, instance, name, size in step.fetch
             ]
         return found
@@ -382,7 +382,6 @@ class _Run:
     __slots__ = (
         "async_only",
         "ctx",
-        "ctx_arg",
         "externs",
         "fetch_seconds",
         "fetched",
@@ -404,8 +403,8 @@ class _Run:
         self.plan = plan
         self.store = store
         self.ctx = ctypes.cast(store._context(), c_void_p).value
-        self.ctx_arg = c_void_p(self.ctx)
         self.scratch: _Scratch | None = _Scratch.take(plan)
+        self.scratch.ctx.value = self.ctx
         self.pool: Any = self.scratch.pool
         self.pool_addr = self.scratch.pool_addr
         self.pool_view = memoryview(self.pool).cast("B")
@@ -703,9 +702,7 @@ class CoreInstances:
         scratch = run.scratch
         assert scratch is not None
         start = time.perf_counter()
-        if step.fetch and not all(
-            starmap(partial(_EXPORT_GET_PREPARED, run.ctx_arg), scratch.fetches(step))
-        ):
+        if step.fetch and not all(starmap(_EXPORT_GET_PREPARED, scratch.fetches(step))):
             raise InternalError(
                 f"core module {step.module_index}: an earlier core instance lost an export"
             )
