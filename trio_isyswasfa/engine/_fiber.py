@@ -121,6 +121,23 @@ def instantiate(
         )
         if error:
             raise LinkError(_first_line(str(wasmtime.WasmtimeError._from_ptr(error))))
+    return instantiate_linked(store, linker, module, max_run_seconds=max_run_seconds)
+
+
+def instantiate_linked(
+    store: wasmtime.Store,
+    linker: wasmtime.Linker,
+    module: wasmtime.Module,
+    *,
+    max_run_seconds: float | None = None,
+) -> wasmtime.Instance:
+    """:func:`instantiate`, with every import of ``module`` defined in ``linker`` by
+    the caller.
+
+    Raises:
+      GuestTrap: the start function trapped or ran too long.
+      LinkError: the imports do not fit, or a host function waited during the start.
+    """
     start = _Instantiation(linker, store, module)
     deadline = None if max_run_seconds is None else time.monotonic() + max_run_seconds
     previous = _enter(start)

@@ -270,6 +270,9 @@ _INSTANCE_NEW = ctypes.CFUNCTYPE(
 # ``bytes``. The lookup neither blocks nor calls back, so it keeps the GIL (a
 # ``PYFUNCTYPE``): releasing and taking it again cost as much as the call's Python side.
 _EXPORT_GET_PREPARED = ctypes.PYFUNCTYPE(c_bool)(("wasmtime_instance_export_get", ffi.dll))
+# wasmtime_linker_define, for the async path's imports, prepared as the fetches are
+# (``_Scratch.defines``): an error's address, or None
+_LINKER_DEFINE = ctypes.PYFUNCTYPE(c_void_p)(("wasmtime_linker_define", ffi.dll))
 _EXTERNS = ffi.wasmtime_extern_t
 _INSTANCE = ffi.wasmtime_instance_t
 _INSTANCE_SIZE = ctypes.sizeof(_INSTANCE)
@@ -312,12 +315,14 @@ class _Scratch:
     """
 
     __slots__ = (
+        "_defines",
         "_fetches",
         "_instance_args",
         "_lock",
         "ctx",
         "instance_addr",
         "instances",
+        "linker",
         "plan",
         "pool",
         "pool_addr",
@@ -337,6 +342,8 @@ class _Scratch:
         ]
         # the store's context: the one argument that differs per opening (set by each)
         self.ctx = c_void_p()
+        self.linker = c_void_p()  # the async path's linker, while it defines the imports
+        self._defines: dict[int, list[tuple[Any, ...]]] = {}
 
     @staticmethod
     def take(plan: InstancePlan) -> _Scratch:
@@ -373,6 +380,19 @@ class _Scratch:
                 (ctx, instances[instance], name, size, byref(pool, slot * EXTERN_SIZE))
                 for slot, instance, name, size in step.fetch
             ]
+        return found
+
+    def defines(self, step: CoreStep) -> list[tuple[Any, ...]]:
+        """The arguments of ``wasmtime_linker_define`` for each import of ``step`` (the
+        linker, the context, the import's module and name and their lengths, its pool
+        slot), for the async path; made on its first use."""
+        found = self._defines.get(step.instance)
+        if found is None:
+            pool, ctx, linker, byref = self.pool, self.ctx, self.linker, ctypes.byref
+            found = self._defines[step.instance] = []
+            for (module_name, name), cut in zip(step.names, step.slices, strict=True):
+                m, n = module_name.encode(), name.encode()
+                found.append((linker, ctx, m, len(m), n, len(n), byref(pool, cut.start)))
         return found
 
 
@@ -560,19 +580,6 @@ class _Space(Sequence[Any]):
         return len(self._items)
 
 
-class _RawExtern:
-    """An import as :func:`~._fiber.instantiate` takes it, without making a wasmtime-py
-    object of it first."""
-
-    __slots__ = ("_extern",)
-
-    def __init__(self, extern: Any) -> None:
-        self._extern = extern
-
-    def _as_extern(self) -> Any:
-        return self._extern
-
-
 class _NodeSlot:
     """What a nested component instance is made with: the replay it is part of."""
 
@@ -710,24 +717,28 @@ class CoreInstances:
         if step.make:
             self._make_canons(step)
         run.fetched += len(step.fetch) + len(step.make)
-        # the import array: the pool's runs of slots (most of a module's imports are
-        # items it is the first to need, which lie side by side in the pool): one run is
-        # passed where it lies, more are joined
-        runs = _runs(run.plan, step)
-        imports: bytes | int | None
-        if len(runs) == 1:
-            imports = run.pool_addr + runs[0].start
-        else:
-            imports = b"".join(map(run.pool_view.__getitem__, runs)) or None
         out = scratch.instance_addr[step.instance]
-        start = time.perf_counter()
-        try:
-            if step.has_start or run.async_only:
-                self._instantiate_async(step, imports, out)
+        if step.has_start or run.async_only:
+            start = time.perf_counter()
+            try:
+                self._instantiate_async(step, out)
+            finally:
+                run.seconds += time.perf_counter() - start
+        else:
+            # the import array: the pool's runs of slots (most of a module's imports are
+            # items it is the first to need, which lie side by side in the pool): one run
+            # is passed where it lies, more are joined
+            runs = _runs(run.plan, step)
+            imports: bytes | int | None
+            if len(runs) == 1:
+                imports = run.pool_addr + runs[0].start
             else:
+                imports = b"".join(map(run.pool_view.__getitem__, runs)) or None
+            start = time.perf_counter()
+            try:
                 self._instantiate(step, imports, out)
-        finally:
-            run.seconds += time.perf_counter() - start
+            finally:
+                run.seconds += time.perf_counter() - start
         raw = run.raw[step.instance] = _INSTANCE.from_buffer_copy(
             scratch.instances, step.instance * _INSTANCE_SIZE
         )
@@ -767,7 +778,7 @@ class CoreInstances:
             )
             if _ASYNC_ONLY in str(exc):  # a fiber store: the async path from now on
                 run.async_only = True
-                self._instantiate_async(step, imports, out)
+                self._instantiate_async(step, out)
                 return
             raise LinkError(
                 f"cannot instantiate core module {step.module_index}: {_first_line(str(exc))}"
@@ -779,16 +790,24 @@ class CoreInstances:
                 f"{_engine.trap_reason(reason.message)}"
             ) from reason
 
-    def _instantiate_async(self, step: CoreStep, imports: bytes | int | None, out: int) -> None:
-        """The async path (a fiber store, or a start function that may suspend)."""
-        kind = _EXTERNS * len(step.slices)
-        if isinstance(imports, int):
-            array = kind.from_address(imports)  # the linker copies each, at once
-        else:
-            array = kind.from_buffer_copy(imports or b"")
-        items = list(map(_RawExtern, array))
+    def _instantiate_async(self, step: CoreStep, out: int) -> None:
+        """The async path (a fiber store, or a start function that may suspend): each
+        import defined in a linker straight from its pool slot (the scratch's prepared
+        calls, :meth:`_Scratch.defines`)."""
+        scratch = self._run.scratch
+        assert scratch is not None
+        linker = wasmtime.Linker(_engine.engine())
+        ffi.wasmtime_linker_allow_shadowing(linker.ptr(), True)
+        scratch.linker.value = ctypes.cast(linker.ptr(), c_void_p).value
         try:
-            instance = _fiber.instantiate(self.store, step.module, items)
+            errors = list(filter(None, starmap(_LINKER_DEFINE, scratch.defines(step))))
+        finally:
+            scratch.linker.value = None
+        try:
+            if errors:
+                error = ctypes.cast(errors[0], ctypes.POINTER(ffi.wasmtime_error_t))
+                raise LinkError(_first_line(str(wasmtime.WasmtimeError._from_ptr(error))))
+            instance = _fiber.instantiate_linked(self.store, linker, step.module)
         except GuestTrap as exc:
             raise GuestTrap(
                 f"core module {step.module_index} trapped starting: {exc}"
