@@ -5,6 +5,7 @@ and the embedding API for trio (and asyncio) applications.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -69,10 +70,12 @@ def is_p2_version(version: str) -> bool:
     return (major, minor) == ("0", "2") and patch.isdigit()
 
 
+@functools.lru_cache(maxsize=1024)
 def interface_key(interface: str) -> str:
     """Which of our implementations an imported interface links to: its name without
     the version, except for ``wasi:http``, whose 0.2.x releases (``…@0.2``) and
-    isyswasfa's draft share names but not types."""
+    isyswasfa's draft share names but not types. Cached: every instance resolves each
+    of its component's imports through it (a tenth of opening a Rust proxy instance)."""
     name, _, version = interface.partition("@")
     if name.startswith("wasi:http/") and is_p2_version(version):
         return f"{name}@0.2"

@@ -503,7 +503,10 @@ class OwnEngineInstance:
                 self._impls[path] = impl
         self._exports = _imports_and_exports(component)[1]
         try:
-            self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
+            with self.fibers.defining():  # the blocking host functions share a linker
+                self.root = _ComponentInstance(
+                    component, self, compiled=compiled, use_cache=use_cache
+                )
         except BaseException:
             self._release()
             raise

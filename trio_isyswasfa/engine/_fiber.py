@@ -40,13 +40,14 @@ for every store.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from ctypes import CFUNCTYPE, byref, c_size_t, c_void_p
 from types import GeneratorType
 from typing import Any
@@ -120,6 +121,23 @@ def instantiate(
         )
         if error:
             raise LinkError(_first_line(str(wasmtime.WasmtimeError._from_ptr(error))))
+    return instantiate_linked(store, linker, module, max_run_seconds=max_run_seconds)
+
+
+def instantiate_linked(
+    store: wasmtime.Store,
+    linker: wasmtime.Linker,
+    module: wasmtime.Module,
+    *,
+    max_run_seconds: float | None = None,
+) -> wasmtime.Instance:
+    """:func:`instantiate`, with every import of ``module`` defined in ``linker`` by
+    the caller.
+
+    Raises:
+      GuestTrap: the start function trapped or ran too long.
+      LinkError: the imports do not fit, or a host function waited during the start.
+    """
     start = _Instantiation(linker, store, module)
     deadline = None if max_run_seconds is None else time.monotonic() + max_run_seconds
     previous = _enter(start)
@@ -555,19 +573,23 @@ def _define_host_func(
     fn: HostFunc,
     label: str,
     out: Any,
+    linker: wasmtime.Linker | None = None,
 ) -> None:
     """An async host function in ``store``, written into the ``wasmtime_extern_t``
     ``out``; its key is appended to ``keys``. The C API has no ``wasmtime_func_new_async``:
-    the function is defined in a linker and taken into the store from there. The linker
-    is thrown away at once (a function taken into a store keeps its own reference): one
-    kept for the process would hold its last function until the interpreter's exit,
-    whose finalizer then calls into a half torn-down ``ctypes`` (a segfault at exit)."""
+    the function is defined in a linker (``linker``, which must allow shadowing, or a
+    new one) and taken into the store from there. The linker is thrown away soon (a
+    function taken into a store keeps its own reference): one kept for the process
+    would hold its last function until the interpreter's exit, whose finalizer then
+    calls into a half torn-down ``ctypes`` (a segfault at exit)."""
     global _next_key
     key = _next_key
     _next_key += 1
     _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
     keys.append(key)
-    linker = wasmtime.Linker(_engine.engine())
+    if linker is None:
+        linker = wasmtime.Linker(_engine.engine())
+    # one name for all: each definition replaces the last, once taken into the store
     error = ffi.wasmtime_linker_define_async_func(
         linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
     )
@@ -575,6 +597,13 @@ def _define_host_func(
         raise wasmtime.WasmtimeError._from_ptr(error)
     found = ffi.wasmtime_linker_get(linker.ptr(), store._context(), b"", 0, b"f", 1, byref(out))
     assert found
+
+
+def _shadowing_linker() -> wasmtime.Linker:
+    """A linker in which a definition replaces one of the same name."""
+    linker = wasmtime.Linker(_engine.engine())
+    ffi.wasmtime_linker_allow_shadowing(linker.ptr(), True)
+    return linker
 
 
 def live_host_funcs() -> int:
@@ -669,6 +698,7 @@ class FiberStore:
         self._busy = False
         self._idle: anyio.Event | None = None
         self._host_keys: list[int] = []  # of the host functions made in this store
+        self._linker: wasmtime.Linker | None = None  # the one :meth:`defining` lends
         self._dispatch: _Dispatch | None = None  # made at the first call through it
         self._server: _Server | None = None  # the long-lived fiber, parked between calls
 
@@ -778,8 +808,28 @@ class FiberStore:
         an import array) rather than wrapped in a wasmtime-py object."""
         self.stop_server()
         _define_host_func(
-            self.store, self._host_keys, ty, fn, label, ffi.wasmtime_extern_t.from_address(address)
+            self.store,
+            self._host_keys,
+            ty,
+            fn,
+            label,
+            ffi.wasmtime_extern_t.from_address(address),
+            self._linker,
         )
+
+    @contextlib.contextmanager
+    def defining(self) -> Iterator[None]:
+        """Host functions made in this block (an instance's opening) share one linker:
+        a linker per function cost a quarter of each function's making. It is dropped
+        at the end of the block (the functions taken into the store keep their own
+        references)."""
+        outer = self._linker
+        if outer is None:
+            self._linker = _shadowing_linker()
+        try:
+            yield
+        finally:
+            self._linker = outer
 
     def func(
         self,

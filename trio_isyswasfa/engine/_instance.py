@@ -50,7 +50,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from ctypes import c_bool, c_char_p, c_size_t, c_void_p
 from dataclasses import dataclass
-from functools import partial
 from itertools import starmap
 from typing import Any
 
@@ -264,10 +263,16 @@ _EXPORT_GET = ctypes.CFUNCTYPE(c_bool, c_void_p, c_void_p, c_char_p, c_size_t, c
 _INSTANCE_NEW = ctypes.CFUNCTYPE(
     c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_void_p
 )(("wasmtime_instance_new", ffi.dll))
-# the same, without argument types: ctypes converts nothing, so every argument is made
-# once per plan (``_Scratch``) as a ctypes object and passed as it is
-_EXPORT_GET_PREPARED = ffi.dll._FuncPtr(("wasmtime_instance_export_get", ffi.dll))
-_EXPORT_GET_PREPARED.restype = c_bool
+# the same, for the fetches of an opening: no argument types, so ctypes converts
+# nothing, and every argument is made once per plan (``_Scratch``) in the form ctypes
+# passes cheapest: the addresses as ``byref`` objects (passed as they are; a
+# ``c_void_p`` makes a parameter object per call), a length as an ``int``, a name as
+# ``bytes``. The lookup neither blocks nor calls back, so it keeps the GIL (a
+# ``PYFUNCTYPE``): releasing and taking it again cost as much as the call's Python side.
+_EXPORT_GET_PREPARED = ctypes.PYFUNCTYPE(c_bool)(("wasmtime_instance_export_get", ffi.dll))
+# wasmtime_linker_define, for the async path's imports, prepared as the fetches are
+# (``_Scratch.defines``): an error's address, or None
+_LINKER_DEFINE = ctypes.PYFUNCTYPE(c_void_p)(("wasmtime_linker_define", ffi.dll))
 _EXTERNS = ffi.wasmtime_extern_t
 _INSTANCE = ffi.wasmtime_instance_t
 _INSTANCE_SIZE = ctypes.sizeof(_INSTANCE)
@@ -310,12 +315,14 @@ class _Scratch:
     """
 
     __slots__ = (
+        "_defines",
         "_fetches",
         "_instance_args",
         "_lock",
-        "_sizes",
+        "ctx",
         "instance_addr",
         "instances",
+        "linker",
         "plan",
         "pool",
         "pool_addr",
@@ -330,8 +337,13 @@ class _Scratch:
         base = ctypes.addressof(self.instances)
         self.instance_addr = [base + i * _INSTANCE_SIZE for i in range(plan.instances)]
         self._fetches: dict[int, list[tuple[Any, ...]]] = {}
-        self._instance_args = [c_void_p(a) for a in self.instance_addr]
-        self._sizes: dict[int, c_size_t] = {}
+        self._instance_args = [
+            ctypes.byref(self.instances, i * _INSTANCE_SIZE) for i in range(plan.instances)
+        ]
+        # the store's context: the one argument that differs per opening (set by each)
+        self.ctx = c_void_p()
+        self.linker = c_void_p()  # the async path's linker, while it defines the imports
+        self._defines: dict[int, list[tuple[Any, ...]]] = {}
 
     @staticmethod
     def take(plan: InstancePlan) -> _Scratch:
@@ -357,22 +369,30 @@ class _Scratch:
         return self._lock.locked()
 
     def fetches(self, step: CoreStep) -> list[tuple[Any, ...]]:
-        """The arguments of ``step``'s fetches but the context: the instance, the name,
-        its length, the pool slot (made on the step's first replay; the instances and
-        lengths shared, each a ctypes object once)."""
+        """The arguments of ``step``'s fetches: the context (:attr:`ctx`, set by each
+        opening), the instance, the name, its length, the pool slot (made on the
+        step's first replay; the instances shared)."""
         found = self._fetches.get(step.instance)
         if found is None:
-            pool_addr = self.pool_addr
-            instances, sizes = self._instance_args, self._sizes
+            pool, ctx, instances = self.pool, self.ctx, self._instance_args
+            byref = ctypes.byref
             found = self._fetches[step.instance] = [
-                (
-                    instances[instance],
-                    name,
-                    sizes.setdefault(size, c_size_t(size)),
-                    c_void_p(pool_addr + slot * EXTERN_SIZE),
-                )
+                (ctx, instances[instance], name, size, byref(pool, slot * EXTERN_SIZE))
                 for slot, instance, name, size in step.fetch
             ]
+        return found
+
+    def defines(self, step: CoreStep) -> list[tuple[Any, ...]]:
+        """The arguments of ``wasmtime_linker_define`` for each import of ``step`` (the
+        linker, the context, the import's module and name and their lengths, its pool
+        slot), for the async path; made on its first use."""
+        found = self._defines.get(step.instance)
+        if found is None:
+            pool, ctx, linker, byref = self.pool, self.ctx, self.linker, ctypes.byref
+            found = self._defines[step.instance] = []
+            for (module_name, name), cut in zip(step.names, step.slices, strict=True):
+                m, n = module_name.encode(), name.encode()
+                found.append((linker, ctx, m, len(m), n, len(n), byref(pool, cut.start)))
         return found
 
 
@@ -382,7 +402,6 @@ class _Run:
     __slots__ = (
         "async_only",
         "ctx",
-        "ctx_arg",
         "externs",
         "fetch_seconds",
         "fetched",
@@ -404,8 +423,8 @@ class _Run:
         self.plan = plan
         self.store = store
         self.ctx = ctypes.cast(store._context(), c_void_p).value
-        self.ctx_arg = c_void_p(self.ctx)
         self.scratch: _Scratch | None = _Scratch.take(plan)
+        self.scratch.ctx.value = self.ctx
         self.pool: Any = self.scratch.pool
         self.pool_addr = self.scratch.pool_addr
         self.pool_view = memoryview(self.pool).cast("B")
@@ -561,19 +580,6 @@ class _Space(Sequence[Any]):
         return len(self._items)
 
 
-class _RawExtern:
-    """An import as :func:`~._fiber.instantiate` takes it, without making a wasmtime-py
-    object of it first."""
-
-    __slots__ = ("_extern",)
-
-    def __init__(self, extern: Any) -> None:
-        self._extern = extern
-
-    def _as_extern(self) -> Any:
-        return self._extern
-
-
 class _NodeSlot:
     """What a nested component instance is made with: the replay it is part of."""
 
@@ -703,9 +709,7 @@ class CoreInstances:
         scratch = run.scratch
         assert scratch is not None
         start = time.perf_counter()
-        if step.fetch and not all(
-            starmap(partial(_EXPORT_GET_PREPARED, run.ctx_arg), scratch.fetches(step))
-        ):
+        if step.fetch and not all(starmap(_EXPORT_GET_PREPARED, scratch.fetches(step))):
             raise InternalError(
                 f"core module {step.module_index}: an earlier core instance lost an export"
             )
@@ -713,24 +717,28 @@ class CoreInstances:
         if step.make:
             self._make_canons(step)
         run.fetched += len(step.fetch) + len(step.make)
-        # the import array: the pool's runs of slots (most of a module's imports are
-        # items it is the first to need, which lie side by side in the pool): one run is
-        # passed where it lies, more are joined
-        runs = _runs(run.plan, step)
-        imports: bytes | int | None
-        if len(runs) == 1:
-            imports = run.pool_addr + runs[0].start
-        else:
-            imports = b"".join(map(run.pool_view.__getitem__, runs)) or None
         out = scratch.instance_addr[step.instance]
-        start = time.perf_counter()
-        try:
-            if step.has_start or run.async_only:
-                self._instantiate_async(step, imports, out)
+        if step.has_start or run.async_only:
+            start = time.perf_counter()
+            try:
+                self._instantiate_async(step, out)
+            finally:
+                run.seconds += time.perf_counter() - start
+        else:
+            # the import array: the pool's runs of slots (most of a module's imports are
+            # items it is the first to need, which lie side by side in the pool): one run
+            # is passed where it lies, more are joined
+            runs = _runs(run.plan, step)
+            imports: bytes | int | None
+            if len(runs) == 1:
+                imports = run.pool_addr + runs[0].start
             else:
+                imports = b"".join(map(run.pool_view.__getitem__, runs)) or None
+            start = time.perf_counter()
+            try:
                 self._instantiate(step, imports, out)
-        finally:
-            run.seconds += time.perf_counter() - start
+            finally:
+                run.seconds += time.perf_counter() - start
         raw = run.raw[step.instance] = _INSTANCE.from_buffer_copy(
             scratch.instances, step.instance * _INSTANCE_SIZE
         )
@@ -770,7 +778,7 @@ class CoreInstances:
             )
             if _ASYNC_ONLY in str(exc):  # a fiber store: the async path from now on
                 run.async_only = True
-                self._instantiate_async(step, imports, out)
+                self._instantiate_async(step, out)
                 return
             raise LinkError(
                 f"cannot instantiate core module {step.module_index}: {_first_line(str(exc))}"
@@ -782,16 +790,24 @@ class CoreInstances:
                 f"{_engine.trap_reason(reason.message)}"
             ) from reason
 
-    def _instantiate_async(self, step: CoreStep, imports: bytes | int | None, out: int) -> None:
-        """The async path (a fiber store, or a start function that may suspend)."""
-        kind = _EXTERNS * len(step.slices)
-        if isinstance(imports, int):
-            array = kind.from_address(imports)  # the linker copies each, at once
-        else:
-            array = kind.from_buffer_copy(imports or b"")
-        items = list(map(_RawExtern, array))
+    def _instantiate_async(self, step: CoreStep, out: int) -> None:
+        """The async path (a fiber store, or a start function that may suspend): each
+        import defined in a linker straight from its pool slot (the scratch's prepared
+        calls, :meth:`_Scratch.defines`)."""
+        scratch = self._run.scratch
+        assert scratch is not None
+        linker = wasmtime.Linker(_engine.engine())
+        ffi.wasmtime_linker_allow_shadowing(linker.ptr(), True)
+        scratch.linker.value = ctypes.cast(linker.ptr(), c_void_p).value
         try:
-            instance = _fiber.instantiate(self.store, step.module, items)
+            errors = list(filter(None, starmap(_LINKER_DEFINE, scratch.defines(step))))
+        finally:
+            scratch.linker.value = None
+        try:
+            if errors:
+                error = ctypes.cast(errors[0], ctypes.POINTER(ffi.wasmtime_error_t))
+                raise LinkError(_first_line(str(wasmtime.WasmtimeError._from_ptr(error))))
+            instance = _fiber.instantiate_linked(self.store, linker, step.module)
         except GuestTrap as exc:
             raise GuestTrap(
                 f"core module {step.module_index} trapped starting: {exc}"
