@@ -192,7 +192,7 @@ class Scheduler:
 
         If a host task is about to take its first step (an import the guest just
         called), the driver is left asleep: that task does the round first (see
-        :meth:`_first_step`), in the same pass of trio's loop as the driver would,
+        :meth:`_first_round`), in the same pass of trio's loop as the driver would,
         one task step fewer."""
         self._dirty.update(self._all)
         if not self._fresh:
