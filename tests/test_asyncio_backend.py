@@ -145,10 +145,14 @@ def test_guests_blocked_or_computing_leave_asyncio_free(
 
     outcomes, ticks_during = anyio.run(main, backend="asyncio")
     assert outcomes == [trio_isyswasfa.Ok("'slept'"), trio_isyswasfa.Ok("'computed'")]
-    # the ticker ran during each 0.3 s of guest work (a loop the guest held would let it
-    # tick once at most, at the end); not 30 times each: a loaded machine wakes it late
-    # (the two together ticked fewer than 20 times at a load of 18 on 2 cores)
-    assert all(n >= 4 for n in ticks_during), ticks_during
+    # the ticker ran during each 0.3 s of guest work (a loop the guest held would not
+    # let it tick before the call returned); not 30 times each: a loaded machine wakes
+    # it late, and the busy loop yields at epoch ticks a loaded machine makes rarer
+    # (the two together ticked fewer than 20 times at a load of 18; the busy loop's
+    # call 2-3 times at a load of 12)
+    slept, computed = ticks_during
+    assert slept >= 4, ticks_during
+    assert computed >= 1, ticks_during
 
 
 def test_a_proxy_component_serves_under_asyncio(engine: str) -> None:
