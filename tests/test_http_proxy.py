@@ -532,3 +532,22 @@ def test_every_function_of_the_wit_is_implemented_and_nothing_else() -> None:
     assert {n for i, n in ctx.functions if i == OUTGOING_HANDLER} == _wit_functions(outgoing)
     resources = set(re.findall(r"resource ([\w-]+)", types_wit))
     assert {n for i, n in ctx.resources if i == TYPES} == resources
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "bodiless"),
+    [
+        ("1.1", [(b"host", b"h")], True),
+        ("1.0", [], True),
+        ("1.1", [(b"content-length", b"0")], True),
+        ("1.1", [(b"content-length", b"5")], False),
+        ("1.1", [(b"transfer-encoding", b"chunked")], False),
+        ("2", [], False),  # HTTP/2 ends a body in the stream, not in the head
+    ],
+)
+def test_only_a_head_that_says_so_spares_the_wait_for_the_body(
+    version: str, headers: list[tuple[bytes, bytes]], bodiless: bool
+) -> None:
+    from trio_isyswasfa.http._asgi import _without_body
+
+    assert _without_body({"http_version": version, "headers": headers}) is bodiless

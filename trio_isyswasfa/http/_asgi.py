@@ -345,9 +345,12 @@ class ComponentApp:
         time slice) starts one to listen to the client (leaving cancels the guest) and
         one to send the response as the guest writes it.
         """
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return "cancelled"
+        if _without_body(scope):
+            message = _NO_BODY  # (what the first receive would say, after a trip round the loop)
+        else:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return "cancelled"
         pipe = Pipe()
         trailers_tx, trailers_rx = make_trailers()
         request = _incoming_request(scope, IncomingBody(PipeReader(pipe), trailers_rx))
@@ -675,6 +678,26 @@ def _resume(
             except StopIteration as done:
                 result = done.value
                 return result
+
+
+_NO_BODY: Message = types.MappingProxyType(
+    {"type": "http.request", "body": b"", "more_body": False}
+)  # type: ignore[assignment]
+
+
+def _without_body(scope: Scope) -> bool:
+    """Whether an HTTP/1.x request has no body, as its head says: neither a
+    ``content-length`` (but 0) nor a ``transfer-encoding`` (RFC 9112, 6.3). Its body's
+    message need not be awaited (HTTP/2 says it in the stream, not the head)."""
+    if scope.get("http_version") not in ("1.1", "1.0"):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            if value.strip() != b"0":
+                return False
+        elif name == b"transfer-encoding":
+            return False
+    return True
 
 
 def _incoming_request(scope: Scope, body: IncomingBody) -> IncomingRequest:
