@@ -282,9 +282,12 @@ class ComponentApp:
         response's sending suspends one to cut it off should the instance fail meanwhile
         (a trap in another request it serves, or in a task of the guest's).
         """
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return "cancelled"
+        if _without_body(scope):
+            message = _NO_BODY  # (as for a proxy component)
+        else:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return "cancelled"
         pipe = Pipe()
         trailers_tx, trailers_rx = make_trailers()
         request = _request_from_scope(scope, Body(PipeReader(pipe), trailers_rx))
