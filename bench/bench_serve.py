@@ -171,11 +171,14 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float, 
     return rps, pct("50"), pct("99"), requests
 
 
-def measure(cmd: list[str], port: int, seconds: int, connections: int) -> tuple[float, ...]:
-    # this checkout's package, whatever an installed one says (the child starts in /tmp)
+def measure(
+    cmd: list[str], port: int, seconds: int, connections: int, root: Path = ROOT
+) -> tuple[float, ...]:
+    # this checkout's package (or ``root``'s), whatever an installed one says (the child
+    # starts in /tmp)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp", env=env
@@ -297,9 +300,23 @@ def proxy_components() -> dict[str, Path]:
 
 
 def measure_served(
-    server: hd.Server, component: Path, extra: list[str], seconds: int, connections: int
+    server: hd.Server,
+    component: Path,
+    extra: list[str],
+    seconds: int,
+    connections: int,
+    root: Path | None = None,
 ) -> tuple[float, ...] | str:
-    """wrk against ``component`` served by ``server``; why not, if it could not be."""
+    """wrk against ``component`` served by ``server``; why not, if it could not be.
+    With ``root``, our serve runs the package of that tree (``--before``)."""
+    if root is not None:
+        port = free_port()
+        command = hd.server_command("ours", component, allow_outgoing=(), extra_args=extra)
+        command[command.index("127.0.0.1:0")] = f"127.0.0.1:{port}"
+        try:
+            return measure(command, port, seconds, connections, root=root)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            return f"n/a ({exc})"[:34]
     try:
         with hd.open_server(server, component, extra_args=extra) as addr:
             hello = hd.exchange(addr, hd.Exchange("hello", "GET", "/"))
@@ -320,10 +337,12 @@ def proxy_throughput(
     languages: tuple[str, ...] = ("python", "rust", "js"),
     policies: tuple[str, ...] = ("per-request", "pooled", "shared"),
     wasmtime: bool = True,
+    before: Path | None = None,
 ) -> None:
     """The hello route of the standard proxy guests: wasmtime serve (unless not
     ``wasmtime``) and ours (on each of ``engines``, each of ``backends``, each of
-    ``policies``)."""
+    ``policies``; with ``before``, each row of ours first from that tree, then from
+    this one, one after the other)."""
     if hd.missing_server("wasmtime"):
         print(f"(no wasmtime serve rows: {hd.missing_server('wasmtime')})")
     if not baselines:
@@ -336,23 +355,25 @@ def proxy_throughput(
         if language not in languages:
             continue
         default: tuple[float, ...] | None = None
-        runs: list[tuple[str, hd.Server, list[str], str]] = []
+        runs: list[tuple[str, hd.Server, list[str], str, Path | None]] = []
         if wasmtime:
             runs += [
-                ("default", "wasmtime", [], "trio"),
-                ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio"),
+                ("default", "wasmtime", [], "trio", None),
+                ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio", None),
             ]
         for engine in engines:
             for backend in backends:
                 for policy in policies:
                     extra = ["--backend", backend, "--instances", policy, "--engine", engine]
                     what = f"{backend}, {policy}, {engine}"
-                    runs.append((what, "ours", extra, backend))
-        for what, server, extra, backend in runs:
+                    if before is not None:  # both trees started alike
+                        runs.append((f"{what}, before", "ours", extra, backend, before))
+                    runs.append((what, "ours", extra, backend, ROOT if before else None))
+        for what, server, extra, backend, root in runs:
             label = f"{'wasmtime serve' if server == 'wasmtime' else 'serve'}, {language} ({what})"
             if server == "wasmtime" and hd.missing_server("wasmtime"):
                 continue
-            got = measure_served(server, component, extra, seconds, connections)
+            got = measure_served(server, component, extra, seconds, connections, root)
             if isinstance(got, str):
                 print(f"{label:52} {got:>34}", flush=True)
                 continue
@@ -594,6 +615,13 @@ def parser() -> argparse.ArgumentParser:
         help="CPU per hello request straight into the ASGI app, N and 16N requests "
         "(each --engines, each --languages), then stop",
     )
+    p.add_argument(
+        "--before",
+        type=Path,
+        metavar="TREE",
+        help="also run each proxy row of ours from the package in TREE (a tree holding"
+        " trio_isyswasfa/, e.g. `git archive main trio_isyswasfa`), just before this one's",
+    )
     p.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     return p
 
@@ -634,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             tuple(args.languages.split(",")),
             tuple(args.policies.split(",")),
             not args.skip_wasmtime,
+            args.before.resolve() if args.before else None,
         )
     if not args.skip_fan_out:
         trio.run(fan_out)

@@ -114,7 +114,8 @@ async def asgi_request(
     """Send one HTTP request straight into ``app`` and return what it answered.
 
     The request is HTTP/1.1 from ``127.0.0.1`` with a ``host: test`` header unless
-    ``headers`` has one; ``body`` arrives in one ``http.request`` message. The client
+    ``headers`` has one; ``body`` arrives in one ``http.request`` message (with a
+    ``content-length`` header unless ``headers`` has one, as a client sends it). The client
     stays: a ``receive`` after the body waits until it is cancelled (it never answers
     ``http.disconnect``), as a client that keeps its connection open would. Returns
     once the app returned; an app that raises raises here.
@@ -122,6 +123,8 @@ async def asgi_request(
     Raises:
       AssertionError: the app returned without starting a response.
     """
+    if body and not any(name.lower() == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]  # as a client says
     scope = asgi_scope(path, method=method, query=query, headers=headers)
     asked = False
     start: Message | None = None
