@@ -1,0 +1,286 @@
+"""Probes of this session's hot-path cuts (review): edge cases their own tests do not pin.
+
+Each test names the commit it probes. Those marked ``xfail(strict=True)`` fail on the
+reviewed code: they go green (and then red as xfail) once the finding is fixed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import warnings
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+import trio_isyswasfa
+from trio_isyswasfa import _scheduler
+from trio_isyswasfa.engine import _fiber
+from trio_isyswasfa.http.types import _Outcome
+from trio_isyswasfa.testing import assert_quiet, settle
+
+CASES = "test:cases/cases"
+
+
+# -- heap 7392e21 x hashall c2d4ad3: a host task's first round that raises ------------
+
+
+class _CountingAwaitable:
+    """Work that is no native coroutine but closes like one (as http's ``_Outcome``)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def __await__(self) -> Generator[Any, None, None]:  # pragma: no cover - never run
+        yield from ()
+
+
+async def _first_round_that_raises(work: Any) -> None:
+    sched = _scheduler.Scheduler(lambda handle: int(handle))
+    rep = sched.core.new_host_task("probe", trio.CancelScope())
+    task = sched.core.task(rep)
+    sched._host_running += 1
+    sched._host_labels["probe"] = 1
+    sched._dirty.add(0)  # a round is due
+
+    async def broken_round() -> None:
+        raise RuntimeError("the round broke (the instance's end, say)")
+
+    sched._round = broken_round  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the round broke"):
+        await sched._first_round(task, work)
+    assert sched._host_running == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="7392e21: _first_round closes the work it never ran only if "
+    "inspect.iscoroutine(work); http's _Outcome/_Sending (c2d4ad3) are Coroutine "
+    "subclasses, so a request written at send() is not given up",
+)
+async def test_a_first_round_that_raises_closes_coroutine_like_work() -> None:
+    work = _CountingAwaitable()
+    await _first_round_that_raises(work)
+    assert work.closed == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="7392e21: an _Outcome whose host task never ran is left unclosed: its "
+    "coroutine is garbage-collected unawaited (RuntimeWarning under filterwarnings=error)",
+)
+async def test_a_first_round_that_raises_closes_an_outgoing_requests_outcome() -> None:
+    closed: list[bool] = []
+
+    async def response() -> Any:  # pragma: no cover - never run
+        return None
+
+    class Sending:
+        def __init__(self) -> None:
+            self.coro = response()
+
+        def close(self) -> None:
+            closed.append(True)
+            self.coro.close()
+
+        def __await__(self) -> Generator[Any, None, Any]:  # pragma: no cover
+            return self.coro.__await__()
+
+    await _first_round_that_raises(_Outcome(Sending()))
+    assert closed == [True]
+
+
+async def test_a_first_round_that_raises_closes_a_native_coroutine() -> None:
+    ran: list[bool] = []
+
+    async def work() -> None:  # pragma: no cover - never run
+        ran.append(True)
+
+    coro = work()
+    await _first_round_that_raises(coro)
+    assert ran == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del coro
+        gc.collect()  # closed: no "never awaited" warning
+
+
+# -- heap 345381c / 7392e21: the hand-managed cancel scope, on both backends -----------
+
+
+async def _scope_paths(component: trio_isyswasfa.Component, sleep: Any) -> list[str]:
+    """An import that raises before and after a checkpoint, one the guest cancels, and
+    one whose caller is cancelled: the instance stays sound (or ends with the import's
+    own error) and leaves no host work behind."""
+    seen: list[str] = []
+
+    async def echo_later(s: str, ms: int) -> str:
+        await sleep(ms / 1000)
+        return f"host saw {s}"
+
+    def imports(echo: Any) -> dict[str, dict[str, object]]:
+        return {
+            "test:cases/host": {
+                "note": seen.append,
+                "forever": anyio.sleep_forever,
+                "echo-later": echo,
+                "fallible": echo,
+            }
+        }
+
+    async with trio_isyswasfa.open_instance(component, imports=imports(echo_later)) as inst:
+        # the guest cancels its own import (timeout shorter than the import)
+        got = await inst.call(CASES, "import-with-timeout", 1)
+        seen.append(f"timeout: {got}")
+        # the caller is cancelled at once, then while the import runs
+        for delay in (0, 0.001, 0.005):
+            with anyio.move_on_after(delay):
+                await inst.call(CASES, "echo-via-host", "x", 50)
+        assert await inst.call(CASES, "echo-via-host", "y", 0)
+        await settle(inst)
+        assert_quiet(inst)
+        assert inst._sched.host_scope_count() == 0
+
+    for before_checkpoint in (True, False):
+
+        async def failing(s: str, ms: int, before: bool = before_checkpoint) -> str:
+            if not before:
+                await anyio.lowlevel.checkpoint()
+            raise ValueError(f"the import failed on {s}")
+
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with trio_isyswasfa.open_instance(component, imports=imports(failing)) as inst:
+                await inst.call(CASES, "echo-via-host", "z", 0)
+        assert info.group_contains(ValueError, match="the import failed on z")
+    return seen
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_hand_managed_host_scope_on_trio(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    seen = await _scope_paths(cases_component, trio.sleep)
+    assert any(s.startswith("timeout:") for s in seen)
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_hand_managed_host_scope_on_asyncio(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    async def main() -> list[str]:
+        with anyio.fail_after(60):  # (a hang guard, not a timing)
+            return await _scope_paths(cases_component, anyio.sleep)
+
+    seen = anyio.run(main, backend="asyncio")
+    assert any(s.startswith("timeout:") for s in seen)
+
+
+# -- flaky 104199d: settle on an instance with a task that never blocks ----------------
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="104199d: settle waits for wait_all_tasks_blocked, which never comes while "
+    "a host import (or a computing guest) keeps a task runnable: settle hangs instead "
+    "of failing the leak check",
+)
+async def test_settle_ends_on_an_instance_whose_import_never_blocks(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    async def spinning(s: str, ms: int) -> str:
+        while True:
+            await trio.lowlevel.checkpoint()  # never blocks
+
+    imports = {
+        "test:cases/host": {
+            "note": print,
+            "forever": trio.sleep_forever,
+            "echo-later": spinning,
+            "fallible": spinning,
+        }
+    }
+    async with (
+        trio_isyswasfa.open_instance(cases_component, imports=imports) as inst,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(inst.call, CASES, "echo-via-host", "x", 0)  # spins on
+        await trio.sleep(0.01)
+        settled = False
+        with trio.move_on_after(2):  # a hang guard: settle should return (or raise)
+            await settle(inst)
+            settled = True
+        nursery.cancel_scope.cancel()
+        assert settled, "settle never returned"
+
+
+# -- entry f86b29d: the machine-code park's fall-backs ----------------------------------
+
+
+class _FakeLibc:
+    def __init__(self, *, mmap_fails: bool = False, mprotect_fails: bool = False) -> None:
+        self.pages: list[ctypes.Array[ctypes.c_char]] = []
+        self.mmap_fails = mmap_fails
+        self.mprotect_fails = mprotect_fails
+        self.calls: list[tuple[str, int]] = []
+        self.mmap = self._func(self._mmap)
+        self.mprotect = self._func(self._mprotect)
+
+    @staticmethod
+    def _func(fn: Any) -> Any:
+        class Func:
+            restype: Any = None
+            argtypes: Any = None
+
+            def __call__(self, *args: Any) -> Any:
+                return fn(*args)
+
+        return Func()
+
+    def _mmap(self, _addr: Any, size: int, prot: int, *_rest: Any) -> int | None:
+        self.calls.append(("mmap", prot))
+        if self.mmap_fails:
+            return ctypes.c_void_p(-1).value
+        page = ctypes.create_string_buffer(size)
+        self.pages.append(page)
+        return ctypes.addressof(page)
+
+    def _mprotect(self, _addr: int, _size: int, prot: int) -> int:
+        self.calls.append(("mprotect", prot))
+        return -1 if self.mprotect_fails else 0
+
+
+@pytest.mark.parametrize("failing", ["mmap", "mprotect"])
+def test_the_native_park_falls_back_when_the_page_cannot_be_made(
+    monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    if _fiber._FLAG_SET is _fiber._python_flag_reader:
+        pytest.skip("no C flag reader: no machine code is tried")
+    libc = _FakeLibc(mmap_fails=failing == "mmap", mprotect_fails=failing == "mprotect")
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("sys.platform", "linux")
+    assert _fiber._native_park() is None
+    # W^X: the page is mapped writable, never executable, and only then made executable
+    assert libc.calls[0] == ("mmap", 1 | 2)
+    if failing == "mprotect":
+        assert libc.calls[1] == ("mprotect", 1 | 4)
+
+
+def test_the_native_park_is_made_only_for_64_bit_pointers() -> None:
+    # a 32-bit Python on an x86-64 kernel reports machine() == "x86_64" too, but its
+    # calling convention is not System V x86-64: the probe call would crash
+    if ctypes.sizeof(ctypes.c_void_p) != 8:  # pragma: no cover - 64-bit CI
+        assert _fiber._PARK_NATIVE is None
