@@ -280,11 +280,21 @@ def test_the_native_park_falls_back_when_the_page_cannot_be_made(
         assert libc.calls[1] == ("mprotect", 1 | 4)
 
 
-def test_the_native_park_is_made_only_for_64_bit_pointers() -> None:
-    # a 32-bit Python on an x86-64 kernel reports machine() == "x86_64" too, but its
-    # calling convention is not System V x86-64: the probe call would crash
-    if ctypes.sizeof(ctypes.c_void_p) != 8:  # pragma: no cover - 64-bit CI
-        assert _fiber._PARK_NATIVE is None
+async def test_the_ticker_thread_counts_its_ticks() -> None:
+    # fresh_slice (f86b29d) re-arms a store's deadline only when _engine.ticks moved:
+    # the ticker thread itself must count (serve's 21fcd32 rewrites the ticker's loop
+    # and counts there too: a merge that keeps one loop without the count would leave
+    # every call after an idle tick to yield at once). Tests that tick by hand
+    # (_engine.tick()) do not see that.
+    from trio_isyswasfa import _engine
+
+    _engine._start_ticker()
+    before = _engine.ticks
+    for _ in range(3000):  # (a hang guard: a tick is due every EPOCH_TICK)
+        if _engine.ticks != before:
+            break
+        await trio.sleep(_engine.EPOCH_TICK)
+    assert _engine.ticks != before, "the ticker thread's ticks are not counted"
 
 
 # -- hashall 95ddf70 / c2d4ad3: a request written at send() -----------------------------
