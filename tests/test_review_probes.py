@@ -62,23 +62,12 @@ async def _first_round_that_raises(work: Any) -> None:
     assert sched._host_running == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="7392e21: _first_round closes the work it never ran only if "
-    "inspect.iscoroutine(work); http's _Outcome/_Sending (c2d4ad3) are Coroutine "
-    "subclasses, so a request written at send() is not given up",
-)
 async def test_a_first_round_that_raises_closes_coroutine_like_work() -> None:
     work = _CountingAwaitable()
     await _first_round_that_raises(work)
     assert work.closed == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="7392e21: an _Outcome whose host task never ran is left unclosed: its "
-    "coroutine is garbage-collected unawaited (RuntimeWarning under filterwarnings=error)",
-)
 async def test_a_first_round_that_raises_closes_an_outgoing_requests_outcome() -> None:
     closed: list[bool] = []
 
@@ -117,6 +106,25 @@ async def test_a_first_round_that_raises_closes_a_native_coroutine() -> None:
         warnings.simplefilter("error")
         del coro
         gc.collect()  # closed: no "never awaited" warning
+
+
+async def test_a_host_task_whose_scope_exit_raises_is_still_counted_gone() -> None:
+    class BrokenScope:
+        def __exit__(self, *exc: object) -> bool:
+            raise RuntimeError("the scope's exit broke")
+
+    sched = _scheduler.Scheduler(lambda handle: int(handle))
+    rep = sched.core.new_host_task("probe", BrokenScope())
+    task = sched.core.task(rep)
+    sched._host_running += 1
+    sched._host_labels["probe"] = 1
+    try:
+        raise ValueError("the work failed")
+    except ValueError:
+        with pytest.raises(RuntimeError, match="scope's exit broke"):
+            sched._host_task_raised(task)
+    assert sched._host_running == 0
+    assert "probe" not in sched._host_labels
 
 
 # -- heap 345381c / 7392e21: the hand-managed cancel scope, on both backends -----------
