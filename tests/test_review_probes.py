@@ -454,21 +454,10 @@ async def _cancel_after_each_step(
     assert not failures, f"{name}{args}: " + "; ".join(failures)
 
 
-_NO_CONFIRM = pytest.mark.xfail(
-    strict=True,
-    reason="pre-existing (main bb93b46 too): the caller cancelled within the call's first "
-    "steps while the import answers at once; the Python guest never confirms the cancel: "
-    "the instance dies after cancel_grace",
-)
-_READY_WHILE_CANCELLING = pytest.mark.xfail(
-    strict=True,
-    reason="pre-existing (main bb93b46 too): the guest's `ready` crossing the host's cancel "
-    "is a protocol error ('`ready` for a call that is cancelling'): the instance dies",
-)
 _STEP_CALLS = [
-    pytest.param("echo-via-host", ("x", 0), marks=_NO_CONFIRM, id="echo-now"),
+    pytest.param("echo-via-host", ("x", 0), id="echo-now"),
     pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-    pytest.param("gather-host-calls", (3, 0), marks=_READY_WHILE_CANCELLING, id="gather-now"),
+    pytest.param("gather-host-calls", (3, 0), id="gather-now"),
     pytest.param("gather-host-calls", (3, 1), id="gather-later"),
     pytest.param("immediate", ("x",), id="immediate"),
     pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
