@@ -308,11 +308,6 @@ async def test_the_ticker_thread_counts_its_ticks() -> None:
 # -- hashall 95ddf70 / c2d4ad3: a request written at send() -----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="95ddf70/c2d4ad3: a _Sending dropped without close() or await (GC) keeps its "
-    "connection counted open and unread: _Sending has no finaliser that gives it up",
-)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_a_request_written_at_send_and_dropped_gives_up_its_connection() -> None:
