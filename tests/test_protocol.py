@@ -118,6 +118,33 @@ def test_host_cancels_guest_call() -> None:
     assert core.statistics().tasks == 0
 
 
+def test_a_ready_crossing_the_hosts_cancel_is_freed_and_the_cancel_still_confirmed() -> None:
+    # docs/abi.md 4.4: the call ended before the callee saw our `cancel`; the callee
+    # answers that `cancel` with `cancel-complete` and discards its value
+    core = ProtocolCore()
+    rep = core.make_task()
+    core.host_calls(rep)
+    core.handle_output(0, OutPending(5, rep))
+    assert core.cancel_host_call(rep) == [Deliver(0, InCancel(5, rep))]
+    assert core.handle_output(0, OutReady(5, rep)) == []  # no wake: no result to take
+    assert core.host_call_outcome(rep) is TaskState.CANCELLING
+    assert core.handle_output(0, OutCancelComplete(rep)) == [WakeHostCaller(rep)]
+    assert core.host_call_outcome(rep) is TaskState.DONE
+    core.finish_host_call(rep)
+    assert core.statistics().tasks == 0
+
+
+def test_a_ready_crossing_a_guest_callers_cancel_is_not_passed_on() -> None:
+    core = ProtocolCore()
+    rep = core.make_task()  # callee is poll 1, caller is poll 0
+    core.handle_output(0, OutListen(10, rep))
+    assert core.handle_output(1, OutPending(20, rep)) == [Deliver(0, InListening(10, rep))]
+    assert core.handle_output(0, OutCancel(rep)) == [Deliver(1, InCancel(20, rep))]
+    assert core.handle_output(1, OutReady(20, rep)) == []  # the caller waits for the confirmation
+    assert core.handle_output(1, OutCancelComplete(rep)) == [Deliver(0, InCancelComplete(10))]
+    assert core.statistics().tasks == 0
+
+
 def test_guest_to_guest_routes_by_poll_index() -> None:
     core = ProtocolCore()
     rep = core.make_task()  # callee is poll 1, caller is poll 0

@@ -13,7 +13,6 @@ on the event-loop thread, between checkpoints, so they never overlap.
 from __future__ import annotations
 
 import heapq
-import inspect
 import math
 import sys
 from collections.abc import Awaitable, Callable, Hashable
@@ -365,8 +364,9 @@ class Scheduler:
             await self._round()
         except BaseException:  # (the instance's end, or a bug of ours)
             self._host_task_gone(task)
-            if inspect.iscoroutine(work):
-                work.close()  # it never ran: no "never awaited" warning
+            close = getattr(work, "close", None)  # (coroutines, and http's _Outcome)
+            if close is not None:
+                close()  # it never ran: no "never awaited" warning, no request kept
             raise
         finally:
             self._rounding = False
@@ -379,7 +379,12 @@ class Scheduler:
         otherwise it propagates (and ends the instance's task group)."""
         exc = sys.exception()
         assert exc is not None
-        if task.value.__exit__(type(exc), exc, exc.__traceback__):
+        try:
+            swallowed = task.value.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException:  # (trio's scope exit raised: the task is gone all the same)
+            self._host_task_gone(task)
+            raise
+        if swallowed:
             return _CANCELLED
         self._host_task_gone(task)
         raise  # (the exception being handled, as a `with` would)

@@ -194,6 +194,40 @@ def test_host_cancel_reaches_the_coroutine_and_sub_awaits(env: Any) -> None:
     }
 
 
+def test_a_cancel_and_the_awaits_ready_in_one_poll_are_confirmed(env: Any) -> None:
+    # the host cancels the call, and in the same poll the import it awaits is ready:
+    # the await's future is cancelled before its `ready` arrives, and the task sees
+    # the cancel only after that `ready` settled the await: it must not wait again
+    guest, host, abi = env
+    pending = host.handle("pending")
+
+    async def f() -> None:
+        await guest.await_ready(pending)
+
+    with pytest.raises(Err):
+        guest.first_poll(f())
+    listen, reported = outputs_of(guest, abi)
+    lid, fid = listen.value.state, reported.value.state
+    sub_cancel = host.handle("cancel", pending.rep)
+    outputs_of(guest, abi, [abi.PollInput_Listening(abi.PollInputListening(lid, sub_cancel))])
+
+    task_cancel = host.handle("cancel")
+    ready = host.handle("ready", pending.rep)
+    (confirm,) = outputs_of(
+        guest,
+        abi,
+        [
+            abi.PollInput_Cancel(abi.PollInputCancel(fid, task_cancel)),
+            abi.PollInput_Ready(abi.PollInputReady(lid, ready)),
+        ],
+    )
+    assert isinstance(confirm, abi.PollOutput_CancelComplete)
+    assert confirm.value is task_cancel
+    assert ready.dropped  # nobody takes the value
+    assert guest.statistics()["listens"] == 0
+    assert guest.statistics()["exports"] == 0
+
+
 def test_abandoned_await_cancels_when_listening_arrives(env: Any) -> None:
     guest, host, abi = env
     pending = host.handle("pending")

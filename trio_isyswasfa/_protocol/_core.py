@@ -357,6 +357,12 @@ class ProtocolCore:
             raise GuestProtocolError(
                 f"`ready` names state {out.state}, which is no pending call of this guest"
             )
+        if task.state is TaskState.CANCELLING:
+            # the race (docs/abi.md 4.4): the call ended before the guest saw our
+            # `cancel`, which it answers with `cancel-complete`, discarding the value
+            # (so its `-result` must not be called). Its `ready` handle is freed here,
+            # not passed on; the cancel ends at `cancel-complete`, as always.
+            return self._release(task)
         if task.state is not TaskState.PENDING:
             raise GuestProtocolError(f"`ready` for a call that is {task.state.value}")
         task.state = TaskState.READY

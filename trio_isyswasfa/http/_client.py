@@ -23,6 +23,7 @@ dropped is closed.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import socket
 import ssl
@@ -248,7 +249,19 @@ class _Sending(Coroutine[Any, Any, Response]):
         self._coro.close()
 
     def __await__(self) -> Generator[Any, None, Response]:
+        # (`await` drops this object before the coroutine's first step: the finaliser
+        # must not take that for a request nobody will read)
+        self._written = None
         return self._coro.__await__()
+
+    def __del__(self) -> None:
+        # dropped without close() or await: a request written at send() would keep
+        # its connection counted open, its response unread. No task may start here
+        # (a finaliser runs wherever the garbage is found): close it synchronously.
+        written = self._written
+        if written is not None and getcoroutinestate(self._coro) == CORO_CREATED:
+            self._written = None
+            self._client._drop_written(written)
 
 
 class HttpClient(BackgroundTasks):
@@ -407,6 +420,19 @@ class HttpClient(BackgroundTasks):
             self._tasks.start_soon(self._close, written.pool, written.conn)
         else:
             written.pool.open -= 1  # (the connection's socket goes with the client)
+
+    def _drop_written(self, written: _Written) -> None:
+        """:meth:`_give_up`, synchronously, for a finaliser: the connection's socket is
+        closed at once and its place in the pool freed."""
+        sock = written.conn.sock
+        if sock is not None:  # (a request is written at send() only on a plain socket)
+            with contextlib.suppress(RuntimeError):  # (outside trio: nobody waits on it)
+                trio.lowlevel.notify_closing(sock)
+            sock.close()
+        if self._open:
+            self._forget(written.pool)
+        else:
+            written.pool.open -= 1
 
     def _origin(self, scheme: str, authority: str) -> Origin:
         """The origin ``authority`` names, if the allow-list admits it (the verdict is

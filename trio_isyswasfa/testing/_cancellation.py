@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,10 @@ from .._host import Component, ImportImpl, Instance, InstanceStatistics, open_in
 from ..wasi import WasiConfig
 
 Imports = Mapping[str, Mapping[str, ImportImpl]]
+
+
+SETTLE_TIMEOUT = 10.0
+"""How long (real seconds) :func:`settle` waits for every task to block, by default."""
 
 
 def leaks(stats: InstanceStatistics, baseline: Mapping[str, int] | None = None) -> list[str]:
@@ -40,7 +45,7 @@ def leaks(stats: InstanceStatistics, baseline: Mapping[str, int] | None = None) 
     return found
 
 
-async def settle(instance: Instance) -> None:
+async def settle(instance: Instance, *, give_up_after: float = SETTLE_TIMEOUT) -> None:
     """Return once ``instance`` has finished what it has in motion, letting no time pass.
 
     A call may return while the guest still winds down work of its own: the Python
@@ -51,7 +56,39 @@ async def settle(instance: Instance) -> None:
     of the event loop is blocked, and sends at once the events that would otherwise
     wait to ride along with the guest's next poll. A real leak is still there after it
     (nothing here waits for guest time, such as a sleep that has not ended).
+
+    Raises:
+        AssertionError: the event loop was never idle within ``give_up_after`` seconds of
+            real time (not the event loop's clock, which a mock clock holds still
+            while a task keeps running): a host import or a guest that never blocks.
+            The message names what the instance still has in motion.
     """
+    done = threading.Event()  # (set: the watcher's thread returns at once)
+    settling = anyio.CancelScope()
+
+    async def watch() -> None:
+        if not await anyio.to_thread.run_sync(done.wait, give_up_after, abandon_on_cancel=True):
+            settling.cancel()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            with settling:
+                await _settle(instance)
+            # (not waiting for the thread: while it wakes the loop would be idle, and
+            # an autojump clock would let guest time pass)
+            tg.cancel_scope.cancel()
+    finally:
+        done.set()
+    if settling.cancelled_caught:
+        running = ", ".join(sorted(instance._sched._host_labels)) or "none"
+        raise AssertionError(
+            f"settle: the event loop was never idle within {give_up_after} s: "
+            + "; ".join([*leaks(instance.statistics()), f"host imports running: {running}"])
+        )
+
+
+async def _settle(instance: Instance) -> None:
     await anyio.wait_all_tasks_blocked()
     for _ in range(SETTLE_ROUNDS):
         if not instance._sched.deliver_held():

@@ -354,6 +354,11 @@ async def _abandon(lid: int, listen: _Listen) -> None:
     if listen.future.done() and not listen.future.cancelled():
         _discard_ready(listen, listen.future.result())
         return
+    if _s.listens.get(lid) is not listen:
+        # settled already: its `ready` came in the poll that cancelled this task, after
+        # the cancel (so the future was cancelled) but before the task ran; it was
+        # discarded then, and nothing more will come for it
+        return
     listen.settled = _loop.create_future()
     if listen.cancel is not None:
         cancel, listen.cancel = listen.cancel, None
