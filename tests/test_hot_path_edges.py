@@ -1,7 +1,8 @@
-"""Probes of this session's hot-path cuts (review): edge cases their own tests do not pin.
-
-Each test names the commit it probes. Those marked ``xfail(strict=True)`` fail on the
-reviewed code: they go green (and then red as xfail) once the finding is fixed.
+"""Edge cases of the hot paths that their own tests do not pin: cancellation after each
+scheduler step (both guest languages, trio and asyncio), a first round that raises, a
+host task's hand-entered cancel scope, `settle` on an instance that never settles, the
+machine-code `next` and its fall-backs, requests written at `send()`, and the ticker's
+tick count. Each test names the change it probes.
 """
 
 from __future__ import annotations
