@@ -26,7 +26,7 @@ from ._errors import (
     WasiError,
 )
 from ._limits import Limits
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, close_unstarted
 from .wasi import WasiConfig
 from .wasi._context import WasiContext
 from .wasi.cli import ComponentExit, WasiCli
@@ -416,9 +416,7 @@ class Instance:
             try:
                 rep = self._sched.start_host_task(label, work)
             except BaseException:
-                close = getattr(work, "close", None)  # a coroutine, or one in a class
-                if close is not None:
-                    close()  # it never ran: no "never awaited" warning, nothing left open
+                close_unstarted(work)
                 raise
             return Err(self._own(rep, ResourceKind.PENDING))
 

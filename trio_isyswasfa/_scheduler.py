@@ -68,6 +68,15 @@ LISTENING_DELAY = 0.002
 before it is delivered on its own (see :meth:`Scheduler.apply`)."""
 
 
+def close_unstarted(work: object) -> None:
+    """Close a host import's work that will never run, if it can be closed (a coroutine,
+    or one in a class such as http's request outcome): no "never awaited" warning, and
+    nothing it began at its call (a request written) is kept."""
+    close = getattr(work, "close", None)
+    if close is not None:
+        close()
+
+
 class Scheduler:
     """Routes isyswasfa events between host tasks and the guests' poll functions."""
 
@@ -364,9 +373,7 @@ class Scheduler:
             await self._round()
         except BaseException:  # (the instance's end, or a bug of ours)
             self._host_task_gone(task)
-            close = getattr(work, "close", None)  # (coroutines, and http's _Outcome)
-            if close is not None:
-                close()  # it never ran: no "never awaited" warning, no request kept
+            close_unstarted(work)
             raise
         finally:
             self._rounding = False

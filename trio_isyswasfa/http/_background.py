@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine, Generator
+from inspect import CORO_CREATED, getcoroutinestate
 from types import TracebackType
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+
+T = TypeVar("T")
 
 
 class BackgroundTasks:
@@ -44,3 +49,30 @@ class BackgroundTasks:
 
     async def _closed(self) -> None:
         """Release what the object holds besides its tasks."""
+
+
+class StartedAtCall(Coroutine[Any, Any, T]):
+    """A coroutine object around ``self._coro`` whose work began at the call that made
+    it (a request written, say): closed before its first step, it gives that work up
+    in :meth:`_give_up`, as a coroutine that never ran cannot run a ``finally`` of its own."""
+
+    __slots__ = ("_coro",)
+
+    _coro: Coroutine[Any, Any, T]
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        if getcoroutinestate(self._coro) == CORO_CREATED:
+            self._give_up()
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._coro.__await__()
+
+    def _give_up(self) -> None:
+        """Undo what the call began (the coroutine never ran)."""

@@ -51,7 +51,7 @@ from ..wasi.io import (
     write_all,
 )
 from . import _h1
-from ._background import BackgroundTasks
+from ._background import BackgroundTasks, StartedAtCall
 from .types import (
     FORBIDDEN,
     Body,
@@ -215,13 +215,12 @@ class _Written:
         self.rest = rest
 
 
-class _Sending(Coroutine[Any, Any, Response]):
+class _Sending(StartedAtCall[Response]):
     """What :meth:`HttpClient.send` returns: its coroutine, which reads the response
     (and sends what was not sent at the call). Closed before it ever ran, it gives up
-    the request it wrote: the connection is closed, as its response will not be read
-    (a coroutine that never ran cannot run a ``finally`` of its own)."""
+    the request it wrote: the connection is closed, as its response will not be read."""
 
-    __slots__ = ("_client", "_coro", "_request", "_written")
+    __slots__ = ("_client", "_request", "_written")
 
     def __init__(
         self,
@@ -235,24 +234,16 @@ class _Sending(Coroutine[Any, Any, Response]):
         self._coro = coro
         self._written = written
 
-    def send(self, value: Any) -> Any:
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        return self._coro.throw(typ, val, tb)
-
-    def close(self) -> None:
-        if getcoroutinestate(self._coro) == CORO_CREATED:
-            self._request.close()
-            if self._written is not None:
-                self._client._give_up(self._written)
-        self._coro.close()
+    def _give_up(self) -> None:
+        self._request.close()
+        if self._written is not None:
+            self._client._give_up(self._written)
 
     def __await__(self) -> Generator[Any, None, Response]:
         # (`await` drops this object before the coroutine's first step: the finaliser
         # must not take that for a request nobody will read)
         self._written = None
-        return self._coro.__await__()
+        return super().__await__()
 
     def __del__(self) -> None:
         # dropped without close() or await: a request written at send() would keep

@@ -16,16 +16,17 @@ validated, hop-by-hop headers are refused, ``headers()`` returns an immutable vi
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from inspect import CORO_CREATED, getcoroutinestate
 from typing import Any, ClassVar, TypeVar
 
 import anyio
 
 from .._engine import Err, Ok, ResourceKind, own, record, variant, variant_case
+from .._scheduler import close_unstarted
 from ..wasi._context import WasiContext
 from ..wasi.io import ErrorObject, InputStream, Pollable
+from ._background import StartedAtCall
 
 _T = TypeVar("_T")
 
@@ -529,13 +530,13 @@ async def _refused(code: ErrorCode) -> Response:
     raise code
 
 
-class _Outcome(Coroutine[Any, Any, "Response | ErrorCode"]):
+class _Outcome(StartedAtCall["Response | ErrorCode"]):
     """The host task of an outgoing request: awaits the handler's response, with an
     :class:`ErrorCode` it raises as the value. Closed before it ever ran (the host
     task could not start), it closes what the handler returned, which may have
     written the request already and must give it up."""
 
-    __slots__ = ("_coro", "_sending")
+    __slots__ = ("_sending",)
 
     def __init__(self, sending: Awaitable[Response]) -> None:
         self._sending = sending
@@ -547,21 +548,8 @@ class _Outcome(Coroutine[Any, Any, "Response | ErrorCode"]):
         except ErrorCode as exc:
             return exc
 
-    def send(self, value: Any) -> Any:
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        return self._coro.throw(typ, val, tb)
-
-    def close(self) -> None:
-        if getcoroutinestate(self._coro) == CORO_CREATED:
-            close = getattr(self._sending, "close", None)
-            if close is not None:
-                close()
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, Response | ErrorCode]:
-        return self._coro.__await__()
+    def _give_up(self) -> None:
+        close_unstarted(self._sending)
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:
