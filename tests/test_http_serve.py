@@ -64,6 +64,21 @@ async def misbehaving(
     return await start_server(nursery, app), app
 
 
+@pytest.fixture
+def jumping_clock() -> trio.testing.MockClock:
+    """trio's clock for the test: real speed, and jumps when the test says."""
+    return trio.testing.MockClock(rate=1)
+
+
+def _sleeping(app: ComponentApp) -> int:
+    """How many of ``app``'s pooled instances have a guest blocked in a host call."""
+    pool = app._pool
+    if pool is None:  # the lifespan has not started yet
+        return 0
+    assert isinstance(pool, InstancePool)
+    return sum(slot.instance._engine.blocked for slot in pool._open)
+
+
 async def eventually(condition: Callable[[], bool]) -> None:
     """Return once ``condition()`` holds (checked every 10 ms for up to 5 s)."""
     for _ in range(500):
@@ -473,24 +488,34 @@ class TestMisbehavingGuests:
         assert (stats.failed, stats.completed, stats.instances_opened) == (1, 1, 2)
 
     async def test_guests_blocked_in_a_sleep_do_not_hold_up_each_other(
-        self, misbehaving: tuple[str, ComponentApp]
+        self, misbehaving: tuple[str, ComponentApp], jumping_clock: trio.testing.MockClock
     ) -> None:
-        # 8 requests whose guests each call time.sleep(1): 8 s one after another. The
-        # sleeps are long beside what opening 8 instances costs on a loaded machine, so
-        # the bound below is what only overlapping sleeps meet, with room for the load.
-        url, _ = misbehaving
+        # 8 requests whose guests each call time.sleep(60): a request goes to an instance
+        # whose guest is not blocked, so all 8 sleep at once, each in an instance of its
+        # own. Counted, not timed: trio's clock runs at real speed until the 8 sleep, then
+        # jumps the minute. A request queued behind a sleeping guest would keep the count
+        # short until that sleep ended, a minute on. Each request leaves once the ones
+        # before sleep: a burst arriving while the pool opens its first instance joins
+        # that instance (up to `per_instance`), before any guest in it blocks.
+        url, app = misbehaving
         bodies: list[str] = []
-        start = trio.current_time()
-        async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
-            for _ in range(8):
 
-                async def one() -> None:
-                    bodies.append((await client.get(f"{url}/sleep?ms=1000")).text)
+        async def one() -> None:
+            bodies.append((await client.get(f"{url}/sleep?ms=60000")).text)
 
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(600.0)) as client,
+            trio.open_nursery() as nursery,
+        ):
+            for k in range(1, 9):
                 nursery.start_soon(one)
+                with trio.fail_after(30):  # a loaded machine opens an instance in seconds
+                    while _sleeping(app) < k:  # noqa: ASYNC110 - no event tells of a block
+                        await trio.sleep(0.01)
+            assert not bodies
+            jumping_clock.jump(60)
         assert bodies == ["slept"] * 8
-        # one after another the sleeps alone take 8 s: anything less means they overlapped
-        assert trio.current_time() - start < 8 * 1.0
+        assert app.statistics().instances_opened == 8
 
     async def test_an_error_code_is_a_500_naming_it(
         self, misbehaving: tuple[str, ComponentApp]
