@@ -452,33 +452,59 @@ async def _cancel_after_each_step(
     assert not failures, f"{name}{args}: " + "; ".join(failures)
 
 
+# the Python guest gathers host imports; the Rust guest has no such export: it gathers
+# sleeps. The Rust guest drops a cancelled export's future at once (its awaits learn of
+# the cancel before a `ready` in the same poll): the race the Python guest had.
+_GATHER = {"python": "gather-host-calls", "rust": "gather-sleeps"}
 _STEP_CALLS = [
-    pytest.param("echo-via-host", ("x", 0), id="echo-now"),
-    pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-    pytest.param("gather-host-calls", (3, 0), id="gather-now"),
-    pytest.param("gather-host-calls", (3, 1), id="gather-later"),
-    pytest.param("immediate", ("x",), id="immediate"),
-    pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
+    pytest.param(language, name, args, id=f"{language}-{label}")
+    for language in ("python", "rust")
+    for label, name, args in (
+        ("echo-now", "echo-via-host", ("x", 0)),
+        ("echo-later", "echo-via-host", ("x", 1)),
+        ("gather-now", _GATHER[language], (3, 0)),
+        ("gather-later", _GATHER[language], (3, 1)),
+        ("immediate", "immediate", ("x",)),
+        ("import-with-timeout", "import-with-timeout", (0,)),
+    )
 ]
+_GUESTS = {
+    "python": ("cases_component", "test:cases"),
+    "rust": ("rust_cases_component", "test:rust-cases"),
+}
+
+
+@pytest.fixture(scope="module")
+def rust_cases_component(
+    isyswasfa_build_rust: Any,
+) -> trio_isyswasfa.Component:
+    from pathlib import Path
+
+    crate = Path(__file__).resolve().parent / "guests" / "rust-cases"
+    component: trio_isyswasfa.Component = isyswasfa_build_rust(crate / "wit", "rust-cases", crate)
+    return component
 
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "args"), _STEP_CALLS)
+@pytest.mark.parametrize(("language", "name", "args"), _STEP_CALLS)
 async def test_the_caller_cancelled_after_each_step_on_trio(
-    cases_component: trio_isyswasfa.Component,
+    request: pytest.FixtureRequest,
     autojump_clock: trio.testing.MockClock,
+    language: str,
     name: str,
     args: tuple[Any, ...],
 ) -> None:
+    fixture, package = _GUESTS[language]
     await _cancel_after_each_step(
-        cases_component,
+        request.getfixturevalue(fixture),
         name,
         args,
         checkpoint=trio.lowlevel.checkpoint,
         sleep=trio.sleep,
         steps=12,
         grace=10.0,
+        package=package,
     )
 
 
@@ -509,47 +535,3 @@ def test_the_caller_cancelled_after_each_step_on_asyncio(
             )
 
     anyio.run(main, backend="asyncio")
-
-
-@pytest.fixture(scope="module")
-def rust_cases_component(
-    isyswasfa_build_rust: Any,
-) -> trio_isyswasfa.Component:
-    from pathlib import Path
-
-    crate = Path(__file__).resolve().parent / "guests" / "rust-cases"
-    component: trio_isyswasfa.Component = isyswasfa_build_rust(crate / "wit", "rust-cases", crate)
-    return component
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("echo-via-host", ("x", 0), id="echo-now"),
-        pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-        pytest.param("gather-sleeps", (3, 0), id="gather-now"),
-        pytest.param("gather-sleeps", (3, 1), id="gather-later"),
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-async def test_the_caller_cancelled_after_each_step_of_the_rust_guest(
-    rust_cases_component: trio_isyswasfa.Component,
-    autojump_clock: trio.testing.MockClock,
-    name: str,
-    args: tuple[Any, ...],
-) -> None:
-    # the Rust guest drops a cancelled export's future at once (its awaits learn of
-    # the cancel before a `ready` in the same poll): the race the Python guest had
-    await _cancel_after_each_step(
-        rust_cases_component,
-        name,
-        args,
-        checkpoint=trio.lowlevel.checkpoint,
-        sleep=trio.sleep,
-        steps=12,
-        grace=10.0,
-        package="test:rust-cases",
-    )
