@@ -508,9 +508,10 @@ async def test_the_caller_cancelled_after_each_step_on_trio(
     )
 
 
-# (on asyncio, in real time, the import-using calls race their cancels with the clock:
-# echo-via-host("x", 1) was seen to die as echo-now does on trio; left out, not flaky)
+# on asyncio, in real time, the host's import races the cancel with the clock
 _ASYNCIO_STEP_CALLS = [
+    pytest.param("echo-via-host", ("x", 0), id="echo-now"),
+    pytest.param("echo-via-host", ("x", 1), id="echo-later"),
     pytest.param("immediate", ("x",), id="immediate"),
     pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
 ]
