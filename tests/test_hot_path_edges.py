@@ -329,6 +329,45 @@ async def test_a_request_written_at_send_and_dropped_gives_up_its_connection() -
         assert client.statistics(origin) == (0, 0, 0)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.parametrize("where", ["another-thread", "the-loop-thread"])
+async def test_a_dropped_request_hands_its_place_to_the_next_on_the_event_loop(
+    where: str,
+) -> None:
+    # the finaliser of a request written at send() runs wherever its last reference
+    # goes (here a worker thread, or the loop's thread outside any task); the request
+    # waiting in line for the connection's place must be woken on the event loop
+    from test_http_client import body_of, get, keep_alive_server, server
+
+    from trio_isyswasfa.http import HttpClient
+
+    got: list[bytes] = []
+    fetched = trio.Event()
+
+    async def fetch(client: HttpClient, port: int) -> None:
+        got.append(await body_of(await client.send(get(port, "/waiting"))))
+        fetched.set()
+
+    client = HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=1)
+    async with client, server(keep_alive_server) as up, trio.open_nursery() as nursery:
+        assert await body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        await trio.testing.wait_all_tasks_blocked()
+        origin = ("http", "127.0.0.1", up.port)
+        held = [client.send(get(up.port, "/dropped"))]  # written: the one place taken
+        nursery.start_soon(fetch, client, up.port)
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics(origin) == (1, 0, 1)  # the fetch waits in line
+        if where == "another-thread":
+            await trio.to_thread.run_sync(held.clear)
+        else:
+            trio.lowlevel.current_trio_token().run_sync_soon(held.clear)
+        with trio.fail_after(10):  # (a hang guard: a lost wake-up never returns)
+            await fetched.wait()
+    assert got == [b"hello"]
+    assert up.connections == 2  # the dropped request's connection was not reused
+
+
 async def test_a_request_written_at_send_runs_as_a_nursery_task() -> None:
     # send() is no `async def` any more: what trio's start_soon asks of it still holds
     from test_http_client import body_of, get, keep_alive_server, server

@@ -301,6 +301,9 @@ class HttpClient(BackgroundTasks):
         self._open = False
         self._checkpoint_if_cancelled = anyio.lowlevel.checkpoint_if_cancelled
         self._on_trio = False  # (known once entered)
+        # the run's token on trio (where alone requests are written at send()): a
+        # finaliser hands its work to the event loop's thread through it
+        self._token: trio.lowlevel.TrioToken | None = None
 
     async def __aenter__(self) -> HttpClient:
         await super().__aenter__()
@@ -308,6 +311,7 @@ class HttpClient(BackgroundTasks):
         self._on_trio = running_trio()
         if self._on_trio:  # trio's own (anyio's looks the backend up at every call)
             self._checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+            self._token = trio.lowlevel.current_trio_token()
         return self
 
     async def _closed(self) -> None:
@@ -413,8 +417,22 @@ class HttpClient(BackgroundTasks):
             written.pool.open -= 1  # (the connection's socket goes with the client)
 
     def _drop_written(self, written: _Written) -> None:
-        """:meth:`_give_up`, synchronously, for a finaliser: the connection's socket is
-        closed at once and its place in the pool freed."""
+        """:meth:`_give_up` for a finaliser, which runs wherever the garbage is found:
+        on another thread, or between any two steps of the event loop's own code. The
+        pool is touched, and a request waiting in line woken, only on the event loop's
+        thread between tasks (trio's ``run_sync_soon``, safe from anywhere); once the
+        run is over, nothing else runs, so here and now."""
+        token = self._token
+        if token is not None:
+            try:
+                token.run_sync_soon(self._dropped, written)
+                return
+            except trio.RunFinishedError:
+                pass
+        self._dropped(written)
+
+    def _dropped(self, written: _Written) -> None:
+        """Close a dropped written request's socket and free its place in the pool."""
         sock = written.conn.sock
         if sock is not None:  # (a request is written at send() only on a plain socket)
             with contextlib.suppress(RuntimeError):  # (outside trio: nobody waits on it)
