@@ -14,7 +14,7 @@ from trio_isyswasfa.engine import _core, _shim
 from trio_isyswasfa.engine._component import OwnEngineInstance, OwnExportFunc
 from trio_isyswasfa.engine._fiber import FiberStore, Staged
 from trio_isyswasfa.engine._reader import read_component
-from trio_isyswasfa.testing import build_wat_component
+from trio_isyswasfa.testing import build_wat_component, bump_realloc_wat
 
 WIT = """\
 package test:staged;
@@ -31,25 +31,22 @@ world w {
 }
 """
 
-# ``cabi_realloc`` bumps from 4096 (growing the memory as needed), or, in mode 1,
-# answers a block far out of bounds
-WAT = """\
+# ``cabi_realloc`` counts its calls and bumps from 4096 (growing the memory as needed),
+# or, in mode 1, answers a block far out of bounds
+COUNTING_REALLOC = bump_realloc_wat(
+    4096,
+    first="""(global.set $allocs (i32.add (global.get $allocs) (i32.const 1)))
+    (if (i32.eq (global.get $mode) (i32.const 1)) (then (return (i32.const 0x7fff0000))))""",
+)
+WAT = (
+    """\
 (module
   (memory (export "memory") 1)
-  (global $bump (mut i32) (i32.const 4096))
   (global $mode (mut i32) (i32.const 0))
   (global $allocs (mut i32) (i32.const 0))
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
-    (global.set $allocs (i32.add (global.get $allocs) (i32.const 1)))
-    (if (i32.eq (global.get $mode) (i32.const 1)) (then (return (i32.const 0x7fff0000))))
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (local.get $p) (local.get 3)))
-    (block $fits
-      (br_if $fits (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
-      (drop (memory.grow (i32.add (i32.const 1)
-        (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
-                   (i32.const 16))))))
-    (local.get $p))
+"""
+    + COUNTING_REALLOC
+    + """\
   (func (export "test:staged/api#echo") (param i32 i32 i32 i32 i32) (result i32)
     (i32.store (i32.const 1024) (local.get 0))
     (i32.store (i32.const 1028) (local.get 1))
@@ -71,6 +68,7 @@ WAT = """\
   (func (export "cabi_post_test:staged/api#grown") (param i32))
 )
 """
+)
 
 API = "test:staged/api"
 

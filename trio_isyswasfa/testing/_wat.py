@@ -41,11 +41,18 @@ def build_wat_component(wit: Path | str, world: str, wat: str) -> bytes:
         return (work / "component.wasm").read_bytes()
 
 
-def bump_realloc_wat(base: int) -> str:
+def bump_realloc_wat(base: int, *, first: str = "") -> str:
     """WAT for a module's ``cabi_realloc``: a bump allocator from ``base`` that grows
-    the module's ``memory`` as it needs (never frees). Splice it into a module's text."""
+    the module's ``memory`` as it needs (never frees). Splice it into a module's text.
+
+    Args:
+      base: the first address it hands out.
+      first: WAT instructions each call runs before it allocates, leaving the stack
+        empty: to count the calls in a global, or ``return`` another address.
+    """
     return f"""  (global $bump (mut i32) (i32.const {base}))
   (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    {first}
     (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
                            (i32.sub (i32.const 0) (local.get 2))))
     (global.set $bump (i32.add (local.get $p) (local.get 3)))
