@@ -11,8 +11,9 @@ the package imports only what it needs.
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from ._lazy import lazy_names as _lazy_names
 
 if _typing.TYPE_CHECKING:
     from ._engine import Err as Err
@@ -67,18 +68,7 @@ _LAZY = {
 
 
 if not _typing.TYPE_CHECKING:  # (for mypy, the imports above: a typo stays an error)
-
-    def __getattr__(name: str) -> _typing.Any:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(_importlib.import_module(module, __name__), name)
-        globals()[name] = value
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    __getattr__, __dir__ = _lazy_names(globals(), _LAZY)
 
 
 __all__ = [

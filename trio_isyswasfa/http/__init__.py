@@ -9,9 +9,9 @@ them (70-130 ms of CPU, a tenth to a sixth of what ``run`` imports).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names as _lazy_names
 from .types import Body as Body
 from .types import ErrorCode as ErrorCode
 from .types import Fields as Fields
@@ -52,17 +52,8 @@ def app_from_environment() -> ComponentApp:
     return make()
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+if not TYPE_CHECKING:  # (for mypy, the imports above: a typo stays an error)
+    __getattr__, __dir__ = _lazy_names(globals(), _LAZY)
 
 
 __all__ = [
