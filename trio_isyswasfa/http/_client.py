@@ -247,8 +247,9 @@ class _Sending(StartedAtCall[Response]):
 
     def __del__(self) -> None:
         # dropped without close() or await: a request written at send() would keep
-        # its connection counted open, its response unread. No task may start here
-        # (a finaliser runs wherever the garbage is found): close it synchronously.
+        # its connection counted open, its response unread. No task may start here,
+        # nor the pool be touched (a finaliser runs wherever the garbage is found, on
+        # any thread): _drop_written hands the closing to the event loop's thread.
         written = self._written
         if written is not None and getcoroutinestate(self._coro) == CORO_CREATED:
             self._written = None
