@@ -65,6 +65,8 @@ interface api {
   add: func(a: u32, b: u32) -> u32;
   shout: func(s: string) -> string;
   noisy: func(s: string) -> string;
+  noisy-add: func(a: u32, b: u32) -> u32;
+  quiet-add: func(a: u32, b: u32) -> u32;
   posts: func() -> u32;
   bad-string: func() -> string;
   echo-list: func(xs: list<u32>) -> list<u32>;
@@ -120,6 +122,14 @@ WAT = f"""\
     (i32.const 1024))
   (func (export "cabi_post_test:run/api#noisy") (param i32)
     (call $note (i32.const 99)))
+  (func (export "test:run/api#noisy-add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "cabi_post_test:run/api#noisy-add") (param i32)
+    (call $note (local.get 0)))
+  (func (export "test:run/api#quiet-add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "cabi_post_test:run/api#quiet-add") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (local.get 0))))
   (func (export "test:run/api#echo-list") (param i32 i32) (result i32)
     (i32.store (i32.const 1024) (local.get 0))
     (i32.store (i32.const 1028) (local.get 1))
@@ -327,6 +337,28 @@ async def test_post_return_cannot_call_the_host(run_wasm: bytes, open_instance: 
     with pytest.raises(GuestTrap, match="cannot leave"):
         await inst.call(API, "noisy", "a")
     assert host.notes == []
+
+
+async def test_a_post_return_after_plain_results_cannot_call_the_host(
+    run_wasm: bytes, open_instance: Open
+) -> None:
+    # a u32 result needs no lifting before the post-return: on ours the runner clears
+    # may_leave itself around it (no host function between the export and it)
+    host = Host()
+    inst = open_instance(run_wasm, host)
+    with pytest.raises(GuestTrap, match="cannot leave"):
+        await inst.call(API, "noisy-add", 1, 2)
+    assert host.notes == []
+
+
+async def test_the_instance_may_call_out_again_after_a_post_return(
+    run_wasm: bytes, open_instance: Open
+) -> None:
+    inst = open_instance(run_wasm, Host())
+    assert await inst.call(API, "quiet-add", 1, 2) == 3
+    assert await inst.call(API, "read-counter", 4) == 8  # calls the host: may_leave again
+    assert await inst.call(API, "quiet-add", 5, 6) == 11
+    assert await inst.call(API, "posts") == 14  # the post-returns ran, with the results
 
 
 async def test_a_lifting_failure_is_what_the_call_raises(run_wasm: bytes) -> None:

@@ -360,12 +360,25 @@ class _ComponentInstance(CoreInstances):
         self.table.destructors = owner.destructors  # shared: a drop anywhere runs the dtor
         self.table.defines.update(r.resource for r in component.resources)
         self.may_enter = True  # no call into it is running (no reentrance)
-        self.may_leave = True  # it may call imports (not from post-return)
+        # ``may_leave``: it may call imports (not from post-return); a byte of the
+        # store's dispatcher memory, so that a runner clears it around a post-return
+        # without a host function (``_shim``'s ``leave``)
+        self.leave_at, self.leave_flag = owner.fibers.leave_flag()
         self._guest_memories: dict[tuple[int, int | None], CoreMemory] = {}
         super().__init__(component, owner.store, use_cache=use_cache, compiled=compiled, args=args)
         for r in component.resources:
             if r.dtor is not None:
                 owner.destructors[r.resource] = _Destructor(self, r.dtor, r.resource.name)
+
+    @property
+    def may_leave(self) -> bool:
+        """Whether it may call out now (not while its post-return runs): the canonical
+        ABI's ``may_leave``, kept in :attr:`leave_flag`."""
+        return bool(self.leave_flag[0])
+
+    @may_leave.setter
+    def may_leave(self, value: bool) -> None:
+        self.leave_flag[0] = value
 
     def _entered(self, node: NodePlan) -> None:
         if node.index == 0:
@@ -701,11 +714,12 @@ class OwnEngineInstance:
         faults = self.faults
         plain = _plain(abi)
         lift_args, lower_result = abi.lift_args, abi.lower_result
+        may_leave = instance.leave_flag
 
         def lowered(args: list[Any]) -> list[Any]:
             if faults.fault is not None:
                 raise GuestTrap("instance is dead")
-            if not instance.may_leave:
+            if not may_leave[0]:
                 raise self._fault(
                     label, GuestTrap(f"cannot leave component instance to call {label}")
                 )
@@ -743,11 +757,12 @@ class OwnEngineInstance:
         to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
         masks = [_MASKS[k] for k in abi.import_core_params]
         n_results = len(abi.import_core_results)
+        may_leave = instance.leave_flag
 
         def run(*core: Any) -> Generator[Any, Any, Any]:
             if faults.fault is not None:
                 raise GuestTrap("instance is dead")
-            if not instance.may_leave:
+            if not may_leave[0]:
                 raise self._fault(
                     label, GuestTrap(f"cannot leave component instance to call {label}")
                 )
@@ -964,6 +979,17 @@ class _Lifted:
         self._lift_error: BaseException | None = None
         self._lower_error: HostProtocolError | None = None
         self._sized = False  # the lift hook is told the memory's size (``_make_run``)
+        # with a post-return, and results that it cannot change (no memory, no handles)
+        # nor borrows to end before it: the runner keeps ``may_leave`` clear around the
+        # post-return itself, and the results are lifted after the call; no ``lift``
+        # hook, no C→Python crossing
+        self._leaves = (
+            self.post is not None
+            and instance.leave_at is not None
+            and not abi._result_touches_memory
+            and not _has_handles(abi.func.result)
+            and not any(_has_handles(t) for _, t in abi.func.params)
+        )
 
     def _make_run(self, *, staged: bool = False) -> _fiber.FiberFunc:
         """The export's runner on the store's fiber (see ``_shim``), with its hooks: the
@@ -977,7 +1003,10 @@ class _Lifted:
         if self._lowers and not staged:
             lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
         sized = None
-        if self.post is not None:
+        if self._leaves:
+            assert self.post is not None
+            post = self.post.func
+        elif self.post is not None:
             results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
             memory = self.memory
             if memory is not None and self.abi._result_touches_memory:
@@ -999,6 +1028,7 @@ class _Lifted:
             unsigned=True,
             staged=plan.staged if staged and isinstance(plan, _StagePlan) else None,
             sized=sized,
+            leave=self.instance.leave_at if self._leaves else None,
         )
         run.label = self.label
         if staged:
@@ -1041,7 +1071,7 @@ class _Lifted:
         finally:
             if memory is not None:
                 memory.known_size = -1
-        self.instance.may_leave = False  # post-return may not call out
+        self.instance.leave_flag[0] = 0  # post-return may not call out
         return []
 
     def _enter(self) -> AbiContext:
@@ -1070,12 +1100,12 @@ class _Lifted:
         if self.plain is None:
             cx.scope.finish()
         if self.post is not None:
-            instance = self.instance
-            instance.may_leave = False  # post-return may not call out
+            flag = self.instance.leave_flag
+            flag[0] = 0  # post-return may not call out
             try:
                 self.owner.run_now(self.post, results)
             finally:
-                instance.may_leave = True
+                flag[0] = 1
         return value
 
     def _failed(self, exc: IsyswasfaError) -> BaseException:
@@ -1156,12 +1186,15 @@ class _Lifted:
                 finally:
                     self._cx = None
                     self._args = ()
-                    instance.may_leave = True
+                    if not self._leaves:  # (else the runner set it again)
+                        instance.leave_flag[0] = 1
                 lower_error, self._lower_error = self._lower_error, None
                 if lower_error is not None:  # nothing ran: the instance lives on
                     raise lower_error
                 if self.post is None:
                     return self._end(cx, results)
+                if self._leaves:  # the post-return ran: nothing it did changes them
+                    return self.abi.lift_result(cx, results)
                 value, self._value = self._value, None
                 return value
             except IsyswasfaError as exc:
@@ -1324,12 +1357,20 @@ def _is_bytes(ty: ValType) -> bool:
 class OwnExportFunc:
     """An exported function of an :class:`OwnEngineInstance`."""
 
-    __slots__ = ("_lifted", "label", "owner")
+    __slots__ = ("_lifted", "call", "label", "owner")
+
+    call: Callable[..., Coroutine[Any, Any, Any]]
+    """Run the export on a fiber (awaiting what this returns): while the guest waits
+    in a blocking host function or computes past an epoch tick, the event loop runs
+    other tasks. Calls into one instance take turns. Raises as :meth:`call_sync`
+    does; a cancellation while the guest waits abandons the call and the instance is
+    dead. (The lifted function's own coroutine: no frame of ours per call.)"""
 
     def __init__(self, owner: OwnEngineInstance, lifted: _Lifted, label: str) -> None:
         self.owner = owner
         self._lifted = lifted
         self.label = label
+        self.call = lifted.call
 
     def call_sync(self, *args: Any) -> Any:
         """Run the export to its end without the event loop (the guest cannot wait).
@@ -1341,14 +1382,6 @@ class OwnExportFunc:
           InstanceDead: the instance died in an earlier call.
         """
         return self._lifted.sync(*args)
-
-    def call(self, *args: Any) -> Coroutine[Any, Any, Any]:
-        """Run the export on a fiber (awaiting what this returns): while the guest waits
-        in a blocking host function or computes past an epoch tick, the event loop runs
-        other tasks. Calls into one instance take turns. Raises as :meth:`call_sync`
-        does; a cancellation while the guest waits abandons the call and the instance is
-        dead."""
-        return self._lifted.call(*args)  # (its coroutine: no frame of our own)
 
 
 __all__ = [
