@@ -983,6 +983,10 @@ class _Lifted:
         # nor borrows to end before it: the runner keeps ``may_leave`` clear around the
         # post-return itself, and the results are lifted after the call; no ``lift``
         # hook, no C→Python crossing
+        # the context of a call whose values touch neither memory nor handles, and that
+        # has no hooks (no staged arguments, no lower hook, no lift hook): it takes the
+        # straight path in :meth:`call` (set at the first call, once the runner is made)
+        self._direct: AbiContext | None = None
         self._leaves = (
             self.post is not None
             and instance.leave_at is not None
@@ -1143,9 +1147,49 @@ class _Lifted:
         event loop runs on while the guest waits or computes (one coroutine frame from
         :meth:`OwnExportFunc.call` down to the fiber's poll)."""
         turns = self.owner.turns
-        if not turns.take_nowait():
+        if turns._held:  # (``Turns.take_nowait``, inline: it runs once a call)
             await turns.take()
+        else:
+            turns._held = True
         try:
+            direct = self._direct
+            if direct is not None:
+                # plain values and no hooks (see ``_direct``): :meth:`_begin`, the first
+                # poll and :meth:`_end` in straight code, with the same checks
+                if self.owner.faults.fault is not None:
+                    raise InstanceDead(
+                        f"the component instance has failed: {self.owner.faults.fault}"
+                    )
+                instance = self.instance
+                if not instance.may_enter:
+                    raise GuestTrap(
+                        f"cannot enter the component instance again to call {self.label}"
+                    )
+                abi = self.abi
+                flat = abi.lower_args(direct, args)  # a HostProtocolError here ran nothing
+                run = self._run
+                assert run is not None
+                instance.may_enter = False
+                try:
+                    results = run.start_now(flat, _NO_BLOBS)
+                    if results is _RUNNING:
+                        results = await run.run_on()
+                    elif results is _NOT_NOW:
+                        results = await run.call_staged(flat, _NO_BLOBS)
+                    # (a post-return, if any, ran in the runner, may_leave cleared)
+                    return abi.lift_result(direct, results)
+                except IsyswasfaError as exc:
+                    failure = self._failed(exc)
+                    if failure is exc:
+                        raise
+                    raise failure from failure.__cause__
+                except BaseException:
+                    owner = self.owner
+                    if owner.fibers.fault is not None:  # abandoned where it stood
+                        owner.faults.record(owner.fibers.fault)
+                    raise
+                finally:
+                    instance.may_enter = True
             instance = self.instance
             blobs: list[Any] = _NO_BLOBS
             plan = self._stage_plan
@@ -1164,6 +1208,8 @@ class _Lifted:
                 instance.may_enter = False
             else:
                 run = self._run if self._run is not None else self._make_run()
+                if plan is None and not self._lowers and (self.post is None or self._leaves):
+                    self._direct = self.plain  # (the next calls take the straight path)
                 if self._lowers:  # by :meth:`_lower`, on the fiber
                     cx = self._enter()
                     self._args = args
@@ -1215,7 +1261,10 @@ class _Lifted:
             finally:
                 instance.may_enter = True
         finally:
-            turns.give_back()
+            if turns._line:  # (``Turns.give_back``, inline when nobody waits)
+                turns.give_back()
+            else:
+                turns._held = False
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
