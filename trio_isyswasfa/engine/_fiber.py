@@ -1096,7 +1096,10 @@ class FiberFunc:
             owner._leave()
             raise
         if got is not _RUNNING:
-            owner._leave()
+            if owner.fault is None and owner._idle is None:
+                owner._busy = False  # (:meth:`FiberStore._leave` with nothing else to do)
+            else:
+                owner._leave()
         return got
 
     async def run_on(self) -> Any:
@@ -1157,6 +1160,9 @@ class FiberFunc:
             raise self._ended(server)  # only a trap (or an error) ends it in a call
         if not view[_FLAG]:  # parked again: the call returned
             server.parked = True
+            if self._unsigned:  # (:meth:`_given`, inline for the component path's calls)
+                read = self._read_results
+                return None if read is None else list(read(view, _RESULTS))
             return self._given(view)
         self._running = server
         limit = owner.limits.max_run_seconds
