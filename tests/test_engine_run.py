@@ -65,7 +65,10 @@ interface api {
   add: func(a: u32, b: u32) -> u32;
   shout: func(s: string) -> string;
   noisy: func(s: string) -> string;
+  noisy-add: func(a: u32, b: u32) -> u32;
+  quiet-add: func(a: u32, b: u32) -> u32;
   posts: func() -> u32;
+  bad-char: func() -> char;
   bad-string: func() -> string;
   echo-list: func(xs: list<u32>) -> list<u32>;
   swap: func(p: point) -> point;
@@ -120,6 +123,16 @@ WAT = f"""\
     (i32.const 1024))
   (func (export "cabi_post_test:run/api#noisy") (param i32)
     (call $note (i32.const 99)))
+  (func (export "test:run/api#bad-char") (result i32)
+    (i32.const 0xD800))
+  (func (export "test:run/api#noisy-add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "cabi_post_test:run/api#noisy-add") (param i32)
+    (call $note (local.get 0)))
+  (func (export "test:run/api#quiet-add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "cabi_post_test:run/api#quiet-add") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (local.get 0))))
   (func (export "test:run/api#echo-list") (param i32 i32) (result i32)
     (i32.store (i32.const 1024) (local.get 0))
     (i32.store (i32.const 1028) (local.get 1))
@@ -329,6 +342,28 @@ async def test_post_return_cannot_call_the_host(run_wasm: bytes, open_instance: 
     assert host.notes == []
 
 
+async def test_a_post_return_after_plain_results_cannot_call_the_host(
+    run_wasm: bytes, open_instance: Open
+) -> None:
+    # a u32 result needs no lifting before the post-return: on ours the runner clears
+    # may_leave itself around it (no host function between the export and it)
+    host = Host()
+    inst = open_instance(run_wasm, host)
+    with pytest.raises(GuestTrap, match="cannot leave"):
+        await inst.call(API, "noisy-add", 1, 2)
+    assert host.notes == []
+
+
+async def test_the_instance_may_call_out_again_after_a_post_return(
+    run_wasm: bytes, open_instance: Open
+) -> None:
+    inst = open_instance(run_wasm, Host())
+    assert await inst.call(API, "quiet-add", 1, 2) == 3
+    assert await inst.call(API, "read-counter", 4) == 8  # calls the host: may_leave again
+    assert await inst.call(API, "quiet-add", 5, 6) == 11
+    assert await inst.call(API, "posts") == 14  # the post-returns ran, with the results
+
+
 async def test_a_lifting_failure_is_what_the_call_raises(run_wasm: bytes) -> None:
     # the export's results are lifted inside its core call (with the post-return, on one
     # fiber): a string out of bounds traps that call with the lifting's own error, and
@@ -389,6 +424,61 @@ async def test_bad_host_arguments_run_nothing(run_wasm: bytes) -> None:
     assert add.call_sync(1, 2) == 3  # the instance lives on
     with pytest.raises(LinkError, match="no export 'nope'"):
         inst.func(API, "nope")
+
+
+async def test_the_straight_path_of_plain_calls_keeps_the_checks(run_wasm: bytes) -> None:
+    # an export whose values touch neither memory nor handles takes a straight path
+    # from its second call on (``_Lifted.call``): bad arguments still run nothing, and
+    # an instance that died of a result it could not lift (its store sound) refuses it
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve, use_cache=False)
+    try:
+        add = inst.func(API, "add")
+        assert await add.call(1, 2) == 3
+        with pytest.raises(HostProtocolError):
+            await add.call(1, -1)
+        with pytest.raises(HostProtocolError):
+            await add.call(1)
+        assert await add.call(1, 2) == 3  # the instance lives on
+        with pytest.raises(GuestTrap, match="char"):
+            await inst.func(API, "bad-char").call()
+        with pytest.raises(InstanceDead):
+            await add.call(1, 2)
+    finally:
+        inst.close()
+
+
+async def test_the_straight_path_cannot_reenter_the_instance(run_wasm: bytes) -> None:
+    # a host function that starts a call of a plain export while a synchronous call is
+    # in the instance: the turns are free (a synchronous call takes none), may_enter not
+    host = Host()
+    resolve = host.resolve
+    made: list[OwnEngineInstance] = []
+    raised: list[BaseException] = []
+
+    def upper(s: str) -> str:
+        call = made[0].func(API, "add").call(1, 2)
+        try:
+            call.send(None)
+        except StopIteration:  # pragma: no cover - what the check prevents
+            pass
+        except GuestTrap as exc:
+            raised.append(exc)
+        return s.upper()
+
+    def reenter(item: _engine.ImportedItem) -> _engine.Resolved:
+        return upper if item.name == "upper" else resolve(item)
+
+    inst = OwnEngineInstance(read_component(run_wasm), reenter, use_cache=False)
+    made.append(inst)
+    try:
+        assert await inst.func(API, "add").call(1, 2) == 3  # the straight path from now on
+        assert await inst.func(API, "add").call(1, 2) == 3
+        assert inst.func(API, "shout").call_sync("x") == "X"
+        assert [str(e) for e in raised] == [
+            f"cannot enter the component instance again to call {API}#add"
+        ]
+    finally:
+        inst.close()
 
 
 async def test_bad_arguments_lowered_on_the_fiber_run_nothing(run_wasm: bytes) -> None:

@@ -1289,12 +1289,14 @@ class FuncAbi:
     _params: TypeAbi | None
     _result: TypeAbi | None
 
-    def __init__(self, func: FuncType, encoding: str = "utf8") -> None:
+    def __init__(self, func: FuncType, encoding: str = "utf8", *, lazy: bool = False) -> None:
+        """``lazy``: the generated code is made at the first call (see
+        :func:`func_abi`), not now."""
         self.func = func
         self._encoding = encoding
         param_types = tuple(ty for _, ty in func.params)
-        # ``_params`` and ``_result`` (the generated code) are made by ``__getattr__``
-        # on the first call: a guest imports hundreds of functions and calls few
+        # ``_params`` and ``_result`` (the generated code) are made on the first call
+        # (see ``_UnmadeFuncAbi``): a guest imports hundreds of functions and calls few
         flat_params = flatten(param_types)
         flat_result = flatten((func.result,)) if func.result is not None else ()
         self.params_in_memory = len(flat_params) > MAX_FLAT_PARAMS
@@ -1314,20 +1316,15 @@ class FuncAbi:
             () if self.result_in_memory else flat_result
         )
         self._import_entries: dict[bool, Callable[..., Callable[[int], None]] | None] = {}
+        if not lazy:
+            self._make()
 
-    def __getattr__(self, name: str) -> Any:
-        """``_params`` and ``_result``, specialised when first needed (each is then a
-        plain slot: later calls pay nothing for the laziness)."""
-        if name == "_params":
-            types = tuple(ty for _, ty in self.func.params)
-            made = type_abi(TupleType(types), self._encoding) if types else None
-        elif name == "_result":
-            result = self.func.result
-            made = type_abi(result, self._encoding) if result is not None else None
-        else:
-            raise AttributeError(name)
-        setattr(self, name, made)
-        return made
+    def _make(self) -> None:
+        """Make ``_params`` and ``_result``, the generated code."""
+        types = tuple(ty for _, ty in self.func.params)
+        self._params = type_abi(TupleType(types), self._encoding) if types else None
+        result = self.func.result
+        self._result = type_abi(result, self._encoding) if result is not None else None
 
     # -- the host calls a guest export --------------------------------------------------
 
@@ -1415,7 +1412,7 @@ def import_entry_factory(
     ``make(fn, cx, faults, instance, fault, leave, from_address, unpack_from,
     pack_into)`` gives the function of one instance: ``cx`` its :class:`AbiContext`
     (shared by its calls: a call's borrows are the lenders it added to ``cx.scope``),
-    ``faults.fault`` and ``instance.may_leave`` checked first, ``leave()`` what to raise
+    ``faults.fault`` and ``instance.leave_flag[0]`` (``may_leave``) checked first, ``leave()`` what to raise
     when it may not call out, ``fault(exc)`` what to raise for a failure; the rest
     read and write the raw values at the address the entry is called with.
     """
@@ -1440,6 +1437,23 @@ def import_entry_factory(
         )
     entries[to_error] = made
     return made
+
+
+class _UnmadeFuncAbi(FuncAbi):
+    """A :class:`FuncAbi` whose ``_params`` and ``_result`` (the generated code) are not
+    made yet: a guest imports hundreds of functions and calls few. They are made at the
+    first read of either, and the object then becomes a plain :class:`FuncAbi`: a class
+    with ``__getattr__`` routes *every* attribute read through a slower hook (about ten
+    times an ordinary one), and a call reads some eight of them."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("_params", "_result"):
+            raise AttributeError(name)
+        self._make()
+        self.__class__ = FuncAbi  # type: ignore[assignment]
+        return getattr(self, name)
 
 
 @lru_cache(maxsize=4096)
@@ -1473,7 +1487,7 @@ def _touches_memory(t: ValType) -> bool:
 @lru_cache(maxsize=1024)
 def func_abi(func: FuncType, encoding: str = "utf8") -> FuncAbi:
     """``func``'s :class:`FuncAbi` (cached per function type and encoding)."""
-    return FuncAbi(func, encoding)
+    return _UnmadeFuncAbi(func, encoding, lazy=True)
 
 
 __all__ = [

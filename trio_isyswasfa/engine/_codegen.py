@@ -205,7 +205,7 @@ class Generator:
         g.emit(2, "nonlocal last, view")
         g.emit(2, "if faults.fault is not None:")
         g.emit(3, "raise _GuestTrap('instance is dead')")
-        g.emit(2, "if not instance.may_leave:")
+        g.emit(2, "if not may_leave[0]:")
         g.emit(3, "raise leave()")
         g.emit(2, "rv = view")
         g.emit(2, "if raw != last:")
@@ -272,6 +272,7 @@ class Generator:
             "    last = 0",
             "    view = None",
             "    lenders = cx.scope.lenders",
+            "    may_leave = instance.leave_flag",
             "    def entry(raw):",
             *body,
             "    return entry",

@@ -360,12 +360,25 @@ class _ComponentInstance(CoreInstances):
         self.table.destructors = owner.destructors  # shared: a drop anywhere runs the dtor
         self.table.defines.update(r.resource for r in component.resources)
         self.may_enter = True  # no call into it is running (no reentrance)
-        self.may_leave = True  # it may call imports (not from post-return)
+        # ``may_leave``: it may call imports (not from post-return); a byte of the
+        # store's dispatcher memory, so that a runner clears it around a post-return
+        # without a host function (``_shim``'s ``leave``)
+        self.leave_at, self.leave_flag = owner.fibers.leave_flag()
         self._guest_memories: dict[tuple[int, int | None], CoreMemory] = {}
         super().__init__(component, owner.store, use_cache=use_cache, compiled=compiled, args=args)
         for r in component.resources:
             if r.dtor is not None:
                 owner.destructors[r.resource] = _Destructor(self, r.dtor, r.resource.name)
+
+    @property
+    def may_leave(self) -> bool:
+        """Whether it may call out now (not while its post-return runs): the canonical
+        ABI's ``may_leave``, kept in :attr:`leave_flag`."""
+        return bool(self.leave_flag[0])
+
+    @may_leave.setter
+    def may_leave(self, value: bool) -> None:
+        self.leave_flag[0] = value
 
     def _entered(self, node: NodePlan) -> None:
         if node.index == 0:
@@ -701,11 +714,12 @@ class OwnEngineInstance:
         faults = self.faults
         plain = _plain(abi)
         lift_args, lower_result = abi.lift_args, abi.lower_result
+        may_leave = instance.leave_flag
 
         def lowered(args: list[Any]) -> list[Any]:
             if faults.fault is not None:
                 raise GuestTrap("instance is dead")
-            if not instance.may_leave:
+            if not may_leave[0]:
                 raise self._fault(
                     label, GuestTrap(f"cannot leave component instance to call {label}")
                 )
@@ -743,11 +757,12 @@ class OwnEngineInstance:
         to_error = isinstance(ty.result, ResultType) and ty.result.err is not None
         masks = [_MASKS[k] for k in abi.import_core_params]
         n_results = len(abi.import_core_results)
+        may_leave = instance.leave_flag
 
         def run(*core: Any) -> Generator[Any, Any, Any]:
             if faults.fault is not None:
                 raise GuestTrap("instance is dead")
-            if not instance.may_leave:
+            if not may_leave[0]:
                 raise self._fault(
                     label, GuestTrap(f"cannot leave component instance to call {label}")
                 )
@@ -964,6 +979,21 @@ class _Lifted:
         self._lift_error: BaseException | None = None
         self._lower_error: HostProtocolError | None = None
         self._sized = False  # the lift hook is told the memory's size (``_make_run``)
+        # with a post-return, and results that it cannot change (no memory, no handles)
+        # nor borrows to end before it: the runner keeps ``may_leave`` clear around the
+        # post-return itself, and the results are lifted after the call; no ``lift``
+        # hook, no C→Python crossing
+        # the context of a call whose values touch neither memory nor handles, and that
+        # has no hooks (no staged arguments, no lower hook, no lift hook): it takes the
+        # straight path in :meth:`call` (set at the first call, once the runner is made)
+        self._direct: AbiContext | None = None
+        self._leaves = (
+            self.post is not None
+            and instance.leave_at is not None
+            and not abi._result_touches_memory
+            and not _has_handles(abi.func.result)
+            and not any(_has_handles(t) for _, t in abi.func.params)
+        )
 
     def _make_run(self, *, staged: bool = False) -> _fiber.FiberFunc:
         """The export's runner on the store's fiber (see ``_shim``), with its hooks: the
@@ -977,7 +1007,10 @@ class _Lifted:
         if self._lowers and not staged:
             lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
         sized = None
-        if self.post is not None:
+        if self._leaves:
+            assert self.post is not None
+            post = self.post.func
+        elif self.post is not None:
             results = [getattr(wasmtime.ValType, kind)() for kind in core.results]
             memory = self.memory
             if memory is not None and self.abi._result_touches_memory:
@@ -999,6 +1032,7 @@ class _Lifted:
             unsigned=True,
             staged=plan.staged if staged and isinstance(plan, _StagePlan) else None,
             sized=sized,
+            leave=self.instance.leave_at if self._leaves else None,
         )
         run.label = self.label
         if staged:
@@ -1041,7 +1075,7 @@ class _Lifted:
         finally:
             if memory is not None:
                 memory.known_size = -1
-        self.instance.may_leave = False  # post-return may not call out
+        self.instance.leave_flag[0] = 0  # post-return may not call out
         return []
 
     def _enter(self) -> AbiContext:
@@ -1070,12 +1104,12 @@ class _Lifted:
         if self.plain is None:
             cx.scope.finish()
         if self.post is not None:
-            instance = self.instance
-            instance.may_leave = False  # post-return may not call out
+            flag = self.instance.leave_flag
+            flag[0] = 0  # post-return may not call out
             try:
                 self.owner.run_now(self.post, results)
             finally:
-                instance.may_leave = True
+                flag[0] = 1
         return value
 
     def _failed(self, exc: IsyswasfaError) -> BaseException:
@@ -1113,9 +1147,49 @@ class _Lifted:
         event loop runs on while the guest waits or computes (one coroutine frame from
         :meth:`OwnExportFunc.call` down to the fiber's poll)."""
         turns = self.owner.turns
-        if not turns.take_nowait():
+        if turns._held:  # (``Turns.take_nowait``, inline: it runs once a call)
             await turns.take()
+        else:
+            turns._held = True
         try:
+            direct = self._direct
+            if direct is not None:
+                # plain values and no hooks (see ``_direct``): :meth:`_begin`, the first
+                # poll and :meth:`_end` in straight code, with the same checks
+                if self.owner.faults.fault is not None:
+                    raise InstanceDead(
+                        f"the component instance has failed: {self.owner.faults.fault}"
+                    )
+                instance = self.instance
+                if not instance.may_enter:
+                    raise GuestTrap(
+                        f"cannot enter the component instance again to call {self.label}"
+                    )
+                abi = self.abi
+                flat = abi.lower_args(direct, args)  # a HostProtocolError here ran nothing
+                run = self._run
+                assert run is not None
+                instance.may_enter = False
+                try:
+                    results = run.start_now(flat, _NO_BLOBS)
+                    if results is _RUNNING:
+                        results = await run.run_on()
+                    elif results is _NOT_NOW:
+                        results = await run.call_staged(flat, _NO_BLOBS)
+                    # (a post-return, if any, ran in the runner, may_leave cleared)
+                    return abi.lift_result(direct, results)
+                except IsyswasfaError as exc:
+                    failure = self._failed(exc)
+                    if failure is exc:
+                        raise
+                    raise failure from failure.__cause__
+                except BaseException:
+                    owner = self.owner
+                    if owner.fibers.fault is not None:  # abandoned where it stood
+                        owner.faults.record(owner.fibers.fault)
+                    raise
+                finally:
+                    instance.may_enter = True
             instance = self.instance
             blobs: list[Any] = _NO_BLOBS
             plan = self._stage_plan
@@ -1134,6 +1208,8 @@ class _Lifted:
                 instance.may_enter = False
             else:
                 run = self._run if self._run is not None else self._make_run()
+                if plan is None and not self._lowers and (self.post is None or self._leaves):
+                    self._direct = self.plain  # (the next calls take the straight path)
                 if self._lowers:  # by :meth:`_lower`, on the fiber
                     cx = self._enter()
                     self._args = args
@@ -1156,12 +1232,15 @@ class _Lifted:
                 finally:
                     self._cx = None
                     self._args = ()
-                    instance.may_leave = True
+                    if not self._leaves:  # (else the runner set it again)
+                        instance.leave_flag[0] = 1
                 lower_error, self._lower_error = self._lower_error, None
                 if lower_error is not None:  # nothing ran: the instance lives on
                     raise lower_error
                 if self.post is None:
                     return self._end(cx, results)
+                if self._leaves:  # the post-return ran: nothing it did changes them
+                    return self.abi.lift_result(cx, results)
                 value, self._value = self._value, None
                 return value
             except IsyswasfaError as exc:
@@ -1182,7 +1261,10 @@ class _Lifted:
             finally:
                 instance.may_enter = True
         finally:
-            turns.give_back()
+            if turns._line:  # (``Turns.give_back``, inline when nobody waits)
+                turns.give_back()
+            else:
+                turns._held = False
 
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
@@ -1324,12 +1406,20 @@ def _is_bytes(ty: ValType) -> bool:
 class OwnExportFunc:
     """An exported function of an :class:`OwnEngineInstance`."""
 
-    __slots__ = ("_lifted", "label", "owner")
+    __slots__ = ("_lifted", "call", "label", "owner")
+
+    call: Callable[..., Coroutine[Any, Any, Any]]
+    """Run the export on a fiber (awaiting what this returns): while the guest waits
+    in a blocking host function or computes past an epoch tick, the event loop runs
+    other tasks. Calls into one instance take turns. Raises as :meth:`call_sync`
+    does; a cancellation while the guest waits abandons the call and the instance is
+    dead. (The lifted function's own coroutine: no frame of ours per call.)"""
 
     def __init__(self, owner: OwnEngineInstance, lifted: _Lifted, label: str) -> None:
         self.owner = owner
         self._lifted = lifted
         self.label = label
+        self.call = lifted.call
 
     def call_sync(self, *args: Any) -> Any:
         """Run the export to its end without the event loop (the guest cannot wait).
@@ -1341,14 +1431,6 @@ class OwnExportFunc:
           InstanceDead: the instance died in an earlier call.
         """
         return self._lifted.sync(*args)
-
-    def call(self, *args: Any) -> Coroutine[Any, Any, Any]:
-        """Run the export on a fiber (awaiting what this returns): while the guest waits
-        in a blocking host function or computes past an epoch tick, the event loop runs
-        other tasks. Calls into one instance take turns. Raises as :meth:`call_sync`
-        does; a cancellation while the guest waits abandons the call and the instance is
-        dead."""
-        return self._lifted.call(*args)  # (its coroutine: no frame of our own)
 
 
 __all__ = [

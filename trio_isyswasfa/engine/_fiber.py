@@ -700,6 +700,10 @@ class FiberStore:
         self._host_keys: list[int] = []  # of the host functions made in this store
         self._linker: wasmtime.Linker | None = None  # the one :meth:`defining` lends
         self._dispatch: _Dispatch | None = None  # made at the first call through it
+        # the dispatcher's memory (made at the first call, or at the first may_leave
+        # flag), its address and a view of it: one page that never grows or moves
+        self._page: tuple[wasmtime.Memory, int, memoryview] | None = None
+        self._next_leave = _shim.LEAVE  # the next free may_leave flag
         self._server: _Server | None = None  # the long-lived fiber, parked between calls
 
     @property
@@ -741,13 +745,38 @@ class FiberStore:
         finally:
             server.close()
 
+    def _dispatch_page(self) -> tuple[wasmtime.Memory, int, memoryview]:
+        """The dispatcher's memory, its address and a view of it, made once."""
+        page = self._page
+        if page is None:
+            self.stop_server()  # (none yet: the first call makes the page)
+            store = self.store
+            memory = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(1, 1)))
+            base = ctypes.cast(memory.data_ptr(store), c_void_p).value or 0
+            view = memoryview((ctypes.c_ubyte * 65536).from_address(base)).cast("B")
+            page = self._page = (memory, base, view)
+        return page
+
+    def leave_flag(self) -> tuple[int | None, memoryview]:
+        """A new ``may_leave`` flag (a component instance's, set: it may call out): its
+        offset in the dispatcher's memory, where runners clear it around a post-return
+        (``_shim``'s ``leave``), and a one-byte view of it, which the host reads and
+        writes. Past ``_shim.LEAVE_SIZE`` flags in one store, a byte of host memory
+        (offset ``None``: only the host writes it)."""
+        at = self._next_leave
+        if at >= _shim.LEAVE + _shim.LEAVE_SIZE:
+            return None, memoryview(bytearray(b"\x01"))
+        self._next_leave = at + 1
+        view = self._dispatch_page()[2]
+        view[at] = 1
+        return at, view[at : at + 1]
+
     def _dispatcher(self) -> _Dispatch:
         """The store's dispatcher instance (``_shim``), made once."""
         dispatch = self._dispatch
         if dispatch is None:
             store = self.store
-            memory = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(1, 1)))
-            base = ctypes.cast(memory.data_ptr(store), c_void_p).value or 0
+            memory, base, view = self._dispatch_page()
             linker = wasmtime.Linker(_engine.engine())
             error = ffi.wasmtime_linker_define_async_func(
                 linker.ptr(), b"", 0, b"next", 4, _NO_VALUES_TYPE.ptr(), _PARK,
@@ -765,7 +794,6 @@ class FiberStore:
             serve, table = exports["serve"], exports["table"]
             assert isinstance(serve, wasmtime.Func)
             assert isinstance(table, wasmtime.Table)
-            view = memoryview((ctypes.c_ubyte * 65536).from_address(base)).cast("B")
             dispatch = self._dispatch = _Dispatch(memory, table, serve, view)
         return dispatch
 
@@ -841,6 +869,7 @@ class FiberStore:
         unsigned: bool = False,
         staged: Staged | None = None,
         sized: wasmtime.Memory | None = None,
+        leave: int | None = None,
     ) -> FiberFunc:
         """``func`` of this store, ready to be called on the store's fiber (its type read
         once). With ``lower`` (a host function ``() -> i32``), a call takes no arguments:
@@ -853,7 +882,10 @@ class FiberStore:
         arguments are bytes copied into the guest's memory on the fiber (see
         :class:`Staged` and :meth:`FiberFunc.call_staged`). With ``sized`` (a memory;
         with ``lift``), ``lift`` takes one more argument after the results: that
-        memory's size in pages when the function returned (``_shim``'s ``sized``)."""
+        memory's size in pages when the function returned (``_shim``'s ``sized``).
+        With ``post`` and ``leave`` (a flag of :meth:`leave_flag`) but no ``lift``, the
+        call gives its results as without ``post``, and the runner clears the flag
+        while ``post`` runs (``_shim``'s ``leave``)."""
         return FiberFunc(
             self,
             func,
@@ -863,6 +895,7 @@ class FiberStore:
             unsigned=unsigned,
             staged=staged,
             sized=sized,
+            leave=leave,
         )
 
     async def call(self, func: wasmtime.Func, *args: CoreValue) -> Any:
@@ -955,6 +988,7 @@ class FiberFunc:
         unsigned: bool = False,
         staged: Staged | None = None,
         sized: wasmtime.Memory | None = None,
+        leave: int | None = None,
     ) -> None:
         self.owner = owner
         self.func = func
@@ -979,13 +1013,16 @@ class FiberFunc:
         servable = max(len(params), len(results)) <= _shim.MAX_VALUES
         if (lower or lift or post) and not servable:
             raise HostProtocolError("too many core values for a function with hooks")
-        if (lift is None) != (post is None):
-            raise HostProtocolError("a lift needs a post-return, and a post-return a lift")
+        if lift is not None and post is None:
+            raise HostProtocolError("a lift needs a post-return")
+        if post is not None and (lift is None) == (leave is None):
+            raise HostProtocolError("a post-return needs a lift hook or a may_leave flag")
         if staged is not None and (lower is not None or not servable):
             raise HostProtocolError("staged arguments go through a runner, without a lower hook")
         if sized is not None and (lift is None or (staged and staged.memory is not sized)):
             raise HostProtocolError("a sized memory is a lift hook's, and the staged one")
         self._sized = sized
+        self._leave = leave
         self._slot: int | None = None if servable else 0
         self._kinds = kinds
         self._hooks = (lower, lift, post)
@@ -999,7 +1036,7 @@ class FiberFunc:
         self._pack_call = _call_packer(tuple(packed), lower is not None)
         self._pack_args = _args_packer(kinds[0])
         self._read_results: Callable[[Any, int], tuple[Any, ...]] | None = (
-            None if post is not None else _results_layout(kinds[1], unsigned).unpack_from
+            None if lift is not None else _results_layout(kinds[1], unsigned).unpack_from
         )
 
     def __call__(self, *args: CoreValue) -> Coroutine[Any, Any, Any]:
@@ -1059,7 +1096,10 @@ class FiberFunc:
             owner._leave()
             raise
         if got is not _RUNNING:
-            owner._leave()
+            if owner.fault is None and owner._idle is None:
+                owner._busy = False  # (:meth:`FiberStore._leave` with nothing else to do)
+            else:
+                owner._leave()
         return got
 
     async def run_on(self) -> Any:
@@ -1109,7 +1149,7 @@ class FiberFunc:
         host_before = clock.host
         start = _perf_counter()
         try:
-            done = server._done = _future_poll(server._future)
+            done = server._done = _poll_at(server.future_at)
         finally:
             _core.polls -= 1
             _current = previous
@@ -1120,6 +1160,9 @@ class FiberFunc:
             raise self._ended(server)  # only a trap (or an error) ends it in a call
         if not view[_FLAG]:  # parked again: the call returned
             server.parked = True
+            if self._unsigned:  # (:meth:`_given`, inline for the component path's calls)
+                read = self._read_results
+                return None if read is None else list(read(view, _RESULTS))
             return self._given(view)
         self._running = server
         limit = owner.limits.max_run_seconds
@@ -1184,6 +1227,7 @@ class FiberFunc:
             post=post is not None,
             staged=staged.params if staged is not None else (),
             sized=self._sized is not None,
+            leave=self._leave,
         )
         if staged is not None:
             imports: list[Any] = [dispatch.memory, staged.memory, self.func, staged.realloc]
@@ -1465,6 +1509,10 @@ class _Server(_Polling):
             byref(self._trap), byref(self._error),
         )  # fmt: skip
         self._future = future
+        # its address, for the first poll of each call: a ``void *`` argument costs
+        # ctypes far less to convert than a typed pointer (whose ``from_param`` checks
+        # classes: ~1,500 instructions of a ~37,000-instruction call)
+        self.future_at: int = ctypes.cast(future, c_void_p).value or 0
         # the future reads the function (``serve_ref``) and writes the trap and the
         # error in place, to its end: they stay with it
         self._drop = weakref.finalize(
@@ -1583,6 +1631,9 @@ def _results_layout(results: tuple[str, ...], unsigned: bool) -> struct.Struct:
 _perf_counter = time.perf_counter
 _call_async = wasmtime._bindings._wasmtime_func_call_async
 _future_poll = wasmtime._bindings._wasmtime_call_future_poll
+_poll_at = ctypes.CFUNCTYPE(ctypes.c_bool, c_void_p)(("wasmtime_call_future_poll", ffi.dll))
+"""``wasmtime_call_future_poll`` on a plain address (the GIL released, as any ctypes
+call: the ticker thread must run while the guest computes)."""
 _future_delete = wasmtime._bindings._wasmtime_call_future_delete
 _set_epoch_deadline = ctypes.CFUNCTYPE(None, c_void_p, ctypes.c_uint64)(
     ("wasmtime_context_set_epoch_deadline", ffi.dll)

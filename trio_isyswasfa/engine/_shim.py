@@ -54,7 +54,14 @@ RESULTS = ARGS + 8 * 16
 """Offset of the core results, one 8-byte slot each."""
 MAX_VALUES = 16
 """The most core arguments (and results) a runner takes through the memory."""
-STAGE = RESULTS + 8 * MAX_VALUES
+LEAVE = RESULTS + 8 * MAX_VALUES
+"""Offset of the ``may_leave`` flags: one byte per component instance of the store, 1
+while it may call out (import entries read it), 0 while its post-return runs (a
+runner writes it: no host function between an export and its post-return)."""
+LEAVE_SIZE = 256
+"""How many component instances of one store have their flag here (the others keep
+theirs in host memory, and their exports lift through the ``lift`` hook)."""
+STAGE = LEAVE + LEAVE_SIZE
 """Offset of the staged arguments' bytes, up to the end of the dispatcher's one page."""
 STAGE_SIZE = 65536 - STAGE
 """How many bytes of staged arguments one call can take."""
@@ -94,6 +101,7 @@ def runner(
     post: bool,
     staged: tuple[tuple[int, int], ...] = (),
     sized: bool = False,
+    leave: int | None = None,
 ) -> wasmtime.Module:
     """The runner of a function of core type ``params -> results`` (core value kinds
     such as ``"i32"``, at most :data:`MAX_VALUES` each). It imports ``("", "memory")``
@@ -109,7 +117,14 @@ def runner(
     length (its low 32 bits) and the bytes' offset in the dispatcher's memory (its high
     32 bits); the runner calls ``realloc(0, 0, align, length)``, traps unless the block
     is aligned, and copies the bytes there (``memory.copy`` traps if they are out of
-    bounds) before it calls ``f`` with the block's address in that slot."""
+    bounds) before it calls ``f`` with the block's address in that slot.
+
+    With ``leave`` (the offset of the instance's ``may_leave`` flag, see :data:`LEAVE`)
+    and ``post``, there is no ``lift`` hook: the runner stores the results (as without
+    ``post``), clears the flag, calls ``post`` and sets the flag again, so that the
+    host lifts the results after the call, and the post-return cannot call out, with
+    no host function in between (for results that a post-return cannot change: no
+    memory, no handles; the caller's to judge)."""
     if len(params) > MAX_VALUES or len(results) > MAX_VALUES:
         raise ValueError("too many core values for a runner")
     if lower and staged:
@@ -118,7 +133,9 @@ def runner(
         raise ValueError("a staged argument's pointer is an i32")
     if sized and not post:
         raise ValueError("only a lift hook takes the memory's size")
-    key = (params, results, lower, post, staged, sized)
+    if leave is not None and (not post or sized or not LEAVE <= leave < STAGE):
+        raise ValueError("a may_leave flag is a post-return's, without a lift hook")
+    key = (params, results, lower, post, staged, sized, leave)
     module = _MODULES.get(key)
     if module is None:
         module = _MODULES[key] = wasmtime.Module(_engine.engine(), _runner(*key))
@@ -132,6 +149,7 @@ def _runner(
     post: bool,
     staged: tuple[tuple[int, int], ...],
     sized: bool,
+    leave: int | None,
 ) -> str:
     def decl(word: str, kinds: tuple[str, ...]) -> str:
         return f" ({word} {' '.join(kinds)})" if kinds else ""
@@ -172,7 +190,16 @@ def _runner(
         imports.append('(import "" "lower" (func $lower (result i32)))')
         body.append("(if (i32.eqz (call $lower)) (then (return)))")
     body.append(f"(call $f{load}){take}")
-    if post:
+    if post and leave is not None:
+        imports.append(f'(import "" "post" (func $post{decl("param", results)}))')
+        body.extend(
+            f"({kind}.store offset={RESULTS + 8 * i} (i32.const 0) (local.get {i}))"
+            for i, kind in enumerate(results)
+        )
+        body.append(f"(i32.store8 offset={leave} (i32.const 0) (i32.const 0))")
+        body.append(f"(call $post{give})")
+        body.append(f"(i32.store8 offset={leave} (i32.const 0) (i32.const 1))")
+    elif post:
         lifted = (*results, "i32") if sized else results
         imports.append(f'(import "" "lift" (func $lift{decl("param", lifted)}))')
         imports.append(f'(import "" "post" (func $post{decl("param", results)}))')
@@ -197,6 +224,8 @@ __all__ = [
     "ARGS",
     "CMD",
     "FLAG",
+    "LEAVE",
+    "LEAVE_SIZE",
     "MAX_VALUES",
     "RESULTS",
     "STAGE",
