@@ -194,6 +194,23 @@ def _has_handles(t: ValType | None) -> bool:
     return True  # own, borrow, stream, future
 
 
+# primitives whose every core value lifts (a char, an enum, a variant's case can be out
+# of range: the spec then traps the call before its post-return runs)
+_SURE_PRIMS = frozenset(Primitive) - {Primitive.CHAR, Primitive.STRING, Primitive.ERROR_CONTEXT}
+
+
+def _lifts_surely(t: ValType | None) -> bool:
+    """Whether every core value lifts as a ``t`` (no trap, so the lifting may come
+    after the post-return without changing what the caller sees), with no handles."""
+    if t is None:
+        return True
+    if isinstance(t, PrimType):
+        return t.kind in _SURE_PRIMS
+    if isinstance(t, RecordType | TupleType):
+        return all(map(_lifts_surely, record_fields(t)))
+    return False
+
+
 @functools.lru_cache(maxsize=1024)
 def _plain(abi: FuncAbi) -> AbiContext | None:
     """For a function whose values touch neither memory nor handles, one context all
@@ -991,7 +1008,7 @@ class _Lifted:
             self.post is not None
             and instance.leave_at is not None
             and not abi._result_touches_memory
-            and not _has_handles(abi.func.result)
+            and _lifts_surely(abi.func.result)
             and not any(_has_handles(t) for _, t in abi.func.params)
         )
 
