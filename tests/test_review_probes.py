@@ -343,3 +343,81 @@ async def test_a_get_the_server_dropped_after_the_send_time_write_is_retried_onc
         assert up.connections == 2
         await trio.testing.wait_all_tasks_blocked()
         assert client.statistics(origin) == (1, 1, 0)
+
+
+# -- the machine-code `next`'s fall-back, run -----------------------------------------
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_calls_run_through_the_python_next_callback(
+    own_cases: trio_isyswasfa.Component,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # where the machine code cannot be made (not x86-64, mmap or mprotect refused) the
+    # dispatcher's `next` is the Python `_park`: test_hot_path_edges checks that
+    # _native_park gives up, this that calls then still run (and yield, wait, cancel)
+    import ctypes
+
+    from wasmtime import _ffi as ffi
+
+    from trio_isyswasfa.engine import _fiber
+
+    parks: list[int] = []
+
+    @_fiber._PARK_PROTOTYPE  # type: ignore[untyped-decorator]
+    def counting_park(env, caller, args, nargs, results, nresults, trap_ret, cont):  # type: ignore[no-untyped-def]
+        parks.append(1)
+        _fiber._park(env, caller, args, nargs, results, nresults, trap_ret, cont)
+
+    python_park = ctypes.cast(counting_park, ffi.wasmtime_func_async_callback_t)
+    monkeypatch.setattr(_fiber, "_PARK", python_park)
+    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(_echo_later)) as inst:
+        for _ in range(3):
+            assert await inst.call("test:cases/cases", "immediate", "a") == "A"
+            assert await inst.call("test:cases/cases", "echo-via-host", "b", 1) == "host saw b"
+            assert await inst.call("test:cases/cases", "add", 2, 3) == 5
+        with trio.move_on_after(0.001):
+            await inst.call("test:cases/cases", "echo-via-host", "c", 1000)
+        assert await inst.call("test:cases/cases", "gather-sleeps", 3, 1) == 3
+        assert inst._engine.fibers._dispatch is not None  # type: ignore[attr-defined]
+    assert len(parks) >= 10  # the calls went through it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine 'HttpClient._sending' was never awaited")
+@pytest.mark.xfail(
+    strict=True,
+    reason="_Sending.__del__ frees the pool's place itself (_drop_written -> _forget -> "
+    "the next claim's Waiter.set -> trio.lowlevel.reschedule): a finaliser run off the "
+    "event loop's thread (the cyclic GC in a to_thread worker) raises RuntimeError there, "
+    "and the request waiting in line for that place is granted it but never woken: it "
+    "hangs, and the origin's pool stays full",
+)
+async def test_a_sending_finalised_in_a_worker_thread_wakes_the_next_in_line() -> None:
+    from trio_isyswasfa.http import HttpClient
+
+    helpers = _http_helpers()
+    got: list[bytes] = []
+    async with (
+        HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=1) as client,
+        helpers.server(helpers.keep_alive_server) as up,
+    ):
+        get = helpers.get
+        assert await helpers.body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        box = [client.send(get(up.port, "/dropped"))]  # written at the call: the one place
+
+        async def in_line() -> None:
+            got.append(await helpers.body_of(await client.send(get(up.port, "/next"))))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_line)
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.statistics(("http", "127.0.0.1", up.port)) == (1, 0, 1)
+            await trio.to_thread.run_sync(box.clear)  # the _Sending's last reference
+            with trio.move_on_after(5):  # (a hang guard)
+                while not got:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert got == [b"hello"], "the request in line was never woken"
