@@ -408,8 +408,11 @@ async def test_a_sending_finalised_in_a_worker_thread_wakes_the_next_in_line() -
         assert await helpers.body_of(await client.send(get(up.port, "/warm"))) == b"hello"
         box = [client.send(get(up.port, "/dropped"))]  # written at the call: the one place
 
+        answered = trio.Event()
+
         async def in_line() -> None:
             got.append(await helpers.body_of(await client.send(get(up.port, "/next"))))
+            answered.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(in_line)
@@ -417,7 +420,6 @@ async def test_a_sending_finalised_in_a_worker_thread_wakes_the_next_in_line() -
             assert client.statistics(("http", "127.0.0.1", up.port)) == (1, 0, 1)
             await trio.to_thread.run_sync(box.clear)  # the _Sending's last reference
             with trio.move_on_after(5):  # (a hang guard)
-                while not got:
-                    await trio.sleep(0.01)
+                await answered.wait()
             nursery.cancel_scope.cancel()
     assert got == [b"hello"], "the request in line was never woken"
