@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import random
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,12 @@ import trio.lowlevel
 import trio.testing
 
 import trio_isyswasfa
-from trio_isyswasfa.testing import RustToolchainMissing, build_python_guest, build_rust_guest
+from trio_isyswasfa.testing import (
+    RustToolchainMissing,
+    assert_quiet,
+    build_python_guest,
+    build_rust_guest,
+)
 
 GUESTS = Path(__file__).resolve().parent / "guests"
 
@@ -454,3 +460,69 @@ async def test_a_str_subclass_crosses_as_a_string(
             assert await inst.call("test:cases/cases", "immediate", _Colour.RED) == "RED"
         else:
             assert await inst.call("test:cases/cases", "echo-via-host", "x", 0) == "red"
+
+
+# -- a crowd of calls, some cancelled after a few steps, on one instance ----------------
+
+
+async def _crowd(component: trio_isyswasfa.Component, package: str, seed: int) -> None:
+    """Forty calls of a seeded mix at once, each cancelled after 0-8 scheduler steps or
+    left alone: the instance leaves nothing behind and answers the next call."""
+    rnd = random.Random(seed)
+
+    host: dict[str, object] = {
+        "note": lambda s: None,
+        "forever": anyio.sleep_forever,
+        "echo-later": _echo_later,
+    }
+    if package == "test:cases":
+        host["fallible"] = _echo_later
+    mix = [
+        ("echo-via-host", ("x", 0)),
+        ("echo-via-host", ("y", 2)),
+        ("immediate", ("z",)),
+        ("import-with-timeout", (0,)),
+        ("import-with-timeout", (1,)),
+    ]
+    cases = f"{package}/cases"
+    async with trio_isyswasfa.open_instance(
+        component, imports={f"{package}/host": host}, cancel_grace=5
+    ) as inst:
+
+        async def one(name: str, args: tuple[Any, ...], steps: int) -> None:
+            with trio.CancelScope() as scope:
+                if steps >= 0:
+
+                    async def cancel_later() -> None:
+                        for _ in range(steps):
+                            await trio.lowlevel.checkpoint()
+                        scope.cancel()
+
+                    nursery.start_soon(cancel_later)
+                await inst.call(cases, name, *args)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(40):
+                name, args = rnd.choice(mix)
+                nursery.start_soon(one, name, args, rnd.choice([-1, 0, 1, 2, 3, 5, 8]))
+        await trio.sleep(20)  # (virtual time: past every grace)
+        assert_quiet(inst)
+        assert await inst.call(cases, "echo-via-host", "after", 0) == "host saw after"
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2))
+async def test_a_crowd_of_calls_cancelled_at_random_steps(
+    own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    await _crowd(own_cases, "test:cases", seed)
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2))
+async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
+    own_rust_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    await _crowd(own_rust_cases, "test:rust-cases", seed)
