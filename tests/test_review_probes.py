@@ -585,3 +585,36 @@ async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_
             assert sock is not None
         sending.close()  # (what the instance's end does to an import's work never run)
         assert sock.fileno() == -1, "the socket of the given-up request is still open"
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a call whose guest is blocked in a WASI call (here time.sleep(3600)) when its "
+    "instance closes is only abandoned at its next poll: FiberStore.close() records the "
+    "fault but nothing cancels the driver's wait in FiberFunc._wait, so the caller (and "
+    "the host's sleep, read or lookup under it) waits out the whole blocking call first",
+)
+async def test_a_call_blocked_in_wasi_when_its_instance_closes_ends_soon(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    wasm = build_python_guest(
+        GUESTS / "wasi" / "wit", "wasi-guest", "app", [GUESTS / "wasi" / "src"]
+    )
+    component = trio_isyswasfa.load_component(wasm, engine="own")
+    ended: list[float] = []
+
+    async def call(inst: trio_isyswasfa.Instance) -> None:
+        with contextlib.suppress(trio_isyswasfa.InstanceDead):
+            await inst.call("test:wasi/probe", "exec", "import time\ntime.sleep(3600)\nresult=1")
+        ended.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        async with trio_isyswasfa.open_instance(component) as inst:
+            assert await inst.call("test:wasi/probe", "exec", "result=1")
+            nursery.start_soon(call, inst)
+            await trio.sleep(1)  # (virtual time: it sleeps in the guest)
+        closed = trio.current_time()
+    assert ended
+    assert ended[0] - closed < 60, f"the call ended {ended[0] - closed:.0f} s after the close"
