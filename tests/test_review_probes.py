@@ -618,3 +618,36 @@ async def test_a_call_blocked_in_wasi_when_its_instance_closes_ends_soon(
         closed = trio.current_time()
     assert ended
     assert ended[0] - closed < 60, f"the call ended {ended[0] - closed:.0f} s after the close"
+
+
+# -- StartedAtCall.throw ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="http._background.StartedAtCall.throw always calls the wrapped coroutine's "
+    "throw(typ, val, tb) with three arguments: Python 3.12+ warns (DeprecationWarning: "
+    "the (type, exc, tb) signature of throw() is deprecated) on every exception thrown "
+    "in, e.g. each Cancelled trio delivers to a task running HttpClient.send() (start_soon "
+    "(client.send, ...)); an error where warnings are errors (this suite's filterwarnings)",
+)
+def test_started_at_call_throws_with_the_single_argument_form() -> None:
+    from trio_isyswasfa.http._background import StartedAtCall
+
+    thrown: list[tuple[Any, ...]] = []
+
+    class Recording:
+        def throw(self, *args: Any) -> Any:
+            thrown.append(args)
+            raise args[0]
+
+    class Work(StartedAtCall[None]):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            self._coro = Recording()  # type: ignore[assignment]
+
+    exc = ValueError("thrown in")
+    with pytest.raises(ValueError, match="thrown in"):
+        Work().throw(exc)
+    assert thrown == [(exc,)], f"throw() passed {len(thrown[0])} arguments on"
