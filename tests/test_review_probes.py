@@ -392,46 +392,6 @@ async def test_calls_run_through_the_python_next_callback(
     assert len(parks) >= 10  # the calls went through it
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore:coroutine 'HttpClient._sending' was never awaited")
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Sending.__del__ frees the pool's place itself (_drop_written -> _forget -> "
-    "the next claim's Waiter.set -> trio.lowlevel.reschedule): a finaliser run off the "
-    "event loop's thread (the cyclic GC in a to_thread worker) raises RuntimeError there, "
-    "and the request waiting in line for that place is granted it but never woken: it "
-    "hangs, and the origin's pool stays full",
-)
-async def test_a_sending_finalised_in_a_worker_thread_wakes_the_next_in_line() -> None:
-    from trio_isyswasfa.http import HttpClient
-
-    helpers = _http_helpers()
-    got: list[bytes] = []
-    async with (
-        HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=1) as client,
-        helpers.server(helpers.keep_alive_server) as up,
-    ):
-        get = helpers.get
-        assert await helpers.body_of(await client.send(get(up.port, "/warm"))) == b"hello"
-        box = [client.send(get(up.port, "/dropped"))]  # written at the call: the one place
-
-        answered = trio.Event()
-
-        async def in_line() -> None:
-            got.append(await helpers.body_of(await client.send(get(up.port, "/next"))))
-            answered.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(in_line)
-            await trio.testing.wait_all_tasks_blocked()
-            assert client.statistics(("http", "127.0.0.1", up.port)) == (1, 0, 1)
-            await trio.to_thread.run_sync(box.clear)  # the _Sending's last reference
-            with trio.move_on_after(5):  # (a hang guard)
-                await answered.wait()
-            nursery.cancel_scope.cancel()
-    assert got == [b"hello"], "the request in line was never woken"
-
-
 # -- values the host passes: the own engine against wasmtime-py's -------------------------
 
 
