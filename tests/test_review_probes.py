@@ -611,3 +611,112 @@ def test_started_at_call_throws_with_the_single_argument_form() -> None:
     with pytest.raises(ValueError, match="thrown in"):
         Work().throw(exc)
     assert thrown == [(exc,)], f"throw() passed {len(thrown[0])} arguments on"
+
+
+# -- export (bfcb33a): may_leave in the dispatcher's memory, results lifted after the
+# post-return ------------------------------------------------------------------------
+
+LEAVE_WIT = """\
+package test:leave;
+
+interface host {
+  note: func(n: u32);
+}
+
+interface api {
+  enum colour { red, green }
+  bad-colour: func() -> colour;
+  good-colour: func() -> colour;
+  big-char: func() -> char;
+  add: func(a: u32, b: u32) -> u32;
+  count: func() -> u32;
+}
+
+world w {
+  import host;
+  export api;
+}
+"""
+
+LEAVE_WAT = """\
+(module
+  (import "test:leave/host" "note" (func $note (param i32)))
+  (memory (export "memory") 1)
+  (global $posts (mut i32) (i32.const 0))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+  (func (export "test:leave/api#bad-colour") (result i32) (i32.const 7))
+  (func (export "cabi_post_test:leave/api#bad-colour") (param i32) (call $note (i32.const 1)))
+  (func (export "test:leave/api#good-colour") (result i32) (i32.const 1))
+  (func (export "cabi_post_test:leave/api#good-colour") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (i32.const 1))))
+  (func (export "test:leave/api#big-char") (result i32) (i32.const 0xD800))
+  (func (export "cabi_post_test:leave/api#big-char") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (i32.const 100))))
+  (func (export "test:leave/api#add") (param i32 i32) (result i32)
+    (call $note (i32.add (local.get 0) (local.get 1)))
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "cabi_post_test:leave/api#add") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (local.get 0))))
+  (func (export "test:leave/api#count") (result i32) (global.get $posts))
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def leave_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from trio_isyswasfa.testing import build_wat_component
+
+    wit = tmp_path_factory.mktemp("leave") / "leave.wit"
+    wit.write_text(LEAVE_WIT)
+    return build_wat_component(wit, "w", LEAVE_WAT)
+
+
+def _open_leave(wasm: bytes, notes: list[int]) -> Any:
+    from trio_isyswasfa import _engine
+    from trio_isyswasfa.engine._component import OwnEngineInstance
+    from trio_isyswasfa.engine._reader import read_component
+
+    def resolve(item: _engine.ImportedItem) -> Any:
+        assert item.name == "note"
+        return notes.append
+
+    return OwnEngineInstance(read_component(wasm), resolve, use_cache=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("bad-colour", "discriminant|enum|case"), ("big-char", "char|code point|surrogate")],
+)
+async def test_a_result_that_fails_to_lift_fails_the_call_before_its_post_return(
+    leave_wasm: bytes, name: str, reason: str
+) -> None:
+    # the canonical ABI lifts an export's results, then runs its post-return: a result
+    # that cannot be lifted (an enum case out of range, a surrogate as a char) traps
+    # the call with that reason, and the post-return never runs (here it would call
+    # the host: a trap of its own, "cannot leave", would hide the reason)
+    notes: list[int] = []
+    inst = _open_leave(leave_wasm, notes)
+    try:
+        with pytest.raises(trio_isyswasfa.GuestTrap, match=reason):
+            await inst.func("test:leave/api", name).call()
+        assert notes == []
+    finally:
+        inst.close()
+
+
+async def test_plain_results_and_post_returns_in_turn(leave_wasm: bytes) -> None:
+    # the export calls the host (may_leave set), its post-return does not (cleared
+    # around it): many calls in a row, the flag set again after each
+    notes: list[int] = []
+    inst = _open_leave(leave_wasm, notes)
+    try:
+        add = inst.func("test:leave/api", "add")
+        for i in range(50):
+            assert await add.call(i, 1) == i + 1
+            assert await inst.func("test:leave/api", "good-colour").call() == "green"
+        assert notes == [i + 1 for i in range(50)]
+        assert await inst.func("test:leave/api", "count").call() == sum(range(1, 51)) + 50
+        assert inst.func("test:leave/api", "add").call_sync(2, 2) == 4  # the sync path too
+        assert notes[-1] == 4
+    finally:
+        inst.close()
