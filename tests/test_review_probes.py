@@ -11,6 +11,7 @@ the own engine's fast paths (``FiberFunc.start_now``/``run_on``, the machine-cod
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import random
 from pathlib import Path
@@ -720,3 +721,39 @@ async def test_plain_results_and_post_returns_in_turn(leave_wasm: bytes) -> None
         assert notes[-1] == 4
     finally:
         inst.close()
+
+
+# -- roundtrip: what an import's host work sees of its caller's context ------------------
+
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("_CALLER", default="none")
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_an_import_sees_its_callers_context_and_keeps_its_own(
+    own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # an import the guest calls in its caller's first poll runs its work in a copy of
+    # that caller's context (trio's start_soon copies the spawner's): it sees what the
+    # caller set, and what it sets stays its own (not the next import's, not the caller's)
+    seen: list[tuple[str, str]] = []
+
+    async def echo(s: str, ms: int) -> str:
+        seen.append((s, _CALLER.get()))
+        _CALLER.set(f"set by the import for {s}")
+        await trio.sleep(ms / 1000)
+        return s
+
+    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(echo)) as inst:
+
+        async def call_as(who: str, s: str) -> None:
+            _CALLER.set(who)
+            assert await inst.call("test:cases/cases", "echo-via-host", s, 1) == s
+            assert _CALLER.get() == who
+
+        for i in range(4):  # one after another (a reused worker, if any)
+            await call_as(f"caller {i}", f"s{i}")
+        async with trio.open_nursery() as nursery:  # at once
+            for i in range(4, 8):
+                nursery.start_soon(call_as, f"caller {i}", f"s{i}")
+    assert sorted(seen) == [(f"s{i}", f"caller {i}") for i in range(8)]
