@@ -30,6 +30,7 @@ from trio_isyswasfa.testing import (
     assert_quiet,
     build_python_guest,
     build_rust_guest,
+    settle,
 )
 
 GUESTS = Path(__file__).resolve().parent / "guests"
@@ -757,3 +758,44 @@ async def test_an_import_sees_its_callers_context_and_keeps_its_own(
             for i in range(4, 8):
                 nursery.start_soon(call_as, f"caller {i}", f"s{i}")
     assert sorted(seen) == [(f"s{i}", f"caller {i}") for i in range(8)]
+
+
+# -- export (8b339f9): the straight path of a plain export call -------------------------
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_plain_export_calls_check_their_arguments_and_take_turns(
+    own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # `add(u32, u32) -> u32` is plain (no memory, no handles): from its second call it
+    # takes a straight path that inlines the checks and the turn; every check holds there
+    cases = "test:cases/cases"
+    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(_echo_later)) as inst:
+        for _ in range(3):
+            assert await inst.call(cases, "add", 2, 3) == 5
+        for bad in [("2", 3), (-1, 3), (2**32, 3), (2,), (2, 3, 4), (2.5, 3)]:
+            with pytest.raises(trio_isyswasfa.HostProtocolError):
+                await inst.call(cases, "add", *bad)
+            assert await inst.call(cases, "add", 2**32 - 2, 1) == 2**32 - 1  # it lives
+        # many at once, beside pending and cancelled async calls: each gets its turn
+        got: list[int] = []
+
+        async def add(i: int) -> None:
+            got.append(await inst.call(cases, "add", i, 1))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(add, i)
+                nursery.start_soon(inst.call, cases, "echo-via-host", str(i), i % 3)
+                if i % 5 == 0:
+                    with trio.move_on_after(0.001):
+                        await inst.call(cases, "echo-via-host", "cancelled", 10)
+        assert sorted(got) == list(range(1, 31))
+        assert inst._engine.turns.statistics().waiting == 0  # type: ignore[attr-defined]
+        await settle(inst)
+        assert_quiet(inst)
+        # a dead instance refuses the straight path too
+        inst._engine.faults.record(trio_isyswasfa.GuestTrap("killed by the test"))  # type: ignore[attr-defined]
+        with pytest.raises(trio_isyswasfa.InstanceDead):
+            await inst.call(cases, "add", 1, 1)
