@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import gc
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -799,3 +801,56 @@ async def test_plain_export_calls_check_their_arguments_and_take_turns(
         inst._engine.faults.record(trio_isyswasfa.GuestTrap("killed by the test"))  # type: ignore[attr-defined]
         with pytest.raises(trio_isyswasfa.InstanceDead):
             await inst.call(cases, "add", 1, 1)
+
+
+# -- what counts as an async import ----------------------------------------------------
+
+
+class _CallableEcho:
+    async def __call__(self, s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+
+def _plain_decorator(fn: Any) -> Any:
+    def wrapper(*args: Any) -> Any:  # (no functools.wraps: what many decorators do)
+        return fn(*args)
+
+    return wrapper
+
+
+@_plain_decorator
+async def _decorated_echo(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return f"host saw {s}"
+
+
+@pytest.mark.guest
+@pytest.mark.xfail(
+    strict=True,
+    reason="_host.Instance._async_import takes an import for async only if "
+    "inspect.iscoroutinefunction(impl): an object with `async def __call__`, or an async "
+    "function behind a plain decorator, is called as a sync import and its coroutine "
+    "lowered as the result: GuestTrap ('cannot lower <coroutine ...> as string'), the "
+    "instance dead, and a 'never awaited' warning (both engines)",
+)
+@pytest.mark.parametrize("impl", [_CallableEcho(), _decorated_echo], ids=["callable", "decorated"])
+async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
+    own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, impl: Any
+) -> None:
+    failure: str | None = None
+    with warnings.catch_warnings():
+        # (the coroutine lowered by mistake is never awaited: collected here, not in
+        # some later test)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            async with trio_isyswasfa.open_instance(
+                own_cases, imports=_cases_imports(impl)
+            ) as inst:
+                got = await inst.call("test:cases/cases", "echo-via-host", "x", 1)
+        except trio_isyswasfa.GuestTrap as exc:
+            failure = str(exc)
+            got = None
+        gc.collect()
+    assert failure is None
+    assert got == "host saw x"
