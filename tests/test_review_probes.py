@@ -854,3 +854,46 @@ async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
         gc.collect()
     assert failure is None
     assert got == "host saw x"
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a call made while its instance closes (its task group cancelled, the engine "
+    "not closed yet) still runs the guest, whose import's host task is cancelled before "
+    "it begins: on main the caller then waits forever (nothing fails the scheduler on "
+    "close) or gets GuestTrap('Nursery is closed to new arrivals') from start_soon; "
+    "roundtrip (7636f7b) adds GuestTrap(AssertionError) from _HostWorker.set_in, on an "
+    "idle worker whose wait the cancellation already ended (still in _idle_workers). "
+    "Failing the scheduler (InstanceDead) before cancelling the group: InstanceDead",
+)
+async def test_a_call_made_as_its_instance_closes_raises_instance_dead(
+    own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    cases = "test:cases/cases"
+    outcomes: list[str] = []
+    for _ in range(6):  # (trio runs a batch of tasks in either order)
+        got: list[str] = []
+
+        async def late(inst: trio_isyswasfa.Instance, got: list[str] = got) -> None:
+            try:
+                await inst.call(cases, "echo-via-host", "late", 0)
+                got.append("answered")
+            except trio_isyswasfa.InstanceDead:
+                got.append("InstanceDead")
+            except trio_isyswasfa.GuestTrap as exc:
+                got.append(f"GuestTrap: {exc}")
+
+        with trio.move_on_after(600):  # (a hang guard, virtual time)
+            async with (
+                trio.open_nursery() as outer,
+                trio_isyswasfa.open_instance(
+                    own_cases, imports=_cases_imports(_echo_later)
+                ) as inst,
+            ):
+                assert await inst.call(cases, "echo-via-host", "warm", 0) == "host saw warm"
+                await trio.testing.wait_all_tasks_blocked()  # (an idle worker, if any)
+                outer.start_soon(late, inst)  # it runs as the instance closes
+        outcomes.append(got[0] if got else "hung")
+    assert set(outcomes) <= {"InstanceDead", "answered"}, outcomes
