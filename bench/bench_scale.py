@@ -26,7 +26,7 @@ the guest's time is wall time too (the engine's clock), so the guest's share of 
 busy time is taken as its share of the CPU time; peak RSS growth per item (host and
 guest memory); and the ratios of each N's figures to the smallest N's, measured in
 the same run (flat is 1.0; the goal is at most 1.5): ``host x`` (measured waiting),
-``100ms x`` and ``CPU x``.
+``100ms x`` and ``CPU x``; ``loop/N``, the passes of trio's run loop per item.
 
 The goal is read on ``host x``. The fixed 100 ms counts as waiting time in which the
 host was in fact working: at 1,000 imports the process computes ~0.4 s while the
@@ -36,9 +36,9 @@ a small part of the wall time and it hardly matters. The measured waiting takes 
 exactly the time the host had nothing to do. Its one bias is the machine's load: time
 the process was runnable but had no core counts as host time, so on a loaded machine
 read ``CPU x`` beside it. ``IdleClock`` runs two hooks per pass of trio's run loop
-(``passes`` in ``--one``'s output); they cost ~1 µs a pass together (``python -m
-bench.bench_scale --instrument-cost`` measures it), well under 1% of any row's host
-time per item (a row makes a few passes per item at most).
+(``passes`` in ``--one``'s output); they cost ~3 µs of CPU a pass together (``python -m
+bench.bench_scale --instrument-cost`` measures it), ~1% at most of a row's host time
+per item (``loop/N``: 0.01-0.1 passes per item in the guest-task rows, ~2 per call).
 ``--memory`` adds the growth of the Python heap per item once all N wait
 (tracemalloc, in a run of its own), and the host's share of it: what the bench's own
 scaffolding holds is taken out (the caller's trio task per concurrent call; the
@@ -561,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'wait s':>7} {'CPU s':>7} {'host µs':>8}"
         f" {'100ms µs':>8} {'CPU µs':>8} {'KiB':>6} {'host x':>6} {'100ms x':>7}"
-        f" {'CPU x':>6} {'heap B':>7} {'host B':>7}"
+        f" {'CPU x':>6} {'loop/N':>6} {'heap B':>7} {'host B':>7}"
     )
     trees = [(args.compare, "before: "), (ROOT, "")] if args.compare else [(ROOT, "")]
     for row, (tree, mark) in ((r, t) for r in args.rows.split(",") for t in trees):
@@ -588,7 +588,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f" {per.cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f}"
                 f" {_ratio(per.host_us, first.host_us):>6.2f}"
                 f" {_ratio(per.fixed_us, first.fixed_us):>7.2f}"
-                f" {_ratio(per.cpu_us, first.cpu_us):>6.2f} {heap:>7.0f} {host_heap:>7.0f}"
+                f" {_ratio(per.cpu_us, first.cpu_us):>6.2f} {fig.get('passes', math.nan) / n:>6.2f}"
+                f" {heap:>7.0f} {host_heap:>7.0f}"
                 + (f"  ({fig['note']})" if "note" in fig else ""),
                 flush=True,
             )
