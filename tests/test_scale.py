@@ -1,8 +1,10 @@
 """The host's work per concurrent call, task and pollable stays flat as their number grows.
 
 Counted, not timed: wake-ups of calls waiting for the store, poll calls and host tasks
-for N and 4N things at once must grow (at most) linearly. The speed itself is measured
-by ``bench/bench_scale.py``.
+for N and 4N things at once must grow (at most) linearly; every line a crowd waits in
+(the store's, a server's instance slots and pool, the HTTP client's connections) serves
+in arrival order and wakes one waiter per hand-off; many requests at once stay on
+``max_instances``. The speed itself is measured by ``bench/bench_scale.py``.
 """
 
 from __future__ import annotations
