@@ -312,6 +312,33 @@ async def test_concurrent_calls_each_awaiting_a_pollable_cost_the_host_linearly(
     assert large.poll_calls <= 4.5 * small.poll_calls
 
 
+@pytest.mark.parametrize("n", [25, 100])
+async def test_each_answer_wakes_its_own_caller_only(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, n: int
+) -> None:
+    # n concurrent calls answered one at a time (call i sleeps 100 + i ms): a caller is
+    # woken for its turns of the store and its answer, ~3 times, however many calls
+    # wait beside it (waking every caller at each answer: ~n / 2 times each)
+    woken = _Wakeups()
+
+    async def call(i: int) -> None:
+        woken.watch()
+        await inst.call(CASES, "sleep-ms", 100 + i)
+        woken.unwatch()
+
+    async with trio_isyswasfa.open_instance(cases_component, imports=CASES_IMPORTS) as inst:
+        await inst.call(CASES, "immediate", "x")
+        trio.lowlevel.add_instrument(woken)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(call, i)
+        finally:
+            trio.lowlevel.remove_instrument(woken)
+    assert woken.total <= 5 * n, woken.count
+    assert max(woken.count.values()) <= 10, woken.count
+
+
 async def test_guest_tasks_awaiting_host_imports_cost_one_host_task_each(
     cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
 ) -> None:
