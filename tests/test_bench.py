@@ -4,9 +4,11 @@ option is an error (each bench's ``parser()``, importable without running anythi
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "__init__")
@@ -44,3 +46,55 @@ def test_bench_calls_options_need_engines(capsys: pytest.CaptureFixture[str]) ->
         bench_calls.cli(["--sizes", "1,16"])
     assert exit.value.code == 2
     assert "--sizes needs --engines" in capsys.readouterr().err
+
+
+class TestIdleClock:
+    """``bench_scale.IdleClock``, the bench's measure of the time the host sat idle."""
+
+    def test_counts_only_waits_that_could_block(self) -> None:
+        from bench.bench_scale import IdleClock
+
+        now = [10.0]
+        idle = IdleClock(clock=lambda: now[0])
+        idle.before_io_wait(0)  # a task was runnable: trio only polled
+        now[0] += 5.0  # (the time trio then spends running tasks)
+        idle.after_io_wait(0)
+        idle.before_io_wait(0.25)  # nothing to run: the loop may block
+        now[0] += 0.25
+        idle.after_io_wait(0.25)
+        now[0] += 1.0  # busy again
+        idle.before_io_wait(0)
+        idle.after_io_wait(0)
+        assert (idle.waited, idle.waits, idle.passes) == (0.25, 1, 3)
+
+    def test_a_sleep_is_waiting_and_a_busy_loop_is_not(self) -> None:
+        # one task sleeps, then computes; beside it another sleeps longer than both,
+        # part of it while the first computes: only the time with nothing runnable counts
+        from bench.bench_scale import IdleClock
+
+        sleep = busy = 0.1
+        idle = IdleClock()
+
+        async def sleeper() -> None:
+            await trio.sleep(sleep)
+            start = time.perf_counter()
+            while time.perf_counter() - start < busy:
+                pass
+
+        async def main() -> float:
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sleeper)
+                nursery.start_soon(trio.sleep, sleep + busy / 2)
+            return time.perf_counter() - start
+
+        wall = trio.run(main, instruments=[idle])
+        # the busy loop never waited, however loaded the machine is (the clock
+        # counting every pass would count it); the sleep mostly did (a loaded machine
+        # may take the core from the process between its waits: half is generous)
+        assert idle.waited <= wall - busy
+        assert idle.waited >= sleep / 2
+        assert 1 <= idle.waits <= idle.passes
+        # (the second sleeper's deadline passed during the busy loop: trio finds both
+        # tasks done without waiting again; a handful of passes in all)
+        assert idle.passes < 20

@@ -1,19 +1,30 @@
 """The host's work per concurrent call, task and pollable stays flat as their number grows.
 
 Counted, not timed: wake-ups of calls waiting for the store, poll calls and host tasks
-for N and 4N things at once must grow (at most) linearly. The speed itself is measured
-by ``bench/bench_scale.py``.
+for N and 4N things at once must grow (at most) linearly; every line a crowd waits in
+(the store's, a server's instance slots and pool, the HTTP client's connections) serves
+in arrival order and wakes one waiter per hand-off; many requests at once stay on
+``max_instances``. The speed itself is measured by ``bench/bench_scale.py``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 import wasmtime.component
 from conftest import CASES_IMPORTS
+from test_http_client import body_of, get, ok, read_request, server
+from test_http_serve import http_guest_component  # noqa: F401 (a fixture)
 
 import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient
+from trio_isyswasfa.http._pool import InstancePool
+from trio_isyswasfa.testing import asgi_request, open_lifespan
 
 pytestmark = pytest.mark.guest
 
@@ -37,6 +48,171 @@ async def write_after(tx, seconds):
         await wait_pollable(p)
     tx.write(b"x")
 """
+
+
+class _Wakeups(trio.abc.Instrument):
+    """Counts the times each watched task is scheduled to run: for a task parked in a
+    line, the times it was woken."""
+
+    def __init__(self) -> None:
+        self.watched: set[trio.lowlevel.Task] = set()
+        self.count: Counter[trio.lowlevel.Task] = Counter()
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if task in self.watched:
+            self.count[task] += 1
+
+    def watch(self) -> None:
+        """Watch the current task."""
+        self.watched.add(trio.lowlevel.current_task())
+
+    def unwatch(self) -> None:
+        """Stop watching the current task."""
+        self.watched.discard(trio.lowlevel.current_task())
+
+    @property
+    def total(self) -> int:
+        return sum(self.count.values())
+
+
+async def _line_up(
+    take: Callable[[], Awaitable[object]], give: Callable[[], object], n: int
+) -> tuple[list[int], int]:
+    """``n`` tasks come one after another to wait for what ``take`` gets (this task
+    holds it first); each, once it has it, notes its place and hands it on with
+    ``give``. The order they were served in, and the wake-ups they had in line."""
+    wakeups = _Wakeups()
+    trio.lowlevel.add_instrument(wakeups)
+    order: list[int] = []
+    await take()
+
+    async def waiter(i: int) -> None:
+        wakeups.watch()
+        await take()
+        wakeups.unwatch()
+        order.append(i)
+        give()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(waiter, i)
+                await trio.testing.wait_all_tasks_blocked()  # in line, after the others
+            give()
+    finally:
+        trio.lowlevel.remove_instrument(wakeups)
+    return order, wakeups.total
+
+
+class TestHandOffsWakeOneWaiterInTurn:
+    """Each place a crowd can wait for one thing hands it to the first in line, and
+    wakes only that one (a shared event would wake the n still waiting at each of the n
+    hand-offs: n * (n + 1) / 2 wake-ups)."""
+
+    N = 30
+
+    async def test_a_servers_instance_slots(
+        self, service_component: trio_isyswasfa.Component
+    ) -> None:
+        # requests waiting while all of max_instances * per_instance slots are taken
+        app = ComponentApp(service_component, max_instances=1, per_instance=1)
+        order, wakeups = await _line_up(app._take_slot, app._limiter().release, self.N)
+        assert order == list(range(self.N))
+        assert wakeups == self.N
+
+    async def test_a_pools_opening_of_an_instance(
+        self, service_component: trio_isyswasfa.Component
+    ) -> None:
+        # requests arriving together at a full shared pool wait for the one opening
+        pool = InstancePool(
+            service_component, wasi=trio_isyswasfa.WasiConfig(), cancel_grace=1, per_instance=4
+        )
+        opening = pool._opening
+        order, wakeups = await _line_up(opening.acquire, opening.release, self.N)
+        assert order == list(range(self.N))
+        assert wakeups == self.N
+
+    async def test_an_http_clients_connections_to_one_origin(self) -> None:
+        # requests to one origin through one connection, held by a first request until
+        # its answer is released: each waits in line for the connection
+        async def run(n: int) -> int:
+            paths: list[bytes] = []
+            release = trio.Event()
+            wakeups = _Wakeups()
+
+            async def held_first(stream: trio.SocketStream, state: object) -> None:
+                buf = bytearray()
+                while (request := await read_request(stream, buf)) is not None:
+                    paths.append(request.split(b" ")[1])
+                    if len(paths) == 1:
+                        await release.wait()
+                    await stream.send_all(ok(b"x"))
+
+            async def one(i: int) -> None:
+                wakeups.watch()
+                await body_of(await client.send(get(up.port, f"/{i}")))
+                wakeups.unwatch()
+
+            async with (
+                server(held_first) as up,
+                HttpClient(allow=["127.0.0.1:*"], max_connections_per_origin=1) as client,
+            ):
+                trio.lowlevel.add_instrument(wakeups)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        for i in range(n + 1):
+                            nursery.start_soon(one, i)
+                            await trio.testing.wait_all_tasks_blocked()
+                        origin = ("http", "127.0.0.1", up.port)
+                        assert client.statistics(origin) == (1, 0, n)  # (open, idle, waiting)
+                        release.set()
+                finally:
+                    trio.lowlevel.remove_instrument(wakeups)
+            assert paths == [f"/{i}".encode() for i in range(n + 1)]  # first come, first served
+            return wakeups.total
+
+        # each is woken once in line, and a few times for its own request's I/O: linear
+        # (a shared event woke the n still in line at each of the n hand-offs)
+        small, large = await run(10), await run(40)
+        assert large <= 4.5 * small, (small, large)
+
+
+@pytest.mark.parametrize(
+    ("requests", "max_waiting", "served"),
+    [
+        (40, 40, 40),  # each waits for one of the 2 * 8 slots: all are served
+        (40, 10, 26),  # 16 served at once, 10 wait: the 14 beyond get 503 at once
+    ],
+)
+async def test_many_slow_requests_at_once_are_served_by_max_instances(
+    request: pytest.FixtureRequest,
+    autojump_clock: trio.testing.MockClock,
+    requests: int,
+    max_waiting: int,
+    served: int,
+) -> None:
+    # the issue's 1,000 slow requests on at most 8 instances (bench_scale's serve-8
+    # row), scaled down: requests whose guests stream their bodies over 50 ms arrive
+    # at once; the instance count stays bounded however many come, the rest wait in
+    # line or are turned away with 503 (never an instance more)
+    component = request.getfixturevalue("http_guest_component")
+    app = ComponentApp(component, max_instances=2, per_instance=8, max_waiting=max_waiting)
+    statuses: list[int] = []
+
+    async def one() -> None:
+        response = await asgi_request(app, "/stream", query="n=5")
+        statuses.append(response.status)
+        if response.status == 200:
+            assert response.body.count(b"\n") == 5
+
+    async with open_lifespan(app):
+        async with trio.open_nursery() as nursery:
+            for _ in range(requests):
+                nursery.start_soon(one)
+        stats = app.statistics()
+    assert Counter(statuses) == Counter({200: served, 503: requests - served})
+    assert (stats.completed, stats.rejected) == (served, requests - served)
+    assert stats.instances_opened <= 2
 
 
 async def _blocking_calls(
@@ -134,6 +310,33 @@ async def test_concurrent_calls_each_awaiting_a_pollable_cost_the_host_linearly(
         # is woken once per wait (the last may be handed the store and not have run yet)
         assert stats.store_wakeups <= stats.store_waits <= 2 * n + stats.poll_calls
     assert large.poll_calls <= 4.5 * small.poll_calls
+
+
+@pytest.mark.parametrize("n", [25, 100])
+async def test_each_answer_wakes_its_own_caller_only(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, n: int
+) -> None:
+    # n concurrent calls answered one at a time (call i sleeps 100 + i ms): a caller is
+    # woken for its turns of the store and its answer, ~3 times, however many calls
+    # wait beside it (waking every caller at each answer: ~n / 2 times each)
+    woken = _Wakeups()
+
+    async def call(i: int) -> None:
+        woken.watch()
+        await inst.call(CASES, "sleep-ms", 100 + i)
+        woken.unwatch()
+
+    async with trio_isyswasfa.open_instance(cases_component, imports=CASES_IMPORTS) as inst:
+        await inst.call(CASES, "immediate", "x")
+        trio.lowlevel.add_instrument(woken)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(call, i)
+        finally:
+            trio.lowlevel.remove_instrument(woken)
+    assert woken.total <= 5 * n, woken.count
+    assert max(woken.count.values()) <= 10, woken.count
 
 
 async def test_guest_tasks_awaiting_host_imports_cost_one_host_task_each(
