@@ -15,7 +15,8 @@ isyswasfa_guest::generate!(streams, {
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use isyswasfa::io::pipe::make_pipe;
 use isyswasfa_guest::streams::{read, write_all, CHUNK};
@@ -54,18 +55,83 @@ async fn line_for(url: String) -> String {
 
 type Line = Pin<Box<dyn Future<Output = String>>>;
 
-/// The next of `lines` to finish (all are polled, so all make progress), removed.
-async fn next_done(lines: &mut Vec<Line>) -> String {
-    poll_fn(|cx| {
-        for i in 0..lines.len() {
-            if let Poll::Ready(line) = lines[i].as_mut().poll(cx) {
-                drop(lines.swap_remove(i));
-                return Poll::Ready(line);
-            }
+/// The URLs' lines being computed, each polled only when its own waker fired: polling
+/// them all at every wake-up would cost N polls per finished line, N² over a fan-out.
+struct Lines {
+    lines: Vec<Option<(Line, Waker)>>,
+    woken: Arc<Woken>,
+    left: usize,
+}
+
+/// Which lines were woken since they were last polled, and who waits for them.
+#[derive(Default)]
+struct Woken {
+    ids: Mutex<Vec<usize>>,
+    waiter: Mutex<Option<Waker>>,
+}
+
+/// The waker of line `id`.
+struct LineWaker {
+    id: usize,
+    woken: Arc<Woken>,
+}
+
+impl Wake for LineWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.ids.lock().unwrap().push(self.id);
+        if let Some(waiter) = self.woken.waiter.lock().unwrap().take() {
+            waiter.wake();
         }
-        Poll::Pending
-    })
-    .await
+    }
+}
+
+impl Lines {
+    fn new(urls: Vec<String>) -> Self {
+        let woken = Arc::new(Woken::default());
+        let lines: Vec<_> = urls
+            .into_iter()
+            .enumerate()
+            .map(|(id, url)| {
+                let waker = Waker::from(Arc::new(LineWaker { id, woken: woken.clone() }));
+                Some((Box::pin(line_for(url)) as Line, waker))
+            })
+            .collect();
+        *woken.ids.lock().unwrap() = (0..lines.len()).collect(); // each runs once at first
+        Lines { left: lines.len(), lines, woken }
+    }
+
+    /// Every line that finished since the last call (at least one), in one string: one
+    /// write for all the answers that came in together.
+    async fn next_batch(&mut self) -> String {
+        poll_fn(|cx| {
+            *self.woken.waiter.lock().unwrap() = Some(cx.waker().clone());
+            let mut batch = String::new();
+            loop {
+                let ids = std::mem::take(&mut *self.woken.ids.lock().unwrap());
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    let Some((line, waker)) = &mut self.lines[id] else { continue };
+                    if let Poll::Ready(done) = line.as_mut().poll(&mut Context::from_waker(waker)) {
+                        batch.push_str(&done);
+                        self.lines[id] = None;
+                        self.left -= 1;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(batch)
+            }
+        })
+        .await
+    }
 }
 
 isyswasfa_guest::async_exports! {
@@ -79,10 +145,10 @@ isyswasfa_guest::async_exports! {
                 .collect();
             let (tx, rx) = make_pipe();
             isyswasfa_guest::spawn(async move {
-                let mut lines: Vec<Line> = urls.into_iter().map(|u| Box::pin(line_for(u)) as Line).collect();
-                while !lines.is_empty() {
-                    let line = next_done(&mut lines).await;
-                    if write_all(&tx, line.as_bytes()).await.is_err() {
+                let mut lines = Lines::new(urls);
+                while lines.left > 0 {
+                    let batch = lines.next_batch().await;
+                    if write_all(&tx, batch.as_bytes()).await.is_err() {
                         return; // the client left: dropping the rest cancels their requests
                     }
                 }
