@@ -8,6 +8,7 @@ tick count. Each test names the change it probes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import gc
 import warnings
@@ -48,8 +49,9 @@ class _CountingAwaitable:
 
 async def _first_round_that_raises(work: Any) -> None:
     sched = _scheduler.Scheduler(lambda handle: int(handle))
-    rep = sched.core.new_host_task("probe", trio.CancelScope())
-    task = sched.core.task(rep)
+    task = sched.core.new_host_task_record("probe")
+    task.value = worker = _scheduler._HostWorker(True)
+    worker.job, worker.work = task, work
     sched._host_running += 1
     sched._host_labels["probe"] = 1
     sched._dirty.add(0)  # a round is due
@@ -59,8 +61,9 @@ async def _first_round_that_raises(work: Any) -> None:
 
     sched._round = broken_round  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="the round broke"):
-        await sched._first_round(task, work)
+        await sched._first_round(task, worker)
     assert sched._host_running == 0
+    assert worker.work is None  # (a worker's failure would not close it twice)
 
 
 async def test_a_first_round_that_raises_closes_coroutine_like_work() -> None:
@@ -115,17 +118,19 @@ async def test_a_host_task_whose_scope_exit_raises_is_still_counted_gone() -> No
             raise RuntimeError("the scope's exit broke")
 
     sched = _scheduler.Scheduler(lambda handle: int(handle))
-    rep = sched.core.new_host_task("probe", BrokenScope())
-    task = sched.core.task(rep)
+    task = sched.core.new_host_task_record("probe")
+    task.value = worker = _scheduler._HostWorker(True)
+    worker.job, worker.scope = task, BrokenScope()  # type: ignore[assignment]
     sched._host_running += 1
     sched._host_labels["probe"] = 1
     try:
         raise ValueError("the work failed")
     except ValueError:
         with pytest.raises(RuntimeError, match="scope's exit broke"):
-            sched._host_task_raised(task)
+            sched._host_task_raised(worker, task)
     assert sched._host_running == 0
     assert "probe" not in sched._host_labels
+    assert worker.scope is None  # (left: a worker's failure would not leave it twice)
 
 
 # -- heap 345381c / 7392e21: the hand-managed cancel scope, on both backends -----------
@@ -198,6 +203,115 @@ def test_hand_managed_host_scope_on_asyncio(
 
     seen = anyio.run(main, backend="asyncio")
     assert any(s.startswith("timeout:") for s in seen)
+
+
+# -- roundtrip: host imports run in reused worker tasks ---------------------------------
+
+_CALLER = contextvars.ContextVar("_CALLER", default="nobody")
+
+
+def _imports_with(echo: Any, forever: Any = trio.sleep_forever) -> dict[str, dict[str, object]]:
+    return {
+        "test:cases/host": {
+            "note": print,
+            "forever": forever,
+            "echo-later": echo,
+            "fallible": echo,
+        }
+    }
+
+
+@pytest.mark.parametrize("worker", ["new", "idle"])
+async def test_an_import_dropped_before_its_worker_wakes_is_cancelled_as_it_begins(
+    worker: str,
+) -> None:
+    # the guest drops the import's only handle in the call that started it: the
+    # cancellation comes before the worker has begun the work (it must not cancel the
+    # worker's scope then: the worker may first do a round), so it waits for the work
+    # to begin, and cancels it at its first checkpoint
+    sched = _scheduler.Scheduler(lambda handle: int(handle))
+    sched.set_polls([])
+    began: list[str] = []
+
+    async def work(name: str, forever: bool) -> str:
+        began.append(name)
+        if forever:
+            await trio.sleep_forever()
+        await trio.lowlevel.checkpoint()
+        return name
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sched.run)
+        if worker == "idle":  # one import done: its worker waits for the next
+            sched.start_host_task("probe", work("first", forever=False))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(sched._idle_workers) == 1
+        rep = sched.start_host_task("probe", work("dropped", forever=True))
+        sched.apply(sched.core.handle_dropped(rep))  # its only handle
+        with trio.fail_after(5):  # (a hang guard, not a timing)
+            while sched.host_scope_count():
+                await trio.testing.wait_all_tasks_blocked()
+        assert began[-1] == "dropped"  # it began, as work in a cancelled scope does
+        assert sched.failure is None
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_a_host_worker_serves_imports_one_after_another_in_each_callers_context(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    seen: list[tuple[object, str]] = []
+
+    async def echo_later(s: str, ms: int) -> str:
+        seen.append((trio.lowlevel.current_task(), _CALLER.get()))
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=_imports_with(echo_later)
+    ) as inst:
+        for caller in ("first", "second", "third"):
+            _CALLER.set(caller)
+            assert await inst.call(CASES, "echo-via-host", caller, 0) == f"host saw {caller}"
+        await settle(inst)
+        assert_quiet(inst)
+    # one task ran them all (no task spawned per import), each in a copy of its
+    # caller's context, as a task spawned at the call would have been
+    assert [caller for _, caller in seen] == ["first", "second", "third"]
+    assert len({id(task) for task, _ in seen}) == 1
+    assert inst.statistics().host_tasks_started == 3
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_an_import_cancelled_that_ends_all_the_same_leaves_its_worker_sound(
+    cases_component: trio_isyswasfa.Component,
+) -> None:
+    ended: list[str] = []
+
+    async def stubborn() -> str:
+        with trio.CancelScope(shield=True):  # ignores the cancellation, ends by itself
+            await trio.sleep(0.01)
+        ended.append("stubborn")
+        return "ended all the same"
+
+    async def echo_later(s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=_imports_with(echo_later, stubborn)
+    ) as inst:
+        assert await inst.call(CASES, "import-with-timeout", 1) == "timed out"
+        await settle(inst)
+        assert ended == ["stubborn"]
+        # the worker's scope was cancelled for that import: the next import it runs
+        # must not inherit the cancellation
+        assert await inst.call(CASES, "echo-via-host", "y", 0) == "host saw y"
+        await settle(inst)
+        assert_quiet(inst)
+        assert inst.statistics().cancels_sent == 0  # (the guest cancelled, not the host)
 
 
 # -- flaky 104199d: settle on an instance with a task that never blocks ----------------

@@ -12,6 +12,7 @@ directly; on other backends they are anyio's.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -37,6 +38,9 @@ class Scope(Protocol):
 
     @property
     def cancelled_caught(self) -> bool: ...
+
+    @property
+    def cancel_called(self) -> bool: ...
 
     @property
     def deadline(self) -> float: ...
@@ -138,6 +142,16 @@ class Waiter:
         """trio's abort callback: the parked wait was cancelled."""
         self._parked = None
         return trio.lowlevel.Abort.SUCCEEDED
+
+    def set_in(self, context: contextvars.Context) -> None:
+        """:meth:`set`, and on trio the woken task runs on in ``context`` (the task
+        must be parked: a task reused for work of another caller's takes on that
+        caller's context, as a task spawned for it would)."""
+        if self._trio:
+            task = self._parked
+            assert isinstance(task, trio.lowlevel.Task)
+            task.context = context
+        self.set()
 
     def set(self) -> None:
         """Wake the waiting task, or the next :meth:`wait` if none waits now."""

@@ -2,10 +2,12 @@
 
 One :class:`Scheduler` per component instance. It owns the protocol core, the
 per-poll-function input queues and a task group in which every host task (an async
-import the embedder implements, or a wait on a pollable) runs as its own task with
-its own cancel scope. Waits that end at a known time (a clock pollable) start no
-task: they share one timer, set to the earliest of them, so 10,000 guest tasks
-sleeping cost one trio deadline and a heap entry each. A driver task delivers events
+import the embedder implements, or a wait on a pollable) runs in a task of its own
+that it can be cancelled in alone: an import in a worker task reused from one import
+to the next (:class:`_HostWorker`), a wait on a stream in a task per stream. Waits
+that end at a known time (a clock pollable) start no task: they share one timer, set
+to the earliest of them, so 10,000 guest tasks sleeping cost one trio deadline and a
+heap entry each. A driver task delivers events
 to the guests' poll exports whenever something happened. All calls into wasm happen
 on the event-loop thread, between checkpoints, so they never overlap.
 """
@@ -16,13 +18,14 @@ import heapq
 import math
 import sys
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import copy_context
 from typing import Any
 
 import anyio
 import anyio.abc
 
 from ._engine import lift_outputs, lower_inputs, own
-from ._errors import GuestProtocolError, InstanceDead, IsyswasfaError
+from ._errors import GuestProtocolError, InstanceDead, InternalError, IsyswasfaError
 from ._park import (
     Scope,
     TaskGroup,
@@ -59,6 +62,80 @@ class _SharedWait:
         self.reps: set[int] = set()
         self.listeners: set[anyio.Event] = set()
         self.scope = anyio.CancelScope()
+
+
+class _HostWorker(Waiter):
+    """A task that runs host imports (:meth:`Scheduler.start_host_task`), one at a
+    time, each until it ends, then waits in the idle pool for the next.
+
+    Spawning a trio task and entering and leaving a cancel scope per import cost
+    more than the rest of the host's part in trio of a pending round trip: a worker
+    is woken instead (a reschedule), and its cancel scope lasts until the guest
+    cancels an import it runs. The scope is cancelled only while the work runs
+    (``state`` :data:`_WORKING`); a cancellation that comes earlier (in the round the
+    worker does first, or before it wakes) waits for the work to begin and cancels it
+    then, as the scope entered already cancelled did for a task of its own.
+    """
+
+    __slots__ = ("job", "scope", "state", "work")
+
+    def __init__(self, on_trio: bool) -> None:
+        super().__init__(on_trio)
+        self.job: Task | None = None  # the protocol task of the import it runs
+        self.work: Awaitable[Any] | None = None  # handed over, not yet begun
+        self.scope: Scope | None = None  # entered while not None
+        self.state = 0  # _WORKING, _CANCEL_DUE or 0
+
+    def renew_scope(self) -> None:
+        """Enter a fresh cancel scope."""
+        self.scope = scope = cancel_scope(self._trio is True)
+        scope.__enter__()
+
+    def leave_scope(self) -> None:
+        """Leave the scope (the worker ends)."""
+        scope = self.scope
+        if scope is not None:
+            self.scope = None
+            scope.__exit__(None, None, None)
+
+    def begin(self) -> Awaitable[Any]:
+        """The work handed over, which begins now (cancelled at once if the guest
+        asked for it already)."""
+        work = self.work
+        assert work is not None
+        self.work = None
+        if self.state == _CANCEL_DUE:
+            assert self.scope is not None
+            self.scope.cancel()
+        self.state = _WORKING
+        return work
+
+    def end_job(self) -> None:
+        """The work ended: no cancellation reaches the worker's scope any more, and a
+        scope cancelled for work that ended all the same is replaced."""
+        self.job = None
+        self.state = 0
+        scope = self.scope
+        if scope is not None and scope.cancel_called:
+            self.leave_scope()
+            self.renew_scope()
+
+    def cancel_job(self, rep: int) -> None:
+        """The guest asked to cancel import ``rep``: cancel it if this worker still has
+        it (at once if its work runs, else as it begins)."""
+        job = self.job
+        if job is None or job.rep != rep:
+            return  # its work has ended
+        if self.state == _WORKING:
+            assert self.scope is not None
+            self.scope.cancel()
+        else:
+            self.state = _CANCEL_DUE
+
+
+_WORKING = 1
+_CANCEL_DUE = 2
+_MAX_IDLE_WORKERS = 16  # on trio (elsewhere a worker ends with its work)
 
 
 _CANCELLED: Any = object()  # a host task's work that its own scope cancelled
@@ -116,6 +193,8 @@ class Scheduler:
         self._host_running = 0  # host tasks (each with its cancel scope) running
         self._fresh = 0  # of them, those that have not taken their first step
         self._host_labels: dict[str, int] = {}  # how many of them run, by label
+        self._idle_workers: list[_HostWorker] = []  # host workers waiting for work
+        self._max_idle = 0  # (known once running: only on trio)
         self._tg: TaskGroup | None = None
         self.failure: BaseException | None = None
         self._failed: anyio.Event | None = None  # made when someone waits for a failure
@@ -150,6 +229,7 @@ class Scheduler:
         """Drive the guests until cancelled. Guest failures end the loop, not the group."""
         self._on_trio = running_trio()
         self._now = clock_of(self._on_trio)
+        self._max_idle = _MAX_IDLE_WORKERS if self._on_trio else 0
         try:
             async with open_task_group(self._on_trio) as tg:
                 self._tg = tg
@@ -181,6 +261,7 @@ class Scheduler:
             self._timed.clear()
             self._shared_of.clear()
             self._idle.clear()
+            self._idle_workers.clear()
 
     def _has_work(self) -> bool:
         return bool(self._urgent or self._dirty)
@@ -272,9 +353,9 @@ class Scheduler:
                 if isinstance(action.event, InCancel):
                     self._observe("cancel-sent")
             elif isinstance(action, CancelHostWork):
-                scope = action.work  # a host task's cancel scope (see start_host_task)
-                if scope is not None:
-                    scope.cancel()
+                worker = action.work  # a host task's worker (see start_host_task)
+                if worker is not None:
+                    worker.cancel_job(action.rep)
                 elif action.rep in self._shared_of:
                     self._leave_shared_wait(action.rep)
                 elif self._timed.pop(action.rep, None) is not None:
@@ -325,47 +406,98 @@ class Scheduler:
         self._tg.start_soon(run, name="isyswasfa host work")
 
     def start_host_task(self, label: str, work: Awaitable[Any]) -> int:
-        """Await ``work`` as a host task; return the rep of its ``pending`` handle."""
+        """Await ``work`` as a host task; return the rep of its ``pending`` handle.
+
+        It runs in a worker task of the instance's task group (see
+        :class:`_HostWorker`): an idle one if there is one, else a new one. Either
+        way it runs in a copy of the caller's context, as a task spawned here would."""
         if self._tg is None:
             raise InstanceDead("the instance is not running")
-        # its cancel scope is the protocol task's value until the work ends (no table
-        # of scopes: an entry per pending import)
-        rep = self.core.new_host_task(label, cancel_scope(self._on_trio))
-        task = self.core.task(rep)
+        # the worker is the protocol task's value until the work ends (no table of
+        # workers or scopes: an entry per pending import)
+        task = self.core.new_host_task_record(label)
+        idle = self._idle_workers
+        reused = bool(idle)
+        worker = idle.pop() if reused else _HostWorker(self._on_trio)
+        task.value = worker
+        worker.job = task
+        worker.work = work
         self.host_tasks_started += 1
         self._host_running += 1
         self._fresh += 1
         self._host_labels[label] = self._host_labels.get(label, 0) + 1
-        # (one name for all: a name of its own per task is memory each of them holds)
-        self._tg.start_soon(self._run_host_task, task, work, name="isyswasfa host task")
-        return rep
+        if reused:
+            worker.set_in(copy_context())
+        else:
+            # (one name for all: a name of its own per task is memory each of them holds)
+            self._tg.start_soon(self._run_worker, worker, name="isyswasfa host task")
+        return task.rep
 
-    async def _run_host_task(self, task: Task, work: Awaitable[Any]) -> None:
+    async def _run_worker(self, worker: _HostWorker) -> None:
         # Every pending host import holds this coroutine and the frame object trio
-        # makes of it, each as large as the frame's locals and stack: so three locals
-        # (the result goes into ``work``), the scope (``task.value`` until the work
-        # ends) entered and left by hand (a ``with`` holds a bound ``__exit__`` and
-        # needs two more stack slots for its clean-up), and the rest in plain
-        # methods: 416 bytes where a ``with`` in a ``try``/``finally`` held 560.
-        if self._fresh_step():
-            await self._first_round(task, work)
-        task.value.__enter__()
+        # makes of it, each as large as the frame's locals and stack: so few locals
+        # (the result goes into ``work``), the scope entered and left by hand (a
+        # ``with`` holds a bound ``__exit__`` and needs more stack slots for its
+        # clean-up), and the rest in plain methods.
+        worker.renew_scope()
         try:
-            work = await work
+            task = worker.job
+            while task is not None:
+                if self._fresh_step():
+                    await self._first_round(task, worker)
+                work = worker.begin()
+                try:
+                    work = await work
+                except BaseException:
+                    work = self._host_task_raised(worker, task)
+                await self._host_task_ended(worker, task, work)
+                task = None
+                if self._park_worker(worker):
+                    await worker.wait()
+                    task = worker.job
         except BaseException:
-            work = self._host_task_raised(task)
-        await self._host_task_ended(task, work)
+            self._worker_failed(worker)
+            raise
+        worker.leave_scope()
+
+    def _park_worker(self, worker: _HostWorker) -> bool:
+        """Whether ``worker``, its job done, waits for another (in the idle pool) rather
+        than ending. Only on trio, where a woken worker takes on its job's context."""
+        if len(self._idle_workers) >= self._max_idle or self.failure is not None:
+            return False
+        self._idle_workers.append(worker)
+        return True
+
+    def _worker_failed(self, worker: _HostWorker) -> None:
+        """A worker ends with an exception (the instance's end, mostly; or its work's
+        own): leave its scope with it, and give up a job it was handed and never
+        started."""
+        if worker in self._idle_workers:
+            self._idle_workers.remove(worker)
+        if worker.work is not None and worker.job is not None:  # (handed over, not begun)
+            self._fresh -= 1
+            self._host_task_gone(worker.job)
+            close_unstarted(worker.work)
+            worker.work = worker.job = None
+        scope = worker.scope
+        if scope is not None:
+            worker.scope = None
+            exc = sys.exception()
+            assert exc is not None
+            if scope.__exit__(type(exc), exc, exc.__traceback__):
+                raise InternalError("a host worker's scope caught what it was not cancelled for")
 
     def _fresh_step(self) -> bool:
         """A host task's first step: whether it does the round :meth:`poke` left it."""
         self._fresh -= 1
         return self._driver_idle and not self._rounding and self.failure is None
 
-    async def _first_round(self, task: Task, work: Awaitable[Any]) -> None:
+    async def _first_round(self, task: Task, worker: _HostWorker) -> None:
         """The round a host task does before its work (see :meth:`poke`), as the
-        driver would: outside the task's own cancel scope (the guest may cancel the
-        import in this very round; that must not abandon the poll), so only the
-        instance's end cancels it."""
+        driver would: the guest may cancel the import in this very round, which must
+        not abandon the poll, so the worker's scope is cancelled only once the work
+        begins (:meth:`_HostWorker.cancel_job`); only the instance's end cancels the
+        round."""
         if not self._has_work():
             return
         self._rounding = True
@@ -373,37 +505,46 @@ class Scheduler:
             await self._round()
         except BaseException:  # (the instance's end, or a bug of ours)
             self._host_task_gone(task)
-            close_unstarted(work)
+            close_unstarted(worker.work)
+            worker.work = worker.job = None
             raise
         finally:
             self._rounding = False
             if self._has_work():
                 self._wake.set()  # the driver does what follows
 
-    def _host_task_raised(self, task: Task) -> Any:
-        """The host task's work raised (the exception being handled): if its own
-        scope caught it (a cancellation the guest asked for), :data:`_CANCELLED`;
-        otherwise it propagates (and ends the instance's task group)."""
+    def _host_task_raised(self, worker: _HostWorker, task: Task) -> Any:
+        """The host task's work raised (the exception being handled): if the worker's
+        scope caught it (a cancellation the guest asked for), :data:`_CANCELLED` (the
+        worker goes on in a fresh scope); otherwise it propagates (and ends the
+        instance's task group)."""
         exc = sys.exception()
         assert exc is not None
+        worker.job = None
+        scope = worker.scope
+        assert scope is not None
+        worker.scope = None
         try:
-            swallowed = task.value.__exit__(type(exc), exc, exc.__traceback__)
+            swallowed = scope.__exit__(type(exc), exc, exc.__traceback__)
         except BaseException:  # (trio's scope exit raised: the task is gone all the same)
             self._host_task_gone(task)
             raise
         if swallowed:
+            worker.renew_scope()
             return _CANCELLED
         self._host_task_gone(task)
         raise  # (the exception being handled, as a `with` would)
 
-    def _host_task_ended(self, task: Task, value: Any) -> Awaitable[None]:
-        """The host task is done (with ``value``, or :data:`_CANCELLED`): leave its
-        scope, and what to await to report it."""
+    def _host_task_ended(self, worker: _HostWorker, task: Task, value: Any) -> Awaitable[None]:
+        """The host task is done (with ``value``, or :data:`_CANCELLED`), and what to
+        await to report it. A scope cancelled for work that ended all the same is
+        replaced (it would cancel what the worker does next)."""
+        worker.end_job()
         self._host_task_gone(task)
+        task.value = None  # (the worker)
         if value is _CANCELLED:
             actions = self.core.host_work_finished(task.rep, None, cancelled=True)
         else:
-            task.value.__exit__(None, None, None)
             actions = self.core.host_work_finished(task.rep, value)
         return self._finish_host_work(actions)
 

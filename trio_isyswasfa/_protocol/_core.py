@@ -219,6 +219,11 @@ class ProtocolCore:
         task.value = work
         return task.rep
 
+    def new_host_task_record(self, label: str = "") -> Task:
+        """:meth:`new_host_task`, returning the task itself (its ``value`` is the
+        host's to set: what :class:`CancelHostWork` hands back)."""
+        return self._new(0, 1, label)
+
     def host_work_finished(self, rep: int, value: Any, *, cancelled: bool = False) -> list[Action]:
         """The host's work for ``rep`` ended with ``value`` (or by cancellation)."""
         task = self._tasks.get(rep)
