@@ -45,6 +45,22 @@ class TestWaiter:
         waiter.set()
         await waiter.wait()
 
+    async def test_parked_says_whether_a_task_waits_now(self) -> None:
+        # the scheduler reuses an idle host worker only while it is parked: one whose
+        # wait the instance's end cancelled must not be handed work
+        waiter = Waiter(on_trio=True)
+        assert not waiter.parked
+        waiter.set()  # kept for the next wait: nobody waits
+        assert not waiter.parked
+        await waiter.wait()
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter.wait)
+                await trio.testing.wait_all_tasks_blocked()
+                assert waiter.parked
+                scope.cancel()
+                assert not waiter.parked  # (trio's abort ran before the task does)
+
     async def test_the_backend_is_learnt_at_the_first_wait(self) -> None:
         waiter = Waiter(None)  # made outside the loop, as the scheduler's wake-up is
         woke: list[bool] = []

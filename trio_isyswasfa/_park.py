@@ -143,6 +143,11 @@ class Waiter:
         self._parked = None
         return trio.lowlevel.Abort.SUCCEEDED
 
+    @property
+    def parked(self) -> bool:
+        """Whether a task waits on it now (a cancelled wait leaves it unparked)."""
+        return self._parked is not None and self._parked is not _KEPT
+
     def set_in(self, context: contextvars.Context) -> None:
         """:meth:`set`, and on trio the woken task runs on in ``context`` (the task
         must be parked: a task reused for work of another caller's takes on that

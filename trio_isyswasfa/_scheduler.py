@@ -417,8 +417,14 @@ class Scheduler:
         # workers or scopes: an entry per pending import)
         task = self.core.new_host_task_record(label)
         idle = self._idle_workers
-        reused = bool(idle)
-        worker = idle.pop() if reused else _HostWorker(self._on_trio)
+        reused = False
+        while idle and not reused:
+            worker = idle.pop()
+            # (an idle worker whose wait the instance's end cancelled stays in the pool
+            # until it runs its clean-up: it takes no more work)
+            reused = worker.parked
+        if not reused:
+            worker = _HostWorker(self._on_trio)
         task.value = worker
         worker.job = task
         worker.work = work
