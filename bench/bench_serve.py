@@ -6,8 +6,9 @@
 For each backend (trio, asyncio) it runs, one after the other on loopback:
 
 * the baseline: bare hypercorn with the same worker class serving a hello ASGI app;
-* ``python -m trio_isyswasfa serve`` with the service example (a Python guest), for
-  each instance policy (``--policies``), with at most 32 instances;
+* ``python -m trio_isyswasfa serve`` with the service example (the Python guest, and
+  the Rust one when its toolchain is installed; ``--languages``), for each instance
+  policy (``--policies``), with at most 32 instances;
 
 and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
 least 0.5x). Then the hello route of the standard ``wasi:http/proxy`` guests
@@ -238,15 +239,24 @@ def throughput(
     connections: int,
     backends: tuple[str, ...] = ("trio", "asyncio"),
     policies: tuple[str, ...] = ("shared", "pooled", "per-request"),
+    languages: tuple[str, ...] = ("python", "rust"),
 ) -> dict[str, tuple[float, ...]]:
-    """Our serve with the service example (each of ``policies``, at most 32 instances)
-    against bare hypercorn; the baselines by backend."""
-    service = example("service")
+    """Our serve with the service example in each of ``languages`` (each of
+    ``policies``, at most 32 instances) against bare hypercorn; the baselines by backend."""
+    services = {}
+    for language in ("python", "rust"):
+        if language in languages:
+            try:
+                services[language] = example("service", language)
+            except RustToolchainMissing as exc:
+                print(f"(no Rust service example: {exc})")
     print_header(seconds, connections)
     baselines = {}
     for backend in backends:
         base = baselines[backend] = bare_hypercorn(backend, seconds, connections)
-        for policy, most in [(p, 32) for p in policies]:
+        for (language, service), (policy, most) in [
+            (s, (p, 32)) for s in services.items() for p in policies
+        ]:
             port = free_port()
             ours = measure(
                 [
@@ -269,7 +279,8 @@ def throughput(
                 seconds,
                 connections,
             )
-            label = f"serve service.wasm ({backend}, {policy}, max {most})"
+            name = "service.wasm" if language == "python" else "service (Rust)"
+            label = f"serve {name} ({backend}, {policy}, max {most})"
             print(
                 f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
                 f" {ours[3]:9.2f} {base[3] / ours[3]:6.2f}x"
@@ -594,7 +605,9 @@ def parser() -> argparse.ArgumentParser:
         "--backends", default="trio,asyncio", help="comma-separated worker classes (trio,asyncio)"
     )
     p.add_argument(
-        "--languages", default="python,rust,js", help="the proxy guests to serve (python,rust,js)"
+        "--languages",
+        default="python,rust,js",
+        help="the guests to serve (python,rust,js; the service example: python,rust)",
     )
     p.add_argument(
         "--policies",
@@ -651,6 +664,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.connections,
             tuple(args.backends.split(",")),
             tuple(args.policies.split(",")),
+            tuple(args.languages.split(",")),
         )
     if not args.skip_proxy:
         proxy_throughput(

@@ -21,14 +21,12 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
-    Iterator,
     MutableMapping,
 )
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
     asynccontextmanager,
-    contextmanager,
 )
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -303,6 +301,9 @@ class ComponentApp:
                     await _send_error(send, 500, "the component failed")
             if state.listening or state.watching:
                 tg.cancel_scope.cancel()
+        if state.cut_off is not None:  # the instance failed while the response went out
+            _log_failure(state.cut_off)
+            state.outcome = "failed"
         return state.outcome
 
     async def _run_one(
@@ -314,7 +315,8 @@ class ComponentApp:
         tg: anyio.abc.TaskGroup,
     ) -> None:
         async with self._slot(), self._instance() as instance:
-            with self._guest_time(instance):
+            self._guest_from(instance)  # (not a context manager: one fewer per request)
+            try:
                 response = await _handle(instance, self.interface, request)
                 if isinstance(response, ErrorCode):
                     log.warning("component answered error-code %s", response)
@@ -322,18 +324,19 @@ class ComponentApp:
                     state.outcome = "failed"
                     return
                 state.started = True
-                sending = anyio.CancelScope()
 
                 def watch() -> None:
-                    # the response waits: should the instance fail meanwhile, it is
-                    # cut off rather than left hanging
+                    # the response waits: should the instance fail meanwhile, it is cut
+                    # off rather than left hanging (the request's own scope is cancelled:
+                    # no scope of its own for the sending, which most responses never need)
                     state.watching = True
-                    tg.start_soon(_cancel_on_failure, instance, sending)
+                    tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
 
-                with sending:
-                    await _eagerly(_send_response(scope, send, response, state), watch)
+                await _eagerly(_send_response(scope, send, response, state), watch)
                 instance._sched.check_alive()
                 state.outcome = "completed"
+            finally:
+                self._guest_until(instance)
 
     async def _serve_proxy(self, scope: Scope, receive: Receive, send: Send) -> str:
         """One request to a ``wasi:http/proxy`` component: its ``handle`` runs to
@@ -475,17 +478,9 @@ class ComponentApp:
             if finished is not None:
                 finished.set()
 
-    @contextmanager
-    def _guest_time(self, instance: Instance) -> Iterator[None]:
-        """Count the guest time ``instance`` spends meanwhile into the statistics (once,
-        even when requests share the instance)."""
-        self._guest_from(instance)
-        try:
-            yield
-        finally:
-            self._guest_until(instance)
-
     def _guest_from(self, instance: Instance) -> None:
+        """Count the guest time ``instance`` spends from now (until :meth:`_guest_until`)
+        into the statistics (once, even when requests share the instance)."""
         engine = instance._engine
         if engine not in self._guest_counted:
             self._guest_counted[engine] = engine.guest_seconds
@@ -806,8 +801,15 @@ def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value) for name, value in fields.entries()]
 
 
-async def _cancel_on_failure(instance: Instance, scope: anyio.CancelScope) -> None:
+async def _cut_off_on_failure(
+    instance: Instance, state: _OneState, scope: anyio.CancelScope
+) -> None:
+    """Once ``instance`` fails, cancel ``scope`` (the request's), saying why in ``state``."""
     await instance._sched.wait_failed()
+    try:
+        instance._sched.check_alive()
+    except IsyswasfaError as exc:
+        state.cut_off = exc
     scope.cancel()
 
 
@@ -938,7 +940,7 @@ def _take_request_body(
 class _OneState:
     """How far one request to an isyswasfa component got."""
 
-    __slots__ = ("listening", "outcome", "sent", "started", "watching")
+    __slots__ = ("cut_off", "listening", "outcome", "sent", "started", "watching")
 
     def __init__(self) -> None:
         self.outcome = "cancelled"
@@ -946,6 +948,7 @@ class _OneState:
         self.sent = False  # all of it did: a disconnect is no news
         self.listening = False  # a task listens to the client
         self.watching = False  # a task cuts the response off if the instance fails
+        self.cut_off: IsyswasfaError | None = None  # the failure that cut the response off
 
 
 class _ProxyState:
