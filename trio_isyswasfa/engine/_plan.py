@@ -315,17 +315,30 @@ class ImportTypes(Sequence[Any]):
         return len(self._declared)
 
 
+# one ``wasmtime.FuncType`` per core signature for the whole process: canon-defined
+# functions have a few dozen signatures, shared by every component, and a type object
+# carries what the engine works out for it (``_core``'s value packers); made by us, it
+# holds no module alive
+_FUNC_TYPES: dict[tuple[tuple[str, ...], tuple[str, ...]], wasmtime.FuncType] = {}
+
+
 def _wasmtime_type(extern: CoreExtern) -> Any:
     """``extern`` as the ``wasmtime.FuncType`` of a function import (one of value types
-    wasmtime-py can name), else ``extern`` itself."""
+    wasmtime-py can name), else ``extern`` itself. The same signature gives the same
+    type object, in every component."""
     ty = extern.type
     if extern.kind != "func" or not isinstance(ty, CoreFuncType):
         return extern
+    key = (ty.params, ty.results)
+    found = _FUNC_TYPES.get(key)
+    if found is not None:
+        return found
     makers = [_VALTYPES.get(v) for v in (*ty.params, *ty.results)]
     if None in makers:
         return extern  # not a type a canon-defined function can have
     made = [m() for m in makers if m is not None]
-    return wasmtime.FuncType(made[: len(ty.params)], made[len(ty.params) :])
+    found = _FUNC_TYPES[key] = wasmtime.FuncType(made[: len(ty.params)], made[len(ty.params) :])
+    return found
 
 
 @dataclass(frozen=True, slots=True)
