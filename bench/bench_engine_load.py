@@ -1,6 +1,7 @@
 """Loading with our own engine against the stock one (issue 12): reading and instantiating.
 
-    python -m bench.bench_engine_load [--load-only]
+    python -m bench.bench_engine_load [--load-only] [--rows ROWS] [--guests GUESTS]
+                                      [--before TREE]
 
 Each row measures at N and 16N and prints the per-item time, so that growth that is
 not linear shows, and a ratio to a baseline measured in the same run (both engines
@@ -31,6 +32,17 @@ Rows:
   finds its compiled core modules and makes the instance plan. Each load of ours
   starts with no compiled module held in the process, as a new ``run`` does.
   ``--load-only`` runs only these rows (no componentize-py build of the cases guest).
+* first instance: what ``run`` pays for its one instance, in fresh processes (bytecode
+  cached): the CPU time of importing the host, loading the file (warm cache), opening
+  the first instance and then a second one, with the real WASI host
+  (``_host.Instance``), medians of N and 16N runs for the C hello and the Python hello,
+  on each engine; the baseline is the wasmtime engine's first instance. ``--before
+  TREE`` runs ours from another checkout of the package too (``git worktree add`` or
+  ``git archive REV | tar -x -C TREE``), for before/after figures from one run.
+
+``--rows`` picks rows (``load,read,open,first``; all by default) and ``--guests`` the
+guests of the "open an instance" rows (``wat,cases,python,rust``) and of the "first
+instance" rows (``c,python``).
 
 Times are wall-clock; the CPU time of the process is printed too, which the other
 processes of a shared machine inflate far less.
@@ -42,6 +54,8 @@ import argparse
 import gc
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -232,6 +246,74 @@ def load_rows(n: int) -> None:
             )
 
 
+# what one fresh process does for ``first_rows``: CPU ms of each phase, on one line
+_FIRST = """
+import sys, time
+from pathlib import Path
+clock = time.process_time
+start = clock()
+from trio_isyswasfa import _host
+from trio_isyswasfa.wasi import WasiConfig
+imported = clock()
+component = _host.load_component(Path(sys.argv[1]), engine=sys.argv[2])
+loaded = clock()
+times = [imported - start, loaded - imported]
+for _ in range(2):
+    before = clock()
+    _host.Instance(component, {}, WasiConfig(stdout=None, stderr=None))._engine.close()
+    times.append(clock() - before)
+print(" ".join(f"{t * 1e3:.3f}" for t in times))
+"""
+_PHASES = ("import the host", "load the file", "first instance", "second instance")
+
+
+def first_instance(tree: Path, path: Path, engine: str, env: dict[str, str]) -> list[float]:
+    """CPU ms of each of :data:`_PHASES` in one fresh process running ``tree``'s package."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST, str(path), engine],
+        env={**env, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [float(x) for x in out.split()]
+
+
+def first_rows(n: int, before: Path | None, which: set[str]) -> None:
+    """Import, load and the first two instances of each ``bench_cli`` guest in fresh
+    processes, N and 16N of them, medians of their CPU times (``which``: ``c``,
+    ``python``)."""
+    guests = {}
+    if "c" in which:
+        guests["C hello"] = build_c(CLI_GUESTS / "hello.c")
+    if "python" in which:
+        guests["Python hello"] = build_python(CLI_GUESTS / "python" / "hello.py")
+    trees = {"ours": (ROOT, "own"), "wasmtime engine": (ROOT, "wasmtime")}
+    if before is not None:
+        trees["ours before"] = (before.resolve(), "own")
+    with tempfile.TemporaryDirectory(prefix="bench-load-pyc-") as pyc:
+        env = {**os.environ, "PYTHONPYCACHEPREFIX": pyc}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        for label, path in guests.items():
+            for tree, engine in trees.values():  # compiled and bytecode cached
+                first_instance(tree, path, engine, env)
+            print(f"-- {label}: CPU ms per fresh process, median (the first instance vs a second)")
+            for reps in (n, 16 * n):
+                samples: dict[str, list[list[float]]] = {name: [] for name in trees}
+                for _ in range(reps):  # interleaved, so the load falls on all alike
+                    for name, (tree, engine) in trees.items():
+                        samples[name].append(first_instance(tree, path, engine, env))
+                medians = {
+                    name: [statistics.median(s[i] for s in runs) for i in range(len(_PHASES))]
+                    for name, runs in samples.items()
+                }
+                baseline = medians["wasmtime engine"][2]
+                for name, phases in medians.items():
+                    for phase, ms in zip(_PHASES, phases, strict=True):
+                        report(f"{phase}, {name}  (x{reps})", ms, baseline)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
@@ -239,15 +321,31 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n")[0] if __doc__ else None,
     )
     p.add_argument("--load-only", action="store_true", help="only the component-file loads")
+    p.add_argument(
+        "--rows", default="load,read,open,first", help="rows to run (load,read,open,first)"
+    )
+    p.add_argument("--guests", default="wat,cases,python,rust", help="guests of the open rows")
+    p.add_argument("--before", type=Path, help="a checkout of the package to compare (first)")
+    p.add_argument("--n", type=int, default=4, help="fresh processes in the first round (first)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the rows (``--load-only``: the file loads alone)."""
-    if parser().parse_args(argv).load_only:
+    args = parser().parse_args(argv)
+    rows = {"load"} if args.load_only else set(args.rows.split(","))
+    if "load" in rows:
         load_rows(2)
-        return
-    load_rows(2)
+    if "read" in rows:
+        read_rows()
+    if "open" in rows:
+        open_rows(set(args.guests.split(",")))
+    if "first" in rows:
+        first_rows(args.n, args.before, set(args.guests.split(",")))
+
+
+def read_rows() -> None:
+    """Our reader on the componentize-py cases guest, against the stock load."""
     wasm = build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
     data = wasm.read_bytes()
     _engine.compile_component(data)  # warm the compile cache for the baseline
@@ -258,19 +356,25 @@ def main(argv: list[str] | None = None) -> None:
             f"read component x{n} (per read)", per_item(lambda: read_component(data), n), baseline
         )
 
+
+def open_rows(guests: set[str]) -> None:
+    """The "open an instance" rows of ``guests``."""
     with tempfile.TemporaryDirectory() as tmp:
         wit = Path(tmp) / "w.wit"
         wit.write_text(RUN_WIT)
         wat = build_wat_component(wit, "w", RUN_WAT)
+    if "wat" in guests:
+        instantiate_rows("WAT component", wat, run_resolver(b"", []), 100)
+    if "cases" in guests:
+        cases = build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
+        instantiate_rows("componentize-py guest", cases.read_bytes(), wasi_resolver(), 10)
+    if guests & {"python", "rust"}:
+        from .bench_serve import proxy_components
 
-    instantiate_rows("WAT component", wat, run_resolver(b"", []), 100)
-    instantiate_rows("componentize-py guest", data, wasi_resolver(), 10)
-    from .bench_serve import proxy_components
-
-    for language, path in proxy_components().items():
-        if language in ("python", "rust"):
-            resolve = wasi_resolver(http=True)
-            instantiate_rows(f"{language} hello proxy", path.read_bytes(), resolve, 10)
+        for language, path in proxy_components().items():
+            if language in guests:
+                resolve = wasi_resolver(http=True)
+                instantiate_rows(f"{language} hello proxy", path.read_bytes(), resolve, 10)
 
 
 if __name__ == "__main__":

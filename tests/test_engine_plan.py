@@ -347,6 +347,27 @@ def test_the_core_shape_read_from_the_bytes_is_what_wasmtime_says() -> None:
             assert not isinstance(types[i], wasmtime.FuncType)
 
 
+def test_one_signature_is_one_function_type_in_every_module() -> None:
+    """Import types of one core signature are one ``wasmtime.FuncType`` across modules
+    (and so across components): what the engine works out per type object, the value
+    packers of its host functions, is worked out once per signature."""
+    one = read_core_shape(
+        wasmtime.wat2wasm(
+            '(module (import "a" "f" (func (param i32) (result i64)))'
+            ' (import "a" "g" (func (param i32))))'
+        )
+    )
+    other = read_core_shape(
+        wasmtime.wat2wasm('(module (import "b" "h" (func (param i32) (result i64))))')
+    )
+    first = ImportTypes(tuple(e for _, _, e in one.imports))
+    second = ImportTypes(tuple(e for _, _, e in other.imports))
+    assert first[0] is second[0]
+    assert first[1] is not first[0]
+    assert list(map(str, first[1].params)) == ["i32"]
+    assert not first[1].results
+
+
 GC_MODULE = """(module
   (type $s (struct (field i32)))
   (import "env" "f" (func (param (ref null $s))))

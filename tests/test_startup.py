@@ -76,6 +76,39 @@ def test_running_a_command_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert out == ["0", "[]"]
 
 
+FROZEN_PROBE = """
+import gc, sys
+import trio
+from trio_isyswasfa._cli import main
+real_run, frozen = trio.run, []
+
+def run(*args, **kwargs):
+    frozen.append(gc.get_freeze_count())
+    return real_run(*args, **kwargs)
+
+trio.run = run
+print(main(["run", "--engine", sys.argv[2], sys.argv[1]]), frozen[0] > 0, gc.get_freeze_count())
+"""
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize("engine", ["own", "wasmtime"])
+def test_run_keeps_what_it_loaded_out_of_the_collectors_way(tmp_path: Path, engine: str) -> None:
+    """``run`` freezes what it has loaded before the command runs (full collections do
+    not walk the component and the host again), and unfreezes it afterwards (a process
+    that calls ``main`` and goes on, as a test does, collects it again)."""
+    command = tmp_path / "cmd.wasm"
+    command.write_bytes(command_bytes(tmp_path, 0))
+    out = subprocess.run(
+        [sys.executable, "-c", FROZEN_PROBE, str(command), engine],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    assert out == ["0", "True", "0"]
+
+
 TOOLS_PROBE = """
 import sys
 import trio_isyswasfa

@@ -49,7 +49,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from ctypes import c_bool, c_char_p, c_size_t, c_void_p
-from dataclasses import dataclass
 from itertools import starmap
 from typing import Any
 
@@ -59,6 +58,7 @@ from wasmtime._extern import wrap_extern
 
 from .. import _engine  # for now the stock seam owns the wasmtime engine and the cache folder
 from .._errors import GuestTrap, InternalError, LinkError, LoadError
+from .._records import record
 from . import _fiber
 from ._model import (
     CanonBuiltin,
@@ -230,7 +230,7 @@ class _Exports(Mapping[str, Any]):
         return len(self._module.exports)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class LiftedFunc:
     """A component function made by a ``canon lift`` in some component instance."""
 
@@ -281,7 +281,7 @@ assert ffi.WASMTIME_EXTERN_FUNC.value == 0  # what a zeroed wasmtime_extern_t's 
 _ASYNC_ONLY = "`*_async` functions"  # what wasmtime says when a store admits only those
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class InstantiationStatistics:
     """What making one component instance took (:meth:`CoreInstances.statistics`)."""
 

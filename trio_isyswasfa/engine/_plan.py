@@ -29,12 +29,13 @@ from __future__ import annotations
 import ctypes
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import wasmtime
 
 from .._errors import LinkError, LoadError
+from .._records import record
 from ._model import (
     AliasExport,
     AliasOuter,
@@ -68,7 +69,7 @@ EXTERN_SIZE = 32
 """``sizeof(wasmtime_extern_t)``: the stride of a pool and of an import array."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ExportRef:
     """Export ``name`` of the plan's real core instance number ``instance``."""
 
@@ -76,7 +77,7 @@ class ExportRef:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CanonRef:
     """Canon-defined core function ``index`` of component instance ``node`` (a
     ``canon lower``, ``resource.*`` or async built-in: made per instance)."""
@@ -89,14 +90,14 @@ CoreRef = ExportRef | CanonRef
 """Where a core function, memory, table or global comes from."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class RealInstance:
     """The plan's real core instance number ``index`` (a module instantiated)."""
 
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class LiftRef:
     """A ``canon lift`` of component instance ``node``, lifting core function ``core``."""
 
@@ -105,7 +106,7 @@ class LiftRef:
     node: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ImportedFunc:
     """A function the outermost component imports: ``path`` is the import name and,
     for a function of an imported instance, the export name in it."""
@@ -145,7 +146,7 @@ def imported(path: tuple[str, ...], item: Item | None, name: str) -> Any:
     return item  # a type, a value, a component or core module type: nothing to run
 
 
-@dataclass(slots=True)
+@record
 class CoreStep:
     """Instantiate ``module`` as real core instance ``instance``.
 
@@ -176,14 +177,14 @@ class CoreStep:
     module_address: int
 
 
-@dataclass(slots=True)
+@record
 class NestedStep:
     """Instantiate nested component instance ``node``."""
 
     node: int
 
 
-@dataclass(slots=True)
+@record
 class StartStep:
     """Run a component start function (the definition, as read)."""
 
@@ -193,7 +194,7 @@ class StartStep:
 Step = CoreStep | NestedStep | StartStep
 
 
-@dataclass(slots=True)
+@record
 class NodePlan:
     """One component instance of the plan (the outermost is node 0): its index spaces
     and exports with symbolic references, its canon-defined core functions, and the
@@ -215,7 +216,7 @@ class NodePlan:
     defines."""
 
 
-@dataclass(slots=True)
+@record
 class InstancePlan:
     """Everything an instance of ``component`` is made of, resolved once."""
 
@@ -315,20 +316,33 @@ class ImportTypes(Sequence[Any]):
         return len(self._declared)
 
 
+# one ``wasmtime.FuncType`` per core signature for the whole process: canon-defined
+# functions have a few dozen signatures, shared by every component, and a type object
+# carries what the engine works out for it (``_core``'s value packers); made by us, it
+# holds no module alive
+_FUNC_TYPES: dict[tuple[tuple[str, ...], tuple[str, ...]], wasmtime.FuncType] = {}
+
+
 def _wasmtime_type(extern: CoreExtern) -> Any:
     """``extern`` as the ``wasmtime.FuncType`` of a function import (one of value types
-    wasmtime-py can name), else ``extern`` itself."""
+    wasmtime-py can name), else ``extern`` itself. The same signature gives the same
+    type object, in every component."""
     ty = extern.type
     if extern.kind != "func" or not isinstance(ty, CoreFuncType):
         return extern
+    key = (ty.params, ty.results)
+    found = _FUNC_TYPES.get(key)
+    if found is not None:
+        return found
     makers = [_VALTYPES.get(v) for v in (*ty.params, *ty.results)]
     if None in makers:
         return extern  # not a type a canon-defined function can have
     made = [m() for m in makers if m is not None]
-    return wasmtime.FuncType(made[: len(ty.params)], made[len(ty.params) :])
+    found = _FUNC_TYPES[key] = wasmtime.FuncType(made[: len(ty.params)], made[len(ty.params) :])
+    return found
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class _Shape:
     """What the plan uses of a compiled module: its import names and types, its export
     names, whether it has a start function."""
