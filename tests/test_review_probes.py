@@ -202,13 +202,6 @@ async def _echo_later(s: str, ms: int) -> str:
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call pending in a task outside the instance's `async with` is never woken "
-    "when the instance closes: Scheduler.run ends without fail(), so the caller parks on "
-    "its Waiter forever (_host.Instance.call's `while guest_call_pending`) instead of "
-    "raising InstanceDead",
-)
 @pytest.mark.parametrize(
     ("name", "args"),
     [

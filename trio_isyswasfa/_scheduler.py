@@ -176,6 +176,10 @@ class Scheduler:
                 finally:
                     tg.cancel_scope.cancel()
         finally:
+            if self.failure is None:
+                # the instance is closing: a caller parked on a guest task outside its
+                # `async with` is never woken by the guest again; it raises this
+                self.fail(InstanceDead("the instance was closed"))
             # the timer and the shared waits' tasks are gone: so are the waits they served
             self._timers.clear()
             self._timed.clear()
