@@ -546,13 +546,6 @@ async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call whose guest is blocked in a WASI call (here time.sleep(3600)) when its "
-    "instance closes is only abandoned at its next poll: FiberStore.close() records the "
-    "fault but nothing cancels the driver's wait in FiberFunc._wait, so the caller (and "
-    "the host's sleep, read or lookup under it) waits out the whole blocking call first",
-)
 async def test_a_call_blocked_in_wasi_when_its_instance_closes_ends_soon(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
