@@ -5,7 +5,8 @@ where), a plain test a probe worth keeping. Guest probes load their components w
 ``engine="own"`` explicitly: this module is not among conftest's ``ENGINE_MODULES``,
 so the ``cases_component`` fixture would give the wasmtime-py engine, on which none of
 the own engine's fast paths (``FiberFunc.start_now``/``run_on``, the machine-code
-``next``) runs.
+``next``) runs. (test_hot_path_edges is among them now: its cancel-after-each-step and
+hand-managed-scope probes run on both engines there.)
 """
 
 from __future__ import annotations
@@ -60,125 +61,6 @@ def own_rust_cases() -> trio_isyswasfa.Component:
     component = trio_isyswasfa.load_component(wasm, engine="own")
     assert component.engine == "own"
     return component
-
-
-# -- last session's fast paths on the engine they are in --------------------------------
-# (test_hot_path_edges' cancel-after-each-step probes use ``cases_component``: they ran
-# on the wasmtime-py engine only)
-
-
-def _edges() -> Any:
-    import test_hot_path_edges
-
-    return test_hot_path_edges
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("echo-via-host", ("x", 0), id="echo-now"),
-        pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-        pytest.param("gather-host-calls", (3, 0), id="gather-now"),
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-async def test_own_engine_caller_cancelled_after_each_step_on_trio(
-    own_cases: trio_isyswasfa.Component,
-    autojump_clock: trio.testing.MockClock,
-    name: str,
-    args: tuple[Any, ...],
-) -> None:
-    await _edges()._cancel_after_each_step(
-        own_cases,
-        name,
-        args,
-        checkpoint=trio.lowlevel.checkpoint,
-        sleep=trio.sleep,
-        steps=12,
-        grace=10.0,
-    )
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-def test_own_engine_caller_cancelled_after_each_step_on_asyncio(
-    own_cases: trio_isyswasfa.Component, name: str, args: tuple[Any, ...]
-) -> None:
-    async def main() -> None:
-        with anyio.fail_after(120):  # (a hang guard, not a timing)
-            await _edges()._cancel_after_each_step(
-                own_cases,
-                name,
-                args,
-                checkpoint=anyio.lowlevel.checkpoint,
-                sleep=anyio.sleep,
-                steps=8,
-                grace=0.2,
-            )
-
-    anyio.run(main, backend="asyncio")
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("echo-via-host", ("x", 0), id="echo-now"),
-        pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-async def test_own_engine_caller_cancelled_after_each_step_of_the_rust_guest(
-    own_rust_cases: trio_isyswasfa.Component,
-    autojump_clock: trio.testing.MockClock,
-    name: str,
-    args: tuple[Any, ...],
-) -> None:
-    await _edges()._cancel_after_each_step(
-        own_rust_cases,
-        name,
-        args,
-        checkpoint=trio.lowlevel.checkpoint,
-        sleep=trio.sleep,
-        steps=12,
-        grace=10.0,
-        package="test:rust-cases",
-    )
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-async def test_own_engine_hand_managed_host_scope_on_trio(
-    own_cases: trio_isyswasfa.Component,
-) -> None:
-    seen = await _edges()._scope_paths(own_cases, trio.sleep)
-    assert any(s.startswith("timeout:") for s in seen)
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-def test_own_engine_hand_managed_host_scope_on_asyncio(
-    own_cases: trio_isyswasfa.Component,
-) -> None:
-    async def main() -> list[str]:
-        with anyio.fail_after(60):  # (a hang guard, not a timing)
-            result: list[str] = await _edges()._scope_paths(own_cases, anyio.sleep)
-            return result
-
-    seen = anyio.run(main, backend="asyncio")
-    assert any(s.startswith("timeout:") for s in seen)
 
 
 # -- an instance closed while calls are in flight ----------------------------------------
