@@ -279,14 +279,6 @@ class _Colour(enum.StrEnum):
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="the own engine (the default) lowers a string only if `type(v) is str` "
-    "(engine/_abi.py, both string encodings' write; the stage plan falls back to it): a "
-    "str subclass such as an enum.StrEnum member is refused as an export's argument "
-    "(HostProtocolError) and, as an async import's result, traps the guest (the instance "
-    "dies); wasmtime-py's engine takes both",
-)
 @pytest.mark.parametrize("where", ["export-argument", "import-result"])
 async def test_a_str_subclass_crosses_as_a_string(
     own_cases: trio_isyswasfa.Component, where: str
