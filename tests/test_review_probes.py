@@ -686,14 +686,6 @@ async def _decorated_echo(s: str, ms: int) -> str:
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="_host.Instance._async_import takes an import for async only if "
-    "inspect.iscoroutinefunction(impl): an object with `async def __call__`, or an async "
-    "function behind a plain decorator, is called as a sync import and its coroutine "
-    "lowered as the result: GuestTrap ('cannot lower <coroutine ...> as string'), the "
-    "instance dead, and a 'never awaited' warning (both engines)",
-)
 @pytest.mark.parametrize("impl", [_CallableEcho(), _decorated_echo], ids=["callable", "decorated"])
 async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
     own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, impl: Any
