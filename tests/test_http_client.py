@@ -416,6 +416,31 @@ async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
         assert info.value.case == "HTTP-request-URI-invalid"
 
 
+@pytest.mark.parametrize(
+    "authority",
+    [
+        "127.0.0.1:\u00b2",  # str.isdigit, but int() refuses it
+        "127.0.0.1:\u0663",  # an Arabic-Indic 3: int() reads it as 3
+        "\u65e5\u672c:80",  # beyond Latin-1: the host header could not be written
+        "h\u00e9te:80",  # Latin-1, not ASCII
+        "127.0.0.1:65536",
+        "127.0.0.1:0",
+    ],
+)
+async def test_an_authority_that_is_no_ascii_host_and_port_is_an_invalid_uri(
+    authority: str,
+) -> None:
+    # wasi:http's set-authority lets any string through: the client must answer with
+    # an ErrorCode (an exception of another kind kills an isyswasfa draft guest)
+    async with HttpClient(allow=["*"]) as client:
+        request = get(1)
+        request.authority = authority
+        with pytest.raises(ErrorCode) as info:
+            await client.send(request)
+        assert info.value.case == "HTTP-request-URI-invalid"
+        assert isinstance(client.allowed(authority, "http"), bool)  # (not a ValueError)
+
+
 async def test_a_header_value_http_1_1_cannot_carry_is_an_error_code(client: HttpClient) -> None:
     async with server(keep_alive_server) as up:
         request = get(up.port)

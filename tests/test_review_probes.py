@@ -129,44 +129,6 @@ def _http_helpers() -> Any:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="HttpClient: an authority whose port is a non-ASCII digit ('²': str.isdigit "
-    "but not int()) raises ValueError from _split_authority (in allowed() and _origin), "
-    "not ErrorCode('HTTP-request-URI-invalid'). wasi:http 0.2 logs it and gives the guest "
-    "internal-error; the isyswasfa draft (types.WasiHttp._send, _Outcome) catches only "
-    "ErrorCode: on trio _write_head raises it at send(), in the guest's import call, "
-    "which traps (the instance dies)",
-)
-async def test_a_port_of_unicode_digits_is_an_invalid_uri() -> None:
-    from trio_isyswasfa.http import HttpClient
-    from trio_isyswasfa.http.types import ErrorCode
-
-    async with HttpClient(allow=["*"]) as client:
-        request = _http_helpers().get(1)
-        request.authority = "127.0.0.1:\u00b2"  # wasi:http's set-authority lets it through
-        with pytest.raises(ErrorCode) as info:
-            await client.send(request)
-        assert info.value.case == "HTTP-request-URI-invalid"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient._head encodes the authority (the host header) as latin-1: a guest's "
-    "non-Latin-1 authority raises UnicodeEncodeError, not an ErrorCode: through the "
-    "isyswasfa draft's _Outcome it ends the instance (0.2 logs it: internal-error)",
-)
-async def test_an_authority_beyond_latin_1_is_an_error_code() -> None:
-    from trio_isyswasfa.http import HttpClient
-    from trio_isyswasfa.http.types import ErrorCode
-
-    async with HttpClient(allow=["*"]) as client:
-        request = _http_helpers().get(1)
-        request.authority = "\u65e5\u672c:80"
-        with pytest.raises(ErrorCode):
-            await client.send(request)
-
-
-@pytest.mark.xfail(
-    strict=True,
     reason="HttpClient._exchange's stale() treats any bodiless request on a reused "
     "connection as replayable: a POST the server received, then closed the connection "
     "without answering, is sent again on a fresh one (RFC 9110 9.2.2: not for "

@@ -438,12 +438,15 @@ class HttpClient(BackgroundTasks):
         key = (scheme, authority)
         verdict = self._verdicts.get(key)
         if verdict is None:
-            if not self.allowed(authority, scheme):
+            host, port = _split_authority(authority, scheme)
+            if not (host and host.isascii() and 0 < port < 65536):
+                # (a guest's authority: wasi:http lets any string through; a host
+                # beyond ASCII could not even be written in the request's head)
+                verdict = "HTTP-request-URI-invalid"
+            elif not self.allowed(authority, scheme):
                 verdict = "HTTP-request-denied"
             else:
-                host, port = _split_authority(authority, scheme)
-                ok = host and 0 < port < 65536
-                verdict = (scheme, host, port) if ok else "HTTP-request-URI-invalid"
+                verdict = (scheme, host, port)
             if len(self._verdicts) >= _ORIGINS_CACHED:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
@@ -790,7 +793,8 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
-    """``host[:port]`` (``[v6]:port`` too) as (host, port), the scheme's port by default."""
+    """``host[:port]`` (``[v6]:port`` too) as (host, port), the scheme's port by default;
+    port -1 if it is not a decimal number of ASCII digits."""
     default = _DEFAULT_PORTS.get(scheme, 80)
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
@@ -801,7 +805,9 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
             host, port = authority, ""
     if not port:
         return host, default
-    return (host, int(port)) if port.isdigit() else (host, -1)
+    # (ASCII digits only: str.isdigit takes '²', which int() refuses, and '٣', which it
+    # reads as 3)
+    return (host, int(port)) if port.isascii() and port.isdigit() else (host, -1)
 
 
 def _timeouts(request: Request, default: float) -> _Timeouts:
