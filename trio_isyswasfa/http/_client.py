@@ -657,11 +657,12 @@ class HttpClient(BackgroundTasks):
 
         def stale() -> bool:
             # a reused connection the server had closed: nothing came back, and the
-            # request can be sent again on a fresh one (its body was empty)
+            # request can be sent again on a fresh one (its body was empty, and its
+            # method idempotent: the server may have received it and acted on it)
             return not fresh and replayable and conn.received == 0
 
         h1 = conn.h1
-        replayable = True
+        replayable = head.method in _IDEMPOTENT
         conn.received = 0
         try:
             if rest is not None:
@@ -790,6 +791,10 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
     """Received header or trailer fields for a guest (forbidden ones left out)."""
     # (names arrive in lower case)
     return Fields((name, v) for n, v in headers if (name := n.decode("latin-1")) not in FORBIDDEN)
+
+
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+"""Methods a client may send again after a connection failure (RFC 9110, 9.2.2)."""
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
