@@ -373,14 +373,6 @@ async def test_a_call_blocked_in_wasi_when_its_instance_closes_ends_soon(
 # -- StartedAtCall.throw ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http._background.StartedAtCall.throw always calls the wrapped coroutine's "
-    "throw(typ, val, tb) with three arguments: Python 3.12+ warns (DeprecationWarning: "
-    "the (type, exc, tb) signature of throw() is deprecated) on every exception thrown "
-    "in, e.g. each Cancelled trio delivers to a task running HttpClient.send() (start_soon "
-    "(client.send, ...)); an error where warnings are errors (this suite's filterwarnings)",
-)
 def test_started_at_call_throws_with_the_single_argument_form() -> None:
     from trio_isyswasfa.http._background import StartedAtCall
 
