@@ -321,14 +321,6 @@ def test_a_waiter_keeps_a_second_set_on_asyncio() -> None:
     assert anyio.run(main, backend="asyncio") == [1, 2]
 
 
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient._give_up, for a request written at send() whose client has closed "
-    "since, only uncounts it ('the connection's socket goes with the client'): but the "
-    "client's _closed() closes only idle connections, so the socket stays open until the "
-    "garbage collector finds it (ResourceWarning); _drop_written closes it, and would do",
-)
 async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_socket() -> None:
     from trio_isyswasfa.http import HttpClient
 

@@ -410,7 +410,9 @@ class HttpClient(BackgroundTasks):
         if self._open:
             self._tasks.start_soon(self._close, written.pool, written.conn)
         else:
-            written.pool.open -= 1  # (the connection's socket goes with the client)
+            # no task may start now, and the client's close closed only its idle
+            # connections: this one's socket is closed here
+            self._drop_written(written)
 
     def _drop_written(self, written: _Written) -> None:
         """:meth:`_give_up`, synchronously, for a finaliser: the connection's socket is
