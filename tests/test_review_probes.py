@@ -285,42 +285,6 @@ async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
     await _crowd(own_rust_cases, "test:rust-cases", seed)
 
 
-# -- _park.Waiter on the two backends ----------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="_park.Waiter on asyncio: set() leaves `_parked` pointing at the woken wait's "
-    "anyio.Event until that task resumes, so a second set() before then sets the same "
-    "event and is lost, where on trio it is kept for the next wait (the docstring: 'once "
-    "per set'). Every user today re-checks its condition in a loop, so nothing hangs yet",
-)
-def test_a_waiter_keeps_a_second_set_on_asyncio() -> None:
-    from trio_isyswasfa._park import Waiter
-
-    async def main() -> list[int]:
-        waiter = Waiter(None)
-        woken: list[int] = []
-
-        async def wait_twice() -> None:
-            await waiter.wait()
-            woken.append(1)
-            with anyio.move_on_after(1):  # (a hang guard: the second set is kept)
-                await waiter.wait()
-                woken.append(2)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(wait_twice)
-            await anyio.lowlevel.checkpoint()
-            await anyio.lowlevel.checkpoint()  # (it waits now)
-            waiter.set()
-            waiter.set()  # before it resumed: a second wake-up, kept for its next wait
-        return woken
-
-    assert anyio.run(main, backend="trio") == [1, 2]
-    assert anyio.run(main, backend="asyncio") == [1, 2]
-
-
 async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_socket() -> None:
     from trio_isyswasfa.http import HttpClient
 
