@@ -591,16 +591,6 @@ async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call made while its instance closes (its task group cancelled, the engine "
-    "not closed yet) still runs the guest, whose import's host task is cancelled before "
-    "it begins: on main the caller then waits forever (nothing fails the scheduler on "
-    "close) or gets GuestTrap('Nursery is closed to new arrivals') from start_soon; "
-    "roundtrip (7636f7b) adds GuestTrap(AssertionError) from _HostWorker.set_in, on an "
-    "idle worker whose wait the cancellation already ended (still in _idle_workers). "
-    "Failing the scheduler (InstanceDead) before cancelling the group: InstanceDead",
-)
 async def test_a_call_made_as_its_instance_closes_raises_instance_dead(
     own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -672,6 +672,10 @@ async def open_instance(
             try:
                 yield instance
             finally:
+                # failed first: a call made while the group winds down (a task outside
+                # the `async with`) raises InstanceDead, not a trap from a host task
+                # that cannot start, nor a wait that never ends
+                instance._sched.close()
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Our task group is an implementation detail: what the body (or one host task)
