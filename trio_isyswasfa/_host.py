@@ -652,6 +652,11 @@ async def open_instance(
         ``{"example:round-trip/baz": {"foo": async_foo}}``. ``""`` names root imports.
         An ``async def`` runs as a host task in this instance's task group, so it can
         outlive the export call; its exceptions propagate out of the ``async with``.
+        An import is taken for async if it is a coroutine function, wraps one
+        (``functools.wraps``, ``functools.partial``) or is an object whose
+        ``__call__`` is one; a plain function for an async WIT import that returns an
+        awaitable has it run as a host task too. An async implementation of a sync
+        WIT import is a :class:`LinkError`.
       wasi: what the component sees of the world (default: nothing but stdout/stderr).
       cancel_grace: seconds a guest gets to confirm the cancellation of a call; a guest
         that takes longer is declared broken (:class:`GuestProtocolError`), so an
