@@ -44,6 +44,7 @@ ENGINE_MODULES = {
     "test_guest_python",
     "test_guest_rust",
     "test_hostile",
+    "test_hot_path_edges",
     "test_http_client",
     "test_http_examples",
     "test_http_pool",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import struct
 from typing import Any
@@ -843,3 +844,51 @@ def test_poll_events_lower_as_the_poll_input_values_they_stand_for() -> None:
     assert want.memory is not None
     assert bytes(got.memory.view()) == bytes(want.memory.view())
     assert [got.table.resource_rep(cancel, 1), got.table.resource_rep(ready, 2)] == [11, 12]
+
+
+# -- subclasses of the value classes (as wasmtime-py takes them) -------------------------
+
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+    A = "a"
+
+
+class _Level(enum.IntEnum):
+    ONE = 1
+
+
+class _Blob(bytes):
+    pass
+
+
+_SUBCLASS_VALUES = [
+    (STRING, _Colour.RED, "red"),
+    (CHAR, _Colour.A, "a"),
+    (EnumType(("green", "red")), _Colour.RED, "red"),
+    (ListType(U8), _Blob(b"xy"), b"xy"),
+    (U32, _Level.ONE, 1),
+    (OptionType(STRING), _Colour.RED, "red"),
+    (VariantType((("a", U32), ("b", STRING))), _Colour.RED, "red"),
+    (VariantType((("a", U32), ("b", STRING))), _Level.ONE, 1),
+    (ListType(STRING), [_Colour.RED], ["red"]),
+    (TupleType((STRING, U32)), (_Colour.RED, _Level.ONE), ("red", 1)),
+]
+
+
+@pytest.mark.parametrize("make", [type_abi, reference_type_abi])
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize(("t", "value", "plain"), _SUBCLASS_VALUES)
+def test_subclasses_of_str_int_and_bytes_lower_as_their_base(
+    make: Any, encoding: str, t: ValType, value: Any, plain: Any
+) -> None:
+    abi = make(t, encoding)
+    cx = _context()
+    out: list[Any] = []
+    abi.lower_flat(cx, value, out)
+    lifted = abi.lift_flat(cx, cx.buf, iter(out))
+    assert lifted == plain
+    assert type(lifted) is type(plain)
+    ptr = cx.alloc(abi.layout.align, abi.layout.size)
+    abi.store(cx, ptr, value)
+    assert abi.load(cx, cx.buf, ptr) == plain

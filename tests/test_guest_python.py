@@ -7,9 +7,11 @@ test_guest_cases.py.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
@@ -231,3 +233,71 @@ async def test_guest_seconds_count_guest_code_not_host_functions(
         spent = inst.statistics().guest_seconds - after_add
     assert host.notes == ["spawned task done"]
     assert 0 < spent < 0.5  # counted, the host function alone would be 1 s
+
+
+# -- what counts as an async import ----------------------------------------------------
+
+
+async def _echo_later_for(s: str, ms: int) -> str:
+    await trio.sleep(ms / 1000)
+    return f"host saw {s}"
+
+
+@functools.wraps(_echo_later_for)
+def _wrapped_echo(*args: Any) -> Any:
+    return _echo_later_for(*args)
+
+
+def _echo_imports(echo: Any, note: Any = None) -> dict[str, dict[str, object]]:
+    return {
+        "test:cases/host": {
+            "note": note or (lambda s: None),
+            "forever": trio.sleep_forever,
+            "echo-later": echo,
+            "fallible": _echo_later_for,
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [_wrapped_echo, functools.partial(_echo_later_for)],
+    ids=["functools-wraps", "partial"],
+)
+async def test_an_async_import_behind_a_wrapper_runs_as_a_host_task(
+    cases_component: trio_isyswasfa.Component,
+    autojump_clock: trio.testing.MockClock,
+    echo: Any,
+) -> None:
+    async with trio_isyswasfa.open_instance(cases_component, imports=_echo_imports(echo)) as inst:
+        assert await inst.call("test:cases/cases", "echo-via-host", "x", 1) == "host saw x"
+        assert inst.statistics().host_tasks_started >= 1
+
+
+class _AsyncNote:
+    async def __call__(self, s: str) -> None:  # pragma: no cover - never called
+        pass
+
+
+async def _async_note(s: str) -> None:  # pragma: no cover - never called
+    pass
+
+
+@functools.wraps(_async_note)
+def _wrapped_note(s: str) -> Any:  # pragma: no cover - never called
+    return _async_note(s)
+
+
+@pytest.mark.parametrize(
+    "note",
+    [_async_note, _AsyncNote(), _wrapped_note, functools.partial(_async_note)],
+    ids=["async-def", "callable", "functools-wraps", "partial"],
+)
+async def test_an_async_implementation_of_a_sync_import_is_a_link_error(
+    cases_component: trio_isyswasfa.Component, note: Any
+) -> None:
+    with pytest.raises(trio_isyswasfa.LinkError, match="note is given an async"):
+        async with trio_isyswasfa.open_instance(
+            cases_component, imports=_echo_imports(_echo_later_for, note)
+        ):
+            pass  # pragma: no cover

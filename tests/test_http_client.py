@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -414,6 +415,62 @@ async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
         with pytest.raises(ErrorCode) as info:
             await client.send(get(closed_port, bad))
         assert info.value.case == "HTTP-request-URI-invalid"
+
+
+@pytest.mark.parametrize(
+    "authority",
+    [
+        "127.0.0.1:\u00b2",  # str.isdigit, but int() refuses it
+        "127.0.0.1:\u0663",  # an Arabic-Indic 3: int() reads it as 3
+        "\u65e5\u672c:80",  # beyond Latin-1: the host header could not be written
+        "h\u00e9te:80",  # Latin-1, not ASCII
+        "127.0.0.1:65536",
+        "127.0.0.1:0",
+    ],
+)
+async def test_an_authority_that_is_no_ascii_host_and_port_is_an_invalid_uri(
+    authority: str,
+) -> None:
+    # wasi:http's set-authority lets any string through: the client must answer with
+    # an ErrorCode (an exception of another kind kills an isyswasfa draft guest)
+    async with HttpClient(allow=["*"]) as client:
+        request = get(1)
+        request.authority = authority
+        with pytest.raises(ErrorCode) as info:
+            await client.send(request)
+        assert info.value.case == "HTTP-request-URI-invalid"
+        assert isinstance(client.allowed(authority, "http"), bool)  # (not a ValueError)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_a_request_of_a_non_idempotent_method_the_server_received_is_not_sent_twice(
+    method: str,
+) -> None:
+    # RFC 9110 9.2.2: a bodiless request on a reused connection the server closed
+    # without answering is sent again on a fresh one only if its method is idempotent
+    # (test_review_probes keeps the GET that is)
+    async def hang_up_on_the_second(stream: trio.SocketStream, state: Any) -> None:
+        buf = bytearray()
+        while (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            if len(state.requests) == 2:
+                await stream.aclose()  # it arrived; the server dies before answering
+                return
+            await stream.send_all(ok(b"hello"))
+
+    async with (
+        HttpClient(allow=["127.0.0.1:*"]) as client,
+        server(hang_up_on_the_second) as up,
+    ):
+        assert await body_of(await client.send(get(up.port, "/warm"))) == b"hello"
+        request = get(up.port, "/charge")
+        request.method = method
+        with pytest.raises(ErrorCode) as info:
+            await client.send(request)
+        assert info.value.case in ("connection-terminated", "HTTP-response-incomplete")
+        sent = [r for r in up.requests if r.startswith(method.encode() + b" ")]
+        assert len(sent) == 1, f"the {method} reached the server {len(sent)} times"
+        assert up.connections == 1
 
 
 async def test_a_header_value_http_1_1_cannot_carry_is_an_error_code(client: HttpClient) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import anyio
+import anyio.lowlevel
+import pytest
 import trio
 import trio.testing
 
@@ -74,3 +77,57 @@ class TestWaiter:
             await trio.testing.wait_all_tasks_blocked()
             waiter.set()
         assert woke == [True]
+
+    @pytest.mark.parametrize("backend", ["trio", "asyncio"])
+    def test_a_second_set_before_the_woken_task_resumes_is_kept(self, backend: str) -> None:
+        # once per set(), on both backends: the first wakes the parked wait, the
+        # second (before that task resumed) is kept for its next wait
+        async def main() -> list[int]:
+            waiter = Waiter(None)
+            woken: list[int] = []
+
+            async def wait_twice() -> None:
+                await waiter.wait()
+                woken.append(1)
+                with anyio.move_on_after(1):  # (a hang guard: the second set is kept)
+                    await waiter.wait()
+                    woken.append(2)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_twice)
+                await anyio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()  # (it waits now)
+                waiter.set()
+                waiter.set()
+            return woken
+
+        assert anyio.run(main, backend=backend) == [1, 2]
+
+    def test_a_set_then_a_cancel_before_it_resumes_keeps_the_set_on_asyncio(self) -> None:
+        # trio returns from a wait woken before its cancel (which comes at the next
+        # checkpoint); asyncio may throw the cancel into the woken wait instead: then
+        # the set is kept for the next wait, not lost
+        import asyncio
+
+        async def main() -> bool:
+            waiter = Waiter(False)
+
+            async def park() -> None:
+                await waiter.wait()
+
+            task = asyncio.ensure_future(park())
+            await asyncio.sleep(0)  # (it waits now)
+            waiter.set()
+            task.cancel()  # before it resumed
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            try:
+                await asyncio.wait_for(asyncio.ensure_future(_wait(waiter)), 1)
+            except TimeoutError:
+                return False
+            return True
+
+        async def _wait(waiter: Waiter) -> None:
+            await waiter.wait()
+
+        assert asyncio.run(main())

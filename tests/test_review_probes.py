@@ -5,7 +5,8 @@ where), a plain test a probe worth keeping. Guest probes load their components w
 ``engine="own"`` explicitly: this module is not among conftest's ``ENGINE_MODULES``,
 so the ``cases_component`` fixture would give the wasmtime-py engine, on which none of
 the own engine's fast paths (``FiberFunc.start_now``/``run_on``, the machine-code
-``next``) runs.
+``next``) runs. (test_hot_path_edges is among them now: its cancel-after-each-step and
+hand-managed-scope probes run on both engines there.)
 """
 
 from __future__ import annotations
@@ -60,125 +61,6 @@ def own_rust_cases() -> trio_isyswasfa.Component:
     return component
 
 
-# -- last session's fast paths on the engine they are in --------------------------------
-# (test_hot_path_edges' cancel-after-each-step probes use ``cases_component``: they ran
-# on the wasmtime-py engine only)
-
-
-def _edges() -> Any:
-    import test_hot_path_edges
-
-    return test_hot_path_edges
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("echo-via-host", ("x", 0), id="echo-now"),
-        pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-        pytest.param("gather-host-calls", (3, 0), id="gather-now"),
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-async def test_own_engine_caller_cancelled_after_each_step_on_trio(
-    own_cases: trio_isyswasfa.Component,
-    autojump_clock: trio.testing.MockClock,
-    name: str,
-    args: tuple[Any, ...],
-) -> None:
-    await _edges()._cancel_after_each_step(
-        own_cases,
-        name,
-        args,
-        checkpoint=trio.lowlevel.checkpoint,
-        sleep=trio.sleep,
-        steps=12,
-        grace=10.0,
-    )
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-def test_own_engine_caller_cancelled_after_each_step_on_asyncio(
-    own_cases: trio_isyswasfa.Component, name: str, args: tuple[Any, ...]
-) -> None:
-    async def main() -> None:
-        with anyio.fail_after(120):  # (a hang guard, not a timing)
-            await _edges()._cancel_after_each_step(
-                own_cases,
-                name,
-                args,
-                checkpoint=anyio.lowlevel.checkpoint,
-                sleep=anyio.sleep,
-                steps=8,
-                grace=0.2,
-            )
-
-    anyio.run(main, backend="asyncio")
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "args"),
-    [
-        pytest.param("echo-via-host", ("x", 0), id="echo-now"),
-        pytest.param("echo-via-host", ("x", 1), id="echo-later"),
-        pytest.param("immediate", ("x",), id="immediate"),
-        pytest.param("import-with-timeout", (0,), id="import-with-timeout"),
-    ],
-)
-async def test_own_engine_caller_cancelled_after_each_step_of_the_rust_guest(
-    own_rust_cases: trio_isyswasfa.Component,
-    autojump_clock: trio.testing.MockClock,
-    name: str,
-    args: tuple[Any, ...],
-) -> None:
-    await _edges()._cancel_after_each_step(
-        own_rust_cases,
-        name,
-        args,
-        checkpoint=trio.lowlevel.checkpoint,
-        sleep=trio.sleep,
-        steps=12,
-        grace=10.0,
-        package="test:rust-cases",
-    )
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-async def test_own_engine_hand_managed_host_scope_on_trio(
-    own_cases: trio_isyswasfa.Component,
-) -> None:
-    seen = await _edges()._scope_paths(own_cases, trio.sleep)
-    assert any(s.startswith("timeout:") for s in seen)
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-def test_own_engine_hand_managed_host_scope_on_asyncio(
-    own_cases: trio_isyswasfa.Component,
-) -> None:
-    async def main() -> list[str]:
-        with anyio.fail_after(60):  # (a hang guard, not a timing)
-            result: list[str] = await _edges()._scope_paths(own_cases, anyio.sleep)
-            return result
-
-    seen = anyio.run(main, backend="asyncio")
-    assert any(s.startswith("timeout:") for s in seen)
-
-
 # -- an instance closed while calls are in flight ----------------------------------------
 
 
@@ -200,13 +82,6 @@ async def _echo_later(s: str, ms: int) -> str:
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call pending in a task outside the instance's `async with` is never woken "
-    "when the instance closes: Scheduler.run ends without fail(), so the caller parks on "
-    "its Waiter forever (_host.Instance.call's `while guest_call_pending`) instead of "
-    "raising InstanceDead",
-)
 @pytest.mark.parametrize(
     ("name", "args"),
     [
@@ -248,80 +123,6 @@ def _http_helpers() -> Any:
     import test_http_client
 
     return test_http_client
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient: an authority whose port is a non-ASCII digit ('²': str.isdigit "
-    "but not int()) raises ValueError from _split_authority (in allowed() and _origin), "
-    "not ErrorCode('HTTP-request-URI-invalid'). wasi:http 0.2 logs it and gives the guest "
-    "internal-error; the isyswasfa draft (types.WasiHttp._send, _Outcome) catches only "
-    "ErrorCode: on trio _write_head raises it at send(), in the guest's import call, "
-    "which traps (the instance dies)",
-)
-async def test_a_port_of_unicode_digits_is_an_invalid_uri() -> None:
-    from trio_isyswasfa.http import HttpClient
-    from trio_isyswasfa.http.types import ErrorCode
-
-    async with HttpClient(allow=["*"]) as client:
-        request = _http_helpers().get(1)
-        request.authority = "127.0.0.1:\u00b2"  # wasi:http's set-authority lets it through
-        with pytest.raises(ErrorCode) as info:
-            await client.send(request)
-        assert info.value.case == "HTTP-request-URI-invalid"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient._head encodes the authority (the host header) as latin-1: a guest's "
-    "non-Latin-1 authority raises UnicodeEncodeError, not an ErrorCode: through the "
-    "isyswasfa draft's _Outcome it ends the instance (0.2 logs it: internal-error)",
-)
-async def test_an_authority_beyond_latin_1_is_an_error_code() -> None:
-    from trio_isyswasfa.http import HttpClient
-    from trio_isyswasfa.http.types import ErrorCode
-
-    async with HttpClient(allow=["*"]) as client:
-        request = _http_helpers().get(1)
-        request.authority = "\u65e5\u672c:80"
-        with pytest.raises(ErrorCode):
-            await client.send(request)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient._exchange's stale() treats any bodiless request on a reused "
-    "connection as replayable: a POST the server received, then closed the connection "
-    "without answering, is sent again on a fresh one (RFC 9110 9.2.2: not for "
-    "non-idempotent methods); the send-time write (_write_head) takes this path for "
-    "every bodiless request on an idle connection",
-)
-async def test_a_post_the_server_received_is_not_sent_twice() -> None:
-    from trio_isyswasfa.http import HttpClient
-    from trio_isyswasfa.http.types import ErrorCode
-
-    helpers = _http_helpers()
-
-    async def hang_up_on_the_second(stream: trio.SocketStream, state: Any) -> None:
-        buf = bytearray()
-        while (request := await helpers.read_request(stream, buf)) is not None:
-            state.requests.append(request)
-            if len(state.requests) == 2:
-                await stream.aclose()  # it arrived; the server dies before answering
-                return
-            await stream.send_all(helpers.ok(b"hello"))
-
-    async with (
-        HttpClient(allow=["127.0.0.1:*"]) as client,
-        helpers.server(hang_up_on_the_second) as up,
-    ):
-        assert await helpers.body_of(await client.send(helpers.get(up.port, "/warm"))) == b"hello"
-        post = helpers.get(up.port, "/charge")
-        post.method = "POST"
-        with contextlib.suppress(ErrorCode):  # (connection-terminated is the right answer)
-            await client.send(post)
-        posts = [r for r in up.requests if r.startswith(b"POST ")]
-        assert len(posts) == 1, f"the POST reached the server {len(posts)} times"
 
 
 async def test_a_get_the_server_dropped_after_the_send_time_write_is_retried_once() -> None:
@@ -402,14 +203,6 @@ class _Colour(enum.StrEnum):
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="the own engine (the default) lowers a string only if `type(v) is str` "
-    "(engine/_abi.py, both string encodings' write; the stage plan falls back to it): a "
-    "str subclass such as an enum.StrEnum member is refused as an export's argument "
-    "(HostProtocolError) and, as an async import's result, traps the guest (the instance "
-    "dies); wasmtime-py's engine takes both",
-)
 @pytest.mark.parametrize("where", ["export-argument", "import-result"])
 async def test_a_str_subclass_crosses_as_a_string(
     own_cases: trio_isyswasfa.Component, where: str
@@ -490,50 +283,6 @@ async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
     await _crowd(own_rust_cases, "test:rust-cases", seed)
 
 
-# -- _park.Waiter on the two backends ----------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="_park.Waiter on asyncio: set() leaves `_parked` pointing at the woken wait's "
-    "anyio.Event until that task resumes, so a second set() before then sets the same "
-    "event and is lost, where on trio it is kept for the next wait (the docstring: 'once "
-    "per set'). Every user today re-checks its condition in a loop, so nothing hangs yet",
-)
-def test_a_waiter_keeps_a_second_set_on_asyncio() -> None:
-    from trio_isyswasfa._park import Waiter
-
-    async def main() -> list[int]:
-        waiter = Waiter(None)
-        woken: list[int] = []
-
-        async def wait_twice() -> None:
-            await waiter.wait()
-            woken.append(1)
-            with anyio.move_on_after(1):  # (a hang guard: the second set is kept)
-                await waiter.wait()
-                woken.append(2)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(wait_twice)
-            await anyio.lowlevel.checkpoint()
-            await anyio.lowlevel.checkpoint()  # (it waits now)
-            waiter.set()
-            waiter.set()  # before it resumed: a second wake-up, kept for its next wait
-        return woken
-
-    assert anyio.run(main, backend="trio") == [1, 2]
-    assert anyio.run(main, backend="asyncio") == [1, 2]
-
-
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient._give_up, for a request written at send() whose client has closed "
-    "since, only uncounts it ('the connection's socket goes with the client'): but the "
-    "client's _closed() closes only idle connections, so the socket stays open until the "
-    "garbage collector finds it (ResourceWarning); _drop_written closes it, and would do",
-)
 async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_socket() -> None:
     from trio_isyswasfa.http import HttpClient
 
@@ -551,13 +300,6 @@ async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call whose guest is blocked in a WASI call (here time.sleep(3600)) when its "
-    "instance closes is only abandoned at its next poll: FiberStore.close() records the "
-    "fault but nothing cancels the driver's wait in FiberFunc._wait, so the caller (and "
-    "the host's sleep, read or lookup under it) waits out the whole blocking call first",
-)
 async def test_a_call_blocked_in_wasi_when_its_instance_closes_ends_soon(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -585,14 +327,6 @@ async def test_a_call_blocked_in_wasi_when_its_instance_closes_ends_soon(
 # -- StartedAtCall.throw ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http._background.StartedAtCall.throw always calls the wrapped coroutine's "
-    "throw(typ, val, tb) with three arguments: Python 3.12+ warns (DeprecationWarning: "
-    "the (type, exc, tb) signature of throw() is deprecated) on every exception thrown "
-    "in, e.g. each Cancelled trio delivers to a task running HttpClient.send() (start_soon "
-    "(client.send, ...)); an error where warnings are errors (this suite's filterwarnings)",
-)
 def test_started_at_call_throws_with_the_single_argument_form() -> None:
     from trio_isyswasfa.http._background import StartedAtCall
 
@@ -836,14 +570,6 @@ async def _decorated_echo(s: str, ms: int) -> str:
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="_host.Instance._async_import takes an import for async only if "
-    "inspect.iscoroutinefunction(impl): a callable object giving a coroutine (or with "
-    "`async def __call__`), or an async function behind a plain decorator, is called as a sync import and its coroutine "
-    "lowered as the result: GuestTrap ('cannot lower <coroutine ...> as string'), the "
-    "instance dead, and a 'never awaited' warning (both engines)",
-)
 @pytest.mark.parametrize("impl", [_CallableEcho(), _decorated_echo], ids=["callable", "decorated"])
 async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
     own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, impl: Any
@@ -865,16 +591,6 @@ async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
 
 @pytest.mark.guest
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call made while its instance closes (its task group cancelled, the engine "
-    "not closed yet) still runs the guest, whose import's host task is cancelled before "
-    "it begins: on main the caller then waits forever (nothing fails the scheduler on "
-    "close) or gets GuestTrap('Nursery is closed to new arrivals') from start_soon; "
-    "roundtrip (7636f7b) adds GuestTrap(AssertionError) from _HostWorker.set_in, on an "
-    "idle worker whose wait the cancellation already ended (still in _idle_workers). "
-    "Failing the scheduler (InstanceDead) before cancelling the group: InstanceDead",
-)
 async def test_a_call_made_as_its_instance_closes_raises_instance_dead(
     own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
 ) -> None:

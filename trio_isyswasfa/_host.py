@@ -111,6 +111,22 @@ ImportImpl = Callable[..., Any]
 """An import implementation: ``async def`` (runs as a host task) or a plain function."""
 
 
+def _is_async(impl: object) -> bool:
+    """Whether an import implementation is an ``async def``: itself, what it wraps
+    (``functools.wraps``, ``functools.partial``) or, for an object, its ``__call__``."""
+    if inspect.iscoroutinefunction(impl):
+        return True
+    unwrapped = inspect.unwrap(impl) if callable(impl) else impl
+    while isinstance(unwrapped, functools.partial):
+        unwrapped = inspect.unwrap(unwrapped.func)
+    if inspect.iscoroutinefunction(unwrapped):
+        return True
+    if inspect.isfunction(unwrapped) or inspect.ismethod(unwrapped):
+        return False
+    call = inspect.getattr_static(type(unwrapped), "__call__", None)
+    return inspect.iscoroutinefunction(call)
+
+
 class Component:
     """A compiled component, ready to be instantiated any number of times.
 
@@ -343,7 +359,14 @@ class Instance:
             if user.get(base) is not None:
                 return self._sched_take_value
         elif item.name in user:
-            return user[item.name]
+            impl = user[item.name]
+            if _is_async(impl):
+                raise LinkError(
+                    f"{item.interface or 'the root'}#{item.name} is given an async "
+                    "implementation, but the WIT function is not async: give a plain "
+                    "function, or declare the WIT function async (lower the WIT)"
+                )
+            return impl
         package = iface.split("/")[0]
         if package in _DENIED:
             return _denied(_DENIED[package], item)
@@ -405,8 +428,22 @@ class Instance:
     ) -> _engine.HostFunc:
         """``-isyswasfa-start`` for ``impl``: an ``async def`` of the embedder's, or a
         built-in (``builtin``: a plain function returning an awaitable)."""
-        if not builtin and not inspect.iscoroutinefunction(impl):
-            return impl  # a plain function finishes at once: `ok(value)`
+        if not builtin and not _is_async(impl):
+            # a plain function finishes at once (`ok(value)`), unless it hands back an
+            # awaitable (an async function behind a decorator that hides it): that runs
+            # as a host task, as if it were an `async def`
+            def start_or_finish(*args: Any) -> Any:
+                value = impl(*args)
+                if inspect.isawaitable(value):
+                    try:
+                        rep = self._sched.start_host_task(label, value)
+                    except BaseException:
+                        close_unstarted(value)
+                        raise
+                    return Err(self._own(rep, ResourceKind.PENDING))
+                return value
+
+            return start_or_finish
 
         def start(*args: Any) -> Any:
             # calling it now runs a built-in's synchronous part (taking the handles the
@@ -615,6 +652,11 @@ async def open_instance(
         ``{"example:round-trip/baz": {"foo": async_foo}}``. ``""`` names root imports.
         An ``async def`` runs as a host task in this instance's task group, so it can
         outlive the export call; its exceptions propagate out of the ``async with``.
+        An import is taken for async if it is a coroutine function, wraps one
+        (``functools.wraps``, ``functools.partial``) or is an object whose
+        ``__call__`` is one; a plain function for an async WIT import that returns an
+        awaitable has it run as a host task too. An async implementation of a sync
+        WIT import is a :class:`LinkError`.
       wasi: what the component sees of the world (default: nothing but stdout/stderr).
       cancel_grace: seconds a guest gets to confirm the cancellation of a call; a guest
         that takes longer is declared broken (:class:`GuestProtocolError`), so an
@@ -635,6 +677,10 @@ async def open_instance(
             try:
                 yield instance
             finally:
+                # failed first: a call made while the group winds down (a task outside
+                # the `async with`) raises InstanceDead, not a trap from a host task
+                # that cannot start, nor a wait that never ends
+                instance._sched.close()
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Our task group is an implementation detail: what the body (or one host task)

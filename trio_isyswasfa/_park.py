@@ -135,8 +135,14 @@ class Waiter:
         self._parked = event = anyio.Event()
         try:
             await event.wait()
-        finally:
-            self._parked = None
+        except BaseException:
+            if self._parked is event:
+                self._parked = None  # cancelled before any set(): left unset
+            elif event.is_set():
+                # set, then cancelled before it resumed: trio would have returned (its
+                # cancel comes at the next checkpoint), so the set is kept, not lost
+                self._parked = _KEPT
+            raise
 
     def __call__(self, _raise_cancel: Any) -> Any:
         """trio's abort callback: the parked wait was cancelled."""
@@ -169,4 +175,7 @@ class Waiter:
             self._parked = None
             trio.lowlevel.reschedule(parked)
         else:
-            parked.set()  # (the wait forgets its event when it returns)
+            # the wait is woken: a second set() before it resumes is kept for the next
+            # wait, as on trio
+            self._parked = None
+            parked.set()

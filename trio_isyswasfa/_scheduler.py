@@ -256,6 +256,7 @@ class Scheduler:
                 finally:
                     tg.cancel_scope.cancel()
         finally:
+            self.close()
             # the timer and the shared waits' tasks are gone: so are the waits they served
             self._timers.clear()
             self._timed.clear()
@@ -375,6 +376,13 @@ class Scheduler:
         self._wake.set()
         if self._failed is not None:
             self._failed.set()
+
+    def close(self) -> None:
+        """The instance is closing: every caller parked on a guest task (one outside
+        its ``async with`` is never woken by the guest again) and every call made from
+        now on raises :class:`InstanceDead`."""
+        if self.failure is None:
+            self.fail(InstanceDead("the instance was closed"))
 
     async def wait_failed(self) -> None:
         """Return once the instance has failed (for work that outlives a call, such as

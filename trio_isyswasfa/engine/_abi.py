@@ -384,7 +384,7 @@ def _char_of(i: int) -> str:
 
 
 def _ord_of(t: ValType, v: Any) -> int:
-    if type(v) is not str or len(v) != 1:
+    if (type(v) is not str and not isinstance(v, str)) or len(v) != 1:
         raise _bad_value(t, v, "not a single character")
     i = ord(v)
     if 0xD800 <= i <= 0xDFFF:
@@ -429,7 +429,7 @@ def _string_abi(t: PrimType, encoding: str) -> TypeAbi:
                 raise _trap(f"string is not valid UTF-8 ({exc.reason})") from None
 
         def write(cx: AbiContext, v: Any) -> tuple[int, int]:
-            if type(v) is not str:
+            if type(v) is not str and not isinstance(v, str):  # (a subclass: StrEnum)
                 raise _bad_value(t, v, "not a str")
             try:
                 data = v.encode("utf-8")
@@ -462,7 +462,7 @@ def _string_abi(t: PrimType, encoding: str) -> TypeAbi:
                 raise _trap(f"string is not valid UTF-16 ({exc.reason})") from None
 
         def write(cx: AbiContext, v: Any) -> tuple[int, int]:
-            if type(v) is not str:
+            if type(v) is not str and not isinstance(v, str):  # (a subclass: StrEnum)
                 raise _bad_value(t, v, "not a str")
             tag = 0
             try:
@@ -593,7 +593,7 @@ def _list_range(
         def write_bytes(cx: AbiContext, v: Any) -> tuple[int, int]:
             if type(v) is ReadInto:
                 return _read_into(cx, t, v)
-            if type(v) not in _BYTES_CLASSES:
+            if type(v) not in _BYTES_CLASSES and not isinstance(v, (bytes, bytearray)):
                 raise _bad_value(t, v, "not bytes")
             n = len(v) if type(v) is not memoryview else v.nbytes
             if n > MAX_LIST_BYTE_LENGTH:
@@ -768,6 +768,15 @@ def _record_abi(t: RecordType | TupleType, encoding: str, generated: bool) -> Ty
     return TypeAbi(t, layout(t), load, store, lift_flat, lower_flat, classes)
 
 
+def _subclass_case(t: ValType, v: Any, case_classes: list[frozenset[type]]) -> int:
+    """The untagged case a value of a subclass of a case's class is (a ``StrEnum`` member
+    for a string case, as wasmtime-py takes it): the first whose class it derives from."""
+    for i, c in enumerate(case_classes):
+        if isinstance(v, tuple(c)):
+            return i
+    raise _bad_value(t, v, "matches no case")
+
+
 # -- flags ------------------------------------------------------------------------------
 
 
@@ -914,7 +923,7 @@ def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
         for i, (c, a) in enumerate(zip(case_classes, abis, strict=True)):
             if cls in c or (a is not None and a.handle and hasattr(v, "rep")):
                 return i
-        raise _bad_value(t, v, "matches no case")
+        return _subclass_case(t, v, case_classes)
 
     def split(v: Any) -> tuple[int, Any]:
         if is_result:
@@ -925,7 +934,7 @@ def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
                 return 0, v.value
             return 0, v  # a bare value is ok
         if is_enum:
-            i = index_of.get(v) if type(v) is str else None
+            i = index_of.get(v) if type(v) is str or isinstance(v, str) else None
             if i is None:
                 raise _bad_value(t, v, "not a case name")
             return i, None

@@ -89,6 +89,19 @@ def _isint(v: Any) -> bool:
     return isinstance(v, int)
 
 
+def _isstr(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _base(v: Any, cls: type, cases: list[frozenset[type]]) -> type:
+    """The class of the first untagged case ``v`` is an instance of (else its own)."""
+    for classes in cases:
+        for base in classes:
+            if isinstance(v, base):
+                return base
+    return cls
+
+
 class _Gen:
     """One generated function: its lines and the constants it names."""
 
@@ -151,6 +164,8 @@ class Generator:
             "_f2i64": _f2i64,
             "_trap_disc": _trap_disc,
             "_isint": _isint,
+            "_isstr": _isstr,
+            "_base": _base,
             "_new": object.__new__,
             "_Record": Record,
             "_Variant": Variant,
@@ -476,7 +491,9 @@ class Generator:
             idx = g.const({name: i for i, (name, _) in enumerate(cases)}, "idx")
             i = g.var("i")
             if isinstance(t, EnumType):
-                g.emit(ind, f"{i} = {idx}.get({v}) if {v}.__class__ is str else None")
+                g.emit(
+                    ind, f"{i} = {idx}.get({v}) if {v}.__class__ is str or _isstr({v}) else None"
+                )
                 g.emit(ind, f"if {i} is None: raise _bad({tc}, {v}, 'not a case name')")
                 body(-1, ind, i)
                 return
@@ -506,6 +523,12 @@ class Generator:
         _, classes, handles = self.shape(t)
         c = g.var("c")
         g.emit(ind, f"{c} = {v}.__class__")
+        every = frozenset().union(*classes)
+        # a subclass of a case's class (a StrEnum member for a string) is that class
+        g.emit(
+            ind,
+            f"if {c} not in {g.const(every, 'every')}: {c} = _base({v}, {c}, {g.const(classes, 'cases')})",
+        )
         conds: list[tuple[str, str | None]] = []
         for cls, handle in zip(classes, handles, strict=True):
             cond = f"{c} in {g.const(cls, 'cls')}"

@@ -44,6 +44,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import math
 import struct
 import time
 import weakref
@@ -705,6 +706,7 @@ class FiberStore:
         self._page: tuple[wasmtime.Memory, int, memoryview] | None = None
         self._next_leave = _shim.LEAVE  # the next free may_leave flag
         self._server: _Server | None = None  # the long-lived fiber, parked between calls
+        self._wait_scope: anyio.CancelScope | None = None  # of a call's driver, waiting
 
     @property
     def busy(self) -> bool:
@@ -718,6 +720,8 @@ class FiberStore:
         fiber and it raises :class:`~trio_isyswasfa.InstanceDead`, as do later calls.
         The store's parked fiber, if no call is in it, is dropped now."""
         self._record(InstanceDead("the component instance was closed"))
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()  # a call's driver waits under the guest: end it
         self.release_host_funcs()
         if self._server is not None and self._server.parked:
             self._server.close(now=False)  # (maybe called from guest code: see _DEFERRED)
@@ -1355,8 +1359,18 @@ class FiberFunc:
             # next wait or return, as it would had it held the loop
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return
+        owner = self.owner
+        # one scope for both ends of the wait: ``max_run_seconds`` (its deadline) and the
+        # instance's close (``FiberStore.close`` cancels it: the host call under the
+        # guest, a sleep or a read, must not hold its caller up past the close)
+        scope = anyio.CancelScope(
+            deadline=math.inf
+            if deadline is None
+            else anyio.current_time() + deadline - time.monotonic()
+        )
+        owner._wait_scope = scope
         try:
-            with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
+            with scope:
                 try:
                     value = await waiting.wait()
                 except Exception as exc:
@@ -1364,15 +1378,22 @@ class FiberFunc:
                 else:
                     waiting.sent = (False, value)
             # the next poll resumes the guest's fiber, where the generator goes on
-        except TimeoutError:
-            raise self._over_time(call, "blocked in a host call") from None
         except BaseException as exc:
             # cancelled in the middle of the guest: its fiber is dropped where it stands
-            self.owner._record(
+            owner._record(
                 InstanceDead(f"{self.label} was abandoned in the middle of guest code: {exc!r}")
             )
             call.close()
             raise
+        finally:
+            if owner._wait_scope is scope:
+                owner._wait_scope = None
+        if scope.cancelled_caught:
+            fault = owner.fault
+            if fault is not None:  # closed under it
+                call.close()
+                raise InstanceDead(f"{self.label} was abandoned: {fault}") from fault
+            raise self._over_time(call, "blocked in a host call")
 
     def _over_time(self, call: _Polling, how: str) -> BaseException:
         limit = self.owner.limits.max_run_seconds

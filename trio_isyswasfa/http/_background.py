@@ -64,6 +64,10 @@ class StartedAtCall(Coroutine[Any, Any, T]):
         return self._coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            # the one-argument form: the (type, value, traceback) one is deprecated
+            # (a DeprecationWarning on 3.12+, on every Cancelled thrown in)
+            return self._coro.throw(typ)
         return self._coro.throw(typ, val, tb)
 
     def close(self) -> None:

@@ -415,7 +415,9 @@ class HttpClient(BackgroundTasks):
         if self._open:
             self._tasks.start_soon(self._close, written.pool, written.conn)
         else:
-            written.pool.open -= 1  # (the connection's socket goes with the client)
+            # no task may start now, and the client's close closed only its idle
+            # connections: this one's socket is closed here
+            self._drop_written(written)
 
     def _drop_written(self, written: _Written) -> None:
         """:meth:`_give_up` for a finaliser, which runs wherever the garbage is found:
@@ -457,12 +459,15 @@ class HttpClient(BackgroundTasks):
         key = (scheme, authority)
         verdict = self._verdicts.get(key)
         if verdict is None:
-            if not self.allowed(authority, scheme):
+            host, port = _split_authority(authority, scheme)
+            if not (host and host.isascii() and 0 < port < 65536):
+                # (a guest's authority: wasi:http lets any string through; a host
+                # beyond ASCII could not even be written in the request's head)
+                verdict = "HTTP-request-URI-invalid"
+            elif not self.allowed(authority, scheme):
                 verdict = "HTTP-request-denied"
             else:
-                host, port = _split_authority(authority, scheme)
-                ok = host and 0 < port < 65536
-                verdict = (scheme, host, port) if ok else "HTTP-request-URI-invalid"
+                verdict = (scheme, host, port)
             if len(self._verdicts) >= _ORIGINS_CACHED:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
@@ -673,11 +678,12 @@ class HttpClient(BackgroundTasks):
 
         def stale() -> bool:
             # a reused connection the server had closed: nothing came back, and the
-            # request can be sent again on a fresh one (its body was empty)
+            # request can be sent again on a fresh one (its body was empty, and its
+            # method idempotent: the server may have received it and acted on it)
             return not fresh and replayable and conn.received == 0
 
         h1 = conn.h1
-        replayable = True
+        replayable = head.method in _IDEMPOTENT
         conn.received = 0
         try:
             if rest is not None:
@@ -808,8 +814,13 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
     return Fields((name, v) for n, v in headers if (name := n.decode("latin-1")) not in FORBIDDEN)
 
 
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+"""Methods a client may send again after a connection failure (RFC 9110, 9.2.2)."""
+
+
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
-    """``host[:port]`` (``[v6]:port`` too) as (host, port), the scheme's port by default."""
+    """``host[:port]`` (``[v6]:port`` too) as (host, port), the scheme's port by default;
+    port -1 if it is not a decimal number of ASCII digits."""
     default = _DEFAULT_PORTS.get(scheme, 80)
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
@@ -820,7 +831,9 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
             host, port = authority, ""
     if not port:
         return host, default
-    return (host, int(port)) if port.isdigit() else (host, -1)
+    # (ASCII digits only: str.isdigit takes '²', which int() refuses, and '٣', which it
+    # reads as 3)
+    return (host, int(port)) if port.isascii() and port.isdigit() else (host, -1)
 
 
 def _timeouts(request: Request, default: float) -> _Timeouts:
