@@ -81,6 +81,9 @@ interface api {
   boom: func();
   fetch-len: func(n: u32) -> u32;
   thing-cycle: func(v: u32) -> u32;
+  new-in-post: func(v: u32) -> u32;
+  drop-in-post: func(start: u32) -> u32;
+  rep-in-post: func(v: u32) -> u32;
 }
 
 world w {
@@ -171,6 +174,21 @@ WAT = f"""\
     (local.set $r (call $thing_rep (local.get $h)))
     (call $thing_drop (local.get $h))
     (local.get $r))
+  (global $held (mut i32) (i32.const 0))
+  (func (export "test:run/api#new-in-post") (param i32) (result i32)
+    (local.get 0))
+  (func (export "cabi_post_test:run/api#new-in-post") (param i32)
+    (global.set $held (call $thing_new (local.get 0))))
+  (func (export "test:run/api#drop-in-post") (param i32) (result i32)
+    (global.set $held (call $make (local.get 0)))
+    (local.get 0))
+  (func (export "cabi_post_test:run/api#drop-in-post") (param i32)
+    (call $drop_counter (global.get $held)))
+  (func (export "test:run/api#rep-in-post") (param i32) (result i32)
+    (global.set $held (call $thing_new (local.get 0)))
+    (local.get 0))
+  (func (export "cabi_post_test:run/api#rep-in-post") (param i32)
+    (global.set $posts (i32.add (global.get $posts) (call $thing_rep (global.get $held)))))
   (func (export "test:run/api#[constructor]thing") (param i32) (result i32)
     (call $thing_new (local.get 0)))
   (func (export "test:run/api#[method]thing.get") (param i32) (result i32)
@@ -352,6 +370,39 @@ async def test_a_post_return_after_plain_results_cannot_call_the_host(
     with pytest.raises(GuestTrap, match="cannot leave"):
         await inst.call(API, "noisy-add", 1, 2)
     assert host.notes == []
+
+
+async def test_a_post_return_cannot_make_a_handle(run_wasm: bytes, open_instance: Open) -> None:
+    # resource.new traps while may_leave is clear (the canonical ABI's check): the
+    # results of an export may be lifted after its post-return only because the
+    # post-return cannot change the handle table
+    inst = open_instance(run_wasm, Host())
+    with pytest.raises(GuestTrap, match="cannot leave component instance") as info:
+        await inst.call(API, "new-in-post", 5)
+    if inst.kind == "ours":
+        assert "resource.new of thing" in str(info.value)
+    with pytest.raises(InstanceDead):
+        await inst.call(API, "add", 1, 2)
+
+
+async def test_a_post_return_cannot_drop_a_handle(run_wasm: bytes, open_instance: Open) -> None:
+    # resource.drop traps while may_leave is clear: the host's destructor never runs
+    host = Host()
+    inst = open_instance(run_wasm, host)
+    with pytest.raises(GuestTrap, match="cannot leave component instance") as info:
+        await inst.call(API, "drop-in-post", 5)
+    if inst.kind == "ours":
+        assert "resource.drop of counter" in str(info.value)
+    assert host.dropped == []
+    with pytest.raises(InstanceDead):
+        await inst.call(API, "add", 1, 2)
+
+
+async def test_a_post_return_may_read_a_handle_s_rep(run_wasm: bytes, open_instance: Open) -> None:
+    # resource.rep has no may_leave check in the canonical ABI: it changes nothing
+    inst = open_instance(run_wasm, Host())
+    assert await inst.call(API, "rep-in-post", 9) == 9
+    assert await inst.call(API, "posts") == 9
 
 
 async def test_the_instance_may_call_out_again_after_a_post_return(

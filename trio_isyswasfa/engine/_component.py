@@ -225,6 +225,12 @@ _FUNC_SIZE = ctypes.sizeof(ffi.wasmtime_func_t)
 _UNMADE = bytes(_FUNC_SIZE)  # a pool slot no function was made into yet
 
 
+def _may_not_leave(label: str) -> GuestTrap:
+    """The trap of a call out, or of a built-in the canonical ABI forbids, while the
+    instance's ``may_leave`` is clear (its post-return runs)."""
+    return GuestTrap(f"cannot leave component instance to call {label}")
+
+
 class _CanonTemplate:
     """What every instance's core function for one canon definition of a plan has in
     common: its core type (the importing module's, kept alive here with its address),
@@ -841,15 +847,20 @@ class OwnEngineInstance:
         self, instance: _ComponentInstance, d: CanonResource, ty: wasmtime.FuncType
     ) -> HostEntry:
         """``canon resource.drop`` on its raw value (a guest drops every handle it gets:
-        one host call each)."""
+        one host call each). Not from a post-return (``may_leave`` clear), as the
+        canonical ABI says: an export's results may be lifted after its post-return
+        only because the post-return cannot change the handle table."""
         table, rt = instance.table, d.resource
         label = f"resource.drop of {rt.name}"
         from_address, unpack_from, _ = raw_structs(ty)
         last = 0
         view: Any = None
+        may_leave = instance.leave_flag
 
         def drop(raw: int) -> None:
             nonlocal last, view
+            if not may_leave[0]:
+                raise self._fault(label, _may_not_leave(label))
             buf = view
             if raw != last:
                 buf = view = from_address(raw)
@@ -864,11 +875,18 @@ class OwnEngineInstance:
     def _resource_op(
         self, instance: _ComponentInstance, d: CanonResource
     ) -> Callable[[list[Any]], list[Any]]:
+        """``canon resource.new`` / ``rep`` / ``drop`` on a list of core values.
+        ``new`` and ``drop`` trap while ``may_leave`` is clear (in a post-return), as
+        the canonical ABI says; ``rep`` reads the table and may run there."""
         table, rt = instance.table, d.resource
         label = f"resource.{d.op} of {rt.name}"
+        may_leave = instance.leave_flag
+        checked = d.op != "rep"
 
         def guarded(op: Callable[[list[Any]], list[Any]]) -> Callable[[list[Any]], list[Any]]:
             def run(args: list[Any]) -> list[Any]:
+                if checked and not may_leave[0]:
+                    raise self._fault(label, _may_not_leave(label))
                 try:
                     return op(args)
                 except Exception as exc:
