@@ -416,8 +416,9 @@ class HttpClient(BackgroundTasks):
             self._tasks.start_soon(self._close, written.pool, written.conn)
         else:
             # no task may start now, and the client's close closed only its idle
-            # connections: this one's socket is closed here
-            self._drop_written(written)
+            # connections: this one's socket is closed here (on the loop's thread, in a
+            # task's step: no need to defer it as a finaliser must)
+            self._dropped(written)
 
     def _drop_written(self, written: _Written) -> None:
         """:meth:`_give_up` for a finaliser, which runs wherever the garbage is found:
