@@ -332,6 +332,13 @@ CHECKS = [
         HTTP_TESTS,
     ),
     Check(
+        "http: at most max_connections_per_origin connections to one origin",
+        "trio_isyswasfa/http/_client.py",
+        "if pool.open < self._max_connections:",
+        "if True:",
+        ("tests/test_http_client.py", "-k", "connections_per_origin"),
+    ),
+    Check(
         "http: no outgoing requests without a handler",
         "trio_isyswasfa/http/types.py",
         "if self.outgoing is None:\n"
