@@ -42,6 +42,10 @@ WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 POOL = "trio_isyswasfa/http/_pool.py"
+FIBER = "trio_isyswasfa/engine/_fiber.py"
+# without its run limit a spinning guest runs until the test's time limit fails it
+# (300 s by default, for each engine): a shorter one here
+RUN_LIMIT_TESTS = ("tests/test_limits.py", "-o", "timeout=60")
 READY_CHECK = (
     "if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != out.state:"
 )
@@ -299,6 +303,13 @@ CHECKS = [
         "trio_isyswasfa/_engine.py",
         "return None if limit is None else time.monotonic() + limit",
         "return None",
+        RUN_LIMIT_TESTS,
+    ),
+    Check(
+        "limits: max_memory, own engine",
+        FIBER,
+        "self._dispatch_page()\n            self.store.set_limits(memory_size=self.limits.max_memory)",
+        "self._dispatch_page()",
         ("tests/test_limits.py",),
     ),
     # -- the isyswasfa protocol and the host

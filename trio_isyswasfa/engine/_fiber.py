@@ -685,8 +685,6 @@ class FiberStore:
         self.fault: BaseException | None = None
         self.faults: _engine.FaultSink | None = None  # its instance's (the guest's reason)
         self.guest_seconds = 0.0  # in calls, less the host functions they called
-        if self.limits.max_memory is not None:
-            self.store.set_limits(memory_size=self.limits.max_memory)
         if sync_calls:  # synchronous calls run on at epoch ticks: see yield_in_fiber_calls
             yield_in_fiber_calls(self.store)
         else:
@@ -705,6 +703,11 @@ class FiberStore:
         self._page: tuple[wasmtime.Memory, int, memoryview] | None = None
         self._next_leave = _shim.LEAVE  # the next free may_leave flag
         self._server: _Server | None = None  # the long-lived fiber, parked between calls
+        if self.limits.max_memory is not None:
+            # the limit is the guest's: the dispatcher's page is the host's, made
+            # before it (a limit under one page would refuse the page, not the guest)
+            self._dispatch_page()
+            self.store.set_limits(memory_size=self.limits.max_memory)
 
     @property
     def busy(self) -> bool:
