@@ -393,7 +393,7 @@ CHECKS = [
         WASI_HTTP,
         "if limit is not None and body.written + len(data) > limit:",
         "if False:",
-        (PROXY_TESTS, "-k", "overflow"),
+        (PROXY_TESTS, "-k", "overflow or past_its_length"),
     ),
     Check(
         "http 0.2: no body finished short of its content-length",
@@ -428,7 +428,7 @@ CHECKS = [
         "trio_isyswasfa/http/_asgi.py",
         'raise GuestProtocolError(f"response body cut off: {body.problem}")',
         "pass",
-        (PROXY_TESTS, "-k", "retired"),
+        (PROXY_TESTS, "-k", "retired or cut_off"),
     ),
     Check(
         "serve: at most max_instances at once",
