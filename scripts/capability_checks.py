@@ -41,17 +41,35 @@ HTTP_TESTS = ("tests/test_http_fields.py", "tests/test_http_client.py")
 WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
+POOL = "trio_isyswasfa/http/_pool.py"
+FIBER = "trio_isyswasfa/engine/_fiber.py"
+# without its run limit a spinning guest runs until the test's time limit fails it
+# (300 s by default, for each engine): a shorter one here
+RUN_LIMIT_TESTS = ("tests/test_limits.py", "-o", "timeout=60")
+READY_CHECK = (
+    "if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != out.state:"
+)
+SETTLE_CHECK = "if instance._sched.failure is not None or not clean:"
 
 
 @dataclass(frozen=True)
 class Check:
-    """One check: ``source`` in ``path`` is the check; ``deleted`` replaces it."""
+    """One check: ``source`` in ``path`` is the check; ``deleted`` replaces it.
+
+    ``also`` lists further ``(path, source, deleted)`` edits made with it, for a check
+    that lives in several places (each would catch the deletion of the others alone).
+    """
 
     name: str
     path: str
     source: str
     deleted: str
     tests: tuple[str, ...]
+    also: tuple[tuple[str, str, str], ...] = ()
+
+    def edits(self) -> tuple[tuple[str, str, str], ...]:
+        """Every ``(path, source, deleted)`` this deletion makes."""
+        return ((self.path, self.source, self.deleted), *self.also)
 
 
 CHECKS = [
@@ -285,21 +303,28 @@ CHECKS = [
         "trio_isyswasfa/_engine.py",
         "return None if limit is None else time.monotonic() + limit",
         "return None",
+        RUN_LIMIT_TESTS,
+    ),
+    Check(
+        "limits: max_memory, own engine",
+        FIBER,
+        "self._dispatch_page()\n            self.store.set_limits(memory_size=self.limits.max_memory)",
+        "self._dispatch_page()",
         ("tests/test_limits.py",),
     ),
     # -- the isyswasfa protocol and the host
     Check(
         "protocol: a `ready` names the state its task reported as `pending`",
         "trio_isyswasfa/_protocol/_core.py",
-        "if task.kind is not TaskKind.GUEST or task.callee != (poll, out.state):",
-        "if task.kind is not TaskKind.GUEST:",
+        READY_CHECK,
+        "if not task.flags & GUEST or task.callee_poll != poll:",
         ("tests/test_protocol.py",),
     ),
     Check(
         "protocol: ... from the poll function that reported it",
         "trio_isyswasfa/_protocol/_core.py",
-        "if task.kind is not TaskKind.GUEST or task.callee != (poll, out.state):",
-        "if task.kind is not TaskKind.GUEST or task.callee[1] != out.state:",
+        READY_CHECK,
+        "if not task.flags & GUEST or task.callee_state != out.state:",
         ("tests/test_protocol.py",),
     ),
     Check(
@@ -313,15 +338,25 @@ CHECKS = [
     Check(
         "http: outgoing requests only to the allow-list",
         "trio_isyswasfa/http/_client.py",
-        "if not self.allowed(request.authority, scheme):",
+        "if not self.allowed(authority, scheme):",
         "if False:",
         HTTP_TESTS,
     ),
     Check(
+        "http: at most max_connections_per_origin connections to one origin",
+        "trio_isyswasfa/http/_client.py",
+        "if pool.open < self._max_connections:",
+        "if True:",
+        ("tests/test_http_client.py", "-k", "connections_per_origin"),
+    ),
+    Check(
         "http: no outgoing requests without a handler",
         "trio_isyswasfa/http/types.py",
-        'if self.outgoing is None:\n            request.close()\n            return ErrorCode("HTTP-request-denied")',
-        'if self.outgoing is None:\n            raise RuntimeError("no handler")',
+        "if self.outgoing is None:\n"
+        "            request.close()\n"
+        '            return _Outcome(_refused(ErrorCode("HTTP-request-denied")))\n'
+        "        try:",
+        "try:",
         ("tests/test_http_examples.py", "-k", "refused_by_default"),
     ),
     Check(
@@ -358,7 +393,7 @@ CHECKS = [
         WASI_HTTP,
         "if limit is not None and body.written + len(data) > limit:",
         "if False:",
-        (PROXY_TESTS, "-k", "overflow"),
+        (PROXY_TESTS, "-k", "overflow or past_its_length"),
     ),
     Check(
         "http 0.2: no body finished short of its content-length",
@@ -384,7 +419,7 @@ CHECKS = [
     Check(
         "serve: a proxy's response goes out only once the guest stands by it",
         "trio_isyswasfa/http/_asgi.py",
-        "await _until_committed(instance, answer, returned)",
+        "await _until_committed(instance, answer, outparam)",
         "pass",
         (PROXY_TESTS, "-k", "set-twice"),
     ),
@@ -393,34 +428,47 @@ CHECKS = [
         "trio_isyswasfa/http/_asgi.py",
         'raise GuestProtocolError(f"response body cut off: {body.problem}")',
         "pass",
-        (PROXY_TESTS, "-k", "retired"),
+        (PROXY_TESTS, "-k", "retired or cut_off"),
     ),
     Check(
         "serve: at most max_instances at once",
         "trio_isyswasfa/http/_asgi.py",
-        "self._slots = anyio.CapacityLimiter(self.max_instances)",
-        "self._slots = anyio.CapacityLimiter(10**6)",
+        "anyio.CapacityLimiter(self.max_instances * self.per_instance)",
+        "anyio.CapacityLimiter(10**6)",
         ("tests/test_http_serve.py", "-k", "max_instances"),
     ),
     Check(
         "serve: an instance goes back to the pool only if its request ended cleanly",
-        "trio_isyswasfa/http/_pool.py",
-        "if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:",
-        "if slot.instance._reusable() and len(self._idle) < self.max_idle:",
+        POOL,
+        SETTLE_CHECK,
+        "if instance._sched.failure is not None:",
         ("tests/test_http_serve.py", "-k", "leaving_mid_stream"),
     ),
     Check(
         "serve: a failed instance is never lent again",
-        "trio_isyswasfa/http/_pool.py",
-        "if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:",
-        "if sound and len(self._idle) < self.max_idle:",
+        POOL,
+        SETTLE_CHECK,
+        "if not clean:",
         ("tests/test_http_pool.py",),
+        # the pool looks at the failure in three places: each would keep it out alone
+        also=(
+            (
+                POOL,
+                "if slot.instance._sched.failure is not None:\n                self._settle(slot)",
+                "if False:\n                self._settle(slot)",
+            ),
+            (
+                "trio_isyswasfa/_host.py",
+                "return self._sched.failure is None and self._sched.calls_in_flight == 0",
+                "return self._sched.calls_in_flight == 0",
+            ),
+        ),
     ),
     Check(
         "serve: at most max_idle instances kept",
-        "trio_isyswasfa/http/_pool.py",
-        "if sound and slot.instance._reusable() and len(self._idle) < self.max_idle:",
-        "if sound and slot.instance._reusable():",
+        POOL,
+        "if not instance._reusable() or idle > self.max_idle:",
+        "if not instance._reusable():",
         ("tests/test_http_pool.py",),
     ),
 ]
@@ -440,15 +488,19 @@ def passes(tests: tuple[str, ...], copy: Path) -> bool:
 
 def run(check: Check, copy: Path) -> str:
     """RED, GREEN or MOVED for one check, tried in ``copy`` (restored afterwards)."""
-    path = copy / check.path
-    original = path.read_text()
-    if original.count(check.source) != 1:
-        return "MOVED"
-    path.write_text(original.replace(check.source, check.deleted))
+    originals: dict[Path, str] = {}
     try:
+        for name, source, deleted in check.edits():
+            path = copy / name
+            text = path.read_text()
+            originals.setdefault(path, text)
+            if text.count(source) != 1:
+                return "MOVED"
+            path.write_text(text.replace(source, deleted))
         return "GREEN" if passes(check.tests, copy) else "RED"
     finally:
-        path.write_text(original)
+        for path, text in originals.items():
+            path.write_text(text)
 
 
 def main(words: list[str]) -> int:

@@ -686,8 +686,6 @@ class FiberStore:
         self.fault: BaseException | None = None
         self.faults: _engine.FaultSink | None = None  # its instance's (the guest's reason)
         self.guest_seconds = 0.0  # in calls, less the host functions they called
-        if self.limits.max_memory is not None:
-            self.store.set_limits(memory_size=self.limits.max_memory)
         if sync_calls:  # synchronous calls run on at epoch ticks: see yield_in_fiber_calls
             yield_in_fiber_calls(self.store)
         else:
@@ -707,6 +705,11 @@ class FiberStore:
         self._next_leave = _shim.LEAVE  # the next free may_leave flag
         self._server: _Server | None = None  # the long-lived fiber, parked between calls
         self._wait_scope: anyio.CancelScope | None = None  # of a call's driver, waiting
+        if self.limits.max_memory is not None:
+            # the limit is the guest's: the dispatcher's page is the host's, made
+            # before it (a limit under one page would refuse the page, not the guest)
+            self._dispatch_page()
+            self.store.set_limits(memory_size=self.limits.max_memory)
 
     @property
     def busy(self) -> bool:
@@ -770,13 +773,7 @@ class FiberStore:
         at = self._next_leave
         if at >= _shim.LEAVE + _shim.LEAVE_SIZE:
             return None, memoryview(bytearray(b"\x01"))
-        try:
-            view = self._dispatch_page()[2]
-        except wasmtime.WasmtimeError:
-            # the store's limits refuse the page (a memory limit under 64 KiB): the
-            # flag lives in host memory, and opening goes on to fail, if it does, on
-            # the guest's own memory, with the engine's own error
-            return None, memoryview(bytearray(b"\x01"))
+        view = self._dispatch_page()[2]  # (made before any memory limit: see __init__)
         self._next_leave = at + 1
         view[at] = 1
         return at, view[at : at + 1]
