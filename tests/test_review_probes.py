@@ -283,6 +283,64 @@ async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
     await _crowd(own_rust_cases, "test:rust-cases", seed)
 
 
+@pytest.mark.guest
+@pytest.mark.parametrize(
+    ("guest", "package"), [("own_cases", "test:cases"), ("own_rust_cases", "test:rust-cases")]
+)
+async def test_a_call_cancelled_while_its_result_waits_for_the_store_leaves_nothing_behind(
+    request: pytest.FixtureRequest, guest: str, package: str
+) -> None:
+    """The crowd's leak, made deterministic: the guest task is ready and the host has
+    taken its ``ready`` handle to fetch the value, but another call holds the store (a
+    guest that yielded at an epoch tick, in the crowd), so ``-result`` waits in line;
+    the caller is cancelled there. The fetch must still happen (the handle reaches the
+    guest, which drops it), or the task stays alive with one handle for ever."""
+    component = request.getfixturevalue(guest)
+    cases = f"{package}/cases"
+    host: dict[str, object] = {
+        "note": lambda s: None,
+        "forever": anyio.sleep_forever,
+        "echo-later": _echo_later,
+    }
+    if package == "test:cases":
+        host["fallible"] = _echo_later
+    async with trio_isyswasfa.open_instance(
+        component, imports={f"{package}/host": host}, cancel_grace=5
+    ) as inst:
+        turns = inst._engine.turns
+        core = inst._sched.core
+        take_ready = core.take_host_call_ready
+        held: list[bool] = []
+        taken = trio.Event()
+        scopes: list[trio.CancelScope] = []
+
+        def take_while_the_store_is_busy(rep: int) -> None:
+            take_ready(rep)
+            held.append(turns.take_nowait())  # another call has the store now
+            scopes[0].cancel()
+            taken.set()
+
+        core.take_host_call_ready = take_while_the_store_is_busy  # type: ignore[method-assign]
+        outcome: list[object] = []
+
+        async def call() -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                outcome.append(await inst.call(cases, "echo-via-host", "x", 0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await taken.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            turns.give_back()  # the other call returns
+        core.take_host_call_ready = take_ready  # type: ignore[method-assign]
+        assert held == [True]
+        assert outcome == ["host saw x"]  # (fetched: the call had finished)
+        await settle(inst)
+        assert_quiet(inst)
+        assert await inst.call(cases, "echo-via-host", "after", 0) == "host saw after"
+
+
 async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_socket() -> None:
     from trio_isyswasfa.http import HttpClient
 

@@ -526,7 +526,13 @@ class Instance:
             if not self._sched.guest_call_ready(rep):
                 raise HostProtocolError("guest call ended without a result")  # pragma: no cover
             self._sched.core.take_host_call_ready(rep)
-            value = await result.call(self._own(rep, ResourceKind.READY))
+            # the `ready` handle is the host's now and must reach the guest, which drops
+            # it: if the caller is cancelled while `-result` waits for its turn (another
+            # call has the store, at an epoch tick say), the handle would never be
+            # passed, and the task live on with it. The call finished: the value is
+            # fetched (a cancellation reaches the caller at its next checkpoint).
+            with anyio.CancelScope(shield=True):
+                value = await result.call(self._own(rep, ResourceKind.READY))
             self._after_guest_ran()
             return value
         except (HostProtocolError, LinkError):
