@@ -290,11 +290,15 @@ async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
 async def test_a_call_cancelled_while_its_result_waits_for_the_store_leaves_nothing_behind(
     request: pytest.FixtureRequest, guest: str, package: str
 ) -> None:
-    """The crowd's leak, made deterministic: the guest task is ready and the host has
-    taken its ``ready`` handle to fetch the value, but another call holds the store (a
-    guest that yielded at an epoch tick, in the crowd), so ``-result`` waits in line;
-    the caller is cancelled there. The fetch must still happen (the handle reaches the
-    guest, which drops it), or the task stays alive with one handle for ever."""
+    """The crowd's leak, made deterministic: the guest task is ready and its host caller
+    wakes to fetch the value, but another call has the store (a guest that yielded at
+    an epoch tick, in the crowd), so ``-result`` must wait; the caller is cancelled
+    while it waits. Before, the host had taken the ``ready`` handle already and it
+    never reached the guest: the task stayed alive with one handle for ever. Now the
+    wait comes first, and the cancellation is the one of docs/abi.md 4.4 for a call
+    that finished but was not fetched: the guest discards the value and confirms."""
+    from trio_isyswasfa._protocol import WakeHostCaller
+
     component = request.getfixturevalue(guest)
     cases = f"{package}/cases"
     host: dict[str, object] = {
@@ -308,19 +312,20 @@ async def test_a_call_cancelled_while_its_result_waits_for_the_store_leaves_noth
         component, imports={f"{package}/host": host}, cancel_grace=5
     ) as inst:
         turns = inst._engine.turns
-        core = inst._sched.core
-        take_ready = core.take_host_call_ready
+        sched = inst._sched
+        apply = sched.apply
         held: list[bool] = []
         taken = trio.Event()
         scopes: list[trio.CancelScope] = []
 
-        def take_while_the_store_is_busy(rep: int) -> None:
-            take_ready(rep)
-            held.append(turns.take_nowait())  # another call has the store now
-            scopes[0].cancel()
-            taken.set()
+        def apply_as_the_store_gets_busy(actions: list[Any]) -> None:
+            apply(actions)
+            if not held and any(isinstance(a, WakeHostCaller) for a in actions):
+                held.append(turns.take_nowait())  # another call has the store now
+                scopes[0].cancel()
+                taken.set()
 
-        core.take_host_call_ready = take_while_the_store_is_busy  # type: ignore[method-assign]
+        sched.apply = apply_as_the_store_gets_busy  # type: ignore[method-assign]
         outcome: list[object] = []
 
         async def call() -> None:
@@ -333,11 +338,12 @@ async def test_a_call_cancelled_while_its_result_waits_for_the_store_leaves_noth
             await taken.wait()
             await trio.testing.wait_all_tasks_blocked()
             turns.give_back()  # the other call returns
-        core.take_host_call_ready = take_ready  # type: ignore[method-assign]
+        sched.apply = apply  # type: ignore[method-assign]
         assert held == [True]
-        assert outcome == ["host saw x"]  # (fetched: the call had finished)
         await settle(inst)
         assert_quiet(inst)
+        assert outcome == []  # cancelled before it was fetched: discarded
+        assert sched.counts["cancel-complete"] == 1
         assert await inst.call(cases, "echo-via-host", "after", 0) == "host saw after"
 
 

@@ -517,6 +517,12 @@ class Instance:
                 # call holds one frame of ours and trio's trap, nothing more
                 while self._sched.guest_call_pending(rep):
                     await waiter.wait()
+                if self._engine.turns.held:
+                    # another call has the store (at an epoch tick, say): `-result`
+                    # waits for it here, where a cancellation still cancels the guest
+                    # task (it discards the value and confirms), rather than after the
+                    # `ready` handle is taken, which would then never reach the guest
+                    await self._engine.turns.wait_free()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self._sched.cancel_guest_call(rep)
@@ -525,14 +531,10 @@ class Instance:
                 self._sched.forget_waiter(rep)
             if not self._sched.guest_call_ready(rep):
                 raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            # (no checkpoint from here until the guest has the `ready` handle: the
+            # store is free, and `-result` takes it at once)
             self._sched.core.take_host_call_ready(rep)
-            # the `ready` handle is the host's now and must reach the guest, which drops
-            # it: if the caller is cancelled while `-result` waits for its turn (another
-            # call has the store, at an epoch tick say), the handle would never be
-            # passed, and the task live on with it. The call finished: the value is
-            # fetched (a cancellation reaches the caller at its next checkpoint).
-            with anyio.CancelScope(shield=True):
-                value = await result.call(self._own(rep, ResourceKind.READY))
+            value = await result.call(self._own(rep, ResourceKind.READY))
             self._after_guest_ran()
             return value
         except (HostProtocolError, LinkError):
