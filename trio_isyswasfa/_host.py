@@ -517,11 +517,13 @@ class Instance:
                 # call holds one frame of ours and trio's trap, nothing more
                 while self._sched.guest_call_pending(rep):
                     await waiter.wait()
-                if self._engine.turns.held:
+                if self._engine.turns.held and self._sched.guest_call_ready(rep):
                     # another call has the store (at an epoch tick, say): `-result`
                     # waits for it here, where a cancellation still cancels the guest
                     # task (it discards the value and confirms), rather than after the
                     # `ready` handle is taken, which would then never reach the guest
+                    # (the turn is left free for `-result` alone: nothing between may
+                    # raise, or the calls in line would wait for ever)
                     await self._engine.turns.wait_free()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
