@@ -283,6 +283,70 @@ async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
     await _crowd(own_rust_cases, "test:rust-cases", seed)
 
 
+@pytest.mark.guest
+@pytest.mark.parametrize(
+    ("guest", "package"), [("own_cases", "test:cases"), ("own_rust_cases", "test:rust-cases")]
+)
+async def test_a_call_cancelled_while_its_result_waits_for_the_store_leaves_nothing_behind(
+    request: pytest.FixtureRequest, guest: str, package: str
+) -> None:
+    """The crowd's leak, made deterministic: the guest task is ready and its host caller
+    wakes to fetch the value, but another call has the store (a guest that yielded at
+    an epoch tick, in the crowd), so ``-result`` must wait; the caller is cancelled
+    while it waits. Before, the host had taken the ``ready`` handle already and it
+    never reached the guest: the task stayed alive with one handle for ever. Now the
+    wait comes first, and the cancellation is the one of docs/abi.md 4.4 for a call
+    that finished but was not fetched: the guest discards the value and confirms."""
+    from trio_isyswasfa._protocol import WakeHostCaller
+
+    component = request.getfixturevalue(guest)
+    cases = f"{package}/cases"
+    host: dict[str, object] = {
+        "note": lambda s: None,
+        "forever": anyio.sleep_forever,
+        "echo-later": _echo_later,
+    }
+    if package == "test:cases":
+        host["fallible"] = _echo_later
+    async with trio_isyswasfa.open_instance(
+        component, imports={f"{package}/host": host}, cancel_grace=5
+    ) as inst:
+        turns = inst._engine.turns
+        sched = inst._sched
+        apply = sched.apply
+        held: list[bool] = []
+        taken = trio.Event()
+        scopes: list[trio.CancelScope] = []
+
+        def apply_as_the_store_gets_busy(actions: list[Any]) -> None:
+            apply(actions)
+            if not held and any(isinstance(a, WakeHostCaller) for a in actions):
+                held.append(turns.take_nowait())  # another call has the store now
+                scopes[0].cancel()
+                taken.set()
+
+        sched.apply = apply_as_the_store_gets_busy  # type: ignore[method-assign]
+        outcome: list[object] = []
+
+        async def call() -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                outcome.append(await inst.call(cases, "echo-via-host", "x", 0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await taken.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            turns.give_back()  # the other call returns
+        sched.apply = apply  # type: ignore[method-assign]
+        assert held == [True]
+        await settle(inst)
+        assert_quiet(inst)
+        assert outcome == []  # cancelled before it was fetched: discarded
+        assert sched.counts["cancel-complete"] == 1
+        assert await inst.call(cases, "echo-via-host", "after", 0) == "host saw after"
+
+
 async def test_a_request_written_at_send_and_closed_after_its_client_closes_its_socket() -> None:
     from trio_isyswasfa.http import HttpClient
 

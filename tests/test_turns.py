@@ -90,6 +90,33 @@ class TestTurns:
         assert len(got) == 500
         assert sys.getsizeof(turns._line) == empty
 
+    async def test_wait_free_keeps_its_place_for_the_take_that_follows(self) -> None:
+        turns = await _held()
+        got: list[object] = []
+
+        async def wait_free_then_take() -> None:
+            await turns.wait_free()
+            got.append("free" if not turns.held else "held")
+            await turns.take()  # at once: no checkpoint, no wait
+            got.append("took")
+            turns.give_back()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_free_then_take)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(_take_and_note, turns, got, "behind")
+            await trio.testing.wait_all_tasks_blocked()
+            turns.give_back()
+        assert got == ["free", "took", "behind"]
+        assert not turns.held
+
+    async def test_wait_free_on_a_free_turn_returns_at_once(self) -> None:
+        turns = Turns()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await turns.wait_free()  # a checkpoint would raise Cancelled here
+        assert not turns.held
+
     async def test_a_waiter_cancelled_in_line_leaves_it(self) -> None:
         turns = await _held()
         got: list[object] = []

@@ -517,6 +517,14 @@ class Instance:
                 # call holds one frame of ours and trio's trap, nothing more
                 while self._sched.guest_call_pending(rep):
                     await waiter.wait()
+                if self._engine.turns.held and self._sched.guest_call_ready(rep):
+                    # another call has the store (at an epoch tick, say): `-result`
+                    # waits for it here, where a cancellation still cancels the guest
+                    # task (it discards the value and confirms), rather than after the
+                    # `ready` handle is taken, which would then never reach the guest
+                    # (the turn is left free for `-result` alone: nothing between may
+                    # raise, or the calls in line would wait for ever)
+                    await self._engine.turns.wait_free()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self._sched.cancel_guest_call(rep)
@@ -525,6 +533,8 @@ class Instance:
                 self._sched.forget_waiter(rep)
             if not self._sched.guest_call_ready(rep):
                 raise HostProtocolError("guest call ended without a result")  # pragma: no cover
+            # (no checkpoint from here until the guest has the `ready` handle: the
+            # store is free, and `-result` takes it at once)
             self._sched.core.take_host_call_ready(rep)
             value = await result.call(self._own(rep, ResourceKind.READY))
             self._after_guest_ran()

@@ -82,6 +82,17 @@ class Turns:
                 else:
                     del self._line[event]
 
+    async def wait_free(self) -> None:
+        """Wait, in line, until the turn is this task's, then leave it free for the
+        task's own next :meth:`take`, which gets it at once: it must follow with no
+        checkpoint between (nobody else can take it meanwhile). For a task that must
+        not be cancelled between its wait and what it does with the turn (a
+        cancellation here leaves it with nothing done, and passes the turn on)."""
+        if not self._held:
+            return
+        await self.take()
+        self._held = False
+
     def give_back(self) -> None:
         """End this turn: hand it to the first task in line, if any."""
         if self._line:
