@@ -380,19 +380,20 @@ _HOST_DIR = str(Path(trio_isyswasfa.__file__).resolve().parent)
 
 
 def _line_of(func: Callable[..., Any], text: str) -> tuple[str, int]:
-    """The file and line number of the line of ``func`` that contains ``text``."""
+    """The file and line number of the one line of ``func`` that contains ``text`` (two
+    would make the heap's split between bench and host depend on which came first)."""
     lines, first = inspect.getsourcelines(func)
-    for offset, line in enumerate(lines):
-        if text in line:
-            return str(Path(inspect.getsourcefile(func) or "").resolve()), first + offset
-    raise AssertionError(f"no line with {text!r} in {func.__qualname__}")
+    found = [offset for offset, line in enumerate(lines) if text in line]
+    if len(found) != 1:
+        raise AssertionError(f"{len(found)} lines with {text!r} in {func.__qualname__}")
+    return str(Path(inspect.getsourcefile(func) or "").resolve()), first + found[0]
 
 
 # where coroutines are made for code other than the maker's: trio makes a task's (in
 # these rows, of the host's ``Instance.call`` or host tasks), the host an async
 # import's (in these rows, the bench's ``echo_later``)
 _TASK_CORO = _line_of(coroutine_or_error, "async_fn(*args)")
-_IMPORT_CORO = _line_of(trio_isyswasfa.Instance._async_import, "impl(*args)")
+_IMPORT_CORO = _line_of(trio_isyswasfa.Instance._async_import, "work = impl(*args)")
 
 
 @functools.cache
