@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,14 +434,7 @@ class Instance:
             # as a host task, as if it were an `async def`
             def start_or_finish(*args: Any) -> Any:
                 value = impl(*args)
-                if inspect.isawaitable(value):
-                    try:
-                        rep = self._sched.start_host_task(label, value)
-                    except BaseException:
-                        close_unstarted(value)
-                        raise
-                    return Err(self._own(rep, ResourceKind.PENDING))
-                return value
+                return self._start_work(label, value) if inspect.isawaitable(value) else value
 
             return start_or_finish
 
@@ -449,15 +442,19 @@ class Instance:
             # calling it now runs a built-in's synchronous part (taking the handles the
             # guest passed) during the guest's call; a coroutine function only makes
             # its coroutine here
-            work = impl(*args)
-            try:
-                rep = self._sched.start_host_task(label, work)
-            except BaseException:
-                close_unstarted(work)
-                raise
-            return Err(self._own(rep, ResourceKind.PENDING))
+            return self._start_work(label, impl(*args))
 
         return start
+
+    def _start_work(self, label: str, work: Awaitable[Any]) -> Err:
+        """Start ``work`` as a host task: the ``pending`` handle the guest gets for it
+        (``work`` is closed unstarted if the task cannot start)."""
+        try:
+            rep = self._sched.start_host_task(label, work)
+        except BaseException:
+            close_unstarted(work)
+            raise
+        return Err(self._own(rep, ResourceKind.PENDING))
 
     def _sched_take_value(self, rep: int) -> Any:
         return self._sched.core.take_host_value(rep)

@@ -1030,6 +1030,13 @@ class _Lifted:
             and not any(_has_handles(t) for _, t in abi.func.params)
         )
 
+    def _note_abandoned(self) -> None:
+        """A call ended by something other than the guest (a cancel, the store's close):
+        a fiber abandoned where it stood is the instance's fault from now on."""
+        owner = self.owner
+        if owner.fibers.fault is not None:
+            owner.faults.record(owner.fibers.fault)
+
     def _make_run(self, *, staged: bool = False) -> _fiber.FiberFunc:
         """The export's runner on the store's fiber (see ``_shim``), with its hooks: the
         one that lowers through the ``lower`` hook, or (``staged``) the one that takes
@@ -1219,9 +1226,7 @@ class _Lifted:
                         raise
                     raise failure from failure.__cause__
                 except BaseException:
-                    owner = self.owner
-                    if owner.fibers.fault is not None:  # abandoned where it stood
-                        owner.faults.record(owner.fibers.fault)
+                    self._note_abandoned()
                     raise
                 finally:
                     instance.may_enter = True
@@ -1289,9 +1294,7 @@ class _Lifted:
                     raise
                 raise failure from failure.__cause__
             except BaseException:
-                owner = self.owner
-                if owner.fibers.fault is not None:  # abandoned where it stood
-                    owner.faults.record(owner.fibers.fault)
+                self._note_abandoned()
                 raise
             finally:
                 instance.may_enter = True
