@@ -553,6 +553,19 @@ def test_a_request_sent_under_asyncio_through_a_task_group() -> None:
 # -- heap 7392e21 + entry 857708a: the caller cancelled after each step of a call -------
 
 
+def cases_imports(echo: Any, package: str = "test:cases") -> dict[str, dict[str, object]]:
+    """The host imports of the test-cases guest of ``package`` (Python's or Rust's),
+    with ``echo`` as its ``echo-later`` (and the Python guest's ``fallible``)."""
+    host: dict[str, object] = {
+        "note": lambda s: None,
+        "forever": anyio.sleep_forever,
+        "echo-later": echo,
+    }
+    if package == "test:cases":
+        host["fallible"] = echo
+    return {f"{package}/host": host}
+
+
 async def _cancel_after_each_step(
     component: trio_isyswasfa.Component,
     name: str,
@@ -572,14 +585,7 @@ async def _cancel_after_each_step(
         await sleep(ms / 1000)
         return f"host saw {s}"
 
-    host: dict[str, object] = {
-        "note": lambda s: None,
-        "forever": anyio.sleep_forever,
-        "echo-later": echo_later,
-    }
-    if package == "test:cases":
-        host["fallible"] = echo_later
-    imports = {f"{package}/host": host}
+    imports = cases_imports(echo_later, package)
     cases = f"{package}/cases"
     failures: list[str] = []
     for k in range(steps):

@@ -18,12 +18,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from test_hot_path_edges import cases_imports
 
 import trio_isyswasfa
 from trio_isyswasfa.testing import (
@@ -64,17 +63,6 @@ def own_rust_cases() -> trio_isyswasfa.Component:
 # -- an instance closed while calls are in flight ----------------------------------------
 
 
-def _cases_imports(echo: Any) -> dict[str, dict[str, object]]:
-    return {
-        "test:cases/host": {
-            "note": lambda s: None,
-            "forever": anyio.sleep_forever,
-            "echo-later": echo,
-            "fallible": echo,
-        }
-    }
-
-
 async def _echo_later(s: str, ms: int) -> str:
     await trio.sleep(ms / 1000)
     return f"host saw {s}"
@@ -106,7 +94,7 @@ async def test_a_call_pending_when_its_instance_closes_raises_instance_dead(
     with trio.move_on_after(600):  # (a hang guard, virtual time)
         async with (
             trio.open_nursery() as nursery,
-            trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(_echo_later)) as inst,
+            trio_isyswasfa.open_instance(own_cases, imports=cases_imports(_echo_later)) as inst,
         ):
             assert await inst.call("test:cases/cases", "immediate", "warm") == "WARM"
             nursery.start_soon(call, inst)
@@ -183,7 +171,7 @@ async def test_calls_run_through_the_python_next_callback(
 
     python_park = ctypes.cast(counting_park, ffi.wasmtime_func_async_callback_t)
     monkeypatch.setattr(_fiber, "_PARK", python_park)
-    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(_echo_later)) as inst:
+    async with trio_isyswasfa.open_instance(own_cases, imports=cases_imports(_echo_later)) as inst:
         for _ in range(3):
             assert await inst.call("test:cases/cases", "immediate", "a") == "A"
             assert await inst.call("test:cases/cases", "echo-via-host", "b", 1) == "host saw b"
@@ -210,7 +198,7 @@ async def test_a_str_subclass_crosses_as_a_string(
     async def echo(s: str, ms: int) -> str:
         return _Colour.RED
 
-    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(echo)) as inst:
+    async with trio_isyswasfa.open_instance(own_cases, imports=cases_imports(echo)) as inst:
         if where == "export-argument":
             assert await inst.call("test:cases/cases", "immediate", _Colour.RED) == "RED"
         else:
@@ -225,13 +213,6 @@ async def _crowd(component: trio_isyswasfa.Component, package: str, seed: int) -
     left alone: the instance leaves nothing behind and answers the next call."""
     rnd = random.Random(seed)
 
-    host: dict[str, object] = {
-        "note": lambda s: None,
-        "forever": anyio.sleep_forever,
-        "echo-later": _echo_later,
-    }
-    if package == "test:cases":
-        host["fallible"] = _echo_later
     mix = [
         ("echo-via-host", ("x", 0)),
         ("echo-via-host", ("y", 2)),
@@ -241,7 +222,7 @@ async def _crowd(component: trio_isyswasfa.Component, package: str, seed: int) -
     ]
     cases = f"{package}/cases"
     async with trio_isyswasfa.open_instance(
-        component, imports={f"{package}/host": host}, cancel_grace=5
+        component, imports=cases_imports(_echo_later, package), cancel_grace=5
     ) as inst:
 
         async def one(name: str, args: tuple[Any, ...], steps: int) -> None:
@@ -301,15 +282,8 @@ async def test_a_call_cancelled_while_its_result_waits_for_the_store_leaves_noth
 
     component = request.getfixturevalue(guest)
     cases = f"{package}/cases"
-    host: dict[str, object] = {
-        "note": lambda s: None,
-        "forever": anyio.sleep_forever,
-        "echo-later": _echo_later,
-    }
-    if package == "test:cases":
-        host["fallible"] = _echo_later
     async with trio_isyswasfa.open_instance(
-        component, imports={f"{package}/host": host}, cancel_grace=5
+        component, imports=cases_imports(_echo_later, package), cancel_grace=5
     ) as inst:
         turns = inst._engine.turns
         sched = inst._sched
@@ -543,7 +517,7 @@ async def test_an_import_sees_its_callers_context_and_keeps_its_own(
         await trio.sleep(ms / 1000)
         return s
 
-    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(echo)) as inst:
+    async with trio_isyswasfa.open_instance(own_cases, imports=cases_imports(echo)) as inst:
 
         async def call_as(who: str, s: str) -> None:
             _CALLER.set(who)
@@ -569,7 +543,7 @@ async def test_plain_export_calls_check_their_arguments_and_take_turns(
     # `add(u32, u32) -> u32` is plain (no memory, no handles): from its second call it
     # takes a straight path that inlines the checks and the turn; every check holds there
     cases = "test:cases/cases"
-    async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(_echo_later)) as inst:
+    async with trio_isyswasfa.open_instance(own_cases, imports=cases_imports(_echo_later)) as inst:
         for _ in range(3):
             assert await inst.call(cases, "add", 2, 3) == 5
         for bad in [("2", 3), (-1, 3), (2**32, 3), (2,), (2, 3, 4), (2.5, 3)]:
@@ -640,7 +614,7 @@ async def test_an_import_that_returns_an_awaitable_runs_as_a_host_task(
 ) -> None:
     failure: str | None = None
     try:
-        async with trio_isyswasfa.open_instance(own_cases, imports=_cases_imports(impl)) as inst:
+        async with trio_isyswasfa.open_instance(own_cases, imports=cases_imports(impl)) as inst:
             got = await inst.call("test:cases/cases", "echo-via-host", "x", 1)
     except trio_isyswasfa.GuestTrap as exc:
         failure = str(exc)
@@ -675,9 +649,7 @@ async def test_a_call_made_as_its_instance_closes_raises_instance_dead(
         with trio.move_on_after(600):  # (a hang guard, virtual time)
             async with (
                 trio.open_nursery() as outer,
-                trio_isyswasfa.open_instance(
-                    own_cases, imports=_cases_imports(_echo_later)
-                ) as inst,
+                trio_isyswasfa.open_instance(own_cases, imports=cases_imports(_echo_later)) as inst,
             ):
                 assert await inst.call(cases, "echo-via-host", "warm", 0) == "host saw warm"
                 await trio.testing.wait_all_tasks_blocked()  # (an idle worker, if any)
