@@ -399,6 +399,69 @@ async def test_failures_become_error_codes(
         assert info.value.case == case
 
 
+async def hang_after_request(stream: trio.SocketStream, state: Server) -> None:
+    state.requests.append(await read_request(stream, bytearray()) or b"")
+    await trio.sleep_forever()
+
+
+async def test_a_shorter_read_timeout_fires_while_a_longer_one_waits(client: HttpClient) -> None:
+    # the client's one task keeps every read's deadline: a read with an earlier
+    # deadline than those already waiting must wake it sooner
+    async with server(hang_after_request) as up, trio.open_nursery() as nursery:
+        nursery.start_soon(client.send, get(up.port, "/long", first_byte_timeout=3_600 * 10**9))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(10), pytest.raises(ErrorCode) as info:
+            await client.send(get(up.port, "/short", first_byte_timeout=50_000_000))
+        assert info.value.case == "connection-read-timeout"
+        assert client.statistics(("http", "127.0.0.1", up.port)) == (1, 0, 0)  # closed
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_body_that_stalls_times_out_between_bytes(client: HttpClient) -> None:
+    async def stall(stream: trio.SocketStream, state: Server) -> None:
+        await read_request(stream, bytearray())
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
+        await trio.sleep_forever()
+
+    async with server(stall) as up:
+        response = await client.send(get(up.port, between_bytes_timeout=50_000_000))
+        with trio.fail_after(10):
+            got = b""
+            while (chunk := await read_chunk(response.body.stream)) is not None:
+                got += chunk
+        assert got == b"half"  # cut off where the bytes stopped
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics(("http", "127.0.0.1", up.port)) == (0, 0, 0)
+
+
+async def test_a_read_in_flight_when_the_client_closes_keeps_its_timeout() -> None:
+    failed = trio.Event()
+
+    async def wait_for(sending: Awaitable[Response]) -> None:
+        with pytest.raises(ErrorCode) as info:
+            await sending
+        assert info.value.case == "connection-read-timeout"
+        failed.set()
+
+    async with server(hang_after_request) as up, trio.open_nursery() as nursery:
+        async with HttpClient(allow=["127.0.0.1:*"]) as client:
+            nursery.start_soon(wait_for, client.send(get(up.port, first_byte_timeout=10**8)))
+            await trio.testing.wait_all_tasks_blocked()
+        # closed while the read waits: it goes on, its deadline with it
+        with trio.fail_after(10):
+            await failed.wait()
+
+
+async def test_an_idle_client_leaves_no_timer_behind(client: HttpClient) -> None:
+    # once no read waits, nothing is due: an autojump clock would otherwise leap to a
+    # stale deadline (and a real one wake the process for nothing)
+    async with server(keep_alive_server) as up:
+        assert await body_of(await client.send(get(up.port))) == b"hello"
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_effective_deadline() == float("inf")
+        assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
+
+
 async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import socket
 import ssl
 from collections import deque
@@ -70,22 +71,101 @@ _ORIGINS_CACHED = 1024  # authorities whose allow-list verdict is remembered
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
+class _ReadDeadlines:
+    """The read timeouts of a client's plain sockets on trio, kept by one task rather
+    than by a cancel scope around each read: entering and leaving a scope with a
+    deadline cost more than the read itself (~8 µs a response, a large part of what
+    a fan-out's answers cost the client), while a read whose deadline passes is rare.
+    Such a read is woken by ``notify_closing`` on its socket, whose connection is
+    closed anyway once a read timed out.
+
+    The task sleeps until the earliest deadline of the reads waiting now (for good
+    while none waits, so an idle client sets no timer), and is woken sooner when a
+    read with an earlier one begins. It is a trio system task, not one of the client's
+    own, as a guest's request in flight when the client closes goes on to its answer
+    (with its timeout) as before; it ends once the client closed and no read waits."""
+
+    __slots__ = ("_at", "_reading", "_running", "_scope", "closed")
+
+    def __init__(self) -> None:
+        self._reading: dict[_Connection, float] = {}  # waiting reads, by deadline
+        self._at = math.inf  # when the task wakes next
+        self._scope: trio.CancelScope | None = None  # the task's sleep
+        self._running = False
+        self.closed = False
+
+    def add(self, conn: _Connection, deadline: float) -> None:
+        """``conn`` waits to read until ``deadline`` (trio's clock)."""
+        self._reading[conn] = deadline
+        if deadline < self._at:
+            self._at = deadline
+            if self._scope is not None:
+                self._scope.deadline = deadline
+            elif not self._running:
+                self._running = True
+                trio.lowlevel.spawn_system_task(self._watch, name="HttpClient read timeouts")
+
+    def discard(self, conn: _Connection) -> None:
+        """``conn`` no longer waits to read."""
+        reading = self._reading
+        reading.pop(conn, None)
+        if not reading:
+            scope = self._scope
+            if self.closed:
+                if scope is not None:
+                    scope.cancel()  # the task ends
+            elif self._at != math.inf:
+                self._at = math.inf  # (no wake-up for nothing: a test's clock would jump)
+                if scope is not None:
+                    scope.deadline = math.inf
+
+    def close(self) -> None:
+        """The client closed: the task ends once no read waits."""
+        self.closed = True
+        if not self._reading and self._scope is not None:
+            self._scope.cancel()
+
+    async def _watch(self) -> None:
+        try:
+            while True:
+                with trio.CancelScope(deadline=self._at) as self._scope:
+                    await trio.sleep_forever()
+                if self.closed and not self._reading:
+                    return
+                now = trio.current_time()
+                for conn, deadline in list(self._reading.items()):
+                    if deadline <= now:
+                        del self._reading[conn]
+                        conn.timed_out = True
+                        assert conn.sock is not None  # (only plain sockets are watched)
+                        trio.lowlevel.notify_closing(conn.sock)
+                self._at = min(self._reading.values(), default=math.inf)
+        finally:
+            self._scope = None
+            self._running = False
+            self._at = math.inf
+
+
 class _Connection:
     """One HTTP/1.1 connection: its stream (or, on trio, its plain socket) and its
     protocol state."""
 
-    __slots__ = ("h1", "origin", "received", "sock", "stream")
+    __slots__ = ("deadlines", "h1", "origin", "received", "sock", "stream", "timed_out")
 
-    def __init__(self, stream: anyio.abc.ByteStream, origin: Origin, raw: bool) -> None:
+    def __init__(
+        self, stream: anyio.abc.ByteStream, origin: Origin, deadlines: _ReadDeadlines | None
+    ) -> None:
         self.stream = stream
         self.origin = origin
         self.h1 = _h1.ClientConnection()
         self.received = 0  # bytes received since the current request was sent
         # the non-blocking socket under the stream: used directly where that is safe
-        # (trio, no TLS), it costs a wait only when it is not ready
+        # (trio, no TLS; ``deadlines`` given), it costs a wait only when it is not ready
         self.sock: socket.socket | None = (
-            stream.extra(anyio.abc.SocketAttribute.raw_socket) if raw else None
+            stream.extra(anyio.abc.SocketAttribute.raw_socket) if deadlines else None
         )
+        self.deadlines = deadlines
+        self.timed_out = False  # a read outlived its deadline: the socket is done
 
     async def send(self, data: bytes | memoryview) -> None:
         sock = self.sock
@@ -120,15 +200,27 @@ class _Connection:
             return sock.recv(_READ)
         except BlockingIOError:
             pass
-        # (a raw socket only on trio: its own scope and wait, not anyio's wrappers of them)
-        with trio.CancelScope(deadline=trio.current_time() + seconds):
+        # (a raw socket only on trio: trio's own wait, not anyio's wrapper of it; the
+        # client's one task keeps the deadline, see _ReadDeadlines)
+        deadlines = self.deadlines
+        assert deadlines is not None
+        deadlines.add(self, trio.current_time() + seconds)
+        try:
             while True:
-                await trio.lowlevel.wait_readable(sock)
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    if self.timed_out:
+                        raise TimeoutError from None
+                    raise
+                if self.timed_out:  # (woken by data as the deadline passed)
+                    raise TimeoutError
                 try:
                     return sock.recv(_READ)
                 except BlockingIOError:
                     continue
-        raise TimeoutError
+        finally:
+            deadlines.discard(self)
 
     async def next_event(self, read_seconds: float) -> _h1.Event:
         """The next event; each read from the socket may take ``read_seconds``."""
@@ -305,6 +397,7 @@ class HttpClient(BackgroundTasks):
         # the run's token on trio (where alone requests are written at send()): a
         # finaliser hands its work to the event loop's thread through it
         self._token: trio.lowlevel.TrioToken | None = None
+        self._deadlines: _ReadDeadlines | None = None  # (made at the first connection)
 
     async def __aenter__(self) -> HttpClient:
         await super().__aenter__()
@@ -317,6 +410,9 @@ class HttpClient(BackgroundTasks):
 
     async def _closed(self) -> None:
         self._open = False
+        if self._deadlines is not None:
+            self._deadlines.close()
+            self._deadlines = None
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             while pool.waiting:
@@ -660,7 +756,12 @@ class HttpClient(BackgroundTasks):
             raise ErrorCode("TLS-protocol-error") from exc
         except OSError as exc:
             raise ErrorCode("connection-refused") from exc
-        return _Connection(stream, origin, raw=scheme == "http" and running_trio())
+        deadlines = None
+        if scheme == "http" and self._on_trio:
+            deadlines = self._deadlines
+            if deadlines is None:
+                deadlines = self._deadlines = _ReadDeadlines()
+        return _Connection(stream, origin, deadlines)
 
     async def _exchange(
         self,
