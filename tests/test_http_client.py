@@ -462,6 +462,33 @@ async def test_an_idle_client_leaves_no_timer_behind(client: HttpClient) -> None
         assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
 
 
+async def test_requests_without_fields_each_get_their_own_head(client: HttpClient) -> None:
+    # a head with no fields is made once per method and authority, its target put in
+    async with server(keep_alive_server) as up:
+        for method, path in [("GET", "/a"), ("GET", "/b?q=1"), ("DELETE", "/a"), ("GET", "/")]:
+            request = get(up.port, path)
+            request.method = method
+            response = await client.send(request)
+            await body_of(response)
+        host = f"host: 127.0.0.1:{up.port}\r\n".encode()
+        assert up.requests == [
+            b"GET /a HTTP/1.1\r\n" + host + b"\r\n",
+            b"GET /b?q=1 HTTP/1.1\r\n" + host + b"\r\n",
+            b"DELETE /a HTTP/1.1\r\n" + host + b"\r\n",
+            b"GET / HTTP/1.1\r\n" + host + b"\r\n",
+        ]
+
+
+async def test_a_host_http_1_1_cannot_carry_is_refused_every_time() -> None:
+    async with HttpClient(allow=["*"]) as client:
+        for _ in range(2):  # (a refused head is not kept as a checked one)
+            request = get(80)
+            request.authority = "bad\x7fhost:80"
+            with pytest.raises(ErrorCode) as info:
+                await client.send(request)
+            assert info.value.case == "internal-error"
+
+
 async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from trio_isyswasfa.http.types import FORBIDDEN, Fields, HeaderError
+from trio_isyswasfa.http.types import FORBIDDEN, Fields, HeaderError, _authority, _path
 
 CHANGES: list[tuple[str, Callable[[Fields, str], None]]] = [
     ("append", lambda f, name: f.append(name, b"x")),
@@ -41,3 +41,19 @@ def test_an_immutable_view_cannot_change(how: str, change: Callable[[Fields, str
     assert info.value.code == "immutable"
     assert fields.entries() == [("accept", b"*/*")]
     assert fields.copy().entries() == [("accept", b"*/*")]  # a mutable copy may change
+
+
+@pytest.mark.parametrize("bad", [" ", "/", "?", "#", "@", "\r", "\n", "\0"])
+def test_a_request_authority_with_a_character_it_cannot_hold_is_refused(bad: str) -> None:
+    assert _authority("example.com:8080") == "example.com:8080"
+    assert _authority(None) is None
+    with pytest.raises(ValueError, match="invalid authority"):
+        _authority(f"exam{bad}ple.com")
+
+
+@pytest.mark.parametrize("bad", ["", "/a b", "/a\r", "/a\n", "/a\0", "/a#frag"])
+def test_a_request_path_with_a_character_it_cannot_hold_is_refused(bad: str) -> None:
+    assert _path("/search?q=x&y=%20") == "/search?q=x&y=%20"
+    assert _path(None) is None
+    with pytest.raises(ValueError, match="invalid path"):
+        _path(bad)

@@ -40,6 +40,7 @@ FORBIDDEN = frozenset(
 """Hop-by-hop headers: the host's HTTP stack owns them, a guest may not set them."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_OK = Ok(None)  # (frozen: one for every setter's success)
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 
 
@@ -473,7 +474,7 @@ class WasiHttp:
                 setattr(request, attr, convert(value))
             except ValueError:
                 return Err(None)
-            return Ok(None)
+            return _OK
 
         return setter
 
@@ -492,7 +493,7 @@ class WasiHttp:
             if options.immutable:
                 return Err(variant("immutable"))
             setattr(options, attr, value)
-            return Ok(None)
+            return _OK
 
         return setter
 
@@ -500,7 +501,7 @@ class WasiHttp:
         if not 100 <= status <= 999:
             return Err(None)
         self.ctx.table.get(rep, Response).status = status
-        return Ok(None)
+        return _OK
 
     def _http_error_code(self, rep: int) -> Any:
         error = self.ctx.table.get(rep, ErrorObject)
@@ -557,17 +558,21 @@ def _header(op: Callable[..., None], *args: Any) -> Any:
         op(*args)
     except HeaderError as exc:
         return Err(variant(exc.code))
-    return Ok(None)
+    return _OK
+
+
+_NOT_IN_PATH = re.compile("[ \r\n\0#]")
+_NOT_IN_AUTHORITY = re.compile("[ /?#@\r\n\0]")
 
 
 def _path(value: str | None) -> str | None:
-    if value is not None and (not value or any(c in value for c in " \r\n\0#")):
+    if value is not None and (not value or _NOT_IN_PATH.search(value)):
         raise ValueError("invalid path")
     return value
 
 
 def _authority(value: str | None) -> str | None:
-    if value is not None and any(c in value for c in " /?#@\r\n\0"):
+    if value is not None and _NOT_IN_AUTHORITY.search(value):
         raise ValueError("invalid authority")
     return value
 
