@@ -78,7 +78,10 @@ class Fields:
     """Names a guest may not set (lower case)."""
 
     def __init__(self, entries: Iterable[tuple[str, bytes]] = (), *, immutable: bool = False):
-        self._entries: list[tuple[str, bytes]] = [(n, bytes(v)) for n, v in entries]
+        # (most are made empty: a guest's new fields, a request's with no headers)
+        self._entries: list[tuple[str, bytes]] = (
+            [(n, bytes(v)) for n, v in entries] if entries != () else []
+        )
         self.immutable = immutable
 
     @classmethod
