@@ -489,6 +489,27 @@ async def test_a_host_http_1_1_cannot_carry_is_refused_every_time() -> None:
             assert info.value.case == "internal-error"
 
 
+def task_names() -> list[str]:
+    """Every live task's name, system tasks included."""
+    names: list[str] = []
+    tasks = [trio.lowlevel.current_root_task()]
+    while tasks:
+        task = tasks.pop()
+        names.append(task.name)
+        tasks.extend(t for nursery in task.child_nurseries for t in nursery.child_tasks)
+    return names
+
+
+async def test_the_read_timeouts_task_ends_with_its_client() -> None:
+    async with server(keep_alive_server) as up:
+        async with HttpClient(allow=["127.0.0.1:*"]) as client:
+            assert await body_of(await client.send(get(up.port))) == b"hello"
+            await trio.testing.wait_all_tasks_blocked()
+            assert "HttpClient read timeouts" in task_names()
+        await trio.testing.wait_all_tasks_blocked()
+        assert "HttpClient read timeouts" not in task_names()
+
+
 async def test_refused_denied_and_invalid_requests(client: HttpClient) -> None:
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))

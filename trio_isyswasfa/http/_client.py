@@ -127,18 +127,18 @@ class _ReadDeadlines:
 
     async def _watch(self) -> None:
         try:
-            while True:
+            while self._reading or not self.closed:
                 with trio.CancelScope(deadline=self._at) as self._scope:
                     await trio.sleep_forever()
-                if self.closed and not self._reading:
-                    return
                 now = trio.current_time()
                 for conn, deadline in list(self._reading.items()):
                     if deadline <= now:
                         del self._reading[conn]
                         conn.timed_out = True
-                        assert conn.sock is not None  # (only plain sockets are watched)
-                        trio.lowlevel.notify_closing(conn.sock)
+                        sock = conn.sock
+                        assert sock is not None  # (only plain sockets are watched)
+                        if sock.fileno() != -1:  # (closed under it: its waiter woke already)
+                            trio.lowlevel.notify_closing(sock)
                 self._at = min(self._reading.values(), default=math.inf)
         finally:
             self._scope = None
