@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -12,9 +19,11 @@ from conftest import CASES_IMPORTS, LoopTicks, lowered_wit
 
 import trio_isyswasfa
 from trio_isyswasfa import Limits
+from trio_isyswasfa._seam import ENGINE_VARIABLE
 from trio_isyswasfa.testing import build_wat_component
 
 # a limit that stops nothing leaves a guest running forever: each test's own time bound
+# (the spinning guests run in a child process with a bound of its own: see `spun`)
 pytestmark = pytest.mark.timeout(30, func_only=True)
 
 WORLD = """
@@ -52,48 +61,103 @@ def wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return build_wat_component(lowered_wit(tmp_path_factory, "limits", WORLD), "limits", MODULE)
 
 
-async def test_a_guest_that_never_returns_is_stopped(wasm: bytes) -> None:
-    # unstopped, `spin` would run until the test's time limit fails it: that limit is
-    # the bound here, not a wall-clock reading (which a loaded machine stretches)
-    limits = Limits(max_run_seconds=0.2)
-    async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst:
-        with pytest.raises(
-            trio_isyswasfa.GuestTrap,
-            match=r"longer than max_run_seconds \(0.2 s\), without returning to the host",
-        ):
-            await inst.call("", "spin")
-        with pytest.raises(trio_isyswasfa.InstanceDead):
-            await inst.call("", "grow", 0)
+async def spin_outcomes(wasm: bytes) -> dict[str, Any]:
+    """What three calls of ``spin`` came to, each stopped only by its run limit (run in a
+    child process: see :func:`spun`)."""
 
+    async def outcome(call: Awaitable[object]) -> list[str]:
+        try:
+            return ["returned", repr(await call)]
+        except Exception as exc:
+            return [type(exc).__name__, str(exc)]
 
-async def test_a_computing_guest_leaves_the_event_loop_free(wasm: bytes) -> None:
-    # it yields every epoch tick (10 ms): other tasks run between its time slices,
-    # and the call still ends only when the guest does (here: its run limit)
+    outcomes: dict[str, Any] = {}
+    # alone, then the instance it killed
+    async with trio_isyswasfa.open_instance(wasm, limits=Limits(max_run_seconds=0.2)) as inst:
+        outcomes["alone"] = await outcome(inst.call("", "spin"))
+        outcomes["after"] = await outcome(inst.call("", "grow", 0))
+    # beside another task, which counts its turns
     ticks = LoopTicks()
     limits = Limits(max_run_seconds=0.5)
     async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst, trio.open_nursery() as n:
         n.start_soon(ticks.run)
-        with pytest.raises(trio_isyswasfa.GuestTrap, match="longer than max_run_seconds"):
-            await inst.call("", "spin")
+        outcomes["beside"] = await outcome(inst.call("", "spin"))
         n.cancel_scope.cancel()
+    outcomes["ticks"] = ticks.count
+    # its caller cancelled meanwhile
+    async with trio_isyswasfa.open_instance(wasm, limits=Limits(max_run_seconds=0.3)) as inst:
+        outcomes["cancelled"] = ["cancelled"]
+        with trio.move_on_after(0.05) as scope:
+            outcomes["cancelled"] = await outcome(inst.call("", "spin"))
+        outcomes["cancel_caught"] = scope.cancelled_caught
+    return outcomes
+
+
+SPIN_BOUND_SECONDS = 120
+"""How long the child running the spinning calls may take (~2 s when it works)."""
+
+
+@pytest.fixture(scope="module")
+def spun(wasm: bytes, engine: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """:func:`spin_outcomes` on ``engine``, in a child process. A run limit that stopped
+    nothing would leave the guest spinning for ever, and in this process it would outlast
+    pytest-timeout too (on our engine its exception mostly lands in the epoch callback,
+    whose errors ctypes swallows): the child is killed instead, and the tests fail."""
+    path = tmp_path_factory.mktemp("spin") / "limits.wasm"
+    path.write_bytes(wasm)
+    script = (
+        "import json, sys, trio\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_limits import spin_outcomes\n"
+        "print(json.dumps(trio.run(spin_outcomes, open(sys.argv[2], 'rb').read())))\n"
+    )
+    tests = Path(__file__).resolve().parent
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", script, str(tests), str(path)],
+            cwd=tests.parent,  # this checkout's package
+            env={**os.environ, ENGINE_VARIABLE: engine},
+            capture_output=True,
+            text=True,
+            timeout=SPIN_BOUND_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a spinning guest still ran after {SPIN_BOUND_SECONDS} s: no limit stopped it")
+    assert child.returncode == 0, child.stderr
+    outcomes: dict[str, Any] = json.loads(child.stdout)
+    return outcomes
+
+
+def test_a_guest_that_never_returns_is_stopped(spun: dict[str, Any]) -> None:
+    kind, message = spun["alone"]
+    assert kind == "GuestTrap"
+    assert re.search(
+        r"longer than max_run_seconds \(0.2 s\), without returning to the host", message
+    )
+    assert spun["after"][0] == "InstanceDead"
+
+
+def test_a_computing_guest_leaves_the_event_loop_free(spun: dict[str, Any]) -> None:
+    # it yields every epoch tick (10 ms): other tasks run between its time slices,
+    # and the call still ends only when the guest does (here: its run limit)
+    kind, message = spun["beside"]
+    assert kind == "GuestTrap"
+    assert "longer than max_run_seconds" in message
     # a loop held for the whole 0.5 s would tick at most once; free, up to 50 times
     # (a loaded machine gets fewer: 18 were seen, so no tighter bound)
-    assert ticks.count >= 5
+    assert spun["ticks"] >= 5
 
 
-async def test_a_cancelled_caller_waits_for_a_computing_guest(wasm: bytes) -> None:
+def test_a_cancelled_caller_waits_for_a_computing_guest(spun: dict[str, Any]) -> None:
     # a guest computing cannot be interrupted mid-slice; the cancellation takes effect
-    # once the call ends (here at its run limit), as it would had the guest held the loop
-    limits = Limits(max_run_seconds=0.3)
-    async with trio_isyswasfa.open_instance(wasm, limits=limits) as inst:
-        # the call ends by its run limit's trap (had the cancel cut it short, the scope
-        # would have swallowed it and no trap would be raised)
-        with (
-            trio.move_on_after(0.05) as scope,
-            pytest.raises(trio_isyswasfa.GuestTrap, match="longer than max_run_seconds"),
-        ):
-            await inst.call("", "spin")
-        assert not scope.cancelled_caught
+    # once the call ends (here at its run limit), as it would had the guest held the
+    # loop: the call ends by its run limit's trap (had the cancel cut it short, the
+    # scope would have swallowed it and no trap would be raised)
+    kind, message = spun["cancelled"]
+    assert kind == "GuestTrap"
+    assert "longer than max_run_seconds" in message
+    assert not spun["cancel_caught"]
 
 
 async def test_the_run_limit_is_per_call_not_per_instance(

@@ -7,9 +7,15 @@ Start-up is most of what a short ``run`` costs (bench/bench_cli.py measures it a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -289,6 +295,105 @@ class TestRememberedDigests:
         looks = _rewrite_at_second_fstat(monkeypatch, path, second)
         assert _digests.read_known(cache / "digests", path) is None
         assert len(looks) == 2
+
+    def test_a_fifo_is_read_again_each_time(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A FIFO gives what its writer writes: its ``stat`` (size 0, the times of its
+        last write) says nothing of the next component, so none is remembered by it.
+        (The wasmtime engine ran the first one again; ours let the writer go unread.)"""
+        path = tmp_path / "cmd.wasm"
+        os.mkfifo(path)
+        monkeypatch.setattr(_digests, "SETTLED_SECONDS", -60.0)
+        for status in (1, 0):
+            with _written(path, command_bytes(tmp_path, status)):
+                assert self.run(path) == status
+
+
+@contextlib.contextmanager
+def _written(fifo: Path, data: bytes) -> Iterator[None]:
+    """A thread gives ``data`` to the first reader of ``fifo``. A reader that then waits
+    for another writer (it left the first unread) is given an empty file 30 s later, so
+    that the test fails instead of hanging."""
+    done = threading.Event()
+
+    def give(data: bytes) -> None:
+        while not done.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                time.sleep(0.01)
+                continue
+            os.set_blocking(fd, True)
+            try:
+                os.write(fd, data)
+                return
+            except BrokenPipeError:
+                continue  # the reader left before reading: give it again
+            finally:
+                os.close(fd)
+
+    def write() -> None:
+        give(data)
+        if not done.wait(30):
+            give(b"")
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_signal_stops_the_wait_for_a_fifo_wherever_it_lands(tmp_path: Path) -> None:
+    """A component read from a FIFO (or a pipe) waits for its writer: a signal must stop
+    that wait (``serve``'s SIGINT during start-up). Its C-level handler may run without
+    interrupting the read: when it lands between the interpreter's last check for
+    signals and the read (``serve`` hung so, once in 270 tries under load), or on
+    another thread, as here, so the test is deterministic. The wait ends anyway."""
+    fifo = tmp_path / "component.wasm"
+    os.mkfifo(fifo)
+
+    class Stop(Exception):
+        pass
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise Stop
+
+    stopped = threading.Event()
+    released: list[bool] = []
+
+    def signal_off_the_main_thread() -> None:
+        fd = None
+        while fd is None:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # once it is read
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.01)
+        try:
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # handled here
+            if not stopped.wait(30):  # a read the signal did not stop: end it (the
+                released.append(True)  # test fails instead of hanging)
+        finally:
+            os.close(fd)
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    thread = threading.Thread(target=signal_off_the_main_thread, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(Stop):
+            trio_isyswasfa.load_component(fifo)
+    finally:
+        stopped.set()
+        thread.join()
+        signal.signal(signal.SIGUSR1, previous)
+    assert not released
 
 
 def _rewrite_at_second_fstat(

@@ -19,11 +19,62 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
+import stat
 import time
 from pathlib import Path
 
 SETTLED_SECONDS = 2.0
 """How long ago a file must have last changed for its digest to be remembered."""
+
+WAIT_SLICE_SECONDS = 0.1
+"""How long :func:`read_stream` waits at a time for its file to have data: at most
+this long after a signal that landed just before a wait, its Python handler runs."""
+
+
+def is_regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a FIFO, a pipe, a device).
+
+    Raises:
+      OSError: it cannot be looked at (missing, say).
+    """
+    return stat.S_ISREG(path.stat().st_mode)
+
+
+def read_stream(path: Path) -> bytes:
+    """The bytes of a file that is no regular one (a FIFO, a pipe such as a shell's
+    ``<(…)``), up to its end.
+
+    Such a read may wait for ever (for a writer, for data), and a plain blocking read
+    can miss the signal meant to stop it: the interpreter runs a signal's Python
+    handler (Ctrl-C's ``KeyboardInterrupt``) only between bytecodes, so a signal that
+    lands after its last check and before the read blocks leaves the read waiting,
+    handler unrun (``serve`` hung so, once in ~80 tries under load, on SIGINT during
+    its start-up). So the file is opened without blocking and waited on in slices of
+    :data:`WAIT_SLICE_SECONDS`: the handler runs at the latest one slice later. (A
+    FIFO opened so does not wait for its writer; until one comes and goes, it has no
+    end: Linux's ``poll`` reports none.)
+
+    Raises:
+      OSError: it cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        waiting = select.poll()
+        waiting.register(fd, select.POLLIN)
+        chunks: list[bytes] = []
+        while True:
+            if not waiting.poll(WAIT_SLICE_SECONDS * 1000):
+                continue  # (the loop's turn is where a pending signal's handler runs)
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _entry(index: Path, path: Path, st: os.stat_result) -> Path:

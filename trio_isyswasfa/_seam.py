@@ -214,7 +214,9 @@ def load_file(path: Path, *, engine: str | None = None, use_cache: bool = True) 
     With the cache, a file loaded before is not hashed again: its digest, remembered by
     what ``stat`` says of it (see :mod:`._digests`), finds its compiled copy (on the
     wasmtime engine, without reading the file at all; ours reads it, and finds its
-    compiled core modules through the component's digest).
+    compiled core modules through the component's digest). A file that is no regular
+    one (a FIFO, a pipe) is read whole each time, so that a signal stops the wait for
+    it (see :func:`._digests.read_stream`).
 
     Raises:
       OSError: the file cannot be read.
@@ -222,6 +224,9 @@ def load_file(path: Path, *, engine: str | None = None, use_cache: bool = True) 
       HostProtocolError: ``engine`` names no engine.
     """
     name = default_engine() if engine is None else check_engine(engine)
+    if not _digests.is_regular(path):
+        # a FIFO or a pipe: read once, so its ``stat`` says nothing of what it gives
+        return load(_digests.read_stream(path), engine=name, use_cache=use_cache)
     if not use_cache:
         return load(path.read_bytes(), engine=name, use_cache=use_cache)
     index = _engine.cache_dir() / "digests"

@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -108,6 +108,23 @@ def outputs_of(guest: ModuleType, abi: Any, inputs: list[Any] | None = None) -> 
     return list(guest.poll(inputs or []))
 
 
+def listening_then_cancel(
+    env: Any, pending: Any, export: Coroutine[Any, Any, None]
+) -> tuple[int, int, Any, Any]:
+    """Start ``export``, which awaits ``pending``: its first poll leaves it pending, and
+    the host listens to the await (with a cancel handle for it). Returns the listen's
+    state, the export task's state, that cancel handle and one for cancelling the task
+    (not sent yet)."""
+    guest, host, abi = env
+    with pytest.raises(Err):
+        guest.first_poll(export)
+    listen, reported = outputs_of(guest, abi)
+    lid, fid = listen.value.state, reported.value.state
+    sub_cancel = host.handle("cancel", pending.rep)
+    outputs_of(guest, abi, [abi.PollInput_Listening(abi.PollInputListening(lid, sub_cancel))])
+    return lid, fid, sub_cancel, host.handle("cancel")
+
+
 def test_export_that_finishes_at_once(env: Any) -> None:
     guest, host, abi = env
 
@@ -168,14 +185,7 @@ def test_host_cancel_reaches_the_coroutine_and_sub_awaits(env: Any) -> None:
             seen.append("cancelled")
             raise
 
-    with pytest.raises(Err):
-        guest.first_poll(f())
-    listen, reported = outputs_of(guest, abi)
-    lid, fid = listen.value.state, reported.value.state
-    sub_cancel = host.handle("cancel", pending.rep)
-    outputs_of(guest, abi, [abi.PollInput_Listening(abi.PollInputListening(lid, sub_cancel))])
-
-    task_cancel = host.handle("cancel")
+    lid, fid, sub_cancel, task_cancel = listening_then_cancel(env, pending, f())
     (out,) = outputs_of(guest, abi, [abi.PollInput_Cancel(abi.PollInputCancel(fid, task_cancel))])
     # the guest first cancels what it awaits, and waits for that confirmation
     assert isinstance(out, abi.PollOutput_Cancel)
@@ -204,14 +214,7 @@ def test_a_cancel_and_the_awaits_ready_in_one_poll_are_confirmed(env: Any) -> No
     async def f() -> None:
         await guest.await_ready(pending)
 
-    with pytest.raises(Err):
-        guest.first_poll(f())
-    listen, reported = outputs_of(guest, abi)
-    lid, fid = listen.value.state, reported.value.state
-    sub_cancel = host.handle("cancel", pending.rep)
-    outputs_of(guest, abi, [abi.PollInput_Listening(abi.PollInputListening(lid, sub_cancel))])
-
-    task_cancel = host.handle("cancel")
+    lid, fid, _, task_cancel = listening_then_cancel(env, pending, f())
     ready = host.handle("ready", pending.rep)
     (confirm,) = outputs_of(
         guest,

@@ -699,8 +699,9 @@ class FiberStore:
         self._host_keys: list[int] = []  # of the host functions made in this store
         self._linker: wasmtime.Linker | None = None  # the one :meth:`defining` lends
         self._dispatch: _Dispatch | None = None  # made at the first call through it
-        # the dispatcher's memory (made at the first call, or at the first may_leave
-        # flag), its address and a view of it: one page that never grows or moves
+        # the dispatcher's memory (made at the first call or the first may_leave flag;
+        # under a memory limit, at once, below), its address and a view of it: one
+        # page that never grows or moves
         self._page: tuple[wasmtime.Memory, int, memoryview] | None = None
         self._next_leave = _shim.LEAVE  # the next free may_leave flag
         self._server: _Server | None = None  # the long-lived fiber, parked between calls

@@ -136,7 +136,9 @@ class ComponentApp:
         each serves up to ``per_instance`` requests at once (their ``handle`` calls
         run concurrently, as isyswasfa allows), so a guest that waits on I/O needs
         few instances; a request goes to an instance whose guest is not blocked in a
-        host call (``time.sleep``), so blocking guests do not hold each other up; a
+        host call (``time.sleep``), so blocking guests do not hold each other up (as
+        the request arrives: requests already lent an instance, a burst that arrived
+        while it opened, wait while a guest in it blocks; see the README); a
         guest's state may outlive a request and is shared by the requests it serves at
         once; a trap fails that instance's requests in flight (500, or a response cut
         off) and new ones go to another instance. ``"pooled"``: likewise, but each
