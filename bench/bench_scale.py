@@ -34,7 +34,8 @@ process, until its runs make 2 s of wall time (``--min-seconds``; at most 9 runs
 exactly ``--repeat K`` times, in rounds over the sizes (and ``--compare``'s trees) so
 that a change of the machine's load falls on all alike. Every figure printed is the
 median of the runs' (each ratio one of medians); ``runs`` says how many there were and
-``host µs range`` the least and the most of their ``host µs``.
+``host µs range`` the least and the most of their ``host µs``; ``serve``'s note (the
+responses' statuses, latencies and the instances opened) is given for every run.
 
 The goal is read on ``host x``. The fixed 100 ms counts as waiting time in which the
 host was in fact working: at 1,000 imports the process computes ~0.4 s while the
@@ -555,9 +556,8 @@ def _median_run(runs: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], Fig
         for key, value in runs[0].items()
         if isinstance(value, (int, float))
     }
-    if "note" in runs[0]:  # (serve's statuses and instances: the median run's own)
-        by_wall = sorted(runs, key=lambda run: run["wall"])
-        fig["note"] = by_wall[(len(runs) - 1) // 2]["note"]
+    if "note" in runs[0]:  # (serve's statuses and instances: each run's own)
+        fig["note"] = " | ".join(run["note"] for run in runs)
     each = [Figures.of(run, n) for run in runs]
     per = Figures(
         statistics.median(f.host_us for f in each),

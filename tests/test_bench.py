@@ -144,6 +144,11 @@ class TestRepeat:
         assert per.host_us == pytest.approx(400.0)  # of 400, 200 and 800 µs
         assert spread == "200-800"
         assert bench_scale._median_run(runs[:1], 1000)[2] == "-"
+        # serve's statuses are each run's: a run that lost connections is not hidden
+        noted = [{**run, "note": f"statuses {i}"} for i, run in enumerate(runs)]
+        assert bench_scale._median_run(noted, 1000)[0]["note"] == (
+            "statuses 0 | statuses 1 | statuses 2"
+        )
 
     def test_repeat_needs_a_run(self, capsys: pytest.CaptureFixture[str]) -> None:
         from bench import bench_scale
