@@ -34,7 +34,10 @@ process, until its runs make 2 s of wall time (``--min-seconds``; at most 9 runs
 exactly ``--repeat K`` times, in rounds over the sizes (and ``--compare``'s trees) so
 that a change of the machine's load falls on all alike. Every figure printed is the
 median of the runs' (each ratio one of medians); ``runs`` says how many there were and
-``host µs range`` the least and the most of their ``host µs``; ``serve``'s note (the
+``host µs range`` the least and the most of their ``host µs``; ``gc2`` the full
+collections of Python's garbage collector during a run (each walks the whole heap:
+~40 ms with a Python guest's instance open, so whether a 1,000-call run has one or
+none moves its host µs per call by ~40); ``serve``'s note (the
 responses' statuses, latencies and the instances opened) is given for every run.
 
 The goal is read on ``host x``. The fixed 100 ms counts as waiting time in which the
@@ -162,10 +165,12 @@ class Window:
         self.idle = IdleClock()
         self.wall = self.cpu = 0.0
         self._start = self._cpu = 0.0
+        self._full_gcs = 0
 
     def start(self) -> None:
         """Start the clocks; in a trio run."""
         trio.lowlevel.add_instrument(self.idle)
+        self._full_gcs = gc.get_stats()[2]["collections"]
         self._cpu = time.process_time()
         self._start = time.perf_counter()
 
@@ -180,6 +185,7 @@ class Window:
             "waited": self.idle.waited,
             "waits": self.idle.waits,
             "passes": self.idle.passes,
+            "full_gcs": gc.get_stats()[2]["collections"] - self._full_gcs,
         }
 
 
@@ -644,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'wait s':>7} {'CPU s':>7} {'host µs':>8}"
         f" {'100ms µs':>8} {'CPU µs':>8} {'KiB':>6} {'host x':>6} {'100ms x':>7}"
-        f" {'CPU x':>6} {'loop/N':>6} {'heap B':>7} {'host B':>7} {'runs':>4}"
+        f" {'CPU x':>6} {'loop/N':>6} {'heap B':>7} {'host B':>7} {'gc2':>4} {'runs':>4}"
         f" {'host µs range':>13}"
     )
     trees = [(args.compare, "before: "), (ROOT, "")] if args.compare else [(ROOT, "")]
@@ -671,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f" {_ratio(per.fixed_us, first.fixed_us):>7.2f}"
                     f" {_ratio(per.cpu_us, first.cpu_us):>6.2f}"
                     f" {fig.get('passes', math.nan) / n:>6.2f}"
-                    f" {heap:>7.0f} {host_heap:>7.0f} {len(runs[tree, n]):>4} {spread:>13}"
+                    f" {heap:>7.0f} {host_heap:>7.0f} {fig.get('full_gcs', math.nan):>4.0f}"
+                    f" {len(runs[tree, n]):>4} {spread:>13}"
                     + (f"  ({fig['note']})" if "note" in fig else ""),
                     flush=True,
                 )
