@@ -28,6 +28,18 @@ guest memory); and the ratios of each N's figures to the smallest N's, measured 
 the same run (flat is 1.0; the goal is at most 1.5): ``host x`` (measured waiting),
 ``100ms x`` and ``CPU x``; ``loop/N``, the passes of trio's run loop per item.
 
+A short run is noisy on a shared machine (1,000 calls take ~0.5 s, and two such runs
+gave 214 and 421 host µs per call): each (row, N) is run again, each time in a fresh
+process, until its runs make 2 s of wall time (``--min-seconds``; at most 9 runs), or
+exactly ``--repeat K`` times, in rounds over the sizes (and ``--compare``'s trees) so
+that a change of the machine's load falls on all alike. Every figure printed is the
+median of the runs' (each ratio one of medians); ``runs`` says how many there were and
+``host µs range`` the least and the most of their ``host µs``; ``gc2`` the full
+collections of Python's garbage collector during a run (each walks the whole heap:
+~40 ms with a Python guest's instance open, so whether a 1,000-call run has one or
+none moves its host µs per call by ~40); ``serve``'s note (the
+responses' statuses, latencies and the instances opened) is given for every run.
+
 The goal is read on ``host x``. The fixed 100 ms counts as waiting time in which the
 host was in fact working: at 1,000 imports the process computes ~0.4 s while the
 timers run, so ``wall - 100 ms`` leaves out work that overlapped them and the small N
@@ -60,6 +72,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -86,6 +99,8 @@ RUST_IFACE = "test:rust-cases/cases"
 WASI = ROOT / "tests" / "guests" / "wasi"
 PROBE = "test:wasi/probe"
 WAIT_MS = 100
+MIN_SECONDS = 2.0  # a size's runs are repeated until they make this much wall time
+MAX_RUNS = 9
 
 
 async def echo_later(s: str, ms: int) -> str:
@@ -150,10 +165,12 @@ class Window:
         self.idle = IdleClock()
         self.wall = self.cpu = 0.0
         self._start = self._cpu = 0.0
+        self._full_gcs = 0
 
     def start(self) -> None:
         """Start the clocks; in a trio run."""
         trio.lowlevel.add_instrument(self.idle)
+        self._full_gcs = gc.get_stats()[2]["collections"]
         self._cpu = time.process_time()
         self._start = time.perf_counter()
 
@@ -168,6 +185,7 @@ class Window:
             "waited": self.idle.waited,
             "waits": self.idle.waits,
             "passes": self.idle.passes,
+            "full_gcs": gc.get_stats()[2]["collections"] - self._full_gcs,
         }
 
 
@@ -504,6 +522,58 @@ def instrument_cost(passes: int = 100_000, rounds: int = 5) -> float:
     return (best[True] - best[False]) / passes * 1e6
 
 
+def _repeated_runs(
+    row: str, sizes: Sequence[int], trees: Sequence[tuple[Path, str]], args: argparse.Namespace
+) -> dict[tuple[Path, int], list[dict[str, Any]]]:
+    """The runs of ``row`` at every size on every tree: ``--repeat`` runs each, or by
+    default as many as make ``--min-seconds`` of wall time (at most ``MAX_RUNS``).
+
+    The runs go in rounds over the sizes and trees, so that a change in the machine's
+    load falls on all of them alike rather than on one size's runs."""
+    runs: dict[tuple[Path, int], list[dict[str, Any]]] = {
+        (tree, n): [] for tree, _ in trees for n in sizes
+    }
+
+    repeat: int | None = args.repeat
+    seconds: float = args.min_seconds
+
+    def wanted(done: list[dict[str, Any]]) -> bool:
+        if args.memory_only:
+            return not done
+        if repeat is not None:
+            return len(done) < repeat
+        return not done or (len(done) < MAX_RUNS and sum(f["wall"] for f in done) < seconds)
+
+    while todo := [key for key, done in runs.items() if wanted(done)]:
+        for tree, n in todo:
+            runs[tree, n].append(
+                dict.fromkeys(("wall", "guest", "cpu", "waited", "rss_kib"), math.nan)
+                if args.memory_only
+                else _run_child(row, n, tree)
+            )
+    return runs
+
+
+def _median_run(runs: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], Figures, str]:
+    """The median of ``runs`` (one row's runs at one size), figure by figure; the
+    figures per item, each the median of the runs'; and the range of their host µs."""
+    fig: dict[str, Any] = {
+        key: statistics.median(run[key] for run in runs)
+        for key, value in runs[0].items()
+        if isinstance(value, (int, float))
+    }
+    if "note" in runs[0]:  # (serve's statuses and instances: each run's own)
+        fig["note"] = " | ".join(run["note"] for run in runs)
+    each = [Figures.of(run, n) for run in runs]
+    per = Figures(
+        statistics.median(f.host_us for f in each),
+        statistics.median(f.fixed_us for f in each),
+        statistics.median(f.cpu_us for f in each),
+    )
+    low, high = min(f.host_us for f in each), max(f.host_us for f in each)
+    return fig, per, "-" if len(runs) == 1 or math.isnan(low) else f"{low:.0f}-{high:.0f}"
+
+
 def _ratio(value: float, base: float) -> float:
     return value / base if base else float("nan")
 
@@ -537,13 +607,31 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only measure what the idle clock costs per pass of trio's run loop",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        metavar="K",
+        help="run each row at each size K times (fresh processes) and print the medians; "
+        "by default a size is run again until its runs make --min-seconds of wall time "
+        f"(at most {MAX_RUNS} runs), so that one noisy short run cannot decide a ratio",
+    )
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=MIN_SECONDS,
+        metavar="S",
+        help=f"wall time a size's runs must make, without --repeat (default {MIN_SECONDS})",
+    )
     p.add_argument("--one", nargs=2, metavar=("ROW", "N"), help=argparse.SUPPRESS)
     p.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        p.error("--repeat needs at least 1")
     if args.one:
         row, n = args.one
         print(json.dumps(trio.run(measure, row, int(n), args.trace)))
@@ -562,39 +650,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{'':60} {'N':>7} {'wall s':>8} {'guest s':>8} {'wait s':>7} {'CPU s':>7} {'host µs':>8}"
         f" {'100ms µs':>8} {'CPU µs':>8} {'KiB':>6} {'host x':>6} {'100ms x':>7}"
-        f" {'CPU x':>6} {'loop/N':>6} {'heap B':>7} {'host B':>7}"
+        f" {'CPU x':>6} {'loop/N':>6} {'heap B':>7} {'host B':>7} {'gc2':>4} {'runs':>4}"
+        f" {'host µs range':>13}"
     )
     trees = [(args.compare, "before: "), (ROOT, "")] if args.compare else [(ROOT, "")]
-    for row, (tree, mark) in ((r, t) for r in args.rows.split(",") for t in trees):
-        label = mark + ROWS[row][0]
-        first: Figures | None = None
-        for n in sizes:
-            if args.memory_only and row in NO_HEAP_ROWS:
-                break
-            fig = (
-                dict.fromkeys(("wall", "guest", "cpu", "waited", "rss_kib"), math.nan)
-                if args.memory_only
-                else _run_child(row, n, tree)
-            )
-            heap = host_heap = math.nan
-            if (args.memory or args.memory_only) and row not in NO_HEAP_ROWS:
-                traced = _run_child(row, n, tree, trace=True)
-                heap = traced["heap"] / n
-                host_heap = (traced["heap"] - traced["scaffold"]) / n
-            per = Figures.of(fig, n)
-            first = first or per
-            print(
-                f"{label:60} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f}"
-                f" {fig['waited']:>7.2f} {fig['cpu']:>7.2f} {per.host_us:>8.1f} {per.fixed_us:>8.1f}"
-                f" {per.cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f}"
-                f" {_ratio(per.host_us, first.host_us):>6.2f}"
-                f" {_ratio(per.fixed_us, first.fixed_us):>7.2f}"
-                f" {_ratio(per.cpu_us, first.cpu_us):>6.2f} {fig.get('passes', math.nan) / n:>6.2f}"
-                f" {heap:>7.0f} {host_heap:>7.0f}"
-                + (f"  ({fig['note']})" if "note" in fig else ""),
-                flush=True,
-            )
-            label = ""
+    for row in args.rows.split(","):
+        if args.memory_only and row in NO_HEAP_ROWS:
+            continue
+        runs = _repeated_runs(row, sizes, trees, args)
+        for tree, mark in trees:
+            label = mark + ROWS[row][0]
+            first: Figures | None = None
+            for n in sizes:
+                fig, per, spread = _median_run(runs[tree, n], n)
+                heap = host_heap = math.nan
+                if (args.memory or args.memory_only) and row not in NO_HEAP_ROWS:
+                    traced = _run_child(row, n, tree, trace=True)
+                    heap = traced["heap"] / n
+                    host_heap = (traced["heap"] - traced["scaffold"]) / n
+                first = first or per
+                print(
+                    f"{label:60} {n:>7} {fig['wall']:>8.2f} {fig['guest']:>8.2f}"
+                    f" {fig['waited']:>7.2f} {fig['cpu']:>7.2f} {per.host_us:>8.1f}"
+                    f" {per.fixed_us:>8.1f} {per.cpu_us:>8.1f} {fig['rss_kib'] / n:>6.2f}"
+                    f" {_ratio(per.host_us, first.host_us):>6.2f}"
+                    f" {_ratio(per.fixed_us, first.fixed_us):>7.2f}"
+                    f" {_ratio(per.cpu_us, first.cpu_us):>6.2f}"
+                    f" {fig.get('passes', math.nan) / n:>6.2f}"
+                    f" {heap:>7.0f} {host_heap:>7.0f} {fig.get('full_gcs', math.nan):>4.0f}"
+                    f" {len(runs[tree, n]):>4} {spread:>13}"
+                    + (f"  ({fig['note']})" if "note" in fig else ""),
+                    flush=True,
+                )
+                label = ""
 
 
 if __name__ == "__main__":

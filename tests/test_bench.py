@@ -98,3 +98,61 @@ class TestIdleClock:
         # (the second sleeper's deadline passed during the busy loop: trio finds both
         # tasks done without waiting again; a handful of passes in all)
         assert idle.passes < 20
+
+
+class TestRepeat:
+    """``bench_scale`` runs a short row again and prints medians, so that one noisy run
+    cannot decide a ratio."""
+
+    @staticmethod
+    def run(wall: float, waited: float = 0.0) -> dict[str, float]:
+        return {"wall": wall, "guest": 0.0, "cpu": wall, "waited": waited, "rss_kib": 0}
+
+    def test_short_sizes_run_until_the_seconds_are_made_in_rounds(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from bench import bench_scale
+
+        walls = {1000: 0.5, 16000: 8.0}
+        order: list[int] = []
+
+        def child(row: str, n: int, tree: Path, trace: bool = False) -> dict[str, float]:
+            order.append(n)
+            return self.run(walls[n])
+
+        monkeypatch.setattr(bench_scale, "_run_child", child)
+        args = bench_scale.parser().parse_args(["--min-seconds", "2"])
+        runs = bench_scale._repeated_runs("calls", [1000, 16000], [(BENCH, "")], args)
+        assert [len(runs[BENCH, n]) for n in (1000, 16000)] == [4, 1]
+        # the long size once in the first round, beside the short one, not after all
+        assert order == [1000, 16000, 1000, 1000, 1000]
+        args = bench_scale.parser().parse_args(["--repeat", "3"])
+        runs = bench_scale._repeated_runs("calls", [1000, 16000], [(BENCH, "")], args)
+        assert [len(runs[BENCH, n]) for n in (1000, 16000)] == [3, 3]
+        walls[1000] = 0.01  # however short, a size is run at most MAX_RUNS times
+        args = bench_scale.parser().parse_args([])
+        runs = bench_scale._repeated_runs("calls", [1000], [(BENCH, "")], args)
+        assert len(runs[BENCH, 1000]) == bench_scale.MAX_RUNS
+
+    def test_figures_are_medians_and_the_range_is_printed(self) -> None:
+        from bench import bench_scale
+
+        runs = [self.run(0.40), self.run(0.20), self.run(0.90, waited=0.1)]
+        fig, per, spread = bench_scale._median_run(runs, 1000)
+        assert fig["wall"] == 0.40
+        assert fig["waited"] == 0.0
+        assert per.host_us == pytest.approx(400.0)  # of 400, 200 and 800 µs
+        assert spread == "200-800"
+        assert bench_scale._median_run(runs[:1], 1000)[2] == "-"
+        # serve's statuses are each run's: a run that lost connections is not hidden
+        noted = [{**run, "note": f"statuses {i}"} for i, run in enumerate(runs)]
+        assert bench_scale._median_run(noted, 1000)[0]["note"] == (
+            "statuses 0 | statuses 1 | statuses 2"
+        )
+
+    def test_repeat_needs_a_run(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from bench import bench_scale
+
+        with pytest.raises(SystemExit):
+            bench_scale.main(["--repeat", "0"])
+        assert "--repeat needs at least 1" in capsys.readouterr().err

@@ -170,6 +170,15 @@ def _parser() -> argparse.ArgumentParser:
         help="requests that may wait while every instance is busy (default 1024); "
         "beyond them a request is answered 503 at once",
     )
+    serve.add_argument(
+        "--backlog",
+        type=int,
+        default=None,
+        metavar="N",
+        help="connections the kernel holds until the server accepts them (default: the "
+        "most the system allows, net.core.somaxconn); beyond them a client's handshake "
+        "is dropped",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     _limit_arguments(serve)
 
@@ -282,6 +291,8 @@ def _serve_until_stopped(args: argparse.Namespace) -> int:
         raise HostProtocolError(
             f"--spare-instances must not be negative, not {args.spare_instances}"
         )
+    if args.backlog is not None and args.backlog < 1:
+        raise HostProtocolError(f"--backlog must be at least 1, not {args.backlog}")
     addrs = args.addr or ["127.0.0.1:8080"]
     for addr in addrs:
         try:
@@ -325,6 +336,7 @@ def _serve_until_stopped(args: argparse.Namespace) -> int:
                         bind=addrs,
                         access_log=not args.no_access_log,
                         shutdown_trigger=stop.wait,
+                        backlog=args.backlog,
                         task_status=task_status,
                     )
                     # it returns after a signal, once the requests in flight are done
