@@ -358,10 +358,16 @@ class ComponentApp:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return "cancelled"
-        pipe = Pipe()
-        trailers_tx, trailers_rx = make_trailers()
-        request = _incoming_request(scope, IncomingBody(PipeReader(pipe), trailers_rx))
         state = _ProxyState()
+        pipe: Pipe | None = None
+        trailers_tx: TrailersSender | None = None
+        if message is _NO_BODY:  # nothing to feed: no pipe, no trailers
+            body = IncomingBody.ended()
+        else:
+            pipe = Pipe()
+            trailers_tx, trailers_rx = make_trailers()
+            body = IncomingBody(PipeReader(pipe), trailers_rx)
+        request = _incoming_request(scope, body)
         async with anyio.create_task_group() as tg:
             listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
             if not self._slots.free:
@@ -936,14 +942,15 @@ def _take_request_body(
     state: _OneState | _ProxyState,
     receive: Receive,
     message: Message,
-    pipe: Pipe,
-    trailers_tx: TrailersSender,
+    pipe: Pipe | None,
+    trailers_tx: TrailersSender | None,
 ) -> Callable[[], None]:
     """Put the request body of the first ``http.request`` message into ``pipe`` (or, if
     more follows or it does not fit, start a task in ``tg`` pumping the rest, which
     also listens to the client); return ``listen``, which starts listening to the client
     (once) when the request is about to wait. A client that leaves before the
-    response is sent cancels ``tg``."""
+    response is sent cancels ``tg``. Without ``pipe`` and ``trailers_tx``, the request
+    has no body (``message`` is ``_NO_BODY``): there is nothing to feed."""
 
     def client_left() -> None:
         if not state.sent:
@@ -956,6 +963,8 @@ def _take_request_body(
             state.listening = True
             tg.start_soon(_until_disconnect, receive, client_left)
 
+    if pipe is None or trailers_tx is None:
+        return listen
     data = message.get("body", b"")
     if message.get("more_body", False) or len(data) > pipe.capacity:
         state.listening = True
