@@ -39,7 +39,8 @@ from .._engine import Err, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, describe_exports, load_component, open_instance
 from .._limits import Limits
-from .._park import TaskGroup, open_task_group, running_trio
+from .._park import Scope as CancelScopeLike
+from .._park import TaskGroup, cancel_scope, open_task_group, running_trio
 from ..wasi import WasiConfig
 from ..wasi.io import (
     CHUNK,
@@ -221,6 +222,9 @@ class ComponentApp:
         # set when the last request in flight ends; made only when someone waits (most
         # requests meet an idle server: an event each would cost them ~2 µs)
         self._idle: anyio.Event | None = None
+        # the app's own task group while the ASGI lifespan runs: a proxy request whose
+        # call suspends starts its helpers there (see _RequestHelpers)
+        self._helper_group: TaskGroup | None = None
 
     def statistics(self) -> ServerStatistics:
         """Counts of requests in flight, completed, failed and cancelled, and of instances."""
@@ -369,27 +373,58 @@ class ComponentApp:
             trailers_tx, trailers_rx = make_trailers()
             body = IncomingBody(PipeReader(pipe), trailers_rx)
         request = _incoming_request(scope, body)
-        # on trio, a nursery of its own: anyio's task group around it cost ~30 lines of
-        # Python a request (the backend looked up, a wrapper, its cancel scope's)
-        async with open_task_group(running_trio()) as tg:
-            listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
-            if not self._slots.free:
-                listen()  # it waits for a slot: a client that leaves meanwhile is let go
+        on_trio = running_trio()
+        group = self._helper_group
+        if group is not None and self._slots.free and _comes_whole(message):
+            # no task group of its own (its exit alone was a trip round the event loop,
+            # ~8% of a hello request's Python): a cancel scope, and the tasks a call
+            # that suspends needs start in the app's group, bound to this request
+            helpers = _RequestHelpers(group, cancel_scope(on_trio), on_trio)
             try:
-                async with self._slot(), self._instance() as instance:
-                    self._guest_from(instance)
-                    try:
-                        await self._run_proxy(scope, send, instance, request, state, tg, listen)
-                    finally:
-                        self._guest_until(instance)
-            except IsyswasfaError as exc:
-                _log_failure(exc)
-                state.outcome = "failed"
-                if not state.started:
-                    await _send_error(send, 500, "the component failed")
-            if state.listening:
-                tg.cancel_scope.cancel()
+                with helpers.cancel_scope:
+                    await self._proxy_request(
+                        scope, receive, send, state, request, message, pipe, trailers_tx, helpers
+                    )
+            finally:
+                await helpers.aclose()
+        else:  # on trio, a nursery of its own (anyio's task group around it cost more)
+            async with open_task_group(on_trio) as tg:
+                await self._proxy_request(
+                    scope, receive, send, state, request, message, pipe, trailers_tx, tg
+                )
         return state.outcome
+
+    async def _proxy_request(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: _ProxyState,
+        request: IncomingRequest,
+        message: Message,
+        pipe: Pipe | None,
+        trailers_tx: TrailersSender | None,
+        tg: TaskGroup,
+    ) -> None:
+        """Feed the body, take a slot and an instance, run ``handle`` (the tasks it
+        needs start in ``tg``)."""
+        listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
+        if not self._slots.free:
+            listen()  # it waits for a slot: a client that leaves meanwhile is let go
+        try:
+            async with self._slot(), self._instance() as instance:
+                self._guest_from(instance)
+                try:
+                    await self._run_proxy(scope, send, instance, request, state, tg, listen)
+                finally:
+                    self._guest_until(instance)
+        except IsyswasfaError as exc:
+            _log_failure(exc)
+            state.outcome = "failed"
+            if not state.started:
+                await _send_error(send, 500, "the component failed")
+        if state.listening:
+            tg.cancel_scope.cancel()
 
     async def _run_proxy(
         self,
@@ -580,11 +615,17 @@ class ComponentApp:
                         on_close=self._count_close,
                     )
                 )
+            if self.proxy:
+                group = await stack.enter_async_context(open_task_group(running_trio()))
+                self._helper_group = group
             await send({"type": "lifespan.startup.complete"})
             try:
                 await _until_shutdown(receive)
             finally:
                 self._pool = None
+                if self._helper_group is not None:
+                    self._helper_group = None
+                    group.cancel_scope.cancel()  # helpers of requests still in flight
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -1007,6 +1048,69 @@ class _ProxyState:
         self.listening = False  # a task listens to the client
         self.failure: IsyswasfaError | None = None  # the handle call's
         self.body: OutgoingBody | None = None  # the response's, once it goes out
+
+
+def _comes_whole(message: Message) -> bool:
+    """Whether a request's first ``http.request`` message holds all of its body, and
+    it fits the pipe the guest reads (no task pumps it in)."""
+    return message is _NO_BODY or (
+        not message.get("more_body", False) and len(message.get("body", b"")) <= CHUNK
+    )
+
+
+class _RequestHelpers:
+    """The tasks one proxy request needs only if its ``handle`` call suspends (one
+    listening to the client, one sending the response as the guest writes it),
+    started in the app's task group rather than a task group of the request's own,
+    but bound to the request as if they were: :attr:`cancel_scope` is the request's
+    (a helper that fails cancels it), and :meth:`aclose` cancels those still running,
+    waits for them, and raises what they raised, grouped as a nursery raises it."""
+
+    __slots__ = ("_done", "_failures", "_group", "_on_trio", "_running", "_scopes", "cancel_scope")
+
+    def __init__(self, group: TaskGroup, scope: CancelScopeLike, on_trio: bool) -> None:
+        self.cancel_scope = scope
+        self._group = group
+        self._on_trio = on_trio
+        self._scopes: list[CancelScopeLike] = []
+        self._running = 0
+        self._failures: list[Exception] = []
+        self._done: anyio.Event | None = None
+
+    def start_soon(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        """Start ``func(*args)`` as a helper of this request (``name``: unused)."""
+        scope = cancel_scope(self._on_trio)
+        self._scopes.append(scope)
+        self._running += 1
+        self._group.start_soon(self._run, scope, func, args)
+
+    async def _run(
+        self, scope: CancelScopeLike, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            with scope:
+                await func(*args)
+        except Exception as exc:  # raised by aclose, in the request's task
+            self._failures.append(exc)
+            self.cancel_scope.cancel()
+        finally:
+            self._running -= 1
+            if not self._running and self._done is not None:
+                self._done.set()
+
+    async def aclose(self) -> None:
+        """Cancel the helpers still running and wait for them (shielded: they end at
+        once), then raise what they raised."""
+        for scope in self._scopes:
+            scope.cancel()
+        if self._running:
+            self._done = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self._done.wait()
+        if self._failures:
+            raise BaseExceptionGroup("a proxy request's helper task failed", self._failures)
 
 
 async def _send_proxy_response(
