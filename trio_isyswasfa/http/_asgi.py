@@ -413,11 +413,14 @@ class ComponentApp:
             listen()  # it waits for a slot: a client that leaves meanwhile is let go
         try:
             async with self._slot(), self._instance() as instance:
-                self._guest_from(instance)
+                # one request at a time in a proxy's instance: its guest time is what
+                # the engine counts meanwhile (no per-instance bookkeeping to keep)
+                engine = instance._engine
+                before = engine.guest_seconds
                 try:
                     await self._run_proxy(scope, send, instance, request, state, tg, listen)
                 finally:
-                    self._guest_until(instance)
+                    self._stats.guest_seconds += engine.guest_seconds - before
         except IsyswasfaError as exc:
             _log_failure(exc)
             state.outcome = "failed"
