@@ -442,8 +442,8 @@ CHECKS = [
     Check(
         "serve: at most max_instances at once",
         "trio_isyswasfa/http/_asgi.py",
-        "anyio.CapacityLimiter(self.max_instances * self.per_instance)",
-        "anyio.CapacityLimiter(10**6)",
+        "_Slots(self.max_instances * self.per_instance)",
+        "_Slots(10**6)",
         ("tests/test_http_serve.py", "-k", "max_instances"),
     ),
     Check(

@@ -169,6 +169,7 @@ class TestInstancePolicies:
         stats = await settled(app)
         # per-request: spares opened ahead and not used yet are no request's
         assert (stats.completed, stats.instances_opened - stats.spare_instances) == (3, opened)
+        assert stats.guest_seconds > 0  # the guest's time in the requests is counted
 
     @pytest.mark.parametrize(
         ("policy", "spares", "counts"),

@@ -10,6 +10,7 @@ that goes away cancels the guest's task, which must confirm, like any cancellati
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -38,6 +39,8 @@ from .._engine import Err, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, describe_exports, load_component, open_instance
 from .._limits import Limits
+from .._park import Scope as CancelScopeLike
+from .._park import TaskGroup, cancel_scope, open_task_group, running_trio
 from ..wasi import WasiConfig
 from ..wasi.io import (
     CHUNK,
@@ -200,7 +203,7 @@ class ComponentApp:
         self.max_waiting = max_waiting
         self.spare_instances = spare_instances
         self.per_instance = per_instance if instances == "shared" and not proxy else 1
-        self._slots: anyio.CapacityLimiter | None = None  # made in the event loop
+        self._slots = _Slots(self.max_instances * self.per_instance)
         self.instances = instances
         self._pool: InstancePool | FreshInstances | None = None
         exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
@@ -221,6 +224,9 @@ class ComponentApp:
         # set when the last request in flight ends; made only when someone waits (most
         # requests meet an idle server: an event each would cost them ~2 µs)
         self._idle: anyio.Event | None = None
+        # the app's own task group while the ASGI lifespan runs: a proxy request whose
+        # call suspends starts its helpers there (see _RequestHelpers)
+        self._helper_group: TaskGroup | None = None
 
     def statistics(self) -> ServerStatistics:
         """Counts of requests in flight, completed, failed and cancelled, and of instances."""
@@ -359,29 +365,71 @@ class ComponentApp:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return "cancelled"
-        pipe = Pipe()
-        trailers_tx, trailers_rx = make_trailers()
-        request = _incoming_request(scope, IncomingBody(PipeReader(pipe), trailers_rx))
         state = _ProxyState()
-        async with anyio.create_task_group() as tg:
-            listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
-            if not self._limiter().available_tokens:
-                listen()  # it waits for a slot: a client that leaves meanwhile is let go
+        pipe: Pipe | None = None
+        trailers_tx: TrailersSender | None = None
+        if message is _NO_BODY:  # nothing to feed: no pipe, no trailers
+            body = IncomingBody.ended()
+        else:
+            pipe = Pipe()
+            trailers_tx, trailers_rx = make_trailers()
+            body = IncomingBody(PipeReader(pipe), trailers_rx)
+        request = _incoming_request(scope, body)
+        on_trio = running_trio()
+        group = self._helper_group
+        if group is not None and self._slots.free and _comes_whole(message):
+            # no task group of its own (its exit alone was a trip round the event loop,
+            # ~8% of a hello request's Python): a cancel scope, and the tasks a call
+            # that suspends needs start in the app's group, bound to this request
+            helpers = _RequestHelpers(group, cancel_scope(on_trio), on_trio)
             try:
-                async with self._slot(), self._instance() as instance:
-                    self._guest_from(instance)
-                    try:
-                        await self._run_proxy(scope, send, instance, request, state, tg, listen)
-                    finally:
-                        self._guest_until(instance)
-            except IsyswasfaError as exc:
-                _log_failure(exc)
-                state.outcome = "failed"
-                if not state.started:
-                    await _send_error(send, 500, "the component failed")
-            if state.listening:
-                tg.cancel_scope.cancel()
+                with helpers.cancel_scope:
+                    await self._proxy_request(
+                        scope, receive, send, state, request, message, pipe, trailers_tx, helpers
+                    )
+            finally:
+                await helpers.aclose()
+        else:  # on trio, a nursery of its own (anyio's task group around it cost more)
+            async with open_task_group(on_trio) as tg:
+                await self._proxy_request(
+                    scope, receive, send, state, request, message, pipe, trailers_tx, tg
+                )
         return state.outcome
+
+    async def _proxy_request(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: _ProxyState,
+        request: IncomingRequest,
+        message: Message,
+        pipe: Pipe | None,
+        trailers_tx: TrailersSender | None,
+        tg: TaskGroup,
+    ) -> None:
+        """Feed the body, take a slot and an instance, run ``handle`` (the tasks it
+        needs start in ``tg``)."""
+        listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
+        if not self._slots.free:
+            listen()  # it waits for a slot: a client that leaves meanwhile is let go
+        try:
+            async with self._slot(), self._instance() as instance:
+                # one request at a time in a proxy's instance: its guest time is what
+                # the engine counts meanwhile (no per-instance bookkeeping to keep)
+                engine = instance._engine
+                before = engine.guest_seconds
+                try:
+                    await self._run_proxy(scope, send, instance, request, state, tg, listen)
+                finally:
+                    self._stats.guest_seconds += engine.guest_seconds - before
+        except IsyswasfaError as exc:
+            _log_failure(exc)
+            state.outcome = "failed"
+            if not state.started:
+                await _send_error(send, 500, "the component failed")
+        if state.listening:
+            tg.cancel_scope.cancel()
 
     async def _run_proxy(
         self,
@@ -390,7 +438,7 @@ class ComponentApp:
         instance: Instance,
         request: IncomingRequest,
         state: _ProxyState,
-        tg: anyio.abc.TaskGroup,
+        tg: TaskGroup,
         listen: Callable[[], None],
     ) -> None:
         http = instance._http_p2
@@ -493,15 +541,12 @@ class ComponentApp:
         self._stats.guest_seconds += now - self._guest_counted[engine]
         self._guest_counted[engine] = now
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        slots = self._slots
-        if slots is None:  # made in the event loop
-            slots = self._slots = anyio.CapacityLimiter(self.max_instances * self.per_instance)
-        return slots
+    def _limiter(self) -> _Slots:
+        return self._slots
 
     def _full(self) -> bool:
         """No slot is free and ``max_waiting`` requests wait already."""
-        return self._limiter().available_tokens == 0 and self._stats.waiting >= self.max_waiting
+        return not self._slots.free and self._stats.waiting >= self.max_waiting
 
     def _slot(self) -> _SlotTaken:
         """One of the ``max_instances`` slots (``async with``), waiting for one if all
@@ -509,16 +554,16 @@ class ComponentApp:
         return _SlotTaken(self)
 
     async def _take_slot(self) -> None:
-        slots = self._limiter()
+        slots = self._slots
+        if slots.free and not slots.waiting:  # the common case: no checkpoint, nothing counted
+            slots.free -= 1
+            return
+        stats = self._stats
+        stats.waiting += 1
         try:
-            slots.acquire_nowait()  # the common case: no checkpoint, nothing counted
-        except anyio.WouldBlock:
-            stats = self._stats
-            stats.waiting += 1
-            try:
-                await slots.acquire()
-            finally:
-                stats.waiting -= 1
+            await slots.wait_for_one()
+        finally:
+            stats.waiting -= 1
 
     def _count_open(self) -> None:
         self._stats.instances_opened += 1
@@ -575,11 +620,17 @@ class ComponentApp:
                         on_close=self._count_close,
                     )
                 )
+            if self.proxy:
+                group = await stack.enter_async_context(open_task_group(running_trio()))
+                self._helper_group = group
             await send({"type": "lifespan.startup.complete"})
             try:
                 await _until_shutdown(receive)
             finally:
                 self._pool = None
+                if self._helper_group is not None:
+                    self._helper_group = None
+                    group.cancel_scope.cancel()  # helpers of requests still in flight
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -887,7 +938,41 @@ class _SlotTaken:
         await self._app._take_slot()
 
     async def __aexit__(self, *_: object) -> None:
-        self._app._limiter().release()
+        self._app._slots.release()
+
+
+class _Slots:
+    """The slots of a :class:`ComponentApp`: a count of free ones, and the requests
+    waiting for one, first come first served. Taking a free one is a subtraction (an
+    ``anyio.CapacityLimiter`` took ~50 lines of Python a request, through anyio's and
+    trio's layers, for its borrowers' bookkeeping); a released one is handed straight
+    to the first in line, waking only that one."""
+
+    __slots__ = ("free", "waiting")
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self.waiting: collections.deque[anyio.Event] = collections.deque()
+
+    async def wait_for_one(self) -> None:
+        """Wait in line until a slot is handed over (the caller holds it then)."""
+        handed = anyio.Event()
+        self.waiting.append(handed)
+        try:
+            await handed.wait()
+        except BaseException:  # cancelled: leave the line, or pass on what came meanwhile
+            if handed.is_set():
+                self.release()
+            else:
+                self.waiting.remove(handed)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first in line, if any."""
+        if self.waiting:
+            self.waiting.popleft().set()
+        else:
+            self.free += 1
 
 
 def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | None, str]:
@@ -902,18 +987,19 @@ def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | No
 
 
 def _take_request_body(
-    tg: anyio.abc.TaskGroup,
+    tg: anyio.abc.TaskGroup | TaskGroup,
     state: _OneState | _ProxyState,
     receive: Receive,
     message: Message,
-    pipe: Pipe,
-    trailers_tx: TrailersSender,
+    pipe: Pipe | None,
+    trailers_tx: TrailersSender | None,
 ) -> Callable[[], None]:
     """Put the request body of the first ``http.request`` message into ``pipe`` (or, if
     more follows or it does not fit, start a task in ``tg`` pumping the rest, which
     also listens to the client); return ``listen``, which starts listening to the client
     (once) when the request is about to wait. A client that leaves before the
-    response is sent cancels ``tg``."""
+    response is sent cancels ``tg``. Without ``pipe`` and ``trailers_tx``, the request
+    has no body (``message`` is ``_NO_BODY``): there is nothing to feed."""
 
     def client_left() -> None:
         if not state.sent:
@@ -926,6 +1012,8 @@ def _take_request_body(
             state.listening = True
             tg.start_soon(_until_disconnect, receive, client_left)
 
+    if pipe is None or trailers_tx is None:
+        return listen
     data = message.get("body", b"")
     if message.get("more_body", False) or len(data) > pipe.capacity:
         state.listening = True
@@ -965,6 +1053,69 @@ class _ProxyState:
         self.listening = False  # a task listens to the client
         self.failure: IsyswasfaError | None = None  # the handle call's
         self.body: OutgoingBody | None = None  # the response's, once it goes out
+
+
+def _comes_whole(message: Message) -> bool:
+    """Whether a request's first ``http.request`` message holds all of its body, and
+    it fits the pipe the guest reads (no task pumps it in)."""
+    return message is _NO_BODY or (
+        not message.get("more_body", False) and len(message.get("body", b"")) <= CHUNK
+    )
+
+
+class _RequestHelpers:
+    """The tasks one proxy request needs only if its ``handle`` call suspends (one
+    listening to the client, one sending the response as the guest writes it),
+    started in the app's task group rather than a task group of the request's own,
+    but bound to the request as if they were: :attr:`cancel_scope` is the request's
+    (a helper that fails cancels it), and :meth:`aclose` cancels those still running,
+    waits for them, and raises what they raised, grouped as a nursery raises it."""
+
+    __slots__ = ("_done", "_failures", "_group", "_on_trio", "_running", "_scopes", "cancel_scope")
+
+    def __init__(self, group: TaskGroup, scope: CancelScopeLike, on_trio: bool) -> None:
+        self.cancel_scope = scope
+        self._group = group
+        self._on_trio = on_trio
+        self._scopes: list[CancelScopeLike] = []
+        self._running = 0
+        self._failures: list[Exception] = []
+        self._done: anyio.Event | None = None
+
+    def start_soon(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        """Start ``func(*args)`` as a helper of this request (``name``: unused)."""
+        scope = cancel_scope(self._on_trio)
+        self._scopes.append(scope)
+        self._running += 1
+        self._group.start_soon(self._run, scope, func, args)
+
+    async def _run(
+        self, scope: CancelScopeLike, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            with scope:
+                await func(*args)
+        except Exception as exc:  # raised by aclose, in the request's task
+            self._failures.append(exc)
+            self.cancel_scope.cancel()
+        finally:
+            self._running -= 1
+            if not self._running and self._done is not None:
+                self._done.set()
+
+    async def aclose(self) -> None:
+        """Cancel the helpers still running and wait for them (shielded: they end at
+        once), then raise what they raised."""
+        for scope in self._scopes:
+            scope.cancel()
+        if self._running:
+            self._done = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self._done.wait()
+        if self._failures:
+            raise BaseExceptionGroup("a proxy request's helper task failed", self._failures)
 
 
 async def _send_proxy_response(

@@ -129,6 +129,16 @@ class _ChildStream(InputStream):
         return self._body.stream.subscribe()
 
 
+class _Ended(InputStream):
+    """A stream that has ended (it holds nothing: one serves every empty body)."""
+
+    def read(self, n: int) -> bytes:
+        raise StreamClosed
+
+
+_ENDED = _Ended()
+
+
 class IncomingBody:
     """A body the guest reads: its stream (taken once) and its trailers, if any."""
 
@@ -136,6 +146,12 @@ class IncomingBody:
         self.stream = stream
         self.trailers = trailers
         self.stream_taken = False
+
+    @classmethod
+    def ended(cls) -> IncomingBody:
+        """The body of a request without one (a GET, say): its stream ends at once,
+        with no trailers, and nothing feeds it (no pipe to make per request)."""
+        return cls(_ENDED)
 
     def take_stream(self) -> InputStream | None:
         """The stream, the first time; None afterwards."""
