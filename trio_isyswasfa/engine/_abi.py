@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -1362,7 +1362,7 @@ class FuncAbi:
         except _HOST_VALUE_ERRORS as exc:
             raise _host_errors(abi.ty, values, exc) from exc
 
-    def lift_result(self, cx: AbiContext, results: list[Any]) -> Any:
+    def lift_result(self, cx: AbiContext, results: Sequence[Any]) -> Any:
         """The export's result from its core results (the memory is viewed anew)."""
         abi = self._result
         if abi is None:

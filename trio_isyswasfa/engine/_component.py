@@ -1005,7 +1005,7 @@ class _Lifted:
         self._stage_plan: Any = _UNPLANNED  # a _StagePlan, or None
         self._staged_run: _fiber.FiberFunc | None = None
         # the export on the store's fiber, through its runner (``_shim``): with a
-        # post-return, the runner lifts the results (:meth:`_lift`) before it; made at
+        # post-return, the runner lifts the results (:meth:`_lift_entry`) before it; made at
         # the first call
         self._run: _fiber.FiberFunc | None = None
         self._cx: AbiContext | None = None  # the call's, while ``_run`` runs
@@ -1047,7 +1047,7 @@ class _Lifted:
         store = owner.store
         lower = lift = post = None
         if self._lowers and not staged:
-            lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
+            lower = host_func(store, _LOWER_TYPE, None, owner._made, entry=self._lower_entry())
         sized = None
         if self._leaves:
             assert self.post is not None
@@ -1062,7 +1062,9 @@ class _Lifted:
                     # learn whether the view taken before still holds
                     sized = memory.memory
                     results.append(wasmtime.ValType.i32())
-            lift = host_func(store, wasmtime.FuncType(results, []), self._lift, owner._made)
+            self._sized = sized is not None
+            ty = wasmtime.FuncType(results, [])
+            lift = host_func(store, ty, None, owner._made, entry=self._lift_entry(ty))
             post = self.post.func
         self._sized = sized is not None
         plan = self._stage_plan
@@ -1083,42 +1085,74 @@ class _Lifted:
             self._run = run
         return run
 
-    def _lower(self, _args: list[Any]) -> list[Any]:
-        """The runner's first host function: lower the call's arguments, on the fiber
-        (the guest's ``realloc`` is a call into the store); 0 if they do not fit, and
-        nothing else runs."""
-        run = self._run
-        cx = self._cx
-        assert run is not None
-        assert cx is not None
-        try:
-            run.put_args(self.abi.lower_args(cx, self._args))
-        except HostProtocolError as exc:
-            self._lower_error = exc
-            return [0]
-        return [1]
+    def _lower_entry(self) -> HostEntry:
+        """The runner's first host function, on its raw values: lower the call's
+        arguments, on the fiber (the guest's ``realloc`` is a call into the store); 0 if
+        they do not fit, and nothing else runs."""
+        from_address, _, pack_into = raw_structs(_LOWER_TYPE)
+        assert pack_into is not None
+        last = 0
+        view: Any = None
+        abi = self.abi
 
-    def _lift(self, results: list[Any]) -> list[Any]:
-        """The runner's host function: lift the export's results (before its post-return
-        frees them), end the call's borrow scope, and keep the post-return in."""
-        cx = self._cx
-        assert cx is not None
-        memory = self.memory
-        try:
-            if self._sized:
-                assert memory is not None
-                memory.known_size = results.pop() << 16  # (the runner's memory.size)
-            self._value = self.abi.lift_result(cx, results)
-            if self.plain is None:
-                cx.scope.finish()
-        except BaseException as exc:
-            self._lift_error = exc  # what the call raises (the trap unwinds to it)
-            raise
-        finally:
-            if memory is not None:
-                memory.known_size = -1
-        self.instance.leave_flag[0] = 0  # post-return may not call out
-        return []
+        def entry(raw: int) -> None:
+            nonlocal last, view
+            buf = view
+            if raw != last:
+                buf = view = from_address(raw)
+                last = raw
+            run = self._run
+            cx = self._cx
+            assert run is not None
+            assert cx is not None
+            try:
+                run.put_args(abi.lower_args(cx, self._args))
+            except HostProtocolError as exc:
+                self._lower_error = exc
+                pack_into(buf, 0, 0)
+                return
+            pack_into(buf, 0, 1)
+
+        return entry
+
+    def _lift_entry(self, ty: wasmtime.FuncType) -> HostEntry:
+        """The runner's host function before the post-return, on its raw values (the
+        export's core results, and the memory's size if :attr:`_sized`): lift the
+        results (before the post-return frees them), end the call's borrow scope, and
+        keep the post-return in. One function per export, no list of values between
+        (a frame and a list fewer per call than a :func:`~._core.raw_entry`)."""
+        from_address, unpack_from, _ = raw_structs(ty)
+        last = 0
+        view: Any = None
+        abi, memory, sized = self.abi, self.memory, self._sized
+        scoped = self.plain is None
+
+        def entry(raw: int) -> None:
+            nonlocal last, view
+            buf = view
+            if raw != last:
+                buf = view = from_address(raw)
+                last = raw
+            results = unpack_from(buf)
+            cx = self._cx
+            assert cx is not None
+            try:
+                if sized:
+                    assert memory is not None
+                    memory.known_size = results[-1] << 16  # (the runner's memory.size)
+                    results = results[:-1]
+                self._value = abi.lift_result(cx, results)
+                if scoped:
+                    cx.scope.finish()
+            except BaseException as exc:
+                self._lift_error = exc  # what the call raises (the trap unwinds to it)
+                raise
+            finally:
+                if memory is not None:
+                    memory.known_size = -1
+            self.instance.leave_flag[0] = 0  # post-return may not call out
+
+        return entry
 
     def _enter(self) -> AbiContext:
         """Check that the call may start; its context."""
