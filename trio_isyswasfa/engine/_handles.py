@@ -188,12 +188,15 @@ class HandleTable:
 
     def lift_own(self, rt: ResourceType, i: int) -> int:
         """Move the ``own`` handle at ``i`` out of the table; its rep."""
-        h = self.resource(rt, i)
+        array = self._array
+        h = array[i] if 0 < i < len(array) else None
+        if type(h) is not ResourceHandle or h.resource is not rt:
+            h = self.resource(rt, i)  # the trap that says why
         if not h.own:
             raise _trap(f"handle index {i} is a borrow where an own was expected")
         if h.lends:
             raise _trap(f"handle index {i} is lent to a call and cannot move")
-        self._array[i] = None
+        array[i] = None
         self._free.append(i)
         return h.rep
 
