@@ -993,6 +993,10 @@ class _Lifted:
         self._shared = self.plain
         if self._shared is None and not any(_has_handles(t) for _, t in abi.func.params):
             self._shared = AbiContext(self.memory, instance.table, CallScope(), view=False)
+        # otherwise (arguments with handles: a borrow scope per call) one context too,
+        # made at the first call, whose scope and view each call starts afresh (one
+        # call of the export at a time: ``may_enter``)
+        self._scoped: AbiContext | None = None
         # lowering that calls the guest's ``realloc`` runs on the store's fiber, by a host
         # function the runner calls first (``_shim``): the store is the fiber's between
         # calls
@@ -1163,11 +1167,17 @@ class _Lifted:
         if not instance.may_enter:
             raise GuestTrap(f"cannot enter the component instance again to call {self.label}")
         shared = self._shared
-        return (
-            shared
-            if shared is not None
-            else AbiContext(self.memory, instance.table, CallScope(), view=False)
-        )
+        if shared is not None:
+            return shared
+        cx = self._scoped
+        if cx is None:
+            cx = self._scoped = AbiContext(self.memory, instance.table, CallScope(), view=False)
+            return cx
+        scope = cx.scope
+        if scope.borrows or scope.lenders:  # left by a call whose lowering failed
+            cx.scope = CallScope()
+        cx.buf = _NO_VIEW  # (viewed anew before each access, as a fresh context's)
+        return cx
 
     def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
         cx = self._enter()
@@ -1341,7 +1351,8 @@ class _Lifted:
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
 _RUNNING, _NOT_NOW = _fiber.RUNNING, _fiber.NOT_NOW
-_NO_BLOBS: list[Any] = []  # (never written: a call with a stage plan makes its own)
+_NO_BLOBS: list[Any] = []
+_NO_VIEW = memoryview(b"")  # (never written: a call with a stage plan makes its own)
 
 _STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
 _BYTES_CLASSES = (bytes, bytearray)
