@@ -77,6 +77,7 @@ interface api {
   read-counter: func(start: u32) -> u32;
   counter-value: func(c: borrow<counter>) -> u32;
   keep-borrow: func(c: borrow<counter>) -> u32;
+  counter-plus: func(c: borrow<counter>, n: u32) -> u32;
   call-fail: func();
   boom: func();
   fetch-len: func(n: u32) -> u32;
@@ -160,6 +161,10 @@ WAT = f"""\
     (local.set $v (call $value (local.get 0)))
     (call $drop_counter (local.get 0))
     (local.get $v))
+  (func (export "test:run/api#counter-plus") (param i32 i32) (result i32) (local $v i32)
+    (local.set $v (call $value (local.get 0)))
+    (call $drop_counter (local.get 0))
+    (i32.add (local.get $v) (local.get 1)))
   (func (export "test:run/api#keep-borrow") (param i32) (result i32)
     (call $value (local.get 0)))
   (func (export "test:run/api#boom")
@@ -528,6 +533,25 @@ async def test_the_straight_path_cannot_reenter_the_instance(run_wasm: bytes) ->
         assert [str(e) for e in raised] == [
             f"cannot enter the component instance again to call {API}#add"
         ]
+    finally:
+        inst.close()
+
+
+async def test_a_call_after_bad_arguments_with_a_borrow_starts_a_clean_scope(
+    run_wasm: bytes,
+) -> None:
+    # the borrow is lowered into the guest's table before the bad `n` fails the
+    # lowering: nothing runs, the instance lives on, and the export's next call (its
+    # context is kept from call to call) starts with no borrow left to drop
+    host = Host()
+    inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)
+    try:
+        plus = inst.func(API, "counter-plus")
+        counter = host.make_counter(1)
+        with pytest.raises(HostProtocolError):
+            await plus.call(counter, -1)
+        assert await plus.call(counter, 1) == 3
+        assert await plus.call(counter, 2) == 4
     finally:
         inst.close()
 
