@@ -1367,10 +1367,16 @@ class FuncAbi:
         abi = self._result
         if abi is None:
             return None
-        buf = cx.refresh() if self._result_touches_memory else cx.buf
+        buf = cx.buf
+        if self._result_touches_memory:  # (:meth:`AbiContext.refresh`, inline)
+            memory = cx.memory
+            if memory is not None:
+                buf = cx.buf = memory.view()
         if self.result_in_memory:
             ptr = results[0] & _M32
-            check_range(buf, ptr, abi.layout.size, abi.layout.align)
+            size, align = abi.layout.size, abi.layout.align
+            if ptr & (align - 1) or ptr + size > len(buf):
+                check_range(buf, ptr, size, align)  # (the trap that says why)
             return abi.load(cx, buf, ptr)
         return abi.lift_flat(cx, buf, iter(results))
 
