@@ -172,7 +172,12 @@ class AbiContext:
         memory = self.memory
         if memory is None:
             raise HostProtocolError("this value needs a memory and realloc to lower")
-        return self._realloc(memory, 0, 0, align, size)
+        # (:meth:`_realloc`, inline: every string, list and record in memory comes here)
+        ptr = memory.realloc(0, 0, align, size) & _M32
+        buf = self.buf = memory.view()
+        if ptr & (align - 1) or ptr + size > len(buf):
+            self._check_block(buf, ptr, align, size)
+        return ptr
 
     def shrink(self, ptr: int, old_size: int, align: int, new_size: int) -> int:
         """``realloc(ptr, old_size, align, new_size)`` to a smaller, non-empty block,
@@ -186,11 +191,16 @@ class AbiContext:
         (whose view is taken anew: the call may have grown it)."""
         ptr = memory.realloc(ptr, old_size, align, size) & _M32
         buf = self.buf = memory.view()
+        self._check_block(buf, ptr, align, size)
+        return ptr
+
+    @staticmethod
+    def _check_block(buf: memoryview, ptr: int, align: int, size: int) -> None:
+        """Trap unless the block ``realloc`` returned is aligned and inside ``buf``."""
         if ptr & (align - 1):
             raise _trap(f"realloc returned {ptr:#x}, not aligned to {align}")
         if ptr + size > len(buf):
             raise _trap(f"realloc returned {ptr:#x}, but {size} bytes there are out of bounds")
-        return ptr
 
 
 def check_range(buf: memoryview, ptr: int, size: int, align: int) -> None:
