@@ -1147,7 +1147,9 @@ class _Lifted:
                     results = results[:-1]
                 self._value = abi.lift_result(cx, results)
                 if scoped:
-                    cx.scope.finish()
+                    scope = cx.scope
+                    if scope.borrows or scope.lenders:  # (else finishing does nothing)
+                        scope.finish()
             except BaseException as exc:
                 self._lift_error = exc  # what the call raises (the trap unwinds to it)
                 raise
@@ -1188,7 +1190,9 @@ class _Lifted:
     def _end(self, cx: AbiContext, results: list[Any]) -> Any:
         value = self.abi.lift_result(cx, results)
         if self.plain is None:
-            cx.scope.finish()
+            scope = cx.scope
+            if scope.borrows or scope.lenders:  # (else finishing does nothing)
+                scope.finish()
         if self.post is not None:
             flag = self.instance.leave_flag
             flag[0] = 0  # post-return may not call out
