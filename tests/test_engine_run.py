@@ -69,6 +69,7 @@ interface api {
   quiet-add: func(a: u32, b: u32) -> u32;
   posts: func() -> u32;
   bad-char: func() -> char;
+  bad-return-pointer: func(at: u32) -> u32;
   bad-string: func() -> string;
   echo-list: func(xs: list<u32>) -> list<u32>;
   swap: func(p: point) -> point;
@@ -77,6 +78,7 @@ interface api {
   read-counter: func(start: u32) -> u32;
   counter-value: func(c: borrow<counter>) -> u32;
   keep-borrow: func(c: borrow<counter>) -> u32;
+  counter-plus: func(c: borrow<counter>, n: u32) -> u32;
   call-fail: func();
   boom: func();
   fetch-len: func(n: u32) -> u32;
@@ -115,6 +117,9 @@ WAT = f"""\
   (func (export "cabi_post_test:run/api#shout") (param i32)
     (global.set $posts (i32.add (global.get $posts) (i32.const 1))))
   (func (export "test:run/api#posts") (result i32) (global.get $posts))
+  (func (export "test:run/api#bad-return-pointer") (param i32) (result i32)
+    (call $upper (i32.const 0) (i32.const 0) (local.get 0))
+    (i32.const 0))
   (func (export "test:run/api#bad-string") (result i32)
     (i32.store (i32.const 1024) (i32.const 65000))
     (i32.store (i32.const 1028) (i32.const 1000))
@@ -160,6 +165,10 @@ WAT = f"""\
     (local.set $v (call $value (local.get 0)))
     (call $drop_counter (local.get 0))
     (local.get $v))
+  (func (export "test:run/api#counter-plus") (param i32 i32) (result i32) (local $v i32)
+    (local.set $v (call $value (local.get 0)))
+    (call $drop_counter (local.get 0))
+    (i32.add (local.get $v) (local.get 1)))
   (func (export "test:run/api#keep-borrow") (param i32) (result i32)
     (call $value (local.get 0)))
   (func (export "test:run/api#boom")
@@ -528,6 +537,39 @@ async def test_the_straight_path_cannot_reenter_the_instance(run_wasm: bytes) ->
         assert [str(e) for e in raised] == [
             f"cannot enter the component instance again to call {API}#add"
         ]
+    finally:
+        inst.close()
+
+
+@pytest.mark.parametrize(
+    ("at", "why"), [(65532, "out of bounds"), (1022, "not aligned"), (1024, None)]
+)
+async def test_an_import_s_return_pointer_is_checked(
+    run_wasm: bytes, open_instance: Open, at: int, why: str | None
+) -> None:
+    inst = open_instance(run_wasm, Host())
+    if why is None:
+        assert await inst.call(API, "bad-return-pointer", at) == 0
+        return
+    with pytest.raises(GuestTrap, match=why if inst.kind == "ours" else None):
+        await inst.call(API, "bad-return-pointer", at)
+
+
+async def test_a_call_after_bad_arguments_with_a_borrow_starts_a_clean_scope(
+    run_wasm: bytes,
+) -> None:
+    # the borrow is lowered into the guest's table before the bad `n` fails the
+    # lowering: nothing runs, the instance lives on, and the export's next call (its
+    # context is kept from call to call) starts with no borrow left to drop
+    host = Host()
+    inst = OwnEngineInstance(read_component(run_wasm), host.resolve, use_cache=False)
+    try:
+        plus = inst.func(API, "counter-plus")
+        counter = host.make_counter(1)
+        with pytest.raises(HostProtocolError):
+            await plus.call(counter, -1)
+        assert await plus.call(counter, 1) == 3
+        assert await plus.call(counter, 2) == 4
     finally:
         inst.close()
 

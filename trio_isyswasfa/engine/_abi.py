@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -172,7 +172,12 @@ class AbiContext:
         memory = self.memory
         if memory is None:
             raise HostProtocolError("this value needs a memory and realloc to lower")
-        return self._realloc(memory, 0, 0, align, size)
+        # (:meth:`_realloc`, inline: every string, list and record in memory comes here)
+        ptr = memory.realloc(0, 0, align, size) & _M32
+        buf = self.buf = memory.view()
+        if ptr & (align - 1) or ptr + size > len(buf):
+            self._check_block(buf, ptr, align, size)
+        return ptr
 
     def shrink(self, ptr: int, old_size: int, align: int, new_size: int) -> int:
         """``realloc(ptr, old_size, align, new_size)`` to a smaller, non-empty block,
@@ -186,11 +191,16 @@ class AbiContext:
         (whose view is taken anew: the call may have grown it)."""
         ptr = memory.realloc(ptr, old_size, align, size) & _M32
         buf = self.buf = memory.view()
+        self._check_block(buf, ptr, align, size)
+        return ptr
+
+    @staticmethod
+    def _check_block(buf: memoryview, ptr: int, align: int, size: int) -> None:
+        """Trap unless the block ``realloc`` returned is aligned and inside ``buf``."""
         if ptr & (align - 1):
             raise _trap(f"realloc returned {ptr:#x}, not aligned to {align}")
         if ptr + size > len(buf):
             raise _trap(f"realloc returned {ptr:#x}, but {size} bytes there are out of bounds")
-        return ptr
 
 
 def check_range(buf: memoryview, ptr: int, size: int, align: int) -> None:
@@ -1362,15 +1372,21 @@ class FuncAbi:
         except _HOST_VALUE_ERRORS as exc:
             raise _host_errors(abi.ty, values, exc) from exc
 
-    def lift_result(self, cx: AbiContext, results: list[Any]) -> Any:
+    def lift_result(self, cx: AbiContext, results: Sequence[Any]) -> Any:
         """The export's result from its core results (the memory is viewed anew)."""
         abi = self._result
         if abi is None:
             return None
-        buf = cx.refresh() if self._result_touches_memory else cx.buf
+        buf = cx.buf
+        if self._result_touches_memory:  # (:meth:`AbiContext.refresh`, inline)
+            memory = cx.memory
+            if memory is not None:
+                buf = cx.buf = memory.view()
         if self.result_in_memory:
             ptr = results[0] & _M32
-            check_range(buf, ptr, abi.layout.size, abi.layout.align)
+            size, align = abi.layout.size, abi.layout.align
+            if ptr & (align - 1) or ptr + size > len(buf):
+                check_range(buf, ptr, size, align)  # (the trap that says why)
             return abi.load(cx, buf, ptr)
         return abi.lift_flat(cx, buf, iter(results))
 

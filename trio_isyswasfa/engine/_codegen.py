@@ -136,6 +136,12 @@ class _Gen:
         return fn
 
 
+def _misaligned(name: str, align: int) -> str:
+    """The start of a condition that is true when ``name`` is not aligned to ``align``
+    (nothing when any address is)."""
+    return f"{name} & {align - 1} or " if align > 1 else ""
+
+
 def _at(base: str, off: int) -> str:
     return f"{base} + {off}" if off else base
 
@@ -231,11 +237,17 @@ class Generator:
         if lends:
             g.emit(2, "n0 = len(lenders)")
         g.emit(2, "try:")
-        g.emit(3, "buf = cx.refresh()" if params_touch_memory else "buf = cx.buf")
+        # (:meth:`AbiContext.refresh` and :func:`check_range`, inline: the range
+        # check calls it only for the trap that says why)
+        if params_touch_memory:
+            g.emit(3, "buf = cx.buf = memory.view() if memory is not None else cx.buf")
+        else:
+            g.emit(3, "buf = cx.buf")
         if params_in_memory:
             size, align = params_abi.layout.size, params_abi.layout.align
             g.emit(3, f"ptr = {args[0]} & 0xFFFFFFFF")
-            g.emit(3, f"_check_range(buf, ptr, {size}, {align})")
+            g.emit(3, f"if {_misaligned('ptr', align)}ptr + {size} > len(buf):")
+            g.emit(4, f"_check_range(buf, ptr, {size}, {align})")
             g.emit(3, f"values = {g.const(params_abi.load, 'ld')}(cx, buf, ptr)")
             call = "fn(*values)"
         else:
@@ -263,8 +275,12 @@ class Generator:
                 g.emit(4, f"rp = {args[-1]} & 0xFFFFFFFF")
                 # the view the arguments were read from is the memory's still: only the
                 # host ran since (a view is a C call)
-                fresh = "cx.buf" if params_touch_memory else "cx.refresh()"
-                g.emit(4, f"_check_range({fresh}, rp, {rl.size}, {rl.align})")
+                if params_touch_memory:
+                    g.emit(4, "rb = cx.buf")
+                else:
+                    g.emit(4, "rb = cx.buf = memory.view() if memory is not None else cx.buf")
+                g.emit(4, f"if {_misaligned('rp', rl.align)}rp + {rl.size} > len(rb):")
+                g.emit(5, f"_check_range(rb, rp, {rl.size}, {rl.align})")
                 self._store(g, result, "value", "rp", 0, 4, 0)
             else:
                 assert core_result is not None
@@ -287,6 +303,7 @@ class Generator:
             "    last = 0",
             "    view = None",
             "    lenders = cx.scope.lenders",
+            "    memory = cx.memory",
             "    may_leave = instance.leave_flag",
             "    def entry(raw):",
             *body,

@@ -993,6 +993,10 @@ class _Lifted:
         self._shared = self.plain
         if self._shared is None and not any(_has_handles(t) for _, t in abi.func.params):
             self._shared = AbiContext(self.memory, instance.table, CallScope(), view=False)
+        # otherwise (arguments with handles: a borrow scope per call) one context too,
+        # made at the first call, whose scope and view each call starts afresh (one
+        # call of the export at a time: ``may_enter``)
+        self._scoped: AbiContext | None = None
         # lowering that calls the guest's ``realloc`` runs on the store's fiber, by a host
         # function the runner calls first (``_shim``): the store is the fiber's between
         # calls
@@ -1005,7 +1009,7 @@ class _Lifted:
         self._stage_plan: Any = _UNPLANNED  # a _StagePlan, or None
         self._staged_run: _fiber.FiberFunc | None = None
         # the export on the store's fiber, through its runner (``_shim``): with a
-        # post-return, the runner lifts the results (:meth:`_lift`) before it; made at
+        # post-return, the runner lifts the results (:meth:`_lift_entry`) before it; made at
         # the first call
         self._run: _fiber.FiberFunc | None = None
         self._cx: AbiContext | None = None  # the call's, while ``_run`` runs
@@ -1047,7 +1051,7 @@ class _Lifted:
         store = owner.store
         lower = lift = post = None
         if self._lowers and not staged:
-            lower = host_func(store, _LOWER_TYPE, self._lower, owner._made)
+            lower = host_func(store, _LOWER_TYPE, None, owner._made, entry=self._lower_entry())
         sized = None
         if self._leaves:
             assert self.post is not None
@@ -1062,7 +1066,9 @@ class _Lifted:
                     # learn whether the view taken before still holds
                     sized = memory.memory
                     results.append(wasmtime.ValType.i32())
-            lift = host_func(store, wasmtime.FuncType(results, []), self._lift, owner._made)
+            self._sized = sized is not None
+            ty = wasmtime.FuncType(results, [])
+            lift = host_func(store, ty, None, owner._made, entry=self._lift_entry(ty))
             post = self.post.func
         self._sized = sized is not None
         plan = self._stage_plan
@@ -1083,42 +1089,76 @@ class _Lifted:
             self._run = run
         return run
 
-    def _lower(self, _args: list[Any]) -> list[Any]:
-        """The runner's first host function: lower the call's arguments, on the fiber
-        (the guest's ``realloc`` is a call into the store); 0 if they do not fit, and
-        nothing else runs."""
-        run = self._run
-        cx = self._cx
-        assert run is not None
-        assert cx is not None
-        try:
-            run.put_args(self.abi.lower_args(cx, self._args))
-        except HostProtocolError as exc:
-            self._lower_error = exc
-            return [0]
-        return [1]
+    def _lower_entry(self) -> HostEntry:
+        """The runner's first host function, on its raw values: lower the call's
+        arguments, on the fiber (the guest's ``realloc`` is a call into the store); 0 if
+        they do not fit, and nothing else runs."""
+        from_address, _, pack_into = raw_structs(_LOWER_TYPE)
+        assert pack_into is not None
+        last = 0
+        view: Any = None
+        abi = self.abi
 
-    def _lift(self, results: list[Any]) -> list[Any]:
-        """The runner's host function: lift the export's results (before its post-return
-        frees them), end the call's borrow scope, and keep the post-return in."""
-        cx = self._cx
-        assert cx is not None
-        memory = self.memory
-        try:
-            if self._sized:
-                assert memory is not None
-                memory.known_size = results.pop() << 16  # (the runner's memory.size)
-            self._value = self.abi.lift_result(cx, results)
-            if self.plain is None:
-                cx.scope.finish()
-        except BaseException as exc:
-            self._lift_error = exc  # what the call raises (the trap unwinds to it)
-            raise
-        finally:
-            if memory is not None:
-                memory.known_size = -1
-        self.instance.leave_flag[0] = 0  # post-return may not call out
-        return []
+        def entry(raw: int) -> None:
+            nonlocal last, view
+            buf = view
+            if raw != last:
+                buf = view = from_address(raw)
+                last = raw
+            run = self._run
+            cx = self._cx
+            assert run is not None
+            assert cx is not None
+            try:
+                run.put_args(abi.lower_args(cx, self._args))
+            except HostProtocolError as exc:
+                self._lower_error = exc
+                pack_into(buf, 0, 0)
+                return
+            pack_into(buf, 0, 1)
+
+        return entry
+
+    def _lift_entry(self, ty: wasmtime.FuncType) -> HostEntry:
+        """The runner's host function before the post-return, on its raw values (the
+        export's core results, and the memory's size if :attr:`_sized`): lift the
+        results (before the post-return frees them), end the call's borrow scope, and
+        keep the post-return in. One function per export, no list of values between
+        (a frame and a list fewer per call than a :func:`~._core.raw_entry`)."""
+        from_address, unpack_from, _ = raw_structs(ty)
+        last = 0
+        view: Any = None
+        abi, memory, sized = self.abi, self.memory, self._sized
+        scoped = self.plain is None
+
+        def entry(raw: int) -> None:
+            nonlocal last, view
+            buf = view
+            if raw != last:
+                buf = view = from_address(raw)
+                last = raw
+            results = unpack_from(buf)
+            cx = self._cx
+            assert cx is not None
+            try:
+                if sized:
+                    assert memory is not None
+                    memory.known_size = results[-1] << 16  # (the runner's memory.size)
+                    results = results[:-1]
+                self._value = abi.lift_result(cx, results)
+                if scoped:
+                    scope = cx.scope
+                    if scope.borrows or scope.lenders:  # (else finishing does nothing)
+                        scope.finish()
+            except BaseException as exc:
+                self._lift_error = exc  # what the call raises (the trap unwinds to it)
+                raise
+            finally:
+                if memory is not None:
+                    memory.known_size = -1
+            self.instance.leave_flag[0] = 0  # post-return may not call out
+
+        return entry
 
     def _enter(self) -> AbiContext:
         """Check that the call may start; its context."""
@@ -1129,11 +1169,17 @@ class _Lifted:
         if not instance.may_enter:
             raise GuestTrap(f"cannot enter the component instance again to call {self.label}")
         shared = self._shared
-        return (
-            shared
-            if shared is not None
-            else AbiContext(self.memory, instance.table, CallScope(), view=False)
-        )
+        if shared is not None:
+            return shared
+        cx = self._scoped
+        if cx is None:
+            cx = self._scoped = AbiContext(self.memory, instance.table, CallScope(), view=False)
+            return cx
+        scope = cx.scope
+        if scope.borrows or scope.lenders:  # left by a call whose lowering failed
+            cx.scope = CallScope()
+        cx.buf = _NO_VIEW  # (viewed anew before each access, as a fresh context's)
+        return cx
 
     def _begin(self, args: tuple[Any, ...]) -> tuple[AbiContext, list[Any]]:
         cx = self._enter()
@@ -1144,7 +1190,9 @@ class _Lifted:
     def _end(self, cx: AbiContext, results: list[Any]) -> Any:
         value = self.abi.lift_result(cx, results)
         if self.plain is None:
-            cx.scope.finish()
+            scope = cx.scope
+            if scope.borrows or scope.lenders:  # (else finishing does nothing)
+                scope.finish()
         if self.post is not None:
             flag = self.instance.leave_flag
             flag[0] = 0  # post-return may not call out
@@ -1307,7 +1355,8 @@ class _Lifted:
 
 _LOWER_TYPE = wasmtime.FuncType([], [wasmtime.ValType.i32()])
 _RUNNING, _NOT_NOW = _fiber.RUNNING, _fiber.NOT_NOW
-_NO_BLOBS: list[Any] = []  # (never written: a call with a stage plan makes its own)
+_NO_BLOBS: list[Any] = []
+_NO_VIEW = memoryview(b"")  # (never written: a call with a stage plan makes its own)
 
 _STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
 _BYTES_CLASSES = (bytes, bytearray)

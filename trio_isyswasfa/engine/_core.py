@@ -385,17 +385,27 @@ _CALLBACK_PTR = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
 
 
 def host_func(
-    store: wasmtime.Store, ty: wasmtime.FuncType, fn: HostCallback, made: list[int]
+    store: wasmtime.Store,
+    ty: wasmtime.FuncType,
+    fn: HostCallback | None,
+    made: list[int],
+    *,
+    entry: HostEntry | None = None,
 ) -> wasmtime.Func:
-    """A core function of type ``ty`` that runs ``fn`` on its core arguments; its key is
-    appended to ``made`` (for :func:`release_host_funcs`).
+    """A core function of type ``ty`` that runs ``fn`` on its core arguments (or
+    ``entry``, a :data:`HostEntry` that reads and writes its raw values itself, e.g. an
+    export's lifting hook: no list of values in between); its key is appended to
+    ``made`` (for :func:`release_host_funcs`).
 
     i32 and i64 arguments arrive unsigned. An exception ``fn`` raises traps the guest
     and is raised again by the :class:`CoreFunc` call the trap unwinds to.
     """
     env = next(_NEXT_HOST)
     made.append(env)
-    _HOSTS[env] = raw_entry(fn, ty)
+    if entry is None:
+        assert fn is not None
+        entry = raw_entry(fn, ty)
+    _HOSTS[env] = entry
     out = ffi.wasmtime_func_t()
     _func_new_unchecked(store._context(), ty.ptr(), _CALLBACK_PTR, env, _FINALIZE, byref(out))
     return wasmtime.Func._from_raw(out)

@@ -49,6 +49,9 @@ class ResourceHandle:
         return f"<{kind} {self.resource.name} rep={self.rep}>"
 
 
+_new = object.__new__
+
+
 class AsyncEnd:
     """Base of the WASI 0.3 table entries that cross as ``stream<T>`` / ``future<T>``.
 
@@ -171,7 +174,14 @@ class HandleTable:
 
     def lower_own(self, rt: ResourceType, rep: int) -> int:
         """Give the instance an ``own`` handle to ``rep``."""
-        handle = ResourceHandle(rt, rep, True)
+        # (``ResourceHandle(rt, rep, True)`` without its ``__init__`` frame: every own a
+        # host function returns, and every poll input's handle, comes here)
+        handle = _new(ResourceHandle)
+        handle.resource = rt
+        handle.rep = rep
+        handle.own = True
+        handle.scope = None
+        handle.lends = 0
         free = self._free
         if free:  # (:meth:`add`, inlined: every own a host function returns comes here)
             i = free.pop()
@@ -188,12 +198,15 @@ class HandleTable:
 
     def lift_own(self, rt: ResourceType, i: int) -> int:
         """Move the ``own`` handle at ``i`` out of the table; its rep."""
-        h = self.resource(rt, i)
+        array = self._array
+        h = array[i] if 0 < i < len(array) else None
+        if type(h) is not ResourceHandle or h.resource is not rt:
+            h = self.resource(rt, i)  # the trap that says why
         if not h.own:
             raise _trap(f"handle index {i} is a borrow where an own was expected")
         if h.lends:
             raise _trap(f"handle index {i} is lent to a call and cannot move")
-        self._array[i] = None
+        array[i] = None
         self._free.append(i)
         return h.rep
 
