@@ -8,13 +8,99 @@ built here (milliseconds), so each probe says exactly what the guest does.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
+from conftest import HTTP_TIMEOUT, start_server
 
-from trio_isyswasfa.http import HttpClient
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp, HttpClient
+from trio_isyswasfa.testing import build_wat_component
+from trio_isyswasfa.tools.lower import stage_wit
 from trio_isyswasfa.wasi.io import StreamFailed, read_chunk
+
+# -- tiny proxy components in WAT -----------------------------------------------------------
+
+_WORLD = """package test:probe;
+
+world p {
+  import wasi:http/types@0.2.0;
+  import wasi:io/streams@0.2.0;
+  export wasi:http/incoming-handler@0.2.0;
+}
+"""
+_T = "wasi:http/types@0.2.0"
+_S = "wasi:io/streams@0.2.0"
+_RET = 64  # where results come back (the return area of every call below)
+
+
+def _proxy_wat(handle: str, data: str) -> str:
+    """A proxy module: ``handle``'s body (params ``$req``, ``$out``) with the imports
+    below, ``$respond`` (answer ``status``, ``headers``, body ``ptr``/``len``, finished)
+    and ``data`` segments (from 1024)."""
+    return f"""(module
+  (import "{_T}" "[constructor]fields" (func $fields (result i32)))
+  (import "{_T}" "[method]fields.append" (func $append (param i32 i32 i32 i32 i32 i32)))
+  (import "{_T}" "[method]incoming-request.consume" (func $consume (param i32 i32)))
+  (import "{_T}" "[method]incoming-body.stream" (func $in_stream (param i32 i32)))
+  (import "{_T}" "[constructor]outgoing-response" (func $new_response (param i32) (result i32)))
+  (import "{_T}" "[method]outgoing-response.set-status-code"
+    (func $set_status (param i32 i32) (result i32)))
+  (import "{_T}" "[method]outgoing-response.body" (func $response_body (param i32 i32)))
+  (import "{_T}" "[method]outgoing-body.write" (func $body_write (param i32 i32)))
+  (import "{_T}" "[static]outgoing-body.finish" (func $body_finish (param i32 i32 i32 i32)))
+  (import "{_T}" "[static]response-outparam.set"
+    (func $outparam_set (param i32 i32 i32 i32 i64 i32 i32 i32 i32)))
+  (import "{_S}" "[method]output-stream.blocking-write-and-flush"
+    (func $bwf (param i32 i32 i32 i32)))
+  (import "{_S}" "[method]input-stream.blocking-read" (func $bread (param i32 i64 i32)))
+  (import "{_S}" "[resource-drop]output-stream" (func $drop_out (param i32)))
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 32768))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump)
+      (i32.and (i32.add (local.get 3) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  {data}
+  (func $respond (param $out i32) (param $status i32) (param $hdrs i32) (param $ptr i32)
+    (param $len i32) (local $resp i32) (local $body i32) (local $stream i32)
+    (local.set $resp (call $new_response (local.get $hdrs)))
+    (drop (call $set_status (local.get $resp) (local.get $status)))
+    (call $response_body (local.get $resp) (i32.const {_RET}))
+    (local.set $body (i32.load (i32.const {_RET + 4})))
+    (call $outparam_set (local.get $out) (i32.const 0) (local.get $resp) (i32.const 0)
+      (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))
+    (call $body_write (local.get $body) (i32.const {_RET}))
+    (local.set $stream (i32.load (i32.const {_RET + 4})))
+    (if (local.get $len) (then
+      (call $bwf (local.get $stream) (local.get $ptr) (local.get $len) (i32.const {_RET}))))
+    (call $drop_out (local.get $stream))
+    (call $body_finish (local.get $body) (i32.const 0) (i32.const 0) (i32.const {_RET})))
+  (func (export "wasi:http/incoming-handler@0.2.0#handle") (param $req i32) (param $out i32)
+    {handle}))
+"""
+
+
+@functools.cache
+def _proxy(handle: str, data: str = "") -> trio_isyswasfa.Component:
+    """A proxy component whose ``handle`` is ``handle`` (WAT), loaded as a user would."""
+    with tempfile.TemporaryDirectory(prefix="review-probe-") as tmp:
+        wit = Path(tmp) / "wit"
+        wit.mkdir()
+        (wit / "world.wit").write_text(_WORLD)
+        staged = stage_wit(wit, Path(tmp) / "staged")
+        wasm = build_wat_component(staged, "p", _proxy_wat(handle, data))
+    return trio_isyswasfa.load_component(wasm)
+
+
+_HELLO = '(data (i32.const 1024) "hello")'
 
 
 def _http_helpers() -> Any:
@@ -60,3 +146,59 @@ async def test_a_response_body_cut_short_by_the_server_fails_the_read(how: str) 
             response = await client.send(h.get(up.port, **options))
             with pytest.raises(StreamFailed):
                 await _read_to_end(response.body.stream)
+
+
+# -- serve: a guest's status and header values ----------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an informational status (1xx) a guest sets goes to hypercorn as a final "
+    "response: 101 kills the whole server, 100 drops the connection (wasmtime: 500)",
+)
+@pytest.mark.parametrize("status", [100, 101])
+async def test_a_guest_answering_with_an_informational_status_gets_a_500(status: int) -> None:
+    component = _proxy(
+        f"(call $respond (local.get $out) (i32.const {status}) (call $fields)"
+        " (i32.const 1024) (i32.const 5))",
+        _HELLO,
+    )
+    statuses: list[int] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await start_server(nursery, ComponentApp(component))
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+                for _ in range(2):  # and the server serves on
+                    with contextlib.suppress(httpx.HTTPError):
+                        statuses.append((await client.get(url)).status_code)
+            nursery.cancel_scope.cancel()
+    assert statuses == [500, 500]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fields accept control characters (\\x01, \\x7f) in values, which go out "
+    "on the wire; wasmtime refuses them (header-error invalid-syntax)",
+)
+@pytest.mark.parametrize("value", ["a\\01b", "a\\7fb"], ids=["x01", "x7f"])
+async def test_a_field_value_with_a_control_character_is_invalid_syntax(value: str) -> None:
+    # the guest appends `x-bad: <value>`: 400 if the host refuses it, 200 with it if not
+    component = _proxy(
+        f"""(local $h i32) (local.set $h (call $fields))
+    (call $append (local.get $h) (i32.const 1100) (i32.const 5) (i32.const 1200)
+      (i32.const 3) (i32.const {_RET}))
+    (if (i32.load8_u (i32.const {_RET}))
+      (then (call $respond (local.get $out) (i32.const 400) (call $fields)
+        (i32.const 1024) (i32.const 5)))
+      (else (call $respond (local.get $out) (i32.const 200) (local.get $h)
+        (i32.const 1024) (i32.const 5))))""",
+        f'{_HELLO} (data (i32.const 1100) "x-bad") (data (i32.const 1200) "{value}")',
+    )
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await start_server(nursery, ComponentApp(component))
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+                response = await client.get(url)
+            nursery.cancel_scope.cancel()
+    assert "x-bad" not in response.headers
+    assert response.status_code == 400
