@@ -202,3 +202,55 @@ async def test_a_field_value_with_a_control_character_is_invalid_syntax(value: s
             nursery.cancel_scope.cancel()
     assert "x-bad" not in response.headers
     assert response.status_code == 400
+
+
+# -- serve: a client that leaves in the middle of its request body ---------------------------
+
+# answers 200 at once, then reads the request body to its end: returns if it ends
+# (`closed`), traps if the read fails (`last-operation-failed`)
+_READ_BODY_AFTER_ANSWERING = f"""(local $body i32) (local $stream i32)
+    (call $respond (local.get $out) (i32.const 200) (call $fields) (i32.const 1024) (i32.const 5))
+    (call $consume (local.get $req) (i32.const {_RET}))
+    (local.set $body (i32.load (i32.const {_RET + 4})))
+    (call $in_stream (local.get $body) (i32.const {_RET}))
+    (local.set $stream (i32.load (i32.const {_RET + 4})))
+    (loop $more
+      (call $bread (local.get $stream) (i64.const 65536) (i32.const {_RET}))
+      (br_if $more (i32.eqz (i32.load8_u (i32.const {_RET})))))
+    (if (i32.eqz (i32.load8_u (i32.const {_RET + 4}))) (then unreachable))"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a client that leaves mid-body after its response went out: the guest reads "
+    "the request body as ended (`closed`), truncated with no error",
+)
+async def test_a_request_body_cut_off_by_the_client_fails_the_guests_read() -> None:
+    from trio_isyswasfa.testing import asgi_scope, open_lifespan
+
+    app = ComponentApp(_proxy(_READ_BODY_AFTER_ANSWERING, _HELLO))
+    answered = trio.Event()
+    sent: list[dict[str, Any]] = []
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b"the first part", "more_body": True}
+        await answered.wait()  # the response went out whole; then the client leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
+
+    scope = asgi_scope("/upload", method="POST", headers=[(b"content-length", b"1000")])
+    with trio.fail_after(30):
+        async with open_lifespan(app):
+            await app(scope, receive, send)
+            stats = app.statistics()
+    assert sent[0]["status"] == 200
+    # the guest's read failed (it traps on that): the request did not complete
+    assert (stats.completed, stats.failed) == (0, 1), stats
