@@ -155,28 +155,79 @@ async def test_a_response_body_cut_short_by_the_server_fails_the_read(how: str) 
 # -- serve: a guest's status and header values ----------------------------------------------
 
 
+async def _raw_get(url: str) -> bytes:
+    """What a server sends back first to a bare ``GET /`` (b"" if it closes at once)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        return await stream.receive_some()
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="an informational status (1xx) a guest sets goes to hypercorn as a final "
-    "response: 101 kills the whole server, 100 drops the connection (wasmtime: 500)",
+    reason="status 101 set by a proxy guest kills the whole server (hypercorn's h11 "
+    "raises out of serve); wasmtime serve answers it and serves on",
 )
-@pytest.mark.parametrize("status", [100, 101])
-async def test_a_guest_answering_with_an_informational_status_gets_a_500(status: int) -> None:
+async def test_a_guest_answering_101_does_not_stop_the_server() -> None:
     component = _proxy(
-        f"(call $respond (local.get $out) (i32.const {status}) (call $fields)"
+        "(call $respond (local.get $out) (i32.const 101) (call $fields)"
         " (i32.const 1024) (i32.const 5))",
         _HELLO,
     )
-    statuses: list[int] = []
+    heads: list[bytes] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await start_server(nursery, ComponentApp(component))
+            for _ in range(2):
+                with contextlib.suppress(OSError):
+                    heads.append(await _raw_get(url))
+            nursery.cancel_scope.cancel()
+    assert len(heads) == 2
+    assert all(head.startswith(b"HTTP/1.1 ") for head in heads), heads
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status 100 set by a proxy guest: the connection is dropped without a "
+    "response (h11 refuses it as final); wasmtime serve answers 500",
+)
+async def test_a_guest_answering_100_gets_a_500() -> None:
+    component = _proxy(
+        "(call $respond (local.get $out) (i32.const 100) (call $fields)"
+        " (i32.const 1024) (i32.const 5))",
+        _HELLO,
+    )
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             url = await start_server(nursery, ComponentApp(component))
             async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
-                for _ in range(2):  # and the server serves on
-                    with contextlib.suppress(httpx.HTTPError):
-                        statuses.append((await client.get(url)).status_code)
+                try:
+                    status = (await client.get(url)).status_code
+                except httpx.HTTPError as exc:
+                    status = exc  # type: ignore[assignment]
             nursery.cancel_scope.cancel()
-    assert statuses == [500, 500]
+    assert status == 500
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a guest that set and finished its response, then traps, without having "
+    "waited: the client gets 500 instead of the response (wasmtime serve: 200 + body)",
+)
+async def test_a_trap_after_the_whole_response_was_written_keeps_the_response() -> None:
+    from trio_isyswasfa.testing import asgi_request, open_lifespan
+
+    component = _proxy(
+        "(call $respond (local.get $out) (i32.const 200) (call $fields)"
+        " (i32.const 1024) (i32.const 5)) unreachable",
+        _HELLO,
+    )
+    app = ComponentApp(component)
+    with trio.fail_after(30):
+        async with open_lifespan(app):
+            response = await asgi_request(app, "/")
+    assert (response.status, response.body) == (200, b"hello")
 
 
 @pytest.mark.xfail(
