@@ -61,9 +61,15 @@ def _proxy_wat(handle: str, data: str) -> str:
     (func $bwf (param i32 i32 i32 i32)))
   (import "{_S}" "[method]input-stream.blocking-read" (func $bread (param i32 i64 i32)))
   (import "{_S}" "[resource-drop]output-stream" (func $drop_out (param i32)))
+  (import "{_T}" "[resource-drop]incoming-request" (func $drop_req (param i32)))
+  (import "{_T}" "[method]incoming-request.path-with-query" (func $path (param i32 i32)))
+  (import "{_T}" "[method]incoming-request.headers" (func $req_headers (param i32) (result i32)))
+  (import "{_T}" "[method]fields.entries" (func $entries (param i32 i32)))
   (memory (export "memory") 2)
   (global $bump (mut i32) (i32.const 32768))
+  (global $bad (mut i32) (i32.const 0))  ;; when set, cabi_realloc answers it
   (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (if (global.get $bad) (then (return (global.get $bad))))
     (local.set $p (global.get $bump))
     (global.set $bump (i32.add (global.get $bump)
       (i32.and (i32.add (local.get 3) (i32.const 7)) (i32.const -8))))
@@ -341,3 +347,33 @@ def test_the_own_engine_refuses_at_load_what_the_stock_engine_refuses() -> None:
                 continue
             accepted.append(at)
     assert accepted == []
+
+
+# -- the draft's fields: a guest's own `host` -----------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a wasi:http 0.3-draft guest may set `host` (not in the draft's forbidden "
+    "list) and HttpClient sends it: a name-based virtual host past the allow-list",
+)
+async def test_a_draft_guests_host_field_does_not_reach_the_server() -> None:
+    from trio_isyswasfa.http.types import Body, Fields, HeaderError
+    from trio_isyswasfa.wasi.io import BytesInputStream
+
+    h = _http_helpers()
+    try:  # what the draft's `fields.from-list` does with a guest's list
+        headers = Fields.checked([("host", b"admin.internal")])
+    except HeaderError:
+        return  # refused, as wasmtime refuses it (forbidden)
+    with trio.fail_after(10):
+        async with (
+            HttpClient(allow=["127.0.0.1:*"]) as client,
+            h.server(h.keep_alive_server) as up,
+        ):
+            request = h.get(up.port)
+            request.headers = headers
+            request.body = Body(BytesInputStream(b""))
+            await client.send(request)
+    (sent,) = up.requests
+    assert b"admin.internal" not in sent
