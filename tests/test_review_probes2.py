@@ -66,6 +66,8 @@ def _proxy_wat(handle: str, data: str) -> str:
   (import "{_T}" "[method]incoming-request.authority" (func $authority (param i32 i32)))
   (import "{_T}" "[method]incoming-request.headers" (func $req_headers (param i32) (result i32)))
   (import "{_T}" "[method]fields.entries" (func $entries (param i32 i32)))
+  (import "{_T}" "[method]outgoing-response.headers"
+    (func $response_headers (param i32) (result i32)))
   (memory (export "memory") 2)
   (global $bump (mut i32) (i32.const 32768))
   (global $bad (mut i32) (i32.const 0))  ;; when set, cabi_realloc answers it
