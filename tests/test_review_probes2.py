@@ -113,6 +113,7 @@ def _proxy(handle: str, data: str = "") -> trio_isyswasfa.Component:
     return trio_isyswasfa.load_component(_proxy_wasm(handle, data))
 
 
+GUESTS_HTTP = Path(__file__).resolve().parent / "guests" / "http"
 _HELLO = '(data (i32.const 1024) "hello")'
 
 
@@ -529,3 +530,75 @@ async def test_a_bodiless_response_may_declare_a_content_length(method: str, sta
     assert response.status == status
     assert (b"content-length", b"5") in response.headers
     assert app.statistics().failed == 0
+
+
+@pytest.mark.guest
+async def _status_line(url: str, request: bytes) -> bytes:
+    """The status line a server answers ``request`` with (not waiting for the rest)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    answer = b""
+    async with stream:
+        await stream.send_all(request)
+        while b"\r\n" not in answer and (data := await stream.receive_some()):
+            answer += data
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="serve hands an isyswasfa (draft) guest an absolute-form target as its "
+    "path-with-query too: `GET http://host/trap` misses the guest's /trap route",
+)
+async def test_an_absolute_form_target_reaches_a_draft_guest_as_its_path() -> None:
+    from trio_isyswasfa.testing import build_python_guest
+
+    here = GUESTS_HTTP
+    component = trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
+    )
+    requests = [
+        b"GET " + target + b" HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n"
+        for target in (b"/trap", b"http://example.com/trap")
+    ]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            url = await start_server(nursery, ComponentApp(component))
+            answers = [await _status_line(url, request) for request in requests]
+            nursery.cancel_scope.cancel()
+    # the guest traps on /trap, whichever form names it
+    assert answers == [b"HTTP/1.1 500 "] * 2
+
+
+@pytest.mark.guest
+@pytest.mark.xfail(
+    strict=True,
+    reason="a draft guest's 500 (error-code or trap) to a `connection: close` request: "
+    "the response goes out but the server never closes the connection",
+)
+@pytest.mark.parametrize("route", [b"/error", b"/trap"])
+async def test_a_500_to_a_connection_close_request_closes_the_connection(route: bytes) -> None:
+    from trio_isyswasfa.testing import build_python_guest
+
+    here = GUESTS_HTTP
+    component = trio_isyswasfa.load_component(
+        build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
+    )
+    answer = b""
+    closed = False
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await start_server(nursery, ComponentApp(component))
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(
+                    b"GET " + route + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+                )
+                with trio.move_on_after(5):  # (a hang guard: it closes at once when right)
+                    while data := await stream.receive_some():
+                        answer += data
+                    closed = True
+            nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert closed, "the server kept the connection open after its `connection: close` answer"
