@@ -178,11 +178,6 @@ async def _raw_get(url: str) -> bytes:
         return await stream.receive_some()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status 101 set by a proxy guest kills the whole server (hypercorn's h11 "
-    "raises out of serve); wasmtime serve answers it and serves on",
-)
 async def test_a_guest_answering_101_does_not_stop_the_server() -> None:
     component = _proxy(
         "(call $respond (local.get $out) (i32.const 101) (call $fields)"
@@ -201,11 +196,6 @@ async def test_a_guest_answering_101_does_not_stop_the_server() -> None:
     assert all(head.startswith(b"HTTP/1.1 ") for head in heads), heads
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status 100 set by a proxy guest: the connection is dropped without a "
-    "response (h11 refuses it as final); wasmtime serve answers 500",
-)
 async def test_a_guest_answering_100_gets_a_500() -> None:
     component = _proxy(
         "(call $respond (local.get $out) (i32.const 100) (call $fields)"

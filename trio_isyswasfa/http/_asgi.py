@@ -470,6 +470,8 @@ class ComponentApp:
                 state.outcome = "failed"
                 state.sent = True  # all of it, once this returns: a disconnect is no news
                 await _send_error(send, 500, f"the component failed: {answer}")
+            elif answer.status < 200:  # (HTTP/1.1 cannot send it as the answer: h11 raises)
+                state.failure = GuestProtocolError(f"response status {answer.status} is not final")
             else:
                 state.started = True
                 body = state.body = answer.body or OutgoingBody.empty()
