@@ -744,16 +744,19 @@ class HttpClient(BackgroundTasks):
                     assert isinstance(event, _h1.End)
                     end = event
                     break
-        except _h1.RemoteProtocolError:
-            pass  # the body ends early (with what arrived), and the connection is closed
+        except _h1.RemoteProtocolError as exc:
+            # the body ends early (with what arrived): its read fails; the connection closes
+            self._tasks.start_soon(self._close, pool, conn)
+            failure = _body_failure(exc, h1.eof)
+            return Body(_CutShort(b"".join(arrived), failure), None)
         else:
             if end is None:  # more to come
-                pipe = Pipe()
+                pipe = _ResponsePipe()
                 writer = PipeWriter(pipe)
                 sender, receiver = make_trailers()
                 pending = b"".join(arrived)
                 self._tasks.start_soon(self._pump, pool, conn, writer, sender, timeouts, pending)
-                return Body(PipeReader(pipe), receiver)
+                return Body(_ResponseReader(pipe), receiver)
         trailers = None
         if end is not None and end.trailers:
             sender, trailers = make_trailers()
@@ -791,18 +794,67 @@ class HttpClient(BackgroundTasks):
                         trailers.send(_fields(event.trailers))
                     keep = conn.h1.reusable()
                     break
-        except (
-            StreamClosed,
-            TimeoutError,
-            anyio.BrokenResourceError,
-            OSError,
-            _h1.RemoteProtocolError,
-        ):
-            pass  # the guest dropped the body, or the connection broke: the body ends early
+        except StreamClosed:
+            pass  # the guest dropped the body
+        except (TimeoutError, anyio.BrokenResourceError, OSError, _h1.RemoteProtocolError) as exc:
+            # the connection broke or stalled: the guest's read fails once what came is read
+            pipe = writer.pipe
+            if isinstance(pipe, _ResponsePipe):
+                pipe.failure = _body_failure(exc, conn.h1.eof)
         finally:
             trailers.close()  # none, unless they were sent above
             writer.close()
             await self._release(pool, conn, keep)
+
+
+def _body_failure(exc: BaseException, eof: bool) -> StreamFailed:
+    """Why a response body broke off, as its reader's failure (the guest's
+    ``last-operation-failed``, whose error gives the ``error-code``)."""
+    if isinstance(exc, TimeoutError):
+        code = ErrorCode("connection-read-timeout")
+    elif isinstance(exc, _h1.RemoteProtocolError):
+        code = ErrorCode("HTTP-response-incomplete" if eof else "HTTP-protocol-error")
+    else:
+        code = ErrorCode("connection-terminated")
+    return StreamFailed(f"the response body broke off: {code}", cause=code)
+
+
+class _ResponsePipe(Pipe):
+    """A response body's pipe, which the pump fails if the body breaks off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: StreamFailed | None = None
+
+
+class _ResponseReader(PipeReader):
+    """The guest's end of a :class:`_ResponsePipe`: once it is drained, a body that
+    broke off fails the read instead of ending."""
+
+    pipe: _ResponsePipe
+
+    def read(self, n: int) -> bytes:
+        try:
+            return super().read(n)
+        except StreamClosed:
+            if self.pipe.failure is not None:
+                raise self.pipe.failure from None
+            raise
+
+
+class _CutShort(BytesInputStream):
+    """What arrived of a response body that broke off with its head: the read past it
+    fails."""
+
+    def __init__(self, data: bytes, failure: StreamFailed) -> None:
+        super().__init__(data)
+        self.failure = failure
+
+    def read(self, n: int) -> bytes:
+        try:
+            return super().read(n)
+        except StreamClosed:
+            raise self.failure from None
 
 
 # Headers the client manages itself (the guest's copies are dropped).
