@@ -280,11 +280,6 @@ _READ_BODY_AFTER_ANSWERING = f"""(local $body i32) (local $stream i32)
     (if (i32.eqz (i32.load8_u (i32.const {_RET + 4}))) (then unreachable))"""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client that leaves mid-body after its response went out: the guest reads "
-    "the request body as ended (`closed`), truncated with no error",
-)
 async def test_a_request_body_cut_off_by_the_client_fails_the_guests_read() -> None:
     from trio_isyswasfa.testing import asgi_scope, open_lifespan
 

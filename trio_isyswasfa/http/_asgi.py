@@ -45,6 +45,7 @@ from ..wasi.io import (
     PipeReader,
     PipeWriter,
     StreamClosed,
+    StreamFailed,
     read_chunk,
     write_all,
 )
@@ -599,6 +600,8 @@ async def _pump_request_body(
             message = first or await receive()
             first = None
             if message["type"] == "http.disconnect":
+                # before the body's end: the guest's read of it fails, not ends
+                writer.fail(StreamFailed("the client left mid-body", cause=_CLIENT_LEFT))
                 client_left()
                 return
             data = message.get("body", b"")
@@ -612,6 +615,9 @@ async def _pump_request_body(
         writer.close()
         trailers.close()
     await _until_disconnect(receive, client_left)
+
+
+_CLIENT_LEFT = ErrorCode("connection-terminated")
 
 
 async def _until_disconnect(receive: Receive, client_left: Callable[[], None]) -> None:

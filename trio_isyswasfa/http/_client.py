@@ -751,12 +751,12 @@ class HttpClient(BackgroundTasks):
             return Body(_CutShort(b"".join(arrived), failure), None)
         else:
             if end is None:  # more to come
-                pipe = _ResponsePipe()
+                pipe = Pipe()
                 writer = PipeWriter(pipe)
                 sender, receiver = make_trailers()
                 pending = b"".join(arrived)
                 self._tasks.start_soon(self._pump, pool, conn, writer, sender, timeouts, pending)
-                return Body(_ResponseReader(pipe), receiver)
+                return Body(PipeReader(pipe), receiver)
         trailers = None
         if end is not None and end.trailers:
             sender, trailers = make_trailers()
@@ -798,9 +798,7 @@ class HttpClient(BackgroundTasks):
             pass  # the guest dropped the body
         except (TimeoutError, anyio.BrokenResourceError, OSError, _h1.RemoteProtocolError) as exc:
             # the connection broke or stalled: the guest's read fails once what came is read
-            pipe = writer.pipe
-            if isinstance(pipe, _ResponsePipe):
-                pipe.failure = _body_failure(exc, conn.h1.eof)
+            writer.fail(_body_failure(exc, conn.h1.eof))
         finally:
             trailers.close()  # none, unless they were sent above
             writer.close()
@@ -817,29 +815,6 @@ def _body_failure(exc: BaseException, eof: bool) -> StreamFailed:
     else:
         code = ErrorCode("connection-terminated")
     return StreamFailed(f"the response body broke off: {code}", cause=code)
-
-
-class _ResponsePipe(Pipe):
-    """A response body's pipe, which the pump fails if the body breaks off."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failure: StreamFailed | None = None
-
-
-class _ResponseReader(PipeReader):
-    """The guest's end of a :class:`_ResponsePipe`: once it is drained, a body that
-    broke off fails the read instead of ending."""
-
-    pipe: _ResponsePipe
-
-    def read(self, n: int) -> bytes:
-        try:
-            return super().read(n)
-        except StreamClosed:
-            if self.pipe.failure is not None:
-                raise self.pipe.failure from None
-            raise
 
 
 class _CutShort(BytesInputStream):
