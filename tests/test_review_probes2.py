@@ -477,11 +477,6 @@ async def test_the_guest_sees_the_path_and_authority_wasmtime_gives_it(
 # -- HttpClient's allow-list and IPv6 literals ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="allow-list patterns go to fnmatch with the brackets of an IPv6 literal taken "
-    "as a character class: '[::1]:*' admits [::ffff:169.254.169.254]:80, [::]:22, 1:80",
-)
 def test_an_ipv6_literal_in_the_allow_list_admits_that_address_only() -> None:
     client = HttpClient(allow=["[::1]:*", "[::1]:8080"])
     assert client.allowed("[::1]:8080", "http")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import ipaddress
 import socket
 import ssl
 from collections import deque
@@ -266,6 +267,8 @@ class HttpClient(BackgroundTasks):
       allow: ``host:port`` patterns (``fnmatch``, e.g. ``"127.0.0.1:*"``,
         ``"*.example.com:443"``, or ``"*"`` for anything) a guest may send requests to;
         anything else is refused with ``HTTP-request-denied``. Empty: nothing is allowed.
+        An IPv6 literal (``"[::1]:*"``) admits that address only (its port may be a
+        pattern).
       timeout: default timeout in seconds for connecting and for each read.
       max_connections_per_origin: connections open at once to one origin (scheme,
         host, port); further requests to it wait in line for one to be free (a guest
@@ -329,8 +332,17 @@ class HttpClient(BackgroundTasks):
     def allowed(self, authority: str, scheme: str) -> bool:
         """Whether ``authority`` (``host[:port]``) matches the allow-list."""
         host, port = _split_authority(authority, scheme)
-        target = f"{host.lower()}:{port}"
-        return any(pattern == "*" or fnmatch.fnmatchcase(target, pattern) for pattern in self.allow)
+        host = host.lower()
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return any(
+            pattern == "*"
+            or (
+                _v6_literal_matches(pattern, host, port)
+                if pattern.startswith("[")
+                else fnmatch.fnmatchcase(target, pattern)
+            )
+            for pattern in self.allow
+        )
 
     def statistics(self, origin: Origin) -> tuple[int, int, int]:
         """``(open, idle, waiting)`` for ``origin`` ``(scheme, host, port)``: connections
@@ -844,6 +856,21 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 """Methods a client may send again after a connection failure (RFC 9110, 9.2.2)."""
+
+
+def _v6_literal_matches(pattern: str, host: str, port: int) -> bool:
+    """Whether an allow-list pattern ``[v6-address]:port-pattern`` admits ``host``
+    and ``port``: the address compared as one (its brackets are no ``fnmatch``
+    character class), the port as a pattern."""
+    literal, _, rest = pattern[1:].partition("]")
+    if not rest.startswith(":"):
+        return False
+    try:
+        if ipaddress.IPv6Address(literal) != ipaddress.IPv6Address(host):
+            return False
+    except ValueError:
+        return False
+    return fnmatch.fnmatchcase(str(port), rest[1:])
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
