@@ -346,11 +346,6 @@ def test_the_own_engine_refuses_at_load_what_the_stock_engine_refuses() -> None:
 # -- the draft's fields: a guest's own `host` -----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a wasi:http 0.3-draft guest may set `host` (not in the draft's forbidden "
-    "list) and HttpClient sends it: a name-based virtual host past the allow-list",
-)
 async def test_a_draft_guests_host_field_does_not_reach_the_server() -> None:
     from trio_isyswasfa.http.types import Body, Fields, HeaderError
     from trio_isyswasfa.wasi.io import BytesInputStream

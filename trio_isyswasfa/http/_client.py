@@ -507,13 +507,14 @@ class HttpClient(BackgroundTasks):
         Raises:
           ErrorCode: ``internal-error``: a head HTTP/1.1 cannot carry.
         """
-        headers = [
+        # `host` is always the authority the allow-list admitted: a guest's own (the
+        # draft's fields allow one) would reach another virtual host behind that address
+        headers = [(b"host", (request.authority or "").encode("latin-1"))]
+        headers += [
             (n.encode("latin-1"), v)
             for n, v in request.headers.entries()
-            if n.lower() not in _HOP_BY_HOP
+            if n.lower() not in _HOP_BY_HOP and n.lower() != "host"
         ]
-        if not any(n.lower() == b"host" for n, _ in headers):
-            headers.insert(0, (b"host", (request.authority or "").encode("latin-1")))
         chunked = first is not None and not any(n.lower() == b"content-length" for n, _ in headers)
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
