@@ -551,11 +551,6 @@ async def test_an_absolute_form_target_reaches_a_draft_guest_as_its_path() -> No
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's 500 (error-code or trap) to a `connection: close` request: "
-    "the response goes out but the server never closes the connection",
-)
 @pytest.mark.parametrize("route", [b"/error", b"/trap"])
 async def test_a_500_to_a_connection_close_request_closes_the_connection(route: bytes) -> None:
     from trio_isyswasfa.testing import build_python_guest
@@ -584,11 +579,6 @@ async def test_a_500_to_a_connection_close_request_closes_the_connection(route: 
     assert closed, "the server kept the connection open after its `connection: close` answer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a proxy guest that waited, then trapped: its 500 to a `connection: close` "
-    "request goes out but the connection stays open (as for a draft guest's)",
-)
 async def test_a_proxy_guests_500_after_a_wait_closes_the_connection() -> None:
     # reads its request body (which comes late: it waits), then traps
     component = _proxy(

@@ -299,6 +299,9 @@ class ComponentApp:
                 _log_failure(exc)
                 state.outcome = "failed"
                 if not state.started:
+                    # (the server pushes a disconnect as it closes a `connection: close`
+                    # one after this: no news, or it cancels the close)
+                    state.sent = True
                     await _send_error(send, 500, "the component failed")
             if state.listening or state.watching:
                 tg.cancel_scope.cancel()
@@ -321,6 +324,7 @@ class ComponentApp:
                 response = await _handle(instance, self.interface, request)
                 if isinstance(response, ErrorCode):
                     log.warning("component answered error-code %s", response)
+                    state.sent = True  # (as below: a disconnect is no news)
                     await _send_error(send, 500, f"the component failed: {response}")
                     state.outcome = "failed"
                     return
@@ -377,6 +381,9 @@ class ComponentApp:
                 _log_failure(exc)
                 state.outcome = "failed"
                 if not state.started:
+                    # (the server pushes a disconnect as it closes a `connection: close`
+                    # one after this: no news, or it cancels the close)
+                    state.sent = True
                     await _send_error(send, 500, "the component failed")
             if state.listening:
                 tg.cancel_scope.cancel()
