@@ -212,11 +212,6 @@ async def test_a_guest_answering_100_gets_a_500() -> None:
     assert status == 500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a guest that set and finished its response, then traps, without having "
-    "waited: the client gets 500 instead of the response (wasmtime serve: 200 + body)",
-)
 async def test_a_trap_after_the_whole_response_was_written_keeps_the_response() -> None:
     from trio_isyswasfa.testing import asgi_request, open_lifespan
 

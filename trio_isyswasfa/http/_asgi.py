@@ -470,7 +470,7 @@ class ComponentApp:
             answer = await outparam.wait()
             if not outparam.returned:  # (after ``handle``, it stands by its answer)
                 await _until_committed(instance, answer, outparam)
-            if state.failure is not None or answer is None:
+            if answer is None or (state.failure is not None and not _whole(answer)):
                 pass  # it trapped before the response went out, or answered nothing
             elif isinstance(answer, ErrorCode):
                 state.started = True
@@ -978,6 +978,12 @@ class _ProxyState:
         self.listening = False  # a task listens to the client
         self.failure: IsyswasfaError | None = None  # the handle call's
         self.body: OutgoingBody | None = None  # the response's, once it goes out
+
+
+def _whole(answer: OutgoingResponse | ErrorCode) -> bool:
+    """Whether a guest's answer is all written: a trap after that keeps it (as on
+    wasmtime; the instance is retired all the same)."""
+    return isinstance(answer, OutgoingResponse) and answer.body is not None and answer.body.complete
 
 
 async def _send_proxy_response(
