@@ -478,12 +478,6 @@ def test_an_ipv6_literal_in_the_allow_list_admits_that_address_only() -> None:
 # -- serve: HEAD ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a HEAD or 304 response declaring the GET's content-length with no body (RFC "
-    "9110 9.3.2, 8.6) fails the guest's finish (HTTP-response-body-size): 500; wasmtime "
-    "sends it",
-)
 @pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 304)])
 async def test_a_bodiless_response_may_declare_a_content_length(method: str, status: int) -> None:
     from trio_isyswasfa.testing import asgi_request, open_lifespan

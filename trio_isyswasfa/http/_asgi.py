@@ -401,7 +401,7 @@ class ComponentApp:
     ) -> None:
         http = instance._http_p2
         assert http is not None  # a proxy component imports wasi:http 0.2's types
-        outparam = ResponseOutparam()
+        outparam = ResponseOutparam(head=scope["method"] == "HEAD")
         done: list[anyio.Event] = []
 
         def suspended() -> None:
