@@ -40,7 +40,8 @@ FORBIDDEN = frozenset(
 """Hop-by-hop headers: the host's HTTP stack owns them, a guest may not set them."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+# control characters but tab (as http::HeaderValue refuses them)
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class HeaderError(Exception):
