@@ -911,6 +911,14 @@ def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | No
         authority = f"{host}:{port}" if port else str(host)
     path = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
+    if not path.startswith(b"/"):
+        # absolute-form (`GET http://host/x`): its authority is the request's, whatever
+        # `host` says (RFC 9112, 3.2.2); its path is the target the guest routes on
+        scheme, sep, rest = path.partition(b"://")
+        if sep and scheme.lower() in (b"http", b"https"):
+            url_authority, slash, path = rest.partition(b"/")
+            path = slash + path or b"/"
+            authority = url_authority.decode("latin-1") or authority
     return authority, path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
 
 
