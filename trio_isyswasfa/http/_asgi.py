@@ -1004,11 +1004,15 @@ async def _send_proxy_response(
     has_trailers = "http.response.trailers" in scope.get("extensions", {}) and any(
         n == b"te" and v == b"trailers" for n, v in scope.get("headers", [])
     )
+    headers = _asgi_headers(response.headers)
+    if body.content_length is None and any(n == b"content-length" for n, _ in headers):
+        # not one number (`abc`, `-1`): left out, as wasmtime does (h11 would raise)
+        headers = [(n, v) for n, v in headers if n != b"content-length"]
     await send(
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": _asgi_headers(response.headers),
+            "headers": headers,
             "trailers": has_trailers,
         }
     )
