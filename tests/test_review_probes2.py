@@ -304,11 +304,6 @@ async def test_a_request_body_cut_off_by_the_client_fails_the_guests_read() -> N
 # -- the own engine: a component whose core module imports what it is not given -----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the own engine loads a component whose core module imports a name its "
-    "instantiation does not give; it fails only when instantiated (serve: a 500 a request)",
-)
 def test_the_own_engine_refuses_at_load_what_the_stock_engine_refuses() -> None:
     # the same one-name corruption at each place the name occurs in a valid component:
     # whatever the wasmtime-py engine refuses to load, ours must refuse too (LoadError)
