@@ -1,8 +1,8 @@
 """Review probes, second round: the ``wasi:http/proxy@0.2`` server and client paths,
 the own engine's bad input, and last session's changes.
 
-Each strict ``xfail`` is a bug found (its reason says what is wrong); it fails today
-because of the bug and passes once it is fixed. Most guests are tiny WAT proxy
+Each probe was a bug found (a strict ``xfail`` until it was fixed; the fix's commit
+says what the user saw). Most guests are tiny WAT proxy
 components built here (milliseconds), so each probe says exactly what the guest does;
 the draft-handler probes use the Python test guest of ``tests/guests/http``. Where
 wasmtime serve is named as the reference, its answer was checked with
