@@ -40,6 +40,7 @@ SOCKET_TESTS = ("tests/test_resources.py", "tests/test_wasi_sockets.py")
 HTTP_TESTS = ("tests/test_http_fields.py", "tests/test_http_client.py")
 WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
+PROBES2 = "tests/test_review_probes2.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 POOL = "trio_isyswasfa/http/_pool.py"
 FIBER = "trio_isyswasfa/engine/_fiber.py"
@@ -352,6 +353,27 @@ CHECKS = [
         HTTP_TESTS,
     ),
     Check(
+        "http: an IPv6 literal in the allow-list admits that address only",
+        "trio_isyswasfa/http/_client.py",
+        "if ipaddress.IPv6Address(literal) != ipaddress.IPv6Address(host):",
+        "if False:",
+        (PROBES2, "-k", "ipv6"),
+    ),
+    Check(
+        "http: a request's host is its authority, not a guest's field",
+        "trio_isyswasfa/http/_client.py",
+        'if n.lower() not in _HOP_BY_HOP and n.lower() != "host"',
+        "if n.lower() not in _HOP_BY_HOP",
+        (PROBES2, "-k", "host_field"),
+    ),
+    Check(
+        "http: no control characters in a guest's field values",
+        "trio_isyswasfa/http/types.py",
+        '_BAD_VALUE = re.compile(rb"[\\x00-\\x08\\x0a-\\x1f\\x7f]")',
+        '_BAD_VALUE = re.compile(rb"[\\x00\\r\\n]")',
+        (PROBES2, "-k", "control_character"),
+    ),
+    Check(
         "http: at most max_connections_per_origin connections to one origin",
         "trio_isyswasfa/http/_client.py",
         "if pool.open < self._max_connections:",
@@ -407,8 +429,8 @@ CHECKS = [
     Check(
         "http 0.2: no body finished short of its content-length",
         WASI_HTTP,
-        "if self.content_length is not None and self.written != self.content_length:",
-        "if False:",
+        "            and self.written != self.content_length\n",
+        "            and False\n",
         (PROXY_TESTS, "-k", "short"),
     ),
     Check(

@@ -14,7 +14,6 @@ the environment variable ``TRIO_ISYSWASFA_ENGINE`` names it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -174,10 +173,14 @@ class OwnComponent(EngineComponent):
                 raise
             raise LoadError(_engine.compile_problem(str(exc.__cause__))) from exc.__cause__
         self.use_cache = use_cache
-        # the plan instances replay, made now rather than on a first request's path (a
-        # LinkError is raised again by every instantiation)
-        with contextlib.suppress(LinkError):
+        # the plan instances replay, made now rather than on a first request's path; a
+        # component whose core instances do not fit together (a module importing what
+        # its instantiation does not give) could never be instantiated: refused here,
+        # as the stock engine refuses it
+        try:
             instance_plan(self.definition, compiled=self.compiled, use_cache=use_cache)
+        except LinkError as exc:
+            raise LoadError(f"cannot compile component: {exc}") from exc
         self.interfaces = sorted(self.definition.imports)
         self.exports = dict(exported_funcs(self.definition))
 

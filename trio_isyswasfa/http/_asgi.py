@@ -48,6 +48,7 @@ from ..wasi.io import (
     PipeReader,
     PipeWriter,
     StreamClosed,
+    StreamFailed,
     read_chunk,
     write_all,
 )
@@ -306,6 +307,9 @@ class ComponentApp:
                 _log_failure(exc)
                 state.outcome = "failed"
                 if not state.started:
+                    # (the server pushes a disconnect as it closes a `connection: close`
+                    # one after this: no news, or it cancels the close)
+                    state.sent = True
                     await _send_error(send, 500, "the component failed")
             if state.listening or state.watching:
                 tg.cancel_scope.cancel()
@@ -328,6 +332,7 @@ class ComponentApp:
                 response = await _handle(instance, self.interface, request)
                 if isinstance(response, ErrorCode):
                     log.warning("component answered error-code %s", response)
+                    state.sent = True  # (as below: a disconnect is no news)
                     await _send_error(send, 500, f"the component failed: {response}")
                     state.outcome = "failed"
                     return
@@ -427,6 +432,9 @@ class ComponentApp:
             _log_failure(exc)
             state.outcome = "failed"
             if not state.started:
+                # (the server pushes a disconnect as it closes a `connection: close`
+                # one after this: no news, or it cancels the close)
+                state.sent = True
                 await _send_error(send, 500, "the component failed")
         if state.listening:
             tg.cancel_scope.cancel()
@@ -443,7 +451,7 @@ class ComponentApp:
     ) -> None:
         http = instance._http_p2
         assert http is not None  # a proxy component imports wasi:http 0.2's types
-        outparam = ResponseOutparam()
+        outparam = ResponseOutparam(head=scope["method"] == "HEAD")
         done: list[anyio.Event] = []
 
         def suspended() -> None:
@@ -512,7 +520,7 @@ class ComponentApp:
             answer = await outparam.wait()
             if not outparam.returned:  # (after ``handle``, it stands by its answer)
                 await _until_committed(instance, answer, outparam)
-            if state.failure is not None or answer is None:
+            if answer is None or (state.failure is not None and not _whole(answer)):
                 pass  # it trapped before the response went out, or answered nothing
             elif isinstance(answer, ErrorCode):
                 state.started = True
@@ -520,6 +528,8 @@ class ComponentApp:
                 state.outcome = "failed"
                 state.sent = True  # all of it, once this returns: a disconnect is no news
                 await _send_error(send, 500, f"the component failed: {answer}")
+            elif answer.status < 200:  # (HTTP/1.1 cannot send it as the answer: h11 raises)
+                state.failure = GuestProtocolError(f"response status {answer.status} is not final")
             else:
                 state.started = True
                 body = state.body = answer.body or OutgoingBody.empty()
@@ -650,6 +660,8 @@ async def _pump_request_body(
             message = first or await receive()
             first = None
             if message["type"] == "http.disconnect":
+                # before the body's end: the guest's read of it fails, not ends
+                writer.fail(StreamFailed("the client left mid-body", cause=_CLIENT_LEFT))
                 client_left()
                 return
             data = message.get("body", b"")
@@ -663,6 +675,9 @@ async def _pump_request_body(
         writer.close()
         trailers.close()
     await _until_disconnect(receive, client_left)
+
+
+_CLIENT_LEFT = ErrorCode("connection-terminated")
 
 
 async def _until_disconnect(receive: Receive, client_left: Callable[[], None]) -> None:
@@ -983,6 +998,14 @@ def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | No
         authority = f"{host}:{port}" if port else str(host)
     path = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
+    if not path.startswith(b"/"):
+        # absolute-form (`GET http://host/x`): its authority is the request's, whatever
+        # `host` says (RFC 9112, 3.2.2); its path is the target the guest routes on
+        scheme, sep, rest = path.partition(b"://")
+        if sep and scheme.lower() in (b"http", b"https"):
+            url_authority, slash, path = rest.partition(b"/")
+            path = slash + path or b"/"
+            authority = url_authority.decode("latin-1") or authority
     return authority, path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
 
 
@@ -1118,6 +1141,12 @@ class _RequestHelpers:
             raise BaseExceptionGroup("a proxy request's helper task failed", self._failures)
 
 
+def _whole(answer: OutgoingResponse | ErrorCode) -> bool:
+    """Whether a guest's answer is all written: a trap after that keeps it (as on
+    wasmtime; the instance is retired all the same)."""
+    return isinstance(answer, OutgoingResponse) and answer.body is not None and answer.body.complete
+
+
 async def _send_proxy_response(
     scope: Scope, send: Send, response: OutgoingResponse, body: OutgoingBody, state: _ProxyState
 ) -> None:
@@ -1128,11 +1157,15 @@ async def _send_proxy_response(
     has_trailers = "http.response.trailers" in scope.get("extensions", {}) and any(
         n == b"te" and v == b"trailers" for n, v in scope.get("headers", [])
     )
+    headers = _asgi_headers(response.headers)
+    if body.content_length is None and any(n == b"content-length" for n, _ in headers):
+        # not one number (`abc`, `-1`): left out, as wasmtime does (h11 would raise)
+        headers = [(n, v) for n, v in headers if n != b"content-length"]
     await send(
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": _asgi_headers(response.headers),
+            "headers": headers,
             "trailers": has_trailers,
         }
     )

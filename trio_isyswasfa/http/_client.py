@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import ipaddress
 import math
 import socket
 import ssl
@@ -358,6 +359,8 @@ class HttpClient(BackgroundTasks):
       allow: ``host:port`` patterns (``fnmatch``, e.g. ``"127.0.0.1:*"``,
         ``"*.example.com:443"``, or ``"*"`` for anything) a guest may send requests to;
         anything else is refused with ``HTTP-request-denied``. Empty: nothing is allowed.
+        An IPv6 literal (``"[::1]:*"``) admits that address only (its port may be a
+        pattern).
       timeout: default timeout in seconds for connecting and for each read.
       max_connections_per_origin: connections open at once to one origin (scheme,
         host, port); further requests to it wait in line for one to be free (a guest
@@ -429,8 +432,17 @@ class HttpClient(BackgroundTasks):
     def allowed(self, authority: str, scheme: str) -> bool:
         """Whether ``authority`` (``host[:port]``) matches the allow-list."""
         host, port = _split_authority(authority, scheme)
-        target = f"{host.lower()}:{port}"
-        return any(pattern == "*" or fnmatch.fnmatchcase(target, pattern) for pattern in self.allow)
+        host = host.lower()
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return any(
+            pattern == "*"
+            or (
+                _v6_literal_matches(pattern, host, port)
+                if pattern.startswith("[")
+                else fnmatch.fnmatchcase(target, pattern)
+            )
+            for pattern in self.allow
+        )
 
     def statistics(self, origin: Origin) -> tuple[int, int, int]:
         """``(open, idle, waiting)`` for ``origin`` ``(scheme, host, port)``: connections
@@ -625,9 +637,14 @@ class HttpClient(BackgroundTasks):
         request: Request, target: bytes, entries: list[tuple[str, bytes]], first: bytes | None
     ) -> _h1.RequestHead:
         """:meth:`_head`, every part checked (``entries``: the request's fields)."""
-        headers = [(n.encode("latin-1"), v) for n, v in entries if n.lower() not in _HOP_BY_HOP]
-        if not any(n.lower() == b"host" for n, _ in headers):
-            headers.insert(0, (b"host", (request.authority or "").encode("latin-1")))
+        # `host` is always the authority the allow-list admitted: a guest's own (the
+        # draft's fields allow one) would reach another virtual host behind that address
+        headers = [(b"host", (request.authority or "").encode("latin-1"))]
+        headers += [
+            (n.encode("latin-1"), v)
+            for n, v in entries
+            if n.lower() not in _HOP_BY_HOP and n.lower() != "host"
+        ]
         chunked = first is not None and not any(n.lower() == b"content-length" for n, _ in headers)
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
@@ -875,8 +892,11 @@ class HttpClient(BackgroundTasks):
                     assert isinstance(event, _h1.End)
                     end = event
                     break
-        except _h1.RemoteProtocolError:
-            pass  # the body ends early (with what arrived), and the connection is closed
+        except _h1.RemoteProtocolError as exc:
+            # the body ends early (with what arrived): its read fails; the connection closes
+            self._tasks.start_soon(self._close, pool, conn)
+            failure = _body_failure(exc, h1.eof)
+            return Body(_CutShort(b"".join(arrived), failure), None)
         else:
             if end is None:  # more to come
                 pipe = Pipe()
@@ -922,18 +942,42 @@ class HttpClient(BackgroundTasks):
                         trailers.send(_fields(event.trailers))
                     keep = conn.h1.reusable()
                     break
-        except (
-            StreamClosed,
-            TimeoutError,
-            anyio.BrokenResourceError,
-            OSError,
-            _h1.RemoteProtocolError,
-        ):
-            pass  # the guest dropped the body, or the connection broke: the body ends early
+        except StreamClosed:
+            pass  # the guest dropped the body
+        except (TimeoutError, anyio.BrokenResourceError, OSError, _h1.RemoteProtocolError) as exc:
+            # the connection broke or stalled: the guest's read fails once what came is read
+            writer.fail(_body_failure(exc, conn.h1.eof))
         finally:
             trailers.close()  # none, unless they were sent above
             writer.close()
             await self._release(pool, conn, keep)
+
+
+def _body_failure(exc: BaseException, eof: bool) -> StreamFailed:
+    """Why a response body broke off, as its reader's failure (the guest's
+    ``last-operation-failed``, whose error gives the ``error-code``)."""
+    if isinstance(exc, TimeoutError):
+        code = ErrorCode("connection-read-timeout")
+    elif isinstance(exc, _h1.RemoteProtocolError):
+        code = ErrorCode("HTTP-response-incomplete" if eof else "HTTP-protocol-error")
+    else:
+        code = ErrorCode("connection-terminated")
+    return StreamFailed(f"the response body broke off: {code}", cause=code)
+
+
+class _CutShort(BytesInputStream):
+    """What arrived of a response body that broke off with its head: the read past it
+    fails."""
+
+    def __init__(self, data: bytes, failure: StreamFailed) -> None:
+        super().__init__(data)
+        self.failure = failure
+
+    def read(self, n: int) -> bytes:
+        try:
+            return super().read(n)
+        except StreamClosed:
+            raise self.failure from None
 
 
 # Headers the client manages itself (the guest's copies are dropped).
@@ -948,6 +992,21 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 """Methods a client may send again after a connection failure (RFC 9110, 9.2.2)."""
+
+
+def _v6_literal_matches(pattern: str, host: str, port: int) -> bool:
+    """Whether an allow-list pattern ``[v6-address]:port-pattern`` admits ``host``
+    and ``port``: the address compared as one (its brackets are no ``fnmatch``
+    character class), the port as a pattern."""
+    literal, _, rest = pattern[1:].partition("]")
+    if not rest.startswith(":"):
+        return False
+    try:
+        if ipaddress.IPv6Address(literal) != ipaddress.IPv6Address(host):
+            return False
+    except ValueError:
+        return False
+    return fnmatch.fnmatchcase(str(port), rest[1:])
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:

@@ -41,7 +41,8 @@ FORBIDDEN = frozenset(
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _OK = Ok(None)  # (frozen: one for every setter's success)
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+# control characters but tab (as http::HeaderValue refuses them)
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class HeaderError(Exception):

@@ -246,10 +246,17 @@ class OutgoingBody:
     reader then sees the stream end with :attr:`complete` false and cuts the message off.
     """
 
-    def __init__(self, content_length: int | None, *, request: bool = False) -> None:
+    def __init__(
+        self,
+        content_length: int | None,
+        *,
+        request: bool = False,
+        response: OutgoingResponse | None = None,
+    ) -> None:
         self.pipe = Pipe()
         self.content_length = content_length
         self.request = request
+        self.response = response  # (a response's body: see OutgoingResponse.bodiless)
         self.size_error = "HTTP-request-body-size" if request else "HTTP-response-body-size"
         self.overflowed = False
         self.written = 0
@@ -293,7 +300,11 @@ class OutgoingBody:
         """The guest finished the body: the error, if it does not match its length."""
         if self.state == "aborted" or self.overflowed:
             return ErrorCode(self.size_error, self.written)
-        if self.content_length is not None and self.written != self.content_length:
+        if (
+            self.content_length is not None
+            and self.written != self.content_length
+            and not (self.written == 0 and self.response is not None and self.response.bodiless)
+        ):
             self.abort(f"body of {self.written} bytes, declared {self.content_length}")
             return ErrorCode(self.size_error, self.written)
         self.state = "finished"
@@ -453,13 +464,21 @@ class OutgoingResponse:
         self.status = 200
         self.body: OutgoingBody | None = None
         self.body_taken = False
+        self.to_head = False  # it answers a HEAD request (known once set)
+
+    @property
+    def bodiless(self) -> bool:
+        """Whether the response goes out without a body whatever its
+        ``content-length`` says (RFC 9110, 9.3.2 and 8.6: a HEAD request's, a 304's):
+        its body may be empty then."""
+        return self.to_head or self.status == 304
 
     def take_body(self) -> OutgoingBody | None:
         """The response's body, the first time; None afterwards."""
         if self.body_taken:
             return None
         self.body_taken = True
-        self.body = OutgoingBody(content_length(self.headers))
+        self.body = OutgoingBody(content_length(self.headers), response=self)
         return self.body
 
 
@@ -484,7 +503,8 @@ class ResponseOutparam:
     waiter needs is made only when one waits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, head: bool = False) -> None:
+        self.head = head  # the request is a HEAD request
         self.response: OutgoingResponse | ErrorCode | None = None
         self.is_set = False
         self.returned = False  # the ``handle`` call is over
@@ -492,6 +512,8 @@ class ResponseOutparam:
 
     def set(self, response: OutgoingResponse | ErrorCode) -> None:
         """The guest's answer (``response-outparam.set``)."""
+        if self.head and isinstance(response, OutgoingResponse):
+            response.to_head = True
         self.response = response
         self.is_set = True
         self._wake()

@@ -556,6 +556,7 @@ class Pipe:
         self.buffer = bytearray()
         self.writer_open = True
         self.reader_open = True
+        self.failure: StreamFailed | None = None  # the writer's end: the read past it fails
         self.readable = _Signal()  # data arrived, or the writer went away
         self.writable = _Signal()  # room was made, or the reader went away
 
@@ -590,6 +591,8 @@ class PipeReader(InputStream):
         p = self.pipe
         if not p.buffer:
             if not p.writer_open:
+                if p.failure is not None:
+                    raise p.failure
                 raise StreamClosed
             return b""
         chunk = bytes(p.buffer[:n])
@@ -628,6 +631,12 @@ class PipeWriter(OutputStream):
     def close(self) -> None:
         self.pipe.writer_open = False
         self.pipe.readable.changed()
+
+    def fail(self, failure: StreamFailed) -> None:
+        """End the stream broken: once what was written is read, the reader's next read
+        raises ``failure`` (the guest's ``last-operation-failed``) instead of ending."""
+        self.pipe.failure = failure
+        self.close()
 
 
 class ErrorObject:
