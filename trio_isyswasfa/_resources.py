@@ -38,6 +38,15 @@ class HandleTable:
             raise GuestProtocolError(f"handle {rep} is not a live {cls.__name__}")
         return obj
 
+    def take(self, rep: int, cls: type[T]) -> T:
+        """Forget ``rep``, which must stand for a ``cls``, and return it (``get`` and
+        ``remove`` in one look-up)."""
+        obj = self._items.get(rep)
+        if not isinstance(obj, cls):
+            raise GuestProtocolError(f"handle {rep} is not a live {cls.__name__}")
+        del self._items[rep]
+        return obj
+
     def remove(self, rep: int) -> Any:
         """Forget ``rep`` (its guest handle was dropped); return what it held."""
         return self._items.pop(rep, None)

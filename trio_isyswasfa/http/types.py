@@ -93,12 +93,13 @@ class Fields:
             raise HeaderError("immutable")
         if not _TOKEN.fullmatch(name):
             raise HeaderError("invalid-syntax")
-        if name.lower() in self.forbidden:
+        key = name.lower()
+        if key in self.forbidden:
             raise HeaderError("forbidden")
         for value in values:
             if _BAD_VALUE.search(value):
                 raise HeaderError("invalid-syntax")
-        return name.lower()
+        return key
 
     def get(self, name: str) -> list[bytes]:
         """Every value of ``name``, in order."""
@@ -112,8 +113,13 @@ class Fields:
     def set(self, name: str, values: list[bytes]) -> None:
         """Replace every value of ``name``."""
         key = self._check(name, values)
-        self._entries = [(n, v) for n, v in self._entries if n.lower() != key]
-        self._entries.extend((name, bytes(v)) for v in values)
+        entries = self._entries
+        for n, _ in entries:
+            if n.lower() == key:  # (most names a guest sets are new: nothing to drop)
+                entries = self._entries = [(n, v) for n, v in entries if n.lower() != key]
+                break
+        for value in values:
+            entries.append((name, bytes(value)))
 
     def delete(self, name: str) -> None:
         key = self._check(name)
@@ -438,9 +444,7 @@ class WasiHttp:
 
     def take(self, rep: int, cls: type[_T]) -> _T:
         """The object behind an owned handle the guest passed us (it is ours now)."""
-        obj = self.ctx.table.get(rep, cls)
-        self.ctx.table.remove(rep)
-        return obj
+        return self.ctx.table.take(rep, cls)
 
     # -- functions --------------------------------------------------------------------
     def _fields_from_list(self, entries: list[tuple[str, bytes]]) -> Any:
