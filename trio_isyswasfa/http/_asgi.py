@@ -818,14 +818,15 @@ async def _handle(instance: Instance, interface: str, request: Request) -> Respo
 
 def _request_from_scope(scope: Scope, body: Body) -> Request:
     headers = Fields()
+    entries = headers._entries
     authority = None
-    for raw_name, raw_value in scope.get("headers", []):
-        name = raw_name.decode("latin-1")
-        if name.lower() in FORBIDDEN:
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()  # (ASGI's are lower case already)
+        if name in FORBIDDEN:
             continue
-        if name.lower() == "host":
+        if name == "host":
             authority = raw_value.decode("latin-1")
-        headers._entries.append((name, bytes(raw_value)))
+        entries.append((name, bytes(raw_value)))
     authority, target = _authority_and_target(scope, authority)
     return Request(
         headers,
@@ -838,7 +839,7 @@ def _request_from_scope(scope: Scope, body: Body) -> Request:
 
 
 def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value) for name, value in fields.entries()]
+    return [(name.lower().encode("latin-1"), value) for name, value in fields._entries]
 
 
 async def _cut_off_on_failure(instance: Instance, state: _OneState, scope: _Cancellable) -> None:
