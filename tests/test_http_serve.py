@@ -578,13 +578,12 @@ class TestMisbehavingGuests:
         assert lent[1] is not first
         assert app.statistics().instances_opened == 2
 
-    @pytest.mark.parametrize("lifespan", [True, False])
     async def test_a_task_of_a_request_that_fails_fails_that_request_only(
-        self, service_component: trio_isyswasfa.Component, lifespan: bool
+        self, service_component: trio_isyswasfa.Component
     ) -> None:
-        # the client listener of a request whose body comes in parts runs beside it (in
-        # the app's task group while the lifespan lasts): the server's receive raising
-        # there fails that request, with its exception, and the app serves on
+        # the client listener of a request whose body comes in parts runs beside it, in
+        # the app's task group: the server's receive raising there fails that request,
+        # with its exception, and the app serves on
         app = ComponentApp(service_component, instances="pooled")
         scope = asgi_scope(method="POST", headers=[(b"content-length", b"10")])
 
@@ -597,7 +596,7 @@ class TestMisbehavingGuests:
         async def send(message: object) -> None:
             pass
 
-        async with open_lifespan(app) if lifespan else nullcontext():
+        async with open_lifespan(app):
             for _ in range(2):
                 received: list[int] = []
                 with trio.fail_after(10), pytest.raises(RuntimeError, match="server broke"):

@@ -201,7 +201,7 @@ class ComponentApp:
         self.max_waiting = max_waiting
         self.spare_instances = spare_instances
         self.per_instance = per_instance if instances == "shared" and not proxy else 1
-        self._slots: _Slots | None = None
+        self._slots = _Slots(self.max_instances * self.per_instance)
         self.instances = instances
         self._pool: InstancePool | FreshInstances | None = None
         # where the tasks a request may start run while the lifespan lasts
@@ -355,28 +355,37 @@ class ComponentApp:
         state: _OneState,
         tg: _Tasks,
     ) -> None:
-        async with self._slot(), self._instance() as instance:
-            self._guest_from(instance)  # (not a context manager: one fewer per request)
-            try:
-                response = await _handle(instance, self.interface, request)
-                if isinstance(response, ErrorCode):
-                    log.warning("component answered error-code %s", response)
-                    await _send_error(send, 500, f"the component failed: {response}")
-                    state.outcome = "failed"
-                    return
-                state.started = True
+        slots = self._slots
+        if slots.available_tokens:  # (what _take_slot does first, without its coroutine)
+            slots.available_tokens -= 1
+        else:
+            await self._take_slot()
+        try:
+            async with self._instance() as instance:
+                self._guest_from(instance)  # (not a context manager: one fewer per request)
+                try:
+                    response = await _handle(instance, self.interface, request)
+                    if isinstance(response, ErrorCode):
+                        log.warning("component answered error-code %s", response)
+                        await _send_error(send, 500, f"the component failed: {response}")
+                        state.outcome = "failed"
+                        return
+                    state.started = True
 
-                def watch() -> None:
-                    # the response waits: should the instance fail meanwhile, it is cut
-                    # off rather than left hanging (the request's own scope is cancelled:
-                    # no scope of its own for the sending, which most responses never need)
-                    tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
+                    def watch() -> None:
+                        # the response waits: should the instance fail meanwhile, it is
+                        # cut off rather than left hanging (the request's own scope is
+                        # cancelled: no scope of its own for the sending, which most
+                        # responses never need)
+                        tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
 
-                await _eagerly(_send_response(scope, send, response, state), watch)
-                instance._sched.check_alive()
-                state.outcome = "completed"
-            finally:
-                self._guest_until(instance)
+                    await _eagerly(_send_response(scope, send, response, state), watch)
+                    instance._sched.check_alive()
+                    state.outcome = "completed"
+                finally:
+                    self._guest_until(instance)
+        finally:
+            slots.release()
 
     async def _serve_proxy(self, scope: Scope, receive: Receive, send: Send) -> str:
         """One request to a ``wasi:http/proxy`` component: its ``handle`` runs to
@@ -532,14 +541,11 @@ class ComponentApp:
         self._guest_counted[engine] = now
 
     def _limiter(self) -> _Slots:
-        slots = self._slots
-        if slots is None:
-            slots = self._slots = _Slots(self.max_instances * self.per_instance)
-        return slots
+        return self._slots
 
     def _full(self) -> bool:
         """No slot is free and ``max_waiting`` requests wait already."""
-        return self._limiter().available_tokens == 0 and self._stats.waiting >= self.max_waiting
+        return self._slots.available_tokens == 0 and self._stats.waiting >= self.max_waiting
 
     def _slot(self) -> _SlotTaken:
         """One of the ``max_instances`` slots (``async with``), waiting for one if all
@@ -547,7 +553,7 @@ class ComponentApp:
         return _SlotTaken(self)
 
     async def _take_slot(self) -> None:
-        slots = self._limiter()
+        slots = self._slots
         if slots.available_tokens:  # the common case: no checkpoint, nothing counted
             slots.available_tokens -= 1
             return
@@ -968,7 +974,7 @@ class _SlotTaken:
         await self._app._take_slot()
 
     async def __aexit__(self, *_: object) -> None:
-        self._app._limiter().release()
+        self._app._slots.release()
 
 
 def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | None, str]:
