@@ -240,10 +240,11 @@ class ComponentApp:
             await self._idle.wait()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
         # other scopes (websocket) are not served: returning closes them
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
