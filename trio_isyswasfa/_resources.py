@@ -40,10 +40,8 @@ class HandleTable:
 
     def take(self, rep: int, cls: type[T]) -> T:
         """Forget ``rep``, which must stand for a ``cls``, and return it (``get`` and
-        ``remove`` in one look-up)."""
-        obj = self._items.get(rep)
-        if not isinstance(obj, cls):
-            raise GuestProtocolError(f"handle {rep} is not a live {cls.__name__}")
+        ``remove`` in one call; the check is ``get``'s)."""
+        obj = self.get(rep, cls)
         del self._items[rep]
         return obj
 
