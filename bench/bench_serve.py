@@ -240,9 +240,11 @@ def throughput(
     backends: tuple[str, ...] = ("trio", "asyncio"),
     policies: tuple[str, ...] = ("shared", "pooled", "per-request"),
     languages: tuple[str, ...] = ("python", "rust"),
+    before: Path | None = None,
 ) -> dict[str, tuple[float, ...]]:
     """Our serve with the service example in each of ``languages`` (each of
-    ``policies``, at most 32 instances) against bare hypercorn; the baselines by backend."""
+    ``policies``, at most 32 instances) against bare hypercorn; the baselines by backend.
+    With ``before``, each row first from that tree's package, then from this one's."""
     services = {}
     for language in ("python", "rust"):
         if language in languages:
@@ -254,8 +256,11 @@ def throughput(
     baselines = {}
     for backend in backends:
         base = baselines[backend] = bare_hypercorn(backend, seconds, connections)
-        for (language, service), (policy, most) in [
-            (s, (p, 32)) for s in services.items() for p in policies
+        for (language, service), (policy, most), root in [
+            (s, (p, 32), r)
+            for s in services.items()
+            for p in policies
+            for r in ([before, ROOT] if before else [ROOT])
         ]:
             port = free_port()
             ours = measure(
@@ -278,9 +283,11 @@ def throughput(
                 port,
                 seconds,
                 connections,
+                root,
             )
             name = "service.wasm" if language == "python" else "service (Rust)"
-            label = f"serve {name} ({backend}, {policy}, max {most})"
+            label = f"serve {name} ({backend}, {policy}, max {most}"
+            label += ", before)" if root is before else ")"
             print(
                 f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
                 f" {ours[3]:9.2f} {base[3] / ours[3]:6.2f}x"
@@ -632,8 +639,9 @@ def parser() -> argparse.ArgumentParser:
         "--before",
         type=Path,
         metavar="TREE",
-        help="also run each proxy row of ours from the package in TREE (a tree holding"
-        " trio_isyswasfa/, e.g. `git archive main trio_isyswasfa`), just before this one's",
+        help="also run each row of ours (service example and proxies) from the package in"
+        " TREE (a tree holding trio_isyswasfa/, e.g. `git archive main trio_isyswasfa`), just"
+        " before this one's",
     )
     p.add_argument("--one-slow", nargs=2, help=argparse.SUPPRESS)
     return p
@@ -665,6 +673,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             tuple(args.backends.split(",")),
             tuple(args.policies.split(",")),
             tuple(args.languages.split(",")),
+            args.before.resolve() if args.before else None,
         )
     if not args.skip_proxy:
         proxy_throughput(

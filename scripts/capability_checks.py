@@ -393,7 +393,7 @@ CHECKS = [
     Check(
         "http: a guest sets no hop-by-hop header",
         "trio_isyswasfa/http/types.py",
-        "if name.lower() in self.forbidden:",
+        "if key in self.forbidden:",
         "if False:",
         HTTP_TESTS,
     ),
@@ -464,9 +464,30 @@ CHECKS = [
     Check(
         "serve: at most max_instances at once",
         "trio_isyswasfa/http/_asgi.py",
-        "_Slots(self.max_instances * self.per_instance)",
-        "_Slots(10**6)",
+        "self._slots = _Slots(self.max_instances * self.per_instance)",
+        "self._slots = _Slots(10**6)",
         ("tests/test_http_serve.py", "-k", "max_instances"),
+    ),
+    Check(
+        "serve: a request cancelled while it waits for a slot leaves the line",
+        "trio_isyswasfa/http/_asgi.py",
+        "self._line.remove(handed)",
+        "pass",
+        ("tests/test_http_pool.py", "-k", "Slots"),
+    ),
+    Check(
+        "serve: a slot handed to a request cancelled meanwhile is passed on",
+        "trio_isyswasfa/http/_asgi.py",
+        "if handed.is_set():\n                    self.release()",
+        "if handed.is_set():\n                    pass",
+        ("tests/test_http_pool.py", "-k", "Slots"),
+    ),
+    Check(
+        "serve: a request's task that fails fails that request, never the app",
+        "trio_isyswasfa/http/_asgi.py",
+        "except Exception as exc:",
+        "except KeyError as exc:",
+        ("tests/test_http_serve.py", "-k", "fails_that_request_only"),
     ),
     Check(
         "serve: an instance goes back to the pool only if its request ended cleanly",
@@ -485,8 +506,8 @@ CHECKS = [
         also=(
             (
                 POOL,
-                "if slot.instance._sched.failure is not None:\n                self._settle(slot)",
-                "if False:\n                self._settle(slot)",
+                "if slot.instance._sched.failure is not None:\n                failed.append(slot)",
+                "if False:\n                failed.append(slot)",
             ),
             (
                 "trio_isyswasfa/_host.py",
@@ -498,8 +519,8 @@ CHECKS = [
     Check(
         "serve: at most max_idle instances kept",
         POOL,
-        "if not instance._reusable() or idle > self.max_idle:",
-        "if not instance._reusable():",
+        "and sum(1 for s in self._open if s.in_flight == 0) > self.max_idle",
+        "and False",
         ("tests/test_http_pool.py",),
     ),
 ]

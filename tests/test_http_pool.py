@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from conftest import lowered_wit
 from test_hostile import WORLD, build
 
 import trio_isyswasfa
+from trio_isyswasfa.http._asgi import _Slots
 from trio_isyswasfa.http._pool import InstancePool
 from trio_isyswasfa.wasi import WasiConfig
 
@@ -52,3 +55,50 @@ async def test_at_most_max_idle_instances_are_kept(hostile_wit: Path) -> None:
         async with instances.lend() as c, instances.lend() as d:
             assert c in opened
             assert d not in opened
+
+
+class TestRequestSlots:
+    """The slots a server's requests take (``max_instances * per_instance``)."""
+
+    async def test_a_request_cancelled_in_line_leaves_it(self) -> None:
+        slots = _Slots(1)
+        slots.available_tokens -= 1  # taken
+        with trio.CancelScope() as gone:
+            gone.cancel()
+            await slots.wait_handed()
+        slots.release()  # to the line's next, had the cancelled one stayed in it
+        assert slots.available_tokens == 1
+
+    def test_a_slot_handed_to_a_request_cancelled_meanwhile_is_passed_on(self) -> None:
+        # on asyncio a task can be cancelled (hypercorn's asyncio worker cancels the app's
+        # task when its client leaves) after the event it waits on was set: the slot it
+        # was handed must not be lost with it
+        async def main() -> None:
+            slots = _Slots(1)
+            slots.available_tokens -= 1  # taken
+            waiter = asyncio.create_task(slots.wait_handed())
+            await asyncio.sleep(0)  # in line
+            slots.release()  # handed to the waiter...
+            waiter.cancel()  # ...which is cancelled before it runs
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert slots.available_tokens == 1
+
+        asyncio.run(main())
+
+    async def test_slots_are_handed_over_in_turn(self) -> None:
+        slots = _Slots(1)
+        slots.available_tokens -= 1  # taken
+        order: list[int] = []
+
+        async def wait(i: int) -> None:
+            await slots.wait_handed()
+            order.append(i)
+            slots.release()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(wait, i)
+                await trio.testing.wait_all_tasks_blocked()
+            slots.release()
+        assert (order, slots.available_tokens) == ([0, 1, 2, 3, 4], 1)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 
 import h11
@@ -25,7 +25,7 @@ import trio_isyswasfa
 import trio_isyswasfa.http
 from trio_isyswasfa.http import ComponentApp
 from trio_isyswasfa.http._pool import InstancePool
-from trio_isyswasfa.testing import build_python_guest
+from trio_isyswasfa.testing import asgi_request, asgi_scope, build_python_guest, open_lifespan
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -587,6 +587,65 @@ class TestMisbehavingGuests:
         assert len(lent) == 2
         assert lent[1] is not first
         assert app.statistics().instances_opened == 2
+
+    async def test_a_task_of_a_request_that_fails_fails_that_request_only(
+        self, service_component: trio_isyswasfa.Component
+    ) -> None:
+        # the client listener of a request whose body comes in parts runs beside it, in
+        # the app's task group: the server's receive raising there fails that request,
+        # with its exception, and the app serves on
+        app = ComponentApp(service_component, instances="pooled")
+        scope = asgi_scope(method="POST", headers=[(b"content-length", b"10")])
+
+        async def receive() -> dict[str, object]:
+            if not received:
+                received.append(1)
+                return {"type": "http.request", "body": b"hello", "more_body": True}
+            raise RuntimeError("the server broke")
+
+        async def send(message: object) -> None:
+            pass
+
+        async with open_lifespan(app):
+            for _ in range(2):
+                received: list[int] = []
+                with trio.fail_after(10), pytest.raises(RuntimeError, match="server broke"):
+                    await app(scope, receive, send)
+            with trio.fail_after(10):
+                assert (await asgi_request(app, body=b"again")).body == b"again"
+        stats = app.statistics()
+        assert (stats.cancelled, stats.completed, stats.in_flight) == (2, 1, 0)
+
+    @pytest.mark.parametrize("lifespan", [True, False])
+    async def test_a_requests_client_listener_ends_with_it(
+        self, service_component: trio_isyswasfa.Component, lifespan: bool
+    ) -> None:
+        app = ComponentApp(service_component, instances="pooled")
+        scope = asgi_scope(method="POST", headers=[(b"content-length", b"5")])
+        parts = [b"hel", b"lo"]
+        listening: list[str] = []
+        body: list[bytes] = []
+
+        async def receive() -> dict[str, object]:
+            if parts:
+                part = parts.pop(0)
+                return {"type": "http.request", "body": part, "more_body": bool(parts)}
+            listening.append("listens")
+            try:
+                await trio.sleep_forever()
+            finally:
+                listening.append("stopped")
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body":
+                body.append(message["body"])  # type: ignore[arg-type]
+
+        async with open_lifespan(app) if lifespan else nullcontext():
+            with trio.fail_after(10):
+                await app(scope, receive, send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (b"".join(body), listening) == (b"hello", ["listens", "stopped"])
 
     async def test_request_headers_reach_the_guest(
         self, misbehaving: tuple[str, ComponentApp]

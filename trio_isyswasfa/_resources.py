@@ -38,6 +38,13 @@ class HandleTable:
             raise GuestProtocolError(f"handle {rep} is not a live {cls.__name__}")
         return obj
 
+    def take(self, rep: int, cls: type[T]) -> T:
+        """Forget ``rep``, which must stand for a ``cls``, and return it (``get`` and
+        ``remove`` in one call; the check is ``get``'s)."""
+        obj = self.get(rep, cls)
+        del self._items[rep]
+        return obj
+
     def remove(self, rep: int) -> Any:
         """Forget ``rep`` (its guest handle was dropped); return what it held."""
         return self._items.pop(rep, None)

@@ -30,7 +30,7 @@ from contextlib import (
     asynccontextmanager,
 )
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -39,7 +39,7 @@ from .._engine import Err, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, describe_exports, load_component, open_instance
 from .._limits import Limits
-from .._park import Scope as CancelScopeLike
+from .._park import Scope as CancelScope
 from .._park import TaskGroup, cancel_scope, open_task_group, running_trio
 from ..wasi import WasiConfig
 from ..wasi.io import (
@@ -207,6 +207,9 @@ class ComponentApp:
         self._slots = _Slots(self.max_instances * self.per_instance)
         self.instances = instances
         self._pool: InstancePool | FreshInstances | None = None
+        # where the tasks a request may start run while the lifespan lasts
+        self._beside: TaskGroup | None = None
+        self._on_trio = False  # whether the lifespan runs on trio
         exports = [i for i in component.exports() if i.split("@")[0] == HANDLER_INTERFACE]
         if proxy is not None:
             self.interface = proxy
@@ -243,10 +246,11 @@ class ComponentApp:
             await self._idle.wait()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
         # other scopes (websocket) are not served: returning closes them
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -299,24 +303,59 @@ class ComponentApp:
         trailers_tx, trailers_rx = make_trailers()
         request = _request_from_scope(scope, Body(PipeReader(pipe), trailers_rx))
         state = _OneState()
-        async with anyio.create_task_group() as tg:
-            listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
+        beside = self._beside
+        if beside is None:  # no lifespan: a task group of its own (as its own instance)
+            on_trio = running_trio()
+            async with open_task_group(on_trio) as group:
+                tasks = _RequestTasks(group, on_trio)
+                with tasks.scope:
+                    await self._one_in(
+                        tasks, scope, receive, send, message, pipe, trailers_tx, request, state
+                    )
+                tasks.close()
+        else:
+            # the tasks it may need run in the app's group, each in a scope it cancels
+            # when it ends: no task group of its own, whose making and closing (a pass
+            # round the event loop) cost every request ~20 µs here
+            tasks = _RequestTasks(beside, self._on_trio)
             try:
-                await _eagerly(self._run_one(scope, send, request, state, tg), listen)
-            except IsyswasfaError as exc:
-                _log_failure(exc)
-                state.outcome = "failed"
-                if not state.started:
-                    # (the server pushes a disconnect as it closes a `connection: close`
-                    # one after this: no news, or it cancels the close)
-                    state.sent = True
-                    await _send_error(send, 500, "the component failed")
-            if state.listening or state.watching:
-                tg.cancel_scope.cancel()
+                with tasks.scope:
+                    await self._one_in(
+                        tasks, scope, receive, send, message, pipe, trailers_tx, request, state
+                    )
+            finally:
+                tasks.close()
+        if tasks.failure is not None:  # a task of its own failed (a host bug)
+            raise tasks.failure
         if state.cut_off is not None:  # the instance failed while the response went out
             _log_failure(state.cut_off)
             state.outcome = "failed"
         return state.outcome
+
+    async def _one_in(
+        self,
+        tasks: _RequestTasks,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        message: Message,
+        pipe: Pipe,
+        trailers_tx: TrailersSender,
+        request: Request,
+        state: _OneState,
+    ) -> None:
+        """The request, in its cancel scope (``tasks.scope``)."""
+        listen = _take_request_body(tasks, state, receive, message, pipe, trailers_tx)
+        try:
+            await _eagerly(self._run_one(scope, send, request, state, tasks), listen)
+        except IsyswasfaError as exc:
+            _log_failure(exc)
+            state.outcome = "failed"
+            if not state.started:
+                # (the server pushes a disconnect as it closes a `connection: close`
+                # one after this: no news, or it cancels the close)
+                state.sent = True
+                await _send_error(send, 500, "the component failed")
 
     async def _run_one(
         self,
@@ -324,32 +363,40 @@ class ComponentApp:
         send: Send,
         request: Request,
         state: _OneState,
-        tg: anyio.abc.TaskGroup,
+        tg: _Tasks,
     ) -> None:
-        async with self._slot(), self._instance() as instance:
-            self._guest_from(instance)  # (not a context manager: one fewer per request)
-            try:
-                response = await _handle(instance, self.interface, request)
-                if isinstance(response, ErrorCode):
-                    log.warning("component answered error-code %s", response)
-                    state.sent = True  # (as below: a disconnect is no news)
-                    await _send_error(send, 500, f"the component failed: {response}")
-                    state.outcome = "failed"
-                    return
-                state.started = True
+        slots = self._slots
+        if slots.available_tokens:  # (what _take_slot does first, without its coroutine)
+            slots.available_tokens -= 1
+        else:
+            await self._take_slot()
+        try:
+            async with self._instance() as instance:
+                self._guest_from(instance)  # (not a context manager: one fewer per request)
+                try:
+                    response = await _handle(instance, self.interface, request)
+                    if isinstance(response, ErrorCode):
+                        log.warning("component answered error-code %s", response)
+                        state.sent = True  # (as below: a disconnect is no news)
+                        await _send_error(send, 500, f"the component failed: {response}")
+                        state.outcome = "failed"
+                        return
+                    state.started = True
 
-                def watch() -> None:
-                    # the response waits: should the instance fail meanwhile, it is cut
-                    # off rather than left hanging (the request's own scope is cancelled:
-                    # no scope of its own for the sending, which most responses never need)
-                    state.watching = True
-                    tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
+                    def watch() -> None:
+                        # the response waits: should the instance fail meanwhile, it is
+                        # cut off rather than left hanging (the request's own scope is
+                        # cancelled: no scope of its own for the sending, which most
+                        # responses never need)
+                        tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
 
-                await _eagerly(_send_response(scope, send, response, state), watch)
-                instance._sched.check_alive()
-                state.outcome = "completed"
-            finally:
-                self._guest_until(instance)
+                    await _eagerly(_send_response(scope, send, response, state), watch)
+                    instance._sched.check_alive()
+                    state.outcome = "completed"
+                finally:
+                    self._guest_until(instance)
+        finally:
+            slots.release()
 
     async def _serve_proxy(self, scope: Scope, receive: Receive, send: Send) -> str:
         """One request to a ``wasi:http/proxy`` component: its ``handle`` runs to
@@ -382,7 +429,7 @@ class ComponentApp:
         request = _incoming_request(scope, body)
         on_trio = running_trio()
         group = self._helper_group
-        if group is not None and self._slots.free and _comes_whole(message):
+        if group is not None and self._slots.available_tokens and _comes_whole(message):
             # no task group of its own (its exit alone was a trip round the event loop,
             # ~8% of a hello request's Python): a cancel scope, and the tasks a call
             # that suspends needs start in the app's group, bound to this request
@@ -416,7 +463,7 @@ class ComponentApp:
         """Feed the body, take a slot and an instance, run ``handle`` (the tasks it
         needs start in ``tg``)."""
         listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
-        if not self._slots.free:
+        if not self._slots.available_tokens:
             listen()  # it waits for a slot: a client that leaves meanwhile is let go
         try:
             async with self._slot(), self._instance() as instance:
@@ -556,7 +603,7 @@ class ComponentApp:
 
     def _full(self) -> bool:
         """No slot is free and ``max_waiting`` requests wait already."""
-        return not self._slots.free and self._stats.waiting >= self.max_waiting
+        return self._slots.available_tokens == 0 and self._stats.waiting >= self.max_waiting
 
     def _slot(self) -> _SlotTaken:
         """One of the ``max_instances`` slots (``async with``), waiting for one if all
@@ -565,13 +612,13 @@ class ComponentApp:
 
     async def _take_slot(self) -> None:
         slots = self._slots
-        if slots.free and not slots.waiting:  # the common case: no checkpoint, nothing counted
-            slots.free -= 1
+        if slots.available_tokens:  # the common case: no checkpoint, nothing counted
+            slots.available_tokens -= 1
             return
         stats = self._stats
         stats.waiting += 1
         try:
-            await slots.wait_for_one()
+            await slots.wait_handed()
         finally:
             stats.waiting -= 1
 
@@ -630,17 +677,18 @@ class ComponentApp:
                         on_close=self._count_close,
                     )
                 )
-            if self.proxy:
-                group = await stack.enter_async_context(open_task_group(running_trio()))
-                self._helper_group = group
+            self._on_trio = running_trio()
+            beside = await stack.enter_async_context(open_task_group(self._on_trio))
+            self._beside = beside
+            if self.proxy:  # (a proxy request's helpers start there too)
+                self._helper_group = beside
             await send({"type": "lifespan.startup.complete"})
             try:
                 await _until_shutdown(receive)
             finally:
                 self._pool = None
-                if self._helper_group is not None:
-                    self._helper_group = None
-                    group.cancel_scope.cancel()  # helpers of requests still in flight
+                self._beside = self._helper_group = None
+                beside.cancel_scope.cancel()  # the tasks of requests still in flight
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -846,14 +894,15 @@ async def _handle(instance: Instance, interface: str, request: Request) -> Respo
 
 def _request_from_scope(scope: Scope, body: Body) -> Request:
     headers = Fields()
+    entries = headers._entries
     authority = None
-    for raw_name, raw_value in scope.get("headers", []):
-        name = raw_name.decode("latin-1")
-        if name.lower() in FORBIDDEN:
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()  # (ASGI's are lower case already)
+        if name in FORBIDDEN:
             continue
-        if name.lower() == "host":
+        if name == "host":
             authority = raw_value.decode("latin-1")
-        headers._entries.append((name, bytes(raw_value)))
+        entries.append((name, bytes(raw_value)))
     authority, target = _authority_and_target(scope, authority)
     return Request(
         headers,
@@ -866,12 +915,10 @@ def _request_from_scope(scope: Scope, body: Body) -> Request:
 
 
 def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value) for name, value in fields.entries()]
+    return [(name.lower().encode("latin-1"), value) for name, value in fields._entries]
 
 
-async def _cut_off_on_failure(
-    instance: Instance, state: _OneState, scope: anyio.CancelScope
-) -> None:
+async def _cut_off_on_failure(instance: Instance, state: _OneState, scope: _Cancellable) -> None:
     """Once ``instance`` fails, cancel ``scope`` (the request's), saying why in ``state``."""
     await instance._sched.wait_failed()
     try:
@@ -940,6 +987,45 @@ async def _until_committed(
         await anyio.lowlevel.checkpoint()  # the guest computes: it yields every tick
 
 
+class _Slots:
+    """The request slots of a :class:`ComponentApp` (``max_instances * per_instance``):
+    a count of free ones and a line of requests waiting, each handed a slot in turn
+    as one is released (a slot handed over is never free in between, so none jumps
+    the line). Taking a free slot is one comparison and a decrement, where a
+    ``CapacityLimiter`` looked up the current task and kept a set of borrowers (~100
+    bytecodes a request, each way)."""
+
+    __slots__ = ("_line", "available_tokens")
+
+    def __init__(self, total: int) -> None:
+        self.available_tokens = total  # free slots (none while requests wait)
+        self._line: collections.deque[anyio.Event] = collections.deque()
+
+    async def wait_handed(self) -> None:
+        """Wait in line until a released slot is handed over (call only with none free).
+        Cancelled meanwhile, the request leaves the line, or passes the slot on if it
+        was handed one as it was cancelled."""
+        handed = anyio.Event()
+        self._line.append(handed)
+        waited = False
+        try:
+            await handed.wait()
+            waited = True
+        finally:
+            if not waited:
+                if handed.is_set():
+                    self.release()
+                else:
+                    self._line.remove(handed)
+
+    def release(self) -> None:
+        """Give a slot back: to the first request in line, if one waits."""
+        if self._line:
+            self._line.popleft().set()
+        else:
+            self.available_tokens += 1
+
+
 class _SlotTaken:
     """A slot of a :class:`ComponentApp` held for an ``async with`` block (a class, not
     an async generator: one of these per request)."""
@@ -954,40 +1040,6 @@ class _SlotTaken:
 
     async def __aexit__(self, *_: object) -> None:
         self._app._slots.release()
-
-
-class _Slots:
-    """The slots of a :class:`ComponentApp`: a count of free ones, and the requests
-    waiting for one, first come first served. Taking a free one is a subtraction (an
-    ``anyio.CapacityLimiter`` took ~50 lines of Python a request, through anyio's and
-    trio's layers, for its borrowers' bookkeeping); a released one is handed straight
-    to the first in line, waking only that one."""
-
-    __slots__ = ("free", "waiting")
-
-    def __init__(self, total: int) -> None:
-        self.free = total
-        self.waiting: collections.deque[anyio.Event] = collections.deque()
-
-    async def wait_for_one(self) -> None:
-        """Wait in line until a slot is handed over (the caller holds it then)."""
-        handed = anyio.Event()
-        self.waiting.append(handed)
-        try:
-            await handed.wait()
-        except BaseException:  # cancelled: leave the line, or pass on what came meanwhile
-            if handed.is_set():
-                self.release()
-            else:
-                self.waiting.remove(handed)
-            raise
-
-    def release(self) -> None:
-        """Give a slot back: to the first in line, if any."""
-        if self.waiting:
-            self.waiting.popleft().set()
-        else:
-            self.free += 1
 
 
 def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | None, str]:
@@ -1010,7 +1062,7 @@ def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | No
 
 
 def _take_request_body(
-    tg: anyio.abc.TaskGroup | TaskGroup,
+    tg: _Tasks,
     state: _OneState | _ProxyState,
     receive: Receive,
     message: Message,
@@ -1050,17 +1102,84 @@ def _take_request_body(
     return listen
 
 
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class _Tasks(Protocol):
+    """What a request's tasks are started in: an anyio task group, or
+    :class:`_RequestTasks`, cancelled (the request with them) as a task group is."""
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> object: ...
+
+    @property
+    def cancel_scope(self) -> _Cancellable: ...
+
+
+class _RequestTasks:
+    """The tasks one request starts when it must wait (a client listener, a watch on
+    its instance), run in ``group`` (the app's, or the request's own) as a task group's
+    would be: :meth:`cancel` (also as ``cancel_scope.cancel()``) cancels the request
+    (``scope``, which it runs in) and them; one that raises fails the request, where
+    it is raised again (:attr:`failure`), and never the group. :meth:`close`, as the
+    request ends, cancels them without waiting for them."""
+
+    __slots__ = ("_group", "_helpers", "_on_trio", "_over", "failure", "scope")
+
+    def __init__(self, group: TaskGroup, on_trio: bool) -> None:
+        self._group = group
+        self._on_trio = on_trio
+        self._helpers: list[CancelScope] = []
+        self._over = False
+        # trio's own scope on trio: anyio's made two trio scopes (~300 bytecodes more)
+        self.scope = cancel_scope(on_trio)
+        self.failure: Exception | None = None
+
+    @property
+    def cancel_scope(self) -> _RequestTasks:
+        return self
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        helper = cancel_scope(self._on_trio)
+        if self._over:
+            helper.cancel()
+        self._helpers.append(helper)
+        self._group.start_soon(self._run, helper, func, *args)
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+        for helper in self._helpers:
+            helper.cancel()
+
+    def close(self) -> None:
+        self._over = True
+        for helper in self._helpers:
+            helper.cancel()
+
+    async def _run(
+        self, helper: CancelScope, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any
+    ) -> None:
+        with helper:
+            try:
+                await func(*args)
+            except Exception as exc:
+                if self._over:  # the request is over: nothing to fail but the log
+                    log.error("a request's task failed after it ended", exc_info=exc)
+                elif self.failure is None:
+                    self.failure = exc
+                self.cancel()
+
+
 class _OneState:
     """How far one request to an isyswasfa component got."""
 
-    __slots__ = ("cut_off", "listening", "outcome", "sent", "started", "watching")
+    __slots__ = ("cut_off", "listening", "outcome", "sent", "started")
 
     def __init__(self) -> None:
         self.outcome = "cancelled"
         self.started = False  # a response head went out
         self.sent = False  # all of it did: a disconnect is no news
         self.listening = False  # a task listens to the client
-        self.watching = False  # a task cuts the response off if the instance fails
         self.cut_off: IsyswasfaError | None = None  # the failure that cut the response off
 
 
@@ -1096,11 +1215,11 @@ class _RequestHelpers:
 
     __slots__ = ("_done", "_failures", "_group", "_on_trio", "_running", "_scopes", "cancel_scope")
 
-    def __init__(self, group: TaskGroup, scope: CancelScopeLike, on_trio: bool) -> None:
+    def __init__(self, group: TaskGroup, scope: CancelScope, on_trio: bool) -> None:
         self.cancel_scope = scope
         self._group = group
         self._on_trio = on_trio
-        self._scopes: list[CancelScopeLike] = []
+        self._scopes: list[CancelScope] = []
         self._running = 0
         self._failures: list[Exception] = []
         self._done: anyio.Event | None = None
@@ -1115,7 +1234,7 @@ class _RequestHelpers:
         self._group.start_soon(self._run, scope, func, args)
 
     async def _run(
-        self, scope: CancelScopeLike, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+        self, scope: CancelScope, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> None:
         try:
             with scope:

@@ -217,14 +217,19 @@ class InstancePool(_Opener):
         return slot
 
     def _with_room(self) -> _Slot | None:
-        for slot in list(self._open):
+        found = None
+        failed: list[_Slot] = []
+        for slot in self._open:
             if slot.instance._sched.failure is not None:
-                self._settle(slot)  # it failed between requests (a spawned guest task)
+                failed.append(slot)  # it failed between requests (a spawned guest task)
             elif slot.in_flight < self.per_instance and not slot.instance._engine.blocked:
                 # (an instance whose guest is blocked in a host call, as in time.sleep,
                 # would hold the request up until it returns: another one serves it)
-                return slot
-        return None
+                found = slot
+                break
+        for slot in failed:
+            self._settle(slot)
+        return found
 
     def lend(self) -> _Loan:
         """An instance for one request (``async with``); it stays in the pool while it
@@ -261,8 +266,10 @@ class InstancePool(_Opener):
             return
         if slot.in_flight > 0:
             return
-        idle = sum(1 for s in self._open if s.in_flight == 0)
-        if not instance._reusable() or idle > self.max_idle:
+        if not instance._reusable() or (
+            len(self._open) > self.max_idle  # (else the idle ones are not too many)
+            and sum(1 for s in self._open if s.in_flight == 0) > self.max_idle
+        ):
             self._open.remove(slot)
             slot.close.set()
 
