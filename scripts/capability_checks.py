@@ -485,7 +485,7 @@ CHECKS = [
     Check(
         "serve: a request's task that fails fails that request, never the app",
         "trio_isyswasfa/http/_asgi.py",
-        "except Exception as exc:",
+        "except Exception as exc:  # the request's failure, never the group's",
         "except KeyError as exc:",
         ("tests/test_http_serve.py", "-k", "fails_that_request_only"),
     ),

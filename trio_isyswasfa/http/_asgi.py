@@ -1162,7 +1162,7 @@ class _RequestTasks:
         with helper:
             try:
                 await func(*args)
-            except Exception as exc:
+            except Exception as exc:  # the request's failure, never the group's
                 if self._over:  # the request is over: nothing to fail but the log
                     log.error("a request's task failed after it ended", exc_info=exc)
                 elif self.failure is None:
