@@ -49,7 +49,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from ctypes import c_bool, c_char_p, c_size_t, c_void_p
-from itertools import starmap
+from itertools import repeat, starmap
 from typing import Any
 
 import wasmtime
@@ -305,8 +305,10 @@ class _Scratch:
     """The buffers one opening of a plan fills, and the arguments of its C calls made
     ahead: kept with the plan, so that opening an instance makes no ctypes object per
     import. The pool of ``wasmtime_extern_t`` and the ``wasmtime_instance_t`` of each
-    core instance stay at fixed addresses, so every ``wasmtime_instance_export_get``
-    of a step is a prepared tuple (only the store's context differs per opening).
+    core instance stay at fixed addresses, so the arguments of every
+    ``wasmtime_instance_export_get`` of a step are made ahead (only the store's
+    context differs per opening), and so are the views a step's import array is
+    joined from.
 
     One opening uses it at a time (:meth:`take`); an opening started while another
     holds it (another thread, or a start function opening an instance of the same
@@ -315,17 +317,20 @@ class _Scratch:
     """
 
     __slots__ = (
+        "_arrays",
         "_defines",
         "_fetches",
         "_instance_args",
         "_lock",
         "ctx",
+        "ctx_arg",
         "instance_addr",
         "instances",
         "linker",
         "plan",
         "pool",
         "pool_addr",
+        "pool_view",
     )
 
     def __init__(self, plan: InstancePlan) -> None:
@@ -333,17 +338,21 @@ class _Scratch:
         self._lock = threading.Lock()
         self.pool = (_EXTERNS * max(len(plan.pool), 1))()
         self.pool_addr = ctypes.addressof(self.pool)
+        self.pool_view = memoryview(self.pool).cast("B")
         self.instances = (_INSTANCE * max(plan.instances, 1))()
         base = ctypes.addressof(self.instances)
         self.instance_addr = [base + i * _INSTANCE_SIZE for i in range(plan.instances)]
-        self._fetches: dict[int, list[tuple[Any, ...]]] = {}
+        self._fetches: dict[int, tuple[list[Any], ...]] = {}
         self._instance_args = [
             ctypes.byref(self.instances, i * _INSTANCE_SIZE) for i in range(plan.instances)
         ]
-        # the store's context: the one argument that differs per opening (set by each)
+        # the store's context: the one argument that differs per opening (set by each,
+        # with :meth:`set_context`)
         self.ctx = c_void_p()
+        self.ctx_arg: Any = None
         self.linker = c_void_p()  # the async path's linker, while it defines the imports
         self._defines: dict[int, list[tuple[Any, ...]]] = {}
+        self._arrays: dict[int, int | list[memoryview] | None] = {}
 
     @staticmethod
     def take(plan: InstancePlan) -> _Scratch:
@@ -359,6 +368,13 @@ class _Scratch:
         ctypes.memset(found.pool_addr, 0, ctypes.sizeof(found.pool))
         return found
 
+    def set_context(self, ctx: int | None) -> None:
+        """Make the calls of this opening in the store whose context is at ``ctx``: as
+        a ``c_void_p`` (:attr:`ctx`) and as a ``byref`` whose address is ``ctx``
+        (:attr:`ctx_arg`, which ctypes passes as it is)."""
+        self.ctx.value = ctx
+        self.ctx_arg = ctypes.byref(ctypes.c_char.from_address(ctx or 0))
+
     def give_back(self) -> None:
         """Let the next opening use it."""
         self._lock.release()
@@ -368,19 +384,43 @@ class _Scratch:
         """Whether an opening holds it now."""
         return self._lock.locked()
 
-    def fetches(self, step: CoreStep) -> list[tuple[Any, ...]]:
-        """The arguments of ``step``'s fetches: the context (:attr:`ctx`, set by each
-        opening), the instance, the name, its length, the pool slot (made on the
-        step's first replay; the instances shared)."""
+    def fetches(self, step: CoreStep) -> Iterator[tuple[Any, ...]]:
+        """The arguments of ``step``'s fetches: the context (:attr:`ctx_arg`, set by
+        each opening), the instance, the name, its length, the pool slot. The columns
+        after the context are made on the step's first replay; the tuples are zipped
+        from them as the calls go (``zip`` reuses its tuple once a call lets go of it),
+        so that the context can be a ``byref`` made once per opening: a ``c_void_p``
+        in a prepared tuple makes ctypes build a parameter object on every call (~0.5 M
+        instructions of the Python hello proxy's ~19 M per opening)."""
         found = self._fetches.get(step.instance)
         if found is None:
-            pool, ctx, instances = self.pool, self.ctx, self._instance_args
-            byref = ctypes.byref
-            found = self._fetches[step.instance] = [
-                (ctx, instances[instance], name, size, byref(pool, slot * EXTERN_SIZE))
-                for slot, instance, name, size in step.fetch
-            ]
-        return found
+            pool, instances, byref = self.pool, self._instance_args, ctypes.byref
+            found = self._fetches[step.instance] = (
+                [instances[instance] for _, instance, _, _ in step.fetch],
+                [name for _, _, name, _ in step.fetch],
+                [size for _, _, _, size in step.fetch],
+                [byref(pool, slot * EXTERN_SIZE) for slot, _, _, _ in step.fetch],
+            )
+        return zip(repeat(self.ctx_arg), *found)
+
+    def import_array(self, step: CoreStep) -> int | list[memoryview] | None:
+        """Where ``step``'s import array is: the address of its one run of pool slots
+        (passed where it lies), or views of its runs, for one join to make the array
+        from, or ``None`` (no imports). Made on the step's first replay in this
+        scratch: a componentize-py guest's last module imports ~900 items in ~600 runs
+        (the items it shares with earlier modules break them up), and cutting a view of
+        each out of the pool on every opening cost ~0.6 M instructions of ~20 M."""
+        found = self._arrays.get(step.instance, self)
+        if found is self:
+            runs = _runs(self.plan, step)
+            if not runs:
+                found = None
+            elif len(runs) == 1:
+                found = self.pool_addr + runs[0].start
+            else:
+                found = [self.pool_view[cut] for cut in runs]
+            self._arrays[step.instance] = found
+        return found  # type: ignore[return-value]
 
     def defines(self, step: CoreStep) -> list[tuple[Any, ...]]:
         """The arguments of ``wasmtime_linker_define`` for each import of ``step`` (the
@@ -412,7 +452,6 @@ class _Run:
         "plan",
         "pool",
         "pool_addr",
-        "pool_view",
         "raw",
         "scratch",
         "seconds",
@@ -424,10 +463,9 @@ class _Run:
         self.store = store
         self.ctx = ctypes.cast(store._context(), c_void_p).value
         self.scratch: _Scratch | None = _Scratch.take(plan)
-        self.scratch.ctx.value = self.ctx
+        self.scratch.set_context(self.ctx)
         self.pool: Any = self.scratch.pool
         self.pool_addr = self.scratch.pool_addr
-        self.pool_view = memoryview(self.pool).cast("B")
         self.raw: list[Any] = [None] * plan.instances  # wasmtime_instance_t of each
         self.instance_addr: list[int] = [0] * plan.instances
         self.instances: dict[int, _Exports] = {}
@@ -449,7 +487,6 @@ class _Run:
         try:
             self.pool = type(scratch.pool).from_buffer_copy(scratch.pool)
             self.pool_addr = ctypes.addressof(self.pool)
-            self.pool_view = memoryview(self.pool).cast("B")
         finally:
             scratch.give_back()
 
@@ -727,13 +764,9 @@ class CoreInstances:
         else:
             # the import array: the pool's runs of slots (most of a module's imports are
             # items it is the first to need, which lie side by side in the pool): one run
-            # is passed where it lies, more are joined
-            runs = _runs(run.plan, step)
-            imports: bytes | int | None
-            if len(runs) == 1:
-                imports = run.pool_addr + runs[0].start
-            else:
-                imports = b"".join(map(run.pool_view.__getitem__, runs)) or None
+            # is passed where it lies, more are joined from views made once per scratch
+            array = scratch.import_array(step)
+            imports = b"".join(array) if isinstance(array, list) else array
             start = time.perf_counter()
             try:
                 self._instantiate(step, imports, out)
