@@ -309,6 +309,8 @@ class Instance:
             events_as_values=component._loaded.engine == "own",
         )
         self._own = self._engine.own_handle  # isyswasfa's handles, in the engine's shape
+        # our own engine's handles of host resources are their reps: none is converted
+        self._handles_are_reps = component._loaded.engine == "own"
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._wasi.scheduler = self._sched  # blocking polls share its waits
         self._funcs: dict[tuple[str, str], Any] = {}
@@ -410,6 +412,8 @@ class Instance:
 
     def _make_task(self) -> Any:
         rep = self._sched.core.make_task()
+        if self._handles_are_reps:
+            return (rep, rep, rep)
         handle = self._own
         return (
             handle(rep, ResourceKind.PENDING),
@@ -454,7 +458,7 @@ class Instance:
         except BaseException:
             close_unstarted(work)
             raise
-        return Err(self._own(rep, ResourceKind.PENDING))
+        return Err(rep if self._handles_are_reps else self._own(rep, ResourceKind.PENDING))
 
     def _sched_take_value(self, rep: int) -> Any:
         return self._sched.core.take_host_value(rep)
@@ -508,7 +512,9 @@ class Instance:
             if outcome.__class__ is not _engine.Err:
                 self._after_guest_ran()
                 return outcome.value
-            rep = self._pending_rep(outcome.value)
+            rep = outcome.value
+            if rep.__class__ is not int:  # (a rep already on our own engine)
+                rep = self._pending_rep(rep)
             del outcome  # (a pending call holds what its frame holds)
             waiter = sched.host_awaits(rep)
             try:
@@ -541,7 +547,9 @@ class Instance:
             # (no checkpoint from here until the guest has the `ready` handle: the
             # store is free, and `-result` takes it at once)
             sched.core.take_host_call_ready(rep)
-            value = await result.call(self._own(rep, ResourceKind.READY))
+            value = await result.call(
+                rep if self._handles_are_reps else self._own(rep, ResourceKind.READY)
+            )
             self._after_guest_ran()
             return value
         except (HostProtocolError, LinkError):

@@ -192,6 +192,9 @@ class ProtocolCore:
         task = self._tasks.get(rep)
         if task is None:
             raise InternalError(f"drop of a handle of unknown task {rep}")
+        if task.refs > 1:  # (`_release`, inline: most drops leave other handles)
+            task.refs -= 1
+            return []
         return self._release(task)
 
     def statistics(self) -> CoreStatistics:
