@@ -84,12 +84,13 @@ class _HostWorker(Waiter):
         self.job: Task | None = None  # the protocol task of the import it runs
         self.work: Awaitable[Any] | None = None  # handed over, not yet begun
         self.scope: Scope | None = None  # entered while not None
-        self.state = 0  # _WORKING, _CANCEL_DUE or 0
+        self.state = 0  # _WORKING or _CANCEL_DUE, with _SCOPE_CANCELLED; or 0
 
     def renew_scope(self) -> None:
         """Enter a fresh cancel scope."""
         self.scope = scope = cancel_scope(self._trio is True)
         scope.__enter__()
+        self.state &= ~_SCOPE_CANCELLED
 
     def leave_scope(self) -> None:
         """Leave the scope (the worker ends)."""
@@ -104,19 +105,23 @@ class _HostWorker(Waiter):
         work = self.work
         assert work is not None
         self.work = None
-        if self.state == _CANCEL_DUE:
+        if self.state & _CANCEL_DUE:
             assert self.scope is not None
             self.scope.cancel()
-        self.state = _WORKING
+            self.state = _WORKING | _SCOPE_CANCELLED
+        else:
+            self.state = _WORKING
         return work
 
     def end_job(self) -> None:
         """The work ended: no cancellation reaches the worker's scope any more, and a
-        scope cancelled for work that ended all the same is replaced."""
+        scope cancelled for work that ended all the same is replaced. (Only the worker
+        cancels its scope, which has no deadline: its own flag says whether it did,
+        where trio's ``cancel_called`` reads the clock.)"""
         self.job = None
+        cancelled = self.state & _SCOPE_CANCELLED
         self.state = 0
-        scope = self.scope
-        if scope is not None and scope.cancel_called:
+        if cancelled and self.scope is not None:
             self.leave_scope()
             self.renew_scope()
 
@@ -126,15 +131,17 @@ class _HostWorker(Waiter):
         job = self.job
         if job is None or job.rep != rep:
             return  # its work has ended
-        if self.state == _WORKING:
+        if self.state & _WORKING:
             assert self.scope is not None
             self.scope.cancel()
+            self.state |= _SCOPE_CANCELLED
         else:
             self.state = _CANCEL_DUE
 
 
 _WORKING = 1
 _CANCEL_DUE = 2
+_SCOPE_CANCELLED = 4  # (a bit beside either: the worker has cancelled its scope)
 _MAX_IDLE_WORKERS = 16  # on trio (elsewhere a worker ends with its work)
 
 
