@@ -519,11 +519,7 @@ class Instance:
             waiter = sched.host_awaits(rep)
             try:
                 # the wait is here, not in a coroutine of the scheduler's: each pending
-                # call holds one frame of ours and trio's trap, nothing more. The guest
-                # task is pending until a poll says otherwise (none ran since its start)
-                if sched.failure is not None:
-                    raise sched.failure
-                await waiter.wait()
+                # call holds one frame of ours and trio's trap, nothing more
                 while sched.guest_call_pending(rep):
                     await waiter.wait()
                 ready = sched.guest_call_ready(rep)
