@@ -46,9 +46,7 @@ FIBER = "trio_isyswasfa/engine/_fiber.py"
 # without its run limit a spinning guest runs until the test's time limit fails it
 # (300 s by default, for each engine): a shorter one here
 RUN_LIMIT_TESTS = ("tests/test_limits.py", "-o", "timeout=60")
-READY_CHECK = (
-    "if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != out.state:"
-)
+READY_CHECK = "if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != state:"
 SETTLE_CHECK = "if instance._sched.failure is not None or not clean:"
 
 
@@ -324,7 +322,7 @@ CHECKS = [
         "protocol: ... from the poll function that reported it",
         "trio_isyswasfa/_protocol/_core.py",
         READY_CHECK,
-        "if not task.flags & GUEST or task.callee_state != out.state:",
+        "if not task.flags & GUEST or task.callee_state != state:",
         ("tests/test_protocol.py",),
     ),
     Check(
