@@ -47,9 +47,7 @@ FIBER = "trio_isyswasfa/engine/_fiber.py"
 # without its run limit a spinning guest runs on until the child process the tests run
 # it in is killed (tests/test_limits.py's `spun`, 120 s), and the tests fail
 RUN_LIMIT_TESTS = ("tests/test_limits.py",)
-READY_CHECK = (
-    "if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != out.state:"
-)
+READY_CHECK = "if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != state:"
 SETTLE_CHECK = "if instance._sched.failure is not None or not clean:"
 
 
@@ -334,7 +332,7 @@ CHECKS = [
         "protocol: ... from the poll function that reported it",
         "trio_isyswasfa/_protocol/_core.py",
         READY_CHECK,
-        "if not task.flags & GUEST or task.callee_state != out.state:",
+        "if not task.flags & GUEST or task.callee_state != state:",
         ("tests/test_protocol.py",),
     ),
     Check(

@@ -309,6 +309,8 @@ class Instance:
             events_as_values=component._loaded.engine == "own",
         )
         self._own = self._engine.own_handle  # isyswasfa's handles, in the engine's shape
+        # our own engine's handles of host resources are their reps: none is converted
+        self._handles_are_reps = component._loaded.engine == "own"
         self._sched.set_polls([self._engine.func("", name) for name in component.poll_exports])
         self._wasi.scheduler = self._sched  # blocking polls share its waits
         self._funcs: dict[tuple[str, str], Any] = {}
@@ -410,6 +412,8 @@ class Instance:
 
     def _make_task(self) -> Any:
         rep = self._sched.core.make_task()
+        if self._handles_are_reps:
+            return (rep, rep, rep)
         handle = self._own
         return (
             handle(rep, ResourceKind.PENDING),
@@ -454,7 +458,7 @@ class Instance:
         except BaseException:
             close_unstarted(work)
             raise
-        return Err(self._own(rep, ResourceKind.PENDING))
+        return Err(rep if self._handles_are_reps else self._own(rep, ResourceKind.PENDING))
 
     def _sched_take_value(self, rep: int) -> Any:
         return self._sched.core.take_host_value(rep)
@@ -491,10 +495,12 @@ class Instance:
           InstanceDead: the instance had already failed.
           LinkError: no such export.
         """
-        self._sched.check_alive()
+        sched = self._sched
+        if sched.failure is not None:
+            sched.check_alive()
         entry = self._funcs.get((interface, name))  # (bound once per name)
         start, result = entry if entry is not None else self._lookup(interface, name)
-        self._sched.calls_in_flight += 1
+        sched.calls_in_flight += 1
         # (one coroutine frame for the whole call: a pending call holds its frames, and
         # 100,000 of them held ~20 MiB more through a helper coroutine)
         try:
@@ -506,15 +512,18 @@ class Instance:
             if outcome.__class__ is not _engine.Err:
                 self._after_guest_ran()
                 return outcome.value
-            rep = self._pending_rep(outcome.value)
+            rep = outcome.value
+            if rep.__class__ is not int:  # (a rep already on our own engine)
+                rep = self._pending_rep(rep)
             del outcome  # (a pending call holds what its frame holds)
-            waiter = self._sched.host_awaits(rep)
+            waiter = sched.host_awaits(rep)
             try:
                 # the wait is here, not in a coroutine of the scheduler's: each pending
                 # call holds one frame of ours and trio's trap, nothing more
-                while self._sched.guest_call_pending(rep):
+                while sched.guest_call_pending(rep):
                     await waiter.wait()
-                if self._engine.turns.held and self._sched.guest_call_ready(rep):
+                ready = sched.guest_call_ready(rep)
+                if ready and self._engine.turns._held:
                     # another call has the store (at an epoch tick, say): `-result`
                     # waits for it here, where a cancellation still cancels the guest
                     # task (it discards the value and confirms), rather than after the
@@ -522,18 +531,21 @@ class Instance:
                     # (the turn is left free for `-result` alone: nothing between may
                     # raise, or the calls in line would wait for ever)
                     await self._engine.turns.wait_free()
+                    ready = sched.guest_call_ready(rep)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
-                    await self._sched.cancel_guest_call(rep)
+                    await sched.cancel_guest_call(rep)
                 raise
             finally:
-                self._sched.forget_waiter(rep)
-            if not self._sched.guest_call_ready(rep):
+                sched.forget_waiter(rep)
+            if not ready:
                 raise HostProtocolError("guest call ended without a result")  # pragma: no cover
             # (no checkpoint from here until the guest has the `ready` handle: the
             # store is free, and `-result` takes it at once)
-            self._sched.core.take_host_call_ready(rep)
-            value = await result.call(self._own(rep, ResourceKind.READY))
+            sched.core.take_host_call_ready(rep)
+            value = await result.call(
+                rep if self._handles_are_reps else self._own(rep, ResourceKind.READY)
+            )
             self._after_guest_ran()
             return value
         except (HostProtocolError, LinkError):
@@ -542,10 +554,10 @@ class Instance:
             self._sched.fail(exc)
             raise
         finally:
-            self._sched.calls_in_flight -= 1
+            sched.calls_in_flight -= 1
             fault = self._engine.faults.fault
-            if fault is not None and self._sched.failure is None:
-                self._sched.fail(fault)  # e.g. abandoned while blocked, then cancelled
+            if fault is not None and sched.failure is None:
+                sched.fail(fault)  # e.g. abandoned while blocked, then cancelled
 
     def _pending_rep(self, handle: Any) -> int:
         """The rep of the ``pending`` handle a start export returned."""

@@ -45,10 +45,10 @@ from ._protocol import (
     OutCancelComplete,
     OutListen,
     PollInput,
+    PollOutput,
     ProtocolCore,
     Task,
     TaskState,
-    WakeHostCaller,
 )
 
 
@@ -84,12 +84,13 @@ class _HostWorker(Waiter):
         self.job: Task | None = None  # the protocol task of the import it runs
         self.work: Awaitable[Any] | None = None  # handed over, not yet begun
         self.scope: Scope | None = None  # entered while not None
-        self.state = 0  # _WORKING, _CANCEL_DUE or 0
+        self.state = 0  # _WORKING or _CANCEL_DUE, with _SCOPE_CANCELLED; or 0
 
     def renew_scope(self) -> None:
         """Enter a fresh cancel scope."""
         self.scope = scope = cancel_scope(self._trio is True)
         scope.__enter__()
+        self.state &= ~_SCOPE_CANCELLED
 
     def leave_scope(self) -> None:
         """Leave the scope (the worker ends)."""
@@ -104,19 +105,23 @@ class _HostWorker(Waiter):
         work = self.work
         assert work is not None
         self.work = None
-        if self.state == _CANCEL_DUE:
+        if self.state & _CANCEL_DUE:
             assert self.scope is not None
             self.scope.cancel()
-        self.state = _WORKING
+            self.state = _WORKING | _SCOPE_CANCELLED
+        else:
+            self.state = _WORKING
         return work
 
     def end_job(self) -> None:
         """The work ended: no cancellation reaches the worker's scope any more, and a
-        scope cancelled for work that ended all the same is replaced."""
+        scope cancelled for work that ended all the same is replaced. (Only the worker
+        cancels its scope, which has no deadline: its own flag says whether it did,
+        where trio's ``cancel_called`` reads the clock.)"""
         self.job = None
+        cancelled = self.state & _SCOPE_CANCELLED
         self.state = 0
-        scope = self.scope
-        if scope is not None and scope.cancel_called:
+        if cancelled and self.scope is not None:
             self.leave_scope()
             self.renew_scope()
 
@@ -126,15 +131,17 @@ class _HostWorker(Waiter):
         job = self.job
         if job is None or job.rep != rep:
             return  # its work has ended
-        if self.state == _WORKING:
+        if self.state & _WORKING:
             assert self.scope is not None
             self.scope.cancel()
+            self.state |= _SCOPE_CANCELLED
         else:
             self.state = _CANCEL_DUE
 
 
 _WORKING = 1
 _CANCEL_DUE = 2
+_SCOPE_CANCELLED = 4  # (a bit beside either: the worker has cancelled its scope)
 _MAX_IDLE_WORKERS = 16  # on trio (elsewhere a worker ends with its work)
 
 
@@ -305,15 +312,12 @@ class Scheduler:
                 else:
                     values = lower_inputs(inputs, self._own_handle)
                 outputs = await func.call(values)
-                actions: list[Action] = []
-                handle_output = self.core.handle_output
-                for event in lift_outputs(outputs, self._handle_rep):
-                    actions.extend(handle_output(idx, event))
-                    kind = event.__class__
-                    if kind is OutListen:
-                        self._observe("listen")
-                    elif kind is OutCancelComplete:
-                        self._observe("cancel-complete")
+                if not outputs:
+                    actions: list[Action] = []
+                elif self._events_as_values:
+                    actions = self._take_outputs(idx, outputs)
+                else:
+                    actions = self._take_events(idx, lift_outputs(outputs, self._handle_rep))
             except IsyswasfaError as exc:
                 self.fail(exc)
                 return
@@ -328,6 +332,48 @@ class Scheduler:
                 self._dirty.update(self._all)
                 self._dirty.discard(idx)
 
+    def _take_outputs(self, idx: int, outputs: list[Any]) -> list[Action]:
+        """What the core makes of the poll outputs of guest ``idx``, as our own engine
+        lifts them: ``poll-output`` variants whose records have the fields of our
+        events and whose handles are reps, so they go to the core as they are (no
+        event record, no handle conversion per output)."""
+        core = self.core
+        actions: list[Action] = []
+        for value in outputs:
+            tag = value.tag
+            payload = value.payload
+            if tag == "listen":
+                actions += core.output_listen(idx, payload.state, payload.pending)
+                self.counts["listen"] += 1  # (`_observe`, inline: once a round trip)
+                if self.observer is not None:
+                    self.observer("listen")
+            elif tag == "ready":
+                actions += core.output_ready(idx, payload.state, payload.ready)
+            elif tag == "pending":
+                actions += core.output_pending(idx, payload.state, payload.cancel)
+            elif tag == "cancel":
+                actions += core.output_cancel(idx, payload)
+            elif tag == "cancel-complete":
+                actions += core.output_cancel_complete(idx, payload)
+                self._observe("cancel-complete")
+            else:  # pragma: no cover (the engine lifts only the WIT type's cases)
+                raise InternalError(f"unknown poll output {tag!r}")
+        return actions
+
+    def _take_events(self, idx: int, events: list[PollOutput]) -> list[Action]:
+        """What the core makes of the poll outputs of guest ``idx`` as events (the
+        wasmtime-py engine's values, converted)."""
+        handle_output = self.core.handle_output
+        actions: list[Action] = []
+        for event in events:
+            actions += handle_output(idx, event)
+            kind = event.__class__
+            if kind is OutListen:
+                self._observe("listen")
+            elif kind is OutCancelComplete:
+                self._observe("cancel-complete")
+        return actions
+
     def _observe(self, kind: str) -> None:
         self.counts[kind] += 1
         if self.observer is not None:
@@ -337,22 +383,26 @@ class Scheduler:
         """Carry out what the core decided."""
         for action in actions:
             if isinstance(action, Deliver):
-                queued = self._inputs.setdefault(action.poll, [])
-                queued.append(action.event)
+                event = action.event
+                queued = self._inputs.get(action.poll)
+                if queued is None:
+                    self._inputs[action.poll] = [event]
+                else:
+                    queued.append(event)
                 # `listening` only hands over a cancel handle: it rides along with the
                 # guest's next poll (the host work's `ready`, mostly), saving the guest
                 # an entry. But the guest may have given up the await already, in the
                 # very run that emitted its `listen` (a timeout that fired in the
                 # same step), and waits for that handle to cancel it: so it goes out
                 # on its own if nothing else polls the guest within LISTENING_DELAY.
-                if not isinstance(action.event, InListening):
+                if event.__class__ is not InListening:
                     self._urgent.add(action.poll)
                     if not self._quiet:
                         self._wake.set()
+                    if event.__class__ is InCancel:
+                        self._observe("cancel-sent")
                 elif self._flush_due == math.inf:
                     self._flush_after(LISTENING_DELAY)
-                if isinstance(action.event, InCancel):
-                    self._observe("cancel-sent")
             elif isinstance(action, CancelHostWork):
                 worker = action.work  # a host task's worker (see start_host_task)
                 if worker is not None:
@@ -362,7 +412,7 @@ class Scheduler:
                 elif self._timed.pop(action.rep, None) is not None:
                     self._forget_cancelled_timers()
                     self.apply(self.core.host_work_finished(action.rep, None, cancelled=True))
-            elif isinstance(action, WakeHostCaller):
+            else:  # WakeHostCaller
                 waiter = self._waiters.get(action.rep)
                 if waiter is not None:
                     waiter.set()
@@ -457,7 +507,8 @@ class Scheduler:
         try:
             task = worker.job
             while task is not None:
-                if self._fresh_step():
+                self._fresh -= 1  # (its first step)
+                if self._driver_idle and (self._urgent or self._dirty):
                     await self._first_round(task, worker)
                 work = worker.begin()
                 try:
@@ -501,18 +552,13 @@ class Scheduler:
             if scope.__exit__(type(exc), exc, exc.__traceback__):
                 raise InternalError("a host worker's scope caught what it was not cancelled for")
 
-    def _fresh_step(self) -> bool:
-        """A host task's first step: whether it does the round :meth:`poke` left it."""
-        self._fresh -= 1
-        return self._driver_idle and not self._rounding and self.failure is None
-
     async def _first_round(self, task: Task, worker: _HostWorker) -> None:
-        """The round a host task does before its work (see :meth:`poke`), as the
-        driver would: the guest may cancel the import in this very round, which must
-        not abandon the poll, so the worker's scope is cancelled only once the work
-        begins (:meth:`_HostWorker.cancel_job`); only the instance's end cancels the
-        round."""
-        if not self._has_work():
+        """The round a host task does in its first step, before its work, if the
+        driver sleeps and :meth:`poke` left it work (see there), as the driver would:
+        the guest may cancel the import in this very round, which must not abandon the
+        poll, so the worker's scope is cancelled only once the work begins
+        (:meth:`_HostWorker.cancel_job`); only the instance's end cancels the round."""
+        if self._rounding or self.failure is not None:
             return
         self._rounding = True
         try:
@@ -524,7 +570,7 @@ class Scheduler:
             raise
         finally:
             self._rounding = False
-            if self._has_work():
+            if self._urgent or self._dirty:
                 self._wake.set()  # the driver does what follows
 
     def _host_task_raised(self, worker: _HostWorker, task: Task) -> Any:
@@ -599,14 +645,14 @@ class Scheduler:
             self.apply(actions)
         finally:
             self._quiet = False
-        if not self._has_work():
+        if not (self._urgent or self._dirty):
             return
         self._rounding = True
         try:
             await self._round()
         finally:
             self._rounding = False
-            if self._has_work():
+            if self._urgent or self._dirty:
                 self._wake.set()  # the driver does what follows
 
     def host_scope_count(self, label: str | None = None) -> int:

@@ -162,7 +162,7 @@ class ProtocolCore:
         """The task behind a handle the guest passed us."""
         task = self._tasks.get(rep)
         if task is None:
-            raise GuestProtocolError(f"handle names no live isyswasfa task (rep {rep})")
+            raise _no_task(rep)
         return task
 
     def get(self, rep: int) -> Task | None:
@@ -192,6 +192,9 @@ class ProtocolCore:
         task = self._tasks.get(rep)
         if task is None:
             raise InternalError(f"drop of a handle of unknown task {rep}")
+        if task.refs > 1:  # (`_release`, inline: most drops leave other handles)
+            task.refs -= 1
+            return []
         return self._release(task)
 
     def statistics(self) -> CoreStatistics:
@@ -252,7 +255,9 @@ class ProtocolCore:
         The handle itself was consumed by that call; the caller of this method has
         already counted it as held and this releases it.
         """
-        task = self.task(rep)
+        task = self._tasks.get(rep)
+        if task is None:
+            raise _no_task(rep)
         if task.flags & GUEST or task.state is not TaskState.READY:
             raise GuestProtocolError(
                 f"ready handle for a task that has no result ({task.state.value})"
@@ -269,7 +274,9 @@ class ProtocolCore:
 
     def host_calls(self, rep: int) -> None:
         """The host's call of an export returned ``pending`` handle ``rep``; the host awaits it."""
-        task = self.task(rep)
+        task = self._tasks.get(rep)
+        if task is None:
+            raise _no_task(rep)
         if task.flags & (GUEST | HOST_CALLER) != GUEST or task.listen_poll is not None:
             raise GuestProtocolError("export returned a pending handle it does not own fresh")
         task.flags |= HOST_CALLER | HELD_PENDING
@@ -296,7 +303,10 @@ class ProtocolCore:
 
     def host_call_outcome(self, rep: int) -> TaskState:
         """READY (fetch it with :meth:`take_host_call_ready`), DONE (cancelled) or PENDING."""
-        return self.task(rep).state
+        task = self._tasks.get(rep)
+        if task is None:
+            raise _no_task(rep)
+        return task.state
 
     def take_host_call_ready(self, rep: int) -> None:
         """The host passes the held ``ready`` handle to the callee's ``-result``.
@@ -304,7 +314,9 @@ class ProtocolCore:
         The callee drops it (counted through :meth:`handle_dropped`); the host's
         ``pending`` and the callee's ``cancel`` handles are released here.
         """
-        task = self.task(rep)
+        task = self._tasks.get(rep)
+        if task is None:
+            raise _no_task(rep)
         if task.state is not TaskState.READY or not task.flags & HELD_READY:
             raise InternalError("host call has no ready handle to fetch")
         task.flags &= ~HELD_READY  # moves to the callee with the -result call
@@ -335,12 +347,18 @@ class ProtocolCore:
             raise InternalError(f"unknown poll output {out!r}")
         return handler(self, poll, out)
 
-    def _out_pending(self, poll: int, out: OutPending) -> list[Action]:
-        task = self.task(out.cancel)
+    # One method per kind of poll output, taking its fields (the scheduler calls them
+    # with the fields of the engine's value, making no event record on the hot path).
+    def output_pending(self, poll: int, state: int, cancel: int) -> list[Action]:
+        """``pending``: the guest's call ``state`` went pending; ``cancel`` is the
+        make-task handle (see :class:`OutPending`)."""
+        task = self._tasks.get(cancel)
+        if task is None:
+            raise _no_task(cancel)
         if not task.flags & GUEST or task.callee_poll is not None:
             raise GuestProtocolError("`pending` for a handle that is not a fresh make-task handle")
         task.callee_poll = poll
-        task.callee_state = out.state
+        task.callee_state = state
         task.flags |= HELD_CANCEL
         if task.flags & CANCEL_REQUESTED:
             return self._forward_cancel(task)
@@ -356,11 +374,15 @@ class ProtocolCore:
             task.refs += 1  # a fresh cancel handle
         return [Deliver(task.listen_poll, InListening(task.listen_state, task.rep))]
 
-    def _out_ready(self, poll: int, out: OutReady) -> list[Action]:
-        task = self.task(out.ready)
-        if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != out.state:
+    def output_ready(self, poll: int, state: int, ready: int) -> list[Action]:
+        """``ready``: the guest's call ``state`` finished; ``ready`` is the make-task
+        handle (see :class:`OutReady`)."""
+        task = self._tasks.get(ready)
+        if task is None:
+            raise _no_task(ready)
+        if not task.flags & GUEST or task.callee_poll != poll or task.callee_state != state:
             raise GuestProtocolError(
-                f"`ready` names state {out.state}, which is no pending call of this guest"
+                f"`ready` names state {state}, which is no pending call of this guest"
             )
         if task.state is TaskState.CANCELLING:
             # the race (docs/abi.md 4.4): the call ended before the guest saw our
@@ -378,21 +400,25 @@ class ProtocolCore:
             return [WakeHostCaller(task.rep)]
         return []
 
-    def _out_listen(self, poll: int, out: OutListen) -> list[Action]:
-        task = self.task(out.pending)
+    def output_listen(self, poll: int, state: int, pending: int) -> list[Action]:
+        """``listen``: the guest awaits ``pending`` under its own cookie ``state`` (see
+        :class:`OutListen`)."""
+        task = self._tasks.get(pending)
+        if task is None:
+            raise _no_task(pending)
         if task.listen_poll is not None or task.flags & HOST_CALLER:
             raise GuestProtocolError("`listen` on an operation that already has a caller")
         if task.state in (TaskState.CANCELLING, TaskState.DONE):
             raise GuestProtocolError(f"`listen` on an operation that is {task.state.value}")
         task.listen_poll = poll
-        task.listen_state = out.state
+        task.listen_state = state
         actions: list[Action] = []
         if task.state is TaskState.READY:
             if task.flags & GUEST:
                 task.flags &= ~HELD_READY  # the callee's ready handle moves on
             else:
                 task.refs += 1  # a fresh ready handle
-            actions.append(Deliver(poll, InReady(out.state, task.rep)))
+            actions.append(Deliver(poll, InReady(state, task.rep)))
         elif not task.flags & GUEST or task.flags & HELD_CANCEL:
             actions.extend(self._send_listening(task))
         # else `listening` follows the callee's `pending`
@@ -400,8 +426,10 @@ class ProtocolCore:
         # only handle so far)
         return [*actions, *self._release(task)]
 
-    def _out_cancel(self, poll: int, out: OutCancel) -> list[Action]:
-        task = self.task(out.cancel)
+    def output_cancel(self, poll: int, cancel: int) -> list[Action]:
+        """``cancel``: the guest cancels the operation behind ``cancel`` (see
+        :class:`OutCancel`)."""
+        task = self.task(cancel)
         if task.listen_poll != poll:
             raise GuestProtocolError("`cancel` of an operation this guest does not await")
         if task.state is TaskState.CANCELLING:
@@ -421,8 +449,10 @@ class ProtocolCore:
         task.flags |= HELD_CANCEL
         return self._forward_cancel(task)
 
-    def _out_cancel_complete(self, poll: int, out: OutCancelComplete) -> list[Action]:
-        task = self.task(out.cancel)
+    def output_cancel_complete(self, poll: int, cancel: int) -> list[Action]:
+        """``cancel-complete``: the guest's call cancelled through ``cancel`` has torn
+        down (see :class:`OutCancelComplete`)."""
+        task = self.task(cancel)
         if not task.flags & GUEST or task.callee_poll != poll:
             raise GuestProtocolError("`cancel-complete` for a call this guest does not run")
         if task.state is not TaskState.CANCELLING:
@@ -437,11 +467,15 @@ class ProtocolCore:
         return actions
 
 
+def _no_task(rep: int) -> GuestProtocolError:
+    return GuestProtocolError(f"handle names no live isyswasfa task (rep {rep})")
+
+
 # which method applies each kind of poll output (one look-up, not a chain of checks)
 _OUTPUT_HANDLERS: dict[type, Callable[[ProtocolCore, int, Any], list[Action]]] = {
-    OutPending: ProtocolCore._out_pending,
-    OutReady: ProtocolCore._out_ready,
-    OutListen: ProtocolCore._out_listen,
-    OutCancel: ProtocolCore._out_cancel,
-    OutCancelComplete: ProtocolCore._out_cancel_complete,
+    OutPending: lambda core, poll, out: core.output_pending(poll, out.state, out.cancel),
+    OutReady: lambda core, poll, out: core.output_ready(poll, out.state, out.ready),
+    OutListen: lambda core, poll, out: core.output_listen(poll, out.state, out.pending),
+    OutCancel: lambda core, poll, out: core.output_cancel(poll, out.cancel),
+    OutCancelComplete: lambda core, poll, out: core.output_cancel_complete(poll, out.cancel),
 }
