@@ -525,24 +525,9 @@ async def test_a_500_to_a_connection_close_request_closes_the_connection(route: 
     component = trio_isyswasfa.load_component(
         build_python_guest(here / "wit", "http-guest", "app", [here / "src"])
     )
-    answer = b""
-    closed = False
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            url = await start_server(nursery, ComponentApp(component))
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            stream = await trio.open_tcp_stream(host, int(port))
-            async with stream:
-                await stream.send_all(
-                    b"GET " + route + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-                )
-                with trio.move_on_after(5):  # (a hang guard: it closes at once when right)
-                    while data := await stream.receive_some():
-                        answer += data
-                    closed = True
-            nursery.cancel_scope.cancel()
-    assert answer.startswith(b"HTTP/1.1 500 ")
-    assert closed, "the server kept the connection open after its `connection: close` answer"
+    await _expect_500_then_close(
+        component, b"GET " + route + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
 
 
 async def test_a_proxy_guests_500_after_a_wait_closes_the_connection() -> None:
@@ -556,6 +541,15 @@ async def test_a_proxy_guests_500_after_a_wait_closes_the_connection() -> None:
     unreachable""",
         _HELLO,
     )
+    head = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 5\r\n\r\n"
+    await _expect_500_then_close(component, head, b"hello")
+
+
+async def _expect_500_then_close(
+    component: trio_isyswasfa.Component, head: bytes, later: bytes | None = None
+) -> None:
+    """Send ``head`` (then ``later`` once the guest waits for it) to ``component`` on
+    a server of ours: the answer is a 500 and the server closes the connection."""
     answer = b""
     closed = False
     with trio.fail_after(30):
@@ -564,11 +558,10 @@ async def test_a_proxy_guests_500_after_a_wait_closes_the_connection() -> None:
             host, port = url.removeprefix("http://").rsplit(":", 1)
             stream = await trio.open_tcp_stream(host, int(port))
             async with stream:
-                await stream.send_all(
-                    b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 5\r\n\r\n"
-                )
-                await trio.testing.wait_all_tasks_blocked(0.05)  # the guest waits for it
-                await stream.send_all(b"hello")
+                await stream.send_all(head)
+                if later is not None:
+                    await trio.testing.wait_all_tasks_blocked(0.05)  # the guest waits for it
+                    await stream.send_all(later)
                 with trio.move_on_after(5):  # (a hang guard: it closes at once when right)
                     while data := await stream.receive_some():
                         answer += data

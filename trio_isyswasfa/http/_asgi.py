@@ -349,13 +349,7 @@ class ComponentApp:
         try:
             await _eagerly(self._run_one(scope, send, request, state, tasks), listen)
         except IsyswasfaError as exc:
-            _log_failure(exc)
-            state.outcome = "failed"
-            if not state.started:
-                # (the server pushes a disconnect as it closes a `connection: close`
-                # one after this: no news, or it cancels the close)
-                state.sent = True
-                await _send_error(send, 500, "the component failed")
+            await _failed(send, state, exc)
 
     async def _run_one(
         self,
@@ -476,13 +470,7 @@ class ComponentApp:
                 finally:
                     self._stats.guest_seconds += engine.guest_seconds - before
         except IsyswasfaError as exc:
-            _log_failure(exc)
-            state.outcome = "failed"
-            if not state.started:
-                # (the server pushes a disconnect as it closes a `connection: close`
-                # one after this: no news, or it cancels the close)
-                state.sent = True
-                await _send_error(send, 500, "the component failed")
+            await _failed(send, state, exc)
         if state.listening:
             tg.cancel_scope.cancel()
 
@@ -882,6 +870,17 @@ def _log_failure(exc: IsyswasfaError) -> None:
     it (the message alone, such as ``KeyError(7137)``, does not say where)."""
     bug = _host_bug(exc)
     log.error("component failed: %s", exc, exc_info=bug)
+
+
+async def _failed(send: Send, state: _OneState | _ProxyState, exc: IsyswasfaError) -> None:
+    """A request's component failed: log it, and answer 500 unless a response began."""
+    _log_failure(exc)
+    state.outcome = "failed"
+    if not state.started:
+        # (the server pushes a disconnect as it closes a `connection: close` one
+        # after this: no news, or it cancels the close)
+        state.sent = True
+        await _send_error(send, 500, "the component failed")
 
 
 async def _handle(instance: Instance, interface: str, request: Request) -> Response | ErrorCode:
