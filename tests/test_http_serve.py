@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 
 import h11
@@ -663,62 +663,47 @@ def _system_backlog() -> int:
     return int(somaxconn.read_text()) if somaxconn.exists() else socket.SOMAXCONN
 
 
+@contextmanager
+def _serving(component: trio_isyswasfa.Component, *args: str) -> Iterator[tuple[str, str]]:
+    """``python -m trio_isyswasfa serve component *args`` on a free port: its first
+    line on stderr and its URL; stopped by a SIGINT at the end, which it must obey."""
+    serve = [sys.executable, "-m", "trio_isyswasfa", "serve", component.name]
+    with subprocess.Popen(
+        [*serve, "--addr", "127.0.0.1:0", "--no-access-log", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            yield line, line.split(" on ")[1].split(" ")[0]
+        finally:
+            proc.send_signal(signal.SIGINT)  # a graceful stop
+            assert proc.wait(timeout=10) == 0
+
+
 class TestCli:
     def test_serve_on_the_asyncio_backend(
         self, service_component: trio_isyswasfa.Component
     ) -> None:
-        with subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "trio_isyswasfa",
-                "serve",
-                service_component.name,
-                "--addr",
-                "127.0.0.1:0",
-                "--backend",
-                "asyncio",
-                "--no-access-log",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as proc:
-            try:
-                assert proc.stderr is not None
-                line = proc.stderr.readline()
-                assert line.startswith(f"Serving {service_component.name} on http://127.0.0.1:")
-                assert "(asyncio, shared instances)" in line
-                url = line.split(" on ")[1].split(" ")[0]
-                response = httpx.post(f"{url}/x", content=b"over asyncio", timeout=10)
-                assert response.content == b"over asyncio"
-            finally:
-                proc.send_signal(2)  # SIGINT: a graceful stop
-                assert proc.wait(timeout=10) == 0
+        with _serving(service_component, "--backend", "asyncio") as (line, url):
+            assert line.startswith(f"Serving {service_component.name} on http://127.0.0.1:")
+            assert "(asyncio, shared instances)" in line
+            response = httpx.post(f"{url}/x", content=b"over asyncio", timeout=10)
+            assert response.content == b"over asyncio"
 
     @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
     def test_serve_listens_with_the_backlog_given(
         self, service_component: trio_isyswasfa.Component
     ) -> None:
         # the kernel's own word: `ss -ltn` shows a listening socket's backlog as Send-Q
-        serve = [sys.executable, "-m", "trio_isyswasfa", "serve", service_component.name]
-        with subprocess.Popen(
-            [*serve, "--addr", "127.0.0.1:0", "--backlog", "37", "--no-access-log"],
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as proc:
-            try:
-                assert proc.stderr is not None
-                line = proc.stderr.readline()
-                url = line.split(" on ")[1].split(" ")[0]
-                assert httpx.get(f"{url}/", timeout=10).status_code == 200
-                port = url.rsplit(":", 1)[1]
-                listening = subprocess.run(
-                    ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
-                ).stdout.split()
-                assert listening[:3] == ["LISTEN", "0", "37"], listening
-            finally:
-                proc.send_signal(signal.SIGINT)
-                assert proc.wait(timeout=10) == 0
+        with _serving(service_component, "--backlog", "37") as (_, url):
+            assert httpx.get(f"{url}/", timeout=10).status_code == 200
+            port = url.rsplit(":", 1)[1]
+            listening = subprocess.run(
+                ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+            ).stdout.split()
+            assert listening[:3] == ["LISTEN", "0", "37"], listening
 
     @pytest.mark.parametrize(
         ("args", "message"),

@@ -167,10 +167,15 @@ async def test_a_response_body_cut_short_by_the_server_fails_the_read(how: str) 
 # -- serve: a guest's status and header values ----------------------------------------------
 
 
+async def _connect(url: str) -> trio.SocketStream:
+    """A TCP connection to the server at ``url`` (``http://host:port``)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return await trio.open_tcp_stream(host, int(port))
+
+
 async def _raw_get(url: str) -> bytes:
     """What a server sends back first to a bare ``GET /`` (b"" if it closes at once)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
+    stream = await _connect(url)
     async with stream:
         await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         return await stream.receive_some()
@@ -407,8 +412,7 @@ _ECHO_TARGET = f"""(local $n i32)
 
 async def _raw_exchange(url: str, request: bytes) -> bytes:
     """The whole answer of a server that closes after it (``connection: close``)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
+    stream = await _connect(url)
     answer = b""
     async with stream:
         await stream.send_all(request)
@@ -485,8 +489,7 @@ async def test_a_bodiless_response_may_declare_a_content_length(method: str, sta
 
 async def _status_line(url: str, request: bytes) -> bytes:
     """The status line a server answers ``request`` with (not waiting for the rest)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
+    stream = await _connect(url)
     answer = b""
     async with stream:
         await stream.send_all(request)
@@ -555,8 +558,7 @@ async def _expect_500_then_close(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             url = await start_server(nursery, ComponentApp(component))
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            stream = await trio.open_tcp_stream(host, int(port))
+            stream = await _connect(url)
             async with stream:
                 await stream.send_all(head)
                 if later is not None:
