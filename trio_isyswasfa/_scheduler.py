@@ -42,6 +42,7 @@ from ._protocol import (
     Deliver,
     InCancel,
     InListening,
+    InReady,
     OutCancelComplete,
     OutListen,
     PollInput,
@@ -388,6 +389,8 @@ class Scheduler:
                 if queued is None:
                     self._inputs[action.poll] = [event]
                 else:
+                    if event.__class__ is InReady:
+                        self._withdraw_listening(queued, event)
                     queued.append(event)
                 # `listening` only hands over a cancel handle: it rides along with the
                 # guest's next poll (the host work's `ready`, mostly), saving the guest
@@ -416,6 +419,23 @@ class Scheduler:
                 waiter = self._waiters.get(action.rep)
                 if waiter is not None:
                     waiter.set()
+
+    def _withdraw_listening(self, queued: list[PollInput], ready: InReady) -> None:
+        """Leave out of ``queued`` the ``listening`` that ``ready`` answers, if it is
+        there and may be (host work that ended before its ``listening`` went out,
+        :meth:`ProtocolCore.withdraw_listening`): the guest gets no cancel handle it
+        would only drop, one call into the host and one input fewer per import that
+        ends within the ride-along delay."""
+        rep = ready.ready
+        for i, event in enumerate(queued):
+            if (
+                event.__class__ is InListening
+                and event.cancel == rep
+                and event.state == ready.state
+            ):
+                if self.core.withdraw_listening(rep):
+                    del queued[i]
+                return
 
     def fail(self, exc: BaseException) -> None:
         """The instance is dead: wake every host caller so it can raise."""

@@ -249,6 +249,22 @@ class ProtocolCore:
             return [Deliver(task.listen_poll, InReady(task.listen_state, rep))]
         return []
 
+    def withdraw_listening(self, rep: int) -> bool:
+        """The ``listening`` of host task ``rep`` has not reached its guest yet, and its
+        ``ready`` (from :meth:`host_work_finished`) goes out in the same poll: whether
+        the ``listening`` may be left out. It may for host work: the guest then sees
+        its ``listen`` answered by ``ready`` alone, as when the work finished before
+        the ``listen`` (docs/abi.md §4.2), and the fresh cancel handle it would have
+        dropped at once is released here. Not for a guest callee (composition), whose
+        cancel handle moved to the caller with the ``listening``."""
+        task = self._tasks.get(rep)
+        if task is None or task.flags & GUEST or task.state is not TaskState.READY:
+            return False
+        if task.refs < 2:  # (the `ready` going out holds one)
+            raise InternalError(f"a listening of task {rep} holds the task's last handle")
+        task.refs -= 1
+        return True
+
     def take_host_value(self, rep: int) -> Any:
         """A guest passed ``ready`` to an import's ``-isyswasfa-result``: the value.
 
