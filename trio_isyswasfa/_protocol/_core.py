@@ -337,7 +337,13 @@ class ProtocolCore:
             raise InternalError("host call has no ready handle to fetch")
         task.flags &= ~HELD_READY  # moves to the callee with the -result call
         task.state = TaskState.DONE
-        self._release_host_caller_handles(task)
+        # (`_release_host_caller_handles`, inline: the ready handle keeps the task)
+        n = bool(task.flags & HELD_PENDING) + bool(task.flags & HELD_CANCEL)
+        task.flags &= ~(HELD_PENDING | HELD_CANCEL)
+        if task.refs > n:
+            task.refs -= n
+        elif n:
+            self._release(task, n)
 
     def finish_host_call(self, rep: int) -> None:
         """Release what the host caller holds after a cancelled call."""
@@ -440,6 +446,9 @@ class ProtocolCore:
         # else `listening` follows the callee's `pending`
         # the scheduler does not keep the pending handle (released last: it may be the
         # only handle so far)
+        if task.refs > 1:  # (`_release`, inline: the fresh cancel or ready handle stays)
+            task.refs -= 1
+            return actions
         return [*actions, *self._release(task)]
 
     def output_cancel(self, poll: int, cancel: int) -> list[Action]:
