@@ -77,6 +77,12 @@ def clock_of(on_trio: bool) -> Callable[[], float]:
     return trio.current_time if on_trio else anyio.current_time
 
 
+def sleep_forever_of(on_trio: bool) -> Callable[[], Awaitable[None]]:
+    """The sleep until cancelled to await: trio's own on trio (anyio's looks the
+    backend up at every call), else anyio's."""
+    return trio.sleep_forever if on_trio else anyio.sleep_forever
+
+
 def cancel_scope(on_trio: bool) -> Scope:
     """A cancel scope without a deadline: trio's on trio, else anyio's."""
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]

@@ -35,6 +35,7 @@ from ._park import (
     clock_of,
     open_task_group,
     running_trio,
+    sleep_forever_of,
 )
 from ._protocol import (
     Action,
@@ -791,8 +792,12 @@ class Scheduler:
     async def _run_timers(self) -> None:
         """Sleep until the earliest timed wait is due; finish every wait that is. It
         also sends the inputs that wait to ride along when their time is up."""
+        # (trio's own clock and sleep on trio: anyio's look the backend up at every
+        # call, and the timer wakes once per due wait and per flush)
+        clock = self._now
+        sleep_forever = sleep_forever_of(self._on_trio)
         while True:
-            now = anyio.current_time()
+            now = clock()
             if self._flush_due <= now:
                 self._flush_due = math.inf
                 if self._inputs:  # nothing polled their guests in time
@@ -820,7 +825,7 @@ class Scheduler:
             with scope:
                 self._timer_scope = scope
                 try:
-                    await anyio.sleep_forever()
+                    await sleep_forever()
                 finally:
                     self._timer_scope = None
 
