@@ -314,6 +314,53 @@ async def test_an_import_cancelled_that_ends_all_the_same_leaves_its_worker_soun
         assert inst.statistics().cancels_sent == 0  # (the guest cancelled, not the host)
 
 
+# -- rtsched (2026-12-02, sixth session): a `listening` overtaken by its `ready` ----------
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+async def test_an_import_that_ends_before_its_listening_goes_out_sends_ready_alone(
+    cases_component: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock
+) -> None:
+    # (the clock jumps only when every task waits: the 2 ms flush of a `listening`
+    # never fires while the import is running, however loaded the machine is)
+    tags: list[list[str]] = []
+
+    async def echo_later(s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+    async with trio_isyswasfa.open_instance(
+        cases_component, imports=_imports_with(echo_later)
+    ) as inst:
+        sched = inst._sched
+        polls = sched._polls
+
+        class Recording:
+            def __init__(self, func: Any) -> None:
+                self.func = func
+
+            async def call(self, values: list[Any]) -> Any:
+                tags.append([value.tag for value in values])
+                return await self.func.call(values)
+
+        sched.set_polls([Recording(func) for func in polls])
+        # the import ends at its first checkpoint, before anything else polls the guest:
+        # its `listening` (still held back to ride along) is left out, so the guest
+        # never gets its cancel handle, only its `ready` (whichever task trio runs
+        # first: several calls)
+        for n in range(5):
+            tags.clear()
+            assert await inst.call(CASES, "echo-via-host", "x", 0) == "host saw x"
+            assert tags == [[], ["ready"]], (n, tags)
+        # an import still running when its flush is due gets its `listening` first
+        tags.clear()
+        assert await inst.call(CASES, "echo-via-host", "y", 20) == "host saw y"
+        assert tags == [[], ["listening"], ["ready"]]
+        await settle(inst)
+        assert_quiet(inst)
+
+
 # -- flaky 104199d: settle on an instance with a task that never blocks ----------------
 
 

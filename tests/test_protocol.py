@@ -77,6 +77,28 @@ def test_listen_after_host_task_finished_delivers_ready_at_once() -> None:
     assert core.statistics().tasks == 0
 
 
+def test_a_listening_not_yet_sent_is_withdrawn_when_host_work_ends_first() -> None:
+    core = ProtocolCore()
+    rep = core.new_host_task()
+    assert core.handle_output(0, OutListen(7, rep)) == [Deliver(0, InListening(7, rep))]
+    assert core.withdraw_listening(rep) is False  # still pending: its cancel handle counts
+    assert core.host_work_finished(rep, "value") == [Deliver(0, InReady(7, rep))]
+    # the scheduler still holds the `listening`: the guest gets `ready` alone, as if the
+    # work had ended before its `listen`, and never drops a cancel handle
+    assert core.withdraw_listening(rep) is True
+    assert core.take_host_value(rep) == "value"
+    assert core.statistics().tasks == 0
+
+
+def test_a_guest_callees_listening_is_never_withdrawn() -> None:
+    core = ProtocolCore()
+    rep = core.make_task()  # B's task; A awaits it
+    core.handle_output(1, OutPending(5, rep))
+    core.handle_output(0, OutListen(7, rep))  # `listening` carries B's cancel handle to A
+    assert core.handle_output(1, OutReady(5, rep)) == [Deliver(0, InReady(7, rep))]
+    assert core.withdraw_listening(rep) is False
+
+
 def test_guest_cancels_host_task() -> None:
     core = ProtocolCore()
     rep = core.new_host_task()

@@ -26,6 +26,7 @@ from ._errors import (
     WasiError,
 )
 from ._limits import Limits
+from ._protocol import TaskState
 from ._scheduler import Scheduler, close_unstarted
 from .wasi import WasiConfig
 from .wasi._context import WasiContext
@@ -445,8 +446,14 @@ class Instance:
         def start(*args: Any) -> Any:
             # calling it now runs a built-in's synchronous part (taking the handles the
             # guest passed) during the guest's call; a coroutine function only makes
-            # its coroutine here
-            return self._start_work(label, impl(*args))
+            # its coroutine here. (`_start_work`, inline: once an import.)
+            work = impl(*args)
+            try:
+                rep = self._sched.start_host_task(label, work)
+            except BaseException:
+                close_unstarted(work)
+                raise
+            return Err(rep if self._handles_are_reps else self._own(rep, ResourceKind.PENDING))
 
         return start
 
@@ -520,9 +527,9 @@ class Instance:
             try:
                 # the wait is here, not in a coroutine of the scheduler's: each pending
                 # call holds one frame of ours and trio's trap, nothing more
-                while sched.guest_call_pending(rep):
+                while (state := sched.guest_call_state(rep)) is TaskState.PENDING:
                     await waiter.wait()
-                ready = sched.guest_call_ready(rep)
+                ready = state is TaskState.READY
                 if ready and self._engine.turns._held:
                     # another call has the store (at an epoch tick, say): `-result`
                     # waits for it here, where a cancellation still cancels the guest

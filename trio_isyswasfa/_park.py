@@ -77,6 +77,12 @@ def clock_of(on_trio: bool) -> Callable[[], float]:
     return trio.current_time if on_trio else anyio.current_time
 
 
+def sleep_forever_of(on_trio: bool) -> Callable[[], Awaitable[None]]:
+    """The sleep until cancelled to await: trio's own on trio (anyio's looks the
+    backend up at every call), else anyio's."""
+    return trio.sleep_forever if on_trio else anyio.sleep_forever
+
+
 def cancel_scope(on_trio: bool) -> Scope:
     """A cancel scope without a deadline: trio's on trio, else anyio's."""
     return trio.CancelScope() if on_trio else anyio.CancelScope()  # type: ignore[return-value]
@@ -154,15 +160,22 @@ class Waiter:
         """Whether a task waits on it now (a cancelled wait leaves it unparked)."""
         return self._parked is not None and self._parked is not _KEPT
 
-    def set_in(self, context: contextvars.Context) -> None:
-        """:meth:`set`, and on trio the woken task runs on in ``context`` (the task
-        must be parked: a task reused for work of another caller's takes on that
-        caller's context, as a task spawned for it would)."""
+    def wake_in(self, context: contextvars.Context) -> bool:
+        """If a task waits (:attr:`parked`), wake it (:meth:`set`) and return True;
+        else return False, leaving the waiter as it was. On trio the woken task runs
+        on in ``context``: a task reused for another caller's work (a host worker
+        taken from the idle pool) takes on that caller's context, as a task spawned
+        for it would. (One call where the check and the wake took three.)"""
+        parked = self._parked
+        if parked is None or parked is _KEPT:
+            return False
+        self._parked = None
         if self._trio:
-            task = self._parked
-            assert isinstance(task, trio.lowlevel.Task)
-            task.context = context
-        self.set()
+            parked.context = context
+            trio.lowlevel.reschedule(parked)
+        else:
+            parked.set()
+        return True
 
     def set(self) -> None:
         """Wake the waiting task, or the next :meth:`wait` if none waits now."""

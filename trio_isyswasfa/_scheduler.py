@@ -35,6 +35,7 @@ from ._park import (
     clock_of,
     open_task_group,
     running_trio,
+    sleep_forever_of,
 )
 from ._protocol import (
     Action,
@@ -42,6 +43,7 @@ from ._protocol import (
     Deliver,
     InCancel,
     InListening,
+    InReady,
     OutCancelComplete,
     OutListen,
     PollInput,
@@ -388,6 +390,8 @@ class Scheduler:
                 if queued is None:
                     self._inputs[action.poll] = [event]
                 else:
+                    if event.__class__ is InReady:
+                        self._withdraw_listening(queued, event)
                     queued.append(event)
                 # `listening` only hands over a cancel handle: it rides along with the
                 # guest's next poll (the host work's `ready`, mostly), saving the guest
@@ -416,6 +420,23 @@ class Scheduler:
                 waiter = self._waiters.get(action.rep)
                 if waiter is not None:
                     waiter.set()
+
+    def _withdraw_listening(self, queued: list[PollInput], ready: InReady) -> None:
+        """Leave out of ``queued`` the ``listening`` that ``ready`` answers, if it is
+        there and may be (host work that ended before its ``listening`` went out,
+        :meth:`ProtocolCore.withdraw_listening`): the guest gets no cancel handle it
+        would only drop, one call into the host and one input fewer per import that
+        ends within the ride-along delay."""
+        rep = ready.ready
+        for i, event in enumerate(queued):
+            if (
+                event.__class__ is InListening
+                and event.cancel == rep
+                and event.state == ready.state
+            ):
+                if self.core.withdraw_listening(rep):
+                    del queued[i]
+                return
 
     def fail(self, exc: BaseException) -> None:
         """The instance is dead: wake every host caller so it can raise."""
@@ -476,11 +497,15 @@ class Scheduler:
         task = self.core.new_host_task_record(label)
         idle = self._idle_workers
         reused = False
-        while idle and not reused:
-            worker = idle.pop()
-            # (an idle worker whose wait the instance's end cancelled stays in the pool
-            # until it runs its clean-up: it takes no more work)
-            reused = worker.parked
+        if idle:
+            context = copy_context()
+            while idle:
+                worker = idle.pop()
+                # (an idle worker whose wait the instance's end cancelled stays in the
+                # pool until it runs its clean-up: it takes no more work)
+                if worker.wake_in(context):
+                    reused = True
+                    break
         if not reused:
             worker = _HostWorker(self._on_trio)
         task.value = worker
@@ -490,9 +515,7 @@ class Scheduler:
         self._host_running += 1
         self._fresh += 1
         self._host_labels[label] = self._host_labels.get(label, 0) + 1
-        if reused:
-            worker.set_in(copy_context())
-        else:
+        if not reused:
             # (one name for all: a name of its own per task is memory each of them holds)
             self._tg.start_soon(self._run_worker, worker, name="isyswasfa host task")
         return task.rep
@@ -599,8 +622,20 @@ class Scheduler:
         """The host task is done (with ``value``, or :data:`_CANCELLED`), and what to
         await to report it. A scope cancelled for work that ended all the same is
         replaced (it would cancel what the worker does next)."""
-        worker.end_job()
-        self._host_task_gone(task)
+        # (`worker.end_job()` and `self._host_task_gone(task)`, inline: once an import)
+        worker.job = None
+        cancelled = worker.state & _SCOPE_CANCELLED
+        worker.state = 0
+        if cancelled and worker.scope is not None:
+            worker.leave_scope()
+            worker.renew_scope()
+        self._host_running -= 1
+        label = task.label
+        left = self._host_labels[label] - 1
+        if left:
+            self._host_labels[label] = left
+        else:
+            del self._host_labels[label]
         task.value = None  # (the worker)
         if value is _CANCELLED:
             actions = self.core.host_work_finished(task.rep, None, cancelled=True)
@@ -757,8 +792,12 @@ class Scheduler:
     async def _run_timers(self) -> None:
         """Sleep until the earliest timed wait is due; finish every wait that is. It
         also sends the inputs that wait to ride along when their time is up."""
+        # (trio's own clock and sleep on trio: anyio's look the backend up at every
+        # call, and the timer wakes once per due wait and per flush)
+        clock = self._now
+        sleep_forever = sleep_forever_of(self._on_trio)
         while True:
-            now = anyio.current_time()
+            now = clock()
             if self._flush_due <= now:
                 self._flush_due = math.inf
                 if self._inputs:  # nothing polled their guests in time
@@ -786,7 +825,7 @@ class Scheduler:
             with scope:
                 self._timer_scope = scope
                 try:
-                    await anyio.sleep_forever()
+                    await sleep_forever()
                 finally:
                     self._timer_scope = None
 
@@ -810,22 +849,31 @@ class Scheduler:
     # own here would be one more frame held by every pending call.)
     def host_awaits(self, rep: int) -> Waiter:
         """The host's call of an export returned the ``pending`` handle ``rep``: the
-        waiter its caller parks on (``while guest_call_pending(rep): await
+        waiter its caller parks on (``while guest_call_state(rep) is PENDING: await
         waiter.wait()``), woken when the guest task is ready or cancelled, or the
         instance fails. If the caller is cancelled it must :meth:`cancel_guest_call`
         (shielded) before ``Cancelled`` propagates; in any case it must
         :meth:`forget_waiter` at the end."""
         self.core.host_calls(rep)
         self._waiters[rep] = waiter = Waiter(self._on_trio)
-        self.poke()
+        self._dirty.update(self._all)  # (`poke`, inline: once a call)
+        if not self._fresh:
+            self._wake.set()
         return waiter
 
     def guest_call_pending(self, rep: int) -> bool:
         """Whether the guest task ``rep`` the host awaits is still pending; raises
         the instance's failure (the call in flight reports what killed it)."""
+        return self.guest_call_state(rep) is TaskState.PENDING
+
+    def guest_call_state(self, rep: int) -> TaskState:
+        """Where the guest task ``rep`` the host awaits is (PENDING, READY, or DONE
+        when cancelled); raises the instance's failure (the call in flight reports
+        what killed it). One read where the caller's wait loop and its check of the
+        result took two."""
         if self.failure is not None:
             raise self.failure
-        return self.core.host_call_outcome(rep) is TaskState.PENDING
+        return self.core.host_call_outcome(rep)
 
     def guest_call_ready(self, rep: int) -> bool:
         """Whether the guest task ``rep`` ended with a result (not cancelled)."""

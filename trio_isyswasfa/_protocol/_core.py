@@ -249,6 +249,22 @@ class ProtocolCore:
             return [Deliver(task.listen_poll, InReady(task.listen_state, rep))]
         return []
 
+    def withdraw_listening(self, rep: int) -> bool:
+        """The ``listening`` of host task ``rep`` has not reached its guest yet, and its
+        ``ready`` (from :meth:`host_work_finished`) goes out in the same poll: whether
+        the ``listening`` may be left out. It may for host work: the guest then sees
+        its ``listen`` answered by ``ready`` alone, as when the work finished before
+        the ``listen`` (docs/abi.md §4.2), and the fresh cancel handle it would have
+        dropped at once is released here. Not for a guest callee (composition), whose
+        cancel handle moved to the caller with the ``listening``."""
+        task = self._tasks.get(rep)
+        if task is None or task.flags & GUEST or task.state is not TaskState.READY:
+            return False
+        if task.refs < 2:  # (the `ready` going out holds one)
+            raise InternalError(f"a listening of task {rep} holds the task's last handle")
+        task.refs -= 1
+        return True
+
     def take_host_value(self, rep: int) -> Any:
         """A guest passed ``ready`` to an import's ``-isyswasfa-result``: the value.
 
@@ -321,7 +337,13 @@ class ProtocolCore:
             raise InternalError("host call has no ready handle to fetch")
         task.flags &= ~HELD_READY  # moves to the callee with the -result call
         task.state = TaskState.DONE
-        self._release_host_caller_handles(task)
+        # (`_release_host_caller_handles`, inline: the ready handle keeps the task)
+        n = bool(task.flags & HELD_PENDING) + bool(task.flags & HELD_CANCEL)
+        task.flags &= ~(HELD_PENDING | HELD_CANCEL)
+        if task.refs > n:
+            task.refs -= n
+        elif n:
+            self._release(task, n)
 
     def finish_host_call(self, rep: int) -> None:
         """Release what the host caller holds after a cancelled call."""
@@ -424,6 +446,9 @@ class ProtocolCore:
         # else `listening` follows the callee's `pending`
         # the scheduler does not keep the pending handle (released last: it may be the
         # only handle so far)
+        if task.refs > 1:  # (`_release`, inline: the fresh cancel or ready handle stays)
+            task.refs -= 1
+            return actions
         return [*actions, *self._release(task)]
 
     def output_cancel(self, poll: int, cancel: int) -> list[Action]:
