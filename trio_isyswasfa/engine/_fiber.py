@@ -246,6 +246,15 @@ def current() -> _Polling | None:
     return _current
 
 
+def set_current(polling: _Polling | None) -> _Polling | None:
+    """Make ``polling`` the fiber call being polled now; gives the one that was. A
+    synchronous entry into wasm that must not yield at an epoch deadline and makes no
+    host call (an inert start function, ``_instance``) runs with ``None``."""
+    global _current
+    previous, _current = _current, polling
+    return previous
+
+
 def _leave(previous: _Polling | None) -> None:
     global _current
     _current = previous
