@@ -18,7 +18,8 @@ Rows:
   every WASI import served by our WASI host functions) and for the hello proxy guests
   of ``bench_serve`` (componentize-py's, 14 core modules; and the Rust one, 4, when the
   Rust toolchain is here; their ``wasi:http`` imports served by functions that fail if
-  called), N = 10 and 160 instances one after another. The component is read and
+  called), and the Rust service example (isyswasfa's own guest crate, 3 core modules),
+  N = 10 and 160 instances one after another. The component is read and
   compiled once; each instance is made and closed. For ours, the floor under it is
   printed too: the time spent in the wasmtime C API calls that instantiating these
   core modules needs at the least (``wasmtime_instance_new`` for each, and
@@ -41,7 +42,7 @@ Rows:
   ``git archive REV | tar -x -C TREE``), for before/after figures from one run.
 
 ``--rows`` picks rows (``load,read,open,first``; all by default) and ``--guests`` the
-guests of the "open an instance" rows (``wat,cases,python,rust``) and of the "first
+guests of the "open an instance" rows (``wat,cases,python,rust,service``) and of the "first
 instance" rows (``c,python``).
 
 Times are wall-clock; the CPU time of the process is printed too, which the other
@@ -69,7 +70,7 @@ from trio_isyswasfa._host import interface_key
 from trio_isyswasfa.engine._component import OwnEngineInstance
 from trio_isyswasfa.engine._instance import _MODULES
 from trio_isyswasfa.engine._reader import read_component
-from trio_isyswasfa.testing import build_python_guest, build_wat_component
+from trio_isyswasfa.testing import RustToolchainMissing, build_python_guest, build_wat_component
 from trio_isyswasfa.testing.conformance import build_c, build_python
 from trio_isyswasfa.wasi import WasiConfig
 from trio_isyswasfa.wasi._context import WasiContext
@@ -122,15 +123,21 @@ def report(label: str, ms: float, baseline: float, note: str = "") -> None:
     print(f"{label:50} {ms:9.3f} ms  {ms / baseline:7.3f}x baseline  {note}")
 
 
-def wasi_resolver(*, http: bool = False) -> Callable[[_engine.ImportedItem], _engine.Resolved]:
+def wasi_resolver(
+    *, http: bool = False, draft: bool = False
+) -> Callable[[_engine.ImportedItem], _engine.Resolved]:
     """Our WASI host functions, as the host registers them (``wasi:http@0.2`` too with
-    ``http``); the isyswasfa resources as plain resources; any other import a function
-    that fails if called."""
+    ``http``, ``wasi:http@0.3.0-draft`` with ``draft``); the isyswasfa resources as plain
+    resources; any other import a function that fails if called."""
     wasi = WasiContext(WasiConfig())
     if http:
         from trio_isyswasfa.http.wasi_http import WasiHttpP2
 
         WasiHttpP2(wasi, None, lambda work: None)
+    if draft:
+        from trio_isyswasfa.http.types import WasiHttp
+
+        WasiHttp(wasi, None)
     io = WasiIo(wasi)
     WasiClocks(wasi, io)
     WasiRandom(wasi)
@@ -324,7 +331,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rows", default="load,read,open,first", help="rows to run (load,read,open,first)"
     )
-    p.add_argument("--guests", default="wat,cases,python,rust", help="guests of the open rows")
+    p.add_argument(
+        "--guests", default="wat,cases,python,rust,service", help="guests of the open rows"
+    )
     p.add_argument("--before", type=Path, help="a checkout of the package to compare (first)")
     p.add_argument("--n", type=int, default=4, help="fresh processes in the first round (first)")
     return p
@@ -368,6 +377,16 @@ def open_rows(guests: set[str]) -> None:
     if "cases" in guests:
         cases = build_python_guest(CASES / "wit", "cases-guest", "app", [CASES / "src"])
         instantiate_rows("componentize-py guest", cases.read_bytes(), wasi_resolver(), 10)
+    if "service" in guests:
+        from .bench_serve import example
+
+        try:
+            service = example("service", "rust")
+        except RustToolchainMissing as exc:
+            print(f"(no Rust service example: {exc})")
+        else:
+            resolve = wasi_resolver(draft=True)
+            instantiate_rows("Rust service example", service.read_bytes(), resolve, 10)
     if guests & {"python", "rust"}:
         from .bench_serve import proxy_components
 

@@ -384,3 +384,79 @@ def test_a_start_like_synchronous_call_cannot_wait(blk_wasm: bytes) -> None:
         assert host.waiting == 0
     finally:
         inst.engine.close()
+
+
+# -- blocking host functions defined once per component (issue 12's opening) ----------
+
+
+async def test_instances_share_the_definitions_and_reach_each_their_own_host(
+    blk_wasm: bytes,
+) -> None:
+    """Each blocking import is defined once for all the component's instances: each
+    instance's call still reaches its own host (found by the calling store), and a
+    closed instance's is released."""
+    component = read_component(blk_wasm)
+    before = _fiber.live_host_funcs()
+    hosts = [Host(), Host()]
+    for i, host in enumerate(hosts):
+        host.gate.set()
+        host.after_wait = lambda n, i=i: bytes([i + 1]) * n  # type: ignore[misc]
+    first, second = (OwnEngineInstance(component, h.resolve, use_cache=False) for h in hosts)
+    try:
+        opening = component.engine_cache["opening"]
+        assert len(opening.host_defs._keys) == 1  # wait-bytes, for both instances
+        assert _fiber.live_host_funcs() == before + 2
+        assert await second.func(API, "fetch").call(2) == _engine.Ok(b"\x02\x02")
+        assert await first.func(API, "fetch").call(3) == _engine.Ok(b"\x01\x01\x01")
+        first.close()
+        assert _fiber.live_host_funcs() == before + 1
+        with pytest.raises(InstanceDead):
+            await first.func(API, "fetch").call(1)
+        assert await second.func(API, "fetch").call(1) == _engine.Ok(b"\x02")
+    finally:
+        first.close()
+        second.close()
+    assert _fiber.live_host_funcs() == before
+
+
+# The definitions outlive their instances with the component, kept to the interpreter's
+# exit here: they have no finalizer to call into Python then (one that did crashed the
+# process at exit). Run in a child, which a regression kills.
+_KEPT_TO_EXIT = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import trio
+from test_engine_blocking import API, Host
+from trio_isyswasfa.engine._component import OwnEngineInstance
+from trio_isyswasfa.engine._reader import read_component
+
+KEPT = read_component(open(sys.argv[3], "rb").read())
+host = Host()
+instances = [OwnEngineInstance(KEPT, host.resolve, use_cache=False) for _ in range(3)]
+print(trio.run(instances[0].func(API, "fetch").call, 0))
+instances[1].close()
+"""
+
+
+def test_definitions_kept_to_the_exit_end_cleanly(blk_wasm: bytes, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "blk.wasm").write_bytes(blk_wasm)
+    here = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KEPT_TO_EXIT,
+            str(here.parent),
+            str(here),
+            str(tmp_path / "blk.wasm"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "Ok(value=b'')"

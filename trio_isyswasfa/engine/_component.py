@@ -280,10 +280,11 @@ class _Opening:
     pool slot, and its :class:`_CanonTemplate` (made when a first instance imports
     it)."""
 
-    __slots__ = ("node_of", "offsets", "plan", "size", "slots", "templates")
+    __slots__ = ("_host_defs", "node_of", "offsets", "plan", "size", "slots", "templates")
 
     def __init__(self, plan: InstancePlan) -> None:
         self.plan = plan
+        self._host_defs: _fiber.HostFuncDefs | None = None
         self.offsets: list[int] = []
         self.node_of: list[int] = []
         for node in plan.nodes:
@@ -296,6 +297,15 @@ class _Opening:
             for slot, ref in enumerate(plan.pool)
             if isinstance(ref, CanonRef)
         }
+
+    @property
+    def host_defs(self) -> _fiber.HostFuncDefs:
+        """The plan's blocking host functions, each defined once for all its instances
+        (by canon function number), made when a first instance needs one."""
+        found = self._host_defs
+        if found is None:
+            found = self._host_defs = _fiber.HostFuncDefs()
+        return found
 
     def template(self, number: int, step: CoreStep, i: int) -> _CanonTemplate:
         """The template of canon function ``number``, which ``step`` imports as its
@@ -447,7 +457,7 @@ class _ComponentInstance(CoreInstances):
                 if isinstance(impl, _engine.Blocking):
                     instance = run.objects[ref.node]
                     assert isinstance(instance, _ComponentInstance)
-                    owner._blocking_func(instance, template, impl, address)
+                    owner._blocking_func(instance, number, template, impl, address)
                     continue
                 if impl is None or isinstance(impl, _engine.ResourceDef):
                     raise LinkError(f"the host gives no function for {template.label}")
@@ -539,10 +549,7 @@ class OwnEngineInstance:
                 self._impls[path] = impl
         self._exports = _imports_and_exports(component)[1]
         try:
-            with self.fibers.defining():  # the blocking host functions share a linker
-                self.root = _ComponentInstance(
-                    component, self, compiled=compiled, use_cache=use_cache
-                )
+            self.root = _ComponentInstance(component, self, compiled=compiled, use_cache=use_cache)
         except BaseException:
             self._release()
             raise
@@ -709,12 +716,17 @@ class OwnEngineInstance:
     def _blocking_func(
         self,
         instance: _ComponentInstance,
+        number: int,
         template: _CanonTemplate,
         impl: _engine.Blocking,
         address: int,
     ) -> None:
-        """The async core function of a lowered :class:`Blocking` host function, made
-        into the import pool's ``wasmtime_extern_t`` at ``address``."""
+        """The async core function of a lowered :class:`Blocking` host function (canon
+        function ``number`` of the plan), made into the import pool's
+        ``wasmtime_extern_t`` at ``address``: defined once for every instance of the
+        plan (:class:`~._fiber.HostFuncDefs`), this instance's Python behind it."""
+        opening = self._opening
+        assert opening is not None
         assert template.abi is not None
         assert template.func_type is not None
         assert isinstance(template.definition, CanonLower)
@@ -723,7 +735,9 @@ class OwnEngineInstance:
         run = self._blocking(
             instance, template.abi, options, impl.fn, template.func_type, template.label
         )
-        self.fibers.host_func_at(template.ty, run, address, template.label)
+        self.fibers.take_host_func(
+            opening.host_defs, number, template.ty, run, address, template.label
+        )
 
     def _lowered(
         self,

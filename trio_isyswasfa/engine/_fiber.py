@@ -40,7 +40,6 @@ for every store.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -48,7 +47,7 @@ import math
 import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from ctypes import CFUNCTYPE, byref, c_size_t, c_void_p
 from types import GeneratorType
 from typing import Any
@@ -244,6 +243,15 @@ def _enter(polling: _Polling) -> _Polling | None:
 def current() -> _Polling | None:
     """The fiber call being polled now, if any (host functions run inside it)."""
     return _current
+
+
+def set_current(polling: _Polling | None) -> _Polling | None:
+    """Make ``polling`` the fiber call being polled now; gives the one that was. A
+    synchronous entry into wasm that must not yield at an epoch deadline and makes no
+    host call (an inert start function, ``_instance``) runs with ``None``."""
+    global _current
+    previous, _current = _current, polling
+    return previous
 
 
 def _leave(previous: _Polling | None) -> None:
@@ -480,7 +488,7 @@ def _trap(trap_ret: Any, polling: _Polling | None, label: str, exc: BaseExceptio
 def _host_callback(env, _caller, args, _nargs, results, _nresults, trap_ret, cont):  # type: ignore[no-untyped-def]
     global _next_key
     start = time.perf_counter()
-    entry = _HOST_FUNCS.get(env or 0)
+    entry = _HOST_FUNCS.get(env or 0) or _shared_entry(env, _caller)
     continuation = cont.contents
     continuation.callback = _FLAG_SET  # done: a C function answers, not a Python one
     continuation.env = _ONE
@@ -574,23 +582,19 @@ def _define_host_func(
     fn: HostFunc,
     label: str,
     out: Any,
-    linker: wasmtime.Linker | None = None,
 ) -> None:
     """An async host function in ``store``, written into the ``wasmtime_extern_t``
     ``out``; its key is appended to ``keys``. The C API has no ``wasmtime_func_new_async``:
-    the function is defined in a linker (``linker``, which must allow shadowing, or a
-    new one) and taken into the store from there. The linker is thrown away soon (a
-    function taken into a store keeps its own reference): one kept for the process
-    would hold its last function until the interpreter's exit, whose finalizer then
-    calls into a half torn-down ``ctypes`` (a segfault at exit)."""
+    the function is defined in a linker and taken into the store from there. The
+    linker is thrown away at once (a function taken into a store keeps its own
+    reference); :class:`HostFuncDefs` keeps one, for functions defined once for many
+    stores."""
     global _next_key
     key = _next_key
     _next_key += 1
     _HOST_FUNCS[key] = _HostEntry(fn, ty, label or getattr(fn, "__name__", "?"))
     keys.append(key)
-    if linker is None:
-        linker = wasmtime.Linker(_engine.engine())
-    # one name for all: each definition replaces the last, once taken into the store
+    linker = wasmtime.Linker(_engine.engine())
     error = ffi.wasmtime_linker_define_async_func(
         linker.ptr(), b"", 0, b"f", 1, ty.ptr(), _host_callback, key, _forget_func
     )
@@ -600,16 +604,73 @@ def _define_host_func(
     assert found
 
 
-def _shadowing_linker() -> wasmtime.Linker:
-    """A linker in which a definition replaces one of the same name."""
-    linker = wasmtime.Linker(_engine.engine())
-    ffi.wasmtime_linker_allow_shadowing(linker.ptr(), True)
-    return linker
+# the entries of shared definitions (:class:`HostFuncDefs`), by the address of the
+# store's context (``wasmtime_context_t``) and then by the definition's key
+_BY_CONTEXT: dict[int, dict[int, _HostEntry]] = {}
+_CALLER_CONTEXT = ctypes.PYFUNCTYPE(c_size_t, c_void_p)(("wasmtime_caller_context", ffi.dll))
+_LINKER_GET = ctypes.PYFUNCTYPE(
+    ctypes.c_bool,
+    c_void_p,
+    c_void_p,
+    ctypes.c_char_p,
+    c_size_t,
+    ctypes.c_char_p,
+    c_size_t,
+    c_void_p,
+)(("wasmtime_linker_get", ffi.dll))
+
+
+def _shared_entry(env: int | None, caller: Any) -> _HostEntry | None:
+    """The entry of shared definition ``env`` in the calling store, if it has one."""
+    found = _BY_CONTEXT.get(_CALLER_CONTEXT(caller))
+    return None if found is None else found.get(env or 0)
+
+
+# no finalizer (a NULL function pointer, as the C API admits)
+_NULL = wasmtime._bindings._wasmtime_linker_define_async_func.argtypes[-1]()
+
+
+class HostFuncDefs:
+    """Async host functions defined once for many stores (a component's blocking imports,
+    the same for each of its instances): each is defined once in a linker kept here, with
+    a key of its own as its ``env``, and :meth:`FiberStore.take_host_func` takes it into
+    a store with the store's own Python function, which the host callback finds by the
+    calling store. An instance thus pays one ``wasmtime_linker_get`` for each, not a
+    definition (~40 % of the cost, the function's type registered with the engine).
+
+    The definitions have no finalizer: the linker may live until the interpreter's
+    exit (a component kept to the end), and a finalizer calling into Python then, with
+    ``ctypes`` half torn down, crashed the process.
+    """
+
+    __slots__ = ("_keys", "address", "linker")
+
+    def __init__(self) -> None:
+        self.linker = wasmtime.Linker(_engine.engine())
+        self.address: int = ctypes.cast(self.linker.ptr(), c_void_p).value or 0
+        self._keys: dict[Any, tuple[int, bytes]] = {}
+
+    def define(self, ident: Any, ty: wasmtime.FuncType) -> tuple[int, bytes]:
+        """The key and the name (in the linker) of the definition for ``ident`` (of
+        type ``ty``), defined on first use."""
+        found = self._keys.get(ident)
+        if found is None:
+            global _next_key
+            key = _next_key
+            _next_key += 1
+            name = b"%d" % key
+            error = ffi.wasmtime_linker_define_async_func(
+                self.linker.ptr(), b"", 0, name, len(name), ty.ptr(), _host_callback, key, _NULL
+            )
+            if error:  # pragma: no cover - wasmtime accepts any function type here
+                raise wasmtime.WasmtimeError._from_ptr(error)
+            found = self._keys[ident] = (key, name)
+        return found
 
 
 def live_host_funcs() -> int:
     """How many async host functions are registered (for leak checks)."""
-    return len(_HOST_FUNCS)
+    return len(_HOST_FUNCS) + sum(len(found) for found in _BY_CONTEXT.values())
 
 
 # -- epoch deadlines for stores that take synchronous calls too -------------------------
@@ -697,7 +758,7 @@ class FiberStore:
         self._busy = False
         self._idle: anyio.Event | None = None
         self._host_keys: list[int] = []  # of the host functions made in this store
-        self._linker: wasmtime.Linker | None = None  # the one :meth:`defining` lends
+        self._shared: dict[int, _HostEntry] | None = None  # see :meth:`take_host_func`
         self._dispatch: _Dispatch | None = None  # made at the first call through it
         # the dispatcher's memory (made at the first call or the first may_leave flag;
         # under a memory limit, at once, below), its address and a view of it: one
@@ -822,6 +883,10 @@ class FiberStore:
         for key in self._host_keys:
             _HOST_FUNCS.pop(key, None)
         self._host_keys.clear()
+        if self._shared is not None:
+            if _BY_CONTEXT.get(self._context_address) is self._shared:
+                del _BY_CONTEXT[self._context_address]
+            self._shared = None
 
     def instantiate(self, module: wasmtime.Module, imports: Sequence[Any]) -> wasmtime.Instance:
         """A core instance of ``module`` in this store (see :func:`instantiate`)."""
@@ -839,33 +904,28 @@ class FiberStore:
         assert isinstance(func, wasmtime.Func)
         return func
 
-    def host_func_at(self, ty: wasmtime.FuncType, fn: HostFunc, address: int, label: str) -> None:
-        """:meth:`host_func`, written as a ``wasmtime_extern_t`` at ``address`` (a slot of
-        an import array) rather than wrapped in a wasmtime-py object."""
+    def take_host_func(
+        self,
+        defs: HostFuncDefs,
+        ident: Any,
+        ty: wasmtime.FuncType,
+        fn: HostFunc,
+        address: int,
+        label: str,
+    ) -> None:
+        """:meth:`host_func` for the definition ``ident`` of ``defs`` (defined there
+        on first use, for every store), written as a ``wasmtime_extern_t`` at
+        ``address`` (a slot of an import array): in this store, a call of it runs
+        ``fn``."""
+        key, name = defs.define(ident, ty)
         self.stop_server()
-        _define_host_func(
-            self.store,
-            self._host_keys,
-            ty,
-            fn,
-            label,
-            ffi.wasmtime_extern_t.from_address(address),
-            self._linker,
-        )
-
-    @contextlib.contextmanager
-    def defining(self) -> Iterator[None]:
-        """Host functions made in this block (an instance's opening) share one linker:
-        a linker per function cost a quarter of each function's making. It is dropped
-        at the end of the block (the functions taken into the store keep their own
-        references)."""
-        outer = self._linker
-        if outer is None:
-            self._linker = _shadowing_linker()
-        try:
-            yield
-        finally:
-            self._linker = outer
+        shared = self._shared
+        if shared is None:
+            # (a dead store's entries at this address, if it was never released, go)
+            shared = self._shared = _BY_CONTEXT[self._context_address] = {}
+        shared[key] = _HostEntry(fn, ty, label)
+        found = _LINKER_GET(defs.address, self._context_address, b"", 0, name, len(name), address)
+        assert found
 
     def func(
         self,

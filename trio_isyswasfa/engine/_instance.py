@@ -24,8 +24,10 @@ deadlines) admit only the async instantiation; an instance made in such a store 
 back to it (``wasmtime_linker_instantiate_async``, one linker per module), several
 times slower. Async host functions among the imports do not force it: make the host
 functions and the instance in a plain store, then turn it into a fiber store. Modules
-with a start function always take the async path (a start function reaching an async
-host function on the synchronous path aborts the process).
+with a start function take the async path (a start function reaching an async host
+function on the synchronous path aborts the process), unless the plan has read the
+start function's code and found it inert (:mod:`._startcheck`: it reaches no host
+function and runs no loop).
 
 What only the canonical ABI can make (the core functions of ``canon lower``,
 ``resource.*`` and the async built-ins) comes from a ``trampoline`` callback, given
@@ -299,6 +301,9 @@ class InstantiationStatistics:
     the floor under instantiating through wasmtime's C API."""
     async_path: bool
     """Whether the store made the instance take the async instantiation."""
+    async_steps: int = 0
+    """Core instances made on the async path (a fiber store's, or a module's whose
+    start function may reach a host function or run long)."""
 
 
 class _Scratch:
@@ -441,6 +446,7 @@ class _Run:
 
     __slots__ = (
         "async_only",
+        "async_steps",
         "ctx",
         "externs",
         "fetch_seconds",
@@ -473,6 +479,7 @@ class _Run:
         self.externs: dict[ExportRef, Any] = {}
         self.lifts: dict[int, LiftedFunc] = {}
         self.async_only = False
+        self.async_steps = 0
         self.seconds = 0.0
         self.fetch_seconds = 0.0
         self.fetched = 0
@@ -755,8 +762,9 @@ class CoreInstances:
             self._make_canons(step)
         run.fetched += len(step.fetch) + len(step.make)
         out = scratch.instance_addr[step.instance]
-        if step.has_start or run.async_only:
+        if (step.has_start and not step.sync_start) or run.async_only:
             start = time.perf_counter()
+            run.async_steps += 1
             try:
                 self._instantiate_async(step, out)
             finally:
@@ -768,9 +776,16 @@ class CoreInstances:
             array = scratch.import_array(step)
             imports = b"".join(array) if isinstance(array, list) else array
             start = time.perf_counter()
+            # an inert start function (``_startcheck``) runs here: an epoch deadline it
+            # meets must not make it yield (what only the async path can), so it runs
+            # as outside any fiber call (where ``_fiber``'s deadline callback lets a
+            # synchronous call run on), even when a host function opens this instance
+            outer = _fiber.set_current(None) if step.has_start else None
             try:
                 self._instantiate(step, imports, out)
             finally:
+                if outer is not None:
+                    _fiber.set_current(outer)
                 run.seconds += time.perf_counter() - start
         raw = run.raw[step.instance] = _INSTANCE.from_buffer_copy(
             scratch.instances, step.instance * _INSTANCE_SIZE
@@ -811,6 +826,7 @@ class CoreInstances:
             )
             if _ASYNC_ONLY in str(exc):  # a fiber store: the async path from now on
                 run.async_only = True
+                run.async_steps += 1
                 self._instantiate_async(step, out)
                 return
             raise LinkError(
@@ -908,6 +924,7 @@ class CoreInstances:
             wasmtime_seconds=run.seconds,
             fetch_seconds=run.fetch_seconds,
             async_path=run.async_only,
+            async_steps=run.async_steps,
         )
 
 

@@ -63,6 +63,7 @@ from ._model import (
     Value,
 )
 from ._reader import read_core_shape
+from ._startcheck import ModuleCode, start_is_inert
 from ._types import FuncType, ResourceType
 
 EXTERN_SIZE = 32
@@ -157,7 +158,9 @@ class CoreStep:
     it runs: ``fetch`` lists ``(slot, instance, name, len(name))`` for exports of
     earlier instances, ``make`` lists ``(slot, ref, i)`` for canon-defined functions
     (``i``: the import's position, for its type). ``has_start``: the module has a start
-    function (instantiated on the async path, which may suspend it).
+    function (instantiated on the async path, which may suspend it), unless
+    ``sync_start``: the start function surely reaches no host function and ends soon
+    (:func:`~._startcheck.start_is_inert`), so the synchronous path takes it.
     ``module_address``: the compiled module's ``wasmtime_module_t`` (the plan keeps
     the module alive).
     """
@@ -175,6 +178,7 @@ class CoreStep:
     pool_size: int
     has_start: bool
     module_address: int
+    sync_start: bool = False
 
 
 @record
@@ -393,6 +397,10 @@ class _Builder:
         self.slots: dict[CoreRef, int] = {}
         self.shapes: dict[int, _Shape] = {}  # by id of the module
         self.instance_shapes: list[_Shape] = []
+        # each real core instance's module and imports, for the start functions' check
+        self.instance_modules: list[wasmtime.Module] = []
+        self.instance_refs: list[list[CoreRef]] = []
+        self.codes: dict[int, ModuleCode | None] = {}  # by id of the module
         # the fresh type an instantiation exports for each resource type the instantiated
         # component defines, to that type (unique objects: one map for every node)
         self.defined: dict[ResourceType, ResourceType] = {}
@@ -551,6 +559,9 @@ class _Builder:
         self.plan.instances += 1
         self.plan.imports += len(refs)
         shapes.append(shape)
+        self.instance_modules.append(module)
+        self.instance_refs.append(refs)
+        sync_start = shape.has_start and start_is_inert(index, self.code, self.follow)
         node.steps.append(
             CoreStep(
                 index,
@@ -566,9 +577,29 @@ class _Builder:
                 len(self.plan.pool),
                 shape.has_start,
                 ctypes.cast(module.ptr(), ctypes.c_void_p).value or 0,
+                sync_start,
             )
         )
         return RealInstance(index)
+
+    def code(self, instance: int) -> ModuleCode | None:
+        """Real core instance ``instance``'s module, read for the start check (``None``:
+        no bytes, or bytes the check does not read)."""
+        module = self.instance_modules[instance]
+        key = id(module)
+        if key not in self.codes:
+            data = self.module_bytes.get(key)
+            try:
+                self.codes[key] = None if data is None else ModuleCode(data)
+            except LoadError:
+                self.codes[key] = None
+        return self.codes[key]
+
+    def follow(self, instance: int, position: int) -> tuple[int, str] | None:
+        """Where import ``position`` of real core instance ``instance`` comes from: an
+        earlier instance's export, or ``None`` (a canon-defined function)."""
+        ref = self.instance_refs[instance][position]
+        return (ref.instance, ref.name) if isinstance(ref, ExportRef) else None
 
 
 def build_plan(
