@@ -1,0 +1,167 @@
+"""Review probes, third round: the ``wasi:http@0.3.0-draft`` (isyswasfa) serve path
+against what last session fixed on the ``proxy@0.2`` path only, the app without the
+lifespan protocol, and last session's changes.
+
+Each probe is a bug found, a strict ``xfail`` until it is fixed (its reason says what
+is wrong). The draft guest is ``tests/guests/review3``: the request's path spells its
+answer (``/STATUS/CONTENT-LENGTH/BODY``), so each probe says exactly what it answers.
+The expected answers are those the ``proxy@0.2`` path gives since its fixes
+(``tests/test_review_probes2.py``), where wasmtime serve was the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import trio
+from conftest import GUESTS, start_server
+from test_review_probes2 import _connect
+
+import trio_isyswasfa
+from trio_isyswasfa.http import ComponentApp
+
+
+@pytest.fixture(scope="module")
+def draft_guest() -> trio_isyswasfa.Component:
+    """The review's draft guest (tests/guests/review3), compiled."""
+    from trio_isyswasfa.testing import build_python_guest
+
+    wasm = build_python_guest(
+        GUESTS / "http" / "wit", "http-guest", "app", [GUESTS / "review3" / "src"]
+    )
+    return trio_isyswasfa.load_component(Path(wasm))
+
+
+async def _exchange(url: str, method: str, target: str) -> bytes:
+    """The whole answer to one ``connection: close`` request (b"" if the server closes
+    at once, or it is gone)."""
+    answer = b""
+    with contextlib.suppress(OSError):
+        stream = await _connect(url)
+        async with stream:
+            await stream.send_all(
+                f"{method} {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()
+            )
+            with trio.move_on_after(10):  # (a hang guard: it closes at once when right)
+                while data := await stream.receive_some():
+                    answer += data
+    return answer
+
+
+async def _serve_and_ask(
+    component: trio_isyswasfa.Component, requests: list[tuple[str, str]]
+) -> tuple[list[bytes], trio_isyswasfa.http.ServerStatistics]:
+    """Serve ``component`` with hypercorn (as ``serve`` does), send ``requests`` one by
+    one, and return the answers and the app's statistics once it is idle."""
+    app = ComponentApp(component)
+    answers = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await start_server(nursery, app)
+            for method, target in requests:
+                answers.append(await _exchange(url, method, target))
+            with trio.move_on_after(5):
+                await app.wait_idle()
+            nursery.cancel_scope.cancel()
+    return answers, app.statistics()
+
+
+def _status(answer: bytes) -> bytes:
+    return answer.split(b"\r\n", 1)[0]
+
+
+def _body(answer: bytes) -> bytes:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        out = b""
+        while body:
+            size, _, rest = body.partition(b"\r\n")
+            n = int(size, 16)
+            if not n:
+                break
+            out, body = out + rest[:n], rest[n + 2 :]
+        return out
+    return body
+
+
+# -- the draft path: a guest's interim (1xx) status ------------------------------------------
+
+
+@pytest.mark.guest
+@pytest.mark.xfail(
+    strict=True,
+    reason="a draft guest's 101 reaches h11 as the response: the error escapes serve() "
+    "and stops the whole server (fixed on the proxy path only)",
+)
+async def test_a_draft_guest_answering_101_does_not_stop_the_server(
+    draft_guest: trio_isyswasfa.Component,
+) -> None:
+    answers, _ = await _serve_and_ask(
+        draft_guest, [("GET", "/101/-/hello"), ("GET", "/200/-/alive")]
+    )
+    # the proxy path's answer: an interim status is the guest's failure (500)
+    assert _status(answers[0]) == b"HTTP/1.1 500 "
+    assert _status(answers[1]) == b"HTTP/1.1 200 "
+    assert _body(answers[1]) == b"alive"
+
+
+@pytest.mark.guest
+@pytest.mark.xfail(
+    strict=True,
+    reason="a draft guest's 100 goes out as the final answer: the client gets '100' "
+    "and a closed connection, no final response (fixed on the proxy path only)",
+)
+async def test_a_draft_guest_answering_100_gets_a_500(
+    draft_guest: trio_isyswasfa.Component,
+) -> None:
+    answers, stats = await _serve_and_ask(draft_guest, [("GET", "/100/-/hello")])
+    assert _status(answers[0]) == b"HTTP/1.1 500 "
+    assert (stats.failed, stats.cancelled) == (1, 0), stats
+
+
+# -- the draft path: a response content-length ----------------------------------------------
+
+
+@pytest.mark.guest
+@pytest.mark.xfail(
+    strict=True,
+    reason="a draft guest's content-length that is no number raises h11's error in "
+    "ComponentApp: hypercorn's bare 500 and a request counted as cancelled",
+)
+@pytest.mark.parametrize("value", ["abc", "-1"])
+async def test_a_draft_guests_content_length_that_is_no_number(
+    draft_guest: trio_isyswasfa.Component, value: str
+) -> None:
+    answers, stats = await _serve_and_ask(draft_guest, [("GET", f"/200/{value}/hello")])
+    # as on the proxy path (and wasmtime serve): the body, chunked, the bad field left
+    # out; a 500 of ours saying the component failed would do too
+    assert (_status(answers[0]), _body(answers[0])) in [
+        (b"HTTP/1.1 200 ", b"hello"),
+        (b"HTTP/1.1 500 ", b"the component failed\n"),
+    ]
+    assert stats.cancelled == 0, stats
+
+
+@pytest.mark.guest
+@pytest.mark.xfail(
+    strict=True,
+    reason="a draft guest's body longer or shorter than its content-length raises h11's "
+    "error in ComponentApp (logged as 'Error in ASGI Framework'): counted as the client's "
+    "cancel, not the guest's failure; a longer one sends none of its bytes",
+)
+@pytest.mark.parametrize(
+    ("target", "sent"),
+    [("/200/10/hello", b"hello"), ("/200/2/hello", b"he")],
+    ids=["cut-short", "too-long"],
+)
+async def test_a_draft_guests_body_unlike_its_content_length_is_its_failure(
+    draft_guest: trio_isyswasfa.Component, target: str, sent: bytes
+) -> None:
+    answers, stats = await _serve_and_ask(draft_guest, [("GET", target)])
+    # the proxy path: the response is cut off (short) or cut at its length (long), and
+    # the request counts as the guest's failure
+    assert _status(answers[0]) == b"HTTP/1.1 200 "
+    assert _body(answers[0]) == sent
+    assert (stats.failed, stats.cancelled) == (1, 0), stats
