@@ -18,7 +18,7 @@ from wit_world.imports import pipe, types
 class Handler(exports.Handler):
     async def handle(self, request: types.Request) -> types.Response:
         path = request.path_with_query() or "/"
-        status, length, body = (path.split("?")[0].split("/", 3)[1:] + ["", "", ""])[:3]
+        status, length, body = [*path.split("?")[0].split("/", 3)[1:], "", "", ""][:3]
         entries = [] if length in ("-", "") else [("content-length", length.encode())]
         tx, rx = pipe.make_pipe()
         data = body.encode()
