@@ -206,3 +206,37 @@ async def test_a_streamed_response_from_an_instance_of_its_own_completes(
     stats = app.statistics()
     assert (stats.completed, stats.failed) == (2, 0), stats
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# -- serve: an address that cannot be bound ----------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="serve() leaves the sockets it bound before an address that fails unclosed "
+    "(listening until collected: a ResourceWarning)",
+)
+async def test_serve_closes_what_it_bound_when_a_later_address_fails() -> None:
+    import gc
+    import socket
+    import warnings
+
+    from test_review_probes2 import _HELLO, _proxy
+
+    from trio_isyswasfa.http import serve
+
+    component = _proxy(
+        "(call $respond (local.get $out) (i32.const 200) (call $fields)"
+        " (i32.const 1024) (i32.const 5))",
+        _HELLO,
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with trio.fail_after(10), pytest.raises(OSError, match="in use"):
+                await serve(component, bind=["127.0.0.1:0", f"127.0.0.1:{port}"])
+            gc.collect()
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
