@@ -323,3 +323,30 @@ async def test_a_draft_requests_body_that_breaks_off_is_its_error_code() -> None
                 ctx.close()
     assert isinstance(answer, ErrorCode)
     assert answer.case == "connection-terminated"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a draft guest's outgoing request through an HttpClient that is not open (a "
+    "ComponentApp run without the lifespan) raises RuntimeError in the guest's call, a "
+    "trap, where ComponentApp says such requests are refused (an error-code)",
+)
+async def test_a_draft_request_through_a_client_not_open_is_refused() -> None:
+    import test_http_client as h
+
+    from trio_isyswasfa import WasiConfig
+    from trio_isyswasfa.http import HttpClient
+    from trio_isyswasfa.http.types import ErrorCode, WasiHttp
+    from trio_isyswasfa.wasi._context import WasiContext
+
+    client = HttpClient(allow=["127.0.0.1:*"])  # (the app enters it with the lifespan)
+    ctx = WasiContext(WasiConfig())
+    try:
+        http = WasiHttp(ctx, client.send)
+        # what the guest's `handler.handle` import does during its call
+        outcome = http._send(http.give(h.get(9)).rep)
+        with trio.fail_after(10):
+            answer = await outcome
+    finally:
+        ctx.close()
+    assert isinstance(answer, ErrorCode)
