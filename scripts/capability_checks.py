@@ -41,6 +41,7 @@ HTTP_TESTS = ("tests/test_http_fields.py", "tests/test_http_client.py")
 WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
 PROBES2 = "tests/test_review_probes2.py"
+PROBES3 = "tests/test_review_probes3.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 POOL = "trio_isyswasfa/http/_pool.py"
 FIBER = "trio_isyswasfa/engine/_fiber.py"
@@ -458,6 +459,13 @@ CHECKS = [
         'raise GuestProtocolError(f"response body cut off: {body.problem}")',
         "pass",
         (PROXY_TESTS, "-k", "retired or cut_off"),
+    ),
+    Check(
+        "serve: an interim (1xx) status is the guest's failure, on both paths (500)",
+        "trio_isyswasfa/http/_asgi.py",
+        "if status < 200:",
+        "if False:",
+        (PROBES3, PROBES2, "-k", "answering_10"),
     ),
     Check(
         "serve: at most max_instances at once",

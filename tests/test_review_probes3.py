@@ -90,11 +90,6 @@ def _body(answer: bytes) -> bytes:
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's 101 reaches h11 as the response: the error escapes serve() "
-    "and stops the whole server (fixed on the proxy path only)",
-)
 async def test_a_draft_guest_answering_101_does_not_stop_the_server(
     draft_guest: trio_isyswasfa.Component,
 ) -> None:
@@ -108,11 +103,6 @@ async def test_a_draft_guest_answering_101_does_not_stop_the_server(
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's 100 goes out as the final answer: the client gets '100' "
-    "and a closed connection, no final response (fixed on the proxy path only)",
-)
 async def test_a_draft_guest_answering_100_gets_a_500(
     draft_guest: trio_isyswasfa.Component,
 ) -> None:

@@ -375,6 +375,10 @@ class ComponentApp:
                         await _send_error(send, 500, f"the component failed: {response}")
                         state.outcome = "failed"
                         return
+                    failure = _not_final(response.status)
+                    if failure is not None:  # a 500 (below), the instance retired
+                        response.close()
+                        raise failure
                     state.started = True
 
                     def watch() -> None:
@@ -563,8 +567,8 @@ class ComponentApp:
                 state.outcome = "failed"
                 state.sent = True  # all of it, once this returns: a disconnect is no news
                 await _send_error(send, 500, f"the component failed: {answer}")
-            elif answer.status < 200:  # (HTTP/1.1 cannot send it as the answer: h11 raises)
-                state.failure = GuestProtocolError(f"response status {answer.status} is not final")
+            elif (failure := _not_final(answer.status)) is not None:
+                state.failure = failure
             else:
                 state.started = True
                 body = state.body = answer.body or OutgoingBody.empty()
@@ -1257,6 +1261,14 @@ class _RequestHelpers:
                 await self._done.wait()
         if self._failures:
             raise BaseExceptionGroup("a proxy request's helper task failed", self._failures)
+
+
+def _not_final(status: int) -> GuestProtocolError | None:
+    """The guest's failure if ``status`` is interim (1xx): HTTP/1.1 cannot send one as
+    the answer (h11 raises, and out of ``serve`` for a 101), so it gets a 500."""
+    if status < 200:
+        return GuestProtocolError(f"response status {status} is not final")
+    return None
 
 
 def _whole(answer: OutgoingResponse | ErrorCode) -> bool:
