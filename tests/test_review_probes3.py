@@ -201,11 +201,6 @@ async def test_a_streamed_response_from_an_instance_of_its_own_completes(
 # -- serve: an address that cannot be bound ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve() leaves the sockets it bound before an address that fails unclosed "
-    "(listening until collected: a ResourceWarning)",
-)
 async def test_serve_closes_what_it_bound_when_a_later_address_fails() -> None:
     import gc
     import socket

@@ -98,8 +98,10 @@ async def serve(
         backlog = default_backlog()
     elif backlog < 1:
         raise ValueError(f"backlog must be at least 1, not {backlog}")
-    sockets = [_listen(addr, backlog) for addr in bind]
-    try:
+    sockets: list[socket.socket] = []
+    try:  # (bound one by one inside it: those bound before an address that fails are closed)
+        for addr in bind:
+            sockets.append(_listen(addr, backlog))
         urls = []
         for sock in sockets:
             host, port = sock.getsockname()[:2]
