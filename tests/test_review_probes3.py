@@ -262,12 +262,6 @@ async def test_a_response_body_cut_off_by_the_clients_close_fails_the_read() -> 
 # -- the draft's outgoing request: a body that breaks off -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's outgoing request whose body breaks off (a forwarded request "
-    "body whose client left) raises StreamFailed out of the send's host task, which fails "
-    "the instance as a host bug; the proxy@0.2 path answers the error-code",
-)
 async def test_a_draft_requests_body_that_breaks_off_is_its_error_code() -> None:
     import test_http_client as h
 
@@ -308,6 +302,35 @@ async def test_a_draft_requests_body_that_breaks_off_is_its_error_code() -> None
                 ctx.close()
     assert isinstance(answer, ErrorCode)
     assert answer.case == "connection-terminated"
+
+
+async def test_a_draft_outgoing_handler_that_raises_gives_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """(With the fix above) a handler's own bug is the guest's ``internal-error``, and
+    logged, rather than an exception out of the send's host task."""
+    import test_http_client as h
+
+    from trio_isyswasfa import WasiConfig
+    from trio_isyswasfa.http.types import ErrorCode, Request, Response, WasiHttp
+    from trio_isyswasfa.wasi._context import WasiContext
+
+    async def broken(request: Request) -> Response:
+        await trio.lowlevel.checkpoint()
+        raise KeyError("the handler's bug")
+
+    ctx = WasiContext(WasiConfig())
+    try:
+        http = WasiHttp(ctx, broken)
+        with trio.fail_after(10):
+            answer = await http._send(http.give(h.get(9)).rep)
+    finally:
+        ctx.close()
+    assert isinstance(answer, ErrorCode)
+    assert (answer.case, answer.payload) == ("internal-error", 'KeyError: "the handler\'s bug"')
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "sending a guest's request failed"
+    ]
 
 
 @pytest.mark.xfail(

@@ -15,6 +15,7 @@ validated, hop-by-hop headers are refused, ``headers()`` returns an immutable vi
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ import anyio
 from .._engine import Err, Ok, ResourceKind, own, record, variant, variant_case
 from .._scheduler import close_unstarted
 from ..wasi._context import WasiContext
-from ..wasi.io import ErrorObject, InputStream, Pollable
+from ..wasi.io import ErrorObject, InputStream, Pollable, StreamFailed
 from ._background import StartedAtCall
+
+log = logging.getLogger("trio_isyswasfa.http")
 
 _T = TypeVar("_T")
 
@@ -565,9 +568,20 @@ class _Outcome(StartedAtCall["Response | ErrorCode"]):
             return await self._sending
         except ErrorCode as exc:
             return exc
+        except Exception as exc:  # never out of the host task: that fails the instance
+            return _sending_failure(exc)
 
     def _give_up(self) -> None:
         close_unstarted(self._sending)
+
+
+def _sending_failure(exc: Exception) -> ErrorCode:
+    """The guest's error code for a send that raised: a request body that broke off
+    (its ``StreamFailed`` carries the code), else the handler's bug (logged)."""
+    if isinstance(exc, StreamFailed):
+        return exc.cause if isinstance(exc.cause, ErrorCode) else ErrorCode("internal-error")
+    log.error("sending a guest's request failed", exc_info=exc)
+    return ErrorCode("internal-error", f"{type(exc).__name__}: {exc}")
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:
