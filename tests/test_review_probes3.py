@@ -333,12 +333,6 @@ async def test_a_draft_outgoing_handler_that_raises_gives_internal_error(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's outgoing request through an HttpClient that is not open (a "
-    "ComponentApp run without the lifespan) raises RuntimeError in the guest's call, a "
-    "trap, where ComponentApp says such requests are refused (an error-code)",
-)
 async def test_a_draft_request_through_a_client_not_open_is_refused() -> None:
     import test_http_client as h
 

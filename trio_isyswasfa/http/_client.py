@@ -57,6 +57,7 @@ from ._background import BackgroundTasks, StartedAtCall
 from .types import (
     FORBIDDEN,
     Body,
+    ClientNotOpen,
     ErrorCode,
     Fields,
     Request,
@@ -462,9 +463,11 @@ class HttpClient(BackgroundTasks):
         Raises:
           ErrorCode: the request was refused or failed (``HTTP-request-denied``,
             ``connection-refused``, ``connection-timeout``, ``HTTP-request-URI-invalid``…).
+          ClientNotOpen: outside the client's ``async with`` block (a ``RuntimeError``;
+            a guest's request is refused then).
         """
         if not self._open:
-            raise RuntimeError("use HttpClient in an `async with` block")
+            raise ClientNotOpen("use HttpClient in an `async with` block")
         first, written = self._write_now(request)
         return _Sending(self, request, self._sending(request, first, written), written)
 

@@ -70,6 +70,12 @@ class ErrorCode(Exception):
         return self.case if self.payload is None else f"{self.case}: {self.payload}"
 
 
+class ClientNotOpen(RuntimeError):
+    """An outgoing handler used while it is not open (an :class:`HttpClient` outside
+    its ``async with`` block, as a :class:`ComponentApp`'s without the lifespan): a
+    guest's request through it is refused (``HTTP-request-denied``)."""
+
+
 # -- fields -----------------------------------------------------------------------------
 
 
@@ -539,6 +545,9 @@ class WasiHttp:
             sending = self.outgoing(request)
         except ErrorCode as exc:  # a plain function refusing it at once
             return _Outcome(_refused(exc))
+        except ClientNotOpen:  # (raised out of the guest's call, it was a trap)
+            request.close()
+            return _Outcome(_refused(ErrorCode("HTTP-request-denied")))
         return _Outcome(sending)
 
     def _sent(self, outcome: Response | ErrorCode) -> Any:
@@ -610,6 +619,7 @@ def _authority(value: str | None) -> str | None:
 
 __all__ = [
     "Body",
+    "ClientNotOpen",
     "ErrorCode",
     "Fields",
     "HeaderError",
