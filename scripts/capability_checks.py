@@ -461,6 +461,13 @@ CHECKS = [
         (PROXY_TESTS, "-k", "retired or cut_off"),
     ),
     Check(
+        "http client: a response body cut off by the client's close fails its read",
+        "trio_isyswasfa/http/_client.py",
+        "if not over:  # cut off (the client closed, cancelling this): never a clean end",
+        "if False:",
+        (PROBES3, "-k", "clients_close"),
+    ),
+    Check(
         "serve: an interim (1xx) status is the guest's failure, on both paths (500)",
         "trio_isyswasfa/http/_asgi.py",
         "if status < 200:",
