@@ -172,13 +172,6 @@ def http_guest() -> trio_isyswasfa.Component:
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request with an instance of its own (per-request without spares, or no "
-    "lifespan) whose response went out as the guest wrote it is counted failed and logged "
-    "'component failed: ... the instance was closed': the response's watch takes the "
-    "instance's own close for its failure",
-)
 @pytest.mark.parametrize("lifespan", [True, False], ids=["per-request-no-spares", "no-lifespan"])
 async def test_a_streamed_response_from_an_instance_of_its_own_completes(
     http_guest: trio_isyswasfa.Component, lifespan: bool, caplog: pytest.LogCaptureFixture

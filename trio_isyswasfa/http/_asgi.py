@@ -924,6 +924,8 @@ def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
 async def _cut_off_on_failure(instance: Instance, state: _OneState, scope: _Cancellable) -> None:
     """Once ``instance`` fails, cancel ``scope`` (the request's), saying why in ``state``."""
     await instance._sched.wait_failed()
+    if state.outcome == "completed":
+        return  # the response went out whole: this is the instance of its own closing
     try:
         instance._sched.check_alive()
     except IsyswasfaError as exc:
