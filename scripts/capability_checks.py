@@ -475,6 +475,27 @@ CHECKS = [
         (PROBES3, PROBES2, "-k", "answering_10"),
     ),
     Check(
+        "serve: a response content-length that is no number is left out, on both paths",
+        "trio_isyswasfa/http/_asgi.py",
+        'if declared is None and any(n == b"content-length" for n, _ in headers):',
+        "if False:",
+        (PROBES3, PROBES2, "-k", "no_number"),
+    ),
+    Check(
+        "serve: a draft response body written past its content-length is cut at it",
+        "trio_isyswasfa/http/_asgi.py",
+        "if sent > declared:",
+        "if False:",
+        (PROBES3, "-k", "unlike_its_content_length"),
+    ),
+    Check(
+        "serve: a draft response body short of its content-length is cut off",
+        "trio_isyswasfa/http/_asgi.py",
+        "if declared is None or sent >= declared:",
+        "if True:",
+        (PROBES3, "-k", "unlike_its_content_length"),
+    ),
+    Check(
         "serve: at most max_instances at once",
         "trio_isyswasfa/http/_asgi.py",
         "self._slots = _Slots(self.max_instances * self.per_instance)",

@@ -115,11 +115,6 @@ async def test_a_draft_guest_answering_100_gets_a_500(
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's content-length that is no number raises h11's error in "
-    "ComponentApp: hypercorn's bare 500 and a request counted as cancelled",
-)
 @pytest.mark.parametrize("value", ["abc", "-1"])
 async def test_a_draft_guests_content_length_that_is_no_number(
     draft_guest: trio_isyswasfa.Component, value: str
@@ -135,12 +130,6 @@ async def test_a_draft_guests_content_length_that_is_no_number(
 
 
 @pytest.mark.guest
-@pytest.mark.xfail(
-    strict=True,
-    reason="a draft guest's body longer or shorter than its content-length raises h11's "
-    "error in ComponentApp (logged as 'Error in ASGI Framework'): counted as the client's "
-    "cancel, not the guest's failure; a longer one sends none of its bytes",
-)
 @pytest.mark.parametrize(
     ("target", "sent"),
     [("/200/10/hello", b"hello"), ("/200/2/hello", b"he")],
