@@ -209,6 +209,17 @@ async def test_serve_closes_what_it_bound_when_a_later_address_fails() -> None:
     assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
 
 
+@pytest.mark.parametrize("port", ["8\u00b2", "\u0668\u0660", "80 "])
+def test_serve_takes_only_ascii_digits_for_a_port(port: str) -> None:
+    """(Noticed with the probe above) a port of other digits is a bad address, not an
+    unhelpful int() error ('²') or another port ('٨٠' read as 80)."""
+    from trio_isyswasfa.http._serve import parse_addr
+
+    with pytest.raises(ValueError, match="bad address"):
+        parse_addr(f"127.0.0.1:{port}")
+    assert parse_addr("[::1]:8080") == ("::1", 8080)
+
+
 # -- HttpClient: a response body read after the client closed --------------------------------
 
 

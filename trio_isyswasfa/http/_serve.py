@@ -24,7 +24,8 @@ def parse_addr(addr: str) -> tuple[str, int]:
       ValueError: the address is malformed.
     """
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    # (ASCII digits only: str.isdigit takes '²', and int() takes '٨٠' as 80)
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"bad address {addr!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
