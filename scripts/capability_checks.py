@@ -41,6 +41,7 @@ HTTP_TESTS = ("tests/test_http_fields.py", "tests/test_http_client.py")
 WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
 PROBES2 = "tests/test_review_probes2.py"
+PROBES3 = "tests/test_review_probes3.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 POOL = "trio_isyswasfa/http/_pool.py"
 FIBER = "trio_isyswasfa/engine/_fiber.py"
@@ -458,6 +459,41 @@ CHECKS = [
         'raise GuestProtocolError(f"response body cut off: {body.problem}")',
         "pass",
         (PROXY_TESTS, "-k", "retired or cut_off"),
+    ),
+    Check(
+        "http client: a response body cut off by the client's close fails its read",
+        "trio_isyswasfa/http/_client.py",
+        "if not over:  # cut off (the client closed, cancelling this): never a clean end",
+        "if False:",
+        (PROBES3, "-k", "clients_close"),
+    ),
+    Check(
+        "serve: an interim (1xx) status is the guest's failure, on both paths (500)",
+        "trio_isyswasfa/http/_asgi.py",
+        "if status < 200:",
+        "if False:",
+        (PROBES3, PROBES2, "-k", "answering_10"),
+    ),
+    Check(
+        "serve: a response content-length that is no number is left out, on both paths",
+        "trio_isyswasfa/http/_asgi.py",
+        'if declared is None and any(n == b"content-length" for n, _ in headers):',
+        "if False:",
+        (PROBES3, PROBES2, "-k", "no_number"),
+    ),
+    Check(
+        "serve: a draft response body written past its content-length is cut at it",
+        "trio_isyswasfa/http/_asgi.py",
+        "if sent > declared:",
+        "if False:",
+        (PROBES3, "-k", "unlike_its_content_length"),
+    ),
+    Check(
+        "serve: a draft response body short of its content-length is cut off",
+        "trio_isyswasfa/http/_asgi.py",
+        "if declared is None or sent >= declared:",
+        "if True:",
+        (PROBES3, "-k", "unlike_its_content_length"),
     ),
     Check(
         "serve: at most max_instances at once",

@@ -70,6 +70,7 @@ from .wasi_http import (
     OutgoingBody,
     OutgoingResponse,
     ResponseOutparam,
+    content_length,
 )
 
 log = logging.getLogger("trio_isyswasfa.http")
@@ -375,6 +376,10 @@ class ComponentApp:
                         await _send_error(send, 500, f"the component failed: {response}")
                         state.outcome = "failed"
                         return
+                    failure = _not_final(response.status)
+                    if failure is not None:  # a 500 (below), the instance retired
+                        response.close()
+                        raise failure
                     state.started = True
 
                     def watch() -> None:
@@ -563,8 +568,8 @@ class ComponentApp:
                 state.outcome = "failed"
                 state.sent = True  # all of it, once this returns: a disconnect is no news
                 await _send_error(send, 500, f"the component failed: {answer}")
-            elif answer.status < 200:  # (HTTP/1.1 cannot send it as the answer: h11 raises)
-                state.failure = GuestProtocolError(f"response status {answer.status} is not final")
+            elif (failure := _not_final(answer.status)) is not None:
+                state.failure = failure
             else:
                 state.started = True
                 body = state.body = answer.body or OutgoingBody.empty()
@@ -920,6 +925,8 @@ def _asgi_headers(fields: Fields) -> list[tuple[bytes, bytes]]:
 async def _cut_off_on_failure(instance: Instance, state: _OneState, scope: _Cancellable) -> None:
     """Once ``instance`` fails, cancel ``scope`` (the request's), saying why in ``state``."""
     await instance._sched.wait_failed()
+    if state.outcome == "completed":
+        return  # the response went out whole: this is the instance of its own closing
     try:
         instance._sched.check_alive()
     except IsyswasfaError as exc:
@@ -929,31 +936,52 @@ async def _cut_off_on_failure(instance: Instance, state: _OneState, scope: _Canc
 
 async def _send_response(scope: Scope, send: Send, response: Response, state: _OneState) -> None:
     """Send the head, then the body as it comes (the last chunk ends the response when
-    no trailers follow: a small body goes out in one message), then the trailers."""
+    no trailers follow: a small body goes out in one message), then the trailers.
+
+    A body unlike its ``content-length`` is the guest's failure (raised), as on the
+    proxy path: one written past it goes out cut at that length, one that ends short
+    is cut off (no final message)."""
     trailers_ok = "http.response.trailers" in scope.get("extensions", {})
     has_trailers = trailers_ok and response.body.trailers is not None
+    declared = content_length(response.headers)
     await send(
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": _asgi_headers(response.headers),
+            "headers": _framing(_asgi_headers(response.headers), declared),
             "trailers": has_trailers,
         }
     )
     stream = response.body.stream
+    sent = 0
     chunk = await read_chunk(stream)
     while chunk is not None:
+        if declared is not None:
+            sent += len(chunk)
+            if sent > declared:
+                await _send_cut_at_length(send, chunk[: len(chunk) - (sent - declared)], state)
+                response.body.close()
+                raise GuestProtocolError(
+                    f"response body cut at its length: more than the {declared} bytes declared"
+                )
         try:  # what follows, if it is there already: none at the end
             following: bytes | None = stream.read(CHUNK)
         except StreamClosed:
             following = None
         if following is None and not has_trailers:
+            short = _short_of(declared, sent, scope, response)
+            if short is not None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                raise short
             state.sent = True
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             await response.body.finish()
             return
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
         chunk = following or await read_chunk(stream)
+    short = _short_of(declared, sent, scope, response)
+    if short is not None:
+        raise short
     if not has_trailers:
         state.sent = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -967,6 +995,25 @@ async def _send_response(scope: Scope, send: Send, response: Response, state: _O
                 "more_trailers": False,
             }
         )
+
+
+def _short_of(
+    declared: int | None, sent: int, scope: Scope, response: Response
+) -> GuestProtocolError | None:
+    """The guest's failure if a draft response body that ended (``sent`` bytes) is
+    short of its ``content-length`` (a bodiless one, to HEAD or a 304, may be empty)."""
+    if declared is None or sent >= declared:
+        return None
+    if not sent and (scope["method"] == "HEAD" or response.status == 304):
+        return None
+    return GuestProtocolError(f"response body cut off: body of {sent} bytes, declared {declared}")
+
+
+async def _send_cut_at_length(send: Send, last: bytes, state: _OneState) -> None:
+    """End a response whose body went past its ``content-length`` with its ``last``
+    declared bytes (as the proxy path and wasmtime do; trailers are not sent)."""
+    state.sent = True
+    await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 async def _until_committed(
@@ -1259,6 +1306,23 @@ class _RequestHelpers:
             raise BaseExceptionGroup("a proxy request's helper task failed", self._failures)
 
 
+def _framing(headers: list[tuple[bytes, bytes]], declared: int | None) -> list[tuple[bytes, bytes]]:
+    """A response's ``headers`` less a ``content-length`` that is not one number
+    (``abc``, ``-1``; ``declared`` is None): left out, as wasmtime does (h11 would
+    raise in the app), and the body goes out chunked."""
+    if declared is None and any(n == b"content-length" for n, _ in headers):
+        return [(n, v) for n, v in headers if n != b"content-length"]
+    return headers
+
+
+def _not_final(status: int) -> GuestProtocolError | None:
+    """The guest's failure if ``status`` is interim (1xx): HTTP/1.1 cannot send one as
+    the answer (h11 raises, and out of ``serve`` for a 101), so it gets a 500."""
+    if status < 200:
+        return GuestProtocolError(f"response status {status} is not final")
+    return None
+
+
 def _whole(answer: OutgoingResponse | ErrorCode) -> bool:
     """Whether a guest's answer is all written: a trap after that keeps it (as on
     wasmtime; the instance is retired all the same)."""
@@ -1275,10 +1339,7 @@ async def _send_proxy_response(
     has_trailers = "http.response.trailers" in scope.get("extensions", {}) and any(
         n == b"te" and v == b"trailers" for n, v in scope.get("headers", [])
     )
-    headers = _asgi_headers(response.headers)
-    if body.content_length is None and any(n == b"content-length" for n, _ in headers):
-        # not one number (`abc`, `-1`): left out, as wasmtime does (h11 would raise)
-        headers = [(n, v) for n, v in headers if n != b"content-length"]
+    headers = _framing(_asgi_headers(response.headers), body.content_length)
     await send(
         {
             "type": "http.response.start",

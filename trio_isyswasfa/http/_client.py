@@ -57,6 +57,7 @@ from ._background import BackgroundTasks, StartedAtCall
 from .types import (
     FORBIDDEN,
     Body,
+    ClientNotOpen,
     ErrorCode,
     Fields,
     Request,
@@ -462,9 +463,11 @@ class HttpClient(BackgroundTasks):
         Raises:
           ErrorCode: the request was refused or failed (``HTTP-request-denied``,
             ``connection-refused``, ``connection-timeout``, ``HTTP-request-URI-invalid``…).
+          ClientNotOpen: outside the client's ``async with`` block (a ``RuntimeError``;
+            a guest's request is refused then).
         """
         if not self._open:
-            raise RuntimeError("use HttpClient in an `async with` block")
+            raise ClientNotOpen("use HttpClient in an `async with` block")
         first, written = self._write_now(request)
         return _Sending(self, request, self._sending(request, first, written), written)
 
@@ -929,6 +932,7 @@ class HttpClient(BackgroundTasks):
         """Move the rest of the response body into the guest's pipe, then its trailers;
         keep the connection if it can."""
         keep = False
+        over = False  # the body ended, or its reader was told why not
         try:
             if pending:
                 await write_all(writer, pending)
@@ -942,12 +946,17 @@ class HttpClient(BackgroundTasks):
                         trailers.send(_fields(event.trailers))
                     keep = conn.h1.reusable()
                     break
+            over = True
         except StreamClosed:
-            pass  # the guest dropped the body
+            over = True  # the guest dropped the body
         except (TimeoutError, anyio.BrokenResourceError, OSError, _h1.RemoteProtocolError) as exc:
             # the connection broke or stalled: the guest's read fails once what came is read
             writer.fail(_body_failure(exc, conn.h1.eof))
+            over = True
         finally:
+            if not over:  # cut off (the client closed, cancelling this): never a clean end
+                code = ErrorCode("connection-terminated")
+                writer.fail(StreamFailed(f"the response body broke off: {code}", cause=code))
             trailers.close()  # none, unless they were sent above
             writer.close()
             await self._release(pool, conn, keep)

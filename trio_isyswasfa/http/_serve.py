@@ -24,7 +24,8 @@ def parse_addr(addr: str) -> tuple[str, int]:
       ValueError: the address is malformed.
     """
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    # (ASCII digits only: str.isdigit takes '²', and int() takes '٨٠' as 80)
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"bad address {addr!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
@@ -98,8 +99,10 @@ async def serve(
         backlog = default_backlog()
     elif backlog < 1:
         raise ValueError(f"backlog must be at least 1, not {backlog}")
-    sockets = [_listen(addr, backlog) for addr in bind]
-    try:
+    sockets: list[socket.socket] = []
+    try:  # (bound one by one inside it: those bound before an address that fails are closed)
+        for addr in bind:
+            sockets.append(_listen(addr, backlog))
         urls = []
         for sock in sockets:
             host, port = sock.getsockname()[:2]

@@ -15,6 +15,7 @@ validated, hop-by-hop headers are refused, ``headers()`` returns an immutable vi
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ import anyio
 from .._engine import Err, Ok, ResourceKind, own, record, variant, variant_case
 from .._scheduler import close_unstarted
 from ..wasi._context import WasiContext
-from ..wasi.io import ErrorObject, InputStream, Pollable
+from ..wasi.io import ErrorObject, InputStream, Pollable, StreamFailed
 from ._background import StartedAtCall
+
+log = logging.getLogger("trio_isyswasfa.http")
 
 _T = TypeVar("_T")
 
@@ -65,6 +68,12 @@ class ErrorCode(Exception):
 
     def __str__(self) -> str:
         return self.case if self.payload is None else f"{self.case}: {self.payload}"
+
+
+class ClientNotOpen(RuntimeError):
+    """An outgoing handler used while it is not open (an :class:`HttpClient` outside
+    its ``async with`` block, as a :class:`ComponentApp`'s without the lifespan): a
+    guest's request through it is refused (``HTTP-request-denied``)."""
 
 
 # -- fields -----------------------------------------------------------------------------
@@ -536,6 +545,9 @@ class WasiHttp:
             sending = self.outgoing(request)
         except ErrorCode as exc:  # a plain function refusing it at once
             return _Outcome(_refused(exc))
+        except ClientNotOpen:  # (raised out of the guest's call, it was a trap)
+            request.close()
+            return _Outcome(_refused(ErrorCode("HTTP-request-denied")))
         return _Outcome(sending)
 
     def _sent(self, outcome: Response | ErrorCode) -> Any:
@@ -565,9 +577,20 @@ class _Outcome(StartedAtCall["Response | ErrorCode"]):
             return await self._sending
         except ErrorCode as exc:
             return exc
+        except Exception as exc:  # never out of the host task: that fails the instance
+            return _sending_failure(exc)
 
     def _give_up(self) -> None:
         close_unstarted(self._sending)
+
+
+def _sending_failure(exc: Exception) -> ErrorCode:
+    """The guest's error code for a send that raised: a request body that broke off
+    (its ``StreamFailed`` carries the code), else the handler's bug (logged)."""
+    if isinstance(exc, StreamFailed):
+        return exc.cause if isinstance(exc.cause, ErrorCode) else ErrorCode("internal-error")
+    log.error("sending a guest's request failed", exc_info=exc)
+    return ErrorCode("internal-error", f"{type(exc).__name__}: {exc}")
 
 
 def _header(op: Callable[..., None], *args: Any) -> Any:
@@ -596,6 +619,7 @@ def _authority(value: str | None) -> str | None:
 
 __all__ = [
     "Body",
+    "ClientNotOpen",
     "ErrorCode",
     "Fields",
     "HeaderError",
