@@ -84,8 +84,10 @@ from ._model import (
 )
 from ._plan import EXTERN_SIZE, CanonRef, CoreStep, InstancePlan, LiftRef, NodePlan
 from ._types import (
+    FlagsType,
     FuncType,
     ListType,
+    OwnType,
     Primitive,
     PrimType,
     RecordType,
@@ -1299,13 +1301,13 @@ class _Lifted:
                 plan = self._stage_plan = _stage_plan(self)
             staged = None
             if plan is not None:
+                cx = self._enter()  # (before a staged list's handles enter the table)
                 blobs = []
                 staged = plan.stage(args, blobs)
             if staged is not None:  # copied in by the runner, on the fiber
                 run = self._staged_run
                 if run is None:
                     run = self._make_run(staged=True)
-                cx = self._enter()
                 core_args: list[Any] | tuple[()] = staged
                 instance.may_enter = False
             else:
@@ -1372,16 +1374,19 @@ _RUNNING, _NOT_NOW = _fiber.RUNNING, _fiber.NOT_NOW
 _NO_BLOBS: list[Any] = []
 _NO_VIEW = memoryview(b"")  # (never written: a call with a stage plan makes its own)
 
-_STRING, _BYTES, _VALUE = 0, 1, 2  # how a staged export lowers each of its arguments
+_STRING, _BYTES, _VALUE, _LIST = 0, 1, 2, 3  # how a staged export lowers each argument
 _BYTES_CLASSES = (bytes, bytearray)
 
 
 class _StagePlan:
     """How an export's arguments are lowered when its runner copies its strings and
-    byte lists in (``_shim``'s staged arguments): each string (UTF-8) or ``list<u8>``
+    lists in (``_shim``'s staged arguments): each string (UTF-8) or ``list<u8>``
     argument becomes two core values, ``length | offset << 32`` (where its bytes are
-    staged in the dispatcher's memory) and its length; every other argument touches
-    neither memory nor handles and is lowered as usual.
+    staged in the dispatcher's memory) and its length; so does a list of values stored
+    without pointers (its elements stored into a staging buffer as they would be into
+    the guest's block, their ``own`` handles added to the instance's table: the
+    poll's ``list<poll-input>``); every other argument touches neither memory nor
+    handles and is lowered as usual.
 
     :meth:`stage` is generated once per plan (straight-line code for its arguments)."""
 
@@ -1393,7 +1398,9 @@ class _StagePlan:
     class, too many bytes): then the ``lower`` hook lowers them, and raises what is
     wrong."""
 
-    def __init__(self, params: list[tuple[int, Any]], staged: _fiber.Staged) -> None:
+    def __init__(
+        self, params: list[tuple[int, Any]], staged: _fiber.Staged, table: HandleTable
+    ) -> None:
         self.staged = staged
         names = [f"v{i}" for i in range(len(params))]
         code = [
@@ -1404,32 +1411,71 @@ class _StagePlan:
             "    out = []",
             "    at = STAGE",
         ]
-        namespace: dict[str, Any] = {"STAGE": _STAGE, "BYTES": _BYTES_CLASSES, "CX": _NO_CONTEXT}
+        namespace: dict[str, Any] = {
+            "STAGE": _STAGE,
+            "END": _STAGE_END,
+            "BYTES": _BYTES_CLASSES,
+            "CX": _NO_CONTEXT,
+            "TABLE": table,
+            "LISTS": (list, tuple),
+        }
+        # a failure after a list's handles entered the table takes them out again: the
+        # ``lower`` hook then lowers the arguments afresh (and raises what is wrong)
+        marked = any(how == _LIST and _has_handles(abi.ty) for how, abi in params)
+        fail = "return TABLE.roll_back(mark)" if marked else "return None"
+        if marked:
+            code.append("    mark = TABLE.mark()")
         blobs = []
         for i, (how, abi) in enumerate(params):
             v = names[i]
+            if how == _LIST:
+                # (as ``write_list``: the same classes, and each element's ``store``
+                # into a block of the list's size, here the staging buffer)
+                size = abi.layout.size
+                namespace[f"store{i}"] = abi.store
+                namespace[f"cx{i}"] = AbiContext(None, table, CallScope(), view=False)
+                code += [
+                    f"    if {v}.__class__ is not list and not isinstance({v}, LISTS):",
+                    f"        {fail}",
+                    f"    n = len({v})",
+                    f"    if at + n * {size} > END:",
+                    f"        {fail}",
+                    f"    d{i} = cx{i}.buf = bytearray(n * {size})",
+                    "    try:",
+                    "        q = 0",
+                    f"        for x in {v}:",
+                    f"            store{i}(cx{i}, q, x)",
+                    f"            q += {size}",
+                    "    except Exception:  # (the hook's lowering raises it, worded)",
+                    f"        {fail}",
+                    f"    out.append(n * {size} | at << 32)",
+                    "    out.append(n)",
+                    f"    at += n * {size}",
+                ]
+                blobs.append(f"d{i}")
+                continue
             if how == _VALUE:
                 namespace[f"lower{i}"] = abi.lower_flat
                 code += [
                     "    try:",
                     f"        lower{i}(CX, {v}, out)",
                     "    except Exception:  # (the hook's lowering raises it, worded)",
-                    "        return None",
+                    f"        {fail}",
                 ]
                 continue
             if how == _STRING:
                 code += [
                     f"    if {v}.__class__ is not str:",
-                    "        return None",
+                    f"        {fail}",
                     "    try:",
                     f"        d{i} = {v}.encode()",
                     "    except UnicodeEncodeError:",
-                    "        return None",
+                    f"        {fail}",
                 ]
             else:
                 code += [
                     f"    if {v}.__class__ not in BYTES:",
-                    "        return None",
+                    f"        {fail}",
                     f"    d{i} = {v}",
                 ]
             code += [
@@ -1440,8 +1486,8 @@ class _StagePlan:
             ]
             blobs.append(f"d{i}")
         code += [
-            f"    if at > {_STAGE_END}:",
-            "        return None",
+            "    if at > END:",
+            f"        {fail}",
             *(f"    blobs.append({b})" for b in blobs),
             "    return out",
         ]
@@ -1459,7 +1505,8 @@ _UNPLANNED = object()
 
 def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
     """The export's :class:`_StagePlan`, if its arguments that touch memory are all
-    UTF-8 strings and byte lists, passed flat, and it has a ``realloc``; else ``None``."""
+    UTF-8 strings, byte lists and lists of values stored without pointers whose
+    handles are all ``own``, passed flat, and it has a ``realloc``; else ``None``."""
     abi, memory, instance = lifted.abi, lifted.memory, lifted.instance
     options = lifted.options
     if not abi._params_touch_memory or abi.params_in_memory or memory is None:
@@ -1482,6 +1529,17 @@ def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
             params.append((_STRING, None))
         elif _is_bytes(ty):
             params.append((_BYTES, None))
+        elif (
+            isinstance(ty, ListType)
+            and ty.length is None
+            and not _touches_memory(ty.element)
+            and _owns_only(ty.element)
+        ):
+            element = type_abi(ty.element, _encoding(options))
+            params.append((_LIST, element))
+            staged.append((index, element.layout.align))
+            index += 2
+            continue
         elif _touches_memory(ty) or _has_handles(ty):
             return None
         else:
@@ -1492,7 +1550,22 @@ def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
         index += 2
     if index > _shim.MAX_VALUES:  # pragma: no cover - more travel in memory
         return None
-    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc))
+    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc), instance.table)
+
+
+def _owns_only(t: ValType | None) -> bool:
+    """Whether every handle a ``t`` carries is an ``own`` (no borrow, which needs the
+    call's scope, and no stream or future end), for a staged list's elements."""
+    if t is None or isinstance(t, PrimType | FlagsType | OwnType):
+        return True
+    if isinstance(t, ListType):
+        return _owns_only(t.element)
+    if isinstance(t, RecordType | TupleType):
+        return all(map(_owns_only, record_fields(t)))
+    cases = variant_cases(t)
+    if cases is not None:
+        return all(_owns_only(ty) for _, ty in cases)
+    return False
 
 
 def _is_bytes(ty: ValType) -> bool:

@@ -142,6 +142,22 @@ class HandleTable:
         self._array.append(entry)
         return i
 
+    def mark(self) -> tuple[int, list[int]]:
+        """Where the table stands now, for :meth:`roll_back` (a copy of the free list
+        and the array's length): what entries added after it are taken out."""
+        return len(self._array), self._free[:]
+
+    def roll_back(self, mark: tuple[int, list[int]]) -> None:
+        """Take out every entry added since ``mark`` (with nothing removed since), as
+        if they had never been added: their indices are free again, in the same
+        order, so that the next ones are the indices they would have been."""
+        length, free = mark
+        array = self._array
+        for i in set(free).difference(self._free):
+            array[i] = None
+        del array[length:]
+        self._free[:] = free
+
     def get(self, i: int) -> object:
         """The entry at ``i``; traps if there is none."""
         if not 0 < i < len(self._array):
