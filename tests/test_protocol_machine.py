@@ -38,7 +38,19 @@ class GuestAwaitingHostTasks(RuleBasedStateMachine):
         for action in actions:
             if isinstance(action, Deliver):
                 assert action.poll == GUEST
-                self.inbox.append(action.event)
+                event = action.event
+                if isinstance(event, InReady):
+                    # as the scheduler does: a `listening` still in the inbox is left
+                    # out (the guest gets `ready` alone) when the core allows it
+                    for i, queued in enumerate(self.inbox):
+                        if (
+                            isinstance(queued, InListening)
+                            and queued.state == event.state
+                            and self.core.withdraw_listening(queued.cancel)
+                        ):
+                            del self.inbox[i]
+                            break
+                self.inbox.append(event)
             elif isinstance(action, CancelHostWork):
                 self.host_cancelled.add(action.rep)
 
