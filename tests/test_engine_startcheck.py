@@ -138,13 +138,17 @@ def test_any_other_start_function_takes_the_async_path(tmp_path: Path, body: str
 
 
 def test_the_check_gives_up_past_its_budget(tmp_path: Path) -> None:
+    """A chain of calls longer than the check reads, each function inert."""
     from trio_isyswasfa.engine import _startcheck
 
-    chain = "".join(f"(func $f{i} (call $f{i + 1}))" for i in range(_startcheck.MAX_FUNCTIONS))
-    wat = FOLLOWED.replace("(func $ctors BODY)", f"(func $ctors (call $f0)) {chain} (func $f64)")
-    instances, store, _ = _open(tmp_path, wat.replace("$f64)", f"$f{_startcheck.MAX_FUNCTIONS})"))
+    n = _startcheck.MAX_FUNCTIONS
+    chain = "".join(f"(func $f{i} (call $f{i + 1}))" for i in range(n))
+    wat = FOLLOWED.replace("(func $ctors BODY)", f"(func $ctors (call $f0)) {chain} (func $f{n})")
+    instances, store, _ = _open(tmp_path, wat)
     assert instances.statistics().async_steps == 1
     assert instances.lifted("g").core(store) == 1
+    short = FOLLOWED.replace("(func $ctors BODY)", "(func $ctors (call $f0)) (func $f0)")
+    assert _open(tmp_path, short)[0].statistics().async_steps == 0
 
 
 def test_the_code_reader_finds_calls_and_exports() -> None:
