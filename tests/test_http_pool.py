@@ -13,7 +13,7 @@ from test_hostile import WORLD, build
 
 import trio_isyswasfa
 from trio_isyswasfa.http._asgi import _Slots
-from trio_isyswasfa.http._pool import InstancePool
+from trio_isyswasfa.http._pool import FreshInstances, InstancePool, _Slot
 from trio_isyswasfa.wasi import WasiConfig
 
 
@@ -55,6 +55,29 @@ async def test_at_most_max_idle_instances_are_kept(hostile_wit: Path) -> None:
         async with instances.lend() as c, instances.lend() as d:
             assert c in opened
             assert d not in opened
+
+
+async def test_spares_open_again_once_an_instance_opens_after_a_failed_open(
+    hostile_wit: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class FailsOnce(FreshInstances):
+        failures = 1
+
+        async def _open_one(self) -> _Slot:
+            if self.failures:
+                self.failures -= 1
+                raise trio_isyswasfa.InstanceDead("cannot open (once)")
+            return await super()._open_one()
+
+    component = trio_isyswasfa.load_component(build(hostile_wit))
+    async with FailsOnce(component, wasi=WasiConfig(), cancel_grace=0.5, spares=1) as fresh:
+        await trio.testing.wait_all_tasks_blocked()
+        assert (fresh.failures, fresh.ready) == (0, 0)  # its spare could not open
+        async with fresh.lend():  # a request opens its own: opening works again
+            pass
+        await trio.testing.wait_all_tasks_blocked()
+        assert fresh.ready == 1
+    assert "cannot open a spare instance" in caplog.text
 
 
 class TestRequestSlots:

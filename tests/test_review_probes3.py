@@ -180,6 +180,29 @@ async def test_a_streamed_response_from_an_instance_of_its_own_completes(
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+# -- the proxy@0.2 path: a request through a client not open ------------------------------
+
+
+@pytest.mark.guest
+async def test_a_proxy_request_through_a_client_not_open_is_refused(
+    upstream: tuple[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """(Beside the draft path's probe below) the proxy@0.2 path refuses it too, where
+    it answered the guest ``internal-error`` and logged the ``RuntimeError``."""
+    from test_http_proxy import GUEST
+
+    from trio_isyswasfa.http import HttpClient
+    from trio_isyswasfa.testing import asgi_request, build_python_component
+
+    wasm = build_python_component(GUEST / "wit", "proxy-guest", "app", [GUEST / "src"])
+    client = HttpClient(allow=["127.0.0.1:*"])  # (the app enters it with the lifespan)
+    app = ComponentApp(trio_isyswasfa.load_component(wasm), http_client=client)
+    with trio.fail_after(60):
+        response = await asgi_request(app, "/fetch", query=f"url={upstream[0]}/d")
+    assert (response.status, response.body) == (502, b"error: HttpRequestDenied\n")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 # -- serve: an address that cannot be bound ----------------------------------------------
 
 

@@ -145,9 +145,10 @@ class FreshInstances(_Opener):
                 try:
                     self._ready.append(await self._open_one())
                 except IsyswasfaError as exc:
-                    # requests open their own, and fail as they would have (500)
+                    # requests open their own, and fail as they would have (500); once
+                    # one opens, opening works again and spares are opened anew
                     log.error("cannot open a spare instance, opening none ahead: %s", exc)
-                    return
+                    break
             self._wanted = anyio.Event()
             await self._wanted.wait()
 
@@ -159,6 +160,7 @@ class FreshInstances(_Opener):
             self._wanted.set()
         else:
             slot = await self._open_one()
+            self._wanted.set()  # (spares were taken, or could not open: try again)
         try:
             yield slot.instance
         finally:

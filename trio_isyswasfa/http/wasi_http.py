@@ -45,6 +45,7 @@ from .types import (
     _BAD_VALUE,
     _TOKEN,
     Body,
+    ClientNotOpen,
     ErrorCode,
     Fields,
     HeaderError,
@@ -568,6 +569,8 @@ class FutureIncomingResponse:
             except StreamFailed as exc:  # the guest's body broke off (see strict_reader)
                 cause = exc.cause
                 outcome = cause if isinstance(cause, ErrorCode) else ErrorCode("internal-error")
+            except ClientNotOpen:  # (a ComponentApp's HttpClient without the lifespan)
+                outcome = ErrorCode("HTTP-request-denied")
             except Exception as exc:  # the handler's bug: the guest gets an error code
                 log.exception("sending a guest's request failed")
                 outcome = ErrorCode("internal-error", f"{type(exc).__name__}: {exc}")
