@@ -1114,6 +1114,8 @@ class _Lifted:
         last = 0
         view: Any = None
         abi = self.abi
+        # a lowering that fails half way takes out the handles it added (no call ran)
+        marks = any(_has_handles(ty) for _, ty in abi.func.params)
 
         def entry(raw: int) -> None:
             nonlocal last, view
@@ -1125,9 +1127,12 @@ class _Lifted:
             cx = self._cx
             assert run is not None
             assert cx is not None
+            mark = cx.table.mark() if marks else None
             try:
                 run.put_args(abi.lower_args(cx, self._args))
             except HostProtocolError as exc:
+                if mark is not None:
+                    cx.table.roll_back(mark)
                 self._lower_error = exc
                 pack_into(buf, 0, 0)
                 return
