@@ -90,6 +90,13 @@ FORBIDDEN = frozenset(
 """Fields a 0.2 guest may not set: wasmtime's default list."""
 
 
+_NAMES: dict[str, str] = {}
+"""Field names a guest's list held that are tokens, by their lower case: a guest sends
+the same few names on every response, and a regex match is the dearest step of the
+check (bounded: at most ``_MAX_NAMES`` are kept)."""
+_MAX_NAMES = 1024
+
+
 class P2Fields(Fields):
     """Fields of a 0.2 guest (wasmtime's forbidden list)."""
 
@@ -102,13 +109,18 @@ class P2Fields(Fields):
         response headers come this way on every request)."""
         out = cls()
         kept = out._entries
-        token = _TOKEN.fullmatch
         bad = _BAD_VALUE.search
         forbidden = cls.forbidden
+        names = _NAMES
         for name, value in entries:
-            if not token(name):
-                raise HeaderError("invalid-syntax")
-            if name.lower() in forbidden:
+            key = names.get(name)
+            if key is None:
+                if not _TOKEN.fullmatch(name):
+                    raise HeaderError("invalid-syntax")
+                key = name.lower()
+                if len(names) < _MAX_NAMES:
+                    names[name] = key
+            if key in forbidden:
                 raise HeaderError("forbidden")
             if bad(value):
                 raise HeaderError("invalid-syntax")
@@ -320,8 +332,7 @@ class OutgoingBody:
             self.abort(f"body of {self.written} bytes, declared {self.content_length}")
             return ErrorCode(self.size_error, self.written)
         self.state = "finished"
-        self._trailers.send(trailers)
-        self._end()
+        self._end(trailers)
         return None
 
     def cut_at_length(self, problem: str) -> None:
@@ -332,7 +343,6 @@ class OutgoingBody:
             self.state = "finished"
             self.overflowed = True
             self.problem = problem
-            self._trailers.send(None)
             self._end()
 
     def abort(self, problem: str = "body dropped without finish") -> None:
@@ -342,8 +352,8 @@ class OutgoingBody:
             self.problem = problem
             self._end()
 
-    def _end(self) -> None:
-        self._trailers.send(None)  # (none, unless sent already)
+    def _end(self, trailers: Fields | None = None) -> None:
+        self._trailers.send(trailers)  # (once: the reader learns there are none if not)
         self.pipe.writer_open = False
         self.pipe.readable.changed()
 
@@ -533,7 +543,8 @@ class ResponseOutparam:
             response.to_head = True
         self.response = response
         self.is_set = True
-        self._wake()
+        if self._settled is not None:  # (_wake, inline: every request sets one)
+            self._settled.set()
 
     def export_returned(self) -> None:
         """The ``handle`` call is over: whoever waits learns whether it answered."""
@@ -864,10 +875,12 @@ class WasiHttpP2:
         return Ok(Ok(None if trailers is None else self.give(P2Fields(trailers.entries()))))
 
     def _body_stream(self, rep: int) -> Any:
-        stream = self.ctx.table.get(rep, OutgoingBody).take_stream()
+        table = self.ctx.table
+        stream = table.get(rep, OutgoingBody).take_stream()
         if stream is None:
             return _NONE
-        return Ok(self._new(stream, ResourceKind.OUTPUT_STREAM))
+        out = table.add(stream)  # (``_new``, inline: every response's body is written)
+        return Ok(out if self._reps else self._handle(out, ResourceKind.OUTPUT_STREAM))
 
     def _finish_outgoing(self, rep: int, trailers: int | None) -> Any:
         body = self.take(rep, OutgoingBody)
