@@ -57,3 +57,26 @@ def test_a_request_path_with_a_character_it_cannot_hold_is_refused(bad: str) -> 
     assert _path(None) is None
     with pytest.raises(ValueError, match="invalid path"):
         _path(bad)
+
+
+@pytest.mark.parametrize(
+    ("entry", "code"),
+    [
+        (("Host", b"example.com"), "forbidden"),
+        (("Transfer-Encoding", b"chunked"), "forbidden"),
+        (("bad name", b"x"), "invalid-syntax"),
+        (("x-ok", b"a\nb"), "invalid-syntax"),
+    ],
+)
+def test_a_proxy_guests_list_is_checked_every_time_its_names_come(
+    entry: tuple[str, bytes], code: str
+) -> None:
+    # fields.from-list keeps the names it found valid: a known name skips the token
+    # check, never the forbidden one or the value's
+    from trio_isyswasfa.http.wasi_http import P2Fields
+
+    for _ in range(2):
+        assert P2Fields.checked([("X-Fine", b"1")]).entries() == [("X-Fine", b"1")]
+        with pytest.raises(HeaderError) as info:
+            P2Fields.checked([("x-fine", b"2"), entry])
+        assert info.value.code == code

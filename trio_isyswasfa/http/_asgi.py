@@ -426,12 +426,12 @@ class ComponentApp:
             trailers_tx, trailers_rx = make_trailers()
             body = IncomingBody(PipeReader(pipe), trailers_rx)
         request = _incoming_request(scope, body)
-        on_trio = running_trio()
         group = self._helper_group
         if group is not None and self._slots.available_tokens and _comes_whole(message):
             # no task group of its own (its exit alone was a trip round the event loop,
             # ~8% of a hello request's Python): a cancel scope, and the tasks a call
             # that suspends needs start in the app's group, bound to this request
+            on_trio = self._on_trio  # (the lifespan's loop: the one it runs on)
             helpers = _RequestHelpers(group, cancel_scope(on_trio), on_trio)
             try:
                 with helpers.cancel_scope:
@@ -439,9 +439,10 @@ class ComponentApp:
                         scope, receive, send, state, request, message, pipe, trailers_tx, helpers
                     )
             finally:
-                await helpers.aclose()
+                if helpers.started:  # (most calls never suspend: none to wait for)
+                    await helpers.aclose()
         else:  # on trio, a nursery of its own (anyio's task group around it cost more)
-            async with open_task_group(on_trio) as tg:
+            async with open_task_group(running_trio()) as tg:
                 await self._proxy_request(
                     scope, receive, send, state, request, message, pipe, trailers_tx, tg
                 )
@@ -462,18 +463,25 @@ class ComponentApp:
         """Feed the body, take a slot and an instance, run ``handle`` (the tasks it
         needs start in ``tg``)."""
         listen = _take_request_body(tg, state, receive, message, pipe, trailers_tx)
-        if not self._slots.available_tokens:
-            listen()  # it waits for a slot: a client that leaves meanwhile is let go
+        slots = self._slots
         try:
-            async with self._slot(), self._instance() as instance:
-                # one request at a time in a proxy's instance: its guest time is what
-                # the engine counts meanwhile (no per-instance bookkeeping to keep)
-                engine = instance._engine
-                before = engine.guest_seconds
-                try:
-                    await self._run_proxy(scope, send, instance, request, state, tg, listen)
-                finally:
-                    self._stats.guest_seconds += engine.guest_seconds - before
+            if slots.available_tokens:  # (what _take_slot does first, without its coroutine)
+                slots.available_tokens -= 1
+            else:
+                listen()  # it waits for a slot: a client that leaves meanwhile is let go
+                await self._take_slot()
+            try:
+                async with self._instance() as instance:
+                    # one request at a time in a proxy's instance: its guest time is
+                    # what the engine counts meanwhile (no per-instance bookkeeping)
+                    engine = instance._engine
+                    before = engine.guest_seconds
+                    try:
+                        await self._run_proxy(scope, send, instance, request, state, tg, listen)
+                    finally:
+                        self._stats.guest_seconds += engine.guest_seconds - before
+            finally:
+                slots.release()
         except IsyswasfaError as exc:
             await _failed(send, state, exc)
         if state.listening:
@@ -557,9 +565,12 @@ class ComponentApp:
         """Send the guest's answer once it stands by it (nothing if it failed first or
         answered nothing: the caller then answers 500)."""
         try:
-            answer = await outparam.wait()
-            if not outparam.returned:  # (after ``handle``, it stands by its answer)
-                await _until_committed(instance, answer, outparam)
+            if outparam.returned:  # (after ``handle``, it stands by its answer)
+                answer = outparam.response
+            else:
+                answer = await outparam.wait()
+                if not outparam.returned:
+                    await _until_committed(instance, answer, outparam)
             if answer is None or (state.failure is not None and not _whole(answer)):
                 pass  # it trapped before the response went out, or answered nothing
             elif isinstance(answer, ErrorCode):
@@ -597,11 +608,6 @@ class ComponentApp:
     def _full(self) -> bool:
         """No slot is free and ``max_waiting`` requests wait already."""
         return self._slots.available_tokens == 0 and self._stats.waiting >= self.max_waiting
-
-    def _slot(self) -> _SlotTaken:
-        """One of the ``max_instances`` slots (``async with``), waiting for one if all
-        are taken."""
-        return _SlotTaken(self)
 
     async def _take_slot(self) -> None:
         slots = self._slots
@@ -1072,22 +1078,6 @@ class _Slots:
             self.available_tokens += 1
 
 
-class _SlotTaken:
-    """A slot of a :class:`ComponentApp` held for an ``async with`` block (a class, not
-    an async generator: one of these per request)."""
-
-    __slots__ = ("_app",)
-
-    def __init__(self, app: ComponentApp) -> None:
-        self._app = app
-
-    async def __aenter__(self) -> None:
-        await self._app._take_slot()
-
-    async def __aexit__(self, *_: object) -> None:
-        self._app._slots.release()
-
-
 def _authority_and_target(scope: Scope, authority: str | None) -> tuple[str | None, str]:
     """A request's authority (``authority``, from its ``host`` header if it had one,
     else the server's address) and its target (path and query) from its ASGI scope."""
@@ -1259,7 +1249,16 @@ class _RequestHelpers:
     (a helper that fails cancels it), and :meth:`aclose` cancels those still running,
     waits for them, and raises what they raised, grouped as a nursery raises it."""
 
-    __slots__ = ("_done", "_failures", "_group", "_on_trio", "_running", "_scopes", "cancel_scope")
+    __slots__ = (
+        "_done",
+        "_failures",
+        "_group",
+        "_on_trio",
+        "_running",
+        "_scopes",
+        "cancel_scope",
+        "started",
+    )
 
     def __init__(self, group: TaskGroup, scope: CancelScope, on_trio: bool) -> None:
         self.cancel_scope = scope
@@ -1269,12 +1268,15 @@ class _RequestHelpers:
         self._running = 0
         self._failures: list[Exception] = []
         self._done: anyio.Event | None = None
+        self.started = False
+        """Whether a helper was started (else :meth:`aclose` has nothing to do)."""
 
     def start_soon(
         self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
     ) -> None:
         """Start ``func(*args)`` as a helper of this request (``name``: unused)."""
         scope = cancel_scope(self._on_trio)
+        self.started = True
         self._scopes.append(scope)
         self._running += 1
         self._group.start_soon(self._run, scope, func, args)
@@ -1348,8 +1350,17 @@ async def _send_proxy_response(
             "trailers": has_trailers,
         }
     )
-    stream = body.reader()
     pipe = body.pipe
+    if not (pipe.writer_open or has_trailers) and body.complete:
+        # the guest finished it already (most answers, once ``handle`` returned): what
+        # it wrote is all there, and goes out in one message
+        whole = bytes(pipe.buffer)
+        pipe.buffer.clear()
+        pipe.writable.changed()  # (as a read: a guest's pollable on its stream is ready)
+        state.sent = True
+        await send({"type": "http.response.body", "body": whole, "more_body": False})
+        return
+    stream = body.reader()
     while (chunk := await read_chunk(stream)) is not None:
         if not (pipe.buffer or pipe.writer_open or has_trailers) and body.complete:
             state.sent = True

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 
 from .._engine import Err, Ok, ResourceKind, own, variant, variant_case
+from .._seam import OwnComponent
 from ..wasi._context import WasiContext
 from ..wasi.io import (
     ErrorObject,
@@ -60,12 +61,14 @@ from .types import (
     _path,
     _scheme_from,
     _scheme_to,
+    _TrailersSlot,
     error_code_value,
-    make_trailers,
 )
 
 _T = TypeVar("_T")
 log = logging.getLogger("trio_isyswasfa.http")
+_OK = Ok(None)  # (frozen: one serves every call that answers ``ok``)
+_NONE = Err(None)
 
 # interface keys: every 0.2.x release links here (``_host.interface_key``)
 TYPES = "wasi:http/types@0.2"
@@ -88,6 +91,13 @@ FORBIDDEN = frozenset(
 """Fields a 0.2 guest may not set: wasmtime's default list."""
 
 
+_NAMES: dict[str, str] = {}
+"""Field names a guest's list held that are tokens, by their lower case: a guest sends
+the same few names on every response, and a regex match is the dearest step of the
+check (bounded: at most ``_MAX_NAMES`` are kept)."""
+_MAX_NAMES = 1024
+
+
 class P2Fields(Fields):
     """Fields of a 0.2 guest (wasmtime's forbidden list)."""
 
@@ -100,13 +110,18 @@ class P2Fields(Fields):
         response headers come this way on every request)."""
         out = cls()
         kept = out._entries
-        token = _TOKEN.fullmatch
         bad = _BAD_VALUE.search
         forbidden = cls.forbidden
+        names = _NAMES
         for name, value in entries:
-            if not token(name):
-                raise HeaderError("invalid-syntax")
-            if name.lower() in forbidden:
+            key = names.get(name)
+            if key is None:
+                if not _TOKEN.fullmatch(name):
+                    raise HeaderError("invalid-syntax")
+                key = name.lower()
+                if len(names) < _MAX_NAMES:
+                    names[name] = key
+            if key in forbidden:
                 raise HeaderError("forbidden")
             if bad(value):
                 raise HeaderError("invalid-syntax")
@@ -208,13 +223,14 @@ class _BodyWriter(PipeWriter):
     ``content-length`` and refuses more."""
 
     def __init__(self, body: OutgoingBody) -> None:
-        super().__init__(body.pipe)
+        self.pipe = body.pipe  # (what PipeWriter's __init__ does, without the call)
         self.body = body
 
     def check_write(self) -> int:
-        if self.body.state != "open":
+        pipe = self.pipe
+        if self.body.state != "open" or not pipe.reader_open:
             raise StreamClosed
-        return super().check_write()
+        return pipe.capacity - len(pipe.buffer)
 
     def write(self, data: bytes) -> None:
         body = self.body
@@ -233,7 +249,9 @@ class _BodyWriter(PipeWriter):
             code = ErrorCode(body.size_error, body.written + len(data))
             raise StreamFailed(f"{code}: the declared content-length is {limit}", cause=code)
         body.written += len(data)
-        super().write(data)
+        pipe = self.pipe  # (PipeWriter.write, inline: one call fewer a write)
+        pipe.buffer += data
+        pipe.readable.changed()
 
     def close(self) -> None:
         pass  # the body ends with `finish` (or aborts when dropped), not with its stream
@@ -264,7 +282,7 @@ class OutgoingBody:
         self.state = "open"
         self.problem: str | None = None
         self.stream_taken = False
-        self._trailers_tx, self.trailers = make_trailers()
+        self._trailers = _TrailersSlot()
 
     @classmethod
     def empty(cls) -> OutgoingBody:
@@ -273,6 +291,12 @@ class OutgoingBody:
         body.state = "finished"
         body._end()
         return body
+
+    @property
+    def trailers(self) -> TrailersReceiver:
+        """The body's trailers, for its reader (sent when it finishes; ``None``, if
+        it has none or ends otherwise)."""
+        return TrailersReceiver(self._trailers)
 
     def take_stream(self) -> _BodyWriter | None:
         """The stream the guest writes, the first time; None afterwards."""
@@ -309,8 +333,7 @@ class OutgoingBody:
             self.abort(f"body of {self.written} bytes, declared {self.content_length}")
             return ErrorCode(self.size_error, self.written)
         self.state = "finished"
-        self._trailers_tx.send(trailers)
-        self._end()
+        self._end(trailers)
         return None
 
     def cut_at_length(self, problem: str) -> None:
@@ -321,7 +344,6 @@ class OutgoingBody:
             self.state = "finished"
             self.overflowed = True
             self.problem = problem
-            self._trailers_tx.send(None)
             self._end()
 
     def abort(self, problem: str = "body dropped without finish") -> None:
@@ -331,8 +353,8 @@ class OutgoingBody:
             self.problem = problem
             self._end()
 
-    def _end(self) -> None:
-        self._trailers_tx.close()
+    def _end(self, trailers: Fields | None = None) -> None:
+        self._trailers.send(trailers)  # (once: the reader learns there are none if not)
         self.pipe.writer_open = False
         self.pipe.readable.changed()
 
@@ -355,10 +377,15 @@ class _StrictReader(PipeReader):
 
 def content_length(fields: Fields) -> int | None:
     """The ``content-length`` a message declares (None if absent or not one number)."""
-    values = fields.get("content-length")
-    if len(values) != 1 or not values[0].strip().isdigit():
+    found: bytes | None = None
+    for name, value in fields._entries:  # (a loop, not ``get``'s list: every response)
+        if name.lower() == "content-length":
+            if found is not None:
+                return None
+            found = value
+    if found is None or not found.strip().isdigit():
         return None
-    return int(values[0])
+    return int(found)
 
 
 # -- requests and responses ---------------------------------------------------------------
@@ -517,7 +544,8 @@ class ResponseOutparam:
             response.to_head = True
         self.response = response
         self.is_set = True
-        self._wake()
+        if self._settled is not None:  # (_wake, inline: every request sets one)
+            self._settled.set()
 
     def export_returned(self) -> None:
         """The ``handle`` call is over: whoever waits learns whether it answered."""
@@ -626,6 +654,13 @@ class WasiHttpP2:
         self.outgoing = outgoing
         self.spawn = spawn
         t = ctx.table
+        # on our engine a handle is its rep: giving an object is adding it to the table
+        self._reps = own_handle is OwnComponent.own_handle
+        self.give: Callable[[Any], Any] = t.add if self._reps else self._give_handle
+        """An owned handle to an object for the guest."""
+        self.take = t.take
+        """The object behind an owned handle the guest passed us (it is ours now;
+        ``take(rep, cls)``)."""
         r = ctx.define_resource
         r(TYPES, "fields", ResourceKind.P2_FIELDS)
         r(TYPES, "incoming-request", ResourceKind.INCOMING_REQUEST, ctx.close_handle)
@@ -647,29 +682,34 @@ class WasiHttpP2:
         def d(name: str, fn: Callable[..., Any]) -> None:
             ctx.define(TYPES, name, fn)
 
-        def fields(rep: int) -> Fields:
-            return t.get(rep, P2Fields)
-
+        get = t.get  # (each host function below looks its objects up itself: no layer)
+        give = self.give
         # fields
-        d("[constructor]fields", lambda: self.give(P2Fields()))
+        d("[constructor]fields", lambda: give(P2Fields()))
         d("[static]fields.from-list", self._fields_from_list)
-        d("[method]fields.get", lambda f, name: fields(f).get(name))
-        d("[method]fields.has", lambda f, name: fields(f).has(name))
-        d("[method]fields.set", lambda f, name, values: _header(fields(f).set, name, values))
-        d("[method]fields.delete", lambda f, name: _header(fields(f).delete, name))
-        d("[method]fields.append", lambda f, name, value: _header(fields(f).append, name, value))
-        d("[method]fields.entries", lambda f: fields(f).entries())
-        d("[method]fields.clone", lambda f: self.give(fields(f).copy()))
+        d("[method]fields.get", lambda f, name: get(f, P2Fields).get(name))
+        d("[method]fields.has", lambda f, name: get(f, P2Fields).has(name))
+        d("[method]fields.set", lambda f, name, vals: _header(get(f, P2Fields).set, name, vals))
+        d("[method]fields.delete", lambda f, name: _header(get(f, P2Fields).delete, name))
+        d("[method]fields.append", lambda f, n, value: _header(get(f, P2Fields).append, n, value))
+        d("[method]fields.entries", lambda f: get(f, P2Fields).entries())
+        d("[method]fields.clone", lambda f: give(get(f, P2Fields).copy()))
         d("http-error-code", self._http_error_code)
         # incoming requests
-        d("[method]incoming-request.method", lambda r: _method_to(t.get(r, IncomingRequest).method))
-        d("[method]incoming-request.path-with-query", lambda r: self._in(r).path_with_query)
-        d("[method]incoming-request.scheme", lambda r: _scheme_to(self._in(r).scheme))
-        d("[method]incoming-request.authority", lambda r: self._in(r).authority)
-        d("[method]incoming-request.headers", lambda r: self._headers(self._in(r).headers))
-        d("[method]incoming-request.consume", lambda r: self._consume(self._in(r)))
+        d("[method]incoming-request.method", lambda r: _method_to(get(r, IncomingRequest).method))
+        d(
+            "[method]incoming-request.path-with-query",
+            lambda r: get(r, IncomingRequest).path_with_query,
+        )
+        d("[method]incoming-request.scheme", lambda r: _scheme_to(get(r, IncomingRequest).scheme))
+        d("[method]incoming-request.authority", lambda r: get(r, IncomingRequest).authority)
+        d(
+            "[method]incoming-request.headers",
+            lambda r: self._headers(get(r, IncomingRequest).headers),
+        )
+        d("[method]incoming-request.consume", lambda r: self._consume(get(r, IncomingRequest)))
         # outgoing requests
-        d("[constructor]outgoing-request", lambda h: self.give(OutgoingRequest(self._own(h))))
+        d("[constructor]outgoing-request", lambda h: give(OutgoingRequest(self._own(h))))
         d("[method]outgoing-request.body", lambda r: self._body(self._out(r)))
         d("[method]outgoing-request.method", lambda r: _method_to(self._out(r).method))
         d("[method]outgoing-request.set-method", self._setter("method", _method_from))
@@ -684,7 +724,7 @@ class WasiHttpP2:
         d("[method]outgoing-request.set-authority", self._setter("authority", _authority))
         d("[method]outgoing-request.headers", lambda r: self._headers(self._out(r).headers))
         # request options
-        d("[constructor]request-options", lambda: self.give(RequestOptions()))
+        d("[constructor]request-options", lambda: give(RequestOptions()))
         for name in ("connect-timeout", "first-byte-timeout", "between-bytes-timeout"):
             attr = name.replace("-", "_")
             d(f"[method]request-options.{name}", self._option_getter(attr))
@@ -710,14 +750,14 @@ class WasiHttpP2:
         )
         d("[method]future-trailers.get", self._trailers_get)
         # outgoing responses and bodies
-        d("[constructor]outgoing-response", lambda h: self.give(OutgoingResponse(self._own(h))))
-        d("[method]outgoing-response.status-code", lambda r: t.get(r, OutgoingResponse).status)
+        d("[constructor]outgoing-response", lambda h: give(OutgoingResponse(self._own(h))))
+        d("[method]outgoing-response.status-code", lambda r: get(r, OutgoingResponse).status)
         d("[method]outgoing-response.set-status-code", self._set_status)
         d(
             "[method]outgoing-response.headers",
-            lambda r: self._headers(t.get(r, OutgoingResponse).headers),
+            lambda r: self._headers(get(r, OutgoingResponse).headers),
         )
-        d("[method]outgoing-response.body", lambda r: self._body(t.get(r, OutgoingResponse)))
+        d("[method]outgoing-response.body", lambda r: self._body(get(r, OutgoingResponse)))
         d("[method]outgoing-body.write", self._body_stream)
         d("[static]outgoing-body.finish", self._finish_outgoing)
         # outgoing requests' responses
@@ -729,22 +769,18 @@ class WasiHttpP2:
         ctx.define(OUTGOING_HANDLER, "handle", self._send)
 
     # -- handles ----------------------------------------------------------------------
-    def give(self, obj: Any) -> Any:
-        """An owned handle to ``obj`` for the guest."""
+    def _give_handle(self, obj: Any) -> Any:
+        # ``give`` on the stock engine: a handle made of the rep
         return self._handle(self.ctx.table.add(obj), self._KINDS[type(obj)])
 
-    def take(self, rep: int, cls: type[_T]) -> _T:
-        """The object behind an owned handle the guest passed us (it is ours now)."""
-        obj = self.ctx.table.get(rep, cls)
-        self.ctx.table.remove(rep)
-        return obj
+    def _new(self, obj: Any, kind: int) -> Any:
+        """An owned handle of resource ``kind`` (a WASI one) to ``obj``."""
+        rep = self.ctx.table.add(obj)
+        return rep if self._reps else self._handle(rep, kind)
 
     def _own(self, rep: int) -> Fields:
         headers = self.take(rep, P2Fields)
         return headers if not headers.immutable else headers.copy()
-
-    def _in(self, rep: int) -> IncomingRequest:
-        return self.ctx.table.get(rep, IncomingRequest)
 
     def _out(self, rep: int) -> OutgoingRequest:
         return self.ctx.table.get(rep, OutgoingRequest)
@@ -755,7 +791,7 @@ class WasiHttpP2:
         return self.give(headers if headers.immutable else headers.copy(immutable=True))
 
     def _pollable(self, pollable: Pollable) -> Any:
-        return self._handle(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
+        return self._new(pollable, ResourceKind.POLLABLE)
 
     def _drop_outgoing(self, rep: int) -> None:
         message = self.ctx.table.remove(rep)
@@ -780,11 +816,11 @@ class WasiHttpP2:
     # -- messages ---------------------------------------------------------------------
     def _consume(self, message: IncomingRequest | IncomingResponse) -> Any:
         body, message.body = message.body, None
-        return Err(None) if body is None else Ok(self.give(body))
+        return _NONE if body is None else Ok(self.give(body))
 
     def _body(self, message: OutgoingRequest | OutgoingResponse) -> Any:
         body = message.take_body()
-        return Err(None) if body is None else Ok(self.give(body))
+        return _NONE if body is None else Ok(self.give(body))
 
     def _setter(self, attr: str, convert: Callable[[Any], Any]) -> Callable[..., Any]:
         def setter(rep: int, value: Any) -> Any:
@@ -792,16 +828,16 @@ class WasiHttpP2:
             try:
                 setattr(request, attr, convert(value))
             except ValueError:
-                return Err(None)
-            return Ok(None)
+                return _NONE
+            return _OK
 
         return setter
 
     def _set_status(self, rep: int, status: int) -> Any:
         if not 100 <= status <= 999:
-            return Err(None)
+            return _NONE
         self.ctx.table.get(rep, OutgoingResponse).status = status
-        return Ok(None)
+        return _OK
 
     def _option_getter(self, attr: str) -> Callable[[int], Any]:
         return lambda rep: getattr(self.ctx.table.get(rep, RequestOptions), attr)
@@ -809,7 +845,7 @@ class WasiHttpP2:
     def _option_setter(self, attr: str) -> Callable[[int, Any], Any]:
         def setter(rep: int, value: int | None) -> Any:
             setattr(self.ctx.table.get(rep, RequestOptions), attr, value)
-            return Ok(None)
+            return _OK
 
         return setter
 
@@ -824,8 +860,8 @@ class WasiHttpP2:
     def _incoming_stream(self, rep: int) -> Any:
         stream = self.ctx.table.get(rep, IncomingBody).take_stream()
         if stream is None:
-            return Err(None)
-        return Ok(self._handle(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM))
+            return _NONE
+        return Ok(self._new(stream, ResourceKind.INPUT_STREAM))
 
     def _finish_incoming(self, rep: int) -> Any:
         body = self.take(rep, IncomingBody)
@@ -835,23 +871,25 @@ class WasiHttpP2:
     def _trailers_get(self, rep: int) -> Any:
         future = self.ctx.table.get(rep, FutureTrailers)
         if future.taken:
-            return Err(None)
+            return _NONE
         if not future.ready():
             return None
         trailers = future.take()
         return Ok(Ok(None if trailers is None else self.give(P2Fields(trailers.entries()))))
 
     def _body_stream(self, rep: int) -> Any:
-        stream = self.ctx.table.get(rep, OutgoingBody).take_stream()
+        table = self.ctx.table
+        stream = table.get(rep, OutgoingBody).take_stream()
         if stream is None:
-            return Err(None)
-        return Ok(self._handle(self.ctx.table.add(stream), ResourceKind.OUTPUT_STREAM))
+            return _NONE
+        out = table.add(stream)  # (``_new``, inline: every response's body is written)
+        return Ok(out if self._reps else self._handle(out, ResourceKind.OUTPUT_STREAM))
 
     def _finish_outgoing(self, rep: int, trailers: int | None) -> Any:
         body = self.take(rep, OutgoingBody)
         fields = None if trailers is None else self.take(trailers, P2Fields)
         error = body.finish(fields)
-        return Ok(None) if error is None else Err(error_code_value(error))
+        return _OK if error is None else Err(error_code_value(error))
 
     # -- outgoing requests --------------------------------------------------------------
     def _send(self, rep: int, options: int | None) -> Any:
@@ -870,7 +908,7 @@ class WasiHttpP2:
     def _response_get(self, rep: int) -> Any:
         future = self.ctx.table.get(rep, FutureIncomingResponse)
         if future.taken:
-            return Err(None)
+            return _NONE
         if not future.done.is_set():
             return None
         future.taken = True
@@ -885,7 +923,7 @@ def _header(op: Callable[..., None], *args: Any) -> Any:
         op(*args)
     except HeaderError as exc:
         return Err(variant(exc.code))
-    return Ok(None)
+    return _OK
 
 
 __all__ = [

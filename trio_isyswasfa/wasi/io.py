@@ -785,9 +785,10 @@ class WasiIo:
         return self._write_and_flush(rep, data)
 
     def _write_and_flush(self, rep: int, data: bytes) -> HostWaits:
+        # one generator, not _blocking_stream_op's two: every response body of a
+        # wasi:http proxy guest is written this way, most of them in one piece
         stream = self._output(rep)
-
-        def op() -> HostWaits:
+        try:
             view = memoryview(bytes(data))
             while view:
                 n = stream.check_write()
@@ -797,8 +798,11 @@ class WasiIo:
                 stream.write(bytes(view[:n]))
                 view = view[n:]
             yield from flushed(stream)
-
-        return self._blocking_stream_op(op)
+        except StreamClosed:
+            return _CLOSED
+        except StreamFailed as exc:
+            return self.failed(exc)
+        return None
 
     def flush(self, rep: int) -> Any:
         stream = self._output(rep)
