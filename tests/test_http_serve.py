@@ -647,6 +647,40 @@ class TestMisbehavingGuests:
             await trio.testing.wait_all_tasks_blocked()
             assert (b"".join(body), listening) == (b"hello", ["listens", "stopped"])
 
+    @pytest.mark.parametrize("waits", ["never", "at the head", "at the end"])
+    async def test_a_client_is_listened_to_only_when_a_send_waits(
+        self, service_component: trio_isyswasfa.Component, waits: str
+    ) -> None:
+        # hypercorn's send takes two checkpoints when the socket takes the bytes at
+        # once: no task listens to the client for that; a send that waits (a client
+        # reading slowly) has one listen, so that a client leaving then is noticed,
+        # unless it is the response's last (a client leaving then is no news)
+        app = ComponentApp(service_component, instances="pooled")
+        listened: list[str] = []
+        sent: list[object] = []
+
+        async def receive() -> dict[str, object]:
+            listened.append("listens")
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if waits == ("at the end" if last else "at the head"):
+                await trio.testing.wait_all_tasks_blocked()
+            sent.append(message["type"])
+
+        async with open_lifespan(app):
+            with trio.fail_after(10):
+                await asgi_request(app)  # (the instance opens: a wait)
+                await app(asgi_scope(), receive, send)  # a GET: no body to receive
+            await trio.testing.wait_all_tasks_blocked()
+        assert sent == ["http.response.start", "http.response.body"]
+        assert listened == (["listens"] if waits == "at the head" else [])
+        assert app.statistics().completed == 2
+
     async def test_request_headers_reach_the_guest(
         self, misbehaving: tuple[str, ComponentApp]
     ) -> None:

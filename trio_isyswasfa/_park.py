@@ -81,6 +81,19 @@ def sleep_forever_of(on_trio: bool) -> Callable[[], Awaitable[None]]:
     """The sleep until cancelled to await: trio's own on trio (anyio's looks the
     backend up at every call), else anyio's."""
     return trio.sleep_forever if on_trio else anyio.sleep_forever
+def _first_yield(coro: Any) -> object:
+    """What ``coro`` gives the event loop as it first suspends (it is closed after)."""
+    try:
+        return coro.send(None)
+    finally:
+        coro.close()
+
+
+TRIO_CHECKPOINT = _first_yield(trio.lowlevel.cancel_shielded_checkpoint())  # noqa: ASYNC105
+"""What trio's checkpoint gives the event loop as it suspends (asked of trio's own
+function: no private name): a coroutine that yields it (or asyncio's bare ``yield``,
+``None``) asks only to run again in the loop's next round, not to wait for anything
+(I/O, an event, a timer, a lock)."""
 
 
 def cancel_scope(on_trio: bool) -> Scope:

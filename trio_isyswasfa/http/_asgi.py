@@ -39,8 +39,8 @@ from .._engine import Err, variant_case
 from .._errors import GuestProtocolError, HostProtocolError, IsyswasfaError, LinkError
 from .._host import Component, Instance, describe_exports, load_component, open_instance
 from .._limits import Limits
+from .._park import TRIO_CHECKPOINT, TaskGroup, cancel_scope, open_task_group, running_trio
 from .._park import Scope as CancelScope
-from .._park import TaskGroup, cancel_scope, open_task_group, running_trio
 from ..wasi import WasiConfig
 from ..wasi.io import (
     CHUNK,
@@ -348,7 +348,15 @@ class ComponentApp:
         """The request, in its cancel scope (``tasks.scope``)."""
         listen = _take_request_body(tasks, state, receive, message, pipe, trailers_tx)
         try:
-            await _eagerly(self._run_one(scope, send, request, state, tasks), listen)
+            # a client is listened to once the request waits; not for the checkpoints
+            # of a server's sends that wrote at once (each of hypercorn's takes two), nor
+            # once the response is all handed over (a disconnect is no news then)
+            await _eagerly(
+                self._run_one(scope, send, request, state, tasks),
+                listen,
+                lambda: not state.sent,
+                _FREE_CHECKPOINTS,
+            )
         except IsyswasfaError as exc:
             await _failed(send, state, exc)
 
@@ -389,7 +397,12 @@ class ComponentApp:
                         # responses never need)
                         tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
 
-                    await _eagerly(_send_response(scope, send, response, state), watch)
+                    await _eagerly(
+                        _send_response(scope, send, response, state),
+                        watch,
+                        lambda: not state.sent,
+                        _FREE_CHECKPOINTS,
+                    )
                     instance._sched.check_alive()
                     state.outcome = "completed"
                 finally:
@@ -726,6 +739,12 @@ async def _pump_request_body(
 
 _CLIENT_LEFT = ErrorCode("connection-terminated")
 
+# checkpoints an isyswasfa request may pass before it counts as one that waits (and
+# listens to its client): a response's sends on hypercorn take ~5 when the socket takes
+# them at once; a guest computing past as many time slices (~10 ms each) is listened
+# to from then on
+_FREE_CHECKPOINTS = 8
+
 
 async def _until_disconnect(receive: Receive, client_left: Callable[[], None]) -> None:
     """Once the request body is in, call ``client_left`` if the client leaves."""
@@ -738,19 +757,23 @@ async def _eagerly(
     coro: Coroutine[Any, Any, _T],
     suspended: Callable[[], object],
     counts: Callable[[], bool] | None = None,
+    checkpoints: int = 0,
 ) -> _T:
     """Await ``coro``, calling ``suspended`` first if (and only if) it suspends: what
     running beside it costs (a task that listens, one that sends) is then paid only by
     calls that wait. ``coro`` runs in the caller's task either way, as ``await`` runs
     it; cancel scopes it enters are entered there. With ``counts``, a suspension for
     which it answers false (a time slice of a computing guest) is not one:
-    ``suspended`` is called at the first for which it answers true, if any."""
+    ``suspended`` is called at the first for which it answers true, if any. The first
+    ``checkpoints`` suspensions that only ask to run again in the loop's next round
+    (checkpoints, see :data:`~trio_isyswasfa._park.TRIO_CHECKPOINT`: a server's send
+    that wrote at once) are not ones either."""
     try:
         signal = coro.send(None)
     except StopIteration as done:
         result: _T = done.value
         return result
-    return await _resume(coro, signal, suspended, counts)
+    return await _resume(coro, signal, suspended, counts, checkpoints)
 
 
 @types.coroutine
@@ -759,21 +782,26 @@ def _resume(
     signal: Any,
     suspended: Callable[[], object] | None,
     counts: Callable[[], bool] | None,
+    checkpoints: int,
 ) -> Generator[Any, Any, _T]:
     """Go on awaiting ``coro`` from its first suspension, ``signal`` being what it gave
     the event loop then: what comes back (a value, or an exception thrown in, such as a
     cancellation) goes into it, as ``await`` would have done. Before it suspends,
-    ``suspended`` is called, once, the first time ``counts`` (if given) says so."""
+    ``suspended`` is called, once, the first time ``counts`` (if given) says so, past
+    the first ``checkpoints`` checkpoints."""
     while True:
-        if suspended is not None and (counts is None or counts()):
-            call, suspended = suspended, None
-            resumed = False
-            try:
-                call()
-                resumed = True
-            finally:
-                if not resumed:
-                    coro.close()
+        if suspended is not None:
+            if checkpoints and (signal is TRIO_CHECKPOINT or signal is None):  # (asyncio's)
+                checkpoints -= 1
+            elif counts is None or counts():
+                call, suspended = suspended, None
+                resumed = False
+                try:
+                    call()
+                    resumed = True
+                finally:
+                    if not resumed:
+                        coro.close()
         try:
             sent = yield signal
         except GeneratorExit:
