@@ -22,7 +22,10 @@ GET with 1 KiB after ``--delay-ms`` (50). Rows, each the best of ``--runs``:
 
 Columns: wall ms and its ratio to the baseline (the goal for hash-all over 100 URLs
 answering in 50 ms: at most 1.5x), the ratio of the host's time per URL at this N to
-the smallest N's (flat is 1.0), the time in guest code, and the process's CPU time.
+the smallest N's (flat is 1.0), the time in guest code, the process's CPU time, and
+how often the process was preempted in that run (involuntary context switches: on a
+busy machine each costs a wait for a core; a request written to the loopback upstream
+wakes it, and it may take this process's core).
 ``--before TREE`` measures another tree's ``trio_isyswasfa`` (e.g. ``git -C MAIN archive
 HEAD trio_isyswasfa | tar -x -C TREE``) against this one: each runs every row in a
 process of its own (so each has its own baseline), alternated ``--alternate`` times,
@@ -30,7 +33,8 @@ on a machine whose load changes between them.
 ``--timeline`` runs hash-all once more and prints when, from the request's start, the
 guest's requests were handed to the client and their response heads came back, and
 when the response ended: whether the fan-out leaves at once or in a trickle, and how
-long the answers take to go through after the upstream's latency.
+long the answers take to go through after the upstream's latency; and the CPU time
+spent before the first answer came back (sending) and after it (answering).
 ``--profile`` runs hash-all once more under cProfile and prints its CPU by layer
 (the engine and wasmtime with the guest code they run, our scheduler and WASI, the
 HTTP client and server side, h11, the event loop) and the guest's wall time beside it:
@@ -44,6 +48,7 @@ import cProfile
 import functools
 import os
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -147,6 +152,7 @@ class Timeline:
         self.on = False
         self.handed: list[float] = []
         self.answered: list[float] = []
+        self.first_answer_cpu = 0.0  # process time when the first response head came back
 
     def send(self, request: Request) -> Awaitable[Response]:
         """The client's ``send`` (called at once: it may write the request now)."""
@@ -159,6 +165,8 @@ class Timeline:
         try:
             return await sending
         finally:
+            if not self.answered:
+                self.first_answer_cpu = time.process_time()
             self.answered.append(time.perf_counter())
 
     async def show(self, job: Callable[[], Awaitable[None]]) -> None:
@@ -172,7 +180,8 @@ class Timeline:
             await job()
         finally:
             self.on = False
-        end, cpu = time.perf_counter() - start, time.process_time() - cpu
+        end, sending = time.perf_counter() - start, self.first_answer_cpu - cpu
+        cpu = time.process_time() - cpu
 
         def span(marks: list[float]) -> str:
             return f"{(min(marks) - start) * 1000:.1f} to {(max(marks) - start) * 1000:.1f}"
@@ -180,18 +189,23 @@ class Timeline:
         print(
             f"    one more, in ms from its start: requests handed to the client"
             f" {span(self.handed)}, response heads back {span(self.answered)},"
-            f" its response over at {end * 1000:.1f} ({cpu * 1000:.1f} ms of CPU)"
+            f" its response over at {end * 1000:.1f} ({cpu * 1000:.1f} ms of CPU:"
+            f" {sending * 1000:.1f} before the first answer, {(cpu - sending) * 1000:.1f} after)"
         )
 
 
-async def best_of(runs: int, job: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    """The best wall time of ``runs`` runs of ``job``, and the CPU time of that run."""
-    best = (float("inf"), 0.0)
+async def best_of(runs: int, job: Callable[[], Awaitable[None]]) -> tuple[float, float, int]:
+    """The best wall time of ``runs`` runs of ``job``, the CPU time of that run and how
+    often the process was preempted in it."""
+    best = (float("inf"), 0.0, 0)
     for _ in range(runs):
+        preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         cpu = time.process_time()
         start = time.perf_counter()
         await job()
-        best = min(best, (time.perf_counter() - start, time.process_time() - cpu))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - preempted
+        best = min(best, (wall, cpu, preempted))
     return best
 
 
@@ -235,6 +249,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(
         f"{'':52} {'N':>5} {'wall ms':>8} {'ratio':>6} {'host x':>6} {'guest ms':>8} {'CPU ms':>7}"
+        f" {'preempt':>7}"
     )
 
     def row(
@@ -245,13 +260,14 @@ async def run(args: argparse.Namespace) -> None:
         first: dict[str, float],
         guest_s: float,
         cpu: float,
+        preempted: int,
     ) -> None:
         per_url = max(0.0, wall - base - guest_s) / n
         first.setdefault(label, per_url)
         host_x = per_url / first[label] if first[label] else float("nan")
         print(
             f"{label:52} {n:>5} {wall * 1000:>8.1f} {wall / base:>6.2f} {host_x:>6.2f}"
-            f" {guest_s * 1000:>8.1f} {cpu * 1000:>7.1f}",
+            f" {guest_s * 1000:>8.1f} {cpu * 1000:>7.1f} {preempted:>7}",
             flush=True,
         )
 
@@ -290,8 +306,9 @@ async def run(args: argparse.Namespace) -> None:
                             nursery.start_soon(host_get, client, f"{base_url}/{i}")
 
                 await fan_out()  # the connections opened once, as the guest's will be
-                wall, cpu = await best_of(args.runs, fan_out)
-                row(f"{label}host client, N GETs at once{where}", n, wall, base, first, 0.0, cpu)
+                wall, cpu, preempted = await best_of(args.runs, fan_out)
+                name = f"{label}host client, N GETs at once{where}"
+                row(name, n, wall, base, first, 0.0, cpu, preempted)
             timeline = Timeline(client.send)
             wasi = trio_isyswasfa.WasiConfig(http_outgoing=timeline.send)
             for language, component in components.items():
@@ -309,10 +326,10 @@ async def run(args: argparse.Namespace) -> None:
 
                         await hash_all()  # warm up: an instance, its connections
                         guest_before = app.statistics().guest_seconds
-                        wall, cpu = await best_of(args.runs, hash_all)
+                        wall, cpu, preempted = await best_of(args.runs, hash_all)
                         guest_s = (app.statistics().guest_seconds - guest_before) / args.runs
                         name = f"{label}hash-all ({language}), N URLs{where}"
-                        row(name, n, wall, base, first, guest_s, cpu)
+                        row(name, n, wall, base, first, guest_s, cpu, preempted)
                         if args.timeline:
                             await timeline.show(hash_all)
                         if args.profile and not where:

@@ -3,6 +3,8 @@ that count connections and misbehave on purpose."""
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from trio_isyswasfa.http import HttpClient
+from trio_isyswasfa.http import HttpClient, _client
 from trio_isyswasfa.http.types import (
     Body,
     ErrorCode,
@@ -363,6 +365,101 @@ async def test_a_request_written_at_send_then_cancelled_closes_its_connection(
         await trio.testing.wait_all_tasks_blocked()
         assert client.statistics(origin) == (0, 0, 0)
         assert await body_of(await client.send(get(up.port, "/after"))) == b"hello"
+        assert up.connections == 2
+
+
+# -- requests written at send() leave in batches ---------------------------------------
+
+
+async def idle_connections(client: HttpClient, port: int, n: int) -> None:
+    """``n`` keep-alive connections to ``port``, idle in the client's pool."""
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(partial(body_of_get, client, port, f"/warm{i}"))
+    assert client.statistics(("http", "127.0.0.1", port)) == (n, n, 0)
+
+
+async def body_of_get(client: HttpClient, port: int, path: str) -> bytes:
+    return await body_of(await client.send(get(port, path)))
+
+
+def targets(up: Server) -> list[bytes]:
+    return [r.split(b" ")[1] for r in up.requests if not r.split(b" ")[1].startswith(b"/warm")]
+
+
+@pytest.fixture
+def never_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests made one after another always count as a batch (however slow the machine)
+    monkeypatch.setattr(_client, "_WRITE_LINGER", 3600.0)
+
+
+@pytest.mark.usefixtures("never_linger")
+async def test_requests_written_at_send_wait_for_the_first_coroutine_to_run(
+    client: HttpClient,
+) -> None:
+    async with server(keep_alive_server) as up:
+        await idle_connections(client, up.port, 3)
+        first = client.send(get(up.port, "/a"))  # the first after a pause leaves at once
+        second = client.send(get(up.port, "/b"))
+        third = client.send(get(up.port, "/c"))
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert targets(up) == [b"/a"]
+        with trio.fail_after(10):  # (not a timing: unwritten, it would wait 30 s and fail)
+            assert await body_of(await second) == b"hello"  # its first step writes the batch
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert sorted(targets(up)) == [b"/a", b"/b", b"/c"]
+        assert [await body_of(await s) for s in (first, third)] == [b"hello", b"hello"]
+        assert up.connections == 3
+
+
+@pytest.mark.usefixtures("never_linger")
+async def test_a_full_batch_of_requests_leaves_at_once(
+    client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_client, "_WRITE_BATCH", 2)
+    async with server(keep_alive_server) as up:
+        await idle_connections(client, up.port, 3)
+        sending = [client.send(get(up.port, path)) for path in ("/a", "/b", "/c")]
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert sorted(targets(up)) == [b"/a", b"/b", b"/c"]  # no coroutine ran
+        assert [await body_of(await s) for s in sending] == [b"hello"] * 3
+
+
+@pytest.mark.usefixtures("never_linger")
+async def test_a_request_given_up_while_it_waits_to_leave_never_leaves(
+    client: HttpClient,
+) -> None:
+    async with server(keep_alive_server) as up:
+        await idle_connections(client, up.port, 2)
+        origin = ("http", "127.0.0.1", up.port)
+        first = client.send(get(up.port, "/a"))
+        dropped = client.send(get(up.port, "/dropped"))
+        dropped.close()  # before its coroutine ran: it goes nowhere, its connection closes
+        assert await body_of(await first) == b"hello"  # (its first step writes a batch)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert targets(up) == [b"/a"]
+        assert client.statistics(origin) == (1, 1, 0)
+
+
+async def test_a_request_whose_idle_connection_was_reset_goes_on_a_fresh_one(
+    client: HttpClient,
+) -> None:
+    # nothing of it left, so even a method that may not be sent twice is sent again
+    async def reset_after_one(stream: trio.SocketStream, state: Server) -> None:
+        buf = bytearray()
+        if (request := await read_request(stream, buf)) is not None:
+            state.requests.append(request)
+            await stream.send_all(ok(b"once"))  # says keep-alive, then resets
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+
+    async with server(reset_after_one) as up:
+        assert await body_of_get(client, up.port, "/warm") == b"once"
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)  # (the reset arrives)
+        post = get(up.port, "/post")
+        post.method = "POST"
+        assert await body_of(await client.send(post)) == b"once"
+        assert [r.split(b" ")[:2] for r in up.requests] == [[b"GET", b"/warm"], [b"POST", b"/post"]]
         assert up.connections == 2
 
 
