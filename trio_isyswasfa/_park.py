@@ -81,6 +81,8 @@ def sleep_forever_of(on_trio: bool) -> Callable[[], Awaitable[None]]:
     """The sleep until cancelled to await: trio's own on trio (anyio's looks the
     backend up at every call), else anyio's."""
     return trio.sleep_forever if on_trio else anyio.sleep_forever
+
+
 def _first_yield(coro: Any) -> object:
     """What ``coro`` gives the event loop as it first suspends (it is closed after)."""
     try:
