@@ -639,8 +639,9 @@ class HostFuncDefs:
     definition (~40 % of the cost, the function's type registered with the engine).
 
     The definitions have no finalizer: the linker may live until the interpreter's
-    exit (a component kept to the end), and a finalizer calling into Python then, with
-    ``ctypes`` half torn down, crashed the process.
+    exit (a component kept to the end), when a finalizer calling into Python would run
+    with ``ctypes`` half torn down (a process-wide linker with one was seen to crash
+    at exit).
     """
 
     __slots__ = ("_keys", "address", "linker")
