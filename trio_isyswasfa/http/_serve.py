@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +65,60 @@ def _listen(addr: str, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _unread(sock: Any) -> int:
+    """How many bytes wait in ``sock``'s receive queue, not read yet (0 if it is shut)."""
+    try:
+        got = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    count: int = struct.unpack("i", got)[0]
+    return count
+
+
+def _spare_busy_connections() -> None:
+    """Make hypercorn's trio worker close an idle connection only if its client is idle.
+
+    hypercorn closes a connection that stays idle for ``keep_alive_timeout`` (5 s),
+    counted from the accept, and again after each response. But the time is the
+    server's, not the client's: a loop held up by guests (a first call, an instance
+    opening: seconds under load) reads a request that arrived in time only after the
+    timer ran out, and the connection was closed unanswered, its request lost ("Server
+    disconnected"; the timer and the read wake in one batch, and the read also lets the
+    loop run once before it stops the timer). Its connections here close on the timer
+    only when no request is under way and no byte waits unread. Installed once, for the
+    process (hypercorn looks its connection class up when it serves).
+    """
+    import hypercorn.trio.run
+    import trio
+    from hypercorn.events import Event, Updated
+    from hypercorn.trio.tcp_server import TCPServer
+
+    if hypercorn.trio.run.TCPServer is not TCPServer:  # type: ignore[attr-defined]
+        return  # installed already (or replaced by someone else: theirs stays)
+
+    class PatientTCPServer(TCPServer):
+        busy = False  # a request under way (hypercorn stops the timer, after a turn)
+
+        async def protocol_send(self, event: Event) -> None:
+            if isinstance(event, Updated):
+                self.busy = not event.idle
+            await super().protocol_send(event)
+
+        async def _idle_timeout(self) -> None:
+            while True:
+                with trio.move_on_after(self.config.keep_alive_timeout):
+                    await self.context.terminated.wait()
+                    break  # shutting down: idle connections close at once
+                stream: Any = self.stream
+                sock = getattr(stream, "socket", None) or stream.transport_stream.socket
+                if not self.busy and not _unread(sock):
+                    break
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
+
+    hypercorn.trio.run.TCPServer = PatientTCPServer  # type: ignore[attr-defined]
 
 
 async def serve(
@@ -124,6 +181,7 @@ async def serve(
         if sniffio.current_async_library() == "trio":
             import hypercorn.trio
 
+            _spare_busy_connections()
             await hypercorn.trio.serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
         else:
             import hypercorn.asyncio
