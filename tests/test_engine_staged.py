@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 import wasmtime
 
 from trio_isyswasfa import GuestTrap, HostProtocolError, InstanceDead, _engine
@@ -340,6 +342,26 @@ async def test_a_list_the_hook_fails_to_lower_half_way_leaves_no_handle(
     assert runners(keep) == (False, True)
     assert reps_in(keep) == []
     assert await keep.call([Entry(3, 403)]) != []  # the instance lives on
+
+
+async def test_a_list_waiting_for_the_store_adds_no_handle_before_it_starts(
+    list_inst: OwnEngineInstance,
+) -> None:
+    # a call that waits for the store (another instance's call runs on it) and is
+    # cancelled there has run nothing: its list's handles must not be in the table
+    keep = list_inst.func(LIST_API, "keep")
+    assert await keep.call([Entry(0, 499)]) != []
+    store = keep._lifted.owner.fibers
+    store._busy = True  # as another instance's call on the same store
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep.call, [Entry(1, 500)])
+        await trio.testing.wait_all_tasks_blocked()
+        assert 500 not in reps_in(keep)
+        nursery.cancel_scope.cancel()
+    store._leave()  # (that call ends)
+    assert 500 not in reps_in(keep)
+    assert await keep.call([Entry(2, 501)]) != []  # the instance lives on
+    assert 501 in reps_in(keep)
 
 
 async def test_a_list_of_borrows_is_not_staged(list_inst: OwnEngineInstance) -> None:

@@ -1307,8 +1307,12 @@ class _Lifted:
             staged = None
             if plan is not None:
                 cx = self._enter()  # (before a staged list's handles enter the table)
-                blobs = []
-                staged = plan.stage(args, blobs)
+                # handles enter the table here only for a call that starts at once: one
+                # waiting for the store (another instance's call runs on it) could be
+                # cancelled there and leave them; the hook lowers it on the fiber instead
+                if not (plan.handles and self.owner.fibers._busy):
+                    blobs = []
+                    staged = plan.stage(args, blobs)
             if staged is not None:  # copied in by the runner, on the fiber
                 run = self._staged_run
                 if run is None:
@@ -1395,7 +1399,7 @@ class _StagePlan:
 
     :meth:`stage` is generated once per plan (straight-line code for its arguments)."""
 
-    __slots__ = ("stage", "staged")
+    __slots__ = ("handles", "stage", "staged")
 
     stage: Callable[[tuple[Any, ...], list[Any]], list[Any] | None]
     """``stage(args, blobs)``: the core arguments for ``args``, with the bytes to stage
@@ -1427,6 +1431,8 @@ class _StagePlan:
         # a failure after a list's handles entered the table takes them out again: the
         # ``lower`` hook then lowers the arguments afresh (and raises what is wrong)
         marked = any(how == _LIST and _has_handles(abi.ty) for how, abi in params)
+        self.handles = marked
+        """Whether staging adds handles to the instance's table."""
         fail = "return TABLE.roll_back(mark)" if marked else "return None"
         if marked:
             code.append("    mark = TABLE.mark()")
