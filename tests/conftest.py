@@ -12,6 +12,7 @@ tests of :data:`ENGINE_MODULES` run once per engine (``test[wasmtime]``,
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -353,9 +354,13 @@ async def get_at_once(url: str, count: int) -> list[str]:
     """GET ``url`` ``count`` times at once, each on a connection of its own; the bodies
     of the answers (each a 2xx), in the order they finished."""
     texts: list[str] = []
+    # one TLS context for all (unused over http://): each client loading the CA bundle
+    # held the loop the server shares for 0.5-0.9 s on a loaded machine, and a client
+    # that sent its request seconds after it connected met hypercorn's 5 s timer
+    verify = ssl.create_default_context()
 
     async def get() -> None:
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, verify=verify) as client:
             response = await client.get(url)
             response.raise_for_status()
             texts.append(response.text)
