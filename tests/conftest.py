@@ -50,6 +50,7 @@ ENGINE_MODULES = {
     "test_http_examples",
     "test_http_pool",
     "test_http_proxy",
+    "test_http_proxy_checkpoints",
     "test_http_proxy_requests",
     "test_http_serve",
     "test_limits",
