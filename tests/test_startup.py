@@ -115,6 +115,54 @@ def test_run_keeps_what_it_loaded_out_of_the_collectors_way(tmp_path: Path, engi
     assert out == ["0", "True", "0"]
 
 
+SERVE_FROZEN_PROBE = """
+import gc, sys
+import anyio
+from trio_isyswasfa._cli import main
+frozen = []
+
+def run(*args, **kwargs):  # the server's event loop: stops at once, having looked
+    frozen.append(gc.get_freeze_count())
+
+anyio.run = run
+status = main(["serve", "--engine", sys.argv[2], sys.argv[1], "--addr", "127.0.0.1:0"])
+print(status, frozen[0] > 0, gc.get_freeze_count())
+"""
+
+PROXY_WIT = """package test:proxy;
+world p {
+  import wasi:http/types@0.2.0;
+  export wasi:http/incoming-handler@0.2.0;
+}
+"""
+
+
+@pytest.mark.parametrize("engine", ["own", "wasmtime"])
+def test_serve_keeps_what_it_loaded_out_of_the_collectors_way(tmp_path: Path, engine: str) -> None:
+    """``serve`` freezes what it has loaded before its event loop starts (full
+    collections do not walk the component, the host and hypercorn again as requests
+    come), and unfreezes it once it stops serving."""
+    from trio_isyswasfa.tools.lower import stage_wit
+
+    wit = tmp_path / "wit"
+    wit.mkdir()
+    (wit / "world.wit").write_text(PROXY_WIT)
+    staged = stage_wit(wit, tmp_path / "staged")
+    handle = '(func (export "wasi:http/incoming-handler@0.2.0#handle") (param i32 i32))'
+    proxy = tmp_path / "proxy.wasm"
+    proxy.write_bytes(
+        build_wat_component(staged, "p", f'(module (memory (export "memory") 1) {handle})')
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE_FROZEN_PROBE, str(proxy), engine],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    assert out == ["0", "True", "0"]
+
+
 TOOLS_PROBE = """
 import sys
 import trio_isyswasfa
