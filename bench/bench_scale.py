@@ -411,7 +411,7 @@ def _line_of(func: Callable[..., Any], text: str) -> tuple[str, int]:
 # these rows, of the host's ``Instance.call`` or host tasks), the host an async
 # import's (in these rows, the bench's ``echo_later``)
 _TASK_CORO = _line_of(coroutine_or_error, "async_fn(*args)")
-_IMPORT_CORO = _line_of(trio_isyswasfa.Instance._async_import, "_start_work(label, impl(*args))")
+_IMPORT_CORO = _line_of(trio_isyswasfa.Instance._async_import, "work = impl(*args)")
 
 
 @functools.cache
