@@ -622,13 +622,8 @@ class Scheduler:
         """The host task is done (with ``value``, or :data:`_CANCELLED`), and what to
         await to report it. A scope cancelled for work that ended all the same is
         replaced (it would cancel what the worker does next)."""
-        # (`worker.end_job()` and `self._host_task_gone(task)`, inline: once an import)
-        worker.job = None
-        cancelled = worker.state & _SCOPE_CANCELLED
-        worker.state = 0
-        if cancelled and worker.scope is not None:
-            worker.leave_scope()
-            worker.renew_scope()
+        worker.end_job()
+        # (`self._host_task_gone(task)`, inline: once an import)
         self._host_running -= 1
         label = task.label
         left = self._host_labels[label] - 1
