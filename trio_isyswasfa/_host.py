@@ -68,7 +68,8 @@ def is_p2_version(version: str) -> bool:
     """Whether ``version`` is a WASI 0.2.x release (``0.2.0``, ``0.2.9``…)."""
     major, _, rest = version.partition(".")
     minor, _, patch = rest.partition(".")
-    return (major, minor) == ("0", "2") and patch.isdigit()
+    # (ASCII digits only: str.isdigit takes '²' and '٨')
+    return (major, minor) == ("0", "2") and patch.isascii() and patch.isdigit()
 
 
 @functools.lru_cache(maxsize=1024)

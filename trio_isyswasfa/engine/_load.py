@@ -56,6 +56,7 @@ def _read_index(path: Path, offsets: list[int]) -> dict[int, str] | None:
     out: dict[int, str] = {}
     for line in lines[1:-2]:
         offset, _, key = line.partition(" ")
+        # (the text is ASCII: isdigit takes no '٨', which int() would read as 8)
         if not offset.isdigit() or len(key) != 64 or not _HEX.issuperset(key):
             return None
         out[int(offset)] = key
