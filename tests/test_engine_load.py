@@ -108,3 +108,17 @@ def test_a_component_loads_and_runs_past_a_corrupt_index(tmp_path: Path, wasm: b
     component = trio_isyswasfa.load_component(path, engine="own")
     assert trio.run(trio_isyswasfa.run_command, component) == 1
     assert index.read_bytes().startswith(index_text([])[:-4])
+
+
+@pytest.mark.parametrize("engine", ["own", "wasmtime"])
+def test_a_cache_that_cannot_be_written_only_costs_time(
+    tmp_path: Path, wasm: bytes, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("TRIO_ISYSWASFA_CACHE", str(blocker / "cache"))
+    path = tmp_path / "cmd.wasm"
+    path.write_bytes(wasm)
+    component = trio_isyswasfa.load_component(path, engine=engine)
+    assert trio.run(trio_isyswasfa.run_command, component) == 1
+    assert blocker.read_bytes() == b""

@@ -19,7 +19,6 @@ again.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import wasmtime
@@ -65,13 +64,7 @@ def _read_index(path: Path, offsets: list[int]) -> dict[int, str] | None:
 
 def _write_index(path: Path, keys: dict[int, str]) -> None:
     body = "".join(f"{offset} {key}\n" for offset, key in keys.items())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(f"{_header()}\n{body}end\n", "ascii")
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only cache only costs time
+    _engine.keep_in_cache(path, f"{_header()}\n{body}end\n".encode("ascii"))
 
 
 def module_digest(data: bytes | memoryview) -> str:
