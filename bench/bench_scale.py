@@ -89,6 +89,7 @@ import trio_isyswasfa
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import asgi_request, build_python_guest, build_rust_guest, open_lifespan
 
+from . import bench_calls
 from .loadgen import open_upstream_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,24 +104,9 @@ MIN_SECONDS = 2.0  # a size's runs are repeated until they make this much wall t
 MAX_RUNS = 9
 
 
-async def echo_later(s: str, ms: int) -> str:
-    await trio.sleep(ms / 1000)
-    return s
-
-
-IMPORTS = {
-    "test:cases/host": {
-        "note": lambda s: None,
-        "forever": trio.sleep_forever,
-        "echo-later": echo_later,
-        "fallible": echo_later,
-    },
-    "test:rust-cases/host": {
-        "note": lambda s: None,
-        "forever": trio.sleep_forever,
-        "echo-later": echo_later,
-    },
-}
+# the test guests' host imports, as bench_calls gives them (the Python guest's and the
+# Rust guest's in one mapping)
+IMPORTS = {**bench_calls.IMPORTS, **bench_calls.RUST_IMPORTS}
 
 
 class IdleClock(trio.abc.Instrument):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import trio
 from hypercorn.config import Config
 
 import trio_isyswasfa
+from trio_isyswasfa import Err, Ok
 from trio_isyswasfa._seam import ENGINE_VARIABLE
 from trio_isyswasfa.http import ComponentApp, HttpClient, serve
 from trio_isyswasfa.testing import build_python_guest
@@ -162,6 +164,40 @@ def cases_component(engine: str) -> trio_isyswasfa.Component:
         GUESTS / "cases" / "wit", "cases-guest", "app", [GUESTS / "cases" / "src"]
     )
     return trio_isyswasfa.load_component(wasm)
+
+
+@dataclass
+class CasesHost:
+    """The test host's side of the test-cases guests' ``host`` interface (the Python
+    guest's ``test:cases/host``, the Rust guest's), recording what happened."""
+
+    notes: list[str] = field(default_factory=list)
+    noted: trio.Event = field(default_factory=trio.Event)
+    forever_cancelled: trio.Event = field(default_factory=trio.Event)
+
+    def note(self, s: str) -> None:
+        self.notes.append(s)
+        self.noted.set()
+
+    async def forever(self) -> str:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.forever_cancelled.set()
+
+    async def echo_later(self, s: str, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return f"host saw {s}"
+
+    async def fallible(self, ok: bool) -> Ok | Err:
+        await trio.sleep(0.001)
+        return Ok("fine") if ok else Err("broken")
+
+    def imports(self, iface: str = "test:cases/host") -> dict[str, dict[str, object]]:
+        functions = {"note": self.note, "forever": self.forever, "echo-later": self.echo_later}
+        if iface == "test:cases/host":
+            functions["fallible"] = self.fallible
+        return {iface: functions}
 
 
 @pytest.fixture(scope="session")

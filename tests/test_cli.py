@@ -69,6 +69,22 @@ def test_run_names_a_bad_option_in_one_line(options: list[str], message: str) ->
     assert message in lines[0]
 
 
+# (int() and float() read Arabic-Indic digits, '+8', '8_0'; float() 'inf' and '1e3' too)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max-handles", "\u0668"], "not a whole number: '\u0668'"),
+        (["--max-handles", "8_0"], "not a whole number: '8_0'"),
+        (["--max-run-seconds", "\u0668"], "not a number of seconds: '\u0668'"),
+        (["--max-run-seconds", "inf"], "not a number of seconds: 'inf'"),
+    ],
+)
+def test_run_takes_numbers_in_ascii_digits_only(options: list[str], message: str) -> None:
+    proc = run("run", *options, "x.wasm")
+    assert proc.returncode == 2
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
 def test_component_without_poll_export(tmp_path: Path) -> None:
     from trio_isyswasfa.testing import build_wat_component
 

@@ -55,6 +55,7 @@ def test_without_a_digest_nothing_is_remembered(wasm: bytes, cache: Path) -> Non
 
 
 BOGUS = "0" * 64  # well formed: a check that lets a bad index through returns it
+ARABIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")  # digits int() reads, not ASCII
 
 
 def index_text(lines: list[str], *, header: str | None = None, end: str = "end\n") -> bytes:
@@ -77,6 +78,10 @@ def bad_indexes(offsets: list[int]) -> dict[str, bytes]:
         "a module twice": index_text([*good, *good]),
         "another module's offset": index_text([f"{o + 1} {BOGUS}" for o in offsets]),
         "an offset not a number": index_text([f"x{o} {BOGUS}" for o in offsets]),
+        # (int() reads Arabic-Indic digits: the index is read as ASCII, so they never count)
+        "an offset in other digits": index_text(
+            [f"{str(o).translate(ARABIC)} {BOGUS}" for o in offsets]
+        ),
         "a digest not hex": index_text([f"{o} {'z' * 64}" for o in offsets]),
         "a digest too short": index_text([f"{o} {BOGUS[:63]}" for o in offsets]),
         "lines after the end": whole + index_text(good),
@@ -103,3 +108,17 @@ def test_a_component_loads_and_runs_past_a_corrupt_index(tmp_path: Path, wasm: b
     component = trio_isyswasfa.load_component(path, engine="own")
     assert trio.run(trio_isyswasfa.run_command, component) == 1
     assert index.read_bytes().startswith(index_text([])[:-4])
+
+
+@pytest.mark.parametrize("engine", ["own", "wasmtime"])
+def test_a_cache_that_cannot_be_written_only_costs_time(
+    tmp_path: Path, wasm: bytes, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("TRIO_ISYSWASFA_CACHE", str(blocker / "cache"))
+    path = tmp_path / "cmd.wasm"
+    path.write_bytes(wasm)
+    component = trio_isyswasfa.load_component(path, engine=engine)
+    assert trio.run(trio_isyswasfa.run_command, component) == 1
+    assert blocker.read_bytes() == b""

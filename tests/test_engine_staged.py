@@ -12,7 +12,8 @@ import trio.testing
 import wasmtime
 
 from trio_isyswasfa import GuestTrap, HostProtocolError, InstanceDead, _engine
-from trio_isyswasfa.engine import _core, _shim
+from trio_isyswasfa.engine import _component, _core, _shim
+from trio_isyswasfa.engine import _types as types
 from trio_isyswasfa.engine._component import OwnEngineInstance, OwnExportFunc
 from trio_isyswasfa.engine._fiber import FiberStore, Staged
 from trio_isyswasfa.engine._handles import ResourceHandle
@@ -371,3 +372,28 @@ async def test_a_list_of_borrows_is_not_staged(list_inst: OwnEngineInstance) -> 
     with pytest.raises(GuestTrap, match="borrow"):
         await lend.call([300])
     assert runners(lend) == (False, True)
+
+
+_R = types.ResourceType("r")
+_U8 = types.PrimType(types.Primitive.U8)
+
+
+@pytest.mark.parametrize(
+    ("ty", "handles", "owns_only"),
+    [
+        (_U8, False, True),
+        (types.FlagsType(("a", "b")), False, True),  # (bits: a call with them shares a context)
+        (types.EnumType(("a", "b")), False, True),
+        (types.ListType(types.OwnType(_R)), True, True),
+        (types.RecordType((("a", _U8), ("b", types.OptionType(types.OwnType(_R))))), True, True),
+        (types.TupleType((types.OwnType(_R), types.BorrowType(_R))), True, False),
+        (types.ResultType(_U8, types.StreamType(_U8)), True, False),
+        (types.VariantType((("a", None), ("b", types.FutureType(None)))), True, False),
+    ],
+)
+def test_which_types_carry_handles_and_which_only_own(
+    ty: types.ValType, handles: bool, owns_only: bool
+) -> None:
+    # a value with handles needs the call's borrow scope and the table; a list staged
+    # by the runner may hold ``own`` handles only (a borrow needs the call's scope)
+    assert (_component._has_handles(ty), _component._owns_only(ty)) == (handles, owns_only)

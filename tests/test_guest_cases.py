@@ -9,53 +9,19 @@ test_guest_rust.py.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from conftest import GUESTS, LANGUAGES
+from conftest import GUESTS, LANGUAGES, CasesHost
 
 import trio_isyswasfa
-from trio_isyswasfa import Err, Ok
 from trio_isyswasfa.testing import assert_quiet, settle
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
-
-
-@dataclass
-class CasesHost:
-    """The test host's side of the guests' ``host`` interface, recording what happened."""
-
-    notes: list[str] = field(default_factory=list)
-    noted: trio.Event = field(default_factory=trio.Event)
-    forever_cancelled: trio.Event = field(default_factory=trio.Event)
-
-    def note(self, s: str) -> None:
-        self.notes.append(s)
-        self.noted.set()
-
-    async def forever(self) -> str:
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.forever_cancelled.set()
-
-    async def echo_later(self, s: str, ms: int) -> str:
-        await trio.sleep(ms / 1000)
-        return f"host saw {s}"
-
-    async def fallible(self, ok: bool) -> Ok | Err:
-        await trio.sleep(0.001)
-        return Ok("fine") if ok else Err("broken")
-
-    def imports(self, iface: str) -> dict[str, dict[str, object]]:
-        functions = {"note": self.note, "forever": self.forever, "echo-later": self.echo_later}
-        if iface == "test:cases/host":
-            functions["fallible"] = self.fallible
-        return {iface: functions}
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from conftest import CasesHost
 
 import trio_isyswasfa
 from trio_isyswasfa import Err, Ok
@@ -26,53 +26,14 @@ pytestmark = [pytest.mark.guest, pytest.mark.slow]
 CASES = "test:cases/cases"
 
 
-@dataclass
-class FakeHost:
-    """The test host's side of `test:cases/host`, recording what happened."""
-
-    notes: list[str] = field(default_factory=list)
-    noted: trio.Event = field(default_factory=trio.Event)
-    forever_cancelled: trio.Event = field(default_factory=trio.Event)
-
-    def note(self, s: str) -> None:
-        self.notes.append(s)
-        self.noted.set()
-
-    async def forever(self) -> str:
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            self.forever_cancelled.set()
-            raise
-        raise AssertionError("unreachable")
-
-    async def echo_later(self, s: str, ms: int) -> str:
-        await trio.sleep(ms / 1000)
-        return f"host saw {s}"
-
-    async def fallible(self, ok: bool) -> Ok | Err:
-        await trio.sleep(0.001)
-        return Ok("fine") if ok else Err("broken")
-
-    def imports(self) -> dict[str, dict[str, object]]:
-        return {
-            "test:cases/host": {
-                "note": self.note,
-                "forever": self.forever,
-                "echo-later": self.echo_later,
-                "fallible": self.fallible,
-            }
-        }
-
-
 @pytest.fixture
-def host() -> FakeHost:
-    return FakeHost()
+def host() -> CasesHost:
+    return CasesHost()
 
 
 @pytest.fixture
 async def cases(
-    cases_component: trio_isyswasfa.Component, host: FakeHost
+    cases_component: trio_isyswasfa.Component, host: CasesHost
 ) -> AsyncIterator[trio_isyswasfa.Instance]:
     async with trio_isyswasfa.open_instance(cases_component, imports=host.imports()) as inst:
         yield inst
@@ -168,7 +129,7 @@ async def test_asyncio_as_completed_in_guest(
 
 
 async def test_cancelling_the_caller_cancels_the_guest_task(
-    cases: trio_isyswasfa.Instance, host: FakeHost
+    cases: trio_isyswasfa.Instance, host: CasesHost
 ) -> None:
     with trio.move_on_after(0.05) as scope:
         await cases.call(CASES, "cancel-aware-sleep", 60_000)
@@ -213,7 +174,7 @@ async def test_pipe_writer_sees_closed_when_reader_is_gone(cases: trio_isyswasfa
 
 
 async def test_guest_seconds_count_guest_code_not_host_functions(
-    cases_component: trio_isyswasfa.Component, host: FakeHost
+    cases_component: trio_isyswasfa.Component, host: CasesHost
 ) -> None:
     imports = host.imports()
 

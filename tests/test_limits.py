@@ -19,6 +19,7 @@ from conftest import CASES_IMPORTS, LoopTicks, lowered_wit
 
 import trio_isyswasfa
 from trio_isyswasfa import Limits
+from trio_isyswasfa._limits import parse_size
 from trio_isyswasfa._seam import ENGINE_VARIABLE
 from trio_isyswasfa.testing import build_wat_component
 
@@ -213,6 +214,20 @@ async def test_a_python_guest_out_of_memory_raises_memory_error_inside(
         assert outcome == trio_isyswasfa.Err("MemoryError")
         again = await inst.call("test:wasi/probe", "exec", "result = len(bytearray(1000))")
         assert again == trio_isyswasfa.Ok("1000")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("512K", 512 << 10), (" 256 MiB ", 256 << 20), ("2g", 2 << 30), ("100", 100)]
+)
+def test_sizes_read_as_the_cli_writes_them(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+# (int() reads Arabic-Indic '512' as 512: a size is ASCII digits only)
+@pytest.mark.parametrize("text", ["lots", "0K", "-1K", "1T", "\u0665\u0661\u0662K", "5\u00b2K"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    with pytest.raises(trio_isyswasfa.HostProtocolError, match="bad size"):
+        parse_size(text)
 
 
 def test_bad_limits_are_refused() -> None:

@@ -97,19 +97,21 @@ def test_bad_input(tmp_path: Path, kwargs: dict[str, str], message: str) -> None
         lower_world(args["wit"], args["world"], tmp_path / "out", suffix=kwargs.get("suffix"))
 
 
-def test_unparsable_wit_names_the_problem(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.wit"
-    bad.write_text("package a:b;\nworld w { import nope; }\n")
-    with pytest.raises(ToolError, match="cannot parse WIT"):
-        lower_world(bad, "w", tmp_path / "out")
-
-
-def test_interface_defining_pending_is_refused(tmp_path: Path) -> None:
-    src = tmp_path / "clash.wit"
-    src.write_text(
-        "package a:b;\ninterface i { resource pending; f: async func(); }\nworld w { export i; }\n"
-    )
-    with pytest.raises(ToolError, match="defines pending"):
+@pytest.mark.parametrize(
+    ("wit", "message"),
+    [
+        pytest.param("world w { import nope; }", "cannot parse WIT", id="unparsable"),
+        pytest.param(
+            "interface i { resource pending; f: async func(); }\nworld w { export i; }",
+            "defines pending",
+            id="an interface defining pending",
+        ),
+    ],
+)
+def test_a_bad_wit_is_refused_naming_the_problem(tmp_path: Path, wit: str, message: str) -> None:
+    src = tmp_path / "bad.wit"
+    src.write_text(f"package a:b;\n{wit}\n")
+    with pytest.raises(ToolError, match=message):
         lower_world(src, "w", tmp_path / "out")
 
 

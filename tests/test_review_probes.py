@@ -249,19 +249,19 @@ async def _crowd(component: trio_isyswasfa.Component, package: str, seed: int) -
 @pytest.mark.guest
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize(
+    ("guest", "package"),
+    [("own_cases", "test:cases"), ("own_rust_cases", "test:rust-cases")],
+    ids=["python", "rust"],
+)
 async def test_a_crowd_of_calls_cancelled_at_random_steps(
-    own_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, seed: int
+    request: pytest.FixtureRequest,
+    autojump_clock: trio.testing.MockClock,
+    guest: str,
+    package: str,
+    seed: int,
 ) -> None:
-    await _crowd(own_cases, "test:cases", seed)
-
-
-@pytest.mark.guest
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(2))
-async def test_a_crowd_of_calls_cancelled_at_random_steps_in_the_rust_guest(
-    own_rust_cases: trio_isyswasfa.Component, autojump_clock: trio.testing.MockClock, seed: int
-) -> None:
-    await _crowd(own_rust_cases, "test:rust-cases", seed)
+    await _crowd(request.getfixturevalue(guest), package, seed)
 
 
 @pytest.mark.guest

@@ -38,10 +38,15 @@ print(all(m in sys.modules for m in ("hypercorn", "trio_isyswasfa.http._client")
 """
 
 
+def _probe(code: str, *args: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter with ``args``."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+
+
 def test_a_command_imports_no_http_server_or_client() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120
-    ).stdout.splitlines()
+    out = _probe(PROBE).splitlines()
     assert out == ["[]", "True"]
 
 
@@ -72,13 +77,7 @@ def test_running_a_command_imports_only_what_it_needs(tmp_path: Path) -> None:
     other engine's or the build tools' (checked in a fresh interpreter, after the run)."""
     command = tmp_path / "cmd.wasm"
     command.write_bytes(command_bytes(tmp_path, 0))
-    out = subprocess.run(
-        [sys.executable, "-c", RUN_PROBE, str(command), *NOT_FOR_A_COMMAND],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.splitlines()
+    out = _probe(RUN_PROBE, str(command), *NOT_FOR_A_COMMAND).splitlines()
     assert out == ["0", "[]"]
 
 
@@ -105,13 +104,7 @@ def test_run_keeps_what_it_loaded_out_of_the_collectors_way(tmp_path: Path, engi
     that calls ``main`` and goes on, as a test does, collects it again)."""
     command = tmp_path / "cmd.wasm"
     command.write_bytes(command_bytes(tmp_path, 0))
-    out = subprocess.run(
-        [sys.executable, "-c", FROZEN_PROBE, str(command), engine],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.split()
+    out = _probe(FROZEN_PROBE, str(command), engine).split()
     assert out == ["0", "True", "0"]
 
 
@@ -153,13 +146,7 @@ def test_serve_keeps_what_it_loaded_out_of_the_collectors_way(tmp_path: Path, en
     proxy.write_bytes(
         build_wat_component(staged, "p", f'(module (memory (export "memory") 1) {handle})')
     )
-    out = subprocess.run(
-        [sys.executable, "-c", SERVE_FROZEN_PROBE, str(proxy), engine],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.split()
+    out = _probe(SERVE_FROZEN_PROBE, str(proxy), engine).split()
     assert out == ["0", "True", "0"]
 
 
@@ -192,13 +179,7 @@ def test_the_build_commands_import_no_host(command: str) -> None:
     """``trio_isyswasfa``'s public names load on first use: the commands that build
     components (and ``import trio_isyswasfa`` alone) import no event loop, no wasmtime,
     no engine and no WASI host (checked in a fresh interpreter)."""
-    out = subprocess.run(
-        [sys.executable, "-c", TOOLS_PROBE, command, *NOT_FOR_THE_TOOLS],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.splitlines()
+    out = _probe(TOOLS_PROBE, command, *NOT_FOR_THE_TOOLS).splitlines()
     assert out[-1] == "[]"
 
 
@@ -209,9 +190,7 @@ def test_the_lazy_public_names_load_on_first_use() -> None:
         "trio_isyswasfa.load_component\n"
         "print('trio_isyswasfa._host' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
-    ).stdout.splitlines()
+    out = _probe(probe).splitlines()
     assert out == ["False", "True"]
     for name in trio_isyswasfa.__all__:
         assert getattr(trio_isyswasfa, name) is not None

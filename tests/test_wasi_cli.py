@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import trio_isyswasfa
+from trio_isyswasfa._host import interface_key, wasi_version_problem
 from trio_isyswasfa.testing import build_python_guest, build_wat_component
 from trio_isyswasfa.tools._paths import bundled_wit_dir
 
@@ -152,6 +153,14 @@ def wat_random_importer(tmp_path: Path, version: str) -> bytes:
 @pytest.mark.parametrize("version", ["0.2.0", "0.2.9", "0.2.12"])
 async def test_every_wasi_0_2_release_links(tmp_path: Path, version: str) -> None:
     assert await trio_isyswasfa.run_command(wat_random_importer(tmp_path, version)) == 0
+
+
+# (str.isdigit takes '٨' and '²': a release's patch number is ASCII digits only)
+@pytest.mark.parametrize("version", ["0.2.٨", "0.2.\u00b2", "0.2.", "0.2.1-rc", "0.20.1", "1.2.3"])
+def test_only_ascii_0_2_releases_are_wasi_0_2(version: str) -> None:
+    wanted = f"imports wasi:random/random@{version}, but this host implements WASI 0.2.x"
+    assert wasi_version_problem(f"wasi:random/random@{version}") == wanted
+    assert interface_key(f"wasi:http/types@{version}") == "wasi:http/types"  # not 0.2's
 
 
 @pytest.mark.parametrize("version", ["0.1.0", "0.3.0", "0.2.0-rc-2023-11-10", "1.0.0"])

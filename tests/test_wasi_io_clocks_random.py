@@ -244,18 +244,16 @@ async def main():
         with pytest.raises(trio_isyswasfa.InstanceDead, match="abandoned"):
             await inst.call(PROBE, "exec", "result = 1")
 
-    async def test_write_beyond_check_write_is_a_protocol_error(
-        self, inst: trio_isyswasfa.Instance
+    @pytest.mark.parametrize(
+        ("write", "message"),
+        [("write(bytes(70000))", "check-write"), ("write_zeroes(70000)", "write-zeroes larger")],
+        ids=["write", "write-zeroes"],
+    )
+    async def test_a_write_beyond_check_write_is_a_protocol_error(
+        self, inst: trio_isyswasfa.Instance, write: str, message: str
     ) -> None:
-        code = "tx, rx = pipe.make_pipe()\ntx.write(bytes(70000))"
-        with pytest.raises(trio_isyswasfa.GuestProtocolError, match="check-write"):
-            await inst.call(PROBE, "exec", code)
-
-    async def test_write_zeroes_beyond_check_write_is_a_protocol_error(
-        self, inst: trio_isyswasfa.Instance
-    ) -> None:
-        code = "tx, rx = pipe.make_pipe()\ntx.write_zeroes(70000)"
-        with pytest.raises(trio_isyswasfa.GuestProtocolError, match="write-zeroes larger"):
+        code = f"tx, rx = pipe.make_pipe()\ntx.{write}"
+        with pytest.raises(trio_isyswasfa.GuestProtocolError, match=message):
             await inst.call(PROBE, "exec", code)
 
     @pytest.mark.parametrize(

@@ -531,7 +531,12 @@ class TestPatterns:
         assert NetPattern.parse(spec).matches(ipaddress.ip_address(address), port) is expected
 
     @pytest.mark.parametrize(
-        "spec", ["", "127.0.0.1", "example.com:80", "::1:80", "[::1:80", "1.2.3.4:x", "*:70000"]
+        "spec",
+        [
+            *("", "127.0.0.1", "example.com:80", "::1:80", "[::1:80", "1.2.3.4:x", "*:70000"),
+            # int() takes each of these ports as 80: a port is ASCII digits only
+            *("1.2.3.4:٨٠", "1.2.3.4:+80", "1.2.3.4:8_0", "1.2.3.4: 80", "1.2.3.4:1-٨٠"),
+        ],
     )
     def test_malformed_patterns_are_refused(self, spec: str) -> None:
         with pytest.raises(trio_isyswasfa.HostProtocolError, match="bad network pattern"):

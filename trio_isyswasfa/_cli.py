@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--spare-instances",
-        type=int,
+        type=_whole_number,
         default=2,
         metavar="N",
         help="with --instances per-request, never-used instances kept open ahead of "
@@ -156,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-instances",
-        type=int,
+        type=_whole_number,
         default=32,
         metavar="N",
         help="instances at once (default 32); further requests wait. A guest that mostly "
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-waiting",
-        type=int,
+        type=_whole_number,
         default=1024,
         metavar="N",
         help="requests that may wait while every instance is busy (default 1024); "
@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--backlog",
-        type=int,
+        type=_whole_number,
         default=None,
         metavar="N",
         help="connections the kernel holds until the server accepts them (default: the "
@@ -196,6 +196,24 @@ ALLOW_NET_HELP = (
 )
 
 
+def _whole_number(text: str) -> int:
+    """An option's ``N``: ``int`` for ASCII digits only (``int`` alone reads '٨', ' 8',
+    '+8' and '8_0' as 8); a minus sign is left to the option's own check to refuse."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """An option's ``S``: ``float`` for ASCII digits and one point only (``float`` alone
+    also reads '٨', '1_0', '1e3' and 'inf')."""
+    whole, _, fraction = text.removeprefix("-").partition(".")
+    if not ((whole + fraction).isascii() and (whole + fraction).isdigit()):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return float(text)
+
+
 def _engine_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
@@ -214,13 +232,13 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-run-seconds",
-        type=float,
+        type=_seconds,
         metavar="S",
         help="stop the guest (a trap) when one call into it runs longer than S seconds",
     )
     parser.add_argument(
         "--max-handles",
-        type=int,
+        type=_whole_number,
         metavar="N",
         help="stop the guest (a trap) when it holds more than N WASI handles at once",
     )

@@ -24,6 +24,8 @@ import stat
 import time
 from pathlib import Path
 
+from . import _engine
+
 SETTLED_SECONDS = 2.0
 """How long ago a file must have last changed for its digest to be remembered."""
 
@@ -144,10 +146,4 @@ def _state(st: os.stat_result) -> tuple[int, ...]:
 
 
 def _remember(entry: Path, digest: str) -> None:
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-        tmp.write_text(digest, "ascii")
-        tmp.replace(entry)
-    except OSError:
-        pass  # a read-only cache only costs time
+    _engine.keep_in_cache(entry, digest.encode("ascii"))

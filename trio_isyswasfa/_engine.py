@@ -284,6 +284,19 @@ def cache_dir() -> Path:
     return Path(base) / "trio_isyswasfa" / "compiled"
 
 
+def keep_in_cache(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` in the cache, whole or not at all (a file of its own,
+    renamed over ``path``: another process reads the old copy or the new one, never
+    half of one). A cache that cannot be written only costs time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
 def _compiled_path(digest: str) -> Path:
     version = getattr(wasmtime, "__version__", "unknown")
     return cache_dir() / f"{digest}-wasmtime-{version}-{_ENGINE_SETTINGS}.cwasm"
@@ -323,13 +336,7 @@ def compile_component(
     except wasmtime.WasmtimeError as exc:
         raise LoadError(compile_problem(str(exc))) from exc
     if use_cache:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(bytes(component.serialize()))
-            tmp.replace(cached)
-        except OSError:
-            pass  # a read-only cache only costs time
+        keep_in_cache(cached, bytes(component.serialize()))
     return component
 
 

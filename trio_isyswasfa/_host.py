@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +68,8 @@ def is_p2_version(version: str) -> bool:
     """Whether ``version`` is a WASI 0.2.x release (``0.2.0``, ``0.2.9``…)."""
     major, _, rest = version.partition(".")
     minor, _, patch = rest.partition(".")
-    return (major, minor) == ("0", "2") and patch.isdigit()
+    # (ASCII digits only: str.isdigit takes '²' and '٨')
+    return (major, minor) == ("0", "2") and patch.isascii() and patch.isdigit()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -110,6 +111,12 @@ def _is_http_draft(interface: str) -> bool:
 
 ImportImpl = Callable[..., Any]
 """An import implementation: ``async def`` (runs as a host task) or a plain function."""
+
+
+def _same(value: Any) -> Any:
+    """The awaitable a plain import function returned, as the import's work
+    (``Instance._async_import``)."""
+    return value
 
 
 def _is_async(impl: object) -> bool:
@@ -433,20 +440,12 @@ class Instance:
     ) -> _engine.HostFunc:
         """``-isyswasfa-start`` for ``impl``: an ``async def`` of the embedder's, or a
         built-in (``builtin``: a plain function returning an awaitable)."""
-        if not builtin and not _is_async(impl):
-            # a plain function finishes at once (`ok(value)`), unless it hands back an
-            # awaitable (an async function behind a decorator that hides it): that runs
-            # as a host task, as if it were an `async def`
-            def start_or_finish(*args: Any) -> Any:
-                value = impl(*args)
-                return self._start_work(label, value) if inspect.isawaitable(value) else value
-
-            return start_or_finish
 
         def start(*args: Any) -> Any:
             # calling it now runs a built-in's synchronous part (taking the handles the
             # guest passed) during the guest's call; a coroutine function only makes
-            # its coroutine here. (`_start_work`, inline: once an import.)
+            # its coroutine here; the guest gets the host task's ``pending`` handle
+            # (``work`` is closed unstarted if the task cannot start)
             work = impl(*args)
             try:
                 rep = self._sched.start_host_task(label, work)
@@ -455,17 +454,19 @@ class Instance:
                 raise
             return Err(rep if self._handles_are_reps else self._own(rep, ResourceKind.PENDING))
 
-        return start
+        if builtin or _is_async(impl):
+            return start
+        # a plain function finishes at once (`ok(value)`), unless it hands back an
+        # awaitable (an async function behind a decorator that hides it): that runs as a
+        # host task, as if it were an `async def` (started by the same code, given the
+        # awaitable: one more Python call on this rare path, none on the usual one)
+        start_work = self._async_import(label, _same, builtin=True)
 
-    def _start_work(self, label: str, work: Awaitable[Any]) -> Err:
-        """Start ``work`` as a host task: the ``pending`` handle the guest gets for it
-        (``work`` is closed unstarted if the task cannot start)."""
-        try:
-            rep = self._sched.start_host_task(label, work)
-        except BaseException:
-            close_unstarted(work)
-            raise
-        return Err(rep if self._handles_are_reps else self._own(rep, ResourceKind.PENDING))
+        def start_or_finish(*args: Any) -> Any:
+            value = impl(*args)
+            return start_work(value) if inspect.isawaitable(value) else value
+
+        return start_or_finish
 
     def _sched_take_value(self, rep: int) -> Any:
         return self._sched.core.take_host_value(rep)

@@ -49,7 +49,8 @@ class Limits:
 
 def parse_size(text: str) -> int:
     """``"512K"``, ``"256M"``, ``"2G"`` or a number of bytes (the CLI's ``--max-memory``)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    # (ASCII digits only: without re.ASCII, \d takes '٥١٢', which int() reads as 512)
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE | re.ASCII)
     if match is None or int(match.group(1)) == 0:
         raise HostProtocolError(f"bad size {text!r}: expected a positive number, with K, M or G")
     return int(match.group(1)) * _UNITS[match.group(2).upper()]

@@ -181,19 +181,37 @@ def _needs_memory(abi: FuncAbi) -> bool:
     return bool(abi._params_touch_memory or abi._result_touches_memory)
 
 
-def _has_handles(t: ValType | None) -> bool:
-    """Whether values of ``t`` carry handles (resources, or WASI 0.3 stream and future
-    ends): only then does a call need a borrow scope and the instance's table."""
-    if t is None or isinstance(t, PrimType):
-        return False
+def _handle_kinds(t: ValType | None) -> frozenset[type]:
+    """The kinds of handle values of ``t`` carry: ``OwnType``, ``BorrowType``,
+    ``StreamType``, ``FutureType`` (WASI 0.3 stream and future ends)."""
+    if t is None or isinstance(t, PrimType | FlagsType):
+        return _NO_KINDS
     if isinstance(t, ListType):
-        return _has_handles(t.element)
+        return _handle_kinds(t.element)
     if isinstance(t, RecordType | TupleType):
-        return any(map(_has_handles, record_fields(t)))
-    cases = variant_cases(t)
-    if cases is not None:
-        return any(_has_handles(ty) for _, ty in cases)
-    return True  # own, borrow, stream, future
+        fields: tuple[ValType | None, ...] = record_fields(t)
+    else:
+        cases = variant_cases(t)
+        if cases is None:
+            return frozenset((type(t),))  # own, borrow, stream, future
+        fields = tuple(ty for _, ty in cases)
+    return _NO_KINDS.union(*map(_handle_kinds, fields))
+
+
+_NO_KINDS: frozenset[type] = frozenset()
+_OWN_KIND = frozenset((OwnType,))
+
+
+def _has_handles(t: ValType | None) -> bool:
+    """Whether values of ``t`` carry handles: only then does a call need a borrow scope
+    and the instance's table."""
+    return bool(_handle_kinds(t))
+
+
+def _owns_only(t: ValType | None) -> bool:
+    """Whether every handle a ``t`` carries is an ``own`` (no borrow, which needs the
+    call's scope, and no stream or future end), for a staged list's elements."""
+    return _handle_kinds(t) <= _OWN_KIND
 
 
 # primitives whose every core value lifts (a char, an enum, a variant's case can be out
@@ -1267,6 +1285,9 @@ class _Lifted:
             if direct is not None:
                 # plain values and no hooks (see ``_direct``): :meth:`_begin`, the first
                 # poll and :meth:`_end` in straight code, with the same checks
+                # (the poll and the failure handling repeat the general path's below, on
+                # purpose: a shared helper would be one more coroutine frame, or one
+                # more call, per call; a change to either path goes to both)
                 if self.owner.faults.fault is not None:
                     raise InstanceDead(
                         f"the component instance has failed: {self.owner.faults.fault}"
@@ -1336,7 +1357,8 @@ class _Lifted:
                 self._lift_error = None
                 try:
                     # the first poll here when the store is free (no coroutine of its
-                    # own); a guest that waits or yields is driven on by ``run_on``
+                    # own); a guest that waits or yields is driven on by ``run_on`` (the
+                    # direct path above repeats this and the failure handling)
                     results = run.start_now(core_args, blobs)
                     if results is _RUNNING:
                         results = await run.run_on()
@@ -1562,21 +1584,6 @@ def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
     if index > _shim.MAX_VALUES:  # pragma: no cover - more travel in memory
         return None
     return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc), instance.table)
-
-
-def _owns_only(t: ValType | None) -> bool:
-    """Whether every handle a ``t`` carries is an ``own`` (no borrow, which needs the
-    call's scope, and no stream or future end), for a staged list's elements."""
-    if t is None or isinstance(t, PrimType | FlagsType | OwnType):
-        return True
-    if isinstance(t, ListType):
-        return _owns_only(t.element)
-    if isinstance(t, RecordType | TupleType):
-        return all(map(_owns_only, record_fields(t)))
-    cases = variant_cases(t)
-    if cases is not None:
-        return all(_owns_only(ty) for _, ty in cases)
-    return False
 
 
 def _is_bytes(ty: ValType) -> bool:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import threading
 import time
 import weakref
@@ -130,13 +129,7 @@ def compile_module(
         except wasmtime.WasmtimeError as exc:
             raise LoadError(f"cannot compile core module: {_first_line(str(exc))}") from exc
         if use_cache:
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(bytes(module.serialize()))
-                tmp.replace(cached)
-            except OSError:
-                pass  # a read-only cache only costs time
+            _engine.keep_in_cache(cached, bytes(module.serialize()))
     _MODULES[key] = module
     return module
 

@@ -19,7 +19,6 @@ again.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import wasmtime
@@ -56,6 +55,7 @@ def _read_index(path: Path, offsets: list[int]) -> dict[int, str] | None:
     out: dict[int, str] = {}
     for line in lines[1:-2]:
         offset, _, key = line.partition(" ")
+        # (the text is ASCII: isdigit takes no '٨', which int() would read as 8)
         if not offset.isdigit() or len(key) != 64 or not _HEX.issuperset(key):
             return None
         out[int(offset)] = key
@@ -64,13 +64,7 @@ def _read_index(path: Path, offsets: list[int]) -> dict[int, str] | None:
 
 def _write_index(path: Path, keys: dict[int, str]) -> None:
     body = "".join(f"{offset} {key}\n" for offset, key in keys.items())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(f"{_header()}\n{body}end\n", "ascii")
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only cache only costs time
+    _engine.keep_in_cache(path, f"{_header()}\n{body}end\n".encode("ascii"))
 
 
 def module_digest(data: bytes | memoryview) -> str:

@@ -20,6 +20,7 @@ import ctypes
 import errno
 import functools
 import ipaddress
+import re
 import select
 import socket
 import threading
@@ -57,6 +58,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # -- the allow-list ---------------------------------------------------------------------
 
 _LOCALHOST = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+_PORTS = re.compile(r"([0-9]+)(?:-([0-9]+))?")  # a pattern's PORT: a number or LOW-HIGH
 
 
 @dataclass(frozen=True)
@@ -105,11 +107,12 @@ class NetPattern:
         if port == "*":
             ports = (0, 65535)
         else:
-            low, dash, high = port.partition("-")
-            try:
-                ports = (int(low), int(high) if dash else int(low))
-            except ValueError:
-                raise bad(f"port {port!r} is not *, a number or LOW-HIGH") from None
+            # (ASCII digits only: int() also takes ' 80', '+80', '8_0' and '٨٠')
+            found = _PORTS.fullmatch(port)
+            if found is None:
+                raise bad(f"port {port!r} is not *, a number or LOW-HIGH")
+            low, high = found.groups()
+            ports = (int(low), int(high or low))
             if not 0 <= ports[0] <= ports[1] <= 65535:
                 raise bad(f"port {port!r} is out of range")
         return cls(networks, ports)
