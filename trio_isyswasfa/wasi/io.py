@@ -734,8 +734,16 @@ class WasiIo:
         return self.ctx.table.get(rep, InputStream)
 
     def read(self, rep: int, n: int) -> Any:
-        stream = self._input(rep)
-        return self._stream_op(lambda: stream.read_into_guest(min(n, stream.max_read)))
+        # (`_stream_op` inline, no closure: a guest's every read comes here, twice for
+        # each small response body it reads to the end)
+        stream = self.ctx.table.get(rep, InputStream)
+        limit = stream.max_read
+        try:
+            return stream.read_into_guest(n if n < limit else limit)
+        except StreamClosed:
+            return _CLOSED
+        except StreamFailed as exc:
+            return self.failed(exc)
 
     def blocking_read(self, rep: int, n: int) -> HostWaits:
         stream = self._input(rep)
