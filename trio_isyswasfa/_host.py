@@ -286,6 +286,7 @@ class Instance:
         self.component = component
         self._user_imports = {strip_version(k): dict(v) for k, v in imports.items()}
         self._wasi = WasiContext(wasi, max_handles=limits.max_handles if limits else None)
+        self._wasi.own = component._loaded.own_handle
         self._io = WasiIo(self._wasi)
         WasiClocks(self._wasi, self._io)
         WasiRandom(self._wasi)

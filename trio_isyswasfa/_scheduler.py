@@ -144,7 +144,14 @@ class _HostWorker(Waiter):
 _WORKING = 1
 _CANCEL_DUE = 2
 _SCOPE_CANCELLED = 4  # (a bit beside either: the worker has cancelled its scope)
-_MAX_IDLE_WORKERS = 16  # on trio (elsewhere a worker ends with its work)
+# Idle workers kept on trio (elsewhere a worker ends with its work). A fan-out's imports
+# all run at once, so fewer kept than a fan-out's width cost a task spawn (as each import
+# begins) and a task exit (as it ends) for every import over it, each time: with 16, a
+# 100-URL hash-all spawned and ended ~84 tasks a request, ~6% of its instructions. 128
+# covers HttpClient's default of 100 connections per origin; a parked worker (a trio
+# task, its frame, a cancel scope) holds 2.5-4 KB (tracemalloc), so an instance keeps at
+# most ~0.5 MB of them after a wider fan-out, whose imports over 128 still spawn.
+_MAX_IDLE_WORKERS = 128
 
 
 _CANCELLED: Any = object()  # a host task's work that its own scope cancelled

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio
 
-from .._engine import Err, Ok, ResourceKind, own, record, variant, variant_case
+from .._engine import Err, Ok, ResourceKind, record, variant, variant_case
 from .._scheduler import close_unstarted
 from ..wasi._context import WasiContext
 from ..wasi.io import ErrorObject, InputStream, Pollable, StreamFailed
@@ -452,10 +452,10 @@ class WasiHttp:
 
     def give(self, obj: Any) -> Any:
         """An owned handle to ``obj`` for the guest."""
-        return own(self.ctx.table.add(obj), self._KINDS[type(obj)])
+        return self.ctx.own(self.ctx.table.add(obj), self._KINDS[type(obj)])
 
     def give_stream(self, stream: InputStream) -> Any:
-        return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
+        return self.ctx.own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
     def take(self, rep: int, cls: type[_T]) -> _T:
         """The object behind an owned handle the guest passed us (it is ours now)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 
-from .._engine import Blocking, ResourceDef
+from .._engine import Blocking, ResourceDef, own
 from .._resources import HandleTable
 
 if TYPE_CHECKING:
@@ -109,6 +109,11 @@ class WasiContext:
         self._on_close: list[Callable[[], Awaitable[object]]] = []
         # the instance's scheduler, once it has one: blocking polls share its waits
         self.scheduler: Scheduler | None = None
+        self.own: Callable[[int, int], Any] = own
+        """An owned handle of host resource ``rep`` (of ResourceKind ``kind``) for the
+        guest, in its engine's shape: ``own(rep, kind)``. The host sets the loaded
+        component's (on our own engine the rep itself: a wasmtime-py handle object
+        costs a frame to make, one to read back and a finaliser)."""
 
     def define(self, interface: str, name: str, fn: HostFunc | Blocking) -> None:
         """Register ``fn`` for WIT function ``name`` of ``interface`` (no version);

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import anyio
 import anyio.abc
 
-from .._engine import Blocking, Err, ReadInto, ResourceKind, own
+from .._engine import Blocking, Err, ReadInto, ResourceKind
 from .._errors import GuestProtocolError
 from ._context import WasiContext
 
@@ -693,13 +693,14 @@ class WasiIo:
 
     def make_pipe(self) -> Any:
         pipe = Pipe()
-        writer = own(self.ctx.table.add(PipeWriter(pipe)), ResourceKind.OUTPUT_STREAM)
-        reader = own(self.ctx.table.add(PipeReader(pipe)), ResourceKind.INPUT_STREAM)
+        add, handle = self.ctx.table.add, self.ctx.own
+        writer = handle(add(PipeWriter(pipe)), ResourceKind.OUTPUT_STREAM)
+        reader = handle(add(PipeReader(pipe)), ResourceKind.INPUT_STREAM)
         return (writer, reader)
 
     def new_pollable(self, pollable: Pollable) -> Any:
         """An owned pollable handle for the guest."""
-        return own(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
+        return self.ctx.own(self.ctx.table.add(pollable), ResourceKind.POLLABLE)
 
     def poll(self, reps: list[int]) -> HostWaits:
         if not reps:
@@ -717,7 +718,7 @@ class WasiIo:
     def failed(self, exc: StreamFailed) -> Any:
         """``err(last-operation-failed(error))`` for a stream operation that failed."""
         error = ErrorObject(str(exc), exc.code, exc.cause)
-        return Err(own(self.ctx.table.add(error), ResourceKind.ERROR))
+        return Err(self.ctx.own(self.ctx.table.add(error), ResourceKind.ERROR))
 
     def _stream_op(self, op: Callable[[], Any]) -> Any:
         """Run a stream operation, mapping the end and failures to ``stream-error``."""
@@ -733,8 +734,16 @@ class WasiIo:
         return self.ctx.table.get(rep, InputStream)
 
     def read(self, rep: int, n: int) -> Any:
-        stream = self._input(rep)
-        return self._stream_op(lambda: stream.read_into_guest(min(n, stream.max_read)))
+        # (`_stream_op` inline, no closure: a guest's every read comes here, twice for
+        # each small response body it reads to the end)
+        stream = self.ctx.table.get(rep, InputStream)
+        limit = stream.max_read
+        try:
+            return stream.read_into_guest(n if n < limit else limit)
+        except StreamClosed:
+            return _CLOSED
+        except StreamFailed as exc:
+            return self.failed(exc)
 
     def blocking_read(self, rep: int, n: int) -> HostWaits:
         stream = self._input(rep)
