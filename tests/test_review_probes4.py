@@ -49,6 +49,29 @@ def test_a_start_function_with_exponentially_many_calls_is_not_inert(tmp_path: P
     assert _start_steps(tmp_path, wat) == [False]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a start function on the async path is not bounded by max_run_seconds: "
+    "CoreInstances._instantiate_async calls _fiber.instantiate_linked without it (its "
+    "deadline is None), so the polls at each epoch yield run on to the end (and hold "
+    "the event loop: the polling loop never awaits)",
+)
+def test_max_run_seconds_bounds_a_start_function(tmp_path: Path) -> None:
+    from trio_isyswasfa import GuestTrap, Limits
+    from trio_isyswasfa.engine._component import OwnEngineInstance
+
+    # 2**31 rounds of a loop (its `loop` keeps it on the async path): ~1 s here, where
+    # the limit is 0.05 s
+    count = """(local i32) (local.set 0 (i32.const 0x80000000))
+      (loop $l (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+        (br_if $l (i32.ne (local.get 0) (i32.const 0))))"""
+    component = wat_component(tmp_path, FOLLOWED.replace("BODY", count))
+    with pytest.raises(GuestTrap):
+        OwnEngineInstance(
+            component, lambda item: lambda n: None, limits=Limits(max_run_seconds=0.05)
+        ).close()
+
+
 # -- wasi_http.py: a response's declared length ----------------------------------------------
 
 
