@@ -1,9 +1,10 @@
-"""Review probes, fourth round: last session's changes (the start-function check, the
-engine's staged arguments, serve's connection handling, the client's batched writes)
-and the WASI sandboxes.
+"""Review probes, fourth round: last session's changes (the start-function check and
+start functions' bounds, a proxy response's declared length, the client's allow-list)
+and the WASI filesystem and sockets hosts' handling of values the OS refuses.
 
 Each probe is a bug found, a strict ``xfail`` until it is fixed (its reason says what
-is wrong); each asserts what the user should see.
+is wrong and where); each asserts what the user should see. Where wasmtime is named as
+the reference, its source was read (wasmtime-wasi's p2 host), not run.
 """
 
 from __future__ import annotations
