@@ -14,9 +14,14 @@ exports it (an earlier core instance of the same component instance). It answers
 only when everything reachable is in a small set of instructions that cannot reach a
 host function and cannot run long: no ``call`` of anything but such code (a host
 function, a canon-defined function, anything the plan cannot follow, is a no),
-no ``call_indirect`` or ``call_ref`` (the callee is data), no ``loop`` and no recursion
-(so it ends soon, with no epoch yield to bound it), nothing of the SIMD, atomics,
-exception or GC proposals, and nothing it cannot read. It is conservative: a no costs
+no ``call_indirect`` or ``call_ref`` (the callee is data), no ``loop`` and no recursion,
+nothing of the SIMD, atomics, exception or GC proposals, and nothing it cannot read.
+Without loops or recursion each function body runs each of its instructions at most
+once per call, so the code a run executes is at most its body's bytes plus, for each
+call in it, what the callee executes: the check adds that up along the call graph (a
+function called twice counts twice, so a chain of functions each calling the next
+twice counts 2**n calls, not n functions) and answers no past :data:`MAX_RUN_BYTES`
+(so it ends soon, with no epoch yield to bound it). It is conservative: a no costs
 only the async path's time.
 """
 
@@ -31,6 +36,10 @@ MAX_FUNCTIONS = 64
 """Functions a start function may reach before the check gives up (answers no)."""
 MAX_CODE_BYTES = 64 * 1024
 """Bytes of function bodies the check reads before it gives up."""
+MAX_RUN_BYTES = 256 * 1024
+"""Bytes of code a start function may run, counted along every call (each call of a
+function counts its body again), before the check answers no: each byte an
+instruction at most, well under a millisecond of compiled code."""
 
 # value types of one byte (i32, i64, f32, f64, v128, funcref, externref)
 _VALTYPES = frozenset((0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F))
@@ -245,7 +254,7 @@ def start_is_inert(
     if code is None or code.start is None:
         return False
     budget = [MAX_FUNCTIONS, MAX_CODE_BYTES]
-    done: set[tuple[int, int]] = set()
+    done: dict[tuple[int, int], int] = {}
     try:
         _check(instance, code.start, codes, follow, done, set(), budget)
     except (_NotInert, LoadError):
@@ -258,12 +267,13 @@ def _check(
     index: int,
     codes: Callable[[int], ModuleCode | None],
     follow: Follow,
-    done: set[tuple[int, int]],
+    done: dict[tuple[int, int], int],
     active: set[tuple[int, int]],
     budget: list[int],
-) -> None:
-    """Check function ``index`` of core instance ``instance`` and all it calls;
-    raise :class:`_NotInert` if anything is not inert."""
+) -> int:
+    """Check function ``index`` of core instance ``instance`` and all it calls, and
+    answer how many bytes of code one call of it runs at most (``done`` holds that for
+    each function checked); raise :class:`_NotInert` if anything is not inert."""
     while True:  # an imported function: where it really is
         code = codes(instance)
         if code is None:
@@ -279,8 +289,9 @@ def _check(
             raise _NotInert(f"core instance {instance} exports no function {name!r}")
         index = target.exports[name]
     key = (instance, index)
-    if key in done:
-        return
+    ran = done.get(key)
+    if ran is not None:
+        return ran
     if key in active:
         raise _NotInert("recursion")
     budget[0] -= 1
@@ -289,10 +300,21 @@ def _check(
     if budget[0] < 0 or budget[1] < 0:
         raise _NotInert("too much code to read")
     active.add(key)
+    ran = end - body
     for callee in calls_of(code, index):
-        _check(instance, callee, codes, follow, done, active, budget)
+        ran += _check(instance, callee, codes, follow, done, active, budget)
+        if ran > MAX_RUN_BYTES:
+            raise _NotInert("runs too long (too many calls)")
     active.discard(key)
-    done.add(key)
+    done[key] = ran
+    return ran
 
 
-__all__ = ["MAX_CODE_BYTES", "MAX_FUNCTIONS", "ModuleCode", "calls_of", "start_is_inert"]
+__all__ = [
+    "MAX_CODE_BYTES",
+    "MAX_FUNCTIONS",
+    "MAX_RUN_BYTES",
+    "ModuleCode",
+    "calls_of",
+    "start_is_inert",
+]
