@@ -42,6 +42,7 @@ WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
 PROBES2 = "tests/test_review_probes2.py"
 PROBES3 = "tests/test_review_probes3.py"
+PROBES4 = "tests/test_review_probes4.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 POOL = "trio_isyswasfa/http/_pool.py"
 FIBER = "trio_isyswasfa/engine/_fiber.py"
@@ -459,6 +460,13 @@ CHECKS = [
         'raise GuestProtocolError(f"response body cut off: {body.problem}")',
         "pass",
         (PROXY_TESTS, "-k", "retired or cut_off"),
+    ),
+    Check(
+        "http client: an address pattern of the allow-list admits IPv4 literals only",
+        "trio_isyswasfa/http/_client.py",
+        "and (not _is_address_pattern(pattern) or _is_v4_literal(host))",
+        "and True",
+        (PROBES4, "-k", "address_pattern"),
     ),
     Check(
         "http client: a response body cut off by the client's close fails its read",

@@ -117,19 +117,22 @@ async def test_a_repeated_content_length_still_limits_the_body() -> None:
 # -- _client.py: the outgoing allow-list ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpClient.allowed matches the authority as a string with fnmatch, whose `*` "
-    "crosses dots: a user's '10.0.0.*:*' (the addresses 10.0.0.0/24, as the sockets "
-    "allow-list would read it) admits any DNS name starting '10.0.0.', which the guest's "
-    "own domain can resolve to any address",
-)
 def test_an_address_pattern_admits_addresses_not_names() -> None:
+    """fnmatch's `*` crosses dots: a user's '10.0.0.*:*' (the addresses 10.0.0.0/24, as
+    the sockets allow-list reads it) must not admit a DNS name starting '10.0.0.', which
+    the guest's own domain can resolve to any address. Name patterns still match names."""
     from trio_isyswasfa.http import HttpClient
 
-    client = HttpClient(allow=["10.0.0.*:*"])
+    client = HttpClient(allow=["10.0.0.*:*", "192.168.?.1:80"])
     assert client.allowed("10.0.0.7:80", "http")  # what the pattern is for
+    assert client.allowed("192.168.4.1", "http")
     assert not client.allowed("10.0.0.attacker.example:80", "http")
+    assert not client.allowed("10.0.0.7.attacker.example:80", "http")
+    assert not client.allowed("192.168.x.1:80", "http")
+    names = HttpClient(allow=["*:80", "*.example.com:443", "10.0.0.*.example.net:*"])
+    assert names.allowed("attacker.example", "http")
+    assert names.allowed("api.example.com:443", "https")
+    assert names.allowed("10.0.0.7.example.net", "https")
 
 
 # -- wasi/filesystem.py: values the host cannot pass to the OS --------------------------------
