@@ -485,8 +485,8 @@ CHECKS = [
     Check(
         "serve: a response content-length that is no number is left out, on both paths",
         "trio_isyswasfa/http/_asgi.py",
-        'if declared is None and any(n == b"content-length" for n, _ in headers):',
-        "if False:",
+        'if declared is None:\n        return [(n, v) for n, v in headers if n != b"content-length"]',
+        'if False:\n        return [(n, v) for n, v in headers if n != b"content-length"]',
         (PROBES3, PROBES2, "-k", "no_number"),
     ),
     Check(
