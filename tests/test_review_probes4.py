@@ -9,7 +9,6 @@ the reference, its source was read (wasmtime-wasi's p2 host), not run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,45 +191,64 @@ def _far_future() -> Any:
     return variant("timestamp", record(seconds=2**64 - 1, nanoseconds=0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the filesystem's methods turn only OSError into an error code "
-    "(_with_error_codes); os.symlink raises ValueError for a NUL byte in the target "
-    "(the only guest path not resolved by _sandbox.beneath, which refuses NUL), and "
-    "os.pread/pwrite/ftruncate/posix_fadvise/utime OverflowError for an offset, size or "
-    "time past what a C off_t/time_t holds: the guest's call traps (its instance dies) "
-    "where wasmtime answers an error code (invalid, overflow)",
-)
 @pytest.mark.parametrize(
-    "call",
+    ("call", "code"),
     [
-        lambda ctx, d, f: _guest_call(ctx, "symlink-at", d, "a\0b", "link"),
-        lambda ctx, d, f: _guest_call(ctx, "read", f, 1, _TOO_FAR),
-        lambda ctx, d, f: _guest_call(ctx, "write", f, b"x", _TOO_FAR),
-        lambda ctx, d, f: _write_far(ctx, f),
-        lambda ctx, d, f: _guest_call(ctx, "set-size", f, _TOO_FAR),
-        lambda ctx, d, f: _guest_call(ctx, "advise", f, _TOO_FAR, 1, "normal"),
-        lambda ctx, d, f: _guest_call(ctx, "set-times", f, _far_future(), _far_future()),
+        (lambda ctx, d, f: _guest_call(ctx, "symlink-at", d, "a\0b", "link"), "invalid"),
+        (lambda ctx, d, f: _guest_call(ctx, "read", f, 1, _TOO_FAR), "invalid"),
+        (lambda ctx, d, f: _guest_call(ctx, "write", f, b"x", _TOO_FAR), "invalid"),
+        (lambda ctx, d, f: _write_far(ctx, f), "invalid"),
+        (lambda ctx, d, f: _guest_call(ctx, "read-via-stream", f, _TOO_FAR), "invalid"),
+        (lambda ctx, d, f: _guest_call(ctx, "read-via-stream", f, 2**63), "invalid"),
+        (lambda ctx, d, f: _guest_call(ctx, "set-size", f, _TOO_FAR), "invalid"),
+        (lambda ctx, d, f: _guest_call(ctx, "advise", f, _TOO_FAR, 1, "normal"), "invalid"),
+        (
+            lambda ctx, d, f: _guest_call(ctx, "set-times", f, _far_future(), _far_future()),
+            "overflow",
+        ),
     ],
     ids=[
         "symlink-target-with-NUL",
         "read-offset",
         "write-offset",
         "write-via-stream-offset",
+        "read-via-stream-offset",
+        "read-via-stream-offset-2**63",
         "set-size",
         "advise-offset",
         "set-times-far-future",
     ],
 )
 def test_a_value_the_os_refuses_is_an_error_code_not_a_trap(
-    guest_fs: tuple[Any, int, int], call: Any
+    guest_fs: tuple[Any, int, int], call: Any, code: str
 ) -> None:
+    """os.symlink raises ValueError for a NUL byte in the target (the one guest path
+    ``_sandbox.beneath`` does not resolve), and os.pread/pwrite/ftruncate/posix_fadvise/
+    utime OverflowError for an offset, size or time past a C off_t/time_t: each must be
+    the error code wasmtime answers (``invalid``, ``overflow``), not a trap (the
+    instance's death); a read-via-stream that far is no end of stream."""
     from trio_isyswasfa import WasiError
 
     ctx, dir_rep, file_rep = guest_fs
-    # an error code (WasiError), or a stream's failure answered as a value: no trap
-    with contextlib.suppress(WasiError):
+    with pytest.raises(WasiError) as caught:
         call(ctx, dir_rep, file_rep)
+    assert caught.value.code == code
+
+
+def test_values_the_os_takes_still_work(guest_fs: tuple[Any, int, int], tmp_path: Path) -> None:
+    """The limits are the OS's own: an offset far past the end reads nothing, a long advice
+    reaches the end of the file, and a time as late as a time_t holds is set (the
+    kernel clamps it to what the file system keeps)."""
+    from trio_isyswasfa._engine import record, variant
+
+    ctx, dir_rep, file_rep = guest_fs
+    assert _guest_call(ctx, "read", file_rep, 1, 2**62) == (b"", True)
+    _guest_call(ctx, "advise", file_rep, 0, _TOO_FAR, "normal")
+    late = variant("timestamp", record(seconds=2**63 - 2, nanoseconds=0))
+    _guest_call(ctx, "set-times", file_rep, late, late)
+    assert os.stat(tmp_path / "f").st_mtime > 2**32
+    _guest_call(ctx, "symlink-at", dir_rep, "f", "link")
+    assert os.readlink(tmp_path / "link") == "f"
 
 
 # -- wasi/sockets.py ------------------------------------------------------------------------
