@@ -254,16 +254,12 @@ def test_values_the_os_takes_still_work(guest_fs: tuple[Any, int, int], tmp_path
 # -- wasi/sockets.py ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set-keep-alive-count passes the guest's u32 to setsockopt as it is "
-    "(_set_positive): past 2**31-1 Python raises TypeError and the guest traps; past "
-    "Linux's 127 it answers invalid-argument; wasmtime clamps it to 1..127 and succeeds "
-    "(as the other setters here clamp theirs)",
-)
 @pytest.mark.parametrize("count", [1000, 2**32 - 1])
 def test_a_large_keep_alive_count_is_clamped(count: int) -> None:
-    from trio_isyswasfa import WasiConfig
+    """Passed to setsockopt as it was, a count past 2**31-1 raised TypeError (the guest
+    trapped) and one past Linux's 127 answered invalid-argument; wasmtime clamps it to
+    1..127 and succeeds (as the other setters here clamp theirs)."""
+    from trio_isyswasfa import WasiConfig, WasiError
     from trio_isyswasfa.wasi._context import WasiContext
     from trio_isyswasfa.wasi.sockets import TCP, WasiSockets
 
@@ -273,6 +269,8 @@ def test_a_large_keep_alive_count_is_clamped(count: int) -> None:
         handle = ctx.functions[("wasi:sockets/tcp-create-socket", "create-tcp-socket")]("ipv4")
         rep = getattr(handle, "rep", handle)
         ctx.functions[(TCP, "[method]tcp-socket.set-keep-alive-count")](rep, count)
-        assert 1 <= ctx.functions[(TCP, "[method]tcp-socket.keep-alive-count")](rep) <= 127
+        assert ctx.functions[(TCP, "[method]tcp-socket.keep-alive-count")](rep) == 127
+        with pytest.raises(WasiError, match="positive"):  # 0 is still refused, as there
+            ctx.functions[(TCP, "[method]tcp-socket.set-keep-alive-count")](rep, 0)
     finally:
         ctx.close()
