@@ -504,6 +504,13 @@ CHECKS = [
         (PROBES3, "-k", "unlike_its_content_length"),
     ),
     Check(
+        "serve: bytes unread spare an idle connection a few times only (slowloris)",
+        "trio_isyswasfa/http/_serve.py",
+        "if spared >= _IDLE_SPARED or not _unread(sock):",
+        "if not _unread(sock):",
+        (PROBES4, "-k", "idle_connection"),
+    ),
+    Check(
         "serve: at most max_instances at once",
         "trio_isyswasfa/http/_asgi.py",
         "self._slots = _Slots(self.max_instances * self.per_instance)",

@@ -274,3 +274,46 @@ def test_a_large_keep_alive_count_is_clamped(count: int) -> None:
             ctx.functions[(TCP, "[method]tcp-socket.set-keep-alive-count")](rep, 0)
     finally:
         ctx.close()
+
+
+# -- http/_serve.py: the idle timer --------------------------------------------------------
+
+
+async def test_unread_bytes_spare_an_idle_connection_a_few_times_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A connection's idle timer that runs out with bytes unread and no request begun
+    (a request the held-up loop has not read yet) spares the connection, but not each
+    time: a client that sends a byte as every round ends (slowloris) is closed after a
+    few rounds, where stock hypercorn closes it after one."""
+    import socket
+    from types import SimpleNamespace
+
+    import hypercorn.trio.run
+
+    from trio_isyswasfa.http import _serve
+
+    _serve._spare_busy_connections()
+    server = object.__new__(hypercorn.trio.run.TCPServer)  # type: ignore[attr-defined]
+    ours, client = socket.socketpair()
+    closed: list[float] = []
+
+    async def close() -> None:
+        closed.append(trio.current_time())
+
+    try:
+        client.send(b"G")  # never read: unread at the end of every round
+        server.config = SimpleNamespace(keep_alive_timeout=5.0)
+        server.context = SimpleNamespace(terminated=trio.Event())
+        server.stream = SimpleNamespace(socket=ours)
+        server._initiate_server_close = close
+        start = trio.current_time()
+        with trio.fail_after(3600):  # (the clock's: it jumps)
+            await server._idle_timeout()
+        assert closed == [start + 5.0 * (1 + _serve._IDLE_SPARED)]
+        ours.recv(1)  # nothing unread: closed when the first round ends
+        await server._idle_timeout()
+        assert closed[1] == closed[0] + 5.0
+    finally:
+        ours.close()
+        client.close()
