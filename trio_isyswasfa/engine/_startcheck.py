@@ -21,8 +21,10 @@ once per call, so the code a run executes is at most its body's bytes plus, for 
 call in it, what the callee executes: the check adds that up along the call graph (a
 function called twice counts twice, so a chain of functions each calling the next
 twice counts 2**n calls, not n functions) and answers no past :data:`MAX_RUN_BYTES`
-(so it ends soon, with no epoch yield to bound it). It is conservative: a no costs
-only the async path's time.
+(so it ends soon, with no epoch yield to bound it). A bulk instruction
+(``memory.fill``, ``memory.copy``, ``table.fill`` …) runs as long as its length: it
+counts its length's bytes (a table's elements eight each), and needs that length as
+a constant just before it. It is conservative: a no costs only the async path's time.
 """
 
 from __future__ import annotations
@@ -162,16 +164,26 @@ def _limits(r: _Reader) -> None:
         r.u32()
 
 
-def _skip_leb(r: _Reader) -> None:
+def _signed_leb(r: _Reader) -> int:
+    """A signed LEB128 integer (an ``i32.const``'s or ``i64.const``'s)."""
     data, pos, end = r.data, r.pos, r.end
+    value = shift = 0
     while True:
         if pos >= end or pos - r.pos >= 10:
             raise _NotInert("a bad integer")
         b = data[pos]
         pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
         if b < 0x80:
             r.pos = pos
-            return
+            return value - (1 << shift) if b & 0x40 else value
+
+
+# the bulk instructions (0xfc prefix), whose time is their length operand's: the
+# bytes each such length counts for (memory.init, memory.copy, memory.fill: bytes;
+# table.init, table.copy, table.grow, table.fill: elements)
+_BULK = {8: 1, 10: 1, 11: 1, 12: 8, 14: 8, 15: 8, 17: 8}
 
 
 def calls_of(code: ModuleCode, index: int) -> list[int]:
@@ -179,6 +191,18 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
 
     Raises:
       _NotInert: its body has an instruction outside the inert set, or does not read.
+    """
+    return _read_body(code, index)[0]
+
+
+def _read_body(code: ModuleCode, index: int) -> tuple[list[int], int]:
+    """The functions defined function ``index`` of ``code`` calls directly, and the
+    bytes its bulk instructions (``memory.fill`` …) touch at most, which count with
+    its code's: each needs its length as a constant just before it.
+
+    Raises:
+      _NotInert: its body has an instruction outside the inert set, a bulk
+        instruction whose length is not a constant, or does not read.
     """
     body, end = code.body(index)
     r = _Reader(code.data, code.data)
@@ -188,10 +212,16 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
         if r.byte() not in _VALTYPES:
             raise _NotInert("a local of a type this check does not read")
     calls: list[int] = []
+    bulk = 0
     data = r.data
+    constant = -1  # the value of an i32.const or i64.const just read, else -1
     while r.pos < end:
         op = data[r.pos]
         r.pos += 1
+        if op in (0x41, 0x42):  # i32.const, i64.const
+            constant = _signed_leb(r)
+            continue
+        length, constant = constant, -1
         if op in _PLAIN:
             continue
         if op in _ONE_INDEX:
@@ -214,8 +244,6 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
         elif op == 0x0E:  # br_table
             for _ in range(r.count("branch label") + 1):
                 r.u32()
-        elif op in (0x41, 0x42):  # i32.const, i64.const
-            _skip_leb(r)
         elif op in (0x43, 0x44):  # f32.const, f64.const
             r.take(4 if op == 0x43 else 8)
         elif op == 0x1C:  # select with types
@@ -232,9 +260,13 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
                 raise _NotInert(f"instruction 0xfc {sub}")
             for _ in range(indices):
                 r.u32()
+            if sub in _BULK:
+                if length < 0:  # (a negative i32 is a length past 2 GiB)
+                    raise _NotInert(f"instruction 0xfc {sub} of a length not known")
+                bulk += length * _BULK[sub]
         else:  # loop, call_indirect, call_ref, exceptions, SIMD, atomics, GC, ...
             raise _NotInert(f"instruction {op:#04x}")
-    return calls
+    return calls, bulk
 
 
 Follow = Callable[[int, int], "tuple[int, str] | None"]
@@ -300,8 +332,11 @@ def _check(
     if budget[0] < 0 or budget[1] < 0:
         raise _NotInert("too much code to read")
     active.add(key)
-    ran = end - body
-    for callee in calls_of(code, index):
+    calls, bulk = _read_body(code, index)
+    ran = end - body + bulk
+    if ran > MAX_RUN_BYTES:
+        raise _NotInert("runs too long (bulk instructions)")
+    for callee in calls:
         ran += _check(instance, callee, codes, follow, done, active, budget)
         if ran > MAX_RUN_BYTES:
             raise _NotInert("runs too long (too many calls)")
