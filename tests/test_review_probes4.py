@@ -2,9 +2,11 @@
 start functions' bounds, a proxy response's declared length, the client's allow-list)
 and the WASI filesystem and sockets hosts' handling of values the OS refuses.
 
-Each probe is a bug found, a strict ``xfail`` until it is fixed (its reason says what
-is wrong and where); each asserts what the user should see. Where wasmtime is named as
-the reference, its source was read (wasmtime-wasi's p2 host), not run.
+Each probe was a bug found, a strict ``xfail`` until it was fixed; now each is a plain
+test of the fix (its docstring says what was wrong), asserting what the user should
+see. Where wasmtime is named as the reference, its source was read (wasmtime-wasi's p2
+host), not run. The last test (the idle timer's cap) is for a bug the review noticed
+without a probe.
 """
 
 from __future__ import annotations
