@@ -42,6 +42,7 @@ WASI_HTTP = "trio_isyswasfa/http/wasi_http.py"
 PROXY_TESTS = "tests/test_http_proxy.py"
 PROBES2 = "tests/test_review_probes2.py"
 PROBES3 = "tests/test_review_probes3.py"
+PROBES4 = "tests/test_review_probes4.py"
 IO_TESTS = ("tests/test_wasi_io_clocks_random.py", "-k", "Streams")
 POOL = "trio_isyswasfa/http/_pool.py"
 FIBER = "trio_isyswasfa/engine/_fiber.py"
@@ -461,6 +462,13 @@ CHECKS = [
         (PROXY_TESTS, "-k", "retired or cut_off"),
     ),
     Check(
+        "http client: an address pattern of the allow-list admits IPv4 literals only",
+        "trio_isyswasfa/http/_client.py",
+        "and (not _is_address_pattern(pattern) or _is_v4_literal(host))",
+        "and True",
+        (PROBES4, "-k", "address_pattern"),
+    ),
+    Check(
         "http client: a response body cut off by the client's close fails its read",
         "trio_isyswasfa/http/_client.py",
         "if not over:  # cut off (the client closed, cancelling this): never a clean end",
@@ -477,8 +485,8 @@ CHECKS = [
     Check(
         "serve: a response content-length that is no number is left out, on both paths",
         "trio_isyswasfa/http/_asgi.py",
-        'if declared is None and any(n == b"content-length" for n, _ in headers):',
-        "if False:",
+        'if declared is None:\n        return [(n, v) for n, v in headers if n != b"content-length"]',
+        'if False:\n        return [(n, v) for n, v in headers if n != b"content-length"]',
         (PROBES3, PROBES2, "-k", "no_number"),
     ),
     Check(
@@ -494,6 +502,13 @@ CHECKS = [
         "if declared is None or sent >= declared:",
         "if True:",
         (PROBES3, "-k", "unlike_its_content_length"),
+    ),
+    Check(
+        "serve: bytes unread spare an idle connection a few times only (slowloris)",
+        "trio_isyswasfa/http/_serve.py",
+        "if spared >= _IDLE_SPARED or not _unread(sock):",
+        "if not _unread(sock):",
+        (PROBES4, "-k", "idle_connection"),
     ),
     Check(
         "serve: at most max_instances at once",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_engine_instance import new_store, wat_component
 
 from trio_isyswasfa import LoadError
-from trio_isyswasfa.engine._instance import CoreInstances
+from trio_isyswasfa.engine._instance import CoreInstances, instance_plan
 from trio_isyswasfa.engine._startcheck import ModuleCode, calls_of, start_is_inert
 
 # One module whose start function uses every kind of instruction the check admits,
@@ -137,6 +137,29 @@ def test_any_other_start_function_takes_the_async_path(tmp_path: Path, body: str
     assert noted == ([5] if "note" in body else [])
 
 
+@pytest.mark.parametrize(
+    ("body", "inert"),
+    [
+        ("(memory.fill (i32.const 0) (i32.const 0) (i32.const 16))", True),
+        ("(memory.fill (i32.const 0) (i32.const 0) (i32.const 0x40000000))", False),
+        ("(memory.copy (i32.const 0) (i32.const 8) (i32.const 0x40000000))", False),
+        ("(memory.fill (i32.const 0) (i32.const 0) (i32.const -1))", False),
+        ("(memory.fill (i32.const 0) (i32.const 0) (global.get $n))", False),
+        ("(table.fill $t (i32.const 0) (ref.null func) (i32.const 0x1000000))", False),
+    ],
+)
+def test_a_bulk_instruction_counts_its_length(tmp_path: Path, body: str, inert: bool) -> None:
+    """``memory.fill`` and its kind take time by their length, not their code's bytes:
+    a start function filling 1 GiB (or a length the check cannot read) takes the async
+    path, where the epoch bounds it; a short fill stays inert."""
+    wat = FOLLOWED.replace(
+        "(table $t 2 funcref)", "(table $t 2 funcref) (memory 16384) (global $n i32 (i32.const 8))"
+    ).replace("BODY", body)
+    plan = instance_plan(wat_component(tmp_path, wat))
+    steps = [s for n in plan.nodes for s in n.steps if getattr(s, "has_start", False)]
+    assert [s.sync_start for s in steps] == [inert]
+
+
 def test_the_check_gives_up_past_its_budget(tmp_path: Path) -> None:
     """A chain of calls longer than the check reads, each function inert."""
     from trio_isyswasfa.engine import _startcheck
@@ -219,7 +242,7 @@ from trio_isyswasfa import _engine
 from trio_isyswasfa.engine import _fiber
 from trio_isyswasfa.engine._fiber import FiberStore
 from trio_isyswasfa import LoadError
-from trio_isyswasfa.engine._instance import CoreInstances
+from trio_isyswasfa.engine._instance import CoreInstances, instance_plan
 
 store = new_store()
 noted = []

@@ -19,8 +19,9 @@ class Limits:
         ``memory.grow`` fails, as it does when a native host runs out (a Python guest
         raises ``MemoryError``), and an instance whose component needs more at start
         does not open (:class:`~trio_isyswasfa.LinkError`).
-      max_run_seconds: how long one entry into the guest (an export call or a poll,
-        host functions it calls included) may run before the guest is stopped with
+      max_run_seconds: how long one entry into the guest (an export call, a poll or,
+        on our engine, a start function as the instance opens; host functions it
+        calls included) may run before the guest is stopped with
         :class:`~trio_isyswasfa.GuestTrap`. A guest that computes without returning,
         or blocks in a host call (a blocking socket read, ``pollable.block``), holds
         the event loop; this bounds how long. Computing is checked every 10 ms;

@@ -409,6 +409,7 @@ class _ComponentInstance(CoreInstances):
         args: Mapping[str, Any] | None = None,
     ) -> None:
         self.owner = owner
+        self.max_run_seconds = owner.limits.max_run_seconds  # bounds its start functions
         self.table = HandleTable()
         self.table.destructors = owner.destructors  # shared: a drop anywhere runs the dtor
         self.table.defines.update(r.resource for r in component.resources)

@@ -646,8 +646,13 @@ class CoreInstances:
       LoadError: a core module does not compile.
       LinkError: a module imports something its instantiation arguments lack, or of the
         wrong kind, or a canon-defined function without a ``trampoline``.
-      GuestTrap: a module's start function trapped.
+      GuestTrap: a module's start function trapped, or one on the async path ran
+        longer than :attr:`max_run_seconds`.
     """
+
+    max_run_seconds: float | None = None
+    """How long a start function on the async path may run (a subclass sets it before
+    the instances are made); one on the synchronous path is short (``_startcheck``)."""
 
     def __init__(
         self,
@@ -849,7 +854,9 @@ class CoreInstances:
             if errors:
                 error = ctypes.cast(errors[0], ctypes.POINTER(ffi.wasmtime_error_t))
                 raise LinkError(_first_line(str(wasmtime.WasmtimeError._from_ptr(error))))
-            instance = _fiber.instantiate_linked(self.store, linker, step.module)
+            instance = _fiber.instantiate_linked(
+                self.store, linker, step.module, max_run_seconds=self.max_run_seconds
+            )
         except GuestTrap as exc:
             raise GuestTrap(
                 f"core module {step.module_index} trapped starting: {exc}"

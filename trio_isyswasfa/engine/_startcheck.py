@@ -14,10 +14,17 @@ exports it (an earlier core instance of the same component instance). It answers
 only when everything reachable is in a small set of instructions that cannot reach a
 host function and cannot run long: no ``call`` of anything but such code (a host
 function, a canon-defined function, anything the plan cannot follow, is a no),
-no ``call_indirect`` or ``call_ref`` (the callee is data), no ``loop`` and no recursion
-(so it ends soon, with no epoch yield to bound it), nothing of the SIMD, atomics,
-exception or GC proposals, and nothing it cannot read. It is conservative: a no costs
-only the async path's time.
+no ``call_indirect`` or ``call_ref`` (the callee is data), no ``loop`` and no recursion,
+nothing of the SIMD, atomics, exception or GC proposals, and nothing it cannot read.
+Without loops or recursion each function body runs each of its instructions at most
+once per call, so the code a run executes is at most its body's bytes plus, for each
+call in it, what the callee executes: the check adds that up along the call graph (a
+function called twice counts twice, so a chain of functions each calling the next
+twice counts 2**n calls, not n functions) and answers no past :data:`MAX_RUN_BYTES`
+(so it ends soon, with no epoch yield to bound it). A bulk instruction
+(``memory.fill``, ``memory.copy``, ``table.fill`` …) runs as long as its length: it
+counts its length's bytes (a table's elements eight each), and needs that length as
+a constant just before it. It is conservative: a no costs only the async path's time.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ MAX_FUNCTIONS = 64
 """Functions a start function may reach before the check gives up (answers no)."""
 MAX_CODE_BYTES = 64 * 1024
 """Bytes of function bodies the check reads before it gives up."""
+MAX_RUN_BYTES = 256 * 1024
+"""Bytes of code a start function may run, counted along every call (each call of a
+function counts its body again), before the check answers no: each byte an
+instruction at most, well under a millisecond of compiled code."""
 
 # value types of one byte (i32, i64, f32, f64, v128, funcref, externref)
 _VALTYPES = frozenset((0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F))
@@ -153,16 +164,26 @@ def _limits(r: _Reader) -> None:
         r.u32()
 
 
-def _skip_leb(r: _Reader) -> None:
+def _signed_leb(r: _Reader) -> int:
+    """A signed LEB128 integer (an ``i32.const``'s or ``i64.const``'s)."""
     data, pos, end = r.data, r.pos, r.end
+    value = shift = 0
     while True:
         if pos >= end or pos - r.pos >= 10:
             raise _NotInert("a bad integer")
         b = data[pos]
         pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
         if b < 0x80:
             r.pos = pos
-            return
+            return value - (1 << shift) if b & 0x40 else value
+
+
+# the bulk instructions (0xfc prefix), whose time is their length operand's: the
+# bytes each such length counts for (memory.init, memory.copy, memory.fill: bytes;
+# table.init, table.copy, table.grow, table.fill: elements)
+_BULK = {8: 1, 10: 1, 11: 1, 12: 8, 14: 8, 15: 8, 17: 8}
 
 
 def calls_of(code: ModuleCode, index: int) -> list[int]:
@@ -170,6 +191,18 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
 
     Raises:
       _NotInert: its body has an instruction outside the inert set, or does not read.
+    """
+    return _read_body(code, index)[0]
+
+
+def _read_body(code: ModuleCode, index: int) -> tuple[list[int], int]:
+    """The functions defined function ``index`` of ``code`` calls directly, and the
+    bytes its bulk instructions (``memory.fill`` …) touch at most, which count with
+    its code's: each needs its length as a constant just before it.
+
+    Raises:
+      _NotInert: its body has an instruction outside the inert set, a bulk
+        instruction whose length is not a constant, or does not read.
     """
     body, end = code.body(index)
     r = _Reader(code.data, code.data)
@@ -179,10 +212,16 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
         if r.byte() not in _VALTYPES:
             raise _NotInert("a local of a type this check does not read")
     calls: list[int] = []
+    bulk = 0
     data = r.data
+    constant = -1  # the value of an i32.const or i64.const just read, else -1
     while r.pos < end:
         op = data[r.pos]
         r.pos += 1
+        if op in (0x41, 0x42):  # i32.const, i64.const
+            constant = _signed_leb(r)
+            continue
+        length, constant = constant, -1
         if op in _PLAIN:
             continue
         if op in _ONE_INDEX:
@@ -205,8 +244,6 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
         elif op == 0x0E:  # br_table
             for _ in range(r.count("branch label") + 1):
                 r.u32()
-        elif op in (0x41, 0x42):  # i32.const, i64.const
-            _skip_leb(r)
         elif op in (0x43, 0x44):  # f32.const, f64.const
             r.take(4 if op == 0x43 else 8)
         elif op == 0x1C:  # select with types
@@ -223,9 +260,13 @@ def calls_of(code: ModuleCode, index: int) -> list[int]:
                 raise _NotInert(f"instruction 0xfc {sub}")
             for _ in range(indices):
                 r.u32()
+            if sub in _BULK:
+                if length < 0:  # (a negative i32 is a length past 2 GiB)
+                    raise _NotInert(f"instruction 0xfc {sub} of a length not known")
+                bulk += length * _BULK[sub]
         else:  # loop, call_indirect, call_ref, exceptions, SIMD, atomics, GC, ...
             raise _NotInert(f"instruction {op:#04x}")
-    return calls
+    return calls, bulk
 
 
 Follow = Callable[[int, int], "tuple[int, str] | None"]
@@ -245,7 +286,7 @@ def start_is_inert(
     if code is None or code.start is None:
         return False
     budget = [MAX_FUNCTIONS, MAX_CODE_BYTES]
-    done: set[tuple[int, int]] = set()
+    done: dict[tuple[int, int], int] = {}
     try:
         _check(instance, code.start, codes, follow, done, set(), budget)
     except (_NotInert, LoadError):
@@ -258,12 +299,13 @@ def _check(
     index: int,
     codes: Callable[[int], ModuleCode | None],
     follow: Follow,
-    done: set[tuple[int, int]],
+    done: dict[tuple[int, int], int],
     active: set[tuple[int, int]],
     budget: list[int],
-) -> None:
-    """Check function ``index`` of core instance ``instance`` and all it calls;
-    raise :class:`_NotInert` if anything is not inert."""
+) -> int:
+    """Check function ``index`` of core instance ``instance`` and all it calls, and
+    answer how many bytes of code one call of it runs at most (``done`` holds that for
+    each function checked); raise :class:`_NotInert` if anything is not inert."""
     while True:  # an imported function: where it really is
         code = codes(instance)
         if code is None:
@@ -279,8 +321,9 @@ def _check(
             raise _NotInert(f"core instance {instance} exports no function {name!r}")
         index = target.exports[name]
     key = (instance, index)
-    if key in done:
-        return
+    ran = done.get(key)
+    if ran is not None:
+        return ran
     if key in active:
         raise _NotInert("recursion")
     budget[0] -= 1
@@ -289,10 +332,24 @@ def _check(
     if budget[0] < 0 or budget[1] < 0:
         raise _NotInert("too much code to read")
     active.add(key)
-    for callee in calls_of(code, index):
-        _check(instance, callee, codes, follow, done, active, budget)
+    calls, bulk = _read_body(code, index)
+    ran = end - body + bulk
+    if ran > MAX_RUN_BYTES:
+        raise _NotInert("runs too long (bulk instructions)")
+    for callee in calls:
+        ran += _check(instance, callee, codes, follow, done, active, budget)
+        if ran > MAX_RUN_BYTES:
+            raise _NotInert("runs too long (too many calls)")
     active.discard(key)
-    done.add(key)
+    done[key] = ran
+    return ran
 
 
-__all__ = ["MAX_CODE_BYTES", "MAX_FUNCTIONS", "ModuleCode", "calls_of", "start_is_inert"]
+__all__ = [
+    "MAX_CODE_BYTES",
+    "MAX_FUNCTIONS",
+    "MAX_RUN_BYTES",
+    "ModuleCode",
+    "calls_of",
+    "start_is_inert",
+]

@@ -1339,10 +1339,18 @@ class _RequestHelpers:
 def _framing(headers: list[tuple[bytes, bytes]], declared: int | None) -> list[tuple[bytes, bytes]]:
     """A response's ``headers`` less a ``content-length`` that is not one number
     (``abc``, ``-1``; ``declared`` is None): left out, as wasmtime does (h11 would
-    raise in the app), and the body goes out chunked."""
-    if declared is None and any(n == b"content-length" for n, _ in headers):
+    raise in the app), and the body goes out chunked. A length given more than once
+    (``3`` twice, ``3, 5``) goes out once, as ``declared`` (its first value, which
+    holds the body): differing ones would make h11 raise in the app."""
+    lengths = [v for n, v in headers if n == b"content-length"]
+    if not lengths or (len(lengths) == 1 and declared is not None and b"," not in lengths[0]):
+        return headers
+    if declared is None:
         return [(n, v) for n, v in headers if n != b"content-length"]
-    return headers
+    at = next(i for i, (n, _) in enumerate(headers) if n == b"content-length")
+    kept = [(n, v) for n, v in headers if n != b"content-length"]
+    kept.insert(at, (b"content-length", str(declared).encode()))
+    return kept
 
 
 def _not_final(status: int) -> GuestProtocolError | None:

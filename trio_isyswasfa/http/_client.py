@@ -368,7 +368,9 @@ class HttpClient(BackgroundTasks):
         ``"*.example.com:443"``, or ``"*"`` for anything) a guest may send requests to;
         anything else is refused with ``HTTP-request-denied``. Empty: nothing is allowed.
         An IPv6 literal (``"[::1]:*"``) admits that address only (its port may be a
-        pattern).
+        pattern). A host pattern of digits, dots and wildcards only (``"10.0.0.*:*"``)
+        admits IPv4 literals only, as the sockets allow-list reads it: not the DNS
+        name ``10.0.0.attacker.example``.
       timeout: default timeout in seconds for connecting and for each read.
       max_connections_per_origin: connections open at once to one origin (scheme,
         host, port); further requests to it wait in line for one to be free (a guest
@@ -450,6 +452,7 @@ class HttpClient(BackgroundTasks):
                 _v6_literal_matches(pattern, host, port)
                 if pattern.startswith("[")
                 else fnmatch.fnmatchcase(target, pattern)
+                and (not _is_address_pattern(pattern) or _is_v4_literal(host))
             )
             for pattern in self.allow
         )
@@ -1047,6 +1050,28 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> Fields:
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 """Methods a client may send again after a connection failure (RFC 9110, 9.2.2)."""
+
+
+_ADDRESS_PATTERN_CHARS = frozenset("0123456789.*?[]!-")
+
+
+def _is_address_pattern(pattern: str) -> bool:
+    """Whether an allow-list pattern's host part reads as IPv4 addresses (``10.0.0.*``,
+    ``192.168.?.1``): digits, dots and wildcards only, at least one digit. Such a
+    pattern admits IPv4 literals only: its ``*`` would otherwise cross dots and admit
+    the DNS name ``10.0.0.attacker.example``, which resolves wherever its owner likes."""
+    host = pattern.rpartition(":")[0] if ":" in pattern else pattern
+    return any(c.isdigit() for c in host) and set(host) <= _ADDRESS_PATTERN_CHARS
+
+
+def _is_v4_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 address in dotted-decimal form (four numbers, no
+    leading zeros: what ``ipaddress`` reads)."""
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _v6_literal_matches(pattern: str, host: str, port: int) -> bool:

@@ -77,6 +77,12 @@ def _unread(sock: Any) -> int:
     return count
 
 
+_IDLE_SPARED = 2
+"""Times a connection's idle timer may run out on unread bytes (and no request begun)
+and the connection still be kept: at most ``(1 + _IDLE_SPARED) * keep_alive_timeout``
+idle."""
+
+
 def _spare_busy_connections() -> None:
     """Make hypercorn's trio worker close an idle connection only if its client is idle.
 
@@ -87,7 +93,8 @@ def _spare_busy_connections() -> None:
     timer ran out, and the connection was closed unanswered, its request lost ("Server
     disconnected"; the timer and the read wake in one batch, and the read also lets the
     loop run once before it stops the timer). Its connections here close on the timer
-    only when no request is under way and no byte waits unread. Installed once, for the
+    only when no request is under way and no byte waits unread (bytes unread without a
+    request begun spare it :data:`_IDLE_SPARED` times at most). Installed once, for the
     process (hypercorn looks its connection class up when it serves).
     """
     import hypercorn.trio.run
@@ -107,14 +114,21 @@ def _spare_busy_connections() -> None:
             await super().protocol_send(event)
 
         async def _idle_timeout(self) -> None:
+            spared = 0  # times the timer ran out on bytes unread and no request begun
             while True:
                 with trio.move_on_after(self.config.keep_alive_timeout):
                     await self.context.terminated.wait()
                     break  # shutting down: idle connections close at once
+                if self.busy:
+                    continue
                 stream: Any = self.stream
                 sock = getattr(stream, "socket", None) or stream.transport_stream.socket
-                if not self.busy and not _unread(sock):
+                # bytes unread: a request the held-up loop has not read yet, spared a
+                # few rounds (the loop runs meanwhile and reads it), not forever: a
+                # client sending a byte as each round ends would hold the connection
+                if spared >= _IDLE_SPARED or not _unread(sock):
                     break
+                spared += 1
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
 

@@ -376,16 +376,21 @@ class _StrictReader(PipeReader):
 
 
 def content_length(fields: Fields) -> int | None:
-    """The ``content-length`` a message declares (None if absent or not one number)."""
+    """The ``content-length`` a message declares: its first value (None if absent or
+    not a number). A length repeated (``3`` twice, or ``3, 3``: RFC 9110 8.6) is that
+    length; of differing ones the first holds the body, as wasmtime reads it (and only
+    it goes out: ``_asgi._framing``)."""
     found: bytes | None = None
     for name, value in fields._entries:  # (a loop, not ``get``'s list: every response)
         if name.lower() == "content-length":
-            if found is not None:
-                return None
             found = value
-    if found is None or not found.strip().isdigit():
+            break
+    if found is None:
         return None
-    return int(found)
+    first = found.partition(b",")[0].strip()
+    if not first.isdigit():
+        return None
+    return int(first)
 
 
 # -- requests and responses ---------------------------------------------------------------

@@ -370,8 +370,24 @@ def _follow(path_flags: set[str]) -> bool:
     return "symlink-follow" in path_flags
 
 
+_MAX_OFFSET = 2**63 - 1
+"""The largest file offset or size the OS takes (a C ``off_t``); past it Python raises
+``OverflowError`` before the call, which would trap the guest."""
+_MAX_SECONDS = 2**63 - 1
+"""The latest time a file can be given, in seconds since the epoch (a C ``time_t``)."""
+
+
+def _offset(value: int, what: str = "offset") -> int:
+    """A guest's file offset or size (a ``u64``) the OS can take: past what an ``off_t``
+    holds it is ``invalid``, as on wasmtime (the kernel's ``EINVAL`` there)."""
+    if value > _MAX_OFFSET:
+        raise WasiError("invalid", f"{what} {value} is past the largest file offset")
+    return value
+
+
 def _timestamp(value: Any, current_ns: int) -> int | None:
-    """A ``new-timestamp`` as nanoseconds (``None``: leave it unchanged)."""
+    """A ``new-timestamp`` as nanoseconds (``None``: leave it unchanged); one past what
+    a ``time_t`` holds is ``overflow``, as on wasmtime."""
     tag = getattr(value, "tag", None)
     if tag == "no-change":
         return None
@@ -379,7 +395,10 @@ def _timestamp(value: Any, current_ns: int) -> int | None:
         return current_ns
     if tag == "timestamp":
         dt = value.payload
-        return int(dt.seconds) * 1_000_000_000 + int(dt.nanoseconds)
+        ns = int(dt.seconds) * 1_000_000_000 + int(dt.nanoseconds)
+        if ns // 1_000_000_000 > _MAX_SECONDS:
+            raise WasiError("overflow", f"timestamp {dt.seconds} s is past the latest time")
+        return ns
     raise WasiError("invalid", f"unknown timestamp {value!r}")
 
 
@@ -529,13 +548,15 @@ class WasiFilesystem:
     def read_via_stream(self, d: Descriptor, offset: int) -> Any:
         if d.is_dir:
             raise WasiError("is-directory")  # wasmtime's answer here (elsewhere: bad-descriptor)
-        stream = FileInputStream(d.file(), offset)
+        stream = FileInputStream(d.file(), _offset(offset))
         return own(self.ctx.table.add(stream), ResourceKind.INPUT_STREAM)
 
     def _output_stream(self, d: Descriptor, offset: int | None) -> Any:
         """An output stream of ``d`` (``offset`` None: appending). As on wasmtime, a file
         not open for writing still gets a stream (the preview1 adapter asks for one to
         poll it), whose writes fail."""
+        if offset is not None:
+            _offset(offset)
         if d.is_dir or "write" in d.flags:
             stream = FileOutputStream(self._writable(d), offset)
         else:
@@ -553,22 +574,24 @@ class WasiFilesystem:
             raise WasiError("bad-descriptor", "a directory, not a file")
         if d.read_only:
             raise WasiError("read-only")
-        os.ftruncate(d.fd, size)  # a descriptor not open for writing: `invalid`, as wasmtime
+        os.ftruncate(d.fd, _offset(size, "size"))  # not open for writing: invalid, as there
 
     def read(self, d: Descriptor, length: int, offset: int) -> tuple[bytes, bool]:
         want = min(length, CHUNK)
-        data = os.pread(d.file(), want, offset)
+        data = os.pread(d.file(), want, _offset(offset))
         return data, not data  # the end is a read that finds nothing, as in wasmtime
 
     def write(self, d: Descriptor, buffer: bytes, offset: int) -> int:
-        return os.pwrite(self._writable(d), buffer, offset)
+        return os.pwrite(self._writable(d), buffer, _offset(offset))
 
     def advise(self, d: Descriptor, offset: int, length: int, advice: str) -> None:
         if d.is_dir:
             raise WasiError("bad-descriptor", "a directory, not a file")
         code = getattr(os, f"POSIX_FADV_{advice.replace('-', '').upper()}", None)
         if code is not None and hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(d.fd, offset, length, code)
+            # a length past the end of any file: to the end (0), as the kernel takes it
+            length = 0 if length > _MAX_OFFSET else length
+            os.posix_fadvise(d.fd, _offset(offset), length, code)
 
     def sync_data(self, d: Descriptor) -> None:
         (getattr(os, "fdatasync", None) or os.fsync)(d.fd)
@@ -708,6 +731,8 @@ class WasiFilesystem:
     def symlink_at(self, d: Descriptor, old_path: str, new_path: str) -> None:
         if old_path.startswith("/"):
             raise WasiError("not-permitted", "a symbolic link may not point to an absolute path")
+        if "\0" in old_path:  # (os.symlink's ValueError would trap the guest)
+            raise WasiError("invalid", "the link's target contains a NUL byte")
         with beneath(d.mutable_directory(), new_path, follow=False, create=True) as (at, name):
             if names_directory(new_path):
                 _exists_or_no_entry(at, name)

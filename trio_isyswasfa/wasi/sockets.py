@@ -136,6 +136,9 @@ def parse_allow_net(patterns: Iterable[str | NetPattern]) -> tuple[NetPattern, .
 # -- addresses --------------------------------------------------------------------------
 
 _FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+_MAX_KEEP_ALIVE_COUNT = 127
+"""Linux's most keep-alive probes (``TCP_KEEPCNT``), the least of the platforms': a
+larger count is clamped to it, as wasmtime does (past it Linux answers ``EINVAL``)."""
 
 
 def _family_name(family: int) -> str:
@@ -602,8 +605,9 @@ class WasiSockets:
             "keep-alive-count": lambda r: self._getopt(
                 self._tcp(r), socket.IPPROTO_TCP, socket.TCP_KEEPCNT
             ),
+            # clamped to Linux's most, 127, as wasmtime does (0 stays invalid-argument)
             "set-keep-alive-count": lambda r, v: self._set_positive(
-                self._tcp(r), socket.IPPROTO_TCP, socket.TCP_KEEPCNT, v
+                self._tcp(r), socket.IPPROTO_TCP, socket.TCP_KEEPCNT, min(v, _MAX_KEEP_ALIVE_COUNT)
             ),
             **self._common_methods(self._tcp, "hop-limit"),
             "subscribe": self.tcp_subscribe,
