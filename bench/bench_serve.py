@@ -1,7 +1,7 @@
 """``serve`` throughput and latency against bare hypercorn, and hash-all fan-out.
 
     bash .ci/install-bench-tools   # wrk, the load generator (a Debian package)
-    python bench/bench_serve.py [--seconds 1] [--rounds 6] [--connections 64]
+    python bench/bench_serve.py [--seconds 2] [--rounds 5] [--connections 64]
 
 For each backend (trio, asyncio) it starts, all at once on loopback:
 
@@ -265,6 +265,15 @@ def spread(xs: Sequence[float]) -> str:
     return f"{min(xs):.2f}-{max(xs):.2f}"
 
 
+def print_load(when: str) -> None:
+    """The machine's load average beside its cores: above the cores, requests/s move
+    with the other load by several times within a few seconds, CPU per request far less."""
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    note = ": read the CPU ratios" if load > cores else ""
+    print(f"(load {load:.1f} on {cores} cores {when}{note})", flush=True)
+
+
 def print_row(label: str, got: tuple[float, ...], rps: list[float], cpu: list[float]) -> None:
     """A row: median figures, then median ratios each with the range of the rounds'."""
     print(
@@ -364,7 +373,9 @@ def throughput(
                 command = serve_command(service, port, backend, policy, most)
                 opened = open_process(command, port, root)
                 rows.append(stack.enter_context(served(label, opened, "bare")))
+            print_load("before")
             rounds(rows, seconds, connections, n)
+            print_load("after")
         print_base(base)
         for row in rows[1:]:
             print_row(row.label, row.figures(), *ratios(row, base))
@@ -470,7 +481,9 @@ def proxy_throughput(
                     except (NotServed, RuntimeError, hd.ServerFailed) as exc:
                         why = str(exc) if isinstance(exc, NotServed) else "n/a (host not supported)"
                         print(f"{label:52} {why[:34]:>34}", flush=True)
+                print_load("before")
                 rounds(rows, seconds, connections, n)
+                print_load("after")
             print_base(base)
             default = next((r for r in rows if r.label.endswith("(default)")), None)
             for row in rows[1:]:
@@ -664,13 +677,13 @@ def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--seconds", type=int, default=1, help="seconds of wrk a row in each round (default 1)"
+        "--seconds", type=int, default=2, help="seconds of wrk a row in each round (default 2)"
     )
     p.add_argument(
         "--rounds",
         type=int,
-        default=6,
-        help="rounds of the throughput rows, every server loaded in turn in each (default 6)",
+        default=5,
+        help="rounds of the throughput rows, every server loaded in turn in each (default 5)",
     )
     p.add_argument("--connections", type=int, default=64)
     p.add_argument(
