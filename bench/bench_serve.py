@@ -1,17 +1,24 @@
 """``serve`` throughput and latency against bare hypercorn, and hash-all fan-out.
 
     bash .ci/install-bench-tools   # wrk, the load generator (a Debian package)
-    python bench/bench_serve.py [--seconds 5] [--connections 64]
+    python bench/bench_serve.py [--seconds 2] [--rounds 5] [--connections 64]
 
-For each backend (trio, asyncio) it runs, one after the other on loopback:
+For each backend (trio, asyncio) it starts, all at once on loopback:
 
 * the baseline: bare hypercorn with the same worker class serving a hello ASGI app;
 * ``python -m trio_isyswasfa serve`` with the service example (the Python guest, and
   the Rust one when its toolchain is installed; ``--languages``), for each instance
   policy (``--policies``), with at most 32 instances;
 
-and prints requests/s and p50/p99 latency with the ratio to the baseline (goal: at
-least 0.5x). Then the hello route of the standard ``wasi:http/proxy`` guests
+warms each up (``--warmup`` seconds of wrk), then loads them in ``--rounds`` rounds of
+``--seconds`` each: in each round every row runs in turn just after a run of the
+baseline, and the baseline once more at the end. Each row's ratio in a round is to
+the mean of the two baseline runs either side of it, seconds apart: the machine's
+other load, which on a shared machine moves by several times from one few seconds to
+the next, weighs alike on both. It prints the median requests/s, p50/p99 latency and
+CPU per request, and the median ratio with the range of the rounds' ratios (goal: at
+least 0.5x; 0.7x with the Rust service). A single baseline run before a row, as
+before, made a row's ratio move by up to 0.2x between quiet runs of one tree. Then the hello route of the standard ``wasi:http/proxy`` guests
 (``tests/guests/proxy-py-std``, and ``tests/guests/proxy-rust`` and ``tests/guests/proxy-js``
 when their toolchains are installed) under ``wasmtime serve`` (a fresh instance per request, its default, and
 ``--max-instance-reuse-count 128``) and under our ``serve`` (each instance policy, both
@@ -43,15 +50,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -138,17 +148,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_cpu(url: str, seconds: int, connections: int) -> tuple[float, ...]:
-    """Requests/s, p50 and p99 latency in ms, and the CPU ms the server (this process's
-    children before wrk starts) spent per request: a shared machine's other load
-    lowers requests/s far more than it raises CPU per request."""
-    server = child_pids()
-    before = cpu_seconds(server)
-    rps, p50, p99, requests = wrk(url, seconds, connections)
-    cpu = (cpu_seconds(server) - before) / max(requests, 1) * 1e3
-    return rps, p50, p99, cpu
-
-
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float, int]:
     """Requests/s, p50 and p99 latency in ms, and the requests answered."""
     out = subprocess.run(
@@ -172,9 +171,46 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float, 
     return rps, pct("50"), pct("99"), requests
 
 
-def measure(
-    cmd: list[str], port: int, seconds: int, connections: int, root: Path = ROOT
-) -> tuple[float, ...]:
+@dataclasses.dataclass
+class Served:
+    """One server under load in the interleaved rounds: each round's wrk figures."""
+
+    label: str
+    url: str
+    pids: list[int]  # the server's processes (its CPU time is counted)
+    base: str | None  # the key of its baseline row, or None for a baseline
+    rps: list[float] = dataclasses.field(default_factory=list)
+    p50: list[float] = dataclasses.field(default_factory=list)
+    p99: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)  # ms a request
+    bracket: list[int] = dataclasses.field(default_factory=list)  # the baseline's run before
+
+    def load(self, seconds: int, connections: int) -> None:
+        """One round: ``seconds`` of wrk against it."""
+        before = cpu_seconds(self.pids)
+        rps, p50, p99, requests = wrk(self.url, seconds, connections)
+        self.cpu.append((cpu_seconds(self.pids) - before) / max(requests, 1) * 1e3)
+        self.rps.append(rps)
+        self.p50.append(p50)
+        self.p99.append(p99)
+
+    def figures(self) -> tuple[float, ...]:
+        """Median requests/s, p50, p99 and CPU ms a request over the rounds."""
+        return tuple(statistics.median(xs) for xs in (self.rps, self.p50, self.p99, self.cpu))
+
+
+@contextlib.contextmanager
+def served(label: str, opened: AbstractContextManager[str], base: str | None) -> Iterator[Served]:
+    """A server (``opened`` yields its URL) as a row of the rounds; its processes are
+    those this one gained while it started."""
+    before = set(child_pids())
+    with opened as url:
+        yield Served(label, url, [p for p in child_pids() if p not in before], base)
+
+
+@contextlib.contextmanager
+def open_process(cmd: list[str], port: int, root: Path = ROOT) -> Iterator[str]:
+    """``cmd`` (a server listening on ``port``) running the package of ``root``; its URL."""
     # this checkout's package (or ``root``'s), whatever an installed one says (the child
     # starts in /tmp)
     env = {
@@ -186,52 +222,118 @@ def measure(
     )
     try:
         wait_listening(port)
-        wrk(f"http://127.0.0.1:{port}/", WARMUP[0], connections)  # warm up
-        return wrk_cpu(f"http://127.0.0.1:{port}/", seconds, connections)
+        yield f"http://127.0.0.1:{port}/"
     finally:
         proc.send_signal(2)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
-def bare_hypercorn(backend: str, seconds: int, connections: int) -> tuple[float, ...]:
+def rounds(rows: list[Served], seconds: int, connections: int, n: int) -> None:
+    """Warm every row up, then ``n`` rounds: in each, every row in turn (an order turned
+    by one each round) with the baseline just before it, and the baseline once more
+    after the last. A row's ratio in a round is to the mean of the baseline's runs
+    just before and just after it, seconds apart: the machine's other load, which
+    moves from one few seconds to the next, then weighs alike on both sides of it."""
+    for row in rows:
+        wrk(row.url, WARMUP[0], connections)  # warm up: instances open, caches fill
+    (base,) = [row for row in rows if row.base is None]
+    others = [row for row in rows if row.base is not None]
+    for i in range(n):
+        turn = i % len(others) if others else 0
+        for row in others[turn:] + others[:turn]:
+            base.load(seconds, connections)
+            row.bracket.append(len(base.rps) - 1)
+            row.load(seconds, connections)
+    base.load(seconds, connections)
+
+
+def ratios(row: Served, base: Served) -> tuple[list[float], list[float]]:
+    """Each round's ratio of ``row`` to ``base`` (the mean of the baseline's runs just
+    before and after): by requests/s, and by CPU a request (the baseline's over this)."""
+    rps, cpu = [], []
+    for k, r, c in zip(row.bracket, row.rps, row.cpu, strict=True):
+        rps.append(r / ((base.rps[k] + base.rps[k + 1]) / 2))
+        cpu.append((base.cpu[k] + base.cpu[k + 1]) / 2 / c)
+    return rps, cpu
+
+
+def spread(xs: Sequence[float]) -> str:
+    return f"{min(xs):.2f}-{max(xs):.2f}"
+
+
+def print_load(when: str) -> None:
+    """The machine's load average beside its cores: above the cores, requests/s move
+    with the other load by several times within a few seconds, CPU per request far less."""
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    note = ": read the CPU ratios" if load > cores else ""
+    print(f"(load {load:.1f} on {cores} cores {when}{note})", flush=True)
+
+
+def print_row(label: str, got: tuple[float, ...], rps: list[float], cpu: list[float]) -> None:
+    """A row: median figures, then median ratios each with the range of the rounds'."""
+    print(
+        f"{label:52} {got[0]:8.0f} {got[1]:8.2f} {got[2]:8.2f} "
+        f"{statistics.median(rps):6.2f}x {spread(rps):>9} "
+        f"{got[3]:9.2f} {statistics.median(cpu):6.2f}x {spread(cpu):>9}",
+        flush=True,
+    )
+
+
+def print_base(row: Served) -> None:
+    """A baseline's row; its spread is of its own requests/s (and CPU) over the
+    rounds, relative to their median: how much the machine moved meanwhile."""
+    got = row.figures()
+    print_row(row.label, got, [r / got[0] for r in row.rps], [got[3] / c for c in row.cpu])
+
+
+def bare_hypercorn(backend: str) -> AbstractContextManager[Served]:
     """The baseline: bare hypercorn with ``backend``'s worker serving a hello ASGI app."""
     hello = Path("/tmp/trio_isyswasfa_bench_hello.py")
     hello.write_text(HELLO_APP)
     port = free_port()
-    base = measure(
-        [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "--worker-class",
-            backend,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "trio_isyswasfa_bench_hello:app",
-        ],
-        port,
-        seconds,
-        connections,
-    )
-    print(
-        f"{'bare hypercorn, hello app (' + backend + ')':52} "
-        f"{base[0]:8.0f} {base[1]:8.2f} {base[2]:8.2f} {'1.00x':>7} {base[3]:9.2f} {'1.00x':>7}",
-        flush=True,
-    )
-    return base
+    command = [sys.executable, "-m", "hypercorn", "--worker-class", backend]
+    command += ["--bind", f"127.0.0.1:{port}", "trio_isyswasfa_bench_hello:app"]
+    return served(f"bare hypercorn, hello app ({backend})", open_process(command, port), base=None)
 
 
-def print_header(seconds: int, connections: int) -> None:
-    print(f"wrk -t1 -c{connections} -d{seconds}s, GET with an empty body, loopback")
+def print_header(seconds: int, connections: int, n: int) -> None:
     print(
-        f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7} "
-        f"{'CPU ms/r':>9} {'ratio':>7}"
+        f"wrk -t1 -c{connections} -d{seconds}s, GET with an empty body, loopback, {n} rounds"
+        " (every server up at once, each loaded in turn just after the baseline)"
     )
-    print("(CPU ms/r: the server's CPU time per request, all its threads; its ratio is the")
-    print(" baseline's CPU per request over this one's, which the machine's other load sways less)")
+    print(
+        f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7} {'range':>9} "
+        f"{'CPU ms/r':>9} {'ratio':>7} {'range':>9}"
+    )
+    print("(medians over the rounds; a ratio is to the bare server's runs just before and after")
+    print(" this one's, its range that of the rounds' ratios; CPU ms/r: the server's")
+    print(" CPU time per request, all its threads, its ratio the baseline's over this one's,")
+    print(" which the machine's other load sways less; a baseline's range is of its own")
+    print(" figures over their median)")
+
+
+def serve_command(service: Path, port: int, backend: str, policy: str, most: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trio_isyswasfa",
+        "serve",
+        str(service),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--backend",
+        backend,
+        "--no-access-log",
+        "--instances",
+        policy,
+        "--max-instances",
+        str(most),
+    ]
 
 
 def throughput(
@@ -241,10 +343,11 @@ def throughput(
     policies: tuple[str, ...] = ("shared", "pooled", "per-request"),
     languages: tuple[str, ...] = ("python", "rust"),
     before: Path | None = None,
-) -> dict[str, tuple[float, ...]]:
+    n: int = 5,
+) -> None:
     """Our serve with the service example in each of ``languages`` (each of
-    ``policies``, at most 32 instances) against bare hypercorn; the baselines by backend.
-    With ``before``, each row first from that tree's package, then from this one's."""
+    ``policies``, at most 32 instances) against bare hypercorn, in ``n`` interleaved
+    rounds. With ``before``, each row also from that tree's package."""
     services = {}
     for language in ("python", "rust"):
         if language in languages:
@@ -252,48 +355,31 @@ def throughput(
                 services[language] = example("service", language)
             except RustToolchainMissing as exc:
                 print(f"(no Rust service example: {exc})")
-    print_header(seconds, connections)
-    baselines = {}
+    print_header(seconds, connections, n)
     for backend in backends:
-        base = baselines[backend] = bare_hypercorn(backend, seconds, connections)
-        for (language, service), (policy, most), root in [
-            (s, (p, 32), r)
-            for s in services.items()
-            for p in policies
-            for r in ([before, ROOT] if before else [ROOT])
-        ]:
-            port = free_port()
-            ours = measure(
-                [
-                    sys.executable,
-                    "-m",
-                    "trio_isyswasfa",
-                    "serve",
-                    str(service),
-                    "--addr",
-                    f"127.0.0.1:{port}",
-                    "--backend",
-                    backend,
-                    "--no-access-log",
-                    "--instances",
-                    policy,
-                    "--max-instances",
-                    str(most),
-                ],
-                port,
-                seconds,
-                connections,
-                root,
-            )
-            name = "service.wasm" if language == "python" else "service (Rust)"
-            label = f"serve {name} ({backend}, {policy}, max {most}"
-            label += ", before)" if root is before else ")"
-            print(
-                f"{label:52} {ours[0]:8.0f} {ours[1]:8.2f} {ours[2]:8.2f} {ours[0] / base[0]:6.2f}x"
-                f" {ours[3]:9.2f} {base[3] / ours[3]:6.2f}x"
-            )
-    print("goal: serve >= 0.50x the bare server's requests/s")
-    return baselines
+        with contextlib.ExitStack() as stack:
+            base = stack.enter_context(bare_hypercorn(backend))
+            rows = [base]
+            for (language, service), (policy, most), root in [
+                (s, (p, 32), r)
+                for s in services.items()
+                for p in policies
+                for r in ([before, ROOT] if before else [ROOT])
+            ]:
+                port = free_port()
+                name = "service.wasm" if language == "python" else "service (Rust)"
+                label = f"serve {name} ({backend}, {policy}, max {most}"
+                label += ", before)" if root is before else ")"
+                command = serve_command(service, port, backend, policy, most)
+                opened = open_process(command, port, root)
+                rows.append(stack.enter_context(served(label, opened, "bare")))
+            print_load("before")
+            rounds(rows, seconds, connections, n)
+            print_load("after")
+        print_base(base)
+        for row in rows[1:]:
+            print_row(row.label, row.figures(), *ratios(row, base))
+    print("goal: serve >= 0.50x the bare server's requests/s (>= 0.7x with the Rust service)")
 
 
 def proxy_components() -> dict[str, Path]:
@@ -317,64 +403,57 @@ def proxy_components() -> dict[str, Path]:
     return built
 
 
-def measure_served(
-    server: hd.Server,
-    component: Path,
-    extra: list[str],
-    seconds: int,
-    connections: int,
-    root: Path | None = None,
-) -> tuple[float, ...] | str:
-    """wrk against ``component`` served by ``server``; why not, if it could not be.
-    With ``root``, our serve runs the package of that tree (``--before``)."""
+def open_served(
+    server: hd.Server, component: Path, extra: list[str], root: Path | None = None
+) -> AbstractContextManager[str]:
+    """``component`` served by ``server``; its URL once it answered hello. With ``root``,
+    our serve runs the package of that tree (``--before``)."""
     if root is not None:
         port = free_port()
         command = hd.server_command("ours", component, allow_outgoing=(), extra_args=extra)
         command[command.index("127.0.0.1:0")] = f"127.0.0.1:{port}"
-        try:
-            return measure(command, port, seconds, connections, root=root)
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
-            return f"n/a ({exc})"[:34]
-    try:
-        with hd.open_server(server, component, extra_args=extra) as addr:
-            hello = hd.exchange(addr, hd.Exchange("hello", "GET", "/"))
-            if (hello.status, hello.body) != (200, b"hello, world\n"):
-                return f"n/a (answers {hello.status} {hello.body[:20]!r})"
-            wrk(f"http://{addr}/", WARMUP[0], connections)  # warm up: the pool fills
-            return wrk_cpu(f"http://{addr}/", seconds, connections)
-    except hd.ServerFailed:
-        return "n/a (host not supported)"
+        return open_process(command, port, root=root)
+    return _checked_server(server, component, extra)
+
+
+@contextlib.contextmanager
+def _checked_server(server: hd.Server, component: Path, extra: list[str]) -> Iterator[str]:
+    with hd.open_server(server, component, extra_args=extra) as addr:
+        hello = hd.exchange(addr, hd.Exchange("hello", "GET", "/"))
+        if (hello.status, hello.body) != (200, b"hello, world\n"):
+            raise NotServed(f"n/a (answers {hello.status} {hello.body[:20]!r})")
+        yield f"http://{addr}/"
+
+
+class NotServed(Exception):
+    """A row that could not be measured; the message says why, short."""
 
 
 def proxy_throughput(
     seconds: int,
     connections: int,
-    baselines: dict[str, tuple[float, ...]],
     engines: tuple[str, ...] = ("own",),
     backends: tuple[str, ...] = ("trio", "asyncio"),
     languages: tuple[str, ...] = ("python", "rust", "js"),
     policies: tuple[str, ...] = ("per-request", "pooled", "shared"),
     wasmtime: bool = True,
     before: Path | None = None,
+    n: int = 5,
 ) -> None:
     """The hello route of the standard proxy guests: wasmtime serve (unless not
     ``wasmtime``) and ours (on each of ``engines``, each of ``backends``, each of
-    ``policies``; with ``before``, each row of ours first from that tree, then from
-    this one, one after the other)."""
+    ``policies``; with ``before``, each row of ours also from that tree), each against
+    bare hypercorn of its worker class in ``n`` interleaved rounds."""
     if hd.missing_server("wasmtime"):
         print(f"(no wasmtime serve rows: {hd.missing_server('wasmtime')})")
-    if not baselines:
-        print_header(seconds, connections)
-        for backend in backends:
-            baselines[backend] = bare_hypercorn(backend, seconds, connections)
+    print_header(seconds, connections, n)
     print("wasi:http/proxy hello guests (GET /), ratio to bare hypercorn of the same worker")
     print("class (trio for wasmtime serve); wasmtime's default is an instance per request")
     for language, component in proxy_components().items():
         if language not in languages:
             continue
-        default: tuple[float, ...] | None = None
         runs: list[tuple[str, hd.Server, list[str], str, Path | None]] = []
-        if wasmtime:
+        if wasmtime and not hd.missing_server("wasmtime"):
             runs += [
                 ("default", "wasmtime", [], "trio", None),
                 ("reuse 128", "wasmtime", ["--max-instance-reuse-count", "128"], "trio", None),
@@ -387,28 +466,34 @@ def proxy_throughput(
                     if before is not None:  # both trees started alike
                         runs.append((f"{what}, before", "ours", extra, backend, before))
                     runs.append((what, "ours", extra, backend, ROOT if before else None))
-        for what, server, extra, backend, root in runs:
-            label = f"{'wasmtime serve' if server == 'wasmtime' else 'serve'}, {language} ({what})"
-            if server == "wasmtime" and hd.missing_server("wasmtime"):
-                continue
-            got = measure_served(server, component, extra, seconds, connections, root)
-            if isinstance(got, str):
-                print(f"{label:52} {got:>34}", flush=True)
-                continue
-            base = baselines[backend]
-            note = ""
-            if server == "wasmtime" and not extra:
-                default = got
-            elif "per-request" in extra and default:
-                note = (
-                    f"  {got[0] / default[0]:.2f}x wasmtime's default"
-                    f" ({default[3] / got[3]:.2f}x by CPU)"
-                )
-            print(
-                f"{label:52} {got[0]:8.0f} {got[1]:8.2f} {got[2]:8.2f} {got[0] / base[0]:6.2f}x"
-                f" {got[3]:9.2f} {base[3] / got[3]:6.2f}x{note}",
-                flush=True,
-            )
+        for backend in dict.fromkeys(run[3] for run in runs):
+            with contextlib.ExitStack() as stack:
+                base = stack.enter_context(bare_hypercorn(backend))
+                rows = [base]
+                for what, server, extra, _, root in runs:
+                    if _ != backend:
+                        continue
+                    name = "wasmtime serve" if server == "wasmtime" else "serve"
+                    label = f"{name}, {language} ({what})"
+                    try:
+                        opened = open_served(server, component, extra, root)
+                        rows.append(stack.enter_context(served(label, opened, "bare")))
+                    except (NotServed, RuntimeError, hd.ServerFailed) as exc:
+                        why = str(exc) if isinstance(exc, NotServed) else "n/a (host not supported)"
+                        print(f"{label:52} {why[:34]:>34}", flush=True)
+                print_load("before")
+                rounds(rows, seconds, connections, n)
+                print_load("after")
+            print_base(base)
+            default = next((r for r in rows if r.label.endswith("(default)")), None)
+            for row in rows[1:]:
+                print_row(row.label, row.figures(), *ratios(row, base))
+                if default is not None and "per-request" in row.label:
+                    got, wasm = row.figures(), default.figures()
+                    print(
+                        f"{'':52} {got[0] / wasm[0]:.2f}x wasmtime's default"
+                        f" ({wasm[3] / got[3]:.2f}x by CPU)"
+                    )
     print("goals: ours >= 0.50x bare hypercorn; per-request >= 2x wasmtime serve's default")
 
 
@@ -591,7 +676,15 @@ def print_slow(sizes: list[int]) -> None:
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument(
+        "--seconds", type=int, default=2, help="seconds of wrk a row in each round (default 2)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="rounds of the throughput rows, every server loaded in turn in each (default 5)",
+    )
     p.add_argument("--connections", type=int, default=64)
     p.add_argument(
         "--warmup",
@@ -661,31 +754,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         policy, n = args.one_slow
         print(json.dumps(trio.run(slow_requests, policy, int(n))))
         return
-    baselines: dict[str, tuple[float, ...]] = {}
+    if args.rounds < 1:
+        sys.exit("--rounds needs at least 1")
     if not (args.skip_throughput and args.skip_proxy):
         if shutil.which("wrk") is None:
             sys.exit("wrk is not installed: bash .ci/install-bench-tools")
         sys.path.insert(0, "/tmp")
     if not args.skip_throughput:
-        baselines = throughput(
+        throughput(
             args.seconds,
             args.connections,
             tuple(args.backends.split(",")),
             tuple(args.policies.split(",")),
             tuple(args.languages.split(",")),
             args.before.resolve() if args.before else None,
+            args.rounds,
         )
     if not args.skip_proxy:
         proxy_throughput(
             args.seconds,
             args.connections,
-            baselines,
             tuple(args.engines.split(",")),
             tuple(args.backends.split(",")),
             tuple(args.languages.split(",")),
             tuple(args.policies.split(",")),
             not args.skip_wasmtime,
             args.before.resolve() if args.before else None,
+            args.rounds,
         )
     if not args.skip_fan_out:
         trio.run(fan_out)

@@ -156,3 +156,37 @@ class TestRepeat:
         with pytest.raises(SystemExit):
             bench_scale.main(["--repeat", "0"])
         assert "--repeat needs at least 1" in capsys.readouterr().err
+
+
+class TestServeRounds:
+    """bench_serve's rows: each loaded just after the baseline, in rounds, each ratio
+    to the baseline's runs on either side of it (the machine's load moves in seconds)."""
+
+    def test_each_row_runs_between_two_baseline_runs(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from bench import bench_serve
+
+        order: list[str] = []
+        speed = {"bare": 1000.0, "a": 600.0, "b": 300.0}
+        slow = [1.0]  # the machine's other load: every run half as fast as the one before
+
+        def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float, int]:
+            order.append(url)
+            slow[0] *= 2
+            rps = speed[url] / slow[0]
+            return rps, 1.0, 2.0, int(rps * seconds)
+
+        monkeypatch.setattr(bench_serve, "wrk", wrk)
+        clock = iter(range(1000))  # the servers' CPU seconds: one a run
+        monkeypatch.setattr(bench_serve, "cpu_seconds", lambda pids: next(clock) / 2)
+        base = bench_serve.Served("bare", "bare", [], None)
+        a = bench_serve.Served("a", "a", [], "bare")
+        b = bench_serve.Served("b", "b", [], "bare")
+        bench_serve.rounds([base, a, b], 1, 8, 2)
+        warm = ["bare", "a", "b"]
+        assert order == [*warm, "bare", "a", "bare", "b", "bare", "b", "bare", "a", "bare"]
+        rps_a, _ = bench_serve.ratios(a, base)
+        rps_b, _ = bench_serve.ratios(b, base)
+        # the load halves every run: a row's ratio to its neighbours is (speed / 2) /
+        # ((1 + 1/4) / 2), whatever the round
+        assert rps_a == pytest.approx([0.6 * 0.5 / 0.625] * 2)
+        assert rps_b == pytest.approx([0.3 * 0.5 / 0.625] * 2)
