@@ -782,13 +782,16 @@ class OwnEngineInstance:
         fn: Callable[..., Generator[Any, Any, Any]],
         ty: FuncType,
         label: str,
-    ) -> Callable[..., Generator[Any, Any, Any]]:
-        """The async core function behind a lowered :class:`Blocking` host function: a
-        generator the fiber path drives (``_fiber``). Until its first wait it runs inside
-        the guest's call; each wait suspends the guest's fiber while the call's driver
-        awaits it, and what follows (lowering the result through ``realloc``) runs on
-        the fiber again. The memory ``options`` name (``None``: the function's values
-        touch none) is looked up at each call: an instance calls few of its imports."""
+    ) -> Callable[..., Any]:
+        """The async core function behind a lowered :class:`Blocking` host function, which
+        the fiber path calls (``_fiber``). It runs ``fn`` inside the guest's call up to
+        its first wait: one that returns without waiting (most writes and flushes) gives
+        its lowered result there and then, with no generator of ours to drive; else it
+        gives a generator that the fiber path drives, each wait suspending the guest's
+        fiber while the call's driver awaits it, and what follows (lowering the result
+        through ``realloc``) running on the fiber again. The memory ``options`` name
+        (``None``: the function's values touch none) is looked up at each call: an
+        instance calls few of its imports."""
         table = instance.table
         faults = self.faults
         plain = _plain(abi)
@@ -798,7 +801,15 @@ class OwnEngineInstance:
         n_results = len(abi.import_core_results)
         may_leave = instance.leave_flag
 
-        def run(*core: Any) -> Generator[Any, Any, Any]:
+        def lowered(cx: AbiContext, value: Any, args: list[Any]) -> Any:
+            out = lower_result(cx, value, args)
+            if plain is None:
+                cx.scope.finish()
+            if n_results == 1:
+                return out[0]
+            return out if n_results else None
+
+        def run(*core: Any) -> Any:
             if faults.fault is not None:
                 raise GuestTrap("instance is dead")
             if not may_leave[0]:
@@ -813,28 +824,39 @@ class OwnEngineInstance:
                     memory = None if options is None else instance.guest_memory(options)
                     cx = AbiContext(memory, table, CallScope(), view=False)
                 try:
-                    value = yield from self._waits_of(fn(*lift_args(cx, args)))
+                    gen = fn(*lift_args(cx, args))
+                    wait = gen.send(None)
+                except StopIteration as stop:  # done without waiting
+                    value = stop.value
                 except WasiError as exc:
                     if not to_error:
                         raise
                     value = Err(exc.code)
-                out = lower_result(cx, value, args)
-                if plain is None:
-                    cx.scope.finish()
+                else:
+                    return waits(gen, wait, cx, args)
+                return lowered(cx, value, args)
             except Exception as exc:
                 raise (fault := self._fault(label, exc)) from fault.__cause__
-            if n_results == 1:
-                return out[0]
-            return out if n_results else None
+
+        def waits(
+            gen: Generator[Any, Any, Any], wait: Any, cx: AbiContext, args: list[Any]
+        ) -> Generator[Any, Any, Any]:
+            try:
+                try:
+                    value = yield from self._waits_of(gen, wait)
+                except WasiError as exc:
+                    if not to_error:
+                        raise
+                    value = Err(exc.code)
+                return lowered(cx, value, args)
+            except Exception as exc:
+                raise (fault := self._fault(label, exc)) from fault.__cause__
 
         return run
 
-    def _waits_of(self, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-        """``yield from gen``, counting the call as blocked while it waits."""
-        try:
-            wait = gen.send(None)
-        except StopIteration as stop:
-            return stop.value
+    def _waits_of(self, gen: Generator[Any, Any, Any], wait: Any) -> Generator[Any, Any, Any]:
+        """``yield from gen`` from its first wait ``wait`` on, counting the call as
+        blocked while it waits."""
         self.blocked_calls += 1
         try:
             while True:
