@@ -532,6 +532,7 @@ class OwnEngineInstance:
         self.turns = Turns()  # export calls take turns (a suspended one holds the store)
         self.has_async = False  # some host function may wait (an async core function)
         self.blocked_calls = 0  # calls suspended in a blocking host function now
+        self.before_wait: Callable[[], object] | None = None  # see waits_now
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
         self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
@@ -560,6 +561,14 @@ class OwnEngineInstance:
     def guest_seconds(self) -> float:
         """Time spent running guest code in fiber calls so far."""
         return self.fibers.guest_seconds
+
+    def waits_now(self) -> None:
+        """An export call is about to wait for the first time (for the store, or on
+        the guest): call :attr:`before_wait` once, then clear it (the seam's
+        ``EngineInstance.before_wait`` says why)."""
+        hook, self.before_wait = self.before_wait, None
+        if hook is not None:
+            hook()
 
     @property
     def blocked(self) -> bool:
@@ -1279,8 +1288,11 @@ class _Lifted:
         """Run it on the store's fiber, in turn with the instance's other calls: the
         event loop runs on while the guest waits or computes (one coroutine frame from
         :meth:`OwnExportFunc.call` down to the fiber's poll)."""
-        turns = self.owner.turns
+        owner = self.owner
+        turns = owner.turns
         if turns._held:  # (``Turns.take_nowait``, inline: it runs once a call)
+            if owner.before_wait is not None:
+                owner.waits_now()
             await turns.take()
         else:
             turns._held = True
@@ -1306,8 +1318,12 @@ class _Lifted:
                 try:
                     results = run.start_now(flat, _NO_BLOBS)
                     if results is _RUNNING:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.run_on()
                     elif results is _NOT_NOW:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.call_staged(flat, _NO_BLOBS)
                     # (a post-return, if any, ran in the runner, may_leave cleared)
                     return abi.lift_result(direct, results)
@@ -1361,8 +1377,12 @@ class _Lifted:
                     # own); a guest that waits or yields is driven on by ``run_on``
                     results = run.start_now(core_args, blobs)
                     if results is _RUNNING:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.run_on()
                     elif results is _NOT_NOW:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.call_staged(core_args, blobs)
                 finally:
                     self._cx = None
