@@ -12,7 +12,6 @@ import pytest
 
 from trio_isyswasfa._park import open_task_group, running_trio
 from trio_isyswasfa.http._asgi import _RequestHelpers
-from trio_isyswasfa.http._asgi import cancel_scope as make_scope
 
 BACKENDS = ["trio", "asyncio"]
 
@@ -22,18 +21,25 @@ def run(
     body: Callable[[_RequestHelpers], Awaitable[None]],
     after: Callable[[], None] = lambda: None,
 ) -> None:
-    """``body(helpers)`` as a request would run it: in the request's scope, with the
-    helpers closed after it (then ``after()``, while the app's task group still
-    runs), the app's task group around both."""
+    """``body(helpers)`` as a request whose call waits would run it: in the request's
+    scope (entered by hand, as the engine's ``before_wait`` enters it, and left where
+    the request ends), with the helpers closed after it (then ``after()``, while the
+    app's task group still runs), the app's task group around both."""
 
     async def main() -> None:
         on_trio = running_trio()
         with anyio.fail_after(10):  # (a guard: a helper left running would hold the group)
             async with open_task_group(on_trio) as group:
-                helpers = _RequestHelpers(group, make_scope(on_trio), on_trio)
+                helpers = _RequestHelpers(group, on_trio)
                 try:
-                    with helpers.cancel_scope:
+                    helpers.enter_scope()
+                    try:
                         await body(helpers)
+                    except BaseException as exc:  # (as _serve_proxy leaves it)
+                        if not helpers.leave_scope(exc):
+                            raise
+                    else:
+                        helpers.leave_scope(None)
                 finally:
                     await helpers.aclose()
                 after()

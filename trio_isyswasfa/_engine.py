@@ -877,6 +877,7 @@ class EngineInstance:
         self.bound = _BOUND[self._key] = _Bound(impls, self.faults)
         # a call is running or suspended: the store admits no other until it returns
         self.turns = Turns()
+        self.before_wait: Callable[[], object] | None = None  # see waits_now
         try:
             self.instance = _fastcall.instantiate(linker, self.store, plan.component)
         except wasmtime.WasmtimeError as exc:
@@ -896,6 +897,14 @@ class EngineInstance:
     def leave(self) -> None:
         """Hand the store to the next call in line (waking it alone)."""
         self.turns.give_back()
+
+    def waits_now(self) -> None:
+        """An export call is about to wait for the first time (for the store, or on
+        the guest): call :attr:`before_wait` once, then clear it (the seam's
+        ``EngineInstance.before_wait`` says why)."""
+        hook, self.before_wait = self.before_wait, None
+        if hook is not None:
+            hook()
 
     @property
     def blocked(self) -> bool:
@@ -1000,11 +1009,15 @@ class ExportFunc:
         """Run the export; while the guest waits in a blocking host function, the event
         loop runs other tasks. Calls into one instance take turns."""
         owner = self.owner
+        if owner.before_wait is not None and owner.turns._held:
+            owner.waits_now()
         await owner.enter()
         try:
             call = self._start(args)
             deadline = self._deadline()
             while not self._poll(call):
+                if owner.before_wait is not None:
+                    owner.waits_now()
                 await self._wait(call, deadline)
             return self._finish(call)
         finally:

@@ -64,6 +64,13 @@ class EngineInstance(Protocol):
 
     faults: _engine.FaultSink
     turns: Turns
+    before_wait: Callable[[], object] | None
+    """Called once, then cleared, when an export call is about to wait for the first
+    time (for the store, for the guest's wait in a host function, or at the end of a
+    time slice), in the caller's task and before the call enters any cancel scope of
+    its own: the caller may enter a cancel scope by hand there, which then holds the
+    call's waits, and which only a call that waits pays for. A call that does not
+    wait leaves it set (the caller clears it)."""
 
     @property
     def guest_seconds(self) -> float:

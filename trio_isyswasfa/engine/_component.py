@@ -551,6 +551,7 @@ class OwnEngineInstance:
         self.turns = Turns()  # export calls take turns (a suspended one holds the store)
         self.has_async = False  # some host function may wait (an async core function)
         self.blocked_calls = 0  # calls suspended in a blocking host function now
+        self.before_wait: Callable[[], object] | None = None  # see waits_now
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
         self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
@@ -579,6 +580,14 @@ class OwnEngineInstance:
     def guest_seconds(self) -> float:
         """Time spent running guest code in fiber calls so far."""
         return self.fibers.guest_seconds
+
+    def waits_now(self) -> None:
+        """An export call is about to wait for the first time (for the store, or on
+        the guest): call :attr:`before_wait` once, then clear it (the seam's
+        ``EngineInstance.before_wait`` says why)."""
+        hook, self.before_wait = self.before_wait, None
+        if hook is not None:
+            hook()
 
     @property
     def blocked(self) -> bool:
@@ -801,13 +810,16 @@ class OwnEngineInstance:
         fn: Callable[..., Generator[Any, Any, Any]],
         ty: FuncType,
         label: str,
-    ) -> Callable[..., Generator[Any, Any, Any]]:
-        """The async core function behind a lowered :class:`Blocking` host function: a
-        generator the fiber path drives (``_fiber``). Until its first wait it runs inside
-        the guest's call; each wait suspends the guest's fiber while the call's driver
-        awaits it, and what follows (lowering the result through ``realloc``) runs on
-        the fiber again. The memory ``options`` name (``None``: the function's values
-        touch none) is looked up at each call: an instance calls few of its imports."""
+    ) -> Callable[..., Any]:
+        """The async core function behind a lowered :class:`Blocking` host function, which
+        the fiber path calls (``_fiber``). It runs ``fn`` inside the guest's call up to
+        its first wait: one that returns without waiting (most writes and flushes) gives
+        its lowered result there and then, with no generator of ours to drive; else it
+        gives a generator that the fiber path drives, each wait suspending the guest's
+        fiber while the call's driver awaits it, and what follows (lowering the result
+        through ``realloc``) running on the fiber again. The memory ``options`` name
+        (``None``: the function's values touch none) is looked up at each call: an
+        instance calls few of its imports."""
         table = instance.table
         faults = self.faults
         plain = _plain(abi)
@@ -817,7 +829,15 @@ class OwnEngineInstance:
         n_results = len(abi.import_core_results)
         may_leave = instance.leave_flag
 
-        def run(*core: Any) -> Generator[Any, Any, Any]:
+        def lowered(cx: AbiContext, value: Any, args: list[Any]) -> Any:
+            out = lower_result(cx, value, args)
+            if plain is None:
+                cx.scope.finish()
+            if n_results == 1:
+                return out[0]
+            return out if n_results else None
+
+        def run(*core: Any) -> Any:
             if faults.fault is not None:
                 raise GuestTrap("instance is dead")
             if not may_leave[0]:
@@ -832,28 +852,39 @@ class OwnEngineInstance:
                     memory = None if options is None else instance.guest_memory(options)
                     cx = AbiContext(memory, table, CallScope(), view=False)
                 try:
-                    value = yield from self._waits_of(fn(*lift_args(cx, args)))
+                    gen = fn(*lift_args(cx, args))
+                    wait = gen.send(None)
+                except StopIteration as stop:  # done without waiting
+                    value = stop.value
                 except WasiError as exc:
                     if not to_error:
                         raise
                     value = Err(exc.code)
-                out = lower_result(cx, value, args)
-                if plain is None:
-                    cx.scope.finish()
+                else:
+                    return waits(gen, wait, cx, args)
+                return lowered(cx, value, args)
             except Exception as exc:
                 raise (fault := self._fault(label, exc)) from fault.__cause__
-            if n_results == 1:
-                return out[0]
-            return out if n_results else None
+
+        def waits(
+            gen: Generator[Any, Any, Any], wait: Any, cx: AbiContext, args: list[Any]
+        ) -> Generator[Any, Any, Any]:
+            try:
+                try:
+                    value = yield from self._waits_of(gen, wait)
+                except WasiError as exc:
+                    if not to_error:
+                        raise
+                    value = Err(exc.code)
+                return lowered(cx, value, args)
+            except Exception as exc:
+                raise (fault := self._fault(label, exc)) from fault.__cause__
 
         return run
 
-    def _waits_of(self, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-        """``yield from gen``, counting the call as blocked while it waits."""
-        try:
-            wait = gen.send(None)
-        except StopIteration as stop:
-            return stop.value
+    def _waits_of(self, gen: Generator[Any, Any, Any], wait: Any) -> Generator[Any, Any, Any]:
+        """``yield from gen`` from its first wait ``wait`` on, counting the call as
+        blocked while it waits."""
         self.blocked_calls += 1
         try:
             while True:
@@ -1276,8 +1307,11 @@ class _Lifted:
         """Run it on the store's fiber, in turn with the instance's other calls: the
         event loop runs on while the guest waits or computes (one coroutine frame from
         :meth:`OwnExportFunc.call` down to the fiber's poll)."""
-        turns = self.owner.turns
+        owner = self.owner
+        turns = owner.turns
         if turns._held:  # (``Turns.take_nowait``, inline: it runs once a call)
+            if owner.before_wait is not None:
+                owner.waits_now()
             await turns.take()
         else:
             turns._held = True
@@ -1306,8 +1340,12 @@ class _Lifted:
                 try:
                     results = run.start_now(flat, _NO_BLOBS)
                     if results is _RUNNING:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.run_on()
                     elif results is _NOT_NOW:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.call_staged(flat, _NO_BLOBS)
                     # (a post-return, if any, ran in the runner, may_leave cleared)
                     return abi.lift_result(direct, results)
@@ -1362,8 +1400,12 @@ class _Lifted:
                     # direct path above repeats this and the failure handling)
                     results = run.start_now(core_args, blobs)
                     if results is _RUNNING:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.run_on()
                     elif results is _NOT_NOW:
+                        if owner.before_wait is not None:
+                            owner.waits_now()
                         results = await run.call_staged(core_args, blobs)
                 finally:
                     self._cx = None

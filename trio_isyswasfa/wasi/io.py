@@ -798,15 +798,25 @@ class WasiIo:
         # wasi:http proxy guest is written this way, most of them in one piece
         stream = self._output(rep)
         try:
-            view = memoryview(bytes(data))
+            # (a lifted ``list<u8>`` is bytes: viewed, not copied; anything else is copied
+            # now, before a wait, as the guest's memory may change meanwhile)
+            view = memoryview(data if type(data) is bytes else bytes(data))
             while view:
                 n = stream.check_write()
                 if n == 0:
                     yield from until_ready(stream.subscribe())
                     continue
+                if n >= len(view):  # (most writes: all of it at once, one copy)
+                    stream.write(bytes(view))
+                    break
                 stream.write(bytes(view[:n]))
                 view = view[n:]
-            yield from flushed(stream)
+            # ``flushed``, inline (two generators fewer a write)
+            stream.flush()
+            pollable = stream.subscribe()
+            if not pollable.ready():
+                yield functools.partial(wait_ready, pollable)
+            stream.check_write()
         except StreamClosed:
             return _CLOSED
         except StreamFailed as exc:
