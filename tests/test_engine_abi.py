@@ -340,6 +340,36 @@ def test_every_case_of_a_wide_variant_round_trips(make: Any) -> None:
         assert lower_flat_value(_context(), wide_enum, f"e{i}") == [i]
 
 
+def test_code_is_generated_for_the_types_a_call_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variant's generated code inlines its cases' records: they get none of their own
+    until something reads one of theirs (a wasi:http guest's first request generated
+    ~140 functions, 0.3 s of the process, where it runs a dozen)."""
+    from trio_isyswasfa.engine import _codegen
+
+    compiled: list[str] = []
+
+    def counting(source: str, filename: str, mode: str) -> Any:
+        compiled.append(filename)
+        return compile(source, filename, mode)
+
+    monkeypatch.setattr(_codegen, "compile", counting, raising=False)
+    payloads = [RecordType(((f"lazy-field-{i}", U32), ("lazy-name", STRING))) for i in range(20)]
+    t = VariantType(tuple((f"lazy-case-{i}", ty) for i, ty in enumerate(payloads)))
+    abi = type_abi(t)
+    assert compiled == []  # made when first read
+    cx = _context()
+    value = Variant("lazy-case-7", record(lazy_field_7=7, lazy_name="seven"))
+    flat: list[Any] = []
+    abi.lower_flat(cx, value, flat)
+    assert abi.lift_flat(cx, cx.buf, iter(flat)) == value
+    assert len(compiled) == 4  # the variant's load, store, lift_flat and lower_flat
+    record_abi = type_abi(payloads[7])  # read on its own, a case gets its four
+    assert record_abi.load(cx, cx.buf, store_value(cx, payloads[7], value.payload)) == (
+        value.payload
+    )
+    assert len(compiled) == 8
+
+
 def test_many_flat_params_go_through_memory() -> None:
     ft = FuncType(tuple((f"p{i}", U32) for i in range(17)), STRING)
     abi = FuncAbi(ft)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
@@ -12,8 +13,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
+import anyio
 import h11
 import httpx
 import hypercorn.config
@@ -283,6 +286,85 @@ class TestProtocol:
                 with trio.fail_after(10):
                     head, body = await client.response()
             assert (head.status_code, body) == (200, b"%d" % i)
+
+    def test_a_request_the_held_loop_read_late_is_answered_on_asyncio(
+        self, service_component: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # hypercorn's asyncio worker has no such race, and this test keeps it so: asyncio
+        # hands a turn's socket reads to their tasks before the timers that ran out, so a
+        # request's head that came in time stops its connection's timer before the
+        # timer's close runs (held loop or not); the body comes turns after the timer
+        monkeypatch.setattr(hypercorn.config.Config, "keep_alive_timeout", 0.2)
+        answers: list[tuple[int, bytes]] = []
+
+        async def timer_runs() -> None:
+            """Until the connection's keep-alive timer runs (not merely made: a task
+            made runs its first step, where it starts the timer, at the next turn)."""
+            while not any(  # noqa: ASYNC110 (hypercorn signals nothing: polled once a turn)
+                task.get_coro().__qualname__.endswith("_idle_timeout")  # type: ignore[union-attr]
+                for task in asyncio.all_tasks()
+            ):
+                await asyncio.sleep(0)
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            async with anyio.create_task_group() as tg:
+                urls = await tg.start(
+                    partial(
+                        trio_isyswasfa.http.serve,
+                        bind=["127.0.0.1:0"],
+                        access_log=False,
+                        shutdown_trigger=stop.wait,
+                    ),
+                    ComponentApp(service_component),
+                )
+                host, port = urls[0].removeprefix("http://").split(":")
+                # a plain blocking socket: the request goes out with no checkpoint after it
+                sock = socket.create_connection((host, int(port)))
+                conn = h11.Connection(h11.CLIENT)
+                with sock, anyio.fail_after(10):
+                    # one connection: its first request waits on the timer counted from the
+                    # accept, the next ones on the timer restarted after each response
+                    for i in range(3):
+                        await timer_runs()
+                        sock.sendall(
+                            conn.send(
+                                h11.Request(
+                                    method="POST",
+                                    target="/",
+                                    headers=[("host", "x"), ("content-length", "1")],
+                                )
+                            )
+                        )
+                        # the loop is held past the timer, as a busy guest holds it
+                        time.sleep(0.4)  # noqa: ASYNC251
+                        for _ in range(20):  # turns enough for the timer's close to run
+                            await asyncio.sleep(0)
+                        sock.sendall(conn.send(h11.Data(data=b"%d" % i)))
+                        sock.sendall(conn.send(h11.EndOfMessage()))
+                        head, body = None, b""
+                        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                            if event is h11.NEED_DATA:
+                                sock.setblocking(False)
+                                loop = asyncio.get_running_loop()
+                                conn.receive_data(await loop.sock_recv(sock, 65536))
+                                sock.setblocking(True)
+                            elif isinstance(event, h11.Response):
+                                head = event
+                            elif isinstance(event, h11.Data):
+                                body += event.data
+                            elif isinstance(event, h11.ConnectionClosed):
+                                break  # unanswered
+                        answers.append((0 if head is None else head.status_code, body))
+                        if head is None:
+                            break
+                        conn.start_next_cycle()
+                stop.set()
+
+        asyncio.run(main())
+        assert answers == [(200, b"%d" % i) for i in range(3)]
 
     async def test_oversized_headers_are_refused(self, service: tuple[str, ComponentApp]) -> None:
         url, _ = service

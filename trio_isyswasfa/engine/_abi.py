@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -239,6 +239,9 @@ class TypeAbi:
     classes: frozenset[type]
     handle: bool = False
     tagged: bool = False
+    pending: Any = field(default=None, repr=False, compare=False)
+    """What generating the functions needs while they are not made yet (see
+    :class:`_UngeneratedTypeAbi`), else ``None``."""
 
 
 def _bad_value(ty: ValType, value: Any, why: str = "") -> HostProtocolError:
@@ -722,6 +725,9 @@ def _fixed_list_abi(t: ListType, encoding: str) -> TypeAbi:
 
 def _record_abi(t: RecordType | TupleType, encoding: str, generated: bool) -> TypeAbi:
     types = record_fields(t)
+    if generated:  # (the fields' functions untouched: generated code inlines them)
+        shape = frozenset({Record}) if isinstance(t, RecordType) else frozenset({tuple})
+        return _ungenerated(t, layout(t), shape, False, (encoding, None))
     fields = [type_abi(ty, encoding) for ty in types]
     offsets = field_offsets(types)
     loads = tuple(zip(offsets, [f.load for f in fields], strict=True))
@@ -773,8 +779,6 @@ def _record_abi(t: RecordType | TupleType, encoding: str, generated: bool) -> Ty
         for lw, x in zip(lowers, parts(v), strict=True):
             lw(cx, x, out)
 
-    if generated:
-        return TypeAbi(t, layout(t), *_generate(t, encoding, None), classes)
     return TypeAbi(t, layout(t), load, store, lift_flat, lower_flat, classes)
 
 
@@ -956,6 +960,9 @@ def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
             return i, v.payload
         return untagged_case(v), v
 
+    if generated:  # (the cases' functions untouched: generated code inlines them)
+        shape = (tagged, case_classes, [a is not None and a.handle for a in abis])
+        return _ungenerated(t, lay, classes, tagged, (encoding, shape))
     loads = [a.load if a is not None else None for a in abis]
     stores = [a.store if a is not None else None for a in abis]
 
@@ -1015,10 +1022,6 @@ def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
             out.append(c(x) if c is not None else x)
         out.extend(zeros[len(mine) :])
 
-    if generated:
-        shape = (tagged, case_classes, [a is not None and a.handle for a in abis])
-        fns = _generate(t, encoding, shape)
-        return TypeAbi(t, lay, *fns, classes, tagged=tagged)
     return TypeAbi(t, lay, load, store, lift_flat, lower_flat, classes, tagged=tagged)
 
 
@@ -1160,6 +1163,53 @@ def _generate(
 
     gen = Generator(lambda u: type_abi(u, encoding), _GENERATED_HELPERS, shape_of)
     return gen.functions(t)
+
+
+_FUNCTIONS = ("load", "store", "lift_flat", "lower_flat")
+
+
+class _UngeneratedTypeAbi(TypeAbi):
+    """A record's, tuple's or variant-like's :class:`TypeAbi` whose four generated
+    functions are not made yet: they are made together at the first read of any, and
+    the object then becomes a plain :class:`TypeAbi` (whose attribute reads skip
+    ``__getattr__``'s slower hook). Code generated for a type inlines the records and
+    variants inside it, so most of these never need their own: a wasi:http guest's
+    first request generated ~140 functions (the cases of ``error-code``, the records
+    of its payloads…) to call a dozen imports, some 0.3 s of a fresh process."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _FUNCTIONS:
+            raise AttributeError(name)
+        encoding, shape = self.pending
+        made = _generate(self.ty, encoding, shape)
+        for field_name, fn in zip(_FUNCTIONS, made, strict=True):
+            object.__setattr__(self, field_name, fn)
+        object.__setattr__(self, "pending", None)
+        object.__setattr__(self, "__class__", TypeAbi)
+        return getattr(self, name)
+
+
+def _ungenerated(
+    t: ValType,
+    lay: Layout,
+    classes: frozenset[type],
+    tagged: bool,
+    pending: tuple[str, tuple[bool, list[frozenset[type]], list[bool]] | None],
+) -> TypeAbi:
+    """``t``'s :class:`TypeAbi`, its functions generated when first read."""
+    made = object.__new__(_UngeneratedTypeAbi)
+    for name, value in (
+        ("ty", t),
+        ("layout", lay),
+        ("classes", classes),
+        ("handle", False),
+        ("tagged", tagged),
+        ("pending", pending),
+    ):
+        object.__setattr__(made, name, value)
+    return made
 
 
 def _build_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
