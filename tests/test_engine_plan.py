@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_engine_instance import ADDER, new_store, wat_component
 from test_engine_run import API, CASES, WAT, WIT, Host
 
-from trio_isyswasfa import LinkError, LoadError
+from trio_isyswasfa import InstanceDead, LinkError, LoadError
 from trio_isyswasfa.engine._component import OwnEngineInstance
 from trio_isyswasfa.engine._fiber import FiberStore
 from trio_isyswasfa.engine._instance import CoreInstances, compile_module, instance_plan
@@ -60,6 +60,17 @@ def test_instances_share_the_plan_and_the_modules(run_wasm: bytes) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_closed_instance_refuses_its_exports(run_wasm: bytes) -> None:
+    # closing drops what its exports were made of (so that it is freed at once)
+    inst = OwnEngineInstance(read_component(run_wasm), Host().resolve)
+    shout = inst.func(API, "shout")
+    inst.close()
+    with pytest.raises(InstanceDead):
+        shout.call_sync("x")
+    with pytest.raises(InstanceDead):
+        inst.func(API, "posts")
 
 
 @pytest.mark.parametrize(("name", "args", "expected"), CASES)

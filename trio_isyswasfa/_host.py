@@ -724,6 +724,10 @@ async def open_instance(
         finally:
             instance._wasi.close()  # files and streams the guest left open
             instance._engine.close()
+            instance._http_p2 = None  # (its ``spawn`` holds the instance)
+            # a cancellation's traceback may keep this frame (so its locals) until the
+            # garbage collector runs: the instance is not one of them
+            del instance
 
 
 async def run_command(

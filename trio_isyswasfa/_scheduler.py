@@ -279,6 +279,7 @@ class Scheduler:
             self._shared_of.clear()
             self._idle.clear()
             self._idle_workers.clear()
+            self._polls = []  # (they hold the engine's instance)
 
     def _has_work(self) -> bool:
         return bool(self._urgent or self._dirty)

@@ -561,6 +561,7 @@ class OwnEngineInstance:
         self._opening: _Opening | None = None  # what the plan's canon functions need
         self._table: HostTable | None = None  # the synchronous ones, by number
         self._impls: dict[tuple[str, ...], Resolved] = {}
+        self._closed = False
         for item, rt in _imports_and_exports(component)[0]:
             impl = resolve_item(item)
             if rt is not None:
@@ -602,9 +603,11 @@ class OwnEngineInstance:
         ``ResourceHost`` costs C calls to make and to read back)."""
         return rep
 
-    def handle_rep(self, handle: Any) -> int:
+    @staticmethod
+    def handle_rep(handle: Any) -> int:
         """The rep of a host resource handle a guest passed or returned (lifted handles
-        of host resources are their reps already)."""
+        of host resources are their reps already; a static method, so that what keeps
+        it, the scheduler, does not keep the instance)."""
         if type(handle) is not int:
             raise GuestProtocolError(f"expected a resource handle, got {handle!r}")
         return handle
@@ -623,6 +626,15 @@ class OwnEngineInstance:
         self._cores.clear()
         self._fiber_funcs.clear()
         self._export_funcs.clear()
+        # what points back at this instance, dropped so that closing it frees it (and
+        # its store, at once) without waiting for the garbage collector
+        self._closed = True
+        self._impls.clear()
+        self.destructors.clear()
+        self._table = None
+        if self._run is not None:
+            self._run.forget()
+        self.__dict__.pop("root", None)  # (it points back here)
 
     # -- what the instances share ---------------------------------------------------------
 
@@ -1005,6 +1017,8 @@ class OwnEngineInstance:
         path = (interface, name) if interface else (name,)
         made = self._export_funcs.get(path)
         if made is None:  # one per export: its shim (``_shim``) is made once
+            if self._closed:  # (what it was made of is gone)
+                raise InstanceDead("the component instance was closed")
             label = "#".join(path)
             made = OwnExportFunc(self, self.lifted(self.root.lifted(*path), label), label)
             self._export_funcs[path] = made

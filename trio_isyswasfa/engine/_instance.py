@@ -490,6 +490,14 @@ class _Run:
         finally:
             scratch.give_back()
 
+    def forget(self) -> None:
+        """The instance is closed: drop what the replay made (its instances point back
+        here, so without this only the garbage collector frees the store)."""
+        self.objects = []
+        self.externs.clear()
+        self.lifts.clear()
+        self.instances.clear()
+
     def resolve(self, value: Any) -> Any:
         """The run-time value behind a plan's value."""
         kind = type(value)

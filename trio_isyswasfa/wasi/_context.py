@@ -166,3 +166,10 @@ class WasiContext:
             close = getattr(obj, "close", None)
             if close is not None:
                 close()
+        # the host functions close over this context (and the instance): dropped, the
+        # instance is freed when its last reference goes, not by the garbage collector
+        self.functions.clear()
+        self.resources.clear()
+        self.async_functions.clear()
+        self._on_close.clear()
+        self.scheduler = None
