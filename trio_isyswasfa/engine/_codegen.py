@@ -115,6 +115,28 @@ def _list_trap(buf: Any, ptr: int, n: int, size: int, align: int) -> GuestTrap:
     return GuestTrap(f"canonical ABI: list of {nbytes} bytes at {ptr:#x} is out of bounds")
 
 
+def _put_utf8(cx: Any, t: ValType, v: Any) -> tuple[int, int]:
+    """Lower string ``v`` as UTF-8 into a new block (``realloc(0, 0, 1, n)``): its
+    pointer and length. A value that is no string, or has lone surrogates, or is
+    too long is the host's error, raised before the block is allocated."""
+    if v.__class__ is not str and not isinstance(v, str):  # (a subclass: StrEnum)
+        raise _bad_string(t, v, "not a str")
+    try:
+        data = v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad_string(t, v, "has lone surrogates") from None
+    n = len(data)
+    if n > MAX_STRING_BYTE_LENGTH:
+        raise _bad_string(t, v, "too long")
+    ptr: int = cx.alloc(1, n)
+    cx.buf[ptr : ptr + n] = data
+    return ptr, n
+
+
+def _bad_string(t: ValType, v: Any, why: str) -> HostProtocolError:
+    return HostProtocolError(f"cannot lower {v!r:.80} as string: {why}")
+
+
 def _isint(v: Any) -> bool:
     return isinstance(v, int)
 
@@ -194,11 +216,13 @@ class Generator:
     ) -> None:
         self.child = child
         self.encoding = encoding
+        self._blen = "len(buf)"  # the memory's size, in code reading strings
         self.helpers = {
             **helpers,
             "_string_trap": _string_trap,
             "_utf8_trap": _utf8_trap,
             "_list_trap": _list_trap,
+            "_put_utf8": _put_utf8,
             "_u32x2": _U32X2.unpack_from,
             "_p32x2": _U32X2.pack_into,
             "_bytes": bytes,
@@ -265,33 +289,40 @@ class Generator:
         lay = layout(el)
         size, align = lay.size, lay.align
         g = _Gen(self.helpers)
+        g.emit(1, "blen = len(buf)")
         g.emit(1, f"nbytes = n * {size}")
         g.emit(
             1,
-            f"if nbytes > {MAX_LIST_BYTE_LENGTH} or {_misaligned('p', align)}p + nbytes > len(buf):",
+            f"if nbytes > {MAX_LIST_BYTE_LENGTH} or {_misaligned('p', align)}p + nbytes > blen:",
         )
         g.emit(2, f"raise _list_trap(buf, p, n, {size}, {align})")
         g.emit(1, "out = []")
         g.emit(1, "add = out.append")
-        whole = self._whole_run(el)
-        if whole is not None:
-            types, run = whole
-            offsets = field_offsets(types)
-            each = _run_struct(types, offsets, run, self._pair, size)
-            assert each.size == size
-            raws = self._raw_names(g, types, run)
-            names = ", ".join(n for ns in raws for n in ns)
-            g.emit(1, f"for {names}, in {g.const(each.iter_unpack, 'it')}(buf[p : p + nbytes]):")
-            values = [self._loaded(g, types[i], ns, 2) for i, ns in zip(run, raws, strict=True)]
-            if isinstance(el, (RecordType, TupleType)):
-                value = self._assemble(g, el, values, 2)
+        self._blen = "blen"  # (the view cannot change while a list is read)
+        try:
+            whole = self._whole_run(el)
+            if whole is not None:
+                types, run = whole
+                offsets = field_offsets(types)
+                each = _run_struct(types, offsets, run, self._pair, size)
+                assert each.size == size
+                raws = self._raw_names(g, types, run)
+                names = ", ".join(n for ns in raws for n in ns)
+                g.emit(
+                    1, f"for {names}, in {g.const(each.iter_unpack, 'it')}(buf[p : p + nbytes]):"
+                )
+                values = [self._loaded(g, types[i], ns, 2) for i, ns in zip(run, raws, strict=True)]
+                if isinstance(el, (RecordType, TupleType)):
+                    value = self._assemble(g, el, values, 2)
+                else:
+                    value = values[0]
             else:
-                value = values[0]
-        else:
-            g.emit(1, f"for q in range(p, p + nbytes, {size}):")
-            value = self._load(g, el, "q", 0, 2, 0)
-        g.emit(2, f"add({value})")
-        g.emit(1, "return out")
+                g.emit(1, f"for q in range(p, p + nbytes, {size}):")
+                value = self._load(g, el, "q", 0, 2, 0)
+            g.emit(2, f"add({value})")
+            g.emit(1, "return out")
+        finally:
+            self._blen = "len(buf)"
         read = g.compile("def read_range(cx, buf, p, n):", "read_range")
 
         g = _Gen(self.helpers)
@@ -330,49 +361,30 @@ class Generator:
         expression of its value."""
         if isinstance(t, PrimType):  # a UTF-8 string
             x, e = g.var("s"), g.var("e")
-            g.emit(ind, f"if {n} > {MAX_STRING_BYTE_LENGTH} or {ptr} + {n} > len(buf):")
+            g.emit(ind, f"if {n} > {MAX_STRING_BYTE_LENGTH} or {ptr} + {n} > {self._blen}:")
             g.emit(ind + 1, f"raise _string_trap(buf, {ptr}, {n})")
-            g.emit(ind, "try:")
-            g.emit(ind + 1, f"{x} = str(buf[{ptr} : {ptr} + {n}], 'utf-8')")
+            g.emit(ind, "try:")  # (a copy then its decode: cheaper than str(view, codec))
+            g.emit(ind + 1, f"{x} = buf[{ptr} : {ptr} + {n}].tobytes().decode()")
             g.emit(ind, f"except UnicodeDecodeError as {e}:")
             g.emit(ind + 1, f"raise _utf8_trap({e}) from None")
             return x
         assert isinstance(t, ListType)
         if t.element == _U8:
-            g.emit(ind, f"if {n} > {MAX_LIST_BYTE_LENGTH} or {ptr} + {n} > len(buf):")
+            g.emit(ind, f"if {n} > {MAX_LIST_BYTE_LENGTH} or {ptr} + {n} > {self._blen}:")
             g.emit(ind + 1, f"raise _list_trap(buf, {ptr}, {n}, 1, 1)")
-            return f"bytes(buf[{ptr} : {ptr} + {n}])"
+            return f"buf[{ptr} : {ptr} + {n}].tobytes()"
         return f"{g.const(self.child(t).read_range, 'rd')}(cx, buf, {ptr}, {n})"
 
     def _write_range(self, g: _Gen, t: ValType, v: str, ind: int) -> tuple[str, str]:
         """Emit the lowering of string or list value ``v`` into a new block (checked
-        before the block is allocated); the names of its pointer and length."""
-        tc = g.const(t, "t")
+        before the block is allocated); the names of its pointer and length. A call:
+        the guest's ``realloc`` it makes costs far more than the call, and the lines
+        saved are compiled once per type at load."""
         q, n = g.var("wp"), g.var("wn")
         if isinstance(t, PrimType):  # a UTF-8 string
-            d = g.var("b")
-            g.emit(ind, f"if {v}.__class__ is not str and not _isstr({v}):")
-            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'not a str')")
-            g.emit(ind, "try:")
-            g.emit(ind + 1, f"{d} = {v}.encode('utf-8')")
-            g.emit(ind, "except UnicodeEncodeError:")
-            g.emit(ind + 1, f"raise _bad({tc}, {v}, 'has lone surrogates') from None")
-            g.emit(ind, f"{n} = len({d})")
-            g.emit(ind, f"if {n} > {MAX_STRING_BYTE_LENGTH}: raise _bad({tc}, {v}, 'too long')")
-            g.emit(ind, f"{q} = cx.alloc(1, {n})")
-            g.emit(ind, f"cx.buf[{q} : {q} + {n}] = {d}")
+            g.emit(ind, f"{q}, {n} = _put_utf8(cx, {g.const(t, 't')}, {v})")
             return q, n
-        assert isinstance(t, ListType)
-        write = g.const(self.child(t).write_range, "wr")
-        if t.element == _U8:  # bytes inline; the rest (views, ReadInto, errors) called
-            g.emit(ind, f"if {v}.__class__ is bytes and len({v}) <= {MAX_LIST_BYTE_LENGTH}:")
-            g.emit(ind + 1, f"{n} = len({v})")
-            g.emit(ind + 1, f"{q} = cx.alloc(1, {n})")
-            g.emit(ind + 1, f"cx.buf[{q} : {q} + {n}] = {v}")
-            g.emit(ind, "else:")
-            g.emit(ind + 1, f"{q}, {n} = {write}(cx, {v})")
-            return q, n
-        g.emit(ind, f"{q}, {n} = {write}(cx, {v})")
+        g.emit(ind, f"{q}, {n} = {g.const(self.child(t).write_range, 'wr')}(cx, {v})")
         return q, n
 
     # -- a host import's whole call ------------------------------------------------------
