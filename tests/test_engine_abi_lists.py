@@ -190,3 +190,17 @@ class TestBadRangesInsideElements:
         for bad in ([("a", "not bytes")], [("\ud800", b"")], [(b"a", b"")], [("a",)], "ab"):
             with pytest.raises(HostProtocolError):
                 make(HEADERS).lower_flat(_context(), bad, [])
+
+    def test_a_lone_header_traps_alike(self, make: Any) -> None:
+        """Outside a list's loop (a record or tuple on its own: a call) the same checks."""
+        t = TupleType((STRING, BYTES))
+        cx = _headers_at([], b"\xff\xfe")
+        with pytest.raises(GuestTrap, match="string of 8 bytes at 0x3fc is out of bounds"):
+            make(t).lift_flat(cx, cx.buf, iter([1020, 8, 0, 0]))
+        with pytest.raises(GuestTrap, match="UTF-8"):
+            make(t).lift_flat(cx, cx.buf, iter([256, 2, 0, 0]))
+        with pytest.raises(GuestTrap, match="out of bounds"):
+            make(t).lift_flat(cx, cx.buf, iter([0, 0, 200, (1 << 28) - 2]))
+        struct.pack_into("<IIII", cx.buf, 0, 0, 0, 0, 0xFFFFFFFF)
+        with pytest.raises(GuestTrap, match="too long"):
+            make(t).load(cx, cx.buf, 0)

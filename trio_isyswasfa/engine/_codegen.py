@@ -115,6 +115,23 @@ def _list_trap(buf: Any, ptr: int, n: int, size: int, align: int) -> GuestTrap:
     return GuestTrap(f"canonical ABI: list of {nbytes} bytes at {ptr:#x} is out of bounds")
 
 
+def _get_utf8(buf: memoryview, ptr: int, units: int) -> str:
+    """Lift the UTF-8 string of ``units`` bytes at ``ptr`` (the range checked first)."""
+    if units > MAX_STRING_BYTE_LENGTH or ptr + units > len(buf):
+        raise _string_trap(buf, ptr, units)
+    try:
+        return buf[ptr : ptr + units].tobytes().decode()
+    except UnicodeDecodeError as exc:
+        raise _utf8_trap(exc) from None
+
+
+def _get_bytes(buf: memoryview, ptr: int, n: int) -> bytes:
+    """Lift the ``list<u8>`` of ``n`` bytes at ``ptr`` (the range checked first)."""
+    if n > MAX_LIST_BYTE_LENGTH or ptr + n > len(buf):
+        raise _list_trap(buf, ptr, n, 1, 1)
+    return buf[ptr : ptr + n].tobytes()
+
+
 def _put_utf8(cx: Any, t: ValType, v: Any) -> tuple[int, int]:
     """Lower string ``v`` as UTF-8 into a new block (``realloc(0, 0, 1, n)``): its
     pointer and length. A value that is no string, or has lone surrogates, or is
@@ -223,6 +240,8 @@ class Generator:
             "_utf8_trap": _utf8_trap,
             "_list_trap": _list_trap,
             "_put_utf8": _put_utf8,
+            "_get_utf8": _get_utf8,
+            "_get_bytes": _get_bytes,
             "_u32x2": _U32X2.unpack_from,
             "_p32x2": _U32X2.pack_into,
             "_bytes": bytes,
@@ -359,6 +378,10 @@ class Generator:
         """Emit the lifting of string or list ``t`` from the names of its unsigned
         pointer and length (the range checked against the memory first); the
         expression of its value."""
+        inline = self._blen != "len(buf)"  # in a list's loop; elsewhere a call (less
+        # code to compile at load, for values that come one at a time)
+        if isinstance(t, PrimType) and not inline:
+            return f"_get_utf8(buf, {ptr}, {n})"
         if isinstance(t, PrimType):  # a UTF-8 string
             x, e = g.var("s"), g.var("e")
             g.emit(ind, f"if {n} > {MAX_STRING_BYTE_LENGTH} or {ptr} + {n} > {self._blen}:")
@@ -369,6 +392,8 @@ class Generator:
             g.emit(ind + 1, f"raise _utf8_trap({e}) from None")
             return x
         assert isinstance(t, ListType)
+        if t.element == _U8 and not inline:
+            return f"_get_bytes(buf, {ptr}, {n})"
         if t.element == _U8:
             g.emit(ind, f"if {n} > {MAX_LIST_BYTE_LENGTH} or {ptr} + {n} > {self._blen}:")
             g.emit(ind + 1, f"raise _list_trap(buf, {ptr}, {n}, 1, 1)")
