@@ -244,8 +244,6 @@ class Generator:
             "_get_bytes": _get_bytes,
             "_u32x2": _U32X2.unpack_from,
             "_p32x2": _U32X2.pack_into,
-            "_bytes": bytes,
-            "_str": str,
             "_i2f32": _i2f32,
             "_i2f64": _i2f64,
             "_f2i32": _f2i32,
