@@ -23,7 +23,11 @@ their async ``call``: a sync export ``add(u32, u32) -> u32``, an export that mak
 host call, and a 1 MiB ``list<u8>`` a host import returns; then host calls shaped like
 ``wasi:http``'s and ``wasi:io``'s: a method taking a ``borrow`` and returning an ``own``
 (with the guest's drop of it), and a method returning ``result<list<u8>, error-code>``
-(16 bytes, through the guest's ``realloc``). The host share of a call is
+(16 bytes, through the guest's ``realloc``), and a header list
+``list<tuple<string, list<u8>>>`` of 8 and 128 entries each way: passed to a host import
+(``fields.from-list``'s shape: the guest's list lifted) and returned by one
+(``fields.entries``' shape: lowered, one ``realloc`` for the array and one per string
+and per value, in the specification's order). The host share of a call is
 its time less a bare ``wasmtime_func_call_unchecked`` of the same core function (the
 guest's own work, measured alongside); a host call's share is the extra time of the
 export that makes one. Goals: host share ≤ 3 µs each; bytes ≥ 1 GB/s. Not run in CI.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -377,6 +382,8 @@ interface host {
     read: func(n: u64) -> result<list<u8>, error-code>;
   }
   open: func() -> pipe;
+  take-headers: func(h: list<tuple<string, list<u8>>>) -> u32;
+  give-headers: func(n: u32) -> list<tuple<string, list<u8>>>;
 }
 interface api {
   add: func(a: u32, b: u32) -> u32;
@@ -384,11 +391,13 @@ interface api {
   fetch-len: func(n: u32) -> u32;
   child-drop: func() -> u32;
   read-len: func(n: u32) -> u32;
+  headers-in: func(n: u32) -> u32;
+  headers-out: func(n: u32) -> u32;
 }
 world w { import host; export api; }
 """
 
-RUN_WAT = """
+_RUN_WAT_TEMPLATE = """
 (module
   (import "bench:run/host" "note" (func $note (param i32)))
   (import "bench:run/host" "fetch" (func $fetch (param i32 i32)))
@@ -396,6 +405,8 @@ RUN_WAT = """
   (import "bench:run/host" "[method]pipe.child" (func $child (param i32) (result i32)))
   (import "bench:run/host" "[method]pipe.read" (func $read (param i32 i64 i32)))
   (import "bench:run/host" "[resource-drop]pipe" (func $drop (param i32)))
+  (import "bench:run/host" "take-headers" (func $take (param i32 i32) (result i32)))
+  (import "bench:run/host" "give-headers" (func $give (param i32 i32)))
   (memory (export "memory") 1)
   (global $pipe (mut i32) (i32.const 0))
   (func $pipe (result i32)  ;; a pipe the guest keeps, opened at its first use
@@ -403,19 +414,23 @@ RUN_WAT = """
     (global.get $pipe))
   (global $bump (mut i32) (i32.const 4096))
   (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
-    ;; frees everything between calls: the block always starts at 4096
-    (local.set $p (i32.const 4096))
+    ;; a bump allocator that an export frees in full (reset_heap) before its host call
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
     (block $fits
       (br_if $fits (i32.le_u (i32.add (local.get $p) (local.get 3))
                              (i32.mul (memory.size) (i32.const 65536))))
       (drop (memory.grow (i32.add (i32.const 1) (i32.shr_u (local.get 3) (i32.const 16))))))
     (local.get $p))
+  (func $reset_heap (global.set $bump (i32.const 4096)))
   (func (export "bench:run/api#add") (param i32 i32) (result i32)
     (i32.add (local.get 0) (local.get 1)))
   (func (export "bench:run/api#ping") (param i32) (result i32)
     (call $note (local.get 0))
     (local.get 0))
   (func (export "bench:run/api#fetch-len") (param i32) (result i32)
+    (call $reset_heap)
     (call $fetch (local.get 0) (i32.const 1024))
     (i32.load (i32.const 1028)))
   (func (export "bench:run/api#child-drop") (result i32) (local $c i32)
@@ -423,9 +438,43 @@ RUN_WAT = """
     (call $drop (local.get $c))
     (local.get $c))
   (func (export "bench:run/api#read-len") (param i32) (result i32)
+    (call $reset_heap)
     (call $read (call $pipe) (i64.extend_i32_u (local.get 0)) (i32.const 1024))
-    (i32.load (i32.const 1032))))
+    (i32.load (i32.const 1032)))
+  ;; fields.from-list's shape: the guest's header list (HEADER_DATA) to the host
+  (func (export "bench:run/api#headers-in") (param i32) (result i32)
+    (call $take (i32.const HEADER_ARRAY) (local.get 0)))
+  ;; fields.entries' shape: the host's header list into the guest's memory
+  (func (export "bench:run/api#headers-out") (param i32) (result i32)
+    (call $reset_heap)
+    (call $give (local.get 0) (i32.const 1024))
+    (i32.load (i32.const 1028)))
+  HEADER_DATA)
 """
+
+HEADER = ("content-type", b"text/plain; charset=utf-8")
+"""One header of the header-list rows (each element of the list is this one)."""
+MAX_HEADERS = 128
+HEADER_SIZES = (8, 128)
+"""The header-list rows' sizes (N and 16N elements)."""
+_HEADER_ARRAY = 40960  # past what the bump allocator hands out for MAX_HEADERS
+
+
+def _header_data() -> str:
+    """The WAT data segment of ``MAX_HEADERS`` ``tuple<string, list<u8>>`` elements at
+    ``_HEADER_ARRAY``, all pointing at one name and one value after them."""
+    name, value = HEADER[0].encode(), HEADER[1]
+    at_name = _HEADER_ARRAY + 16 * MAX_HEADERS
+    at_value = at_name + len(name)
+    element = struct.pack("<IIII", at_name, len(name), at_value, len(value))
+    blob = element * MAX_HEADERS + name + value
+    text = "".join(f"\\{b:02x}" for b in blob)
+    return f'(data (i32.const {_HEADER_ARRAY}) "{text}")'
+
+
+RUN_WAT = _RUN_WAT_TEMPLATE.replace("HEADER_ARRAY", str(_HEADER_ARRAY)).replace(
+    "HEADER_DATA", _header_data()
+)
 
 API = "bench:run/api"
 MIB = 1 << 20
@@ -464,6 +513,7 @@ def run_resolver(payload: bytes, notes: list[int]) -> Callable[[_engine.Imported
     """The host side of ``RUN_WAT``'s imports: ``note`` appends to ``notes``, ``fetch``
     and ``pipe.read`` answer from ``payload``, pipes are fresh host handles."""
     pipes = iter(range(1, 1 << 62))
+    headers = [HEADER] * MAX_HEADERS
 
     def resolve(item: _engine.ImportedItem) -> Any:
         if item.func_type is None:  # the pipe resource
@@ -474,6 +524,8 @@ def run_resolver(payload: bytes, notes: list[int]) -> Callable[[_engine.Imported
             "open": lambda: _engine.own(next(pipes), PIPE),
             "[method]pipe.child": lambda rep: _engine.own(next(pipes), PIPE),
             "[method]pipe.read": lambda rep, k: payload[:k],
+            "take-headers": len,
+            "give-headers": lambda k: headers[:k],
         }[item.name]
 
     return resolve
@@ -498,7 +550,18 @@ async def run_rows(n: int = 2000) -> None:
     setup = {"bare": ours.fibers.stop_server}
     engines = {"ours": ours, "stock": stock}
     funcs = {
-        k: {f: e.func(API, f) for f in ("add", "ping", "fetch-len", "child-drop", "read-len")}
+        k: {
+            f: e.func(API, f)
+            for f in (
+                "add",
+                "ping",
+                "fetch-len",
+                "child-drop",
+                "read-len",
+                "headers-in",
+                "headers-out",
+            )
+        }
         for k, e in engines.items()
     }
 
@@ -515,6 +578,10 @@ async def run_rows(n: int = 2000) -> None:
             fns[f"{kind} fetch"] = lambda f=fs["fetch-len"]: f.call(MIB)
             fns[f"{kind} child"] = lambda f=fs["child-drop"]: f.call()
             fns[f"{kind} read"] = lambda f=fs["read-len"]: f.call(16)
+            for size in HEADER_SIZES:
+                fns[f"{kind} in{size}"] = lambda f=fs["headers-in"], k=size: f.call(k)
+                fns[f"{kind} out{size}"] = lambda f=fs["headers-out"], k=size: f.call(k)
+                counts[f"{kind} in{size}"] = counts[f"{kind} out{size}"] = max(1, reps // 8)
             counts.update({f"{kind} {what}": reps for what in ("add", "ping", "child", "read")})
             counts[f"{kind} fetch"] = max(1, reps // 100)
         t = {k: v * 1e6 for k, v in (await round_robin(fns, counts, setup=setup)).items()}
@@ -535,6 +602,10 @@ async def run_rows(n: int = 2000) -> None:
         row("borrow -> own host call + its drop: share", o[3], s[3], "µs", "(base: stock)")
         row("borrow -> result<list<u8>> (16 B): share", o[4], s[4], "µs", "(base: stock)")
         row("list<u8> 1 MiB host→guest (import)", o[2], s[2], "MB/s", "goal ≥ 1000 (base: stock)")
+        for size in HEADER_SIZES:
+            for way, what in (("in", "guest→host (from-list)"), ("out", "host→guest (entries)")):
+                ours_us, stock_us = (t[f"{k} {way}{size}"] - t[f"{k} add"] for k in funcs)
+                row(f"{size} headers {what}: share", ours_us, stock_us, "µs", "(base: stock)")
     stock.close()
     ours.close()
 

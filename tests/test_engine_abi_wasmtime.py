@@ -281,6 +281,20 @@ _FIXED_TYPES = [
     TupleType((PrimType(Primitive.CHAR), PrimType(Primitive.S16), PrimType(Primitive.F64))),
     FlagsType(tuple(f"f{i}" for i in range(20))),
     VariantType((("a", ListType(PrimType(Primitive.U32))), ("b", TupleType((U8, U64))))),
+    # lists whose elements hold strings and lists (generated loops: fields.from-list,
+    # environments, directory entries)
+    ListType(TupleType((PrimType(Primitive.STRING), ListType(U8)))),
+    ListType(TupleType((PrimType(Primitive.STRING), PrimType(Primitive.STRING)))),
+    ListType(
+        RecordType(
+            (
+                ("kind", EnumType(("file", "directory"))),
+                ("name", PrimType(Primitive.STRING)),
+                ("tags", ListType(PrimType(Primitive.STRING))),
+                ("size", U64),
+            )
+        )
+    ),
 ]
 
 

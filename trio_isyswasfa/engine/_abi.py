@@ -227,7 +227,10 @@ class TypeAbi:
     iterator; ``lower_flat(cx, value, out)`` appends them to ``out``. ``classes`` are the
     Python classes of lifted values (for telling untagged variant cases apart);
     ``handle`` says objects with a ``rep`` attribute lower too; ``tagged`` says a
-    variant or option crosses as :class:`Variant` ``(tag, payload)``.
+    variant or option crosses as :class:`Variant` ``(tag, payload)``. A list of
+    variable length has ``read_range(cx, buf, ptr, n)`` and ``write_range(cx, value)``
+    too (its elements at a pointer, checked; a new block's ``(ptr, n)``), which
+    generated code calls straight.
     """
 
     ty: ValType
@@ -239,6 +242,8 @@ class TypeAbi:
     classes: frozenset[type]
     handle: bool = False
     tagged: bool = False
+    read_range: Callable[[AbiContext, memoryview, int, int], Any] | None = None
+    write_range: Callable[[AbiContext, Any], tuple[int, int]] | None = None
     pending: Any = field(default=None, repr=False, compare=False)
     """What generating the functions needs while they are not made yet (see
     :class:`_UngeneratedTypeAbi`), else ``None``."""
@@ -535,12 +540,14 @@ def _read_into(cx: AbiContext, t: ListType, v: ReadInto) -> tuple[int, int]:
     return p, n
 
 
-def _list_abi(t: ListType, encoding: str) -> TypeAbi:
+def _list_abi(t: ListType, encoding: str, generated: bool) -> TypeAbi:
     if t.length is not None:
-        return _fixed_list_abi(t, encoding)
-    el = type_abi(t.element, encoding)
+        return _fixed_list_abi(t, encoding, generated)
+    el = (type_abi if generated else reference_type_abi)(t.element, encoding)
     unpack_from, pack_into = _U32X2.unpack_from, _U32X2.pack_into
     read, write, classes = _list_range(t, el)
+    if generated and _generates_lists_of(t.element, encoding):
+        read, write = _generate_list(t, encoding)
 
     def load(cx: AbiContext, buf: memoryview, ptr: int) -> Any:
         p, n = unpack_from(buf, ptr)
@@ -557,7 +564,17 @@ def _list_abi(t: ListType, encoding: str) -> TypeAbi:
     def lower_flat(cx: AbiContext, v: Any, out: list[Any]) -> None:
         out.extend(write(cx, v))
 
-    return TypeAbi(t, layout(t), load, store, lift_flat, lower_flat, classes)
+    return TypeAbi(
+        t,
+        layout(t),
+        load,
+        store,
+        lift_flat,
+        lower_flat,
+        classes,
+        read_range=read,
+        write_range=write,
+    )
 
 
 _BULK_CODES = {
@@ -687,8 +704,8 @@ def _list_range(
     return read_list, write_list, frozenset({list})
 
 
-def _fixed_list_abi(t: ListType, encoding: str) -> TypeAbi:
-    el = type_abi(t.element, encoding)
+def _fixed_list_abi(t: ListType, encoding: str, generated: bool) -> TypeAbi:
+    el = (type_abi if generated else reference_type_abi)(t.element, encoding)
     n = t.length
     assert n is not None
     size = el.layout.size
@@ -728,7 +745,7 @@ def _record_abi(t: RecordType | TupleType, encoding: str, generated: bool) -> Ty
     if generated:  # (the fields' functions untouched: generated code inlines them)
         shape = frozenset({Record}) if isinstance(t, RecordType) else frozenset({tuple})
         return _ungenerated(t, layout(t), shape, False, (encoding, None))
-    fields = [type_abi(ty, encoding) for ty in types]
+    fields = [reference_type_abi(ty, encoding) for ty in types]
     offsets = field_offsets(types)
     loads = tuple(zip(offsets, [f.load for f in fields], strict=True))
     stores = tuple(zip(offsets, [f.store for f in fields], strict=True))
@@ -894,7 +911,8 @@ def _variant_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
     joined = lay.flat[1:]
     n_slots = len(joined)
     zeros = [0 if f[0] == "i" else 0.0 for f in joined]
-    abis = [type_abi(ty, encoding) if ty is not None else None for _, ty in cases]
+    sub = type_abi if generated else reference_type_abi
+    abis = [sub(ty, encoding) if ty is not None else None for _, ty in cases]
 
     is_result = isinstance(t, ResultType)
     is_enum = isinstance(t, EnumType)
@@ -1161,7 +1179,7 @@ def _generate(
             return shape
         return _shape_of(u)
 
-    gen = Generator(lambda u: type_abi(u, encoding), _GENERATED_HELPERS, shape_of)
+    gen = Generator(lambda u: type_abi(u, encoding), _GENERATED_HELPERS, shape_of, encoding)
     return gen.functions(t)
 
 
@@ -1206,10 +1224,30 @@ def _ungenerated(
         ("classes", classes),
         ("handle", False),
         ("tagged", tagged),
+        ("read_range", None),
+        ("write_range", None),
         ("pending", pending),
     ):
         object.__setattr__(made, name, value)
     return made
+
+
+def _generates_lists_of(el: ValType, encoding: str) -> bool:
+    """Whether a list of ``el`` gets a generated loop: elements the generator handles
+    inline, but not the numbers and bytes that cross in one ``struct`` call."""
+    if isinstance(el, PrimType) and el.kind in _BULK_CODES:
+        return False
+    gen = Generator(lambda u: type_abi(u, encoding), _GENERATED_HELPERS, _shape_of, encoding)
+    return gen.inlines(el)
+
+
+def _generate_list(
+    t: ListType, encoding: str
+) -> tuple[
+    Callable[[AbiContext, memoryview, int, int], Any], Callable[[AbiContext, Any], tuple[int, int]]
+]:
+    gen = Generator(lambda u: type_abi(u, encoding), _GENERATED_HELPERS, _shape_of, encoding)
+    return gen.list_range(t)
 
 
 def _build_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
@@ -1229,7 +1267,7 @@ def _build_abi(t: ValType, encoding: str, generated: bool) -> TypeAbi:
             return _string_abi(t, encoding)
         raise NotImplementedError("error-context values are not supported yet")
     if isinstance(t, ListType):
-        return _list_abi(t, encoding)
+        return _list_abi(t, encoding, generated)
     if isinstance(t, (RecordType, TupleType)):
         return _record_abi(t, encoding, generated)
     if isinstance(t, FlagsType):
@@ -1497,7 +1535,9 @@ def import_entry_factory(
     func = abi.func
     made: Callable[..., Callable[[int], None]] | None = None
     if func.result is None or not _has_borrow(func.result):
-        gen = Generator(lambda u: type_abi(u, abi._encoding), _ENTRY_HELPERS, _shape_of)
+        gen = Generator(
+            lambda u: type_abi(u, abi._encoding), _ENTRY_HELPERS, _shape_of, abi._encoding
+        )
         core_results = abi.import_core_results
         made = gen.import_entry(
             tuple(ty for _, ty in func.params),

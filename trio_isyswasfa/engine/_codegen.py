@@ -4,8 +4,12 @@
 that most calls carry (records, tuples, variants, enums, options, results) this module
 writes one straight-line Python function per operation instead, with scalars, handles
 and nested composites inlined (no call per field, flat values at fixed positions) and
-compiles it once. Strings, lists, flags and anything nested too deeply are called
-through their own (closure or generated) functions.
+compiles it once. UTF-8 strings and ``list<u8>`` are sliced out of (copied into) the
+memory view inline; other lists call their range functions, which for elements of
+these kinds are generated too (:meth:`Generator.list_range`: one loop, one ``struct``
+call per element or one ``iter_unpack`` over the list). Flags, strings in UTF-16 and
+anything nested too deeply are called through their own (closure or generated)
+functions.
 
 Generated code reads exactly like the closures in :mod:`._abi` and raises the same
 errors; the test suite runs both against each other.
@@ -20,6 +24,8 @@ from typing import Any
 
 from .._errors import GuestTrap, HostProtocolError
 from ._layout import (
+    MAX_LIST_BYTE_LENGTH,
+    MAX_STRING_BYTE_LENGTH,
     discriminant_size,
     field_offsets,
     layout,
@@ -30,6 +36,7 @@ from ._layout import (
 from ._types import (
     BorrowType,
     EnumType,
+    ListType,
     OptionType,
     OwnType,
     Primitive,
@@ -42,6 +49,7 @@ from ._types import (
 )
 from ._values import Err, Ok, Record, Variant
 
+_U8 = PrimType(Primitive.U8)
 _MAX_INLINE_DEPTH = 4  # nested variants inlined before calling a child's functions
 
 _INTS = {
@@ -57,6 +65,7 @@ _INTS = {
 
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
+_U32X2 = struct.Struct("<II")
 _I32 = struct.Struct("<I")
 _I64 = struct.Struct("<Q")
 
@@ -83,6 +92,66 @@ def _f2i64(x: float) -> int:
 
 def _trap_disc(d: int, n: int) -> GuestTrap:
     return GuestTrap(f"canonical ABI: variant discriminant {d} is out of range ({n} cases)")
+
+
+def _string_trap(buf: Any, ptr: int, units: int) -> GuestTrap:
+    """Why a UTF-8 string's range is bad (the closures' messages)."""
+    if units > MAX_STRING_BYTE_LENGTH:
+        return GuestTrap(f"canonical ABI: string of {units} bytes is too long")
+    return GuestTrap(f"canonical ABI: string of {units} bytes at {ptr:#x} is out of bounds")
+
+
+def _utf8_trap(exc: UnicodeDecodeError) -> GuestTrap:
+    return GuestTrap(f"canonical ABI: string is not valid UTF-8 ({exc.reason})")
+
+
+def _list_trap(buf: Any, ptr: int, n: int, size: int, align: int) -> GuestTrap:
+    """Why a list's range is bad (the closures' messages, in the closures' order)."""
+    nbytes = n * size
+    if nbytes > MAX_LIST_BYTE_LENGTH:
+        return GuestTrap(f"canonical ABI: list of {n} elements ({nbytes} bytes) is too long")
+    if ptr & (align - 1):
+        return GuestTrap(f"canonical ABI: list pointer {ptr:#x} is not aligned to {align}")
+    return GuestTrap(f"canonical ABI: list of {nbytes} bytes at {ptr:#x} is out of bounds")
+
+
+def _get_utf8(buf: memoryview, ptr: int, units: int) -> str:
+    """Lift the UTF-8 string of ``units`` bytes at ``ptr`` (the range checked first)."""
+    if units > MAX_STRING_BYTE_LENGTH or ptr + units > len(buf):
+        raise _string_trap(buf, ptr, units)
+    try:
+        return buf[ptr : ptr + units].tobytes().decode()
+    except UnicodeDecodeError as exc:
+        raise _utf8_trap(exc) from None
+
+
+def _get_bytes(buf: memoryview, ptr: int, n: int) -> bytes:
+    """Lift the ``list<u8>`` of ``n`` bytes at ``ptr`` (the range checked first)."""
+    if n > MAX_LIST_BYTE_LENGTH or ptr + n > len(buf):
+        raise _list_trap(buf, ptr, n, 1, 1)
+    return buf[ptr : ptr + n].tobytes()
+
+
+def _put_utf8(cx: Any, t: ValType, v: Any) -> tuple[int, int]:
+    """Lower string ``v`` as UTF-8 into a new block (``realloc(0, 0, 1, n)``): its
+    pointer and length. A value that is no string, or has lone surrogates, or is
+    too long is the host's error, raised before the block is allocated."""
+    if v.__class__ is not str and not isinstance(v, str):  # (a subclass: StrEnum)
+        raise _bad_string(t, v, "not a str")
+    try:
+        data = v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad_string(t, v, "has lone surrogates") from None
+    n = len(data)
+    if n > MAX_STRING_BYTE_LENGTH:
+        raise _bad_string(t, v, "too long")
+    ptr: int = cx.alloc(1, n)
+    cx.buf[ptr : ptr + n] = data
+    return ptr, n
+
+
+def _bad_string(t: ValType, v: Any, why: str) -> HostProtocolError:
+    return HostProtocolError(f"cannot lower {v!r:.80} as string: {why}")
 
 
 def _isint(v: Any) -> bool:
@@ -160,10 +229,21 @@ class Generator:
         child: Callable[[ValType], Any],
         helpers: dict[str, Any],
         shape: Callable[[ValType], tuple[bool, list[frozenset[type]], list[bool]]],
+        encoding: str = "utf8",
     ) -> None:
         self.child = child
+        self.encoding = encoding
+        self._blen = "len(buf)"  # the memory's size, in code reading strings
         self.helpers = {
             **helpers,
+            "_string_trap": _string_trap,
+            "_utf8_trap": _utf8_trap,
+            "_list_trap": _list_trap,
+            "_put_utf8": _put_utf8,
+            "_get_utf8": _get_utf8,
+            "_get_bytes": _get_bytes,
+            "_u32x2": _U32X2.unpack_from,
+            "_p32x2": _U32X2.pack_into,
             "_i2f32": _i2f32,
             "_i2f64": _i2f64,
             "_f2i32": _f2i32,
@@ -183,20 +263,152 @@ class Generator:
         }
         self.shape = shape
 
-    @staticmethod
-    def inlines(t: ValType) -> bool:
-        """Whether generated code handles ``t`` itself (else it calls ``t``'s functions)."""
+    def inlines(self, t: ValType) -> bool:
+        """Whether generated code handles ``t`` itself (else it calls ``t``'s functions):
+        UTF-8 strings and ``list<u8>`` are read and written inline, other lists of any
+        length through their range functions (no call per element level)."""
         if isinstance(t, PrimType):
-            return t.kind is not Primitive.STRING and t.kind is not Primitive.ERROR_CONTEXT
+            if t.kind is Primitive.STRING:
+                return self.encoding == "utf8"
+            return t.kind is not Primitive.ERROR_CONTEXT
+        if isinstance(t, ListType):
+            return t.length is None
         if isinstance(t, (RecordType, TupleType, OwnType, BorrowType)):
             return True
         return variant_cases(t) is not None
+
+    def _pair(self, t: ValType) -> bool:
+        """Whether ``t`` is a (pointer, length) pair in memory that generated code reads
+        itself (so a run of fields may unpack it with its neighbours)."""
+        if isinstance(t, PrimType):
+            return t.kind is Primitive.STRING and self.encoding == "utf8"
+        return isinstance(t, ListType) and t.length is None
 
     def functions(
         self, t: ValType
     ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
         """``(load, store, lift_flat, lower_flat)`` for ``t``."""
         return (self._load_fn(t), self._store_fn(t), self._lift_fn(t), self._lower_fn(t))
+
+    # -- strings and lists --------------------------------------------------------------
+
+    def list_range(self, t: ListType) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """``(read_range, write_range)`` for a list of ``t``'s elements: one loop with the
+        element's reading (writing) inline, its strings and bytes sliced out of (copied
+        into) the memory view, and an element whose fields are all scalars, strings or
+        lists unpacked from one ``struct.iter_unpack`` over the whole range.
+
+        ``read_range(cx, buf, ptr, n)`` checks the range against the memory before it
+        reads anything (a trap); ``write_range(cx, v)`` allocates the element array, then
+        stores each element in order, each string or list of it with its own ``realloc``
+        as the specification orders them; it gives ``(ptr, n)``."""
+        el = t.element
+        lay = layout(el)
+        size, align = lay.size, lay.align
+        g = _Gen(self.helpers)
+        g.emit(1, "blen = len(buf)")
+        g.emit(1, f"nbytes = n * {size}")
+        g.emit(
+            1,
+            f"if nbytes > {MAX_LIST_BYTE_LENGTH} or {_misaligned('p', align)}p + nbytes > blen:",
+        )
+        g.emit(2, f"raise _list_trap(buf, p, n, {size}, {align})")
+        g.emit(1, "out = []")
+        g.emit(1, "add = out.append")
+        self._blen = "blen"  # (the view cannot change while a list is read)
+        try:
+            whole = self._whole_run(el)
+            if whole is not None:
+                types, run = whole
+                offsets = field_offsets(types)
+                each = _run_struct(types, offsets, run, self._pair, size)
+                assert each.size == size
+                raws = self._raw_names(g, types, run)
+                names = ", ".join(n for ns in raws for n in ns)
+                g.emit(
+                    1, f"for {names}, in {g.const(each.iter_unpack, 'it')}(buf[p : p + nbytes]):"
+                )
+                values = [self._loaded(g, types[i], ns, 2) for i, ns in zip(run, raws, strict=True)]
+                if isinstance(el, (RecordType, TupleType)):
+                    value = self._assemble(g, el, values, 2)
+                else:
+                    value = values[0]
+            else:
+                g.emit(1, f"for q in range(p, p + nbytes, {size}):")
+                value = self._load(g, el, "q", 0, 2, 0)
+            g.emit(2, f"add({value})")
+            g.emit(1, "return out")
+        finally:
+            self._blen = "len(buf)"
+        read = g.compile("def read_range(cx, buf, p, n):", "read_range")
+
+        g = _Gen(self.helpers)
+        tc = g.const(t, "t")
+        g.emit(1, "if v.__class__ is not list and not isinstance(v, (list, tuple)):")
+        g.emit(2, f"raise _bad({tc}, v, 'not a list')")
+        g.emit(1, "n = len(v)")
+        g.emit(1, f"if n * {size} > {MAX_LIST_BYTE_LENGTH}: raise _bad({tc}, v, 'too long')")
+        g.emit(1, f"p = cx.alloc({align}, n * {size})")
+        g.emit(1, "q = p")
+        g.emit(1, "for x in v:")
+        self._store(g, el, "x", "q", 0, 2, 0)
+        g.emit(2, f"q += {size}")
+        g.emit(1, "return p, n")
+        write = g.compile("def write_range(cx, v):", "write_range")
+        return read, write
+
+    def _whole_run(self, t: ValType) -> tuple[tuple[ValType, ...], list[int]] | None:
+        """When every byte of a ``t`` that matters unpacks with one ``struct`` (a string,
+        a list, or a record or tuple of scalars, strings and lists): its fields and
+        their indices (one run)."""
+        if self._pair(t):
+            return (t,), [0]
+        if isinstance(t, (RecordType, TupleType)):
+            types = record_fields(t)
+            runs = _runs(types, self._pair)
+            if len(runs) == 1 and all(
+                self._pair(ty) or (isinstance(ty, PrimType) and ty.kind in _CODES) for ty in types
+            ):
+                return types, runs[0]
+        return None
+
+    def _read_range(self, g: _Gen, t: ValType, ptr: str, n: str, ind: int) -> str:
+        """Emit the lifting of string or list ``t`` from the names of its unsigned
+        pointer and length (the range checked against the memory first); the
+        expression of its value."""
+        inline = self._blen != "len(buf)"  # in a list's loop; elsewhere a call (less
+        # code to compile at load, for values that come one at a time)
+        if isinstance(t, PrimType) and not inline:
+            return f"_get_utf8(buf, {ptr}, {n})"
+        if isinstance(t, PrimType):  # a UTF-8 string
+            x, e = g.var("s"), g.var("e")
+            g.emit(ind, f"if {n} > {MAX_STRING_BYTE_LENGTH} or {ptr} + {n} > {self._blen}:")
+            g.emit(ind + 1, f"raise _string_trap(buf, {ptr}, {n})")
+            g.emit(ind, "try:")  # (a copy then its decode: cheaper than str(view, codec))
+            g.emit(ind + 1, f"{x} = buf[{ptr} : {ptr} + {n}].tobytes().decode()")
+            g.emit(ind, f"except UnicodeDecodeError as {e}:")
+            g.emit(ind + 1, f"raise _utf8_trap({e}) from None")
+            return x
+        assert isinstance(t, ListType)
+        if t.element == _U8 and not inline:
+            return f"_get_bytes(buf, {ptr}, {n})"
+        if t.element == _U8:
+            g.emit(ind, f"if {n} > {MAX_LIST_BYTE_LENGTH} or {ptr} + {n} > {self._blen}:")
+            g.emit(ind + 1, f"raise _list_trap(buf, {ptr}, {n}, 1, 1)")
+            return f"buf[{ptr} : {ptr} + {n}].tobytes()"
+        return f"{g.const(self.child(t).read_range, 'rd')}(cx, buf, {ptr}, {n})"
+
+    def _write_range(self, g: _Gen, t: ValType, v: str, ind: int) -> tuple[str, str]:
+        """Emit the lowering of string or list value ``v`` into a new block (checked
+        before the block is allocated); the names of its pointer and length. A call:
+        the guest's ``realloc`` it makes costs far more than the call, and the lines
+        saved are compiled once per type at load."""
+        q, n = g.var("wp"), g.var("wn")
+        if isinstance(t, PrimType):  # a UTF-8 string
+            g.emit(ind, f"{q}, {n} = _put_utf8(cx, {g.const(t, 't')}, {v})")
+            return q, n
+        g.emit(ind, f"{q}, {n} = {g.const(self.child(t).write_range, 'wr')}(cx, {v})")
+        return q, n
 
     # -- a host import's whole call ------------------------------------------------------
 
@@ -331,6 +543,11 @@ class Generator:
         if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
             fn = g.const(self.child(t).lift_flat, "lf")
             return f"{fn}(cx, buf, iter(({', '.join(src)},)))"
+        if self._pair(t):
+            a, n = g.var("sp"), g.var("sn")
+            g.emit(ind, f"{a} = {src[0]} & 0xFFFFFFFF")
+            g.emit(ind, f"{n} = {src[1]} & 0xFFFFFFFF")
+            return self._read_range(g, t, a, n, ind)
         if isinstance(t, PrimType):
             return self._lift_prim(g, t, src[0], ind)
         if isinstance(t, (RecordType, TupleType)):
@@ -433,6 +650,11 @@ class Generator:
             g.emit(ind, f"{tmp} = []")
             g.emit(ind, f"{fn}(cx, {v}, {tmp})")
             g.emit(ind, f"{', '.join(outs)}, = {tmp}")
+            return
+        if self._pair(t):
+            q, n = self._write_range(g, t, v, ind)
+            g.emit(ind, f"{outs[0]} = {q}")
+            g.emit(ind, f"{outs[1]} = {n}")
             return
         if isinstance(t, PrimType):
             k = t.kind
@@ -593,6 +815,10 @@ class Generator:
         p = _at(base, off)
         if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
             return f"{g.const(self.child(t).load, 'ld')}(cx, buf, {p})"
+        if self._pair(t):
+            a, n = g.var("sp"), g.var("sn")
+            g.emit(ind, f"{a}, {n} = _u32x2(buf, {p})")
+            return self._read_range(g, t, a, n, ind)
         if isinstance(t, PrimType):
             k = t.kind
             if k is Primitive.BOOL:
@@ -611,26 +837,18 @@ class Generator:
             types = record_fields(t)
             offsets = field_offsets(types)
             values = [""] * len(types)
-            for run in _runs(types):
+            for run in _runs(types, self._pair):
                 first = _at(base, off + offsets[run[0]])
                 if len(run) == 1:
                     i = run[0]
                     values[i] = self._load(g, types[i], base, off + offsets[i], ind, depth)
                     continue
-                unpack = g.const(_run_struct(types, offsets, run).unpack_from, "u")
-                tv = g.var("t")
-                g.emit(ind, f"{tv} = {unpack}(buf, {first})")
-                for j, i in enumerate(run):
-                    values[i] = self._loaded(g, types[i], f"{tv}[{j}]", ind)
-            if isinstance(t, TupleType):
-                return f"({', '.join(values)},)"
-            # the record's fields must be read before it is built: bind them first
-            bound = []
-            for value in values:
-                name = g.var("y")
-                g.emit(ind, f"{name} = {value}")
-                bound.append(name)
-            return self._build(g, t, bound, ind)
+                unpack = g.const(_run_struct(types, offsets, run, self._pair).unpack_from, "u")
+                raws = self._raw_names(g, types, run)
+                g.emit(ind, f"{', '.join(n for ns in raws for n in ns)}, = {unpack}(buf, {first})")
+                for i, names in zip(run, raws, strict=True):
+                    values[i] = self._loaded(g, types[i], names, ind)
+            return self._assemble(g, t, values, ind)
         if isinstance(t, OwnType):
             return f"cx.table.lift_own({g.const(t.resource, 'rt')}, _u32(buf, {p})[0])"
         if isinstance(t, BorrowType):
@@ -656,8 +874,28 @@ class Generator:
         _tree(g, ind, d, 0, len(cases), case)
         return r
 
-    def _loaded(self, g: _Gen, t: ValType, e: str, ind: int) -> str:
-        """A packable scalar's value from its raw unpacked number ``e``."""
+    def _assemble(self, g: _Gen, t: RecordType | TupleType, values: list[str], ind: int) -> str:
+        """A record or tuple from its fields' value expressions, read in order."""
+        if isinstance(t, TupleType):
+            return f"({', '.join(values)},)"
+        # the record's fields must be read before it is built: bind them first
+        bound = []
+        for value in values:
+            name = g.var("y")
+            g.emit(ind, f"{name} = {value}")
+            bound.append(name)
+        return self._build(g, t, bound, ind)
+
+    def _raw_names(self, g: _Gen, types: tuple[ValType, ...], run: list[int]) -> list[list[str]]:
+        """Fresh names for the raw numbers a run's fields unpack to (two for a pair)."""
+        return [[g.var("w") for _ in range(2 if self._pair(types[i]) else 1)] for i in run]
+
+    def _loaded(self, g: _Gen, t: ValType, raws: list[str], ind: int) -> str:
+        """A packable field's value from its raw unpacked numbers (one for a scalar, a
+        pointer and a length for a string or list)."""
+        if self._pair(t):
+            return self._read_range(g, t, raws[0], raws[1], ind)
+        e = raws[0]
         assert isinstance(t, PrimType)
         if t.kind is Primitive.BOOL:
             return f"({e} != 0)"
@@ -702,6 +940,11 @@ class Generator:
         tc = g.const(t, "t")
         if not self.inlines(t) or depth > _MAX_INLINE_DEPTH:
             g.emit(ind, f"{g.const(self.child(t).store, 'st')}(cx, {p}, {v})")
+            return
+        if self._pair(t):
+            # (written at once: the next field's realloc sees it, as in the specification)
+            q, n = self._write_range(g, t, v, ind)
+            g.emit(ind, f"_p32x2(cx.buf, {p}, {q}, {n})")
             return
         if isinstance(t, PrimType):
             k = t.kind
@@ -766,13 +1009,17 @@ _CODES = {
 }
 
 
-def _runs(types: tuple[ValType, ...]) -> list[list[int]]:
+def _runs(
+    types: tuple[ValType, ...], pair: Callable[[ValType], bool] | None = None
+) -> list[list[int]]:
     """Field indices grouped: each run of consecutive scalars (one ``struct`` call), and
-    every other field alone."""
+    every other field alone. With ``pair``, the fields it accepts (strings and lists:
+    a pointer and a length) join runs too (for reading: writing one needs its realloc
+    between the fields)."""
     runs: list[list[int]] = []
     current: list[int] = []
     for i, ty in enumerate(types):
-        if isinstance(ty, PrimType) and ty.kind in _CODES:
+        if (isinstance(ty, PrimType) and ty.kind in _CODES) or (pair is not None and pair(ty)):
             current.append(i)
             continue
         if current:
@@ -785,16 +1032,26 @@ def _runs(types: tuple[ValType, ...]) -> list[list[int]]:
 
 
 def _run_struct(
-    types: tuple[ValType, ...], offsets: tuple[int, ...], run: list[int]
+    types: tuple[ValType, ...],
+    offsets: tuple[int, ...],
+    run: list[int],
+    pair: Callable[[ValType], bool] | None = None,
+    size: int = 0,
 ) -> struct.Struct:
-    """The ``struct`` layout of a run of scalar fields, padding included."""
+    """The ``struct`` layout of a run of scalar fields (and pairs, with ``pair``),
+    padding included, padded at the end to ``size`` bytes from the run's start."""
     fmt = ["<"]
-    at = offsets[run[0]]
+    start = at = offsets[run[0]]
     for i in run:
         ty = types[i]
-        assert isinstance(ty, PrimType)
-        fmt.append("x" * (offsets[i] - at) + _CODES[ty.kind])
+        if pair is not None and pair(ty):
+            code = "II"
+        else:
+            assert isinstance(ty, PrimType)
+            code = _CODES[ty.kind]
+        fmt.append("x" * (offsets[i] - at) + code)
         at = offsets[i] + layout(ty).size
+    fmt.append("x" * max(0, start + size - at))
     return struct.Struct("".join(fmt))
 
 
