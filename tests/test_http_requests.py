@@ -107,3 +107,25 @@ async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cance
             assert client.messages[-1].get("more_body", False)  # cut off, not finished
             # the instance serves on
             assert (await asgi_request(app, "/")).status == 200
+
+
+async def test_a_trap_in_a_shared_instance_cuts_off_a_response_going_out(
+    http_guest: trio_isyswasfa.Component,
+) -> None:
+    # one request's response is being sent (its guest writes, then sleeps) when
+    # another request to the same instance traps: the response is cut off (no
+    # final message), its request counted as failed, rather than left hanging
+    app = ComponentApp(http_guest, instances="shared")
+    async with open_lifespan(app):
+        with trio.fail_after(60):
+            slow = Client()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, asgi_scope("/forever"), slow.receive, slow.send)
+                await slow.body.wait()  # the first line is out, the guest sleeps
+                trapped = await asgi_request(app, "/trap")
+                assert trapped.status == 500
+            assert slow.messages[0]["status"] == 200
+            assert [m.get("body") for m in slow.messages[1:]] == [b"first line\n"]
+            assert slow.messages[-1].get("more_body", False)  # cut off, not finished
+            stats = app.statistics()
+            assert (stats.failed, stats.cancelled, stats.completed) == (2, 0, 0)
