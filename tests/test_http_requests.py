@@ -129,3 +129,35 @@ async def test_a_trap_in_a_shared_instance_cuts_off_a_response_going_out(
             assert slow.messages[-1].get("more_body", False)  # cut off, not finished
             stats = app.statistics()
             assert (stats.failed, stats.cancelled, stats.completed) == (2, 0, 0)
+
+
+async def test_a_trap_in_a_shared_instance_cuts_off_a_response_its_client_is_slow_to_take(
+    http_guest: trio_isyswasfa.Component,
+) -> None:
+    # the guest answers at once (an empty body); its client is slow to take the head
+    # when another request to the same instance traps: the response is cut off there,
+    # and the request ends, rather than wait for the client to take a response from a
+    # dead instance
+    app = ComponentApp(http_guest, instances="shared")
+    async with open_lifespan(app):
+        with trio.fail_after(60):
+            assert (await asgi_request(app, "/")).status == 200  # the instance is open
+            taking, taken = trio.Event(), trio.Event()  # (taken: never)
+            messages: list[dict[str, Any]] = []
+
+            async def slow_send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    taking.set()
+                    await taken.wait()  # (the server's send waits on its socket)
+                messages.append(message)
+
+            slow = Client()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, asgi_scope("/"), slow.receive, slow_send)
+                await taking.wait()
+                trapped = await asgi_request(app, "/trap")
+                assert trapped.status == 500
+                # the client takes nothing more: the request ends on its own
+            assert messages == []
+            stats = app.statistics()
+            assert (stats.failed, stats.cancelled, stats.completed) == (2, 0, 1)
