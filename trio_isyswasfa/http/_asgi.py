@@ -348,13 +348,21 @@ class ComponentApp:
         and left here, as a ``with`` block around it all would be."""
         try:
             listen = _take_request_body(tasks, state, receive, message, pipe, trailers_tx)
+
+            def waits() -> None:
+                # the client is listened to, and a response on its way watched (_run_one)
+                listen()
+                state.waited = True
+                if state.watch is not None:
+                    state.watch()
+
             try:
                 # a client is listened to once the request waits; not for the checkpoints
                 # of a server's sends that wrote at once (each of hypercorn's takes two),
                 # nor once the response is all handed over (a disconnect is no news then)
                 await _eagerly(
                     self._run_one(scope, send, request, state, tasks),
-                    listen,
+                    waits,
                     lambda: not state.sent,
                     _FREE_CHECKPOINTS,
                 )
@@ -415,12 +423,19 @@ class ComponentApp:
                         # responses never need)
                         tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
 
-                    await _eagerly(
-                        _send_response(scope, send, response, state),
-                        watch,
-                        lambda: not state.sent,
-                        _FREE_CHECKPOINTS,
-                    )
+                    if state.waited:  # watched should the sending wait too
+                        await _eagerly(
+                            _send_response(scope, send, response, state),
+                            watch,
+                            lambda: not state.sent,
+                            _FREE_CHECKPOINTS,
+                        )
+                    else:
+                        # the request has not waited: the wrapper round all of it (in
+                        # _one_in) calls ``watch`` should the sending be where it first
+                        # waits, and no second wrapper resumes each of the sends' steps
+                        state.watch = watch
+                        await _send_response(scope, send, response, state)
                     instance._sched.check_alive()
                     state.outcome = "completed"
                 finally:
@@ -1311,7 +1326,7 @@ class _RequestTasks:
 class _OneState:
     """How far one request to an isyswasfa component got."""
 
-    __slots__ = ("cut_off", "listening", "outcome", "sent", "started")
+    __slots__ = ("cut_off", "listening", "outcome", "sent", "started", "waited", "watch")
 
     def __init__(self) -> None:
         self.outcome = "cancelled"
@@ -1319,6 +1334,9 @@ class _OneState:
         self.sent = False  # all of it did: a disconnect is no news
         self.listening = False  # a task listens to the client
         self.cut_off: IsyswasfaError | None = None  # the failure that cut the response off
+        self.waited = False  # the request has waited (past its free checkpoints)
+        # starts watching the instance while the response goes out, should it wait
+        self.watch: Callable[[], None] | None = None
 
 
 class _ProxyState:
