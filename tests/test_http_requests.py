@@ -161,3 +161,31 @@ async def test_a_trap_in_a_shared_instance_cuts_off_a_response_its_client_is_slo
             assert messages == []
             stats = app.statistics()
             assert (stats.failed, stats.cancelled, stats.completed) == (2, 0, 1)
+
+
+@pytest.mark.parametrize("spares", [0, 1])
+async def test_requests_with_instances_of_their_own_that_wait_are_served_and_let_go(
+    http_guest: trio_isyswasfa.Component, spares: int
+) -> None:
+    # per-request: an instance opened for the request (no spare ready, or none kept)
+    # opens in the request's task, in a task group of its own there, so the request's
+    # scope is entered before it opens, not inside it once the request waits
+    app = ComponentApp(http_guest, instances="per-request", spare_instances=spares)
+    async with open_lifespan(app):
+        with trio.fail_after(60):
+            answers: list[tuple[int, bytes]] = []
+
+            async def sleep() -> None:
+                answer = await asgi_request(app, "/sleep", query="ms=20")
+                answers.append((answer.status, answer.body))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):  # (more than the spares)
+                    nursery.start_soon(sleep)
+            assert answers == [(200, b"slept")] * 3
+            client = Client()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, asgi_scope("/forever"), client.receive, client.send)
+                await client.body.wait()
+                client.leave.set()
+            assert app.statistics().cancelled == 1

@@ -386,8 +386,7 @@ class ComponentApp:
         if slots.available_tokens:  # (what _take_slot does first, without its coroutine)
             slots.available_tokens -= 1
         else:
-            tg.enter_scope()  # it waits for a slot
-            await self._take_slot()
+            await self._take_slot()  # (the wait enters the scope: see _one_in's ``waits``)
         try:
             # (the scope is entered before an instance is waited for or opened: that
             # opens cancel scopes of its own, in this task)
