@@ -54,6 +54,7 @@ ENGINE_MODULES = {
     "test_http_proxy",
     "test_http_proxy_checkpoints",
     "test_http_proxy_requests",
+    "test_http_requests",
     "test_http_serve",
     "test_limits",
     "test_scale",

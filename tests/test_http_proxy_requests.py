@@ -122,3 +122,30 @@ async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cance
                 client.leave.set()
             assert made  # the request's scope (and its helpers')
             assert app.statistics().cancelled == 1
+
+
+async def test_a_request_with_an_instance_of_its_own_that_waits_is_served_and_let_go(
+    proxy_component: trio_isyswasfa.Component,
+) -> None:
+    # per-request with no spares: the instance opens in the request's task, in a task
+    # group of its own there, so the request's scope is entered before it opens (not
+    # inside it once the call waits: leaving it then broke trio's scope stack)
+    app = ComponentApp(proxy_component, instances="per-request", spare_instances=0)
+    async with open_lifespan(app):
+        with trio.fail_after(30):
+            answer = await asgi_request(app, "/sleep", query="ms=20")
+            assert (answer.status, answer.body) == (200, b"slept\n")
+            client = Client()
+            body = trio.Event()
+
+            async def send(message: dict[str, Any]) -> None:
+                await client.send(message)
+                if message["type"] == "http.response.body":
+                    body.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, scope_of("/forever"), client.receive, send)
+                await body.wait()  # the guest writes, waiting between writes
+                client.leave.set()
+            assert app.statistics().cancelled == 1
+            assert (await asgi_request(app, "/hello")).body == b"hello, world!\n"

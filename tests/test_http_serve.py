@@ -668,8 +668,10 @@ class TestMisbehavingGuests:
         lend = InstancePool.lend
 
         @asynccontextmanager
-        async def recording_lend(pool: InstancePool) -> AsyncIterator[trio_isyswasfa.Instance]:
-            async with lend(pool) as instance:
+        async def recording_lend(
+            pool: InstancePool, before_wait: Callable[[], object] | None = None
+        ) -> AsyncIterator[trio_isyswasfa.Instance]:
+            async with lend(pool, before_wait) as instance:
                 lent.append(instance)
                 yield instance
 

@@ -530,9 +530,13 @@ class Instance:
                 # the wait is here, not in a coroutine of the scheduler's: each pending
                 # call holds one frame of ours and trio's trap, nothing more
                 while (state := sched.guest_call_state(rep)) is TaskState.PENDING:
+                    if self._engine.before_wait is not None:  # (the seam's says why)
+                        self._engine.waits_now()
                     await waiter.wait()
                 ready = state is TaskState.READY
                 if ready and self._engine.turns._held:
+                    if self._engine.before_wait is not None:
+                        self._engine.waits_now()
                     # another call has the store (at an epoch tick, say): `-result`
                     # waits for it here, where a cancellation still cancels the guest
                     # task (it discards the value and confirms), rather than after the

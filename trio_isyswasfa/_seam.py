@@ -70,7 +70,15 @@ class EngineInstance(Protocol):
     time slice), in the caller's task and before the call enters any cancel scope of
     its own: the caller may enter a cancel scope by hand there, which then holds the
     call's waits, and which only a call that waits pays for. A call that does not
-    wait leaves it set (the caller clears it)."""
+    wait leaves it set (the caller clears it). An isyswasfa export's call, which
+    waits for the guest's task between its two core calls, calls it there too
+    (:meth:`waits_now`): set, it is the caller's alone only while the caller runs, and
+    the engine's calls from other tasks (the scheduler's polls) would call it there.
+    """
+
+    def waits_now(self) -> None:
+        """Call :attr:`before_wait` once, then clear it (an export call is about to
+        wait)."""
 
     @property
     def guest_seconds(self) -> float:

@@ -309,10 +309,9 @@ class ComponentApp:
             on_trio = running_trio()
             async with open_task_group(on_trio) as group:
                 tasks = _RequestTasks(group, on_trio)
-                with tasks.scope:
-                    await self._one_in(
-                        tasks, scope, receive, send, message, pipe, trailers_tx, request, state
-                    )
+                await self._one_in(
+                    tasks, scope, receive, send, message, pipe, trailers_tx, request, state
+                )
                 tasks.close()
         else:
             # the tasks it may need run in the app's group, each in a scope it cancels
@@ -320,10 +319,9 @@ class ComponentApp:
             # round the event loop) cost every request ~20 µs here
             tasks = _RequestTasks(beside, self._on_trio)
             try:
-                with tasks.scope:
-                    await self._one_in(
-                        tasks, scope, receive, send, message, pipe, trailers_tx, request, state
-                    )
+                await self._one_in(
+                    tasks, scope, receive, send, message, pipe, trailers_tx, request, state
+                )
             finally:
                 tasks.close()
         if tasks.failure is not None:  # a task of its own failed (a host bug)
@@ -345,20 +343,36 @@ class ComponentApp:
         request: Request,
         state: _OneState,
     ) -> None:
-        """The request, in its cancel scope (``tasks.scope``)."""
-        listen = _take_request_body(tasks, state, receive, message, pipe, trailers_tx)
+        """The request, in its cancel scope (``tasks.scope``), which is entered only
+        once the request is about to wait or starts a task (see :class:`_RequestTasks`)
+        and left here, as a ``with`` block around it all would be."""
         try:
-            # a client is listened to once the request waits; not for the checkpoints
-            # of a server's sends that wrote at once (each of hypercorn's takes two), nor
-            # once the response is all handed over (a disconnect is no news then)
-            await _eagerly(
-                self._run_one(scope, send, request, state, tasks),
-                listen,
-                lambda: not state.sent,
-                _FREE_CHECKPOINTS,
-            )
-        except IsyswasfaError as exc:
-            await _failed(send, state, exc)
+            listen = _take_request_body(tasks, state, receive, message, pipe, trailers_tx)
+
+            def waits() -> None:
+                # the client is listened to, and a response on its way watched (_run_one)
+                listen()
+                state.waited = True
+                if state.watch is not None:
+                    state.watch()
+
+            try:
+                # a client is listened to once the request waits; not for the checkpoints
+                # of a server's sends that wrote at once (each of hypercorn's takes two),
+                # nor once the response is all handed over (a disconnect is no news then)
+                await _eagerly(
+                    self._run_one(scope, send, request, state, tasks),
+                    waits,
+                    lambda: not state.sent,
+                    _FREE_CHECKPOINTS,
+                )
+            except IsyswasfaError as exc:
+                await _failed(send, state, exc)
+        except BaseException as exc:  # (the scope's exit decides, as ``with`` does)
+            if not tasks.leave_scope(exc):
+                raise
+        else:
+            tasks.leave_scope(None)
 
     async def _run_one(
         self,
@@ -366,18 +380,29 @@ class ComponentApp:
         send: Send,
         request: Request,
         state: _OneState,
-        tg: _Tasks,
+        tg: _RequestTasks,
     ) -> None:
         slots = self._slots
         if slots.available_tokens:  # (what _take_slot does first, without its coroutine)
             slots.available_tokens -= 1
         else:
-            await self._take_slot()
+            await self._take_slot()  # (the wait enters the scope: see _one_in's ``waits``)
         try:
-            async with self._instance() as instance:
+            # (the scope is entered before an instance is waited for or opened: that
+            # opens cancel scopes of its own, in this task)
+            async with self._instance(tg.enter_scope) as instance:
                 self._guest_from(instance)  # (not a context manager: one fewer per request)
                 try:
-                    response = await _handle(instance, self.interface, request)
+                    engine = instance._engine
+                    # entered when the call is about to wait, before it enters any scope
+                    # of its own (a call that never waits pays for none); it waits in
+                    # this task alone (another request's call sets it only while it
+                    # runs, and clears it before it waits)
+                    engine.before_wait = tg.enter_scope
+                    try:
+                        response = await _handle(instance, self.interface, request)
+                    finally:
+                        engine.before_wait = None  # (left set by a call that did not wait)
                     if isinstance(response, ErrorCode):
                         log.warning("component answered error-code %s", response)
                         state.sent = True  # (as below: a disconnect is no news)
@@ -397,12 +422,19 @@ class ComponentApp:
                         # responses never need)
                         tg.start_soon(_cut_off_on_failure, instance, state, tg.cancel_scope)
 
-                    await _eagerly(
-                        _send_response(scope, send, response, state),
-                        watch,
-                        lambda: not state.sent,
-                        _FREE_CHECKPOINTS,
-                    )
+                    if state.waited:  # watched should the sending wait too
+                        await _eagerly(
+                            _send_response(scope, send, response, state),
+                            watch,
+                            lambda: not state.sent,
+                            _FREE_CHECKPOINTS,
+                        )
+                    else:
+                        # the request has not waited: the wrapper round all of it (in
+                        # _one_in) calls ``watch`` should the sending be where it first
+                        # waits, and no second wrapper resumes each of the sends' steps
+                        state.watch = watch
+                        await _send_response(scope, send, response, state)
                     instance._sched.check_alive()
                     state.outcome = "completed"
                 finally:
@@ -489,7 +521,10 @@ class ComponentApp:
                 listen()  # it waits for a slot: a client that leaves meanwhile is let go
                 await self._take_slot()
             try:
-                async with self._instance() as instance:
+                # (an instance of the request's own opens a task group of its own in
+                # this task: the request's scope is entered before it)
+                enter = tg.enter_scope if type(tg) is _RequestHelpers else None
+                async with self._instance(enter) as instance:
                     # one request at a time in a proxy's instance: its guest time is
                     # what the engine counts meanwhile (no per-instance bookkeeping)
                     engine = instance._engine
@@ -650,9 +685,15 @@ class ComponentApp:
     def _count_close(self) -> None:
         self._stats.instances_closed += 1
 
-    def _instance(self) -> AbstractAsyncContextManager[Instance]:
+    def _instance(
+        self, before_wait: Callable[[], object] | None = None
+    ) -> AbstractAsyncContextManager[Instance]:
+        """An instance for one request; ``before_wait`` is called before it waits for
+        one or opens one (for an instance of the request's own: at once)."""
         if self._pool is not None:
-            return self._pool.lend()
+            return self._pool.lend(before_wait)
+        if before_wait is not None:
+            before_wait()
         return self._fresh_instance()
 
     @asynccontextmanager
@@ -1196,24 +1237,61 @@ class _RequestTasks:
     would be: :meth:`cancel` (also as ``cancel_scope.cancel()``) cancels the request
     (``scope``, which it runs in) and them; one that raises fails the request, where
     it is raised again (:attr:`failure`), and never the group. :meth:`close`, as the
-    request ends, cancels them without waiting for them."""
+    request ends, cancels them without waiting for them.
 
-    __slots__ = ("_group", "_helpers", "_on_trio", "_over", "failure", "scope")
+    The request's scope is made and entered by hand (:meth:`enter_scope`) only when
+    the request is about to wait (for a slot, an instance, its guest; or as a server's
+    send waits) or starts a task (which may cancel it), and left (:meth:`leave_scope`)
+    where a ``with`` block around the whole request would end: trio's scope costs ~45k
+    instructions, and until then nothing can cancel it (no task runs, nobody listens).
+    It is entered in the request's task where no scope entered since the request began
+    is still open: before a call, or an instance's opening, enters one of its own."""
+
+    __slots__ = ("_entered", "_group", "_helpers", "_on_trio", "_over", "_scope", "failure")
 
     def __init__(self, group: TaskGroup, on_trio: bool) -> None:
         self._group = group
         self._on_trio = on_trio
         self._helpers: list[CancelScope] = []
         self._over = False
-        # trio's own scope on trio: anyio's made two trio scopes (~300 bytecodes more)
-        self.scope = cancel_scope(on_trio)
+        self._scope: CancelScope | None = None
+        self._entered = False
         self.failure: Exception | None = None
+
+    @property
+    def scope(self) -> CancelScope:
+        """The request's cancel scope (made when first asked for: one cancelled before
+        it is entered is entered cancelled). Trio's own on trio: anyio's made two trio
+        scopes (~300 bytecodes more)."""
+        scope = self._scope
+        if scope is None:
+            scope = self._scope = cancel_scope(self._on_trio)
+        return scope
+
+    def enter_scope(self) -> None:
+        """Enter the request's scope, unless it is entered already (see the class)."""
+        if not self._entered:
+            self.scope.__enter__()
+            self._entered = True
+
+    def leave_scope(self, exc: BaseException | None) -> bool:
+        """Leave the request's scope, if entered, as a ``with`` block ends with ``exc``
+        (None: none): whether it took ``exc`` (a cancellation of its own)."""
+        if not self._entered:
+            return False
+        self._entered = False
+        assert self._scope is not None
+        if exc is None:
+            return bool(self._scope.__exit__(None, None, None))
+        return bool(self._scope.__exit__(type(exc), exc, exc.__traceback__))
 
     @property
     def cancel_scope(self) -> _RequestTasks:
         return self
 
     def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        # (from the request's task alone: a task that may cancel it needs its scope)
+        self.enter_scope()
         helper = cancel_scope(self._on_trio)
         if self._over:
             helper.cancel()
@@ -1247,7 +1325,7 @@ class _RequestTasks:
 class _OneState:
     """How far one request to an isyswasfa component got."""
 
-    __slots__ = ("cut_off", "listening", "outcome", "sent", "started")
+    __slots__ = ("cut_off", "listening", "outcome", "sent", "started", "waited", "watch")
 
     def __init__(self) -> None:
         self.outcome = "cancelled"
@@ -1255,6 +1333,9 @@ class _OneState:
         self.sent = False  # all of it did: a disconnect is no news
         self.listening = False  # a task listens to the client
         self.cut_off: IsyswasfaError | None = None  # the failure that cut the response off
+        self.waited = False  # the request has waited (past its free checkpoints)
+        # starts watching the instance while the response goes out, should it wait
+        self.watch: Callable[[], None] | None = None
 
 
 class _ProxyState:
@@ -1328,9 +1409,11 @@ class _RequestHelpers:
 
     def enter_scope(self) -> None:
         """Enter the request's scope, in the request's task, where no scope entered
-        since the request began is still open (the engine's ``before_wait``)."""
-        self.cancel_scope.__enter__()
-        self._entered = True
+        since the request began is still open (the engine's ``before_wait``, or before
+        an instance of the request's own opens), unless it is entered already."""
+        if not self._entered:
+            self.cancel_scope.__enter__()
+            self._entered = True
 
     def leave_scope(self, exc: BaseException | None) -> bool:
         """Leave the request's scope, if entered, as a ``with`` block ends with

@@ -153,12 +153,17 @@ class FreshInstances(_Opener):
             await self._wanted.wait()
 
     @asynccontextmanager
-    async def lend(self) -> AsyncIterator[Instance]:
-        """A fresh instance for one request, closed when the request is over."""
+    async def lend(
+        self, before_wait: Callable[[], object] | None = None
+    ) -> AsyncIterator[Instance]:
+        """A fresh instance for one request, closed when the request is over;
+        ``before_wait`` is called before it waits for one to open."""
         if self._ready:
             slot = self._ready.pop(0)
             self._wanted.set()
         else:
+            if before_wait is not None:
+                before_wait()
             slot = await self._open_one()
             self._wanted.set()  # (spares were taken, or could not open: try again)
         try:
@@ -233,13 +238,17 @@ class InstancePool(_Opener):
             self._settle(slot)
         return found
 
-    def lend(self) -> _Loan:
+    def lend(self, before_wait: Callable[[], object] | None = None) -> _Loan:
         """An instance for one request (``async with``); it stays in the pool while it
-        is sound."""
-        return _Loan(self)
+        is sound. ``before_wait`` is called before it waits for one (to open, or for
+        another request opening one): where that waits, cancel scopes of its own are
+        entered in the caller's task."""
+        return _Loan(self, before_wait)
 
-    async def _borrow(self) -> _Slot:
+    async def _borrow(self, before_wait: Callable[[], object] | None) -> _Slot:
         slot = self._with_room()
+        if slot is None and before_wait is not None:
+            before_wait()
         if slot is None and self.per_instance > 1:
             # requests arriving together wait for the instance one of them opens
             async with self._opening:
@@ -281,14 +290,15 @@ class _Loan:
     back when it ends, and kept only if it ended cleanly (a class, not an async
     generator: one of these per request)."""
 
-    __slots__ = ("_pool", "_slot")
+    __slots__ = ("_before_wait", "_pool", "_slot")
 
-    def __init__(self, pool: InstancePool) -> None:
+    def __init__(self, pool: InstancePool, before_wait: Callable[[], object] | None) -> None:
         self._pool = pool
+        self._before_wait = before_wait
         self._slot: _Slot | None = None
 
     async def __aenter__(self) -> Instance:
-        self._slot = await self._pool._borrow()
+        self._slot = await self._pool._borrow(self._before_wait)
         return self._slot.instance
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
