@@ -74,6 +74,21 @@ class Check:
 
 
 CHECKS = [
+    # -- engine: may_leave cleared while values are lowered into an instance
+    Check(
+        "engine: a guest's realloc cannot call out during a lowering (from Python)",
+        "trio_isyswasfa/engine/_core.py",
+        "leave[0] = 0\n        try:",
+        "try:",
+        ("tests/test_engine_may_leave.py",),
+    ),
+    Check(
+        "engine: a guest's realloc cannot call out during a lowering (staged by the runner)",
+        "trio_isyswasfa/engine/_shim.py",
+        'body.append(f"(i32.store8 offset={staged_leave} (i32.const 0) (i32.const 0))")',
+        "pass",
+        ("tests/test_engine_may_leave.py",),
+    ),
     # -- wasi:filesystem: read-only preopens, all the way down
     Check(
         "filesystem: read-only directory (create, remove, rename, link, set-times-at)",

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+import wasmtime
 
 from trio_isyswasfa import _engine
 from trio_isyswasfa._errors import GuestTrap, InstanceDead, LinkError, WasiError
@@ -393,6 +394,67 @@ def test_a_start_like_synchronous_call_cannot_wait(blk_wasm: bytes) -> None:
         assert host.waiting == 0
     finally:
         inst.engine.close()
+
+
+def _starting(n: int) -> bytes:
+    """A component whose core module's start function calls the blocking host function
+    ``pause(n)`` during instantiation and keeps its result (the export ``got``)."""
+    return bytes(
+        wasmtime.wat2wasm(f"""
+(component
+  (import "pause" (func $pause (param "n" u32) (result u32)))
+  (core func $pause-low (canon lower (func $pause)))
+  (core instance $imp (export "pause" (func $pause-low)))
+  (core module $m
+    (import "" "pause" (func $pause (param i32) (result i32)))
+    (global $got (mut i32) (i32.const 0))
+    (func $start (global.set $got (call $pause (i32.const {n}))))
+    (start $start)
+    (func (export "got") (result i32) (global.get $got)))
+  (core instance $i (instantiate $m (with "" (instance $imp))))
+  (func (export "got") (result u32) (canon lift (core func $i "got")))
+)""")
+    )
+
+
+class TestBlockingInAStartFunction:
+    """(ours) A start function runs while the instance is made, outside any export call
+    and so off the fiber path: a blocking host function may finish there without
+    waiting (its result reaches the guest), but not wait."""
+
+    @staticmethod
+    def _resolve(log: list[str]) -> Callable[[_engine.ImportedItem], _engine.Resolved]:
+        def pause(n: int) -> Generator[Any, Any, int]:
+            log.append(f"pause {n}")
+            if n == 0:
+                return 41  # finishes without waiting
+            try:
+                yield trio.lowlevel.checkpoint
+            finally:
+                log.append("closed")
+            return n  # pragma: no cover - never resumed
+
+        def resolve(item: _engine.ImportedItem) -> _engine.Resolved:
+            assert item.name == "pause"
+            return _engine.Blocking(pause)
+
+        return resolve
+
+    async def test_one_that_does_not_wait_returns_its_result(self) -> None:
+        log: list[str] = []
+        inst = OwnEngineInstance(read_component(_starting(0)), self._resolve(log), use_cache=False)
+        try:
+            assert log == ["pause 0"]
+            assert await inst.func("", "got").call() == 41
+        finally:
+            inst.close()
+
+    def test_one_that_waits_is_refused_by_name(self) -> None:
+        log: list[str] = []
+        with pytest.raises(GuestTrap, match="pause waited outside a fiber call") as info:
+            OwnEngineInstance(read_component(_starting(1)), self._resolve(log), use_cache=False)
+        assert isinstance(info.value.__cause__, LinkError)
+        assert log == ["pause 1", "closed"]  # its wait was never awaited, and it is closed
 
 
 # -- blocking host functions defined once per component (issue 12's opening) ----------

@@ -181,9 +181,12 @@ async def test_a_misaligned_block_traps_the_call(tmp_path: Path) -> None:
     assert isinstance(realloc, wasmtime.Func)
     assert isinstance(first, wasmtime.Func)
     # a list<u32>: its block is aligned to 4
-    run = fs.func(first, staged=Staged(((0, 4),), memory, realloc))
+    leave, flag = fs.leave_flag()
+    assert leave is not None
+    run = fs.func(first, staged=Staged(((0, 4),), memory, realloc, leave))
     data = (1234).to_bytes(4, "little")
     assert await run.call_staged([4 | _shim.STAGE << 32, 1], [data]) == 1234
+    assert flag[0] == 1  # cleared while the runner allocated, set again
     misalign = exports["misalign"]
     assert isinstance(misalign, wasmtime.Global)
     fs.stop_server()

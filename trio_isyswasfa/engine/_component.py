@@ -504,7 +504,9 @@ class _ComponentInstance(CoreInstances):
             realloc = None
             if options.realloc is not None:
                 realloc = self.owner.core(self.funcs[options.realloc], "realloc")
-            found = CoreMemory(self.store, self.memory(options.memory), realloc)
+            found = CoreMemory(
+                self.store, self.memory(options.memory), realloc, leave=self.leave_flag
+            )
             self._guest_memories[key] = found
         return found
 
@@ -1596,13 +1598,14 @@ _UNPLANNED = object()
 def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
     """The export's :class:`_StagePlan`, if its arguments that touch memory are all
     UTF-8 strings, byte lists and lists of values stored without pointers whose
-    handles are all ``own``, passed flat, and it has a ``realloc``; else ``None``."""
+    handles are all ``own``, passed flat, and it has a ``realloc`` and a ``may_leave``
+    flag the runner can clear around it; else ``None``."""
     abi, memory, instance = lifted.abi, lifted.memory, lifted.instance
     options = lifted.options
     if not abi._params_touch_memory or abi.params_in_memory or memory is None:
         return None
-    if options.realloc is None:
-        return None
+    if options.realloc is None or instance.leave_at is None:
+        return None  # (without a flag in the dispatcher's memory, the ``lower`` hook)
     mem_type = memory.memory.type(instance.store)
     if mem_type.is_64 or mem_type.is_shared:
         return None
@@ -1640,7 +1643,8 @@ def _stage_plan(lifted: _Lifted) -> _StagePlan | None:
         index += 2
     if index > _shim.MAX_VALUES:  # pragma: no cover - more travel in memory
         return None
-    return _StagePlan(params, _fiber.Staged(tuple(staged), memory.memory, realloc), instance.table)
+    staging = _fiber.Staged(tuple(staged), memory.memory, realloc, instance.leave_at)
+    return _StagePlan(params, staging, instance.table)
 
 
 def _is_bytes(ty: ValType) -> bool:

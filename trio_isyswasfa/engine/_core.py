@@ -516,17 +516,31 @@ byref = ctypes.byref
 class CoreMemory:
     """A core memory as the canonical ABI's :class:`~._abi.GuestMemory`: a writable view
     of its bytes (remade only when the memory moved or grew) and the guest's
-    ``realloc``."""
+    ``realloc``.
 
-    __slots__ = ("_ctx", "_mp", "_realloc", "_size", "_view", "known_size", "memory")
+    ``leave`` is the instance's ``may_leave`` flag (one byte, see ``_shim``'s ``LEAVE``):
+    cleared while its ``realloc`` runs, as the canonical ABI clears it while values are
+    lowered into the instance (``lower_flat_values``), so that the guest's allocator
+    can neither call an import nor make or drop a handle in the middle of a lowering
+    (whose failure then takes its handles back out, sure that none was removed). The
+    allocator is the only guest code a lowering runs.
+    """
+
+    __slots__ = ("_ctx", "_leave", "_mp", "_realloc", "_size", "_view", "known_size", "memory")
 
     def __init__(
-        self, store: wasmtime.Store, memory: wasmtime.Memory, realloc: CoreFunc | None
+        self,
+        store: wasmtime.Store,
+        memory: wasmtime.Memory,
+        realloc: CoreFunc | None,
+        *,
+        leave: memoryview | None = None,
     ) -> None:
         self.memory = memory
         self._ctx = _address(store._context())
         self._mp = ctypes.addressof(memory._memory)  # (``memory`` keeps it alive)
         self._realloc = realloc
+        self._leave = leave if leave is not None else memoryview(bytearray(b"\x01"))
         self._size = -1
         self._view = memoryview(bytearray()).cast("B")
         self.known_size = -1
@@ -549,7 +563,13 @@ class CoreMemory:
 
     def realloc(self, old_ptr: int, old_size: int, align: int, new_size: int) -> int:
         """The guest's ``realloc`` (a trap if the canon gave none)."""
-        if self._realloc is None:
+        realloc = self._realloc
+        if realloc is None:
             raise GuestTrap("canonical ABI: this value needs a realloc the canon does not give")
-        ptr: int = self._realloc([old_ptr, old_size, align, new_size])[0]
+        leave = self._leave
+        leave[0] = 0
+        try:
+            ptr: int = realloc([old_ptr, old_size, align, new_size])[0]
+        finally:
+            leave[0] = 1
         return ptr

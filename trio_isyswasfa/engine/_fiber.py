@@ -1021,17 +1021,24 @@ RUNNING = _RUNNING = object()
 class Staged:
     """Which pointer arguments of a function a call may pass as bytes, and where they go:
     ``params`` lists ``(index, align)`` of each (an i32 core parameter, followed by its
-    length), ``memory`` is the guest's memory and ``realloc`` its allocator. The
-    function's runner allocates each block and copies the bytes in (``_shim``)."""
+    length), ``memory`` is the guest's memory and ``realloc`` its allocator, ``leave``
+    the offset of the instance's ``may_leave`` flag (:meth:`FiberStore.leave_flag`). The
+    function's runner allocates each block, the flag cleared, and copies the bytes in
+    (``_shim``)."""
 
-    __slots__ = ("memory", "params", "realloc")
+    __slots__ = ("leave", "memory", "params", "realloc")
 
     def __init__(
-        self, params: tuple[tuple[int, int], ...], memory: wasmtime.Memory, realloc: wasmtime.Func
+        self,
+        params: tuple[tuple[int, int], ...],
+        memory: wasmtime.Memory,
+        realloc: wasmtime.Func,
+        leave: int,
     ) -> None:
         self.params = params
         self.memory = memory
         self.realloc = realloc
+        self.leave = leave
 
 
 class FiberFunc:
@@ -1297,6 +1304,7 @@ class FiberFunc:
             staged=staged.params if staged is not None else (),
             sized=self._sized is not None,
             leave=self._leave,
+            staged_leave=staged.leave if staged is not None else None,
         )
         if staged is not None:
             imports: list[Any] = [dispatch.memory, staged.memory, self.func, staged.realloc]

@@ -150,7 +150,9 @@ class HandleTable:
     def roll_back(self, mark: tuple[int, list[int]]) -> None:
         """Take out every entry added since ``mark`` (with nothing removed since), as
         if they had never been added: their indices are free again, in the same
-        order, so that the next ones are the indices they would have been."""
+        order, so that the next ones are the indices they would have been. (Nothing is
+        removed during a lowering: the instance's ``may_leave`` is clear while its
+        ``realloc`` runs, so a drop or an import call there traps.)"""
         length, free = mark
         array = self._array
         for i in set(free).difference(self._free):

@@ -28,9 +28,10 @@ may first call ``lower``, a host function that lowers the call's arguments on th
 in which case nothing else runs. A runner may instead copy the call's strings and byte
 lists in itself (*staged* arguments): the driver writes their bytes into the
 dispatcher's memory (``STAGE`` on) and, in each one's pointer slot, their length and
-where they are; the runner allocates each with the guest's ``realloc`` and copies it
-into the guest's memory (``memory.copy`` between the two memories), which saves the
-``lower`` host function's crossing into Python and the ``realloc`` call from Python.
+where they are; the runner allocates each with the guest's ``realloc`` (``may_leave``
+cleared meanwhile, as for any lowering) and copies it into the guest's memory
+(``memory.copy`` between the two memories), which saves the ``lower`` host function's
+crossing into Python and the ``realloc`` call from Python.
 Everything a runner calls runs on the fiber, so the guest may wait in a blocking host
 function and yields at epoch deadlines, as on a fiber of its own.
 
@@ -56,8 +57,9 @@ MAX_VALUES = 16
 """The most core arguments (and results) a runner takes through the memory."""
 LEAVE = RESULTS + 8 * MAX_VALUES
 """Offset of the ``may_leave`` flags: one byte per component instance of the store, 1
-while it may call out (import entries read it), 0 while its post-return runs (a
-runner writes it: no host function between an export and its post-return)."""
+while it may call out (import entries read it), 0 while its post-return or its
+``realloc`` in a lowering runs (a runner writes it: no host function between an
+export and its post-return, nor around a staged argument's ``realloc``)."""
 LEAVE_SIZE = 256
 """How many component instances of one store have their flag here (the others keep
 theirs in host memory, and their exports lift through the ``lift`` hook)."""
@@ -102,6 +104,7 @@ def runner(
     staged: tuple[tuple[int, int], ...] = (),
     sized: bool = False,
     leave: int | None = None,
+    staged_leave: int | None = None,
 ) -> wasmtime.Module:
     """The runner of a function of core type ``params -> results`` (core value kinds
     such as ``"i32"``, at most :data:`MAX_VALUES` each). It imports ``("", "memory")``
@@ -117,7 +120,10 @@ def runner(
     length (its low 32 bits) and the bytes' offset in the dispatcher's memory (its high
     32 bits); the runner calls ``realloc(0, 0, align, length)``, traps unless the block
     is aligned, and copies the bytes there (``memory.copy`` traps if they are out of
-    bounds) before it calls ``f`` with the block's address in that slot.
+    bounds) before it calls ``f`` with the block's address in that slot. It clears the
+    instance's ``may_leave`` flag at offset ``staged_leave`` (see :data:`LEAVE`) while
+    it allocates, as the canonical ABI does while it lowers values into an instance:
+    the guest's ``realloc`` cannot call out (or make or drop a handle) then.
 
     With ``leave`` (the offset of the instance's ``may_leave`` flag, see :data:`LEAVE`)
     and ``post``, there is no ``lift`` hook: the runner stores the results (as without
@@ -135,7 +141,9 @@ def runner(
         raise ValueError("only a lift hook takes the memory's size")
     if leave is not None and (not post or sized or not LEAVE <= leave < STAGE):
         raise ValueError("a may_leave flag is a post-return's, without a lift hook")
-    key = (params, results, lower, post, staged, sized, leave)
+    if bool(staged) != (staged_leave is not None) or not LEAVE <= (staged_leave or LEAVE) < STAGE:
+        raise ValueError("staged arguments are allocated with the may_leave flag cleared")
+    key = (params, results, lower, post, staged, sized, leave, staged_leave)
     module = _MODULES.get(key)
     if module is None:
         module = _MODULES[key] = wasmtime.Module(_engine.engine(), _runner(*key))
@@ -150,6 +158,7 @@ def _runner(
     staged: tuple[tuple[int, int], ...],
     sized: bool,
     leave: int | None,
+    staged_leave: int | None,
 ) -> str:
     def decl(word: str, kinds: tuple[str, ...]) -> str:
         return f" ({word} {' '.join(kinds)})" if kinds else ""
@@ -171,6 +180,7 @@ def _runner(
     imports.append(f'(import "" "f" (func $f{decl("param", params)}{decl("result", results)}))')
     if staged:
         imports.append('(import "" "realloc" (func $realloc (param i32 i32 i32 i32) (result i32)))')
+        body.append(f"(i32.store8 offset={staged_leave} (i32.const 0) (i32.const 0))")
     for index, align in staged:
         block = blocks[index]
         length = f"(i32.load offset={ARGS + 8 * index} (i32.const 0))"
@@ -186,6 +196,8 @@ def _runner(
             f"(memory.copy 1 0 (local.get {block})"
             f" (i32.load offset={ARGS + 8 * index + 4} (i32.const 0)) {length})"
         )
+    if staged:
+        body.append(f"(i32.store8 offset={staged_leave} (i32.const 0) (i32.const 1))")
     if lower:
         imports.append('(import "" "lower" (func $lower (result i32)))')
         body.append("(if (i32.eqz (call $lower)) (then (return)))")
