@@ -36,6 +36,7 @@ class Client:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.leave = trio.Event()
+        self.body = trio.Event()  # a first piece of the response body came
         self._asked = False
 
     async def receive(self) -> dict[str, Any]:
@@ -47,6 +48,8 @@ class Client:
 
     async def send(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
+        if message["type"] == "http.response.body":
+            self.body.set()
 
 
 async def test_a_client_that_leaves_while_its_request_waits_for_a_slot_is_let_go(

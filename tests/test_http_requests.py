@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+from test_http_proxy_requests import Client
 
 import trio_isyswasfa
 from trio_isyswasfa import _engine
@@ -24,28 +25,6 @@ GUEST = Path(__file__).resolve().parent / "guests" / "http"
 def http_guest(engine: str) -> trio_isyswasfa.Component:
     wasm = build_python_guest(GUEST / "wit", "http-guest", "app", [GUEST / "src"])
     return trio_isyswasfa.load_component(wasm, engine=engine)
-
-
-class Client:
-    """One ASGI client: its request has an empty body; it leaves when told to."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.leave = trio.Event()
-        self.body = trio.Event()  # a first piece of the response body came
-        self._asked = False
-
-    async def receive(self) -> dict[str, Any]:
-        if not self._asked:
-            self._asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.leave.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-        if message["type"] == "http.response.body":
-            self.body.set()
 
 
 @pytest.mark.parametrize("policy", ["pooled", "shared"])

@@ -1231,7 +1231,48 @@ class _Tasks(Protocol):
     def cancel_scope(self) -> _Cancellable: ...
 
 
-class _RequestTasks:
+class _LazyScope:
+    """A request's cancel scope, made when first asked for (one cancelled before it is
+    entered is entered cancelled) and entered by hand (:meth:`enter_scope`) only when
+    the request is about to wait, then left (:meth:`leave_scope`) where a ``with``
+    block around the whole request would end: trio's scope costs ~45k instructions,
+    and until the request waits nothing can cancel it. Trio's own scope on trio:
+    anyio's made two trio scopes (~300 bytecodes more)."""
+
+    __slots__ = ("_entered", "_on_trio", "_scope")
+
+    def __init__(self, on_trio: bool) -> None:
+        self._on_trio = on_trio
+        self._scope: CancelScope | None = None
+        self._entered = False
+
+    def _made_scope(self) -> CancelScope:
+        scope = self._scope
+        if scope is None:
+            scope = self._scope = cancel_scope(self._on_trio)
+        return scope
+
+    def enter_scope(self) -> None:
+        """Enter the request's scope, in the request's task, where no scope entered
+        since the request began is still open (before a call, or an instance's
+        opening, enters one of its own), unless it is entered already."""
+        if not self._entered:
+            self._made_scope().__enter__()
+            self._entered = True
+
+    def leave_scope(self, exc: BaseException | None) -> bool:
+        """Leave the request's scope, if entered, as a ``with`` block ends with ``exc``
+        (None: none): whether it took ``exc`` (a cancellation of its own)."""
+        if not self._entered:
+            return False
+        self._entered = False
+        assert self._scope is not None
+        if exc is None:
+            return bool(self._scope.__exit__(None, None, None))
+        return bool(self._scope.__exit__(type(exc), exc, exc.__traceback__))
+
+
+class _RequestTasks(_LazyScope):
     """The tasks one request starts when it must wait (a client listener, a watch on
     its instance), run in ``group`` (the app's, or the request's own) as a task group's
     would be: :meth:`cancel` (also as ``cancel_scope.cancel()``) cancels the request
@@ -1247,43 +1288,19 @@ class _RequestTasks:
     It is entered in the request's task where no scope entered since the request began
     is still open: before a call, or an instance's opening, enters one of its own."""
 
-    __slots__ = ("_entered", "_group", "_helpers", "_on_trio", "_over", "_scope", "failure")
+    __slots__ = ("_group", "_helpers", "_over", "failure")
 
     def __init__(self, group: TaskGroup, on_trio: bool) -> None:
+        super().__init__(on_trio)
         self._group = group
-        self._on_trio = on_trio
         self._helpers: list[CancelScope] = []
         self._over = False
-        self._scope: CancelScope | None = None
-        self._entered = False
         self.failure: Exception | None = None
 
     @property
     def scope(self) -> CancelScope:
-        """The request's cancel scope (made when first asked for: one cancelled before
-        it is entered is entered cancelled). Trio's own on trio: anyio's made two trio
-        scopes (~300 bytecodes more)."""
-        scope = self._scope
-        if scope is None:
-            scope = self._scope = cancel_scope(self._on_trio)
-        return scope
-
-    def enter_scope(self) -> None:
-        """Enter the request's scope, unless it is entered already (see the class)."""
-        if not self._entered:
-            self.scope.__enter__()
-            self._entered = True
-
-    def leave_scope(self, exc: BaseException | None) -> bool:
-        """Leave the request's scope, if entered, as a ``with`` block ends with ``exc``
-        (None: none): whether it took ``exc`` (a cancellation of its own)."""
-        if not self._entered:
-            return False
-        self._entered = False
-        assert self._scope is not None
-        if exc is None:
-            return bool(self._scope.__exit__(None, None, None))
-        return bool(self._scope.__exit__(type(exc), exc, exc.__traceback__))
+        """The request's cancel scope (made when first asked for)."""
+        return self._made_scope()
 
     @property
     def cancel_scope(self) -> _RequestTasks:
@@ -1360,7 +1377,7 @@ def _comes_whole(message: Message) -> bool:
     )
 
 
-class _RequestHelpers:
+class _RequestHelpers(_LazyScope):
     """The tasks one proxy request needs only if its ``handle`` call suspends (one
     listening to the client, one sending the response as the guest writes it),
     started in the app's task group rather than a task group of the request's own,
@@ -1374,23 +1391,11 @@ class _RequestHelpers:
     tenth of what the host spends on a hello request that does not wait, and until
     the call waits nothing can cancel it (no helper runs, nobody listens)."""
 
-    __slots__ = (
-        "_done",
-        "_entered",
-        "_failures",
-        "_group",
-        "_on_trio",
-        "_running",
-        "_scope",
-        "_scopes",
-        "started",
-    )
+    __slots__ = ("_done", "_failures", "_group", "_running", "_scopes", "started")
 
     def __init__(self, group: TaskGroup, on_trio: bool) -> None:
-        self._scope: CancelScope | None = None
-        self._entered = False
+        super().__init__(on_trio)
         self._group = group
-        self._on_trio = on_trio
         self._scopes: list[CancelScope] = []
         self._running = 0
         self._failures: list[Exception] = []
@@ -1400,31 +1405,8 @@ class _RequestHelpers:
 
     @property
     def cancel_scope(self) -> CancelScope:
-        """The request's cancel scope (made when first asked for: one cancelled
-        before it is entered is entered cancelled)."""
-        scope = self._scope
-        if scope is None:
-            scope = self._scope = cancel_scope(self._on_trio)
-        return scope
-
-    def enter_scope(self) -> None:
-        """Enter the request's scope, in the request's task, where no scope entered
-        since the request began is still open (the engine's ``before_wait``, or before
-        an instance of the request's own opens), unless it is entered already."""
-        if not self._entered:
-            self.cancel_scope.__enter__()
-            self._entered = True
-
-    def leave_scope(self, exc: BaseException | None) -> bool:
-        """Leave the request's scope, if entered, as a ``with`` block ends with
-        ``exc`` (None: none): whether it took ``exc`` (a cancellation of its own)."""
-        if not self._entered:
-            return False
-        self._entered = False
-        assert self._scope is not None
-        if exc is None:
-            return bool(self._scope.__exit__(None, None, None))
-        return bool(self._scope.__exit__(type(exc), exc, exc.__traceback__))
+        """The request's cancel scope (made when first asked for)."""
+        return self._made_scope()
 
     def start_soon(
         self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
