@@ -112,16 +112,9 @@ async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cance
             assert quiet == 3
             made.clear()
             client = Client()
-            body = trio.Event()
-
-            async def send(message: dict[str, Any]) -> None:
-                await client.send(message)
-                if message["type"] == "http.response.body":
-                    body.set()
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(app, scope_of("/forever"), client.receive, send)
-                await body.wait()  # the guest writes, waiting between lines
+                nursery.start_soon(app, scope_of("/forever"), client.receive, client.send)
+                await client.body.wait()  # the guest writes, waiting between lines
                 client.leave.set()
             assert made  # the request's scope (and its helpers')
             assert app.statistics().cancelled == 1
@@ -139,16 +132,9 @@ async def test_a_request_with_an_instance_of_its_own_that_waits_is_served_and_le
             answer = await asgi_request(app, "/sleep", query="ms=20")
             assert (answer.status, answer.body) == (200, b"slept\n")
             client = Client()
-            body = trio.Event()
-
-            async def send(message: dict[str, Any]) -> None:
-                await client.send(message)
-                if message["type"] == "http.response.body":
-                    body.set()
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(app, scope_of("/forever"), client.receive, send)
-                await body.wait()  # the guest writes, waiting between writes
+                nursery.start_soon(app, scope_of("/forever"), client.receive, client.send)
+                await client.body.wait()  # the guest writes, waiting between writes
                 client.leave.set()
             assert app.statistics().cancelled == 1
             assert (await asgi_request(app, "/hello")).body == b"hello, world!\n"
