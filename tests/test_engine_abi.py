@@ -663,10 +663,11 @@ def test_bad_host_values_are_host_errors(t: ValType, value: Any) -> None:
 def test_host_values_over_the_size_limits_are_host_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from trio_isyswasfa.engine import _abi
+    from trio_isyswasfa.engine import _abi, _codegen
 
-    monkeypatch.setattr(_abi, "MAX_STRING_BYTE_LENGTH", 4)
-    monkeypatch.setattr(_abi, "MAX_LIST_BYTE_LENGTH", 8)
+    for module in (_abi, _codegen):  # (UTF-8 strings: _codegen's helpers serve both)
+        monkeypatch.setattr(module, "MAX_STRING_BYTE_LENGTH", 4)
+        monkeypatch.setattr(module, "MAX_LIST_BYTE_LENGTH", 8)
     for t, value in ((STRING, "hello"), (ListType(U8), b"123456789"), (ListType(U32), [1, 2, 3])):
         with pytest.raises(HostProtocolError, match="too long"):
             lower_flat_value(_context(), t, value)

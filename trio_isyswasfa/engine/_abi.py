@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from .._errors import GuestTrap, HostProtocolError, IsyswasfaError, WasiError
-from ._codegen import Generator
+from ._codegen import Generator, _get_utf8, _put_utf8
 from ._handles import AsyncEnd, CallScope, HandleTable
 from ._layout import (
     MAX_FLAT_PARAMS,
@@ -435,30 +435,11 @@ def _string_abi(t: PrimType, encoding: str) -> TypeAbi:
     unpack_from, pack_into = _U32X2.unpack_from, _U32X2.pack_into
 
     if encoding == "utf8":
-
-        def read(buf: memoryview, ptr: int, units: int) -> str:
-            if units > MAX_STRING_BYTE_LENGTH:
-                raise _trap(f"string of {units} bytes is too long")
-            if ptr + units > len(buf):
-                raise _trap(f"string of {units} bytes at {ptr:#x} is out of bounds")
-            try:
-                return str(buf[ptr : ptr + units], "utf-8")
-            except UnicodeDecodeError as exc:
-                raise _trap(f"string is not valid UTF-8 ({exc.reason})") from None
+        # (the generated code's helpers: one definition of the checks and messages)
+        read = _get_utf8
 
         def write(cx: AbiContext, v: Any) -> tuple[int, int]:
-            if type(v) is not str and not isinstance(v, str):  # (a subclass: StrEnum)
-                raise _bad_value(t, v, "not a str")
-            try:
-                data = v.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _bad_value(t, v, "has lone surrogates") from None
-            n = len(data)
-            if n > MAX_STRING_BYTE_LENGTH:
-                raise _bad_value(t, v, "too long")
-            ptr = cx.alloc(1, n)
-            cx.buf[ptr : ptr + n] = data
-            return ptr, n
+            return _put_utf8(cx, t, v)
 
     else:
         latin1 = encoding == "latin1+utf16"
