@@ -849,7 +849,22 @@ def _dispatch_drop(idx: int) -> Callable[[Any, int], None]:
 # -- instances and calls ----------------------------------------------------------------
 
 
-class EngineInstance:
+class WaitHook:
+    """The ``before_wait`` hook of an instance of either engine (the seam's
+    ``EngineInstance.before_wait`` says what it is for)."""
+
+    before_wait: Callable[[], object] | None = None
+
+    def waits_now(self) -> None:
+        """An export call is about to wait for the first time (for the store, or on
+        the guest): call :attr:`before_wait` once, then clear it (the seam's
+        ``EngineInstance.before_wait`` says why)."""
+        hook, self.before_wait = self.before_wait, None
+        if hook is not None:
+            hook()
+
+
+class EngineInstance(WaitHook):
     """A store and an instantiated component, with calls that map failures."""
 
     def __init__(
@@ -877,7 +892,6 @@ class EngineInstance:
         self.bound = _BOUND[self._key] = _Bound(impls, self.faults)
         # a call is running or suspended: the store admits no other until it returns
         self.turns = Turns()
-        self.before_wait: Callable[[], object] | None = None  # see waits_now
         try:
             self.instance = _fastcall.instantiate(linker, self.store, plan.component)
         except wasmtime.WasmtimeError as exc:
@@ -897,14 +911,6 @@ class EngineInstance:
     def leave(self) -> None:
         """Hand the store to the next call in line (waking it alone)."""
         self.turns.give_back()
-
-    def waits_now(self) -> None:
-        """An export call is about to wait for the first time (for the store, or on
-        the guest): call :attr:`before_wait` once, then clear it (the seam's
-        ``EngineInstance.before_wait`` says why)."""
-        hook, self.before_wait = self.before_wait, None
-        if hook is not None:
-            hook()
 
     @property
     def blocked(self) -> bool:

@@ -511,7 +511,7 @@ class _ComponentInstance(CoreInstances):
         return found
 
 
-class OwnEngineInstance:
+class OwnEngineInstance(_engine.WaitHook):
     """A component instantiated on our own engine.
 
     Export calls (:meth:`OwnExportFunc.call`) run on wasmtime fibers (``_fiber``): the
@@ -553,7 +553,6 @@ class OwnEngineInstance:
         self.turns = Turns()  # export calls take turns (a suspended one holds the store)
         self.has_async = False  # some host function may wait (an async core function)
         self.blocked_calls = 0  # calls suspended in a blocking host function now
-        self.before_wait: Callable[[], object] | None = None  # see waits_now
         self.destructors: dict[ResourceType, Callable[[int], None]] = {}
         self._cores: dict[int, CoreFunc] = {}
         self._fiber_funcs: dict[int, _fiber.FiberFunc] = {}  # by id of the CoreFunc
@@ -583,14 +582,6 @@ class OwnEngineInstance:
     def guest_seconds(self) -> float:
         """Time spent running guest code in fiber calls so far."""
         return self.fibers.guest_seconds
-
-    def waits_now(self) -> None:
-        """An export call is about to wait for the first time (for the store, or on
-        the guest): call :attr:`before_wait` once, then clear it (the seam's
-        ``EngineInstance.before_wait`` says why)."""
-        hook, self.before_wait = self.before_wait, None
-        if hook is not None:
-            hook()
 
     @property
     def blocked(self) -> bool:
