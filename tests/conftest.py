@@ -407,3 +407,20 @@ async def get_at_once(url: str, count: int) -> list[str]:
         for _ in range(count):
             requests.start_soon(get)
     return texts
+
+
+@pytest.fixture
+def made_scopes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every cancel scope the ASGI app makes for a request (``_asgi.cancel_scope``),
+    in order: a test clears it and looks again."""
+    from trio_isyswasfa.http import _asgi
+
+    made: list[object] = []
+    real = _asgi.cancel_scope
+
+    def counted(on_trio: bool) -> Any:
+        made.append(scope := real(on_trio))
+        return scope
+
+    monkeypatch.setattr(_asgi, "cancel_scope", counted)
+    return made

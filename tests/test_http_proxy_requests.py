@@ -12,7 +12,7 @@ import trio.testing
 
 import trio_isyswasfa
 from trio_isyswasfa import _engine
-from trio_isyswasfa.http import ComponentApp, _asgi
+from trio_isyswasfa.http import ComponentApp
 from trio_isyswasfa.testing import asgi_request, asgi_scope, build_python_component, open_lifespan
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
@@ -82,41 +82,33 @@ async def test_a_client_that_leaves_while_its_request_waits_for_a_slot_is_let_go
 
 
 async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cancels_it(
-    proxy_component: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch
+    proxy_component: trio_isyswasfa.Component, made_scopes: list[object]
 ) -> None:
     # a request's cancel scope is entered when its call is about to wait (the
     # engine's before_wait): a hello that answers at once makes none, a guest that
     # waits gets one, and a client that leaves then cancels the guest through it
-    made: list[object] = []
-    real = _asgi.cancel_scope
-
-    def counted(on_trio: bool) -> Any:
-        made.append(scope := real(on_trio))
-        return scope
-
-    monkeypatch.setattr(_asgi, "cancel_scope", counted)
     app = ComponentApp(proxy_component)
     async with open_lifespan(app):
         with trio.fail_after(30):
             assert (await asgi_request(app, "/hello")).body == b"hello, world!\n"  # warm
             quiet = 0  # requests no epoch tick fell inside (a tick may make one wait)
             for _ in range(50):
-                made.clear()
+                made_scopes.clear()
                 before = _engine.ticks
                 assert (await asgi_request(app, "/hello")).body == b"hello, world!\n"
                 if _engine.ticks == before:
-                    assert made == []
+                    assert made_scopes == []
                     quiet += 1
                     if quiet == 3:
                         break
             assert quiet == 3
-            made.clear()
+            made_scopes.clear()
             client = Client()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(app, scope_of("/forever"), client.receive, client.send)
                 await client.body.wait()  # the guest writes, waiting between lines
                 client.leave.set()
-            assert made  # the request's scope (and its helpers')
+            assert made_scopes  # the request's scope (and its helpers')
             assert app.statistics().cancelled == 1
 
 

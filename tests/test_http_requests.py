@@ -13,7 +13,7 @@ from test_http_proxy_requests import Client
 
 import trio_isyswasfa
 from trio_isyswasfa import _engine
-from trio_isyswasfa.http import ComponentApp, _asgi
+from trio_isyswasfa.http import ComponentApp
 from trio_isyswasfa.testing import asgi_request, asgi_scope, build_python_guest, open_lifespan
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
@@ -29,31 +29,23 @@ def http_guest(engine: str) -> trio_isyswasfa.Component:
 
 @pytest.mark.parametrize("policy", ["pooled", "shared"])
 async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cancels_it(
-    http_guest: trio_isyswasfa.Component, monkeypatch: pytest.MonkeyPatch, policy: str
+    http_guest: trio_isyswasfa.Component, made_scopes: list[object], policy: str
 ) -> None:
     # the request's cancel scope is entered once it is about to wait (for the guest:
     # the engine's before_wait; for its response; for a slot or an instance): one
     # answered at once makes none, one that waits gets one, and a client that leaves
     # a waiting request cancels its guest through it
-    made: list[object] = []
-    real = _asgi.cancel_scope
-
-    def counted(on_trio: bool) -> Any:
-        made.append(scope := real(on_trio))
-        return scope
-
-    monkeypatch.setattr(_asgi, "cancel_scope", counted)
     app = ComponentApp(http_guest, instances=policy)  # type: ignore[arg-type]
     async with open_lifespan(app):
         with trio.fail_after(60):
             assert (await asgi_request(app, "/")).status == 200  # warm
             quiet = 0  # requests no epoch tick fell inside (a tick may make one wait)
             for _ in range(50):
-                made.clear()
+                made_scopes.clear()
                 before = _engine.ticks
                 assert (await asgi_request(app, "/")).status == 200
                 if _engine.ticks == before:
-                    assert made == []
+                    assert made_scopes == []
                     quiet += 1
                     if quiet == 3:
                         break
@@ -61,7 +53,7 @@ async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cance
 
             # the guest's handle waits in a host call (for the store too, when shared):
             # the scope is entered before the engine's own, and left after it
-            made.clear()
+            made_scopes.clear()
             answers: list[tuple[int, bytes]] = []
 
             async def sleep() -> None:
@@ -71,17 +63,17 @@ async def test_only_a_request_that_waits_enters_a_cancel_scope_and_leaving_cance
             async with trio.open_nursery() as nursery:
                 for _ in range(2):
                     nursery.start_soon(sleep)
-            assert made
+            assert made_scopes
             assert answers == [(200, b"slept")] * 2
 
             # a response the guest writes as it goes: a client that leaves cancels it
-            made.clear()
+            made_scopes.clear()
             client = Client()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(app, asgi_scope("/forever"), client.receive, client.send)
                 await client.body.wait()  # the guest wrote its first line, and sleeps
                 client.leave.set()
-            assert made  # the request's scope (and its tasks')
+            assert made_scopes  # the request's scope (and its tasks')
             assert app.statistics().cancelled == 1
             assert client.messages[-1].get("more_body", False)  # cut off, not finished
             # the instance serves on
